@@ -1,0 +1,236 @@
+//! Packet capture: one tap per measured interface, each on its own thread, feeding the meter.
+
+pub mod afpacket;
+pub mod bpf;
+
+use crate::interfaces::{self, Selection};
+use crate::linklocal::classify::classify;
+use crate::linklocal::{Service, Targets};
+use crate::meter::Meter;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Bytes kept of each packet: enough for IPv6 + extension headers + TCP with options.
+pub const SNAPLEN: u32 = 128;
+
+/// Packets seen by the kernel filter since the last read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapStats {
+    /// Packets the filter accepted, including dropped ones.
+    pub matched: u64,
+    /// Packets the filter accepted that did not fit in the ring.
+    pub dropped: u64,
+}
+
+/// Capture errors, each naming the interface and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("cannot open a packet socket on {iface}: permission denied; run as root or grant CAP_NET_RAW (capabilities: add NET_RAW)")]
+    Permission { iface: String },
+    #[error("interface {iface} does not exist (any more)")]
+    Gone { iface: String },
+    #[error("{op} on {iface} failed: {source}")]
+    Io {
+        op: &'static str,
+        iface: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Filter(#[from] bpf::FilterError),
+}
+
+/// A source of outgoing packets on one interface. AF_PACKET today; an eBPF tc-egress counter
+/// can replace it behind this trait.
+pub trait PacketTap: Send {
+    /// Waits up to `timeout` for packets; hands each to `sink` as (kernel timestamp in ns since
+    /// the Unix epoch, bytes from the IP header on). Returns how many blocks were read.
+    fn next_batch(
+        &mut self,
+        timeout: Duration,
+        sink: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<usize, TapError>;
+    /// Counters since the previous call.
+    fn take_stats(&mut self) -> Result<TapStats, TapError>;
+}
+
+/// What to capture and how.
+#[derive(Debug, Clone)]
+pub struct CaptureSpec {
+    pub selection: Selection,
+    pub targets: Targets,
+    pub ring: afpacket::RingConfig,
+    /// How often to look for interfaces that appeared (the VPC CNI attaches ENIs at runtime).
+    pub rescan: Duration,
+}
+
+/// Running capture threads; stops them on drop.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Capture {
+    /// Opens a tap on every selected interface now (so permission problems surface at once),
+    /// then keeps rescanning for new ones. Returns the interfaces opened.
+    pub fn start(spec: CaptureSpec, meter: Meter) -> Result<(Capture, Vec<String>), TapError> {
+        let program = bpf::outgoing_to(&spec.targets, SNAPLEN)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(Mutex::new(BTreeSet::new()));
+        let mut cap = Capture {
+            stop: stop.clone(),
+            threads: Vec::new(),
+            active: active.clone(),
+        };
+        let names = interfaces::select(&spec.selection, &interfaces::list());
+        for name in &names {
+            let tap = afpacket::AfPacketTap::open(name, &program, spec.ring)?;
+            cap.threads.push(spawn_reader(
+                name.clone(),
+                Box::new(tap),
+                spec.targets.clone(),
+                meter.clone(),
+                stop.clone(),
+                active.clone(),
+            ));
+        }
+        let rescan = {
+            let (stop, active, meter) = (stop.clone(), active.clone(), meter.clone());
+            std::thread::Builder::new()
+                .name("capture-rescan".into())
+                .spawn(move || rescan_loop(spec, program, meter, stop, active))
+                .expect("spawning a thread")
+        };
+        cap.threads.push(rescan);
+        Ok((cap, names))
+    }
+
+    /// Interfaces being captured now.
+    pub fn active(&self) -> Vec<String> {
+        self.active.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn rescan_loop(
+    spec: CaptureSpec,
+    program: Vec<bpf::Insn>,
+    meter: Meter,
+    stop: Arc<AtomicBool>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+) {
+    let mut readers: Vec<JoinHandle<()>> = Vec::new();
+    let mut last = Instant::now();
+    let mut warned = BTreeSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() < spec.rescan {
+            continue;
+        }
+        last = Instant::now();
+        for name in interfaces::select(&spec.selection, &interfaces::list()) {
+            if active.lock().unwrap().contains(&name) {
+                continue;
+            }
+            match afpacket::AfPacketTap::open(&name, &program, spec.ring) {
+                Ok(tap) => {
+                    tracing::info!(message = "Capturing on a new interface.", interface = %name);
+                    warned.remove(&name);
+                    readers.push(spawn_reader(
+                        name,
+                        Box::new(tap),
+                        spec.targets.clone(),
+                        meter.clone(),
+                        stop.clone(),
+                        active.clone(),
+                    ));
+                }
+                Err(error) => {
+                    if warned.insert(name.clone()) {
+                        tracing::warn!(message = "Cannot capture on interface; will retry.", interface = %name, %error);
+                    }
+                }
+            }
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+}
+
+fn spawn_reader(
+    name: String,
+    tap: Box<dyn PacketTap>,
+    targets: Targets,
+    meter: Meter,
+    stop: Arc<AtomicBool>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+) -> JoinHandle<()> {
+    active.lock().unwrap().insert(name.clone());
+    meter.attach(&name, interfaces::mac(&name));
+    std::thread::Builder::new()
+        .name(format!("capture-{name}"))
+        .spawn(move || {
+            if let Err(error) = read_loop(&name, tap, &targets, &meter, &stop) {
+                tracing::warn!(message = "Capture stopped on interface.", interface = %name, %error);
+            }
+            meter.detach(&name);
+            active.lock().unwrap().remove(&name);
+        })
+        .expect("spawning a thread")
+}
+
+/// Reads batches until `stop`, classifying each packet and adding it to the meter.
+pub fn read_loop(
+    name: &str,
+    mut tap: Box<dyn PacketTap>,
+    targets: &Targets,
+    meter: &Meter,
+    stop: &AtomicBool,
+) -> Result<(), TapError> {
+    let mut batch: Vec<(u64, Service)> = Vec::with_capacity(4096);
+    let mut last_stats = Instant::now();
+    loop {
+        // Drain what is already there even when stopping, so the last window is complete.
+        let stopping = stop.load(Ordering::SeqCst);
+        tap.next_batch(Duration::from_millis(50), &mut |ts, pkt| {
+            if let Some(c) = classify(pkt, targets) {
+                batch.push((ts, c.service));
+            }
+        })?;
+        if !batch.is_empty() {
+            meter.record(name, &batch);
+            batch.clear();
+        }
+        if stopping || last_stats.elapsed() >= Duration::from_millis(100) {
+            last_stats = Instant::now();
+            let st = tap.take_stats()?;
+            if st.dropped > 0 {
+                meter.add_drops(name, st.dropped);
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}

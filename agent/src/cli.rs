@@ -1,0 +1,155 @@
+//! Command line: flags (which override the config file), dispatch, and exit codes.
+
+use crate::config::{self, Config, Settings};
+use crate::{commands, AgentError};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "headroom-agent",
+    version,
+    about = "Measures, per network interface, packets/s to EC2 link-local services against the 1024/s limit."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags shared by every command; each is also a config file field.
+#[derive(Args, Debug, Default)]
+pub struct Common {
+    /// TOML configuration file; flags override its fields.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interface to measure, by name or glob (repeatable). Default: the physical interfaces.
+    #[arg(long = "interface", global = true, value_name = "NAME|GLOB")]
+    pub interfaces: Vec<String>,
+    /// A resolver whose packets count toward the limit (repeatable); 169.254.169.253 and
+    /// fd00:ec2::253 always count.
+    #[arg(long = "resolver", global = true, value_name = "IP|auto")]
+    pub resolvers: Vec<String>,
+    /// Address for /metrics, /healthz and /readyz (run).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// This node's name (Kubernetes: from the downward API).
+    #[arg(long, global = true, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure once for a while, print one report, exit 0.
+    Once {
+        /// How long to measure (at least 1s: a peak is a one-second window).
+        #[arg(long, default_value = "10s")]
+        duration: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Live per-interface view, refreshed every second.
+    Watch {
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// The daemon: measure continuously and serve /metrics, /healthz, /readyz.
+    Run {
+        /// Length of one report window.
+        #[arg(long, value_name = "DURATION")]
+        report_interval: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+/// Builds the configuration: file first, then flags over it; then validates everything.
+fn settings(cli: &Cli) -> Result<Settings, AgentError> {
+    let mut cfg = match &cli.common.config {
+        Some(p) => config::load(p).map_err(AgentError::Usage)?,
+        None => Config::default(),
+    };
+    let c = &cli.common;
+    if !c.interfaces.is_empty() {
+        cfg.interfaces = c.interfaces.clone();
+    }
+    if !c.resolvers.is_empty() {
+        cfg.resolvers = c.resolvers.clone();
+    }
+    if let Some(m) = &c.metrics_listen {
+        cfg.metrics_listen = m.clone();
+    }
+    if let Some(n) = &c.node_name {
+        cfg.node_name = Some(n.clone());
+    }
+    if let Command::Run {
+        report_interval: Some(r),
+    } = &cli.command
+    {
+        cfg.report_interval = r.clone();
+    }
+    cfg.validate()
+        .map_err(|errs| AgentError::Usage(errs.join("\nheadroom-agent: ")))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<(), AgentError> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = e.print();
+                return Ok(());
+            }
+            _ => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid usage");
+                let first = first.trim_start_matches("error: ");
+                return Err(AgentError::Usage(format!("{first} (see --help)")));
+            }
+        },
+    };
+    let settings = settings(&cli)?;
+    init_logging();
+    match cli.command {
+        Command::Once { duration, format } => {
+            let d = config::parse_duration("--duration", &duration).map_err(AgentError::Usage)?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                return Err(AgentError::Usage(format!(
+                    "invalid --duration '{duration}': must be between 1s (one peak window) and 1h"
+                )));
+            }
+            let report = commands::once::once(&settings, d)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report always serializes")
+                ),
+                Format::Table => print!("{}", report.table()),
+            }
+            Ok(())
+        }
+        Command::Watch { count } => commands::watch::watch(&settings, count),
+        Command::Run { .. } => commands::run::run(&settings),
+    }
+}

@@ -1,0 +1,19 @@
+//! `once`: measure for a while, return one report.
+
+use super::{node, start_capture, DRAIN};
+use crate::config::Settings;
+use crate::meter::Meter;
+use crate::report::{now_ns, Report};
+use crate::AgentError;
+use std::time::Duration;
+
+pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentError> {
+    let meter = Meter::new(duration.as_secs() + 2);
+    let (cap, _) = start_capture(settings, meter.clone(), true)?;
+    let start = now_ns();
+    std::thread::sleep(duration + DRAIN);
+    let end = start + duration.as_nanos() as u64;
+    let windows = meter.cut(start, end);
+    cap.stop();
+    Ok(Report::new(node(settings), start, end, &windows))
+}

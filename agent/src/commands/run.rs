@@ -1,0 +1,74 @@
+//! `run`: the daemon. Measures continuously, cuts a report every interval, serves /metrics.
+
+use super::{node, start_capture, DRAIN};
+use crate::config::Settings;
+use crate::http::{self, State};
+use crate::meter::Meter;
+use crate::metrics::Metrics;
+use crate::report::{now_ns, Report};
+use crate::{signal, AgentError};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub fn run(settings: &Settings) -> Result<(), AgentError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("headroom-rt")
+        .build()
+        .map_err(|e| AgentError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(serve(settings))
+}
+
+async fn serve(settings: &Settings) -> Result<(), AgentError> {
+    let listener = tokio::net::TcpListener::bind(settings.metrics_listen)
+        .await
+        .map_err(|e| {
+            AgentError::Usage(format!(
+                "cannot listen on {} ({e}); choose a free address with --metrics-listen",
+                settings.metrics_listen
+            ))
+        })?;
+    let meter = Meter::new(settings.report_interval.as_secs() + 2);
+    let (cap, _) = start_capture(settings, meter.clone(), false)?;
+    let state = Arc::new(State {
+        metrics: Metrics::new(),
+        meter: meter.clone(),
+    });
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        state.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    tracing::info!(message = "Serving.", address = %settings.metrics_listen);
+
+    let mut start = now_ns();
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.report_interval + DRAIN,
+        settings.report_interval,
+    );
+    let shutdown = signal::shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let end = now_ns() - DRAIN.as_nanos() as u64;
+                let report = Report::new(node(settings), start, end, &meter.cut(start, end));
+                state.metrics.update(&report);
+                for i in report.interfaces.iter().filter(|i| i.utilization >= 0.8) {
+                    tracing::warn!(
+                        message = "Link-local packets near the per-interface limit.",
+                        interface = %i.name, peak_pps = i.peak_pps, limit_pps = i.limit_pps
+                    );
+                }
+                start = end;
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    stop.cancel();
+    let _ = server.await;
+    tokio::task::spawn_blocking(move || cap.stop()).await.ok();
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `watch`: a live per-interface view, refreshed every second.
+
+use super::{node, start_capture, DRAIN};
+use crate::config::Settings;
+use crate::linklocal::LIMIT_PPS;
+use crate::meter::{InterfaceWindow, Meter};
+use crate::report::now_ns;
+use crate::AgentError;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+const BAR: usize = 40;
+
+/// One frame of the view; `peaks` holds the highest one-second count seen per interface.
+pub fn frame(node: &str, windows: &[InterfaceWindow], peaks: &BTreeMap<String, u64>) -> String {
+    let mut out = format!(
+        "headroom watch — node {node} — link-local packets/s per interface, limit {LIMIT_PPS} (Ctrl-C quits)\n"
+    );
+    out += &format!(
+        "{:<16} {:>7} {:>7}  {:<width$}  {:>6} {:>7}\n",
+        "INTERFACE",
+        "NOW/S",
+        "PEAK/S",
+        "toward the limit (| = peak)",
+        "UTIL",
+        "DROPS",
+        width = BAR + 2
+    );
+    for w in windows {
+        let now = w.figures.total();
+        let peak = peaks.get(&w.name).copied().unwrap_or(0);
+        let fill = ((now as f64 / LIMIT_PPS as f64) * BAR as f64).round() as usize;
+        let mark = ((peak as f64 / LIMIT_PPS as f64) * BAR as f64).round() as usize;
+        let bar: String = (0..BAR)
+            .map(|i| match i {
+                _ if i + 1 == mark.min(BAR) => '|',
+                _ if i < fill => '#',
+                _ => ' ',
+            })
+            .collect();
+        let over = if now > LIMIT_PPS as u64 { "!" } else { "]" };
+        out += &format!(
+            "{:<16} {:>7} {:>7}  [{bar}{over}  {:>5.1}% {:>7}{}\n",
+            w.name,
+            now,
+            peak,
+            peak as f64 / LIMIT_PPS as f64 * 100.0,
+            w.drops_total,
+            if w.capturing { "" } else { "  (gone)" }
+        );
+    }
+    if windows.is_empty() {
+        out += "(no interface measured yet)\n";
+    }
+    out
+}
+
+pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> {
+    let meter = Meter::new(5);
+    let (_cap, _) = start_capture(settings, meter.clone(), false)?;
+    let tty = std::io::stdout().is_terminal();
+    let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last_end = now_ns();
+    let mut shown = 0u64;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let end = now_ns() - DRAIN.as_nanos() as u64;
+        // The second just past, for "now"; the peak of windows ending since the last frame.
+        let now = meter.peek(end - 1_000_000_000, end);
+        for w in meter.cut(last_end, end) {
+            let p = peaks.entry(w.name.clone()).or_default();
+            *p = (*p).max(w.figures.peak);
+        }
+        last_end = end;
+        let text = frame(&node(settings).name, &now, &peaks);
+        let mut out = std::io::stdout().lock();
+        let _ = if tty {
+            write!(out, "\x1b[H\x1b[2J{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+        let _ = out.flush();
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linklocal::series::Figures;
+
+    #[test]
+    fn frame_shows_rate_peak_and_bar() {
+        let w = InterfaceWindow {
+            name: "eni0".into(),
+            mac: None,
+            figures: Figures {
+                packets: [512, 0, 0],
+                peak: 512,
+                peak_by_service: [512, 0, 0],
+            },
+            kernel_drops: 0,
+            packets_total: [512, 0, 0],
+            drops_total: 3,
+            capturing: true,
+        };
+        let peaks = BTreeMap::from([("eni0".to_string(), 1024u64)]);
+        let f = frame("n1", &[w], &peaks);
+        let line = f.lines().find(|l| l.starts_with("eni0")).unwrap();
+        assert!(line.contains(" 512 "), "{line}");
+        assert!(line.contains("1024"), "{line}");
+        assert_eq!(line.matches('#').count(), 20, "{line}");
+        assert!(line.contains("|]"), "peak mark at the end: {line}");
+        assert!(line.contains("100.0%"), "{line}");
+    }
+}

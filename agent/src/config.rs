@@ -1,0 +1,183 @@
+//! The agent's one configuration struct: a TOML file (`--config`), overridden by flags.
+
+use crate::interfaces::{Pattern, Selection};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// Every field has a default, so an empty file (or none) is a valid configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Interfaces to measure, by name or glob (`eth*`). Empty: the node's physical interfaces
+    /// (those with /sys/class/net/X/device), never pod-side veths, which would count twice.
+    pub interfaces: Vec<String>,
+    /// Resolvers whose packets count toward the link-local limit besides 169.254.169.253 and
+    /// fd00:ec2::253, which always count. `auto` adds the VPC resolver once it is discovered.
+    pub resolvers: Vec<String>,
+    /// Where `run` serves /metrics, /healthz and /readyz.
+    pub metrics_listen: String,
+    /// Length of one report window in `run` (peaks and means are per window).
+    pub report_interval: String,
+    /// How often to look for interfaces that appeared (the VPC CNI attaches ENIs at runtime).
+    pub rescan_interval: String,
+    /// This node's name; defaults to $NODE_NAME, then the host name.
+    pub node_name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interfaces: Vec::new(),
+            resolvers: vec!["auto".into()],
+            metrics_listen: "0.0.0.0:9465".into(),
+            report_interval: "10s".into(),
+            rescan_interval: "10s".into(),
+            node_name: None,
+        }
+    }
+}
+
+/// A configuration checked and turned into the types the agent runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub selection: Selection,
+    /// True when `--interface` named nothing and the default (physical interfaces) applies.
+    pub default_interfaces: bool,
+    pub resolvers: Vec<IpAddr>,
+    pub metrics_listen: SocketAddr,
+    pub report_interval: Duration,
+    pub rescan_interval: Duration,
+    pub node_name: String,
+}
+
+/// Reads a TOML file; the error names the file and the problem.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        format!("invalid config file {}: {msg}", path.display())
+    })
+}
+
+/// Parses a duration such as `10s`, `1m` or `500ms`.
+pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|_| {
+        format!("invalid {what} '{text}': expected a duration such as 10s, 1m or 500ms")
+    })
+}
+
+impl Config {
+    /// Checks every field and returns all problems at once.
+    pub fn validate(&self) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut patterns = Vec::new();
+        for i in &self.interfaces {
+            match Pattern::parse(i) {
+                Ok(p) => patterns.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut resolvers = Vec::new();
+        for r in &self.resolvers {
+            if r == "auto" {
+                continue;
+            }
+            match r.parse::<IpAddr>() {
+                Ok(ip) => resolvers.push(ip),
+                Err(_) => errors.push(format!(
+                    "invalid --resolver '{r}': expected an IP address such as 10.0.0.2 or 'auto'"
+                )),
+            }
+        }
+        let metrics_listen = self.metrics_listen.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "invalid --metrics-listen '{}': expected ADDRESS:PORT such as 0.0.0.0:9465",
+                self.metrics_listen
+            )
+        });
+        let mut duration = |what: &str, text: &str| match parse_duration(what, text) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                errors.push(format!(
+                    "invalid {what} '{text}': must be at least 1s, the width of a peak window"
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        let report_interval = duration("report_interval", &self.report_interval);
+        let rescan_interval = duration("rescan_interval", &self.rescan_interval);
+        let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Settings {
+            default_interfaces: patterns.is_empty(),
+            selection: if patterns.is_empty() {
+                Selection::Physical
+            } else {
+                Selection::Patterns(patterns)
+            },
+            resolvers,
+            metrics_listen: metrics_listen.unwrap(),
+            report_interval: report_interval.unwrap(),
+            rescan_interval: rescan_interval.unwrap(),
+            node_name: self.node_name.clone().unwrap_or_else(hostname),
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Config::default().validate().unwrap();
+        assert!(s.default_interfaces);
+        assert!(s.resolvers.is_empty());
+        assert_eq!(s.metrics_listen.port(), 9465);
+        assert_eq!(s.report_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let c = Config {
+            interfaces: vec!["eth[".into()],
+            resolvers: vec!["10.0.0.300".into(), "auto".into()],
+            metrics_listen: "nope".into(),
+            report_interval: "0.5s".into(),
+            rescan_interval: "soon".into(),
+            node_name: None,
+        };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("--resolver '10.0.0.300'")));
+        assert!(errs.iter().any(|e| e.contains("at least 1s")));
+    }
+
+    #[test]
+    fn file_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.toml");
+        std::fs::write(&p, "interfaces = [\"eth0\"]\nresolvers = [\"10.0.0.2\"]\n").unwrap();
+        let c = load(&p).unwrap();
+        assert_eq!(c.interfaces, ["eth0"]);
+        assert_eq!(c.metrics_listen, "0.0.0.0:9465");
+        std::fs::write(&p, "interface = [\"eth0\"]\n").unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("unknown field `interface`"), "{e}");
+    }
+}

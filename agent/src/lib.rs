@@ -1,0 +1,48 @@
+//! headroom-agent: measures on each node what nobody watches until it breaks, starting with the
+//! packets each network interface sends to EC2 link-local services (1024/s per interface).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod capture;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod interfaces;
+pub mod linklocal;
+pub mod meter;
+pub mod metrics;
+pub mod report;
+pub mod signal;
+
+/// Errors that end a command, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad flags, config or names: exit 64 (EX_USAGE).
+    #[error("{0}")]
+    Usage(String),
+    /// Missing privilege: exit 77 (EX_NOPERM).
+    #[error("{0}")]
+    Permission(String),
+    /// Anything else: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl AgentError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::Usage(_) => 64,
+            AgentError::Permission(_) => 77,
+            AgentError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<capture::TapError> for AgentError {
+    fn from(e: capture::TapError) -> Self {
+        match e {
+            capture::TapError::Permission { .. } => AgentError::Permission(e.to_string()),
+            _ => AgentError::Runtime(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Per-interface packet series shared between capture threads and whoever cuts report windows.
+
+use crate::linklocal::series::{Figures, Series, STEP_NS};
+use crate::linklocal::Service;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// One interface's figures for one report window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceWindow {
+    pub name: String,
+    pub mac: Option<String>,
+    pub figures: Figures,
+    /// Packets the kernel matched but could not hand to the agent, in this window.
+    pub kernel_drops: u64,
+    /// Packets counted since the agent started, per service.
+    pub packets_total: [u64; 3],
+    /// Drops since the agent started.
+    pub drops_total: u64,
+    pub capturing: bool,
+}
+
+#[derive(Debug)]
+struct Iface {
+    mac: Option<String>,
+    series: Series,
+    packets_total: [u64; 3],
+    drops_total: u64,
+    drops_reported: u64,
+    capturing: bool,
+}
+
+/// Shared, cheap to clone. Capture threads lock it once per batch of packets.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    inner: Arc<Mutex<BTreeMap<String, Iface>>>,
+    keep_seconds: u64,
+}
+
+impl Meter {
+    /// A meter that keeps at least `keep_seconds` of history per interface.
+    pub fn new(keep_seconds: u64) -> Self {
+        Meter {
+            inner: Arc::default(),
+            keep_seconds: keep_seconds + 2,
+        }
+    }
+
+    pub fn attach(&self, name: &str, mac: Option<String>) {
+        let mut m = self.inner.lock().unwrap();
+        let e = m.entry(name.to_string()).or_insert_with(|| Iface {
+            mac: None,
+            series: Series::new(self.keep_seconds),
+            packets_total: [0; 3],
+            drops_total: 0,
+            drops_reported: 0,
+            capturing: true,
+        });
+        e.mac = mac;
+        e.capturing = true;
+    }
+
+    /// Marks an interface as no longer captured; its figures stay until reported.
+    pub fn detach(&self, name: &str) {
+        if let Some(e) = self.inner.lock().unwrap().get_mut(name) {
+            e.capturing = false;
+        }
+    }
+
+    pub fn record(&self, name: &str, packets: &[(u64, Service)]) {
+        let mut m = self.inner.lock().unwrap();
+        if let Some(e) = m.get_mut(name) {
+            for &(ts, s) in packets {
+                e.series.add(ts, s);
+                e.packets_total[s.index()] += 1;
+            }
+        }
+    }
+
+    pub fn add_drops(&self, name: &str, n: u64) {
+        if let Some(e) = self.inner.lock().unwrap().get_mut(name) {
+            e.drops_total += n;
+        }
+    }
+
+    /// Whether any interface is being captured.
+    pub fn capturing(&self) -> bool {
+        self.inner.lock().unwrap().values().any(|e| e.capturing)
+    }
+
+    /// Figures for `[start_ns, end_ns)` without consuming anything (for live views).
+    pub fn peek(&self, start_ns: u64, end_ns: u64) -> Vec<InterfaceWindow> {
+        let m = self.inner.lock().unwrap();
+        m.iter()
+            .map(|(name, e)| window_of(name, e, start_ns, end_ns))
+            .collect()
+    }
+
+    /// Cuts the report window `[start_ns, end_ns)`: figures, drops since the last cut, and
+    /// forgets history older than the one second the next window's peaks may reach back into.
+    /// Interfaces no longer captured are reported one last time, then forgotten.
+    pub fn cut(&self, start_ns: u64, end_ns: u64) -> Vec<InterfaceWindow> {
+        let mut m = self.inner.lock().unwrap();
+        let out = m
+            .iter_mut()
+            .map(|(name, e)| {
+                let w = window_of(name, e, start_ns, end_ns);
+                e.drops_reported = e.drops_total;
+                e.series
+                    .trim_before(end_ns.saturating_sub(1_000_000_000 + STEP_NS));
+                w
+            })
+            .collect();
+        m.retain(|_, e| e.capturing);
+        out
+    }
+}
+
+fn window_of(name: &str, e: &Iface, start_ns: u64, end_ns: u64) -> InterfaceWindow {
+    InterfaceWindow {
+        name: name.to_string(),
+        mac: e.mac.clone(),
+        figures: e.series.figures(start_ns, end_ns),
+        kernel_drops: e.drops_total - e.drops_reported,
+        packets_total: e.packets_total,
+        drops_total: e.drops_total,
+        capturing: e.capturing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_800_000_000 * S;
+
+    #[test]
+    fn cut_reports_drops_once_and_forgets_detached_interfaces() {
+        let m = Meter::new(10);
+        m.attach("eni0", Some("02:00:00:00:00:01".into()));
+        m.record(
+            "eni0",
+            &[(T0 + 10, Service::Dns), (T0 + S + 10, Service::Imds)],
+        );
+        m.add_drops("eni0", 3);
+        let w = m.cut(T0, T0 + 2 * S);
+        assert_eq!(w[0].figures.total(), 2);
+        assert_eq!(w[0].kernel_drops, 3);
+        assert_eq!(w[0].packets_total, [1, 1, 0]);
+        m.detach("eni0");
+        let w = m.cut(T0 + 2 * S, T0 + 4 * S);
+        assert_eq!((w[0].kernel_drops, w[0].figures.total()), (0, 0));
+        assert!(!w[0].capturing);
+        assert!(m.cut(T0 + 4 * S, T0 + 6 * S).is_empty());
+    }
+
+    #[test]
+    fn packets_for_unknown_interfaces_are_ignored() {
+        let m = Meter::new(10);
+        m.record("nope", &[(T0, Service::Dns)]);
+        assert!(m.peek(T0, T0 + S).is_empty());
+        assert!(!m.capturing());
+    }
+}

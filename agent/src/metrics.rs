@@ -1,0 +1,183 @@
+//! Prometheus exposition of the node report. Names are a public contract (design.md §3).
+
+use crate::linklocal::Service;
+use crate::report::Report;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceLabels {
+    interface: String,
+    eni: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    interface: String,
+    eni: String,
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaptureLabels {
+    interface: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// The agent's metrics, updated from each report.
+pub struct Metrics {
+    registry: Registry,
+    packets: Family<ServiceLabels, Counter>,
+    peak: Family<IfaceLabels, Gauge>,
+    mean: Family<IfaceLabels, F64Gauge>,
+    limit: Family<IfaceLabels, Gauge>,
+    utilization: Family<IfaceLabels, F64Gauge>,
+    drops: Family<CaptureLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            packets: Family::default(),
+            peak: Family::default(),
+            mean: Family::default(),
+            limit: Family::default(),
+            utilization: Family::default(),
+            drops: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "headroom_linklocal_packets",
+            "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync).",
+            m.packets.clone(),
+        );
+        registry.register(
+            "headroom_linklocal_pps_peak",
+            "Highest packets in any one second of the last report window, all link-local services together.",
+            m.peak.clone(),
+        );
+        registry.register(
+            "headroom_linklocal_pps_mean",
+            "Mean packets per second to link-local services over the last report window.",
+            m.mean.clone(),
+        );
+        registry.register(
+            "headroom_linklocal_pps_limit",
+            "Packets per second an interface may send to link-local services before EC2 drops them.",
+            m.limit.clone(),
+        );
+        registry.register(
+            "headroom_linklocal_utilization_ratio",
+            "Peak packets per second over the link-local limit, last report window.",
+            m.utilization.clone(),
+        );
+        registry.register(
+            "headroom_capture_drops",
+            "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much).",
+            m.drops.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Applies one report window.
+    pub fn update(&self, report: &Report) {
+        for i in &report.interfaces {
+            let eni = i.eni_id.clone().unwrap_or_default();
+            let il = IfaceLabels {
+                interface: i.name.clone(),
+                eni: eni.clone(),
+            };
+            if !i.capturing {
+                self.peak.remove(&il);
+                self.mean.remove(&il);
+                self.limit.remove(&il);
+                self.utilization.remove(&il);
+            } else {
+                self.peak.get_or_create(&il).set(i.peak_pps as i64);
+                self.mean.get_or_create(&il).set(i.mean_pps);
+                self.limit.get_or_create(&il).set(i.limit_pps as i64);
+                self.utilization.get_or_create(&il).set(i.utilization);
+            }
+            for s in Service::ALL {
+                let c = self.packets.get_or_create(&ServiceLabels {
+                    interface: i.name.clone(),
+                    eni: eni.clone(),
+                    service: s.as_str().into(),
+                });
+                // Counters follow the agent's running totals, so a window never double counts.
+                let total = i.packets_total[s.index()];
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+            let d = self.drops.get_or_create(&CaptureLabels {
+                interface: i.name.clone(),
+            });
+            d.inc_by(i.drops_total.saturating_sub(d.get()));
+        }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Content type of [`Metrics::encode`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linklocal::series::Figures;
+    use crate::meter::InterfaceWindow;
+    use crate::report::Node;
+
+    #[test]
+    fn exposition_carries_the_report() {
+        let w = InterfaceWindow {
+            name: "eth0".into(),
+            mac: None,
+            figures: Figures {
+                packets: [10, 0, 0],
+                peak: 7,
+                peak_by_service: [7, 0, 0],
+            },
+            kernel_drops: 0,
+            packets_total: [25, 1, 0],
+            drops_total: 4,
+            capturing: true,
+        };
+        let m = Metrics::new();
+        m.update(&Report::new(
+            Node::default(),
+            0,
+            10_000_000_000,
+            std::slice::from_ref(&w),
+        ));
+        m.update(&Report::new(Node::default(), 0, 10_000_000_000, &[w]));
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"headroom_linklocal_packets_total{interface="eth0",eni="",service="dns"} 25"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"headroom_linklocal_pps_peak{interface="eth0",eni=""} 7"#));
+        assert!(text.contains(r#"headroom_linklocal_pps_limit{interface="eth0",eni=""} 1024"#));
+        assert!(text.contains(r#"headroom_capture_drops_total{interface="eth0"} 4"#));
+    }
+}

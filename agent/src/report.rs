@@ -1,0 +1,231 @@
+//! The node report: one struct that feeds every exporter (`once`, `watch`, `/metrics`, OTLP),
+//! so they can never disagree. Field names are a public contract (design.md section 3).
+
+use crate::linklocal::{Service, LIMIT_PPS};
+use crate::meter::InterfaceWindow;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const SCHEMA: &str = "headroom.report/v1";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub node: Node,
+    pub window: Window,
+    pub interfaces: Vec<InterfaceReport>,
+    /// Filled by the worker source (prefork listeners); empty until it runs.
+    pub listeners: Vec<serde_json::Value>,
+    /// Filled by the probe source; empty until it runs.
+    pub probes: Vec<serde_json::Value>,
+    /// Filled by the resolver checks; empty until they run.
+    pub resolver_checks: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    /// RFC 3339, UTC.
+    pub start: String,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub start_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServiceFigures {
+    pub packets: u64,
+    pub mean_pps: f64,
+    pub peak_pps: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceReport {
+    pub name: String,
+    pub mac: Option<String>,
+    pub eni_id: Option<String>,
+    pub device_number: Option<u32>,
+    /// Packets sent to link-local services in the window.
+    pub linklocal_packets: u64,
+    pub by_service: BTreeMap<Service, ServiceFigures>,
+    pub mean_pps: f64,
+    /// Highest count in any one-second window (sliding in 10 ms steps).
+    pub peak_pps: u64,
+    pub limit_pps: u32,
+    /// peak_pps / limit_pps.
+    pub utilization: f64,
+    /// Packets the kernel matched but the agent's ring had no room for (undercount).
+    pub kernel_drops: u64,
+    /// ENA allowance counters' deltas; null where the driver has none.
+    pub allowance: Option<BTreeMap<String, u64>>,
+    /// DNS detail; null until the DNS decoder runs.
+    pub dns: Option<serde_json::Value>,
+    /// False when capture stopped on this interface during the window (it disappeared).
+    pub capturing: bool,
+    /// Counters since the agent started (for Prometheus counters), not serialized.
+    #[serde(skip)]
+    pub packets_total: [u64; 3],
+    #[serde(skip)]
+    pub drops_total: u64,
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+impl InterfaceReport {
+    pub fn from_window(w: &InterfaceWindow, seconds: f64) -> Self {
+        let f = &w.figures;
+        let by_service = Service::ALL
+            .iter()
+            .map(|s| {
+                let i = s.index();
+                let fig = ServiceFigures {
+                    packets: f.packets[i],
+                    mean_pps: round1(f.packets[i] as f64 / seconds),
+                    peak_pps: f.peak_by_service[i],
+                };
+                (*s, fig)
+            })
+            .collect();
+        InterfaceReport {
+            name: w.name.clone(),
+            mac: w.mac.clone(),
+            eni_id: None,
+            device_number: None,
+            linklocal_packets: f.total(),
+            by_service,
+            mean_pps: round1(f.total() as f64 / seconds),
+            peak_pps: f.peak,
+            limit_pps: LIMIT_PPS,
+            utilization: (f.peak as f64 / LIMIT_PPS as f64 * 1000.0).round() / 1000.0,
+            kernel_drops: w.kernel_drops,
+            allowance: None,
+            dns: None,
+            capturing: w.capturing,
+            packets_total: w.packets_total,
+            drops_total: w.drops_total,
+        }
+    }
+}
+
+impl Report {
+    pub fn new(node: Node, start_ns: u64, end_ns: u64, windows: &[InterfaceWindow]) -> Self {
+        let seconds = (end_ns.saturating_sub(start_ns)) as f64 / 1e9;
+        let start = UNIX_EPOCH + Duration::from_nanos(start_ns);
+        Report {
+            schema: SCHEMA,
+            node,
+            window: Window {
+                start: humantime::format_rfc3339_millis(start).to_string(),
+                seconds: (seconds * 1000.0).round() / 1000.0,
+                start_ns,
+            },
+            interfaces: windows
+                .iter()
+                .map(|w| InterfaceReport::from_window(w, seconds.max(1e-9)))
+                .collect(),
+            listeners: Vec::new(),
+            probes: Vec::new(),
+            resolver_checks: Vec::new(),
+        }
+    }
+
+    /// A human table of the report.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "headroom — node {}, window from {} for {} s; link-local limit {} packets/s per interface\n",
+            self.node.name, self.window.start, self.window.seconds, LIMIT_PPS
+        );
+        out += &format!(
+            "{:<16} {:<22} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>7}\n",
+            "INTERFACE",
+            "ENI",
+            "PACKETS",
+            "MEAN/S",
+            "PEAK/S",
+            "UTIL",
+            "DNS",
+            "IMDS",
+            "NTP",
+            "DROPS"
+        );
+        for i in &self.interfaces {
+            let svc = |s: Service| i.by_service.get(&s).map(|f| f.packets).unwrap_or(0);
+            out += &format!(
+                "{:<16} {:<22} {:>9} {:>9.1} {:>9} {:>6.1}% {:>8} {:>8} {:>8} {:>7}\n",
+                i.name,
+                i.eni_id.as_deref().unwrap_or("-"),
+                i.linklocal_packets,
+                i.mean_pps,
+                i.peak_pps,
+                i.utilization * 100.0,
+                svc(Service::Dns),
+                svc(Service::Imds),
+                svc(Service::Ntp),
+                i.kernel_drops
+            );
+        }
+        if self.interfaces.is_empty() {
+            out += "(no interfaces measured)\n";
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linklocal::series::Figures;
+
+    #[test]
+    fn report_fields_follow_the_contract() {
+        let w = InterfaceWindow {
+            name: "eth0".into(),
+            mac: Some("02:00:00:00:00:01".into()),
+            figures: Figures {
+                packets: [900, 90, 10],
+                peak: 512,
+                peak_by_service: [400, 100, 12],
+            },
+            kernel_drops: 2,
+            packets_total: [900, 90, 10],
+            drops_total: 2,
+            capturing: true,
+        };
+        let r = Report::new(Node::default(), 1_000_000_000, 11_000_000_000, &[w]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["schema"], "headroom.report/v1");
+        assert_eq!(v["window"]["seconds"], 10.0);
+        assert_eq!(v["window"]["start"], "1970-01-01T00:00:01.000Z");
+        let i = &v["interfaces"][0];
+        assert_eq!(i["linklocal_packets"], 1000);
+        assert_eq!(i["mean_pps"], 100.0);
+        assert_eq!(i["peak_pps"], 512);
+        assert_eq!(i["limit_pps"], 1024);
+        assert_eq!(i["utilization"], 0.5);
+        assert_eq!(i["by_service"]["imds"]["packets"], 90);
+        assert_eq!(i["by_service"]["dns"]["peak_pps"], 400);
+        assert_eq!(i["kernel_drops"], 2);
+        assert!(i["eni_id"].is_null() && i["allowance"].is_null());
+        for k in ["listeners", "probes", "resolver_checks"] {
+            assert!(v[k].as_array().unwrap().is_empty());
+        }
+        assert!(r.table().contains("eth0"));
+    }
+}
