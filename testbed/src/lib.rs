@@ -1,1 +1,63 @@
+//! Test support for headroom: real parts on this machine (network namespaces with veth pairs as
+//! ENIs, unbound, dnsperf, tcpdump) and, later, fakes that speak the real protocol for what cannot
+//! run here (IMDS, the Kubernetes API server, the kubelet).
+//!
+//! Every test that needs root or tools calls [`require`]: outside CI it prints why it skips and
+//! returns false; in CI (`CI=true`) it panics, so a measurement test can never pass by skipping.
 
+pub mod bed;
+pub mod netns;
+pub mod pcap;
+pub mod proc;
+
+use std::path::Path;
+
+/// What a test needs from the machine.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// Root (CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN for namespaces).
+    Root,
+    /// A program on PATH.
+    Tool(&'static str),
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+        || Path::new(tool).is_file()
+}
+
+/// True when every need is met. Otherwise: in CI, panics naming what is missing; elsewhere,
+/// prints `SKIP test: reason` and returns false.
+pub fn require(test: &str, needs: &[Need]) -> bool {
+    let mut missing = Vec::new();
+    for n in needs {
+        match n {
+            // SAFETY-free: geteuid has no preconditions.
+            Need::Root => {
+                if unsafe { libc::geteuid() } != 0 {
+                    missing.push("root (network namespaces, packet sockets)".to_string());
+                }
+            }
+            Need::Tool(t) => {
+                if !on_path(t) {
+                    missing.push(format!("{t} (install with scripts/test.sh or apt-get)"));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("{test}: needs {}", missing.join(", "));
+    if in_ci() {
+        panic!("CI=true but this test cannot run: {reason}");
+    }
+    eprintln!("SKIP {reason}");
+    false
+}

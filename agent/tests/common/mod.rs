@@ -1,0 +1,73 @@
+//! Runs the real agent binary inside a bed's node namespace.
+#![allow(dead_code)]
+
+use headroom_testbed::bed::Bed;
+use headroom_testbed::proc::Guard;
+use headroom_testbed::Need;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_headroom-agent");
+
+/// Root, iproute2, unbound, dnsperf, dig, tcpdump.
+pub fn bed_needs() -> Vec<Need> {
+    vec![
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("unbound"),
+        Need::Tool("dnsperf"),
+        Need::Tool("dig"),
+        Need::Tool("tcpdump"),
+    ]
+}
+
+/// A running `headroom-agent once`, started and capturing.
+pub struct Once(Guard);
+
+impl Once {
+    /// Starts `once --format json ARGS` in the node namespace and waits until it captures.
+    pub fn start(bed: &Bed, args: &[&str]) -> Once {
+        let mut cmd = bed.node.command(AGENT);
+        cmd.args(["once", "--format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut g = Guard::spawn("headroom-agent", &mut cmd).unwrap();
+        let stderr = g.child.as_mut().unwrap().stderr.take().unwrap();
+        let mut r = BufReader::new(stderr);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = r.read_line(&mut line).unwrap();
+            assert!(n > 0, "agent exited before capturing");
+            if line.contains("Capturing.") {
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+        Once(g)
+    }
+
+    /// Waits for the report.
+    pub fn report(self) -> serde_json::Value {
+        let out = self.0.wait(Duration::from_secs(120)).unwrap();
+        assert!(out.status.success(), "agent failed: {:?}", out.status);
+        serde_json::from_slice(&out.stdout).expect("agent prints JSON")
+    }
+}
+
+/// The interface named `name` in a report.
+pub fn iface<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no interface {name} in report: {report}"))
+}
+
+pub fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}

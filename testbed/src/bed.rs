@@ -1,0 +1,356 @@
+//! An EC2-shaped bed: a "node" namespace whose veths play ENIs and a "VPC" namespace behind them
+//! that holds the link-local service addresses and runs a real DNS server (unbound).
+//!
+//! Addresses (per ENI i = 0, 1, …):
+//! - node `eni{i}` 10.0.{i}.10/24, fd00:{i}::10/64; VPC `vpc{i}` 10.0.{i}.1/24, fd00:{i}::1/64.
+//! - VPC `lo`: 10.0.0.2 (the VPC resolver, base + 2), 169.254.169.253/.254/.123,
+//!   fd00:ec2::253/254/123 and 10.0.0.53, a DNS server that is *not* a link-local service.
+//! - Main table: link-local services via eni0. Secondary ENIs as the VPC CNI sets them up:
+//!   `ip rule from 10.0.{i}.10 lookup 100+i`, whose default route leaves through eni{i}.
+
+use crate::netns::Netns;
+use crate::proc::{run, Guard};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VPC_RESOLVER: &str = "10.0.0.2";
+pub const LINKLOCAL_RESOLVER: &str = "169.254.169.253";
+pub const LINKLOCAL_RESOLVER_V6: &str = "fd00:ec2::253";
+pub const IMDS: &str = "169.254.169.254";
+pub const NTP: &str = "169.254.169.123";
+/// A DNS server in the VPC that is not a link-local service: its packets must not count.
+pub const OTHER_RESOLVER: &str = "10.0.0.53";
+/// Names unbound answers: `svcN.example.internal` A 10.1.0.N, for N in 0..100.
+pub const ZONE: &str = "example.internal";
+
+/// Serializes beds across threads and test processes: rates and peaks are only exact when two
+/// load tests do not share two cores.
+struct BedLock {
+    _file: File,
+}
+
+impl BedLock {
+    fn acquire() -> anyhow::Result<BedLock> {
+        let f = File::create("/tmp/headroom-testbed.lock")?;
+        // SAFETY: flock(2) on a descriptor we own; blocks until the lock is ours.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        anyhow::ensure!(rc == 0, "flock failed: {}", std::io::Error::last_os_error());
+        Ok(BedLock { _file: f })
+    }
+}
+
+pub struct Bed {
+    // Field order is drop order: processes, then namespaces, then the lock.
+    procs: Vec<Guard>,
+    pub node: Netns,
+    pub vpc: Netns,
+    pub enis: usize,
+    pub dir: tempfile::TempDir,
+    _lock: BedLock,
+}
+
+/// The address of the node on ENI `i`.
+pub fn node_ip(i: usize) -> String {
+    format!("10.0.{i}.10")
+}
+
+impl Bed {
+    /// Builds the bed with `enis` interfaces (1 or more). Takes the bed lock.
+    pub fn new(enis: usize) -> anyhow::Result<Bed> {
+        let lock = BedLock::acquire()?;
+        let node = Netns::new("node")?;
+        let vpc = Netns::new("vpc")?;
+        let dir = tempfile::tempdir()?;
+        let bed = Bed {
+            procs: Vec::new(),
+            node,
+            vpc,
+            enis,
+            dir,
+            _lock: lock,
+        };
+        for i in 0..enis {
+            let (eni, peer) = (format!("eni{i}"), format!("vpc{i}"));
+            bed.node.ip(&[
+                "link",
+                "add",
+                &eni,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                &bed.vpc.name,
+            ])?;
+            bed.node
+                .ip(&["addr", "add", &format!("10.0.{i}.10/24"), "dev", &eni])?;
+            bed.node.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:{i}::10/64"),
+                "dev",
+                &eni,
+                "nodad",
+            ])?;
+            bed.vpc
+                .ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &peer])?;
+            bed.vpc.ip(&[
+                "addr",
+                "add",
+                &format!("fd00:{i}::1/64"),
+                "dev",
+                &peer,
+                "nodad",
+            ])?;
+            bed.node.ip(&["link", "set", &eni, "up"])?;
+            bed.vpc.ip(&["link", "set", &peer, "up"])?;
+            if i > 0 {
+                let table = (100 + i).to_string();
+                bed.node.ip(&[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.0.{i}.1"),
+                    "dev",
+                    &eni,
+                    "table",
+                    &table,
+                ])?;
+                bed.node
+                    .ip(&["rule", "add", "from", &node_ip(i), "lookup", &table])?;
+            }
+        }
+        for a in [VPC_RESOLVER, LINKLOCAL_RESOLVER, IMDS, NTP, OTHER_RESOLVER] {
+            bed.vpc
+                .ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        }
+        for a in ["fd00:ec2::253", "fd00:ec2::254", "fd00:ec2::123"] {
+            bed.vpc
+                .ip(&["addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])?;
+        }
+        for a in [LINKLOCAL_RESOLVER, IMDS, NTP] {
+            bed.node.ip(&[
+                "route",
+                "add",
+                &format!("{a}/32"),
+                "via",
+                "10.0.0.1",
+                "dev",
+                "eni0",
+            ])?;
+        }
+        bed.node.ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:ec2::/64",
+            "via",
+            "fd00:0::1",
+            "dev",
+            "eni0",
+        ])?;
+        Ok(bed)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts unbound in the VPC namespace on every resolver address and waits until it answers.
+    pub fn start_unbound(&mut self) -> anyhow::Result<()> {
+        let mut conf = String::from(
+            "server:\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"\"\n  \
+             use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  num-threads: 1\n  \
+             do-ip6: yes\n  do-tcp: yes\n  access-control: 0.0.0.0/0 allow\n  access-control: ::/0 allow\n  \
+             ratelimit: 0\n  ip-ratelimit: 0\n  so-reuseport: no\n  incoming-num-tcp: 100\n  \
+             num-queries-per-thread: 4096\n  outgoing-range: 64\n  do-not-query-localhost: yes\n  \
+             local-zone: \"cluster.local.\" static\n",
+        );
+        conf += &format!("  pidfile: \"{}\"\n", self.path("unbound.pid").display());
+        for a in [
+            VPC_RESOLVER,
+            LINKLOCAL_RESOLVER,
+            LINKLOCAL_RESOLVER_V6,
+            OTHER_RESOLVER,
+        ] {
+            conf += &format!("  interface: {a}\n");
+        }
+        conf += &format!("  local-zone: \"{ZONE}.\" static\n");
+        for n in 0..100 {
+            conf += &format!("  local-data: \"svc{n}.{ZONE}. 300 IN A 10.1.0.{n}\"\n");
+            conf += &format!("  local-data: \"svc{n}.{ZONE}. 300 IN AAAA fd00:1::{n:x}\"\n");
+        }
+        conf += "remote-control:\n  control-enable: no\n";
+        let path = self.path("unbound.conf");
+        std::fs::write(&path, conf)?;
+        let guard = Guard::spawn(
+            "unbound",
+            self.vpc
+                .command("unbound")
+                .args(["-d", "-c"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        self.procs.push(guard);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ok = self
+                .node
+                .command("dig")
+                .args(["+short", "+tries=1", "+timeout=1", "@10.0.0.2"])
+                .arg(format!("svc1.{ZONE}"))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("10.1.0.1"))
+                .unwrap_or(false);
+            if ok {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "unbound did not answer within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Writes a dnsperf query file of `svcN.example.internal A` lines.
+    pub fn query_file(&self) -> anyhow::Result<PathBuf> {
+        let p = self.path("queries.txt");
+        let lines: String = (0..100).map(|n| format!("svc{n}.{ZONE} A\n")).collect();
+        std::fs::write(&p, lines)?;
+        Ok(p)
+    }
+
+    /// A dnsperf command from the node namespace at an exact rate (`-Q`) for `seconds`.
+    /// `source`: bind to this local address (selects the ENI through policy routing).
+    pub fn dnsperf(
+        &self,
+        server: &str,
+        qps: u32,
+        seconds: u32,
+        source: Option<&str>,
+    ) -> anyhow::Result<Command> {
+        let q = self.query_file()?;
+        let mut c = self.node.command("dnsperf");
+        c.args([
+            "-s",
+            server,
+            "-Q",
+            &qps.to_string(),
+            "-l",
+            &seconds.to_string(),
+        ])
+        .args(["-q", "500", "-t", "2", "-c", "1", "-T", "1", "-d"])
+        .arg(q);
+        if let Some(s) = source {
+            c.args(["-a", s]);
+        }
+        Ok(c)
+    }
+
+    /// Starts `tcpdump -U -w FILE -i IFACE FILTER` in the node namespace (exact ground truth)
+    /// and waits until it listens.
+    pub fn tcpdump(&mut self, iface: &str, filter: &str) -> anyhow::Result<Tcpdump> {
+        let file = self.path(&format!("{iface}-{}.pcap", self.procs.len()));
+        let mut cmd = self.node.command("tcpdump");
+        cmd.args(["-U", "-n", "-s", "128", "-Q", "out", "-i", iface, "-w"])
+            .arg(&file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut guard = Guard::spawn("tcpdump", &mut cmd)?;
+        // tcpdump prints "listening on …" once its socket is open.
+        let stderr = guard.child.as_mut().unwrap().stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut r = std::io::BufReader::new(stderr);
+            let mut all = String::new();
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+                all += &line;
+                line.clear();
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| anyhow::anyhow!("tcpdump did not start listening on {iface}"))?;
+        Ok(Tcpdump { guard, file })
+    }
+}
+
+/// A running tcpdump writing to a pcap file.
+pub struct Tcpdump {
+    guard: Guard,
+    file: PathBuf,
+}
+
+impl Tcpdump {
+    /// Stops tcpdump and returns the number of packets it wrote.
+    pub fn stop_and_count(self) -> anyhow::Result<u64> {
+        self.guard.signal(libc::SIGINT);
+        let _ = self.guard.wait(Duration::from_secs(10))?;
+        crate::pcap::count_records(&std::fs::read(&self.file)?)
+    }
+}
+
+/// dnsperf's own account of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsperfResult {
+    pub sent: u64,
+    pub completed: u64,
+    pub lost: u64,
+}
+
+/// Parses dnsperf's summary ("Queries sent:", "Queries completed:", "Queries lost:").
+pub fn parse_dnsperf(out: &str) -> anyhow::Result<DnsperfResult> {
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .ok_or_else(|| anyhow::anyhow!("dnsperf output has no '{name}' line:\n{out}"))?;
+        line.trim_start()[name.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("cannot read '{name}' in: {line}"))
+    };
+    Ok(DnsperfResult {
+        sent: field("Queries sent:")?,
+        completed: field("Queries completed:")?,
+        lost: field("Queries lost:")?,
+    })
+}
+
+/// Runs a prepared dnsperf command and returns its summary.
+pub fn run_dnsperf(cmd: &mut Command) -> anyhow::Result<DnsperfResult> {
+    let out = run(cmd)?;
+    parse_dnsperf(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_dnsperf_summary() {
+        let out = "Statistics:\n\n  Queries sent:         4500\n  Queries completed:    4498 (99.96%)\n  Queries lost:         2 (0.04%)\n";
+        assert_eq!(
+            parse_dnsperf(out).unwrap(),
+            DnsperfResult {
+                sent: 4500,
+                completed: 4498,
+                lost: 2
+            }
+        );
+        assert!(parse_dnsperf("nothing").is_err());
+    }
+}
