@@ -60,32 +60,32 @@ impl Metrics {
         };
         registry.register(
             "headroom_linklocal_packets",
-            "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync).",
+            "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)",
             m.packets.clone(),
         );
         registry.register(
             "headroom_linklocal_pps_peak",
-            "Highest packets in any one second of the last report window, all link-local services together.",
+            "Highest packets in any one second of the last report window, all link-local services together",
             m.peak.clone(),
         );
         registry.register(
             "headroom_linklocal_pps_mean",
-            "Mean packets per second to link-local services over the last report window.",
+            "Mean packets per second to link-local services over the last report window",
             m.mean.clone(),
         );
         registry.register(
             "headroom_linklocal_pps_limit",
-            "Packets per second an interface may send to link-local services before EC2 drops them.",
+            "Packets per second an interface may send to link-local services before EC2 drops them",
             m.limit.clone(),
         );
         registry.register(
             "headroom_linklocal_utilization_ratio",
-            "Peak packets per second over the link-local limit, last report window.",
+            "Peak packets per second over the link-local limit, last report window",
             m.utilization.clone(),
         );
         registry.register(
             "headroom_capture_drops",
-            "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much).",
+            "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much)",
             m.drops.clone(),
         );
         Metrics { registry, ..m }
@@ -127,17 +127,53 @@ impl Metrics {
         }
     }
 
-    /// The text exposition.
+    /// The exposition in the Prometheus text format (0.0.4), which every scraper and
+    /// `promtool check metrics` accept.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
-        out
+        openmetrics_to_text(&out)
     }
 }
 
 /// Content type of [`Metrics::encode`].
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics names a counter family without `_total` in HELP/TYPE and ends with `# EOF`;
+/// the classic text format names the sample (`x_total`) and has no EOF marker.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out += &format!("{p}{name}_total {tail}\n");
+                } else {
+                    out += line;
+                    out.push('\n');
+                }
+            }
+            None => {
+                out += line;
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
@@ -179,5 +215,9 @@ mod tests {
         assert!(text.contains(r#"headroom_linklocal_pps_peak{interface="eth0",eni=""} 7"#));
         assert!(text.contains(r#"headroom_linklocal_pps_limit{interface="eth0",eni=""} 1024"#));
         assert!(text.contains(r#"headroom_capture_drops_total{interface="eth0"} 4"#));
+        assert!(text.contains("# TYPE headroom_linklocal_packets_total counter\n"));
+        assert!(text.contains("# HELP headroom_capture_drops_total Packets"));
+        assert!(text.contains("# TYPE headroom_linklocal_pps_peak gauge\n"));
+        assert!(!text.contains("# EOF") && !text.contains(".."));
     }
 }

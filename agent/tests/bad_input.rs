@@ -1,0 +1,125 @@
+//! Bad input and missing privilege: one line naming the problem and the fix, exit 64 for bad
+//! usage and 77 for missing privilege, never a panic.
+
+mod common;
+
+use common::AGENT;
+use headroom_testbed::Need;
+use std::process::Command;
+
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let out = Command::new(AGENT).args(args).output().unwrap();
+    check(out, code, needle, args);
+}
+
+fn check(out: std::process::Output, code: i32, needle: &str, what: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{what:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line for {what:?}: {err}"
+    );
+    assert!(err.starts_with("headroom-agent: "), "{err}");
+    assert!(
+        err.contains(needle),
+        "{what:?}: expected '{needle}' in: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout for {what:?}");
+}
+
+#[test]
+fn usage_errors_exit_64_with_one_line() {
+    fails(
+        &["once", "--duration", "abc"],
+        64,
+        "invalid --duration 'abc'",
+    );
+    fails(&["once", "--duration", "500ms"], 64, "between 1s");
+    fails(&["once", "--format", "xml"], 64, "(see --help)");
+    fails(
+        &["once", "--resolver", "10.0.0.300"],
+        64,
+        "invalid --resolver '10.0.0.300'",
+    );
+    fails(
+        &["once", "--interface", "eth["],
+        64,
+        "invalid --interface glob 'eth['",
+    );
+    fails(
+        &["once", "--metrics-listen", "nowhere"],
+        64,
+        "invalid --metrics-listen",
+    );
+    fails(&["frobnicate"], 64, "(see --help)");
+    fails(
+        &["once", "--config", "/nonexistent/agent.toml"],
+        64,
+        "cannot read config file /nonexistent/agent.toml",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, "interfacez = [\"eth0\"]\n").unwrap();
+    fails(
+        &["once", "--config", cfg.to_str().unwrap()],
+        64,
+        "unknown field `interfacez`",
+    );
+    fails(
+        &["once", "--interface", "nosuch0", "--duration", "1s"],
+        64,
+        "unknown interface 'nosuch0'",
+    );
+    fails(
+        &["once", "--interface", "nomatch*", "--duration", "1s"],
+        64,
+        "no interface matches",
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for a in [["--help"], ["--version"]] {
+        let out = Command::new(AGENT).args(a).output().unwrap();
+        assert!(out.status.success());
+        assert!(!out.stdout.is_empty());
+    }
+}
+
+/// Without CAP_NET_RAW (as root with the capability dropped, and as an unprivileged user) the
+/// agent says what to grant, exit 77.
+#[test]
+fn missing_cap_net_raw_exits_77() {
+    if !headroom_testbed::require(
+        "missing_cap_net_raw_exits_77",
+        &[Need::Root, Need::Tool("setpriv")],
+    ) {
+        return;
+    }
+    // The binary must be reachable for an unprivileged user.
+    let run = |pre: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(pre)
+            .args(["--", AGENT, "once", "--interface", "lo", "--duration", "1s"]);
+        c.output().unwrap()
+    };
+    let out = run(&["--bounding-set=-net_raw", "--inh-caps=-net_raw"]);
+    check(out, 77, "grant CAP_NET_RAW", &["root without CAP_NET_RAW"]);
+    let out = run(&[
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ]);
+    // An unprivileged user may not even reach the binary under /root; only judge a real run.
+    if out.status.code() != Some(126)
+        && !String::from_utf8_lossy(&out.stderr).contains("Permission denied (os error 13)")
+    {
+        check(out, 77, "grant CAP_NET_RAW", &["user nobody"]);
+    }
+}
