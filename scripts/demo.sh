@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job, on one machine: builds an EC2-shaped bed in network namespaces (a node with two
+# ENIs, a VPC with unbound on the resolver addresses), drives DNS load through it near the
+# 1024 packets/s link-local limit, and shows what headroom-agent measures next to the load
+# tool's own count. Needs root (network namespaces, packet sockets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --locked -p headroom-agent -p headroom-benches
+exec target/release/headroom-demo "$@"
