@@ -7,7 +7,7 @@ set -euo pipefail
 declare -A pkg_for=(
   [ip]=iproute2 [unbound]=unbound [dnsperf]=dnsperf [tcpdump]=tcpdump [dig]=bind9-dnsutils
   [promtool]=prometheus [ethtool]=ethtool [nft]=nftables [curl]=curl [setpriv]=util-linux
-  [sysctl]=procps
+  [sysctl]=procps [ping]=iputils-ping
 )
 missing=()
 for tool in "${!pkg_for[@]}"; do

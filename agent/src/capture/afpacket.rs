@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Ring geometry. The defaults hold about 20 000 truncated packets: at 100 000 packets/s and
-/// the 20 ms block timeout that is several times what can pile up between two reads.
+/// the 100 ms block timeout that is twice what can pile up between two reads.
 #[derive(Debug, Clone, Copy)]
 pub struct RingConfig {
     pub block_size: u32,
@@ -27,7 +27,7 @@ impl Default for RingConfig {
         RingConfig {
             block_size: 1 << 18,
             block_count: 16,
-            block_timeout_ms: 20,
+            block_timeout_ms: 100,
         }
     }
 }

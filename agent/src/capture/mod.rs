@@ -69,6 +69,8 @@ pub struct CaptureSpec {
 /// Running capture threads; stops them on drop.
 pub struct Capture {
     stop: Arc<AtomicBool>,
+    /// Dropped on shutdown, which wakes the rescan thread at once.
+    wake: Option<std::sync::mpsc::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     active: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -80,8 +82,10 @@ impl Capture {
         let program = bpf::outgoing_to(&spec.targets, SNAPLEN)?;
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(Mutex::new(BTreeSet::new()));
+        let (wake_tx, wake_rx) = std::sync::mpsc::channel();
         let mut cap = Capture {
             stop: stop.clone(),
+            wake: Some(wake_tx),
             threads: Vec::new(),
             active: active.clone(),
         };
@@ -101,7 +105,7 @@ impl Capture {
             let (stop, active, meter) = (stop.clone(), active.clone(), meter.clone());
             std::thread::Builder::new()
                 .name("capture-rescan".into())
-                .spawn(move || rescan_loop(spec, program, meter, stop, active))
+                .spawn(move || rescan_loop(wake_rx, spec, program, meter, stop, active))
                 .expect("spawning a thread")
         };
         cap.threads.push(rescan);
@@ -120,6 +124,7 @@ impl Capture {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.wake.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -133,6 +138,7 @@ impl Drop for Capture {
 }
 
 fn rescan_loop(
+    wake: std::sync::mpsc::Receiver<()>,
     spec: CaptureSpec,
     program: Vec<bpf::Insn>,
     meter: Meter,
@@ -140,14 +146,9 @@ fn rescan_loop(
     active: Arc<Mutex<BTreeSet<String>>>,
 ) {
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
-    let mut last = Instant::now();
     let mut warned = BTreeSet::new();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() < spec.rescan {
-            continue;
-        }
-        last = Instant::now();
+    // Sleeps a whole rescan interval unless told to stop (the sender is dropped on shutdown).
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(spec.rescan) {
         for name in interfaces::select(&spec.selection, &interfaces::list()) {
             if active.lock().unwrap().contains(&name) {
                 continue;
@@ -213,7 +214,7 @@ pub fn read_loop(
     loop {
         // Drain what is already there even when stopping, so the last window is complete.
         let stopping = stop.load(Ordering::SeqCst);
-        tap.next_batch(Duration::from_millis(50), &mut |ts, pkt| {
+        tap.next_batch(Duration::from_millis(200), &mut |ts, pkt| {
             if let Some(c) = classify(pkt, targets) {
                 batch.push((ts, c.service));
             }
@@ -222,7 +223,7 @@ pub fn read_loop(
             meter.record(name, &batch);
             batch.clear();
         }
-        if stopping || last_stats.elapsed() >= Duration::from_millis(100) {
+        if stopping || last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
             let st = tap.take_stats()?;
             if st.dropped > 0 {

@@ -14,7 +14,7 @@ use crate::AgentError;
 use std::time::Duration;
 
 /// How long after a window's end its packets are surely in user space: the ring hands over a
-/// partly filled block after 20 ms; the rest is margin for a busy machine.
+/// partly filled block after 100 ms; the rest is margin for a busy machine.
 pub const DRAIN: Duration = Duration::from_millis(300);
 
 /// Starts capture on the selected interfaces. `strict`: no interface is an error (for `once`),
