@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 const SECONDS: u64 = 30;
-const FILTER: &str = "dst host 169.254.169.253 or dst host 169.254.169.254 or dst host 169.254.169.123 \
+const FILTER: &str =
+    "dst host 169.254.169.253 or dst host 169.254.169.254 or dst host 169.254.169.123 \
     or dst host fd00:ec2::253 or dst host fd00:ec2::254 or dst host fd00:ec2::123";
 
 /// Waits for `pid` and returns its user+sys CPU seconds.
@@ -18,7 +19,11 @@ fn wait_cpu(pid: u32) -> anyhow::Result<f64> {
     // SAFETY: rusage is plain old data, valid zeroed; wait4 writes it for our own child.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut ru) };
-    anyhow::ensure!(rc == pid as i32, "wait4: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        rc == pid as i32,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     Ok(t(ru.ru_utime) + t(ru.ru_stime))
 }
@@ -60,7 +65,12 @@ fn one(rate: u64) -> anyhow::Result<Row> {
     let out = bed
         .node
         .command(loadgen.to_str().unwrap())
-        .args(["--dst", &format!("{}:9", bed::NTP), "--rate", &rate.to_string()])
+        .args([
+            "--dst",
+            &format!("{}:9", bed::NTP),
+            "--rate",
+            &rate.to_string(),
+        ])
         .args(["--seconds", &SECONDS.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -103,7 +113,11 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .map(|a| a.parse().context("rates are packets/s"))
         .collect::<anyhow::Result<_>>()?;
-    let rates = if rates.is_empty() { vec![10_000, 50_000, 100_000] } else { rates };
+    let rates = if rates.is_empty() {
+        vec![10_000, 50_000, 100_000]
+    } else {
+        rates
+    };
     println!("| packets/s | sent | agent counted | agent drops | agent CPU s (% core) | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in rates {

@@ -18,7 +18,11 @@ fn main() {
 fn agent_path() -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.with_file_name("headroom-agent");
-    anyhow::ensure!(p.exists(), "{} not found; run scripts/demo.sh, which builds it", p.display());
+    anyhow::ensure!(
+        p.exists(),
+        "{} not found; run scripts/demo.sh, which builds it",
+        p.display()
+    );
     Ok(p)
 }
 
@@ -51,7 +55,9 @@ fn demo() -> anyhow::Result<()> {
     let agent = Guard::spawn("headroom-agent", &mut cmd)?;
     std::thread::sleep(Duration::from_secs(1));
 
-    println!("Load: eni0 700 qps to 10.0.0.2 for 10 s, plus a 1 s burst of 500 qps to 169.254.169.253;");
+    println!(
+        "Load: eni0 700 qps to 10.0.0.2 for 10 s, plus a 1 s burst of 500 qps to 169.254.169.253;"
+    );
     println!("      eni1 (a secondary ENI, by policy routing) 150 qps for 10 s; 20 HTTP requests to IMDS.");
     let mut runs = vec![
         bed.dnsperf(bed::VPC_RESOLVER, 700, 10, None)?,
@@ -67,7 +73,14 @@ fn demo() -> anyhow::Result<()> {
         let _ = bed
             .node
             .command("curl")
-            .args(["-s", "-o", "/dev/null", "--max-time", "2", "http://169.254.169.254/"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "2",
+                "http://169.254.169.254/",
+            ])
             .status();
     }
     let sent: Vec<_> = handles
@@ -75,17 +88,33 @@ fn demo() -> anyhow::Result<()> {
         .map(|h| h.join().expect("dnsperf thread"))
         .collect::<Result<_, _>>()?;
     let out = agent.wait(Duration::from_secs(30))?;
-    anyhow::ensure!(out.status.success(), "the agent failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "the agent failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     println!();
-    println!("Ground truth from dnsperf: eni0 {} + {} queries (one UDP packet each), eni1 {}.", sent[0].sent, burst.sent, sent[1].sent);
-    println!("Expected busiest second on eni0: about {} packets/s — over the 1024 limit.", 700 + burst.sent);
+    println!(
+        "Ground truth from dnsperf: eni0 {} + {} queries (one UDP packet each), eni1 {}.",
+        sent[0].sent, burst.sent, sent[1].sent
+    );
+    println!(
+        "Expected busiest second on eni0: about {} packets/s — over the 1024 limit.",
+        700 + burst.sent
+    );
     println!();
     print!("{}", String::from_utf8_lossy(&out.stdout));
     println!();
-    println!("PEAK/S is the busiest one-second window (sliding in 10 ms steps), MEAN/S the average: the");
-    println!("mean stays far below the limit while the burst second goes over it — on EC2 those packets");
-    println!("would have been dropped silently. IMDS packets (TCP, several per request) count too.");
+    println!(
+        "PEAK/S is the busiest one-second window (sliding in 10 ms steps), MEAN/S the average: the"
+    );
+    println!(
+        "mean stays far below the limit while the burst second goes over it — on EC2 those packets"
+    );
+    println!(
+        "would have been dropped silently. IMDS packets (TCP, several per request) count too."
+    );
     println!("On a node: `headroom-agent watch` for the live view, `headroom-agent run` for the daemon (/metrics).");
     Ok(())
 }

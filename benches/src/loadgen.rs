@@ -10,15 +10,25 @@ fn arg(args: &[String], name: &str) -> Result<String, String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .ok_or_else(|| format!("missing {name}; usage: headroom-loadgen --dst ADDR:PORT --rate PPS --seconds S"))
+        .ok_or_else(|| {
+            format!(
+                "missing {name}; usage: headroom-loadgen --dst ADDR:PORT --rate PPS --seconds S"
+            )
+        })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let parsed = (|| -> Result<(SocketAddr, u64, u64), String> {
-        let dst = arg(&args, "--dst")?.parse().map_err(|e| format!("invalid --dst: {e}"))?;
-        let rate = arg(&args, "--rate")?.parse().map_err(|e| format!("invalid --rate: {e}"))?;
-        let secs = arg(&args, "--seconds")?.parse().map_err(|e| format!("invalid --seconds: {e}"))?;
+        let dst = arg(&args, "--dst")?
+            .parse()
+            .map_err(|e| format!("invalid --dst: {e}"))?;
+        let rate = arg(&args, "--rate")?
+            .parse()
+            .map_err(|e| format!("invalid --rate: {e}"))?;
+        let secs = arg(&args, "--seconds")?
+            .parse()
+            .map_err(|e| format!("invalid --seconds: {e}"))?;
         if !(1..=1_000_000).contains(&rate) || !(1..=120).contains(&secs) {
             return Err("--rate must be 1..=1000000 and --seconds 1..=120".into());
         }
@@ -31,7 +41,9 @@ fn main() {
             std::process::exit(64);
         }
     };
-    let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .unwrap();
     // Not connected: a connected UDP socket turns ICMP port-unreachable into failed sends.
     let sock = UdpSocket::bind(bind);
     let sock = match sock {
@@ -65,5 +77,8 @@ fn main() {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    println!("sent {sent} errors {errors} seconds {:.3}", start.elapsed().as_secs_f64());
+    println!(
+        "sent {sent} errors {errors} seconds {:.3}",
+        start.elapsed().as_secs_f64()
+    );
 }
