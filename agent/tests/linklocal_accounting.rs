@@ -145,3 +145,91 @@ fn tcp_packets_and_ipv6_count() {
         "TCP queries cost several packets each"
     );
 }
+
+/// An ENI attached while the agent runs (the VPC CNI does this) is picked up by the rescan and
+/// its packets are counted there.
+#[test]
+fn an_eni_attached_at_runtime_is_measured() {
+    if !headroom_testbed::require("an_eni_attached_at_runtime_is_measured", &bed_needs()) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let cfg = bed.path("agent.toml");
+    std::fs::write(&cfg, "rescan_interval = \"1s\"\n").unwrap();
+    let agent = Once::start(
+        &bed,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--interface",
+            "eni*",
+            "--duration",
+            "8s",
+        ],
+    );
+    bed.add_eni(1).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let sent = bed::run_dnsperf(
+        &mut bed
+            .dnsperf(bed::LINKLOCAL_RESOLVER, 300, 3, Some(&bed::node_ip(1)))
+            .unwrap(),
+    )
+    .unwrap();
+    let report = agent.report();
+    let e1 = iface(&report, "eni1");
+    assert_eq!(u(&e1["linklocal_packets"]), sent.sent, "{report}");
+    assert_eq!(u(&iface(&report, "eni0")["linklocal_packets"]), 0);
+}
+
+/// With no --interface the agent measures exactly the interfaces backed by a device (the ENIs
+/// on EC2), never veths: in the host namespace, compare with /sys/class/net/*/device.
+#[test]
+fn default_interfaces_are_the_physical_ones() {
+    if !headroom_testbed::require(
+        "default_interfaces_are_the_physical_ones",
+        &[headroom_testbed::Need::Root],
+    ) {
+        return;
+    }
+    let mut physical: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("device").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    physical.sort();
+    let out = std::process::Command::new(AGENT)
+        .args(["once", "--duration", "1s", "--format", "json"])
+        .output()
+        .unwrap();
+    if physical.is_empty() {
+        assert_eq!(out.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no physical interface found"));
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, physical);
+    // And in the bed's node namespace, where only veths exist, nothing is taken by default.
+    let bed = Bed::new(1).unwrap();
+    let out = bed
+        .node
+        .command(AGENT)
+        .args(["once", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no physical interface found"));
+}

@@ -72,59 +72,6 @@ impl Bed {
             dir,
             _lock: lock,
         };
-        for i in 0..enis {
-            let (eni, peer) = (format!("eni{i}"), format!("vpc{i}"));
-            bed.node.ip(&[
-                "link",
-                "add",
-                &eni,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer,
-                "netns",
-                &bed.vpc.name,
-            ])?;
-            bed.node
-                .ip(&["addr", "add", &format!("10.0.{i}.10/24"), "dev", &eni])?;
-            bed.node.ip(&[
-                "addr",
-                "add",
-                &format!("fd00:{i}::10/64"),
-                "dev",
-                &eni,
-                "nodad",
-            ])?;
-            bed.vpc
-                .ip(&["addr", "add", &format!("10.0.{i}.1/24"), "dev", &peer])?;
-            bed.vpc.ip(&[
-                "addr",
-                "add",
-                &format!("fd00:{i}::1/64"),
-                "dev",
-                &peer,
-                "nodad",
-            ])?;
-            bed.node.ip(&["link", "set", &eni, "up"])?;
-            bed.vpc.ip(&["link", "set", &peer, "up"])?;
-            if i > 0 {
-                let table = (100 + i).to_string();
-                bed.node.ip(&[
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("10.0.{i}.1"),
-                    "dev",
-                    &eni,
-                    "table",
-                    &table,
-                ])?;
-                bed.node
-                    .ip(&["rule", "add", "from", &node_ip(i), "lookup", &table])?;
-            }
-        }
         for a in [VPC_RESOLVER, LINKLOCAL_RESOLVER, IMDS, NTP, OTHER_RESOLVER] {
             bed.vpc
                 .ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
@@ -133,18 +80,15 @@ impl Bed {
             bed.vpc
                 .ip(&["addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])?;
         }
-        for a in [LINKLOCAL_RESOLVER, IMDS, NTP] {
-            bed.node.ip(&[
-                "route",
-                "add",
-                &format!("{a}/32"),
-                "via",
-                "10.0.0.1",
-                "dev",
-                "eni0",
-            ])?;
+        for i in 0..enis {
+            bed.add_eni(i)?;
         }
-        bed.node.ip(&[
+        for a in [LINKLOCAL_RESOLVER, IMDS, NTP] {
+            let dst = format!("{a}/32");
+            bed.node
+                .ip(&["route", "add", &dst, "via", "10.0.0.1", "dev", "eni0"])?;
+        }
+        let v6 = [
             "-6",
             "route",
             "add",
@@ -153,8 +97,41 @@ impl Bed {
             "fd00:0::1",
             "dev",
             "eni0",
-        ])?;
+        ];
+        bed.node.ip(&v6)?;
         Ok(bed)
+    }
+
+    /// Attaches ENI `i` (as the VPC CNI does at runtime for i > 0): veth pair, addresses, and for
+    /// secondary ENIs the policy route that sends their traffic out through them.
+    pub fn add_eni(&self, i: usize) -> anyhow::Result<()> {
+        let (eni, peer) = (format!("eni{i}"), format!("vpc{i}"));
+        let vpc = self.vpc.name.as_str();
+        self.node.ip(&[
+            "link", "add", &eni, "type", "veth", "peer", "name", &peer, "netns", vpc,
+        ])?;
+        let (v4, v6) = (format!("10.0.{i}.10/24"), format!("fd00:{i}::10/64"));
+        self.node.ip(&["addr", "add", &v4, "dev", &eni])?;
+        self.node.ip(&["addr", "add", &v6, "dev", &eni, "nodad"])?;
+        let (v4, v6) = (format!("10.0.{i}.1/24"), format!("fd00:{i}::1/64"));
+        self.vpc.ip(&["addr", "add", &v4, "dev", &peer])?;
+        self.vpc.ip(&["addr", "add", &v6, "dev", &peer, "nodad"])?;
+        self.node.ip(&["link", "set", &eni, "up"])?;
+        self.vpc.ip(&["link", "set", &peer, "up"])?;
+        if i > 0 {
+            let (table, gw) = ((100 + i).to_string(), format!("10.0.{i}.1"));
+            self.node.ip(&[
+                "route", "add", "default", "via", &gw, "dev", &eni, "table", &table,
+            ])?;
+            self.node
+                .ip(&["rule", "add", "from", &node_ip(i), "lookup", &table])?;
+        }
+        // Resolve the gateway now: packets sent while a neighbour is unresolved queue (and
+        // beyond unres_qlen are dropped) before any tap sees them, which would blur ground truth.
+        for gw in [format!("10.0.{i}.1"), format!("fd00:{i}::1")] {
+            run(self.node.command("ping").args(["-c", "1", "-W", "2", &gw]))?;
+        }
+        Ok(())
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
