@@ -6,6 +6,7 @@ pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dns;
 pub mod http;
 pub mod interfaces;
 pub mod linklocal;

@@ -46,38 +46,37 @@ pub fn classify(packet: &[u8], targets: &Targets) -> Option<Classified> {
             let service = targets.service_v6(dst)?;
             Some(Classified {
                 service,
-                transport: transport(ipv6_upper_protocol(packet)),
+                transport: transport(ipv6_upper(packet).map_or(255, |(p, _)| p)),
             })
         }
         _ => None,
     }
 }
 
-/// Walks IPv6 extension headers to the upper-layer protocol; 255 when it cannot tell.
-fn ipv6_upper_protocol(packet: &[u8]) -> u8 {
-    let mut next = packet[6];
+/// Walks IPv6 extension headers to the upper-layer protocol and its offset.
+pub fn ipv6_upper(packet: &[u8]) -> Option<(u8, usize)> {
+    let mut next = *packet.get(6)?;
     let mut off = 40usize;
     // Hop-by-hop, routing, destination options: length in 8-octet units after the first 8.
     for _ in 0..8 {
         match next {
             0 | 43 | 60 => {
-                let (Some(&n), Some(&len)) = (packet.get(off), packet.get(off + 1)) else {
-                    return 255;
-                };
-                next = n;
-                off += (len as usize + 1) * 8;
+                next = *packet.get(off)?;
+                off += (*packet.get(off + 1)? as usize + 1) * 8;
             }
             44 => {
-                let Some(&n) = packet.get(off) else {
-                    return 255;
-                };
-                next = n;
+                // Fragment header: only the first fragment carries the transport header.
+                let frag = u16::from_be_bytes([*packet.get(off + 2)?, *packet.get(off + 3)?]);
+                if frag & 0xfff8 != 0 {
+                    return None;
+                }
+                next = *packet.get(off)?;
                 off += 8;
             }
-            p => return p,
+            p => return Some((p, off)),
         }
     }
-    255
+    None
 }
 
 #[cfg(test)]

@@ -1,0 +1,8 @@
+//! DNS understanding on top of the link-local capture: who asks what, what goes unanswered, and
+//! how many packets the search list (ndots) costs. Only outgoing packets count toward the
+//! limit; replies are captured to match them.
+
+pub mod parse;
+pub mod search;
+pub mod topk;
+pub mod tracker;
