@@ -1,5 +1,7 @@
 //! Per-interface packet series shared between capture threads and whoever cuts report windows.
 
+use crate::dns::parse::DnsPacket;
+use crate::dns::tracker::{DnsFigures, DnsTotals, Tracker, TrackerConfig};
 use crate::linklocal::series::{Figures, Series, STEP_NS};
 use crate::linklocal::Service;
 use std::collections::BTreeMap;
@@ -18,6 +20,9 @@ pub struct InterfaceWindow {
     /// Drops since the agent started.
     pub drops_total: u64,
     pub capturing: bool,
+    /// DNS figures for the window (only from `cut`; `peek` leaves them empty).
+    pub dns: Option<DnsFigures>,
+    pub dns_totals: DnsTotals,
 }
 
 #[derive(Debug)]
@@ -28,6 +33,7 @@ struct Iface {
     drops_total: u64,
     drops_reported: u64,
     capturing: bool,
+    dns: Tracker,
 }
 
 /// Shared, cheap to clone. Capture threads lock it once per batch of packets.
@@ -55,6 +61,7 @@ impl Meter {
             drops_total: 0,
             drops_reported: 0,
             capturing: true,
+            dns: Tracker::new(TrackerConfig::default()),
         });
         e.mac = mac;
         e.capturing = true;
@@ -67,12 +74,20 @@ impl Meter {
         }
     }
 
-    pub fn record(&self, name: &str, packets: &[(u64, Service)]) {
+    /// Adds counted packets and DNS messages (queries sent, replies received).
+    pub fn record(&self, name: &str, packets: &[(u64, Service)], dns: &[(u64, DnsPacket)]) {
         let mut m = self.inner.lock().unwrap();
         if let Some(e) = m.get_mut(name) {
             for &(ts, s) in packets {
                 e.series.add(ts, s);
                 e.packets_total[s.index()] += 1;
+            }
+            for (ts, d) in dns {
+                if d.response {
+                    e.dns.response(*ts, d);
+                } else {
+                    e.dns.query(*ts, d);
+                }
             }
         }
     }
@@ -104,7 +119,10 @@ impl Meter {
         let out = m
             .iter_mut()
             .map(|(name, e)| {
-                let w = window_of(name, e, start_ns, end_ns);
+                let mut w = window_of(name, e, start_ns, end_ns);
+                let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
+                w.dns = Some(e.dns.cut(end_ns, seconds));
+                w.dns_totals = e.dns.totals.clone();
                 e.drops_reported = e.drops_total;
                 e.series
                     .trim_before(end_ns.saturating_sub(1_000_000_000 + STEP_NS));
@@ -125,6 +143,8 @@ fn window_of(name: &str, e: &Iface, start_ns: u64, end_ns: u64) -> InterfaceWind
         packets_total: e.packets_total,
         drops_total: e.drops_total,
         capturing: e.capturing,
+        dns: None,
+        dns_totals: e.dns.totals.clone(),
     }
 }
 
@@ -142,6 +162,7 @@ mod tests {
         m.record(
             "eni0",
             &[(T0 + 10, Service::Dns), (T0 + S + 10, Service::Imds)],
+            &[],
         );
         m.add_drops("eni0", 3);
         let w = m.cut(T0, T0 + 2 * S);
@@ -158,7 +179,7 @@ mod tests {
     #[test]
     fn packets_for_unknown_interfaces_are_ignored() {
         let m = Meter::new(10);
-        m.record("nope", &[(T0, Service::Dns)]);
+        m.record("nope", &[(T0, Service::Dns)], &[]);
         assert!(m.peek(T0, T0 + S).is_empty());
         assert!(!m.capturing());
     }

@@ -23,6 +23,13 @@ struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RcodeLabels {
+    interface: String,
+    eni: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CaptureLabels {
     interface: String,
 }
@@ -38,6 +45,10 @@ pub struct Metrics {
     limit: Family<IfaceLabels, Gauge>,
     utilization: Family<IfaceLabels, F64Gauge>,
     drops: Family<CaptureLabels, Counter>,
+    dns_queries: Family<IfaceLabels, Counter>,
+    dns_responses: Family<RcodeLabels, Counter>,
+    dns_unanswered: Family<IfaceLabels, Counter>,
+    dns_expansion: Family<IfaceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +67,10 @@ impl Metrics {
             limit: Family::default(),
             utilization: Family::default(),
             drops: Family::default(),
+            dns_queries: Family::default(),
+            dns_responses: Family::default(),
+            dns_unanswered: Family::default(),
+            dns_expansion: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +102,26 @@ impl Metrics {
             "headroom_capture_drops",
             "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much)",
             m.drops.clone(),
+        );
+        registry.register(
+            "headroom_dns_queries",
+            "DNS queries sent to link-local resolvers",
+            m.dns_queries.clone(),
+        );
+        registry.register(
+            "headroom_dns_responses",
+            "DNS replies from link-local resolvers matched to a query, by RCODE",
+            m.dns_responses.clone(),
+        );
+        registry.register(
+            "headroom_dns_unanswered",
+            "DNS queries with no reply within 5 s (what a throttled packet looks like)",
+            m.dns_unanswered.clone(),
+        );
+        registry.register(
+            "headroom_dns_search_expansion_packets",
+            "DNS queries for a name plus a search suffix answered NXDOMAIN (packets ndots costs)",
+            m.dns_expansion.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -124,6 +159,21 @@ impl Metrics {
                 interface: i.name.clone(),
             });
             d.inc_by(i.drops_total.saturating_sub(d.get()));
+            let t = &i.dns_totals;
+            let follow = |c: &Counter, total: u64| {
+                c.inc_by(total.saturating_sub(c.get()));
+            };
+            follow(&self.dns_queries.get_or_create(&il), t.queries);
+            follow(&self.dns_unanswered.get_or_create(&il), t.unanswered);
+            follow(&self.dns_expansion.get_or_create(&il), t.search_expansion);
+            for (rcode, n) in &t.responses {
+                let l = RcodeLabels {
+                    interface: i.name.clone(),
+                    eni: eni.clone(),
+                    rcode: rcode.clone(),
+                };
+                follow(&self.dns_responses.get_or_create(&l), *n);
+            }
         }
     }
 
@@ -196,6 +246,8 @@ mod tests {
             packets_total: [25, 1, 0],
             drops_total: 4,
             capturing: true,
+            dns: None,
+            dns_totals: Default::default(),
         };
         let m = Metrics::new();
         m.update(&Report::new(

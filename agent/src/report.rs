@@ -1,6 +1,7 @@
 //! The node report: one struct that feeds every exporter (`once`, `watch`, `/metrics`, OTLP),
 //! so they can never disagree. Field names are a public contract (design.md section 3).
 
+use crate::dns::tracker::{DnsFigures, DnsTotals};
 use crate::linklocal::{Service, LIMIT_PPS};
 use crate::meter::InterfaceWindow;
 use serde::Serialize;
@@ -66,8 +67,8 @@ pub struct InterfaceReport {
     pub kernel_drops: u64,
     /// ENA allowance counters' deltas; null where the driver has none.
     pub allowance: Option<BTreeMap<String, u64>>,
-    /// DNS detail; null until the DNS decoder runs.
-    pub dns: Option<serde_json::Value>,
+    /// Who asks what, what goes unanswered, what the search list costs; null in live views.
+    pub dns: Option<DnsFigures>,
     /// False when capture stopped on this interface during the window (it disappeared).
     pub capturing: bool,
     /// Counters since the agent started (for Prometheus counters), not serialized.
@@ -75,6 +76,8 @@ pub struct InterfaceReport {
     pub packets_total: [u64; 3],
     #[serde(skip)]
     pub drops_total: u64,
+    #[serde(skip)]
+    pub dns_totals: DnsTotals,
 }
 
 pub fn now_ns() -> u64 {
@@ -116,10 +119,11 @@ impl InterfaceReport {
             utilization: (f.peak as f64 / LIMIT_PPS as f64 * 1000.0).round() / 1000.0,
             kernel_drops: w.kernel_drops,
             allowance: None,
-            dns: None,
+            dns: w.dns.clone(),
             capturing: w.capturing,
             packets_total: w.packets_total,
             drops_total: w.drops_total,
+            dns_totals: w.dns_totals.clone(),
         }
     }
 }
@@ -184,6 +188,33 @@ impl Report {
         if self.interfaces.is_empty() {
             out += "(no interfaces measured)\n";
         }
+        for i in &self.interfaces {
+            let Some(d) = i.dns.as_ref().filter(|d| d.queries > 0) else {
+                continue;
+            };
+            let rcodes: Vec<String> = d.rcodes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out += &format!(
+                "\nDNS on {}: {} queries, {} answered, {} unanswered, {} pending; {}; latency p50 {} ms, p99 {} ms\n",
+                i.name, d.queries, d.answered, d.unanswered, d.pending, rcodes.join(", "),
+                d.latency_ms.p50, d.latency_ms.p99
+            );
+            out += &format!(
+                "  search-list walk: {} wasted queries ({:.1} % of all); ndots:2 would save {} packets/s, FQDNs (trailing dot) {} packets/s\n",
+                d.search_expansion_packets,
+                d.search_expansion_share * 100.0,
+                d.ndots2_savings_pps,
+                d.fqdn_savings_pps
+            );
+            for s in &d.top_sources {
+                out += &format!(
+                    "  source {:<39} {:>7} queries {:>8.1}/s  wasted {:>6}  ndots:2 saves {:>7.1}/s  FQDN saves {:>7.1}/s\n",
+                    s.source, s.queries, s.pps, s.search_expansion_packets, s.ndots2_savings_pps, s.fqdn_savings_pps
+                );
+            }
+            for n in &d.top_qnames {
+                out += &format!("  name   {:<60} {:>7} queries\n", n.qname, n.queries);
+            }
+        }
         out
     }
 }
@@ -207,6 +238,8 @@ mod tests {
             packets_total: [900, 90, 10],
             drops_total: 2,
             capturing: true,
+            dns: None,
+            dns_totals: Default::default(),
         };
         let r = Report::new(Node::default(), 1_000_000_000, 11_000_000_000, &[w]);
         let v = serde_json::to_value(&r).unwrap();

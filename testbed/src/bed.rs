@@ -128,9 +128,28 @@ impl Bed {
         }
         // Resolve the gateway now: packets sent while a neighbour is unresolved queue (and
         // beyond unres_qlen are dropped) before any tap sees them, which would blur ground truth.
+        // Right after the link comes up the first probe may go unanswered: try a few times.
         for gw in [format!("10.0.{i}.1"), format!("fd00:{i}::1")] {
-            run(self.node.command("ping").args(["-c", "1", "-W", "2", &gw]))?;
+            let ping = || run(self.node.command("ping").args(["-c", "1", "-W", "1", &gw]));
+            let mut result = ping();
+            for _ in 0..5 {
+                if result.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                result = ping();
+            }
+            result?;
         }
+        Ok(())
+    }
+
+    /// Gives the node namespace its own /etc/resolv.conf (bind-mounted by `ip netns exec`), so
+    /// glibc's real search/ndots walk runs (e.g. with `getent ahosts NAME`).
+    pub fn resolv_conf(&self, text: &str) -> anyhow::Result<()> {
+        let dir = PathBuf::from("/etc/netns").join(&self.node.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("resolv.conf"), text)?;
         Ok(())
     }
 
@@ -162,6 +181,10 @@ impl Bed {
             conf += &format!("  local-data: \"svc{n}.{ZONE}. 300 IN A 10.1.0.{n}\"\n");
             conf += &format!("  local-data: \"svc{n}.{ZONE}. 300 IN AAAA fd00:1::{n:x}\"\n");
         }
+        // REFUSED for refused.internal; SERVFAIL for broken.internal (a stub zone whose only
+        // server is on localhost, which unbound is told never to query).
+        conf += "  local-zone: \"refused.internal.\" refuse\n";
+        conf += "stub-zone:\n  name: \"broken.internal.\"\n  stub-addr: 127.0.0.1@5399\n";
         conf += "remote-control:\n  control-enable: no\n";
         let path = self.path("unbound.conf");
         std::fs::write(&path, conf)?;

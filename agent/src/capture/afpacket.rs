@@ -33,6 +33,9 @@ impl Default for RingConfig {
 }
 
 const FRAME_SIZE: u32 = 2048;
+/// Where the sockaddr_ll sits after each tpacket3_hdr: the header size rounded up to
+/// TPACKET_ALIGNMENT (16).
+const SLL_OFFSET: usize = (std::mem::size_of::<libc::tpacket3_hdr>() + 15) & !15;
 
 /// A packet socket bound to one interface, with its mapped receive ring.
 pub struct AfPacketTap {
@@ -195,7 +198,7 @@ impl AfPacketTap {
     }
 
     /// Hands every packet of the ready block `i` to `sink`, then returns the block to the kernel.
-    fn drain_block(&mut self, i: usize, sink: &mut dyn FnMut(u64, &[u8])) {
+    fn drain_block(&mut self, i: usize, sink: &mut dyn FnMut(u64, bool, &[u8])) {
         let base = i * self.block_size;
         // SAFETY: the block is owned by user space while TP_STATUS_USER is set (checked by the
         // caller); its descriptor and the packet headers it chains are inside the block, whose
@@ -211,10 +214,13 @@ impl AfPacketTap {
                 let hdr = &*(self.ring.add(base + off) as *const libc::tpacket3_hdr);
                 let start = off + hdr.tp_net as usize;
                 let len = hdr.tp_snaplen as usize;
-                if start + len <= self.block_size {
+                // The sockaddr_ll follows the aligned header; its sll_pkttype is at offset 10.
+                let pkttype_at = off + SLL_OFFSET + 10;
+                if start + len <= self.block_size && pkttype_at < self.block_size {
                     let data = std::slice::from_raw_parts(self.ring.add(base + start), len);
                     let ts = hdr.tp_sec as u64 * 1_000_000_000 + hdr.tp_nsec as u64;
-                    sink(ts, data);
+                    let outgoing = *self.ring.add(base + pkttype_at) == libc::PACKET_OUTGOING;
+                    sink(ts, outgoing, data);
                 }
                 if hdr.tp_next_offset == 0 {
                     break;
@@ -254,7 +260,7 @@ impl PacketTap for AfPacketTap {
     fn next_batch(
         &mut self,
         timeout: Duration,
-        sink: &mut dyn FnMut(u64, &[u8]),
+        sink: &mut dyn FnMut(u64, bool, &[u8]),
     ) -> Result<usize, TapError> {
         let mut blocks = 0;
         while blocks < self.block_count

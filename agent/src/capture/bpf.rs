@@ -1,10 +1,12 @@
 //! Classic BPF program that selects, in the kernel, the packets the agent must count.
 //!
 //! Runs on an AF_PACKET `SOCK_DGRAM` socket, so offsets start at the IP header. It accepts
-//! outgoing IPv4/IPv6 packets whose destination is one of the targets and truncates them to
-//! `snaplen`; everything else never reaches user space.
+//! outgoing IPv4/IPv6 packets whose destination is one of the targets (those are counted), and
+//! incoming packets from a resolver (replies, to match queries). DNS packets are kept up to
+//! `dns_snaplen` bytes for decoding, the rest truncated to `snaplen`; everything else never
+//! reaches user space.
 
-use crate::linklocal::Targets;
+use crate::linklocal::{Service, Targets};
 
 /// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +42,17 @@ pub enum FilterError {
 enum To {
     Next,
     Accept,
+    AcceptDns,
     Reject,
     Label(usize),
+}
+
+fn accept(service: Service) -> To {
+    if service == Service::Dns {
+        To::AcceptDns
+    } else {
+        To::Accept
+    }
 }
 
 struct Builder {
@@ -62,39 +73,53 @@ impl Builder {
     }
 }
 
-/// Builds the program: outgoing packets to any target, truncated to `snaplen` bytes.
-pub fn outgoing_to(targets: &Targets, snaplen: u32) -> Result<Vec<Insn>, FilterError> {
+/// Builds the program: outgoing packets to any target, incoming packets from a resolver.
+pub fn program(
+    targets: &Targets,
+    snaplen: u32,
+    dns_snaplen: u32,
+) -> Result<Vec<Insn>, FilterError> {
     let mut b = Builder {
         insns: Vec::new(),
         labels: Vec::new(),
     };
-    let v6 = b.label();
+    let (incoming, out6, in6) = (b.label(), b.label(), b.label());
     b.push(LD_W_ABS, To::Next, To::Next, LOAD_PKTTYPE);
-    b.push(JEQ_K, To::Next, To::Reject, PACKET_OUTGOING);
+    b.push(JEQ_K, To::Next, To::Label(incoming), PACKET_OUTGOING);
+    // Outgoing: match the destination (IPv4 offset 16, IPv6 offset 24) against every target.
     b.push(LD_B_ABS, To::Next, To::Next, 0);
     b.push(ALU_AND_K, To::Next, To::Next, 0xf0);
-    b.push(JEQ_K, To::Next, To::Label(v6), 0x40);
+    b.push(JEQ_K, To::Next, To::Label(out6), 0x40);
     b.push(LD_W_ABS, To::Next, To::Next, 16);
-    for a in targets.v4() {
-        b.push(JEQ_K, To::Accept, To::Next, u32::from_be_bytes(a));
+    for (a, s) in targets.v4_services() {
+        b.push(JEQ_K, accept(s), To::Next, u32::from_be_bytes(a));
     }
     b.push(RET_K, To::Next, To::Next, 0);
-    b.place(v6);
+    b.place(out6);
     b.push(JEQ_K, To::Next, To::Reject, 0x60);
-    for a in targets.v6() {
-        let next = b.label();
-        for w in 0..4 {
-            let word = u32::from_be_bytes([a[w * 4], a[w * 4 + 1], a[w * 4 + 2], a[w * 4 + 3]]);
-            b.push(LD_W_ABS, To::Next, To::Next, 24 + 4 * w as u32);
-            let jt = if w == 3 { To::Accept } else { To::Next };
-            b.push(JEQ_K, jt, To::Label(next), word);
-        }
-        b.place(next);
+    let v6: Vec<_> = targets.v6_services().collect();
+    v6_matches(&mut b, 24, &v6);
+    b.push(RET_K, To::Next, To::Next, 0);
+    // Incoming: match the source (IPv4 offset 12, IPv6 offset 8) against the resolvers only.
+    b.place(incoming);
+    b.push(LD_B_ABS, To::Next, To::Next, 0);
+    b.push(ALU_AND_K, To::Next, To::Next, 0xf0);
+    b.push(JEQ_K, To::Next, To::Label(in6), 0x40);
+    b.push(LD_W_ABS, To::Next, To::Next, 12);
+    for (a, s) in targets.v4_services().filter(|(_, s)| *s == Service::Dns) {
+        b.push(JEQ_K, accept(s), To::Next, u32::from_be_bytes(a));
     }
+    b.push(RET_K, To::Next, To::Next, 0);
+    b.place(in6);
+    b.push(JEQ_K, To::Next, To::Reject, 0x60);
+    let dns6: Vec<_> = v6.into_iter().filter(|(_, s)| *s == Service::Dns).collect();
+    v6_matches(&mut b, 8, &dns6);
     let reject = b.insns.len();
     b.push(RET_K, To::Next, To::Next, 0);
-    let accept = b.insns.len();
+    let accept_other = b.insns.len();
     b.push(RET_K, To::Next, To::Next, snaplen);
+    let accept_dns = b.insns.len();
+    b.push(RET_K, To::Next, To::Next, dns_snaplen);
 
     if b.insns.len() > 4096 {
         return Err(FilterError::TooLong(b.insns.len()));
@@ -103,7 +128,8 @@ pub fn outgoing_to(targets: &Targets, snaplen: u32) -> Result<Vec<Insn>, FilterE
     let resolve = |pc: usize, to: To| -> Result<u8, FilterError> {
         let target = match to {
             To::Next => return Ok(0),
-            To::Accept => accept,
+            To::Accept => accept_other,
+            To::AcceptDns => accept_dns,
             To::Reject => reject,
             To::Label(l) => labels[l],
         };
@@ -123,13 +149,27 @@ pub fn outgoing_to(targets: &Targets, snaplen: u32) -> Result<Vec<Insn>, FilterE
         .collect()
 }
 
+/// Compares the 16-byte address at `offset` with each address, word by word.
+fn v6_matches(b: &mut Builder, offset: u32, addrs: &[([u8; 16], Service)]) {
+    for (a, s) in addrs {
+        let next = b.label();
+        for w in 0..4 {
+            let word = u32::from_be_bytes([a[w * 4], a[w * 4 + 1], a[w * 4 + 2], a[w * 4 + 3]]);
+            b.push(LD_W_ABS, To::Next, To::Next, offset + 4 * w as u32);
+            let jt = if w == 3 { accept(*s) } else { To::Next };
+            b.push(JEQ_K, jt, To::Label(next), word);
+        }
+        b.place(next);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::linklocal::classify::classify;
     use proptest::prelude::*;
 
-    /// Runs the subset of classic BPF that `outgoing_to` emits, as the kernel would:
+    /// Runs the subset of classic BPF that `program` emits, as the kernel would:
     /// an out-of-bounds load ends the program with 0.
     fn run(prog: &[Insn], pkt: &[u8], pkttype: u32) -> u32 {
         let (mut a, mut pc) = (0u32, 0usize);
@@ -170,16 +210,42 @@ mod tests {
         p
     }
 
-    #[test]
-    fn accepts_targets_rejects_others_and_incoming() {
-        let t = targets();
-        let prog = outgoing_to(&t, 96).unwrap();
-        for a in t.v4() {
-            assert_eq!(run(&prog, &packet(false, &a, 28), PACKET_OUTGOING), 96);
-            assert_eq!(run(&prog, &packet(false, &a, 28), 0), 0, "incoming");
+    /// A packet with `src` as its source address (for incoming replies).
+    fn from(v6: bool, src: &[u8], len: usize) -> Vec<u8> {
+        let mut p = packet(v6, &[0u8; 16][..if v6 { 16 } else { 4 }], len);
+        if v6 {
+            p[8..24].copy_from_slice(src);
+        } else {
+            p[12..16].copy_from_slice(src);
         }
-        for a in t.v6() {
-            assert_eq!(run(&prog, &packet(true, &a, 48), PACKET_OUTGOING), 96);
+        p
+    }
+
+    #[test]
+    fn accepts_targets_rejects_others_and_keeps_dns_longer() {
+        let t = targets();
+        let prog = program(&t, 96, 512).unwrap();
+        for (a, s) in t.v4_services() {
+            let want = if s == Service::Dns { 512 } else { 96 };
+            assert_eq!(run(&prog, &packet(false, &a, 28), PACKET_OUTGOING), want);
+            // Incoming: only replies from resolvers, never packets *to* a target.
+            assert_eq!(run(&prog, &packet(false, &a, 28), 0), 0, "incoming to");
+            let from_want = if s == Service::Dns { 512 } else { 0 };
+            assert_eq!(
+                run(&prog, &from(false, &a, 28), 0),
+                from_want,
+                "incoming from"
+            );
+        }
+        for (a, s) in t.v6_services() {
+            let want = if s == Service::Dns { 512 } else { 96 };
+            assert_eq!(run(&prog, &packet(true, &a, 48), PACKET_OUTGOING), want);
+            let from_want = if s == Service::Dns { 512 } else { 0 };
+            assert_eq!(
+                run(&prog, &from(true, &a, 48), 0),
+                from_want,
+                "incoming from"
+            );
         }
         assert_eq!(run(&prog, &packet(false, &[10, 0, 0, 53], 28), 4), 0);
         let mut near = t.v6().next().unwrap();
@@ -194,7 +260,7 @@ mod tests {
             .map(|i| std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, i).into())
             .collect();
         assert_eq!(
-            outgoing_to(&Targets::new(&many), 96),
+            program(&Targets::new(&many), 96, 512),
             Err(FilterError::JumpTooFar)
         );
     }
@@ -210,7 +276,7 @@ mod tests {
             len in 0usize..80,
         ) {
             let t = targets();
-            let prog = outgoing_to(&t, 128).unwrap();
+            let prog = program(&t, 128, 512).unwrap();
             let dst: Vec<u8> = if v6 {
                 t.v6().nth(pick).map(|a| a.to_vec()).unwrap_or(random_dst.to_vec())
             } else {

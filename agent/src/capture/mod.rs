@@ -3,6 +3,7 @@
 pub mod afpacket;
 pub mod bpf;
 
+use crate::dns::parse::{parse as parse_dns, DnsPacket};
 use crate::interfaces::{self, Selection};
 use crate::linklocal::classify::classify;
 use crate::linklocal::{Service, Targets};
@@ -13,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Bytes kept of each packet: enough for IPv6 + extension headers + TCP with options.
+/// Bytes kept of each counted non-DNS packet: IPv6 + extension headers + TCP with options.
 pub const SNAPLEN: u32 = 128;
+/// Bytes kept of each DNS packet: headers plus the DNS header and a question of any length.
+pub const DNS_SNAPLEN: u32 = 512;
 
 /// Packets seen by the kernel filter since the last read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,11 +49,12 @@ pub enum TapError {
 /// can replace it behind this trait.
 pub trait PacketTap: Send {
     /// Waits up to `timeout` for packets; hands each to `sink` as (kernel timestamp in ns since
-    /// the Unix epoch, bytes from the IP header on). Returns how many blocks were read.
+    /// the Unix epoch, whether the node sent it, bytes from the IP header on). Returns how many
+    /// blocks were read.
     fn next_batch(
         &mut self,
         timeout: Duration,
-        sink: &mut dyn FnMut(u64, &[u8]),
+        sink: &mut dyn FnMut(u64, bool, &[u8]),
     ) -> Result<usize, TapError>;
     /// Counters since the previous call.
     fn take_stats(&mut self) -> Result<TapStats, TapError>;
@@ -79,7 +83,7 @@ impl Capture {
     /// Opens a tap on every selected interface now (so permission problems surface at once),
     /// then keeps rescanning for new ones. Returns the interfaces opened.
     pub fn start(spec: CaptureSpec, meter: Meter) -> Result<(Capture, Vec<String>), TapError> {
-        let program = bpf::outgoing_to(&spec.targets, SNAPLEN)?;
+        let program = bpf::program(&spec.targets, SNAPLEN, DNS_SNAPLEN)?;
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(Mutex::new(BTreeSet::new()));
         let (wake_tx, wake_rx) = std::sync::mpsc::channel();
@@ -210,18 +214,32 @@ pub fn read_loop(
     stop: &AtomicBool,
 ) -> Result<(), TapError> {
     let mut batch: Vec<(u64, Service)> = Vec::with_capacity(4096);
+    let mut dns: Vec<(u64, DnsPacket)> = Vec::new();
     let mut last_stats = Instant::now();
     loop {
         // Drain what is already there even when stopping, so the last window is complete.
         let stopping = stop.load(Ordering::SeqCst);
-        tap.next_batch(Duration::from_millis(200), &mut |ts, pkt| {
-            if let Some(c) = classify(pkt, targets) {
+        tap.next_batch(Duration::from_millis(200), &mut |ts, outgoing, pkt| {
+            if outgoing {
+                // Only what the node sends counts toward the allowance.
+                let Some(c) = classify(pkt, targets) else {
+                    return;
+                };
                 batch.push((ts, c.service));
+                if c.service != Service::Dns {
+                    return;
+                }
+            }
+            if let Some(d) = parse_dns(pkt) {
+                if d.response != outgoing {
+                    dns.push((ts, d));
+                }
             }
         })?;
-        if !batch.is_empty() {
-            meter.record(name, &batch);
+        if !batch.is_empty() || !dns.is_empty() {
+            meter.record(name, &batch, &dns);
             batch.clear();
+            dns.clear();
         }
         if stopping || last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();

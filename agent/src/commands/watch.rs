@@ -107,6 +107,8 @@ mod tests {
             packets_total: [512, 0, 0],
             drops_total: 3,
             capturing: true,
+            dns: None,
+            dns_totals: Default::default(),
         };
         let peaks = BTreeMap::from([("eni0".to_string(), 1024u64)]);
         let f = frame("n1", &[w], &peaks);

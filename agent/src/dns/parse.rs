@@ -135,7 +135,10 @@ pub(crate) mod tests {
             })
             .set_op_code(OpCode::Query)
             .set_response_code(rcode);
-        m.add_query(Query::query(Name::from_ascii(qname).unwrap(), RecordType::AAAA));
+        m.add_query(Query::query(
+            Name::from_ascii(qname).unwrap(),
+            RecordType::AAAA,
+        ));
         m.to_bytes().unwrap()
     }
 
@@ -171,7 +174,12 @@ pub(crate) mod tests {
         p[0] = 0x60;
         p[6] = 6;
         p[8..24].copy_from_slice(&"fd00::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        p[24..40].copy_from_slice(&"fd00:ec2::253".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(
+            &"fd00:ec2::253"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
         p[40..42].copy_from_slice(&5353u16.to_be_bytes());
         p[42..44].copy_from_slice(&53u16.to_be_bytes());
         p[52] = 5 << 4;

@@ -83,7 +83,11 @@ mod tests {
         let cases: [(&str, &[&str]); 8] = [
             (
                 "db.example.com.prod.svc.cluster.local",
-                &["db.example.com", "db.example.com.prod", "db.example.com.prod.svc"],
+                &[
+                    "db.example.com",
+                    "db.example.com.prod",
+                    "db.example.com.prod.svc",
+                ],
             ),
             (
                 "db.example.com.svc.cluster.local",
@@ -91,8 +95,14 @@ mod tests {
             ),
             ("db.example.com.cluster.local", &["db.example.com"]),
             ("db.example.com.ec2.internal", &["db.example.com"]),
-            ("db.example.com.us-west-2.compute.internal", &["db.example.com"]),
-            ("redis.prod.svc.cluster.local", &["redis", "redis.prod", "redis.prod.svc"]),
+            (
+                "db.example.com.us-west-2.compute.internal",
+                &["db.example.com"],
+            ),
+            (
+                "redis.prod.svc.cluster.local",
+                &["redis", "redis.prod", "redis.prod.svc"],
+            ),
             ("svc.cluster.local", &["svc"]),
             ("db.example.com", &[]),
         ];

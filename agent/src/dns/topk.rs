@@ -71,7 +71,7 @@ impl<K: Hash + Eq + Clone, V: Default> SpaceSaving<K, V> {
     /// The `n` heaviest keys, heaviest first.
     pub fn top(&self, n: usize) -> Vec<(&K, &Entry<V>)> {
         let mut v: Vec<_> = self.entries.iter().collect();
-        v.sort_by(|a, b| b.1.count.cmp(&a.1.count));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1.count));
         v.truncate(n);
         v
     }
@@ -122,7 +122,11 @@ mod tests {
                 s.hit(&k).extra += 2;
             }
         }
-        let top: Vec<_> = s.top(3).iter().map(|(k, e)| (**k, e.count, e.extra)).collect();
+        let top: Vec<_> = s
+            .top(3)
+            .iter()
+            .map(|(k, e)| (**k, e.count, e.extra))
+            .collect();
         assert_eq!(top, [("a", 5, 10), ("b", 3, 6), ("c", 1, 2)]);
     }
 }

@@ -209,7 +209,11 @@ impl Tracker {
         };
         self.answered += 1;
         *self.rcodes.entry(p.rcode).or_default() += 1;
-        *self.totals.responses.entry(rcode_name(p.rcode)).or_default() += 1;
+        *self
+            .totals
+            .responses
+            .entry(rcode_name(p.rcode))
+            .or_default() += 1;
         let _ = self
             .latency_us
             .record(ts.saturating_sub(q.ts).max(1000) / 1000);
@@ -220,7 +224,11 @@ impl Tracker {
                 // The base this source is walking already, else the first reading.
                 let base = source
                     .as_ref()
-                    .and_then(|e| bases.iter().find(|b| e.extra.recent.iter().any(|r| r == *b)))
+                    .and_then(|e| {
+                        bases
+                            .iter()
+                            .find(|b| e.extra.recent.iter().any(|r| r == *b))
+                    })
                     .unwrap_or(&bases[0])
                     .to_string();
                 let saves = ndots2_saves(&base);
@@ -265,7 +273,8 @@ impl Tracker {
         self.expire(end);
         let secs = seconds.max(1e-9);
         let pps = |n: u64| (n as f64 / secs * 10.0).round() / 10.0;
-        let q = |x: f64| (self.latency_us.value_at_quantile(x) as f64 / 1000.0 * 100.0).round() / 100.0;
+        let q =
+            |x: f64| (self.latency_us.value_at_quantile(x) as f64 / 1000.0 * 100.0).round() / 100.0;
         let f = DnsFigures {
             queries: self.queries,
             answered: self.answered,
@@ -340,7 +349,14 @@ mod tests {
     const DNS: [u8; 4] = [10, 0, 0, 2];
 
     fn q(id: u16, name: &str, port: u16) -> DnsPacket {
-        parse(&udp4(NODE, port, DNS, 53, &dns_message(id, name, false, ResponseCode::NoError))).unwrap()
+        parse(&udp4(
+            NODE,
+            port,
+            DNS,
+            53,
+            &dns_message(id, name, false, ResponseCode::NoError),
+        ))
+        .unwrap()
     }
     fn r(id: u16, name: &str, port: u16, rc: ResponseCode) -> DnsPacket {
         parse(&udp4(DNS, 53, NODE, port, &dns_message(id, name, true, rc))).unwrap()
@@ -356,11 +372,22 @@ mod tests {
         t.response(7 * MS, &r(1, "a.example.com", 1001, ResponseCode::ServFail));
         t.response(8 * MS, &r(9, "x", 1000, ResponseCode::NoError)); // unmatched: ignored
         let f = t.cut(1000 * MS, 1.0);
-        assert_eq!((f.queries, f.answered, f.unanswered, f.pending), (3, 2, 0, 1));
+        assert_eq!(
+            (f.queries, f.answered, f.unanswered, f.pending),
+            (3, 2, 0, 1)
+        );
         assert_eq!(f.rcodes.get("NOERROR"), Some(&1));
         assert_eq!(f.rcodes.get("SERVFAIL"), Some(&1));
-        assert!((2.9..=3.1).contains(&f.latency_ms.p50), "{:?}", f.latency_ms);
-        assert!((6.9..=7.1).contains(&f.latency_ms.p99), "{:?}", f.latency_ms);
+        assert!(
+            (2.9..=3.1).contains(&f.latency_ms.p50),
+            "{:?}",
+            f.latency_ms
+        );
+        assert!(
+            (6.9..=7.1).contains(&f.latency_ms.p99),
+            "{:?}",
+            f.latency_ms
+        );
         // Five seconds on, the third query is given up in the next window.
         let f = t.cut(6000 * MS, 5.0);
         assert_eq!((f.queries, f.unanswered, f.pending), (0, 1, 0));
@@ -386,7 +413,10 @@ mod tests {
         }
         id += 1;
         t.query(0, &q(id, "db.example.com", 2000 + id));
-        t.response(MS, &r(id, "db.example.com", 2000 + id, ResponseCode::NoError));
+        t.response(
+            MS,
+            &r(id, "db.example.com", 2000 + id, ResponseCode::NoError),
+        );
         // A name that is not in the zone but not a search walk either: not waste.
         t.query(0, &q(99, "nope.example.com", 3000));
         t.response(MS, &r(99, "nope.example.com", 3000, ResponseCode::NXDomain));

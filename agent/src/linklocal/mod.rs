@@ -94,6 +94,16 @@ impl Targets {
         }
     }
 
+    /// IPv4 targets with their service.
+    pub fn v4_services(&self) -> impl Iterator<Item = ([u8; 4], Service)> + '_ {
+        self.v4.iter().copied()
+    }
+
+    /// IPv6 targets with their service.
+    pub fn v6_services(&self) -> impl Iterator<Item = ([u8; 16], Service)> + '_ {
+        self.v6.iter().copied()
+    }
+
     pub fn v4(&self) -> impl Iterator<Item = [u8; 4]> + '_ {
         self.v4.iter().map(|(a, _)| *a)
     }

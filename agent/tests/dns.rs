@@ -1,0 +1,143 @@
+//! DNS understanding against the bed's ground truth: glibc's real search-list walk, a resolver
+//! that drops exactly every 10th query (nftables), and exact RCODE counts from unbound.
+//! Needs root; skips with a reason outside CI, fails in CI.
+
+mod common;
+
+use common::*;
+use headroom_testbed::bed::{self, Bed};
+use headroom_testbed::proc::run;
+use headroom_testbed::Need;
+
+/// ndots:5 and three search suffixes: each lookup of `svc1.example.internal` (2 dots) sends A and
+/// AAAA for each suffix (6 queries, NXDOMAIN) and then for the name itself (2): 8 queries,
+/// 6 wasted, all of which ndots:2 or a trailing dot would have saved.
+#[test]
+fn search_walk_waste_is_counted_exactly() {
+    let mut needs = bed_needs();
+    needs.push(Need::Tool("getent"));
+    if !headroom_testbed::require("search_walk_waste_is_counted_exactly", &needs) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    bed.resolv_conf(
+        "nameserver 169.254.169.253\nsearch ns1.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+    )
+    .unwrap();
+    let dump = bed.tcpdump("eni0", "udp and dst port 53").unwrap();
+    let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "4s"]);
+    const LOOKUPS: u64 = 20;
+    for _ in 0..LOOKUPS {
+        let out = run(bed
+            .node
+            .command("getent")
+            .args(["ahosts", "svc1.example.internal"]))
+        .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("10.1.0.1"));
+    }
+    let report = agent.report();
+    let sent = dump.stop_and_count().unwrap();
+    let d = &iface(&report, "eni0")["dns"];
+    eprintln!("tcpdump {sent} queries; dns = {d}");
+    assert_eq!(
+        sent,
+        8 * LOOKUPS,
+        "the walk the bed is built for: 8 queries a lookup"
+    );
+    assert_eq!(u(&d["queries"]), sent);
+    assert_eq!(u(&d["answered"]), sent);
+    assert_eq!(u(&d["search_expansion_packets"]), 6 * LOOKUPS);
+    assert_eq!(d["search_expansion_share"].as_f64().unwrap(), 0.75);
+    assert_eq!(u(&d["rcodes"]["NXDOMAIN"]), 6 * LOOKUPS);
+    assert_eq!(u(&d["rcodes"]["NOERROR"]), 2 * LOOKUPS);
+    let secs = report["window"]["seconds"].as_f64().unwrap();
+    let want = ((6 * LOOKUPS) as f64 / secs * 10.0).round() / 10.0;
+    assert_eq!(d["ndots2_savings_pps"].as_f64().unwrap(), want);
+    assert_eq!(d["fqdn_savings_pps"].as_f64().unwrap(), want);
+    let top = &d["top_sources"][0];
+    assert_eq!(top["source"], "10.0.0.10");
+    assert_eq!(u(&top["queries"]), 8 * LOOKUPS);
+    assert_eq!(u(&top["search_expansion_packets"]), 6 * LOOKUPS);
+    let names = d["top_qnames"].as_array().unwrap();
+    let svc1 = names
+        .iter()
+        .find(|n| n["qname"] == "svc1.example.internal")
+        .unwrap();
+    assert_eq!(u(&svc1["queries"]), 2 * LOOKUPS);
+    assert_eq!(
+        names.len(),
+        4,
+        "the name and its three suffixed forms: {names:?}"
+    );
+}
+
+/// A resolver that drops exactly every 10th query: unanswered = 10 % of queries (±1, and equal
+/// to dnsperf's own "lost"); NXDOMAIN, SERVFAIL and REFUSED answers counted exactly; TCP
+/// queries matched too.
+#[test]
+fn unanswered_and_rcodes_are_exact() {
+    let mut needs = bed_needs();
+    needs.push(Need::Tool("nft"));
+    if !headroom_testbed::require("unanswered_and_rcodes_are_exact", &needs) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "13s"]);
+    let dig = |name: &str, tcp: bool| {
+        let mut c = bed.node.command("dig");
+        c.args(["+tries=1", "+timeout=3", "@169.254.169.253", name]);
+        if tcp {
+            c.arg("+tcp");
+        }
+        String::from_utf8_lossy(&run(&mut c).unwrap().stdout).to_string()
+    };
+    for _ in 0..7 {
+        assert!(dig("nope.example.internal", false).contains("NXDOMAIN"));
+    }
+    for _ in 0..5 {
+        assert!(dig("x.broken.internal", false).contains("SERVFAIL"));
+    }
+    for _ in 0..3 {
+        assert!(dig("x.refused.internal", false).contains("REFUSED"));
+    }
+    for _ in 0..4 {
+        assert!(dig("svc2.example.internal", true).contains("NOERROR"));
+    }
+    let nft = |args: &str| {
+        run(bed.vpc.command("nft").args(args.split(' '))).unwrap();
+    };
+    nft("add table inet hr");
+    nft("add chain inet hr in { type filter hook input priority 0 ; }");
+    nft("add rule inet hr in udp dport 53 numgen inc mod 10 == 0 drop");
+    let perf =
+        bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 200, 5, None).unwrap()).unwrap();
+    let report = agent.report();
+    let d = &iface(&report, "eni0")["dns"];
+    eprintln!("dnsperf {perf:?}; dns = {d}");
+    assert_eq!(u(&d["queries"]), perf.sent + 19);
+    assert_eq!(
+        u(&d["unanswered"]),
+        perf.lost,
+        "unanswered equals dnsperf's lost"
+    );
+    let tenth = perf.sent as f64 / 10.0;
+    assert!(
+        (u(&d["unanswered"]) as f64 - tenth).abs() <= 1.0,
+        "10 % ± 1"
+    );
+    assert_eq!(u(&d["pending"]), 0);
+    assert_eq!(u(&d["rcodes"]["NXDOMAIN"]), 7);
+    assert_eq!(u(&d["rcodes"]["SERVFAIL"]), 5);
+    assert_eq!(u(&d["rcodes"]["REFUSED"]), 3);
+    assert_eq!(u(&d["rcodes"]["NOERROR"]), perf.completed + 4);
+    assert_eq!(u(&d["answered"]), perf.completed + 19);
+    assert_eq!(
+        u(&d["search_expansion_packets"]),
+        0,
+        "no search suffix was asked for"
+    );
+    let p99 = d["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p99 > 0.0 && p99 < 500.0, "p99 {p99} ms");
+}
