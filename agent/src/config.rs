@@ -24,7 +24,20 @@ pub struct Config {
     pub rescan_interval: String,
     /// This node's name; defaults to $NODE_NAME, then the host name.
     pub node_name: Option<String>,
+    /// Names resolved every `resolver_check_interval` against each checked resolver, recorded
+    /// as `dns.resolve` spans and in `resolver_checks`. Empty: no checks.
+    pub resolver_check_names: Vec<String>,
+    /// Resolvers to check: `auto` (the counted resolvers, 169.254.169.253, and NodeLocal
+    /// DNSCache 169.254.20.10 when this host holds it) and/or IPs such as the cluster DNS.
+    pub resolver_check_targets: Vec<String>,
+    /// How often to run the checks. Their packets count toward the limit too.
+    pub resolver_check_interval: String,
+    /// How long one check waits for an answer.
+    pub resolver_check_timeout: String,
 }
+
+/// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
+pub const MAX_CHECKS_PER_INTERVAL: usize = 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -35,6 +48,10 @@ impl Default for Config {
             report_interval: "10s".into(),
             rescan_interval: "10s".into(),
             node_name: None,
+            resolver_check_names: Vec::new(),
+            resolver_check_targets: vec!["auto".into()],
+            resolver_check_interval: "30s".into(),
+            resolver_check_timeout: "2s".into(),
         }
     }
 }
@@ -50,6 +67,7 @@ pub struct Settings {
     pub report_interval: Duration,
     pub rescan_interval: Duration,
     pub node_name: String,
+    pub checks: crate::resolve::CheckSpec,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -113,6 +131,48 @@ impl Config {
         };
         let report_interval = duration("report_interval", &self.report_interval);
         let rescan_interval = duration("rescan_interval", &self.rescan_interval);
+        let check_interval = duration("resolver_check_interval", &self.resolver_check_interval);
+        let check_timeout =
+            match parse_duration("resolver_check_timeout", &self.resolver_check_timeout) {
+                Ok(d) if d > Duration::ZERO => Some(d),
+                Ok(_) => {
+                    errors.push("invalid resolver_check_timeout: must be more than 0".into());
+                    None
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+        let mut check_targets = Vec::new();
+        for t in &self.resolver_check_targets {
+            if t == "auto" {
+                let auto = crate::linklocal::FIXED_RESOLVERS[..1]
+                    .iter()
+                    .chain(&resolvers);
+                check_targets.extend(auto.copied());
+                let nodelocal: IpAddr = crate::resolve::NODELOCAL_DNS.parse().expect("valid");
+                if crate::resolve::is_local(nodelocal) {
+                    check_targets.push(nodelocal);
+                }
+                continue;
+            }
+            match t.parse::<IpAddr>() {
+                Ok(ip) => check_targets.push(ip),
+                Err(_) => errors.push(format!(
+                    "invalid resolver_check_targets entry '{t}': expected an IP address or 'auto'"
+                )),
+            }
+        }
+        check_targets.dedup();
+        let checks = self.resolver_check_names.len() * check_targets.len();
+        if checks > MAX_CHECKS_PER_INTERVAL {
+            errors.push(format!(
+                "too many resolver checks: {} names x {} resolvers = {checks} per interval, at most {MAX_CHECKS_PER_INTERVAL}; their packets count toward the same limit, so name fewer",
+                self.resolver_check_names.len(),
+                check_targets.len()
+            ));
+        }
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         if !errors.is_empty() {
             return Err(errors);
@@ -129,6 +189,12 @@ impl Config {
             report_interval: report_interval.unwrap(),
             rescan_interval: rescan_interval.unwrap(),
             node_name: self.node_name.clone().unwrap_or_else(hostname),
+            checks: crate::resolve::CheckSpec {
+                names: self.resolver_check_names.clone(),
+                resolvers: check_targets,
+                interval: check_interval.unwrap(),
+                timeout: check_timeout.unwrap(),
+            },
         })
     }
 }
@@ -160,10 +226,15 @@ mod tests {
             metrics_listen: "nope".into(),
             report_interval: "0.5s".into(),
             rescan_interval: "soon".into(),
-            node_name: None,
+            resolver_check_names: (0..11).map(|i| format!("n{i}.example.com")).collect(),
+            resolver_check_targets: vec!["auto".into(), "10.0.0.9".into(), "x".into()],
+            ..Config::default()
         };
         let errs = c.validate().unwrap_err();
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 7, "{errs:?}");
+        assert!(errs
+            .iter()
+            .any(|e| e.contains("too many resolver checks: 11 names")));
         assert!(errs.iter().any(|e| e.contains("--resolver '10.0.0.300'")));
         assert!(errs.iter().any(|e| e.contains("at least 1s")));
     }

@@ -13,6 +13,7 @@ pub mod linklocal;
 pub mod meter;
 pub mod metrics;
 pub mod report;
+pub mod resolve;
 pub mod signal;
 
 /// Errors that end a command, each with its exit code.

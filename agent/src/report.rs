@@ -20,8 +20,8 @@ pub struct Report {
     pub listeners: Vec<serde_json::Value>,
     /// Filled by the probe source; empty until it runs.
     pub probes: Vec<serde_json::Value>,
-    /// Filled by the resolver checks; empty until they run.
-    pub resolver_checks: Vec<serde_json::Value>,
+    /// Resolver checks run in the window (none unless names are configured).
+    pub resolver_checks: Vec<crate::resolve::ResolverCheck>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -213,6 +213,15 @@ impl Report {
             }
             for n in &d.top_qnames {
                 out += &format!("  name   {:<60} {:>7} queries\n", n.qname, n.queries);
+            }
+        }
+        if !self.resolver_checks.is_empty() {
+            out += "\nResolver checks:\n";
+            for c in &self.resolver_checks {
+                out += &format!(
+                    "  {:<24} {:<40} {:<9} {:>8.2} ms  {}\n",
+                    c.resolver, c.qname, c.rcode, c.elapsed_ms, c.at
+                );
             }
         }
         out

@@ -141,3 +141,83 @@ fn unanswered_and_rcodes_are_exact() {
     let p99 = d["latency_ms"]["p99"].as_f64().unwrap();
     assert!(p99 > 0.0 && p99 < 500.0, "p99 {p99} ms");
 }
+
+/// Resolver checks: each configured name against each resolver, with outcome and latency; a
+/// resolver that does not answer times out; the checks' own packets to link-local resolvers
+/// are counted like any other.
+#[test]
+fn resolver_checks_report_outcome_and_latency() {
+    if !headroom_testbed::require("resolver_checks_report_outcome_and_latency", &bed_needs()) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let cfg = bed.path("agent.toml");
+    std::fs::write(
+        &cfg,
+        r#"resolver_check_names = ["svc1.example.internal", "nope.example.internal", "x.broken.internal"]
+resolver_check_targets = ["auto", "10.0.0.77"]
+resolver_check_interval = "2s"
+resolver_check_timeout = "1s"
+"#,
+    )
+    .unwrap();
+    let agent = Once::start(
+        &bed,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--interface",
+            "eni0",
+            "--resolver",
+            "10.0.0.2",
+            "--duration",
+            "5s",
+        ],
+    );
+    let report = agent.report();
+    let checks = report["resolver_checks"].as_array().unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(checks).unwrap());
+    let find = |resolver: &str, qname: &str| -> Vec<&serde_json::Value> {
+        checks
+            .iter()
+            .filter(|c| c["resolver"] == resolver && c["qname"] == qname)
+            .collect()
+    };
+    for resolver in ["169.254.169.253", "10.0.0.2"] {
+        let ok = find(resolver, "svc1.example.internal");
+        assert!(ok.len() >= 2, "two rounds at least for {resolver}");
+        for c in &ok {
+            assert_eq!(c["rcode"], "NOERROR");
+            assert!(c["answers"]
+                .as_array()
+                .unwrap()
+                .contains(&"10.1.0.1".into()));
+            let ms = c["elapsed_ms"].as_f64().unwrap();
+            assert!(ms > 0.0 && ms < 1000.0, "{ms}");
+        }
+        for c in find(resolver, "nope.example.internal") {
+            assert_eq!(c["rcode"], "NXDOMAIN");
+        }
+        for c in find(resolver, "x.broken.internal") {
+            assert_eq!(c["rcode"], "SERVFAIL");
+        }
+    }
+    let dead = find("10.0.0.77", "svc1.example.internal");
+    assert!(!dead.is_empty());
+    for c in dead {
+        assert_eq!(c["rcode"], "TIMEOUT");
+        assert!(c["elapsed_ms"].as_f64().unwrap() >= 900.0);
+    }
+    // Every check to a link-local resolver sent at least one query, and each was counted.
+    let counted = u(&iface(&report, "eni0")["by_service"]["dns"]["packets"]);
+    let to_linklocal = checks
+        .iter()
+        .filter(|c| c["resolver"] != "10.0.0.77")
+        .count() as u64;
+    assert!(
+        counted >= to_linklocal,
+        "{counted} packets for {to_linklocal} checks"
+    );
+    assert_eq!(u(&iface(&report, "eni0")["dns"]["queries"]), counted);
+}

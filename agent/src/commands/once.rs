@@ -4,6 +4,7 @@ use super::{node, start_capture, DRAIN};
 use crate::config::Settings;
 use crate::meter::Meter;
 use crate::report::{now_ns, Report};
+use crate::resolve::{Background, CheckLog};
 use crate::AgentError;
 use std::time::Duration;
 
@@ -11,9 +12,15 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     let meter = Meter::new(duration.as_secs() + 2);
     let (cap, _) = start_capture(settings, meter.clone(), true)?;
     let start = now_ns();
+    let log = CheckLog::default();
+    let checks = Background::start(settings.checks.clone(), log.clone())
+        .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
     std::thread::sleep(duration + DRAIN);
     let end = start + duration.as_nanos() as u64;
+    drop(checks);
     let windows = meter.cut(start, end);
     cap.stop();
-    Ok(Report::new(node(settings), start, end, &windows))
+    let mut report = Report::new(node(settings), start, end, &windows);
+    report.resolver_checks = log.take();
+    Ok(report)
 }

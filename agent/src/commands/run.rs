@@ -36,6 +36,12 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         meter: meter.clone(),
     });
     let stop = CancellationToken::new();
+    let checks = crate::resolve::CheckLog::default();
+    tokio::spawn(crate::resolve::run(
+        settings.checks.clone(),
+        checks.clone(),
+        stop.clone(),
+    ));
     let server = tokio::spawn(http::serve(
         listener,
         state.clone(),
@@ -54,7 +60,8 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         tokio::select! {
             _ = tick.tick() => {
                 let end = now_ns() - DRAIN.as_nanos() as u64;
-                let report = Report::new(node(settings), start, end, &meter.cut(start, end));
+                let mut report = Report::new(node(settings), start, end, &meter.cut(start, end));
+                report.resolver_checks = checks.take();
                 state.metrics.update(&report);
                 for i in report.interfaces.iter().filter(|i| i.utilization >= 0.8) {
                     tracing::warn!(
