@@ -1,6 +1,8 @@
-//! `headroom-bench-capture [RATE…]`: sustained packets/s to a link-local address through the bed,
-//! counted at the same time by headroom-agent and by `tcpdump -w /dev/null` with the same filter.
-//! Prints a Markdown table: packets counted, drops, and user+sys CPU of each (from wait4 rusage).
+//! `headroom-bench-capture [--dns] [RATE…]`: sustained packets/s to a link-local address through
+//! the bed, counted at the same time by headroom-agent and by `tcpdump -w /dev/null` with the same
+//! filter. Prints a Markdown table: packets counted, drops, and user+sys CPU of each (from wait4
+//! rusage). `--dns`: real DNS queries to unbound on 169.254.169.253, which the agent decodes and
+//! matches to the replies it also captures; otherwise plain UDP to Time Sync (counting only).
 
 use anyhow::Context;
 use headroom_testbed::bed::{self, Bed};
@@ -37,13 +39,18 @@ struct Row {
     tcpdump_count: u64,
     tcpdump_drops: u64,
     tcpdump_cpu: f64,
+    dns_queries: u64,
+    dns_answered: u64,
 }
 
-fn one(rate: u64) -> anyhow::Result<Row> {
+fn one(rate: u64, dns: bool) -> anyhow::Result<Row> {
     let dir = std::env::current_exe()?;
     let agent = dir.with_file_name("headroom-agent");
     let loadgen = dir.with_file_name("headroom-loadgen");
-    let bed = Bed::new(1)?;
+    let mut bed = Bed::new(1)?;
+    if dns {
+        bed.start_unbound()?;
+    }
     let mut tcpdump = bed
         .node
         .command("tcpdump")
@@ -62,16 +69,27 @@ fn one(rate: u64) -> anyhow::Result<Row> {
         .spawn()
         .context("headroom-agent")?;
     std::thread::sleep(Duration::from_millis(700));
+    let target: Vec<String> = if dns {
+        let dst = format!("{}:53", bed::LINKLOCAL_RESOLVER);
+        vec![
+            "--dst".into(),
+            dst,
+            "--dns".into(),
+            format!("svc1.{}", bed::ZONE),
+        ]
+    } else {
+        vec!["--dst".into(), format!("{}:9", bed::NTP)]
+    };
     let out = bed
         .node
         .command(loadgen.to_str().unwrap())
+        .args(target)
         .args([
-            "--dst",
-            &format!("{}:9", bed::NTP),
             "--rate",
             &rate.to_string(),
+            "--seconds",
+            &SECONDS.to_string(),
         ])
-        .args(["--seconds", &SECONDS.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let sent: u64 = text
@@ -105,12 +123,16 @@ fn one(rate: u64) -> anyhow::Result<Row> {
         tcpdump_count: field("packets captured"),
         tcpdump_drops: field("packets dropped by kernel"),
         tcpdump_cpu,
+        dns_queries: i["dns"]["queries"].as_u64().unwrap_or(0),
+        dns_answered: i["dns"]["answered"].as_u64().unwrap_or(0),
     })
 }
 
 fn main() -> anyhow::Result<()> {
+    let dns = std::env::args().any(|a| a == "--dns");
     let rates: Vec<u64> = std::env::args()
         .skip(1)
+        .filter(|a| a != "--dns")
         .map(|a| a.parse().context("rates are packets/s"))
         .collect::<anyhow::Result<_>>()?;
     let rates = if rates.is_empty() {
@@ -118,16 +140,18 @@ fn main() -> anyhow::Result<()> {
     } else {
         rates
     };
-    println!("| packets/s | sent | agent counted | agent drops | agent CPU s (% core) | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| packets/s | sent | agent counted | DNS queries decoded / answered | agent drops | agent CPU s (% core) | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rates {
-        let row = one(r)?;
+        let row = one(r, dns)?;
         let window = (SECONDS + 2) as f64;
         println!(
-            "| {} | {} | {} | {} | {:.2} ({:.1} %) | {} | {} | {:.2} ({:.1} %) | {:.2} |",
+            "| {} | {} | {} | {} / {} | {} | {:.2} ({:.1} %) | {} | {} | {:.2} ({:.1} %) | {:.2} |",
             row.rate,
             row.sent,
             row.agent_count,
+            row.dns_queries,
+            row.dns_answered,
             row.agent_drops,
             row.agent_cpu,
             row.agent_cpu / window * 100.0,

@@ -1,5 +1,6 @@
-//! `headroom-loadgen --dst ADDR:PORT --rate PPS --seconds S`: sends small UDP datagrams at an exact
-//! rate, bounded in time and count, then prints how many it sent. For benchmarks in the bed only:
+//! `headroom-loadgen --dst ADDR:PORT --rate PPS --seconds S [--dns NAME]`: sends small UDP
+//! datagrams (or DNS queries for NAME, A, a new id each) at an exact rate, bounded in time and
+//! count, then prints how many it sent. For benchmarks in the bed only:
 //! the destination must be on loopback or inside a test namespace.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -53,7 +54,15 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let payload = [0u8; 32];
+    let dns = args
+        .iter()
+        .position(|a| a == "--dns")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mut payload = match &dns {
+        Some(name) => dns_query(name),
+        None => vec![0u8; 32],
+    };
     let total = rate * secs;
     let start = Instant::now();
     let mut sent = 0u64;
@@ -65,6 +74,9 @@ fn main() {
         }
         let due = ((elapsed.as_nanos() * rate as u128) / 1_000_000_000) as u64 + 1;
         while sent < due.min(total) {
+            if dns.is_some() {
+                payload[..2].copy_from_slice(&(sent as u16).to_be_bytes());
+            }
             match sock.send_to(&payload, dst) {
                 Ok(_) => sent += 1,
                 Err(_) => {
@@ -81,4 +93,15 @@ fn main() {
         "sent {sent} errors {errors} seconds {:.3}",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// A DNS query for `name`, type A, class IN, recursion desired (id set per packet).
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
 }

@@ -17,7 +17,7 @@ pub struct DnsPacket {
     pub response: bool,
     /// Header RCODE (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, …).
     pub rcode: u16,
-    /// Lower case, without the trailing dot.
+    /// Lower case, without the trailing dot; empty in replies (not needed to match them).
     pub qname: String,
     pub qtype: u16,
 }
@@ -85,11 +85,18 @@ pub fn parse(packet: &[u8]) -> Option<DnsPacket> {
     if header.query_count() == 0 {
         return None;
     }
-    let q = Query::read(&mut d).ok()?;
-    let mut qname = q.name().to_ascii().to_ascii_lowercase();
-    if qname.len() > 1 && qname.ends_with('.') {
-        qname.pop();
-    }
+    let response = header.message_type() == MessageType::Response;
+    // A reply is matched by its id and addresses; only queries need the name decoded.
+    let (qname, qtype) = if response {
+        (String::new(), 0)
+    } else {
+        let q = Query::read(&mut d).ok()?;
+        let mut qname = q.name().to_ascii().to_ascii_lowercase();
+        if qname.len() > 1 && qname.ends_with('.') {
+            qname.pop();
+        }
+        (qname, u16::from(q.query_type()))
+    };
     Some(DnsPacket {
         src: l4.src,
         dst: l4.dst,
@@ -97,10 +104,10 @@ pub fn parse(packet: &[u8]) -> Option<DnsPacket> {
         dport,
         tcp,
         id: header.id(),
-        response: header.message_type() == MessageType::Response,
+        response,
         rcode: u16::from(header.response_code()),
         qname,
-        qtype: u16::from(q.query_type()),
+        qtype,
     })
 }
 
@@ -164,6 +171,7 @@ pub(crate) mod tests {
         let r = dns_message(7, "x.cluster.local", true, ResponseCode::NXDomain);
         let p = parse(&udp4([10, 0, 0, 2], 53, [10, 0, 0, 10], 40000, &r)).unwrap();
         assert!(p.response);
+        assert_eq!((p.id, p.qname.as_str()), (7, ""));
         assert_eq!(rcode_name(p.rcode), "NXDOMAIN");
     }
 
