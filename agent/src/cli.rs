@@ -38,6 +38,12 @@ pub struct Common {
     /// This node's name (Kubernetes: from the downward API).
     #[arg(long, global = true, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Where /proc is (the host's, when the agent runs in a container).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub proc_root: Option<String>,
+    /// Where the cgroup hierarchy is mounted (for containers' CPU throttling).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cgroup_root: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +94,12 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     }
     if let Some(n) = &c.node_name {
         cfg.node_name = Some(n.clone());
+    }
+    if let Some(p) = &c.proc_root {
+        cfg.proc_root = p.clone();
+    }
+    if let Some(p) = &c.cgroup_root {
+        cfg.cgroup_root = p.clone();
     }
     if let Command::Run {
         report_interval: Some(r),

@@ -34,6 +34,13 @@ pub struct Config {
     pub resolver_check_interval: String,
     /// How long one check waits for an answer.
     pub resolver_check_timeout: String,
+    /// Where /proc is. In a container, mount the host's /proc (with hostPID) and point here.
+    pub proc_root: String,
+    /// Where the cgroup hierarchy is mounted (v2, or v1 with `cpu,cpuacct/` beneath it); the
+    /// containers' `cpu.stat` is read under it for CPU throttling.
+    pub cgroup_root: String,
+    /// How often listeners, busy workers and accept queues are sampled (5 Hz by default).
+    pub workers_sample_interval: String,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -52,6 +59,9 @@ impl Default for Config {
             resolver_check_targets: vec!["auto".into()],
             resolver_check_interval: "30s".into(),
             resolver_check_timeout: "2s".into(),
+            proc_root: "/proc".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            workers_sample_interval: "200ms".into(),
         }
     }
 }
@@ -68,6 +78,7 @@ pub struct Settings {
     pub rescan_interval: Duration,
     pub node_name: String,
     pub checks: crate::resolve::CheckSpec,
+    pub workers: crate::workers::WorkersSpec,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -174,6 +185,7 @@ impl Config {
             ));
         }
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
+        let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -195,6 +207,41 @@ impl Config {
                 interval: check_interval.unwrap(),
                 timeout: check_timeout.unwrap(),
             },
+            workers: workers.unwrap(),
+        })
+    }
+
+    /// The worker source's roots and sample interval.
+    fn workers_spec(&self) -> Result<crate::workers::WorkersSpec, Vec<String>> {
+        let mut errors = Vec::new();
+        if !Path::new(&self.proc_root).is_dir() {
+            errors.push(format!(
+                "invalid --proc-root '{}': no such directory; point it at the host's /proc",
+                self.proc_root
+            ));
+        }
+        let interval =
+            match parse_duration("workers_sample_interval", &self.workers_sample_interval) {
+                Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(10) => Some(d),
+                Ok(_) => {
+                    errors.push(format!(
+                        "invalid workers_sample_interval '{}': must be between 10ms and 10s",
+                        self.workers_sample_interval
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(crate::workers::WorkersSpec {
+            proc_root: self.proc_root.clone().into(),
+            cgroup_root: self.cgroup_root.clone().into(),
+            interval: interval.unwrap(),
         })
     }
 }
@@ -216,6 +263,8 @@ mod tests {
         assert!(s.resolvers.is_empty());
         assert_eq!(s.metrics_listen.port(), 9465);
         assert_eq!(s.report_interval, Duration::from_secs(10));
+        assert_eq!(s.workers.interval, Duration::from_millis(200));
+        assert_eq!(s.workers.proc_root, Path::new("/proc"));
     }
 
     #[test]
@@ -228,13 +277,18 @@ mod tests {
             rescan_interval: "soon".into(),
             resolver_check_names: (0..11).map(|i| format!("n{i}.example.com")).collect(),
             resolver_check_targets: vec!["auto".into(), "10.0.0.9".into(), "x".into()],
+            proc_root: "/nonexistent-proc".into(),
+            workers_sample_interval: "1ms".into(),
             ..Config::default()
         };
         let errs = c.validate().unwrap_err();
-        assert_eq!(errs.len(), 7, "{errs:?}");
+        assert_eq!(errs.len(), 9, "{errs:?}");
         assert!(errs
             .iter()
             .any(|e| e.contains("too many resolver checks: 11 names")));
+        assert!(errs
+            .iter()
+            .any(|e| e.contains("--proc-root '/nonexistent-proc'")));
         assert!(errs.iter().any(|e| e.contains("--resolver '10.0.0.300'")));
         assert!(errs.iter().any(|e| e.contains("at least 1s")));
     }

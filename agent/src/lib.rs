@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod report;
 pub mod resolve;
 pub mod signal;
+pub mod workers;
 
 /// Errors that end a command, each with its exit code.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,88 @@ struct CaptureLabels {
 
 type F64Gauge = Gauge<f64, AtomicU64>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    namespace: String,
+    pod: String,
+    container: String,
+    port: String,
+}
+
+/// Listener metrics (worker source).
+#[derive(Default)]
+struct ListenerMetrics {
+    workers: Family<ListenerLabels, Gauge>,
+    busy: Family<ListenerLabels, F64Gauge>,
+    busy_max: Family<ListenerLabels, Gauge>,
+    queue_max: Family<ListenerLabels, Gauge>,
+    backlog: Family<ListenerLabels, Gauge>,
+    saturated: Family<ListenerLabels, Counter<f64, AtomicU64>>,
+}
+
+impl ListenerMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "headroom_workers",
+            "Worker processes of a listening socket (masters excluded).",
+            self.workers.clone(),
+        );
+        r.register(
+            "headroom_workers_busy",
+            "Mean number of workers holding an accepted connection over the last report window.",
+            self.busy.clone(),
+        );
+        r.register(
+            "headroom_workers_busy_max",
+            "Most workers busy at once in the last report window.",
+            self.busy_max.clone(),
+        );
+        r.register(
+            "headroom_accept_queue_depth_max",
+            "Deepest accept queue (connections waiting for a worker) in the last report window.",
+            self.queue_max.clone(),
+        );
+        r.register(
+            "headroom_accept_queue_backlog",
+            "Accept queue limit of the listening socket (listen backlog).",
+            self.backlog.clone(),
+        );
+        r.register(
+            "headroom_workers_saturated_seconds",
+            "Time with every worker of the listening socket busy.",
+            self.saturated.clone(),
+        );
+    }
+
+    fn update(&self, report: &Report) {
+        // Gauges show the listeners of this window only; counters keep their totals.
+        self.workers.clear();
+        self.busy.clear();
+        self.busy_max.clear();
+        self.queue_max.clear();
+        self.backlog.clear();
+        for l in &report.listeners {
+            let pod = l.pod.as_ref();
+            let lb = ListenerLabels {
+                namespace: pod.and_then(|p| p.namespace.clone()).unwrap_or_default(),
+                pod: pod.and_then(|p| p.name.clone()).unwrap_or_default(),
+                container: l.container.clone().unwrap_or_default(),
+                port: l.port.to_string(),
+            };
+            self.workers.get_or_create(&lb).set(l.workers as i64);
+            self.busy.get_or_create(&lb).set(l.busy_mean);
+            self.busy_max.get_or_create(&lb).set(l.busy_max as i64);
+            self.queue_max.get_or_create(&lb).set(l.queue_max as i64);
+            self.backlog.get_or_create(&lb).set(l.backlog as i64);
+            let c = self.saturated.get_or_create(&lb);
+            let gain = l.saturated_seconds_total - c.get();
+            if gain > 0.0 {
+                c.inc_by(gain);
+            }
+        }
+    }
+}
+
 /// The agent's metrics, updated from each report.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +131,7 @@ pub struct Metrics {
     dns_responses: Family<RcodeLabels, Counter>,
     dns_unanswered: Family<IfaceLabels, Counter>,
     dns_expansion: Family<IfaceLabels, Counter>,
+    listeners: ListenerMetrics,
 }
 
 impl Default for Metrics {
@@ -71,8 +154,10 @@ impl Metrics {
             dns_responses: Family::default(),
             dns_unanswered: Family::default(),
             dns_expansion: Family::default(),
+            listeners: ListenerMetrics::default(),
             registry: Registry::default(),
         };
+        m.listeners.register(&mut registry);
         registry.register(
             "headroom_linklocal_packets",
             "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)",
@@ -128,6 +213,7 @@ impl Metrics {
 
     /// Applies one report window.
     pub fn update(&self, report: &Report) {
+        self.listeners.update(report);
         for i in &report.interfaces {
             let eni = i.eni_id.clone().unwrap_or_default();
             let il = IfaceLabels {

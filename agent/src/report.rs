@@ -16,8 +16,8 @@ pub struct Report {
     pub node: Node,
     pub window: Window,
     pub interfaces: Vec<InterfaceReport>,
-    /// Filled by the worker source (prefork listeners); empty until it runs.
-    pub listeners: Vec<serde_json::Value>,
+    /// Listening sockets with their workers, busy workers and accept queues (worker source).
+    pub listeners: Vec<crate::workers::ListenerReport>,
     /// Filled by the probe source; empty until it runs.
     pub probes: Vec<serde_json::Value>,
     /// Resolver checks run in the window (none unless names are configured).
@@ -224,6 +224,8 @@ impl Report {
                 );
             }
         }
+        out += "\n";
+        out += &crate::workers::table(&self.listeners);
         out
     }
 }

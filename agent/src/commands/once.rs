@@ -5,22 +5,28 @@ use crate::config::Settings;
 use crate::meter::Meter;
 use crate::report::{now_ns, Report};
 use crate::resolve::{Background, CheckLog};
+use crate::workers::Workers;
 use crate::AgentError;
 use std::time::Duration;
 
 pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentError> {
     let meter = Meter::new(duration.as_secs() + 2);
     let (cap, _) = start_capture(settings, meter.clone(), true)?;
+    let workers = Workers::start(&settings.workers);
     let start = now_ns();
     let log = CheckLog::default();
     let checks = Background::start(settings.checks.clone(), log.clone())
         .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
-    std::thread::sleep(duration + DRAIN);
+    std::thread::sleep(duration);
+    let listeners = workers.cut(duration.as_secs_f64());
+    drop(workers);
+    std::thread::sleep(DRAIN);
     let end = start + duration.as_nanos() as u64;
     drop(checks);
     let windows = meter.cut(start, end);
     cap.stop();
     let mut report = Report::new(node(settings), start, end, &windows);
     report.resolver_checks = log.take();
+    report.listeners = listeners;
     Ok(report)
 }

@@ -6,6 +6,7 @@ use crate::http::{self, State};
 use crate::meter::Meter;
 use crate::metrics::Metrics;
 use crate::report::{now_ns, Report};
+use crate::workers::Workers;
 use crate::{signal, AgentError};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         })?;
     let meter = Meter::new(settings.report_interval.as_secs() + 2);
     let (cap, _) = start_capture(settings, meter.clone(), false)?;
+    let workers = Workers::start(&settings.workers);
     let state = Arc::new(State {
         metrics: Metrics::new(),
         meter: meter.clone(),
@@ -62,6 +64,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
                 let end = now_ns() - DRAIN.as_nanos() as u64;
                 let mut report = Report::new(node(settings), start, end, &meter.cut(start, end));
                 report.resolver_checks = checks.take();
+                report.listeners = workers.cut(report.window.seconds);
                 state.metrics.update(&report);
                 for i in report.interfaces.iter().filter(|i| i.utilization >= 0.8) {
                     tracing::warn!(

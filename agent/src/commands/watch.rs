@@ -59,6 +59,7 @@ pub fn frame(node: &str, windows: &[InterfaceWindow], peaks: &BTreeMap<String, u
 pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> {
     let meter = Meter::new(5);
     let (_cap, _) = start_capture(settings, meter.clone(), false)?;
+    let workers = crate::workers::Workers::start(&settings.workers);
     let tty = std::io::stdout().is_terminal();
     let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
     let mut last_end = now_ns();
@@ -73,7 +74,9 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
             *p = (*p).max(w.figures.peak);
         }
         last_end = end;
-        let text = frame(&node(settings).name, &now, &peaks);
+        let mut text = frame(&node(settings).name, &now, &peaks);
+        text += "\n";
+        text += &crate::workers::table(&workers.cut(1.0));
         let mut out = std::io::stdout().lock();
         let _ = if tty {
             write!(out, "\x1b[H\x1b[2J{text}")
