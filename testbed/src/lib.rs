@@ -8,6 +8,7 @@
 pub mod bed;
 pub mod netns;
 pub mod pcap;
+pub mod prefork;
 pub mod proc;
 
 use std::path::Path;

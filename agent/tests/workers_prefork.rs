@@ -1,0 +1,127 @@
+//! The agent's workers, busy workers, accept queue and backlog against real prefork servers
+//! whose busy workers the test knows exactly (each slow request records the worker's pid).
+//! Needs root; skips with a reason outside CI, fails in CI.
+
+mod common;
+
+use common::*;
+use headroom_testbed::netns::Netns;
+use headroom_testbed::prefork::Server;
+use headroom_testbed::proc::Guard;
+use headroom_testbed::Need;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WORKERS: usize = 4;
+const BACKLOG: u32 = 8;
+const SECONDS: f64 = 2.0;
+
+/// `once --interface lo` (a capture interface that always exists) from the host namespace.
+fn agent_once() -> serde_json::Value {
+    let mut cmd = Command::new(AGENT);
+    cmd.args([
+        "once",
+        "--format",
+        "json",
+        "--interface",
+        "lo",
+        "--duration",
+    ])
+    .arg(format!("{SECONDS}s"))
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    let out = Guard::spawn("headroom-agent", &mut cmd)
+        .unwrap()
+        .wait(Duration::from_secs(30))
+        .unwrap();
+    assert!(out.status.success(), "agent failed: {:?}", out.status);
+    serde_json::from_slice(&out.stdout).expect("agent prints JSON")
+}
+
+fn listener(report: &serde_json::Value, port: u16, netns: u64) -> serde_json::Value {
+    report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["port"] == port && l["netns"] == netns)
+        .cloned()
+        .unwrap_or_else(|| panic!("no listener :{port} in netns {netns}: {report:#}"))
+}
+
+fn netns_of(path: &str) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// Holds `n` slow requests, measures, releases; checks every figure against ground truth.
+fn check(server: &Server, netns: u64, process: &str, tag: &str, n: usize) -> serde_json::Value {
+    let workers: BTreeSet<i32> = server.worker_pids();
+    assert_eq!(workers.len(), WORKERS, "server's own children");
+    let held = server.hold(tag, n, WORKERS).unwrap();
+    let busy: BTreeSet<i32> = server.started(tag).into_iter().collect();
+    let queued = n - busy.len();
+    let report = agent_once();
+    // Still the same requests in flight after the window: the ground truth held throughout.
+    assert_eq!(server.started(tag).len(), busy.len());
+    held.release().unwrap();
+    let l = listener(&report, server.port, netns);
+    eprintln!("{process} {n} slow requests: busy workers {busy:?}, queued {queued}; agent {l}");
+    let b = busy.len() as u64;
+    assert!(busy.is_subset(&workers));
+    let agent_workers: BTreeSet<i32> = l["worker_pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect();
+    assert_eq!(agent_workers, workers, "workers are the master's children");
+    assert_eq!(u(&l["workers"]), WORKERS as u64);
+    assert_eq!(l["process"], process);
+    assert_eq!(l["address"], "127.0.0.1");
+    assert_eq!(l["busy_mean"].as_f64().unwrap(), b as f64);
+    assert_eq!(u(&l["busy_max"]), b);
+    assert_eq!(u(&l["queue_max"]), queued as u64);
+    assert_eq!(u(&l["backlog"]), BACKLOG as u64);
+    assert_eq!(
+        l["utilization"].as_f64().unwrap(),
+        b as f64 / WORKERS as f64
+    );
+    let saturated = if b == WORKERS as u64 { SECONDS } else { 0.0 };
+    assert_eq!(l["saturated_seconds"].as_f64().unwrap(), saturated);
+    // 5 Hz over 2 s.
+    let samples = u(&l["samples"]);
+    assert!((9..=11).contains(&samples), "samples {samples}");
+    assert!(l["pod"].is_null() && l["container"].is_null());
+    report
+}
+
+fn gunicorn_needs() -> Vec<Need> {
+    vec![Need::Root, Need::Tool("ip"), Need::Tool("gunicorn")]
+}
+
+#[test]
+fn gunicorn_busy_and_queue_are_exact() {
+    if !headroom_testbed::require("gunicorn_busy_and_queue_are_exact", &gunicorn_needs()) {
+        return;
+    }
+    let server = Server::gunicorn(None, WORKERS as u32, BACKLOG).unwrap();
+    let host = netns_of("/proc/self/ns/net");
+    for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
+        check(&server, host, "gunicorn", tag, n);
+    }
+}
+
+#[test]
+fn gunicorn_in_its_own_netns_is_found_from_the_host() {
+    if !headroom_testbed::require("gunicorn_in_its_own_netns", &gunicorn_needs()) {
+        return;
+    }
+    let ns = Netns::new("pod").unwrap();
+    let server = Server::gunicorn(Some(&ns), WORKERS as u32, BACKLOG).unwrap();
+    let inode = netns_of(&format!("/run/netns/{}", ns.name));
+    assert_ne!(inode, netns_of("/proc/self/ns/net"));
+    check(&server, inode, "gunicorn", "ns", 6);
+    drop(server);
+}

@@ -1,0 +1,282 @@
+//! Real prefork app servers (gunicorn from PyPI, unicorn from Debian) serving an endpoint that
+//! blocks until the test releases it, and clients that hold a known number of slow requests.
+//!
+//! Ground truth: each request writes `started-TAG-PID-N` when a worker begins it (so the test
+//! knows exactly which workers are busy) and waits for `release-TAG` (at most 60 s).
+
+use crate::netns::Netns;
+use crate::proc::Guard;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WSGI_APP: &str = r#"
+import os, time
+DIR = os.environ["HR_DIR"]
+def app(environ, start_response):
+    if environ.get("PATH_INFO") == "/slow":
+        tag = environ.get("QUERY_STRING", "t=x").split("=", 1)[1]
+        open(os.path.join(DIR, "started-%s-%d-%d" % (tag, os.getpid(), time.monotonic_ns())), "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(DIR, "release-" + tag)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok\n"]
+"#;
+
+const RACK_APP: &str = r#"
+dir = ENV["HR_DIR"]
+run lambda { |env|
+  if env["PATH_INFO"] == "/slow"
+    tag = env["QUERY_STRING"].split("=", 2)[1]
+    File.write(File.join(dir, "started-#{tag}-#{Process.pid}-#{Process.clock_gettime(Process::CLOCK_MONOTONIC, :nanosecond)}"), "")
+    deadline = Time.now + 60
+    sleep 0.02 until File.exist?(File.join(dir, "release-#{tag}")) || Time.now > deadline
+  end
+  [200, {"content-type" => "text/plain"}, ["ok\n"]]
+}
+"#;
+
+/// A running prefork server and its working directory.
+pub struct Server {
+    pub guard: Guard,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    /// Namespace the server runs in (None: the test's own).
+    pub netns: Option<String>,
+}
+
+/// A free TCP port on 127.0.0.1 (racy in theory; the bind that follows fails loudly if so).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Server {
+    /// gunicorn with `workers` sync workers on 127.0.0.1:PORT with the given listen backlog.
+    pub fn gunicorn(ns: Option<&Netns>, workers: u32, backlog: u32) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("slowapp.py"), WSGI_APP)?;
+        let port = if ns.is_some() { 8000 } else { free_port() };
+        let mut cmd = match ns {
+            Some(n) => n.command("gunicorn"),
+            None => Command::new("gunicorn"),
+        };
+        cmd.args(["--workers", &workers.to_string()])
+            .args([
+                "--worker-class",
+                "sync",
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "1",
+            ])
+            .args(["--backlog", &backlog.to_string()])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg("--chdir")
+            .arg(dir.path())
+            .arg("slowapp:app")
+            .env("HR_DIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = Guard::spawn("gunicorn", &mut cmd)?;
+        let s = Server {
+            guard,
+            dir,
+            port,
+            netns: ns.map(|n| n.name.clone()),
+        };
+        s.wait_ready(workers)?;
+        Ok(s)
+    }
+
+    /// unicorn (Debian's) with `workers` workers on 127.0.0.1:PORT with the given backlog.
+    pub fn unicorn(workers: u32, backlog: u32) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("config.ru"), RACK_APP)?;
+        let port = free_port();
+        let conf = format!(
+            "worker_processes {workers}\nlisten \"127.0.0.1:{port}\", backlog: {backlog}\ntimeout 120\n\
+             preload_app false\nworking_directory \"{}\"\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("unicorn.rb"), conf)?;
+        let mut cmd = Command::new("unicorn");
+        cmd.arg("-c")
+            .arg(dir.path().join("unicorn.rb"))
+            .arg(dir.path().join("config.ru"))
+            .env("HR_DIR", dir.path())
+            .env("RACK_ENV", "none")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = Guard::spawn("unicorn", &mut cmd)?;
+        let s = Server {
+            guard,
+            dir,
+            port,
+            netns: None,
+        };
+        s.wait_ready(workers)?;
+        Ok(s)
+    }
+
+    /// The master's children: the worker processes (ground truth).
+    pub fn worker_pids(&self) -> BTreeSet<i32> {
+        let master = self.master_pid();
+        children(master)
+    }
+
+    /// The server's master process (through `ip netns exec`, which execs in place).
+    pub fn master_pid(&self) -> i32 {
+        self.guard.pid() as i32
+    }
+
+    fn wait_ready(&self, workers: u32) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = self.worker_pids().len() as u32;
+            if n == workers && self.get("/").map(|b| b.contains("ok")).unwrap_or(false) {
+                // Let every worker finish booting (each reaches accept on its own).
+                std::thread::sleep(Duration::from_millis(1500));
+                if self.worker_pids().len() as u32 == workers {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not start {workers} workers within 30 s (has {n})",
+                self.guard.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A connection to the server (inside its namespace when it has one).
+    pub fn connect(&self) -> anyhow::Result<TcpStream> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        match &self.netns {
+            None => Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(5))?),
+            Some(ns) => in_netns(ns, move || {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(Into::into)
+            }),
+        }
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<String> {
+        let mut s = self.connect()?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    }
+
+    /// Opens `n` connections each sending one `/slow?t=TAG` request, then waits until
+    /// `min(n, workers)` of them have started (the rest wait in the accept queue).
+    pub fn hold(&self, tag: &str, n: usize, workers: usize) -> anyhow::Result<Held> {
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            let mut s = self.connect()?;
+            write!(s, "GET /slow?t={tag} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+            conns.push(s);
+        }
+        let want = n.min(workers);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.started(tag).len() < want {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {want} requests started within 10 s",
+                self.started(tag).len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Held {
+            conns,
+            tag: tag.to_string(),
+            dir: self.dir.path().to_path_buf(),
+        })
+    }
+
+    /// Pids of the workers that started a `/slow?t=TAG` request.
+    pub fn started(&self, tag: &str) -> Vec<i32> {
+        started(self.dir.path(), tag)
+    }
+}
+
+fn started(dir: &Path, tag: &str) -> Vec<i32> {
+    let prefix = format!("started-{tag}-");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(rest) = name.strip_prefix(&prefix) {
+            if let Some(pid) = rest.split('-').next().and_then(|p| p.parse().ok()) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Slow requests in flight; released (and answered) on [`Held::release`] or drop.
+pub struct Held {
+    conns: Vec<TcpStream>,
+    tag: String,
+    dir: PathBuf,
+}
+
+impl Held {
+    /// Lets every request finish and reads each answer (at most 10 s each).
+    pub fn release(mut self) -> anyhow::Result<()> {
+        std::fs::write(self.dir.join(format!("release-{}", self.tag)), "")?;
+        for mut c in self.conns.drain(..) {
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut body = String::new();
+            c.read_to_string(&mut body)?;
+            anyhow::ensure!(body.contains("200"), "unexpected answer: {body}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join(format!("release-{}", self.tag)), "");
+    }
+}
+
+/// Children of a process (from /proc/PID/task/*/children).
+pub fn children(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// Runs `f` on a thread inside the named network namespace (sockets it opens stay there).
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a descriptor we own; only this short-lived thread changes namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        anyhow::ensure!(rc == 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+}
