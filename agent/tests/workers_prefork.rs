@@ -56,13 +56,28 @@ fn netns_of(path: &str) -> u64 {
 }
 
 /// Holds `n` slow requests, measures, releases; checks every figure against ground truth.
-fn check(server: &Server, netns: u64, process: &str, tag: &str, n: usize) -> serde_json::Value {
+fn check(
+    server: &Server,
+    netns: u64,
+    process: &str,
+    tag: &str,
+    n: usize,
+    raindrops: Option<fn(u16) -> (u64, u64)>,
+) -> serde_json::Value {
     let workers: BTreeSet<i32> = server.worker_pids();
     assert_eq!(workers.len(), WORKERS, "server's own children");
     let held = server.hold(tag, n, WORKERS).unwrap();
     let busy: BTreeSet<i32> = server.started(tag).into_iter().collect();
     let queued = n - busy.len();
     let report = agent_once();
+    if let Some(check) = raindrops {
+        // raindrops (unicorn's own gauge, also sock_diag) in the same state.
+        assert_eq!(
+            check(server.port),
+            (busy.len() as u64, queued as u64),
+            "raindrops"
+        );
+    }
     // Still the same requests in flight after the window: the ground truth held throughout.
     assert_eq!(server.started(tag).len(), busy.len());
     held.release().unwrap();
@@ -78,7 +93,8 @@ fn check(server: &Server, netns: u64, process: &str, tag: &str, n: usize) -> ser
         .collect();
     assert_eq!(agent_workers, workers, "workers are the master's children");
     assert_eq!(u(&l["workers"]), WORKERS as u64);
-    assert_eq!(l["process"], process);
+    let comm = l["process"].as_str().unwrap();
+    assert!(comm.starts_with(process), "process {comm}");
     assert_eq!(l["address"], "127.0.0.1");
     assert_eq!(l["busy_mean"].as_f64().unwrap(), b as f64);
     assert_eq!(u(&l["busy_max"]), b);
@@ -109,7 +125,7 @@ fn gunicorn_busy_and_queue_are_exact() {
     let server = Server::gunicorn(None, WORKERS as u32, BACKLOG).unwrap();
     let host = netns_of("/proc/self/ns/net");
     for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
-        check(&server, host, "gunicorn", tag, n);
+        check(&server, host, "gunicorn", tag, n, None);
     }
 }
 
@@ -122,6 +138,37 @@ fn gunicorn_in_its_own_netns_is_found_from_the_host() {
     let server = Server::gunicorn(Some(&ns), WORKERS as u32, BACKLOG).unwrap();
     let inode = netns_of(&format!("/run/netns/{}", ns.name));
     assert_ne!(inode, netns_of("/proc/self/ns/net"));
-    check(&server, inode, "gunicorn", "ns", 6);
+    check(&server, inode, "gunicorn", "ns", 6, None);
     drop(server);
+}
+
+/// `Raindrops::Linux.tcp_listener_stats` for 127.0.0.1:PORT → (active, queued).
+fn raindrops(port: u16) -> (u64, u64) {
+    let out = Command::new("ruby")
+        .args(["-rraindrops", "-e"])
+        .arg(format!(
+            "s = Raindrops::Linux.tcp_listener_stats([\"127.0.0.1:{port}\"]).values.first; puts \"#{{s.active}} #{{s.queued}}\""
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(v.len(), 2, "raindrops printed {text:?}");
+    (v[0], v[1])
+}
+
+#[test]
+fn unicorn_busy_and_queue_are_exact_and_equal_raindrops() {
+    let needs = [Need::Root, Need::Tool("unicorn"), Need::Tool("ruby")];
+    if !headroom_testbed::require("unicorn_busy_and_queue_are_exact", &needs) {
+        return;
+    }
+    let server = Server::unicorn(WORKERS as u32, BACKLOG).unwrap();
+    let host = netns_of("/proc/self/ns/net");
+    for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
+        check(&server, host, "unicorn", tag, n, Some(raindrops));
+    }
 }
