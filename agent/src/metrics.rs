@@ -358,4 +358,57 @@ mod tests {
         assert!(text.contains("# TYPE headroom_linklocal_pps_peak gauge\n"));
         assert!(!text.contains("# EOF") && !text.contains(".."));
     }
+
+    #[test]
+    fn exposition_carries_listeners() {
+        let l = crate::workers::ListenerReport {
+            pod: Some(crate::workers::PodRef {
+                namespace: Some("shop".into()),
+                name: Some("web-1".into()),
+                uid: "u".into(),
+            }),
+            container: Some("c0ffee".into()),
+            address: "0.0.0.0".into(),
+            port: 8000,
+            process: "gunicorn".into(),
+            workers: 4,
+            busy_mean: 3.5,
+            busy_max: 4,
+            queue_max: 2,
+            backlog: 8,
+            utilization: 0.875,
+            saturated_seconds: 1.5,
+            cpu_periods: None,
+            cpu_throttled_periods: None,
+            cpu_throttled_seconds: None,
+            samples: 50,
+            netns: 1,
+            worker_pids: vec![],
+            saturated_seconds_total: 1.5,
+        };
+        let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+        r.listeners = vec![l.clone()];
+        let m = Metrics::new();
+        m.update(&r);
+        r.listeners[0].saturated_seconds_total = 4.0;
+        m.update(&r);
+        let text = m.encode();
+        let labels = r#"{namespace="shop",pod="web-1",container="c0ffee",port="8000"}"#;
+        for line in [
+            format!("headroom_workers{labels} 4"),
+            format!("headroom_workers_busy{labels} 3.5"),
+            format!("headroom_workers_busy_max{labels} 4"),
+            format!("headroom_accept_queue_depth_max{labels} 2"),
+            format!("headroom_accept_queue_backlog{labels} 8"),
+            format!("headroom_workers_saturated_seconds_total{labels} 4.0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+        // A listener that is gone leaves the gauges; its counter stays.
+        r.listeners.clear();
+        m.update(&r);
+        let text = m.encode();
+        assert!(!text.contains("headroom_workers{"), "{text}");
+        assert!(text.contains("headroom_workers_saturated_seconds_total{"));
+    }
 }
