@@ -59,32 +59,32 @@ impl ListenerMetrics {
     fn register(&self, r: &mut Registry) {
         r.register(
             "headroom_workers",
-            "Worker processes of a listening socket (masters excluded).",
+            "Worker processes of a listening socket (masters excluded)",
             self.workers.clone(),
         );
         r.register(
             "headroom_workers_busy",
-            "Mean number of workers holding an accepted connection over the last report window.",
+            "Mean number of workers holding an accepted connection over the last report window",
             self.busy.clone(),
         );
         r.register(
             "headroom_workers_busy_max",
-            "Most workers busy at once in the last report window.",
+            "Most workers busy at once in the last report window",
             self.busy_max.clone(),
         );
         r.register(
             "headroom_accept_queue_depth_max",
-            "Deepest accept queue (connections waiting for a worker) in the last report window.",
+            "Deepest accept queue (connections waiting for a worker) in the last report window",
             self.queue_max.clone(),
         );
         r.register(
             "headroom_accept_queue_backlog",
-            "Accept queue limit of the listening socket (listen backlog).",
+            "Accept queue limit of the listening socket (listen backlog)",
             self.backlog.clone(),
         );
         r.register(
             "headroom_workers_saturated_seconds",
-            "Time with every worker of the listening socket busy.",
+            "Time with every worker of the listening socket busy",
             self.saturated.clone(),
         );
     }
@@ -96,6 +96,13 @@ impl ListenerMetrics {
         self.busy_max.clear();
         self.queue_max.clear();
         self.backlog.clear();
+        // Listeners that share the labels (an IPv4 and an IPv6 socket on one port, or host
+        // processes on one port in several namespaces) show the one with the most workers,
+        // then the busiest; the report lists each.
+        let mut by_labels: std::collections::HashMap<
+            ListenerLabels,
+            &crate::workers::ListenerReport,
+        > = std::collections::HashMap::new();
         for l in &report.listeners {
             let pod = l.pod.as_ref();
             let lb = ListenerLabels {
@@ -104,6 +111,12 @@ impl ListenerMetrics {
                 container: l.container.clone().unwrap_or_default(),
                 port: l.port.to_string(),
             };
+            let e = by_labels.entry(lb).or_insert(l);
+            if (l.workers, l.busy_mean) > (e.workers, e.busy_mean) {
+                *e = l;
+            }
+        }
+        for (lb, l) in by_labels {
             self.workers.get_or_create(&lb).set(l.workers as i64);
             self.busy.get_or_create(&lb).set(l.busy_mean);
             self.busy_max.get_or_create(&lb).set(l.busy_max as i64);
