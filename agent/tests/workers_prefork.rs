@@ -172,3 +172,65 @@ fn unicorn_busy_and_queue_are_exact_and_equal_raindrops() {
         check(&server, host, "unicorn", tag, n, Some(raindrops));
     }
 }
+
+/// A real kubelet-shaped container cgroup (systemd driver path in cgroup v2; cgroupfs driver
+/// path in the v1 cpu hierarchy on hybrid machines) holding gunicorn and a CPU spinner capped at
+/// 10 % of a core: the listener carries the pod uid, the container id and throttling within
+/// the bounds of cpu.stat read by the test before and after the agent's window.
+#[test]
+fn pod_identity_and_throttling_from_a_real_cgroup() {
+    let needs = [Need::Root, Need::Tool("gunicorn"), Need::Tool("python3")];
+    if !headroom_testbed::require("pod_identity_and_throttling_from_a_real_cgroup", &needs) {
+        return;
+    }
+    const UID: &str = "6b1f7c0e-2d4a-4e8b-9c3d-5a6f7e8d9c0b";
+    const CID: &str = "d2c4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d4";
+    let cg = headroom_testbed::cgroup::KubeCgroup::new(UID, CID).unwrap();
+    let server = Server::gunicorn(None, 2, BACKLOG).unwrap();
+    cg.add(server.master_pid() as u32).unwrap();
+    for w in server.worker_pids() {
+        cg.add(w as u32).unwrap();
+    }
+    let held = server.hold("cg", 2, 2).unwrap();
+    let spinner = Guard::spawn(
+        "spinner",
+        Command::new("python3").args([
+            "-c",
+            "import time\nt = time.time() + 30\nwhile time.time() < t: pass",
+        ]),
+    )
+    .unwrap();
+    cg.add(spinner.pid()).unwrap();
+    cg.cpu_quota(10_000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cg.cpu_stat().unwrap();
+    let report = agent_once();
+    let after = cg.cpu_stat().unwrap();
+    drop(spinner);
+    held.release().unwrap();
+    let l = listener(&report, server.port, netns_of("/proc/self/ns/net"));
+    eprintln!("cgroup: cpu.stat {before:?} → {after:?}; agent {l}");
+    assert_eq!(l["pod"]["uid"], UID);
+    assert!(l["pod"]["namespace"].is_null() && l["pod"]["name"].is_null());
+    assert_eq!(l["container"], CID);
+    assert_eq!((u(&l["workers"]), u(&l["busy_max"])), (2, 2));
+    let periods = u(&l["cpu_periods"]);
+    let throttled = u(&l["cpu_throttled_periods"]);
+    let seconds = l["cpu_throttled_seconds"].as_f64().unwrap();
+    // Inside the test's enclosing window, and at least most of the agent's ~2 s of 100 ms
+    // periods, every one throttled (the spinner wants a whole core, the quota is 10 %).
+    assert!(
+        (15..=after.0 - before.0).contains(&periods),
+        "periods {periods}"
+    );
+    assert!(
+        (15..=after.1 - before.1).contains(&throttled),
+        "throttled {throttled}"
+    );
+    assert!(
+        seconds > 1.0 && seconds <= (after.2 - before.2) as f64 / 1e6,
+        "{seconds}"
+    );
+    drop(server);
+    drop(cg);
+}

@@ -6,6 +6,7 @@
 //! returns false; in CI (`CI=true`) it panics, so a measurement test can never pass by skipping.
 
 pub mod bed;
+pub mod cgroup;
 pub mod netns;
 pub mod pcap;
 pub mod prefork;
