@@ -11,8 +11,10 @@
 //!    Apache's parent). A lone process holding a listener is its own worker;
 //! 4. a worker is *busy* while it holds a connected socket (ESTABLISHED or CLOSE_WAIT) whose
 //!    local address is the listener's. Connected inodes not yet known send the listener's
-//!    holders (only them) to a rescan of their fds; a listener inode nobody is known to hold
-//!    sends its namespace's processes to a rescan once, until the process set changes.
+//!    holders (only them) to a rescan of their fds (a connection still unowned after that is
+//!    held by a non-worker, like sshd's per-connection child, and is not looked for again); a
+//!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
+//!    most every 5 minutes.
 
 pub mod cgroup;
 pub mod procfs;
@@ -98,6 +100,9 @@ struct Proc {
 
 type Key = (u64, u64);
 
+/// How long a listener nobody is known to hold waits before its namespace is read again.
+pub const UNOWNED_RETRY: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone)]
 struct Acc {
     local: SocketAddr,
@@ -127,7 +132,12 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     cgroup_root: PathBuf,
     diag: D,
     procs: HashMap<i32, Proc>,
-    unowned: HashSet<Key>,
+    /// Listeners nobody is known to hold after a rescan (their holder is out of sight, e.g. in
+    /// another pid namespace), and when: looked for again after [`UNOWNED_RETRY`].
+    unowned: HashMap<Key, Instant>,
+    /// Accepted connections held by a process that does not hold the listener (sshd's
+    /// per-connection children): not a worker's, and not looked for again.
+    foreign: HashSet<Key>,
     accs: BTreeMap<Key, Acc>,
     saturated_total: HashMap<Key, f64>,
     cpu_base: HashMap<PathBuf, CpuStat>,
@@ -147,7 +157,8 @@ impl<D: Diag> Sampler<D> {
             cgroup_root: spec.cgroup_root.clone(),
             diag,
             procs: HashMap::new(),
-            unowned: HashSet::new(),
+            unowned: HashMap::new(),
+            foreign: HashSet::new(),
             accs: BTreeMap::new(),
             saturated_total: HashMap::new(),
             cpu_base: HashMap::new(),
@@ -192,19 +203,16 @@ impl<D: Diag> Sampler<D> {
             }
         };
         let live: HashSet<i32> = pids.iter().copied().collect();
-        let before = self.procs.len();
         self.procs.retain(|p, _| live.contains(p));
-        let mut changed = self.procs.len() != before;
         for &pid in &pids {
             if !self.procs.contains_key(&pid) {
-                changed = true;
                 let p = self.scan_new(pid);
                 self.procs.insert(pid, p);
             }
         }
-        if changed {
-            self.unowned.clear();
-        }
+        let now = Instant::now();
+        self.unowned
+            .retain(|_, since| now.duration_since(*since) < UNOWNED_RETRY);
         let mut by_ns: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
         for &pid in &pids {
             if let Some(ns) = self.procs.get(&pid).and_then(|p| p.netns) {
@@ -238,7 +246,7 @@ impl<D: Diag> Sampler<D> {
         let mut holders = self.holders(group, &listen_inodes);
         let unknown = listens
             .iter()
-            .any(|s| !holders.contains_key(&s.inode) && !self.unowned.contains(&(ns, s.inode)));
+            .any(|s| !holders.contains_key(&s.inode) && !self.unowned.contains_key(&(ns, s.inode)));
         if unknown {
             for &pid in group {
                 if let Some(p) = self.procs.get_mut(&pid) {
@@ -248,7 +256,7 @@ impl<D: Diag> Sampler<D> {
             holders = self.holders(group, &listen_inodes);
             for s in &listens {
                 if !holders.contains_key(&s.inode) {
-                    self.unowned.insert((ns, s.inode));
+                    self.unowned.insert((ns, s.inode), Instant::now());
                 }
             }
         }
@@ -256,6 +264,8 @@ impl<D: Diag> Sampler<D> {
             .iter()
             .filter(|s| s.state == SockState::Connected && s.inode != 0)
             .collect();
+        let live: HashSet<u64> = connected.iter().map(|c| c.inode).collect();
+        self.foreign.retain(|(n, i)| *n != ns || live.contains(i));
         for l in &listens {
             let Some(hs) = holders.get(&l.inode) else {
                 continue;
@@ -269,10 +279,18 @@ impl<D: Diag> Sampler<D> {
                 hs.iter()
                     .any(|h| procs.get(h).is_some_and(|p| p.sockets.contains(&ino)))
             };
-            if conns.iter().any(|&c| !owner_known(&self.procs, c)) {
+            if conns
+                .iter()
+                .any(|&c| !owner_known(&self.procs, c) && !self.foreign.contains(&(ns, c)))
+            {
                 for h in hs {
                     if let Some(p) = self.procs.get_mut(h) {
                         Self::scan_fds(&self.proc, &mut self.cost, *h, p);
+                    }
+                }
+                for &c in &conns {
+                    if !owner_known(&self.procs, c) {
+                        self.foreign.insert((ns, c));
                     }
                 }
             }

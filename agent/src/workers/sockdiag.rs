@@ -65,8 +65,25 @@ impl Diag for NetlinkDiag {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(open_in(netns, ns_path)?),
         };
+        // Listening sockets first (the kernel walks only its small listening hash); then
+        // connections, only for families that have a listener: each such dump walks the whole
+        // established hash, the main cost of a sample.
         let mut out = Vec::new();
-        let r = dump_family(s, AF_INET, &mut out).and_then(|_| dump_family(s, AF_INET6, &mut out));
+        let listen = StateFlags::LISTEN;
+        let connected = StateFlags::ESTABLISHED | StateFlags::CLOSE_WAIT;
+        let r = (|| {
+            dump_family(s, AF_INET, listen.clone(), &mut out)?;
+            let v4 = out.iter().any(|s| s.local.is_ipv4() && s.inode != 0);
+            dump_family(s, AF_INET6, listen, &mut out)?;
+            let v6 = out.iter().any(|s| s.local.is_ipv6() && s.inode != 0);
+            if v4 {
+                dump_family(s, AF_INET, connected.clone(), &mut out)?;
+            }
+            if v6 {
+                dump_family(s, AF_INET6, connected, &mut out)?;
+            }
+            Ok(())
+        })();
         if r.is_err() {
             // A socket in a bad state (an interrupted dump) is reopened next time.
             self.sockets.remove(&netns);
@@ -132,7 +149,7 @@ fn set_recv_timeout(s: &Socket) -> io::Result<()> {
 
 const TCP_LISTEN: u8 = 10;
 
-fn dump_family(s: &Socket, family: u8, out: &mut Vec<Sock>) -> io::Result<()> {
+fn dump_family(s: &Socket, family: u8, states: StateFlags, out: &mut Vec<Sock>) -> io::Result<()> {
     let mut hdr = NetlinkHeader::default();
     hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut req = NetlinkMessage::new(
@@ -141,7 +158,7 @@ fn dump_family(s: &Socket, family: u8, out: &mut Vec<Sock>) -> io::Result<()> {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::LISTEN | StateFlags::ESTABLISHED | StateFlags::CLOSE_WAIT,
+            states,
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
             } else {

@@ -223,10 +223,22 @@ fn fds_are_rescanned_only_when_something_changed() {
     assert_eq!(s.cost.fd_scans, 12 + 5);
     s.sample();
     assert_eq!(s.cost.fd_scans, 17);
-    // A new process: it alone is read, then the namespace once for the unowned listener.
+    // A connection on the port held by a process that does not hold the listener (sshd's
+    // per-connection child): the holders are read once, then it is known as foreign.
+    fx.fd(200, 9, 7001);
+    table
+        .lock()
+        .unwrap()
+        .get_mut(&NS)
+        .unwrap()
+        .push(conn("10.1.0.5:8000", 7001));
+    s.sample();
+    s.sample();
+    assert_eq!(s.cost.fd_scans, 17 + 5);
+    // A new process: it alone is read (the unowned listener waits for its retry time).
     fx.process(105, 100, "gunicorn", NS, &[5000], "0::/\n");
     s.sample();
-    assert_eq!(s.cost.fd_scans, 17 + 1 + 7);
+    assert_eq!(s.cost.fd_scans, 22 + 1);
     let l = &s.cut(1.0)[0];
     assert_eq!((l.workers, l.busy_max), (5, 3));
 }
