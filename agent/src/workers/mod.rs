@@ -11,7 +11,7 @@
 //!    Apache's parent). A lone process holding a listener is its own worker;
 //! 4. a worker is *busy* while it holds a connected socket (ESTABLISHED or CLOSE_WAIT) whose
 //!    local address is the listener's. Connected inodes not yet known send the listener's
-//!    holders (only them) to a rescan of their fds (a connection still unowned after that is
+//!    holders (only them) to a rescan of their fds (a connection still unowned after two is
 //!    held by a non-worker, like sshd's per-connection child, and is not looked for again); a
 //!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
 //!    most every 5 minutes.
@@ -135,9 +135,11 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     /// Listeners nobody is known to hold after a rescan (their holder is out of sight, e.g. in
     /// another pid namespace), and when: looked for again after [`UNOWNED_RETRY`].
     unowned: HashMap<Key, Instant>,
-    /// Accepted connections held by a process that does not hold the listener (sshd's
-    /// per-connection children): not a worker's, and not looked for again.
-    foreign: HashSet<Key>,
+    /// Accepted connections not found in any holder's fds, with how many rescans missed them.
+    /// After two (the second rules out a worker caught between accept and installing the fd)
+    /// they belong to a process that does not hold the listener (sshd's per-connection
+    /// children): not a worker's, and not looked for again.
+    foreign: HashMap<Key, u8>,
     accs: BTreeMap<Key, Acc>,
     saturated_total: HashMap<Key, f64>,
     cpu_base: HashMap<PathBuf, CpuStat>,
@@ -158,7 +160,7 @@ impl<D: Diag> Sampler<D> {
             diag,
             procs: HashMap::new(),
             unowned: HashMap::new(),
-            foreign: HashSet::new(),
+            foreign: HashMap::new(),
             accs: BTreeMap::new(),
             saturated_total: HashMap::new(),
             cpu_base: HashMap::new(),
@@ -265,7 +267,8 @@ impl<D: Diag> Sampler<D> {
             .filter(|s| s.state == SockState::Connected && s.inode != 0)
             .collect();
         let live: HashSet<u64> = connected.iter().map(|c| c.inode).collect();
-        self.foreign.retain(|(n, i)| *n != ns || live.contains(i));
+        self.foreign
+            .retain(|(n, i), _| *n != ns || live.contains(i));
         for l in &listens {
             let Some(hs) = holders.get(&l.inode) else {
                 continue;
@@ -279,10 +282,9 @@ impl<D: Diag> Sampler<D> {
                 hs.iter()
                     .any(|h| procs.get(h).is_some_and(|p| p.sockets.contains(&ino)))
             };
-            if conns
-                .iter()
-                .any(|&c| !owner_known(&self.procs, c) && !self.foreign.contains(&(ns, c)))
-            {
+            if conns.iter().any(|&c| {
+                !owner_known(&self.procs, c) && self.foreign.get(&(ns, c)).copied().unwrap_or(0) < 2
+            }) {
                 for h in hs {
                     if let Some(p) = self.procs.get_mut(h) {
                         Self::scan_fds(&self.proc, &mut self.cost, *h, p);
@@ -290,7 +292,7 @@ impl<D: Diag> Sampler<D> {
                 }
                 for &c in &conns {
                     if !owner_known(&self.procs, c) {
-                        self.foreign.insert((ns, c));
+                        *self.foreign.entry((ns, c)).or_default() += 1;
                     }
                 }
             }
