@@ -234,3 +234,47 @@ fn pod_identity_and_throttling_from_a_real_cgroup() {
     drop(server);
     drop(cg);
 }
+
+/// A listener in a namespace whose processes die and which is deleted between samples: the
+/// next sample skips it (no panic, no stale listener) and keeps measuring the rest.
+#[test]
+fn a_namespace_that_disappears_is_skipped() {
+    use headroom_agent::workers::{Sampler, WorkersSpec};
+    let needs = [Need::Root, Need::Tool("ip"), Need::Tool("python3")];
+    if !headroom_testbed::require("a_namespace_that_disappears_is_skipped", &needs) {
+        return;
+    }
+    let ns = Netns::new("gone").unwrap();
+    let inode = netns_of(&format!("/run/netns/{}", ns.name));
+    let py = "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 9000))\ns.listen(5)\ntime.sleep(30)";
+    let server = Guard::spawn("python3", ns.command("python3").args(["-c", py])).unwrap();
+    let spec = WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval: Duration::from_millis(200),
+    };
+    let mut s = Sampler::new(&spec);
+    let found = |s: &mut Sampler| {
+        s.sample();
+        s.cut(0.2)
+            .iter()
+            .any(|l| l.netns == inode && l.port == 9000 && l.backlog == 5 && l.workers == 1)
+    };
+    let mut seen = false;
+    for _ in 0..50 {
+        if found(&mut s) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen, "the listener in the namespace was never seen");
+    drop(server);
+    drop(ns);
+    assert!(!found(&mut s), "a listener of a deleted namespace");
+    // The host's own listeners are still measured.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    s.sample();
+    assert!(s.cut(0.2).iter().any(|x| x.port == port));
+}
