@@ -40,6 +40,8 @@ struct Iface {
 #[derive(Debug, Clone)]
 pub struct Meter {
     inner: Arc<Mutex<BTreeMap<String, Iface>>>,
+    /// Search suffixes for DNS trackers, including interfaces attached later.
+    search: Arc<Mutex<crate::dns::search::SearchDomains>>,
     keep_seconds: u64,
 }
 
@@ -48,8 +50,17 @@ impl Meter {
     pub fn new(keep_seconds: u64) -> Self {
         Meter {
             inner: Arc::default(),
+            search: Arc::default(),
             keep_seconds: keep_seconds + 2,
         }
+    }
+
+    /// Sets the search suffixes every interface's DNS tracker recognises.
+    pub fn set_search(&self, search: crate::dns::search::SearchDomains) {
+        for e in self.inner.lock().unwrap().values_mut() {
+            e.dns.set_search(search.clone());
+        }
+        *self.search.lock().unwrap() = search;
     }
 
     pub fn attach(&self, name: &str, mac: Option<String>) {
@@ -61,7 +72,10 @@ impl Meter {
             drops_total: 0,
             drops_reported: 0,
             capturing: true,
-            dns: Tracker::new(TrackerConfig::default()),
+            dns: Tracker::new(TrackerConfig {
+                search: self.search.lock().unwrap().clone(),
+                ..TrackerConfig::default()
+            }),
         });
         e.mac = mac;
         e.capturing = true;

@@ -12,19 +12,22 @@ use headroom_testbed::Need;
 /// ndots:5 and three search suffixes: each lookup of `svc1.example.internal` (2 dots) sends A and
 /// AAAA for each suffix (6 queries, NXDOMAIN) and then for the name itself (2): 8 queries,
 /// 6 wasted, all of which ndots:2 or a trailing dot would have saved.
-#[test]
-fn search_walk_waste_is_counted_exactly() {
+fn search_walk(test: &str, search: &str) {
     let mut needs = bed_needs();
     needs.push(Need::Tool("getent"));
-    if !headroom_testbed::require("search_walk_waste_is_counted_exactly", &needs) {
+    if !headroom_testbed::require(test, &needs) {
         return;
     }
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    bed.resolv_conf(
-        "nameserver 169.254.169.253\nsearch ns1.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
-    )
+    bed.resolv_conf(&format!(
+        "nameserver 169.254.169.253\nsearch {search}\noptions ndots:5\n"
+    ))
     .unwrap();
+    // A long-lived "pod" whose mount namespace has that resolv.conf, for the agent to learn.
+    let _pod =
+        headroom_testbed::proc::Guard::spawn("pod", bed.node.command("sleep").arg("60")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let dump = bed.tcpdump("eni0", "udp and dst port 53").unwrap();
     let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "4s"]);
     const LOOKUPS: u64 = 20;
@@ -69,6 +72,24 @@ fn search_walk_waste_is_counted_exactly() {
         names.len(),
         4,
         "the name and its three suffixed forms: {names:?}"
+    );
+}
+
+#[test]
+fn search_walk_waste_is_counted_exactly() {
+    search_walk(
+        "search_walk_waste_is_counted_exactly",
+        "ns1.svc.cluster.local svc.cluster.local cluster.local",
+    );
+}
+
+/// A cluster domain the defaults do not know: the agent learns it from the pods' resolv.conf
+/// (through the proc root) and counts the walk just as exactly.
+#[test]
+fn search_suffixes_are_learned_from_resolv_conf() {
+    search_walk(
+        "search_suffixes_are_learned_from_resolv_conf",
+        "team.svc.corp.internal svc.corp.internal corp.internal",
     );
 }
 

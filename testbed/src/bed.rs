@@ -165,7 +165,7 @@ impl Bed {
              do-ip6: yes\n  do-tcp: yes\n  access-control: 0.0.0.0/0 allow\n  access-control: ::/0 allow\n  \
              ratelimit: 0\n  ip-ratelimit: 0\n  so-reuseport: no\n  incoming-num-tcp: 100\n  \
              num-queries-per-thread: 4096\n  outgoing-range: 64\n  do-not-query-localhost: yes\n  \
-             local-zone: \"cluster.local.\" static\n",
+             local-zone: \"cluster.local.\" static\n  local-zone: \"corp.internal.\" static\n",
         );
         conf += &format!("  pidfile: \"{}\"\n", self.path("unbound.pid").display());
         for a in [

@@ -64,3 +64,12 @@ pub fn node(settings: &Settings) -> Node {
         ..Node::default()
     }
 }
+
+/// Teaches the meter's DNS trackers the search suffixes the node's processes really use (their
+/// resolv.conf files, read through the proc root), before the defaults.
+pub fn learn_search(settings: &Settings, meter: &Meter) {
+    let proc = crate::workers::procfs::ProcRoot::new(&settings.workers.proc_root);
+    let learned = crate::dns::search::from_proc(&proc);
+    tracing::debug!(message = "Search domains learned.", domains = ?learned);
+    meter.set_search(crate::dns::search::SearchDomains::learned(&learned));
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentError> {
     let meter = Meter::new(duration.as_secs() + 2);
+    super::learn_search(settings, &meter);
     let (cap, _) = start_capture(settings, meter.clone(), true)?;
     let workers = Workers::start(&settings.workers);
     let start = now_ns();

@@ -31,6 +31,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
             ))
         })?;
     let meter = Meter::new(settings.report_interval.as_secs() + 2);
+    super::learn_search(settings, &meter);
     let (cap, _) = start_capture(settings, meter.clone(), false)?;
     let workers = Workers::start(&settings.workers);
     let state = Arc::new(State {
@@ -56,10 +57,19 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         tokio::time::Instant::now() + settings.report_interval + DRAIN,
         settings.report_interval,
     );
+    let mut relearn = tokio::time::interval_at(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(60),
+    );
     let shutdown = signal::shutdown();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            _ = relearn.tick() => {
+                // Pods come and go, each with its namespace's search list.
+                let (settings, meter) = (settings.clone(), meter.clone());
+                tokio::task::spawn_blocking(move || super::learn_search(&settings, &meter));
+            }
             _ = tick.tick() => {
                 let end = now_ns() - DRAIN.as_nanos() as u64;
                 let mut report = Report::new(node(settings), start, end, &meter.cut(start, end));

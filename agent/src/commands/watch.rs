@@ -58,6 +58,7 @@ pub fn frame(node: &str, windows: &[InterfaceWindow], peaks: &BTreeMap<String, u
 
 pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> {
     let meter = Meter::new(5);
+    super::learn_search(settings, &meter);
     let (_cap, _) = start_capture(settings, meter.clone(), false)?;
     let workers = crate::workers::Workers::start(&settings.workers);
     let tty = std::io::stdout().is_terminal();

@@ -137,6 +137,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Replaces the search suffixes (learned from the node's resolv.conf files).
+    pub fn set_search(&mut self, search: SearchDomains) {
+        self.cfg.search = search;
+    }
+
     pub fn new(cfg: TrackerConfig) -> Self {
         Tracker {
             names: SpaceSaving::new(cfg.sketch),
