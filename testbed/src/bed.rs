@@ -296,9 +296,14 @@ pub struct Tcpdump {
 impl Tcpdump {
     /// Stops tcpdump and returns the number of packets it wrote.
     pub fn stop_and_count(self) -> anyhow::Result<u64> {
+        Ok(self.stop_and_timestamps()?.len() as u64)
+    }
+
+    /// Stops tcpdump and returns the kernel timestamp (ns) of every packet it wrote.
+    pub fn stop_and_timestamps(self) -> anyhow::Result<Vec<u64>> {
         self.guard.signal(libc::SIGINT);
         let _ = self.guard.wait(Duration::from_secs(10))?;
-        crate::pcap::count_records(&std::fs::read(&self.file)?)
+        crate::pcap::timestamps_ns(&std::fs::read(&self.file)?)
     }
 }
 
