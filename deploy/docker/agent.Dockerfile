@@ -1,0 +1,22 @@
+# headroom-agent: built in a Rust image, run on distroless (glibc, no shell).
+# Build from the repository root: docker build -f deploy/docker/agent.Dockerfile --build-arg VERSION=0.1.0 .
+ARG RUST_VERSION=1.95
+FROM rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p headroom-agent \
+    && cp target/release/headroom-agent /headroom-agent
+
+# The agent runs as root with a few added capabilities (see deploy/base/agent-daemonset.yaml):
+# packet sockets, setns into pod network namespaces and reading other processes' /proc entries
+# need them; distroless/cc has no shell or package manager to misuse.
+# distroless publishes no version tags; pin by digest at release time.
+# hadolint ignore=DL3007
+FROM gcr.io/distroless/cc-debian12:latest
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="headroom-agent" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="https://example.invalid/headroom"
+COPY --from=build /headroom-agent /usr/local/bin/headroom-agent
+ENTRYPOINT ["/usr/local/bin/headroom-agent"]
+CMD ["run", "--config", "/etc/headroom/agent.toml"]
