@@ -7,6 +7,7 @@
 
 pub mod bed;
 pub mod cgroup;
+pub mod imds;
 pub mod netns;
 pub mod pcap;
 pub mod prefork;
