@@ -35,6 +35,9 @@ pub struct Common {
     /// Address for /metrics, /healthz and /readyz (run).
     #[arg(long, global = true, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// The EC2 instance metadata service (IMDSv2) [default: http://169.254.169.254].
+    #[arg(long, global = true, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
     /// This node's name (Kubernetes: from the downward API).
     #[arg(long, global = true, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
@@ -91,6 +94,9 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     }
     if let Some(m) = &c.metrics_listen {
         cfg.metrics_listen = m.clone();
+    }
+    if let Some(e) = &c.imds_endpoint {
+        cfg.imds_endpoint = e.clone();
     }
     if let Some(n) = &c.node_name {
         cfg.node_name = Some(n.clone());

@@ -41,6 +41,12 @@ pub struct Config {
     pub cgroup_root: String,
     /// How often listeners, busy workers and accept queues are sampled (5 Hz by default).
     pub workers_sample_interval: String,
+    /// The EC2 instance metadata service (IMDSv2), for ENI ids and the VPC resolver.
+    /// IPv6: `http://[fd00:ec2::254]`.
+    pub imds_endpoint: String,
+    /// How often to refresh the ENI map from IMDS when nothing changed (each refresh costs a
+    /// few dozen link-local packets); a new interface triggers a refresh at once.
+    pub imds_refresh_interval: String,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -62,6 +68,8 @@ impl Default for Config {
             proc_root: "/proc".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             workers_sample_interval: "200ms".into(),
+            imds_endpoint: crate::eni::imds::DEFAULT_ENDPOINT.into(),
+            imds_refresh_interval: "5m".into(),
         }
     }
 }
@@ -79,6 +87,10 @@ pub struct Settings {
     pub node_name: String,
     pub checks: crate::resolve::CheckSpec,
     pub workers: crate::workers::WorkersSpec,
+    /// `--resolver auto`: count the VPC resolver (base + 2) once IMDS names the VPC.
+    pub resolver_auto: bool,
+    pub imds_endpoint: String,
+    pub imds_refresh_interval: Duration,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -143,6 +155,7 @@ impl Config {
         let report_interval = duration("report_interval", &self.report_interval);
         let rescan_interval = duration("rescan_interval", &self.rescan_interval);
         let check_interval = duration("resolver_check_interval", &self.resolver_check_interval);
+        let imds_refresh_interval = duration("imds_refresh_interval", &self.imds_refresh_interval);
         let check_timeout =
             match parse_duration("resolver_check_timeout", &self.resolver_check_timeout) {
                 Ok(d) if d > Duration::ZERO => Some(d),
@@ -184,6 +197,9 @@ impl Config {
                 check_targets.len()
             ));
         }
+        let imds_endpoint = crate::eni::imds::validate_endpoint(&self.imds_endpoint)
+            .map_err(|e| errors.push(e))
+            .ok();
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
         if !errors.is_empty() {
@@ -207,6 +223,9 @@ impl Config {
                 interval: check_interval.unwrap(),
                 timeout: check_timeout.unwrap(),
             },
+            resolver_auto: self.resolvers.iter().any(|r| r == "auto"),
+            imds_endpoint: imds_endpoint.unwrap(),
+            imds_refresh_interval: imds_refresh_interval.unwrap(),
             workers: workers.unwrap(),
         })
     }
@@ -265,6 +284,42 @@ mod tests {
         assert_eq!(s.report_interval, Duration::from_secs(10));
         assert_eq!(s.workers.interval, Duration::from_millis(200));
         assert_eq!(s.workers.proc_root, Path::new("/proc"));
+        assert!(s.resolver_auto);
+        assert_eq!(s.imds_endpoint, "http://169.254.169.254");
+        assert_eq!(s.imds_refresh_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn imds_endpoints() {
+        for ok in [
+            "http://169.254.169.254",
+            "http://[fd00:ec2::254]",
+            "http://127.0.0.1:8080/",
+        ] {
+            let c = Config {
+                imds_endpoint: ok.into(),
+                ..Config::default()
+            };
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://169.254.169.254",
+            "169.254.169.254",
+            "http://h/latest",
+            "",
+        ] {
+            let c = Config {
+                imds_endpoint: bad.into(),
+                imds_refresh_interval: "0s".into(),
+                ..Config::default()
+            };
+            let errs = c.validate().unwrap_err();
+            assert_eq!(errs.len(), 2, "{bad}: {errs:?}");
+            assert!(
+                errs[1].contains("--imds-endpoint") || errs[0].contains("--imds-endpoint"),
+                "{errs:?}"
+            );
+        }
     }
 
     #[test]
@@ -279,6 +334,7 @@ mod tests {
             resolver_check_targets: vec!["auto".into(), "10.0.0.9".into(), "x".into()],
             proc_root: "/nonexistent-proc".into(),
             workers_sample_interval: "1ms".into(),
+            node_name: None,
             ..Config::default()
         };
         let errs = c.validate().unwrap_err();

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dns;
+pub mod ena;
+pub mod eni;
 pub mod http;
 pub mod interfaces;
 pub mod linklocal;

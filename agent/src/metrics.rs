@@ -34,6 +34,13 @@ struct CaptureLabels {
     interface: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AllowanceLabels {
+    interface: String,
+    eni: String,
+    allowance: String,
+}
+
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,6 +152,8 @@ pub struct Metrics {
     dns_unanswered: Family<IfaceLabels, Counter>,
     dns_expansion: Family<IfaceLabels, Counter>,
     listeners: ListenerMetrics,
+    ena_exceeded: Family<AllowanceLabels, Counter>,
+    conntrack_available: Family<IfaceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -168,6 +177,8 @@ impl Metrics {
             dns_unanswered: Family::default(),
             dns_expansion: Family::default(),
             listeners: ListenerMetrics::default(),
+            ena_exceeded: Family::default(),
+            conntrack_available: Family::default(),
             registry: Registry::default(),
         };
         m.listeners.register(&mut registry);
@@ -221,6 +232,16 @@ impl Metrics {
             "DNS queries for a name plus a search suffix answered NXDOMAIN (packets ndots costs)",
             m.dns_expansion.clone(),
         );
+        registry.register(
+            "headroom_ena_allowance_exceeded",
+            "Packets EC2 dropped or queued because an allowance was exceeded, from the ENA driver's counters (allowance=linklocal|pps|conntrack|bw_in|bw_out)",
+            m.ena_exceeded.clone(),
+        );
+        registry.register(
+            "headroom_ena_conntrack_allowance_available",
+            "Tracked connections that can still be established before the conntrack allowance is exceeded (ENA driver)",
+            m.conntrack_available.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -272,6 +293,24 @@ impl Metrics {
                     rcode: rcode.clone(),
                 };
                 follow(&self.dns_responses.get_or_create(&l), *n);
+            }
+            for (name, total) in &i.allowance_totals {
+                let c = self.ena_exceeded.get_or_create(&AllowanceLabels {
+                    interface: i.name.clone(),
+                    eni: eni.clone(),
+                    allowance: name.trim_end_matches("_allowance_exceeded").into(),
+                });
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+            match i.conntrack_allowance_available {
+                Some(v) if i.capturing => {
+                    self.conntrack_available
+                        .get_or_create(&il)
+                        .set(v.min(i64::MAX as u64) as i64);
+                }
+                _ => {
+                    self.conntrack_available.remove(&il);
+                }
             }
         }
     }

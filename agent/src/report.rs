@@ -69,6 +69,8 @@ pub struct InterfaceReport {
     pub allowance: Option<BTreeMap<String, u64>>,
     /// Who asks what, what goes unanswered, what the search list costs; null in live views.
     pub dns: Option<DnsFigures>,
+    /// ENA `conntrack_allowance_available` at the window's end (a gauge); null where absent.
+    pub conntrack_allowance_available: Option<u64>,
     /// False when capture stopped on this interface during the window (it disappeared).
     pub capturing: bool,
     /// Counters since the agent started (for Prometheus counters), not serialized.
@@ -78,6 +80,9 @@ pub struct InterfaceReport {
     pub drops_total: u64,
     #[serde(skip)]
     pub dns_totals: DnsTotals,
+    /// ENA allowance rises since the agent started, per counter (Prometheus counters).
+    #[serde(skip)]
+    pub allowance_totals: BTreeMap<String, u64>,
 }
 
 pub fn now_ns() -> u64 {
@@ -124,6 +129,8 @@ impl InterfaceReport {
             packets_total: w.packets_total,
             drops_total: w.drops_total,
             dns_totals: w.dns_totals.clone(),
+            conntrack_allowance_available: None,
+            allowance_totals: BTreeMap::new(),
         }
     }
 }
@@ -226,6 +233,62 @@ impl Report {
         }
         out += "\n";
         out += &crate::workers::table(&self.listeners);
+        out += &self.identity_and_allowance_table();
+        out
+    }
+}
+
+impl Report {
+    /// The instance, and each interface's ENI and ENA allowance rises in the window.
+    fn identity_and_allowance_table(&self) -> String {
+        let n = &self.node;
+        let mut out = match &n.instance_id {
+            Some(id) => format!(
+                "instance {id} ({}, {})\n",
+                n.instance_type.as_deref().unwrap_or("-"),
+                n.availability_zone.as_deref().unwrap_or("-")
+            ),
+            None => "instance unknown (IMDS did not answer: not on EC2?)\n".to_string(),
+        };
+        out += &format!(
+            "{:<16} {:<22} {:>4} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}\n",
+            "INTERFACE",
+            "ENI",
+            "DEV",
+            "MAC",
+            "LINKLOCAL",
+            "PPS",
+            "CONNTRACK",
+            "BW_IN",
+            "BW_OUT",
+            "CT_AVAILABLE"
+        );
+        for i in &self.interfaces {
+            let a = |k: &str| match &i.allowance {
+                Some(m) => m
+                    .get(&format!("{k}_allowance_exceeded"))
+                    .map(|v| format!("+{v}"))
+                    .unwrap_or_else(|| "-".into()),
+                None => "-".into(),
+            };
+            out += &format!(
+                "{:<16} {:<22} {:>4} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}\n",
+                i.name,
+                i.eni_id.as_deref().unwrap_or("-"),
+                i.device_number
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                i.mac.as_deref().unwrap_or("-"),
+                a("linklocal"),
+                a("pps"),
+                a("conntrack"),
+                a("bw_in"),
+                a("bw_out"),
+                i.conntrack_allowance_available
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
         out
     }
 }

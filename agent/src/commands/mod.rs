@@ -73,3 +73,164 @@ pub fn learn_search(settings: &Settings, meter: &Meter) {
     tracing::debug!(message = "Search domains learned.", domains = ?learned);
     meter.set_search(crate::dns::search::SearchDomains::learned(&learned));
 }
+
+/// How long startup waits for IMDS before capturing without the VPC resolver.
+pub const IMDS_STARTUP_WAIT: Duration = Duration::from_secs(3);
+
+/// Starts the ENI source and waits briefly for IMDS, before capture (whose kernel filter is
+/// fixed at start). Returns the settings with the VPC resolver added under `--resolver auto`.
+pub fn identify(settings: &Settings) -> (Settings, crate::eni::EniSource) {
+    let eni = crate::eni::EniSource::start(crate::eni::Options {
+        endpoint: settings.imds_endpoint.clone(),
+        refresh: settings.imds_refresh_interval,
+        selection: settings.selection.clone(),
+    });
+    let mut s = settings.clone();
+    if settings.resolver_auto {
+        match eni
+            .wait_first(IMDS_STARTUP_WAIT)
+            .and_then(|id| id.vpc_resolver())
+        {
+            Some(r) => {
+                tracing::info!(message = "Counting the VPC resolver (primary CIDR base + 2).", resolver = %r);
+                s.resolvers.push(r.into());
+            }
+            None => tracing::warn!(
+                message = "VPC resolver unknown (IMDS gave no VPC CIDR); counting only the link-local resolvers. Restart once IMDS answers, or name it with --resolver IP."
+            ),
+        }
+    }
+    (s, eni)
+}
+
+/// Adds what the capture does not know to a report: node identity and ENIs (IMDS), and the
+/// ENA allowance rises since the previous call for each interface.
+pub fn enrich(
+    report: &mut crate::report::Report,
+    eni: &crate::eni::EniSource,
+    ena: &mut crate::ena::Tracker,
+) {
+    eni.annotate(report);
+    for i in &mut report.interfaces {
+        let w = if i.capturing {
+            ena.sample(&i.name)
+        } else {
+            ena.update(&i.name, None)
+        };
+        apply_allowance(i, w);
+    }
+}
+
+fn apply_allowance(i: &mut crate::report::InterfaceReport, w: crate::ena::AllowanceWindow) {
+    i.allowance = w.deltas;
+    i.allowance_totals = w.totals;
+    i.conntrack_allowance_available = w.conntrack_available;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ena::{allowances, Tracker};
+    use crate::eni::{annotate, EniInfo, Identity};
+    use crate::linklocal::series::Figures;
+    use crate::meter::InterfaceWindow;
+    use crate::report::Report;
+    use std::collections::BTreeMap;
+
+    fn ena(linklocal: u64) -> Vec<(String, u64)> {
+        [
+            ("tx_timeout", 0),
+            ("bw_in_allowance_exceeded", 0),
+            ("bw_out_allowance_exceeded", 0),
+            ("pps_allowance_exceeded", 0),
+            ("conntrack_allowance_exceeded", 0),
+            ("linklocal_allowance_exceeded", linklocal),
+            ("conntrack_allowance_available", 9000),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// A rise of `linklocal_allowance_exceeded` shows the same in `once` (JSON and table),
+    /// `watch` and `/metrics`, with the ENI id from IMDS.
+    #[test]
+    fn allowance_rise_is_visible_in_every_exporter() {
+        let w = InterfaceWindow {
+            name: "ens5".into(),
+            mac: Some("02:AA:00:00:00:01".into()),
+            figures: Figures {
+                packets: [1100, 0, 0],
+                peak: 1100,
+                peak_by_service: [1100, 0, 0],
+            },
+            kernel_drops: 0,
+            packets_total: [1100, 0, 0],
+            drops_total: 0,
+            capturing: true,
+            dns: None,
+            dns_totals: Default::default(),
+        };
+        let id = Identity {
+            instance_id: "i-0abc".into(),
+            instance_type: "c6i.large".into(),
+            availability_zone: "eu-west-1b".into(),
+            enis: BTreeMap::from([(
+                "02:aa:00:00:00:01".into(),
+                EniInfo::parse(
+                    "eni-0f00",
+                    "0",
+                    "10.0.0.0/24",
+                    "10.0.0.0/16",
+                    "10.0.0.0/16",
+                    "10.0.0.5",
+                )
+                .unwrap(),
+            )]),
+        };
+        let mut t = Tracker::default();
+        t.update("ens5", allowances(&ena(100)));
+        let mut r = Report::new(Node::default(), 0, 1_000_000_000, &[w]);
+        annotate(&mut r, &id);
+        apply_allowance(
+            &mut r.interfaces[0],
+            t.update("ens5", allowances(&ena(176))),
+        );
+
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["node"]["instance_id"], "i-0abc");
+        assert_eq!(v["node"]["availability_zone"], "eu-west-1b");
+        let i = &v["interfaces"][0];
+        assert_eq!(i["eni_id"], "eni-0f00");
+        assert_eq!(i["device_number"], 0);
+        assert_eq!(i["allowance"]["linklocal_allowance_exceeded"], 76);
+        assert_eq!(i["allowance"]["pps_allowance_exceeded"], 0);
+        assert_eq!(i["conntrack_allowance_available"], 9000);
+
+        let table = r.table();
+        let row = table
+            .lines()
+            .filter(|l| l.starts_with("ens5"))
+            .last()
+            .unwrap();
+        assert!(row.contains("eni-0f00") && row.contains("+76"), "{table}");
+
+        let frame = watch::allowance_frame(&r);
+        assert!(frame.contains("linklocal +76/76 DROPPING"), "{frame}");
+        assert!(frame.contains("eni-0f00"), "{frame}");
+
+        let m = crate::metrics::Metrics::new();
+        m.update(&r);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"headroom_ena_allowance_exceeded_total{interface="ens5",eni="eni-0f00",allowance="linklocal"} 76"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"headroom_linklocal_pps_peak{interface="ens5",eni="eni-0f00"} 1100"#)
+        );
+        assert!(text.contains(
+            r#"headroom_ena_conntrack_allowance_available{interface="ens5",eni="eni-0f00"} 9000"#
+        ));
+    }
+}

@@ -1,6 +1,6 @@
 //! `once`: measure for a while, return one report.
 
-use super::{node, start_capture, DRAIN};
+use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
 use crate::meter::Meter;
 use crate::report::{now_ns, Report};
@@ -11,8 +11,14 @@ use std::time::Duration;
 
 pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentError> {
     let meter = Meter::new(duration.as_secs() + 2);
+    let (settings, eni) = identify(settings);
+    let settings = &settings;
     super::learn_search(settings, &meter);
-    let (cap, _) = start_capture(settings, meter.clone(), true)?;
+    let (cap, names) = start_capture(settings, meter.clone(), true)?;
+    let mut ena = crate::ena::Tracker::default();
+    for n in &names {
+        ena.sample(n);
+    }
     let workers = Workers::start(&settings.workers);
     let start = now_ns();
     let log = CheckLog::default();
@@ -25,9 +31,10 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     let end = start + duration.as_nanos() as u64;
     drop(checks);
     let windows = meter.cut(start, end);
-    cap.stop();
     let mut report = Report::new(node(settings), start, end, &windows);
     report.resolver_checks = log.take();
     report.listeners = listeners;
+    enrich(&mut report, &eni, &mut ena);
+    cap.stop();
     Ok(report)
 }

@@ -1,6 +1,6 @@
 //! `run`: the daemon. Measures continuously, cuts a report every interval, serves /metrics.
 
-use super::{node, start_capture, DRAIN};
+use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
 use crate::http::{self, State};
 use crate::meter::Meter;
@@ -31,8 +31,14 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
             ))
         })?;
     let meter = Meter::new(settings.report_interval.as_secs() + 2);
+    let (settings, eni) = identify(settings);
+    let settings = &settings;
     super::learn_search(settings, &meter);
-    let (cap, _) = start_capture(settings, meter.clone(), false)?;
+    let (cap, names) = start_capture(settings, meter.clone(), false)?;
+    let mut ena = crate::ena::Tracker::default();
+    for n in &names {
+        ena.sample(n);
+    }
     let workers = Workers::start(&settings.workers);
     let state = Arc::new(State {
         metrics: Metrics::new(),
@@ -75,12 +81,21 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
                 let mut report = Report::new(node(settings), start, end, &meter.cut(start, end));
                 report.resolver_checks = checks.take();
                 report.listeners = workers.cut(report.window.seconds);
+                enrich(&mut report, &eni, &mut ena);
                 state.metrics.update(&report);
                 for i in report.interfaces.iter().filter(|i| i.utilization >= 0.8) {
                     tracing::warn!(
                         message = "Link-local packets near the per-interface limit.",
                         interface = %i.name, peak_pps = i.peak_pps, limit_pps = i.limit_pps
                     );
+                }
+                for i in &report.interfaces {
+                    for (k, v) in i.allowance.iter().flatten().filter(|(_, v)| **v > 0) {
+                        tracing::warn!(
+                            message = "EC2 dropped packets: an ENA allowance was exceeded.",
+                            interface = %i.name, eni = %i.eni_id.as_deref().unwrap_or("-"), counter = %k, rise = v
+                        );
+                    }
                 }
                 start = end;
             }

@@ -1,6 +1,6 @@
 //! `watch`: a live per-interface view, refreshed every second.
 
-use super::{node, start_capture, DRAIN};
+use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
 use crate::linklocal::LIMIT_PPS;
 use crate::meter::{InterfaceWindow, Meter};
@@ -58,8 +58,14 @@ pub fn frame(node: &str, windows: &[InterfaceWindow], peaks: &BTreeMap<String, u
 
 pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> {
     let meter = Meter::new(5);
+    let (settings, eni) = identify(settings);
+    let settings = &settings;
     super::learn_search(settings, &meter);
-    let (_cap, _) = start_capture(settings, meter.clone(), false)?;
+    let (_cap, names) = start_capture(settings, meter.clone(), false)?;
+    let mut ena = crate::ena::Tracker::default();
+    for n in &names {
+        ena.sample(n);
+    }
     let workers = crate::workers::Workers::start(&settings.workers);
     let tty = std::io::stdout().is_terminal();
     let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
@@ -78,6 +84,9 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
         let mut text = frame(&node(settings).name, &now, &peaks);
         text += "\n";
         text += &crate::workers::table(&workers.cut(1.0));
+        let mut second = crate::report::Report::new(node(settings), end - 1_000_000_000, end, &now);
+        enrich(&mut second, &eni, &mut ena);
+        text += &allowance_frame(&second);
         let mut out = std::io::stdout().lock();
         let _ = if tty {
             write!(out, "\x1b[H\x1b[2J{text}")
@@ -90,6 +99,32 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
             return Ok(());
         }
     }
+}
+
+/// Below the bars: each interface's ENI and ENA allowance counters (rise in the last second,
+/// and since the view started). A rise means EC2 is dropping packets now.
+pub fn allowance_frame(report: &crate::report::Report) -> String {
+    let mut out = String::from("ENA allowance exceeded (rise in the last second / since start):\n");
+    for i in &report.interfaces {
+        let eni = i.eni_id.as_deref().unwrap_or("eni unknown");
+        let figures = match &i.allowance {
+            None => "no ENA allowance counters".to_string(),
+            Some(d) => d
+                .iter()
+                .map(|(k, v)| {
+                    let total = i.allowance_totals.get(k).copied().unwrap_or(0);
+                    let mark = if *v > 0 { " DROPPING" } else { "" };
+                    format!(
+                        "{} +{v}/{total}{mark}",
+                        k.trim_end_matches("_allowance_exceeded")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("  "),
+        };
+        out += &format!("{:<16} {:<22} {figures}\n", i.name, eni);
+    }
+    out
 }
 
 #[cfg(test)]
