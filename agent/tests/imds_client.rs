@@ -85,13 +85,13 @@ fn refusals_and_malformed_payloads_are_errors_not_panics() {
     assert!(matches!(e, ImdsError::Status { status: 404, .. }), "{e}");
     f.set_status("/latest/meta-data/instance-type", None);
     // JSON where a MAC listing should be.
-    f.set_path("network/interfaces/macs/", "{\"macs\": [\"02:00:00:00:00:01\"]}");
-    let e = rt.block_on(c.identity()).unwrap_err();
-    assert!(matches!(e, ImdsError::Invalid { .. }), "{e}");
     f.set_path(
         "network/interfaces/macs/",
-        &format!("{MAC0}/\n{MAC1}/"),
+        "{\"macs\": [\"02:00:00:00:00:01\"]}",
     );
+    let e = rt.block_on(c.identity()).unwrap_err();
+    assert!(matches!(e, ImdsError::Invalid { .. }), "{e}");
+    f.set_path("network/interfaces/macs/", &format!("{MAC0}/\n{MAC1}/"));
     // A malformed ENI is left out; the other stays.
     f.set_path(
         &format!("network/interfaces/macs/{MAC1}/device-number"),
