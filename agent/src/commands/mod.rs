@@ -208,11 +208,7 @@ mod tests {
         assert_eq!(i["conntrack_allowance_available"], 9000);
 
         let table = r.table();
-        let row = table
-            .lines()
-            .filter(|l| l.starts_with("ens5"))
-            .last()
-            .unwrap();
+        let row = table.lines().rfind(|l| l.starts_with("ens5")).unwrap();
         assert!(row.contains("eni-0f00") && row.contains("+76"), "{table}");
 
         let frame = watch::allowance_frame(&r);
