@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::AGENT;
+use common::{AGENT, NO_IMDS};
 use headroom_testbed::Need;
 use std::process::Command;
 
@@ -105,7 +105,8 @@ fn missing_cap_net_raw_exits_77() {
     let run = |pre: &[&str]| {
         let mut c = Command::new("setpriv");
         c.args(pre)
-            .args(["--", AGENT, "once", "--interface", "lo", "--duration", "1s"]);
+            .args(["--", AGENT, "once", "--interface", "lo", "--duration", "1s"])
+            .args(NO_IMDS);
         c.output().unwrap()
     };
     let out = run(&["--bounding-set=-net_raw", "--inh-caps=-net_raw"]);

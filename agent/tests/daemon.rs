@@ -50,6 +50,7 @@ fn run_serves_metrics_that_promtool_accepts() {
     bed.start_unbound().unwrap();
     let mut cmd = bed.node.command(AGENT);
     cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
+        .args(NO_IMDS)
         .args(["--metrics-listen", "127.0.0.1:19465"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -114,6 +115,7 @@ fn watch_shows_the_live_rate() {
     bed.start_unbound().unwrap();
     let mut cmd = bed.node.command(AGENT);
     cmd.args(["watch", "--interface", "eni0", "--count", "7"])
+        .args(NO_IMDS)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let dump = bed.tcpdump("eni0", "dst host 169.254.169.253").unwrap();

@@ -201,6 +201,7 @@ fn default_interfaces_are_the_physical_ones() {
     physical.sort();
     let out = std::process::Command::new(AGENT)
         .args(["once", "--duration", "1s", "--format", "json"])
+        .args(NO_IMDS)
         .output()
         .unwrap();
     if physical.is_empty() {
@@ -228,6 +229,7 @@ fn default_interfaces_are_the_physical_ones() {
         .node
         .command(AGENT)
         .args(["once", "--duration", "1s"])
+        .args(NO_IMDS)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));

@@ -18,9 +18,6 @@ fn rate_run(qps: u32, seconds: u32) {
         &[
             "--interface",
             "eni0",
-            // No IMDS in this bed; keep the agent's attempts off eni0 (they would count).
-            "--imds-endpoint",
-            "http://127.0.0.1:9",
             "--duration",
             &format!("{}s", seconds + 3),
         ],

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_headroom-agent");
 
+/// For beds without a fake IMDS: the agent's IMDS attempts go to a closed port on the
+/// namespace's loopback instead of 169.254.169.254 through eni0, where they would count.
+pub const NO_IMDS: [&str; 2] = ["--imds-endpoint", "http://127.0.0.1:9"];
+
 /// Root, iproute2, unbound, dnsperf, dig, tcpdump.
 pub fn bed_needs() -> Vec<Need> {
     vec![
@@ -29,9 +33,11 @@ impl Once {
     /// Starts `once --format json ARGS` in the node namespace and waits until it captures.
     pub fn start(bed: &Bed, args: &[&str]) -> Once {
         let mut cmd = bed.node.command(AGENT);
-        cmd.args(["once", "--format", "json"])
-            .args(args)
-            .env("RUST_LOG", "info")
+        cmd.args(["once", "--format", "json"]).args(args);
+        if !args.contains(&"--imds-endpoint") {
+            cmd.args(NO_IMDS);
+        }
+        cmd.env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut g = Guard::spawn("headroom-agent", &mut cmd).unwrap();
