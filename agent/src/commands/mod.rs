@@ -79,7 +79,16 @@ pub const IMDS_STARTUP_WAIT: Duration = Duration::from_secs(3);
 
 /// Starts the ENI source and waits briefly for IMDS, before capture (whose kernel filter is
 /// fixed at start). Returns the settings with the VPC resolver added under `--resolver auto`.
-pub fn identify(settings: &Settings) -> (Settings, crate::eni::EniSource) {
+/// When capture is bound to fail at once (a named interface missing, nothing to measure in
+/// `once`, no CAP_NET_RAW), IMDS is not asked: the user gets the one-line error and nothing else.
+pub fn identify(settings: &Settings, strict: bool) -> (Settings, crate::eni::EniSource) {
+    let all = interfaces::list();
+    let doomed = !interfaces::missing(&settings.selection, &all).is_empty()
+        || (strict && interfaces::select(&settings.selection, &all).is_empty())
+        || !has_cap_net_raw();
+    if doomed {
+        return (settings.clone(), crate::eni::EniSource::disabled());
+    }
     let eni = crate::eni::EniSource::start(crate::eni::Options {
         endpoint: settings.imds_endpoint.clone(),
         refresh: settings.imds_refresh_interval,
@@ -101,6 +110,18 @@ pub fn identify(settings: &Settings) -> (Settings, crate::eni::EniSource) {
         }
     }
     (s, eni)
+}
+
+/// Whether this process holds CAP_NET_RAW (bit 13 of CapEff in /proc/self/status).
+fn has_cap_net_raw() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map_or(true, |caps| caps & (1 << 13) != 0)
 }
 
 /// Adds what the capture does not know to a report: node identity and ENIs (IMDS), and the

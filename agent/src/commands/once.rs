@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentError> {
     let meter = Meter::new(duration.as_secs() + 2);
-    let (settings, eni) = identify(settings);
+    let (settings, eni) = identify(settings, true);
     let settings = &settings;
     super::learn_search(settings, &meter);
     let (cap, names) = start_capture(settings, meter.clone(), true)?;

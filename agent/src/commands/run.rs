@@ -31,7 +31,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
             ))
         })?;
     let meter = Meter::new(settings.report_interval.as_secs() + 2);
-    let (settings, eni) = identify(settings);
+    let (settings, eni) = identify(settings, false);
     let settings = &settings;
     super::learn_search(settings, &meter);
     let (cap, names) = start_capture(settings, meter.clone(), false)?;

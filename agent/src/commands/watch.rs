@@ -58,7 +58,7 @@ pub fn frame(node: &str, windows: &[InterfaceWindow], peaks: &BTreeMap<String, u
 
 pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> {
     let meter = Meter::new(5);
-    let (settings, eni) = identify(settings);
+    let (settings, eni) = identify(settings, false);
     let settings = &settings;
     super::learn_search(settings, &meter);
     let (_cap, names) = start_capture(settings, meter.clone(), false)?;
