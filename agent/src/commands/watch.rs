@@ -122,7 +122,7 @@ pub fn allowance_frame(report: &crate::report::Report) -> String {
                 .collect::<Vec<_>>()
                 .join("  "),
         };
-        out += &format!("{:<16} {:<22} {figures}\n", i.name, eni);
+        out += &format!("  {:<16} {:<22} {figures}\n", i.name, eni);
     }
     out
 }
