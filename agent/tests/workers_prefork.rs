@@ -30,6 +30,7 @@ fn agent_once() -> serde_json::Value {
         "--duration",
     ])
     .arg(format!("{SECONDS}s"))
+    .args(NO_IMDS)
     .env("RUST_LOG", "warn")
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
