@@ -47,6 +47,8 @@ pub struct Config {
     /// How often to refresh the ENI map from IMDS when nothing changed (each refresh costs a
     /// few dozen link-local packets); a new interface triggers a refresh at once.
     pub imds_refresh_interval: String,
+    /// `[probes]`: shadowing of this node's pods' readiness/liveness/startup probes.
+    pub probes: crate::probes::ProbeConfig,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -70,6 +72,7 @@ impl Default for Config {
             workers_sample_interval: "200ms".into(),
             imds_endpoint: crate::eni::imds::DEFAULT_ENDPOINT.into(),
             imds_refresh_interval: "5m".into(),
+            probes: Default::default(),
         }
     }
 }
@@ -91,6 +94,7 @@ pub struct Settings {
     pub resolver_auto: bool,
     pub imds_endpoint: String,
     pub imds_refresh_interval: Duration,
+    pub probes: crate::probes::ProbeConfig,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -200,6 +204,7 @@ impl Config {
         let imds_endpoint = crate::eni::imds::validate_endpoint(&self.imds_endpoint)
             .map_err(|e| errors.push(e))
             .ok();
+        errors.extend(self.probes.validate());
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
         if !errors.is_empty() {
@@ -226,6 +231,7 @@ impl Config {
             resolver_auto: self.resolvers.iter().any(|r| r == "auto"),
             imds_endpoint: imds_endpoint.unwrap(),
             imds_refresh_interval: imds_refresh_interval.unwrap(),
+            probes: self.probes.clone(),
             workers: workers.unwrap(),
         })
     }

@@ -154,6 +154,7 @@ pub struct Metrics {
     listeners: ListenerMetrics,
     ena_exceeded: Family<AllowanceLabels, Counter>,
     conntrack_available: Family<IfaceLabels, Gauge>,
+    probes: crate::probes::metrics::ProbeMetrics,
 }
 
 impl Default for Metrics {
@@ -179,6 +180,7 @@ impl Metrics {
             listeners: ListenerMetrics::default(),
             ena_exceeded: Family::default(),
             conntrack_available: Family::default(),
+            probes: crate::probes::metrics::ProbeMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         m.listeners.register(&mut registry);
@@ -248,6 +250,7 @@ impl Metrics {
     /// Applies one report window.
     pub fn update(&self, report: &Report) {
         self.listeners.update(report);
+        self.probes.update(&report.probes);
         for i in &report.interfaces {
             let eni = i.eni_id.clone().unwrap_or_default();
             let il = IfaceLabels {

@@ -18,8 +18,8 @@ pub struct Report {
     pub interfaces: Vec<InterfaceReport>,
     /// Listening sockets with their workers, busy workers and accept queues (worker source).
     pub listeners: Vec<crate::workers::ListenerReport>,
-    /// Filled by the probe source; empty until it runs.
-    pub probes: Vec<serde_json::Value>,
+    /// Shadowed probes of this node's pods (empty without Kubernetes access).
+    pub probes: Vec<crate::probes::ProbeReport>,
     /// Resolver checks run in the window (none unless names are configured).
     pub resolver_checks: Vec<crate::resolve::ResolverCheck>,
 }
@@ -222,6 +222,7 @@ impl Report {
                 out += &format!("  name   {:<60} {:>7} queries\n", n.qname, n.queries);
             }
         }
+        out += &crate::probes::table(&self.probes);
         if !self.resolver_checks.is_empty() {
             out += "\nResolver checks:\n";
             for c in &self.resolver_checks {

@@ -24,6 +24,13 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     let log = CheckLog::default();
     let checks = Background::start(settings.checks.clone(), log.clone())
         .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
+    let pods = crate::probes::Handles::default();
+    let probes = crate::probes::Background::start(
+        settings.probes.clone(),
+        settings.node_name.clone(),
+        pods.clone(),
+    )
+    .map_err(|e| AgentError::Runtime(format!("cannot start the probe source: {e}")))?;
     std::thread::sleep(duration);
     let listeners = workers.cut(duration.as_secs_f64());
     drop(workers);
@@ -36,5 +43,7 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     report.listeners = listeners;
     enrich(&mut report, &eni, &mut ena);
     cap.stop();
+    pods.fill(&mut report);
+    drop(probes);
     Ok(report)
 }

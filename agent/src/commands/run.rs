@@ -51,6 +51,13 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         checks.clone(),
         stop.clone(),
     ));
+    let pods = crate::probes::Handles::default();
+    tokio::spawn(crate::probes::run(
+        settings.probes.clone(),
+        settings.node_name.clone(),
+        pods.clone(),
+        stop.clone(),
+    ));
     let server = tokio::spawn(http::serve(
         listener,
         state.clone(),
@@ -82,6 +89,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
                 report.resolver_checks = checks.take();
                 report.listeners = workers.cut(report.window.seconds);
                 enrich(&mut report, &eni, &mut ena);
+                pods.fill(&mut report);
                 state.metrics.update(&report);
                 for i in report.interfaces.iter().filter(|i| i.utilization >= 0.8) {
                     tracing::warn!(

@@ -1,0 +1,3 @@
+//! Kubernetes: what the API server says about this node.
+
+pub mod pods;

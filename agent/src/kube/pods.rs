@@ -1,0 +1,206 @@
+//! The pods on this node: a kube-rs watcher with field selector `spec.nodeName=NODE` feeding a
+//! reflector store, and a small index from pod IP to pod that other sources use. When the API
+//! server goes away the store keeps the last known list while the watcher backs off.
+
+use ::kube::runtime::reflector::{self, Store};
+use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::{Api, Client};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A pod as reports name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl PodRef {
+    /// None for a pod without a name (never from an API server).
+    pub fn of(pod: &Pod) -> Option<PodRef> {
+        let m = &pod.metadata;
+        Some(PodRef {
+            namespace: m.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: m.name.clone()?,
+            uid: m.uid.clone().unwrap_or_default(),
+        })
+    }
+}
+
+impl std::fmt::Display for PodRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Pod IP → pod, for pods with their own network namespace (hostNetwork pods share the node's
+/// addresses, so an address says nothing about which of them sent a packet). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PodIndex(Arc<RwLock<HashMap<IpAddr, PodRef>>>);
+
+impl PodIndex {
+    pub fn lookup(&self, ip: IpAddr) -> Option<PodRef> {
+        self.0.read().ok()?.get(&ip).cloned()
+    }
+
+    /// Replaces the index with these pods' addresses.
+    pub fn rebuild<'a>(&self, pods: impl IntoIterator<Item = &'a Pod>) {
+        let map = index_of(pods);
+        if let Ok(mut m) = self.0.write() {
+            *m = map;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Names the pod behind each DNS top source of the report (`top_sources[].pod`).
+    pub fn label_sources(&self, report: &mut crate::report::Report) {
+        for i in &mut report.interfaces {
+            let Some(d) = i.dns.as_mut() else { continue };
+            for s in &mut d.top_sources {
+                if let Some(p) = s.source.parse().ok().and_then(|ip| self.lookup(ip)) {
+                    s.pod = Some(p.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Pure: the address map of a set of pods. Pods that finished (Succeeded/Failed) give up their
+/// address, which the node may hand to a new pod.
+pub fn index_of<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> HashMap<IpAddr, PodRef> {
+    let mut map = HashMap::new();
+    for pod in pods {
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let Some(status) = &pod.status else { continue };
+        let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+        if host_network || finished {
+            continue;
+        }
+        let Some(r) = PodRef::of(pod) else { continue };
+        let ips = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|p| p.ip.as_str())
+            .chain(status.pod_ip.as_deref());
+        for ip in ips {
+            if let Ok(ip) = ip.parse::<IpAddr>() {
+                map.insert(ip, r.clone());
+            }
+        }
+    }
+    map
+}
+
+/// Kubernetes access as kube-rs infers it (KUBECONFIG or ~/.kube/config, else in-cluster).
+/// None, with one info line, when there is neither: the agent then runs without pods.
+pub async fn client() -> Option<Client> {
+    match ::kube::Config::infer().await {
+        Ok(cfg) => match Client::try_from(cfg) {
+            Ok(c) => Some(c),
+            Err(error) => {
+                tracing::info!(message = "No Kubernetes client; running without pods and probes.", %error);
+                None
+            }
+        },
+        Err(error) => {
+            tracing::info!(message = "No Kubernetes access (neither in-cluster nor KUBECONFIG); running without pods and probes.", %error);
+            None
+        }
+    }
+}
+
+/// Watches the pods on `node` until cancelled: keeps `index` current and publishes the pod
+/// list on `tx` after each change. Errors back off and retry; the last list stays.
+pub async fn watch_pods(
+    client: Client,
+    node: String,
+    index: PodIndex,
+    tx: watch::Sender<Vec<Arc<Pod>>>,
+    stop: CancellationToken,
+) {
+    let api: Api<Pod> = Api::all(client);
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
+    futures::pin_mut!(stream);
+    let mut failing = false;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = stop.cancelled() => return,
+        };
+        match ev {
+            None => return,
+            Some(Err(error)) => {
+                if !failing {
+                    tracing::warn!(message = "Pod watch failed; keeping the last known pods and retrying with backoff.", %error, pods = reader.len());
+                }
+                failing = true;
+            }
+            Some(Ok(event)) => {
+                if failing {
+                    tracing::info!(message = "Pod watch resumed.");
+                    failing = false;
+                }
+                use watcher::Event::*;
+                if matches!(event, Apply(_) | Delete(_) | InitDone) {
+                    publish(&reader, &index, &tx);
+                }
+            }
+        }
+    }
+}
+
+fn publish(reader: &Store<Pod>, index: &PodIndex, tx: &watch::Sender<Vec<Arc<Pod>>>) {
+    let pods = reader.state();
+    index.rebuild(pods.iter().map(|p| p.as_ref()));
+    tracing::debug!(message = "Pods on this node.", pods = pods.len());
+    let _ = tx.send(pods);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_skips_host_network_and_finished_pods() {
+        let pods: Vec<Pod> = serde_json::from_value(serde_json::json!([
+            {"metadata": {"namespace": "a", "name": "web", "uid": "1"}, "spec": {"containers": []},
+             "status": {"phase": "Running", "podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}]}},
+            {"metadata": {"namespace": "kube-system", "name": "node-local-dns", "uid": "2"},
+             "spec": {"containers": [], "hostNetwork": true}, "status": {"podIP": "10.0.0.10"}},
+            {"metadata": {"namespace": "a", "name": "job", "uid": "3"}, "spec": {"containers": []},
+             "status": {"phase": "Succeeded", "podIP": "10.0.0.6"}},
+            {"metadata": {"namespace": "a", "name": "pending", "uid": "4"}, "spec": {"containers": []},
+             "status": {"phase": "Pending"}}
+        ]))
+        .unwrap();
+        let idx = PodIndex::default();
+        idx.rebuild(&pods);
+        assert_eq!(idx.len(), 2);
+        let web = idx.lookup("fd00::5".parse().unwrap()).unwrap();
+        assert_eq!(web.to_string(), "a/web");
+        assert_eq!(idx.lookup("10.0.0.5".parse().unwrap()), Some(web));
+        assert!(idx.lookup("10.0.0.10".parse().unwrap()).is_none());
+        assert!(idx.lookup("10.0.0.6".parse().unwrap()).is_none());
+    }
+}

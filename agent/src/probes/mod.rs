@@ -1,0 +1,424 @@
+//! Probe shadowing: each readiness/liveness/startup probe of this node's pods, run the way the
+//! kubelet runs it, timed against its own timeout — timeouts included, which the kubelet's own
+//! `prober_probe_duration_seconds` leaves out — and the removals the kubelet would make.
+
+pub mod metrics;
+pub mod shadow;
+pub mod spec;
+pub mod stats;
+
+use crate::kube::pods::{PodIndex, PodRef};
+use serde::{Deserialize, Serialize};
+use shadow::Attempt;
+use spec::{Kind, ProbeSpec};
+use stats::{LatencyMs, Outcome, RemovalState};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Most attempts kept per probe between two report windows.
+const KEEP: usize = 10_000;
+
+/// `[probes]` in the config file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Shadow the probes of this node's pods (needs Kubernetes access; without it the agent
+    /// runs without probes).
+    pub enabled: bool,
+    /// A successful attempt slower than this share of its probe's timeout counts as slow.
+    pub slow_fraction: f64,
+    /// Shadow period as a multiple of each probe's periodSeconds: 1 runs as often as the
+    /// kubelet, 2 half as often, 0.5 twice as often.
+    pub period_fraction: f64,
+    /// Most shadow attempts per second on the whole node; attempts beyond it wait their turn.
+    pub max_attempts_per_second: f64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            enabled: true,
+            slow_fraction: 0.5,
+            period_fraction: 1.0,
+            max_attempts_per_second: 50.0,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// Every problem, one line each, naming the fix.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if !(self.slow_fraction > 0.0 && self.slow_fraction <= 1.0) {
+            errors.push(format!(
+                "invalid probes.slow_fraction {}: must be more than 0 and at most 1 (0.5 = half the timeout)",
+                self.slow_fraction
+            ));
+        }
+        if !(0.1..=10.0).contains(&self.period_fraction) {
+            errors.push(format!(
+                "invalid probes.period_fraction {}: must be between 0.1 and 10 (1 = the probe's own period)",
+                self.period_fraction
+            ));
+        }
+        if !(self.max_attempts_per_second >= 0.1 && self.max_attempts_per_second <= 10_000.0) {
+            errors.push(format!(
+                "invalid probes.max_attempts_per_second {}: must be between 0.1 and 10000",
+                self.max_attempts_per_second
+            ));
+        }
+        errors
+    }
+}
+
+/// One probe in the report (`probes[]`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbeReport {
+    pub pod: PodRef,
+    pub container: String,
+    pub kind: Kind,
+    pub target: String,
+    pub timeout_seconds: u64,
+    pub period_seconds: u64,
+    pub failure_threshold: u32,
+    /// Attempts finished in the window.
+    pub attempts: u64,
+    /// Of the attempts: fast successes, slow successes, timeouts and other failures.
+    pub ok: u64,
+    pub slow: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+    /// Null without attempts. Timeouts count as their full timeout.
+    pub latency_ms: Option<LatencyMs>,
+    /// Times in the window the kubelet would have taken the pod out: failureThreshold
+    /// consecutive failures (readiness: out of its Services; liveness/startup: restart).
+    pub predicted_removals: u32,
+    /// timeout / p99; null without attempts.
+    pub headroom: Option<f64>,
+    /// Why this probe is not shadowed; null when it is.
+    pub reason: Option<String>,
+    /// The last failure's cause in the window (connection refused, HTTP status 503, …).
+    pub last_error: Option<String>,
+    /// Each attempt (seconds, outcome), for histograms; not serialized.
+    #[serde(skip)]
+    pub samples: Vec<(f64, Outcome)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    spec: ProbeSpec,
+    samples: Vec<(f64, Outcome)>,
+    removals: u32,
+    last_error: Option<String>,
+    state: RemovalState,
+    /// False once the probe left the pod list: reported one last time, then forgotten.
+    present: bool,
+}
+
+type Key = (String, String, Kind);
+
+/// Attempts since the last report window, shared between the probe tasks and the report.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeLog(Arc<Mutex<BTreeMap<Key, Entry>>>);
+
+impl ProbeLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The probes that exist now (shadowed or not).
+    pub fn set_specs(&self, specs: &[ProbeSpec]) {
+        let mut m = self.lock();
+        for e in m.values_mut() {
+            e.present = false;
+        }
+        for s in specs {
+            let e = m.entry(s.key()).or_insert_with(|| Entry {
+                spec: s.clone(),
+                samples: Vec::new(),
+                removals: 0,
+                last_error: None,
+                state: RemovalState::default(),
+                present: true,
+            });
+            if e.spec.timing != s.timing || e.spec.action != s.action {
+                e.state = RemovalState::default();
+            }
+            e.spec = s.clone();
+            e.present = true;
+        }
+    }
+
+    pub fn record(&self, key: &Key, a: &Attempt) {
+        let mut m = self.lock();
+        let Some(e) = m.get_mut(key) else { return };
+        let t = e.spec.timing;
+        if e.state
+            .step(a.outcome, t.failure_threshold, t.success_threshold)
+        {
+            e.removals += 1;
+            tracing::warn!(
+                message = "Probe failed failureThreshold times in a row: the kubelet would take this pod out.",
+                pod = %e.spec.pod, container = %e.spec.container, kind = e.spec.kind.as_str(),
+                failure_threshold = t.failure_threshold
+            );
+        }
+        if a.outcome.is_failure() {
+            e.last_error = Some(
+                a.error
+                    .clone()
+                    .unwrap_or_else(|| format!("timed out after {:?}", t.timeout)),
+            );
+        }
+        if e.samples.len() < KEEP {
+            e.samples.push((a.elapsed.as_secs_f64(), a.outcome));
+        }
+    }
+
+    /// The window's figures per probe; starts the next window.
+    pub fn cut(&self) -> Vec<ProbeReport> {
+        let mut m = self.lock();
+        let out = m.values_mut().map(report_of).collect();
+        m.retain(|_, e| e.present);
+        out
+    }
+}
+
+fn report_of(e: &mut Entry) -> ProbeReport {
+    let samples = std::mem::take(&mut e.samples);
+    let count = |o: Outcome| samples.iter().filter(|s| s.1 == o).count() as u64;
+    let ms: Vec<f64> = samples.iter().map(|s| s.0 * 1000.0).collect();
+    let latency_ms = stats::latency(&ms);
+    let t = e.spec.timing;
+    ProbeReport {
+        pod: e.spec.pod.clone(),
+        container: e.spec.container.clone(),
+        kind: e.spec.kind,
+        target: match &e.spec.action {
+            Ok(t) => t.to_string(),
+            Err(_) => e.spec.target_text.clone(),
+        },
+        timeout_seconds: t.timeout.as_secs(),
+        period_seconds: t.period.as_secs(),
+        failure_threshold: t.failure_threshold,
+        attempts: samples.len() as u64,
+        ok: count(Outcome::Ok),
+        slow: count(Outcome::Slow),
+        timeouts: count(Outcome::Timeout),
+        errors: count(Outcome::Error),
+        headroom: stats::headroom(t.timeout, latency_ms.map(|l| l.p99)),
+        latency_ms,
+        predicted_removals: std::mem::take(&mut e.removals),
+        reason: e.spec.action.clone().err(),
+        last_error: e.last_error.take(),
+        samples,
+    }
+}
+
+/// The probes section of the report's table.
+pub fn table(probes: &[ProbeReport]) -> String {
+    if probes.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nProbes (shadowed as the kubelet runs them):\n  {:<36} {:<10} {:<34} {:>4} {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}\n",
+        "POD/CONTAINER", "KIND", "TARGET", "TMO", "ATTEMPTS", "SLOW", "TMOUT", "ERR", "P50 MS", "P99 MS", "HEADROOM", "REMOVALS"
+    );
+    for p in probes {
+        let who = format!("{}/{}", p.pod, p.container);
+        if let Some(r) = &p.reason {
+            out += &format!(
+                "  {who:<36} {:<10} {:<34} not shadowed: {r}\n",
+                p.kind.as_str(),
+                p.target
+            );
+            continue;
+        }
+        let (p50, p99) = p
+            .latency_ms
+            .map(|l| (format!("{:.1}", l.p50), format!("{:.1}", l.p99)))
+            .unwrap_or(("-".into(), "-".into()));
+        out += &format!(
+            "  {who:<36} {:<10} {:<34} {:>3}s {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}\n",
+            p.kind.as_str(),
+            p.target,
+            p.timeout_seconds,
+            p.attempts,
+            p.slow,
+            p.timeouts,
+            p.errors,
+            p50,
+            p99,
+            p.headroom.map(|h| format!("{h:.1}x")).unwrap_or("-".into()),
+            p.predicted_removals
+        );
+    }
+    out
+}
+
+/// What the report builder reads: the pod index and the probe log.
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    pub index: PodIndex,
+    pub log: ProbeLog,
+}
+
+impl Handles {
+    /// Fills the report's probes and names DNS sources' pods.
+    pub fn fill(&self, report: &mut crate::report::Report) {
+        report.probes = self.log.cut();
+        self.index.label_sources(report);
+    }
+}
+
+/// Watches this node's pods and shadows their probes on the current runtime until cancelled.
+/// Without Kubernetes access it logs one line and returns.
+pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: CancellationToken) {
+    let Some(client) = crate::kube::pods::client().await else {
+        return;
+    };
+    tracing::info!(message = "Watching this node's pods.", node = %node, shadow_probes = cfg.enabled);
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let watcher = tokio::spawn(crate::kube::pods::watch_pods(
+        client,
+        node,
+        handles.index.clone(),
+        tx,
+        stop.clone(),
+    ));
+    if cfg.enabled {
+        shadow::supervise(cfg, rx, handles.log.clone(), stop.clone()).await;
+    }
+    let _ = watcher.await;
+}
+
+/// Runs [`run`] on its own runtime and thread (for the synchronous commands).
+pub struct Background {
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(cfg: ProbeConfig, node: String, handles: Handles) -> std::io::Result<Background> {
+        let stop = CancellationToken::new();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("headroom-probes")
+            .build()?;
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("probes".into())
+            .spawn(move || {
+                rt.block_on(run(cfg, node, handles, s));
+                rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            })?;
+        Ok(Background {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec() -> ProbeSpec {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web-1", "uid": "u1"},
+            "spec": {"containers": [{"name": "app", "readinessProbe": {"httpGet": {"port": 80}, "periodSeconds": 1}}]},
+            "status": {"podIP": "10.0.0.5"}
+        }))
+        .unwrap();
+        spec::probes_of(&pod).remove(0)
+    }
+
+    fn attempt(outcome: Outcome, ms: u64) -> Attempt {
+        Attempt {
+            outcome,
+            elapsed: Duration::from_millis(ms),
+            status: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn log_counts_outcomes_and_carries_failure_runs_across_windows() {
+        let log = ProbeLog::default();
+        let s = spec();
+        log.set_specs(std::slice::from_ref(&s));
+        let k = s.key();
+        log.record(&k, &attempt(Outcome::Ok, 100));
+        log.record(&k, &attempt(Outcome::Slow, 900));
+        log.record(&k, &attempt(Outcome::Timeout, 1000));
+        log.record(&k, &attempt(Outcome::Timeout, 1000));
+        let r = log.cut();
+        assert_eq!(r.len(), 1);
+        let p = &r[0];
+        assert_eq!(
+            (p.attempts, p.ok, p.slow, p.timeouts, p.errors),
+            (4, 1, 1, 2, 0)
+        );
+        assert_eq!(p.predicted_removals, 0);
+        assert_eq!(p.latency_ms.unwrap().p50, 900.0);
+        assert_eq!(p.latency_ms.unwrap().max, 1000.0);
+        assert_eq!(p.headroom, Some(1.0));
+        assert_eq!(p.last_error.as_deref(), Some("timed out after 1s"));
+        // The third timeout in a row lands in the next window: one removal there.
+        log.record(&k, &attempt(Outcome::Timeout, 1000));
+        log.record(&k, &attempt(Outcome::Timeout, 1000));
+        let p = &log.cut()[0];
+        assert_eq!((p.attempts, p.predicted_removals), (2, 1));
+        let v = serde_json::to_value(p).unwrap();
+        for f in [
+            "pod",
+            "container",
+            "kind",
+            "target",
+            "timeout_seconds",
+            "period_seconds",
+            "failure_threshold",
+            "attempts",
+            "latency_ms",
+            "slow",
+            "timeouts",
+            "predicted_removals",
+            "headroom",
+            "errors",
+            "reason",
+        ] {
+            assert!(v.get(f).is_some(), "missing {f}: {v}");
+        }
+        assert_eq!(v["kind"], "readiness");
+        assert_eq!(v["pod"]["uid"], "u1");
+        assert_eq!(v["target"], "http://10.0.0.5:80/");
+        // Gone from the pod list: reported once more, then forgotten.
+        log.set_specs(&[]);
+        assert_eq!(log.cut().len(), 1);
+        assert!(log.cut().is_empty());
+    }
+
+    #[test]
+    fn config_errors_all_at_once() {
+        let c = ProbeConfig {
+            slow_fraction: 0.0,
+            period_fraction: 20.0,
+            max_attempts_per_second: -1.0,
+            ..ProbeConfig::default()
+        };
+        assert_eq!(c.validate().len(), 3);
+        assert!(ProbeConfig::default().validate().is_empty());
+    }
+}

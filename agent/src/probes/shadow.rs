@@ -1,0 +1,289 @@
+//! Shadow probes, run the way the kubelet runs them: a new TCP connection per attempt (no
+//! keep-alive, `Connection: close`), one deadline over connect + headers + body, status 200–399
+//! is success, each probe on its own period. A node-wide rate cap bounds what headroom adds.
+
+use super::spec::{ProbeSpec, Target};
+use super::stats::{classify_success, Outcome};
+use super::{ProbeConfig, ProbeLog};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What the probed application sees: headroom, not the kubelet.
+pub const USER_AGENT: &str = concat!("headroom-probe/", env!("CARGO_PKG_VERSION"));
+/// The kubelet reads at most this much of a probe's response body.
+const MAX_BODY: usize = 10 * 1024;
+
+/// One attempt: how it went and how long it took (a timeout takes its full timeout).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Runs one attempt against `target` within `timeout`.
+pub async fn attempt(target: &Target, timeout: Duration, slow_fraction: f64) -> Attempt {
+    let start = Instant::now();
+    let result = tokio::time::timeout(timeout, async {
+        match target {
+            Target::Tcp { host, port } => tcp(*host, *port).await.map(|()| None),
+            Target::Http {
+                host,
+                port,
+                path,
+                host_header,
+                headers,
+            } => http_get(*host, *port, path, host_header.as_deref(), headers)
+                .await
+                .map(Some),
+        }
+    })
+    .await;
+    let elapsed = start.elapsed();
+    match result {
+        Err(_) => Attempt {
+            outcome: Outcome::Timeout,
+            elapsed: timeout,
+            status: None,
+            error: None,
+        },
+        Ok(Err(e)) => Attempt {
+            outcome: Outcome::Error,
+            elapsed,
+            status: None,
+            error: Some(e),
+        },
+        Ok(Ok(Some(status))) if !(200..400).contains(&status) => Attempt {
+            outcome: Outcome::Error,
+            elapsed,
+            status: Some(status),
+            error: Some(format!("HTTP status {status}")),
+        },
+        Ok(Ok(status)) => Attempt {
+            outcome: classify_success(elapsed, timeout, slow_fraction),
+            elapsed,
+            status,
+            error: None,
+        },
+    }
+}
+
+async fn tcp(host: IpAddr, port: u16) -> Result<(), String> {
+    TcpStream::connect(SocketAddr::new(host, port))
+        .await
+        .map(drop)
+        .map_err(|e| format!("connect to {}: {e}", SocketAddr::new(host, port)))
+}
+
+async fn http_get(
+    host: IpAddr,
+    port: u16,
+    path: &str,
+    host_header: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<u16, String> {
+    let addr = SocketAddr::new(host, port);
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+    let mut req = Request::get(path)
+        .header(
+            hyper::header::HOST,
+            host_header
+                .map(str::to_string)
+                .unwrap_or_else(|| addr.to_string()),
+        )
+        .header(hyper::header::USER_AGENT, USER_AGENT)
+        .header(hyper::header::ACCEPT, "*/*")
+        .header(hyper::header::CONNECTION, "close");
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("user-agent") || k.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("invalid probe request: {e}"))?;
+    let exchange = async move {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("HTTP request to {addr}: {e}"))?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut read = 0usize;
+        while read < MAX_BODY {
+            match body.frame().await {
+                None => break,
+                Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len()),
+                Some(Err(e)) => return Err(format!("reading the body from {addr}: {e}")),
+            }
+        }
+        Ok(status)
+    };
+    tokio::pin!(exchange);
+    tokio::select! {
+        r = &mut exchange => r,
+        c = conn => match c {
+            // The server closed after answering: the response is already with `exchange`.
+            Ok(()) => exchange.await,
+            Err(e) => Err(format!("HTTP connection to {addr}: {e}")),
+        },
+    }
+}
+
+/// Node-wide cap on attempts per second: attempts wait their turn.
+#[derive(Debug)]
+pub struct RateLimit {
+    interval: Duration,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    pub fn new(per_second: f64) -> RateLimit {
+        RateLimit {
+            interval: Duration::from_secs_f64(1.0 / per_second.max(0.001)),
+            next: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    pub async fn acquire(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Where in its period a probe starts: spread by its identity, as the kubelet spreads workers
+/// with a random start, so probes of many pods do not fire together.
+fn start_offset(spec: &ProbeSpec, period: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    spec.key().hash(&mut h);
+    let ms = period.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % ms)
+}
+
+async fn probe_loop(
+    spec: ProbeSpec,
+    target: Target,
+    cfg: ProbeConfig,
+    limit: Arc<RateLimit>,
+    log: ProbeLog,
+) {
+    let period = spec.timing.period.mul_f64(cfg.period_fraction);
+    let first = tokio::time::Instant::now() + start_offset(&spec, period);
+    let mut tick = tokio::time::interval_at(first, period);
+    // Like the kubelet's ticker: an attempt longer than the period drops the missed ticks.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let key = spec.key();
+    let target_text = target.to_string();
+    loop {
+        tick.tick().await;
+        limit.acquire().await;
+        let started = std::time::SystemTime::now();
+        let a = attempt(&target, spec.timing.timeout, cfg.slow_fraction).await;
+        if a.outcome != Outcome::Ok {
+            emit_span(&spec, &target_text, &a, started);
+        }
+        log.record(&key, &a);
+    }
+}
+
+/// A `probe` span for each slow, timed-out or failed attempt (made once the outcome is known:
+/// its attributes carry the start time and elapsed time).
+fn emit_span(spec: &ProbeSpec, target: &str, a: &Attempt, started: std::time::SystemTime) {
+    let span = tracing::info_span!(
+        "probe",
+        pod = %spec.pod,
+        container = %spec.container,
+        kind = spec.kind.as_str(),
+        target = %target,
+        timeout = spec.timing.timeout.as_secs_f64(),
+        elapsed = a.elapsed.as_secs_f64(),
+        outcome = a.outcome.as_str(),
+        http_status = a.status.map(u64::from),
+        error = a.error.as_deref(),
+        started_at = %humantime::format_rfc3339_millis(started),
+    );
+    let _e = span.enter();
+    tracing::debug!(message = "Probe attempt was not ok.");
+}
+
+/// Runs a task per shadowed probe of the pods published on `pods`, restarting a probe's task
+/// when its spec changes and stopping it when the probe goes away. Returns when cancelled.
+pub async fn supervise(
+    cfg: ProbeConfig,
+    mut pods: watch::Receiver<Vec<Arc<Pod>>>,
+    log: ProbeLog,
+    stop: CancellationToken,
+) {
+    let limit = Arc::new(RateLimit::new(cfg.max_attempts_per_second));
+    let mut tasks: HashMap<(String, String, super::spec::Kind), (ProbeSpec, JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        let specs: Vec<ProbeSpec> = pods
+            .borrow_and_update()
+            .iter()
+            .flat_map(|p| super::spec::probes_of(p))
+            .collect();
+        log.set_specs(&specs);
+        let mut keep = std::collections::HashSet::new();
+        for s in specs {
+            let key = s.key();
+            keep.insert(key.clone());
+            let Ok(target) = s.action.clone() else {
+                continue;
+            };
+            if tasks.get(&key).is_some_and(|(old, _)| *old == s) {
+                continue;
+            }
+            if let Some((_, h)) = tasks.remove(&key) {
+                h.abort();
+            }
+            let h = tokio::spawn(probe_loop(
+                s.clone(),
+                target,
+                cfg.clone(),
+                limit.clone(),
+                log.clone(),
+            ));
+            tasks.insert(key, (s, h));
+        }
+        tasks.retain(|k, (_, h)| {
+            let alive = keep.contains(k);
+            if !alive {
+                h.abort();
+            }
+            alive
+        });
+        tokio::select! {
+            r = pods.changed() => if r.is_err() { break },
+            _ = stop.cancelled() => break,
+        }
+    }
+    for (_, (_, h)) in tasks {
+        h.abort();
+    }
+}
