@@ -5,6 +5,7 @@
 //! Every test that needs root or tools calls [`require`]: outside CI it prints why it skips and
 //! returns false; in CI (`CI=true`) it panics, so a measurement test can never pass by skipping.
 
+pub mod apiserver;
 pub mod bed;
 pub mod cgroup;
 pub mod imds;

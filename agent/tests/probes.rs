@@ -1,0 +1,448 @@
+//! Shadow probes end to end: the real agent binary, pointed by KUBECONFIG at the fake API server
+//! (list + watch, bookmarks, one 410 Gone that forces a relist), probes a real HTTP app (python3
+//! http.server) at the pod IP inside a network namespace whose delays the test sets per path.
+//! Needs root; skips with a reason outside CI, fails in CI.
+
+mod common;
+
+use common::*;
+use headroom_testbed::apiserver::ApiServer;
+use headroom_testbed::bed::{self, Bed};
+use headroom_testbed::netns::Netns;
+use headroom_testbed::proc::Guard;
+use headroom_testbed::Need;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const POD_IP: &str = "10.244.0.5";
+const NODE: &str = "node-1";
+
+/// `GET /delay/MS` answers 200 after MS milliseconds; `/status/CODE` answers CODE. Every request
+/// must carry `X-Probe: yes` (from the probe's httpHeaders), `Connection: close` and a
+/// User-Agent starting with `headroom-probe/`, else 400: a 2xx proves all three.
+const APP: &str = r#"
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        ok = (self.headers.get("X-Probe") == "yes"
+              and self.headers.get("Connection", "").lower() == "close"
+              and self.headers.get("User-Agent", "").startswith("headroom-probe/"))
+        parts = self.path.strip("/").split("/")
+        code = 200
+        if parts[0] == "delay":
+            time.sleep(int(parts[1]) / 1000.0)
+        elif parts[0] == "status":
+            code = int(parts[1])
+        if not ok:
+            code = 400
+        body = b"ok\n"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer.daemon_threads = True
+s = ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
+print("ready", flush=True)
+s.serve_forever()
+"#;
+
+fn http_probe(path: &str, port: Value) -> Value {
+    json!({"httpGet": {"path": path, "port": port, "httpHeaders": [{"name": "X-Probe", "value": "yes"}]},
+           "timeoutSeconds": 1, "periodSeconds": 1, "failureThreshold": 3})
+}
+
+fn pod(name: &str, node: &str, ip: Option<&str>, container: Value) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "shop", "name": name, "uid": format!("uid-{name}")},
+        "spec": {"nodeName": node, "containers": [container]},
+        "status": {"phase": "Running"}
+    });
+    if let Some(ip) = ip {
+        p["status"]["podIP"] = json!(ip);
+        p["status"]["podIPs"] = json!([{"ip": ip}]);
+    }
+    p
+}
+
+fn find<'a>(report: &'a Value, pod: &str, kind: &str) -> &'a Value {
+    report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pod"]["name"] == pod && p["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} probe of {pod} in {:#}", report["probes"]))
+}
+
+fn within(v: &Value, lo: f64, hi: f64, what: &str) {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {v}"));
+    assert!((lo..=hi).contains(&x), "{what} = {x}, expected {lo}..={hi}");
+}
+
+/// A pod namespace on a veth from the node: the pod at 10.244.0.5, the node at 10.244.0.1,
+/// routed both ways so the pod's DNS queries leave through the node's ENI.
+fn pod_netns(bed: &Bed) -> Netns {
+    let pod = Netns::new("pod").unwrap();
+    bed.node
+        .ip(&[
+            "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+        ])
+        .unwrap();
+    bed.node
+        .ip(&["addr", "add", "10.244.0.1/24", "dev", "pod0"])
+        .unwrap();
+    bed.node.ip(&["link", "set", "pod0", "up"]).unwrap();
+    pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"])
+        .unwrap();
+    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
+    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])
+        .unwrap();
+    bed.node.sysctl("net.ipv4.ip_forward=1").unwrap();
+    bed.vpc
+        .ip(&["route", "add", "10.244.0.0/24", "via", "10.0.0.10"])
+        .unwrap();
+    pod
+}
+
+fn start_app(pod: &Netns, dir: &std::path::Path) -> Guard {
+    let script = dir.join("app.py");
+    std::fs::write(&script, APP).unwrap();
+    let mut cmd = pod.command("python3");
+    cmd.arg(&script)
+        .args([POD_IP, "8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut g = Guard::spawn("python3 app", &mut cmd).unwrap();
+    let out = g.child.as_mut().unwrap().stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the app did not start");
+    g
+}
+
+/// `once` in the node namespace with KUBECONFIG set; waits until it captures.
+fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32) -> Guard {
+    let mut cmd = bed.node.command(AGENT);
+    cmd.args(["once", "--format", "json", "--interface", "eni0"])
+        .args(["--duration", &format!("{seconds}s"), "--node-name", NODE])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut g = Guard::spawn("headroom-agent", &mut cmd).unwrap();
+    let stderr = g.child.as_mut().unwrap().stderr.take().unwrap();
+    let mut r = BufReader::new(stderr);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "agent exited before capturing"
+        );
+        eprint!("agent: {line}");
+        if line.contains("Capturing.") {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            eprint!("agent: {line}");
+            line.clear();
+        }
+    });
+    g
+}
+
+fn needs() -> Vec<Need> {
+    vec![
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("ping"),
+        Need::Tool("python3"),
+        Need::Tool("unbound"),
+        Need::Tool("dig"),
+    ]
+}
+
+/// Delays 100 / 900 / 1200 ms against timeoutSeconds 1: every attempt ok / slow / timeout,
+/// latencies within +0..5 ms of the delay (timeouts at exactly 1000 ms), one predicted removal
+/// for the run of timeouts; bad input gets a reason; pods of other nodes and opted-out pods are
+/// absent; a pod added after a 410 Gone relist is probed; DNS sources are named by pod.
+#[test]
+fn probes_are_shadowed_against_their_own_timeouts() {
+    if !headroom_testbed::require("probes_are_shadowed_against_their_own_timeouts", &needs()) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let podns = pod_netns(&bed);
+    let _app = start_app(&podns, bed.dir.path());
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    let kubeconfig = bed.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+
+    let ports = json!([{"name": "http", "containerPort": 8080}]);
+    api.apply(pod(
+        "web",
+        NODE,
+        Some(POD_IP),
+        json!({
+            "name": "app", "ports": ports,
+            "readinessProbe": http_probe("/delay/100", json!("http")),
+            "livenessProbe": http_probe("/delay/900", json!(8080)),
+            "startupProbe": http_probe("/delay/1200", json!("http"))
+        }),
+    ));
+    api.apply(pod("bad", NODE, Some("10.244.0.6"), json!({
+        "name": "app", "ports": ports,
+        "readinessProbe": http_probe("/", json!("nope")),
+        "livenessProbe": {"tcpSocket": {"host": POD_IP, "port": 8081}, "timeoutSeconds": 1, "periodSeconds": 1},
+        "startupProbe": {"httpGet": {"host": "10.244.0.99", "port": 8080}, "timeoutSeconds": 1, "periodSeconds": 1}
+    })));
+    api.apply(pod(
+        "pending",
+        NODE,
+        None,
+        json!({
+            "name": "app", "readinessProbe": http_probe("/", json!(8080))
+        }),
+    ));
+    api.apply(pod(
+        "cron",
+        NODE,
+        Some("10.244.0.7"),
+        json!({
+            "name": "app", "livenessProbe": {"exec": {"command": ["cat", "/tmp/ok"]}}
+        }),
+    ));
+    api.apply(pod(
+        "elsewhere",
+        "node-2",
+        Some(POD_IP),
+        json!({
+            "name": "app", "readinessProbe": http_probe("/delay/1", json!(8080))
+        }),
+    ));
+    let mut optout = pod(
+        "optout",
+        NODE,
+        Some("10.244.0.9"),
+        json!({
+            "name": "app", "readinessProbe": http_probe("/delay/1", json!(8080))
+        }),
+    );
+    optout["metadata"]["annotations"] = json!({"headroom.io/probe": "false"});
+    api.apply(optout);
+
+    const SECONDS: u32 = 9;
+    let agent = start_agent(&bed, &kubeconfig, SECONDS);
+    // The scenario: the watch expires (410 Gone → relist), then a pod arrives through the new watch.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while api.requests().iter().all(|r| !r.contains("watch=true")) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never watched: {:?}",
+            api.requests()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    api.expire();
+    std::thread::sleep(Duration::from_millis(500));
+    api.apply(pod("late", NODE, Some("10.244.0.8"), json!({
+        "name": "app", "ports": ports,
+        "readinessProbe": {"tcpSocket": {"host": POD_IP, "port": "http"}, "timeoutSeconds": 1, "periodSeconds": 1}
+    })));
+    // A few DNS queries from the pod, through the node's ENI to the link-local resolver.
+    for _ in 0..5 {
+        let out = podns
+            .command("dig")
+            .args(["+short", "+tries=1", "+timeout=1", "@169.254.169.253"])
+            .arg(format!("svc1.{}", bed::ZONE))
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("10.1.0.1"));
+    }
+    let out = agent.wait(Duration::from_secs(60)).unwrap();
+    assert!(out.status.success(), "agent failed: {:?}", out.status);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("agent prints JSON");
+    eprintln!("probes: {:#}", report["probes"]);
+    let requests = api.requests();
+    eprintln!("API requests: {requests:#?}");
+
+    // Every list and watch carried the node's field selector; the 410 forced a second list.
+    assert!(requests
+        .iter()
+        .all(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-1")));
+    assert!(api.lists() >= 2, "no relist after 410: {requests:?}");
+    assert!(requests
+        .iter()
+        .any(|r| r.contains("allowWatchBookmarks=true")));
+
+    let min_attempts = (SECONDS - 3) as u64;
+    let fast = find(&report, "web", "readiness");
+    assert_eq!(fast["target"], "http://10.244.0.5:8080/delay/100");
+    assert_eq!(fast["container"], "app");
+    assert_eq!(
+        fast["pod"],
+        json!({"namespace": "shop", "name": "web", "uid": "uid-web"})
+    );
+    assert_eq!(
+        (
+            fast["timeout_seconds"].clone(),
+            fast["period_seconds"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let n = u(&fast["attempts"]);
+    assert!(n >= min_attempts, "{fast}");
+    assert_eq!(
+        (
+            u(&fast["ok"]),
+            u(&fast["slow"]),
+            u(&fast["timeouts"]),
+            u(&fast["errors"])
+        ),
+        (n, 0, 0, 0),
+        "{fast}"
+    );
+    for q in ["p50", "p99", "max"] {
+        within(
+            &fast["latency_ms"][q],
+            100.0,
+            105.0,
+            &format!("readiness {q}"),
+        );
+    }
+    within(&fast["headroom"], 9.5, 10.0, "headroom");
+    assert_eq!(u(&fast["predicted_removals"]), 0);
+
+    let slow = find(&report, "web", "liveness");
+    let n = u(&slow["attempts"]);
+    assert!(n >= min_attempts, "{slow}");
+    assert_eq!(
+        (
+            u(&slow["ok"]),
+            u(&slow["slow"]),
+            u(&slow["timeouts"]),
+            u(&slow["errors"])
+        ),
+        (0, n, 0, 0),
+        "{slow}"
+    );
+    for q in ["p50", "p99", "max"] {
+        within(
+            &slow["latency_ms"][q],
+            900.0,
+            905.0,
+            &format!("liveness {q}"),
+        );
+    }
+    assert_eq!(u(&slow["predicted_removals"]), 0);
+
+    let tmo = find(&report, "web", "startup");
+    let n = u(&tmo["attempts"]);
+    assert!(n >= 3, "{tmo}");
+    assert_eq!(
+        (
+            u(&tmo["ok"]),
+            u(&tmo["slow"]),
+            u(&tmo["timeouts"]),
+            u(&tmo["errors"])
+        ),
+        (0, 0, n, 0),
+        "{tmo}"
+    );
+    assert_eq!(
+        tmo["latency_ms"],
+        json!({"p50": 1000.0, "p99": 1000.0, "max": 1000.0})
+    );
+    assert_eq!(
+        u(&tmo["predicted_removals"]),
+        1,
+        "one run of >= 3 timeouts: {tmo}"
+    );
+    assert_eq!(tmo["headroom"], json!(1.0));
+
+    // Bad input: a reason, or failures with their cause; never a panic.
+    let named = find(&report, "bad", "readiness");
+    assert!(
+        named["reason"]
+            .as_str()
+            .unwrap()
+            .contains("named port 'nope' not found in container 'app'"),
+        "{named}"
+    );
+    assert_eq!(u(&named["attempts"]), 0);
+    let refused = find(&report, "bad", "liveness");
+    assert!(
+        u(&refused["errors"]) >= 3 && u(&refused["errors"]) == u(&refused["attempts"]),
+        "{refused}"
+    );
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{refused}"
+    );
+    assert_eq!(u(&refused["predicted_removals"]), 1);
+    let unreachable = find(&report, "bad", "startup");
+    assert!(
+        u(&unreachable["attempts"]) >= 3 && u(&unreachable["ok"]) == 0,
+        "{unreachable}"
+    );
+    assert_eq!(
+        u(&unreachable["timeouts"]) + u(&unreachable["errors"]),
+        u(&unreachable["attempts"])
+    );
+    assert!(unreachable["last_error"].is_string(), "{unreachable}");
+    let pending = find(&report, "pending", "readiness");
+    assert!(
+        pending["reason"].as_str().unwrap().contains("no IP"),
+        "{pending}"
+    );
+    let exec = find(&report, "cron", "liveness");
+    assert!(
+        exec["reason"].as_str().unwrap().contains("exec probes"),
+        "{exec}"
+    );
+    let names: Vec<&str> = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pod"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"elsewhere") && !names.contains(&"optout"),
+        "{names:?}"
+    );
+
+    // Added after the relist, through the new watch.
+    let late = find(&report, "late", "readiness");
+    assert_eq!(late["target"], "tcp://10.244.0.5:8080");
+    assert!(
+        u(&late["attempts"]) >= 2 && u(&late["ok"]) == u(&late["attempts"]),
+        "{late}"
+    );
+
+    // DNS sources named by the pod index.
+    let sources = &iface(&report, "eni0")["dns"]["top_sources"];
+    let web = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == POD_IP)
+        .unwrap_or_else(|| panic!("no source {POD_IP}: {sources}"));
+    assert_eq!(web["pod"], "shop/web");
+    assert_eq!(u(&web["queries"]), 5);
+}

@@ -1,0 +1,452 @@
+//! A fake Kubernetes API server for pods that speaks the real list + watch protocol over plain
+//! HTTP/1.1: `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE` answers a PodList with
+//! `metadata.resourceVersion`; `?watch=true&resourceVersion=RV` streams newline-delimited watch
+//! events (ADDED, MODIFIED, DELETED, and BOOKMARK when `allowWatchBookmarks=true`) newer than
+//! RV; after [`ApiServer::expire`] open watches and watches from an older resourceVersion get an
+//! `ERROR` event carrying a Status with code 410 (Expired), as the real server sends when its
+//! watch cache no longer reaches back that far, so clients must list again.
+//!
+//! The test drives it as a scenario: [`ApiServer::apply`], [`ApiServer::delete`],
+//! [`ApiServer::expire`], and reads back the requests it served.
+
+use crate::netns::Netns;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    /// (namespace, name) → pod, with metadata.resourceVersion set.
+    pods: BTreeMap<(String, String), Value>,
+    /// (resourceVersion, type, object) in order.
+    events: Vec<(u64, &'static str, Value)>,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    oldest: u64,
+    /// Bumped by `expire`: open watches end with 410.
+    epoch: u64,
+    requests: Vec<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: AtomicBool,
+}
+
+/// A running fake API server; stops on drop.
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn bind_in(ns: Option<&Netns>) -> anyhow::Result<TcpListener> {
+    let Some(ns) = ns else {
+        return Ok(TcpListener::bind("127.0.0.1:0")?);
+    };
+    let path = format!("/var/run/netns/{}", ns.name);
+    // A thread of its own enters the namespace; the socket it binds stays there.
+    std::thread::spawn(move || -> anyhow::Result<TcpListener> {
+        let f = std::fs::File::open(&path)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a descriptor we own; it changes only this thread's namespace.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        anyhow::ensure!(rc == 0, "setns {path}: {}", std::io::Error::last_os_error());
+        Ok(TcpListener::bind("127.0.0.1:0")?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("bind thread panicked"))?
+}
+
+impl ApiServer {
+    /// Listens on 127.0.0.1 (an ephemeral port) in this process's namespace, or in `ns`.
+    pub fn start(ns: Option<&Netns>) -> anyhow::Result<ApiServer> {
+        let listener = bind_in(ns)?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                rv: 100,
+                oldest: 0,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve(stream, &s);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Ok(ApiServer {
+            addr,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Writes a kubeconfig whose cluster is this server over plain HTTP.
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.addr
+        );
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    /// Adds or replaces a pod (ADDED or MODIFIED); returns its resourceVersion.
+    pub fn apply(&self, mut pod: Value) -> u64 {
+        let mut st = self.shared.state.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let key = key_of(&pod);
+        let kind = if st.pods.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        st.pods.insert(key, pod.clone());
+        st.events.push((rv, kind, pod));
+        drop(st);
+        self.shared.changed.notify_all();
+        rv
+    }
+
+    /// Deletes a pod (DELETED); false when there was none.
+    pub fn delete(&self, namespace: &str, name: &str) -> bool {
+        let mut st = self.shared.state.lock().unwrap();
+        let Some(mut pod) = st.pods.remove(&(namespace.to_string(), name.to_string())) else {
+            return false;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.events.push((rv, "DELETED", pod));
+        drop(st);
+        self.shared.changed.notify_all();
+        true
+    }
+
+    /// Forgets the event history: open watches end with 410 Gone, and so does any watch from
+    /// a resourceVersion older than now; clients must list again.
+    pub fn expire(&self) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.oldest = st.rv;
+        st.events.clear();
+        st.epoch += 1;
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+
+    /// The request targets served so far (`/api/v1/pods?…`).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().requests.clone()
+    }
+
+    /// Lists served (requests without `watch=true`).
+    pub fn lists(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| !r.contains("watch=true") && !r.contains("watch=1"))
+            .count()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn key_of(pod: &Value) -> (String, String) {
+    let m = &pod["metadata"];
+    (
+        m["namespace"].as_str().unwrap_or("default").to_string(),
+        m["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Percent-decoding of a query value (`%3D` → `=`, `+` → space).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(target: &str) -> BTreeMap<String, String> {
+    target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Whether `pod` matches a field selector such as `spec.nodeName=node1` (the only field used).
+fn selects(selector: Option<&String>, pod: &Value) -> bool {
+    let Some(sel) = selector else { return true };
+    sel.split(',').all(|term| match term.split_once("!=") {
+        Some((f, v)) => field(pod, f) != v,
+        None => match term.split_once('=') {
+            Some((f, v)) => field(pod, f.trim_end_matches('=')) == v,
+            None => true,
+        },
+    })
+}
+
+fn field(pod: &Value, path: &str) -> String {
+    let mut v = pod;
+    for part in path.split('.') {
+        v = &v[part];
+    }
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn respond(stream: &mut TcpStream, code: u16, reason: &str, body: &Value) -> std::io::Result<()> {
+    let body = body.to_string();
+    write!(
+        stream,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+fn chunk(stream: &mut TcpStream, line: &Value) -> std::io::Result<()> {
+    let data = format!("{line}\n");
+    write!(stream, "{:x}\r\n{data}\r\n", data.len())?;
+    stream.flush()
+}
+
+fn status_410(rv: u64) -> Value {
+    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": format!("too old resource version: {rv}"),
+        "reason": "Expired", "code": 410}})
+}
+
+fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    s.state.lock().unwrap().requests.push(target.to_string());
+    let path = target.split('?').next().unwrap_or("");
+    if method != "GET" || path != "/api/v1/pods" {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": format!("the fake API server serves only GET /api/v1/pods, not {method} {path}"),
+            "reason": "NotFound", "code": 404});
+        return respond(&mut stream, 404, "Not Found", &body);
+    }
+    let q = query(target);
+    let selector = q.get("fieldSelector");
+    let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
+    if !watch {
+        let st = s.state.lock().unwrap();
+        let items: Vec<Value> = st
+            .pods
+            .values()
+            .filter(|p| selects(selector, p))
+            .cloned()
+            .collect();
+        let body = json!({"kind": "PodList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+        drop(st);
+        return respond(&mut stream, 200, "OK", &body);
+    }
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let timeout = Duration::from_secs(
+        q.get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(290),
+    );
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )?;
+    stream.flush()?;
+    let end = Instant::now() + timeout;
+    let mut sent = from;
+    let mut st = s.state.lock().unwrap();
+    let epoch = st.epoch;
+    let mut last_bookmark = Instant::now();
+    loop {
+        if s.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if from < st.oldest || st.epoch != epoch {
+            let e = status_410(from);
+            drop(st);
+            chunk(&mut stream, &e)?;
+            break;
+        }
+        let new: Vec<Value> = st
+            .events
+            .iter()
+            .filter(|(rv, _, p)| *rv > sent && selects(selector, p))
+            .map(|(_, t, p)| json!({"type": t, "object": p}))
+            .collect();
+        let head = st.rv;
+        drop(st);
+        for e in &new {
+            chunk(&mut stream, e)?;
+        }
+        sent = head;
+        if bookmarks && last_bookmark.elapsed() >= Duration::from_secs(1) {
+            let b = json!({"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
+                "metadata": {"resourceVersion": head.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}}});
+            chunk(&mut stream, &b)?;
+            last_bookmark = Instant::now();
+        }
+        if Instant::now() >= end {
+            break;
+        }
+        st = s.state.lock().unwrap();
+        if st.rv == head && st.epoch == epoch && !s.stop.load(Ordering::SeqCst) {
+            st = s
+                .changed
+                .wait_timeout(st, Duration::from_millis(250))
+                .unwrap()
+                .0;
+        }
+    }
+    write!(stream, "0\r\n\r\n")?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(addr: SocketAddr, target: &str) -> (String, TcpStream) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        (String::new(), s)
+    }
+
+    fn pod(name: &str, node: &str) -> Value {
+        json!({"metadata": {"namespace": "a", "name": name, "uid": name}, "spec": {"nodeName": node, "containers": []}})
+    }
+
+    #[test]
+    fn list_filters_by_node_and_watch_streams_then_expires() {
+        let api = ApiServer::start(None).unwrap();
+        api.apply(pod("p1", "n1"));
+        api.apply(pod("p2", "n2"));
+        let (_, mut s) = get(
+            api.addr,
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1&limit=500",
+        );
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["items"].as_array().unwrap().len(), 1);
+        assert_eq!(body["items"][0]["metadata"]["name"], "p1");
+        let rv = body["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, s) = get(
+            api.addr,
+            &format!("/api/v1/pods?fieldSelector=spec.nodeName%3Dn1&watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=5"),
+        );
+        api.apply(pod("p3", "n1"));
+        api.apply(pod("p4", "n2"));
+        api.delete("a", "p1");
+        let mut r = BufReader::new(s);
+        let mut types = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            // Chunk-size lines of the chunked encoding are skipped (not objects with a type).
+            let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+                continue;
+            };
+            if let Some(t) = v["type"].as_str() {
+                types.push(t.to_string());
+                if types.len() == 2 {
+                    api.expire();
+                }
+                if v["type"] == "ERROR" {
+                    assert_eq!(v["object"]["code"], 410);
+                    break;
+                }
+            }
+        }
+        assert_eq!(types[..2], ["ADDED", "DELETED"], "{types:?}");
+        assert_eq!(types.last().unwrap(), "ERROR", "{types:?}");
+        assert_eq!(api.lists(), 1);
+    }
+
+    #[test]
+    fn decodes_queries() {
+        let q = query("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1&watch=true");
+        assert_eq!(q["fieldSelector"], "spec.nodeName=node-1");
+        assert_eq!(decode("a%2"), "a%2");
+    }
+}
