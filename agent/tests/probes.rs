@@ -438,3 +438,155 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     assert_eq!(web["pod"], "shop/web");
     assert_eq!(u(&web["queries"]), 5);
 }
+
+fn curl(bed: &Bed, url: &str) -> String {
+    let out = bed
+        .node
+        .command("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Value of the sample line that starts with `prefix` (`name{labels}`).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut c = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The daemon exports `headroom_probe_*` (timeouts in the histogram at their full timeout) in a
+/// form promtool accepts, and keeps probing the last known pods when the API server goes away.
+#[test]
+fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
+    let mut n = needs();
+    n.extend([Need::Tool("curl"), Need::Tool("promtool")]);
+    if !headroom_testbed::require(
+        "run_exports_probe_metrics_and_survives_the_api_server_going_away",
+        &n,
+    ) {
+        return;
+    }
+    let bed = Bed::new(1).unwrap();
+    let podns = pod_netns(&bed);
+    let _app = start_app(&podns, bed.dir.path());
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    let kubeconfig = bed.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    api.apply(pod(
+        "web",
+        NODE,
+        Some(POD_IP),
+        json!({
+            "name": "app", "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": http_probe("/delay/100", json!("http")),
+            "startupProbe": http_probe("/delay/1200", json!("http"))
+        }),
+    ));
+    let mut cmd = bed.node.command(AGENT);
+    cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
+        .args(["--metrics-listen", "127.0.0.1:19466", "--node-name", NODE])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let daemon = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
+    let labels =
+        |probe: &str| format!(r#"namespace="shop",pod="web",container="app",probe="{probe}""#);
+    let timeouts = format!(
+        r#"headroom_probe_attempts_total{{{},result="timeout"}}"#,
+        labels("startup")
+    );
+    let scrape_until = |what: &str, min: f64| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = curl(&bed, "http://127.0.0.1:19466/metrics");
+            if sample(&text, what).is_some_and(|v| v >= min) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {what} >= {min} in:\n{text}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let text = scrape_until(&timeouts, 3.0);
+    promtool_check(&text);
+    let count = sample(
+        &text,
+        &format!(
+            "headroom_probe_duration_seconds_count{{{}}}",
+            labels("startup")
+        ),
+    )
+    .unwrap();
+    let t = sample(&text, &timeouts).unwrap();
+    assert_eq!(
+        count, t,
+        "every attempt of the startup probe timed out and is in the histogram"
+    );
+    let bucket = |le: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"headroom_probe_duration_seconds_bucket{{le="{le}",{}}}"#,
+                labels("startup")
+            ),
+        )
+    };
+    assert_eq!(bucket("0.75"), Some(0.0), "{text}");
+    assert_eq!(
+        bucket("1.0"),
+        Some(count),
+        "timeouts recorded at their full timeout: {text}"
+    );
+    let sum = sample(
+        &text,
+        &format!(
+            "headroom_probe_duration_seconds_sum{{{}}}",
+            labels("startup")
+        ),
+    )
+    .unwrap();
+    assert!((sum - count).abs() < 1e-9, "sum {sum} = count × 1 s");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("headroom_probe_timeout_seconds{{{}}}", labels("readiness"))
+        ),
+        Some(1.0)
+    );
+    let ok = format!(
+        r#"headroom_probe_attempts_total{{{},result="ok"}}"#,
+        labels("readiness")
+    );
+    assert!(sample(&text, &ok).unwrap() >= 3.0, "{text}");
+    assert!(text.contains("# TYPE headroom_probe_duration_seconds histogram"));
+    assert!(text.contains("# TYPE headroom_probe_attempts_total counter"));
+
+    // The API server goes away: the agent keeps the last known pods and keeps probing.
+    drop(api);
+    let before = sample(&text, &ok).unwrap();
+    scrape_until(&ok, before + 3.0);
+
+    let out = daemon.stop().unwrap();
+    assert!(out.status.success(), "exit after SIGTERM: {:?}", out.status);
+}
