@@ -193,7 +193,12 @@ async fn probe_loop(
     log: ProbeLog,
 ) {
     let period = spec.timing.period.mul_f64(cfg.period_fraction);
-    let first = tokio::time::Instant::now() + start_offset(&spec, period);
+    // Not before the container's start plus initialDelaySeconds, as the kubelet.
+    let delay = spec
+        .not_before
+        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+        .unwrap_or_default();
+    let first = tokio::time::Instant::now() + delay + start_offset(&spec, period);
     let mut tick = tokio::time::interval_at(first, period);
     // Like the kubelet's ticker: an attempt longer than the period drops the missed ticks.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -213,7 +218,12 @@ async fn probe_loop(
 
 /// A `probe` span for each slow, timed-out or failed attempt (made once the outcome is known:
 /// its attributes carry the start time and elapsed time).
-fn emit_span(spec: &ProbeSpec, target: &str, a: &Attempt, started: std::time::SystemTime) {
+pub(crate) fn emit_span(
+    spec: &ProbeSpec,
+    target: &str,
+    a: &Attempt,
+    started: std::time::SystemTime,
+) {
     let span = tracing::info_span!(
         "probe",
         pod = %spec.pod,
@@ -285,5 +295,139 @@ pub async fn supervise(
     }
     for (_, (_, h)) in tasks {
         h.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+    struct Fields(Vec<(String, String)>);
+    impl Visit for Fields {
+        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+            self.0.push((f.name().to_string(), format!("{v:?}")));
+        }
+    }
+
+    impl<S: tracing::Subscriber> Layer<S> for Spans {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _: &tracing::span::Id,
+            _: Context<'_, S>,
+        ) {
+            let mut f = Fields(Vec::new());
+            attrs.record(&mut f);
+            self.0
+                .lock()
+                .unwrap()
+                .push((attrs.metadata().name().to_string(), f.0));
+        }
+    }
+
+    fn spec() -> ProbeSpec {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web", "uid": "u"},
+            "spec": {"containers": [{"name": "app", "livenessProbe": {"httpGet": {"port": 80, "path": "/h"}}}]},
+            "status": {"podIP": "10.0.0.5"}
+        }))
+        .unwrap();
+        super::super::spec::probes_of(&pod).remove(0)
+    }
+
+    #[test]
+    fn a_timed_out_attempt_is_a_probe_span_with_its_attributes() {
+        let spans = Spans::default();
+        let sub = tracing_subscriber::registry().with(spans.clone());
+        tracing::subscriber::with_default(sub, || {
+            let a = Attempt {
+                outcome: Outcome::Timeout,
+                elapsed: Duration::from_secs(1),
+                status: None,
+                error: None,
+            };
+            emit_span(&spec(), "http://10.0.0.5:80/h", &a, std::time::UNIX_EPOCH);
+        });
+        let got = spans.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        let (name, fields) = &got[0];
+        assert_eq!(name, "probe");
+        let get = |k: &str| fields.iter().find(|f| f.0 == k).map(|f| f.1.as_str());
+        assert_eq!(get("pod"), Some("shop/web"));
+        assert_eq!(get("container"), Some("app"));
+        assert_eq!(get("kind"), Some("\"liveness\""));
+        assert_eq!(get("target"), Some("http://10.0.0.5:80/h"));
+        assert_eq!(get("timeout"), Some("1.0"));
+        assert_eq!(get("elapsed"), Some("1.0"));
+        assert_eq!(get("outcome"), Some("\"timeout\""));
+        assert_eq!(get("started_at"), Some("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[tokio::test]
+    async fn attempts_against_a_local_server() {
+        // A server on 127.0.0.1 that answers 503 to the first request and 200 after 50 ms to
+        // the second, each on its own connection (the probe sends `Connection: close`).
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut requests = Vec::new();
+            for (i, status) in ["503 Service Unavailable", "200 OK"].iter().enumerate() {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                requests.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                if i == 1 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let r = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+                s.write_all(r.as_bytes()).await.unwrap();
+            }
+            requests
+        });
+        let target = Target::Http {
+            host: "127.0.0.1".parse().unwrap(),
+            port,
+            path: "/healthz".into(),
+            host_header: None,
+            headers: vec![("X-A".into(), "b".into())],
+        };
+        let t = Duration::from_secs(1);
+        let a = attempt(&target, t, 0.5).await;
+        assert_eq!((a.outcome, a.status), (Outcome::Error, Some(503)));
+        let a = attempt(&target, t, 0.5).await;
+        assert_eq!((a.outcome, a.status), (Outcome::Ok, Some(200)));
+        assert!(a.elapsed >= Duration::from_millis(50) && a.elapsed < Duration::from_millis(500));
+        let reqs = server.await.unwrap();
+        let r = reqs[1].to_ascii_lowercase();
+        assert!(r.starts_with("get /healthz http/1.1\r\n"), "{r}");
+        for h in [
+            "connection: close",
+            "user-agent: headroom-probe/",
+            "x-a: b",
+            "accept: */*",
+        ] {
+            assert!(r.contains(h), "{h} missing in {r}");
+        }
+        // Nothing listens now: refused at once, an error with the cause.
+        let a = attempt(
+            &Target::Tcp {
+                host: "127.0.0.1".parse().unwrap(),
+                port,
+            },
+            t,
+            0.5,
+        )
+        .await;
+        assert_eq!(a.outcome, Outcome::Error);
+        assert!(a.error.unwrap().contains("refused"));
     }
 }

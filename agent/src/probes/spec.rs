@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Annotation that opts a pod out of shadow probes when set to "false".
 pub const OPT_OUT_ANNOTATION: &str = "headroom.io/probe";
@@ -98,6 +98,9 @@ pub struct ProbeSpec {
     /// What the report shows as `target` (also for probes that are not shadowed).
     pub target_text: String,
     pub action: Result<Target, String>,
+    /// The kubelet's first attempt comes no earlier than the container's start plus
+    /// initialDelaySeconds; None when the pod's status does not say when it started.
+    pub not_before: Option<SystemTime>,
 }
 
 impl ProbeSpec {
@@ -140,20 +143,92 @@ pub fn probes_of(pod: &Pod) -> Vec<ProbeSpec> {
             (Kind::Liveness, &c.liveness_probe),
             (Kind::Startup, &c.startup_probe),
         ];
+        let status = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|s| s.name == c.name));
+        let gate = gate_of(status);
+        let has_startup = c.startup_probe.is_some();
         for (kind, probe) in kinds {
             let Some(p) = probe else { continue };
-            let (target_text, action) = action_of(p, c, pod_ip);
+            let timing = Timing::of(p);
+            let (target_text, mut action) = action_of(p, c, pod_ip);
+            let mut not_before = None;
+            match &gate {
+                Gate::Unknown => {}
+                Gate::NotRunning(why) => action = action.and(Err(why.clone())),
+                Gate::Running { since, started } => {
+                    let why = match (kind, started) {
+                        (Kind::Startup, Some(true)) => {
+                            Some("the startup probe has succeeded; the kubelet no longer runs it")
+                        }
+                        (Kind::Readiness | Kind::Liveness, Some(false)) if has_startup => {
+                            Some("the kubelet runs it only once the startup probe has succeeded")
+                        }
+                        _ => None,
+                    };
+                    if let Some(why) = why {
+                        action = action.and(Err(why.to_string()));
+                    }
+                    not_before = since.map(|t| t + timing.initial_delay);
+                }
+            }
             out.push(ProbeSpec {
                 pod: pod_ref.clone(),
                 container: c.name.clone(),
                 kind,
-                timing: Timing::of(p),
+                timing,
                 target_text,
                 action,
+                not_before,
             });
         }
     }
     out
+}
+
+/// What the container's status allows: the kubelet probes only running containers, runs
+/// readiness and liveness only once the startup probe (if any) has succeeded, and the startup
+/// probe only until then.
+#[derive(Debug)]
+enum Gate {
+    /// No status yet: probe.
+    Unknown,
+    NotRunning(String),
+    Running {
+        since: Option<SystemTime>,
+        started: Option<bool>,
+    },
+}
+
+fn gate_of(status: Option<&k8s_openapi::api::core::v1::ContainerStatus>) -> Gate {
+    let Some(s) = status else {
+        return Gate::Unknown;
+    };
+    let state = s.state.as_ref();
+    let Some(running) = state.and_then(|st| st.running.as_ref()) else {
+        let why = state
+            .and_then(|st| {
+                st.waiting
+                    .as_ref()
+                    .map(|w| format!("waiting: {}", w.reason.as_deref().unwrap_or("unknown")))
+                    .or(st.terminated.as_ref().map(|t| {
+                        format!("terminated: {}", t.reason.as_deref().unwrap_or("unknown"))
+                    }))
+            })
+            .unwrap_or_else(|| "no state yet".into());
+        return Gate::NotRunning(format!(
+            "container is not running ({why}); the kubelet probes running containers only"
+        ));
+    };
+    Gate::Running {
+        since: running
+            .started_at
+            .as_ref()
+            .map(|t| UNIX_EPOCH + Duration::from_millis(t.0.as_millisecond().max(0) as u64)),
+        started: s.started,
+    }
 }
 
 /// The port a probe names: a number, or a name looked up in the container's ports.
@@ -399,6 +474,49 @@ mod tests {
             let err = s[0].action.clone().unwrap_err();
             assert!(err.contains(want), "{probe}: {err}");
         }
+    }
+
+    #[test]
+    fn container_state_gates_probes_as_the_kubelet_does() {
+        let p = |statuses: serde_json::Value| {
+            pod(serde_json::json!({
+                "metadata": {"namespace": "a", "name": "p", "uid": "u"},
+                "spec": {"containers": [{"name": "app",
+                    "readinessProbe": {"tcpSocket": {"port": 80}, "initialDelaySeconds": 5},
+                    "startupProbe": {"tcpSocket": {"port": 80}}}]},
+                "status": {"podIP": "10.0.0.1", "containerStatuses": statuses}
+            }))
+        };
+        let status = |state: serde_json::Value, started: bool| {
+            serde_json::json!([{"name": "app", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "started": started, "state": state}])
+        };
+        let crash = probes_of(&p(status(
+            serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+            false,
+        )));
+        assert!(crash.iter().all(|s| s
+            .action
+            .as_ref()
+            .is_err_and(|e| e.contains("not running (waiting: CrashLoopBackOff)"))));
+        let running = serde_json::json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+        let starting = probes_of(&p(status(running.clone(), false)));
+        assert!(starting[0]
+            .action
+            .as_ref()
+            .unwrap_err()
+            .contains("once the startup probe"));
+        assert!(starting[1].action.is_ok());
+        let started = probes_of(&p(status(running, true)));
+        assert!(started[0].action.is_ok());
+        assert!(started[1]
+            .action
+            .as_ref()
+            .unwrap_err()
+            .contains("no longer runs it"));
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        assert_eq!(started[0].not_before, Some(t0 + Duration::from_secs(5)));
+        assert_eq!(started[1].not_before, Some(t0));
     }
 
     #[test]
