@@ -305,8 +305,11 @@ mod tests {
     use tracing::field::{Field, Visit};
     use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
+    /// (span name, [(field, value)]) of each span created.
+    type Recorded = Vec<(String, Vec<(String, String)>)>;
+
     #[derive(Clone, Default)]
-    struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+    struct Spans(Arc<Mutex<Recorded>>);
 
     struct Fields(Vec<(String, String)>);
     impl Visit for Fields {
