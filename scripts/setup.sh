@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks use, if missing: Debian packages for the
 # test bed (iproute2, unbound, dnsperf, tcpdump, dig, promtool, ethtool, nftables, curl, prefork
-# servers) and Python packages (gunicorn). Safe to run again; installs nothing when all is there.
+# servers, openssl for the probe tests' certificate) and Python packages (gunicorn). Safe to run again; installs nothing when all is there.
 set -euo pipefail
 
 # command to check → Debian package that provides it
 declare -A pkg_for=(
   [ip]=iproute2 [unbound]=unbound [dnsperf]=dnsperf [tcpdump]=tcpdump [dig]=bind9-dnsutils
   [promtool]=prometheus [ethtool]=ethtool [nft]=nftables [curl]=curl [setpriv]=util-linux
-  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client
+  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client [openssl]=openssl
 )
 missing=()
 for tool in "${!pkg_for[@]}"; do

@@ -50,6 +50,14 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(body)
 ThreadingHTTPServer.daemon_threads = True
 s = ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
+if len(sys.argv) > 4:
+    # The same handler over TLS on port 8443 (certificate, key): a self-signed certificate.
+    import ssl, threading
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    t = ThreadingHTTPServer((sys.argv[1], 8443), H)
+    t.socket = ctx.wrap_socket(t.socket, server_side=True)
+    threading.Thread(target=t.serve_forever, daemon=True).start()
 print("ready", flush=True)
 s.serve_forever()
 "#;
@@ -114,14 +122,34 @@ fn pod_netns(bed: &Bed) -> Netns {
     pod
 }
 
-fn start_app(pod: &Netns, dir: &std::path::Path) -> Guard {
+/// The app on 8080, and with `tls` also over TLS on 8443 (a self-signed certificate).
+fn start_app(pod: &Netns, dir: &std::path::Path, tls: bool) -> Guard {
     let script = dir.join("app.py");
     std::fs::write(&script, APP).unwrap();
     let mut cmd = pod.command("python3");
-    cmd.arg(&script)
-        .args([POD_IP, "8080"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.arg(&script).args([POD_IP, "8080"]);
+    if tls {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        headroom_testbed::proc::run(
+            std::process::Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                ])
+                .args(["-nodes", "-days", "1", "-subj", "/CN=web.shop"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        )
+        .unwrap();
+        cmd.arg(cert).arg(key);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut g = Guard::spawn("python3 app", &mut cmd).unwrap();
     let out = g.child.as_mut().unwrap().stdout.take().unwrap();
     let mut line = String::new();
@@ -172,6 +200,7 @@ fn needs() -> Vec<Need> {
         Need::Tool("python3"),
         Need::Tool("unbound"),
         Need::Tool("dig"),
+        Need::Tool("openssl"),
     ]
 }
 
@@ -187,13 +216,13 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let podns = pod_netns(&bed);
-    let _app = start_app(&podns, bed.dir.path());
+    let _app = start_app(&podns, bed.dir.path(), true);
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();
 
     let ports = json!([{"name": "http", "containerPort": 8080}]);
-    api.apply(pod(
+    let mut web = pod(
         "web",
         NODE,
         Some(POD_IP),
@@ -203,7 +232,15 @@ fn probes_are_shadowed_against_their_own_timeouts() {
             "livenessProbe": http_probe("/delay/900", json!(8080)),
             "startupProbe": http_probe("/delay/1200", json!("http"))
         }),
-    ));
+    );
+    // A second container probed over HTTPS (self-signed: the kubelet does not verify).
+    let mut tls = http_probe("/delay/100", json!("https"));
+    tls["httpGet"]["scheme"] = json!("HTTPS");
+    web["spec"]["containers"].as_array_mut().unwrap().push(
+        json!({"name": "tls", "ports": [{"name": "https", "containerPort": 8443}],
+                     "readinessProbe": tls}),
+    );
+    api.apply(web);
     api.apply(pod("bad", NODE, Some("10.244.0.6"), json!({
         "name": "app", "ports": ports,
         "readinessProbe": http_probe("/", json!("nope")),
@@ -323,6 +360,22 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     within(&fast["latency_ms"]["max"], 100.0, 150.0, "readiness max");
     within(&fast["headroom"], 1000.0 / 150.0, 10.0, "headroom");
     assert_eq!(u(&fast["predicted_removals"]), 0);
+
+    let tls = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["container"] == "tls")
+        .unwrap();
+    assert_eq!(tls["target"], "https://10.244.0.5:8443/delay/100");
+    let n = u(&tls["attempts"]);
+    assert!(n >= min_attempts && u(&tls["ok"]) == n, "{tls}");
+    within(
+        &tls["latency_ms"]["p50"],
+        100.0,
+        120.0,
+        "https p50 (handshake included)",
+    );
 
     let slow = find(&report, "web", "liveness");
     let n = u(&slow["attempts"]);
@@ -490,7 +543,7 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
     }
     let bed = Bed::new(1).unwrap();
     let podns = pod_netns(&bed);
-    let _app = start_app(&podns, bed.dir.path());
+    let _app = start_app(&podns, bed.dir.path(), false);
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();

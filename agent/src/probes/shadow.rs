@@ -40,12 +40,13 @@ pub async fn attempt(target: &Target, timeout: Duration, slow_fraction: f64) -> 
         match target {
             Target::Tcp { host, port } => tcp(*host, *port).await.map(|()| None),
             Target::Http {
+                tls,
                 host,
                 port,
                 path,
                 host_header,
                 headers,
-            } => http_get(*host, *port, path, host_header.as_deref(), headers)
+            } => http_get(*tls, *host, *port, path, host_header.as_deref(), headers)
                 .await
                 .map(Some),
         }
@@ -88,6 +89,7 @@ async fn tcp(host: IpAddr, port: u16) -> Result<(), String> {
 }
 
 async fn http_get(
+    tls: bool,
     host: IpAddr,
     port: u16,
     path: &str,
@@ -99,9 +101,6 @@ async fn http_get(
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
     let mut req = Request::get(path)
         .header(
             hyper::header::HOST,
@@ -121,6 +120,28 @@ async fn http_get(
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("invalid probe request: {e}"))?;
+    if !tls {
+        return exchange(TokioIo::new(stream), req, addr).await;
+    }
+    // As the kubelet: TLS without verifying the certificate (no SNI for an IP address).
+    let stream = tokio_rustls::TlsConnector::from(tls_config())
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(host.into()),
+            stream,
+        )
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    exchange(TokioIo::new(stream), req, addr).await
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status once at most 10 KiB of the body is read.
+async fn exchange<I>(io: I, req: Request<Empty<Bytes>>, addr: SocketAddr) -> Result<u16, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
     let exchange = async move {
         let resp = sender
             .send_request(req)
@@ -147,6 +168,72 @@ async fn http_get(
             Err(e) => Err(format!("HTTP connection to {addr}: {e}")),
         },
     }
+}
+
+/// Accepts any server certificate, as the kubelet's HTTPS probes do (`InsecureSkipVerify`);
+/// signatures are still checked so the handshake is a real one.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("the ring provider supports TLS 1.2 and 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(cfg)
+        })
+        .clone()
 }
 
 /// Node-wide cap on attempts per second: attempts wait their turn.
@@ -397,6 +484,7 @@ mod tests {
             requests
         });
         let target = Target::Http {
+            tls: false,
             host: "127.0.0.1".parse().unwrap(),
             port,
             path: "/healthz".into(),

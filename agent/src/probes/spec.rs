@@ -35,6 +35,8 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Http {
+        /// HTTPS: TLS without certificate checks, as the kubelet.
+        tls: bool,
         host: IpAddr,
         port: u16,
         path: String,
@@ -56,8 +58,15 @@ impl fmt::Display for Target {
         };
         match self {
             Target::Http {
-                host, port, path, ..
-            } => write!(f, "http://{}{path}", hp(host, port)),
+                tls,
+                host,
+                port,
+                path,
+                ..
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
+                write!(f, "{scheme}://{}{path}", hp(host, port))
+            }
             Target::Tcp { host, port } => write!(f, "tcp://{}", hp(host, port)),
         }
     }
@@ -301,11 +310,12 @@ fn action_of(p: &Probe, c: &Container, pod_ip: Option<&str>) -> (String, Result<
             host_text.as_deref().unwrap_or("<pod IP>"),
             port_text(&h.port)
         );
-        if !scheme.eq_ignore_ascii_case("HTTP") {
+        let tls = scheme.eq_ignore_ascii_case("HTTPS");
+        if !tls && !scheme.eq_ignore_ascii_case("HTTP") {
             return (
                 text,
                 Err(format!(
-                    "scheme {scheme} is not shadowed yet (only HTTP); the kubelet's HTTPS probes skip certificate checks"
+                    "unknown scheme {scheme}: the kubelet accepts HTTP or HTTPS"
                 )),
             );
         }
@@ -322,6 +332,7 @@ fn action_of(p: &Probe, c: &Container, pod_ip: Option<&str>) -> (String, Result<
                 }
             }
             Ok(Target::Http {
+                tls,
                 host,
                 port,
                 path: path.clone(),
@@ -454,9 +465,9 @@ mod tests {
                 "is not an IP address",
             ),
             (
-                serde_json::json!({"httpGet": {"port": 8443, "scheme": "HTTPS"}}),
+                serde_json::json!({"httpGet": {"port": 8443, "scheme": "FTP"}}),
                 Some("10.0.0.1"),
-                "scheme HTTPS is not shadowed yet",
+                "unknown scheme FTP",
             ),
             (
                 serde_json::json!({"exec": {"command": ["cat", "/ready"]}}),
