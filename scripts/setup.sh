@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks use, if missing: Debian packages for the
 # test bed (iproute2, unbound, dnsperf, tcpdump, dig, promtool, ethtool, nftables, curl, prefork
-# servers, openssl for the probe tests' certificate) and Python packages (gunicorn). Safe to run again; installs nothing when all is there.
+# servers, openssl for the probe tests' certificate) and Python packages (gunicorn).
+# Safe to run again; installs nothing when all is there.
 set -euo pipefail
 
 # command to check → Debian package that provides it

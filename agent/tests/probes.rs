@@ -643,3 +643,101 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
     let out = daemon.stop().unwrap();
     assert!(out.status.success(), "exit after SIGTERM: {:?}", out.status);
 }
+
+/// A WSGI app for gunicorn: `/slow` holds its worker for 5 s, anything else answers at once.
+const WSGI: &str = r#"
+import time
+def app(environ, start_response):
+    if environ.get("PATH_INFO") == "/slow":
+        time.sleep(5)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\n"]
+"#;
+
+/// Saturation: gunicorn with 2 sync workers, both held by slow requests for 5 s. The probe's
+/// connections wait in the accept queue behind them and time out: the report shows the run of
+/// timeouts and the removal it would cause, with fast successes before and after. (The saturated
+/// workers themselves join the report when the worker source lands.)
+#[test]
+fn probes_time_out_while_gunicorn_workers_are_saturated() {
+    let mut n = needs();
+    n.extend([Need::Tool("gunicorn"), Need::Tool("curl")]);
+    if !headroom_testbed::require("probes_time_out_while_gunicorn_workers_are_saturated", &n) {
+        return;
+    }
+    let bed = Bed::new(1).unwrap();
+    let podns = pod_netns(&bed);
+    std::fs::write(bed.path("wsgiapp.py"), WSGI).unwrap();
+    let mut cmd = podns.command("gunicorn");
+    cmd.args([
+        "--workers",
+        "2",
+        "--worker-class",
+        "sync",
+        "--bind",
+        &format!("{POD_IP}:8080"),
+    ])
+    .arg("--chdir")
+    .arg(bed.dir.path())
+    .arg("wsgiapp:app")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _gunicorn = Guard::spawn("gunicorn", &mut cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = bed
+            .node
+            .command("curl")
+            .args(["-sf", "--max-time", "1", &format!("http://{POD_IP}:8080/")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gunicorn did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    let kubeconfig = bed.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let mut probe = http_probe("/healthz", json!("http"));
+    probe["httpGet"]["httpHeaders"] = json!([]);
+    api.apply(pod(
+        "shop-api",
+        NODE,
+        Some(POD_IP),
+        json!({
+            "name": "gunicorn", "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": probe
+        }),
+    ));
+    let agent = start_agent(&bed, &kubeconfig, 11);
+    std::thread::sleep(Duration::from_secs(3));
+    // Two slow requests: one per worker.
+    let hold: Vec<Guard> = (0..2)
+        .map(|_| {
+            let mut c = bed.node.command("curl");
+            c.args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "10",
+                &format!("http://{POD_IP}:8080/slow"),
+            ])
+            .stdout(Stdio::null());
+            Guard::spawn("curl /slow", &mut c).unwrap()
+        })
+        .collect();
+    let out = agent.wait(Duration::from_secs(60)).unwrap();
+    drop(hold);
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = find(&report, "shop-api", "readiness");
+    eprintln!("{p:#}");
+    assert!(u(&p["timeouts"]) >= 3, "the workers were busy for 5 s: {p}");
+    assert!(u(&p["ok"]) >= 2, "fast before and after: {p}");
+    assert_eq!(u(&p["errors"]), 0, "{p}");
+    assert_eq!(u(&p["predicted_removals"]), 1, "{p}");
+    assert_eq!(p["latency_ms"]["max"], json!(1000.0));
+}
