@@ -741,3 +741,59 @@ fn probes_time_out_while_gunicorn_workers_are_saturated() {
     assert_eq!(u(&p["predicted_removals"]), 1, "{p}");
     assert_eq!(p["latency_ms"]["max"], json!(1000.0));
 }
+
+/// Without Kubernetes access (no KUBECONFIG, no ~/.kube/config, not in a cluster) the agent
+/// says so in one line and measures as before; an API server that does not answer is retried
+/// with backoff and never fails the command.
+#[test]
+fn without_kubernetes_the_agent_runs_without_probes() {
+    if !headroom_testbed::require("without_kubernetes_the_agent_runs_without_probes", &needs()) {
+        return;
+    }
+    let bed = Bed::new(1).unwrap();
+    let home = bed.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let dead = bed.path("dead-kubeconfig");
+    // An API server address where nothing listens.
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    api.write_kubeconfig(&dead).unwrap();
+    drop(api);
+    for kubeconfig in [None, Some(&dead)] {
+        let mut cmd = bed.node.command(AGENT);
+        cmd.args([
+            "once",
+            "--format",
+            "json",
+            "--interface",
+            "eni0",
+            "--duration",
+            "2s",
+        ])
+        .args(["--node-name", NODE])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", &home)
+        .env("RUST_LOG", "info");
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["probes"], json!([]));
+        if kubeconfig.is_none() {
+            let lines: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains("Kubernetes"))
+                .collect();
+            assert_eq!(lines.len(), 1, "{stderr}");
+            assert!(
+                lines[0].contains("running without pods and probes"),
+                "{stderr}"
+            );
+        } else {
+            assert!(stderr.contains("Pod watch failed"), "{stderr}");
+        }
+    }
+}
