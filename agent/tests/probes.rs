@@ -159,9 +159,10 @@ fn start_app(pod: &Netns, dir: &std::path::Path, tls: bool) -> Guard {
 }
 
 /// `once` in the node namespace with KUBECONFIG set; waits until it captures.
-fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32) -> Guard {
+fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32, extra: &[&str]) -> Guard {
     let mut cmd = bed.node.command(AGENT);
     cmd.args(["once", "--format", "json", "--interface", "eni0"])
+        .args(extra)
         .args(["--duration", &format!("{seconds}s"), "--node-name", NODE])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info")
@@ -282,8 +283,30 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     optout["metadata"]["annotations"] = json!({"headroom.io/probe": "false"});
     api.apply(optout);
 
+    // The kubelet's own counts, behind a token, on the fake server's /metrics/probes.
+    let kubelet = |ok: u64, failed: u64| {
+        format!(
+            "# TYPE prober_probe_total counter\n\
+             prober_probe_total{{container=\"app\",namespace=\"shop\",pod=\"web\",pod_uid=\"uid-web\",probe_type=\"Readiness\",result=\"successful\"}} {ok}\n\
+             prober_probe_total{{container=\"app\",namespace=\"shop\",pod=\"web\",pod_uid=\"uid-web\",probe_type=\"Readiness\",result=\"failed\"}} {failed}\n"
+        )
+    };
+    api.set_kubelet_metrics("sa-token", &kubelet(100, 0));
+    std::fs::write(bed.path("token"), "sa-token\n").unwrap();
+    let config = bed.path("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[probes]\nkubelet_url = \"http://{}/metrics/probes\"\nkubelet_token_file = \"{}\"\nkubelet_scrape_interval = \"1s\"\n",
+            api.addr,
+            bed.path("token").display()
+        ),
+    )
+    .unwrap();
+
     const SECONDS: u32 = 9;
-    let agent = start_agent(&bed, &kubeconfig, SECONDS);
+    let config = config.to_string_lossy().into_owned();
+    let agent = start_agent(&bed, &kubeconfig, SECONDS, &["--config", &config]);
     // The scenario: the watch expires (410 Gone → relist), then a pod arrives through the new watch.
     let deadline = Instant::now() + Duration::from_secs(5);
     while api.requests().iter().all(|r| !r.contains("watch=true")) {
@@ -295,6 +318,7 @@ fn probes_are_shadowed_against_their_own_timeouts() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
+    api.set_kubelet_metrics("sa-token", &kubelet(105, 2));
     api.expire();
     std::thread::sleep(Duration::from_millis(500));
     api.apply(pod("late", NODE, Some("10.244.0.8"), json!({
@@ -321,7 +345,9 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     // Every list and watch carried the node's field selector; the 410 forced a second list.
     assert!(requests
         .iter()
+        .filter(|r| r.starts_with("/api/"))
         .all(|r| r.contains("fieldSelector=spec.nodeName%3Dnode-1")));
+    assert!(requests.iter().any(|r| r == "/metrics/probes"));
     assert!(api.lists() >= 2, "no relist after 410: {requests:?}");
     assert!(requests
         .iter()
@@ -360,6 +386,15 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     within(&fast["latency_ms"]["max"], 100.0, 150.0, "readiness max");
     within(&fast["headroom"], 1000.0 / 150.0, 10.0, "headroom");
     assert_eq!(u(&fast["predicted_removals"]), 0);
+    // The kubelet's own counts in the window, beside the shadow results.
+    assert_eq!(
+        fast["kubelet"],
+        json!({"successful": 5, "failed": 2, "unknown": 0})
+    );
+    assert_eq!(
+        find(&report, "web", "liveness")["kubelet"],
+        json!({"successful": 0, "failed": 0, "unknown": 0})
+    );
 
     let tls = report["probes"]
         .as_array()
@@ -711,7 +746,7 @@ fn probes_time_out_while_gunicorn_workers_are_saturated() {
             "readinessProbe": probe
         }),
     ));
-    let agent = start_agent(&bed, &kubeconfig, 11);
+    let agent = start_agent(&bed, &kubeconfig, 11, &[]);
     std::thread::sleep(Duration::from_secs(3));
     // Two slow requests: one per worker.
     let hold: Vec<Guard> = (0..2)

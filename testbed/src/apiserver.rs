@@ -6,6 +6,9 @@
 //! `ERROR` event carrying a Status with code 410 (Expired), as the real server sends when its
 //! watch cache no longer reaches back that far, so clients must list again.
 //!
+//! It also plays the node's kubelet for `GET /metrics/probes` (a Prometheus text exposition the
+//! test sets, served only with the expected bearer token, else 401).
+//!
 //! The test drives it as a scenario: [`ApiServer::apply`], [`ApiServer::delete`],
 //! [`ApiServer::expire`], and reads back the requests it served.
 
@@ -32,6 +35,9 @@ struct State {
     /// Bumped by `expire`: open watches end with 410.
     epoch: u64,
     requests: Vec<String>,
+    /// The kubelet's `/metrics/probes` text and the token it requires.
+    kubelet_metrics: String,
+    kubelet_token: String,
 }
 
 struct Shared {
@@ -158,6 +164,13 @@ impl ApiServer {
         self.shared.changed.notify_all();
     }
 
+    /// Sets what `GET /metrics/probes` answers to requests bearing `token`.
+    pub fn set_kubelet_metrics(&self, token: &str, text: &str) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.kubelet_token = token.to_string();
+        st.kubelet_metrics = text.to_string();
+    }
+
     /// The request targets served so far (`/api/v1/pods?…`).
     pub fn requests(&self) -> Vec<String> {
         self.shared.state.lock().unwrap().requests.clone()
@@ -167,6 +180,7 @@ impl ApiServer {
     pub fn lists(&self) -> usize {
         self.requests()
             .iter()
+            .filter(|r| r.starts_with("/api/v1/pods"))
             .filter(|r| !r.contains("watch=true") && !r.contains("watch=1"))
             .count()
     }
@@ -278,16 +292,37 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut first = String::new();
     reader.read_line(&mut first)?;
+    let mut authorization = String::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
             break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = v.trim().to_string();
+            }
         }
     }
     let mut parts = first.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     s.state.lock().unwrap().requests.push(target.to_string());
     let path = target.split('?').next().unwrap_or("");
+    if method == "GET" && path == "/metrics/probes" {
+        let st = s.state.lock().unwrap();
+        let (code, reason, body) = if authorization == format!("Bearer {}", st.kubelet_token) {
+            (200, "OK", st.kubelet_metrics.clone())
+        } else {
+            (401, "Unauthorized", "Unauthorized\n".to_string())
+        };
+        drop(st);
+        write!(
+            stream,
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return stream.flush();
+    }
     if method != "GET" || path != "/api/v1/pods" {
         let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
             "message": format!("the fake API server serves only GET /api/v1/pods, not {method} {path}"),

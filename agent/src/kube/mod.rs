@@ -1,3 +1,4 @@
 //! Kubernetes: what the API server says about this node.
 
+pub mod kubelet;
 pub mod pods;

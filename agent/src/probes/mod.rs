@@ -33,6 +33,13 @@ pub struct ProbeConfig {
     pub period_fraction: f64,
     /// Most shadow attempts per second on the whole node; attempts beyond it wait their turn.
     pub max_attempts_per_second: f64,
+    /// The kubelet's probe metrics, for its own counts beside the shadow results (the agent
+    /// runs with hostNetwork, so the node's kubelet is on 127.0.0.1). Empty: not read.
+    pub kubelet_url: String,
+    /// Bearer token for the kubelet (the service account needs `get` on `nodes/metrics`).
+    pub kubelet_token_file: String,
+    /// How often to read the kubelet's probe metrics.
+    pub kubelet_scrape_interval: String,
 }
 
 impl Default for ProbeConfig {
@@ -42,6 +49,9 @@ impl Default for ProbeConfig {
             slow_fraction: 0.5,
             period_fraction: 1.0,
             max_attempts_per_second: 50.0,
+            kubelet_url: "https://127.0.0.1:10250/metrics/probes".into(),
+            kubelet_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            kubelet_scrape_interval: "5s".into(),
         }
     }
 }
@@ -68,7 +78,31 @@ impl ProbeConfig {
                 self.max_attempts_per_second
             ));
         }
+        if !self.kubelet_url.is_empty()
+            && !(self.kubelet_url.starts_with("https://")
+                || self.kubelet_url.starts_with("http://"))
+        {
+            errors.push(format!(
+                "invalid probes.kubelet_url '{}': expected https://HOST:PORT/metrics/probes, or empty to not read the kubelet",
+                self.kubelet_url
+            ));
+        }
+        match crate::config::parse_duration(
+            "probes.kubelet_scrape_interval",
+            &self.kubelet_scrape_interval,
+        ) {
+            Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+            Ok(_) => {
+                errors.push("invalid probes.kubelet_scrape_interval: must be at least 1s".into())
+            }
+            Err(e) => errors.push(e),
+        }
         errors
+    }
+
+    fn kubelet_interval(&self) -> std::time::Duration {
+        crate::config::parse_duration("", &self.kubelet_scrape_interval)
+            .unwrap_or(std::time::Duration::from_secs(5))
     }
 }
 
@@ -100,6 +134,9 @@ pub struct ProbeReport {
     pub reason: Option<String>,
     /// The last failure's cause in the window (connection refused, HTTP status 503, …).
     pub last_error: Option<String>,
+    /// The kubelet's own results for this probe in (about) the window, from its
+    /// `prober_probe_total`; null when the kubelet's metrics cannot be read.
+    pub kubelet: Option<crate::kube::kubelet::KubeletCounts>,
     /// Each attempt (seconds, outcome), for histograms; not serialized.
     #[serde(skip)]
     pub samples: Vec<(f64, Outcome)>,
@@ -212,6 +249,7 @@ fn report_of(e: &mut Entry) -> ProbeReport {
         predicted_removals: std::mem::take(&mut e.removals),
         reason: e.spec.action.clone().err(),
         last_error: e.last_error.take(),
+        kubelet: None,
         samples,
     }
 }
@@ -225,6 +263,8 @@ pub fn table(probes: &[ProbeReport]) -> String {
         "\nProbes (shadowed as the kubelet runs them):\n  {:<36} {:<10} {:<34} {:>4} {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}\n",
         "POD/CONTAINER", "KIND", "TARGET", "TMO", "ATTEMPTS", "SLOW", "TMOUT", "ERR", "P50 MS", "P99 MS", "HEADROOM", "REMOVALS"
     );
+    out.pop();
+    out += "  KUBELET OK/FAILED\n";
     for p in probes {
         let who = format!("{}/{}", p.pod, p.container);
         if let Some(r) = &p.reason {
@@ -240,7 +280,7 @@ pub fn table(probes: &[ProbeReport]) -> String {
             .map(|l| (format!("{:.1}", l.p50), format!("{:.1}", l.p99)))
             .unwrap_or(("-".into(), "-".into()));
         out += &format!(
-            "  {who:<36} {:<10} {:<34} {:>3}s {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}\n",
+            "  {who:<36} {:<10} {:<34} {:>3}s {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}  {}\n",
             p.kind.as_str(),
             p.target,
             p.timeout_seconds,
@@ -251,7 +291,10 @@ pub fn table(probes: &[ProbeReport]) -> String {
             p50,
             p99,
             p.headroom.map(|h| format!("{h:.1}x")).unwrap_or("-".into()),
-            p.predicted_removals
+            p.predicted_removals,
+            p.kubelet
+                .map(|k| format!("{}/{}", k.successful, k.failed))
+                .unwrap_or("-".into())
         );
     }
     out
@@ -262,12 +305,24 @@ pub fn table(probes: &[ProbeReport]) -> String {
 pub struct Handles {
     pub index: PodIndex,
     pub log: ProbeLog,
+    pub kubelet: crate::kube::kubelet::KubeletView,
 }
 
 impl Handles {
     /// Fills the report's probes and names DNS sources' pods.
     pub fn fill(&self, report: &mut crate::report::Report) {
         report.probes = self.log.cut();
+        if let Some(k) = self.kubelet.window() {
+            for p in &mut report.probes {
+                let key = (
+                    p.pod.namespace.clone(),
+                    p.pod.name.clone(),
+                    p.container.clone(),
+                    p.kind,
+                );
+                p.kubelet = Some(k.get(&key).copied().unwrap_or_default());
+            }
+        }
         self.index.label_sources(report);
     }
 }
@@ -287,6 +342,15 @@ pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: Cancell
         tx,
         stop.clone(),
     ));
+    if cfg.enabled && !cfg.kubelet_url.is_empty() {
+        tokio::spawn(crate::kube::kubelet::run(
+            cfg.kubelet_url.clone(),
+            cfg.kubelet_token_file.clone(),
+            cfg.kubelet_interval(),
+            handles.kubelet.clone(),
+            stop.clone(),
+        ));
+    }
     if cfg.enabled {
         shadow::supervise(cfg, rx, handles.log.clone(), stop.clone()).await;
     }
@@ -406,7 +470,11 @@ mod tests {
         assert_eq!(v["target"], "http://10.0.0.5:80/");
         // Gone from the pod list: reported once more, then forgotten.
         log.set_specs(&[]);
-        assert_eq!(log.cut().len(), 1);
+        let last = log.cut();
+        assert_eq!(last.len(), 1);
+        let t = table(&last);
+        assert!(t.contains("shop/web-1/app"), "{t}");
+        assert!(t.contains("KUBELET OK/FAILED"), "{t}");
         assert!(log.cut().is_empty());
     }
 
@@ -416,9 +484,11 @@ mod tests {
             slow_fraction: 0.0,
             period_fraction: 20.0,
             max_attempts_per_second: -1.0,
+            kubelet_url: "127.0.0.1:10250".into(),
+            kubelet_scrape_interval: "soon".into(),
             ..ProbeConfig::default()
         };
-        assert_eq!(c.validate().len(), 3);
+        assert_eq!(c.validate().len(), 5, "{:?}", c.validate());
         assert!(ProbeConfig::default().validate().is_empty());
     }
 }
