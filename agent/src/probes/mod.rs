@@ -78,10 +78,8 @@ impl ProbeConfig {
                 self.max_attempts_per_second
             ));
         }
-        if !self.kubelet_url.is_empty()
-            && !(self.kubelet_url.starts_with("https://")
-                || self.kubelet_url.starts_with("http://"))
-        {
+        let u = &self.kubelet_url;
+        if !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://")) {
             errors.push(format!(
                 "invalid probes.kubelet_url '{}': expected https://HOST:PORT/metrics/probes, or empty to not read the kubelet",
                 self.kubelet_url
