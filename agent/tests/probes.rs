@@ -691,8 +691,8 @@ def app(environ, start_response):
 
 /// Saturation: gunicorn with 2 sync workers, both held by slow requests for 5 s. The probe's
 /// connections wait in the accept queue behind them and time out: the report shows the run of
-/// timeouts and the removal it would cause, with fast successes before and after. (The saturated
-/// workers themselves join the report when the worker source lands.)
+/// timeouts and the removal it would cause, with fast successes before and after, and the worker
+/// source shows the same listener saturated with probes waiting in its accept queue.
 #[test]
 fn probes_time_out_while_gunicorn_workers_are_saturated() {
     let mut n = needs();
@@ -775,6 +775,21 @@ fn probes_time_out_while_gunicorn_workers_are_saturated() {
     assert_eq!(u(&p["errors"]), 0, "{p}");
     assert_eq!(u(&p["predicted_removals"]), 1, "{p}");
     assert_eq!(p["latency_ms"]["max"], json!(1000.0));
+    // The worker source's view of the same moment: both workers busy for about the 5 s.
+    let l = report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["address"] == POD_IP && l["port"] == 8080)
+        .unwrap_or_else(|| panic!("no listener {POD_IP}:8080 in {:#}", report["listeners"]));
+    eprintln!("{l:#}");
+    assert_eq!(u(&l["workers"]), 2, "{l}");
+    assert_eq!(u(&l["busy_max"]), 2, "{l}");
+    assert!(l["saturated_seconds"].as_f64().unwrap() >= 3.0, "{l}");
+    assert!(
+        u(&l["queue_max"]) >= 1,
+        "probes waited in the accept queue: {l}"
+    );
 }
 
 /// Without Kubernetes access (no KUBECONFIG, no ~/.kube/config, not in a cluster) the agent
