@@ -40,26 +40,76 @@ impl std::fmt::Display for PodRef {
     }
 }
 
+#[derive(Debug, Default)]
+struct Maps {
+    by_ip: HashMap<IpAddr, PodRef>,
+    by_uid: HashMap<String, PodRef>,
+    /// Container id (without the `containerd://` scheme) → container name.
+    containers: HashMap<String, String>,
+}
+
 /// Pod IP → pod, for pods with their own network namespace (hostNetwork pods share the node's
-/// addresses, so an address says nothing about which of them sent a packet). Cheap to clone.
+/// addresses, so an address says nothing about which of them sent a packet); also pod uid →
+/// pod and container id → container name, for sources that know a pod by its cgroup.
+/// Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct PodIndex(Arc<RwLock<HashMap<IpAddr, PodRef>>>);
+pub struct PodIndex(Arc<RwLock<Maps>>);
 
 impl PodIndex {
     pub fn lookup(&self, ip: IpAddr) -> Option<PodRef> {
-        self.0.read().ok()?.get(&ip).cloned()
+        self.0.read().ok()?.by_ip.get(&ip).cloned()
     }
 
-    /// Replaces the index with these pods' addresses.
-    pub fn rebuild<'a>(&self, pods: impl IntoIterator<Item = &'a Pod>) {
-        let map = index_of(pods);
+    pub fn by_uid(&self, uid: &str) -> Option<PodRef> {
+        self.0.read().ok()?.by_uid.get(uid).cloned()
+    }
+
+    /// A container's name from its runtime id (with or without `containerd://`).
+    pub fn container_name(&self, id: &str) -> Option<String> {
+        let id = id.rsplit("://").next().unwrap_or(id);
+        self.0.read().ok()?.containers.get(id).cloned()
+    }
+
+    /// Replaces the index with these pods.
+    pub fn rebuild<'a>(&self, pods: impl IntoIterator<Item = &'a Pod> + Clone) {
+        let maps = Maps {
+            by_ip: index_of(pods.clone()),
+            by_uid: pods
+                .clone()
+                .into_iter()
+                .filter_map(PodRef::of)
+                .map(|r| (r.uid.clone(), r))
+                .collect(),
+            containers: pods
+                .into_iter()
+                .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+                .flatten()
+                .filter_map(|c| {
+                    let id = c.container_id.as_deref()?;
+                    Some((id.rsplit("://").next()?.to_string(), c.name.clone()))
+                })
+                .collect(),
+        };
         if let Ok(mut m) = self.0.write() {
-            *m = map;
+            *m = maps;
         }
     }
 
+    /// Pods known by IP.
     pub fn len(&self) -> usize {
-        self.0.read().map(|m| m.len()).unwrap_or(0)
+        self.0.read().map(|m| m.by_ip.len()).unwrap_or(0)
+    }
+
+    /// Names the pods (and containers) of the worker source's listeners, which know a pod by
+    /// the uid in its cgroup path.
+    pub fn label_listeners(&self, report: &mut crate::report::Report) {
+        for l in &mut report.listeners {
+            let Some(p) = l.pod.as_mut() else { continue };
+            if let Some(r) = self.by_uid(&p.uid) {
+                p.namespace = Some(r.namespace);
+                p.name = Some(r.name);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,6 +230,59 @@ fn publish(reader: &Store<Pod>, index: &PodIndex, tx: &watch::Sender<Vec<Arc<Pod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_names_pods_by_uid_and_containers_by_id() {
+        let pods: Vec<Pod> = serde_json::from_value(serde_json::json!([
+            {"metadata": {"namespace": "a", "name": "web", "uid": "1111"}, "spec": {"containers": []},
+             "status": {"containerStatuses": [{"name": "app", "image": "i", "imageID": "", "ready": true,
+                 "restartCount": 0, "containerID": "containerd://abc123"}]}}
+        ]))
+        .unwrap();
+        let idx = PodIndex::default();
+        idx.rebuild(&pods);
+        assert_eq!(idx.by_uid("1111").unwrap().to_string(), "a/web");
+        assert_eq!(idx.container_name("abc123").as_deref(), Some("app"));
+        assert_eq!(
+            idx.container_name("containerd://abc123").as_deref(),
+            Some("app")
+        );
+        assert!(idx.by_uid("2222").is_none());
+        let mut r = crate::report::Report::new(crate::report::Node::default(), 0, 1, &[]);
+        let listener = |uid: &str| crate::workers::ListenerReport {
+            pod: Some(crate::workers::PodRef {
+                namespace: None,
+                name: None,
+                uid: uid.into(),
+            }),
+            container: None,
+            address: "10.0.0.5".into(),
+            port: 8080,
+            process: "gunicorn".into(),
+            workers: 2,
+            busy_mean: 0.0,
+            busy_max: 0,
+            queue_max: 0,
+            backlog: 128,
+            utilization: 0.0,
+            saturated_seconds: 0.0,
+            cpu_periods: None,
+            cpu_throttled_periods: None,
+            cpu_throttled_seconds: None,
+            samples: 1,
+            netns: 1,
+            worker_pids: vec![],
+            saturated_seconds_total: 0.0,
+        };
+        r.listeners = vec![listener("1111"), listener("2222")];
+        idx.label_listeners(&mut r);
+        let named = r.listeners[0].pod.as_ref().unwrap();
+        assert_eq!(
+            (named.namespace.as_deref(), named.name.as_deref()),
+            (Some("a"), Some("web"))
+        );
+        assert!(r.listeners[1].pod.as_ref().unwrap().name.is_none());
+    }
 
     #[test]
     fn index_skips_host_network_and_finished_pods() {

@@ -322,6 +322,7 @@ impl Handles {
             }
         }
         self.index.label_sources(report);
+        self.index.label_listeners(report);
     }
 }
 
