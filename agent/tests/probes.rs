@@ -49,6 +49,8 @@ class H(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 ThreadingHTTPServer.daemon_threads = True
+# A probe that timed out closed its connection: the late answer has nowhere to go.
+ThreadingHTTPServer.handle_error = lambda *a: None
 s = ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
 if len(sys.argv) > 4:
     # The same handler over TLS on port 8443 (certificate, key): a self-signed certificate.

@@ -39,6 +39,11 @@ pub async fn attempt(target: &Target, timeout: Duration, slow_fraction: f64) -> 
     let result = tokio::time::timeout(timeout, async {
         match target {
             Target::Tcp { host, port } => tcp(*host, *port).await.map(|()| None),
+            Target::Grpc {
+                host,
+                port,
+                service,
+            } => grpc_check(*host, *port, service).await.map(|()| None),
             Target::Http {
                 tls,
                 host,
@@ -234,6 +239,136 @@ pub(crate) fn tls_config() -> Arc<rustls::ClientConfig> {
             Arc::new(cfg)
         })
         .clone()
+}
+
+/// Protobuf varint.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The gRPC length-prefixed `HealthCheckRequest { service }`.
+pub fn health_request(service: &str) -> Vec<u8> {
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a); // field 1, length-delimited
+        put_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend(msg);
+    out
+}
+
+/// Pure: the serving status (field 1) of a length-prefixed `HealthCheckResponse`; 0 (UNKNOWN)
+/// when absent, None when the bytes are not one.
+pub fn health_status(data: &[u8]) -> Option<u64> {
+    let len = u32::from_be_bytes(data.get(1..5)?.try_into().ok()?) as usize;
+    let msg = data.get(5..5 + len)?;
+    let mut i = 0;
+    let mut status = 0;
+    while i < msg.len() {
+        let tag = msg[i];
+        i += 1;
+        let mut v = 0u64;
+        let mut shift = 0;
+        match tag & 7 {
+            0 => loop {
+                let b = *msg.get(i)?;
+                i += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b < 0x80 {
+                    break;
+                }
+                if shift > 63 {
+                    return None;
+                }
+            },
+            2 => {
+                let n = *msg.get(i)? as usize;
+                i += 1 + n;
+                continue;
+            }
+            _ => return None,
+        }
+        if tag >> 3 == 1 {
+            status = v;
+        }
+    }
+    Some(status)
+}
+
+/// One `grpc.health.v1.Health/Check` over a new plaintext HTTP/2 connection, as the kubelet:
+/// success only for SERVING.
+async fn grpc_check(host: IpAddr, port: u16, service: &str) -> Result<(), String> {
+    let addr = SocketAddr::new(host, port);
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    let req = Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header(hyper::header::CONTENT_TYPE, "application/grpc")
+        .header(hyper::header::TE, "trailers")
+        .header(hyper::header::USER_AGENT, USER_AGENT)
+        .body(http_body_util::Full::new(Bytes::from(health_request(
+            service,
+        ))))
+        .map_err(|e| format!("invalid gRPC request: {e}"))?;
+    let exchange = async move {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("gRPC request to {addr}: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        if parts.status != hyper::StatusCode::OK {
+            return Err(format!("HTTP status {} from a gRPC server", parts.status));
+        }
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("reading the gRPC response from {addr}: {e}"))?;
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        let code = trailers
+            .get("grpc-status")
+            .or(parts.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if code != "0" {
+            let msg = trailers
+                .get("grpc-message")
+                .or(parts.headers.get("grpc-message"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return Err(format!("gRPC status {code} {msg}").trim().to_string());
+        }
+        match health_status(&body.to_bytes()) {
+            Some(1) => Ok(()),
+            Some(2) => Err("NOT_SERVING".into()),
+            Some(3) => Err("SERVICE_UNKNOWN".into()),
+            Some(_) => Err("UNKNOWN serving status".into()),
+            None => Err("malformed HealthCheckResponse".into()),
+        }
+    };
+    tokio::pin!(exchange);
+    tokio::select! {
+        r = &mut exchange => r,
+        c = conn => match c {
+            Ok(()) => exchange.await,
+            Err(e) => Err(format!("HTTP/2 connection to {addr}: {e}")),
+        },
+    }
 }
 
 /// Node-wide cap on attempts per second: attempts wait their turn.
@@ -457,6 +592,81 @@ mod tests {
         assert_eq!(get("elapsed"), Some("1.0"));
         assert_eq!(get("outcome"), Some("\"timeout\""));
         assert_eq!(get("started_at"), Some("1970-01-01T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn health_messages() {
+        assert_eq!(health_request(""), [0, 0, 0, 0, 0]);
+        assert_eq!(health_request("db"), [0, 0, 0, 0, 4, 0x0a, 2, b'd', b'b']);
+        assert_eq!(health_status(&[0, 0, 0, 0, 2, 0x08, 1]), Some(1));
+        assert_eq!(health_status(&[0, 0, 0, 0, 2, 0x08, 2]), Some(2));
+        assert_eq!(health_status(&[0, 0, 0, 0, 0]), Some(0));
+        assert_eq!(health_status(&[0, 0, 0, 0, 9, 0x08]), None);
+        assert_eq!(health_status(&[]), None);
+        assert_eq!(health_status(&[0, 0, 0, 0, 1, 0x08]), None);
+    }
+
+    /// A gRPC health server on 127.0.0.1 (hyper, HTTP/2 without TLS): SERVING for "",
+    /// NOT_SERVING for "db", grpc-status 12 (UNIMPLEMENTED) for anything else.
+    async fn grpc_server() -> u16 {
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                        assert_eq!(req.headers()["content-type"], "application/grpc");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let (status, code) = match &body[..] {
+                            [0, 0, 0, 0, 0] => (1u8, "0"),
+                            b if b.ends_with(b"db") => (2, "0"),
+                            _ => (0, "12"),
+                        };
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", code.parse().unwrap());
+                        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                            Ok(Frame::data(Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let resp = hyper::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(futures::stream::iter(frames)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc),
+                );
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_health_checks() {
+        let port = grpc_server().await;
+        let host: IpAddr = "127.0.0.1".parse().unwrap();
+        let t = Duration::from_secs(1);
+        let target = |service: &str| Target::Grpc {
+            host,
+            port,
+            service: service.into(),
+        };
+        let a = attempt(&target(""), t, 0.5).await;
+        assert_eq!(a.outcome, Outcome::Ok, "{a:?}");
+        let a = attempt(&target("db"), t, 0.5).await;
+        assert_eq!(
+            (a.outcome, a.error.as_deref()),
+            (Outcome::Error, Some("NOT_SERVING"))
+        );
+        let a = attempt(&target("other"), t, 0.5).await;
+        assert_eq!(a.outcome, Outcome::Error);
+        assert!(a.error.unwrap().starts_with("gRPC status 12"));
     }
 
     #[tokio::test]

@@ -48,6 +48,12 @@ pub enum Target {
         host: IpAddr,
         port: u16,
     },
+    /// gRPC health checking protocol (`grpc.health.v1.Health/Check`) over plaintext HTTP/2.
+    Grpc {
+        host: IpAddr,
+        port: u16,
+        service: String,
+    },
 }
 
 impl fmt::Display for Target {
@@ -68,6 +74,17 @@ impl fmt::Display for Target {
                 write!(f, "{scheme}://{}{path}", hp(host, port))
             }
             Target::Tcp { host, port } => write!(f, "tcp://{}", hp(host, port)),
+            Target::Grpc {
+                host,
+                port,
+                service,
+            } => {
+                write!(f, "grpc://{}", hp(host, port))?;
+                if !service.is_empty() {
+                    write!(f, "/{service}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -358,10 +375,20 @@ fn action_of(p: &Probe, c: &Container, pod_ip: Option<&str>) -> (String, Result<
         return (text, action);
     }
     if let Some(g) = &p.grpc {
-        return (
-            format!("grpc://{}:{}", pod_ip.unwrap_or("<pod IP>"), g.port),
-            Err("grpc probes are not shadowed yet".to_string()),
-        );
+        let service = g.service.clone().unwrap_or_default();
+        let mut text = format!("grpc://{}:{}", pod_ip.unwrap_or("<pod IP>"), g.port);
+        if !service.is_empty() {
+            text = format!("{text}/{service}");
+        }
+        // The kubelet dials the pod IP (a grpc probe has no host field).
+        let action = host_of(None, pod_ip).and_then(|host| {
+            Ok(Target::Grpc {
+                host,
+                port: resolve_port(&IntOrString::Int(g.port), c)?,
+                service,
+            })
+        });
+        return (text, action);
     }
     if let Some(e) = &p.exec {
         return (
@@ -475,9 +502,9 @@ mod tests {
                 "exec probes run inside the container",
             ),
             (
-                serde_json::json!({"grpc": {"port": 9090}}),
+                serde_json::json!({"grpc": {"port": 0}}),
                 Some("10.0.0.1"),
-                "grpc probes are not shadowed yet",
+                "port 0 is out of range",
             ),
         ];
         for (probe, ip, want) in table {
@@ -528,6 +555,24 @@ mod tests {
         let t0 = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
         assert_eq!(started[0].not_before, Some(t0 + Duration::from_secs(5)));
         assert_eq!(started[1].not_before, Some(t0));
+    }
+
+    #[test]
+    fn grpc_probe_targets_the_pod_ip() {
+        let p = web(
+            serde_json::json!({"grpc": {"port": 9090, "service": "db"}}),
+            Some("10.0.0.1"),
+        );
+        let s = &probes_of(&p)[0];
+        assert_eq!(s.target_text, "grpc://10.0.0.1:9090/db");
+        assert_eq!(
+            s.action.clone().unwrap(),
+            Target::Grpc {
+                host: "10.0.0.1".parse().unwrap(),
+                port: 9090,
+                service: "db".into()
+            }
+        );
     }
 
     #[test]
