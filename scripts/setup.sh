@@ -9,7 +9,8 @@ set -euo pipefail
 declare -A pkg_for=(
   [ip]=iproute2 [unbound]=unbound [dnsperf]=dnsperf [tcpdump]=tcpdump [dig]=bind9-dnsutils
   [promtool]=prometheus [ethtool]=ethtool [nft]=nftables [curl]=curl [setpriv]=util-linux
-  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client [openssl]=openssl
+  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client
+  [openssl]=openssl
 )
 missing=()
 for tool in "${!pkg_for[@]}"; do
