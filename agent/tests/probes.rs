@@ -163,6 +163,7 @@ fn start_app(pod: &Netns, dir: &std::path::Path, tls: bool) -> Guard {
 /// `once` in the node namespace with KUBECONFIG set; waits until it captures.
 fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32, extra: &[&str]) -> Guard {
     let mut cmd = bed.node.command(AGENT);
+    cmd.args(NO_IMDS);
     cmd.args(["once", "--format", "json", "--interface", "eni0"])
         .args(extra)
         .args(["--duration", &format!("{seconds}s"), "--node-name", NODE])
@@ -595,6 +596,7 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
         }),
     ));
     let mut cmd = bed.node.command(AGENT);
+    cmd.args(NO_IMDS);
     cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
         .args(["--metrics-listen", "127.0.0.1:19466", "--node-name", NODE])
         .env("KUBECONFIG", &kubeconfig)
@@ -812,6 +814,7 @@ fn without_kubernetes_the_agent_runs_without_probes() {
     drop(api);
     for kubeconfig in [None, Some(&dead)] {
         let mut cmd = bed.node.command(AGENT);
+        cmd.args(NO_IMDS);
         cmd.args([
             "once",
             "--format",
