@@ -248,7 +248,17 @@ fn a_namespace_that_disappears_is_skipped() {
     let ns = Netns::new("gone").unwrap();
     let inode = netns_of(&format!("/run/netns/{}", ns.name));
     let py = "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 9000))\ns.listen(5)\ntime.sleep(30)";
-    let server = Guard::spawn("python3", ns.command("python3").args(["-c", py])).unwrap();
+    // The server's pid starts in the host namespace and switches a second later (then execs),
+    // as a container's first process does: the sampler sees it before and after the switch.
+    let server = Guard::spawn(
+        "python3",
+        std::process::Command::new("sh").args([
+            "-c",
+            &format!("sleep 1; exec ip netns exec {} python3 -c \"$0\"", ns.name),
+            py,
+        ]),
+    )
+    .unwrap();
     let spec = WorkersSpec {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),

@@ -96,9 +96,17 @@ struct Proc {
     accepted: bool,
     /// Pod identity and where its cpu.stat is, read once when first needed.
     cgroup: Option<(Option<cgroup::PodIdentity>, Option<PathBuf>)>,
+    /// When this pid was first scanned; young processes are checked again (see [`YOUNG`]).
+    first_seen: Option<Instant>,
 }
 
 type Key = (u64, u64);
+
+/// How long after a pid is first seen its network namespace is checked again on every sample.
+/// A container's first process joins the pod's namespace and then execs the entrypoint under
+/// the same pid (runc init; `ip netns exec`, `nsenter` likewise): seen before the switch, it
+/// would otherwise stay filed under the wrong namespace and its listeners would never be found.
+pub const YOUNG: Duration = Duration::from_secs(10);
 
 /// How long a listener nobody is known to hold waits before its namespace is read again.
 pub const UNOWNED_RETRY: Duration = Duration::from_secs(300);
@@ -190,6 +198,7 @@ impl<D: Diag> Sampler<D> {
         }
         p.ppid = self.proc.ppid(pid).unwrap_or(0);
         p.comm = self.proc.comm(pid).unwrap_or_default();
+        p.first_seen = Some(Instant::now());
         Self::scan_fds(&self.proc, &mut self.cost, pid, &mut p);
         p
     }
@@ -207,8 +216,20 @@ impl<D: Diag> Sampler<D> {
         let live: HashSet<i32> = pids.iter().copied().collect();
         self.procs.retain(|p, _| live.contains(p));
         for &pid in &pids {
-            if !self.procs.contains_key(&pid) {
-                let p = self.scan_new(pid);
+            let rescan = match self.procs.get(&pid) {
+                None => true,
+                // Young: did it switch namespaces (and exec) since it was scanned?
+                Some(p) if p.first_seen.is_some_and(|t| t.elapsed() < YOUNG) => {
+                    self.proc.netns(pid).ok() != p.netns
+                }
+                Some(_) => false,
+            };
+            if rescan {
+                let mut p = self.scan_new(pid);
+                if let Some(old) = self.procs.get(&pid) {
+                    // Still young by its first sighting, not by this rescan.
+                    p.first_seen = old.first_seen;
+                }
                 self.procs.insert(pid, p);
             }
         }
