@@ -1,0 +1,65 @@
+//! The collector's own HTTP endpoints: `GET /api/v1/fleet` (JSON), `/metrics`, `/` (status
+//! page), `/healthz`, `/readyz`.
+
+use crate::fleet::Fleet;
+use crate::serve::Reply;
+use crate::{metrics, page};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// Handles one request on the API listener.
+pub fn handle(fleet: &Arc<Mutex<Fleet>>, req: &Request<Incoming>) -> Reply {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n".into());
+    }
+    let now = SystemTime::now();
+    let snapshot = || {
+        fleet
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot(now)
+    };
+    match req.uri().path() {
+        "/api/v1/fleet" => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&snapshot()).expect("the snapshot always serializes"),
+        ),
+        "/metrics" => reply(
+            StatusCode::OK,
+            headroom_signals::TEXT_CONTENT_TYPE,
+            metrics::encode(&snapshot()),
+        ),
+        "/" => {
+            let now_ns = now
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page::render(&snapshot(), now_ns),
+            )
+        }
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
+        // Every listener is bound before this one serves, so serving means ready.
+        "/readyz" => reply(StatusCode::OK, TEXT, "ready\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found; try /, /api/v1/fleet, /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}

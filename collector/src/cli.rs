@@ -1,0 +1,66 @@
+//! Command line: flags (which override the config file), and exit codes.
+
+use crate::config::{self, Config, Settings};
+use crate::CollectorError;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "headroom-collector",
+    version,
+    about = "Receives OTLP from headroom agents and any OTLP sender; serves the fleet as JSON, /metrics and a status page."
+)]
+pub struct Cli {
+    /// TOML configuration file; flags override its fields.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// OTLP/gRPC receiver address [default: 0.0.0.0:4317].
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_grpc_listen: Option<String>,
+    /// OTLP/HTTP receiver address [default: 0.0.0.0:4318].
+    #[arg(long, value_name = "ADDR")]
+    pub otlp_http_listen: Option<String>,
+    /// API, status page, /metrics, /healthz, /readyz [default: 0.0.0.0:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
+}
+
+/// The configuration: file first, flags over it, then every field checked.
+pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
+    let mut cfg = match &cli.config {
+        Some(p) => config::load(p).map_err(CollectorError::Usage)?,
+        None => Config::default(),
+    };
+    if let Some(a) = &cli.otlp_grpc_listen {
+        cfg.otlp_grpc_listen = a.clone();
+    }
+    if let Some(a) = &cli.otlp_http_listen {
+        cfg.otlp_http_listen = a.clone();
+    }
+    if let Some(a) = &cli.http_listen {
+        cfg.http_listen = a.clone();
+    }
+    cfg.validate()
+        .map_err(|errs| CollectorError::Usage(errs.join("; ")))
+}
+
+/// Parses the command line; `Ok(None)` when help or the version was printed.
+pub fn parse() -> Result<Option<Settings>, CollectorError> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                let _ = e.print();
+                return Ok(None);
+            }
+            _ => {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid usage");
+                let first = first.trim_start_matches("error: ");
+                return Err(CollectorError::Usage(format!("{first} (see --help)")));
+            }
+        },
+    };
+    settings(&cli).map(Some)
+}

@@ -1,0 +1,205 @@
+//! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Every field has a default, so an empty file (or none) is a valid configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// OTLP/gRPC receiver (`opentelemetry.proto.collector.{metrics,trace}.v1` services).
+    pub otlp_grpc_listen: String,
+    /// OTLP/HTTP receiver: `POST /v1/metrics` and `/v1/traces`, protobuf or JSON, gzip or not.
+    pub otlp_http_listen: String,
+    /// API (`/api/v1/fleet`), status page (`/`), `/metrics`, `/healthz`, `/readyz`.
+    pub http_listen: String,
+    /// Largest request body accepted after decompression; larger ones get 413 /
+    /// RESOURCE_EXHAUSTED.
+    pub max_request_bytes: usize,
+    /// A node that sent nothing for this long leaves the fleet.
+    pub node_expiry: String,
+    /// Most distinct attribute sets kept per metric and node (other OTLP senders' metrics);
+    /// further series are rejected and counted.
+    pub max_series_per_metric: usize,
+    /// Most distinct metric names kept per node.
+    pub max_metrics_per_node: usize,
+    /// Most interfaces kept per node.
+    pub max_interfaces_per_node: usize,
+    /// Most nodes in the fleet; data from further nodes is rejected until some expire.
+    pub max_nodes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            otlp_grpc_listen: "0.0.0.0:4317".into(),
+            otlp_http_listen: "0.0.0.0:4318".into(),
+            http_listen: "0.0.0.0:9464".into(),
+            max_request_bytes: 8 << 20,
+            node_expiry: "15m".into(),
+            max_series_per_metric: 1000,
+            max_metrics_per_node: 500,
+            max_interfaces_per_node: 64,
+            max_nodes: 10_000,
+        }
+    }
+}
+
+/// Limits that keep the fleet model's memory bounded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub node_expiry: Duration,
+    pub max_series_per_metric: usize,
+    pub max_metrics_per_node: usize,
+    pub max_interfaces_per_node: usize,
+    pub max_nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Config::default()
+            .validate()
+            .expect("defaults are valid")
+            .limits
+    }
+}
+
+/// A configuration checked and turned into the types the collector runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub otlp_grpc_listen: SocketAddr,
+    pub otlp_http_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub max_request_bytes: usize,
+    pub limits: Limits,
+}
+
+/// Reads a TOML file; the error names the file and the problem.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| format!("invalid config file {}: {}", path.display(), e.message()))
+}
+
+impl Config {
+    /// Checks every field and returns all problems at once.
+    pub fn validate(&self) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut addr = |flag: &str, text: &str, example: &str| match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(format!(
+                    "invalid --{flag} '{text}': expected ADDRESS:PORT such as {example}"
+                ));
+                None
+            }
+        };
+        let grpc = addr("otlp-grpc-listen", &self.otlp_grpc_listen, "0.0.0.0:4317");
+        let http = addr("otlp-http-listen", &self.otlp_http_listen, "0.0.0.0:4318");
+        let api = addr("http-listen", &self.http_listen, "0.0.0.0:9464");
+        let expiry = match humantime::parse_duration(&self.node_expiry) {
+            Ok(d) if d >= Duration::from_secs(10) => Some(d),
+            Ok(_) => {
+                errors.push(format!(
+                    "invalid node_expiry '{}': must be at least 10s",
+                    self.node_expiry
+                ));
+                None
+            }
+            Err(_) => {
+                errors.push(format!(
+                    "invalid node_expiry '{}': expected a duration such as 15m",
+                    self.node_expiry
+                ));
+                None
+            }
+        };
+        if !(1024..=(256 << 20)).contains(&self.max_request_bytes) {
+            errors.push(format!(
+                "invalid max_request_bytes {}: must be between 1024 and 268435456",
+                self.max_request_bytes
+            ));
+        }
+        for (name, v) in [
+            ("max_series_per_metric", self.max_series_per_metric),
+            ("max_metrics_per_node", self.max_metrics_per_node),
+            ("max_interfaces_per_node", self.max_interfaces_per_node),
+            ("max_nodes", self.max_nodes),
+        ] {
+            if v == 0 {
+                errors.push(format!("invalid {name} 0: must be at least 1"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in [grpc, http, api].into_iter().flatten() {
+            if a.port() != 0 && !seen.insert(a) {
+                errors.push(format!(
+                    "address {a} is given to two listeners; each needs its own port"
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Settings {
+            otlp_grpc_listen: grpc.unwrap(),
+            otlp_http_listen: http.unwrap(),
+            http_listen: api.unwrap(),
+            max_request_bytes: self.max_request_bytes,
+            limits: Limits {
+                node_expiry: expiry.unwrap(),
+                max_series_per_metric: self.max_series_per_metric,
+                max_metrics_per_node: self.max_metrics_per_node,
+                max_interfaces_per_node: self.max_interfaces_per_node,
+                max_nodes: self.max_nodes,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Config::default().validate().unwrap();
+        assert_eq!(s.otlp_grpc_listen.port(), 4317);
+        assert_eq!(s.otlp_http_listen.port(), 4318);
+        assert_eq!(s.http_listen.port(), 9464);
+        assert_eq!(s.max_request_bytes, 8 << 20);
+        assert_eq!(s.limits.node_expiry, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let c = Config {
+            otlp_grpc_listen: "nope".into(),
+            otlp_http_listen: "127.0.0.1:1".into(),
+            http_listen: "127.0.0.1:1".into(),
+            max_request_bytes: 1,
+            node_expiry: "soon".into(),
+            max_series_per_metric: 0,
+            ..Config::default()
+        };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("--otlp-grpc-listen 'nope'")));
+        assert!(errs.iter().any(|e| e.contains("two listeners")));
+    }
+
+    #[test]
+    fn file_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("collector.toml");
+        std::fs::write(&p, "http_listen = \"127.0.0.1:9999\"\n").unwrap();
+        let c = load(&p).unwrap();
+        assert_eq!(c.http_listen, "127.0.0.1:9999");
+        assert_eq!(c.otlp_grpc_listen, "0.0.0.0:4317");
+        std::fs::write(&p, "listen = \"x\"\n").unwrap();
+        assert!(load(&p).unwrap_err().contains("unknown field `listen`"));
+    }
+}

@@ -1,0 +1,90 @@
+//! OTLP/gRPC: opentelemetry-proto's tonic services for metrics and traces.
+//!
+//! Messages are capped at twice `max_request_bytes` by tonic's decoder (OUT_OF_RANGE beyond,
+//! before any decoding); between the cap and that, the handler answers RESOURCE_EXHAUSTED as
+//! the OTLP specification asks for oversized payloads. Malformed protobuf gets tonic's
+//! INTERNAL/INVALID_ARGUMENT decode error.
+
+use super::Ingest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+struct Metrics(Arc<Ingest>);
+struct Traces(Arc<Ingest>);
+
+fn too_large(ingest: &Ingest, len: usize) -> Option<Status> {
+    (len > ingest.max_bytes).then(|| {
+        let e = super::IngestError::TooLarge(ingest.max_bytes);
+        ingest.reject(&e);
+        Status::resource_exhausted(e.to_string())
+    })
+}
+
+#[tonic::async_trait]
+impl MetricsService for Metrics {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let req = request.into_inner();
+        if let Some(s) = too_large(&self.0, req.encoded_len()) {
+            return Err(s);
+        }
+        Ok(Response::new(self.0.metrics(&req)))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Traces {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let req = request.into_inner();
+        if let Some(s) = too_large(&self.0, req.encoded_len()) {
+            return Err(s);
+        }
+        Ok(Response::new(self.0.traces(&req)))
+    }
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Arc<Ingest>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let hard_cap = ingest.max_bytes.saturating_mul(2);
+    let metrics = MetricsServiceServer::new(Metrics(ingest.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(hard_cap);
+    let traces = TraceServiceServer::new(Traces(ingest))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(hard_cap);
+    tonic::transport::Server::builder()
+        .add_service(metrics)
+        .add_service(traces)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,83 @@
+//! OTLP receivers (gRPC and HTTP) and what they share: decoding limits and the hand-off into
+//! the fleet model. Any OTLP sender is accepted, not only headroom agents.
+
+pub mod grpc;
+pub mod http;
+
+use crate::fleet::{Applied, Fleet};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Why a request was refused (also the `reason` label of the rejection counter).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum IngestError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request body larger than {0} bytes (after decompression)")]
+    TooLarge(usize),
+    #[error("unsupported content type '{0}': use application/x-protobuf or application/json")]
+    UnsupportedMediaType(String),
+    #[error("unsupported content encoding '{0}': use gzip or none")]
+    UnsupportedEncoding(String),
+}
+
+impl IngestError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Malformed(_) => "malformed",
+            IngestError::TooLarge(_) => "too_large",
+            IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
+        }
+    }
+}
+
+/// The shared ingest state: the fleet and the body size cap.
+pub struct Ingest {
+    pub fleet: Arc<Mutex<Fleet>>,
+    /// Largest body after decompression.
+    pub max_bytes: usize,
+}
+
+impl Ingest {
+    pub fn new(fleet: Arc<Mutex<Fleet>>, max_bytes: usize) -> Self {
+        Ingest { fleet, max_bytes }
+    }
+
+    fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
+        // A panic while holding the lock cannot leave the model half-updated in a way that
+        // matters more than losing the collector, so keep serving.
+        self.fleet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn reject(&self, e: &IngestError) {
+        tracing::debug!(message = "Request refused.", error = %e);
+        self.fleet().reject_request(e.reason());
+    }
+
+    pub fn metrics(&self, req: &ExportMetricsServiceRequest) -> ExportMetricsServiceResponse {
+        let Applied { rejected, .. } = self.fleet().apply_metrics(req, SystemTime::now());
+        ExportMetricsServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected as i64,
+                error_message: "data points over a cardinality limit (series per metric, metrics or interfaces per node, nodes) or without a value".into(),
+            }),
+        }
+    }
+
+    pub fn traces(&self, req: &ExportTraceServiceRequest) -> ExportTraceServiceResponse {
+        let Applied { rejected, .. } = self.fleet().apply_traces(req, SystemTime::now());
+        ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected as i64,
+                error_message: "spans from nodes over the max_nodes limit".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! headroom-collector: receives OTLP from headroom agents (and any other OTLP sender), keeps
+//! the fleet model (cluster → node → interface windows), and serves it as JSON, Prometheus
+//! metrics and a status page.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod fleet;
+pub mod ingest;
+pub mod metrics;
+pub mod page;
+pub mod serve;
+pub mod signal;
+
+use config::Settings;
+use fleet::Fleet;
+use ingest::Ingest;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Errors that end the collector, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// Bad flags, config, or an address that cannot be bound: exit 64 (EX_USAGE).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CollectorError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CollectorError::Usage(_) => 64,
+            CollectorError::Runtime(_) => 1,
+        }
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<TcpListener, CollectorError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        CollectorError::Usage(format!(
+            "cannot listen on {addr} ({e}); choose a free address with --{flag}"
+        ))
+    })
+}
+
+/// Binds every listener, then serves until `shutdown` completes.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CollectorError> {
+    let grpc = bind(settings.otlp_grpc_listen, "otlp-grpc-listen").await?;
+    let http = bind(settings.otlp_http_listen, "otlp-http-listen").await?;
+    let api = bind(settings.http_listen, "http-listen").await?;
+    let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
+    let ingest = Arc::new(Ingest::new(fleet.clone(), settings.max_request_bytes));
+    let stop = CancellationToken::new();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let ingest = ingest.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(error) = ingest::grpc::serve(grpc, ingest, stop.cancelled_owned()).await {
+                tracing::error!(message = "OTLP/gRPC server failed.", %error);
+            }
+        });
+    }
+    {
+        let ingest = ingest.clone();
+        let handler = move |req| {
+            let ingest = ingest.clone();
+            async move { ingest::http::handle(&ingest, req).await }
+        };
+        tasks.spawn(serve::serve(http, handler, stop.clone().cancelled_owned()));
+    }
+    {
+        let fleet = fleet.clone();
+        let handler = move |req| {
+            let resp = api::handle(&fleet, &req);
+            async move { resp }
+        };
+        tasks.spawn(serve::serve(api, handler, stop.clone().cancelled_owned()));
+    }
+    {
+        let fleet = fleet.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => fleet.lock().unwrap_or_else(|e| e.into_inner()).expire(SystemTime::now()),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+    tracing::info!(
+        message = "Serving.",
+        otlp_grpc = %settings.otlp_grpc_listen,
+        otlp_http = %settings.otlp_http_listen,
+        http = %settings.http_listen
+    );
+    shutdown.await;
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! `/`: the status page. Server-rendered HTML with inline CSS and SVG, no external assets:
+//! every interface of the fleet ranked by its latest peak utilization, with a sparkline of
+//! the last hour's window peaks against the 1024/s limit.
+
+use crate::fleet::{EniSnapshot, FleetSnapshot, HISTORY};
+use std::fmt::Write;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const W: f64 = 240.0;
+const H: f64 = 36.0;
+
+/// An inline SVG of the interface's window peaks over the hour before `now_ns`.
+pub fn sparkline(i: &EniSnapshot, now_ns: u64) -> String {
+    let span = HISTORY.as_nanos() as f64;
+    let from = now_ns as f64 - span;
+    let limit = i
+        .latest
+        .as_ref()
+        .map(|w| w.limit_pps)
+        .unwrap_or(1024)
+        .max(1) as f64;
+    let top = i
+        .windows
+        .iter()
+        .map(|w| w.peak_pps as f64)
+        .fold(limit, f64::max);
+    let y = |v: f64| H - v / top * (H - 2.0);
+    let points: Vec<String> = i
+        .windows
+        .iter()
+        .map(|w| {
+            let x = ((w.end_ns as f64 - from) / span * W).clamp(0.0, W);
+            format!("{x:.1},{:.1}", y(w.peak_pps as f64))
+        })
+        .collect();
+    let mut svg = format!(
+        "<svg class=\"spark\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"peak packets/s, last hour\">"
+    );
+    let ly = y(limit);
+    let _ = write!(
+        svg,
+        "<line x1=\"0\" y1=\"{ly:.1}\" x2=\"{W}\" y2=\"{ly:.1}\" stroke=\"#c33\" stroke-dasharray=\"3,3\" stroke-width=\"1\"/>"
+    );
+    if points.len() == 1 {
+        let (x, yv) = points[0].split_once(',').unwrap_or(("0", "0"));
+        let _ = write!(
+            svg,
+            "<circle cx=\"{x}\" cy=\"{yv}\" r=\"2\" fill=\"#36c\"/>"
+        );
+    } else if !points.is_empty() {
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1.5\" points=\"{}\"/>",
+            points.join(" ")
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn util_class(u: f64) -> &'static str {
+    if u >= 0.9 {
+        "crit"
+    } else if u >= 0.7 {
+        "warn"
+    } else {
+        "ok"
+    }
+}
+
+/// The whole page for one snapshot.
+pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
+    let mut h = String::with_capacity(16 * 1024);
+    h.push_str(concat!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta http-equiv=\"refresh\" content=\"10\">",
+        "<title>headroom — fleet</title><style>",
+        "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}",
+        "table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}",
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}",
+        ".ok{color:#262}.warn{color:#b60;font-weight:600}.crit{color:#c00;font-weight:700}",
+        "small{color:#666}</style></head><body>"
+    ));
+    let ifaces = s.ranked_interfaces();
+    let _ = write!(
+        h,
+        "<h1>headroom</h1><p>{} node(s), {} interface(s); generated {}. Link-local limit: 1024 packets/s per interface. \
+         <small>points accepted {}, rejected {}; spans {}</small></p>",
+        s.nodes,
+        ifaces.len(),
+        esc(&s.generated_at),
+        s.ingest.points_accepted,
+        s.ingest.points_rejected,
+        s.ingest.spans_received
+    );
+    h.push_str("<h2>Interfaces by peak utilization</h2>");
+    if ifaces.is_empty() {
+        h.push_str("<p>No link-local figures yet: point agents at this collector with <code>--otlp-endpoint</code>.</p>");
+    } else {
+        h.push_str("<table><thead><tr><th>cluster</th><th>node</th><th>interface</th><th>ENI</th>\
+            <th>peak/s</th><th>util</th><th>mean/s</th><th>drops</th><th>peak/s 1 h</th><th>last hour</th><th>window end</th></tr></thead><tbody>");
+        for (c, n, i) in &ifaces {
+            let Some(w) = &i.latest else { continue };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n {}\">{:.1}%</td><td class=\"n\">{:.1}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                 <td>{}</td><td><small>{}</small></td></tr>",
+                esc(&c.name),
+                esc(&n.name),
+                esc(&i.interface),
+                esc(i.eni_id.as_deref().unwrap_or("-")),
+                w.peak_pps,
+                util_class(w.utilization),
+                w.utilization * 100.0,
+                w.mean_pps,
+                w.kernel_drops,
+                i.peak_pps_last_hour,
+                sparkline(i, now_ns),
+                esc(&w.end),
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
+    for c in &s.clusters {
+        for n in &c.nodes {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><small>{}</small></td></tr>",
+                esc(&c.name),
+                esc(&n.name),
+                esc(n.service_name.as_deref().unwrap_or("-")),
+                esc(n.instance_id.as_deref().unwrap_or("-")),
+                esc(n.instance_type.as_deref().unwrap_or("-")),
+                esc(n.availability_zone.as_deref().unwrap_or("-")),
+                n.metrics.len(),
+                n.spans_received,
+                esc(&n.last_seen)
+            );
+        }
+    }
+    h.push_str("</tbody></table><p><small><a href=\"/api/v1/fleet\">/api/v1/fleet</a> · <a href=\"/metrics\">/metrics</a></small></p></body></html>\n");
+    h
+}
