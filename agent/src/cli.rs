@@ -47,6 +47,10 @@ pub struct Common {
     /// Where the cgroup hierarchy is mounted (for containers' CPU throttling).
     #[arg(long, global = true, value_name = "PATH")]
     pub cgroup_root: Option<String>,
+    /// OTLP/HTTP endpoint `run` exports each report window to, e.g.
+    /// http://headroom-collector:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT; unset: no export).
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,6 +110,14 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     }
     if let Some(p) = &c.cgroup_root {
         cfg.cgroup_root = p.clone();
+    }
+    if let Some(e) = &c.otlp_endpoint {
+        cfg.otlp_endpoint = Some(e.clone());
+    }
+    if cfg.otlp_endpoint.is_none() {
+        cfg.otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty());
     }
     if let Command::Run {
         report_interval: Some(r),

@@ -49,6 +49,12 @@ pub struct Config {
     pub imds_refresh_interval: String,
     /// `[probes]`: shadowing of this node's pods' readiness/liveness/startup probes.
     pub probes: crate::probes::ProbeConfig,
+    /// OTLP/HTTP endpoint for `run` to export each report window to (base URL such as
+    /// http://headroom-collector:4318; `/v1/metrics` is appended). Unset: no export. Falls back
+    /// to $OTEL_EXPORTER_OTLP_ENDPOINT.
+    pub otlp_endpoint: Option<String>,
+    /// Extra headers on OTLP requests (added to $OTEL_EXPORTER_OTLP_HEADERS).
+    pub otlp_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -73,6 +79,8 @@ impl Default for Config {
             imds_endpoint: crate::eni::imds::DEFAULT_ENDPOINT.into(),
             imds_refresh_interval: "5m".into(),
             probes: Default::default(),
+            otlp_endpoint: None,
+            otlp_headers: Default::default(),
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct Settings {
     pub imds_endpoint: String,
     pub imds_refresh_interval: Duration,
     pub probes: crate::probes::ProbeConfig,
+    /// OTLP export (`run`); None when no endpoint is configured.
+    pub otlp: Option<crate::otlp::OtlpSettings>,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -207,6 +217,11 @@ impl Config {
         errors.extend(self.probes.validate());
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
+        let otlp = self
+            .otlp_settings()
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -233,6 +248,7 @@ impl Config {
             imds_refresh_interval: imds_refresh_interval.unwrap(),
             probes: self.probes.clone(),
             workers: workers.unwrap(),
+            otlp,
         })
     }
 
@@ -268,6 +284,27 @@ impl Config {
             cgroup_root: self.cgroup_root.clone().into(),
             interval: interval.unwrap(),
         })
+    }
+
+    fn otlp_settings(&self) -> Result<Option<crate::otlp::OtlpSettings>, String> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(None);
+        };
+        let mut headers = match std::env::var("OTEL_EXPORTER_OTLP_HEADERS") {
+            Ok(h) => crate::otlp::parse_headers(&h)?,
+            Err(_) => Vec::new(),
+        };
+        for (k, v) in &self.otlp_headers {
+            headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+            headers.extend(crate::otlp::parse_headers(&format!("{k}={v}"))?);
+        }
+        Ok(Some(crate::otlp::OtlpSettings {
+            metrics_url: crate::otlp::metrics_url(endpoint)?,
+            headers,
+            resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+                .map(|t| crate::otlp::encode::parse_resource_attributes(&t))
+                .unwrap_or_default(),
+        }))
     }
 }
 
@@ -341,16 +378,18 @@ mod tests {
             proc_root: "/nonexistent-proc".into(),
             workers_sample_interval: "1ms".into(),
             node_name: None,
+            otlp_endpoint: Some("https://collector".into()),
             ..Config::default()
         };
         let errs = c.validate().unwrap_err();
-        assert_eq!(errs.len(), 9, "{errs:?}");
+        assert_eq!(errs.len(), 10, "{errs:?}");
         assert!(errs
             .iter()
             .any(|e| e.contains("too many resolver checks: 11 names")));
         assert!(errs
             .iter()
             .any(|e| e.contains("--proc-root '/nonexistent-proc'")));
+        assert!(errs.iter().any(|e| e.contains("--otlp-endpoint")));
         assert!(errs.iter().any(|e| e.contains("--resolver '10.0.0.300'")));
         assert!(errs.iter().any(|e| e.contains("at least 1s")));
     }

@@ -15,6 +15,7 @@ pub mod kube;
 pub mod linklocal;
 pub mod meter;
 pub mod metrics;
+pub mod otlp;
 pub mod probes;
 pub mod report;
 pub mod resolve;

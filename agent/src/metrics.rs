@@ -329,41 +329,34 @@ impl Metrics {
 }
 
 /// Content type of [`Metrics::encode`].
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = headroom_signals::TEXT_CONTENT_TYPE;
 
-/// OpenMetrics names a counter family without `_total` in HELP/TYPE and ends with `# EOF`;
-/// the classic text format names the sample (`x_total`) and has no EOF marker.
-pub fn openmetrics_to_text(om: &str) -> String {
-    let counters: std::collections::HashSet<&str> = om
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(om.len());
-    for line in om.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta {
-            Some((p, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                if counters.contains(name) {
-                    out += &format!("{p}{name}_total {tail}\n");
-                } else {
-                    out += line;
-                    out.push('\n');
-                }
-            }
-            None => {
-                out += line;
-                out.push('\n');
-            }
-        }
+pub use headroom_signals::openmetrics_to_text;
+
+impl Metrics {
+    /// Adds the OTLP exporter's counters (`run` with an OTLP endpoint).
+    pub fn register_export(&mut self, s: &crate::otlp::ExportStats) {
+        self.registry.register(
+            "headroom_otlp_windows_sent",
+            "Report windows the OTLP receiver acknowledged",
+            s.sent.clone(),
+        );
+        self.registry.register(
+            "headroom_otlp_windows_dropped",
+            "Report windows never exported: oldest dropped from a full queue, or refused by the receiver",
+            s.dropped.clone(),
+        );
+        self.registry.register(
+            "headroom_otlp_send_failures",
+            "Failed OTLP send attempts (each window is retried until sent or dropped)",
+            s.failures.clone(),
+        );
+        self.registry.register(
+            "headroom_otlp_windows_queued",
+            "Report windows waiting to be exported",
+            s.queued.clone(),
+        );
     }
-    out
 }
 
 #[cfg(test)]

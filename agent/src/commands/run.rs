@@ -5,6 +5,7 @@ use crate::config::Settings;
 use crate::http::{self, State};
 use crate::meter::Meter;
 use crate::metrics::Metrics;
+use crate::otlp::{ExportStats, Exporter};
 use crate::report::{now_ns, Report};
 use crate::workers::Workers;
 use crate::{signal, AgentError};
@@ -40,8 +41,19 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         ena.sample(n);
     }
     let workers = Workers::start(&settings.workers);
+    let mut metrics = Metrics::new();
+    let exporter = match &settings.otlp {
+        Some(otlp) => {
+            let stats = ExportStats::default();
+            metrics.register_export(&stats);
+            let e = Exporter::start(otlp.clone(), settings.report_interval, stats)
+                .map_err(|e| AgentError::Runtime(format!("cannot start the OTLP exporter: {e}")))?;
+            Some(e)
+        }
+        None => None,
+    };
     let state = Arc::new(State {
-        metrics: Metrics::new(),
+        metrics,
         meter: meter.clone(),
     });
     let stop = CancellationToken::new();
@@ -91,6 +103,13 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
                 enrich(&mut report, &eni, &mut ena);
                 pods.fill(&mut report);
                 state.metrics.update(&report);
+                if let Some(e) = &exporter {
+                    e.push(&report);
+                }
+                tracing::debug!(
+                    message = "Report.",
+                    report = %serde_json::to_string(&report).unwrap_or_default()
+                );
                 for i in report.interfaces.iter().filter(|i| i.utilization >= 0.8) {
                     tracing::warn!(
                         message = "Link-local packets near the per-interface limit.",
@@ -113,5 +132,11 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
     stop.cancel();
     let _ = server.await;
     tokio::task::spawn_blocking(move || cap.stop()).await.ok();
+    if let Some(e) = exporter {
+        // Joins the sender thread: off the runtime's workers.
+        tokio::task::spawn_blocking(move || e.shutdown(std::time::Duration::from_secs(2)))
+            .await
+            .ok();
+    }
     Ok(())
 }

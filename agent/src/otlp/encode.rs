@@ -1,0 +1,279 @@
+//! One report window → one OTLP `ExportMetricsServiceRequest`, built directly with the
+//! opentelemetry-proto types. Every figure is a data point whose `start_time_unix_nano` is the
+//! window's start and `time_unix_nano` its end, so a window sent late (after an outage) lands
+//! where it belongs. Names: see the `headroom-signals` crate.
+
+use crate::linklocal::Service;
+use crate::report::Report;
+use headroom_signals::{attr, otlp, resource};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+pub fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+/// Parses `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k2=v2`, values percent-encoded).
+pub fn parse_resource_attributes(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), percent_decode(v.trim())))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// Decodes `%XX` escapes (as the OpenTelemetry environment variables use them).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The resource for this agent: `service.name`, `k8s.node.name`, `host.id`, `host.type`,
+/// `cloud.provider`, `cloud.availability_zone` (the EC2 ones once known), then any
+/// `OTEL_RESOURCE_ATTRIBUTES` entries (e.g. `k8s.cluster.name=prod`) for keys not set here.
+pub fn resource(report: &Report, extra: &[(String, String)]) -> Resource {
+    let n = &report.node;
+    let mut attrs = vec![
+        kv(resource::SERVICE_NAME, resource::AGENT_SERVICE),
+        kv("service.version", env!("CARGO_PKG_VERSION")),
+        kv(resource::K8S_NODE_NAME, &n.name),
+        kv(resource::CLOUD_PROVIDER, "aws"),
+    ];
+    for (k, v) in [
+        (resource::HOST_ID, &n.instance_id),
+        (resource::HOST_TYPE, &n.instance_type),
+        (resource::CLOUD_AVAILABILITY_ZONE, &n.availability_zone),
+    ] {
+        if let Some(v) = v {
+            attrs.push(kv(k, v));
+        }
+    }
+    for (k, v) in extra {
+        if !attrs.iter().any(|a| &a.key == k) {
+            attrs.push(kv(k, v));
+        }
+    }
+    Resource {
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+fn point(attrs: &[KeyValue], start: u64, end: u64, v: number_data_point::Value) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs.to_vec(),
+        start_time_unix_nano: start,
+        time_unix_nano: end,
+        value: Some(v),
+        ..Default::default()
+    }
+}
+
+fn gauge(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        description: desc.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }
+}
+
+fn counter(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        description: desc.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The request for one report. `process_start_ns` is the start of the cumulative counters.
+pub fn request(
+    report: &Report,
+    res: Resource,
+    process_start_ns: u64,
+) -> ExportMetricsServiceRequest {
+    use number_data_point::Value::{AsDouble, AsInt};
+    let start = report.window.start_ns;
+    let end = start + (report.window.seconds * 1e9).round() as u64;
+    let (mut peak, mut mean, mut limit, mut util, mut packets, mut drops) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in report.interfaces.iter().filter(|i| i.capturing) {
+        let a = [
+            kv(attr::INTERFACE, &i.name),
+            kv(attr::ENI, i.eni_id.as_deref().unwrap_or("")),
+        ];
+        peak.push(point(&a, start, end, AsInt(i.peak_pps as i64)));
+        mean.push(point(&a, start, end, AsDouble(i.mean_pps)));
+        limit.push(point(&a, start, end, AsInt(i.limit_pps as i64)));
+        util.push(point(&a, start, end, AsDouble(i.utilization)));
+        drops.push(point(
+            &a,
+            process_start_ns,
+            end,
+            AsInt(i.drops_total as i64),
+        ));
+        for s in Service::ALL {
+            let mut sa = a.to_vec();
+            sa.push(kv(attr::SERVICE, s.as_str()));
+            packets.push(point(
+                &sa,
+                process_start_ns,
+                end,
+                AsInt(i.packets_total[s.index()] as i64),
+            ));
+        }
+    }
+    let metrics = vec![
+        gauge(
+            otlp::LINKLOCAL_PPS_PEAK,
+            "Highest packets in any one second of the report window, all link-local services together",
+            "{packet}/s",
+            peak,
+        ),
+        gauge(
+            otlp::LINKLOCAL_PPS_MEAN,
+            "Mean packets per second to link-local services over the report window",
+            "{packet}/s",
+            mean,
+        ),
+        gauge(
+            otlp::LINKLOCAL_PPS_LIMIT,
+            "Packets per second an interface may send to link-local services before EC2 drops them",
+            "{packet}/s",
+            limit,
+        ),
+        gauge(
+            otlp::LINKLOCAL_UTILIZATION,
+            "Peak packets per second over the link-local limit, report window",
+            "1",
+            util,
+        ),
+        counter(
+            otlp::LINKLOCAL_PACKETS,
+            "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)",
+            "{packet}",
+            packets,
+        ),
+        counter(
+            otlp::CAPTURE_DROPS,
+            "Packets the kernel matched but the agent's capture ring had no room for",
+            "{packet}",
+            drops,
+        ),
+    ];
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(res),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "headroom-agent".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linklocal::series::Figures;
+    use crate::meter::InterfaceWindow;
+    use crate::report::Node;
+
+    #[test]
+    fn a_window_becomes_gauges_at_its_end() {
+        let w = InterfaceWindow {
+            name: "eth0".into(),
+            mac: None,
+            figures: Figures {
+                packets: [10, 0, 0],
+                peak: 7,
+                peak_by_service: [7, 0, 0],
+            },
+            kernel_drops: 0,
+            packets_total: [25, 1, 0],
+            drops_total: 4,
+            capturing: true,
+        };
+        let node = Node {
+            name: "ip-10-0-0-1".into(),
+            ..Node::default()
+        };
+        let r = Report::new(node, 5_000_000_000, 15_000_000_000, &[w]);
+        let extra = parse_resource_attributes("k8s.cluster.name=prod%2Deu,service.name=x");
+        let req = request(&r, resource(&r, &extra), 1);
+        let rm = &req.resource_metrics[0];
+        let res = &rm.resource.as_ref().unwrap().attributes;
+        let get = |k: &str| {
+            res.iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
+        let s = |v: &str| Some(any_value::Value::StringValue(v.into()));
+        assert_eq!(get("service.name"), s("headroom-agent"));
+        assert_eq!(get("k8s.node.name"), s("ip-10-0-0-1"));
+        assert_eq!(get("k8s.cluster.name"), s("prod-eu"));
+        assert_eq!(get("cloud.provider"), s("aws"));
+        let m = &rm.scope_metrics[0].metrics;
+        let peak = m
+            .iter()
+            .find(|m| m.name == "headroom.linklocal.pps.peak")
+            .unwrap();
+        let Some(metric::Data::Gauge(g)) = &peak.data else {
+            panic!("peak is a gauge")
+        };
+        let p = &g.data_points[0];
+        assert_eq!(p.start_time_unix_nano, 5_000_000_000);
+        assert_eq!(p.time_unix_nano, 15_000_000_000);
+        assert_eq!(p.value, Some(number_data_point::Value::AsInt(7)));
+        let packets = m
+            .iter()
+            .find(|m| m.name == "headroom.linklocal.packets")
+            .unwrap();
+        let Some(metric::Data::Sum(s)) = &packets.data else {
+            panic!("packets is a sum")
+        };
+        assert_eq!(s.data_points.len(), 3);
+        assert!(s.is_monotonic);
+    }
+}

@@ -1,0 +1,270 @@
+//! OTLP export of the report: every report window becomes one OTLP/HTTP protobuf request,
+//! queued in memory and sent by a thread of its own, with retries and exponential backoff.
+//!
+//! Why not the opentelemetry SDK's periodic reader: it exports the *current* value of each
+//! instrument at each interval, so a window measured while the collector is down is replaced
+//! by the next one and its peak is lost. Here each window is its own request, timestamped with
+//! the window's end, kept until the collector acknowledges it: after an outage the collector
+//! receives every window's peak and places it where it belongs. The queue holds
+//! [`BUFFER`] worth of windows; beyond that the oldest go first and are counted
+//! (`headroom_otlp_windows_dropped_total`). Measurement never waits for export: `push` takes a
+//! lock only to append.
+
+pub mod encode;
+mod sender;
+
+use crate::report::Report;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prost::Message;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long an outage the queue bridges: every window of the last 15 minutes is kept.
+pub const BUFFER: Duration = Duration::from_secs(15 * 60);
+
+/// Where and how to export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpSettings {
+    /// Full URL the requests go to (`…/v1/metrics`).
+    pub metrics_url: hyper::Uri,
+    /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`, `otlp_headers`).
+    pub headers: Vec<(String, String)>,
+    /// Resource attributes from `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource_attributes: Vec<(String, String)>,
+}
+
+/// The exporter's own counters, shown on the agent's /metrics.
+#[derive(Clone, Default, Debug)]
+pub struct ExportStats {
+    /// Windows the collector acknowledged.
+    pub sent: Counter,
+    /// Windows dropped: oldest first when the queue was full, or refused by the receiver.
+    pub dropped: Counter,
+    /// Failed send attempts (each is retried).
+    pub failures: Counter,
+    /// Windows waiting to be sent.
+    pub queued: Gauge,
+}
+
+pub(crate) struct Queue {
+    items: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    next: Mutex<u64>,
+    capacity: usize,
+    notify: tokio::sync::Notify,
+    stats: ExportStats,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Arc<Vec<u8>>)>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, body: Vec<u8>) {
+        let seq = {
+            let mut n = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let mut q = self.lock();
+        while q.len() >= self.capacity {
+            q.pop_front();
+            self.stats.dropped.inc();
+        }
+        q.push_back((seq, Arc::new(body)));
+        self.stats.queued.set(q.len() as i64);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    fn front(&self) -> Option<(u64, Arc<Vec<u8>>)> {
+        self.lock().front().cloned()
+    }
+
+    /// Removes the item `seq` if it is still at the front (it may have been dropped).
+    fn done(&self, seq: u64) {
+        let mut q = self.lock();
+        if q.front().is_some_and(|(s, _)| *s == seq) {
+            q.pop_front();
+        }
+        self.stats.queued.set(q.len() as i64);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// The running exporter. `push` is cheap; `shutdown` flushes for a bounded time.
+pub struct Exporter {
+    queue: Arc<Queue>,
+    settings: OtlpSettings,
+    process_start_ns: u64,
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Starts the sender thread. `interval` is the report interval (sizes the queue).
+    pub fn start(
+        settings: OtlpSettings,
+        interval: Duration,
+        stats: ExportStats,
+    ) -> std::io::Result<Exporter> {
+        let capacity = (BUFFER.as_secs_f64() / interval.as_secs_f64().max(0.001)).ceil() as usize;
+        let queue = Arc::new(Queue {
+            items: Mutex::new(VecDeque::new()),
+            next: Mutex::new(0),
+            capacity: capacity.clamp(1, 100_000),
+            notify: tokio::sync::Notify::new(),
+            stats,
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let thread = {
+            let (queue, stop, settings) = (queue.clone(), stop.clone(), settings.clone());
+            std::thread::Builder::new()
+                .name("headroom-otlp".into())
+                .spawn(move || sender::run(queue, settings, stop))?
+        };
+        tracing::info!(message = "Exporting OTLP.", url = %settings.metrics_url, queue_windows = queue.capacity);
+        Ok(Exporter {
+            queue,
+            settings,
+            process_start_ns: crate::report::now_ns(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues one report window for export. Never blocks on the network.
+    pub fn push(&self, report: &Report) {
+        let res: Resource = encode::resource(report, &self.settings.resource_attributes);
+        let req = encode::request(report, res, self.process_start_ns);
+        self.queue.push(req.encode_to_vec());
+    }
+
+    /// Windows waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Stops the sender after trying to send what is queued for at most `grace`. Call from a
+    /// thread that is not a runtime worker (it joins a thread).
+    pub fn shutdown(mut self, grace: Duration) {
+        let deadline = std::time::Instant::now() + grace;
+        while self.queue.len() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.cancel();
+        self.queue.notify.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let left = self.queue.len();
+        if left > 0 {
+            tracing::warn!(
+                message = "Windows not exported at shutdown.",
+                windows = left
+            );
+        }
+    }
+}
+
+/// The metrics URL for an OTLP endpoint: a base URL gets `/v1/metrics` appended (as
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` works); only plain HTTP for now.
+pub fn metrics_url(endpoint: &str) -> Result<hyper::Uri, String> {
+    let bad = |why: &str| format!("invalid --otlp-endpoint '{endpoint}': {why}");
+    let uri: hyper::Uri = endpoint
+        .parse()
+        .map_err(|_| bad("expected a URL such as http://headroom-collector:4318"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "https is not supported yet; use http:// (e.g. to a collector in the cluster)",
+            ))
+        }
+        _ => return Err(bad("expected a URL such as http://headroom-collector:4318")),
+    }
+    if uri.host().is_none() {
+        return Err(bad("the URL has no host"));
+    }
+    let base = endpoint.trim_end_matches('/');
+    let full = if base.ends_with("/v1/metrics") {
+        base.to_string()
+    } else {
+        format!("{base}/v1/metrics")
+    };
+    full.parse().map_err(|_| bad("cannot append /v1/metrics"))
+}
+
+/// Parses `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values percent-encoded).
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for (k, v) in encode::parse_resource_attributes(text) {
+        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || hyper::header::HeaderValue::from_str(&v).is_err()
+        {
+            return Err(format!(
+                "invalid OTLP header '{k}': not a valid HTTP header"
+            ));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_gets_the_metrics_path() {
+        assert_eq!(
+            metrics_url("http://c:4318").unwrap().to_string(),
+            "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            metrics_url("http://c:4318/").unwrap().to_string(),
+            "http://c:4318/v1/metrics"
+        );
+        assert_eq!(
+            metrics_url("http://c:4318/v1/metrics").unwrap().to_string(),
+            "http://c:4318/v1/metrics"
+        );
+        assert!(metrics_url("https://c").unwrap_err().contains("https"));
+        assert!(metrics_url("c:4318").is_err());
+        assert_eq!(
+            parse_headers("authorization=Bearer%20x, x-tenant = a").unwrap(),
+            vec![
+                ("authorization".to_string(), "Bearer x".to_string()),
+                ("x-tenant".to_string(), "a".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts() {
+        let stats = ExportStats::default();
+        let q = Queue {
+            items: Mutex::new(VecDeque::new()),
+            next: Mutex::new(0),
+            capacity: 3,
+            notify: tokio::sync::Notify::new(),
+            stats: stats.clone(),
+        };
+        for i in 0..5u8 {
+            q.push(vec![i]);
+        }
+        assert_eq!(q.len(), 3);
+        assert_eq!(stats.dropped.get(), 2);
+        let (seq, body) = q.front().unwrap();
+        assert_eq!(*body, vec![2]);
+        q.done(seq);
+        q.done(seq);
+        assert_eq!(q.len(), 2);
+        assert_eq!(stats.queued.get(), 2);
+    }
+}
