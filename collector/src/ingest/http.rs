@@ -138,7 +138,14 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(
 fn encode<T: Message + serde::Serialize>(enc: Encoding, msg: &T) -> Reply {
     let body = match enc {
         Encoding::Protobuf => msg.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec()),
+        Encoding::Json => {
+            // `{}` rather than `{"partialSuccess":null}` when everything was accepted.
+            let mut v = serde_json::to_value(msg).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.retain(|_, f| !f.is_null());
+            }
+            serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
+        }
     };
     reply(StatusCode::OK, enc.content_type(), body)
 }

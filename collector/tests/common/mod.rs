@@ -1,0 +1,135 @@
+//! Runs the real collector binary and talks HTTP/1.1 to it with a plain socket.
+#![allow(dead_code)]
+
+use headroom_testbed::proc::Guard;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_headroom-collector");
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running collector on 127.0.0.1 with its three addresses.
+pub struct Collector {
+    pub guard: Guard,
+    pub grpc: String,
+    pub otlp_http: String,
+    pub api: String,
+}
+
+impl Collector {
+    /// Starts the collector on free ports and waits until /readyz answers.
+    pub fn start() -> Collector {
+        let (g, h, a) = (free_port(), free_port(), free_port());
+        let grpc = format!("127.0.0.1:{g}");
+        let otlp_http = format!("127.0.0.1:{h}");
+        let api = format!("127.0.0.1:{a}");
+        let mut cmd = Command::new(COLLECTOR);
+        cmd.args(["--otlp-grpc-listen", &grpc])
+            .args(["--otlp-http-listen", &otlp_http])
+            .args(["--http-listen", &api])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let guard = Guard::spawn("headroom-collector", &mut cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while request(&api, "GET", "/readyz", &[], &[]).map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "collector never ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Collector {
+            guard,
+            grpc,
+            otlp_http,
+            api,
+        }
+    }
+
+    pub fn fleet(&self) -> serde_json::Value {
+        let (code, body) = request(&self.api, "GET", "/api/v1/fleet", &[], &[]).unwrap();
+        assert_eq!(code, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Resident memory of the collector process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.guard.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`); the body is written from another thread so a
+/// server that answers early (413) is still heard. None when the connection fails.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).ok()?;
+    let mut w = s.try_clone().ok()?;
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&body);
+    });
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let _ = writer.join();
+    let text_end = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&resp[..text_end]).to_string();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut body = resp[text_end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Some((code, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < i + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[(i + 4 + n).min(b.len())..];
+    }
+    out
+}
+
+/// The node named `name` in a fleet snapshot, if present.
+pub fn node<'a>(fleet: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    fleet["clusters"]
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["nodes"].as_array().into_iter().flatten())
+        .find(|n| n["name"] == name)
+}
