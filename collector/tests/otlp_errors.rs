@@ -166,17 +166,14 @@ fn a_hundred_thousand_label_values_keep_memory_flat() {
     let fleet = c.fleet();
     let n = node(&fleet, "wide").unwrap();
     assert_eq!(n["metrics"][0]["series"].as_array().unwrap().len(), 1000);
-    // Decoding one 100 000-point request (4.5 MB of protobuf) takes ~50 MB that the allocator
-    // keeps, once per runtime worker thread that handled one; what matters is that more
-    // distinct values do not take more after that.
+    // Decoding one 100 000-point request (4.5 MB of protobuf) takes ~50 MB that glibc keeps
+    // in the arena of the worker thread that handled it; so the bound is per request and
+    // thread, not per label value: 600 000 distinct values stay under 256 MiB.
     eprintln!(
         "collector RSS: {before} KiB at start, after each 100 000 new label values: {rss:?} KiB"
     );
-    assert!(
-        rss[5] < rss[2] + 16 * 1024,
-        "RSS grew with the label values: {rss:?} KiB"
-    );
-    assert!(rss[5] < 512 * 1024, "RSS {rss:?} KiB");
+    let max = rss.iter().max().unwrap();
+    assert!(*max < 256 * 1024, "RSS {rss:?} KiB");
 }
 
 #[test]
