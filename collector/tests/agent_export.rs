@@ -1,0 +1,325 @@
+//! Agent → collector in the netns bed: `headroom-agent run --otlp-endpoint` exports every
+//! report window; the collector's fleet shows the same peak as the agent's report for the same
+//! window, and a burst measured while the collector was down arrives after it comes back.
+//!
+//! Both run in the bed's node namespace; the agent exports to the collector on 127.0.0.1.
+
+mod common;
+
+use headroom_testbed::bed::{self, Bed};
+use headroom_testbed::proc::Guard;
+use headroom_testbed::Need;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const GRPC: &str = "127.0.0.1:14317";
+const OTLP_HTTP: &str = "127.0.0.1:14318";
+const API: &str = "127.0.0.1:19464";
+const NODE: &str = "bed-node";
+
+/// The agent binary: built beside the collector by `cargo test --workspace`.
+fn agent_bin() -> PathBuf {
+    let p = PathBuf::from(common::COLLECTOR).with_file_name("headroom-agent");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build -p headroom-agent` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+fn needs() -> Vec<Need> {
+    vec![
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("unbound"),
+        Need::Tool("dnsperf"),
+        Need::Tool("dig"),
+        Need::Tool("curl"),
+    ]
+}
+
+fn curl(bed: &Bed, url: &str) -> (u32, String) {
+    let out = bed
+        .node
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn start_collector(bed: &Bed) -> Guard {
+    let mut cmd = bed.node.command(common::COLLECTOR);
+    cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
+        .args(["--http-listen", API])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let g = Guard::spawn("headroom-collector", &mut cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(bed, &format!("http://{API}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "collector never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g
+}
+
+/// A running `headroom-agent run` whose reports (logged at debug level) are collected.
+struct Agent {
+    _guard: Guard,
+    reports: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Agent {
+    fn start(bed: &Bed, interval: &str) -> Agent {
+        let mut cmd = bed.node.command(agent_bin().to_str().unwrap());
+        cmd.args(["run", "--interface", "eni0", "--report-interval", interval])
+            .args(["--metrics-listen", "127.0.0.1:19465", "--node-name", NODE])
+            .args(["--otlp-endpoint", &format!("http://{OTLP_HTTP}")])
+            .env("RUST_LOG", "info,headroom_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut g = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
+        let stderr = g.child.as_mut().unwrap().stderr.take().unwrap();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let r = reports.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(json) = line.split_once(" report=").map(|x| x.1) {
+                    if let Ok(v) = serde_json::from_str(json) {
+                        r.lock().unwrap().push(v);
+                    }
+                }
+            }
+        });
+        Agent { _guard: g, reports }
+    }
+
+    fn reports(&self) -> Vec<serde_json::Value> {
+        self.reports.lock().unwrap().clone()
+    }
+}
+
+/// eni0's figures in an agent report.
+fn eni0(report: &serde_json::Value) -> &serde_json::Value {
+    report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eni0")
+        .unwrap()
+}
+
+/// eni0's windows in the collector's fleet, by window start.
+fn fleet_windows(bed: &Bed) -> Vec<serde_json::Value> {
+    let (code, body) = curl(bed, &format!("http://{API}/api/v1/fleet"));
+    if code != 200 {
+        return Vec::new();
+    }
+    let fleet: serde_json::Value = serde_json::from_str(&body).unwrap();
+    common::node(&fleet, NODE)
+        .and_then(|n| n["interfaces"].as_array().cloned())
+        .and_then(|i| i.into_iter().find(|i| i["interface"] == "eni0"))
+        .and_then(|i| i["windows"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Waits until the collector has the window that starts at `start`.
+fn wait_window(bed: &Bed, start: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(w) = fleet_windows(bed).into_iter().find(|w| w["start"] == start) {
+            return w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "window {start} never reached the collector; it has {:?}",
+            fleet_windows(bed)
+                .iter()
+                .map(|w| w["start"].clone())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The agent's report with the highest eni0 peak.
+fn busiest(reports: &[serde_json::Value]) -> serde_json::Value {
+    reports
+        .iter()
+        .max_by_key(|r| eni0(r)["peak_pps"].as_u64().unwrap())
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn collector_shows_the_agents_peak_for_the_same_window() {
+    if !headroom_testbed::require(
+        "collector_shows_the_agents_peak_for_the_same_window",
+        &needs(),
+    ) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let _collector = start_collector(&bed);
+    let agent = Agent::start(&bed, "2s");
+    std::thread::sleep(Duration::from_secs(3));
+    let sent =
+        bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 500, 4, None).unwrap()).unwrap();
+    assert_eq!(sent.sent, 2000);
+    std::thread::sleep(Duration::from_secs(3));
+    let report = busiest(&agent.reports());
+    let start = report["window"]["start"].as_str().unwrap().to_string();
+    let peak = eni0(&report)["peak_pps"].as_u64().unwrap();
+    assert!(
+        (490..=510).contains(&peak),
+        "agent peak {peak} vs 500/s sent"
+    );
+    let w = wait_window(&bed, &start, Duration::from_secs(10));
+    let fleet_peak = w["peak_pps"].as_u64().unwrap();
+    eprintln!("window {start}: agent peak {peak}/s, collector {fleet_peak}/s");
+    assert!(
+        peak.abs_diff(fleet_peak) <= 1,
+        "agent {peak} vs collector {w}"
+    );
+    assert_eq!(w["seconds"], report["window"]["seconds"]);
+    assert_eq!(w["mean_pps"], eni0(&report)["mean_pps"]);
+    assert_eq!(w["limit_pps"], 1024);
+    // Every window the agent cut so far is in the fleet too.
+    std::thread::sleep(Duration::from_secs(1));
+    let have: Vec<_> = fleet_windows(&bed)
+        .iter()
+        .map(|w| w["start"].clone())
+        .collect();
+    for r in agent.reports().iter().take(agent.reports().len() - 1) {
+        assert!(
+            have.contains(&r["window"]["start"]),
+            "missing {}",
+            r["window"]["start"]
+        );
+    }
+    // The page ranks the node's interface; /metrics has the fleet's figure.
+    let (code, page) = curl(&bed, &format!("http://{API}/"));
+    assert_eq!(code, 200);
+    assert!(page.contains(NODE) && page.contains("<svg"));
+    let (_, metrics) = curl(&bed, &format!("http://{API}/metrics"));
+    assert!(
+        metrics.contains(&format!(
+            "headroom_fleet_linklocal_pps_peak_last_hour{{cluster=\"default\",node=\"{NODE}\",interface=\"eni0\",eni=\"\"}} {peak}"
+        )),
+        "{metrics}"
+    );
+    if headroom_testbed::require("collector /metrics promtool", &[Need::Tool("promtool")]) {
+        let mut c = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Outage length in this test: 20 s (the queue holds 15 minutes of windows; the sender
+/// retries every ≤ 5 s, so a longer outage only means more windows to replay).
+const OUTAGE: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_burst_measured_while_the_collector_is_down_arrives_after() {
+    if !headroom_testbed::require(
+        "a_burst_measured_while_the_collector_is_down_arrives_after",
+        &needs(),
+    ) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let collector = start_collector(&bed);
+    let agent = Agent::start(&bed, "1s");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet_windows(&bed).is_empty() {
+        assert!(Instant::now() < deadline, "no window before the outage");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = agent.reports().len();
+    let down = Instant::now();
+    let out = collector.stop().unwrap();
+    assert!(out.status.success(), "collector exit {:?}", out.status);
+    let sent =
+        bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 700, 3, None).unwrap()).unwrap();
+    assert_eq!(sent.sent, 2100);
+    std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+    let during: Vec<_> = agent.reports()[before..].to_vec();
+    assert!(
+        during.len() >= 15,
+        "{} windows during the outage",
+        during.len()
+    );
+    let _collector = start_collector(&bed);
+    let report = busiest(&during);
+    let start = report["window"]["start"].as_str().unwrap().to_string();
+    let peak = eni0(&report)["peak_pps"].as_u64().unwrap();
+    assert!(
+        (686..=714).contains(&peak),
+        "agent peak {peak} vs 700/s sent"
+    );
+    let w = wait_window(&bed, &start, Duration::from_secs(30));
+    let fleet_peak = w["peak_pps"].as_u64().unwrap();
+    eprintln!(
+        "after a {:?} outage: window {start} agent peak {peak}/s, collector {fleet_peak}/s",
+        down.elapsed()
+    );
+    assert!(
+        peak.abs_diff(fleet_peak) <= 1,
+        "agent {peak} vs collector {w}"
+    );
+    // Nothing lost: every window cut during the outage reached the new collector.
+    std::thread::sleep(Duration::from_secs(2));
+    let have: Vec<_> = fleet_windows(&bed)
+        .iter()
+        .map(|w| w["start"].clone())
+        .collect();
+    let lost: Vec<_> = during
+        .iter()
+        .map(|r| r["window"]["start"].clone())
+        .filter(|s| !have.contains(s))
+        .collect();
+    assert!(lost.is_empty(), "windows lost: {lost:?}");
+    let (_, m) = curl(&bed, "http://127.0.0.1:19465/metrics");
+    assert!(m.contains("headroom_otlp_windows_dropped_total 0"), "{m}");
+    let failures = m
+        .lines()
+        .find(|l| l.starts_with("headroom_otlp_send_failures_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failures > 0, "the outage was seen: {m}");
+}
