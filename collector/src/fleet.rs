@@ -340,55 +340,7 @@ impl Fleet {
                     }
                     continue;
                 }
-                let (kind, points): (&'static str, Vec<(Vec<(String, String)>, f64, u64)>) =
-                    match &m.data {
-                        Some(metric::Data::Gauge(g)) => (
-                            "gauge",
-                            g.data_points
-                                .iter()
-                                .filter_map(|p| {
-                                    Some((attributes(&p.attributes), number(p)?, p.time_unix_nano))
-                                })
-                                .collect(),
-                        ),
-                        Some(metric::Data::Sum(s)) => (
-                            "sum",
-                            s.data_points
-                                .iter()
-                                .filter_map(|p| {
-                                    Some((attributes(&p.attributes), number(p)?, p.time_unix_nano))
-                                })
-                                .collect(),
-                        ),
-                        Some(metric::Data::Histogram(h)) => (
-                            "histogram",
-                            h.data_points
-                                .iter()
-                                .map(|p| {
-                                    (attributes(&p.attributes), p.count as f64, p.time_unix_nano)
-                                })
-                                .collect(),
-                        ),
-                        Some(metric::Data::ExponentialHistogram(h)) => (
-                            "exponential_histogram",
-                            h.data_points
-                                .iter()
-                                .map(|p| {
-                                    (attributes(&p.attributes), p.count as f64, p.time_unix_nano)
-                                })
-                                .collect(),
-                        ),
-                        Some(metric::Data::Summary(s)) => (
-                            "summary",
-                            s.data_points
-                                .iter()
-                                .map(|p| {
-                                    (attributes(&p.attributes), p.count as f64, p.time_unix_nano)
-                                })
-                                .collect(),
-                        ),
-                        None => ("none", Vec::new()),
-                    };
+                let (kind, points) = generic_points(m);
                 applied.rejected += (points_in(m) - points.len()) as u64;
                 if points.is_empty() {
                     continue;
@@ -491,6 +443,39 @@ impl Fleet {
             clusters,
             ingest: self.stats.clone(),
         }
+    }
+}
+
+/// A data point of any other metric: attributes, value (the count for histograms and
+/// summaries), time.
+type GenericPoint = (Vec<(String, String)>, f64, u64);
+
+fn generic_points(
+    m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+) -> (&'static str, Vec<GenericPoint>) {
+    let numbers = |points: &[NumberDataPoint]| -> Vec<GenericPoint> {
+        points
+            .iter()
+            .filter_map(|p| Some((attributes(&p.attributes), number(p)?, p.time_unix_nano)))
+            .collect()
+    };
+    macro_rules! counts {
+        ($points:expr) => {
+            $points
+                .iter()
+                .map(|p| (attributes(&p.attributes), p.count as f64, p.time_unix_nano))
+                .collect()
+        };
+    }
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => ("gauge", numbers(&g.data_points)),
+        Some(metric::Data::Sum(s)) => ("sum", numbers(&s.data_points)),
+        Some(metric::Data::Histogram(h)) => ("histogram", counts!(h.data_points)),
+        Some(metric::Data::ExponentialHistogram(h)) => {
+            ("exponential_histogram", counts!(h.data_points))
+        }
+        Some(metric::Data::Summary(s)) => ("summary", counts!(s.data_points)),
+        None => ("none", Vec::new()),
     }
 }
 
