@@ -24,6 +24,9 @@ pub struct Cli {
     /// API, status page, /metrics, /healthz, /readyz [default: 0.0.0.0:9464].
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<String>,
+    /// Send received spans on to this OTLP/HTTP base URL (e.g. http://jaeger:4318).
+    #[arg(long, value_name = "URL")]
+    pub traces_endpoint: Option<String>,
 }
 
 /// The configuration: file first, flags over it, then every field checked.
@@ -40,6 +43,9 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
     }
     if let Some(a) = &cli.http_listen {
         cfg.http_listen = a.clone();
+    }
+    if let Some(t) = &cli.traces_endpoint {
+        cfg.traces_endpoint = Some(t.clone());
     }
     cfg.validate()
         .map_err(|errs| CollectorError::Usage(errs.join("; ")))

@@ -29,6 +29,9 @@ pub struct Config {
     pub max_interfaces_per_node: usize,
     /// Most nodes in the fleet; data from further nodes is rejected until some expire.
     pub max_nodes: usize,
+    /// Where received spans go on to: an OTLP/HTTP base URL such as http://jaeger:4318
+    /// (spans are POSTed to `/v1/traces`). Unset: spans are counted, not forwarded.
+    pub traces_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             max_metrics_per_node: 500,
             max_interfaces_per_node: 64,
             max_nodes: 10_000,
+            traces_endpoint: None,
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct Settings {
     pub http_listen: SocketAddr,
     pub max_request_bytes: usize,
     pub limits: Limits,
+    pub traces_endpoint: Option<hyper::Uri>,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -133,6 +138,12 @@ impl Config {
                 errors.push(format!("invalid {name} 0: must be at least 1"));
             }
         }
+        let traces_endpoint = match &self.traces_endpoint {
+            Some(e) => crate::forward::traces_url(e)
+                .map_err(|e| errors.push(e))
+                .ok(),
+            None => None,
+        };
         let mut seen = std::collections::HashSet::new();
         for a in [grpc, http, api].into_iter().flatten() {
             if a.port() != 0 && !seen.insert(a) {
@@ -149,6 +160,7 @@ impl Config {
             otlp_http_listen: http.unwrap(),
             http_listen: api.unwrap(),
             max_request_bytes: self.max_request_bytes,
+            traces_endpoint,
             limits: Limits {
                 node_expiry: expiry.unwrap(),
                 max_series_per_metric: self.max_series_per_metric,
@@ -183,10 +195,11 @@ mod tests {
             max_request_bytes: 1,
             node_expiry: "soon".into(),
             max_series_per_metric: 0,
+            traces_endpoint: Some("jaeger:4318".into()),
             ..Config::default()
         };
         let errs = c.validate().unwrap_err();
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("--otlp-grpc-listen 'nope'")));
         assert!(errs.iter().any(|e| e.contains("two listeners")));
     }

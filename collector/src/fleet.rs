@@ -76,6 +76,10 @@ pub struct IngestStats {
     /// nodes) or without a value.
     pub points_rejected: u64,
     pub spans_received: u64,
+    /// Spans sent on to `--traces-endpoint`.
+    pub spans_forwarded: u64,
+    /// Spans not forwarded: queue full, or the downstream refused or stayed unreachable.
+    pub spans_forward_dropped: u64,
     /// Requests refused, by reason (`malformed`, `too_large`, `unsupported_media_type`, …).
     pub requests_rejected: BTreeMap<String, u64>,
     /// Nodes removed because they sent nothing for `node_expiry`.
@@ -214,6 +218,12 @@ impl Fleet {
             .requests_rejected
             .entry(reason.to_string())
             .or_default() += 1;
+    }
+
+    /// Counts spans forwarded to, or dropped on the way to, the traces endpoint.
+    pub fn count_forwarded(&mut self, forwarded: u64, dropped: u64) {
+        self.stats.spans_forwarded += forwarded;
+        self.stats.spans_forward_dropped += dropped;
     }
 
     /// The node for a resource, created (and refreshed) if the node limit allows.

@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod forward;
 pub mod ingest;
 pub mod metrics;
 pub mod page;
@@ -59,8 +60,16 @@ pub async fn run(
     let http = bind(settings.otlp_http_listen, "otlp-http-listen").await?;
     let api = bind(settings.http_listen, "http-listen").await?;
     let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
-    let ingest = Arc::new(Ingest::new(fleet.clone(), settings.max_request_bytes));
     let stop = CancellationToken::new();
+    let forward = settings
+        .traces_endpoint
+        .clone()
+        .map(|url| forward::Forwarder::start(url, fleet.clone(), stop.clone()));
+    let ingest = Arc::new(Ingest::new(
+        fleet.clone(),
+        settings.max_request_bytes,
+        forward,
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     {
@@ -105,7 +114,8 @@ pub async fn run(
         message = "Serving.",
         otlp_grpc = %settings.otlp_grpc_listen,
         otlp_http = %settings.otlp_http_listen,
-        http = %settings.http_listen
+        http = %settings.http_listen,
+        traces_endpoint = ?settings.traces_endpoint.as_ref().map(|u| u.to_string())
     );
     shutdown.await;
     stop.cancel();

@@ -91,6 +91,18 @@ pub fn encode(s: &FleetSnapshot) -> String {
     );
     counter(
         &mut r,
+        "headroom_collector_spans_forwarded",
+        "Spans sent on to the traces endpoint",
+        s.ingest.spans_forwarded,
+    );
+    counter(
+        &mut r,
+        "headroom_collector_spans_forward_dropped",
+        "Spans not forwarded: queue full, or the traces endpoint refused or stayed unreachable",
+        s.ingest.spans_forward_dropped,
+    );
+    counter(
+        &mut r,
         "headroom_collector_nodes_expired",
         "Nodes removed after sending nothing for node_expiry",
         s.ingest.nodes_expired,

@@ -43,11 +43,21 @@ pub struct Ingest {
     pub fleet: Arc<Mutex<Fleet>>,
     /// Largest body after decompression.
     pub max_bytes: usize,
+    /// Where received spans go on to, if anywhere.
+    pub forward: Option<crate::forward::Forwarder>,
 }
 
 impl Ingest {
-    pub fn new(fleet: Arc<Mutex<Fleet>>, max_bytes: usize) -> Self {
-        Ingest { fleet, max_bytes }
+    pub fn new(
+        fleet: Arc<Mutex<Fleet>>,
+        max_bytes: usize,
+        forward: Option<crate::forward::Forwarder>,
+    ) -> Self {
+        Ingest {
+            fleet,
+            max_bytes,
+            forward,
+        }
     }
 
     fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
@@ -73,6 +83,9 @@ impl Ingest {
 
     pub fn traces(&self, req: &ExportTraceServiceRequest) -> ExportTraceServiceResponse {
         let Applied { rejected, .. } = self.fleet().apply_traces(req, SystemTime::now());
+        if let Some(f) = &self.forward {
+            f.send(req);
+        }
         ExportTraceServiceResponse {
             partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
                 rejected_spans: rejected as i64,

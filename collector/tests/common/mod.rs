@@ -29,6 +29,11 @@ pub struct Collector {
 impl Collector {
     /// Starts the collector on free ports and waits until /readyz answers.
     pub fn start() -> Collector {
+        Self::start_with(&[])
+    }
+
+    /// Starts the collector with extra flags.
+    pub fn start_with(args: &[&str]) -> Collector {
         let (g, h, a) = (free_port(), free_port(), free_port());
         let grpc = format!("127.0.0.1:{g}");
         let otlp_http = format!("127.0.0.1:{h}");
@@ -37,6 +42,7 @@ impl Collector {
         cmd.args(["--otlp-grpc-listen", &grpc])
             .args(["--otlp-http-listen", &otlp_http])
             .args(["--http-listen", &api])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let guard = Guard::spawn("headroom-collector", &mut cmd).unwrap();
