@@ -86,7 +86,11 @@ async fn run(
     fleet: Arc<Mutex<Fleet>>,
     stop: CancellationToken,
 ) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector);
     loop {
         let (body, spans) = tokio::select! {
             m = rx.recv() => match m { Some(m) => m, None => return },

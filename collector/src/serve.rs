@@ -32,6 +32,7 @@ where
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 let svc = service_fn(move |req| {
                     let fut = handler(req);

@@ -37,9 +37,11 @@ pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationT
 }
 
 async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build_http();
+        .build(connector);
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
     loop {
