@@ -51,6 +51,9 @@ pub struct Common {
     /// http://headroom-collector:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT; unset: no export).
     #[arg(long, global = true, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// OTLP transport: http/protobuf (default) or grpc (default: $OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, global = true, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,6 +116,14 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     }
     if let Some(e) = &c.otlp_endpoint {
         cfg.otlp_endpoint = Some(e.clone());
+    }
+    if let Some(p) = &c.otlp_protocol {
+        cfg.otlp_protocol = Some(p.clone());
+    }
+    if cfg.otlp_protocol.is_none() {
+        cfg.otlp_protocol = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .ok()
+            .filter(|p| !p.is_empty());
     }
     if cfg.otlp_endpoint.is_none() {
         cfg.otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -53,6 +53,8 @@ pub struct Config {
     /// http://headroom-collector:4318; `/v1/metrics` is appended). Unset: no export. Falls back
     /// to $OTEL_EXPORTER_OTLP_ENDPOINT.
     pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`; falls back to $OTEL_EXPORTER_OTLP_PROTOCOL.
+    pub otlp_protocol: Option<String>,
     /// Extra headers on OTLP requests (added to $OTEL_EXPORTER_OTLP_HEADERS).
     pub otlp_headers: std::collections::BTreeMap<String, String>,
 }
@@ -80,6 +82,7 @@ impl Default for Config {
             imds_refresh_interval: "5m".into(),
             probes: Default::default(),
             otlp_endpoint: None,
+            otlp_protocol: None,
             otlp_headers: Default::default(),
         }
     }
@@ -298,8 +301,13 @@ impl Config {
             headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
             headers.extend(crate::otlp::parse_headers(&format!("{k}={v}"))?);
         }
+        let protocol = match &self.otlp_protocol {
+            Some(p) => crate::otlp::Protocol::parse(p)?,
+            None => crate::otlp::Protocol::HttpProtobuf,
+        };
         Ok(Some(crate::otlp::OtlpSettings {
-            metrics_url: crate::otlp::metrics_url(endpoint)?,
+            protocol,
+            metrics_url: crate::otlp::metrics_url(endpoint, protocol)?,
             headers,
             resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
                 .map(|t| crate::otlp::encode::parse_resource_attributes(&t))

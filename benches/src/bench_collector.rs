@@ -211,7 +211,7 @@ fn main() {
     let mut s = TcpStream::connect(&api).unwrap();
     write!(
         s,
-        "GET /api/v1/fleet HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
+        "GET /api/v1/fleet?history=false HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = Vec::new();

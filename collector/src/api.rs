@@ -1,5 +1,5 @@
-//! The collector's own HTTP endpoints: `GET /api/v1/fleet` (JSON), `/metrics`, `/` (status
-//! page), `/healthz`, `/readyz`.
+//! The collector's own HTTP endpoints: `GET /api/v1/fleet` (JSON; `?history=false` leaves out
+//! each interface's list of windows), `/metrics`, `/` (status page), `/healthz`, `/readyz`.
 
 use crate::fleet::Fleet;
 use crate::serve::Reply;
@@ -25,22 +25,27 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, req: &Request<Incoming>) -> Reply {
         return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n".into());
     }
     let now = SystemTime::now();
-    let snapshot = || {
+    let snapshot_with = |history: bool| {
         fleet
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .snapshot(now)
+            .snapshot_with(now, history)
     };
+    let snapshot = || snapshot_with(true);
+    let history = !req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "history=false"));
     match req.uri().path() {
         "/api/v1/fleet" => reply(
             StatusCode::OK,
             "application/json",
-            serde_json::to_string(&snapshot()).expect("the snapshot always serializes"),
+            serde_json::to_string(&snapshot_with(history)).expect("the snapshot always serializes"),
         ),
         "/metrics" => reply(
             StatusCode::OK,
             headroom_signals::TEXT_CONTENT_TYPE,
-            metrics::encode(&snapshot()),
+            metrics::encode(&snapshot_with(false)),
         ),
         "/" => {
             let now_ns = now

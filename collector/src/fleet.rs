@@ -433,8 +433,14 @@ impl Fleet {
         self.stats.nodes_expired += removed as u64;
     }
 
-    /// The read-only view of the whole fleet at `now`.
+    /// The read-only view of the whole fleet at `now`, with every window of the last hour.
     pub fn snapshot(&self, now: SystemTime) -> FleetSnapshot {
+        self.snapshot_with(now, true)
+    }
+
+    /// As [`Fleet::snapshot`]; without `history` each interface carries only its latest window
+    /// and last-hour figures (what `/metrics` needs: far smaller for a large fleet).
+    pub fn snapshot_with(&self, now: SystemTime, history: bool) -> FleetSnapshot {
         let clusters = self
             .clusters
             .iter()
@@ -442,7 +448,7 @@ impl Fleet {
                 name: cname.clone(),
                 nodes: nodes
                     .iter()
-                    .map(|(name, n)| node_snapshot(name, n))
+                    .map(|(name, n)| node_snapshot(name, n, history))
                     .collect(),
             })
             .collect();
@@ -500,7 +506,7 @@ fn points_in(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
     }
 }
 
-fn node_snapshot(name: &str, n: &Node) -> NodeSnapshot {
+fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
     let interfaces = n
         .interfaces
         .iter()
@@ -539,16 +545,18 @@ fn node_snapshot(name: &str, n: &Node) -> NodeSnapshot {
                 })
                 .collect();
             let latest = windows.last().cloned();
+            let peak_pps_last_hour = windows.iter().map(|w| w.peak_pps).max().unwrap_or(0);
+            let utilization_last_hour = windows.iter().map(|w| w.utilization).fold(0.0, f64::max);
             EniSnapshot {
                 interface: iface.clone(),
                 eni_id: (!eni.is_empty()).then(|| eni.clone()),
-                peak_pps_last_hour: windows.iter().map(|w| w.peak_pps).max().unwrap_or(0),
-                utilization_last_hour: windows.iter().map(|w| w.utilization).fold(0.0, f64::max),
+                peak_pps_last_hour,
+                utilization_last_hour,
                 latest,
-                windows,
+                windows: if history { windows } else { Vec::new() },
             }
         })
-        .filter(|i| !i.windows.is_empty())
+        .filter(|i| i.latest.is_some())
         .collect();
     NodeSnapshot {
         name: name.to_string(),

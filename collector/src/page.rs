@@ -21,6 +21,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Interfaces shown on the page (the busiest); the API has them all.
+pub const MAX_ROWS: usize = 200;
 const W: f64 = 240.0;
 const H: f64 = 36.0;
 
@@ -114,7 +116,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
     } else {
         h.push_str("<table><thead><tr><th>cluster</th><th>node</th><th>interface</th><th>ENI</th>\
             <th>peak/s</th><th>util</th><th>mean/s</th><th>drops</th><th>peak/s 1 h</th><th>last hour</th><th>window end</th></tr></thead><tbody>");
-        for (c, n, i) in &ifaces {
+        for (c, n, i) in ifaces.iter().take(MAX_ROWS) {
             let Some(w) = &i.latest else { continue };
             let _ = write!(
                 h,
@@ -136,6 +138,13 @@ pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
             );
         }
         h.push_str("</tbody></table>");
+        if ifaces.len() > MAX_ROWS {
+            let _ = write!(
+                h,
+                "<p><small>The {MAX_ROWS} busiest of {} interfaces; all are in /api/v1/fleet.</small></p>",
+                ifaces.len()
+            );
+        }
     }
     h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
     for c in &s.clusters {

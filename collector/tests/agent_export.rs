@@ -2,7 +2,8 @@
 //! report window; the collector's fleet shows the same peak as the agent's report for the same
 //! window, and a burst measured while the collector was down arrives after it comes back.
 //!
-//! Both run in the bed's node namespace; the agent exports to the collector on 127.0.0.1.
+//! Both run in the bed's node namespace; the agent exports to the collector on 127.0.0.1, over
+//! OTLP/HTTP in the first test and over gRPC in the outage test.
 
 mod common;
 
@@ -85,11 +86,16 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(bed: &Bed, interval: &str) -> Agent {
+    /// `protocol`: `http/protobuf` (to the OTLP/HTTP port) or `grpc` (to the gRPC port).
+    fn start(bed: &Bed, interval: &str, protocol: &str) -> Agent {
+        let endpoint = match protocol {
+            "grpc" => format!("http://{GRPC}"),
+            _ => format!("http://{OTLP_HTTP}"),
+        };
         let mut cmd = bed.node.command(agent_bin().to_str().unwrap());
         cmd.args(["run", "--interface", "eni0", "--report-interval", interval])
             .args(["--metrics-listen", "127.0.0.1:19465", "--node-name", NODE])
-            .args(["--otlp-endpoint", &format!("http://{OTLP_HTTP}")])
+            .args(["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol])
             .env("RUST_LOG", "info,headroom_agent=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -177,7 +183,7 @@ fn collector_shows_the_agents_peak_for_the_same_window() {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let _collector = start_collector(&bed);
-    let agent = Agent::start(&bed, "2s");
+    let agent = Agent::start(&bed, "2s", "http/protobuf");
     std::thread::sleep(Duration::from_secs(3));
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 500, 4, None).unwrap()).unwrap();
@@ -263,7 +269,7 @@ fn a_burst_measured_while_the_collector_is_down_arrives_after() {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let collector = start_collector(&bed);
-    let agent = Agent::start(&bed, "1s");
+    let agent = Agent::start(&bed, "1s", "grpc");
     let deadline = Instant::now() + Duration::from_secs(10);
     while fleet_windows(&bed).is_empty() {
         assert!(Instant::now() < deadline, "no window before the outage");

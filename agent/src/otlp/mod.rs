@@ -25,10 +25,32 @@ use std::time::Duration;
 /// How long an outage the queue bridges: every window of the last 15 minutes is kept.
 pub const BUFFER: Duration = Duration::from_secs(15 * 60);
 
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf`: POST to `…/v1/metrics`.
+    HttpProtobuf,
+    /// `grpc`: the MetricsService on the endpoint.
+    Grpc,
+}
+
+impl Protocol {
+    pub fn parse(text: &str) -> Result<Protocol, String> {
+        match text {
+            "http/protobuf" | "http" => Ok(Protocol::HttpProtobuf),
+            "grpc" => Ok(Protocol::Grpc),
+            _ => Err(format!(
+                "invalid --otlp-protocol '{text}': expected http/protobuf or grpc"
+            )),
+        }
+    }
+}
+
 /// Where and how to export.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSettings {
-    /// Full URL the requests go to (`…/v1/metrics`).
+    pub protocol: Protocol,
+    /// Where the requests go: `…/v1/metrics` for HTTP, the endpoint itself for gRPC.
     pub metrics_url: hyper::Uri,
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`, `otlp_headers`).
     pub headers: Vec<(String, String)>,
@@ -128,7 +150,12 @@ impl Exporter {
                 .name("headroom-otlp".into())
                 .spawn(move || sender::run(queue, settings, stop))?
         };
-        tracing::info!(message = "Exporting OTLP.", url = %settings.metrics_url, queue_windows = queue.capacity);
+        tracing::info!(
+            message = "Exporting OTLP.",
+            url = %settings.metrics_url,
+            protocol = ?settings.protocol,
+            queue_windows = queue.capacity
+        );
         Ok(Exporter {
             queue,
             settings,
@@ -172,9 +199,9 @@ impl Exporter {
     }
 }
 
-/// The metrics URL for an OTLP endpoint: a base URL gets `/v1/metrics` appended (as
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` works); only plain HTTP for now.
-pub fn metrics_url(endpoint: &str) -> Result<hyper::Uri, String> {
+/// The metrics URL for an OTLP endpoint: for HTTP a base URL gets `/v1/metrics` appended (as
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` works), for gRPC it is the endpoint; only plain HTTP for now.
+pub fn metrics_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, String> {
     let bad = |why: &str| format!("invalid --otlp-endpoint '{endpoint}': {why}");
     let uri: hyper::Uri = endpoint
         .parse()
@@ -192,7 +219,7 @@ pub fn metrics_url(endpoint: &str) -> Result<hyper::Uri, String> {
         return Err(bad("the URL has no host"));
     }
     let base = endpoint.trim_end_matches('/');
-    let full = if base.ends_with("/v1/metrics") {
+    let full = if protocol == Protocol::Grpc || base.ends_with("/v1/metrics") {
         base.to_string()
     } else {
         format!("{base}/v1/metrics")
@@ -223,19 +250,34 @@ mod tests {
     #[test]
     fn endpoint_gets_the_metrics_path() {
         assert_eq!(
-            metrics_url("http://c:4318").unwrap().to_string(),
+            metrics_url("http://c:4318", Protocol::HttpProtobuf)
+                .unwrap()
+                .to_string(),
             "http://c:4318/v1/metrics"
         );
         assert_eq!(
-            metrics_url("http://c:4318/").unwrap().to_string(),
+            metrics_url("http://c:4318/", Protocol::HttpProtobuf)
+                .unwrap()
+                .to_string(),
             "http://c:4318/v1/metrics"
         );
         assert_eq!(
-            metrics_url("http://c:4318/v1/metrics").unwrap().to_string(),
+            metrics_url("http://c:4318/v1/metrics", Protocol::HttpProtobuf)
+                .unwrap()
+                .to_string(),
             "http://c:4318/v1/metrics"
         );
-        assert!(metrics_url("https://c").unwrap_err().contains("https"));
-        assert!(metrics_url("c:4318").is_err());
+        assert!(metrics_url("https://c", Protocol::HttpProtobuf)
+            .unwrap_err()
+            .contains("https"));
+        assert!(metrics_url("c:4318", Protocol::HttpProtobuf).is_err());
+        assert_eq!(
+            metrics_url("http://c:4317", Protocol::Grpc)
+                .unwrap()
+                .to_string(),
+            "http://c:4317/"
+        );
+        assert!(Protocol::parse("http/json").is_err());
         assert_eq!(
             parse_headers("authorization=Bearer%20x, x-tenant = a").unwrap(),
             vec![

@@ -1,13 +1,19 @@
 //! The sender thread: its own single-threaded Tokio runtime, so export never competes with
-//! measurement for the agent's runtime. Sends the oldest queued window first; on a network
-//! error or a retryable status (408, 429, 5xx) it waits (250 ms doubling to 5 s) and retries
-//! the same window; other 4xx mean the receiver will never take it: dropped and counted.
+//! measurement for the agent's runtime (and the gRPC client never shares a runtime with
+//! anything that blocks). Sends the oldest queued window first; on a network error or a
+//! retryable status (HTTP 408, 429, 5xx; gRPC UNAVAILABLE, DEADLINE_EXCEEDED,
+//! RESOURCE_EXHAUSTED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS) it waits (250 ms doubling
+//! to 5 s) and retries the same window; other answers mean the receiver will never take it:
+//! dropped and counted.
 
-use super::{OtlpSettings, Queue};
+use super::{OtlpSettings, Protocol, Queue};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -18,8 +24,15 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Outcome {
     Sent,
-    Refused(u16),
+    Refused(String),
     Retry(String),
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+enum Transport {
+    Http(HttpClient),
+    Grpc(MetricsServiceClient<tonic::transport::Channel>),
 }
 
 pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
@@ -37,11 +50,25 @@ pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationT
 }
 
 async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
+    let mut transport = match settings.protocol {
+        Protocol::HttpProtobuf => {
+            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            connector.set_nodelay(true);
+            Transport::Http(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(connector),
+            )
+        }
+        Protocol::Grpc => {
+            // Connects on first use and again after every failure.
+            let channel = tonic::transport::Endpoint::from(settings.metrics_url.clone())
+                .tcp_nodelay(true)
+                .timeout(TIMEOUT)
+                .connect_lazy();
+            Transport::Grpc(MetricsServiceClient::new(channel))
+        }
+    };
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
     loop {
@@ -52,7 +79,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
             }
         };
         let outcome = tokio::select! {
-            o = send(&client, &settings, body) => o,
+            o = send(&mut transport, &settings, body) => o,
             _ = stop.cancelled() => return,
         };
         match outcome {
@@ -68,7 +95,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
             Outcome::Refused(status) => {
                 queue.done(seq);
                 queue.stats.dropped.inc();
-                tracing::warn!(message = "OTLP receiver refused a window; dropped.", status);
+                tracing::warn!(message = "OTLP receiver refused a window; dropped.", %status);
             }
             Outcome::Retry(reason) => {
                 queue.stats.failures.inc();
@@ -86,11 +113,49 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
     }
 }
 
-async fn send(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+async fn send(transport: &mut Transport, settings: &OtlpSettings, body: Arc<Vec<u8>>) -> Outcome {
+    match transport {
+        Transport::Http(client) => send_http(client, settings, body).await,
+        Transport::Grpc(client) => send_grpc(client, settings, &body).await,
+    }
+}
+
+async fn send_grpc(
+    client: &mut MetricsServiceClient<tonic::transport::Channel>,
     settings: &OtlpSettings,
-    body: Arc<Vec<u8>>,
+    body: &[u8],
 ) -> Outcome {
+    use tonic::Code;
+    let msg = match ExportMetricsServiceRequest::decode(body) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Refused(format!("cannot decode the queued window: {e}")),
+    };
+    let mut req = tonic::Request::new(msg);
+    for (k, v) in &settings.headers {
+        let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
+        if let (Ok(key), Ok(value)) = (key, v.parse()) {
+            req.metadata_mut().insert(key, value);
+        }
+    }
+    match tokio::time::timeout(TIMEOUT, client.export(req)).await {
+        Ok(Ok(_)) => Outcome::Sent,
+        Ok(Err(status)) => match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::OutOfRange
+            | Code::DataLoss => {
+                Outcome::Retry(format!("gRPC {:?}: {}", status.code(), status.message()))
+            }
+            code => Outcome::Refused(format!("gRPC {code:?}: {}", status.message())),
+        },
+        Err(_) => Outcome::Retry("timed out".into()),
+    }
+}
+
+async fn send_http(client: &HttpClient, settings: &OtlpSettings, body: Arc<Vec<u8>>) -> Outcome {
     let mut req = hyper::Request::post(settings.metrics_url.clone())
         .header("content-type", "application/x-protobuf")
         .header(
@@ -115,6 +180,6 @@ async fn send(
     match status {
         200..=299 => Outcome::Sent,
         408 | 429 | 500..=599 => Outcome::Retry(format!("HTTP {status}")),
-        _ => Outcome::Refused(status),
+        _ => Outcome::Refused(format!("HTTP {status}")),
     }
 }
