@@ -32,12 +32,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One agent's report window as the agent encodes it.
-fn body(agent: usize, window: u64) -> Vec<u8> {
-    let now = SystemTime::now()
+fn now_ns() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_nanos() as u64;
+        .as_nanos() as u64
+}
+
+/// One agent's report window ending at `now` (ns) as the agent encodes it.
+fn body(agent: usize, window: u64, now: u64) -> Vec<u8> {
     let windows: Vec<InterfaceWindow> = ["eth0", "eth1"]
         .iter()
         .enumerate()
@@ -146,7 +149,7 @@ fn main() {
         assert!(Instant::now() < deadline, "collector never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sample = body(0, 0);
+    let sample = body(0, 0, now_ns());
     println!(
         "{agents} agents, one {} B request each per {interval:?}, {seconds} s, {threads} sender threads",
         sample.len()
@@ -159,8 +162,6 @@ fn main() {
             let http = http.clone();
             std::thread::spawn(move || {
                 let mine: Vec<usize> = (t..agents).step_by(threads).collect();
-                // Precomputed bodies: the generator's own cost stays out of the figures.
-                let bodies: Vec<Vec<u8>> = mine.iter().map(|&i| body(i, 1)).collect();
                 let connect = || {
                     let s = TcpStream::connect(&http).unwrap();
                     s.set_nodelay(true).unwrap();
@@ -171,7 +172,7 @@ fn main() {
                 let mut errors = 0u64;
                 let mut round = 0u32;
                 'outer: loop {
-                    for (k, &i) in mine.iter().enumerate() {
+                    for &i in &mine {
                         let due =
                             start + interval * round + interval.mul_f64(i as f64 / agents as f64);
                         if due >= end {
@@ -180,8 +181,10 @@ fn main() {
                         if let Some(d) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(d);
                         }
+                        // Every round is a new window (a new end time), as from a real agent.
+                        let b = body(i, round as u64, now_ns());
                         let t0 = Instant::now();
-                        match post(&mut conn, &http, &bodies[k]) {
+                        match post(&mut conn, &http, &b) {
                             Ok(200) => lat.push(t0.elapsed()),
                             Ok(_) => errors += 1,
                             Err(_) => {
