@@ -56,6 +56,8 @@ fn body(agent: usize, window: u64, now: u64) -> Vec<u8> {
             packets_total: [window * 1000, window * 10, window * 5],
             drops_total: 0,
             capturing: true,
+            dns: None,
+            dns_totals: Default::default(),
         })
         .collect();
     let node = Node {

@@ -15,10 +15,15 @@
 //! | `headroom_linklocal_pps_limit`            | `headroom.linklocal.pps.limit`   | gauge, `{packet}/s` |
 //! | `headroom_linklocal_utilization_ratio`    | `headroom.linklocal.utilization` | gauge, `1` |
 //! | `headroom_capture_drops_total`            | `headroom.capture.drops`         | cumulative monotonic sum, `{packet}` |
+//! | `headroom_dns_queries_total`              | `headroom.dns.queries`           | cumulative monotonic sum, `{query}` |
+//! | `headroom_dns_responses_total`            | `headroom.dns.responses`         | cumulative monotonic sum, `{response}`, attribute `rcode` |
+//! | `headroom_dns_unanswered_total`           | `headroom.dns.unanswered`        | cumulative monotonic sum, `{query}` |
+//! | `headroom_dns_search_expansion_packets_total` | `headroom.dns.search.expansion.packets` | cumulative monotonic sum, `{packet}` |
 //!
 //! Each report window is one data point per metric and interface: `start_time_unix_nano` is
 //! the window's start, `time_unix_nano` its end, so a receiver can place late windows.
-//! Data point attributes: `interface`, `eni` (empty until known), `service` (packets only).
+//! Data point attributes: `interface`, `eni` (empty until known), `service` (packets only),
+//! `rcode` (DNS responses only).
 #![forbid(unsafe_code)]
 
 /// OTLP metric names (see the table above).
@@ -29,6 +34,10 @@ pub mod otlp {
     pub const LINKLOCAL_PPS_LIMIT: &str = "headroom.linklocal.pps.limit";
     pub const LINKLOCAL_UTILIZATION: &str = "headroom.linklocal.utilization";
     pub const CAPTURE_DROPS: &str = "headroom.capture.drops";
+    pub const DNS_QUERIES: &str = "headroom.dns.queries";
+    pub const DNS_RESPONSES: &str = "headroom.dns.responses";
+    pub const DNS_UNANSWERED: &str = "headroom.dns.unanswered";
+    pub const DNS_SEARCH_EXPANSION: &str = "headroom.dns.search.expansion.packets";
     /// Prefix of every metric the collector folds into ENI windows.
     pub const LINKLOCAL_PREFIX: &str = "headroom.linklocal.";
 }
@@ -41,6 +50,10 @@ pub mod prom {
     pub const LINKLOCAL_PPS_LIMIT: &str = "headroom_linklocal_pps_limit";
     pub const LINKLOCAL_UTILIZATION: &str = "headroom_linklocal_utilization_ratio";
     pub const CAPTURE_DROPS: &str = "headroom_capture_drops";
+    pub const DNS_QUERIES: &str = "headroom_dns_queries";
+    pub const DNS_RESPONSES: &str = "headroom_dns_responses";
+    pub const DNS_UNANSWERED: &str = "headroom_dns_unanswered";
+    pub const DNS_SEARCH_EXPANSION: &str = "headroom_dns_search_expansion_packets";
 }
 
 /// Data point attribute keys.
@@ -48,6 +61,7 @@ pub mod attr {
     pub const INTERFACE: &str = "interface";
     pub const ENI: &str = "eni";
     pub const SERVICE: &str = "service";
+    pub const RCODE: &str = "rcode";
 }
 
 /// Resource attribute keys (OpenTelemetry semantic conventions).
@@ -127,6 +141,10 @@ mod tests {
             (prom::LINKLOCAL_PPS_LIMIT, otlp::LINKLOCAL_PPS_LIMIT),
             (prom::LINKLOCAL_UTILIZATION, otlp::LINKLOCAL_UTILIZATION),
             (prom::CAPTURE_DROPS, otlp::CAPTURE_DROPS),
+            (prom::DNS_QUERIES, otlp::DNS_QUERIES),
+            (prom::DNS_RESPONSES, otlp::DNS_RESPONSES),
+            (prom::DNS_UNANSWERED, otlp::DNS_UNANSWERED),
+            (prom::DNS_SEARCH_EXPANSION, otlp::DNS_SEARCH_EXPANSION),
         ];
         for (p, o) in pairs {
             assert_eq!(otlp_name(p), o);

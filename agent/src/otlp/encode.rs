@@ -131,6 +131,8 @@ pub fn request(
     let end = start + (report.window.seconds * 1e9).round() as u64;
     let (mut peak, mut mean, mut limit, mut util, mut packets, mut drops) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut queries, mut responses, mut unanswered, mut expansion) =
+        (vec![], vec![], vec![], vec![]);
     for i in report.interfaces.iter().filter(|i| i.capturing) {
         let a = [
             kv(attr::INTERFACE, &i.name),
@@ -146,6 +148,16 @@ pub fn request(
             end,
             AsInt(i.drops_total as i64),
         ));
+        let t = &i.dns_totals;
+        let total = |v: u64| point(&a, process_start_ns, end, AsInt(v as i64));
+        queries.push(total(t.queries));
+        unanswered.push(total(t.unanswered));
+        expansion.push(total(t.search_expansion));
+        for (rcode, n) in &t.responses {
+            let mut ra = a.to_vec();
+            ra.push(kv(attr::RCODE, rcode));
+            responses.push(point(&ra, process_start_ns, end, AsInt(*n as i64)));
+        }
         for s in Service::ALL {
             let mut sa = a.to_vec();
             sa.push(kv(attr::SERVICE, s.as_str()));
@@ -194,6 +206,30 @@ pub fn request(
             "{packet}",
             drops,
         ),
+        counter(
+            otlp::DNS_QUERIES,
+            "DNS queries sent to counted resolvers",
+            "{query}",
+            queries,
+        ),
+        counter(
+            otlp::DNS_RESPONSES,
+            "DNS responses from counted resolvers, by rcode",
+            "{response}",
+            responses,
+        ),
+        counter(
+            otlp::DNS_UNANSWERED,
+            "DNS queries without a response in time",
+            "{query}",
+            unanswered,
+        ),
+        counter(
+            otlp::DNS_SEARCH_EXPANSION,
+            "DNS packets spent on search-list suffixes before the name that answered",
+            "{packet}",
+            expansion,
+        ),
     ];
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
@@ -233,6 +269,13 @@ mod tests {
             packets_total: [25, 1, 0],
             drops_total: 4,
             capturing: true,
+            dns: None,
+            dns_totals: crate::dns::tracker::DnsTotals {
+                queries: 12,
+                responses: [("NOERROR".to_string(), 11)].into_iter().collect(),
+                unanswered: 1,
+                search_expansion: 0,
+            },
         };
         let node = Node {
             name: "ip-10-0-0-1".into(),
@@ -275,5 +318,15 @@ mod tests {
         };
         assert_eq!(s.data_points.len(), 3);
         assert!(s.is_monotonic);
+        let responses = m
+            .iter()
+            .find(|m| m.name == "headroom.dns.responses")
+            .unwrap();
+        let Some(metric::Data::Sum(s)) = &responses.data else {
+            panic!("responses is a sum")
+        };
+        let p = &s.data_points[0];
+        assert!(p.attributes.contains(&kv("rcode", "NOERROR")));
+        assert_eq!(p.value, Some(number_data_point::Value::AsInt(11)));
     }
 }
