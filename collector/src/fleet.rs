@@ -664,7 +664,8 @@ pub struct SeriesSnapshot {
 }
 
 impl FleetSnapshot {
-    /// Every interface with its cluster and node, highest latest utilization first.
+    /// Every interface with its cluster and node, highest peak utilization of the last hour
+    /// first (then the latest window's).
     pub fn ranked_interfaces(&self) -> Vec<(&ClusterSnapshot, &NodeSnapshot, &EniSnapshot)> {
         let mut v: Vec<_> = self
             .clusters
@@ -674,11 +675,29 @@ impl FleetSnapshot {
             .collect();
         let util = |i: &EniSnapshot| i.latest.as_ref().map(|w| w.utilization).unwrap_or(0.0);
         v.sort_by(|a, b| {
-            util(b.2).total_cmp(&util(a.2)).then(
-                b.2.utilization_last_hour
-                    .total_cmp(&a.2.utilization_last_hour),
-            )
+            b.2.utilization_last_hour
+                .total_cmp(&a.2.utilization_last_hour)
+                .then(util(b.2).total_cmp(&util(a.2)))
         });
+        v
+    }
+
+    /// Every node with its cluster, highest interface peak utilization of the last hour first.
+    pub fn ranked_nodes(&self) -> Vec<(&ClusterSnapshot, &NodeSnapshot, f64)> {
+        let mut v: Vec<_> = self
+            .clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+            .map(|(c, n)| {
+                let u = n
+                    .interfaces
+                    .iter()
+                    .map(|i| i.utilization_last_hour)
+                    .fold(0.0, f64::max);
+                (c, n, u)
+            })
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
     }
 }

@@ -1,6 +1,6 @@
 //! `/`: the status page. Server-rendered HTML with inline CSS and SVG, no external assets:
-//! every interface of the fleet ranked by its latest peak utilization, with a sparkline of
-//! the last hour's window peaks against the 1024/s limit.
+//! every interface of the fleet ranked by its highest peak utilization of the last hour, with a
+//! sparkline of the hour's window peaks against the 1024/s limit; nodes ranked the same way.
 
 use crate::fleet::{EniSnapshot, FleetSnapshot, HISTORY};
 use std::fmt::Write;
@@ -115,26 +115,29 @@ pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
         h.push_str("<p>No link-local figures yet: point agents at this collector with <code>--otlp-endpoint</code>.</p>");
     } else {
         h.push_str("<table><thead><tr><th>cluster</th><th>node</th><th>interface</th><th>ENI</th>\
-            <th>peak/s</th><th>util</th><th>mean/s</th><th>drops</th><th>peak/s 1 h</th><th>last hour</th><th>window end</th></tr></thead><tbody>");
+            <th>peak/s 1 h</th><th>util 1 h</th><th>peak/s now</th><th>util now</th><th>mean/s now</th><th>drops</th><th>last hour</th><th>window end</th></tr></thead><tbody>");
         for (c, n, i) in ifaces.iter().take(MAX_ROWS) {
             let Some(w) = &i.latest else { continue };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n {}\">{:.1}%</td><td class=\"n\">{:.1}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n {}\">{:.1}%</td>\
+                 <td class=\"n\">{}</td><td class=\"n {}\">{:.1}%</td><td class=\"n\">{:.1}</td><td class=\"n\">{}</td>\
                  <td>{}</td><td><small>{}</small></td></tr>",
                 esc(&c.name),
                 esc(&n.name),
                 esc(&i.interface),
                 esc(i.eni_id.as_deref().unwrap_or("-")),
+                i.peak_pps_last_hour,
+                util_class(i.utilization_last_hour),
+                i.utilization_last_hour * 100.0,
                 w.peak_pps,
                 util_class(w.utilization),
                 w.utilization * 100.0,
                 w.mean_pps,
                 w.kernel_drops,
-                i.peak_pps_last_hour,
                 sparkline(i, now_ns),
-                esc(&w.end),
+                esc(w.end.get(11..19).unwrap_or(&w.end)),
             );
         }
         h.push_str("</tbody></table>");
@@ -146,23 +149,23 @@ pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
             );
         }
     }
-    h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
-    for c in &s.clusters {
-        for n in &c.nodes {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><small>{}</small></td></tr>",
-                esc(&c.name),
-                esc(&n.name),
-                esc(n.service_name.as_deref().unwrap_or("-")),
-                esc(n.instance_id.as_deref().unwrap_or("-")),
-                esc(n.instance_type.as_deref().unwrap_or("-")),
-                esc(n.availability_zone.as_deref().unwrap_or("-")),
-                n.metrics.len(),
-                n.spans_received,
-                esc(&n.last_seen)
-            );
-        }
+    h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>peak util 1 h</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
+    for (c, n, u) in s.ranked_nodes() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n {}\">{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><small>{}</small></td></tr>",
+            esc(&c.name),
+            esc(&n.name),
+            util_class(u),
+            u * 100.0,
+            esc(n.service_name.as_deref().unwrap_or("-")),
+            esc(n.instance_id.as_deref().unwrap_or("-")),
+            esc(n.instance_type.as_deref().unwrap_or("-")),
+            esc(n.availability_zone.as_deref().unwrap_or("-")),
+            n.metrics.len(),
+            n.spans_received,
+            esc(&n.last_seen)
+        );
     }
     h.push_str("</tbody></table><p><small><a href=\"/api/v1/fleet\">/api/v1/fleet</a> · <a href=\"/metrics\">/metrics</a></small></p></body></html>\n");
     h
