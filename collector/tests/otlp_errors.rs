@@ -195,6 +195,12 @@ fn oversized_grpc_export_gets_resource_exhausted() {
         let big = wide_request("g", (0..9).map(|i| format!("{i}{}", "x".repeat(1 << 20))));
         let err = client.export(big).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        // 20 MiB: refused by the decoder before decoding, still RESOURCE_EXHAUSTED.
+        let huge = wide_request("g", (0..20).map(|i| format!("{i}{}", "x".repeat(1 << 20))));
+        let err = client.export(huge).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        let ok = client.export(wide_request("g", (0..10).map(|i| i.to_string()))).await;
+        assert!(ok.is_ok(), "still serving: {ok:?}");
     });
     let (code, _) = request(&c.api, "GET", "/healthz", &[], &[]).unwrap();
     assert_eq!(code, 200);

@@ -1,9 +1,10 @@
 //! OTLP/gRPC: opentelemetry-proto's tonic services for metrics and traces.
 //!
-//! Messages are capped at twice `max_request_bytes` by tonic's decoder (OUT_OF_RANGE beyond,
-//! before any decoding); between the cap and that, the handler answers RESOURCE_EXHAUSTED as
-//! the OTLP specification asks for oversized payloads. Malformed protobuf gets tonic's
-//! INTERNAL/INVALID_ARGUMENT decode error.
+//! Oversized payloads get RESOURCE_EXHAUSTED, as the OTLP specification asks: up to twice
+//! `max_request_bytes` the handler measures the decoded message; beyond that tonic's decoder
+//! refuses the frame before decoding it with OUT_OF_RANGE, which a layer here rewrites to
+//! RESOURCE_EXHAUSTED (the services never answer OUT_OF_RANGE otherwise). Malformed protobuf
+//! gets tonic's decode error (INTERNAL).
 
 use super::Ingest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -64,6 +65,16 @@ impl TraceService for Traces {
     }
 }
 
+/// tonic's decoder answers an over-long frame with OUT_OF_RANGE in a trailers-only response;
+/// the OTLP code for "too large" is RESOURCE_EXHAUSTED.
+fn out_of_range_is_exhausted<B>(mut resp: hyper::Response<B>) -> hyper::Response<B> {
+    let h = resp.headers_mut();
+    if h.get("grpc-status").is_some_and(|v| v == "11") {
+        h.insert("grpc-status", hyper::header::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -80,6 +91,9 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(hard_cap);
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            out_of_range_is_exhausted,
+        ))
         .add_service(metrics)
         .add_service(traces)
         .serve_with_incoming_shutdown(
