@@ -32,31 +32,43 @@ impl Collector {
         Self::start_with(&[])
     }
 
-    /// Starts the collector with extra flags.
+    /// Starts the collector with extra flags on three distinct free ports; tries again on new
+    /// ports if one was taken in between (another test's ephemeral port).
     pub fn start_with(args: &[&str]) -> Collector {
-        let (g, h, a) = (free_port(), free_port(), free_port());
-        let grpc = format!("127.0.0.1:{g}");
-        let otlp_http = format!("127.0.0.1:{h}");
-        let api = format!("127.0.0.1:{a}");
-        let mut cmd = Command::new(COLLECTOR);
-        cmd.args(["--otlp-grpc-listen", &grpc])
-            .args(["--otlp-http-listen", &otlp_http])
-            .args(["--http-listen", &api])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let guard = Guard::spawn("headroom-collector", &mut cmd).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while request(&api, "GET", "/readyz", &[], &[]).map(|r| r.0) != Some(200) {
-            assert!(Instant::now() < deadline, "collector never ready");
-            std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..5 {
+            let held: Vec<TcpListener> = (0..3)
+                .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let addr = |i: usize| held[i].local_addr().unwrap().to_string();
+            let (grpc, otlp_http, api) = (addr(0), addr(1), addr(2));
+            drop(held);
+            let mut cmd = Command::new(COLLECTOR);
+            cmd.args(["--otlp-grpc-listen", &grpc])
+                .args(["--otlp-http-listen", &otlp_http])
+                .args(["--http-listen", &api])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            let mut guard = Guard::spawn("headroom-collector", &mut cmd).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if request(&api, "GET", "/readyz", &[], &[]).map(|r| r.0) == Some(200) {
+                    return Collector {
+                        guard,
+                        grpc,
+                        otlp_http,
+                        api,
+                    };
+                }
+                let exited = guard.child.as_mut().unwrap().try_wait().unwrap();
+                if exited.is_some() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "collector never ready");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        Collector {
-            guard,
-            grpc,
-            otlp_http,
-            api,
-        }
+        panic!("collector could not start on free ports five times");
     }
 
     pub fn fleet(&self) -> serde_json::Value {
