@@ -308,6 +308,7 @@ impl Config {
         Ok(Some(crate::otlp::OtlpSettings {
             protocol,
             metrics_url: crate::otlp::metrics_url(endpoint, protocol)?,
+            traces_url: crate::otlp::traces_url(endpoint, protocol)?,
             headers,
             resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
                 .map(|t| crate::otlp::encode::parse_resource_attributes(&t))

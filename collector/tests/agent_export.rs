@@ -86,14 +86,19 @@ struct Agent {
 }
 
 impl Agent {
-    /// `protocol`: `http/protobuf` (to the OTLP/HTTP port) or `grpc` (to the gRPC port).
-    fn start(bed: &Bed, interval: &str, protocol: &str) -> Agent {
+    /// `protocol`: `http/protobuf` (to the OTLP/HTTP port) or `grpc` (to the gRPC port);
+    /// `config`: TOML for `--config`.
+    fn start(bed: &Bed, interval: &str, protocol: &str, config: &str) -> Agent {
+        let config_path = bed.path("agent.toml");
+        std::fs::write(&config_path, config).unwrap();
         let endpoint = match protocol {
             "grpc" => format!("http://{GRPC}"),
             _ => format!("http://{OTLP_HTTP}"),
         };
         let mut cmd = bed.node.command(agent_bin().to_str().unwrap());
         cmd.args(["run", "--interface", "eni0", "--report-interval", interval])
+            .arg("--config")
+            .arg(&config_path)
             .args(["--metrics-listen", "127.0.0.1:19465", "--node-name", NODE])
             .args(["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol])
             .env("RUST_LOG", "info,headroom_agent=debug")
@@ -183,7 +188,7 @@ fn collector_shows_the_agents_peak_for_the_same_window() {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let _collector = start_collector(&bed);
-    let agent = Agent::start(&bed, "2s", "http/protobuf");
+    let agent = Agent::start(&bed, "2s", "http/protobuf", "");
     std::thread::sleep(Duration::from_secs(3));
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 500, 4, None).unwrap()).unwrap();
@@ -269,7 +274,12 @@ fn a_burst_measured_while_the_collector_is_down_arrives_after() {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let collector = start_collector(&bed);
-    let agent = Agent::start(&bed, "1s", "grpc");
+    // Resolver checks every 5 s become dns.resolve spans, which must survive the outage too.
+    let checks = format!(
+        "resolver_check_names = [\"svc1.{}\"]\nresolver_check_interval = \"5s\"\n",
+        bed::ZONE
+    );
+    let agent = Agent::start(&bed, "1s", "grpc", &checks);
     let deadline = Instant::now() + Duration::from_secs(10);
     while fleet_windows(&bed).is_empty() {
         assert!(Instant::now() < deadline, "no window before the outage");
@@ -319,6 +329,24 @@ fn a_burst_measured_while_the_collector_is_down_arrives_after() {
         .filter(|s| !have.contains(s))
         .collect();
     assert!(lost.is_empty(), "windows lost: {lost:?}");
+    // So did the spans of the resolver checks made during the outage.
+    let checks_during: usize = during
+        .iter()
+        .map(|r| r["resolver_checks"].as_array().map_or(0, |c| c.len()))
+        .sum();
+    assert!(
+        checks_during >= 3,
+        "{checks_during} checks during the outage"
+    );
+    let (_, body) = curl(&bed, &format!("http://{API}/api/v1/fleet"));
+    let fleet: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let spans = common::node(&fleet, NODE).unwrap()["spans_received"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        spans as usize >= checks_during,
+        "{spans} spans received, {checks_during} checks made during the outage"
+    );
     let (_, m) = curl(&bed, "http://127.0.0.1:19465/metrics");
     assert!(m.contains("headroom_otlp_windows_dropped_total 0"), "{m}");
     let failures = m

@@ -7,12 +7,17 @@ use crate::linklocal::Service;
 use crate::report::Report;
 use headroom_signals::{attr, otlp, resource};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
+use std::hash::{BuildHasher, Hasher};
 
 pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -248,6 +253,85 @@ pub fn request(
     }
 }
 
+/// `n` bytes unlikely to repeat (trace and span ids): std's randomly keyed hasher over a
+/// counter and the time; no cryptographic need here.
+fn random_id(n: usize) -> Vec<u8> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u64(crate::report::now_ns());
+        out.extend_from_slice(&h.finish().to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// The window's resolver checks as `dns.resolve` client spans (one trace each); None when
+/// there were none. Attributes: `dns.resolver`, `dns.question.name`, `dns.rcode`,
+/// `dns.attempt`, `dns.answers`; status ERROR unless the resolver answered.
+pub fn spans(report: &Report, res: Resource) -> Option<ExportTraceServiceRequest> {
+    if report.resolver_checks.is_empty() {
+        return None;
+    }
+    let spans = report
+        .resolver_checks
+        .iter()
+        .map(|c| {
+            let start = humantime::parse_rfc3339(&c.at)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(report.window.start_ns);
+            let failed = c.rcode == "TIMEOUT" || c.rcode == "ERROR";
+            Span {
+                trace_id: random_id(16),
+                span_id: random_id(8),
+                name: "dns.resolve".into(),
+                kind: span::SpanKind::Client as i32,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + (c.elapsed_ms * 1e6) as u64,
+                attributes: vec![
+                    kv("dns.resolver", &c.resolver),
+                    kv("dns.question.name", &c.qname),
+                    kv("dns.rcode", &c.rcode),
+                    kv("dns.attempt", &c.attempt.to_string()),
+                    kv("dns.answers", &c.answers.join(",")),
+                ],
+                status: Some(Status {
+                    message: if failed {
+                        c.rcode.clone()
+                    } else {
+                        String::new()
+                    },
+                    code: if failed {
+                        status::StatusCode::Error as i32
+                    } else {
+                        status::StatusCode::Unset as i32
+                    },
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Some(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(res),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "headroom-agent".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +412,32 @@ mod tests {
         let p = &s.data_points[0];
         assert!(p.attributes.contains(&kv("rcode", "NOERROR")));
         assert_eq!(p.value, Some(number_data_point::Value::AsInt(11)));
+        assert!(
+            spans(&r, resource(&r, &[])).is_none(),
+            "no checks, no spans"
+        );
+        let mut r = r;
+        r.resolver_checks.push(crate::resolve::ResolverCheck {
+            resolver: "169.254.169.253".into(),
+            qname: "example.com".into(),
+            rcode: "TIMEOUT".into(),
+            elapsed_ms: 2000.0,
+            attempt: 1,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            answers: vec![],
+        });
+        let t = spans(&r, resource(&r, &[])).unwrap();
+        let sp = &t.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(sp.name, "dns.resolve");
+        assert_eq!(
+            sp.end_time_unix_nano - sp.start_time_unix_nano,
+            2_000_000_000
+        );
+        assert_eq!(sp.trace_id.len(), 16);
+        assert_eq!(sp.span_id.len(), 8);
+        assert_eq!(
+            sp.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! OTLP export of the report: every report window becomes one OTLP/HTTP protobuf request,
+//! OTLP export of the report: every report window becomes one OTLP metrics request (and one
+//! traces request with its resolver checks as `dns.resolve` spans, when there were any),
 //! queued in memory and sent by a thread of its own, with retries and exponential backoff.
 //!
 //! Why not the opentelemetry SDK's periodic reader: it exports the *current* value of each
@@ -52,6 +53,8 @@ pub struct OtlpSettings {
     pub protocol: Protocol,
     /// Where the requests go: `…/v1/metrics` for HTTP, the endpoint itself for gRPC.
     pub metrics_url: hyper::Uri,
+    /// Where spans go over HTTP: `…/v1/traces`.
+    pub traces_url: hyper::Uri,
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`, `otlp_headers`).
     pub headers: Vec<(String, String)>,
     /// Resource attributes from `OTEL_RESOURCE_ATTRIBUTES`.
@@ -71,8 +74,17 @@ pub struct ExportStats {
     pub queued: Gauge,
 }
 
+/// What a queued request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Metrics,
+    Traces,
+}
+
+type Item = (u64, Signal, Arc<Vec<u8>>);
+
 pub(crate) struct Queue {
-    items: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    items: Mutex<VecDeque<Item>>,
     next: Mutex<u64>,
     capacity: usize,
     notify: tokio::sync::Notify,
@@ -80,11 +92,11 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Arc<Vec<u8>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, body: Vec<u8>) {
+    fn push(&self, signal: Signal, body: Vec<u8>) {
         let seq = {
             let mut n = self.next.lock().unwrap_or_else(|e| e.into_inner());
             *n += 1;
@@ -95,20 +107,20 @@ impl Queue {
             q.pop_front();
             self.stats.dropped.inc();
         }
-        q.push_back((seq, Arc::new(body)));
+        q.push_back((seq, signal, Arc::new(body)));
         self.stats.queued.set(q.len() as i64);
         drop(q);
         self.notify.notify_one();
     }
 
-    fn front(&self) -> Option<(u64, Arc<Vec<u8>>)> {
+    fn front(&self) -> Option<Item> {
         self.lock().front().cloned()
     }
 
     /// Removes the item `seq` if it is still at the front (it may have been dropped).
     fn done(&self, seq: u64) {
         let mut q = self.lock();
-        if q.front().is_some_and(|(s, _)| *s == seq) {
+        if q.front().is_some_and(|(s, _, _)| *s == seq) {
             q.pop_front();
         }
         self.stats.queued.set(q.len() as i64);
@@ -135,11 +147,13 @@ impl Exporter {
         interval: Duration,
         stats: ExportStats,
     ) -> std::io::Result<Exporter> {
-        let capacity = (BUFFER.as_secs_f64() / interval.as_secs_f64().max(0.001)).ceil() as usize;
+        // Two requests a window at most: metrics, and spans when there were checks.
+        let capacity =
+            2 * (BUFFER.as_secs_f64() / interval.as_secs_f64().max(0.001)).ceil() as usize;
         let queue = Arc::new(Queue {
             items: Mutex::new(VecDeque::new()),
             next: Mutex::new(0),
-            capacity: capacity.clamp(1, 100_000),
+            capacity: capacity.clamp(2, 200_000),
             notify: tokio::sync::Notify::new(),
             stats,
         });
@@ -168,8 +182,11 @@ impl Exporter {
     /// Queues one report window for export. Never blocks on the network.
     pub fn push(&self, report: &Report) {
         let res: Resource = encode::resource(report, &self.settings.resource_attributes);
+        if let Some(spans) = encode::spans(report, res.clone()) {
+            self.queue.push(Signal::Traces, spans.encode_to_vec());
+        }
         let req = encode::request(report, res, self.process_start_ns);
-        self.queue.push(req.encode_to_vec());
+        self.queue.push(Signal::Metrics, req.encode_to_vec());
     }
 
     /// Windows waiting to be sent.
@@ -202,6 +219,18 @@ impl Exporter {
 /// The metrics URL for an OTLP endpoint: for HTTP a base URL gets `/v1/metrics` appended (as
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` works), for gRPC it is the endpoint; only plain HTTP for now.
 pub fn metrics_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, String> {
+    signal_url(endpoint, protocol, "/v1/metrics")
+}
+
+/// As [`metrics_url`], for spans (`/v1/traces`); an endpoint given as `…/v1/metrics` gets
+/// `…/v1/traces` beside it.
+pub fn traces_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, String> {
+    let base = endpoint.trim_end_matches('/');
+    let base = base.strip_suffix("/v1/metrics").unwrap_or(base);
+    signal_url(base, protocol, "/v1/traces")
+}
+
+fn signal_url(endpoint: &str, protocol: Protocol, path: &str) -> Result<hyper::Uri, String> {
     let bad = |why: &str| format!("invalid --otlp-endpoint '{endpoint}': {why}");
     let uri: hyper::Uri = endpoint
         .parse()
@@ -219,12 +248,12 @@ pub fn metrics_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, Str
         return Err(bad("the URL has no host"));
     }
     let base = endpoint.trim_end_matches('/');
-    let full = if protocol == Protocol::Grpc || base.ends_with("/v1/metrics") {
+    let full = if protocol == Protocol::Grpc || base.ends_with(path) {
         base.to_string()
     } else {
-        format!("{base}/v1/metrics")
+        format!("{base}{path}")
     };
-    full.parse().map_err(|_| bad("cannot append /v1/metrics"))
+    full.parse().map_err(|_| bad("cannot form the URL"))
 }
 
 /// Parses `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values percent-encoded).
@@ -279,6 +308,12 @@ mod tests {
         );
         assert!(Protocol::parse("http/json").is_err());
         assert_eq!(
+            traces_url("http://c:4318/v1/metrics", Protocol::HttpProtobuf)
+                .unwrap()
+                .to_string(),
+            "http://c:4318/v1/traces"
+        );
+        assert_eq!(
             parse_headers("authorization=Bearer%20x, x-tenant = a").unwrap(),
             vec![
                 ("authorization".to_string(), "Bearer x".to_string()),
@@ -298,11 +333,11 @@ mod tests {
             stats: stats.clone(),
         };
         for i in 0..5u8 {
-            q.push(vec![i]);
+            q.push(Signal::Metrics, vec![i]);
         }
         assert_eq!(q.len(), 3);
         assert_eq!(stats.dropped.get(), 2);
-        let (seq, body) = q.front().unwrap();
+        let (seq, _, body) = q.front().unwrap();
         assert_eq!(*body, vec![2]);
         q.done(seq);
         q.done(seq);

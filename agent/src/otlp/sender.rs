@@ -6,13 +6,15 @@
 //! to 5 s) and retries the same window; other answers mean the receiver will never take it:
 //! dropped and counted.
 
-use super::{OtlpSettings, Protocol, Queue};
+use super::{OtlpSettings, Protocol, Queue, Signal};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,10 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 
 enum Transport {
     Http(HttpClient),
-    Grpc(MetricsServiceClient<tonic::transport::Channel>),
+    Grpc(
+        MetricsServiceClient<tonic::transport::Channel>,
+        TraceServiceClient<tonic::transport::Channel>,
+    ),
 }
 
 pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
@@ -66,20 +71,23 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                 .tcp_nodelay(true)
                 .timeout(TIMEOUT)
                 .connect_lazy();
-            Transport::Grpc(MetricsServiceClient::new(channel))
+            Transport::Grpc(
+                MetricsServiceClient::new(channel.clone()),
+                TraceServiceClient::new(channel),
+            )
         }
     };
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
     loop {
-        let Some((seq, body)) = queue.front() else {
+        let Some((seq, signal, body)) = queue.front() else {
             tokio::select! {
                 _ = queue.notify.notified() => continue,
                 _ = stop.cancelled() => return,
             }
         };
         let outcome = tokio::select! {
-            o = send(&mut transport, &settings, body) => o,
+            o = send(&mut transport, &settings, signal, body) => o,
             _ = stop.cancelled() => return,
         };
         match outcome {
@@ -113,23 +121,43 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
     }
 }
 
-async fn send(transport: &mut Transport, settings: &OtlpSettings, body: Arc<Vec<u8>>) -> Outcome {
+async fn send(
+    transport: &mut Transport,
+    settings: &OtlpSettings,
+    signal: Signal,
+    body: Arc<Vec<u8>>,
+) -> Outcome {
     match transport {
-        Transport::Http(client) => send_http(client, settings, body).await,
-        Transport::Grpc(client) => send_grpc(client, settings, &body).await,
+        Transport::Http(client) => send_http(client, settings, signal, body).await,
+        Transport::Grpc(metrics, traces) => {
+            let result = match signal {
+                Signal::Metrics => match ExportMetricsServiceRequest::decode(&body[..]) {
+                    Ok(m) => {
+                        let req = with_headers(m, settings);
+                        tokio::time::timeout(TIMEOUT, metrics.export(req))
+                            .await
+                            .map(|r| r.map(|_| ()))
+                    }
+                    Err(e) => {
+                        return Outcome::Refused(format!("cannot decode a queued window: {e}"))
+                    }
+                },
+                Signal::Traces => match ExportTraceServiceRequest::decode(&body[..]) {
+                    Ok(m) => {
+                        let req = with_headers(m, settings);
+                        tokio::time::timeout(TIMEOUT, traces.export(req))
+                            .await
+                            .map(|r| r.map(|_| ()))
+                    }
+                    Err(e) => return Outcome::Refused(format!("cannot decode queued spans: {e}")),
+                },
+            };
+            grpc_outcome(result)
+        }
     }
 }
 
-async fn send_grpc(
-    client: &mut MetricsServiceClient<tonic::transport::Channel>,
-    settings: &OtlpSettings,
-    body: &[u8],
-) -> Outcome {
-    use tonic::Code;
-    let msg = match ExportMetricsServiceRequest::decode(body) {
-        Ok(m) => m,
-        Err(e) => return Outcome::Refused(format!("cannot decode the queued window: {e}")),
-    };
+fn with_headers<T>(msg: T, settings: &OtlpSettings) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     for (k, v) in &settings.headers {
         let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
@@ -137,8 +165,13 @@ async fn send_grpc(
             req.metadata_mut().insert(key, value);
         }
     }
-    match tokio::time::timeout(TIMEOUT, client.export(req)).await {
-        Ok(Ok(_)) => Outcome::Sent,
+    req
+}
+
+fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::Elapsed>) -> Outcome {
+    use tonic::Code;
+    match result {
+        Ok(Ok(())) => Outcome::Sent,
         Ok(Err(status)) => match status.code() {
             Code::Unavailable
             | Code::DeadlineExceeded
@@ -155,8 +188,17 @@ async fn send_grpc(
     }
 }
 
-async fn send_http(client: &HttpClient, settings: &OtlpSettings, body: Arc<Vec<u8>>) -> Outcome {
-    let mut req = hyper::Request::post(settings.metrics_url.clone())
+async fn send_http(
+    client: &HttpClient,
+    settings: &OtlpSettings,
+    signal: Signal,
+    body: Arc<Vec<u8>>,
+) -> Outcome {
+    let url = match signal {
+        Signal::Metrics => &settings.metrics_url,
+        Signal::Traces => &settings.traces_url,
+    };
+    let mut req = hyper::Request::post(url.clone())
         .header("content-type", "application/x-protobuf")
         .header(
             "user-agent",
