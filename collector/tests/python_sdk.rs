@@ -128,6 +128,42 @@ fn python_sdk_exports_over_grpc_and_http() {
     assert_eq!(fleet["ingest"]["spans_received"], 6);
 }
 
+/// Raw gRPC calls with bytes that are not an export request: INVALID_ARGUMENT, and the
+/// collector keeps serving.
+const GRPC_GARBAGE: &str = r#"
+import sys, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+for method in ["/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+               "/opentelemetry.proto.collector.trace.v1.TraceService/Export"]:
+    call = ch.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    try:
+        call(b"\xff" * 64, timeout=5)
+        print("accepted")
+    except grpc.RpcError as e:
+        print(e.code().name)
+"#;
+
+#[test]
+fn garbage_over_grpc_is_invalid_argument() {
+    if !sdk_present("garbage_over_grpc_is_invalid_argument") {
+        return;
+    }
+    let c = Collector::start();
+    let out = Command::new("python3")
+        .args(["-c", GRPC_GARBAGE, &c.grpc])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["INVALID_ARGUMENT", "INVALID_ARGUMENT"],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _) = request(&c.api, "GET", "/healthz", &[], &[]).unwrap();
+    assert_eq!(code, 200);
+}
+
 #[test]
 fn otlp_json_export_is_accepted() {
     let c = Collector::start();

@@ -4,7 +4,8 @@
 //! `max_request_bytes` the handler measures the decoded message; beyond that tonic's decoder
 //! refuses the frame before decoding it with OUT_OF_RANGE, which a layer here rewrites to
 //! RESOURCE_EXHAUSTED (the services never answer OUT_OF_RANGE otherwise). Malformed protobuf
-//! gets tonic's decode error (INTERNAL).
+//! makes tonic answer INTERNAL; the same layer turns that into INVALID_ARGUMENT, the OTLP code
+//! for a malformed request (the handlers never answer INTERNAL themselves).
 
 use super::Ingest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -65,13 +66,17 @@ impl TraceService for Traces {
     }
 }
 
-/// tonic's decoder answers an over-long frame with OUT_OF_RANGE in a trailers-only response;
-/// the OTLP code for "too large" is RESOURCE_EXHAUSTED.
-fn out_of_range_is_exhausted<B>(mut resp: hyper::Response<B>) -> hyper::Response<B> {
+/// tonic's decoder answers an over-long frame with OUT_OF_RANGE and undecodable bytes with
+/// INTERNAL, in a trailers-only response; OTLP asks for RESOURCE_EXHAUSTED and
+/// INVALID_ARGUMENT.
+fn otlp_status_codes<B>(mut resp: hyper::Response<B>) -> hyper::Response<B> {
     let h = resp.headers_mut();
-    if h.get("grpc-status").is_some_and(|v| v == "11") {
-        h.insert("grpc-status", hyper::header::HeaderValue::from_static("8"));
-    }
+    let code = match h.get("grpc-status").and_then(|v| v.to_str().ok()) {
+        Some("11") => "8",
+        Some("13") => "3",
+        _ => return resp,
+    };
+    h.insert("grpc-status", hyper::header::HeaderValue::from_static(code));
     resp
 }
 
@@ -91,9 +96,7 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(hard_cap);
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            out_of_range_is_exhausted,
-        ))
+        .layer(tower::util::MapResponseLayer::new(otlp_status_codes))
         .add_service(metrics)
         .add_service(traces)
         .serve_with_incoming_shutdown(
