@@ -100,6 +100,9 @@ impl Agent {
             .arg("--config")
             .arg(&config_path)
             .args(["--metrics-listen", "127.0.0.1:19465", "--node-name", NODE])
+            // No IMDS in this bed: a closed loopback port keeps the agent's IMDS attempts off
+            // eni0 (they would count as link-local packets) and on this host.
+            .args(["--imds-endpoint", "http://127.0.0.1:9"])
             .args(["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol])
             .env("RUST_LOG", "info,headroom_agent=debug")
             .stdout(Stdio::null())
