@@ -370,18 +370,15 @@ mod tests {
     fn exposition_carries_the_report() {
         let w = InterfaceWindow {
             name: "eth0".into(),
-            mac: None,
             figures: Figures {
                 packets: [10, 0, 0],
                 peak: 7,
                 peak_by_service: [7, 0, 0],
             },
-            kernel_drops: 0,
             packets_total: [25, 1, 0],
             drops_total: 4,
             capturing: true,
-            dns: None,
-            dns_totals: Default::default(),
+            ..Default::default()
         };
         let m = Metrics::new();
         m.update(&Report::new(

@@ -313,8 +313,7 @@ mod tests {
             packets_total: [900, 90, 10],
             drops_total: 2,
             capturing: true,
-            dns: None,
-            dns_totals: Default::default(),
+            ..Default::default()
         };
         let r = Report::new(Node::default(), 1_000_000_000, 11_000_000_000, &[w]);
         let v = serde_json::to_value(&r).unwrap();

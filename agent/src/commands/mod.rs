@@ -185,12 +185,9 @@ mod tests {
                 peak: 1100,
                 peak_by_service: [1100, 0, 0],
             },
-            kernel_drops: 0,
             packets_total: [1100, 0, 0],
-            drops_total: 0,
             capturing: true,
-            dns: None,
-            dns_totals: Default::default(),
+            ..Default::default()
         };
         let id = Identity {
             instance_id: "i-0abc".into(),

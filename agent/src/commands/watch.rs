@@ -136,18 +136,15 @@ mod tests {
     fn frame_shows_rate_peak_and_bar() {
         let w = InterfaceWindow {
             name: "eni0".into(),
-            mac: None,
             figures: Figures {
                 packets: [512, 0, 0],
                 peak: 512,
                 peak_by_service: [512, 0, 0],
             },
-            kernel_drops: 0,
             packets_total: [512, 0, 0],
             drops_total: 3,
             capturing: true,
-            dns: None,
-            dns_totals: Default::default(),
+            ..Default::default()
         };
         let peaks = BTreeMap::from([("eni0".to_string(), 1024u64)]);
         let f = frame("n1", &[w], &peaks);

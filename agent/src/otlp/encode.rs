@@ -343,23 +343,21 @@ mod tests {
     fn a_window_becomes_gauges_at_its_end() {
         let w = InterfaceWindow {
             name: "eth0".into(),
-            mac: None,
             figures: Figures {
                 packets: [10, 0, 0],
                 peak: 7,
                 peak_by_service: [7, 0, 0],
             },
-            kernel_drops: 0,
             packets_total: [25, 1, 0],
             drops_total: 4,
             capturing: true,
-            dns: None,
             dns_totals: crate::dns::tracker::DnsTotals {
                 queries: 12,
                 responses: [("NOERROR".to_string(), 11)].into_iter().collect(),
                 unanswered: 1,
                 search_expansion: 0,
             },
+            ..Default::default()
         };
         let node = Node {
             name: "ip-10-0-0-1".into(),
