@@ -6,38 +6,10 @@ mod common;
 use common::*;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
+use headroom_testbed::scrape;
 use headroom_testbed::Need;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn curl(bed: &Bed, url: &str) -> (u32, String) {
-    let out = bed
-        .node
-        .command("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--max-time",
-            "5",
-            url,
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// Value of the sample line that starts with `prefix` (`name{labels}`).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[test]
 fn run_serves_metrics_that_promtool_accepts() {
@@ -56,49 +28,35 @@ fn run_serves_metrics_that_promtool_accepts() {
         .stderr(Stdio::piped());
     let daemon = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(&bed, "http://127.0.0.1:19465/readyz").0 != 200 {
+    while scrape::get(&bed.node, "http://127.0.0.1:19465/readyz").0 != 200 {
         assert!(Instant::now() < deadline, "never ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(curl(&bed, "http://127.0.0.1:19465/healthz").0, 200);
+    assert_eq!(
+        scrape::get(&bed.node, "http://127.0.0.1:19465/healthz").0,
+        200
+    );
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 400, 3, None).unwrap()).unwrap();
     // Two report windows later every packet is in the counters.
     std::thread::sleep(Duration::from_millis(2500));
-    let (code, text) = curl(&bed, "http://127.0.0.1:19465/metrics");
+    let (code, text) = scrape::get(&bed.node, "http://127.0.0.1:19465/metrics");
     assert_eq!(code, 200);
-    let counted = sample(
+    let counted = scrape::sample(
         &text,
         r#"headroom_linklocal_packets_total{interface="eni0",eni="",service="dns"}"#,
     )
     .unwrap_or_else(|| panic!("no packets counter in:\n{text}"));
     assert_eq!(counted as u64, sent.sent, "counter equals dnsperf's count");
     assert_eq!(
-        sample(&text, r#"headroom_linklocal_pps_limit{interface="eni0""#),
+        scrape::sample(&text, r#"headroom_linklocal_pps_limit{interface="eni0""#),
         Some(1024.0)
     );
     assert_eq!(
-        sample(&text, r#"headroom_capture_drops_total{interface="eni0"}"#),
+        scrape::sample(&text, r#"headroom_capture_drops_total{interface="eni0"}"#),
         Some(0.0)
     );
-    let check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(text.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    scrape::promtool_check(&text);
     // Graceful stop on SIGTERM: exit 0 within a few seconds.
     let t = Instant::now();
     let out = daemon.stop().unwrap();

@@ -10,6 +10,7 @@ use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::netns::Netns;
 use headroom_testbed::proc::Guard;
+use headroom_testbed::scrape;
 use headroom_testbed::Need;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -530,43 +531,6 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     assert_eq!(u(&web["queries"]), 5);
 }
 
-fn curl(bed: &Bed, url: &str) -> String {
-    let out = bed
-        .node
-        .command("curl")
-        .args(["-sf", "--max-time", "5", url])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Value of the sample line that starts with `prefix` (`name{labels}`).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut c = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The daemon exports `headroom_probe_*` (timeouts in the histogram at their full timeout) in a
 /// form promtool accepts, and keeps probing the last known pods when the API server goes away.
 #[test]
@@ -612,8 +576,8 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
     let scrape_until = |what: &str, min: f64| -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let text = curl(&bed, "http://127.0.0.1:19466/metrics");
-            if sample(&text, what).is_some_and(|v| v >= min) {
+            let text = scrape::get(&bed.node, "http://127.0.0.1:19466/metrics").1;
+            if scrape::sample(&text, what).is_some_and(|v| v >= min) {
                 return text;
             }
             assert!(Instant::now() < deadline, "no {what} >= {min} in:\n{text}");
@@ -621,8 +585,8 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
         }
     };
     let text = scrape_until(&timeouts, 3.0);
-    promtool_check(&text);
-    let count = sample(
+    scrape::promtool_check(&text);
+    let count = scrape::sample(
         &text,
         &format!(
             "headroom_probe_duration_seconds_count{{{}}}",
@@ -630,13 +594,13 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
         ),
     )
     .unwrap();
-    let t = sample(&text, &timeouts).unwrap();
+    let t = scrape::sample(&text, &timeouts).unwrap();
     assert_eq!(
         count, t,
         "every attempt of the startup probe timed out and is in the histogram"
     );
     let bucket = |le: &str| {
-        sample(
+        scrape::sample(
             &text,
             &format!(
                 r#"headroom_probe_duration_seconds_bucket{{le="{le}",{}}}"#,
@@ -650,7 +614,7 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
         Some(count),
         "timeouts recorded at their full timeout: {text}"
     );
-    let sum = sample(
+    let sum = scrape::sample(
         &text,
         &format!(
             "headroom_probe_duration_seconds_sum{{{}}}",
@@ -660,7 +624,7 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
     .unwrap();
     assert!((sum - count).abs() < 1e-9, "sum {sum} = count × 1 s");
     assert_eq!(
-        sample(
+        scrape::sample(
             &text,
             &format!("headroom_probe_timeout_seconds{{{}}}", labels("readiness"))
         ),
@@ -670,13 +634,13 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
         r#"headroom_probe_attempts_total{{{},result="ok"}}"#,
         labels("readiness")
     );
-    assert!(sample(&text, &ok).unwrap() >= 3.0, "{text}");
+    assert!(scrape::sample(&text, &ok).unwrap() >= 3.0, "{text}");
     assert!(text.contains("# TYPE headroom_probe_duration_seconds histogram"));
     assert!(text.contains("# TYPE headroom_probe_attempts_total counter"));
 
     // The API server goes away: the agent keeps the last known pods and keeps probing.
     drop(api);
-    let before = sample(&text, &ok).unwrap();
+    let before = scrape::sample(&text, &ok).unwrap();
     scrape_until(&ok, before + 3.0);
 
     let out = daemon.stop().unwrap();

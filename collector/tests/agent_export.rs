@@ -9,6 +9,7 @@ mod common;
 
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
+use headroom_testbed::scrape;
 use headroom_testbed::Need;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -43,27 +44,6 @@ fn needs() -> Vec<Need> {
     ]
 }
 
-fn curl(bed: &Bed, url: &str) -> (u32, String) {
-    let out = bed
-        .node
-        .command("curl")
-        .args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--max-time",
-            "5",
-            url,
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn start_collector(bed: &Bed) -> Guard {
     let mut cmd = bed.node.command(common::COLLECTOR);
     cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
@@ -72,7 +52,7 @@ fn start_collector(bed: &Bed) -> Guard {
         .stderr(Stdio::null());
     let g = Guard::spawn("headroom-collector", &mut cmd).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(bed, &format!("http://{API}/readyz")).0 != 200 {
+    while scrape::get(&bed.node, &format!("http://{API}/readyz")).0 != 200 {
         assert!(Instant::now() < deadline, "collector never ready");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -140,7 +120,7 @@ fn eni0(report: &serde_json::Value) -> &serde_json::Value {
 
 /// eni0's windows in the collector's fleet, by window start.
 fn fleet_windows(bed: &Bed) -> Vec<serde_json::Value> {
-    let (code, body) = curl(bed, &format!("http://{API}/api/v1/fleet"));
+    let (code, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
     if code != 200 {
         return Vec::new();
     }
@@ -230,10 +210,10 @@ fn collector_shows_the_agents_peak_for_the_same_window() {
         );
     }
     // The page ranks the node's interface; /metrics has the fleet's figure.
-    let (code, page) = curl(&bed, &format!("http://{API}/"));
+    let (code, page) = scrape::get(&bed.node, &format!("http://{API}/"));
     assert_eq!(code, 200);
     assert!(page.contains(NODE) && page.contains("<svg"));
-    let (_, metrics) = curl(&bed, &format!("http://{API}/metrics"));
+    let (_, metrics) = scrape::get(&bed.node, &format!("http://{API}/metrics"));
     assert!(
         metrics.contains(&format!(
             "headroom_fleet_linklocal_pps_peak_last_hour{{cluster=\"default\",node=\"{NODE}\",interface=\"eni0\",eni=\"\"}} {peak}"
@@ -241,26 +221,7 @@ fn collector_shows_the_agents_peak_for_the_same_window() {
         "{metrics}"
     );
     if headroom_testbed::require("collector /metrics promtool", &[Need::Tool("promtool")]) {
-        let mut c = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(metrics.as_bytes())
-            .unwrap();
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        scrape::promtool_check(&metrics);
     }
 }
 
@@ -343,7 +304,7 @@ fn a_burst_measured_while_the_collector_is_down_arrives_after() {
         checks_during >= 3,
         "{checks_during} checks during the outage"
     );
-    let (_, body) = curl(&bed, &format!("http://{API}/api/v1/fleet"));
+    let (_, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
     let fleet: serde_json::Value = serde_json::from_str(&body).unwrap();
     let spans = common::node(&fleet, NODE).unwrap()["spans_received"]
         .as_u64()
@@ -352,7 +313,7 @@ fn a_burst_measured_while_the_collector_is_down_arrives_after() {
         spans as usize >= checks_during,
         "{spans} spans received, {checks_during} checks made during the outage"
     );
-    let (_, m) = curl(&bed, "http://127.0.0.1:19465/metrics");
+    let (_, m) = scrape::get(&bed.node, "http://127.0.0.1:19465/metrics");
     assert!(m.contains("headroom_otlp_windows_dropped_total 0"), "{m}");
     let failures = m
         .lines()

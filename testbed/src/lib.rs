@@ -13,6 +13,7 @@ pub mod netns;
 pub mod pcap;
 pub mod prefork;
 pub mod proc;
+pub mod scrape;
 
 use std::path::Path;
 
