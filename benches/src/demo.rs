@@ -27,8 +27,10 @@ fn agent_path() -> anyhow::Result<std::path::PathBuf> {
 }
 
 fn demo() -> anyhow::Result<()> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     anyhow::ensure!(
-        unsafe { libc::geteuid() } == 0,
+        root,
         "the demo needs root (network namespaces, packet sockets); run it with sudo"
     );
     let agent = agent_path()?;
