@@ -2,6 +2,7 @@
 //! packets each network interface sends to EC2 link-local services (1024/s per interface).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod background;
 pub mod capture;
 pub mod cli;
 pub mod commands;

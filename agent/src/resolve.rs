@@ -162,33 +162,12 @@ pub async fn run(spec: CheckSpec, log: CheckLog, stop: CancellationToken) {
 }
 
 /// Runs the checks on their own small runtime and thread (for the synchronous commands).
-pub struct Background {
-    stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    pub fn start(spec: CheckSpec, log: CheckLog) -> std::io::Result<Background> {
-        let stop = CancellationToken::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("resolver-checks".into())
-            .spawn(move || rt.block_on(run(spec, log, s)))?;
-        Ok(Background {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+pub fn start_background(
+    spec: CheckSpec,
+    log: CheckLog,
+) -> std::io::Result<crate::background::Background> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    crate::background::Background::start("resolver-checks", rt, move |stop| run(spec, log, stop))
 }

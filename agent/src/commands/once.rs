@@ -4,7 +4,7 @@ use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
 use crate::meter::Meter;
 use crate::report::{now_ns, Report};
-use crate::resolve::{Background, CheckLog};
+use crate::resolve::CheckLog;
 use crate::workers::Workers;
 use crate::AgentError;
 use std::time::Duration;
@@ -22,10 +22,10 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     let workers = Workers::start(&settings.workers);
     let start = now_ns();
     let log = CheckLog::default();
-    let checks = Background::start(settings.checks.clone(), log.clone())
+    let checks = crate::resolve::start_background(settings.checks.clone(), log.clone())
         .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
     let pods = crate::probes::Handles::default();
-    let probes = crate::probes::Background::start(
+    let probes = crate::probes::start_background(
         settings.probes.clone(),
         settings.node_name.clone(),
         pods.clone(),

@@ -357,40 +357,17 @@ pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: Cancell
 }
 
 /// Runs [`run`] on its own runtime and thread (for the synchronous commands).
-pub struct Background {
-    stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    pub fn start(cfg: ProbeConfig, node: String, handles: Handles) -> std::io::Result<Background> {
-        let stop = CancellationToken::new();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("headroom-probes")
-            .build()?;
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("probes".into())
-            .spawn(move || {
-                rt.block_on(run(cfg, node, handles, s));
-                rt.shutdown_timeout(std::time::Duration::from_secs(1));
-            })?;
-        Ok(Background {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+pub fn start_background(
+    cfg: ProbeConfig,
+    node: String,
+    handles: Handles,
+) -> std::io::Result<crate::background::Background> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("headroom-probes")
+        .build()?;
+    crate::background::Background::start("probes", rt, move |stop| run(cfg, node, handles, stop))
 }
 
 #[cfg(test)]
