@@ -450,6 +450,7 @@ impl Fleet {
                     .iter()
                     .map(|(name, n)| node_snapshot(name, n, history))
                     .collect(),
+                workloads: Vec::new(), // built from listener series (issue 8)
             })
             .collect();
         FleetSnapshot {
@@ -540,6 +541,7 @@ fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
                         }),
                         limit_pps: limit.round() as u64,
                         kernel_drops: drops.round() as u64,
+                        dns_peak_pps: None, // filled once the agent sends it (issue 8)
                         end_ns: *end,
                     }
                 })
@@ -554,6 +556,7 @@ fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
                 utilization_last_hour,
                 latest,
                 windows: if history { windows } else { Vec::new() },
+                ..Default::default()
             }
         })
         .filter(|i| i.latest.is_some())
@@ -585,6 +588,7 @@ fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
             })
             .collect(),
         spans_received: n.spans,
+        ..Default::default()
     }
 }
 
@@ -599,13 +603,122 @@ pub struct FleetSnapshot {
     pub ingest: IngestStats,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterSnapshot {
     pub name: String,
     pub nodes: Vec<NodeSnapshot>,
+    /// Workloads (Deployment, StatefulSet, …) with listeners on any node of the cluster,
+    /// built from the nodes' listener series: what the HPA rule reads.
+    pub workloads: Vec<WorkloadSnapshot>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One workload across the cluster: its pods' listeners added up per report window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct WorkloadSnapshot {
+    pub namespace: String,
+    /// Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or Pod (agent's `workload_kind`).
+    pub kind: String,
+    pub name: String,
+    /// Pods with a listener in the latest windows, as `node/pod`.
+    pub pods: Vec<String>,
+    /// Worker processes per pod (the most common figure among its pods' listeners).
+    pub workers_per_pod: u32,
+    /// Busy workers summed over the workload's pods: the latest window, then mean, p95 and
+    /// max of that sum over the windows of `history_seconds`.
+    pub busy_latest: f64,
+    pub busy_mean: f64,
+    pub busy_p95: f64,
+    pub busy_max: f64,
+    /// Deepest accept queue of any pod in `history_seconds`.
+    pub queue_max: u32,
+    /// Seconds any listener of the workload had every worker busy, summed, in
+    /// `history_seconds`.
+    pub saturated_seconds: f64,
+    /// Span the busy figures cover (oldest window start to newest window end).
+    pub history_seconds: f64,
+    /// Windows the figures come from.
+    pub windows: u32,
+}
+
+/// One listener (a prefork server's listening socket) in its latest window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ListenerSnapshot {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub port: u16,
+    pub process: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub workers: u32,
+    /// Mean busy workers over the latest window.
+    pub busy: f64,
+    pub busy_max: u32,
+    pub queue_max: u32,
+    pub backlog: u32,
+    /// busy_max / workers.
+    pub utilization: f64,
+    /// Cumulative seconds with every worker busy (the agent's counter).
+    pub saturated_seconds_total: f64,
+    /// End of the latest window (RFC 3339).
+    pub time: String,
+}
+
+/// One shadowed probe in its latest window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ProbeSnapshot {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// readiness | liveness | startup
+    pub probe: String,
+    pub target: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub timeout_seconds: f64,
+    /// The latest window's p99 and slowest attempt; None without attempts.
+    pub latency_p99_seconds: Option<f64>,
+    pub latency_max_seconds: Option<f64>,
+    /// timeout / p99 (below 2 means p99 is past half the timeout).
+    pub headroom: Option<f64>,
+    /// Attempts by result over `history_seconds` (counter increases).
+    pub attempts: BTreeMap<String, u64>,
+    pub predicted_removals: u64,
+    pub history_seconds: f64,
+    pub time: String,
+}
+
+/// DNS of one interface: the latest window's shares and top talkers, and counter rises.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DnsSnapshot {
+    /// Queries for a name plus a search suffix that failed, over all queries.
+    pub search_expansion_share: f64,
+    pub top_qnames: Vec<QnameCount>,
+    pub top_sources: Vec<SourceCount>,
+    /// Rise of the agent's unanswered-queries counter in the latest window and the one before.
+    pub unanswered_latest: u64,
+    pub unanswered_previous: u64,
+    pub queries_latest: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct QnameCount {
+    pub qname: String,
+    pub queries: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SourceCount {
+    pub source: String,
+    pub namespace: String,
+    pub pod: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub queries: u64,
+    pub search_expansion_packets: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeSnapshot {
     pub name: String,
     /// `service.name` of the sender (`headroom-agent` for agents).
@@ -618,11 +731,13 @@ pub struct NodeSnapshot {
     /// Latest value of every other metric, per attribute set.
     pub metrics: Vec<MetricSnapshot>,
     pub spans_received: u64,
+    pub listeners: Vec<ListenerSnapshot>,
+    pub probes: Vec<ProbeSnapshot>,
 }
 
 /// One interface (ENI) of a node: its latest window, the last hour's highest peak, and every
 /// window of the last hour (oldest first).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EniSnapshot {
     pub interface: String,
     pub eni_id: Option<String>,
@@ -630,10 +745,14 @@ pub struct EniSnapshot {
     pub peak_pps_last_hour: u64,
     pub utilization_last_hour: f64,
     pub windows: Vec<WindowFigures>,
+    /// Rise of each ENA allowance counter (`linklocal_allowance_exceeded`, …) in the latest
+    /// window; empty when the driver has none (any rise means EC2 is dropping now).
+    pub allowance_exceeded_latest: BTreeMap<String, u64>,
+    pub dns: Option<DnsSnapshot>,
 }
 
 /// One report window with the report's field names.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct WindowFigures {
     pub start: String,
     pub end: String,
@@ -644,6 +763,8 @@ pub struct WindowFigures {
     pub limit_pps: u64,
     /// Capture drops in this window (from the cumulative counter; 0 for the first window).
     pub kernel_drops: u64,
+    /// The window's one-second peak of DNS packets alone (`by_service.dns.peak_pps`).
+    pub dns_peak_pps: Option<u64>,
     #[serde(skip)]
     pub end_ns: u64,
 }

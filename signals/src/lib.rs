@@ -20,10 +20,38 @@
 //! | `headroom_dns_unanswered_total`           | `headroom.dns.unanswered`        | cumulative monotonic sum, `{query}` |
 //! | `headroom_dns_search_expansion_packets_total` | `headroom.dns.search.expansion.packets` | cumulative monotonic sum, `{packet}` |
 //!
+//! | `headroom_linklocal_service_pps_peak`     | `headroom.linklocal.service.pps.peak` | gauge, `{packet}/s`, attribute `service` (dns, imds, ntp) |
+//! | `headroom_ena_allowance_exceeded_total`   | `headroom.ena.allowance.exceeded` | cumulative monotonic sum, `{packet}`, attribute `allowance` |
+//! | `headroom_dns_search_expansion_share_ratio` | `headroom.dns.search.expansion.share` | gauge, `1`: the window's search_expansion_share |
+//! | `headroom_dns_top_qname_queries`          | `headroom.dns.top.qname.queries` | gauge, `{query}`: queries in the window, attribute `qname` (the report's top_qnames) |
+//! | `headroom_dns_top_source_queries`         | `headroom.dns.top.source.queries` | gauge, `{query}`: queries in the window, attributes `source`, `namespace`, `pod`, `workload_kind`, `workload` (empty when unknown), `search_expansion_packets` is a separate gauge below |
+//! | `headroom_dns_top_source_search_expansion_packets` | `headroom.dns.top.source.search.expansion.packets` | gauge, `{packet}`, same attributes as the line above |
+//! | `headroom_workers`                        | `headroom.workers`               | gauge, `{worker}` (listener attributes) |
+//! | `headroom_workers_busy`                   | `headroom.workers.busy`          | gauge, `{worker}`: mean busy workers over the window |
+//! | `headroom_workers_busy_max`               | `headroom.workers.busy.max`      | gauge, `{worker}` |
+//! | `headroom_accept_queue_depth_max`         | `headroom.accept.queue.depth.max` | gauge, `{connection}` |
+//! | `headroom_accept_queue_backlog`           | `headroom.accept.queue.backlog`  | gauge, `{connection}` |
+//! | `headroom_workers_saturated_seconds_total` | `headroom.workers.saturated.seconds` | cumulative monotonic sum, `s` |
+//! | `headroom_probe_duration_seconds`         | `headroom.probe.duration.seconds` | cumulative histogram, `s`, timeouts counted at their timeout (probe attributes) |
+//! | `headroom_probe_attempts_total`           | `headroom.probe.attempts`        | cumulative monotonic sum, `{attempt}`, attribute `result` (ok, slow, timeout, error) |
+//! | `headroom_probe_timeout_seconds`          | `headroom.probe.timeout.seconds` | gauge, `s`: the probe's timeoutSeconds |
+//! | `headroom_probe_latency_p99_seconds`      | `headroom.probe.latency.p99.seconds` | gauge, `s`: the window's p99 (timeouts included); absent without attempts |
+//! | `headroom_probe_latency_max_seconds`      | `headroom.probe.latency.max.seconds` | gauge, `s`: the window's slowest attempt |
+//! | `headroom_probe_predicted_removals_total` | `headroom.probe.predicted.removals` | cumulative monotonic sum, `{removal}` |
+//!
 //! Each report window is one data point per metric and interface: `start_time_unix_nano` is
 //! the window's start, `time_unix_nano` its end, so a receiver can place late windows.
-//! Data point attributes: `interface`, `eni` (empty until known), `service` (packets only),
+//! Interface attributes: `interface`, `eni` (empty until known), `service` (packets only),
 //! `rcode` (DNS responses only).
+//! Listener attributes: `namespace`, `pod`, `container`, `port`, `process`, `workload_kind`
+//! (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, or Pod), `workload` (a pod owned by a
+//! ReplicaSet carrying a `pod-template-hash` label belongs to the Deployment named by the
+//! ReplicaSet's name without that hash). Empty strings where unknown.
+//! Probe attributes: `namespace`, `pod`, `container`, `probe` (readiness, liveness, startup),
+//! `target`, `workload_kind`, `workload`.
+//!
+//! Spans: `dns.resolve` (resolver checks) and `probe` (each slow, timed-out or failed probe
+//! attempt; start = when the attempt began, end = start + elapsed; attributes in [`span`]).
 #![forbid(unsafe_code)]
 
 /// OTLP metric names (see the table above).
@@ -38,8 +66,47 @@ pub mod otlp {
     pub const DNS_RESPONSES: &str = "headroom.dns.responses";
     pub const DNS_UNANSWERED: &str = "headroom.dns.unanswered";
     pub const DNS_SEARCH_EXPANSION: &str = "headroom.dns.search.expansion.packets";
+    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = "headroom.linklocal.service.pps.peak";
+    pub const ENA_ALLOWANCE_EXCEEDED: &str = "headroom.ena.allowance.exceeded";
+    pub const DNS_SEARCH_EXPANSION_SHARE: &str = "headroom.dns.search.expansion.share";
+    pub const DNS_TOP_QNAME_QUERIES: &str = "headroom.dns.top.qname.queries";
+    pub const DNS_TOP_SOURCE_QUERIES: &str = "headroom.dns.top.source.queries";
+    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str =
+        "headroom.dns.top.source.search.expansion.packets";
+    pub const WORKERS: &str = "headroom.workers";
+    pub const WORKERS_BUSY: &str = "headroom.workers.busy";
+    pub const WORKERS_BUSY_MAX: &str = "headroom.workers.busy.max";
+    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = "headroom.accept.queue.depth.max";
+    pub const ACCEPT_QUEUE_BACKLOG: &str = "headroom.accept.queue.backlog";
+    pub const WORKERS_SATURATED_SECONDS: &str = "headroom.workers.saturated.seconds";
+    pub const PROBE_DURATION: &str = "headroom.probe.duration.seconds";
+    pub const PROBE_ATTEMPTS: &str = "headroom.probe.attempts";
+    pub const PROBE_TIMEOUT: &str = "headroom.probe.timeout.seconds";
+    pub const PROBE_LATENCY_P99: &str = "headroom.probe.latency.p99.seconds";
+    pub const PROBE_LATENCY_MAX: &str = "headroom.probe.latency.max.seconds";
+    pub const PROBE_PREDICTED_REMOVALS: &str = "headroom.probe.predicted.removals";
     /// Prefix of every metric the collector folds into ENI windows.
     pub const LINKLOCAL_PREFIX: &str = "headroom.linklocal.";
+}
+
+/// Span names and span attribute keys.
+pub mod span {
+    pub const DNS_RESOLVE: &str = "dns.resolve";
+    /// One slow, timed-out or failed shadow probe attempt.
+    pub const PROBE: &str = "probe";
+    /// `probe` span attributes: the probe attributes (see [`super::attr`]) plus these.
+    pub const PROBE_TIMEOUT_SECONDS: &str = "probe.timeout_seconds";
+    pub const PROBE_ELAPSED_SECONDS: &str = "probe.elapsed_seconds";
+    /// ok | slow | timeout | error
+    pub const PROBE_OUTCOME: &str = "probe.outcome";
+    pub const HTTP_STATUS: &str = "http.response.status_code";
+    pub const PROBE_ERROR: &str = "probe.error";
+    /// Worker saturation of the probed pod's listener on the probe's port at the attempt
+    /// (the workers sampler's latest sample before the attempt ended): busy / workers and the
+    /// accept queue. Absent when no listener of the pod is known.
+    pub const WORKERS_BUSY: &str = "workers.busy";
+    pub const WORKERS_TOTAL: &str = "workers.total";
+    pub const ACCEPT_QUEUE: &str = "accept_queue.depth";
 }
 
 /// Prometheus metric names (design.md section 3).
@@ -62,6 +129,21 @@ pub mod attr {
     pub const ENI: &str = "eni";
     pub const SERVICE: &str = "service";
     pub const RCODE: &str = "rcode";
+    pub const ALLOWANCE: &str = "allowance";
+    pub const QNAME: &str = "qname";
+    pub const SOURCE: &str = "source";
+    pub const NAMESPACE: &str = "namespace";
+    pub const POD: &str = "pod";
+    pub const CONTAINER: &str = "container";
+    pub const PORT: &str = "port";
+    pub const PROCESS: &str = "process";
+    pub const WORKLOAD_KIND: &str = "workload_kind";
+    pub const WORKLOAD: &str = "workload";
+    /// readiness | liveness | startup
+    pub const PROBE: &str = "probe";
+    pub const TARGET: &str = "target";
+    /// ok | slow | timeout | error
+    pub const RESULT: &str = "result";
 }
 
 /// Resource attribute keys (OpenTelemetry semantic conventions).
