@@ -254,3 +254,103 @@ fn mentions_flag(text: &str, flag: &str) -> bool {
         !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-')
     })
 }
+
+const RULES: &str = "deploy/overlays/prometheus/rules/headroom.rules.yaml";
+const RULE_TESTS: &str = "deploy/overlays/prometheus/rules/headroom.rules.test.yaml";
+const PROMETHEUS_RULE: &str = "deploy/overlays/prometheus/prometheusrule.yaml";
+
+/// The PrometheusRule resource: the rule file, byte for byte, indented under `spec:` (a
+/// Prometheus rule file is exactly a PrometheusRule's spec).
+fn prometheus_rule_manifest(rules: &str) -> String {
+    let mut out = String::from(
+        "# Generated from rules/headroom.rules.yaml by deploy/tests/manifests.rs\n\
+         # (UPDATE_GOLDEN=1 cargo test -p headroom-deploy): edit that file, not this one.\n\
+         apiVersion: monitoring.coreos.com/v1\n\
+         kind: PrometheusRule\n\
+         metadata:\n  name: headroom\n  namespace: headroom\n  labels:\n    app.kubernetes.io/part-of: headroom\n\
+         spec:\n",
+    );
+    for line in rules.lines() {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The rule file is the one copy: the overlay's PrometheusRule is generated from it, and the
+/// rendered overlay carries every alert of it.
+#[test]
+fn prometheus_rule_embeds_the_rule_file() {
+    let rules = std::fs::read_to_string(root().join(RULES)).unwrap();
+    let want = prometheus_rule_manifest(&rules);
+    let path = root().join(PROMETHEUS_RULE);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have =
+        std::fs::read_to_string(&path).expect("prometheusrule.yaml; run with UPDATE_GOLDEN=1");
+    assert!(
+        have == want,
+        "{PROMETHEUS_RULE} is not {RULES} embedded under spec:; rerun with UPDATE_GOLDEN=1"
+    );
+    if !require(
+        "prometheus_rule_embeds_the_rule_file",
+        &[Need::Tool("kubectl")],
+    ) {
+        return;
+    }
+    let rendered = render("deploy/overlays/prometheus");
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(alerts.len(), 7, "alert rules in {RULES}");
+    assert!(rendered.contains("kind: PrometheusRule"));
+    assert_eq!(
+        rendered.matches("- alert: ").count(),
+        alerts.len(),
+        "the rendered overlay carries every alert rule"
+    );
+    for a in alerts {
+        assert!(rendered.contains(&format!("- alert: {a}")), "{a} rendered");
+    }
+}
+
+/// `promtool check rules` and the unit tests (series on both sides of every threshold, each
+/// `for:` just before and after) pass.
+#[test]
+fn prometheus_rules_pass_promtool_check_and_unit_tests() {
+    if !require(
+        "prometheus_rules_pass_promtool_check_and_unit_tests",
+        &[Need::Tool("promtool")],
+    ) {
+        return;
+    }
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(root().join(RULES))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && out.contains("SUCCESS: 7 rules found"),
+        "promtool check rules:\n{out}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let test = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(root().join(RULE_TESTS))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success() && out.contains("SUCCESS"),
+        "promtool test rules:\n{out}{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+}
