@@ -192,17 +192,24 @@ fn dockerfiles_build_or_lint() {
     }
 }
 
-/// Every config field of the agent (from its own default config) is set, with a comment, in the
-/// ConfigMap source and explained in docs/operating.md; every command-line flag is documented.
+/// Every config field of the agent (serde's own field list, nested `probes` included) is set,
+/// with a comment, in the ConfigMap source and explained in docs/operating.md; every command-line flag is documented.
 #[test]
 fn every_agent_flag_and_field_is_documented_and_in_the_configmap() {
+    // From serde's own field list: fields without a default (None: node_name, otlp_endpoint,
+    // otlp_protocol) are never serialized, so the serialized defaults alone would miss them.
+    let introspected = serde_fields::of::<headroom_agent::config::Config>();
+    let fields: Vec<String> = introspected.iter().map(|(f, _)| f.to_string()).collect();
     let defaults = toml::Value::try_from(headroom_agent::config::Config::default()).unwrap();
-    let fields: Vec<String> = defaults.as_table().unwrap().keys().cloned().collect();
-    // node_name has no default (None), so it is not serialized: add it by name.
-    let fields: Vec<String> = fields
-        .into_iter()
-        .chain(["node_name".to_string()])
-        .collect();
+    for key in defaults.as_table().unwrap().keys() {
+        assert!(fields.contains(key), "serde's field list lacks `{key}`");
+    }
+    for key in ["node_name", "otlp_endpoint", "otlp_protocol"] {
+        assert!(
+            fields.iter().any(|f| f == key),
+            "serde's field list lacks `{key}`"
+        );
+    }
     let configmap = std::fs::read_to_string(root().join("deploy/base/agent.toml")).unwrap();
     let docs = std::fs::read_to_string(root().join("docs/operating.md")).unwrap();
     // The ConfigMap parses as the agent's config (unknown fields would be rejected).
@@ -219,6 +226,19 @@ fn every_agent_flag_and_field_is_documented_and_in_the_configmap() {
         assert!(
             docs.contains(&format!("`{f}`")),
             "config field `{f}` missing from docs/operating.md"
+        );
+    }
+    // The nested `probes` table's fields are documented and set too.
+    let probes = &introspected.iter().find(|(f, _)| *f == "probes").unwrap().1;
+    assert!(probes.contains(&"slow_fraction"), "{probes:?}");
+    for n in probes {
+        assert!(
+            toml_mentions(&configmap, n),
+            "config field `probes.{n}` missing from deploy/base/agent.toml"
+        );
+        assert!(
+            docs.contains(&format!("`{n}`")),
+            "config field `probes.{n}` missing from docs/operating.md"
         );
     }
     use clap::CommandFactory;
@@ -353,4 +373,203 @@ fn prometheus_rules_pass_promtool_check_and_unit_tests() {
         "promtool test rules:\n{out}{}",
         String::from_utf8_lossy(&test.stderr)
     );
+}
+
+/// The field names of a `#[derive(Deserialize)]` config struct, read from serde itself: the
+/// derive passes its list of fields to `deserialize_struct`, and this deserializer records the
+/// list and stops. A field added to the struct shows up here without anyone listing it — so
+/// the tests below fail until it is documented and in the ConfigMap. Structs without
+/// `Serialize` (the collector's config) work the same.
+mod serde_fields {
+    use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, Visitor};
+    use std::cell::Cell;
+
+    #[derive(Debug)]
+    pub struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field list recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    type Fields = Cell<Option<&'static [&'static str]>>;
+
+    /// Records the field list of the struct it is asked for (through `Option`), then stops.
+    struct Record<'a>(&'a Fields);
+
+    impl<'de> Deserializer<'de> for Record<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Stop> {
+            v.visit_some(self)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.set(Some(fields));
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    /// Offers the outer struct a map with the one key `field`, whose value is recorded.
+    struct OneField<'a> {
+        field: &'static str,
+        inner: &'a Fields,
+    }
+
+    impl<'de> Deserializer<'de> for OneField<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, Stop> {
+            v.visit_map(OneEntry {
+                key: Some(self.field),
+                inner: self.inner,
+            })
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            enum identifier ignored_any
+        }
+    }
+
+    struct OneEntry<'a> {
+        key: Option<&'static str>,
+        inner: &'a Fields,
+    }
+
+    impl<'de> MapAccess<'de> for OneEntry<'_> {
+        type Error = Stop;
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Stop> {
+            match self.key.take() {
+                Some(k) => seed.deserialize(k.into_deserializer()).map(Some),
+                None => Ok(None),
+            }
+        }
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Stop> {
+            seed.deserialize(Record(self.inner))
+        }
+    }
+
+    /// Every field of `T`, each with the fields of its own table when it is a struct
+    /// (`probes`, `[rules]`), else an empty list.
+    pub fn of<T: DeserializeOwned>() -> Vec<(&'static str, Vec<&'static str>)> {
+        let top = Fields::default();
+        let _ = T::deserialize(Record(&top));
+        let top = top.get().expect("a struct deriving Deserialize");
+        top.iter()
+            .map(|&field| {
+                let inner = Fields::default();
+                let _ = T::deserialize(OneField {
+                    field,
+                    inner: &inner,
+                });
+                (field, inner.get().unwrap_or_default().to_vec())
+            })
+            .collect()
+    }
+}
+
+/// Whether a TOML file sets `key` (or shows it commented out, for fields without a default):
+/// as a line `key = …`, a table `[key]`, or inside an inline table `{ key = … }`.
+fn toml_mentions(text: &str, key: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start_matches('#').trim_start();
+        l.starts_with(&format!("{key} ="))
+            || l.starts_with(&format!("[{key}]"))
+            || l.contains(&format!("{{ {key} ="))
+            || l.contains(&format!(", {key} ="))
+    })
+}
+
+/// Every config field of the collector (read from serde's own field list, nested tables
+/// included) is in the ConfigMap source with its default and explained in docs/operating.md;
+/// every flag of `headroom-collector --help` is documented.
+#[test]
+fn every_collector_flag_and_field_is_documented_and_in_the_configmap() {
+    use headroom_collector::config::Config;
+    let fields = serde_fields::of::<Config>();
+    assert!(
+        fields.iter().any(|(f, _)| *f == "otlp_grpc_listen") && fields.len() >= 10,
+        "serde's field list of the collector's Config: {fields:?}"
+    );
+    let configmap = std::fs::read_to_string(root().join("deploy/base/collector.toml")).unwrap();
+    let docs = std::fs::read_to_string(root().join("docs/operating.md")).unwrap();
+    // The ConfigMap parses as the collector's config (unknown fields are rejected) and holds
+    // the defaults themselves: fields without one are shown commented out.
+    let parsed: Config = toml::from_str(&configmap).unwrap();
+    assert!(
+        parsed == Config::default(),
+        "deploy/base/collector.toml differs from the defaults:\n{parsed:#?}"
+    );
+    // The otel-collector overlay's replacement differs only where it forwards spans.
+    let overlay =
+        std::fs::read_to_string(root().join("deploy/overlays/otel-collector/collector.toml"))
+            .unwrap();
+    let overlay: Config = toml::from_str(&overlay).unwrap();
+    assert!(
+        overlay
+            == Config {
+                traces_endpoint: Some("http://otel-collector.observability:4318".into()),
+                ..Config::default()
+            },
+        "deploy/overlays/otel-collector/collector.toml: {overlay:#?}"
+    );
+    for (f, nested) in &fields {
+        assert!(
+            toml_mentions(&configmap, f),
+            "config field `{f}` missing from deploy/base/collector.toml"
+        );
+        assert!(
+            docs.contains(&format!("`{f}`")),
+            "config field `{f}` missing from docs/operating.md"
+        );
+        for n in nested {
+            assert!(
+                toml_mentions(&configmap, n),
+                "config field `{f}.{n}` missing from deploy/base/collector.toml"
+            );
+            assert!(
+                docs.contains(&format!("`{n}`")),
+                "config field `{f}.{n}` missing from docs/operating.md"
+            );
+        }
+    }
+    use clap::CommandFactory;
+    let cmd = headroom_collector::cli::Cli::command();
+    let flags: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .filter(|f| f != "help" && f != "version")
+        .collect();
+    assert!(flags.iter().any(|f| f == "otlp-grpc-listen"), "{flags:?}");
+    let help = cmd.clone().render_long_help().to_string();
+    for f in &flags {
+        assert!(mentions_flag(&help, f), "--{f} in --help");
+        assert!(
+            mentions_flag(&docs, f),
+            "flag --{f} missing from docs/operating.md"
+        );
+    }
 }
