@@ -573,3 +573,112 @@ fn every_collector_flag_and_field_is_documented_and_in_the_configmap() {
         );
     }
 }
+
+/// A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(markdown: &str) -> Vec<String> {
+    markdown
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect()
+}
+
+/// Every alert has its runbook section: the collector's rules by name, the Prometheus rules'
+/// `runbook_url` anchors, and every link inside the runbook lands on a heading.
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).unwrap();
+    let have = anchors(&runbook);
+    for rule in [
+        "DNSThrottleRisk",
+        "DNSConsolidationRisk",
+        "ProbeTimeoutRisk",
+        "HPAOverScaling",
+    ] {
+        assert!(
+            have.contains(&rule.to_lowercase()),
+            "docs/runbook.md has no section `## {rule}`"
+        );
+    }
+    let rules = std::fs::read_to_string(root().join(RULES)).unwrap();
+    let urls: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .collect();
+    assert_eq!(urls.len(), 7, "one runbook_url per rule");
+    for url in urls {
+        let a = url
+            .trim_matches('"')
+            .strip_prefix("docs/runbook.md#")
+            .unwrap_or_else(|| panic!("runbook_url {url} is not a docs/runbook.md anchor"));
+        assert!(
+            have.iter().any(|h| h == a),
+            "runbook_url {url}: no such heading"
+        );
+    }
+    for name in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            runbook.contains(&format!("`{name}`")),
+            "alert {name} is not listed in docs/runbook.md"
+        );
+    }
+    for (i, _) in runbook.match_indices("](#") {
+        let target = &runbook[i + 3..];
+        let target = &target[..target.find(')').unwrap()];
+        assert!(
+            have.iter().any(|h| h == target),
+            "docs/runbook.md links to #{target}: no such heading"
+        );
+    }
+}
+
+/// The agent commands the docs tell a user to run parse with the agent's real command line.
+#[test]
+fn documented_agent_commands_parse() {
+    use clap::Parser;
+    let mut seen = 0;
+    for doc in ["docs/runbook.md", "docs/operating.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        let mut in_code = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+                continue;
+            }
+            // The program as a command word: at the start, or after `kubectl exec … --`.
+            let Some(i) = line
+                .match_indices("headroom-agent ")
+                .map(|(i, _)| i)
+                .find(|&i| line[..i].trim().is_empty() || line[..i].ends_with("-- "))
+                .filter(|_| in_code)
+            else {
+                continue;
+            };
+            // The command up to a pipe, a redirection, a comment or a line continuation.
+            let cmd = line[i..]
+                .split(['|', '>', '#', '\\'])
+                .next()
+                .unwrap()
+                .trim();
+            let args: Vec<&str> = cmd.split_whitespace().collect();
+            if let Err(e) = headroom_agent::cli::Cli::try_parse_from(&args) {
+                panic!("{doc}: `{cmd}` does not parse: {e}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "agent commands found in the docs: {seen}");
+}
