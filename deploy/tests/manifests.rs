@@ -585,9 +585,17 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
+/// The anchors of a Markdown file's headings (not of `#` lines inside code blocks).
 fn anchors(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
     markdown
         .lines()
+        .filter(|l| {
+            if l.trim_start().starts_with("```") {
+                in_code = !in_code;
+            }
+            !in_code
+        })
         .filter_map(|l| l.strip_prefix('#'))
         .map(|l| anchor(l.trim_start_matches('#')))
         .collect()
@@ -681,4 +689,44 @@ fn documented_agent_commands_parse() {
         }
     }
     assert!(seen >= 6, "agent commands found in the docs: {seen}");
+}
+
+/// Every relative link in the docs and the README lands on a file, and on a heading of it when
+/// it names one.
+#[test]
+fn doc_links_resolve() {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.push(root().join("README.md"));
+    let mut links = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let target = &rest[..rest.find(')').unwrap()];
+            if target.starts_with("http://") || target.starts_with("https://") {
+                continue;
+            }
+            let (file, frag) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().unwrap().join(file)
+            };
+            let linked = std::fs::read_to_string(&file)
+                .unwrap_or_else(|_| panic!("{}: link to {target}: no such file", doc.display()));
+            if !frag.is_empty() {
+                assert!(
+                    anchors(&linked).iter().any(|a| a == frag),
+                    "{}: link to {target}: no such heading",
+                    doc.display()
+                );
+            }
+            links += 1;
+        }
+    }
+    assert!(links >= 20, "links checked: {links}");
 }
