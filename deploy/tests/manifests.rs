@@ -1,5 +1,6 @@
 //! The deployment as a user applies it: every overlay renders with `kubectl kustomize`, validates
-//! against the Kubernetes 1.32 schemas, passes checkov (skips are justified in the manifests),
+//! against the Kubernetes 1.32 schemas (the Prometheus Operator kinds against the operator's
+//! CRDs), passes checkov (skips are justified in the manifests),
 //! the base matches its golden snapshot, the Dockerfiles build (or, with no Docker engine here,
 //! pass hadolint), and every flag and config field is documented and in the ConfigMap.
 
@@ -68,7 +69,11 @@ mod tempfile_dir {
 fn every_overlay_renders_and_validates_against_kubernetes_1_32() {
     if !require(
         "every_overlay_renders_and_validates_against_kubernetes_1_32",
-        &[Need::Tool("kubectl"), Need::Tool("kubernetes-validate")],
+        &[
+            Need::Tool("kubectl"),
+            Need::Tool("kubernetes-validate"),
+            Need::Tool("python3"),
+        ],
     ) {
         return;
     }
@@ -79,8 +84,8 @@ fn every_overlay_renders_and_validates_against_kubernetes_1_32() {
             "{dir}"
         );
         let (_d, file) = rendered_file(dir, &text);
-        // Prometheus Operator kinds have no schema in Kubernetes itself: checked for shape by
-        // kustomize only, the rest strictly.
+        // Kubernetes kinds strictly against the 1.32 schemas; kubernetes-validate only warns
+        // about the Prometheus Operator kinds, which are checked below against their CRDs.
         let out = Command::new("kubernetes-validate")
             .args(["-k", "1.32.0", "--strict", "--quiet"])
             .arg(&file)
@@ -91,6 +96,30 @@ fn every_overlay_renders_and_validates_against_kubernetes_1_32() {
             "kubernetes-validate {dir}:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+        // PodMonitor, ServiceMonitor, PrometheusRule against the operator's own CRD schemas
+        // (deploy/tests/crds), unknown fields rejected.
+        let crds = root().join("deploy/tests/crds");
+        let out = Command::new("python3")
+            .arg(root().join("deploy/tests/validate_crs.py"))
+            .arg(&file)
+            .args(
+                ["podmonitors", "servicemonitors", "prometheusrules"]
+                    .map(|k| crds.join(format!("monitoring.coreos.com_{k}.yaml"))),
+            )
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "custom resources of {dir} against their CRDs:\n{report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let checked = report.lines().filter(|l| l.starts_with("ok ")).count();
+        let want = if dir.ends_with("prometheus") { 3 } else { 0 };
+        assert_eq!(
+            checked, want,
+            "custom resources checked in {dir}:\n{report}"
         );
     }
 }
