@@ -244,6 +244,17 @@ fn every_agent_flag_and_field_is_documented_and_in_the_configmap() {
     // The ConfigMap parses as the agent's config (unknown fields would be rejected).
     let parsed: headroom_agent::config::Config = toml::from_str(&configmap).unwrap();
     assert_eq!(parsed.resolvers, ["auto"]);
+    // The eks overlay replaces the ConfigMap whole: it must not lose a setting of the base
+    // (such as otlp_endpoint, without which agents export nothing).
+    let eks = std::fs::read_to_string(root().join("deploy/overlays/eks/agent.toml")).unwrap();
+    let eks: headroom_agent::config::Config = toml::from_str(&eks).unwrap();
+    assert!(
+        eks == headroom_agent::config::Config {
+            resolver_check_names: vec!["kubernetes.default.svc.cluster.local".into()],
+            ..parsed.clone()
+        },
+        "deploy/overlays/eks/agent.toml differs from the base beyond resolver_check_names:\n{eks:#?}"
+    );
     for f in &fields {
         let set = configmap
             .lines()
