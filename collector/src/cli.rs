@@ -27,6 +27,13 @@ pub struct Cli {
     /// Send received spans on to this OTLP/HTTP base URL (e.g. http://jaeger:4318).
     #[arg(long, value_name = "URL")]
     pub traces_endpoint: Option<String>,
+    /// Send firing findings to this Alertmanager (base URL, e.g. http://alertmanager:9093);
+    /// repeatable. Replaces the config file's alertmanager_urls.
+    #[arg(long = "alertmanager-url", value_name = "URL")]
+    pub alertmanager_url: Vec<String>,
+    /// POST every finding state change as JSON to this URL.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
 }
 
 /// The configuration: file first, flags over it, then every field checked.
@@ -46,6 +53,12 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
     }
     if let Some(t) = &cli.traces_endpoint {
         cfg.traces_endpoint = Some(t.clone());
+    }
+    if !cli.alertmanager_url.is_empty() {
+        cfg.alertmanager_urls = cli.alertmanager_url.clone();
+    }
+    if let Some(u) = &cli.webhook_url {
+        cfg.webhook_url = Some(u.clone());
     }
     cfg.validate()
         .map_err(|errs| CollectorError::Usage(errs.join("; ")))

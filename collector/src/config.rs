@@ -1,5 +1,6 @@
 //! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
 
+use crate::rules::{RulesConfig, Thresholds};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,6 +33,25 @@ pub struct Config {
     /// Where received spans go on to: an OTLP/HTTP base URL such as http://jaeger:4318
     /// (spans are POSTed to `/v1/traces`). Unset: spans are counted, not forwarded.
     pub traces_endpoint: Option<String>,
+    /// Alertmanager base URLs (`--alertmanager-url`, repeatable): findings that fire are
+    /// POSTed to each one's `/api/v2/alerts`, resent while firing, with `endsAt` on resolve.
+    pub alertmanager_urls: Vec<String>,
+    /// A URL that gets every finding state change as a JSON POST (`--webhook-url`).
+    pub webhook_url: Option<String>,
+    /// How often firing alerts are sent again to Alertmanager.
+    pub alert_resend_interval: String,
+    /// Base of each alert's `runbook_url` annotation; `#<rule, lowercased>` is appended.
+    pub runbook_base_url: String,
+    /// Findings state (pending/firing/resolved and their times), written atomically after
+    /// each change and read at start, so a restart neither pages again nor forgets an alert.
+    /// Unset: kept in memory only.
+    pub state_file: Option<String>,
+    /// Watch HorizontalPodAutoscalers, Deployments, StatefulSets and Nodes through the
+    /// Kubernetes API (access as kube-rs infers it: in-cluster, else KUBECONFIG). `false` for a
+    /// collector outside a cluster: HPAOverScaling then has nothing to compare.
+    pub kube: bool,
+    /// Thresholds and durations of the rules, and the evaluation interval.
+    pub rules: RulesConfig,
 }
 
 impl Default for Config {
@@ -47,9 +67,19 @@ impl Default for Config {
             max_interfaces_per_node: 64,
             max_nodes: 10_000,
             traces_endpoint: None,
+            alertmanager_urls: Vec::new(),
+            webhook_url: None,
+            alert_resend_interval: "1m".into(),
+            runbook_base_url: DEFAULT_RUNBOOK.into(),
+            state_file: None,
+            kube: true,
+            rules: RulesConfig::default(),
         }
     }
 }
+
+/// The runbook's path in the headroom repository; point `runbook_base_url` at where you host it.
+pub const DEFAULT_RUNBOOK: &str = "docs/runbook.md";
 
 /// Limits that keep the fleet model's memory bounded.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,6 +109,14 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub limits: Limits,
     pub traces_endpoint: Option<hyper::Uri>,
+    /// Each Alertmanager's `…/api/v2/alerts`.
+    pub alertmanager_urls: Vec<hyper::Uri>,
+    pub webhook_url: Option<hyper::Uri>,
+    pub alert_resend_interval: Duration,
+    pub runbook_base_url: String,
+    pub state_file: Option<std::path::PathBuf>,
+    pub kube: bool,
+    pub rules: Thresholds,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -144,6 +182,36 @@ impl Config {
                 .ok(),
             None => None,
         };
+        let alertmanager_urls: Vec<hyper::Uri> = self
+            .alertmanager_urls
+            .iter()
+            .filter_map(|u| {
+                http_url("alertmanager-url", u, "http://alertmanager:9093")
+                    .map(|base| alerts_url(&base))
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            })
+            .collect();
+        let webhook_url = self.webhook_url.as_ref().and_then(|u| {
+            http_url("webhook-url", u, "http://hooks.example:8080/headroom")
+                .map(|u| u.parse::<hyper::Uri>().expect("checked by http_url"))
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let resend = match humantime::parse_duration(&self.alert_resend_interval) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(d),
+            _ => {
+                errors.push(format!(
+                    "invalid alert_resend_interval '{}': expected a duration of at least 1s, such as 1m",
+                    self.alert_resend_interval
+                ));
+                None
+            }
+        };
+        let rules = self.rules.validate().map_err(|e| errors.extend(e)).ok();
+        if self.state_file.as_deref() == Some("") {
+            errors.push("invalid state_file '': name a file such as /var/lib/headroom/findings.json, or leave it unset".into());
+        }
         let mut seen = std::collections::HashSet::new();
         for a in [grpc, http, api].into_iter().flatten() {
             if a.port() != 0 && !seen.insert(a) {
@@ -161,6 +229,13 @@ impl Config {
             http_listen: api.unwrap(),
             max_request_bytes: self.max_request_bytes,
             traces_endpoint,
+            alertmanager_urls,
+            webhook_url,
+            alert_resend_interval: resend.unwrap(),
+            runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
+            state_file: self.state_file.as_ref().map(std::path::PathBuf::from),
+            kube: self.kube,
+            rules: rules.unwrap(),
             limits: Limits {
                 node_expiry: expiry.unwrap(),
                 max_series_per_metric: self.max_series_per_metric,
@@ -170,6 +245,28 @@ impl Config {
             },
         })
     }
+}
+
+/// A plain-HTTP URL with a host (https is not supported yet).
+fn http_url(flag: &str, text: &str, example: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("invalid --{flag} '{text}': {why}, such as {example}");
+    let uri: hyper::Uri = text.parse().map_err(|_| bad("expected a URL"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(bad("expected an http:// URL (https is not supported yet)"));
+    }
+    Ok(text.to_string())
+}
+
+/// `BASE/api/v2/alerts` for an Alertmanager base URL (kept when it already ends so).
+fn alerts_url(base: &str) -> hyper::Uri {
+    let b = base.trim_end_matches('/');
+    let full = if b.ends_with("/api/v2/alerts") {
+        b.to_string()
+    } else {
+        format!("{b}/api/v2/alerts")
+    };
+    full.parse()
+        .expect("a valid base URL stays valid with a path appended")
 }
 
 #[cfg(test)]
@@ -202,6 +299,44 @@ mod tests {
         assert_eq!(errs.len(), 6, "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("--otlp-grpc-listen 'nope'")));
         assert!(errs.iter().any(|e| e.contains("two listeners")));
+    }
+
+    #[test]
+    fn alert_urls_and_rules_are_checked() {
+        let c = Config {
+            alertmanager_urls: vec![
+                "http://am:9093".into(),
+                "http://am2:9093/api/v2/alerts/".into(),
+            ],
+            ..Config::default()
+        };
+        let s = c.validate().unwrap();
+        assert_eq!(
+            s.alertmanager_urls[0].to_string(),
+            "http://am:9093/api/v2/alerts"
+        );
+        assert_eq!(
+            s.alertmanager_urls[1].to_string(),
+            "http://am2:9093/api/v2/alerts"
+        );
+        assert_eq!(s.alert_resend_interval, Duration::from_secs(60));
+        assert!(s.kube);
+        let c = Config {
+            alertmanager_urls: vec!["am:9093".into()],
+            webhook_url: Some("https://x".into()),
+            alert_resend_interval: "0s".into(),
+            rules: RulesConfig {
+                dns_warning: 2.0,
+                ..RulesConfig::default()
+            },
+            ..Config::default()
+        };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs
+            .iter()
+            .any(|e| e.contains("--alertmanager-url 'am:9093'")));
+        assert!(errs.iter().any(|e| e.contains("rules.dns_critical")));
     }
 
     #[test]

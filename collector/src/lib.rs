@@ -6,11 +6,14 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod fleet;
 pub mod forward;
 pub mod ingest;
+pub mod kube;
 pub mod metrics;
 pub mod page;
+pub mod rules;
 pub mod serve;
 pub mod signal;
 

@@ -1,0 +1,354 @@
+//! The Kubernetes objects HPAOverScaling and DNSConsolidationRisk read: autoscaling/v2
+//! HorizontalPodAutoscalers, their scale targets (apps/v1 Deployments and StatefulSets) and
+//! node labels, each through a kube-rs watcher feeding a reflector store. What the rules see is
+//! [`KubeView`], plain data built from those stores. When the API server goes away each watcher
+//! keeps its last state and retries with backoff; the other rules never wait for it.
+
+use ::kube::runtime::reflector::{self, Store};
+use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::{Api, Client, Resource};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricSpec, MetricTarget};
+use k8s_openapi::api::core::v1::Node;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// One HorizontalPodAutoscaler, as the rules need it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HpaInfo {
+    pub namespace: String,
+    pub name: String,
+    /// `scaleTargetRef`: kind (Deployment, StatefulSet, …) and name, same namespace.
+    pub target_kind: String,
+    pub target_name: String,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// `status.currentReplicas`, when the controller has set it.
+    pub current_replicas: Option<u32>,
+    pub desired_replicas: Option<u32>,
+    /// Each metric of the spec in one line, e.g. `Resource cpu Utilization 50`.
+    pub metrics: Vec<String>,
+}
+
+/// A scale target's replicas.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TargetInfo {
+    /// `spec.replicas` (what the HPA last set).
+    pub spec_replicas: Option<u32>,
+    /// `status.replicas` and `status.readyReplicas`.
+    pub replicas: Option<u32>,
+    pub ready_replicas: Option<u32>,
+}
+
+/// What the collector knows from the Kubernetes API, for one evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KubeView {
+    pub hpas: Vec<HpaInfo>,
+    /// (kind, namespace, name) → replicas.
+    pub targets: BTreeMap<(String, String, String), TargetInfo>,
+    /// Node name → labels.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl KubeView {
+    /// A scale target by kind (case-insensitive), namespace and name.
+    pub fn target(&self, kind: &str, namespace: &str, name: &str) -> Option<&TargetInfo> {
+        self.targets
+            .iter()
+            .find(|((k, ns, n), _)| k.eq_ignore_ascii_case(kind) && ns == namespace && n == name)
+            .map(|(_, t)| t)
+    }
+}
+
+fn quantity_target(t: &MetricTarget) -> String {
+    match t.type_.as_str() {
+        "Utilization" => format!(
+            "Utilization {}",
+            t.average_utilization
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+        ),
+        "AverageValue" => format!(
+            "AverageValue {}",
+            t.average_value
+                .as_ref()
+                .map(|q| q.0.clone())
+                .unwrap_or_default()
+        ),
+        other => format!(
+            "{other} {}",
+            t.value.as_ref().map(|q| q.0.clone()).unwrap_or_default()
+        ),
+    }
+}
+
+fn describe(m: &MetricSpec) -> String {
+    let (name, target) = match m.type_.as_str() {
+        "Resource" => m
+            .resource
+            .as_ref()
+            .map(|r| (r.name.clone(), quantity_target(&r.target))),
+        "ContainerResource" => m.container_resource.as_ref().map(|r| {
+            (
+                format!("{}/{}", r.container, r.name),
+                quantity_target(&r.target),
+            )
+        }),
+        "Pods" => m
+            .pods
+            .as_ref()
+            .map(|p| (p.metric.name.clone(), quantity_target(&p.target))),
+        "Object" => m
+            .object
+            .as_ref()
+            .map(|o| (o.metric.name.clone(), quantity_target(&o.target))),
+        "External" => m
+            .external
+            .as_ref()
+            .map(|e| (e.metric.name.clone(), quantity_target(&e.target))),
+        _ => None,
+    }
+    .unwrap_or_default();
+    format!("{} {name} {target}", m.type_).trim().to_string()
+}
+
+/// Pure: an HPA object as the rules see it.
+pub fn hpa_info(h: &HorizontalPodAutoscaler) -> Option<HpaInfo> {
+    let spec = h.spec.as_ref()?;
+    let u = |v: Option<i32>| v.map(|x| x.max(0) as u32);
+    Some(HpaInfo {
+        namespace: h
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: h.metadata.name.clone()?,
+        target_kind: spec.scale_target_ref.kind.clone(),
+        target_name: spec.scale_target_ref.name.clone(),
+        min_replicas: u(spec.min_replicas).unwrap_or(1),
+        max_replicas: spec.max_replicas.max(0) as u32,
+        current_replicas: h.status.as_ref().and_then(|s| u(s.current_replicas)),
+        desired_replicas: h.status.as_ref().and_then(|s| u(Some(s.desired_replicas))),
+        metrics: spec.metrics.iter().flatten().map(describe).collect(),
+    })
+}
+
+fn key_of<K: Resource>(o: &K) -> Option<(String, String)> {
+    let m = o.meta();
+    Some((
+        m.namespace.clone().unwrap_or_else(|| "default".into()),
+        m.name.clone()?,
+    ))
+}
+
+/// Pure: a Deployment's replicas.
+pub fn deployment_info(d: &Deployment) -> TargetInfo {
+    let u = |v: Option<i32>| v.map(|x| x.max(0) as u32);
+    TargetInfo {
+        spec_replicas: u(d.spec.as_ref().and_then(|s| s.replicas)),
+        replicas: u(d.status.as_ref().and_then(|s| s.replicas)),
+        ready_replicas: u(d.status.as_ref().and_then(|s| s.ready_replicas)),
+    }
+}
+
+/// Pure: a StatefulSet's replicas.
+pub fn statefulset_info(d: &StatefulSet) -> TargetInfo {
+    let u = |v: Option<i32>| v.map(|x| x.max(0) as u32);
+    TargetInfo {
+        spec_replicas: u(d.spec.as_ref().and_then(|s| s.replicas)),
+        replicas: d.status.as_ref().map(|s| s.replicas.max(0) as u32),
+        ready_replicas: u(d.status.as_ref().and_then(|s| s.ready_replicas)),
+    }
+}
+
+/// What the watchers fill and the engine reads; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SharedView(Arc<RwLock<KubeView>>);
+
+impl SharedView {
+    pub fn get(&self) -> KubeView {
+        self.0.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut KubeView)) {
+        if let Ok(mut v) = self.0.write() {
+            f(&mut v);
+        }
+    }
+}
+
+/// Kubernetes access as kube-rs infers it (KUBECONFIG or ~/.kube/config, else in-cluster).
+/// None, with one info line, when there is neither: HPAOverScaling then has nothing to read.
+pub async fn client() -> Option<Client> {
+    match ::kube::Config::infer().await {
+        Ok(cfg) => match Client::try_from(cfg) {
+            Ok(c) => Some(c),
+            Err(error) => {
+                tracing::info!(message = "No Kubernetes client; HPAOverScaling is off.", %error);
+                None
+            }
+        },
+        Err(error) => {
+            tracing::info!(message = "No Kubernetes access (neither in-cluster nor KUBECONFIG); HPAOverScaling is off. Set kube = false to say so.", %error);
+            None
+        }
+    }
+}
+
+/// Starts one watcher per kind; each runs until `stop`.
+pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
+    let v = view.clone();
+    tokio::spawn(watch(
+        Api::<HorizontalPodAutoscaler>::all(client.clone()),
+        "HorizontalPodAutoscaler",
+        move |items| {
+            let hpas = items.iter().filter_map(|h| hpa_info(h)).collect();
+            v.update(|k| k.hpas = hpas);
+        },
+        stop.clone(),
+    ));
+    let v = view.clone();
+    tokio::spawn(watch(
+        Api::<Deployment>::all(client.clone()),
+        "Deployment",
+        move |items| {
+            let t: Vec<_> = items
+                .iter()
+                .filter_map(|d| Some((key_of(d.as_ref())?, deployment_info(d))))
+                .collect();
+            v.update(|k| replace_targets(k, "Deployment", t));
+        },
+        stop.clone(),
+    ));
+    let v = view.clone();
+    tokio::spawn(watch(
+        Api::<StatefulSet>::all(client.clone()),
+        "StatefulSet",
+        move |items| {
+            let t: Vec<_> = items
+                .iter()
+                .filter_map(|d| Some((key_of(d.as_ref())?, statefulset_info(d))))
+                .collect();
+            v.update(|k| replace_targets(k, "StatefulSet", t));
+        },
+        stop.clone(),
+    ));
+    let v = view;
+    tokio::spawn(watch(
+        Api::<Node>::all(client),
+        "Node",
+        move |items| {
+            let labels = items
+                .iter()
+                .filter_map(|n| {
+                    Some((
+                        n.metadata.name.clone()?,
+                        n.metadata.labels.clone().unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            v.update(|k| k.node_labels = labels);
+        },
+        stop,
+    ));
+}
+
+fn replace_targets(k: &mut KubeView, kind: &str, t: Vec<((String, String), TargetInfo)>) {
+    k.targets.retain(|(kd, _, _), _| kd != kind);
+    for ((ns, name), info) in t {
+        k.targets.insert((kind.to_string(), ns, name), info);
+    }
+}
+
+/// Runs a reflector over `api` until `stop`, calling `publish` with the whole list after each
+/// change. Errors back off and retry; the last list stays published.
+async fn watch<K>(
+    api: Api<K>,
+    kind: &'static str,
+    publish: impl Fn(Vec<Arc<K>>) + Send + 'static,
+    stop: CancellationToken,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    futures::pin_mut!(stream);
+    let mut failing = false;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = stop.cancelled() => return,
+        };
+        match ev {
+            None => return,
+            Some(Err(error)) => {
+                if !failing {
+                    tracing::warn!(message = "Kubernetes watch failed; keeping the last known objects and retrying with backoff.", kind, %error, objects = reader.len());
+                }
+                failing = true;
+            }
+            Some(Ok(event)) => {
+                if failing {
+                    tracing::info!(message = "Kubernetes watch resumed.", kind);
+                    failing = false;
+                }
+                use watcher::Event::*;
+                if matches!(event, Apply(_) | Delete(_) | InitDone) {
+                    publish_from(&reader, &publish);
+                }
+            }
+        }
+    }
+}
+
+fn publish_from<K>(reader: &Store<K>, publish: &impl Fn(Vec<Arc<K>>))
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    publish(reader.state());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hpa_objects_become_plain_data() {
+        let h: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"namespace": "shop", "name": "web"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 3, "maxReplicas": 40,
+                "metrics": [
+                    {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}},
+                    {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "100"}}}
+                ]},
+            "status": {"currentReplicas": 20, "desiredReplicas": 22}
+        }))
+        .unwrap();
+        let i = hpa_info(&h).unwrap();
+        assert_eq!(
+            (
+                i.min_replicas,
+                i.max_replicas,
+                i.current_replicas,
+                i.desired_replicas
+            ),
+            (3, 40, Some(20), Some(22))
+        );
+        assert_eq!(
+            i.metrics,
+            ["Resource cpu Utilization 50", "Pods rps AverageValue 100"]
+        );
+        assert_eq!(
+            (i.target_kind.as_str(), i.target_name.as_str()),
+            ("Deployment", "web")
+        );
+    }
+}

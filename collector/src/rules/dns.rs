@@ -1,0 +1,589 @@
+//! DNSThrottleRisk (an ENI's one-second peak toward the 1024 packets/s link-local limit, or EC2
+//! dropping now) and DNSConsolidationRisk (what-if: a node group loses a node, as Cluster
+//! Autoscaler or Karpenter would consolidate, and its DNS moves to the rest).
+
+use super::{evidence, r3, Finding, Input, Rule, Severity, Subject, Thresholds};
+use crate::fleet::{ClusterSnapshot, EniSnapshot, NodeSnapshot};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// The ENA counter that says EC2 dropped link-local packets.
+pub const LINKLOCAL_EXCEEDED: &str = "linklocal_allowance_exceeded";
+/// Top sources and names listed in evidence and fixes.
+const TOP: usize = 5;
+
+pub struct ThrottleRisk(pub Thresholds);
+
+/// One ENI's DNS packets/s in its latest window: the DNS-only peak when the agent sent it,
+/// else the whole link-local peak (an upper bound).
+fn dns_peak(i: &EniSnapshot) -> u64 {
+    i.latest
+        .as_ref()
+        .map(|w| w.dns_peak_pps.unwrap_or(w.peak_pps))
+        .unwrap_or(0)
+}
+
+/// What each cure would save on one ENI, in packets/s: (NodeLocal DNSCache, ndots:2/FQDN,
+/// [(pod or source, pps)] for spreading the top pods).
+pub fn savings(i: &EniSnapshot) -> (u64, u64, Vec<(String, u64)>) {
+    let peak = dns_peak(i);
+    let Some(d) = &i.dns else {
+        return (peak, 0, Vec::new());
+    };
+    let ndots = (peak as f64 * d.search_expansion_share).round() as u64;
+    let total = d.queries_latest.max(1) as f64;
+    let spread = d
+        .top_sources
+        .iter()
+        .take(TOP)
+        .map(|s| {
+            let who = if s.pod.is_empty() {
+                s.source.clone()
+            } else if s.namespace.is_empty() {
+                s.pod.clone()
+            } else {
+                format!("{}/{}", s.namespace, s.pod)
+            };
+            (who, (peak as f64 * s.queries as f64 / total).round() as u64)
+        })
+        .collect();
+    (peak, ndots, spread)
+}
+
+fn eni_subject(c: &ClusterSnapshot, n: &NodeSnapshot, i: &EniSnapshot) -> Subject {
+    Subject {
+        cluster: c.name.clone(),
+        node: Some(n.name.clone()),
+        interface: Some(i.interface.clone()),
+        eni: i.eni_id.clone(),
+        ..Default::default()
+    }
+}
+
+impl Rule for ThrottleRisk {
+    fn id(&self) -> &'static str {
+        "DNSThrottleRisk"
+    }
+
+    fn for_duration(&self) -> Duration {
+        self.0.dns_for
+    }
+
+    fn evaluate(&self, input: &Input, _now: SystemTime) -> Vec<Finding> {
+        let t = &self.0;
+        let mut out = Vec::new();
+        for c in &input.fleet.clusters {
+            for n in &c.nodes {
+                for i in &n.interfaces {
+                    let Some(w) = &i.latest else { continue };
+                    let exceeded = i
+                        .allowance_exceeded_latest
+                        .get(LINKLOCAL_EXCEEDED)
+                        .copied()
+                        .unwrap_or(0);
+                    let (unanswered, unanswered_before) = i
+                        .dns
+                        .as_ref()
+                        .map(|d| (d.unanswered_latest, d.unanswered_previous))
+                        .unwrap_or((0, 0));
+                    let jump = unanswered.saturating_sub(unanswered_before);
+                    let dropping =
+                        exceeded > 0 || t.dns_unanswered_jump > 0 && jump >= t.dns_unanswered_jump;
+                    let u = w.utilization;
+                    let severity = if dropping || u >= t.dns_critical {
+                        Severity::Critical
+                    } else if u >= t.dns_warning {
+                        Severity::Warning
+                    } else {
+                        continue;
+                    };
+                    let (nodelocal, ndots, spread) = savings(i);
+                    let d = i.dns.clone().unwrap_or_default();
+                    let names: Vec<&str> = d
+                        .top_qnames
+                        .iter()
+                        .take(TOP)
+                        .map(|q| q.qname.as_str())
+                        .collect();
+                    let eni = i.eni_id.as_deref().unwrap_or(&i.interface);
+                    let summary = if dropping {
+                        format!(
+                            "{}/{} ({eni}): EC2 is dropping link-local packets now ({exceeded} over the allowance, unanswered DNS queries {unanswered_before} → {unanswered}); peak {}/s of {}/s",
+                            n.name, i.interface, w.peak_pps, w.limit_pps
+                        )
+                    } else {
+                        format!(
+                            "{}/{} ({eni}): link-local peak {}/s is {:.0}% of the {}/s limit",
+                            n.name,
+                            i.interface,
+                            w.peak_pps,
+                            u * 100.0,
+                            w.limit_pps
+                        )
+                    };
+                    let mut fix = vec![format!(
+                        "Run NodeLocal DNSCache on this node's group: pods then ask 169.254.20.10 on the node and only cache misses reach the resolver (saves ≈ {nodelocal}/s, the DNS peak)."
+                    )];
+                    if ndots > 0 {
+                        fix.push(format!(
+                            "Set `dnsConfig.options: [{{name: ndots, value: \"2\"}}]` on the pods, or use fully qualified names with a trailing dot, for {} ({:.0}% of queries are search-suffix expansions; saves ≈ {ndots}/s).",
+                            if names.is_empty() { "the names looked up".to_string() } else { names.join(", ") },
+                            d.search_expansion_share * 100.0
+                        ));
+                    }
+                    if !spread.is_empty() {
+                        fix.push(format!(
+                            "Spread the top sources across nodes (topologySpreadConstraints or podAntiAffinity): {}.",
+                            spread
+                                .iter()
+                                .map(|(who, pps)| format!("{who} ≈ {pps}/s"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    out.push(Finding {
+                        rule: self.id().into(),
+                        severity,
+                        subject: eni_subject(c, n, i),
+                        summary,
+                        evidence: evidence([
+                            ("peak_pps", json!(w.peak_pps)),
+                            ("mean_pps", json!(r3(w.mean_pps))),
+                            ("limit_pps", json!(w.limit_pps)),
+                            ("utilization", json!(r3(u))),
+                            ("dns_peak_pps", json!(dns_peak(i))),
+                            ("window_end", json!(w.end)),
+                            ("linklocal_allowance_exceeded", json!(exceeded)),
+                            ("unanswered_latest", json!(unanswered)),
+                            ("unanswered_previous", json!(unanswered_before)),
+                            ("search_expansion_share", json!(r3(d.search_expansion_share))),
+                            ("top_qnames", json!(d.top_qnames.iter().take(TOP).collect::<Vec<_>>())),
+                            ("top_sources", json!(d.top_sources.iter().take(TOP).collect::<Vec<_>>())),
+                            (
+                                "savings_pps",
+                                json!({
+                                    "nodelocal_dnscache": nodelocal,
+                                    "ndots2_or_fqdn": ndots,
+                                    "spread_top_sources": spread.iter().map(|(w, p)| json!({"source": w, "pps": p})).collect::<Vec<_>>(),
+                                }),
+                            ),
+                        ]),
+                        fix: fix.join("\n"),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct ConsolidationRisk(pub Thresholds);
+
+/// A node's primary ENI: its first interface by name (eth0, ens5), which carries the
+/// hostNetwork pods' and 169.254.169.253's DNS.
+fn primary(n: &NodeSnapshot) -> Option<&EniSnapshot> {
+    n.interfaces
+        .iter()
+        .filter(|i| i.latest.is_some())
+        .min_by(|a, b| a.interface.cmp(&b.interface))
+}
+
+/// The node's DNS load: the DNS peaks of its interfaces added up.
+fn node_load(n: &NodeSnapshot) -> u64 {
+    n.interfaces.iter().map(dns_peak).sum()
+}
+
+/// One node of a group in the what-if.
+#[derive(Debug, Clone)]
+struct Member<'a> {
+    node: &'a NodeSnapshot,
+    load: f64,
+    /// The primary ENI's peak and limit.
+    peak: f64,
+    limit: f64,
+}
+
+/// Pure what-if: removes the least loaded node and spreads its load over the rest in proportion
+/// to their own (evenly when they have none). Returns the remaining members with their new
+/// primary peaks and the worst one's utilization.
+fn remove_one<'a>(members: &[Member<'a>]) -> (Member<'a>, Vec<Member<'a>>) {
+    let mut rest = members.to_vec();
+    let idx = rest
+        .iter()
+        .enumerate()
+        .min_by(|a, b| {
+            a.1.load
+                .total_cmp(&b.1.load)
+                .then(a.1.node.name.cmp(&b.1.node.name))
+        })
+        .map(|(i, _)| i)
+        .expect("at least one member");
+    let gone = rest.remove(idx);
+    let total: f64 = rest.iter().map(|m| m.load).sum();
+    let k = rest.len() as f64;
+    for m in &mut rest {
+        let share = if total > 0.0 { m.load / total } else { 1.0 / k };
+        m.load += gone.load * share;
+        m.peak += gone.load * share;
+    }
+    (gone, rest)
+}
+
+fn worst<'a, 'b>(members: &'b [Member<'a>]) -> Option<&'b Member<'a>> {
+    members
+        .iter()
+        .max_by(|a, b| (a.peak / a.limit).total_cmp(&(b.peak / b.limit)))
+}
+
+impl ConsolidationRisk {
+    fn group_of(&self, input: &Input, n: &NodeSnapshot) -> String {
+        let label = &self.0.consolidation_group_label;
+        if !label.is_empty() {
+            if let Some(v) = input
+                .kube
+                .node_labels
+                .get(&n.name)
+                .and_then(|l| l.get(label))
+            {
+                return format!("{label}={v}");
+            }
+        }
+        format!(
+            "{}/{}",
+            n.instance_type.as_deref().unwrap_or("unknown-type"),
+            n.availability_zone.as_deref().unwrap_or("unknown-zone")
+        )
+    }
+}
+
+impl Rule for ConsolidationRisk {
+    fn id(&self) -> &'static str {
+        "DNSConsolidationRisk"
+    }
+
+    fn for_duration(&self) -> Duration {
+        self.0.consolidation_for
+    }
+
+    fn evaluate(&self, input: &Input, _now: SystemTime) -> Vec<Finding> {
+        let limit_share = self.0.consolidation_threshold;
+        let mut out = Vec::new();
+        for c in &input.fleet.clusters {
+            let mut groups: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+            for n in &c.nodes {
+                let Some(p) = primary(n) else { continue };
+                let w = p.latest.as_ref().expect("primary has a window");
+                groups
+                    .entry(self.group_of(input, n))
+                    .or_default()
+                    .push(Member {
+                        node: n,
+                        load: node_load(n) as f64,
+                        peak: w.peak_pps as f64,
+                        limit: w.limit_pps.max(1) as f64,
+                    });
+            }
+            for (group, members) in groups {
+                if members.len() < 2 {
+                    continue;
+                }
+                let (gone, after) = remove_one(&members);
+                let Some(w) = worst(&after) else { continue };
+                let u = w.peak / w.limit;
+                if u < limit_share {
+                    continue;
+                }
+                // Keep consolidating to find where it first breaks (here: at once) and how many
+                // nodes the group needs at least: the smallest count still under the threshold.
+                let breaks_at = after.len();
+                let now_worst = worst(&members).map(|m| m.peak / m.limit).unwrap_or(0.0);
+                let primary_eni = primary(w.node)
+                    .map(|i| i.eni_id.clone().unwrap_or_else(|| i.interface.clone()))
+                    .unwrap_or_default();
+                out.push(Finding {
+                    rule: self.id().into(),
+                    severity: Severity::Warning,
+                    subject: Subject {
+                        cluster: c.name.clone(),
+                        node_group: Some(group.clone()),
+                        ..Default::default()
+                    },
+                    summary: format!(
+                        "node group {group}: if it lost {} ({} DNS/s), {} ({primary_eni}) would peak at {:.0}/s, {:.0}% of its limit",
+                        gone.node.name,
+                        gone.load.round(),
+                        w.node.name,
+                        w.peak,
+                        u * 100.0
+                    ),
+                    evidence: evidence([
+                        ("nodes", json!(members.len())),
+                        ("breaks_at_nodes", json!(breaks_at)),
+                        ("min_safe_nodes", json!(members.len())),
+                        ("removed_node", json!(gone.node.name)),
+                        ("moved_dns_pps", json!(gone.load.round())),
+                        ("worst_node", json!(w.node.name)),
+                        ("worst_eni", json!(primary_eni)),
+                        ("predicted_peak_pps", json!(w.peak.round())),
+                        ("predicted_utilization", json!(r3(u))),
+                        ("utilization_now", json!(r3(now_worst))),
+                        ("threshold", json!(limit_share)),
+                    ]),
+                    fix: format!(
+                        "Keep at least {n} nodes in {group} (e.g. Karpenter NodePool `disruption.budgets` or Cluster Autoscaler `scale-down-utilization-threshold`), or cut DNS per node first: NodeLocal DNSCache takes the DNS peak ({:.0}/s on {}) off the ENI, ndots:2 and spreading the top pods lower it.",
+                        w.load,
+                        w.node.name,
+                        n = members.len()
+                    ),
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{DnsSnapshot, FleetSnapshot, QnameCount, SourceCount, WindowFigures};
+    use crate::kube::KubeView;
+
+    fn eni(name: &str, peak: u64, dns_peak: Option<u64>) -> EniSnapshot {
+        EniSnapshot {
+            interface: name.into(),
+            eni_id: Some(format!("eni-{name}")),
+            latest: Some(WindowFigures {
+                peak_pps: peak,
+                mean_pps: peak as f64 / 2.0,
+                limit_pps: 1024,
+                utilization: peak as f64 / 1024.0,
+                dns_peak_pps: dns_peak,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn node(name: &str, ifaces: Vec<EniSnapshot>) -> NodeSnapshot {
+        NodeSnapshot {
+            name: name.into(),
+            instance_type: Some("m5.large".into()),
+            availability_zone: Some("us-east-1a".into()),
+            interfaces: ifaces,
+            ..Default::default()
+        }
+    }
+
+    fn fleet(nodes: Vec<NodeSnapshot>) -> FleetSnapshot {
+        FleetSnapshot {
+            schema: "headroom.fleet/v1",
+            generated_at: String::new(),
+            nodes: nodes.len(),
+            clusters: vec![ClusterSnapshot {
+                name: "prod".into(),
+                nodes,
+                workloads: vec![],
+            }],
+            ingest: Default::default(),
+        }
+    }
+
+    fn run(rule: &dyn Rule, f: &FleetSnapshot) -> Vec<Finding> {
+        rule.evaluate(
+            &Input {
+                fleet: f,
+                kube: &KubeView::default(),
+            },
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn throttle_thresholds_at_each_edge() {
+        let t = Thresholds::default();
+        // (peak/s, linklocal_allowance_exceeded rise, unanswered previous, latest, expected)
+        let table: &[(u64, u64, u64, u64, Option<Severity>)] = &[
+            (818, 0, 0, 0, None),                      // 0.7988
+            (820, 0, 0, 0, Some(Severity::Warning)),   // 0.8008
+            (972, 0, 0, 0, Some(Severity::Warning)),   // 0.9492
+            (973, 0, 0, 0, Some(Severity::Critical)),  // 0.9502
+            (100, 1, 0, 0, Some(Severity::Critical)),  // dropping now, whatever the peak
+            (100, 0, 5, 14, None),                     // +9 unanswered: below the jump
+            (100, 0, 5, 15, Some(Severity::Critical)), // +10
+            (100, 0, 50, 20, None),                    // fewer than before
+        ];
+        for &(peak, exceeded, before, latest, want) in table {
+            let mut i = eni("eth0", peak, None);
+            if exceeded > 0 {
+                i.allowance_exceeded_latest
+                    .insert(LINKLOCAL_EXCEEDED.into(), exceeded);
+            }
+            i.dns = Some(DnsSnapshot {
+                unanswered_previous: before,
+                unanswered_latest: latest,
+                ..Default::default()
+            });
+            let got = run(&ThrottleRisk(t.clone()), &fleet(vec![node("n1", vec![i])]));
+            assert_eq!(
+                got.first().map(|f| f.severity),
+                want,
+                "peak {peak}, exceeded {exceeded}, unanswered {before}→{latest}: {got:?}"
+            );
+            if let Some(f) = got.first() {
+                assert_eq!(f.subject.eni.as_deref(), Some("eni-eth0"));
+                assert_eq!(f.evidence["peak_pps"], peak);
+                if exceeded > 0 || latest >= before + 10 {
+                    assert!(f.summary.contains("dropping"), "{}", f.summary);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn throttle_fix_figures() {
+        let mut i = eni("eth0", 900, Some(880));
+        i.dns = Some(DnsSnapshot {
+            search_expansion_share: 0.6,
+            queries_latest: 1000,
+            top_qnames: vec![QnameCount {
+                qname: "db.example.com".into(),
+                queries: 500,
+            }],
+            top_sources: vec![
+                SourceCount {
+                    source: "10.0.1.5".into(),
+                    namespace: "shop".into(),
+                    pod: "web-1".into(),
+                    queries: 500,
+                    ..Default::default()
+                },
+                SourceCount {
+                    source: "10.0.1.6".into(),
+                    queries: 250,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let f = &run(
+            &ThrottleRisk(Thresholds::default()),
+            &fleet(vec![node("n1", vec![i])]),
+        )[0];
+        let s = &f.evidence["savings_pps"];
+        // NodeLocal DNSCache ≈ the DNS peak; ndots ≈ 880 × 0.6 = 528; spreading = the share of
+        // queries × the DNS peak: 880 × 500/1000 = 440, 880 × 250/1000 = 220.
+        assert_eq!(s["nodelocal_dnscache"], 880);
+        assert_eq!(s["ndots2_or_fqdn"], 528);
+        assert_eq!(s["spread_top_sources"][0]["source"], "shop/web-1");
+        assert_eq!(s["spread_top_sources"][0]["pps"], 440);
+        assert_eq!(s["spread_top_sources"][1]["source"], "10.0.1.6");
+        assert_eq!(s["spread_top_sources"][1]["pps"], 220);
+        assert!(f.fix.contains("saves ≈ 880/s"), "{}", f.fix);
+        assert!(f.fix.contains("db.example.com"), "{}", f.fix);
+        assert!(f.fix.contains("saves ≈ 528/s"), "{}", f.fix);
+        assert!(f.fix.contains("shop/web-1 ≈ 440/s"), "{}", f.fix);
+        assert_eq!(f.severity, Severity::Warning);
+        assert_eq!(f.evidence["search_expansion_share"], 0.6);
+        // Without the DNS-only peak, the whole link-local peak stands in for it.
+        let mut j = eni("eth0", 900, None);
+        j.dns = None;
+        let g = &run(
+            &ThrottleRisk(Thresholds::default()),
+            &fleet(vec![node("n1", vec![j])]),
+        )[0];
+        assert_eq!(g.evidence["savings_pps"]["nodelocal_dnscache"], 900);
+        assert_eq!(g.evidence["savings_pps"]["ndots2_or_fqdn"], 0);
+    }
+
+    /// A node whose only (primary) ENI has `peak` link-local packets/s, all DNS.
+    fn loaded(name: &str, peak: u64) -> NodeSnapshot {
+        node(name, vec![eni("eth0", peak, Some(peak))])
+    }
+
+    #[test]
+    fn consolidation_edges() {
+        let t = Thresholds::default();
+        // Three nodes: 400, 400, 100. Remove the 100 (least loaded): each 400 gets half → 450,
+        // 44%: fine. 700, 700, 236 → 818 = 79.9%: fine; 700, 700, 240 → 820 = 80.08%: flagged.
+        let table: &[(&[u64], bool)] = &[
+            (&[400, 400, 100], false),
+            (&[700, 700, 236], false),
+            (&[700, 700, 240], true),
+            // Proportional: 900 and 100 share the 200 as 180/20 → 1080 on the first.
+            (&[900, 100, 200], true),
+            (&[820], false), // a group of one has nothing to consolidate into
+        ];
+        for (loads, want) in table {
+            let nodes = loads
+                .iter()
+                .enumerate()
+                .map(|(k, &l)| loaded(&format!("n{k}"), l))
+                .collect();
+            let got = run(&ConsolidationRisk(t.clone()), &fleet(nodes));
+            assert_eq!(!got.is_empty(), *want, "{loads:?}: {got:?}");
+            if let Some(f) = got.first() {
+                assert_eq!(f.evidence["nodes"], loads.len());
+                assert_eq!(f.evidence["breaks_at_nodes"], loads.len() - 1);
+                assert_eq!(f.subject.node_group.as_deref(), Some("m5.large/us-east-1a"));
+            }
+        }
+        let f = &run(
+            &ConsolidationRisk(t.clone()),
+            &fleet(vec![loaded("a", 700), loaded("b", 700), loaded("c", 240)]),
+        )[0];
+        assert_eq!(f.evidence["removed_node"], "c");
+        assert_eq!(f.evidence["moved_dns_pps"], 240.0);
+        assert_eq!(f.evidence["predicted_peak_pps"], 820.0);
+        assert_eq!(f.evidence["predicted_utilization"], 0.801);
+        let f = &run(
+            &ConsolidationRisk(t),
+            &fleet(vec![loaded("a", 900), loaded("b", 100), loaded("c", 200)]),
+        )[0];
+        assert_eq!(f.evidence["removed_node"], "b");
+        // 100 moves: 900/(900+200) → 81.8 to a, 18.2 to c: a peaks at 982.
+        assert_eq!(f.evidence["predicted_peak_pps"], 982.0);
+        assert_eq!(f.evidence["worst_node"], "a");
+    }
+
+    #[test]
+    fn consolidation_groups_by_type_and_zone_or_label() {
+        let mut other = loaded("c", 240);
+        other.availability_zone = Some("us-east-1b".into());
+        let nodes = vec![loaded("a", 700), loaded("b", 700), other];
+        // a and b alone: losing one puts 1400 on the other.
+        let f = run(
+            &ConsolidationRisk(Thresholds::default()),
+            &fleet(nodes.clone()),
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].evidence["nodes"], 2);
+        // With a label that puts all three in one pool, c joins them again: 820 → flagged as
+        // one group of three.
+        let t = Thresholds {
+            consolidation_group_label: "karpenter.sh/nodepool".into(),
+            ..Thresholds::default()
+        };
+        let mut kube = KubeView::default();
+        for n in ["a", "b", "c"] {
+            kube.node_labels.insert(
+                n.into(),
+                [("karpenter.sh/nodepool".to_string(), "general".to_string())].into(),
+            );
+        }
+        let fl = fleet(nodes);
+        let got = ConsolidationRisk(t).evaluate(
+            &Input {
+                fleet: &fl,
+                kube: &kube,
+            },
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].evidence["nodes"], 3);
+        assert_eq!(
+            got[0].subject.node_group.as_deref(),
+            Some("karpenter.sh/nodepool=general")
+        );
+    }
+}

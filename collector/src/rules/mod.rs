@@ -1,0 +1,337 @@
+//! Rules: pure functions from the fleet (and the Kubernetes objects the collector watches) to
+//! findings. No I/O and no clock reads here; the engine ([`crate::engine`]) owns pending,
+//! firing and resolved, and each rule's `for` duration.
+
+pub mod dns;
+pub mod hpa;
+pub mod probe;
+
+use crate::fleet::FleetSnapshot;
+use crate::kube::KubeView;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+/// How bad a finding is; also the Alertmanager `severity` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What a finding is about. The finding's id is a hash of the rule and this, so it must hold
+/// only what names the thing (never a figure).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    pub cluster: String,
+    pub node: Option<String>,
+    pub interface: Option<String>,
+    pub eni: Option<String>,
+    pub namespace: Option<String>,
+    pub workload: Option<String>,
+    pub pod: Option<String>,
+    /// `container/kind` of a probe, e.g. `app/readiness`.
+    pub probe: Option<String>,
+    /// A node group of DNSConsolidationRisk (`instance_type/zone` or `label=value`).
+    pub node_group: Option<String>,
+}
+
+impl Subject {
+    /// Every set field as (label, value), in a fixed order; what Alertmanager gets as labels.
+    pub fn labels(&self) -> Vec<(&'static str, &str)> {
+        let mut v = vec![("cluster", self.cluster.as_str())];
+        for (k, f) in [
+            ("node", &self.node),
+            ("interface", &self.interface),
+            ("eni", &self.eni),
+            ("namespace", &self.namespace),
+            ("workload", &self.workload),
+            ("pod", &self.pod),
+            ("probe", &self.probe),
+            ("node_group", &self.node_group),
+        ] {
+            if let Some(x) = f.as_deref().filter(|x| !x.is_empty()) {
+                v.push((k, x));
+            }
+        }
+        v
+    }
+}
+
+/// One rule's verdict on one subject at one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub rule: String,
+    pub severity: Severity,
+    pub subject: Subject,
+    /// One line: what is wrong, with the figure that says so.
+    pub summary: String,
+    /// The figures behind it, by name.
+    pub evidence: BTreeMap<String, serde_json::Value>,
+    /// What to change, concretely (may be several lines, e.g. a YAML snippet).
+    pub fix: String,
+}
+
+/// What rules read: the fleet and the Kubernetes objects.
+pub struct Input<'a> {
+    pub fleet: &'a FleetSnapshot,
+    pub kube: &'a KubeView,
+}
+
+/// Pure: no I/O, no clock reads.
+pub trait Rule: Send + Sync {
+    /// The rule's name (`DNSThrottleRisk`): the finding's `rule` and the `alertname`.
+    fn id(&self) -> &'static str;
+    /// How long a finding must hold before it fires.
+    fn for_duration(&self) -> Duration;
+    fn evaluate(&self, input: &Input, now: SystemTime) -> Vec<Finding>;
+}
+
+/// The `[rules]` table: thresholds and durations of every rule, and the engine's timing.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// How often the rules run over the fleet.
+    pub evaluation_interval: String,
+    /// How long a resolved finding stays listed.
+    pub keep_resolved: String,
+    /// After a start, findings loaded from `state_file` are not resolved for this long (the
+    /// fleet is still filling up).
+    pub startup_grace: String,
+    /// DNSThrottleRisk: warning at this share of the link-local limit (1 s peak / limit).
+    pub dns_warning: f64,
+    /// DNSThrottleRisk: critical at this share.
+    pub dns_critical: f64,
+    /// DNSThrottleRisk: critical ("dropping now") when unanswered queries rose by at least this
+    /// many from the window before to the latest.
+    pub dns_unanswered_jump: u64,
+    pub dns_for: String,
+    /// DNSConsolidationRisk: flag a node group when losing its least loaded node would put a
+    /// remaining primary ENI at or over this share of the limit.
+    pub consolidation_threshold: f64,
+    /// DNSConsolidationRisk: node label that forms node groups (e.g. `karpenter.sh/nodepool`);
+    /// empty: instance type + availability zone.
+    pub consolidation_group_label: String,
+    pub consolidation_for: String,
+    /// ProbeTimeoutRisk: flag when a probe's p99 exceeds this share of its timeout.
+    pub probe_p99_share: f64,
+    pub probe_for: String,
+    /// HPAOverScaling: busy workers per pod the HPA should aim at, as a share of its workers.
+    pub hpa_target_utilization: f64,
+    /// HPAOverScaling: over-scaled when replicas > needed × (1 + margin).
+    pub hpa_margin: f64,
+    /// HPAOverScaling: busy figures must cover at least this much history.
+    pub hpa_min_history: String,
+    /// HPAOverScaling: how long over-scaling must last (the "sustained window").
+    pub hpa_for: String,
+    /// The Prometheus metric an HPA would scale on (through prometheus-adapter) in the fix.
+    pub hpa_metric: String,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            evaluation_interval: "10s".into(),
+            keep_resolved: "1h".into(),
+            startup_grace: "1m".into(),
+            dns_warning: 0.8,
+            dns_critical: 0.95,
+            dns_unanswered_jump: 10,
+            dns_for: "30s".into(),
+            consolidation_threshold: 0.8,
+            consolidation_group_label: String::new(),
+            consolidation_for: "10m".into(),
+            probe_p99_share: 0.5,
+            probe_for: "1m".into(),
+            hpa_target_utilization: 0.7,
+            hpa_margin: 0.5,
+            hpa_min_history: "5m".into(),
+            hpa_for: "30m".into(),
+            hpa_metric: "headroom_workers_busy".into(),
+        }
+    }
+}
+
+/// The `[rules]` table checked: durations parsed, shares in range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    pub evaluation_interval: Duration,
+    pub keep_resolved: Duration,
+    pub startup_grace: Duration,
+    pub dns_warning: f64,
+    pub dns_critical: f64,
+    pub dns_unanswered_jump: u64,
+    pub dns_for: Duration,
+    pub consolidation_threshold: f64,
+    pub consolidation_group_label: String,
+    pub consolidation_for: Duration,
+    pub probe_p99_share: f64,
+    pub probe_for: Duration,
+    pub hpa_target_utilization: f64,
+    pub hpa_margin: f64,
+    pub hpa_min_history: Duration,
+    pub hpa_for: Duration,
+    pub hpa_metric: String,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        RulesConfig::default()
+            .validate()
+            .expect("default rules are valid")
+    }
+}
+
+impl RulesConfig {
+    /// Checks every field; all problems at once.
+    pub fn validate(&self) -> Result<Thresholds, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut dur = |name: &str, text: &str, min: Duration| match humantime::parse_duration(text)
+        {
+            Ok(d) if d >= min => d,
+            Ok(_) => {
+                errors.push(format!(
+                    "invalid rules.{name} '{text}': must be at least {}",
+                    humantime::format_duration(min)
+                ));
+                min
+            }
+            Err(_) => {
+                errors.push(format!(
+                    "invalid rules.{name} '{text}': expected a duration such as 30s or 5m"
+                ));
+                min
+            }
+        };
+        let zero = Duration::ZERO;
+        let t = Thresholds {
+            evaluation_interval: dur(
+                "evaluation_interval",
+                &self.evaluation_interval,
+                Duration::from_millis(100),
+            ),
+            keep_resolved: dur("keep_resolved", &self.keep_resolved, zero),
+            startup_grace: dur("startup_grace", &self.startup_grace, zero),
+            dns_warning: self.dns_warning,
+            dns_critical: self.dns_critical,
+            dns_unanswered_jump: self.dns_unanswered_jump,
+            dns_for: dur("dns_for", &self.dns_for, zero),
+            consolidation_threshold: self.consolidation_threshold,
+            consolidation_group_label: self.consolidation_group_label.clone(),
+            consolidation_for: dur("consolidation_for", &self.consolidation_for, zero),
+            probe_p99_share: self.probe_p99_share,
+            probe_for: dur("probe_for", &self.probe_for, zero),
+            hpa_target_utilization: self.hpa_target_utilization,
+            hpa_margin: self.hpa_margin,
+            hpa_min_history: dur("hpa_min_history", &self.hpa_min_history, zero),
+            hpa_for: dur("hpa_for", &self.hpa_for, zero),
+            hpa_metric: self.hpa_metric.clone(),
+        };
+        for (name, v, lo, hi) in [
+            ("dns_warning", self.dns_warning, 0.0, 10.0),
+            ("dns_critical", self.dns_critical, 0.0, 10.0),
+            (
+                "consolidation_threshold",
+                self.consolidation_threshold,
+                0.0,
+                10.0,
+            ),
+            ("probe_p99_share", self.probe_p99_share, 0.0, 1.0),
+            (
+                "hpa_target_utilization",
+                self.hpa_target_utilization,
+                0.0,
+                1.0,
+            ),
+            ("hpa_margin", self.hpa_margin, 0.0, 100.0),
+        ] {
+            let ok = v.is_finite() && v > lo && v <= hi || name == "hpa_margin" && v == 0.0;
+            if !ok {
+                errors.push(format!(
+                    "invalid rules.{name} {v}: must be above {lo} and at most {hi}"
+                ));
+            }
+        }
+        if self.dns_critical < self.dns_warning {
+            errors.push(format!(
+                "invalid rules.dns_critical {}: must not be below rules.dns_warning {}",
+                self.dns_critical, self.dns_warning
+            ));
+        }
+        if self.hpa_metric.trim().is_empty() {
+            errors.push("invalid rules.hpa_metric '': name the busy-workers metric, e.g. headroom_workers_busy".into());
+        }
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Every rule with its thresholds.
+pub fn all(t: &Thresholds) -> Vec<Box<dyn Rule>> {
+    vec![
+        Box::new(dns::ThrottleRisk(t.clone())),
+        Box::new(dns::ConsolidationRisk(t.clone())),
+        Box::new(probe::TimeoutRisk(t.clone())),
+        Box::new(hpa::OverScaling(t.clone())),
+    ]
+}
+
+/// Rounds to three decimals (figures in evidence and summaries).
+pub(crate) fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Evidence map from (name, value) pairs.
+pub(crate) fn evidence<const N: usize>(
+    pairs: [(&str, serde_json::Value); N],
+) -> BTreeMap<String, serde_json::Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_errors_come_together() {
+        let t = Thresholds::default();
+        assert_eq!(t.dns_warning, 0.8);
+        assert_eq!(t.evaluation_interval, Duration::from_secs(10));
+        let bad = RulesConfig {
+            dns_warning: 0.9,
+            dns_critical: 0.5,
+            probe_p99_share: 1.5,
+            hpa_for: "soon".into(),
+            evaluation_interval: "1ms".into(),
+            ..RulesConfig::default()
+        };
+        let errs = bad.validate().unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("rules.hpa_for 'soon'")));
+        assert!(errs.iter().any(|e| e.contains("rules.dns_critical 0.5")));
+    }
+
+    #[test]
+    fn labels_skip_unset_fields() {
+        let s = Subject {
+            cluster: "c".into(),
+            node: Some("n".into()),
+            eni: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(s.labels(), vec![("cluster", "c"), ("node", "n")]);
+    }
+}
