@@ -1,6 +1,8 @@
 //! The collector's own HTTP endpoints: `GET /api/v1/fleet` (JSON; `?history=false` leaves out
-//! each interface's list of windows), `/metrics`, `/` (status page), `/healthz`, `/readyz`.
+//! each interface's list of windows), `GET /api/v1/findings` (JSON), `/metrics`, `/` (status
+//! page), `/healthz`, `/readyz`.
 
+use crate::findings::Findings;
 use crate::fleet::Fleet;
 use crate::serve::Reply;
 use crate::{metrics, page};
@@ -19,7 +21,7 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Reply {
 }
 
 /// Handles one request on the API listener.
-pub fn handle(fleet: &Arc<Mutex<Fleet>>, req: &Request<Incoming>) -> Reply {
+pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Incoming>) -> Reply {
     const TEXT: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n".into());
@@ -42,6 +44,7 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, req: &Request<Incoming>) -> Reply {
             "application/json",
             serde_json::to_string(&snapshot_with(history)).expect("the snapshot always serializes"),
         ),
+        "/api/v1/findings" => reply(StatusCode::OK, "application/json", findings.json(now)),
         "/metrics" => reply(
             StatusCode::OK,
             headroom_signals::TEXT_CONTENT_TYPE,
@@ -55,7 +58,7 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, req: &Request<Incoming>) -> Reply {
             reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                page::render(&snapshot(), now_ns),
+                page::render(&snapshot(), now_ns, findings),
             )
         }
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
@@ -64,7 +67,8 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, req: &Request<Incoming>) -> Reply {
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /, /api/v1/fleet, /metrics, /healthz or /readyz\n".into(),
+            "not found; try /, /api/v1/fleet, /api/v1/findings, /metrics, /healthz or /readyz\n"
+                .into(),
         ),
     }
 }

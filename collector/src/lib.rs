@@ -3,10 +3,12 @@
 //! metrics and a status page.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod findings;
 pub mod fleet;
 pub mod forward;
 pub mod ingest;
@@ -59,22 +61,69 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CollectorError> {
+    // A damaged state file is a usage error, reported before any port is bound.
+    let now = SystemTime::now();
+    let engine = match &settings.state_file {
+        Some(path) => engine::Engine::load(
+            path,
+            settings.rules.keep_resolved,
+            settings.rules.startup_grace,
+            now,
+        )
+        .map_err(CollectorError::Usage)?,
+        None => engine::Engine::new(
+            settings.rules.keep_resolved,
+            settings.rules.startup_grace,
+            now,
+        ),
+    };
     let grpc = bind(settings.otlp_grpc_listen, "otlp-grpc-listen").await?;
     let http = bind(settings.otlp_http_listen, "otlp-http-listen").await?;
     let api = bind(settings.http_listen, "http-listen").await?;
     let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
     let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let forward = settings
         .traces_endpoint
         .clone()
         .map(|url| forward::Forwarder::start(url, fleet.clone(), stop.clone()));
+    let sinks = alerts::Sinks::start(
+        &settings.alertmanager_urls,
+        settings.webhook_url.as_ref(),
+        &settings.runbook_base_url,
+        settings.alert_resend_interval,
+        stop.clone(),
+    );
+    let findings = Arc::new(findings::Findings::new(
+        engine,
+        sinks,
+        settings.state_file.clone(),
+    ));
+    let kube_view = kube::SharedView::default();
+    if settings.kube {
+        // Inferring access may read files or run a credential plugin: never hold up serving.
+        let (view, stop) = (kube_view.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Some(client) = kube::client().await {
+                kube::start(client, view, stop);
+            }
+        });
+    }
+    tasks.spawn(findings::run(
+        findings.clone(),
+        fleet.clone(),
+        kube_view,
+        rules::all(&settings.rules),
+        settings.rules.evaluation_interval,
+        settings.alert_resend_interval,
+        stop.clone(),
+    ));
     let ingest = Arc::new(Ingest::new(
         fleet.clone(),
         settings.max_request_bytes,
         forward,
     ));
 
-    let mut tasks = tokio::task::JoinSet::new();
     {
         let ingest = ingest.clone();
         let stop = stop.clone();
@@ -94,8 +143,9 @@ pub async fn run(
     }
     {
         let fleet = fleet.clone();
+        let findings = findings.clone();
         let handler = move |req| {
-            let resp = api::handle(&fleet, &req);
+            let resp = api::handle(&fleet, &findings, &req);
             async move { resp }
         };
         tasks.spawn(serve::serve(api, handler, stop.clone().cancelled_owned()));
@@ -118,7 +168,10 @@ pub async fn run(
         otlp_grpc = %settings.otlp_grpc_listen,
         otlp_http = %settings.otlp_http_listen,
         http = %settings.http_listen,
-        traces_endpoint = ?settings.traces_endpoint.as_ref().map(|u| u.to_string())
+        traces_endpoint = ?settings.traces_endpoint.as_ref().map(|u| u.to_string()),
+        alertmanagers = settings.alertmanager_urls.len(),
+        webhook = settings.webhook_url.is_some(),
+        kube = settings.kube
     );
     shutdown.await;
     stop.cancel();

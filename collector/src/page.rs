@@ -86,7 +86,7 @@ fn util_class(u: f64) -> &'static str {
 }
 
 /// The whole page for one snapshot.
-pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
+pub fn render(s: &FleetSnapshot, now_ns: u64, findings: &crate::findings::Findings) -> String {
     let mut h = String::with_capacity(16 * 1024);
     h.push_str(concat!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -110,6 +110,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64) -> String {
         s.ingest.points_rejected,
         s.ingest.spans_received
     );
+    h.push_str(&findings.page_section());
     h.push_str("<h2>Interfaces by peak utilization</h2>");
     if ifaces.is_empty() {
         h.push_str("<p>No link-local figures yet: point agents at this collector with <code>--otlp-endpoint</code>.</p>");

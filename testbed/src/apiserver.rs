@@ -1,10 +1,14 @@
-//! A fake Kubernetes API server for pods that speaks the real list + watch protocol over plain
-//! HTTP/1.1: `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE` answers a PodList with
+//! A fake Kubernetes API server that speaks the real list + watch protocol over plain HTTP/1.1
+//! for pods, nodes, autoscaling/v2 HorizontalPodAutoscalers and apps/v1 Deployments and
+//! StatefulSets (cluster-wide paths, as `Api::all` uses them, e.g.
+//! `/apis/autoscaling/v2/horizontalpodautoscalers`): a list such as
+//! `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE` answers a PodList with
 //! `metadata.resourceVersion`; `?watch=true&resourceVersion=RV` streams newline-delimited watch
 //! events (ADDED, MODIFIED, DELETED, and BOOKMARK when `allowWatchBookmarks=true`) newer than
 //! RV; after [`ApiServer::expire`] open watches and watches from an older resourceVersion get an
 //! `ERROR` event carrying a Status with code 410 (Expired), as the real server sends when its
-//! watch cache no longer reaches back that far, so clients must list again.
+//! watch cache no longer reaches back that far, so clients must list again. One
+//! resourceVersion counter serves every kind, as etcd's does.
 //!
 //! It also plays the node's kubelet for `GET /metrics/probes` (a Prometheus text exposition the
 //! test sets, served only with the expected bearer token, else 401).
@@ -26,10 +30,10 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct State {
     rv: u64,
-    /// (namespace, name) → pod, with metadata.resourceVersion set.
-    pods: BTreeMap<(String, String), Value>,
-    /// (resourceVersion, type, object) in order.
-    events: Vec<(u64, &'static str, Value)>,
+    /// (resource, namespace, name) → object, with metadata.resourceVersion set.
+    objects: BTreeMap<(&'static str, String, String), Value>,
+    /// (resourceVersion, type, resource, object) in order.
+    events: Vec<(u64, &'static str, &'static str, Value)>,
     /// Watches from a resourceVersion below this get 410 Gone.
     oldest: u64,
     /// Bumped by `expire`: open watches end with 410.
@@ -119,20 +123,23 @@ impl ApiServer {
         Ok(())
     }
 
-    /// Adds or replaces a pod (ADDED or MODIFIED); returns its resourceVersion.
-    pub fn apply(&self, mut pod: Value) -> u64 {
+    /// Adds or replaces an object (ADDED or MODIFIED); returns its resourceVersion. Its
+    /// `kind` says which collection it joins (Pod when absent); see [`KINDS`].
+    pub fn apply(&self, mut obj: Value) -> u64 {
+        let resource = resource_of(&obj);
         let mut st = self.shared.state.lock().unwrap();
         st.rv += 1;
         let rv = st.rv;
-        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let key = key_of(&pod);
-        let kind = if st.pods.contains_key(&key) {
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let (ns, name) = key_of(&obj);
+        let key = (resource, ns, name);
+        let kind = if st.objects.contains_key(&key) {
             "MODIFIED"
         } else {
             "ADDED"
         };
-        st.pods.insert(key, pod.clone());
-        st.events.push((rv, kind, pod));
+        st.objects.insert(key, obj.clone());
+        st.events.push((rv, kind, resource, obj));
         drop(st);
         self.shared.changed.notify_all();
         rv
@@ -140,14 +147,23 @@ impl ApiServer {
 
     /// Deletes a pod (DELETED); false when there was none.
     pub fn delete(&self, namespace: &str, name: &str) -> bool {
+        self.delete_kind("Pod", namespace, name)
+    }
+
+    /// Deletes an object of `kind` (DELETED); false when there was none.
+    pub fn delete_kind(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        let Some(k) = KINDS.iter().find(|k| k.kind == kind) else {
+            return false;
+        };
         let mut st = self.shared.state.lock().unwrap();
-        let Some(mut pod) = st.pods.remove(&(namespace.to_string(), name.to_string())) else {
+        let key = (k.resource, namespace.to_string(), name.to_string());
+        let Some(mut obj) = st.objects.remove(&key) else {
             return false;
         };
         st.rv += 1;
         let rv = st.rv;
-        pod["metadata"]["resourceVersion"] = json!(rv.to_string());
-        st.events.push((rv, "DELETED", pod));
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.events.push((rv, "DELETED", k.resource, obj));
         drop(st);
         self.shared.changed.notify_all();
         true
@@ -176,11 +192,16 @@ impl ApiServer {
         self.shared.state.lock().unwrap().requests.clone()
     }
 
-    /// Lists served (requests without `watch=true`).
+    /// Pod lists served (requests without `watch=true`).
     pub fn lists(&self) -> usize {
+        self.lists_of("/api/v1/pods")
+    }
+
+    /// Lists served on a collection path such as `/apis/apps/v1/deployments`.
+    pub fn lists_of(&self, path: &str) -> usize {
         self.requests()
             .iter()
-            .filter(|r| r.starts_with("/api/v1/pods"))
+            .filter(|r| r.split('?').next() == Some(path))
             .filter(|r| !r.contains("watch=true") && !r.contains("watch=1"))
             .count()
     }
@@ -196,7 +217,63 @@ impl Drop for ApiServer {
     }
 }
 
+/// One collection the server serves.
+pub struct Kind {
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    pub resource: &'static str,
+    /// The cluster-wide collection path.
+    pub path: &'static str,
+}
+
+/// Every collection served.
+pub const KINDS: &[Kind] = &[
+    Kind {
+        kind: "Pod",
+        api_version: "v1",
+        resource: "pods",
+        path: "/api/v1/pods",
+    },
+    Kind {
+        kind: "Node",
+        api_version: "v1",
+        resource: "nodes",
+        path: "/api/v1/nodes",
+    },
+    Kind {
+        kind: "HorizontalPodAutoscaler",
+        api_version: "autoscaling/v2",
+        resource: "horizontalpodautoscalers",
+        path: "/apis/autoscaling/v2/horizontalpodautoscalers",
+    },
+    Kind {
+        kind: "Deployment",
+        api_version: "apps/v1",
+        resource: "deployments",
+        path: "/apis/apps/v1/deployments",
+    },
+    Kind {
+        kind: "StatefulSet",
+        api_version: "apps/v1",
+        resource: "statefulsets",
+        path: "/apis/apps/v1/statefulsets",
+    },
+];
+
+fn resource_of(obj: &Value) -> &'static str {
+    let kind = obj["kind"].as_str().unwrap_or("Pod");
+    KINDS
+        .iter()
+        .find(|k| k.kind == kind)
+        .map(|k| k.resource)
+        .unwrap_or("pods")
+}
+
 fn key_of(pod: &Value) -> (String, String) {
+    if resource_of(pod) == "nodes" {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        return (String::new(), name.to_string());
+    }
     let m = &pod["metadata"];
     (
         m["namespace"].as_str().unwrap_or("default").to_string(),
@@ -323,24 +400,29 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
         )?;
         return stream.flush();
     }
-    if method != "GET" || path != "/api/v1/pods" {
+    let Some(k) = KINDS
+        .iter()
+        .find(|k| k.path == path)
+        .filter(|_| method == "GET")
+    else {
         let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": format!("the fake API server serves only GET /api/v1/pods, not {method} {path}"),
+            "message": format!("the fake API server serves only GET on {}, not {method} {path}",
+                KINDS.iter().map(|k| k.path).collect::<Vec<_>>().join(", ")),
             "reason": "NotFound", "code": 404});
         return respond(&mut stream, 404, "Not Found", &body);
-    }
+    };
     let q = query(target);
     let selector = q.get("fieldSelector");
     let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
     if !watch {
         let st = s.state.lock().unwrap();
         let items: Vec<Value> = st
-            .pods
-            .values()
-            .filter(|p| selects(selector, p))
-            .cloned()
+            .objects
+            .iter()
+            .filter(|((r, _, _), p)| *r == k.resource && selects(selector, p))
+            .map(|(_, p)| p.clone())
             .collect();
-        let body = json!({"kind": "PodList", "apiVersion": "v1",
+        let body = json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version,
             "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
         drop(st);
         return respond(&mut stream, 200, "OK", &body);
@@ -378,8 +460,8 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
         let new: Vec<Value> = st
             .events
             .iter()
-            .filter(|(rv, _, p)| *rv > sent && selects(selector, p))
-            .map(|(_, t, p)| json!({"type": t, "object": p}))
+            .filter(|(rv, _, r, p)| *rv > sent && *r == k.resource && selects(selector, p))
+            .map(|(_, t, _, p)| json!({"type": t, "object": p}))
             .collect();
         let head = st.rv;
         drop(st);
@@ -388,7 +470,7 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
         }
         sent = head;
         if bookmarks && last_bookmark.elapsed() >= Duration::from_secs(1) {
-            let b = json!({"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1",
+            let b = json!({"type": "BOOKMARK", "object": {"kind": k.kind, "apiVersion": k.api_version,
                 "metadata": {"resourceVersion": head.to_string(),
                     "annotations": {"k8s.io/initial-events-end": "true"}}}});
             chunk(&mut stream, &b)?;
@@ -476,6 +558,77 @@ mod tests {
         assert_eq!(types[..2], ["ADDED", "DELETED"], "{types:?}");
         assert_eq!(types.last().unwrap(), "ERROR", "{types:?}");
         assert_eq!(api.lists(), 1);
+    }
+
+    #[test]
+    fn serves_each_kind_on_its_own_path() {
+        let api = ApiServer::start(None).unwrap();
+        api.apply(pod("p1", "n1"));
+        api.apply(
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"namespace": "shop", "name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 10}}),
+        );
+        api.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"namespace": "shop", "name": "web"}, "spec": {"replicas": 3}}));
+        let list = |path: &str| -> Value {
+            let (_, mut s) = get(api.addr, path);
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+        };
+        let h = list("/apis/autoscaling/v2/horizontalpodautoscalers");
+        assert_eq!(h["kind"], "HorizontalPodAutoscalerList");
+        assert_eq!(h["apiVersion"], "autoscaling/v2");
+        assert_eq!(h["items"].as_array().unwrap().len(), 1);
+        assert_eq!(h["items"][0]["metadata"]["name"], "web");
+        let d = list("/apis/apps/v1/deployments");
+        assert_eq!(d["items"][0]["spec"]["replicas"], 3);
+        assert_eq!(list("/api/v1/pods")["items"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            list("/apis/apps/v1/statefulsets")["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(api.delete_kind("Deployment", "shop", "web"));
+        assert!(list("/apis/apps/v1/deployments")["items"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert_eq!(api.lists_of("/apis/apps/v1/deployments"), 2);
+        // A watch on deployments sees only deployments.
+        let (_, s) = get(
+            api.addr,
+            &format!(
+                "/apis/apps/v1/deployments?watch=true&resourceVersion={}&timeoutSeconds=2",
+                100
+            ),
+        );
+        let mut r = BufReader::new(s);
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 {
+            // Chunk-size lines may parse as numbers: only objects with a type count.
+            if let Some(v) = serde_json::from_str::<Value>(line.trim())
+                .ok()
+                .filter(|v| v["type"].is_string())
+            {
+                seen.push((
+                    v["type"].as_str().unwrap().to_string(),
+                    v["object"]["kind"].as_str().unwrap().to_string(),
+                ));
+            }
+            line.clear();
+        }
+        assert_eq!(
+            seen,
+            [
+                ("ADDED".to_string(), "Deployment".to_string()),
+                ("DELETED".to_string(), "Deployment".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -118,7 +118,8 @@ impl Rule for OverScaling {
                 ));
             }
             let fix = format!(
-                "Scale on busy workers instead: {average} busy of {} workers per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}",
+                "Scale on busy workers instead: {} busy of {} workers per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}",
+                r3(per_pod),
                 w.workers_per_pod,
                 t.hpa_target_utilization * 100.0,
                 w.busy_p95,

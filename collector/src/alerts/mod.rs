@@ -1,0 +1,178 @@
+//! Where findings go: Alertmanager (v2 API) and a generic JSON webhook. Each sink has its own
+//! bounded queue and task; a sink that is down is retried with backoff (0.5 s doubling to
+//! 30 s) and never holds up the rules or the other sinks. What could not be queued is counted.
+
+pub mod alertmanager;
+pub mod webhook;
+
+use crate::engine::{Change, Record};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// Why a POST failed: worth retrying (down, 5xx, 408, 429) or not (another 4xx).
+#[derive(Debug)]
+pub enum PostError {
+    Retry(String),
+    Refused(u16, String),
+}
+
+/// POSTs a JSON body; 2xx is success.
+pub async fn post_json(
+    client: &HttpClient,
+    url: &hyper::Uri,
+    body: Bytes,
+) -> Result<(), PostError> {
+    let req = hyper::Request::post(url.clone())
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("headroom-collector/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(body))
+        .expect("static request parts are valid");
+    match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            let text = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| {
+                    String::from_utf8_lossy(&b.to_bytes())
+                        .chars()
+                        .take(300)
+                        .collect()
+                })
+                .unwrap_or_default();
+            match status {
+                200..=299 => Ok(()),
+                408 | 429 | 500..=599 => Err(PostError::Retry(format!("HTTP {status}: {text}"))),
+                s => Err(PostError::Refused(s, text)),
+            }
+        }
+        Ok(Err(e)) => Err(PostError::Retry(e.to_string())),
+        Err(_) => Err(PostError::Retry("no answer within 10s".into())),
+    }
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Alerts (Alertmanager) or changes (webhook) delivered.
+    pub sent: AtomicU64,
+    /// POSTs that failed and will be tried again.
+    pub failed_attempts: AtomicU64,
+    /// Alerts or changes given up: queue full, or refused with a 4xx.
+    pub dropped: AtomicU64,
+}
+
+/// A sink's figures as `/api/v1/findings` shows them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SinkStats {
+    pub kind: &'static str,
+    pub url: String,
+    pub sent: u64,
+    pub failed_attempts: u64,
+    pub dropped: u64,
+    pub queued: u64,
+}
+
+impl Counters {
+    pub fn stats(&self, kind: &'static str, url: &hyper::Uri, queued: usize) -> SinkStats {
+        SinkStats {
+            kind,
+            url: url.to_string(),
+            sent: self.sent.load(Ordering::Relaxed),
+            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            queued: queued as u64,
+        }
+    }
+}
+
+/// The next backoff: doubled, at most 30 s.
+pub fn next_backoff(d: Duration) -> Duration {
+    (d * 2).min(Duration::from_secs(30))
+}
+
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Every sink of the collector.
+#[derive(Default, Clone)]
+pub struct Sinks {
+    alertmanagers: Vec<Arc<alertmanager::Alertmanager>>,
+    webhook: Option<Arc<webhook::Webhook>>,
+}
+
+impl Sinks {
+    /// Starts one task per sink on the current runtime.
+    pub fn start(
+        alertmanagers: &[hyper::Uri],
+        webhook: Option<&hyper::Uri>,
+        runbook_base_url: &str,
+        resend: Duration,
+        stop: CancellationToken,
+    ) -> Sinks {
+        Sinks {
+            alertmanagers: alertmanagers
+                .iter()
+                .map(|u| {
+                    alertmanager::Alertmanager::start(
+                        u.clone(),
+                        runbook_base_url.to_string(),
+                        resend,
+                        stop.clone(),
+                    )
+                })
+                .collect(),
+            webhook: webhook.map(|u| webhook::Webhook::start(u.clone(), stop.clone())),
+        }
+    }
+
+    /// Passes one evaluation's state changes on.
+    pub fn changes(&self, changes: &[Change], now: SystemTime) {
+        if changes.is_empty() {
+            return;
+        }
+        for a in &self.alertmanagers {
+            a.changes(changes, now);
+        }
+        if let Some(w) = &self.webhook {
+            w.changes(changes);
+        }
+    }
+
+    /// Sends every firing finding to Alertmanager again (it forgets alerts whose `endsAt`
+    /// passes).
+    pub fn resend(&self, records: &[&Record], now: SystemTime) {
+        for a in &self.alertmanagers {
+            a.resend(records, now);
+        }
+    }
+
+    pub fn stats(&self) -> Vec<SinkStats> {
+        self.alertmanagers
+            .iter()
+            .map(|a| a.stats())
+            .chain(self.webhook.iter().map(|w| w.stats()))
+            .collect()
+    }
+}

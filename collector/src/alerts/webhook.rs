@@ -1,0 +1,133 @@
+//! A generic JSON webhook for users without Alertmanager: every finding state change (new
+//! pending, pending → firing, firing → resolved, a firing finding's severity change) is POSTed
+//! in order as
+//! `{"schema": "headroom.findings-webhook/v1", "changes": [{"previous_state", "previous_severity", "finding"}]}`
+//! where `finding` has the `/api/v1/findings` fields. A receiver that is down is retried with
+//! backoff; the queue keeps the latest 10 000 changes (older ones dropped and counted).
+
+use super::{next_backoff, post_json, Counters, HttpClient, PostError, SinkStats, FIRST_BACKOFF};
+use crate::engine::Change;
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const MAX_QUEUED: usize = 10_000;
+const BATCH: usize = 100;
+pub const SCHEMA: &str = "headroom.findings-webhook/v1";
+
+pub struct Webhook {
+    url: hyper::Uri,
+    queue: Mutex<VecDeque<Value>>,
+    wake: Notify,
+    counters: Counters,
+}
+
+/// One change as the webhook sends it.
+pub fn change_json(c: &Change) -> Value {
+    json!({
+        "previous_state": c.previous.map(|s| s.as_str()),
+        "previous_severity": c.previous_severity.map(|s| s.as_str()),
+        "finding": c.record.view(),
+    })
+}
+
+impl Webhook {
+    pub fn start(url: hyper::Uri, stop: CancellationToken) -> Arc<Webhook> {
+        let w = Arc::new(Webhook {
+            url,
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            counters: Counters::default(),
+        });
+        tokio::spawn(w.clone().run(super::client(), stop));
+        w
+    }
+
+    pub fn changes(&self, changes: &[Change]) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for c in changes {
+            if q.len() >= MAX_QUEUED {
+                q.pop_front();
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            q.push_back(change_json(c));
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    pub fn stats(&self) -> SinkStats {
+        let queued = self.queue.lock().map(|q| q.len()).unwrap_or(0);
+        self.counters.stats("webhook", &self.url, queued)
+    }
+
+    async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut failing = false;
+        loop {
+            // Peek, send, and only then remove: order is kept across failures.
+            let batch: Vec<Value> = {
+                let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                q.iter().take(BATCH).cloned().collect()
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+            let body = json!({"schema": SCHEMA, "changes": batch});
+            let body = Bytes::from(serde_json::to_vec(&body).expect("changes serialize"));
+            let done = match post_json(&client, &self.url, body).await {
+                Ok(()) => {
+                    self.counters
+                        .sent
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if failing {
+                        tracing::info!(message = "Webhook reachable again.", url = %self.url);
+                    }
+                    failing = false;
+                    backoff = FIRST_BACKOFF;
+                    true
+                }
+                Err(PostError::Refused(status, text)) => {
+                    self.counters
+                        .dropped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(message = "Webhook refused finding changes; dropped.", url = %self.url, status, %text);
+                    true
+                }
+                Err(PostError::Retry(error)) => {
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !failing {
+                        tracing::warn!(message = "Webhook unreachable; changes kept and retried with backoff.", url = %self.url, %error);
+                    }
+                    failing = true;
+                    false
+                }
+            };
+            if done {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                // The queue may have dropped its oldest meanwhile: remove only what is still
+                // the batch's front.
+                for v in &batch {
+                    if q.front() == Some(v) {
+                        q.pop_front();
+                    }
+                }
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+}
