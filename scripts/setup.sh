@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks use, if missing: Debian packages for the
 # test bed (iproute2, unbound, dnsperf, tcpdump, dig, promtool, ethtool, nftables, curl, prefork
-# servers, openssl for the probe tests' certificate) and Python packages (gunicorn;
-# opentelemetry-sdk and opentelemetry-exporter-otlp, which the collector's tests export with).
+# servers, openssl for the probe tests' certificate, prometheus-alertmanager for the alert tests)
+# and Python packages (gunicorn; opentelemetry-sdk and opentelemetry-exporter-otlp, which the
+# collector's tests export with).
 # Safe to run again; installs nothing when all is there.
 set -euo pipefail
 
@@ -11,7 +12,7 @@ declare -A pkg_for=(
   [ip]=iproute2 [unbound]=unbound [dnsperf]=dnsperf [tcpdump]=tcpdump [dig]=bind9-dnsutils
   [promtool]=prometheus [ethtool]=ethtool [nft]=nftables [curl]=curl [setpriv]=util-linux
   [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client
-  [openssl]=openssl
+  [openssl]=openssl [prometheus-alertmanager]=prometheus-alertmanager
 )
 missing=()
 for tool in "${!pkg_for[@]}"; do

@@ -1,13 +1,13 @@
 //! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
 
 use crate::rules::{RulesConfig, Thresholds};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 /// Every field has a default, so an empty file (or none) is a valid configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// OTLP/gRPC receiver (`opentelemetry.proto.collector.{metrics,trace}.v1` services).

@@ -217,14 +217,15 @@ mod tests {
     #[test]
     fn each_trigger_at_its_edge() {
         // (timeout, p99, max, timeouts, predicted removals) → (severity, suggested timeoutSeconds)
-        let table: &[(
+        type Row = (
             f64,
             Option<f64>,
             Option<f64>,
             u64,
             u64,
             Option<(Severity, u64)>,
-        )] = &[
+        );
+        let table: &[Row] = &[
             (1.0, Some(0.5), Some(0.6), 0, 0, None), // exactly half: not past it
             (
                 1.0,

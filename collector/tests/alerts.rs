@@ -1,0 +1,616 @@
+//! Findings out of the collector binary: `/api/v1/findings`, the status page, the JSON webhook
+//! (a tiny HTTP receiver here, down at first) and a real Alertmanager (Debian's
+//! prometheus-alertmanager): fed OTLP windows whose peak crosses 0.8 of the limit, the
+//! collector fires DNSThrottleRisk; Alertmanager lists it with the right labels, keeps it
+//! across its own restart and the collector's (state file: no second page), and sees it end
+//! once the peak falls. The bed test does the same with the real agent measuring dnsperf.
+
+mod common;
+
+use common::*;
+use headroom_testbed::bed::{self, Bed};
+use headroom_testbed::proc::Guard;
+use headroom_testbed::{require, scrape, Need};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ENI: &str = "eni-0abc";
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// One agent-shaped report window of `eth0` on `node` ending now, as OTLP/JSON.
+fn window(node: &str, peak: u64) -> Vec<u8> {
+    let end = now_ns();
+    let start = end - 1_000_000_000;
+    let attrs = json!([
+        {"key": "interface", "value": {"stringValue": "eth0"}},
+        {"key": "eni", "value": {"stringValue": ENI}}
+    ]);
+    let gauge = |name: &str, v: f64| {
+        json!({"name": name, "gauge": {"dataPoints": [{"attributes": attrs,
+            "startTimeUnixNano": start.to_string(), "timeUnixNano": end.to_string(), "asDouble": v}]}})
+    };
+    let body = json!({"resourceMetrics": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "headroom-agent"}},
+            {"key": "k8s.node.name", "value": {"stringValue": node}}
+        ]},
+        "scopeMetrics": [{"metrics": [
+            gauge("headroom.linklocal.pps.peak", peak as f64),
+            gauge("headroom.linklocal.pps.mean", peak as f64 / 2.0),
+            gauge("headroom.linklocal.pps.limit", 1024.0),
+            gauge("headroom.linklocal.utilization", peak as f64 / 1024.0)
+        ]}]
+    }]});
+    serde_json::to_vec(&body).unwrap()
+}
+
+fn send_window(c: &Collector, node: &str, peak: u64) {
+    let (code, body) = request(
+        &c.otlp_http,
+        "POST",
+        "/v1/metrics",
+        &[("content-type", "application/json")],
+        &window(node, peak),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+fn findings(api: &str) -> Value {
+    let (code, body) =
+        request(api, "GET", "/api/v1/findings", &[], &[]).expect("collector answers");
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn dns_finding(api: &str) -> Option<Value> {
+    findings(api)["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| f["rule"] == "DNSThrottleRisk")
+        .cloned()
+}
+
+/// Polls `f` every 200 ms until it returns Some, or panics naming `what` after `within`.
+fn wait<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A collector config: fast evaluation, DNSThrottleRisk firing at once, no Kubernetes.
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("collector.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "kube = false\n{extra}\n[rules]\nevaluation_interval = \"200ms\"\ndns_for = \"0s\"\nstartup_grace = \"0s\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// A tiny HTTP/1.1 receiver: every POST body (JSON) is kept; answers 200. Handles keep-alive.
+struct Receiver {
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    fn start(listener: TcpListener) -> Receiver {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let b = b.clone();
+                std::thread::spawn(move || serve_conn(conn, &b));
+            }
+        });
+        Receiver { bodies }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// Every change received, in order.
+    fn changes(&self) -> Vec<Value> {
+        self.bodies()
+            .iter()
+            .flat_map(|b| b["changes"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+fn serve_conn(conn: TcpStream, bodies: &Mutex<Vec<Value>>) {
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let mut w = conn;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice(&body) {
+            bodies.lock().unwrap().push(v);
+        }
+        if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn findings_api_page_and_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    // The webhook receiver is down at first: its port is known but nothing listens.
+    let port = free_port();
+    let cfg = config(
+        dir.path(),
+        &format!("webhook_url = \"http://127.0.0.1:{port}/hook\""),
+    );
+    let c = Collector::start_with(&["--config", cfg.to_str().unwrap()]);
+    send_window(&c, "n1", 900);
+    let f = wait("DNSThrottleRisk firing", Duration::from_secs(5), || {
+        dns_finding(&c.api).filter(|f| f["state"] == "firing")
+    });
+    // 900 / 1024 = 0.879: warning (≥ 0.8, < 0.95).
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(f["subject"]["node"], "n1");
+    assert_eq!(f["subject"]["interface"], "eth0");
+    assert_eq!(f["subject"]["eni"], ENI);
+    assert_eq!(f["subject"]["cluster"], "default");
+    assert_eq!(f["evidence"]["peak_pps"], 900);
+    assert_eq!(f["evidence"]["utilization"], 0.879);
+    // No DNS-only peak from this sender: the whole peak stands in for NodeLocal DNSCache.
+    assert_eq!(f["evidence"]["savings_pps"]["nodelocal_dnscache"], 900);
+    assert!(f["fix"].as_str().unwrap().contains("saves ≈ 900/s"));
+    assert_eq!(f["id"].as_str().unwrap().len(), 16);
+    assert!(f["started_at"].is_string() && f["resolved_at"].is_null());
+    let (code, page) = request(&c.api, "GET", "/", &[], &[]).unwrap();
+    assert_eq!(code, 200);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("Open findings"), "{page}");
+    assert!(page.contains("DNSThrottleRisk") && page.contains("NodeLocal DNSCache"));
+
+    // The webhook fails and keeps the change queued…
+    let stats = wait("webhook retrying", Duration::from_secs(5), || {
+        let s = findings(&c.api)["sinks"][0].clone();
+        (s["failed_attempts"].as_u64()? >= 1).then_some(s)
+    });
+    assert_eq!(stats["kind"], "webhook");
+    assert!(stats["queued"].as_u64().unwrap() >= 1, "{stats}");
+    // …and delivers it once the receiver is up (backoff is at most 30 s; here ~2 s).
+    let rx = Receiver::start(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let first = wait("webhook delivery", Duration::from_secs(20), || {
+        rx.changes().into_iter().next()
+    });
+    assert_eq!(first["finding"]["id"], f["id"]);
+    assert_eq!(first["finding"]["state"], "firing");
+    assert!(first["previous_state"].is_null());
+    assert_eq!(rx.bodies()[0]["schema"], "headroom.findings-webhook/v1");
+
+    // The peak falls: resolved, and the webhook hears it after the firing.
+    send_window(&c, "n1", 100);
+    let r = wait("resolved", Duration::from_secs(5), || {
+        dns_finding(&c.api).filter(|f| f["state"] == "resolved")
+    });
+    assert!(r["resolved_at"].is_string());
+    let changes = wait("resolve delivered", Duration::from_secs(10), || {
+        let ch = rx.changes();
+        (ch.len() >= 2).then_some(ch)
+    });
+    assert_eq!(changes[1]["finding"]["state"], "resolved");
+    assert_eq!(changes[1]["previous_state"], "firing");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+}
+
+/// A running Alertmanager on 127.0.0.1 with a route to a receiver that notifies nobody.
+struct Alertmanager {
+    guard: Option<Guard>,
+    addr: String,
+    config: PathBuf,
+    storage: PathBuf,
+}
+
+impl Alertmanager {
+    fn start(dir: &Path, addr: &str) -> Alertmanager {
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
+        )
+        .unwrap();
+        let mut am = Alertmanager {
+            guard: None,
+            addr: addr.to_string(),
+            config,
+            storage: dir.join("am-data"),
+        };
+        am.restart();
+        am
+    }
+
+    fn restart(&mut self) {
+        let mut cmd = Command::new("prometheus-alertmanager");
+        cmd.arg(format!("--config.file={}", self.config.display()))
+            .arg(format!("--storage.path={}", self.storage.display()))
+            .arg(format!("--web.listen-address={}", self.addr))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.guard = Some(Guard::spawn("prometheus-alertmanager", &mut cmd).unwrap());
+        wait("Alertmanager ready", Duration::from_secs(15), || {
+            request(&self.addr, "GET", "/-/ready", &[], &[]).filter(|r| r.0 == 200)
+        });
+    }
+
+    fn kill(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.signal(9);
+            let _ = g.wait(Duration::from_secs(5));
+        }
+    }
+
+    /// Alerts Alertmanager lists (active ones; resolved ones drop out).
+    fn alerts(&self) -> Vec<Value> {
+        request(&self.addr, "GET", "/api/v2/alerts", &[], &[])
+            .filter(|r| r.0 == 200)
+            .and_then(|r| serde_json::from_slice::<Value>(&r.1).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn alert(&self, rule: &str) -> Option<Value> {
+        self.alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == rule)
+    }
+}
+
+fn ts(s: &str) -> SystemTime {
+    humantime::parse_rfc3339_weak(s).unwrap_or_else(|e| panic!("time {s}: {e}"))
+}
+
+/// Whether Alertmanager no longer shows `rule` as active: gone from the list, or ended.
+fn ended(am: &Alertmanager, rule: &str) -> bool {
+    match am.alert(rule) {
+        None => true,
+        Some(a) => {
+            a["status"]["state"] == "resolved"
+                || a["endsAt"]
+                    .as_str()
+                    .is_some_and(|e| ts(e) <= SystemTime::now())
+        }
+    }
+}
+
+#[test]
+fn alertmanager_lists_keeps_and_ends_the_alert() {
+    if !require(
+        "alertmanager_lists_keeps_and_ends_the_alert",
+        &[Need::Tool("prometheus-alertmanager")],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let am_addr = format!("127.0.0.1:{}", free_port());
+    let mut am = Alertmanager::start(dir.path(), &am_addr);
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let rx = Receiver::start(hook);
+    let state = dir.path().join("findings.json");
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "state_file = \"{}\"\nalert_resend_interval = \"2s\"\nwebhook_url = \"{hook_url}\"\nrunbook_base_url = \"https://example.test/docs/runbook.md\"",
+            state.display()
+        ),
+    );
+    let am_url = format!("http://{am_addr}");
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--alertmanager-url",
+        &am_url,
+    ];
+    let c = Collector::start_with(&args);
+    let crossed = Instant::now();
+    send_window(&c, "n1", 900);
+    let a = wait("alert in Alertmanager", Duration::from_secs(15), || {
+        am.alert("DNSThrottleRisk")
+    });
+    eprintln!(
+        "Alertmanager listed the alert {:.1} s after the window crossed 0.8",
+        crossed.elapsed().as_secs_f64()
+    );
+    let l = &a["labels"];
+    assert_eq!(l["severity"], "warning");
+    assert_eq!(l["cluster"], "default");
+    assert_eq!(l["node"], "n1");
+    assert_eq!(l["interface"], "eth0");
+    assert_eq!(l["eni"], ENI);
+    assert!(l.get("namespace").is_none() && l.get("workload").is_none());
+    let ann = &a["annotations"];
+    assert_eq!(
+        ann["runbook_url"],
+        "https://example.test/docs/runbook.md#dnsthrottlerisk"
+    );
+    assert!(ann["fix"].as_str().unwrap().contains("NodeLocal DNSCache"));
+    assert!(ann["summary"].as_str().unwrap().contains("900/s"));
+    let id = dns_finding(&c.api).unwrap()["id"].clone();
+    assert_eq!(ann["finding_id"], id);
+    assert!(ts(a["endsAt"].as_str().unwrap()) > SystemTime::now());
+
+    // Alertmanager killed mid-alert and started again (alerts live in its memory): the
+    // collector's resend brings the alert back.
+    am.kill();
+    send_window(&c, "n1", 900);
+    std::thread::sleep(Duration::from_secs(3));
+    am.restart();
+    let back = wait(
+        "alert back after Alertmanager restart",
+        Duration::from_secs(15),
+        || am.alert("DNSThrottleRisk"),
+    );
+    assert_eq!(back["labels"], a["labels"]);
+    assert_eq!(back["startsAt"], a["startsAt"]);
+    let failed = findings(&c.api)["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "alertmanager")
+        .unwrap()["failed_attempts"]
+        .as_u64()
+        .unwrap();
+    assert!(failed >= 1, "the outage was noticed and retried");
+
+    // The collector restarts (SIGKILL, no goodbye) with the same state file: the finding is
+    // firing at once with the same id and fire time, before any new data, and the webhook
+    // hears no second "firing".
+    let before = dns_finding(&c.api).unwrap();
+    c.guard.signal(9);
+    drop(c);
+    let webhook_changes = rx.changes().len();
+    // Same config, except that nothing resolves for 5 s after the start while the fleet fills
+    // up again.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("startup_grace = \"0s\"", "startup_grace = \"5s\"");
+    std::fs::write(&cfg, text).unwrap();
+    let c = Collector::start_with(&args);
+    let after = dns_finding(&c.api).expect("finding kept across the restart");
+    assert_eq!(after["state"], "firing");
+    assert_eq!(after["id"], before["id"]);
+    assert_eq!(after["fired_at"], before["fired_at"]);
+    send_window(&c, "n1", 900);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rx.changes().len(),
+        webhook_changes,
+        "no new change after the restart: {:?}",
+        rx.changes()
+    );
+    let still = am.alert("DNSThrottleRisk").expect("still in Alertmanager");
+    assert_eq!(still["startsAt"], a["startsAt"]);
+
+    // The peak falls: the alert ends in Alertmanager (endsAt = the resolve time).
+    send_window(&c, "n1", 100);
+    let resolved_in = Instant::now();
+    wait(
+        "alert ended in Alertmanager",
+        Duration::from_secs(20),
+        || ended(&am, "DNSThrottleRisk").then_some(()),
+    );
+    eprintln!(
+        "Alertmanager saw the end {:.1} s after the peak fell (startup_grace 5 s)",
+        resolved_in.elapsed().as_secs_f64()
+    );
+    let last = rx.changes();
+    assert_eq!(last.last().unwrap()["finding"]["state"], "resolved");
+}
+
+/// The agent binary, built beside the collector by `cargo test --workspace`.
+fn agent_bin() -> PathBuf {
+    let p = PathBuf::from(COLLECTOR).with_file_name("headroom-agent");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build -p headroom-agent`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn bed_agent_at_900_per_second_pages_alertmanager() {
+    if !require(
+        "bed_agent_at_900_per_second_pages_alertmanager",
+        &[
+            Need::Root,
+            Need::Tool("ip"),
+            Need::Tool("unbound"),
+            Need::Tool("dnsperf"),
+            Need::Tool("curl"),
+            Need::Tool("prometheus-alertmanager"),
+        ],
+    ) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Namespaces do not share loopback: Alertmanager, the collector and the agent all run in
+    // the bed's node namespace.
+    let am_addr = "127.0.0.1:19093";
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
+    )
+    .unwrap();
+    let mut am_cmd = bed.node.command("prometheus-alertmanager");
+    am_cmd
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am").display()
+        ))
+        .arg(format!("--web.listen-address={am_addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _am = Guard::spawn("prometheus-alertmanager", &mut am_cmd).unwrap();
+    let am_alerts = |bed: &Bed| -> Vec<Value> {
+        let (code, body) = scrape::get(&bed.node, &format!("http://{am_addr}/api/v2/alerts"));
+        if code != 200 {
+            return Vec::new();
+        }
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    wait("Alertmanager ready", Duration::from_secs(15), || {
+        (scrape::get(&bed.node, &format!("http://{am_addr}/-/ready")).0 == 200).then_some(())
+    });
+    let cfg = config_in(dir.path());
+    let api = "127.0.0.1:19464";
+    let mut cmd = bed.node.command(COLLECTOR);
+    cmd.args(["--config", cfg.to_str().unwrap()])
+        .args(["--otlp-grpc-listen", "127.0.0.1:14317"])
+        .args(["--otlp-http-listen", "127.0.0.1:14318"])
+        .args(["--http-listen", api])
+        .args(["--alertmanager-url", &format!("http://{am_addr}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let _collector = Guard::spawn("headroom-collector", &mut cmd).unwrap();
+    wait("collector ready", Duration::from_secs(10), || {
+        (scrape::get(&bed.node, &format!("http://{api}/readyz")).0 == 200).then_some(())
+    });
+    let mut agent = bed.node.command(agent_bin().to_str().unwrap());
+    agent
+        .args(["run", "--interface", "eni0", "--report-interval", "2s"])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:19465",
+            "--node-name",
+            "bed-node",
+        ])
+        // No IMDS in this bed: a closed loopback port keeps the agent's attempts off eni0.
+        .args(["--imds-endpoint", "http://127.0.0.1:9"])
+        .args(["--otlp-endpoint", "http://127.0.0.1:14318"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _agent = Guard::spawn("headroom-agent run", &mut agent).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        am_alerts(&bed).is_empty(),
+        "no alert before the load: {:?}",
+        am_alerts(&bed)
+    );
+    // ~900 queries/s to 169.254.169.253 for 12 s: about 0.88 of the 1024/s allowance.
+    let mut perf = bed.dnsperf(bed::LINKLOCAL_RESOLVER, 900, 12, None).unwrap();
+    let started = Instant::now();
+    let load = std::thread::spawn(move || bed::run_dnsperf(&mut perf).unwrap());
+    let alert = wait(
+        "alert from the bed in Alertmanager",
+        Duration::from_secs(15),
+        || {
+            am_alerts(&bed)
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "DNSThrottleRisk")
+        },
+    );
+    let after = started.elapsed();
+    let sent = load.join().unwrap();
+    let fleet_peak = {
+        let (_, body) = scrape::get(&bed.node, &format!("http://{api}/api/v1/findings"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == "DNSThrottleRisk")
+            .map(|f| f["evidence"]["peak_pps"].as_u64().unwrap())
+            .unwrap()
+    };
+    eprintln!(
+        "dnsperf sent {} at 900/s; the finding's peak {fleet_peak}/s; Alertmanager listed it {:.1} s after the load started",
+        sent.sent,
+        after.as_secs_f64()
+    );
+    let l = &alert["labels"];
+    assert_eq!(l["node"], "bed-node");
+    assert_eq!(l["interface"], "eni0");
+    assert_eq!(l["cluster"], "default");
+    // The severity follows the measured peak: ≥ 973/s (0.95) critical, else warning.
+    let want = if fleet_peak >= 973 {
+        "critical"
+    } else {
+        "warning"
+    };
+    assert_eq!(l["severity"], want, "peak {fleet_peak}");
+    assert!(
+        (820..=1100).contains(&fleet_peak),
+        "peak {fleet_peak} vs 900/s sent"
+    );
+    // Load over: the next windows fall under 0.8, the finding resolves and the alert ends.
+    wait(
+        "alert ended after the load",
+        Duration::from_secs(20),
+        || {
+            let a = am_alerts(&bed)
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "DNSThrottleRisk");
+            match a {
+                None => Some(()),
+                Some(a) => a["endsAt"]
+                    .as_str()
+                    .is_some_and(|e| ts(e) <= SystemTime::now())
+                    .then_some(()),
+            }
+        },
+    );
+}
+
+/// The bed collector's config: as [`config`], with a short resend.
+fn config_in(dir: &Path) -> PathBuf {
+    config(dir, "alert_resend_interval = \"2s\"")
+}
