@@ -76,22 +76,34 @@ fn key(v: &Value) -> String {
 }
 
 impl Alertmanager {
-    pub fn start(
-        url: hyper::Uri,
-        runbook: String,
-        resend: Duration,
-        stop: CancellationToken,
-    ) -> Arc<Alertmanager> {
-        let a = Arc::new(Alertmanager {
+    /// A sink whose queue nothing sends yet (see [`Alertmanager::start`]).
+    pub fn new(url: hyper::Uri, runbook: String, resend: Duration) -> Arc<Alertmanager> {
+        Arc::new(Alertmanager {
             url,
             runbook,
             resend,
             queue: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             counters: Counters::default(),
-        });
+        })
+    }
+
+    /// A sink and its sending task on the current runtime.
+    pub fn start(
+        url: hyper::Uri,
+        runbook: String,
+        resend: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Alertmanager> {
+        let a = Self::new(url, runbook, resend);
         tokio::spawn(a.clone().run(super::client(), stop));
         a
+    }
+
+    /// What waits to be sent, by label set.
+    pub fn queued(&self) -> Vec<Value> {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.values().cloned().collect()
     }
 
     fn enqueue(&self, alerts: Vec<Value>) {
@@ -217,5 +229,124 @@ impl Alertmanager {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::rules::{Finding, Subject};
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    }
+
+    fn probe_finding(sev: Severity) -> Finding {
+        Finding {
+            rule: "ProbeTimeoutRisk".into(),
+            severity: sev,
+            subject: Subject {
+                cluster: "prod".into(),
+                node: Some("n1".into()),
+                namespace: Some("shop".into()),
+                workload: Some("web".into()),
+                pod: Some("web-1".into()),
+                probe: Some("app/readiness".into()),
+                ..Default::default()
+            },
+            summary: "slow".into(),
+            evidence: Default::default(),
+            fix: "timeoutSeconds: 2".into(),
+        }
+    }
+
+    #[test]
+    fn payloads_follow_the_findings_states() {
+        let am = Alertmanager::new(
+            "http://am:9093/api/v2/alerts".parse().unwrap(),
+            "https://x/runbook.md".into(),
+            Duration::from_secs(60),
+        );
+        let mut e = Engine::new(Duration::from_secs(3600), Duration::ZERO, at(0));
+        let hold = Duration::from_secs(60);
+        // Pending: nothing for Alertmanager.
+        am.changes(
+            &e.update(vec![(probe_finding(Severity::Warning), hold)], at(0)),
+            at(0),
+        );
+        assert!(am.queued().is_empty());
+        // Firing: one alert, ending 4 resend intervals ahead.
+        am.changes(
+            &e.update(vec![(probe_finding(Severity::Warning), hold)], at(60)),
+            at(60),
+        );
+        let q = am.queued();
+        assert_eq!(q.len(), 1);
+        let a = &q[0];
+        assert_eq!(
+            a["labels"],
+            json!({"alertname": "ProbeTimeoutRisk", "severity": "warning", "cluster": "prod",
+                "node": "n1", "namespace": "shop", "workload": "web", "pod": "web-1",
+                "probe": "app/readiness"})
+        );
+        assert_eq!(
+            a["annotations"]["runbook_url"],
+            "https://x/runbook.md#probetimeoutrisk"
+        );
+        assert_eq!(a["annotations"]["fix"], "timeoutSeconds: 2");
+        assert_eq!(a["startsAt"], rfc3339(ns(at(60))));
+        assert_eq!(a["endsAt"], rfc3339(ns(at(60 + 240))));
+        // A resend while still queued replaces the copy (one per label set), with a later end.
+        let records: Vec<Record> = e.records().cloned().collect();
+        am.resend(&records.iter().collect::<Vec<_>>(), at(120));
+        let q = am.queued();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0]["endsAt"], rfc3339(ns(at(120 + 240))));
+        // Critical: the critical alert, and the warning one ended now.
+        am.changes(
+            &e.update(vec![(probe_finding(Severity::Critical), hold)], at(130)),
+            at(130),
+        );
+        let q = am.queued();
+        assert_eq!(q.len(), 2);
+        let warn = q
+            .iter()
+            .find(|a| a["labels"]["severity"] == "warning")
+            .unwrap();
+        let crit = q
+            .iter()
+            .find(|a| a["labels"]["severity"] == "critical")
+            .unwrap();
+        assert_eq!(warn["endsAt"], rfc3339(ns(at(130))));
+        assert_eq!(crit["endsAt"], rfc3339(ns(at(130 + 240))));
+        // Resolved: endsAt is the resolve time.
+        am.changes(&e.update(vec![], at(200)), at(200));
+        let q = am.queued();
+        let crit = q
+            .iter()
+            .find(|a| a["labels"]["severity"] == "critical")
+            .unwrap();
+        assert_eq!(crit["endsAt"], rfc3339(ns(at(200))));
+        assert_eq!(crit["startsAt"], rfc3339(ns(at(60))));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_counts_what_it_drops() {
+        let am = Alertmanager::new(
+            "http://am:9093/api/v2/alerts".parse().unwrap(),
+            "r".into(),
+            Duration::from_secs(60),
+        );
+        let alerts: Vec<Value> = (0..MAX_QUEUED + 5)
+            .map(|i| json!({"labels": {"alertname": "X", "node": format!("n{i}")}}))
+            .collect();
+        am.enqueue(alerts.clone());
+        assert_eq!(am.queued().len(), MAX_QUEUED);
+        assert_eq!(am.stats().dropped, 5);
+        // A newer copy of a queued alert is no new entry and drops nothing.
+        am.enqueue(alerts[..10].to_vec());
+        assert_eq!(am.stats().dropped, 5);
+        assert_eq!(am.stats().queued, MAX_QUEUED as u64);
     }
 }
