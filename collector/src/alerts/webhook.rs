@@ -36,13 +36,19 @@ pub fn change_json(c: &Change) -> Value {
 }
 
 impl Webhook {
-    pub fn start(url: hyper::Uri, stop: CancellationToken) -> Arc<Webhook> {
-        let w = Arc::new(Webhook {
+    /// A sink whose queue nothing sends yet (see [`Webhook::start`]).
+    pub fn new(url: hyper::Uri) -> Arc<Webhook> {
+        Arc::new(Webhook {
             url,
             queue: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             counters: Counters::default(),
-        });
+        })
+    }
+
+    /// A sink and its sending task on the current runtime.
+    pub fn start(url: hyper::Uri, stop: CancellationToken) -> Arc<Webhook> {
+        let w = Self::new(url);
         tokio::spawn(w.clone().run(super::client(), stop));
         w
     }
@@ -129,5 +135,59 @@ impl Webhook {
                 backoff = next_backoff(backoff);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::rules::{Finding, Severity, Subject};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn finding(node: &str) -> Finding {
+        Finding {
+            rule: "DNSThrottleRisk".into(),
+            severity: Severity::Warning,
+            subject: Subject {
+                cluster: "c".into(),
+                node: Some(node.into()),
+                ..Default::default()
+            },
+            summary: "s".into(),
+            evidence: Default::default(),
+            fix: "f".into(),
+        }
+    }
+
+    #[test]
+    fn changes_queue_in_order_and_the_oldest_go_first_when_full() {
+        let w = Webhook::new("http://hook/x".parse().unwrap());
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+        let mut e = Engine::new(Duration::from_secs(3600), Duration::ZERO, at(0));
+        let fire = e.update(vec![(finding("n1"), Duration::ZERO)], at(0));
+        let resolve = e.update(vec![], at(10));
+        w.changes(&fire);
+        w.changes(&resolve);
+        let q: Vec<Value> = w.queue.lock().unwrap().iter().cloned().collect();
+        assert_eq!(q.len(), 2);
+        assert!(q[0]["previous_state"].is_null());
+        assert_eq!(q[0]["finding"]["state"], "firing");
+        assert_eq!(q[1]["previous_state"], "firing");
+        assert_eq!(q[1]["finding"]["state"], "resolved");
+        assert_eq!(
+            q[1]["finding"]["resolved_at"],
+            crate::fleet::rfc3339(1_700_000_010_000_000_000)
+        );
+        assert_eq!(q[0]["finding"]["id"], q[1]["finding"]["id"]);
+        // Full: the oldest change goes, counted.
+        for k in 0..MAX_QUEUED {
+            let mut e = Engine::new(Duration::ZERO, Duration::ZERO, SystemTime::now());
+            w.changes(&e.update(vec![(finding(&format!("m{k}")), Duration::ZERO)], at(20)));
+        }
+        assert_eq!(w.stats().queued, MAX_QUEUED as u64);
+        assert_eq!(w.stats().dropped, 2);
+        let front = w.queue.lock().unwrap().front().cloned().unwrap();
+        assert_eq!(front["finding"]["subject"]["node"], "m0");
     }
 }
