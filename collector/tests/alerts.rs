@@ -614,3 +614,51 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
 fn config_in(dir: &Path) -> PathBuf {
     config(dir, "alert_resend_interval = \"2s\"")
 }
+
+#[test]
+fn bad_alert_settings_and_a_damaged_state_file_exit_64_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("findings.json");
+    std::fs::write(&state, "{not json").unwrap();
+    let damaged = config(dir.path(), &format!("state_file = \"{}\"", state.display()));
+    let bad_rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &bad_rules,
+        "[rules]\ndns_warning = 0.9\ndns_critical = 0.5\n",
+    )
+    .unwrap();
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[rules]\ndns_warn = 0.9\n").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--alertmanager-url", "am:9093"],
+            "--alertmanager-url 'am:9093'",
+        ),
+        (&["--webhook-url", "https://hooks/x"], "--webhook-url"),
+        (
+            &["--config", damaged.to_str().unwrap()],
+            "invalid state_file",
+        ),
+        (
+            &["--config", bad_rules.to_str().unwrap()],
+            "rules.dns_critical",
+        ),
+        (
+            &["--config", unknown.to_str().unwrap()],
+            "unknown field `dns_warn`",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(COLLECTOR)
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--otlp-grpc-listen", "127.0.0.1:0"])
+            .args(["--otlp-http-listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
