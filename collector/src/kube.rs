@@ -204,6 +204,7 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     tokio::spawn(watch(
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
         "HorizontalPodAutoscaler",
+        strip_hpa,
         move |items| {
             let hpas = items.iter().filter_map(|h| hpa_info(h)).collect();
             v.update(|k| k.hpas = hpas);
@@ -214,6 +215,7 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     tokio::spawn(watch(
         Api::<Deployment>::all(client.clone()),
         "Deployment",
+        strip_deployment,
         move |items| {
             let t: Vec<_> = items
                 .iter()
@@ -227,6 +229,7 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     tokio::spawn(watch(
         Api::<StatefulSet>::all(client.clone()),
         "StatefulSet",
+        strip_statefulset,
         move |items| {
             let t: Vec<_> = items
                 .iter()
@@ -240,6 +243,7 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     tokio::spawn(watch(
         Api::<Node>::all(client),
         "Node",
+        strip_node,
         move |items| {
             let labels = items
                 .iter()
@@ -256,6 +260,40 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     ));
 }
 
+/// What the store keeps of an object: never managedFields or annotations (the
+/// last-applied-configuration can be large); the kind-specific strips below drop the rest the
+/// rules never read, so thousands of Deployments stay small.
+fn strip_meta<K: Resource>(o: &mut K) {
+    let m = o.meta_mut();
+    m.managed_fields = None;
+    m.annotations = None;
+}
+
+fn strip_hpa(h: &mut HorizontalPodAutoscaler) {
+    strip_meta(h);
+}
+
+fn strip_deployment(d: &mut Deployment) {
+    strip_meta(d);
+    if let Some(s) = d.spec.as_mut() {
+        s.template = Default::default();
+    }
+}
+
+fn strip_statefulset(d: &mut StatefulSet) {
+    strip_meta(d);
+    if let Some(s) = d.spec.as_mut() {
+        s.template = Default::default();
+        s.volume_claim_templates = None;
+    }
+}
+
+fn strip_node(n: &mut Node) {
+    strip_meta(n);
+    n.spec = None;
+    n.status = None;
+}
+
 fn replace_targets(k: &mut KubeView, kind: &str, t: Vec<((String, String), TargetInfo)>) {
     k.targets.retain(|(kd, _, _), _| kd != kind);
     for ((ns, name), info) in t {
@@ -268,6 +306,7 @@ fn replace_targets(k: &mut KubeView, kind: &str, t: Vec<((String, String), Targe
 async fn watch<K>(
     api: Api<K>,
     kind: &'static str,
+    strip: fn(&mut K),
     publish: impl Fn(Vec<Arc<K>>) + Send + 'static,
     stop: CancellationToken,
 ) where
@@ -275,8 +314,11 @@ async fn watch<K>(
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(strip),
+    )
+    .default_backoff();
     futures::pin_mut!(stream);
     let mut failing = false;
     loop {
