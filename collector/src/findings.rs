@@ -151,6 +151,83 @@ impl Findings {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct FindingLabels {
+    rule: String,
+    severity: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+    url: String,
+}
+
+impl Findings {
+    /// The findings' part of `/metrics`: findings by rule, severity and state, and each
+    /// sink's counters (text format 0.0.4, appended to the fleet's exposition).
+    pub fn metrics_text(&self) -> String {
+        use prometheus_client::metrics::counter::Counter;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        let mut r = prometheus_client::registry::Registry::default();
+        let findings = Family::<FindingLabels, Gauge>::default();
+        for rec in self.lock().records() {
+            findings
+                .get_or_create(&FindingLabels {
+                    rule: rec.rule.clone(),
+                    severity: rec.severity.as_str().into(),
+                    state: rec.state.as_str().into(),
+                })
+                .inc();
+        }
+        r.register(
+            "headroom_collector_findings",
+            "Findings by rule, severity and state (pending, firing, resolved within keep_resolved)",
+            findings,
+        );
+        let sent = Family::<SinkLabels, Counter>::default();
+        let failed = Family::<SinkLabels, Counter>::default();
+        let dropped = Family::<SinkLabels, Counter>::default();
+        let queued = Family::<SinkLabels, Gauge>::default();
+        for st in self.sinks.stats() {
+            let l = SinkLabels {
+                sink: st.kind.into(),
+                url: st.url.clone(),
+            };
+            sent.get_or_create(&l).inc_by(st.sent);
+            failed.get_or_create(&l).inc_by(st.failed_attempts);
+            dropped.get_or_create(&l).inc_by(st.dropped);
+            queued.get_or_create(&l).set(st.queued as i64);
+        }
+        r.register(
+            "headroom_collector_alerts_sent",
+            "Alerts (Alertmanager) or finding changes (webhook) delivered",
+            sent,
+        );
+        r.register(
+            "headroom_collector_alert_send_failures",
+            "POSTs to a sink that failed and are tried again",
+            failed,
+        );
+        r.register(
+            "headroom_collector_alerts_dropped",
+            "Alerts or changes given up: queue full, or refused by the sink",
+            dropped,
+        );
+        r.register(
+            "headroom_collector_alerts_queued",
+            "Alerts or changes waiting for a sink",
+            queued,
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r)
+            .expect("writing to a String cannot fail");
+        headroom_signals::openmetrics_to_text(&out)
+    }
+}
+
 /// Runs the rules every `interval` and resends firing alerts every `resend`, until `stop`.
 pub async fn run(
     findings: Arc<Findings>,

@@ -108,22 +108,40 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 /// A tiny HTTP/1.1 receiver: every POST body (JSON) is kept; answers 200. Handles keep-alive.
+/// While "down" it closes every connection at once (the sender sees a failed request), so the
+/// test keeps its port the whole time and no other process can take it meanwhile.
 struct Receiver {
     bodies: Arc<Mutex<Vec<Value>>>,
+    up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Receiver {
     fn start(listener: TcpListener) -> Receiver {
+        let r = Self::start_down(listener);
+        r.set_up();
+        r
+    }
+
+    fn start_down(listener: TcpListener) -> Receiver {
         let bodies = Arc::new(Mutex::new(Vec::new()));
-        let b = bodies.clone();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, u) = (bodies.clone(), up.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                if !u.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(conn);
+                    continue;
+                }
                 let b = b.clone();
                 std::thread::spawn(move || serve_conn(conn, &b));
             }
         });
-        Receiver { bodies }
+        Receiver { bodies, up }
+    }
+
+    fn set_up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn bodies(&self) -> Vec<Value> {
@@ -180,8 +198,10 @@ fn serve_conn(conn: TcpStream, bodies: &Mutex<Vec<Value>>) {
 #[test]
 fn findings_api_page_and_webhook() {
     let dir = tempfile::tempdir().unwrap();
-    // The webhook receiver is down at first: its port is known but nothing listens.
-    let port = free_port();
+    // The webhook receiver is down at first: it closes every connection unanswered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = Receiver::start_down(listener);
     let cfg = config(
         dir.path(),
         &format!("webhook_url = \"http://127.0.0.1:{port}/hook\""),
@@ -215,10 +235,38 @@ fn findings_api_page_and_webhook() {
         let s = findings(&c.api)["sinks"][0].clone();
         (s["failed_attempts"].as_u64()? >= 1).then_some(s)
     });
+    // …which /metrics shows too, beside the findings by rule, severity and state.
+    let (code, text) = request(&c.api, "GET", "/metrics", &[], &[]).unwrap();
+    assert_eq!(code, 200);
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(
+        scrape::sample(
+            &text,
+            "headroom_collector_findings{rule=\"DNSThrottleRisk\",severity=\"warning\",state=\"firing\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let hook = format!("{{sink=\"webhook\",url=\"http://127.0.0.1:{port}/hook\"}}");
+    assert!(
+        scrape::sample(
+            &text,
+            &format!("headroom_collector_alert_send_failures_total{hook}")
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        scrape::sample(&text, &format!("headroom_collector_alerts_queued{hook}")),
+        Some(1.0)
+    );
+    if require("findings metrics pass promtool", &[Need::Tool("promtool")]) {
+        scrape::promtool_check(&text);
+    }
     assert_eq!(stats["kind"], "webhook");
     assert!(stats["queued"].as_u64().unwrap() >= 1, "{stats}");
     // …and delivers it once the receiver is up (backoff is at most 30 s; here ~2 s).
-    let rx = Receiver::start(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    rx.set_up();
     let first = wait("webhook delivery", Duration::from_secs(20), || {
         rx.changes().into_iter().next()
     });
