@@ -557,10 +557,15 @@ fn every_collector_flag_and_field_is_documented_and_in_the_configmap() {
     let configmap = std::fs::read_to_string(root().join("deploy/base/collector.toml")).unwrap();
     let docs = std::fs::read_to_string(root().join("docs/operating.md")).unwrap();
     // The ConfigMap parses as the collector's config (unknown fields are rejected) and holds
-    // the defaults themselves: fields without one are shown commented out.
+    // the defaults themselves (fields without one are shown commented out), except that it
+    // keeps the findings state on the Deployment's `state` volume.
+    let deployed = Config {
+        state_file: Some("/var/lib/headroom/findings.json".into()),
+        ..Config::default()
+    };
     let parsed: Config = toml::from_str(&configmap).unwrap();
     assert!(
-        parsed == Config::default(),
+        parsed == deployed,
         "deploy/base/collector.toml differs from the defaults:\n{parsed:#?}"
     );
     // The otel-collector overlay's replacement differs only where it forwards spans.
@@ -572,7 +577,7 @@ fn every_collector_flag_and_field_is_documented_and_in_the_configmap() {
         overlay
             == Config {
                 traces_endpoint: Some("http://otel-collector.observability:4318".into()),
-                ..Config::default()
+                ..deployed
             },
         "deploy/overlays/otel-collector/collector.toml: {overlay:#?}"
     );
