@@ -429,6 +429,7 @@ mod tests {
             samples: 50,
             netns: 1,
             worker_pids: vec![],
+            workload: None,
             saturated_seconds_total: 1.5,
         };
         let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);

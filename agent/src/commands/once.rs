@@ -24,7 +24,10 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     let log = CheckLog::default();
     let checks = crate::resolve::start_background(settings.checks.clone(), log.clone())
         .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
-    let pods = crate::probes::Handles::default();
+    let pods = crate::probes::Handles {
+        saturation: workers.latest(),
+        ..Default::default()
+    };
     let probes = crate::probes::start_background(
         settings.probes.clone(),
         settings.node_name.clone(),

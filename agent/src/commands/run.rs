@@ -63,7 +63,10 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         checks.clone(),
         stop.clone(),
     ));
-    let pods = crate::probes::Handles::default();
+    let pods = crate::probes::Handles {
+        saturation: workers.latest(),
+        ..Default::default()
+    };
     tokio::spawn(crate::probes::run(
         settings.probes.clone(),
         settings.node_name.clone(),

@@ -76,6 +76,8 @@ pub struct TopSource {
     pub source: String,
     /// The pod behind the source address, once the pod list is known.
     pub pod: Option<String>,
+    /// The workload that owns that pod (from its ownerReferences); null when unknown.
+    pub workload: Option<crate::kube::pods::Workload>,
     pub queries: u64,
     pub pps: f64,
     /// Queries this source spent on search suffixes that failed.
@@ -322,6 +324,7 @@ impl Tracker {
                 .map(|(ip, e)| TopSource {
                     source: ip.to_string(),
                     pod: None,
+                    workload: None,
                     queries: e.count,
                     pps: pps(e.count),
                     search_expansion_packets: e.extra.wasted,

@@ -40,12 +40,66 @@ impl std::fmt::Display for PodRef {
     }
 }
 
+/// The workload a pod belongs to: its controller (ownerReferences with `controller: true`),
+/// with a ReplicaSet made by a Deployment named for the Deployment, or the pod itself.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Workload {
+    /// Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, … (the controller's kind), or Pod.
+    pub kind: String,
+    pub name: String,
+}
+
+/// Label the Deployment controller puts on its ReplicaSets' pods; the ReplicaSet is named
+/// `DEPLOYMENT-HASH`.
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// Pure: the pod's workload. A ReplicaSet owner whose name is `NAME-HASH`, HASH being the pod's
+/// `pod-template-hash` label, stands for the Deployment NAME (the hop to the Deployment is
+/// not on the pod, and asking the API server for every ReplicaSet would cost a watch); any
+/// other controller stands for itself; a pod without one is its own workload. None for a pod
+/// without a name.
+pub fn workload_of(pod: &Pod) -> Option<Workload> {
+    let m = &pod.metadata;
+    let name = m.name.clone()?;
+    let controller = m
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    let Some(o) = controller else {
+        return Some(Workload {
+            kind: "Pod".into(),
+            name,
+        });
+    };
+    let hash = m.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH));
+    if o.kind == "ReplicaSet" {
+        if let Some(deployment) = hash
+            .filter(|h| !h.is_empty())
+            .and_then(|h| o.name.strip_suffix(h.as_str()))
+            .and_then(|n| n.strip_suffix('-'))
+            .filter(|n| !n.is_empty())
+        {
+            return Some(Workload {
+                kind: "Deployment".into(),
+                name: deployment.to_string(),
+            });
+        }
+    }
+    Some(Workload {
+        kind: o.kind.clone(),
+        name: o.name.clone(),
+    })
+}
+
 #[derive(Debug, Default)]
 struct Maps {
     by_ip: HashMap<IpAddr, PodRef>,
     by_uid: HashMap<String, PodRef>,
     /// Container id (without the `containerd://` scheme) → container name.
     containers: HashMap<String, String>,
+    /// Pod uid → workload.
+    workloads: HashMap<String, Workload>,
 }
 
 /// Pod IP → pod, for pods with their own network namespace (hostNetwork pods share the node's
@@ -64,6 +118,11 @@ impl PodIndex {
         self.0.read().ok()?.by_uid.get(uid).cloned()
     }
 
+    /// The workload of the pod with this uid; None when the pod is not known.
+    pub fn workload(&self, uid: &str) -> Option<Workload> {
+        self.0.read().ok()?.workloads.get(uid).cloned()
+    }
+
     /// A container's name from its runtime id (with or without `containerd://`).
     pub fn container_name(&self, id: &str) -> Option<String> {
         let id = id.rsplit("://").next().unwrap_or(id);
@@ -79,6 +138,14 @@ impl PodIndex {
                 .into_iter()
                 .filter_map(PodRef::of)
                 .map(|r| (r.uid.clone(), r))
+                .collect(),
+            workloads: pods
+                .clone()
+                .into_iter()
+                .filter_map(|p| {
+                    let uid = p.metadata.uid.clone()?;
+                    Some((uid, workload_of(p)?))
+                })
                 .collect(),
             containers: pods
                 .into_iter()
@@ -109,6 +176,7 @@ impl PodIndex {
                 p.namespace = Some(r.namespace);
                 p.name = Some(r.name);
             }
+            l.workload = self.workload(&p.uid);
         }
     }
 
@@ -123,6 +191,7 @@ impl PodIndex {
             for s in &mut d.top_sources {
                 if let Some(p) = s.source.parse().ok().and_then(|ip| self.lookup(ip)) {
                     s.pod = Some(p.to_string());
+                    s.workload = self.workload(&p.uid);
                 }
             }
         }
@@ -272,6 +341,7 @@ mod tests {
             samples: 1,
             netns: 1,
             worker_pids: vec![],
+            workload: None,
             saturated_seconds_total: 0.0,
         };
         r.listeners = vec![listener("1111"), listener("2222")];
@@ -282,6 +352,117 @@ mod tests {
             (Some("a"), Some("web"))
         );
         assert!(r.listeners[1].pod.as_ref().unwrap().name.is_none());
+        assert_eq!(
+            r.listeners[0].workload,
+            Some(Workload {
+                kind: "Pod".into(),
+                name: "web".into()
+            }),
+            "no owner: the pod is its own workload"
+        );
+        assert_eq!(r.listeners[1].workload, None, "unknown pod: no workload");
+    }
+
+    /// Pods as the API server returns them for each controller kind (trimmed to the fields
+    /// that matter; ownerReferences as the controllers write them).
+    #[test]
+    fn workloads_from_owner_references() {
+        let pod = |name: &str, labels: serde_json::Value, owners: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"namespace": "shop", "name": name, "uid": format!("uid-{name}"),
+                             "labels": labels, "ownerReferences": owners},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+                "status": {"phase": "Running", "podIP": "10.0.0.9"}
+            }))
+            .unwrap()
+        };
+        let owner = |kind: &str, name: &str, controller: bool| {
+            serde_json::json!({"apiVersion": "apps/v1", "kind": kind, "name": name,
+                "uid": format!("owner-{name}"), "controller": controller, "blockOwnerDeletion": true})
+        };
+        let w = |kind: &str, name: &str| {
+            Some(Workload {
+                kind: kind.into(),
+                name: name.into(),
+            })
+        };
+        let cases = [
+            (
+                pod(
+                    "api-7d9f8b6c5-x2k4p",
+                    serde_json::json!({"app": "api", "pod-template-hash": "7d9f8b6c5"}),
+                    serde_json::json!([owner("ReplicaSet", "api-7d9f8b6c5", true)]),
+                ),
+                w("Deployment", "api"),
+            ),
+            (
+                // A ReplicaSet of its own (no pod-template-hash): stays a ReplicaSet.
+                pod(
+                    "legacy-abcde",
+                    serde_json::json!({"app": "legacy"}),
+                    serde_json::json!([owner("ReplicaSet", "legacy", true)]),
+                ),
+                w("ReplicaSet", "legacy"),
+            ),
+            (
+                // The hash label does not match the ReplicaSet's name: not a Deployment's.
+                pod(
+                    "odd-1",
+                    serde_json::json!({"pod-template-hash": "aaaa"}),
+                    serde_json::json!([owner("ReplicaSet", "odd-bbbb", true)]),
+                ),
+                w("ReplicaSet", "odd-bbbb"),
+            ),
+            (
+                pod(
+                    "db-0",
+                    serde_json::json!({"controller-revision-hash": "db-6b8f7c9d4"}),
+                    serde_json::json!([owner("StatefulSet", "db", true)]),
+                ),
+                w("StatefulSet", "db"),
+            ),
+            (
+                pod(
+                    "node-local-dns-q8zt7",
+                    serde_json::json!({}),
+                    serde_json::json!([owner("DaemonSet", "node-local-dns", true)]),
+                ),
+                w("DaemonSet", "node-local-dns"),
+            ),
+            (
+                pod(
+                    "backup-28112345-7xk2w",
+                    serde_json::json!({"batch.kubernetes.io/job-name": "backup-28112345"}),
+                    serde_json::json!([{"apiVersion": "batch/v1", "kind": "Job",
+                        "name": "backup-28112345", "uid": "j", "controller": true}]),
+                ),
+                w("Job", "backup-28112345"),
+            ),
+            (
+                // An owner that is not the controller does not make a workload.
+                pod(
+                    "lonely",
+                    serde_json::json!({}),
+                    serde_json::json!([owner("ConfigMap", "cfg", false)]),
+                ),
+                w("Pod", "lonely"),
+            ),
+            (
+                pod("bare", serde_json::json!({}), serde_json::json!([])),
+                w("Pod", "bare"),
+            ),
+        ];
+        for (p, want) in &cases {
+            assert_eq!(workload_of(p), *want, "{:?}", p.metadata.name);
+        }
+        let idx = PodIndex::default();
+        idx.rebuild(cases.iter().map(|c| &c.0));
+        assert_eq!(
+            idx.workload("uid-api-7d9f8b6c5-x2k4p"),
+            w("Deployment", "api")
+        );
+        assert_eq!(idx.workload("uid-nope"), None);
     }
 
     #[test]

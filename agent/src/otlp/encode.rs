@@ -5,7 +5,7 @@
 
 use crate::linklocal::Service;
 use crate::report::Report;
-use headroom_signals::{attr, otlp, resource};
+use headroom_signals::{attr, otlp, resource, span as span_attr};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -27,6 +27,42 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
         }),
         key_strindex: 0,
     }
+}
+
+fn kv_value(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    }
+}
+
+pub fn kv_int(key: &str, value: i64) -> KeyValue {
+    kv_value(key, any_value::Value::IntValue(value))
+}
+
+pub fn kv_double(key: &str, value: f64) -> KeyValue {
+    kv_value(key, any_value::Value::DoubleValue(value))
+}
+
+/// Probe attributes (signals crate docs): namespace, pod, container, probe, target, workload.
+pub fn probe_attributes(p: &crate::probes::ProbeReport) -> Vec<KeyValue> {
+    let (kind, name) = workload_pair(p.workload.as_ref());
+    vec![
+        kv(attr::NAMESPACE, &p.pod.namespace),
+        kv(attr::POD, &p.pod.name),
+        kv(attr::CONTAINER, &p.container),
+        kv(attr::PROBE, p.kind.as_str()),
+        kv(attr::TARGET, &p.target),
+        kv(attr::WORKLOAD_KIND, kind),
+        kv(attr::WORKLOAD, name),
+    ]
+}
+
+/// (kind, name) of a workload; empty strings when unknown.
+fn workload_pair(w: Option<&crate::kube::pods::Workload>) -> (&str, &str) {
+    w.map(|w| (w.kind.as_str(), w.name.as_str()))
+        .unwrap_or(("", ""))
 }
 
 /// Parses `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k2=v2`, values percent-encoded).
@@ -268,14 +304,77 @@ fn random_id(n: usize) -> Vec<u8> {
     out
 }
 
-/// The window's resolver checks as `dns.resolve` client spans (one trace each); None when
-/// there were none. Attributes: `dns.resolver`, `dns.question.name`, `dns.rcode`,
+/// Each slow, timed-out or failed probe attempt of the window as a `probe` client span (one
+/// trace each): start = when the attempt began, end = start + elapsed; the probe attributes,
+/// the attempt's (timeout, elapsed, outcome, HTTP status, error) and the pod's worker
+/// saturation at that moment when known; status ERROR for timeouts and errors.
+pub fn probe_spans(report: &Report) -> Vec<Span> {
+    let mut out = Vec::new();
+    for p in &report.probes {
+        let base = probe_attributes(p);
+        for n in &p.not_ok {
+            let mut attributes = base.clone();
+            attributes.push(kv_double(
+                span_attr::PROBE_TIMEOUT_SECONDS,
+                p.timeout_seconds as f64,
+            ));
+            attributes.push(kv_double(
+                span_attr::PROBE_ELAPSED_SECONDS,
+                n.elapsed.as_secs_f64(),
+            ));
+            attributes.push(kv(span_attr::PROBE_OUTCOME, n.outcome.as_str()));
+            if let Some(status) = n.status {
+                attributes.push(kv_int(span_attr::HTTP_STATUS, status.into()));
+            }
+            if let Some(e) = &n.error {
+                attributes.push(kv(span_attr::PROBE_ERROR, e));
+            }
+            if let Some(s) = n.saturation {
+                attributes.push(kv_int(span_attr::WORKERS_BUSY, s.busy.into()));
+                attributes.push(kv_int(span_attr::WORKERS_TOTAL, s.workers.into()));
+                attributes.push(kv_int(span_attr::ACCEPT_QUEUE, s.queue.into()));
+            }
+            let failed = n.outcome.is_failure();
+            let message = match (&n.error, n.outcome) {
+                (Some(e), _) => e.clone(),
+                (None, crate::probes::stats::Outcome::Timeout) => {
+                    format!("timed out after {} s", p.timeout_seconds)
+                }
+                _ => String::new(),
+            };
+            out.push(Span {
+                trace_id: random_id(16),
+                span_id: random_id(8),
+                name: span_attr::PROBE.into(),
+                kind: span::SpanKind::Client as i32,
+                start_time_unix_nano: n.start_ns,
+                end_time_unix_nano: n.start_ns + n.elapsed.as_nanos() as u64,
+                attributes,
+                status: Some(Status {
+                    message: if failed { message } else { String::new() },
+                    code: if failed {
+                        status::StatusCode::Error as i32
+                    } else {
+                        status::StatusCode::Unset as i32
+                    },
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// The window's resolver checks as `dns.resolve` client spans (one trace each) and its
+/// not-ok probe attempts as `probe` spans ([`probe_spans`]); None when there were none.
+/// `dns.resolve` attributes: `dns.resolver`, `dns.question.name`, `dns.rcode`,
 /// `dns.attempt`, `dns.answers`; status ERROR unless the resolver answered.
 pub fn spans(report: &Report, res: Resource) -> Option<ExportTraceServiceRequest> {
-    if report.resolver_checks.is_empty() {
+    let probes = probe_spans(report);
+    if report.resolver_checks.is_empty() && probes.is_empty() {
         return None;
     }
-    let spans = report
+    let mut spans: Vec<Span> = report
         .resolver_checks
         .iter()
         .map(|c| {
@@ -288,7 +387,7 @@ pub fn spans(report: &Report, res: Resource) -> Option<ExportTraceServiceRequest
             Span {
                 trace_id: random_id(16),
                 span_id: random_id(8),
-                name: "dns.resolve".into(),
+                name: span_attr::DNS_RESOLVE.into(),
                 kind: span::SpanKind::Client as i32,
                 start_time_unix_nano: start,
                 end_time_unix_nano: start + (c.elapsed_ms * 1e6) as u64,
@@ -315,6 +414,7 @@ pub fn spans(report: &Report, res: Resource) -> Option<ExportTraceServiceRequest
             }
         })
         .collect();
+    spans.extend(probes);
     Some(ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(res),
@@ -335,6 +435,150 @@ pub fn spans(report: &Report, res: Resource) -> Option<ExportTraceServiceRequest
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report whose one probe (readiness of shop/web, timeout 1 s) had a fast success, a
+    /// slow one, a timeout while both workers were busy, and a 503.
+    fn probe_report() -> Report {
+        use crate::probes::shadow::Attempt;
+        use crate::probes::stats::Outcome;
+        use crate::probes::{ProbeLog, Saturation};
+        use std::time::{Duration, UNIX_EPOCH};
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web-7d9f8b6c5-x2k4p", "uid": "u1",
+                         "labels": {"pod-template-hash": "7d9f8b6c5"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                             "name": "web-7d9f8b6c5", "uid": "rs", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "readinessProbe": {"httpGet": {"port": 8080, "path": "/h"}}}]},
+            "status": {"podIP": "10.0.0.5"}
+        }))
+        .unwrap();
+        let spec = crate::probes::spec::probes_of(&pod).remove(0);
+        let log = ProbeLog::default();
+        log.set_specs(std::slice::from_ref(&spec));
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms);
+        let a = |ms: u64, outcome, elapsed: u64, status, error: Option<&str>| Attempt {
+            started: at(ms),
+            outcome,
+            elapsed: Duration::from_millis(elapsed),
+            status,
+            error: error.map(str::to_string),
+        };
+        let busy = Saturation {
+            busy: 2,
+            workers: 2,
+            queue: 3,
+        };
+        let k = spec.key();
+        log.record(&k, &a(0, Outcome::Ok, 10, Some(200), None), None);
+        log.record(&k, &a(1000, Outcome::Slow, 700, Some(200), None), None);
+        log.record(&k, &a(2000, Outcome::Timeout, 1000, None, None), Some(busy));
+        log.record(
+            &k,
+            &a(3000, Outcome::Error, 4, Some(503), Some("HTTP status 503")),
+            None,
+        );
+        let mut r = Report::new(
+            Node::default(),
+            1_700_000_000_000_000_000,
+            1_700_000_010_000_000_000,
+            &[],
+        );
+        r.probes = log.cut();
+        let idx = crate::kube::pods::PodIndex::default();
+        idx.rebuild([&pod]);
+        r.probes[0].workload = idx.workload("u1");
+        r
+    }
+
+    fn attr_of<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a any_value::Value> {
+        attrs
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+    }
+
+    #[test]
+    fn not_ok_probe_attempts_are_probe_spans_at_their_real_times() {
+        use any_value::Value::{DoubleValue, IntValue, StringValue};
+        let r = probe_report();
+        let t = spans(&r, resource(&r, &[])).expect("probe spans without resolver checks");
+        let sp = &t.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(sp.len(), 3, "slow, timeout and error; not the ok one");
+        let s = |v: &str| Some(StringValue(v.into()));
+        for x in sp {
+            assert_eq!(x.name, "probe");
+            assert_eq!(attr_of(&x.attributes, "namespace"), s("shop").as_ref());
+            assert_eq!(
+                attr_of(&x.attributes, "pod"),
+                s("web-7d9f8b6c5-x2k4p").as_ref()
+            );
+            assert_eq!(attr_of(&x.attributes, "container"), s("app").as_ref());
+            assert_eq!(attr_of(&x.attributes, "probe"), s("readiness").as_ref());
+            assert_eq!(
+                attr_of(&x.attributes, "target"),
+                s("http://10.0.0.5:8080/h").as_ref()
+            );
+            assert_eq!(
+                attr_of(&x.attributes, "workload_kind"),
+                s("Deployment").as_ref()
+            );
+            assert_eq!(attr_of(&x.attributes, "workload"), s("web").as_ref());
+            assert_eq!(
+                attr_of(&x.attributes, "probe.timeout_seconds"),
+                Some(&DoubleValue(1.0))
+            );
+        }
+        let (slow, tmo, err) = (&sp[0], &sp[1], &sp[2]);
+        assert_eq!(slow.start_time_unix_nano, 1_700_000_001_000_000_000);
+        assert_eq!(slow.end_time_unix_nano, 1_700_000_001_700_000_000);
+        assert_eq!(
+            attr_of(&slow.attributes, "probe.outcome"),
+            s("slow").as_ref()
+        );
+        assert_eq!(
+            attr_of(&slow.attributes, "http.response.status_code"),
+            Some(&IntValue(200))
+        );
+        assert_eq!(
+            slow.status.as_ref().unwrap().code,
+            status::StatusCode::Unset as i32
+        );
+        assert!(
+            attr_of(&slow.attributes, "workers.busy").is_none(),
+            "no listener known"
+        );
+        assert_eq!(tmo.start_time_unix_nano, 1_700_000_002_000_000_000);
+        assert_eq!(
+            tmo.end_time_unix_nano - tmo.start_time_unix_nano,
+            1_000_000_000
+        );
+        assert_eq!(
+            attr_of(&tmo.attributes, "probe.elapsed_seconds"),
+            Some(&DoubleValue(1.0))
+        );
+        assert_eq!(attr_of(&tmo.attributes, "workers.busy"), Some(&IntValue(2)));
+        assert_eq!(
+            attr_of(&tmo.attributes, "workers.total"),
+            Some(&IntValue(2))
+        );
+        assert_eq!(
+            attr_of(&tmo.attributes, "accept_queue.depth"),
+            Some(&IntValue(3))
+        );
+        let st = tmo.status.as_ref().unwrap();
+        assert_eq!(st.code, status::StatusCode::Error as i32);
+        assert_eq!(st.message, "timed out after 1 s");
+        assert_eq!(
+            attr_of(&err.attributes, "probe.error"),
+            s("HTTP status 503").as_ref()
+        );
+        assert_eq!(
+            err.status.as_ref().unwrap().code,
+            status::StatusCode::Error as i32
+        );
+        assert_ne!(tmo.trace_id, err.trace_id);
+    }
     use crate::linklocal::series::Figures;
     use crate::meter::InterfaceWindow;
     use crate::report::Node;

@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Most attempts kept per probe between two report windows.
 const KEEP: usize = 10_000;
+/// Most slow, timed-out or failed attempts kept per probe and window for their `probe` spans;
+/// beyond it they are counted (`not_ok_dropped`).
+pub const KEEP_NOT_OK: usize = 100;
 
 /// `[probes]` in the config file.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -135,9 +138,76 @@ pub struct ProbeReport {
     /// The kubelet's own results for this probe in (about) the window, from its
     /// `prober_probe_total`; null when the kubelet's metrics cannot be read.
     pub kubelet: Option<crate::kube::kubelet::KubeletCounts>,
+    /// The workload that owns the pod (from its ownerReferences); null when the pod is not
+    /// in the pod list.
+    pub workload: Option<crate::kube::pods::Workload>,
     /// Each attempt (seconds, outcome), for histograms; not serialized.
     #[serde(skip)]
     pub samples: Vec<(f64, Outcome)>,
+    /// The window's slow, timed-out and failed attempts (at most [`KEEP_NOT_OK`]), each a
+    /// `probe` span; not serialized.
+    #[serde(skip)]
+    pub not_ok: Vec<NotOk>,
+    /// Not-ok attempts beyond [`KEEP_NOT_OK`] in the window (no span).
+    #[serde(skip)]
+    pub not_ok_dropped: u64,
+    /// Counts since the probe was first seen, for cumulative metrics; not serialized.
+    #[serde(skip)]
+    pub totals: ProbeTotals,
+}
+
+/// Worker saturation of the probed pod's listener at an attempt: the worker sampler's latest
+/// sample (busy of workers, accept queue depth) before the attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturation {
+    pub busy: u32,
+    pub workers: u32,
+    pub queue: u32,
+}
+
+/// One slow, timed-out or failed attempt, for its `probe` span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotOk {
+    /// When the attempt began, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// How long it took (a timeout: its full timeout).
+    pub elapsed: std::time::Duration,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// None when no listener of the pod on the probe's port is known.
+    pub saturation: Option<Saturation>,
+}
+
+/// Running counts of one probe since it was first seen (cumulative OTLP metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeTotals {
+    /// When counting began, ns since the Unix epoch.
+    pub since_ns: u64,
+    /// Attempts by outcome, in [`Outcome::ALL`] order.
+    pub by_outcome: [u64; 4],
+    /// Attempts per bucket of [`metrics::BUCKETS`] (non-cumulative; the last is +Inf).
+    pub buckets: [u64; metrics::BUCKETS.len() + 1],
+    /// Seconds of all attempts (timeouts at their timeout).
+    pub sum: f64,
+    pub removals: u64,
+}
+
+impl ProbeTotals {
+    fn add(&mut self, seconds: f64, outcome: Outcome) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(3);
+        self.by_outcome[i] += 1;
+        let b = metrics::BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(metrics::BUCKETS.len());
+        self.buckets[b] += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.by_outcome.iter().sum()
+    }
 }
 
 #[derive(Debug)]
@@ -149,6 +219,9 @@ struct Entry {
     state: RemovalState,
     /// False once the probe left the pod list: reported one last time, then forgotten.
     present: bool,
+    not_ok: Vec<NotOk>,
+    not_ok_dropped: u64,
+    totals: ProbeTotals,
 }
 
 type Key = (String, String, Kind);
@@ -176,6 +249,12 @@ impl ProbeLog {
                 last_error: None,
                 state: RemovalState::default(),
                 present: true,
+                not_ok: Vec::new(),
+                not_ok_dropped: 0,
+                totals: ProbeTotals {
+                    since_ns: crate::report::now_ns(),
+                    ..ProbeTotals::default()
+                },
             });
             if e.spec.timing != s.timing || e.spec.action != s.action {
                 e.state = RemovalState::default();
@@ -185,14 +264,35 @@ impl ProbeLog {
         }
     }
 
-    pub fn record(&self, key: &Key, a: &Attempt) {
+    /// Records one attempt; `saturation`: the pod's workers at the attempt (not-ok attempts).
+    pub fn record(&self, key: &Key, a: &Attempt, saturation: Option<Saturation>) {
         let mut m = self.lock();
         let Some(e) = m.get_mut(key) else { return };
         let t = e.spec.timing;
+        e.totals.add(a.elapsed.as_secs_f64(), a.outcome);
+        if a.outcome != Outcome::Ok {
+            if e.not_ok.len() < KEEP_NOT_OK {
+                e.not_ok.push(NotOk {
+                    start_ns: a
+                        .started
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos() as u64,
+                    elapsed: a.elapsed,
+                    outcome: a.outcome,
+                    status: a.status,
+                    error: a.error.clone(),
+                    saturation,
+                });
+            } else {
+                e.not_ok_dropped += 1;
+            }
+        }
         if e.state
             .step(a.outcome, t.failure_threshold, t.success_threshold)
         {
             e.removals += 1;
+            e.totals.removals += 1;
             tracing::warn!(
                 message = "Probe failed failureThreshold times in a row: the kubelet would take this pod out.",
                 pod = %e.spec.pod, container = %e.spec.container, kind = e.spec.kind.as_str(),
@@ -248,7 +348,11 @@ fn report_of(e: &mut Entry) -> ProbeReport {
         reason: e.spec.action.clone().err(),
         last_error: e.last_error.take(),
         kubelet: None,
+        workload: None,
         samples,
+        not_ok: std::mem::take(&mut e.not_ok),
+        not_ok_dropped: std::mem::take(&mut e.not_ok_dropped),
+        totals: e.totals.clone(),
     }
 }
 
@@ -298,12 +402,14 @@ pub fn table(probes: &[ProbeReport]) -> String {
     out
 }
 
-/// What the report builder reads: the pod index and the probe log.
+/// What the report builder reads: the pod index and the probe log; and what the probes read:
+/// the worker sampler's latest sample (the probed pod's saturation at each attempt).
 #[derive(Debug, Clone, Default)]
 pub struct Handles {
     pub index: PodIndex,
     pub log: ProbeLog,
     pub kubelet: crate::kube::kubelet::KubeletView,
+    pub saturation: crate::workers::LatestSamples,
 }
 
 impl Handles {
@@ -320,6 +426,9 @@ impl Handles {
                 );
                 p.kubelet = Some(k.get(&key).copied().unwrap_or_default());
             }
+        }
+        for p in &mut report.probes {
+            p.workload = self.index.workload(&p.pod.uid);
         }
         self.index.label_sources(report);
         self.index.label_listeners(report);
@@ -351,7 +460,14 @@ pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: Cancell
         ));
     }
     if cfg.enabled {
-        shadow::supervise(cfg, rx, handles.log.clone(), stop.clone()).await;
+        shadow::supervise(
+            cfg,
+            rx,
+            handles.log.clone(),
+            handles.saturation.clone(),
+            stop.clone(),
+        )
+        .await;
     }
     let _ = watcher.await;
 }
@@ -387,6 +503,7 @@ mod tests {
 
     fn attempt(outcome: Outcome, ms: u64) -> Attempt {
         Attempt {
+            started: std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
             outcome,
             elapsed: Duration::from_millis(ms),
             status: None,
@@ -400,10 +517,15 @@ mod tests {
         let s = spec();
         log.set_specs(std::slice::from_ref(&s));
         let k = s.key();
-        log.record(&k, &attempt(Outcome::Ok, 100));
-        log.record(&k, &attempt(Outcome::Slow, 900));
-        log.record(&k, &attempt(Outcome::Timeout, 1000));
-        log.record(&k, &attempt(Outcome::Timeout, 1000));
+        log.record(&k, &attempt(Outcome::Ok, 100), None);
+        log.record(&k, &attempt(Outcome::Slow, 900), None);
+        let busy = Saturation {
+            busy: 2,
+            workers: 2,
+            queue: 1,
+        };
+        log.record(&k, &attempt(Outcome::Timeout, 1000), Some(busy));
+        log.record(&k, &attempt(Outcome::Timeout, 1000), None);
         let r = log.cut();
         assert_eq!(r.len(), 1);
         let p = &r[0];
@@ -416,11 +538,28 @@ mod tests {
         assert_eq!(p.latency_ms.unwrap().max, 1000.0);
         assert_eq!(p.headroom, Some(1.0));
         assert_eq!(p.last_error.as_deref(), Some("timed out after 1s"));
+        // The slow one and both timeouts are kept for their spans, with their start times.
+        let kinds: Vec<Outcome> = p.not_ok.iter().map(|n| n.outcome).collect();
+        assert_eq!(kinds, [Outcome::Slow, Outcome::Timeout, Outcome::Timeout]);
+        assert_eq!(p.not_ok[0].start_ns, 1_700_000_000_000_000_000);
+        assert_eq!(p.not_ok[0].elapsed, Duration::from_millis(900));
+        assert_eq!(p.not_ok[1].saturation, Some(busy));
+        assert_eq!(p.not_ok[2].saturation, None);
+        assert_eq!(p.not_ok_dropped, 0);
+        // Cumulative totals: 0.1 s in the 0.1 bucket, 0.9 s in 1.0's (index 5 after 0.75),
+        // timeouts at 1 s in 1.0's too.
+        assert_eq!(p.totals.by_outcome, [1, 1, 2, 0]);
+        assert_eq!(p.totals.buckets[1], 1);
+        assert_eq!(p.totals.buckets[5], 3);
+        assert_eq!(p.totals.count(), 4);
+        assert!((p.totals.sum - 3.0).abs() < 1e-9);
         // The third timeout in a row lands in the next window: one removal there.
-        log.record(&k, &attempt(Outcome::Timeout, 1000));
-        log.record(&k, &attempt(Outcome::Timeout, 1000));
+        log.record(&k, &attempt(Outcome::Timeout, 1000), None);
+        log.record(&k, &attempt(Outcome::Timeout, 1000), None);
         let p = &log.cut()[0];
         assert_eq!((p.attempts, p.predicted_removals), (2, 1));
+        assert_eq!((p.totals.count(), p.totals.removals), (6, 1));
+        assert_eq!(p.not_ok.len(), 2, "each window has its own");
         let v = serde_json::to_value(p).unwrap();
         for f in [
             "pod",
@@ -452,6 +591,24 @@ mod tests {
         assert!(t.contains("shop/web-1/app"), "{t}");
         assert!(t.contains("KUBELET OK/FAILED"), "{t}");
         assert!(log.cut().is_empty());
+    }
+
+    #[test]
+    fn not_ok_attempts_are_bounded_per_window_and_counted_beyond() {
+        let log = ProbeLog::default();
+        let s = spec();
+        log.set_specs(std::slice::from_ref(&s));
+        let k = s.key();
+        for _ in 0..KEEP_NOT_OK + 7 {
+            log.record(&k, &attempt(Outcome::Error, 3), None);
+        }
+        log.record(&k, &attempt(Outcome::Ok, 3), None);
+        let p = &log.cut()[0];
+        assert_eq!(p.not_ok.len(), KEEP_NOT_OK);
+        assert_eq!(p.not_ok_dropped, 7);
+        assert_eq!(p.errors, KEEP_NOT_OK as u64 + 7);
+        let p = &log.cut()[0];
+        assert_eq!((p.not_ok.len(), p.not_ok_dropped), (0, 0));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use super::spec::{ProbeSpec, Target};
 use super::stats::{classify_success, Outcome};
 use super::{ProbeConfig, ProbeLog};
+use crate::workers::LatestSamples;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::Request;
@@ -27,6 +28,8 @@ const MAX_BODY: usize = 10 * 1024;
 /// One attempt: how it went and how long it took (a timeout takes its full timeout).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
+    /// When the attempt began (wall clock).
+    pub started: std::time::SystemTime,
     pub outcome: Outcome,
     pub elapsed: Duration,
     pub status: Option<u16>,
@@ -35,6 +38,7 @@ pub struct Attempt {
 
 /// Runs one attempt against `target` within `timeout`.
 pub async fn attempt(target: &Target, timeout: Duration, slow_fraction: f64) -> Attempt {
+    let started = std::time::SystemTime::now();
     let start = Instant::now();
     let result = tokio::time::timeout(timeout, async {
         match target {
@@ -60,24 +64,28 @@ pub async fn attempt(target: &Target, timeout: Duration, slow_fraction: f64) -> 
     let elapsed = start.elapsed();
     match result {
         Err(_) => Attempt {
+            started,
             outcome: Outcome::Timeout,
             elapsed: timeout,
             status: None,
             error: None,
         },
         Ok(Err(e)) => Attempt {
+            started,
             outcome: Outcome::Error,
             elapsed,
             status: None,
             error: Some(e),
         },
         Ok(Ok(Some(status))) if !(200..400).contains(&status) => Attempt {
+            started,
             outcome: Outcome::Error,
             elapsed,
             status: Some(status),
             error: Some(format!("HTTP status {status}")),
         },
         Ok(Ok(status)) => Attempt {
+            started,
             outcome: classify_success(elapsed, timeout, slow_fraction),
             elapsed,
             status,
@@ -413,6 +421,7 @@ async fn probe_loop(
     cfg: ProbeConfig,
     limit: Arc<RateLimit>,
     log: ProbeLog,
+    saturation: LatestSamples,
 ) {
     let period = spec.timing.period.mul_f64(cfg.period_fraction);
     // Not before the container's start plus initialDelaySeconds, as the kubelet.
@@ -426,15 +435,24 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let key = spec.key();
     let target_text = target.to_string();
+    let (host, port) = target.addr();
     loop {
         tick.tick().await;
         limit.acquire().await;
-        let started = std::time::SystemTime::now();
         let a = attempt(&target, spec.timing.timeout, cfg.slow_fraction).await;
+        let mut workers = None;
         if a.outcome != Outcome::Ok {
-            emit_span(&spec, &target_text, &a, started);
+            emit_span(&spec, &target_text, &a, a.started);
+            // The pod's workers as the sampler saw them last, before this attempt ended.
+            workers = saturation
+                .find(&spec.pod.uid, host, port)
+                .map(|l| super::Saturation {
+                    busy: l.busy,
+                    workers: l.workers,
+                    queue: l.queue,
+                });
         }
-        log.record(&key, &a);
+        log.record(&key, &a, workers);
     }
 }
 
@@ -469,6 +487,7 @@ pub async fn supervise(
     cfg: ProbeConfig,
     mut pods: watch::Receiver<Vec<Arc<Pod>>>,
     log: ProbeLog,
+    saturation: LatestSamples,
     stop: CancellationToken,
 ) {
     let limit = Arc::new(RateLimit::new(cfg.max_attempts_per_second));
@@ -500,6 +519,7 @@ pub async fn supervise(
                 cfg.clone(),
                 limit.clone(),
                 log.clone(),
+                saturation.clone(),
             ));
             tasks.insert(key, (s, h));
         }
@@ -572,6 +592,7 @@ mod tests {
         let sub = tracing_subscriber::registry().with(spans.clone());
         tracing::subscriber::with_default(sub, || {
             let a = Attempt {
+                started: std::time::UNIX_EPOCH,
                 outcome: Outcome::Timeout,
                 elapsed: Duration::from_secs(1),
                 status: None,

@@ -56,6 +56,17 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// Where the attempt connects.
+    pub fn addr(&self) -> (IpAddr, u16) {
+        match self {
+            Target::Http { host, port, .. }
+            | Target::Tcp { host, port }
+            | Target::Grpc { host, port, .. } => (*host, *port),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hp = |h: &IpAddr, p: &u16| match h {

@@ -27,9 +27,9 @@ use procfs::ProcRoot;
 use serde::Serialize;
 use sockdiag::{Diag, NetlinkDiag, Sock, SockState};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where the worker source reads from, and how often.
@@ -81,6 +81,8 @@ pub struct ListenerReport {
     /// Inode of the listener's network namespace.
     pub netns: u64,
     pub worker_pids: Vec<i32>,
+    /// The workload that owns the pod (from its ownerReferences); null outside known pods.
+    pub workload: Option<crate::kube::pods::Workload>,
     /// Saturated seconds since the agent started (for the Prometheus counter).
     #[serde(skip)]
     pub saturated_seconds_total: f64,
@@ -125,6 +127,45 @@ struct Acc {
     holder: i32,
 }
 
+/// One listener in the sampler's latest sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSample {
+    /// The pod's uid from the holder's cgroup; None outside pods.
+    pub pod_uid: Option<String>,
+    pub local: SocketAddr,
+    pub workers: u32,
+    pub busy: u32,
+    /// Connections in the accept queue at the sample.
+    pub queue: u32,
+}
+
+/// The latest sample of every listener, replaced after each sample: what a probe attempt
+/// reads to say how saturated the probed pod's workers were at that moment. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LatestSamples(Arc<RwLock<Vec<ListenerSample>>>);
+
+impl LatestSamples {
+    fn set(&self, samples: Vec<ListenerSample>) {
+        if let Ok(mut s) = self.0.write() {
+            *s = samples;
+        }
+    }
+
+    /// The listener on `port` of the pod `pod_uid` (known by its cgroup), or bound to `host`
+    /// itself (a pod IP); with several (IPv4 and IPv6), the one with the most workers.
+    pub fn find(&self, pod_uid: &str, host: IpAddr, port: u16) -> Option<ListenerSample> {
+        let s = self.0.read().ok()?;
+        s.iter()
+            .filter(|l| l.local.port() == port)
+            .filter(|l| {
+                (!pod_uid.is_empty() && l.pod_uid.as_deref() == Some(pod_uid))
+                    || l.local.ip() == host
+            })
+            .max_by_key(|l| (l.workers, l.busy))
+            .cloned()
+    }
+}
+
 /// Counters of work done, for tests and the benchmark.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Cost {
@@ -151,6 +192,9 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     accs: BTreeMap<Key, Acc>,
     saturated_total: HashMap<Key, f64>,
     cpu_base: HashMap<PathBuf, CpuStat>,
+    /// The sample being taken, published to `latest` when it is complete.
+    current: Vec<ListenerSample>,
+    latest: LatestSamples,
     pub cost: Cost,
 }
 
@@ -172,8 +216,15 @@ impl<D: Diag> Sampler<D> {
             accs: BTreeMap::new(),
             saturated_total: HashMap::new(),
             cpu_base: HashMap::new(),
+            current: Vec::new(),
+            latest: LatestSamples::default(),
             cost: Cost::default(),
         }
+    }
+
+    /// The view of the latest sample that this sampler keeps current.
+    pub fn latest(&self) -> LatestSamples {
+        self.latest.clone()
     }
 
     fn scan_fds(proc: &ProcRoot, cost: &mut Cost, pid: i32, p: &mut Proc) {
@@ -245,6 +296,7 @@ impl<D: Diag> Sampler<D> {
         for (ns, group) in &by_ns {
             self.sample_netns(*ns, group);
         }
+        self.latest.set(std::mem::take(&mut self.current));
         self.diag.retain(&by_ns.keys().copied().collect());
     }
 
@@ -340,6 +392,18 @@ impl<D: Diag> Sampler<D> {
             let b = workers.iter().filter(|w| busy.contains(w)).count() as u32;
             let holder = workers.first().copied().unwrap_or(hs[0]);
             self.note_cgroup(holder);
+            self.current.push(ListenerSample {
+                pod_uid: self
+                    .procs
+                    .get(&holder)
+                    .and_then(|p| p.cgroup.as_ref())
+                    .and_then(|c| c.0.as_ref())
+                    .map(|p| p.pod_uid.clone()),
+                local: l.local,
+                workers: n,
+                busy: b,
+                queue: l.rqueue,
+            });
             let a = self.accs.entry((ns, l.inode)).or_insert(Acc {
                 local: l.local,
                 samples: 0,
@@ -453,6 +517,7 @@ impl<D: Diag> Sampler<D> {
                 samples: a.samples,
                 netns: key.0,
                 worker_pids: a.worker_pids,
+                workload: None,
                 saturated_seconds_total: *total,
             });
         }
@@ -533,6 +598,14 @@ impl Workers {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .cut(seconds)
+    }
+
+    /// The latest sample of every listener, kept current while this runs.
+    pub fn latest(&self) -> LatestSamples {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest()
     }
 
     /// Work done so far.

@@ -184,6 +184,17 @@ fn workers_busy_queue_backlog_pod_and_throttling_are_exact() {
     for _ in 0..3 {
         s.sample();
     }
+    // The latest sample, for probe spans: found by the pod's uid (a wildcard listener), not by
+    // another pod's uid or a wrong port; by address only for a listener bound to that address.
+    let latest = s.latest();
+    let pod_ip: std::net::IpAddr = "10.1.0.5".parse().unwrap();
+    let hit = latest.find(UID, pod_ip, 8000).unwrap();
+    assert_eq!((hit.workers, hit.busy, hit.queue), (4, 4, 3));
+    assert_eq!(hit.pod_uid.as_deref(), Some(UID));
+    assert!(latest.find("other-uid", pod_ip, 8000).is_none());
+    assert!(latest.find(UID, pod_ip, 8001).is_none());
+    let lo = latest.find("", "127.0.0.1".parse().unwrap(), 9999);
+    assert!(lo.is_none(), "held by nobody known: not sampled");
     let l = &s.cut(0.6)[0];
     assert_eq!(
         (l.workers, l.busy_mean, l.busy_max, l.queue_max),
