@@ -30,14 +30,16 @@ enum Outcome {
     Retry(String),
 }
 
+type GrpcClients = (
+    MetricsServiceClient<tonic::transport::Channel>,
+    TraceServiceClient<tonic::transport::Channel>,
+);
+
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 enum Transport {
     Http(HttpClient),
-    Grpc(
-        MetricsServiceClient<tonic::transport::Channel>,
-        TraceServiceClient<tonic::transport::Channel>,
-    ),
+    Grpc(Box<GrpcClients>),
 }
 
 pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
@@ -71,10 +73,10 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                 .tcp_nodelay(true)
                 .timeout(TIMEOUT)
                 .connect_lazy();
-            Transport::Grpc(
+            Transport::Grpc(Box::new((
                 MetricsServiceClient::new(channel.clone()),
                 TraceServiceClient::new(channel),
-            )
+            )))
         }
     };
     let mut backoff = BACKOFF_MIN;
@@ -129,7 +131,8 @@ async fn send(
 ) -> Outcome {
     match transport {
         Transport::Http(client) => send_http(client, settings, signal, body).await,
-        Transport::Grpc(metrics, traces) => {
+        Transport::Grpc(clients) => {
+            let (metrics, traces) = &mut **clients;
             let result = match signal {
                 Signal::Metrics => match ExportMetricsServiceRequest::decode(&body[..]) {
                     Ok(m) => {

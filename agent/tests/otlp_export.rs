@@ -1,0 +1,502 @@
+//! OTLP export end to end with the real parts: `headroom-agent run` exports to a real
+//! `headroom-collector`, which forwards the spans it receives (`--traces-endpoint`) to an
+//! OTLP/HTTP receiver this test runs, so every exported `probe` span can be read back with its
+//! attributes. The probed app is gunicorn (2 sync workers) in a pod network namespace at the
+//! pod IP that the fake API server lists; the test holds both workers busy and the probes time
+//! out behind them.
+//!
+//! The collector binary is taken from beside the agent's (`cargo test --workspace` builds
+//! both; `cargo build -p headroom-collector` otherwise). Needs root; skips with a reason
+//! outside CI, fails in CI.
+
+mod common;
+
+use common::*;
+use headroom_testbed::apiserver::ApiServer;
+use headroom_testbed::bed::Bed;
+use headroom_testbed::netns::Netns;
+use headroom_testbed::prefork::in_netns;
+use headroom_testbed::proc::Guard;
+use headroom_testbed::scrape;
+use headroom_testbed::Need;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const POD_IP: &str = "10.244.0.5";
+const NODE: &str = "node-1";
+const GRPC: &str = "127.0.0.1:14317";
+const OTLP_HTTP: &str = "127.0.0.1:14318";
+const API: &str = "127.0.0.1:19464";
+const AGENT_METRICS: &str = "127.0.0.1:19465";
+
+/// The collector binary, built beside the agent's.
+fn collector_bin() -> PathBuf {
+    let p = PathBuf::from(AGENT).with_file_name("headroom-collector");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build -p headroom-collector` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+/// A pod namespace on a veth from the node: the pod at 10.244.0.5, the node at 10.244.0.1.
+fn pod_netns(bed: &Bed) -> Netns {
+    let pod = Netns::new("pod").unwrap();
+    bed.node
+        .ip(&[
+            "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+        ])
+        .unwrap();
+    bed.node
+        .ip(&["addr", "add", "10.244.0.1/24", "dev", "pod0"])
+        .unwrap();
+    bed.node.ip(&["link", "set", "pod0", "up"]).unwrap();
+    pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"])
+        .unwrap();
+    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
+    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])
+        .unwrap();
+    pod
+}
+
+/// `/slow` holds its worker for 6 s; anything else answers at once.
+const WSGI: &str = r#"
+import time
+def app(environ, start_response):
+    if environ.get("PATH_INFO") == "/slow":
+        time.sleep(6)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\n"]
+"#;
+
+/// gunicorn with 2 sync workers at POD_IP:8080 in the pod namespace, answering.
+fn start_gunicorn(bed: &Bed, pod: &Netns) -> Guard {
+    std::fs::write(bed.path("wsgiapp.py"), WSGI).unwrap();
+    let mut cmd = pod.command("gunicorn");
+    cmd.args(["--workers", "2", "--worker-class", "sync"])
+        .args(["--bind", &format!("{POD_IP}:8080")])
+        .arg("--chdir")
+        .arg(bed.dir.path())
+        .arg("wsgiapp:app")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let g = Guard::spawn("gunicorn", &mut cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = bed
+            .node
+            .command("curl")
+            .args(["-sf", "--max-time", "1", &format!("http://{POD_IP}:8080/")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            return g;
+        }
+        assert!(Instant::now() < deadline, "gunicorn did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A pod of the Deployment `shop-api` (through its ReplicaSet, as the API server shows it)
+/// with a readiness probe on the named port: timeout 1 s, period 1 s.
+fn shop_api_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "shop", "name": "shop-api-5f6d7c8b9-q2x7k", "uid": "uid-shop-api",
+            "labels": {"app": "shop-api", "pod-template-hash": "5f6d7c8b9"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": "shop-api-5f6d7c8b9", "uid": "rs-1", "controller": true, "blockOwnerDeletion": true}]},
+        "spec": {"nodeName": NODE, "containers": [{
+            "name": "gunicorn", "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                "timeoutSeconds": 1, "periodSeconds": 1, "failureThreshold": 3}}]},
+        "status": {"phase": "Running", "podIP": POD_IP, "podIPs": [{"ip": POD_IP}]}
+    })
+}
+
+/// Spans an OTLP/HTTP receiver got, each with its resource attributes.
+type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
+
+/// A minimal OTLP/HTTP traces receiver (HTTP/1.1 with keep-alive, protobuf bodies) on
+/// 127.0.0.1 inside `ns`: what Jaeger or Tempo would be behind the collector.
+fn start_receiver(ns: &Netns) -> (SocketAddr, Received) {
+    let listener = in_netns(&ns.name, || Ok(TcpListener::bind("127.0.0.1:0")?)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Received = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let g = g.clone();
+            std::thread::spawn(move || serve_otlp(conn, &g));
+        }
+    });
+    (addr, got)
+}
+
+fn serve_otlp(conn: TcpStream, got: &Received) {
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let status = match ExportTraceServiceRequest::decode(&body[..]) {
+            Ok(req) if line.starts_with("POST /v1/traces ") => {
+                let mut g = got.lock().unwrap();
+                for rs in req.resource_spans {
+                    let res = rs.resource.map(|r| r.attributes).unwrap_or_default();
+                    for s in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                        g.push((res.clone(), s));
+                    }
+                }
+                "200 OK"
+            }
+            _ => "400 Bad Request",
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+        );
+        if w.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// `headroom-collector` in the node namespace forwarding spans to `traces`.
+fn start_collector(bed: &Bed, traces: Option<SocketAddr>) -> Guard {
+    let mut cmd = bed.node.command(collector_bin().to_str().unwrap());
+    cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
+        .args(["--http-listen", API]);
+    if let Some(t) = traces {
+        cmd.args(["--traces-endpoint", &format!("http://{t}")]);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    let g = Guard::spawn("headroom-collector", &mut cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape::get(&bed.node, &format!("http://{API}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "collector never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    g
+}
+
+/// A running `headroom-agent run` whose reports (logged at debug level) are collected.
+struct Agent {
+    guard: Guard,
+    reports: Arc<Mutex<Vec<Value>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    fn start(bed: &Bed, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut cmd = bed.node.command(AGENT);
+        cmd.args(NO_IMDS)
+            .args(["run", "--interface", "eni0", "--node-name", NODE])
+            .args(["--metrics-listen", AGENT_METRICS])
+            .args(args)
+            .env("RUST_LOG", "info,headroom_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut guard = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
+        let stderr = guard.child.as_mut().unwrap().stderr.take().unwrap();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (r, l) = (reports.clone(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                match line.split_once(" report=").map(|x| x.1) {
+                    Some(json) => {
+                        if let Ok(v) = serde_json::from_str(json) {
+                            r.lock().unwrap().push(v);
+                        }
+                    }
+                    None => {
+                        eprintln!("agent: {line}");
+                        l.lock().unwrap().push(line);
+                    }
+                }
+            }
+        });
+        Agent {
+            guard,
+            reports,
+            log,
+        }
+    }
+
+    fn reports(&self) -> Vec<Value> {
+        self.reports.lock().unwrap().clone()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn ns_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn rfc3339_ns(s: &str) -> u64 {
+    ns_of(humantime::parse_rfc3339(s).unwrap())
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a str> {
+    match attrs
+        .iter()
+        .find(|a| a.key == k)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn int_attr(attrs: &[KeyValue], k: &str) -> Option<i64> {
+    match attrs
+        .iter()
+        .find(|a| a.key == k)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
+        any_value::Value::IntValue(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn probe_of(report: &Value) -> Option<&Value> {
+    report["probes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pod"]["name"] == "shop-api-5f6d7c8b9-q2x7k")
+}
+
+/// Issue 7 point 4 and issue 8's span forwarding, end to end: both gunicorn workers held busy
+/// for 6 s, the readiness probe (timeout 1 s) times out behind them; every slow, timed-out or
+/// failed attempt of every report window reaches the receiver behind the collector as a
+/// `probe` span — exactly as many as the reports count — at its real start time, timed-out
+/// ones lasting exactly their timeout (the agent records a timeout as its full timeout), each
+/// showing the pod's 2 of 2 workers busy and a connection waiting in the accept queue.
+#[test]
+fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
+    if !headroom_testbed::require(
+        "probe_spans_reach_the_traces_backend_with_the_pods_saturation",
+        &[
+            Need::Root,
+            Need::Tool("ip"),
+            Need::Tool("gunicorn"),
+            Need::Tool("curl"),
+        ],
+    ) {
+        return;
+    }
+    let bed = Bed::new(1).unwrap();
+    let podns = pod_netns(&bed);
+    let _gunicorn = start_gunicorn(&bed, &podns);
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    let kubeconfig = bed.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    api.apply(shop_api_pod());
+    let (receiver, spans) = start_receiver(&bed.node);
+    let _collector = start_collector(&bed, Some(receiver));
+    let agent = Agent::start(
+        &bed,
+        &[
+            "--report-interval",
+            "2s",
+            "--otlp-endpoint",
+            &format!("http://{OTLP_HTTP}"),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    // Fast successes first.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .reports()
+        .iter()
+        .filter_map(probe_of)
+        .any(|p| p["ok"].as_u64().unwrap_or(0) >= 1)
+    {
+        assert!(Instant::now() < deadline, "no probe attempts reported");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Both workers busy for 6 s.
+    let hold_start = SystemTime::now();
+    let hold: Vec<Guard> = (0..2)
+        .map(|_| {
+            let mut c = bed.node.command("curl");
+            c.args(["-s", "-o", "/dev/null", "--max-time", "10"])
+                .arg(format!("http://{POD_IP}:8080/slow"))
+                .stdout(Stdio::null());
+            Guard::spawn("curl /slow", &mut c).unwrap()
+        })
+        .collect();
+    for h in hold {
+        assert!(h.wait(Duration::from_secs(15)).unwrap().status.success());
+    }
+    let hold_end = SystemTime::now();
+    // Two more windows of fast successes, then stop: the agent flushes what it queued.
+    std::thread::sleep(Duration::from_secs(4));
+    let reports = agent.reports();
+    let log = agent.log();
+    let out = agent.guard.stop().unwrap();
+    assert!(out.status.success(), "agent exit {:?}", out.status);
+    assert!(
+        !log.iter().any(|l| l.contains("OTLP export failing")),
+        "the collector was up all along"
+    );
+    let windows: Vec<&Value> = reports.iter().filter(|r| probe_of(r).is_some()).collect();
+    let count = |k: &str| -> u64 {
+        windows
+            .iter()
+            .map(|r| probe_of(r).unwrap()[k].as_u64().unwrap())
+            .sum()
+    };
+    let (ok, slow, timeouts, errors) = (
+        count("ok"),
+        count("slow"),
+        count("timeouts"),
+        count("errors"),
+    );
+    eprintln!(
+        "reports: ok {ok}, slow {slow}, timeouts {timeouts}, errors {errors} in {} windows",
+        windows.len()
+    );
+    assert!(
+        timeouts >= 3,
+        "the workers were busy for 6 s: {timeouts} timeouts"
+    );
+    assert_eq!(errors, 0);
+    let expected = (slow + timeouts + errors) as usize;
+
+    // Every one of them arrives through the collector; no more.
+    let probe_spans = || -> Vec<(Vec<KeyValue>, Span)> {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.name == "probe")
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probe_spans().len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected} probe spans arrived",
+            probe_spans().len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let got = probe_spans();
+    assert_eq!(
+        got.len(),
+        expected,
+        "spans: exactly the reports' slow + timeouts + errors"
+    );
+
+    let first_start = windows
+        .iter()
+        .map(|r| rfc3339_ns(r["window"]["start"].as_str().unwrap()))
+        .min()
+        .unwrap();
+    let last_end = windows
+        .iter()
+        .map(|r| {
+            rfc3339_ns(r["window"]["start"].as_str().unwrap())
+                + (r["window"]["seconds"].as_f64().unwrap() * 1e9) as u64
+        })
+        .max()
+        .unwrap();
+    let timeout_ns = 1_000_000_000u64;
+    let mut timed_out = 0;
+    for (res, s) in &got {
+        let a = &s.attributes;
+        assert_eq!(str_attr(res, "k8s.node.name"), Some(NODE));
+        assert_eq!(str_attr(a, "namespace"), Some("shop"));
+        assert_eq!(str_attr(a, "pod"), Some("shop-api-5f6d7c8b9-q2x7k"));
+        assert_eq!(str_attr(a, "container"), Some("gunicorn"));
+        assert_eq!(str_attr(a, "probe"), Some("readiness"));
+        assert_eq!(
+            str_attr(a, "target"),
+            Some("http://10.244.0.5:8080/healthz")
+        );
+        assert_eq!(str_attr(a, "workload_kind"), Some("Deployment"));
+        assert_eq!(str_attr(a, "workload"), Some("shop-api"));
+        // Inside the reported windows: an attempt is counted in the window it ended in, so
+        // it may have begun up to one timeout before that window.
+        assert!(
+            s.start_time_unix_nano + timeout_ns >= first_start
+                && s.start_time_unix_nano <= last_end,
+            "span start {} outside the windows {first_start}..{last_end}",
+            s.start_time_unix_nano
+        );
+        let took = s.end_time_unix_nano - s.start_time_unix_nano;
+        if str_attr(a, "probe.outcome") == Some("timeout") {
+            timed_out += 1;
+            // Timeouts: exactly the timeout (the agent records a timed-out attempt at its
+            // full timeout), and only while the workers were held (ground truth: the curls).
+            assert_eq!(took, timeout_ns, "timed-out span lasts its timeout");
+            assert!(
+                s.start_time_unix_nano >= ns_of(hold_start)
+                    && s.start_time_unix_nano <= ns_of(hold_end),
+                "a timeout outside the hold {:?}..{:?}: {}",
+                hold_start,
+                hold_end,
+                s.start_time_unix_nano
+            );
+            assert_eq!(s.status.as_ref().unwrap().code, 2, "status ERROR");
+            // The sampler's view at that moment: both workers busy, the probe in the queue.
+            assert_eq!(int_attr(a, "workers.busy"), Some(2), "{a:?}");
+            assert_eq!(int_attr(a, "workers.total"), Some(2), "{a:?}");
+            assert!(int_attr(a, "accept_queue.depth").unwrap() >= 1, "{a:?}");
+        } else {
+            // Slow successes: over half the timeout, within it.
+            assert_eq!(str_attr(a, "probe.outcome"), Some("slow"));
+            assert!(
+                (timeout_ns / 2..=timeout_ns).contains(&took),
+                "slow span {took} ns"
+            );
+        }
+    }
+    assert_eq!(timed_out as u64, timeouts, "every timeout is a span");
+}
