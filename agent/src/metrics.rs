@@ -44,6 +44,113 @@ struct AllowanceLabels {
 type F64Gauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QnameLabels {
+    interface: String,
+    eni: String,
+    qname: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    interface: String,
+    eni: String,
+    source: String,
+    namespace: String,
+    pod: String,
+    workload_kind: String,
+    workload: String,
+}
+
+/// DNS top talkers of the last window (gauges: only the window's top entries are shown).
+#[derive(Default)]
+struct TalkerMetrics {
+    share: Family<IfaceLabels, F64Gauge>,
+    qnames: Family<QnameLabels, Gauge>,
+    sources: Family<SourceLabels, Gauge>,
+    source_expansion: Family<SourceLabels, Gauge>,
+}
+
+impl TalkerMetrics {
+    fn register(&self, r: &mut Registry) {
+        use headroom_signals::prom;
+        r.register(
+            prom::DNS_SEARCH_EXPANSION_SHARE,
+            "Share of the last window's DNS queries spent on search-list suffixes that failed",
+            self.share.clone(),
+        );
+        r.register(
+            prom::DNS_TOP_QNAME_QUERIES,
+            "Queries in the last report window for one of its most asked names",
+            self.qnames.clone(),
+        );
+        r.register(
+            prom::DNS_TOP_SOURCE_QUERIES,
+            "Queries in the last report window from one of its busiest sources (with the pod and workload behind it)",
+            self.sources.clone(),
+        );
+        r.register(
+            prom::DNS_TOP_SOURCE_SEARCH_EXPANSION,
+            "Packets one of the last window's busiest sources spent on search-list suffixes that failed",
+            self.source_expansion.clone(),
+        );
+    }
+
+    fn update(&self, report: &Report) {
+        self.share.clear();
+        self.qnames.clear();
+        self.sources.clear();
+        self.source_expansion.clear();
+        for i in report.interfaces.iter().filter(|i| i.capturing) {
+            let Some(d) = &i.dns else { continue };
+            let eni = i.eni_id.clone().unwrap_or_default();
+            self.share
+                .get_or_create(&IfaceLabels {
+                    interface: i.name.clone(),
+                    eni: eni.clone(),
+                })
+                .set(d.search_expansion_share);
+            for q in &d.top_qnames {
+                self.qnames
+                    .get_or_create(&QnameLabels {
+                        interface: i.name.clone(),
+                        eni: eni.clone(),
+                        qname: q.qname.clone(),
+                    })
+                    .set(q.queries as i64);
+            }
+            for s in &d.top_sources {
+                let (ns, pod) = s
+                    .pod
+                    .as_deref()
+                    .and_then(|p| p.split_once('/'))
+                    .unwrap_or(("", ""));
+                let l = SourceLabels {
+                    interface: i.name.clone(),
+                    eni: eni.clone(),
+                    source: s.source.clone(),
+                    namespace: ns.into(),
+                    pod: pod.into(),
+                    workload_kind: s
+                        .workload
+                        .as_ref()
+                        .map(|w| w.kind.clone())
+                        .unwrap_or_default(),
+                    workload: s
+                        .workload
+                        .as_ref()
+                        .map(|w| w.name.clone())
+                        .unwrap_or_default(),
+                };
+                self.sources.get_or_create(&l).set(s.queries as i64);
+                self.source_expansion
+                    .get_or_create(&l)
+                    .set(s.search_expansion_packets as i64);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     namespace: String,
     pod: String,
@@ -65,32 +172,32 @@ struct ListenerMetrics {
 impl ListenerMetrics {
     fn register(&self, r: &mut Registry) {
         r.register(
-            "headroom_workers",
+            headroom_signals::prom::WORKERS,
             "Worker processes of a listening socket (masters excluded)",
             self.workers.clone(),
         );
         r.register(
-            "headroom_workers_busy",
+            headroom_signals::prom::WORKERS_BUSY,
             "Mean number of workers holding an accepted connection over the last report window",
             self.busy.clone(),
         );
         r.register(
-            "headroom_workers_busy_max",
+            headroom_signals::prom::WORKERS_BUSY_MAX,
             "Most workers busy at once in the last report window",
             self.busy_max.clone(),
         );
         r.register(
-            "headroom_accept_queue_depth_max",
+            headroom_signals::prom::ACCEPT_QUEUE_DEPTH_MAX,
             "Deepest accept queue (connections waiting for a worker) in the last report window",
             self.queue_max.clone(),
         );
         r.register(
-            "headroom_accept_queue_backlog",
+            headroom_signals::prom::ACCEPT_QUEUE_BACKLOG,
             "Accept queue limit of the listening socket (listen backlog)",
             self.backlog.clone(),
         );
         r.register(
-            "headroom_workers_saturated_seconds",
+            headroom_signals::prom::WORKERS_SATURATED_SECONDS,
             "Time with every worker of the listening socket busy",
             self.saturated.clone(),
         );
@@ -143,6 +250,8 @@ pub struct Metrics {
     registry: Registry,
     packets: Family<ServiceLabels, Counter>,
     peak: Family<IfaceLabels, Gauge>,
+    service_peak: Family<ServiceLabels, Gauge>,
+    talkers: TalkerMetrics,
     mean: Family<IfaceLabels, F64Gauge>,
     limit: Family<IfaceLabels, Gauge>,
     utilization: Family<IfaceLabels, F64Gauge>,
@@ -169,6 +278,8 @@ impl Metrics {
         let m = Metrics {
             packets: Family::default(),
             peak: Family::default(),
+            service_peak: Family::default(),
+            talkers: TalkerMetrics::default(),
             mean: Family::default(),
             limit: Family::default(),
             utilization: Family::default(),
@@ -184,6 +295,12 @@ impl Metrics {
             registry: Registry::default(),
         };
         m.listeners.register(&mut registry);
+        m.talkers.register(&mut registry);
+        registry.register(
+            headroom_signals::prom::LINKLOCAL_SERVICE_PPS_PEAK,
+            "Highest packets in any one second of the last report window to one link-local service",
+            m.service_peak.clone(),
+        );
         registry.register(
             "headroom_linklocal_packets",
             "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)",
@@ -235,7 +352,7 @@ impl Metrics {
             m.dns_expansion.clone(),
         );
         registry.register(
-            "headroom_ena_allowance_exceeded",
+            headroom_signals::prom::ENA_ALLOWANCE_EXCEEDED,
             "Packets EC2 dropped or queued because an allowance was exceeded, from the ENA driver's counters (allowance=linklocal|pps|conntrack|bw_in|bw_out)",
             m.ena_exceeded.clone(),
         );
@@ -251,12 +368,28 @@ impl Metrics {
     pub fn update(&self, report: &Report) {
         self.listeners.update(report);
         self.probes.update(&report.probes);
+        self.talkers.update(report);
         for i in &report.interfaces {
             let eni = i.eni_id.clone().unwrap_or_default();
             let il = IfaceLabels {
                 interface: i.name.clone(),
                 eni: eni.clone(),
             };
+            for s in Service::ALL {
+                let l = ServiceLabels {
+                    interface: i.name.clone(),
+                    eni: eni.clone(),
+                    service: s.as_str().into(),
+                };
+                match i.by_service.get(&s) {
+                    Some(f) if i.capturing => {
+                        self.service_peak.get_or_create(&l).set(f.peak_pps as i64);
+                    }
+                    _ => {
+                        self.service_peak.remove(&l);
+                    }
+                };
+            }
             if !i.capturing {
                 self.peak.remove(&il);
                 self.mean.remove(&il);
@@ -402,6 +535,112 @@ mod tests {
         assert!(text.contains("# HELP headroom_capture_drops_total Packets"));
         assert!(text.contains("# TYPE headroom_linklocal_pps_peak gauge\n"));
         assert!(!text.contains("# EOF") && !text.contains(".."));
+    }
+
+    /// The signals table's Prometheus names that came with the OTLP ones: per-service peaks,
+    /// DNS search share and top talkers (with pod and workload), probe p99/max and predicted
+    /// removals; promtool accepts the whole exposition.
+    #[test]
+    fn exposition_carries_services_talkers_and_probe_figures() {
+        use crate::dns::tracker::{DnsFigures, TopName, TopSource};
+        use crate::probes::shadow::Attempt;
+        use crate::probes::stats::Outcome;
+        let w = InterfaceWindow {
+            name: "eth0".into(),
+            figures: Figures {
+                packets: [10, 2, 0],
+                peak: 7,
+                peak_by_service: [6, 2, 0],
+            },
+            capturing: true,
+            dns: Some(DnsFigures {
+                queries: 40,
+                search_expansion_share: 0.75,
+                top_qnames: vec![TopName {
+                    qname: "db.shop.svc.cluster.local".into(),
+                    queries: 25,
+                }],
+                top_sources: vec![TopSource {
+                    source: "10.0.0.5".into(),
+                    pod: Some("shop/web-1".into()),
+                    workload: Some(crate::kube::pods::Workload {
+                        kind: "Deployment".into(),
+                        name: "web".into(),
+                    }),
+                    queries: 40,
+                    pps: 4.0,
+                    search_expansion_packets: 30,
+                    ndots2_savings_pps: 3.0,
+                    fqdn_savings_pps: 3.0,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[w]);
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web-1", "uid": "u1"},
+            "spec": {"containers": [{"name": "app", "readinessProbe": {"httpGet": {"port": 80}}}]},
+            "status": {"podIP": "10.0.0.5"}
+        }))
+        .unwrap();
+        let spec = crate::probes::spec::probes_of(&pod).remove(0);
+        let log = crate::probes::ProbeLog::default();
+        log.set_specs(std::slice::from_ref(&spec));
+        for (outcome, ms) in [
+            (Outcome::Ok, 120),
+            (Outcome::Timeout, 1000),
+            (Outcome::Timeout, 1000),
+            (Outcome::Timeout, 1000),
+        ] {
+            let a = Attempt {
+                started: std::time::SystemTime::now(),
+                outcome,
+                elapsed: std::time::Duration::from_millis(ms),
+                status: None,
+                error: None,
+            };
+            log.record(&spec.key(), &a, None);
+        }
+        r.probes = log.cut();
+        let m = Metrics::new();
+        m.update(&r);
+        let text = m.encode();
+        let probe = r#"{namespace="shop",pod="web-1",container="app",probe="readiness"}"#;
+        for line in [
+            r#"headroom_linklocal_service_pps_peak{interface="eth0",eni="",service="dns"} 6"#.to_string(),
+            r#"headroom_linklocal_service_pps_peak{interface="eth0",eni="",service="imds"} 2"#.to_string(),
+            r#"headroom_dns_search_expansion_share_ratio{interface="eth0",eni=""} 0.75"#.to_string(),
+            r#"headroom_dns_top_qname_queries{interface="eth0",eni="",qname="db.shop.svc.cluster.local"} 25"#.to_string(),
+            r#"headroom_dns_top_source_queries{interface="eth0",eni="",source="10.0.0.5",namespace="shop",pod="web-1",workload_kind="Deployment",workload="web"} 40"#.to_string(),
+            r#"headroom_dns_top_source_search_expansion_packets{interface="eth0",eni="",source="10.0.0.5",namespace="shop",pod="web-1",workload_kind="Deployment",workload="web"} 30"#.to_string(),
+            format!("headroom_probe_latency_p99_seconds{probe} 1.0"),
+            format!("headroom_probe_latency_max_seconds{probe} 1.0"),
+            format!("headroom_probe_predicted_removals_total{probe} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        }
+        // Next window without DNS or attempts: the window's gauges go, the counter stays.
+        let mut r2 = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+        r2.probes = log.cut();
+        m.update(&r2);
+        let text2 = m.encode();
+        assert!(
+            !text2.contains("headroom_dns_top_qname_queries{"),
+            "{text2}"
+        );
+        assert!(
+            !text2.contains("headroom_probe_latency_p99_seconds{"),
+            "{text2}"
+        );
+        assert!(text2.contains(&format!("headroom_probe_predicted_removals_total{probe} 1")));
+        if headroom_testbed::require(
+            "promtool check metrics",
+            &[headroom_testbed::Need::Tool("promtool")],
+        ) {
+            headroom_testbed::scrape::promtool_check(&text);
+            headroom_testbed::scrape::promtool_check(&text2);
+        }
     }
 
     #[test]

@@ -302,6 +302,56 @@ fn int_attr(attrs: &[KeyValue], k: &str) -> Option<i64> {
     }
 }
 
+/// One series of the collector's generic latest-value metrics: (metric, attributes, value,
+/// time in ns).
+type Observation = (String, std::collections::BTreeMap<String, String>, f64, u64);
+
+/// The node's series of `names` in the collector's `/api/v1/fleet` (`metrics`).
+fn fleet_series(bed: &Bed, names: &[&str]) -> Vec<Observation> {
+    let (code, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
+    if code != 200 {
+        return Vec::new();
+    }
+    let fleet: Value = serde_json::from_str(&body).unwrap();
+    let mut out = Vec::new();
+    let nodes = fleet["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["nodes"].as_array().cloned().unwrap_or_default());
+    for n in nodes.filter(|n| n["name"] == NODE) {
+        for m in n["metrics"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap_or("");
+            if !names.contains(&name) {
+                continue;
+            }
+            for sr in m["series"].as_array().into_iter().flatten() {
+                let attrs = serde_json::from_value(sr["attributes"].clone()).unwrap_or_default();
+                out.push((
+                    name.to_string(),
+                    attrs,
+                    sr["value"].as_f64().unwrap(),
+                    rfc3339_ns(sr["time"].as_str().unwrap()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// End of a report's window, ns.
+fn window_end(r: &Value) -> u64 {
+    rfc3339_ns(r["window"]["start"].as_str().unwrap())
+        + (r["window"]["seconds"].as_f64().unwrap() * 1e9).round() as u64
+}
+
+fn listener_8080(r: &Value) -> Option<&Value> {
+    r["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["address"] == POD_IP && l["port"] == 8080)
+}
+
 fn probe_of(report: &Value) -> Option<&Value> {
     report["probes"]
         .as_array()?
@@ -359,6 +409,20 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Both workers busy for 6 s.
+    // The collector's view, polled while the test goes on (each poll: the latest windows).
+    let watched = [
+        "headroom.workers",
+        "headroom.workers.busy.max",
+        "headroom.probe.attempts",
+    ];
+    let mut seen: Vec<Observation> = Vec::new();
+    let poll = |seen: &mut Vec<Observation>| {
+        for o in fleet_series(&bed, &watched) {
+            if !seen.contains(&o) {
+                seen.push(o);
+            }
+        }
+    };
     let hold_start = SystemTime::now();
     let hold: Vec<Guard> = (0..2)
         .map(|_| {
@@ -369,12 +433,24 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
             Guard::spawn("curl /slow", &mut c).unwrap()
         })
         .collect();
+    let mut hold = hold;
+    while hold
+        .iter_mut()
+        .any(|h| h.child.as_mut().unwrap().try_wait().unwrap().is_none())
+    {
+        poll(&mut seen);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     for h in hold {
-        assert!(h.wait(Duration::from_secs(15)).unwrap().status.success());
+        assert!(h.wait(Duration::from_secs(1)).unwrap().status.success());
     }
     let hold_end = SystemTime::now();
     // Two more windows of fast successes, then stop: the agent flushes what it queued.
-    std::thread::sleep(Duration::from_secs(4));
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        poll(&mut seen);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let reports = agent.reports();
     let log = agent.log();
     let out = agent.guard.stop().unwrap();
@@ -499,4 +575,83 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
         }
     }
     assert_eq!(timed_out as u64, timeouts, "every timeout is a span");
+
+    // Issue 8, the fleet's generic latest-value series: every value the collector showed for
+    // the listener and the probe equals the agent's own report for the window that ended at
+    // that time (±3 ms: both sides print milliseconds): the listener's workers and busy_max
+    // (2 and 2 while held), the probe's attempt counters (cumulative: the sum of the reports'
+    // counts up to that window).
+    poll(&mut seen);
+    let report_at = |t: u64| {
+        reports
+            .iter()
+            .find(|r| window_end(r).abs_diff(t) <= 3_000_000)
+            .unwrap_or_else(|| panic!("no report window ends at {t}"))
+    };
+    let listener_obs: Vec<&Observation> = seen
+        .iter()
+        .filter(|o| {
+            o.0.starts_with("headroom.workers")
+                && o.1.get("port").map(String::as_str) == Some("8080")
+        })
+        .collect();
+    let mut busy_max_seen = Vec::new();
+    for (name, attrs, v, t) in &listener_obs {
+        assert_eq!(
+            attrs.get("process").map(String::as_str),
+            Some("gunicorn"),
+            "{attrs:?}"
+        );
+        let r = report_at(*t);
+        let l = listener_8080(r).unwrap_or_else(|| panic!("no listener in {r}"));
+        let want = match name.as_str() {
+            "headroom.workers" => l["workers"].as_f64().unwrap(),
+            _ => {
+                busy_max_seen.push(*v);
+                l["busy_max"].as_f64().unwrap()
+            }
+        };
+        assert_eq!(*v, want, "{name} at {t}: fleet {v}, report {l}");
+        if name == "headroom.workers" {
+            assert_eq!(*v, 2.0, "gunicorn runs 2 workers");
+        }
+    }
+    eprintln!("fleet busy_max values seen: {busy_max_seen:?}");
+    assert!(
+        busy_max_seen.contains(&2.0),
+        "the held window shows 2 of 2 busy: {busy_max_seen:?}"
+    );
+    let probe_obs: Vec<&Observation> = seen
+        .iter()
+        .filter(|o| {
+            o.0 == "headroom.probe.attempts"
+                && o.1.get("pod").map(String::as_str) == Some("shop-api-5f6d7c8b9-q2x7k")
+        })
+        .collect();
+    assert!(
+        !probe_obs.is_empty(),
+        "no probe attempts in the fleet: {seen:?}"
+    );
+    for (_, attrs, v, t) in &probe_obs {
+        assert_eq!(attrs.get("workload").map(String::as_str), Some("shop-api"));
+        let result = attrs.get("result").unwrap();
+        let key = match result.as_str() {
+            "timeout" => "timeouts",
+            "error" => "errors",
+            r => r,
+        };
+        let upto: u64 = windows
+            .iter()
+            .filter(|r| window_end(r) <= t + 3_000_000)
+            .map(|r| probe_of(r).unwrap()[key].as_u64().unwrap())
+            .sum();
+        assert_eq!(*v as u64, upto, "{result} at {t}");
+    }
+    // The final values: the whole run's counts.
+    let last = probe_obs.iter().map(|o| o.3).max().unwrap();
+    let final_timeouts = probe_obs
+        .iter()
+        .find(|o| o.3 == last && o.1["result"] == "timeout")
+        .map(|o| o.2 as u64);
+    assert_eq!(final_timeouts, Some(timeouts));
 }

@@ -121,6 +121,25 @@ pub mod prom {
     pub const DNS_RESPONSES: &str = "headroom_dns_responses";
     pub const DNS_UNANSWERED: &str = "headroom_dns_unanswered";
     pub const DNS_SEARCH_EXPANSION: &str = "headroom_dns_search_expansion_packets";
+    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = "headroom_linklocal_service_pps_peak";
+    pub const ENA_ALLOWANCE_EXCEEDED: &str = "headroom_ena_allowance_exceeded";
+    pub const DNS_SEARCH_EXPANSION_SHARE: &str = "headroom_dns_search_expansion_share_ratio";
+    pub const DNS_TOP_QNAME_QUERIES: &str = "headroom_dns_top_qname_queries";
+    pub const DNS_TOP_SOURCE_QUERIES: &str = "headroom_dns_top_source_queries";
+    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str =
+        "headroom_dns_top_source_search_expansion_packets";
+    pub const WORKERS: &str = "headroom_workers";
+    pub const WORKERS_BUSY: &str = "headroom_workers_busy";
+    pub const WORKERS_BUSY_MAX: &str = "headroom_workers_busy_max";
+    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = "headroom_accept_queue_depth_max";
+    pub const ACCEPT_QUEUE_BACKLOG: &str = "headroom_accept_queue_backlog";
+    pub const WORKERS_SATURATED_SECONDS: &str = "headroom_workers_saturated_seconds";
+    pub const PROBE_DURATION: &str = "headroom_probe_duration_seconds";
+    pub const PROBE_ATTEMPTS: &str = "headroom_probe_attempts";
+    pub const PROBE_TIMEOUT: &str = "headroom_probe_timeout_seconds";
+    pub const PROBE_LATENCY_P99: &str = "headroom_probe_latency_p99_seconds";
+    pub const PROBE_LATENCY_MAX: &str = "headroom_probe_latency_max_seconds";
+    pub const PROBE_PREDICTED_REMOVALS: &str = "headroom_probe_predicted_removals";
 }
 
 /// Data point attribute keys.
@@ -227,6 +246,39 @@ mod tests {
             (prom::DNS_RESPONSES, otlp::DNS_RESPONSES),
             (prom::DNS_UNANSWERED, otlp::DNS_UNANSWERED),
             (prom::DNS_SEARCH_EXPANSION, otlp::DNS_SEARCH_EXPANSION),
+            (
+                prom::LINKLOCAL_SERVICE_PPS_PEAK,
+                otlp::LINKLOCAL_SERVICE_PPS_PEAK,
+            ),
+            (prom::ENA_ALLOWANCE_EXCEEDED, otlp::ENA_ALLOWANCE_EXCEEDED),
+            (
+                prom::DNS_SEARCH_EXPANSION_SHARE,
+                otlp::DNS_SEARCH_EXPANSION_SHARE,
+            ),
+            (prom::DNS_TOP_QNAME_QUERIES, otlp::DNS_TOP_QNAME_QUERIES),
+            (prom::DNS_TOP_SOURCE_QUERIES, otlp::DNS_TOP_SOURCE_QUERIES),
+            (
+                prom::DNS_TOP_SOURCE_SEARCH_EXPANSION,
+                otlp::DNS_TOP_SOURCE_SEARCH_EXPANSION,
+            ),
+            (prom::WORKERS, otlp::WORKERS),
+            (prom::WORKERS_BUSY, otlp::WORKERS_BUSY),
+            (prom::WORKERS_BUSY_MAX, otlp::WORKERS_BUSY_MAX),
+            (prom::ACCEPT_QUEUE_DEPTH_MAX, otlp::ACCEPT_QUEUE_DEPTH_MAX),
+            (prom::ACCEPT_QUEUE_BACKLOG, otlp::ACCEPT_QUEUE_BACKLOG),
+            (
+                prom::WORKERS_SATURATED_SECONDS,
+                otlp::WORKERS_SATURATED_SECONDS,
+            ),
+            (prom::PROBE_DURATION, otlp::PROBE_DURATION),
+            (prom::PROBE_ATTEMPTS, otlp::PROBE_ATTEMPTS),
+            (prom::PROBE_TIMEOUT, otlp::PROBE_TIMEOUT),
+            (prom::PROBE_LATENCY_P99, otlp::PROBE_LATENCY_P99),
+            (prom::PROBE_LATENCY_MAX, otlp::PROBE_LATENCY_MAX),
+            (
+                prom::PROBE_PREDICTED_REMOVALS,
+                otlp::PROBE_PREDICTED_REMOVALS,
+            ),
         ];
         for (p, o) in pairs {
             assert_eq!(otlp_name(p), o);

@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -161,6 +161,258 @@ fn counter(name: &str, desc: &str, unit: &str, points: Vec<NumberDataPoint>) -> 
     }
 }
 
+fn histogram(name: &str, desc: &str, unit: &str, points: Vec<HistogramDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        description: desc.into(),
+        unit: unit.into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    }
+}
+
+/// Listener attributes (signals crate docs); empty strings where unknown.
+fn listener_attributes(l: &crate::workers::ListenerReport) -> Vec<KeyValue> {
+    let pod = l.pod.as_ref();
+    let (kind, name) = workload_pair(l.workload.as_ref());
+    vec![
+        kv(
+            attr::NAMESPACE,
+            pod.and_then(|p| p.namespace.as_deref()).unwrap_or(""),
+        ),
+        kv(attr::POD, pod.and_then(|p| p.name.as_deref()).unwrap_or("")),
+        kv(attr::CONTAINER, l.container.as_deref().unwrap_or("")),
+        kv(attr::PORT, &l.port.to_string()),
+        kv(attr::PROCESS, &l.process),
+        kv(attr::WORKLOAD_KIND, kind),
+        kv(attr::WORKLOAD, name),
+    ]
+}
+
+/// Listener, probe and DNS top-talker metrics of one window (`start`..`end`);
+/// `process_start_ns` starts the listeners' cumulative saturated seconds.
+fn workload_metrics(report: &Report, start: u64, end: u64, process_start_ns: u64) -> Vec<Metric> {
+    use number_data_point::Value::{AsDouble, AsInt};
+    // Listeners sharing attributes (an IPv4 and an IPv6 socket on one port) are one series:
+    // the one with the most workers, then the busiest, as on /metrics.
+    let mut listeners: Vec<(Vec<KeyValue>, &crate::workers::ListenerReport)> = Vec::new();
+    for l in &report.listeners {
+        let a = listener_attributes(l);
+        match listeners.iter_mut().find(|(b, _)| *b == a) {
+            Some(e) if (l.workers, l.busy_mean) > (e.1.workers, e.1.busy_mean) => e.1 = l,
+            Some(_) => {}
+            None => listeners.push((a, l)),
+        }
+    }
+    let (mut workers, mut busy, mut busy_max, mut queue, mut backlog, mut saturated) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (a, l) in &listeners {
+        workers.push(point(a, start, end, AsInt(l.workers.into())));
+        busy.push(point(a, start, end, AsDouble(l.busy_mean)));
+        busy_max.push(point(a, start, end, AsInt(l.busy_max.into())));
+        queue.push(point(a, start, end, AsInt(l.queue_max.into())));
+        backlog.push(point(a, start, end, AsInt(l.backlog.into())));
+        saturated.push(point(
+            a,
+            process_start_ns,
+            end,
+            AsDouble(l.saturated_seconds_total),
+        ));
+    }
+    let (mut duration, mut attempts, mut timeout, mut p99, mut max, mut removals) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for p in report.probes.iter().filter(|p| p.reason.is_none()) {
+        let a = probe_attributes(p);
+        let t = &p.totals;
+        let since = t.since_ns.max(process_start_ns).min(end);
+        duration.push(HistogramDataPoint {
+            attributes: a.clone(),
+            start_time_unix_nano: since,
+            time_unix_nano: end,
+            count: t.count(),
+            sum: Some(t.sum),
+            bucket_counts: t.buckets.to_vec(),
+            explicit_bounds: crate::probes::metrics::BUCKETS.to_vec(),
+            ..Default::default()
+        });
+        for (i, o) in crate::probes::stats::Outcome::ALL.iter().enumerate() {
+            let mut ra = a.clone();
+            ra.push(kv(attr::RESULT, o.as_str()));
+            attempts.push(point(&ra, since, end, AsInt(t.by_outcome[i] as i64)));
+        }
+        removals.push(point(&a, since, end, AsInt(t.removals as i64)));
+        timeout.push(point(&a, start, end, AsDouble(p.timeout_seconds as f64)));
+        if let Some(l) = p.latency_ms {
+            p99.push(point(&a, start, end, AsDouble(l.p99 / 1000.0)));
+            max.push(point(&a, start, end, AsDouble(l.max / 1000.0)));
+        }
+    }
+    let (mut qnames, mut sources, mut source_expansion) = (vec![], vec![], vec![]);
+    for i in report.interfaces.iter().filter(|i| i.capturing) {
+        let Some(d) = &i.dns else { continue };
+        let eni = i.eni_id.as_deref().unwrap_or("");
+        for q in &d.top_qnames {
+            let a = [
+                kv(attr::INTERFACE, &i.name),
+                kv(attr::ENI, eni),
+                kv(attr::QNAME, &q.qname),
+            ];
+            qnames.push(point(&a, start, end, AsInt(q.queries as i64)));
+        }
+        for s in &d.top_sources {
+            let (ns, pod) = s
+                .pod
+                .as_deref()
+                .and_then(|p| p.split_once('/'))
+                .unwrap_or(("", ""));
+            let (kind, name) = workload_pair(s.workload.as_ref());
+            let a = [
+                kv(attr::INTERFACE, &i.name),
+                kv(attr::ENI, eni),
+                kv(attr::SOURCE, &s.source),
+                kv(attr::NAMESPACE, ns),
+                kv(attr::POD, pod),
+                kv(attr::WORKLOAD_KIND, kind),
+                kv(attr::WORKLOAD, name),
+            ];
+            sources.push(point(&a, start, end, AsInt(s.queries as i64)));
+            source_expansion.push(point(
+                &a,
+                start,
+                end,
+                AsInt(s.search_expansion_packets as i64),
+            ));
+        }
+    }
+    let mut out = vec![
+        gauge(
+            otlp::WORKERS,
+            "Worker processes of a listening socket (masters excluded)",
+            "{worker}",
+            workers,
+        ),
+        gauge(
+            otlp::WORKERS_BUSY,
+            "Mean number of workers holding an accepted connection over the report window",
+            "{worker}",
+            busy,
+        ),
+        gauge(
+            otlp::WORKERS_BUSY_MAX,
+            "Most workers busy at once in the report window",
+            "{worker}",
+            busy_max,
+        ),
+        gauge(
+            otlp::ACCEPT_QUEUE_DEPTH_MAX,
+            "Deepest accept queue (connections waiting for a worker) in the report window",
+            "{connection}",
+            queue,
+        ),
+        gauge(
+            otlp::ACCEPT_QUEUE_BACKLOG,
+            "Accept queue limit of the listening socket (listen backlog)",
+            "{connection}",
+            backlog,
+        ),
+        Metric {
+            data: Some(metric::Data::Sum(Sum {
+                data_points: saturated,
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..gauge(
+                otlp::WORKERS_SATURATED_SECONDS,
+                "Time with every worker of the listening socket busy",
+                "s",
+                vec![],
+            )
+        },
+        histogram(
+            otlp::PROBE_DURATION,
+            "Shadow probe attempts by duration, timeouts included (as their full timeout)",
+            "s",
+            duration,
+        ),
+        counter(
+            otlp::PROBE_ATTEMPTS,
+            "Shadow probe attempts by result (ok, slow, timeout, error)",
+            "{attempt}",
+            attempts,
+        ),
+        gauge(
+            otlp::PROBE_TIMEOUT,
+            "The probe's own timeoutSeconds",
+            "s",
+            timeout,
+        ),
+        gauge(
+            otlp::PROBE_LATENCY_P99,
+            "99th percentile of the window's shadow attempts, timeouts included",
+            "s",
+            p99,
+        ),
+        gauge(
+            otlp::PROBE_LATENCY_MAX,
+            "Slowest shadow attempt of the window",
+            "s",
+            max,
+        ),
+        counter(
+            otlp::PROBE_PREDICTED_REMOVALS,
+            "Runs of failureThreshold consecutive failures: times the kubelet would take the pod out",
+            "{removal}",
+            removals,
+        ),
+        gauge(
+            otlp::DNS_TOP_QNAME_QUERIES,
+            "Queries for one of the window's most asked names",
+            "{query}",
+            qnames,
+        ),
+        gauge(
+            otlp::DNS_TOP_SOURCE_QUERIES,
+            "Queries from one of the window's busiest sources",
+            "{query}",
+            sources,
+        ),
+        gauge(
+            otlp::DNS_TOP_SOURCE_SEARCH_EXPANSION,
+            "Packets one of the window's busiest sources spent on search-list suffixes",
+            "{packet}",
+            source_expansion,
+        ),
+    ];
+    out.retain(|m| data_points(m) > 0);
+    out
+}
+
+fn data_points(m: &Metric) -> usize {
+    match &m.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        _ => 0,
+    }
+}
+
+/// Metrics sent even without data points (as before: a receiver sees the families).
+const LINKLOCAL_ALWAYS: [&str; 10] = [
+    otlp::LINKLOCAL_PPS_PEAK,
+    otlp::LINKLOCAL_PPS_MEAN,
+    otlp::LINKLOCAL_PPS_LIMIT,
+    otlp::LINKLOCAL_UTILIZATION,
+    otlp::LINKLOCAL_PACKETS,
+    otlp::CAPTURE_DROPS,
+    otlp::DNS_QUERIES,
+    otlp::DNS_RESPONSES,
+    otlp::DNS_UNANSWERED,
+    otlp::DNS_SEARCH_EXPANSION,
+];
+
 /// The request for one report. `process_start_ns` is the start of the cumulative counters.
 pub fn request(
     report: &Report,
@@ -174,6 +426,7 @@ pub fn request(
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut queries, mut responses, mut unanswered, mut expansion) =
         (vec![], vec![], vec![], vec![]);
+    let (mut service_peak, mut allowance, mut share) = (vec![], vec![], vec![]);
     for i in report.interfaces.iter().filter(|i| i.capturing) {
         let a = [
             kv(attr::INTERFACE, &i.name),
@@ -199,9 +452,23 @@ pub fn request(
             ra.push(kv(attr::RCODE, rcode));
             responses.push(point(&ra, process_start_ns, end, AsInt(*n as i64)));
         }
+        if let Some(d) = &i.dns {
+            share.push(point(&a, start, end, AsDouble(d.search_expansion_share)));
+        }
+        for (name, total) in &i.allowance_totals {
+            let mut aa = a.to_vec();
+            aa.push(kv(
+                attr::ALLOWANCE,
+                name.trim_end_matches("_allowance_exceeded"),
+            ));
+            allowance.push(point(&aa, process_start_ns, end, AsInt(*total as i64)));
+        }
         for s in Service::ALL {
             let mut sa = a.to_vec();
             sa.push(kv(attr::SERVICE, s.as_str()));
+            if let Some(f) = i.by_service.get(&s) {
+                service_peak.push(point(&sa, start, end, AsInt(f.peak_pps as i64)));
+            }
             packets.push(point(
                 &sa,
                 process_start_ns,
@@ -210,7 +477,7 @@ pub fn request(
             ));
         }
     }
-    let metrics = vec![
+    let mut metrics = vec![
         gauge(
             otlp::LINKLOCAL_PPS_PEAK,
             "Highest packets in any one second of the report window, all link-local services together",
@@ -271,7 +538,27 @@ pub fn request(
             "{packet}",
             expansion,
         ),
+        gauge(
+            otlp::LINKLOCAL_SERVICE_PPS_PEAK,
+            "Highest packets in any one second of the report window to one link-local service",
+            "{packet}/s",
+            service_peak,
+        ),
+        counter(
+            otlp::ENA_ALLOWANCE_EXCEEDED,
+            "Packets EC2 dropped or queued because an allowance was exceeded (ENA driver counters)",
+            "{packet}",
+            allowance,
+        ),
+        gauge(
+            otlp::DNS_SEARCH_EXPANSION_SHARE,
+            "Share of the window's DNS queries spent on search-list suffixes that failed",
+            "1",
+            share,
+        ),
     ];
+    metrics.retain(|m| data_points(m) > 0 || LINKLOCAL_ALWAYS.contains(&m.name.as_str()));
+    metrics.extend(workload_metrics(report, start, end, process_start_ns));
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(res),
@@ -496,6 +783,236 @@ mod tests {
             .find(|a| a.key == k)
             .and_then(|a| a.value.as_ref())
             .and_then(|v| v.value.as_ref())
+    }
+
+    fn metric<'a>(req: &'a ExportMetricsServiceRequest, name: &str) -> &'a Metric {
+        req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn numbers(m: &Metric) -> Vec<&NumberDataPoint> {
+        match &m.data {
+            Some(metric::Data::Gauge(g)) => g.data_points.iter().collect(),
+            Some(metric::Data::Sum(s)) => {
+                assert!(s.is_monotonic, "{} is monotonic", m.name);
+                assert_eq!(
+                    s.aggregation_temporality,
+                    AggregationTemporality::Cumulative as i32
+                );
+                s.data_points.iter().collect()
+            }
+            _ => panic!("{} is not a number metric", m.name),
+        }
+    }
+
+    fn value(p: &NumberDataPoint) -> f64 {
+        match p.value {
+            Some(number_data_point::Value::AsInt(v)) => v as f64,
+            Some(number_data_point::Value::AsDouble(v)) => v,
+            None => f64::NAN,
+        }
+    }
+
+    /// The one point whose attributes include every `(key, value)` of `with`.
+    fn only<'a>(m: &'a Metric, with: &[(&str, &str)]) -> &'a NumberDataPoint {
+        let hits: Vec<_> = numbers(m)
+            .into_iter()
+            .filter(|p| with.iter().all(|(k, v)| p.attributes.contains(&kv(k, v))))
+            .collect();
+        assert_eq!(hits.len(), 1, "{} {with:?}: {hits:?}", m.name);
+        hits[0]
+    }
+
+    const START: u64 = 1_700_000_000_000_000_000;
+    const END: u64 = 1_700_000_010_000_000_000;
+
+    #[test]
+    fn probes_become_histograms_counters_and_gauges() {
+        let r = probe_report();
+        let req = request(&r, resource(&r, &[]), 1_600_000_000_000_000_000);
+        let h = metric(&req, "headroom.probe.duration.seconds");
+        let Some(metric::Data::Histogram(h)) = &h.data else {
+            panic!("a histogram")
+        };
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+        let p = &h.data_points[0];
+        assert_eq!(p.count, 4);
+        assert_eq!(p.explicit_bounds, crate::probes::metrics::BUCKETS.to_vec());
+        assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+        // 0.004 and 0.01 s ≤ 0.05; 0.7 s ≤ 0.75; the timeout at its timeout, 1 s.
+        assert_eq!(p.bucket_counts[0], 2);
+        assert_eq!(p.bucket_counts[4], 1);
+        assert_eq!(p.bucket_counts[5], 1);
+        assert_eq!(p.bucket_counts.iter().sum::<u64>(), 4);
+        assert!((p.sum.unwrap() - 1.714).abs() < 1e-9);
+        assert!(p.attributes.contains(&kv("workload", "web")));
+        assert_eq!(p.time_unix_nano, END);
+        // Cumulative: from when the probe was first counted, never before the process.
+        assert!(p.start_time_unix_nano >= 1_600_000_000_000_000_000);
+        assert!(p.start_time_unix_nano <= END);
+        let attempts = metric(&req, "headroom.probe.attempts");
+        for (result, n) in [("ok", 1.0), ("slow", 1.0), ("timeout", 1.0), ("error", 1.0)] {
+            assert_eq!(value(only(attempts, &[("result", result)])), n, "{result}");
+        }
+        let removals = metric(&req, "headroom.probe.predicted.removals");
+        assert_eq!(value(only(removals, &[("probe", "readiness")])), 0.0);
+        let g = |name: &str| {
+            let p = only(metric(&req, name), &[("pod", "web-7d9f8b6c5-x2k4p")]);
+            assert_eq!((p.start_time_unix_nano, p.time_unix_nano), (START, END));
+            value(p)
+        };
+        assert_eq!(g("headroom.probe.timeout.seconds"), 1.0);
+        assert_eq!(g("headroom.probe.latency.p99.seconds"), 1.0);
+        assert_eq!(g("headroom.probe.latency.max.seconds"), 1.0);
+    }
+
+    #[test]
+    fn listeners_dns_talkers_services_and_allowances_are_exported() {
+        use crate::dns::tracker::{DnsFigures, TopName, TopSource};
+        let w = InterfaceWindow {
+            name: "eth0".into(),
+            figures: Figures {
+                packets: [10, 2, 0],
+                peak: 7,
+                peak_by_service: [6, 2, 0],
+            },
+            capturing: true,
+            dns: Some(DnsFigures {
+                queries: 40,
+                search_expansion_packets: 30,
+                search_expansion_share: 0.75,
+                top_qnames: vec![TopName {
+                    qname: "db.shop.svc.cluster.local".into(),
+                    queries: 25,
+                }],
+                top_sources: vec![TopSource {
+                    source: "10.0.0.5".into(),
+                    pod: Some("shop/web-1".into()),
+                    workload: Some(crate::kube::pods::Workload {
+                        kind: "StatefulSet".into(),
+                        name: "web".into(),
+                    }),
+                    queries: 40,
+                    pps: 4.0,
+                    search_expansion_packets: 30,
+                    ndots2_savings_pps: 3.0,
+                    fqdn_savings_pps: 3.0,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut r = Report::new(Node::default(), START, END, &[w]);
+        r.interfaces[0].eni_id = Some("eni-1".into());
+        r.interfaces[0].allowance_totals = [("linklocal_allowance_exceeded".to_string(), 17)]
+            .into_iter()
+            .collect();
+        let listener =
+            |address: &str, workers: u32, busy_max: u32| crate::workers::ListenerReport {
+                pod: Some(crate::workers::PodRef {
+                    namespace: Some("shop".into()),
+                    name: Some("web-1".into()),
+                    uid: "u".into(),
+                }),
+                container: Some("c0ffee".into()),
+                address: address.into(),
+                port: 8000,
+                process: "gunicorn".into(),
+                workers,
+                busy_mean: 1.5,
+                busy_max,
+                queue_max: 3,
+                backlog: 128,
+                utilization: 0.75,
+                saturated_seconds: 2.0,
+                cpu_periods: None,
+                cpu_throttled_periods: None,
+                cpu_throttled_seconds: None,
+                samples: 50,
+                netns: 1,
+                worker_pids: vec![],
+                workload: Some(crate::kube::pods::Workload {
+                    kind: "StatefulSet".into(),
+                    name: "web".into(),
+                }),
+                saturated_seconds_total: 5.5,
+            };
+        // The same port over IPv4 and IPv6: one series, the one with the workers.
+        r.listeners = vec![listener("0.0.0.0", 2, 2), listener("::", 0, 0)];
+        let req = request(&r, resource(&r, &[]), 42);
+        let ll = [("namespace", "shop"), ("pod", "web-1"), ("port", "8000")];
+        let lw = [("workload_kind", "StatefulSet"), ("workload", "web")];
+        for (name, want) in [
+            ("headroom.workers", 2.0),
+            ("headroom.workers.busy", 1.5),
+            ("headroom.workers.busy.max", 2.0),
+            ("headroom.accept.queue.depth.max", 3.0),
+            ("headroom.accept.queue.backlog", 128.0),
+        ] {
+            let p = only(metric(&req, name), &ll);
+            assert_eq!(value(p), want, "{name}");
+            assert_eq!((p.start_time_unix_nano, p.time_unix_nano), (START, END));
+            assert!(lw.iter().all(|(k, v)| p.attributes.contains(&kv(k, v))));
+            assert!(p.attributes.contains(&kv("process", "gunicorn")));
+            assert!(p.attributes.contains(&kv("container", "c0ffee")));
+        }
+        let sat = only(metric(&req, "headroom.workers.saturated.seconds"), &ll);
+        assert_eq!((value(sat), sat.start_time_unix_nano), (5.5, 42));
+        let svc = metric(&req, "headroom.linklocal.service.pps.peak");
+        assert_eq!(
+            value(only(svc, &[("service", "dns"), ("eni", "eni-1")])),
+            6.0
+        );
+        assert_eq!(value(only(svc, &[("service", "imds")])), 2.0);
+        let ena = only(
+            metric(&req, "headroom.ena.allowance.exceeded"),
+            &[("allowance", "linklocal")],
+        );
+        assert_eq!((value(ena), ena.start_time_unix_nano), (17.0, 42));
+        let share = only(metric(&req, "headroom.dns.search.expansion.share"), &[]);
+        assert_eq!(value(share), 0.75);
+        let q = only(
+            metric(&req, "headroom.dns.top.qname.queries"),
+            &[("qname", "db.shop.svc.cluster.local")],
+        );
+        assert_eq!(
+            (value(q), q.start_time_unix_nano, q.time_unix_nano),
+            (25.0, START, END)
+        );
+        let src = [
+            ("source", "10.0.0.5"),
+            ("namespace", "shop"),
+            ("pod", "web-1"),
+            ("workload_kind", "StatefulSet"),
+            ("workload", "web"),
+        ];
+        assert_eq!(
+            value(only(metric(&req, "headroom.dns.top.source.queries"), &src)),
+            40.0
+        );
+        assert_eq!(
+            value(only(
+                metric(&req, "headroom.dns.top.source.search.expansion.packets"),
+                &src
+            )),
+            30.0
+        );
+        // No probes in this report: no probe metrics at all.
+        let names: Vec<&str> = req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("headroom.probe.")),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct ProbeMetrics {
     duration: HistogramFamily,
     attempts: Family<ResultLabels, Counter>,
     timeout: Family<ProbeLabels, Gauge<f64, AtomicU64>>,
+    p99: Family<ProbeLabels, Gauge<f64, AtomicU64>>,
+    max: Family<ProbeLabels, Gauge<f64, AtomicU64>>,
+    removals: Family<ProbeLabels, Counter>,
     /// Label sets exported last time, to drop those of probes that went away.
     seen: Mutex<HashSet<ProbeLabels>>,
 }
@@ -54,22 +57,40 @@ impl ProbeMetrics {
             duration: Family::new_with_constructor(new_histogram as fn() -> Histogram),
             attempts: Family::default(),
             timeout: Family::default(),
+            p99: Family::default(),
+            max: Family::default(),
+            removals: Family::default(),
             seen: Mutex::default(),
         };
         registry.register(
-            "headroom_probe_duration_seconds",
+            headroom_signals::prom::PROBE_DURATION,
             "Shadow probe attempts by duration, timeouts included (as their full timeout)",
             m.duration.clone(),
         );
         registry.register(
-            "headroom_probe_attempts",
+            headroom_signals::prom::PROBE_ATTEMPTS,
             "Shadow probe attempts by result (ok, slow: a success over the slow share of the timeout, timeout, error)",
             m.attempts.clone(),
         );
         registry.register(
-            "headroom_probe_timeout_seconds",
+            headroom_signals::prom::PROBE_TIMEOUT,
             "The probe's own timeoutSeconds",
             m.timeout.clone(),
+        );
+        registry.register(
+            headroom_signals::prom::PROBE_LATENCY_P99,
+            "99th percentile of the last window's shadow attempts, timeouts included (absent without attempts)",
+            m.p99.clone(),
+        );
+        registry.register(
+            headroom_signals::prom::PROBE_LATENCY_MAX,
+            "Slowest shadow attempt of the last window (absent without attempts)",
+            m.max.clone(),
+        );
+        registry.register(
+            headroom_signals::prom::PROBE_PREDICTED_REMOVALS,
+            "Runs of failureThreshold consecutive failures: times the kubelet would have taken the pod out",
+            m.removals.clone(),
         );
         m
     }
@@ -85,6 +106,19 @@ impl ProbeMetrics {
                 probe: p.kind.as_str().into(),
             };
             self.timeout.get_or_create(&l).set(p.timeout_seconds as f64);
+            match p.latency_ms {
+                Some(lat) => {
+                    self.p99.get_or_create(&l).set(lat.p99 / 1000.0);
+                    self.max.get_or_create(&l).set(lat.max / 1000.0);
+                }
+                None => {
+                    self.p99.remove(&l);
+                    self.max.remove(&l);
+                }
+            }
+            self.removals
+                .get_or_create(&l)
+                .inc_by(p.predicted_removals.into());
             let h = self.duration.get_or_create(&l);
             for (secs, _) in &p.samples {
                 h.observe(*secs);
@@ -106,6 +140,9 @@ impl ProbeMetrics {
         for gone in seen.difference(&now) {
             self.duration.remove(gone);
             self.timeout.remove(gone);
+            self.p99.remove(gone);
+            self.max.remove(gone);
+            self.removals.remove(gone);
             for o in Outcome::ALL {
                 self.attempts.remove(&ResultLabels {
                     namespace: gone.namespace.clone(),
