@@ -130,6 +130,11 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
             .ok()
             .filter(|e| !e.is_empty());
     }
+    if cfg.otlp_certificate.is_none() {
+        cfg.otlp_certificate = std::env::var("OTEL_EXPORTER_OTLP_CERTIFICATE")
+            .ok()
+            .filter(|e| !e.is_empty());
+    }
     if let Command::Run {
         report_interval: Some(r),
     } = &cli.command

@@ -57,6 +57,9 @@ pub struct Config {
     pub otlp_protocol: Option<String>,
     /// Extra headers on OTLP requests (added to $OTEL_EXPORTER_OTLP_HEADERS).
     pub otlp_headers: std::collections::BTreeMap<String, String>,
+    /// PEM file of the CA certificates an `https://` OTLP endpoint is verified against
+    /// (default: $OTEL_EXPORTER_OTLP_CERTIFICATE; unset: the system's CA certificates).
+    pub otlp_certificate: Option<String>,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -84,6 +87,7 @@ impl Default for Config {
             otlp_endpoint: None,
             otlp_protocol: None,
             otlp_headers: Default::default(),
+            otlp_certificate: None,
         }
     }
 }
@@ -313,6 +317,10 @@ impl Config {
             resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
                 .map(|t| crate::otlp::encode::parse_resource_attributes(&t))
                 .unwrap_or_default(),
+            trust: match &self.otlp_certificate {
+                Some(path) => crate::otlp::Trust::from_file(path)?,
+                None => crate::otlp::Trust::System,
+            },
         }))
     }
 }
@@ -387,7 +395,7 @@ mod tests {
             proc_root: "/nonexistent-proc".into(),
             workers_sample_interval: "1ms".into(),
             node_name: None,
-            otlp_endpoint: Some("https://collector".into()),
+            otlp_endpoint: Some("ftp://collector".into()),
             ..Config::default()
         };
         let errs = c.validate().unwrap_err();

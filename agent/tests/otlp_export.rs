@@ -655,3 +655,386 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
         .map(|o| o.2 as u64);
     assert_eq!(final_timeouts, Some(timeouts));
 }
+
+/// What the TLS test server received: (path, protocol "http"/"grpc", metrics request).
+type TlsReceived = Arc<
+    Mutex<
+        Vec<(
+            String,
+            &'static str,
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+        )>,
+    >,
+>;
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    headroom_testbed::proc::run(
+        std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args),
+    )
+    .unwrap();
+}
+
+/// A CA (`NAME-ca.pem`, `NAME-ca.key`), and with `leaf` a server certificate it signs for
+/// IP 127.0.0.1 (`server.pem`, `server.key`).
+fn make_ca(dir: &std::path::Path, name: &str, leaf: bool) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (ca, key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+    let subj = format!("/CN=headroom test CA {name}");
+    let mut args = vec!["req", "-x509", "-days", "1", "-subj", &subj];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &ca]);
+    openssl(dir, &args);
+    if leaf {
+        let mut args = vec!["req", "-subj", "/CN=collector"];
+        args.extend(ec);
+        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(dir, &args);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                &ca,
+                "-CAkey",
+                &key,
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+        );
+    }
+}
+
+/// An OTLP receiver over TLS (tokio-rustls + hyper) on 127.0.0.1 in `ns`: OTLP/HTTP
+/// (`POST /v1/metrics`, `/v1/traces`, HTTP/1.1) and OTLP/gRPC (`…/Export` over HTTP/2, chosen
+/// by ALPN). Runs on its own runtime until the test ends.
+fn start_tls_receiver(ns: &Netns, dir: &std::path::Path) -> (SocketAddr, TlsReceived) {
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let std_listener = in_netns(&ns.name, || Ok(TcpListener::bind("127.0.0.1:0")?)).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let got: TlsReceived = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = l.accept().await else {
+                    continue;
+                };
+                let (acceptor, g) = (acceptor.clone(), g.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust us ends here, in the handshake.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let g = g.clone();
+                            async move {
+                                let path = req.uri().path().to_string();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let grpc = path.ends_with("/Export");
+                                let msg = if grpc {
+                                    &body[5.min(body.len())..]
+                                } else {
+                                    &body[..]
+                                };
+                                if path.contains("metrics") {
+                                    let m = ExportMetricsServiceRequest::decode(msg).unwrap();
+                                    g.lock().unwrap().push((
+                                        path.clone(),
+                                        if grpc { "grpc" } else { "http" },
+                                        m,
+                                    ));
+                                }
+                                let resp = if grpc {
+                                    let mut trailers = hyper::HeaderMap::new();
+                                    trailers.insert("grpc-status", "0".parse().unwrap());
+                                    let frames: Vec<
+                                        Result<Frame<Bytes>, std::convert::Infallible>,
+                                    > = vec![
+                                        Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+                                        Ok(Frame::trailers(trailers)),
+                                    ];
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/grpc")
+                                        .body(
+                                            StreamBody::new(futures::stream::iter(frames)).boxed(),
+                                        )
+                                        .unwrap()
+                                } else {
+                                    hyper::Response::builder()
+                                        .header("content-type", "application/x-protobuf")
+                                        .body(
+                                            Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
+                                        )
+                                        .unwrap()
+                                };
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(io, svc)
+                        .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    }
+                });
+            }
+        });
+    });
+    (addr, got)
+}
+
+/// The eni0 peak in a metrics request: (window end ns, peak).
+fn eni0_peak(
+    req: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+) -> Option<(u64, i64)> {
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+    let m = req
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .find(|m| m.name == "headroom.linklocal.pps.peak")?;
+    let Some(metric::Data::Gauge(g)) = &m.data else {
+        return None;
+    };
+    let p = g
+        .data_points
+        .iter()
+        .find(|p| str_attr(&p.attributes, "interface") == Some("eni0"))?;
+    match p.value {
+        Some(number_data_point::Value::AsInt(v)) => Some((p.time_unix_nano, v)),
+        _ => None,
+    }
+}
+
+/// Issue 8's TLS: `https://` endpoints for OTLP/HTTP and gRPC, verified against a CA file
+/// (config field `otlp_certificate`, then `OTEL_EXPORTER_OTLP_CERTIFICATE`): the windows
+/// arrive over TLS with the same peaks as the agent's reports; with a CA that did not sign the
+/// receiver's certificate the agent says so in a clear line, keeps the windows queued and keeps
+/// measuring; a CA file that is not one stops it at startup with exit 64 and one line.
+#[test]
+fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
+    if !headroom_testbed::require(
+        "otlp_over_tls_verifies_the_receiver_against_the_configured_ca",
+        &[
+            Need::Root,
+            Need::Tool("ip"),
+            Need::Tool("openssl"),
+            Need::Tool("unbound"),
+            Need::Tool("dig"),
+        ],
+    ) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let dir = bed.dir.path().to_path_buf();
+    make_ca(&dir, "good", true);
+    make_ca(&dir, "wrong", false);
+    let (addr, got) = start_tls_receiver(&bed.node, &dir);
+    let endpoint = format!("https://{addr}");
+    let good_ca = dir.join("good-ca.pem").display().to_string();
+    let wrong_ca = dir.join("wrong-ca.pem").display().to_string();
+
+    // A bad CA file: one line, exit 64, before measuring.
+    std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
+    let out = bed
+        .node
+        .command(AGENT)
+        .args(NO_IMDS)
+        .args(["run", "--interface", "eni0", "--otlp-endpoint", &endpoint])
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", dir.join("garbage.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("invalid otlp_certificate") && stderr.contains("garbage.pem"),
+        "{stderr}"
+    );
+
+    let dig = |n: usize| {
+        for _ in 0..n {
+            let _ = bed
+                .node
+                .command("dig")
+                .args(["+short", "+tries=1", "+timeout=1", "@169.254.169.253"])
+                .arg(format!("svc1.{}", headroom_testbed::bed::ZONE))
+                .output();
+        }
+    };
+    for (protocol, via_env) in [("http/protobuf", false), ("grpc", true)] {
+        let config = bed.path("agent.toml");
+        let toml = if via_env {
+            String::new()
+        } else {
+            format!("otlp_certificate = \"{good_ca}\"\n")
+        };
+        std::fs::write(&config, toml).unwrap();
+        let env: Vec<(&str, &str)> = if via_env {
+            vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", good_ca.as_str())]
+        } else {
+            vec![]
+        };
+        let before = got.lock().unwrap().len();
+        let agent = Agent::start(
+            &bed,
+            &[
+                "--report-interval",
+                "1s",
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &env,
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        dig(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while got.lock().unwrap().len() < before + 4 {
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: nothing arrived over TLS"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let reports = agent.reports();
+        let log = agent.log();
+        agent.guard.stop().unwrap();
+        let received: Vec<_> = got.lock().unwrap()[before..].to_vec();
+        let want = if protocol == "grpc" { "grpc" } else { "http" };
+        assert!(received.iter().all(|r| r.1 == want), "{protocol}");
+        // Each window's peak as the agent reported it (window end within ±3 ms: the report
+        // prints milliseconds).
+        let mut matched = 0;
+        for (_, _, req) in &received {
+            let Some((end, peak)) = eni0_peak(req) else {
+                continue;
+            };
+            if let Some(r) = reports
+                .iter()
+                .find(|r| window_end(r).abs_diff(end) <= 3_000_000)
+            {
+                let agent_peak = r["interfaces"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|i| i["name"] == "eni0")
+                    .unwrap()["peak_pps"]
+                    .as_i64()
+                    .unwrap();
+                assert_eq!(peak, agent_peak, "{protocol} window ending {end}");
+                matched += 1;
+            }
+        }
+        assert!(matched >= 3, "{protocol}: {matched} windows matched");
+        assert!(
+            !log.iter().any(|l| l.contains("OTLP export failing")),
+            "{protocol}: {log:?}"
+        );
+    }
+    // The queries were seen: some window over TLS carried a non-zero peak.
+    assert!(got
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| eni0_peak(&r.2).is_some_and(|p| p.1 > 0)));
+
+    // A CA that did not sign the receiver's certificate: a clear error, windows stay queued,
+    // measurement goes on.
+    let before = got.lock().unwrap().len();
+    let agent = Agent::start(
+        &bed,
+        &["--report-interval", "1s", "--otlp-endpoint", &endpoint],
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", wrong_ca.as_str())],
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, text) = scrape::get(&bed.node, &format!("http://{AGENT_METRICS}/metrics"));
+    let log = agent.log();
+    let reports = agent.reports();
+    agent.guard.stop().unwrap();
+    assert_eq!(
+        got.lock().unwrap().len(),
+        before,
+        "nothing delivered to an untrusted receiver"
+    );
+    let line = log
+        .iter()
+        .find(|l| l.contains("TLS certificate is not trusted"))
+        .unwrap_or_else(|| panic!("no clear error in {log:?}"));
+    assert!(
+        line.contains("otlp_certificate") && line.to_lowercase().contains("unknownissuer"),
+        "{line}"
+    );
+    assert_eq!(code, 200);
+    assert!(
+        scrape::sample(&text, "headroom_otlp_send_failures_total").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert!(
+        scrape::sample(&text, "headroom_otlp_windows_queued").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert!(
+        reports.len() >= 2,
+        "still measuring: {} reports",
+        reports.len()
+    );
+}

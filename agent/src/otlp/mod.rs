@@ -59,6 +59,82 @@ pub struct OtlpSettings {
     pub headers: Vec<(String, String)>,
     /// Resource attributes from `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_attributes: Vec<(String, String)>,
+    /// Whom to trust for `https://` endpoints.
+    pub trust: Trust,
+}
+
+/// The certificate authorities an `https://` endpoint's certificate is checked against.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trust {
+    /// The system's CA certificates (rustls-native-certs: SSL_CERT_FILE / SSL_CERT_DIR, else
+    /// the distribution's bundle).
+    System,
+    /// The CA certificates of a PEM file (`otlp_certificate`, `OTEL_EXPORTER_OTLP_CERTIFICATE`),
+    /// read once at startup.
+    File {
+        path: std::path::PathBuf,
+        certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    },
+}
+
+impl Trust {
+    /// Reads the PEM file `path`: every CERTIFICATE block in it; an error (one line naming the
+    /// file and the fix) when it cannot be read or holds none.
+    pub fn from_file(path: &str) -> Result<Trust, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let bad = |why: String| {
+            format!(
+                "invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate"
+            )
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("not PEM ({e})")))?;
+        if certs.is_empty() {
+            return Err(bad("no CERTIFICATE in it".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (_, bad_certs) = roots.add_parsable_certificates(certs.iter().cloned());
+        if bad_certs > 0 {
+            return Err(bad(format!(
+                "{bad_certs} certificate(s) in it cannot be parsed"
+            )));
+        }
+        Ok(Trust::File {
+            path: path.into(),
+            certs,
+        })
+    }
+
+    /// The TLS client configuration (ring, TLS 1.2 and 1.3) trusting these CAs; logs when the
+    /// system has none.
+    pub(crate) fn client_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        match self {
+            Trust::File { certs, .. } => {
+                roots.add_parsable_certificates(certs.iter().cloned());
+            }
+            Trust::System => {
+                let found = rustls_native_certs::load_native_certs();
+                for error in &found.errors {
+                    tracing::warn!(message = "Cannot read some system CA certificates.", %error);
+                }
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    tracing::error!(message = "No system CA certificates found: https OTLP endpoints cannot be verified; set otlp_certificate (or OTEL_EXPORTER_OTLP_CERTIFICATE) to the collector's CA file.");
+                }
+            }
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
 }
 
 /// The exporter's own counters, shown on the agent's /metrics.
@@ -217,7 +293,7 @@ impl Exporter {
 }
 
 /// The metrics URL for an OTLP endpoint: for HTTP a base URL gets `/v1/metrics` appended (as
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` works), for gRPC it is the endpoint; only plain HTTP for now.
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` works), for gRPC it is the endpoint; `http://` or `https://`.
 pub fn metrics_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, String> {
     signal_url(endpoint, protocol, "/v1/metrics")
 }
@@ -236,12 +312,7 @@ fn signal_url(endpoint: &str, protocol: Protocol, path: &str) -> Result<hyper::U
         .parse()
         .map_err(|_| bad("expected a URL such as http://headroom-collector:4318"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https is not supported yet; use http:// (e.g. to a collector in the cluster)",
-            ))
-        }
+        Some("http" | "https") => {}
         _ => return Err(bad("expected a URL such as http://headroom-collector:4318")),
     }
     if uri.host().is_none() {
@@ -296,9 +367,13 @@ mod tests {
                 .to_string(),
             "http://c:4318/v1/metrics"
         );
-        assert!(metrics_url("https://c", Protocol::HttpProtobuf)
-            .unwrap_err()
-            .contains("https"));
+        assert_eq!(
+            metrics_url("https://c", Protocol::HttpProtobuf)
+                .unwrap()
+                .to_string(),
+            "https://c/v1/metrics"
+        );
+        assert!(metrics_url("ftp://c", Protocol::HttpProtobuf).is_err());
         assert!(metrics_url("c:4318", Protocol::HttpProtobuf).is_err());
         assert_eq!(
             metrics_url("http://c:4317", Protocol::Grpc)

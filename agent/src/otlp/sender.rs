@@ -5,6 +5,11 @@
 //! RESOURCE_EXHAUSTED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS) it waits (250 ms doubling
 //! to 5 s) and retries the same window; other answers mean the receiver will never take it:
 //! dropped and counted.
+//!
+//! `https://` endpoints go through rustls (ring) with hyper-rustls' connector, for OTLP/HTTP
+//! and for gRPC alike, verified against [`super::Trust`]. A certificate the CAs do not vouch
+//! for is a send failure like any other: logged (naming the certificate problem), retried,
+//! windows kept; measurement goes on.
 
 use super::{OtlpSettings, Protocol, Queue, Signal};
 use http_body_util::{BodyExt, Full};
@@ -35,10 +40,11 @@ type GrpcClients = (
     TraceServiceClient<tonic::transport::Channel>,
 );
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type HttpClient = Client<Connector, Full<Bytes>>;
 
 enum Transport {
-    Http(HttpClient),
+    Http(Box<HttpClient>),
     Grpc(Box<GrpcClients>),
 }
 
@@ -57,22 +63,39 @@ pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationT
 }
 
 async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
-    let mut transport = match settings.protocol {
-        Protocol::HttpProtobuf => {
-            let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            connector.set_nodelay(true);
-            Transport::Http(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .build(connector),
-            )
+    let https = settings.metrics_url.scheme_str() == Some("https");
+    let tls = if https {
+        settings.trust.client_config()
+    } else {
+        // Never used: plain HTTP.
+        super::Trust::File {
+            path: Default::default(),
+            certs: Vec::new(),
         }
+        .client_config()
+    };
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let mut transport = match settings.protocol {
+        Protocol::HttpProtobuf => Transport::Http(Box::new(
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(builder.enable_http1().wrap_connector(tcp)),
+        )),
         Protocol::Grpc => {
             // Connects on first use and again after every failure.
-            let channel = tonic::transport::Endpoint::from(settings.metrics_url.clone())
+            let endpoint = tonic::transport::Endpoint::from(settings.metrics_url.clone())
                 .tcp_nodelay(true)
-                .timeout(TIMEOUT)
-                .connect_lazy();
+                .timeout(TIMEOUT);
+            let channel = if https {
+                endpoint.connect_with_connector_lazy(builder.enable_http2().wrap_connector(tcp))
+            } else {
+                endpoint.connect_lazy()
+            };
             Transport::Grpc(Box::new((
                 MetricsServiceClient::new(channel.clone()),
                 TraceServiceClient::new(channel),
@@ -111,6 +134,13 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                 queue.stats.failures.inc();
                 if !failing {
                     tracing::warn!(message = "OTLP export failing; windows stay queued.", %reason);
+                    if reason.contains("certificate") {
+                        tracing::error!(
+                            message = "The OTLP endpoint's TLS certificate is not trusted: set otlp_certificate (or OTEL_EXPORTER_OTLP_CERTIFICATE) to the PEM file of the CA that signed it.",
+                            url = %settings.metrics_url,
+                            %reason
+                        );
+                    }
                 }
                 failing = true;
                 tokio::select! {
@@ -171,6 +201,20 @@ fn with_headers<T>(msg: T, settings: &OtlpSettings) -> tonic::Request<T> {
     req
 }
 
+/// An error with its causes, `a: b: c` (where a TLS certificate problem shows).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out += &format!(": {text}");
+        }
+        cur = s.source();
+    }
+    out
+}
+
 fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::Elapsed>) -> Outcome {
     use tonic::Code;
     match result {
@@ -183,7 +227,7 @@ fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::El
             | Code::Cancelled
             | Code::OutOfRange
             | Code::DataLoss => {
-                Outcome::Retry(format!("gRPC {:?}: {}", status.code(), status.message()))
+                Outcome::Retry(format!("gRPC {:?}: {}", status.code(), chain(&status)))
             }
             code => Outcome::Refused(format!("gRPC {code:?}: {}", status.message())),
         },
@@ -216,7 +260,7 @@ async fn send_http(
     };
     let resp = match tokio::time::timeout(TIMEOUT, client.request(req)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Outcome::Retry(format!("{e}")),
+        Ok(Err(e)) => return Outcome::Retry(chain(&e)),
         Err(_) => return Outcome::Retry("timed out".into()),
     };
     let status = resp.status().as_u16();
