@@ -1038,3 +1038,159 @@ fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
         reports.len()
     );
 }
+
+/// eni0's windows in the collector's fleet: (start, peak_pps).
+fn fleet_windows(bed: &Bed) -> Vec<(String, u64)> {
+    let (code, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
+    if code != 200 {
+        return Vec::new();
+    }
+    let fleet: Value = serde_json::from_str(&body).unwrap();
+    let mut out = Vec::new();
+    for c in fleet["clusters"].as_array().into_iter().flatten() {
+        for n in c["nodes"].as_array().into_iter().flatten() {
+            if n["name"] != NODE {
+                continue;
+            }
+            for i in n["interfaces"].as_array().into_iter().flatten() {
+                if i["interface"] != "eni0" {
+                    continue;
+                }
+                for w in i["windows"].as_array().into_iter().flatten() {
+                    out.push((
+                        w["start"].as_str().unwrap_or("").to_string(),
+                        w["peak_pps"].as_u64().unwrap_or(0),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Outage length: 2 minutes (issue 8: "Collector stopped for 2 minutes while the agent
+/// measures a burst, then restarted: the burst's peak arrives").
+const OUTAGE: Duration = Duration::from_secs(120);
+
+/// The collector goes away for 2 minutes while dnsperf sends a 3 s burst at 700 queries/s to
+/// the link-local resolver; after it comes back, the burst's window reaches it with the
+/// agent's peak (±1 packet/s), which is tcpdump's busiest second (the agent slides in 10 ms
+/// steps, so it may be lower by one step's packets, never higher); every window cut during the
+/// outage arrives, none is dropped.
+#[test]
+fn a_burst_measured_during_a_two_minute_collector_outage_arrives() {
+    let mut needs = bed_needs();
+    needs.push(Need::Tool("curl"));
+    if !headroom_testbed::require(
+        "a_burst_measured_during_a_two_minute_collector_outage_arrives",
+        &needs,
+    ) {
+        return;
+    }
+    let mut bed = Bed::new(1).unwrap();
+    bed.start_unbound().unwrap();
+    let collector = start_collector(&bed, None);
+    let agent = Agent::start(
+        &bed,
+        &[
+            "--report-interval",
+            "1s",
+            "--otlp-endpoint",
+            &format!("http://{GRPC}"),
+            "--otlp-protocol",
+            "grpc",
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fleet_windows(&bed).is_empty() {
+        assert!(Instant::now() < deadline, "no window before the outage");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dump = bed.tcpdump("eni0", "dst host 169.254.169.253").unwrap();
+    let before = agent.reports().len();
+    let down = Instant::now();
+    let out = collector.stop().unwrap();
+    assert!(out.status.success(), "collector exit {:?}", out.status);
+    let sent = headroom_testbed::bed::run_dnsperf(
+        &mut bed
+            .dnsperf(headroom_testbed::bed::LINKLOCAL_RESOLVER, 700, 3, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(sent.sent >= 1890, "dnsperf sent {}", sent.sent);
+    std::thread::sleep(Duration::from_secs(2));
+    let truth = headroom_testbed::pcap::busiest_second(&dump.stop_and_timestamps().unwrap());
+    std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+    let during: Vec<Value> = agent.reports()[before..].to_vec();
+    assert!(
+        during.len() >= 110,
+        "{} windows during the 120 s outage",
+        during.len()
+    );
+    let _collector = start_collector(&bed, None);
+    let outage = down.elapsed();
+    let peak_of = |r: &Value| {
+        r["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "eni0")
+            .unwrap()["peak_pps"]
+            .as_u64()
+            .unwrap()
+    };
+    let burst = during.iter().max_by_key(|r| peak_of(r)).unwrap();
+    let start = burst["window"]["start"].as_str().unwrap().to_string();
+    let peak = peak_of(burst);
+    let step = 700u64.div_ceil(100) + 1;
+    assert!(
+        peak <= truth && peak + step >= truth,
+        "agent peak {peak} vs tcpdump's busiest second {truth} (one 10 ms step: {step})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fleet_peak = loop {
+        if let Some((_, p)) = fleet_windows(&bed).into_iter().find(|w| w.0 == start) {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the burst's window {start} never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!(
+        "after a {outage:?} outage: window {start}: tcpdump busiest second {truth}/s, agent peak {peak}/s, collector {fleet_peak}/s; {} windows during the outage",
+        during.len()
+    );
+    assert!(
+        peak.abs_diff(fleet_peak) <= 1,
+        "agent {peak} vs collector {fleet_peak}"
+    );
+    // Nothing lost: every window cut during the outage reached the new collector.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let have: Vec<String> = fleet_windows(&bed).into_iter().map(|w| w.0).collect();
+        let lost: Vec<&str> = during
+            .iter()
+            .map(|r| r["window"]["start"].as_str().unwrap())
+            .filter(|s| !have.iter().any(|h| h == s))
+            .collect();
+        if lost.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "windows lost: {lost:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, m) = scrape::get(&bed.node, &format!("http://{AGENT_METRICS}/metrics"));
+    assert_eq!(
+        scrape::sample(&m, "headroom_otlp_windows_dropped_total"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        scrape::sample(&m, "headroom_otlp_send_failures_total").unwrap_or(0.0) > 0.0,
+        "the outage was seen: {m}"
+    );
+    drop(agent);
+}
