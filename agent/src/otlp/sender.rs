@@ -227,7 +227,11 @@ fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::El
             | Code::Cancelled
             | Code::OutOfRange
             | Code::DataLoss => {
-                Outcome::Retry(format!("gRPC {:?}: {}", status.code(), chain(&status)))
+                let mut reason = format!("gRPC {:?}: {}", status.code(), status.message());
+                if let Some(source) = std::error::Error::source(&status) {
+                    reason += &format!(": {}", chain(source));
+                }
+                Outcome::Retry(reason)
             }
             code => Outcome::Refused(format!("gRPC {code:?}: {}", status.message())),
         },
