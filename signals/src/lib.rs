@@ -42,7 +42,9 @@
 //! Each report window is one data point per metric and interface: `start_time_unix_nano` is
 //! the window's start, `time_unix_nano` its end, so a receiver can place late windows.
 //! Interface attributes: `interface`, `eni` (empty until known), `service` (packets only),
-//! `rcode` (DNS responses only).
+//! `rcode` (DNS responses only), `allowance` (ENA counters only: `linklocal`, `pps`,
+//! `conntrack`, `bw_in`, `bw_out`: the driver's counter name without `_allowance_exceeded`, as
+//! the Prometheus label).
 //! Listener attributes: `namespace`, `pod`, `container`, `port`, `process`, `workload_kind`
 //! (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, or Pod), `workload` (a pod owned by a
 //! ReplicaSet carrying a `pod-template-hash` label belongs to the Deployment named by the
@@ -51,7 +53,10 @@
 //! `target`, `workload_kind`, `workload`.
 //!
 //! Spans: `dns.resolve` (resolver checks) and `probe` (each slow, timed-out or failed probe
-//! attempt; start = when the attempt began, end = start + elapsed; attributes in [`span`]).
+//! attempt; start = when the attempt began, end = start + elapsed; attributes in [`span`]:
+//! the probe attributes as strings, `probe.timeout_seconds` and `probe.elapsed_seconds` as
+//! doubles, `http.response.status_code`, `workers.busy`, `workers.total` and
+//! `accept_queue.depth` as integers; status ERROR for timeouts and errors).
 #![forbid(unsafe_code)]
 
 /// OTLP metric names (see the table above).
