@@ -34,6 +34,9 @@ pub struct Cli {
     /// POST every finding state change as JSON to this URL.
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
+    /// How spans go to --traces-endpoint: grpc or http [default: http].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub traces_protocol: Option<String>,
 }
 
 /// The configuration: file first, flags over it, then every field checked.
@@ -59,6 +62,9 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
     }
     if let Some(u) = &cli.webhook_url {
         cfg.webhook_url = Some(u.clone());
+    }
+    if let Some(p) = &cli.traces_protocol {
+        cfg.traces_protocol = p.clone();
     }
     cfg.validate()
         .map_err(|errs| CollectorError::Usage(errs.join("; ")))

@@ -30,6 +30,14 @@ pub struct Config {
     pub max_interfaces_per_node: usize,
     /// Most nodes in the fleet; data from further nodes is rejected until some expire.
     pub max_nodes: usize,
+    /// Most listeners (pod, container, port) kept per node; further ones are rejected.
+    pub max_listeners_per_node: usize,
+    /// Most shadowed probes (pod, container, probe kind) kept per node.
+    pub max_probes_per_node: usize,
+    /// Span of history the workload figures (busy mean/p95/max, queue max, saturated
+    /// seconds) and the probe attempt counts cover: long enough for an HPA's view of load,
+    /// short enough that memory stays small (every listener keeps each window of this span).
+    pub workload_history: String,
     /// Where received spans go on to: an OTLP/HTTP base URL such as http://jaeger:4318
     /// (spans are POSTed to `/v1/traces`). Unset: spans are counted, not forwarded.
     pub traces_endpoint: Option<String>,
@@ -52,6 +60,9 @@ pub struct Config {
     pub kube: bool,
     /// Thresholds and durations of the rules, and the evaluation interval.
     pub rules: RulesConfig,
+    /// How spans go to `traces_endpoint`: `http` (OTLP/HTTP protobuf, POST `/v1/traces`) or
+    /// `grpc` (the OTLP `TraceService/Export` call; the endpoint is then e.g. http://tempo:4317).
+    pub traces_protocol: String,
 }
 
 impl Default for Config {
@@ -66,6 +77,9 @@ impl Default for Config {
             max_metrics_per_node: 500,
             max_interfaces_per_node: 64,
             max_nodes: 10_000,
+            max_listeners_per_node: 512,
+            max_probes_per_node: 512,
+            workload_history: "15m".into(),
             traces_endpoint: None,
             alertmanager_urls: Vec::new(),
             webhook_url: None,
@@ -74,6 +88,7 @@ impl Default for Config {
             state_file: None,
             kube: true,
             rules: RulesConfig::default(),
+            traces_protocol: "http".into(),
         }
     }
 }
@@ -89,6 +104,10 @@ pub struct Limits {
     pub max_metrics_per_node: usize,
     pub max_interfaces_per_node: usize,
     pub max_nodes: usize,
+    pub max_listeners_per_node: usize,
+    pub max_probes_per_node: usize,
+    /// History the workload and probe figures cover.
+    pub workload_history: Duration,
 }
 
 impl Default for Limits {
@@ -117,6 +136,16 @@ pub struct Settings {
     pub state_file: Option<std::path::PathBuf>,
     pub kube: bool,
     pub rules: Thresholds,
+    pub traces_protocol: TracesProtocol,
+}
+
+/// How spans are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracesProtocol {
+    /// OTLP/HTTP protobuf, POST `/v1/traces`.
+    Http,
+    /// OTLP/gRPC `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+    Grpc,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -160,6 +189,26 @@ impl Config {
                 None
             }
         };
+        let history = match humantime::parse_duration(&self.workload_history) {
+            Ok(d) if d >= Duration::from_secs(10) && d <= crate::fleet::HISTORY => Some(d),
+            _ => {
+                errors.push(format!(
+                    "invalid workload_history '{}': expected a duration from 10s to 1h such as 15m",
+                    self.workload_history
+                ));
+                None
+            }
+        };
+        let traces_protocol = match self.traces_protocol.as_str() {
+            "http" | "http/protobuf" => Some(TracesProtocol::Http),
+            "grpc" => Some(TracesProtocol::Grpc),
+            other => {
+                errors.push(format!(
+                    "invalid --traces-protocol '{other}': expected grpc or http"
+                ));
+                None
+            }
+        };
         if !(1024..=(256 << 20)).contains(&self.max_request_bytes) {
             errors.push(format!(
                 "invalid max_request_bytes {}: must be between 1024 and 268435456",
@@ -171,15 +220,19 @@ impl Config {
             ("max_metrics_per_node", self.max_metrics_per_node),
             ("max_interfaces_per_node", self.max_interfaces_per_node),
             ("max_nodes", self.max_nodes),
+            ("max_listeners_per_node", self.max_listeners_per_node),
+            ("max_probes_per_node", self.max_probes_per_node),
         ] {
             if v == 0 {
                 errors.push(format!("invalid {name} 0: must be at least 1"));
             }
         }
         let traces_endpoint = match &self.traces_endpoint {
-            Some(e) => crate::forward::traces_url(e)
-                .map_err(|e| errors.push(e))
-                .ok(),
+            Some(e) => {
+                crate::forward::traces_url(e, traces_protocol.unwrap_or(TracesProtocol::Http))
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            }
             None => None,
         };
         let alertmanager_urls: Vec<hyper::Uri> = self
@@ -236,12 +289,16 @@ impl Config {
             state_file: self.state_file.as_ref().map(std::path::PathBuf::from),
             kube: self.kube,
             rules: rules.unwrap(),
+            traces_protocol: traces_protocol.unwrap(),
             limits: Limits {
                 node_expiry: expiry.unwrap(),
                 max_series_per_metric: self.max_series_per_metric,
                 max_metrics_per_node: self.max_metrics_per_node,
                 max_interfaces_per_node: self.max_interfaces_per_node,
                 max_nodes: self.max_nodes,
+                max_listeners_per_node: self.max_listeners_per_node,
+                max_probes_per_node: self.max_probes_per_node,
+                workload_history: history.unwrap(),
             },
         })
     }
@@ -281,6 +338,8 @@ mod tests {
         assert_eq!(s.http_listen.port(), 9464);
         assert_eq!(s.max_request_bytes, 8 << 20);
         assert_eq!(s.limits.node_expiry, Duration::from_secs(900));
+        assert_eq!(s.limits.workload_history, Duration::from_secs(900));
+        assert_eq!(s.traces_protocol, TracesProtocol::Http);
     }
 
     #[test]
@@ -293,10 +352,16 @@ mod tests {
             node_expiry: "soon".into(),
             max_series_per_metric: 0,
             traces_endpoint: Some("jaeger:4318".into()),
+            workload_history: "2h".into(),
+            traces_protocol: "thrift".into(),
             ..Config::default()
         };
         let errs = c.validate().unwrap_err();
-        assert_eq!(errs.len(), 6, "{errs:?}");
+        assert_eq!(errs.len(), 8, "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("workload_history '2h'")));
+        assert!(errs
+            .iter()
+            .any(|e| e.contains("--traces-protocol 'thrift'")));
         assert!(errs.iter().any(|e| e.contains("--otlp-grpc-listen 'nope'")));
         assert!(errs.iter().any(|e| e.contains("two listeners")));
     }

@@ -1,14 +1,18 @@
-//! Traces onward: spans received (gRPC, HTTP protobuf or JSON) are re-encoded as OTLP/HTTP
-//! protobuf and POSTed to `--traces-endpoint` (e.g. Jaeger or Tempo at http://jaeger:4318), so
-//! they appear in the user's tracing backend. A bounded queue (1000 requests) decouples ingest
-//! from the downstream: when it is full, or a request fails 5 times (250 ms doubling backoff),
-//! its spans are dropped and counted; ingest never waits.
+//! Traces onward: spans received (gRPC, HTTP protobuf or JSON) go on to `--traces-endpoint`
+//! (e.g. Jaeger or Tempo), so they appear in the user's tracing backend: re-encoded as OTLP/HTTP
+//! protobuf and POSTed to `URL/v1/traces` (`--traces-protocol http`, the default), or sent with
+//! the OTLP/gRPC `TraceService/Export` call through tonic (`--traces-protocol grpc`, endpoint
+//! such as http://tempo:4317). A bounded queue (1000 requests) decouples ingest from the
+//! downstream: when it is full, or a request fails 5 times (250 ms doubling backoff), its spans
+//! are dropped and counted; ingest never waits.
 
+use crate::config::TracesProtocol;
 use crate::fleet::Fleet;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::sync::{Arc, Mutex};
@@ -18,14 +22,16 @@ use tokio_util::sync::CancellationToken;
 
 const QUEUE: usize = 1000;
 const ATTEMPTS: u32 = 5;
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Forwarder {
-    tx: mpsc::Sender<(Bytes, u64)>,
+    tx: mpsc::Sender<(ExportTraceServiceRequest, u64)>,
     fleet: Arc<Mutex<Fleet>>,
 }
 
-/// `URL/v1/traces` for a base URL (kept as is when it already ends so); plain HTTP only.
-pub fn traces_url(endpoint: &str) -> Result<hyper::Uri, String> {
+/// For HTTP, `URL/v1/traces` for a base URL (kept as is when it already ends so); for gRPC the
+/// URL as given (the service path is the call's). Plain HTTP (h2c for gRPC) only.
+pub fn traces_url(endpoint: &str, protocol: TracesProtocol) -> Result<hyper::Uri, String> {
     let bad = |why: &str| format!("invalid --traces-endpoint '{endpoint}': {why}");
     let uri: hyper::Uri = endpoint
         .parse()
@@ -36,6 +42,9 @@ pub fn traces_url(endpoint: &str) -> Result<hyper::Uri, String> {
         ));
     }
     let base = endpoint.trim_end_matches('/');
+    if protocol == TracesProtocol::Grpc {
+        return Ok(uri);
+    }
     let full = if base.ends_with("/v1/traces") {
         base.to_string()
     } else {
@@ -46,9 +55,33 @@ pub fn traces_url(endpoint: &str) -> Result<hyper::Uri, String> {
 
 impl Forwarder {
     /// Starts the sending task on the current runtime.
-    pub fn start(url: hyper::Uri, fleet: Arc<Mutex<Fleet>>, stop: CancellationToken) -> Forwarder {
+    pub fn start(
+        url: hyper::Uri,
+        protocol: TracesProtocol,
+        fleet: Arc<Mutex<Fleet>>,
+        stop: CancellationToken,
+    ) -> Forwarder {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, url, fleet.clone(), stop));
+        let transport = match protocol {
+            TracesProtocol::Http => {
+                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                connector.set_nodelay(true);
+                Transport::Http(
+                    Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(30))
+                        .build(connector),
+                )
+            }
+            TracesProtocol::Grpc => {
+                // Connects on first use and again after a failure.
+                let channel = tonic::transport::Endpoint::from(url.clone())
+                    .tcp_nodelay(true)
+                    .timeout(TIMEOUT)
+                    .connect_lazy();
+                Transport::Grpc(TraceServiceClient::new(channel))
+            }
+        };
+        tokio::spawn(run(rx, url, transport, fleet.clone(), stop));
         Forwarder { tx, fleet }
     }
 
@@ -63,11 +96,7 @@ impl Forwarder {
         if spans == 0 {
             return;
         }
-        if self
-            .tx
-            .try_send((Bytes::from(req.encode_to_vec()), spans))
-            .is_err()
-        {
+        if self.tx.try_send((req.clone(), spans)).is_err() {
             count(&self.fleet, 0, spans);
         }
     }
@@ -80,58 +109,97 @@ fn count(fleet: &Mutex<Fleet>, forwarded: u64, dropped: u64) {
         .count_forwarded(forwarded, dropped);
 }
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+enum Transport {
+    Http(HttpClient),
+    Grpc(TraceServiceClient<tonic::transport::Channel>),
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Sent,
+    /// Refused for good (4xx other than 408/429; gRPC codes other than the retryable ones).
+    Refused(String),
+    /// Worth another try.
+    Retry,
+}
+
+impl Transport {
+    async fn send(&mut self, url: &hyper::Uri, req: &ExportTraceServiceRequest) -> Outcome {
+        match self {
+            Transport::Http(client) => {
+                let body = Bytes::from(req.encode_to_vec());
+                let r = hyper::Request::post(url.clone())
+                    .header("content-type", "application/x-protobuf")
+                    .body(Full::new(body))
+                    .expect("static request parts are valid");
+                match tokio::time::timeout(TIMEOUT, client.request(r)).await {
+                    Ok(Ok(resp)) => {
+                        let s = resp.status().as_u16();
+                        let _ = resp.into_body().collect().await;
+                        match s {
+                            200..=299 => Outcome::Sent,
+                            408 | 429 | 500..=599 => Outcome::Retry,
+                            s => Outcome::Refused(format!("HTTP {s}")),
+                        }
+                    }
+                    _ => Outcome::Retry,
+                }
+            }
+            Transport::Grpc(client) => {
+                match tokio::time::timeout(TIMEOUT, client.export(req.clone())).await {
+                    Ok(Ok(_)) => Outcome::Sent,
+                    Ok(Err(status)) => {
+                        use tonic::Code::*;
+                        // The OTLP specification's retryable codes.
+                        match status.code() {
+                            Cancelled | DeadlineExceeded | Aborted | OutOfRange | Unavailable
+                            | DataLoss | ResourceExhausted | Unknown => Outcome::Retry,
+                            c => Outcome::Refused(format!("gRPC {c:?}: {}", status.message())),
+                        }
+                    }
+                    Err(_) => Outcome::Retry,
+                }
+            }
+        }
+    }
+}
+
 async fn run(
-    mut rx: mpsc::Receiver<(Bytes, u64)>,
+    mut rx: mpsc::Receiver<(ExportTraceServiceRequest, u64)>,
     url: hyper::Uri,
+    mut transport: Transport,
     fleet: Arc<Mutex<Fleet>>,
     stop: CancellationToken,
 ) {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
     loop {
-        let (body, spans) = tokio::select! {
+        let (req, spans) = tokio::select! {
             m = rx.recv() => match m { Some(m) => m, None => return },
             _ = stop.cancelled() => return,
         };
         let mut backoff = Duration::from_millis(250);
         let mut sent = false;
         for attempt in 1..=ATTEMPTS {
-            let req = hyper::Request::post(url.clone())
-                .header("content-type", "application/x-protobuf")
-                .body(Full::new(body.clone()))
-                .expect("static request parts are valid");
-            let status =
-                match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                    Ok(Ok(resp)) => {
-                        let s = resp.status().as_u16();
-                        let _ = resp.into_body().collect().await;
-                        Some(s)
-                    }
-                    _ => None,
-                };
-            match status {
-                Some(200..=299) => {
+            match transport.send(&url, &req).await {
+                Outcome::Sent => {
                     sent = true;
                     break;
                 }
-                Some(s) if !matches!(s, 408 | 429 | 500..=599) => {
-                    tracing::warn!(
-                        message = "Traces endpoint refused spans; dropped.",
-                        status = s
-                    );
+                Outcome::Refused(why) => {
+                    tracing::warn!(message = "Traces endpoint refused spans; dropped.", %why);
                     break;
                 }
-                _ if attempt < ATTEMPTS => {
+                Outcome::Retry if attempt < ATTEMPTS => {
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.cancelled() => return,
                     }
                     backoff *= 2;
                 }
-                _ => tracing::warn!(message = "Traces endpoint unreachable; spans dropped.", %url),
+                Outcome::Retry => {
+                    tracing::warn!(message = "Traces endpoint unreachable; spans dropped.", %url)
+                }
             }
         }
         if sent {

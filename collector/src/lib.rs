@@ -83,10 +83,9 @@ pub async fn run(
     let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let forward = settings
-        .traces_endpoint
-        .clone()
-        .map(|url| forward::Forwarder::start(url, fleet.clone(), stop.clone()));
+    let forward = settings.traces_endpoint.clone().map(|url| {
+        forward::Forwarder::start(url, settings.traces_protocol, fleet.clone(), stop.clone())
+    });
     let sinks = alerts::Sinks::start(
         &settings.alertmanager_urls,
         settings.webhook_url.as_ref(),
@@ -171,7 +170,8 @@ pub async fn run(
         traces_endpoint = ?settings.traces_endpoint.as_ref().map(|u| u.to_string()),
         alertmanagers = settings.alertmanager_urls.len(),
         webhook = settings.webhook_url.is_some(),
-        kube = settings.kube
+        kube = settings.kube,
+        traces_protocol = ?settings.traces_protocol
     );
     shutdown.await;
     stop.cancel();

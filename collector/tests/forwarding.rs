@@ -71,3 +71,40 @@ fn spans_go_on_to_the_traces_endpoint() {
     }
     assert_eq!(ingest(&c)["spans_received"], 6);
 }
+
+#[test]
+fn spans_go_on_over_grpc() {
+    let downstream = Collector::start();
+    let url = format!("http://{}", downstream.grpc);
+    let c = Collector::start_with(&["--traces-endpoint", &url, "--traces-protocol", "grpc"]);
+    // Two exports: 5 and 3 spans, from two nodes; the downstream must count exactly 8.
+    for (node_name, n) in [("grpc-a", 5), ("grpc-b", 3)] {
+        let (code, body) = request(
+            &c.otlp_http,
+            "POST",
+            "/v1/traces",
+            &[("content-type", "application/json")],
+            spans_json(node_name, n).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let received = ingest(&downstream)["spans_received"].as_u64().unwrap();
+        if received == 8 {
+            break;
+        }
+        assert!(received < 8, "more spans than sent: {received}");
+        assert!(Instant::now() < deadline, "downstream got {received} of 8");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fleet = downstream.fleet();
+    assert_eq!(node(&fleet, "grpc-a").unwrap()["spans_received"], 5);
+    assert_eq!(node(&fleet, "grpc-b").unwrap()["spans_received"], 3);
+    assert_eq!(ingest(&c)["spans_forwarded"], 8);
+    assert_eq!(ingest(&c)["spans_forward_dropped"], 0);
+    // Nothing more arrives later (no duplicate sends).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ingest(&downstream)["spans_received"], 8);
+}
