@@ -1,10 +1,14 @@
-//! The fleet model: cluster → node → interface windows, built from OTLP metrics, plus the
-//! latest value of every other OTLP metric a node sends. Memory is bounded: nodes expire,
-//! windows older than an hour go, and every map has a limit (see [`Limits`]).
+//! The fleet model: cluster → node → interface windows (with DNS top talkers and ENA allowance
+//! counters), listeners and shadowed probes, built from OTLP metrics, plus the latest value of
+//! every other OTLP metric a node sends; per cluster, workloads are built from their pods'
+//! listeners (see [`crate::aggregate`] for the arithmetic). Memory is bounded: nodes expire,
+//! listeners and probes without data for `node_expiry` go, windows older than an hour (listener
+//! windows: older than `workload_history`) go, and every map has a limit (see [`Limits`]).
 //!
 //! [`Fleet::snapshot`] is the one read-only view the API, the status page, `/metrics` and the
 //! rules read.
 
+use crate::aggregate::{self, BusyWindow, Counter, CounterPoint};
 use crate::config::Limits;
 use headroom_signals::{attr, otlp, resource};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -20,6 +24,17 @@ pub const HISTORY: Duration = Duration::from_secs(3600);
 /// At most this many windows per interface (one-second windows for an hour).
 pub const MAX_WINDOWS: usize = 3600;
 const MAX_ATTRS: usize = 32;
+/// Most top names and top sources kept per interface (the agent sends its top 10 of each).
+pub const MAX_TOP: usize = 100;
+/// Most distinct counters (ENA allowances, DNS totals) kept per interface.
+const MAX_IFACE_COUNTERS: usize = 16;
+/// Points kept per interface counter: enough for the latest two windows' rises.
+const IFACE_COUNTER_POINTS: usize = 3;
+/// Most distinct `result` values kept per probe (the agent has four).
+const MAX_RESULTS: usize = 8;
+/// Points kept per probe counter over `workload_history`, thinned evenly beyond (see
+/// [`Counter`]): the attempt counts are exact up to this many windows.
+const PROBE_COUNTER_POINTS: usize = 32;
 const MAX_VALUE_CHARS: usize = 256;
 /// Cluster name for senders that do not set `k8s.cluster.name`.
 pub const DEFAULT_CLUSTER: &str = "default";
@@ -34,12 +49,81 @@ struct WindowPoint {
     limit: Option<f64>,
     /// Cumulative capture drops at the window's end.
     drops_total: Option<f64>,
+    /// One-second peak of DNS packets alone (`service = dns`).
+    dns_peak: Option<f64>,
 }
 
 #[derive(Debug, Default)]
 struct Interface {
     /// Keyed by the window's end (ns since the epoch), so late windows fall into place.
     windows: BTreeMap<u64, WindowPoint>,
+    /// `allowance:NAME` (ENA allowance counters), `dns.queries`, `dns.unanswered`.
+    counters: BTreeMap<String, Counter>,
+    /// The newest window's DNS figures.
+    dns: Option<DnsLatest>,
+}
+
+/// The DNS figures of one window (the newest one seen).
+#[derive(Debug, Default)]
+struct DnsLatest {
+    end: u64,
+    share: Option<f64>,
+    qnames: BTreeMap<String, f64>,
+    sources: BTreeMap<String, SourceEntry>,
+}
+
+#[derive(Debug, Default)]
+struct SourceEntry {
+    namespace: String,
+    pod: String,
+    workload_kind: String,
+    workload: String,
+    queries: f64,
+    search_expansion_packets: f64,
+}
+
+/// (namespace, pod, container, port)
+type ListenerKey = (String, String, String, u16);
+
+/// One listener's report windows over `workload_history`.
+#[derive(Debug, Default)]
+struct Listener {
+    process: String,
+    workload_kind: String,
+    workload: String,
+    windows: BTreeMap<u64, ListenerWindow>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ListenerWindow {
+    start: u64,
+    workers: Option<u32>,
+    busy: Option<f64>,
+    busy_max: Option<u32>,
+    queue_max: Option<u32>,
+    backlog: Option<u32>,
+    /// (counter start, cumulative saturated seconds)
+    saturated: Option<(u64, f64)>,
+}
+
+/// (namespace, pod, container, probe kind)
+type ProbeKey = (String, String, String, String);
+
+#[derive(Debug, Default)]
+struct Probe {
+    target: String,
+    workload_kind: String,
+    workload: String,
+    /// The newest window: its end and start, and its gauges.
+    end: u64,
+    start: u64,
+    timeout: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+    /// Earliest window start seen (for history_seconds).
+    first_start: u64,
+    attempts: BTreeMap<String, Counter>,
+    removals: Counter,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +148,8 @@ struct Node {
     last_seen: SystemTime,
     interfaces: BTreeMap<(String, String), Interface>,
     metrics: BTreeMap<String, MetricState>,
+    listeners: BTreeMap<ListenerKey, Listener>,
+    probes: BTreeMap<ProbeKey, Probe>,
     spans: u64,
 }
 
@@ -72,8 +158,9 @@ struct Node {
 pub struct IngestStats {
     /// Data points taken into the fleet.
     pub points_accepted: u64,
-    /// Data points refused by a limit (series per metric, metrics or interfaces per node,
-    /// nodes) or without a value.
+    /// Data points refused by a limit (series per metric, metrics, interfaces, listeners or
+    /// probes per node, nodes, top names), without a value or a needed attribute, or older
+    /// than the history kept.
     pub points_rejected: u64,
     pub spans_received: u64,
     /// Spans sent on to `--traces-endpoint`.
@@ -84,6 +171,9 @@ pub struct IngestStats {
     pub requests_rejected: BTreeMap<String, u64>,
     /// Nodes removed because they sent nothing for `node_expiry`.
     pub nodes_expired: u64,
+    /// Listeners and probes removed (their node still reporting) after no data for
+    /// `node_expiry`: the pod went away.
+    pub listeners_probes_expired: u64,
 }
 
 /// The result of one export request.
@@ -249,6 +339,8 @@ impl Fleet {
                 last_seen: now,
                 interfaces: BTreeMap::new(),
                 metrics: BTreeMap::new(),
+                listeners: BTreeMap::new(),
+                probes: BTreeMap::new(),
                 spans: 0,
             });
         if !exists {
@@ -274,7 +366,6 @@ impl Fleet {
     pub fn apply_metrics(&mut self, req: &ExportMetricsServiceRequest, now: SystemTime) -> Applied {
         let limits = self.limits;
         let now_ns = ns(now);
-        let oldest = now_ns.saturating_sub(HISTORY.as_nanos() as u64);
         let mut applied = Applied::default();
         for rm in &req.resource_metrics {
             let res = rm
@@ -293,10 +384,8 @@ impl Fleet {
                 continue;
             };
             for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
-                let windowed = m.name.starts_with(otlp::LINKLOCAL_PREFIX)
-                    && m.name != otlp::LINKLOCAL_PACKETS
-                    || m.name == otlp::CAPTURE_DROPS;
-                if windowed {
+                let class = Class::of(&m.name);
+                if class != Class::Generic {
                     let points = match &m.data {
                         Some(metric::Data::Gauge(g)) => &g.data_points,
                         Some(metric::Data::Sum(s)) => &s.data_points,
@@ -307,46 +396,26 @@ impl Fleet {
                     };
                     for p in points {
                         let a = attributes(&p.attributes);
-                        let (Some(v), Some(iface)) = (number(p), get(&a, attr::INTERFACE)) else {
-                            applied.rejected += 1;
-                            continue;
-                        };
                         let end = if p.time_unix_nano == 0 {
                             now_ns
                         } else {
                             p.time_unix_nano
                         };
-                        if end < oldest {
+                        let at = At {
+                            end,
+                            start: p.start_time_unix_nano,
+                            now: now_ns,
+                        };
+                        let taken = number(p).is_some_and(|v| match class {
+                            Class::Listener => listener_point(node, &limits, &m.name, &a, v, at),
+                            Class::Probe => probe_point(node, &limits, &m.name, &a, v, at),
+                            _ => interface_point(node, &limits, &m.name, &a, v, at),
+                        });
+                        if taken {
+                            applied.accepted += 1;
+                        } else {
                             applied.rejected += 1;
-                            continue;
                         }
-                        let key = (
-                            iface.to_string(),
-                            get(&a, attr::ENI).unwrap_or("").to_string(),
-                        );
-                        if !node.interfaces.contains_key(&key)
-                            && node.interfaces.len() >= limits.max_interfaces_per_node
-                        {
-                            applied.rejected += 1;
-                            continue;
-                        }
-                        let i = node.interfaces.entry(key).or_default();
-                        let w = i.windows.entry(end).or_default();
-                        match m.name.as_str() {
-                            otlp::LINKLOCAL_PPS_PEAK => w.peak = Some(v),
-                            otlp::LINKLOCAL_PPS_MEAN => w.mean = Some(v),
-                            otlp::LINKLOCAL_PPS_LIMIT => w.limit = Some(v),
-                            otlp::LINKLOCAL_UTILIZATION => w.utilization = Some(v),
-                            otlp::CAPTURE_DROPS => w.drops_total = Some(v),
-                            _ => {}
-                        }
-                        if m.name != otlp::CAPTURE_DROPS && p.start_time_unix_nano != 0 {
-                            w.start_ns = p.start_time_unix_nano;
-                        }
-                        while i.windows.len() > MAX_WINDOWS {
-                            i.windows.pop_first();
-                        }
-                        applied.accepted += 1;
                     }
                     continue;
                 }
@@ -414,6 +483,9 @@ impl Fleet {
     pub fn expire(&mut self, now: SystemTime) {
         let expiry = self.limits.node_expiry;
         let oldest = ns(now).saturating_sub(HISTORY.as_nanos() as u64);
+        let history_start = ns(now).saturating_sub(self.limits.workload_history.as_nanos() as u64);
+        let silent_since = ns(now).saturating_sub(expiry.as_nanos() as u64);
+        let mut parts_expired = 0;
         let mut removed = 0;
         for nodes in self.clusters.values_mut() {
             nodes.retain(|_, n| {
@@ -424,13 +496,38 @@ impl Fleet {
             for n in nodes.values_mut() {
                 for i in n.interfaces.values_mut() {
                     i.windows.retain(|end, _| *end >= oldest);
+                    i.counters
+                        .retain(|_, c| c.latest().is_some_and(|p| p.end >= oldest));
+                    if i.dns.as_ref().is_some_and(|d| d.end < oldest) {
+                        i.dns = None;
+                    }
                 }
-                n.interfaces.retain(|_, i| !i.windows.is_empty());
+                n.interfaces.retain(|_, i| {
+                    !i.windows.is_empty() || !i.counters.is_empty() || i.dns.is_some()
+                });
+                let before = n.listeners.len() + n.probes.len();
+                for l in n.listeners.values_mut() {
+                    prune_windows(&mut l.windows, history_start);
+                }
+                n.listeners.retain(|_, l| {
+                    l.windows
+                        .last_key_value()
+                        .is_some_and(|(end, _)| *end >= silent_since)
+                });
+                for p in n.probes.values_mut() {
+                    for c in p.attempts.values_mut() {
+                        c.prune(history_start);
+                    }
+                    p.removals.prune(history_start);
+                }
+                n.probes.retain(|_, p| p.end >= silent_since);
+                parts_expired += (before - n.listeners.len() - n.probes.len()) as u64;
             }
         }
         self.clusters.retain(|_, nodes| !nodes.is_empty());
         self.nodes -= removed;
         self.stats.nodes_expired += removed as u64;
+        self.stats.listeners_probes_expired += parts_expired;
     }
 
     /// The read-only view of the whole fleet at `now`, with every window of the last hour.
@@ -441,6 +538,8 @@ impl Fleet {
     /// As [`Fleet::snapshot`]; without `history` each interface carries only its latest window
     /// and last-hour figures (what `/metrics` needs: far smaller for a large fleet).
     pub fn snapshot_with(&self, now: SystemTime, history: bool) -> FleetSnapshot {
+        let now_ns = ns(now);
+        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
         let clusters = self
             .clusters
             .iter()
@@ -448,9 +547,9 @@ impl Fleet {
                 name: cname.clone(),
                 nodes: nodes
                     .iter()
-                    .map(|(name, n)| node_snapshot(name, n, history))
+                    .map(|(name, n)| node_snapshot(name, n, history, history_start))
                     .collect(),
-                workloads: Vec::new(), // built from listener series (issue 8)
+                workloads: workloads(nodes, history_start),
             })
             .collect();
         FleetSnapshot {
@@ -461,6 +560,342 @@ impl Fleet {
             ingest: self.stats.clone(),
         }
     }
+}
+
+/// Drops windows that ended before `oldest`, except the newest of them: the base the first
+/// counter rise inside the span is measured from.
+fn prune_windows<W>(windows: &mut BTreeMap<u64, W>, oldest: u64) {
+    while windows.len() > 1 {
+        let mut keys = windows.keys();
+        let second = keys.nth(1).copied().unwrap_or(u64::MAX);
+        if second >= oldest {
+            break;
+        }
+        windows.pop_first();
+    }
+}
+
+/// Which part of the model a metric feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Per-window interface gauges (and the capture drops counter).
+    Window,
+    /// Interface counters whose rises per window matter (ENA allowances, DNS totals).
+    IfaceCounter,
+    /// The window's DNS shares and top talkers.
+    Dns,
+    Listener,
+    Probe,
+    /// Anything else: the latest value per attribute set.
+    Generic,
+}
+
+impl Class {
+    fn of(name: &str) -> Class {
+        match name {
+            otlp::LINKLOCAL_PACKETS => Class::Generic,
+            otlp::CAPTURE_DROPS => Class::Window,
+            n if n.starts_with(otlp::LINKLOCAL_PREFIX) => Class::Window,
+            otlp::ENA_ALLOWANCE_EXCEEDED | otlp::DNS_QUERIES | otlp::DNS_UNANSWERED => {
+                Class::IfaceCounter
+            }
+            otlp::DNS_SEARCH_EXPANSION_SHARE
+            | otlp::DNS_TOP_QNAME_QUERIES
+            | otlp::DNS_TOP_SOURCE_QUERIES
+            | otlp::DNS_TOP_SOURCE_SEARCH_EXPANSION => Class::Dns,
+            otlp::WORKERS
+            | otlp::WORKERS_BUSY
+            | otlp::WORKERS_BUSY_MAX
+            | otlp::ACCEPT_QUEUE_DEPTH_MAX
+            | otlp::ACCEPT_QUEUE_BACKLOG
+            | otlp::WORKERS_SATURATED_SECONDS => Class::Listener,
+            otlp::PROBE_ATTEMPTS
+            | otlp::PROBE_TIMEOUT
+            | otlp::PROBE_LATENCY_P99
+            | otlp::PROBE_LATENCY_MAX
+            | otlp::PROBE_PREDICTED_REMOVALS => Class::Probe,
+            _ => Class::Generic,
+        }
+    }
+}
+
+/// When a data point is: its window's end (or now), its `start_time_unix_nano` (the window's
+/// start for gauges, the counter's start for sums), and now.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    end: u64,
+    start: u64,
+    now: u64,
+}
+
+fn attr_or_empty(a: &[(String, String)], key: &str) -> String {
+    get(a, key).unwrap_or("").to_string()
+}
+
+/// A point of an interface metric; false when refused (no interface, too old, a limit).
+fn interface_point(
+    node: &mut Node,
+    limits: &Limits,
+    name: &str,
+    a: &[(String, String)],
+    v: f64,
+    at: At,
+) -> bool {
+    let Some(iface) = get(a, attr::INTERFACE) else {
+        return false;
+    };
+    if at.end < at.now.saturating_sub(HISTORY.as_nanos() as u64) {
+        return false;
+    }
+    let key = (iface.to_string(), attr_or_empty(a, attr::ENI));
+    if !node.interfaces.contains_key(&key)
+        && node.interfaces.len() >= limits.max_interfaces_per_node
+    {
+        return false;
+    }
+    let i = node.interfaces.entry(key).or_default();
+    match Class::of(name) {
+        Class::IfaceCounter => {
+            let key = match name {
+                otlp::ENA_ALLOWANCE_EXCEEDED => match get(a, attr::ALLOWANCE) {
+                    Some(al) => format!("allowance:{al}"),
+                    None => return false,
+                },
+                n => n.trim_start_matches("headroom.").to_string(),
+            };
+            if !i.counters.contains_key(&key) && i.counters.len() >= MAX_IFACE_COUNTERS {
+                return false;
+            }
+            i.counters.entry(key).or_default().record(
+                CounterPoint {
+                    end: at.end,
+                    start: at.start,
+                    value: v,
+                },
+                IFACE_COUNTER_POINTS,
+            );
+            true
+        }
+        Class::Dns => {
+            let dns = i.dns.get_or_insert_with(DnsLatest::default);
+            if at.end > dns.end {
+                *dns = DnsLatest {
+                    end: at.end,
+                    ..DnsLatest::default()
+                };
+            } else if at.end < dns.end {
+                // An older window's top talkers: the newer ones stand.
+                return true;
+            }
+            match name {
+                otlp::DNS_SEARCH_EXPANSION_SHARE => dns.share = Some(v),
+                otlp::DNS_TOP_QNAME_QUERIES => {
+                    let Some(q) = get(a, attr::QNAME) else {
+                        return false;
+                    };
+                    if !dns.qnames.contains_key(q) && dns.qnames.len() >= MAX_TOP {
+                        return false;
+                    }
+                    dns.qnames.insert(q.to_string(), v);
+                }
+                _ => {
+                    let Some(src) = get(a, attr::SOURCE) else {
+                        return false;
+                    };
+                    if !dns.sources.contains_key(src) && dns.sources.len() >= MAX_TOP {
+                        return false;
+                    }
+                    let e = dns.sources.entry(src.to_string()).or_default();
+                    e.namespace = attr_or_empty(a, attr::NAMESPACE);
+                    e.pod = attr_or_empty(a, attr::POD);
+                    e.workload_kind = attr_or_empty(a, attr::WORKLOAD_KIND);
+                    e.workload = attr_or_empty(a, attr::WORKLOAD);
+                    if name == otlp::DNS_TOP_SOURCE_QUERIES {
+                        e.queries = v;
+                    } else {
+                        e.search_expansion_packets = v;
+                    }
+                }
+            }
+            true
+        }
+        _ => {
+            let w = i.windows.entry(at.end).or_default();
+            match name {
+                otlp::LINKLOCAL_PPS_PEAK => w.peak = Some(v),
+                otlp::LINKLOCAL_PPS_MEAN => w.mean = Some(v),
+                otlp::LINKLOCAL_PPS_LIMIT => w.limit = Some(v),
+                otlp::LINKLOCAL_UTILIZATION => w.utilization = Some(v),
+                otlp::CAPTURE_DROPS => w.drops_total = Some(v),
+                otlp::LINKLOCAL_SERVICE_PPS_PEAK if get(a, attr::SERVICE) == Some("dns") => {
+                    w.dns_peak = Some(v)
+                }
+                _ => {}
+            }
+            if name != otlp::CAPTURE_DROPS && at.start != 0 {
+                w.start_ns = at.start;
+            }
+            while i.windows.len() > MAX_WINDOWS {
+                i.windows.pop_first();
+            }
+            true
+        }
+    }
+}
+
+/// Whole non-negative numbers as the agent sends them (gauges of counts).
+fn count(v: f64) -> u32 {
+    v.max(0.0).min(u32::MAX as f64).round() as u32
+}
+
+/// A point of a listener metric; false when refused (no port, older than the workload
+/// history, over `max_listeners_per_node`).
+fn listener_point(
+    node: &mut Node,
+    limits: &Limits,
+    name: &str,
+    a: &[(String, String)],
+    v: f64,
+    at: At,
+) -> bool {
+    let Some(port) = get(a, attr::PORT).and_then(|p| p.parse::<u16>().ok()) else {
+        return false;
+    };
+    if at.end
+        < at.now
+            .saturating_sub(limits.workload_history.as_nanos() as u64)
+    {
+        return false;
+    }
+    let key = (
+        attr_or_empty(a, attr::NAMESPACE),
+        attr_or_empty(a, attr::POD),
+        attr_or_empty(a, attr::CONTAINER),
+        port,
+    );
+    if !node.listeners.contains_key(&key) && node.listeners.len() >= limits.max_listeners_per_node {
+        return false;
+    }
+    let l = node.listeners.entry(key).or_default();
+    let newest = l.windows.last_key_value().map(|(e, _)| *e).unwrap_or(0);
+    if at.end >= newest {
+        for (field, key) in [
+            (&mut l.process, attr::PROCESS),
+            (&mut l.workload_kind, attr::WORKLOAD_KIND),
+            (&mut l.workload, attr::WORKLOAD),
+        ] {
+            if let Some(v) = get(a, key) {
+                if field != v {
+                    *field = v.to_string();
+                }
+            }
+        }
+    }
+    let w = l.windows.entry(at.end).or_default();
+    match name {
+        otlp::WORKERS => w.workers = Some(count(v)),
+        otlp::WORKERS_BUSY => w.busy = Some(v.max(0.0)),
+        otlp::WORKERS_BUSY_MAX => w.busy_max = Some(count(v)),
+        otlp::ACCEPT_QUEUE_DEPTH_MAX => w.queue_max = Some(count(v)),
+        otlp::ACCEPT_QUEUE_BACKLOG => w.backlog = Some(count(v)),
+        _ => w.saturated = Some((at.start, v)),
+    }
+    if name != otlp::WORKERS_SATURATED_SECONDS && at.start != 0 {
+        w.start = at.start;
+    }
+    while l.windows.len() > MAX_WINDOWS {
+        l.windows.pop_first();
+    }
+    true
+}
+
+/// A point of a probe metric; false when refused (no probe kind, no `result` on attempts,
+/// older than the workload history, over `max_probes_per_node`).
+fn probe_point(
+    node: &mut Node,
+    limits: &Limits,
+    name: &str,
+    a: &[(String, String)],
+    v: f64,
+    at: At,
+) -> bool {
+    let Some(kind) = get(a, attr::PROBE) else {
+        return false;
+    };
+    if at.end
+        < at.now
+            .saturating_sub(limits.workload_history.as_nanos() as u64)
+    {
+        return false;
+    }
+    let key = (
+        attr_or_empty(a, attr::NAMESPACE),
+        attr_or_empty(a, attr::POD),
+        attr_or_empty(a, attr::CONTAINER),
+        kind.to_string(),
+    );
+    if !node.probes.contains_key(&key) && node.probes.len() >= limits.max_probes_per_node {
+        return false;
+    }
+    let pr = node.probes.entry(key).or_default();
+    if at.end > pr.end {
+        // A newer window (its counters may come before its gauges): its gauges replace the
+        // last window's, which stay unset until they arrive.
+        pr.end = at.end;
+        pr.start = at.end;
+        pr.timeout = None;
+        pr.p99 = None;
+        pr.max = None;
+    }
+    let point = CounterPoint {
+        end: at.end,
+        start: at.start,
+        value: v,
+    };
+    match name {
+        otlp::PROBE_ATTEMPTS => {
+            let Some(result) = get(a, attr::RESULT) else {
+                return false;
+            };
+            if !pr.attempts.contains_key(result) && pr.attempts.len() >= MAX_RESULTS {
+                return false;
+            }
+            pr.attempts
+                .entry(result.to_string())
+                .or_default()
+                .record(point, PROBE_COUNTER_POINTS);
+        }
+        otlp::PROBE_PREDICTED_REMOVALS => pr.removals.record(point, PROBE_COUNTER_POINTS),
+        _ => {
+            if at.end == pr.end {
+                if at.start != 0 {
+                    pr.start = at.start;
+                }
+                match name {
+                    otlp::PROBE_TIMEOUT => pr.timeout = Some(v),
+                    otlp::PROBE_LATENCY_P99 => pr.p99 = Some(v),
+                    _ => pr.max = Some(v),
+                }
+            }
+            if at.start != 0 && (pr.first_start == 0 || at.start < pr.first_start) {
+                pr.first_start = at.start;
+            }
+        }
+    }
+    if at.end == pr.end {
+        for (field, key) in [
+            (&mut pr.target, attr::TARGET),
+            (&mut pr.workload_kind, attr::WORKLOAD_KIND),
+            (&mut pr.workload, attr::WORKLOAD),
+        ] {
+            if let Some(v) = get(a, key) {
+                if field != v {
+                    *field = v.to_string();
+                }
+            }
+        }
+    }
+    true
 }
 
 /// A data point of any other metric: attributes, value (the count for histograms and
@@ -507,7 +942,259 @@ fn points_in(m: &opentelemetry_proto::tonic::metrics::v1::Metric) -> usize {
     }
 }
 
-fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
+/// The start of the interface window that ended at `end` (or `end` when unknown).
+fn window_start(i: &Interface, end: u64) -> u64 {
+    i.windows
+        .get(&end)
+        .map(|w| w.start_ns)
+        .filter(|s| *s != 0 && *s <= end)
+        .unwrap_or(end)
+}
+
+/// The counter's rise into its point `back` places before the newest, as a whole number.
+fn iface_rise(i: &Interface, c: &Counter, back: usize) -> Option<u64> {
+    let p = c.nth_back(back)?;
+    let r = c.rise_of(back, window_start(i, p.end))?;
+    Some(r.round() as u64)
+}
+
+/// Allowance rises and DNS figures of an interface whose latest window ended at `latest_end`.
+fn interface_extras(
+    i: &Interface,
+    latest_end: u64,
+) -> (BTreeMap<String, u64>, Option<DnsSnapshot>) {
+    let latest_start = window_start(i, latest_end);
+    let allowance = i
+        .counters
+        .iter()
+        .filter_map(|(k, c)| Some((k.strip_prefix("allowance:")?, c)))
+        .filter(|(_, c)| c.latest().is_some_and(|p| p.end >= latest_start))
+        .filter_map(|(k, c)| Some((k.to_string(), iface_rise(i, c, 0)?)))
+        .collect();
+    let queries = i.counters.get("dns.queries");
+    let unanswered = i.counters.get("dns.unanswered");
+    if i.dns.is_none() && queries.is_none() && unanswered.is_none() {
+        return (allowance, None);
+    }
+    let rise = |c: Option<&Counter>, back| c.and_then(|c| iface_rise(i, c, back)).unwrap_or(0);
+    let mut dns = DnsSnapshot {
+        unanswered_latest: rise(unanswered, 0),
+        unanswered_previous: rise(unanswered, 1),
+        queries_latest: rise(queries, 0),
+        ..Default::default()
+    };
+    if let Some(d) = &i.dns {
+        dns.search_expansion_share = d.share.unwrap_or(0.0);
+        dns.top_qnames = d
+            .qnames
+            .iter()
+            .map(|(q, n)| QnameCount {
+                qname: q.clone(),
+                queries: n.round() as u64,
+            })
+            .collect();
+        dns.top_qnames
+            .sort_by(|a, b| b.queries.cmp(&a.queries).then(a.qname.cmp(&b.qname)));
+        dns.top_sources = d
+            .sources
+            .iter()
+            .map(|(src, e)| SourceCount {
+                source: src.clone(),
+                namespace: e.namespace.clone(),
+                pod: e.pod.clone(),
+                workload_kind: e.workload_kind.clone(),
+                workload: e.workload.clone(),
+                queries: e.queries.round() as u64,
+                search_expansion_packets: e.search_expansion_packets.round() as u64,
+            })
+            .collect();
+        dns.top_sources
+            .sort_by(|a, b| b.queries.cmp(&a.queries).then(a.source.cmp(&b.source)));
+    }
+    (allowance, Some(dns))
+}
+
+fn listener_snapshot(key: &ListenerKey, l: &Listener) -> Option<ListenerSnapshot> {
+    let (end, w) = l.windows.last_key_value()?;
+    let workers = w.workers.unwrap_or(0);
+    let busy_max = w.busy_max.unwrap_or(0);
+    Some(ListenerSnapshot {
+        namespace: key.0.clone(),
+        pod: key.1.clone(),
+        container: key.2.clone(),
+        port: key.3,
+        process: l.process.clone(),
+        workload_kind: l.workload_kind.clone(),
+        workload: l.workload.clone(),
+        workers,
+        busy: w.busy.unwrap_or(0.0),
+        busy_max,
+        queue_max: w.queue_max.unwrap_or(0),
+        backlog: w.backlog.unwrap_or(0),
+        utilization: if workers > 0 {
+            f64::from(busy_max) / f64::from(workers)
+        } else {
+            0.0
+        },
+        saturated_seconds_total: w.saturated.map(|s| s.1).unwrap_or(0.0),
+        time: rfc3339(*end),
+    })
+}
+
+fn probe_snapshot(key: &ProbeKey, p: &Probe, history_start: u64) -> ProbeSnapshot {
+    let headroom = match (p.timeout, p.p99) {
+        (Some(t), Some(q)) if q > 0.0 => Some(t / q),
+        _ => None,
+    };
+    let from = p.first_start.max(history_start).min(p.start);
+    ProbeSnapshot {
+        namespace: key.0.clone(),
+        pod: key.1.clone(),
+        container: key.2.clone(),
+        probe: key.3.clone(),
+        target: p.target.clone(),
+        workload_kind: p.workload_kind.clone(),
+        workload: p.workload.clone(),
+        timeout_seconds: p.timeout.unwrap_or(0.0),
+        latency_p99_seconds: p.p99,
+        latency_max_seconds: p.max,
+        headroom,
+        attempts: p
+            .attempts
+            .iter()
+            .map(|(r, c)| (r.clone(), c.rise_since(history_start).round() as u64))
+            .collect(),
+        predicted_removals: p.removals.rise_since(history_start).round() as u64,
+        history_seconds: p.end.saturating_sub(from) as f64 / 1e9,
+        time: rfc3339(p.end),
+    }
+}
+
+/// The workload a listener belongs to: (namespace, kind, name). A pod without a workload is
+/// its own (`Pod`, pod name); a listener outside any pod is named by its process.
+fn workload_of(key: &ListenerKey, l: &Listener) -> (String, String, String) {
+    let kind = if !l.workload_kind.is_empty() {
+        l.workload_kind.clone()
+    } else if !key.1.is_empty() {
+        "Pod".to_string()
+    } else {
+        "Process".to_string()
+    };
+    let name = [&l.workload, &key.1, &l.process]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    (key.0.clone(), kind, name)
+}
+
+/// Every workload of a cluster from its nodes' listeners (see [`aggregate::busy_sums`] for how
+/// pods on different nodes add up).
+fn workloads(nodes: &BTreeMap<String, Node>, history_start: u64) -> Vec<WorkloadSnapshot> {
+    type Member<'a> = (&'a str, &'a ListenerKey, &'a Listener);
+    let mut groups: BTreeMap<(String, String, String), Vec<Member>> = BTreeMap::new();
+    for (node, n) in nodes {
+        for (key, l) in &n.listeners {
+            groups
+                .entry(workload_of(key, l))
+                .or_default()
+                .push((node.as_str(), key, l));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((namespace, kind, name), members)| {
+            let busy: Vec<Vec<BusyWindow>> = members
+                .iter()
+                .map(|(_, _, l)| {
+                    l.windows
+                        .iter()
+                        .filter_map(|(end, w)| {
+                            Some(BusyWindow {
+                                start: if w.start == 0 { *end } else { w.start },
+                                end: *end,
+                                busy: w.busy?,
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            let frontier = aggregate::frontier(&busy).unwrap_or(0);
+            let sums: Vec<f64> = aggregate::busy_sums(&busy, history_start, frontier)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            // Listeners still reporting: their newest window reaches the frontier.
+            let newest = busy.iter().filter_map(|b| b.last()).map(|w| w.end).max();
+            let current: Vec<&Member> = members
+                .iter()
+                .zip(&busy)
+                .filter(|(_, b)| {
+                    b.last().is_some_and(|w| {
+                        newest.is_some_and(|n| w.end + (w.end - w.start).max(1) >= n)
+                    })
+                })
+                .map(|(m, _)| m)
+                .collect();
+            let mut pods: Vec<String> = current
+                .iter()
+                .map(|(node, key, _)| format!("{node}/{}", key.1))
+                .collect();
+            pods.dedup();
+            let workers_per_pod =
+                aggregate::mode(current.iter().filter_map(|(_, _, l)| {
+                    l.windows.last_key_value().and_then(|(_, w)| w.workers)
+                }));
+            let mut queue_max = 0;
+            let mut saturated = 0.0;
+            let (mut first, mut last) = (u64::MAX, 0);
+            for (_, _, l) in &members {
+                let mut prev: Option<CounterPoint> = None;
+                for (end, w) in &l.windows {
+                    let in_span = *end >= history_start;
+                    if in_span {
+                        queue_max = queue_max.max(w.queue_max.unwrap_or(0));
+                        first = first.min(if w.start == 0 { *end } else { w.start });
+                        last = last.max(*end);
+                    }
+                    if let Some((start, value)) = w.saturated {
+                        let p = CounterPoint {
+                            end: *end,
+                            start,
+                            value,
+                        };
+                        if in_span {
+                            saturated += aggregate::rise(prev.as_ref(), &p, history_start);
+                        }
+                        prev = Some(p);
+                    }
+                }
+            }
+            let n = sums.len();
+            WorkloadSnapshot {
+                namespace,
+                kind,
+                name,
+                pods,
+                workers_per_pod,
+                busy_latest: sums.last().copied().unwrap_or(0.0),
+                busy_mean: if n > 0 {
+                    sums.iter().sum::<f64>() / n as f64
+                } else {
+                    0.0
+                },
+                busy_p95: aggregate::p95(&sums),
+                busy_max: sums.iter().copied().fold(0.0, f64::max),
+                queue_max,
+                saturated_seconds: saturated,
+                history_seconds: last.saturating_sub(first.min(last)) as f64 / 1e9,
+                windows: n as u32,
+            }
+        })
+        .collect()
+}
+
+fn node_snapshot(name: &str, n: &Node, history: bool, history_start: u64) -> NodeSnapshot {
     let interfaces = n
         .interfaces
         .iter()
@@ -541,12 +1228,14 @@ fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
                         }),
                         limit_pps: limit.round() as u64,
                         kernel_drops: drops.round() as u64,
-                        dns_peak_pps: None, // filled once the agent sends it (issue 8)
+                        dns_peak_pps: w.dns_peak.map(|v| v.round() as u64),
                         end_ns: *end,
                     }
                 })
                 .collect();
             let latest = windows.last().cloned();
+            let (allowance_exceeded_latest, dns) =
+                interface_extras(i, latest.as_ref().map(|w| w.end_ns).unwrap_or(0));
             let peak_pps_last_hour = windows.iter().map(|w| w.peak_pps).max().unwrap_or(0);
             let utilization_last_hour = windows.iter().map(|w| w.utilization).fold(0.0, f64::max);
             EniSnapshot {
@@ -556,7 +1245,8 @@ fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
                 utilization_last_hour,
                 latest,
                 windows: if history { windows } else { Vec::new() },
-                ..Default::default()
+                allowance_exceeded_latest,
+                dns,
             }
         })
         .filter(|i| i.latest.is_some())
@@ -588,7 +1278,16 @@ fn node_snapshot(name: &str, n: &Node, history: bool) -> NodeSnapshot {
             })
             .collect(),
         spans_received: n.spans,
-        ..Default::default()
+        listeners: n
+            .listeners
+            .iter()
+            .filter_map(|(k, l)| listener_snapshot(k, l))
+            .collect(),
+        probes: n
+            .probes
+            .iter()
+            .map(|(k, p)| probe_snapshot(k, p, history_start))
+            .collect(),
     }
 }
 
@@ -1004,5 +1703,623 @@ mod tests {
         assert_eq!(s.clusters[0].nodes[0].name, "n2");
         assert_eq!(s.ingest.nodes_expired, 1);
         assert_eq!(s.ingest.points_rejected, 95);
+    }
+
+    fn sum(name: &str, points: Vec<NumberDataPoint>) -> Metric {
+        Metric {
+            name: name.into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: points,
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    /// One pod's listener in one window: (pod, busy mean, workers, queue max, saturated total).
+    type PodWindow<'a> = (&'a str, f64, f64, f64, f64);
+
+    /// A window of listener metrics as the agent sends them: gauges from start to end, the
+    /// saturated counter from `counter_start`.
+    fn listeners(
+        node: &str,
+        start: u64,
+        end: u64,
+        counter_start: u64,
+        pods: &[PodWindow],
+    ) -> ExportMetricsServiceRequest {
+        let a = |pod: &str| {
+            vec![
+                kv("namespace", "shop"),
+                kv("pod", pod),
+                kv("container", "app"),
+                kv("port", "8000"),
+                kv("process", "gunicorn"),
+                kv("workload_kind", "Deployment"),
+                kv("workload", "web"),
+            ]
+        };
+        let g = |name: &str, f: &dyn Fn(&PodWindow) -> f64| {
+            gauge(
+                name,
+                pods.iter()
+                    .map(|p| point(a(p.0), start, end, f(p)))
+                    .collect(),
+            )
+        };
+        request(
+            node,
+            vec![
+                g(otlp::WORKERS, &|p| p.2),
+                g(otlp::WORKERS_BUSY, &|p| p.1),
+                g(otlp::WORKERS_BUSY_MAX, &|p| p.1.ceil()),
+                g(otlp::ACCEPT_QUEUE_DEPTH_MAX, &|p| p.3),
+                g(otlp::ACCEPT_QUEUE_BACKLOG, &|_| 128.0),
+                sum(
+                    otlp::WORKERS_SATURATED_SECONDS,
+                    pods.iter()
+                        .map(|p| point(a(p.0), counter_start, end, p.4))
+                        .collect(),
+                ),
+            ],
+        )
+    }
+
+    /// Two nodes, two pods each of Deployment shop/web, three 10 s windows per node; node 2's
+    /// windows start `offset` seconds after node 1's. Busy per window: n1 pods [1,2,3] and
+    /// [0,1,1] (node sums 1,3,4); n2 pods [2,2,2] and [1,1,3] (sums 3,3,5).
+    #[test]
+    fn workload_busy_sums_over_offset_nodes() {
+        struct Case {
+            offset: u64,
+            /// busy sums at each window end, worked out by hand from the windows in effect.
+            sums: &'static [f64],
+        }
+        let cases = [
+            // Aligned: ends 10, 20, 30 → 1+3, 3+3, 4+5.
+            Case {
+                offset: 0,
+                sums: &[4.0, 6.0, 9.0],
+            },
+            // n2 5 s later: ends 10 (1+3), 15 (3+3), 20 (3+3), 25 (4+3), 30 (4+5); n2's end 35
+            // waits for n1's next window.
+            Case {
+                offset: 5,
+                sums: &[4.0, 6.0, 6.0, 7.0, 9.0],
+            },
+            // n2 1 s later: ends 10 (1+3), 11 (3+3), 20 (3+3), 21 (4+3), 30 (4+5).
+            Case {
+                offset: 1,
+                sums: &[4.0, 6.0, 6.0, 7.0, 9.0],
+            },
+        ];
+        let t0 = 1_700_000_000;
+        for case in cases {
+            let mut f = Fleet::new(Limits::default());
+            let n1 = [[1.0, 2.0, 3.0], [0.0, 1.0, 1.0]];
+            let n2 = [[2.0, 2.0, 2.0], [1.0, 1.0, 3.0]];
+            for w in 0..3u64 {
+                for (node, pods, off) in [("n1", &n1, 0), ("n2", &n2, case.offset)] {
+                    let start = (t0 + off + w * 10) * S;
+                    let end = start + 10 * S;
+                    let names = if node == "n1" {
+                        ["web-1", "web-2"]
+                    } else {
+                        ["web-3", "web-4"]
+                    };
+                    // Saturated seconds: pod 1 of each node 0.5 s in every window, pod 2 none;
+                    // queue: window w has depth w on pod 1.
+                    let pw: Vec<PodWindow> = vec![
+                        (
+                            names[0],
+                            pods[0][w as usize],
+                            4.0,
+                            w as f64,
+                            0.5 * (w + 1) as f64,
+                        ),
+                        (names[1], pods[1][w as usize], 4.0, 0.0, 0.0),
+                    ];
+                    let a = f.apply_metrics(
+                        &listeners(node, start, end, (t0 - 1) * S, &pw),
+                        at(t0 + 40),
+                    );
+                    assert_eq!(a.rejected, 0);
+                }
+            }
+            let s = f.snapshot(at(t0 + 40));
+            let c = &s.clusters[0];
+            assert_eq!(c.workloads.len(), 1, "one Deployment");
+            let wl = &c.workloads[0];
+            let n = case.sums.len() as f64;
+            let mean = case.sums.iter().sum::<f64>() / n;
+            assert_eq!(
+                (wl.namespace.as_str(), wl.kind.as_str(), wl.name.as_str()),
+                ("shop", "Deployment", "web")
+            );
+            assert_eq!(
+                wl.pods,
+                ["n1/web-1", "n1/web-2", "n2/web-3", "n2/web-4"],
+                "offset {}",
+                case.offset
+            );
+            assert_eq!(wl.workers_per_pod, 4);
+            assert_eq!(
+                wl.windows as usize,
+                case.sums.len(),
+                "offset {}",
+                case.offset
+            );
+            assert!(
+                (wl.busy_mean - mean).abs() < 1e-9,
+                "offset {}: {} vs {mean}",
+                case.offset,
+                wl.busy_mean
+            );
+            assert_eq!(wl.busy_p95, aggregate::p95(case.sums));
+            assert_eq!(wl.busy_max, 9.0);
+            assert_eq!(wl.busy_latest, 9.0);
+            assert_eq!(wl.queue_max, 2);
+            // Two pods × 1.5 s; the counters started 1 s before the first window, inside the
+            // 15 m history, so the first window's 0.5 s counts.
+            assert!(
+                (wl.saturated_seconds - 3.0).abs() < 1e-9,
+                "{}",
+                wl.saturated_seconds
+            );
+            assert_eq!(wl.history_seconds, (30 + case.offset) as f64);
+            let l = &c.nodes[0].listeners[0];
+            assert_eq!(
+                (l.pod.as_str(), l.port, l.workers, l.busy_max),
+                ("web-1", 8000, 4, 3)
+            );
+            assert_eq!(l.utilization, 0.75);
+            assert_eq!(l.saturated_seconds_total, 1.5);
+        }
+    }
+
+    #[test]
+    fn pods_without_a_workload_are_their_own() {
+        let mut f = Fleet::new(Limits::default());
+        let t0 = 1_700_000_000;
+        let mut req = listeners(
+            "n1",
+            t0 * S,
+            (t0 + 10) * S,
+            t0 * S,
+            &[("solo", 2.0, 4.0, 0.0, 0.0)],
+        );
+        for m in &mut req.resource_metrics[0].scope_metrics[0].metrics {
+            let points = match &mut m.data {
+                Some(metric::Data::Gauge(g)) => &mut g.data_points,
+                Some(metric::Data::Sum(s)) => &mut s.data_points,
+                _ => unreachable!("the agent sends gauges and sums"),
+            };
+            for p in points {
+                p.attributes.retain(|a| !a.key.starts_with("workload"));
+            }
+        }
+        f.apply_metrics(&req, at(t0 + 11));
+        let s = f.snapshot(at(t0 + 11));
+        let wl = &s.clusters[0].workloads[0];
+        assert_eq!((wl.kind.as_str(), wl.name.as_str()), ("Pod", "solo"));
+        assert_eq!(wl.busy_latest, 2.0);
+    }
+
+    fn probe_window(
+        start: u64,
+        end: u64,
+        counter_start: u64,
+        counts: [(&str, f64); 4],
+        removals: f64,
+        p99: Option<f64>,
+    ) -> ExportMetricsServiceRequest {
+        let a = || {
+            vec![
+                kv("namespace", "shop"),
+                kv("pod", "web-1"),
+                kv("container", "app"),
+                kv("probe", "readiness"),
+                kv("target", "http://10.0.1.5:8000/healthz"),
+                kv("workload_kind", "Deployment"),
+                kv("workload", "web"),
+            ]
+        };
+        let mut metrics = vec![
+            gauge(otlp::PROBE_TIMEOUT, vec![point(a(), start, end, 1.0)]),
+            sum(
+                otlp::PROBE_ATTEMPTS,
+                counts
+                    .iter()
+                    .map(|(r, v)| {
+                        let mut at = a();
+                        at.push(kv("result", r));
+                        point(at, counter_start, end, *v)
+                    })
+                    .collect(),
+            ),
+            sum(
+                otlp::PROBE_PREDICTED_REMOVALS,
+                vec![point(a(), counter_start, end, removals)],
+            ),
+        ];
+        if let Some(p) = p99 {
+            metrics.push(gauge(
+                otlp::PROBE_LATENCY_P99,
+                vec![point(a(), start, end, p)],
+            ));
+            metrics.push(gauge(
+                otlp::PROBE_LATENCY_MAX,
+                vec![point(a(), start, end, p * 2.0)],
+            ));
+        }
+        request("n1", metrics)
+    }
+
+    #[test]
+    fn probe_attempts_are_counter_rises_over_the_history() {
+        let t0 = 1_700_000_000;
+        struct Case {
+            name: &'static str,
+            counter_start: u64,
+            history: u64,
+            /// ok, slow, timeout, error expected
+            want: [u64; 4],
+            removals: u64,
+        }
+        let cases = [
+            // A fresh agent (counters began 1 s before the first window): all attempts count.
+            Case {
+                name: "fresh",
+                counter_start: t0 - 1,
+                history: 900,
+                want: [30, 2, 1, 0],
+                removals: 1,
+            },
+            // The collector joined an agent running for an hour: the first window is the base.
+            Case {
+                name: "joined late",
+                counter_start: t0 - 3600,
+                history: 900,
+                want: [20, 2, 1, 0],
+                removals: 1,
+            },
+            // A 15 s history holds the last two windows, their rises measured from the first
+            // (kept as the base).
+            Case {
+                name: "short history",
+                counter_start: t0 - 1,
+                history: 15,
+                want: [20, 2, 1, 0],
+                removals: 1,
+            },
+        ];
+        for c in cases {
+            let limits = Limits {
+                workload_history: Duration::from_secs(c.history),
+                ..Limits::default()
+            };
+            let mut f = Fleet::new(limits);
+            let windows = [
+                (
+                    [
+                        ("ok", 10.0),
+                        ("slow", 0.0),
+                        ("timeout", 0.0),
+                        ("error", 0.0),
+                    ],
+                    0.0,
+                    Some(0.2),
+                ),
+                (
+                    [
+                        ("ok", 20.0),
+                        ("slow", 0.0),
+                        ("timeout", 1.0),
+                        ("error", 0.0),
+                    ],
+                    0.0,
+                    Some(1.0),
+                ),
+                (
+                    [
+                        ("ok", 30.0),
+                        ("slow", 2.0),
+                        ("timeout", 1.0),
+                        ("error", 0.0),
+                    ],
+                    1.0,
+                    Some(0.25),
+                ),
+            ];
+            for (w, (counts, removals, p99)) in windows.into_iter().enumerate() {
+                let start = (t0 + 10 * w as u64) * S;
+                // Each window arrives as it ends; expiry runs meanwhile.
+                let now = at(t0 + 10 * (w as u64 + 1));
+                f.apply_metrics(
+                    &probe_window(
+                        start,
+                        start + 10 * S,
+                        c.counter_start * S,
+                        counts,
+                        removals,
+                        p99,
+                    ),
+                    now,
+                );
+                f.expire(now);
+            }
+            let s = f.snapshot(at(t0 + 30));
+            let p = &s.clusters[0].nodes[0].probes[0];
+            let got: Vec<u64> = ["ok", "slow", "timeout", "error"]
+                .iter()
+                .map(|r| p.attempts[*r])
+                .collect();
+            assert_eq!(got, c.want, "{}", c.name);
+            assert_eq!(p.predicted_removals, c.removals, "{}", c.name);
+            assert_eq!(p.latency_p99_seconds, Some(0.25));
+            assert_eq!(p.latency_max_seconds, Some(0.5));
+            assert_eq!(p.headroom, Some(4.0));
+            assert_eq!(p.timeout_seconds, 1.0);
+            assert_eq!(p.target, "http://10.0.1.5:8000/healthz");
+            assert_eq!(
+                (p.probe.as_str(), p.workload.as_str()),
+                ("readiness", "web")
+            );
+        }
+        // A window without attempts has no p99: no headroom.
+        let mut f = Fleet::new(Limits::default());
+        f.apply_metrics(
+            &probe_window(
+                t0 * S,
+                (t0 + 10) * S,
+                t0 * S,
+                [("ok", 0.0), ("slow", 0.0), ("timeout", 0.0), ("error", 0.0)],
+                0.0,
+                None,
+            ),
+            at(t0 + 10),
+        );
+        let s = f.snapshot(at(t0 + 10));
+        assert_eq!(s.clusters[0].nodes[0].probes[0].headroom, None);
+    }
+
+    fn dns_window(
+        start: u64,
+        end: u64,
+        counter_start: u64,
+        allowance: &[(&str, f64)],
+        unanswered: f64,
+    ) -> ExportMetricsServiceRequest {
+        let a = || vec![kv("interface", "eth0"), kv("eni", "eni-1")];
+        let with = |extra: Vec<KeyValue>| {
+            let mut v = a();
+            v.extend(extra);
+            v
+        };
+        request(
+            "n1",
+            vec![
+                gauge(
+                    otlp::LINKLOCAL_PPS_PEAK,
+                    vec![point(a(), start, end, 600.0)],
+                ),
+                gauge(
+                    otlp::LINKLOCAL_SERVICE_PPS_PEAK,
+                    vec![
+                        point(with(vec![kv("service", "dns")]), start, end, 550.0),
+                        point(with(vec![kv("service", "imds")]), start, end, 50.0),
+                    ],
+                ),
+                sum(
+                    otlp::ENA_ALLOWANCE_EXCEEDED,
+                    allowance
+                        .iter()
+                        .map(|(n, v)| point(with(vec![kv("allowance", n)]), counter_start, end, *v))
+                        .collect(),
+                ),
+                sum(
+                    otlp::DNS_UNANSWERED,
+                    vec![point(a(), counter_start, end, unanswered)],
+                ),
+                sum(
+                    otlp::DNS_QUERIES,
+                    vec![point(a(), counter_start, end, unanswered * 100.0)],
+                ),
+                gauge(
+                    otlp::DNS_SEARCH_EXPANSION_SHARE,
+                    vec![point(a(), start, end, 0.8)],
+                ),
+                gauge(
+                    otlp::DNS_TOP_QNAME_QUERIES,
+                    vec![
+                        point(
+                            with(vec![kv("qname", "db.example.com.shop.svc.cluster.local")]),
+                            start,
+                            end,
+                            400.0,
+                        ),
+                        point(with(vec![kv("qname", "db.example.com")]), start, end, 100.0),
+                    ],
+                ),
+                gauge(
+                    otlp::DNS_TOP_SOURCE_QUERIES,
+                    vec![point(
+                        with(vec![
+                            kv("source", "10.0.1.5"),
+                            kv("namespace", "shop"),
+                            kv("pod", "web-1"),
+                            kv("workload_kind", "Deployment"),
+                            kv("workload", "web"),
+                        ]),
+                        start,
+                        end,
+                        500.0,
+                    )],
+                ),
+                gauge(
+                    otlp::DNS_TOP_SOURCE_SEARCH_EXPANSION,
+                    vec![point(
+                        with(vec![
+                            kv("source", "10.0.1.5"),
+                            kv("namespace", "shop"),
+                            kv("pod", "web-1"),
+                            kv("workload_kind", "Deployment"),
+                            kv("workload", "web"),
+                        ]),
+                        start,
+                        end,
+                        400.0,
+                    )],
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn allowance_and_dns_attach_to_the_interface_windows() {
+        let t0 = 1_700_000_000;
+        let mut f = Fleet::new(Limits::default());
+        let cs = (t0 - 3600) * S;
+        f.apply_metrics(
+            &dns_window(
+                t0 * S,
+                (t0 + 10) * S,
+                cs,
+                &[
+                    ("linklocal_allowance_exceeded", 3.0),
+                    ("pps_allowance_exceeded", 7.0),
+                ],
+                2.0,
+            ),
+            at(t0 + 10),
+        );
+        let s = f.snapshot(at(t0 + 10));
+        let i = &s.clusters[0].nodes[0].interfaces[0];
+        assert_eq!(
+            i.allowance_exceeded_latest
+                .get("linklocal_allowance_exceeded"),
+            Some(&0),
+            "first window of a counter older than the window: rise unknown, 0"
+        );
+        // Second window: linklocal rises by 5, pps stays flat; 3 more unanswered.
+        f.apply_metrics(
+            &dns_window(
+                (t0 + 10) * S,
+                (t0 + 20) * S,
+                cs,
+                &[
+                    ("linklocal_allowance_exceeded", 8.0),
+                    ("pps_allowance_exceeded", 7.0),
+                ],
+                5.0,
+            ),
+            at(t0 + 20),
+        );
+        let s = f.snapshot(at(t0 + 20));
+        let i = &s.clusters[0].nodes[0].interfaces[0];
+        assert_eq!(
+            i.allowance_exceeded_latest["linklocal_allowance_exceeded"],
+            5
+        );
+        assert_eq!(i.allowance_exceeded_latest["pps_allowance_exceeded"], 0);
+        assert_eq!(
+            i.windows.iter().map(|w| w.dns_peak_pps).collect::<Vec<_>>(),
+            [Some(550), Some(550)]
+        );
+        let d = i.dns.as_ref().unwrap();
+        assert_eq!(
+            (d.unanswered_latest, d.unanswered_previous, d.queries_latest),
+            (3, 0, 300)
+        );
+        assert_eq!(d.search_expansion_share, 0.8);
+        assert_eq!(
+            d.top_qnames[0].qname,
+            "db.example.com.shop.svc.cluster.local"
+        );
+        assert_eq!(
+            d.top_qnames.iter().map(|q| q.queries).collect::<Vec<_>>(),
+            [400, 100]
+        );
+        let src = &d.top_sources[0];
+        assert_eq!(
+            (
+                src.source.as_str(),
+                src.pod.as_str(),
+                src.workload.as_str(),
+                src.queries,
+                src.search_expansion_packets
+            ),
+            ("10.0.1.5", "web-1", "web", 500, 400)
+        );
+        // An older window arriving late does not replace the newer top names.
+        f.apply_metrics(
+            &dns_window((t0 - 10) * S, t0 * S, cs, &[], 1.0),
+            at(t0 + 21),
+        );
+        let s = f.snapshot(at(t0 + 21));
+        let i = &s.clusters[0].nodes[0].interfaces[0];
+        assert_eq!(i.dns.as_ref().unwrap().top_qnames.len(), 2);
+        assert_eq!(i.windows.len(), 3);
+    }
+
+    #[test]
+    fn listeners_and_probes_are_bounded_and_expire() {
+        let t0 = 1_700_000_000;
+        let limits = Limits {
+            max_listeners_per_node: 2,
+            max_probes_per_node: 1,
+            ..Limits::default()
+        };
+        let mut f = Fleet::new(limits);
+        let pods: Vec<PodWindow> = (0..5).map(|_| ("x", 1.0, 2.0, 0.0, 0.0)).collect();
+        let names = ["p0", "p1", "p2", "p3", "p4"];
+        let pods: Vec<PodWindow> = pods
+            .iter()
+            .zip(names)
+            .map(|(p, n)| (n, p.1, p.2, p.3, p.4))
+            .collect();
+        let a = f.apply_metrics(
+            &listeners("n1", t0 * S, (t0 + 10) * S, t0 * S, &pods),
+            at(t0 + 10),
+        );
+        // 6 metrics × 5 pods; 2 listeners kept.
+        assert_eq!(
+            a,
+            Applied {
+                accepted: 12,
+                rejected: 18
+            }
+        );
+        f.apply_metrics(
+            &probe_window(
+                t0 * S,
+                (t0 + 10) * S,
+                t0 * S,
+                [("ok", 1.0), ("slow", 0.0), ("timeout", 0.0), ("error", 0.0)],
+                0.0,
+                Some(0.1),
+            ),
+            at(t0 + 10),
+        );
+        // Too old for the 15 m workload history: refused.
+        let a = f.apply_metrics(
+            &listeners("n1", (t0 - 1000) * S, (t0 - 990) * S, t0 * S, &pods[..1]),
+            at(t0 + 10),
+        );
+        assert_eq!(a.rejected, 6);
+        // The node goes on reporting its interface for 20 minutes; the pods went away.
+        for m in 1..=20 {
+            f.apply_metrics(&window("n1", t0 + 60 * m, 1.0, 0.0), at(t0 + 60 * m + 10));
+        }
+        f.expire(at(t0 + 1210));
+        let s = f.snapshot(at(t0 + 1210));
+        let n = &s.clusters[0].nodes[0];
+        assert!(n.listeners.is_empty() && n.probes.is_empty());
+        assert!(s.clusters[0].workloads.is_empty());
+        assert_eq!(s.ingest.listeners_probes_expired, 3);
+        assert_eq!(s.nodes, 1);
     }
 }

@@ -3,6 +3,7 @@
 //! metrics and a status page.
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod alerts;
 pub mod api;
 pub mod cli;

@@ -1,0 +1,340 @@
+//! The arithmetic behind the fleet's workload and probe figures, kept apart from the model so
+//! each rule can be stated and tested on its own: percentiles, rises of cumulative counters,
+//! and the sum of a workload's busy workers over pods whose report windows do not line up.
+
+use std::collections::VecDeque;
+
+/// The 95th percentile by the nearest-rank method: sort ascending and take the value at
+/// 1-based rank ⌈0.95 · n⌉. Always one of the values (never interpolated), so with 20 or fewer
+/// values it is the maximum; 0 for no values.
+pub fn p95(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (0.95 * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// One data point of a cumulative counter: when its window ended, when the counter started
+/// counting (`start_time_unix_nano`), and its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CounterPoint {
+    pub end: u64,
+    pub start: u64,
+    pub value: f64,
+}
+
+/// How much a counter rose up to `cur`.
+///
+/// - After an earlier point of the same counter (same start): the difference.
+/// - After a reset (another start, or a smaller value: the sender restarted): all of `cur`,
+///   since everything the new counter holds was counted after the earlier point.
+/// - With no earlier point: all of `cur` when the counter started at or after `span_start`
+///   (everything it holds falls in the span asked about: a fresh agent), else 0 — the
+///   collector joined late and cannot know how much of the value is recent.
+pub fn rise(prev: Option<&CounterPoint>, cur: &CounterPoint, span_start: u64) -> f64 {
+    match prev {
+        Some(p) if p.start == cur.start && cur.value >= p.value => cur.value - p.value,
+        Some(_) => cur.value,
+        None if cur.start != 0 && cur.start >= span_start => cur.value,
+        None => 0.0,
+    }
+}
+
+/// The recent points of one cumulative counter, oldest first, at most `cap` of them: beyond
+/// that, the interior point whose removal leaves the shortest gap goes, so the kept points
+/// stay spread over the span (rises across a removed point are kept whole, as long as the
+/// counter did not restart there).
+#[derive(Debug, Clone, Default)]
+pub struct Counter {
+    points: VecDeque<CounterPoint>,
+}
+
+impl Counter {
+    /// Adds a point in time order (a point for the same end replaces the old one).
+    pub fn record(&mut self, p: CounterPoint, cap: usize) {
+        let i = self.points.partition_point(|q| q.end < p.end);
+        match self.points.get_mut(i) {
+            Some(q) if q.end == p.end => *q = p,
+            _ => self.points.insert(i, p),
+        }
+        while self.points.len() > cap.max(2) {
+            let n = self.points.len();
+            let drop = (1..n - 1)
+                .min_by_key(|&i| self.points[i + 1].end - self.points[i - 1].end)
+                .unwrap_or(0);
+            self.points.remove(drop);
+        }
+    }
+
+    /// Forgets points older than `oldest`, except the newest of them (the base the first rise
+    /// inside the span is measured from).
+    pub fn prune(&mut self, oldest: u64) {
+        while self.points.len() > 1 && self.points[1].end < oldest {
+            self.points.pop_front();
+        }
+    }
+
+    pub fn latest(&self) -> Option<&CounterPoint> {
+        self.points.back()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The point `back` places before the newest (0 = the newest).
+    pub fn nth_back(&self, back: usize) -> Option<&CounterPoint> {
+        let i = self.points.len().checked_sub(back + 1)?;
+        self.points.get(i)
+    }
+
+    /// The sum of the rises of every point that ended at or after `span_start`.
+    pub fn rise_since(&self, span_start: u64) -> f64 {
+        let mut total = 0.0;
+        for (i, p) in self.points.iter().enumerate() {
+            if p.end >= span_start {
+                let prev = i.checked_sub(1).map(|j| &self.points[j]);
+                total += rise(prev, p, span_start);
+            }
+        }
+        total
+    }
+
+    /// The rise into the point `back` places before the newest (0 = the newest), with
+    /// `window_start` the start of that point's window; None when there is no such point.
+    pub fn rise_of(&self, back: usize, window_start: u64) -> Option<f64> {
+        let n = self.points.len();
+        let i = n.checked_sub(back + 1)?;
+        let prev = i.checked_sub(1).map(|j| &self.points[j]);
+        Some(rise(prev, &self.points[i], window_start))
+    }
+}
+
+/// One report window of one listener: `(start, end]` in ns and the mean busy workers in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BusyWindow {
+    pub start: u64,
+    pub end: u64,
+    pub busy: f64,
+}
+
+/// A workload's busy workers summed over its listeners, sampled at every window end.
+///
+/// Pods on different nodes report windows that do not line up (each agent starts its own
+/// interval), so windows cannot be added one to one. At each instant `t` where any listener's
+/// window ended, the sum takes from every listener the window in effect at `t` (the one with
+/// `start < t ≤ end`; a gap up to a tenth of the window between consecutive windows is
+/// bridged by the next window) — each pod's figure as it stood then. This needs no rounding
+/// of times to an interval (whose phase would split or merge windows near a boundary), stays
+/// exact whatever the offsets, and places late windows correctly. A listener with no window
+/// at `t` (not started yet, or gone) adds nothing.
+///
+/// Only instants up to the `frontier` count: the earliest latest-window end among listeners
+/// still reporting, so a sum is never taken before every current pod has reported for it.
+/// `listeners[i]` must be sorted by end. Returns `(t, sum)` oldest first.
+pub fn busy_sums(listeners: &[Vec<BusyWindow>], from: u64, frontier: u64) -> Vec<(u64, f64)> {
+    let mut instants: Vec<u64> = listeners
+        .iter()
+        .flatten()
+        .map(|w| w.end)
+        .filter(|&t| t >= from && t <= frontier)
+        .collect();
+    instants.sort_unstable();
+    instants.dedup();
+    instants
+        .into_iter()
+        .map(|t| {
+            let sum = listeners
+                .iter()
+                .filter_map(|ws| {
+                    let i = ws.partition_point(|w| w.end < t);
+                    let w = ws.get(i)?;
+                    let tolerance = (w.end - w.start.min(w.end)) / 10;
+                    (w.start < t + tolerance).then_some(w.busy)
+                })
+                .sum();
+            (t, sum)
+        })
+        .collect()
+}
+
+/// The frontier for [`busy_sums`]: among listeners whose newest window is current (it ends
+/// no more than one of its own window lengths before the newest end of all), the earliest
+/// newest end. Listeners whose windows stopped (pod gone) do not hold it back.
+pub fn frontier(listeners: &[Vec<BusyWindow>]) -> Option<u64> {
+    let newest = listeners
+        .iter()
+        .filter_map(|w| w.last())
+        .map(|w| w.end)
+        .max()?;
+    listeners
+        .iter()
+        .filter_map(|w| w.last())
+        .filter(|w| w.end + (w.end - w.start.min(w.end)).max(1) >= newest)
+        .map(|w| w.end)
+        .min()
+}
+
+/// The most common value (the larger on a tie); 0 for none.
+pub fn mode(values: impl IntoIterator<Item = u32>) -> u32 {
+    let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(v, n)| (n, v))
+        .map(|(v, _)| v)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_is_nearest_rank() {
+        let cases: &[(&[f64], f64)] = &[
+            (&[], 0.0),
+            (&[3.0], 3.0),
+            (&[1.0, 9.0, 5.0], 9.0),
+            // 20 values: rank ⌈19⌉ = 19 → the second largest.
+            (
+                &[
+                    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                    15.0, 16.0, 17.0, 18.0, 19.0, 20.0,
+                ],
+                19.0,
+            ),
+            // 21 values: rank ⌈19.95⌉ = 20.
+            (
+                &[
+                    21.0, 20.0, 19.0, 18.0, 17.0, 16.0, 15.0, 14.0, 13.0, 12.0, 11.0, 10.0, 9.0,
+                    8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0,
+                ],
+                20.0,
+            ),
+        ];
+        for (values, want) in cases {
+            assert_eq!(p95(values), *want, "{values:?}");
+        }
+        // 100 values 1..=100: rank 95.
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(p95(&hundred), 95.0);
+    }
+
+    fn cp(end: u64, start: u64, value: f64) -> CounterPoint {
+        CounterPoint { end, start, value }
+    }
+
+    #[test]
+    fn rises_follow_the_counter_rules() {
+        let cases = [
+            // (prev, cur, span_start, want, why)
+            (Some(cp(10, 1, 5.0)), cp(20, 1, 8.0), 0, 3.0, "difference"),
+            (Some(cp(10, 1, 5.0)), cp(20, 1, 5.0), 0, 0.0, "flat"),
+            (
+                Some(cp(10, 1, 5.0)),
+                cp(20, 15, 2.0),
+                0,
+                2.0,
+                "restart: new start",
+            ),
+            (
+                Some(cp(10, 1, 5.0)),
+                cp(20, 1, 2.0),
+                0,
+                2.0,
+                "restart: value fell",
+            ),
+            (
+                None,
+                cp(20, 12, 4.0),
+                10,
+                4.0,
+                "fresh counter inside the span",
+            ),
+            (None, cp(20, 5, 4.0), 10, 0.0, "counter older than the span"),
+            (None, cp(20, 0, 4.0), 0, 0.0, "unknown start"),
+        ];
+        for (prev, cur, span, want, why) in cases {
+            assert_eq!(rise(prev.as_ref(), &cur, span), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn counter_sums_rises_and_thins_evenly() {
+        let mut c = Counter::default();
+        // Arrive out of order; the same end twice keeps the later value.
+        for (end, v) in [(30, 9.0), (10, 2.0), (20, 4.0), (20, 5.0), (40, 9.0)] {
+            c.record(cp(end, 1, v), 16);
+        }
+        assert_eq!(c.rise_since(0), 9.0, "counter started at 1 ≥ 0: all of it");
+        assert_eq!(c.rise_since(15), 7.0, "from the point at 10 (value 2) to 9");
+        assert_eq!(c.rise_of(0, 30), Some(0.0), "flat last window");
+        assert_eq!(c.rise_of(1, 20), Some(4.0));
+        assert_eq!(c.rise_of(3, 0), Some(2.0), "first point, fresh counter");
+        assert_eq!(c.rise_of(4, 0), None);
+        c.prune(25);
+        assert_eq!(c.latest().unwrap().end, 40);
+        assert_eq!(c.rise_since(25), 4.0, "the point at 20 stays as the base");
+        // Thinning keeps the total between the first and last point.
+        let mut t = Counter::default();
+        for i in 0..100u64 {
+            t.record(cp(i * 10 + 10, 1, (i * i) as f64), 8);
+        }
+        assert_eq!(t.points.len(), 8);
+        assert_eq!(t.points.front().unwrap().end, 10);
+        assert_eq!(t.latest().unwrap().end, 1000);
+        assert_eq!(t.rise_since(0), 99.0 * 99.0);
+    }
+
+    fn bw(start: u64, end: u64, busy: f64) -> BusyWindow {
+        BusyWindow { start, end, busy }
+    }
+
+    #[test]
+    fn busy_sums_hold_each_pod_at_offset_windows() {
+        // Pod a: windows (0,10], (10,20], (20,30]; pod b offset by 5 s: (5,15], (15,25], (25,35].
+        let a = vec![bw(0, 10, 1.0), bw(10, 20, 2.0), bw(20, 30, 3.0)];
+        let b = vec![bw(5, 15, 10.0), bw(15, 25, 20.0), bw(25, 35, 30.0)];
+        let ls = vec![a, b];
+        let f = frontier(&ls).unwrap();
+        assert_eq!(f, 30, "b's window to 35 waits for a's next");
+        let sums = busy_sums(&ls, 0, f);
+        // t=10: a(0,10]=1 + b(5,15]=10; t=15: a(10,20]=2 + b(5,15]=10; t=20: 2+20; t=25: 3+20;
+        // t=30: 3+30.
+        assert_eq!(
+            sums,
+            vec![(10, 11.0), (15, 12.0), (20, 22.0), (25, 23.0), (30, 33.0)]
+        );
+        // A pod that stopped reporting does not hold the frontier back, and adds nothing after
+        // its last window.
+        let gone = vec![bw(0, 10, 5.0)];
+        let c = vec![
+            bw(0, 10, 1.0),
+            bw(10, 20, 1.0),
+            bw(20, 30, 1.0),
+            bw(30, 40, 1.0),
+        ];
+        let ls = vec![gone, c];
+        assert_eq!(frontier(&ls), Some(40));
+        let sums = busy_sums(&ls, 0, 40);
+        assert_eq!(sums, vec![(10, 6.0), (20, 1.0), (30, 1.0), (40, 1.0)]);
+        // A small gap between windows (next starts 0.5 s late) is bridged.
+        let gap = vec![bw(0, 10_000, 2.0), bw(10_500, 20_000, 4.0)];
+        let other = vec![bw(0, 10_200, 1.0), bw(10_200, 20_000, 1.0)];
+        let sums = busy_sums(&[gap, other], 0, 20_000);
+        assert_eq!(sums, vec![(10_000, 3.0), (10_200, 5.0), (20_000, 5.0)]);
+    }
+
+    #[test]
+    fn mode_prefers_the_larger_on_a_tie() {
+        assert_eq!(mode([4, 4, 8]), 4);
+        assert_eq!(mode([4, 8]), 8);
+        assert_eq!(mode([]), 0);
+    }
+}
