@@ -153,7 +153,8 @@ pub fn busy_sums(listeners: &[Vec<BusyWindow>], from: u64, frontier: u64) -> Vec
                     let i = ws.partition_point(|w| w.end < t);
                     let w = ws.get(i)?;
                     let tolerance = (w.end - w.start.min(w.end)) / 10;
-                    (w.start < t + tolerance).then_some(w.busy)
+                    // A window covers its own end even when its start is unknown (= end).
+                    (w.end == t || w.start < t + tolerance).then_some(w.busy)
                 })
                 .sum();
             (t, sum)

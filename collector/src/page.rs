@@ -1,8 +1,10 @@
 //! `/`: the status page. Server-rendered HTML with inline CSS and SVG, no external assets:
 //! every interface of the fleet ranked by its highest peak utilization of the last hour, with a
-//! sparkline of the hour's window peaks against the 1024/s limit; nodes ranked the same way.
+//! sparkline of the hour's window peaks against the 1024/s limit; the most saturated
+//! workloads; the probes closest to their timeout; the fleet's top DNS names; nodes ranked by
+//! utilization.
 
-use crate::fleet::{EniSnapshot, FleetSnapshot, HISTORY};
+use crate::fleet::{EniSnapshot, FleetSnapshot, ProbeSnapshot, WorkloadSnapshot, HISTORY};
 use std::fmt::Write;
 
 /// Escapes text for HTML element content and attribute values.
@@ -150,6 +152,9 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, findings: &crate::findings::Findin
             );
         }
     }
+    workloads_section(&mut h, s);
+    probes_section(&mut h, s);
+    dns_section(&mut h, s);
     h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>peak util 1 h</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
     for (c, n, u) in s.ranked_nodes() {
         let _ = write!(
@@ -170,4 +175,238 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, findings: &crate::findings::Findin
     }
     h.push_str("</tbody></table><p><small><a href=\"/api/v1/fleet\">/api/v1/fleet</a> · <a href=\"/metrics\">/metrics</a></small></p></body></html>\n");
     h
+}
+
+/// Rows in each of the workload, probe and DNS tables.
+pub const MAX_SECTION_ROWS: usize = 50;
+
+/// busy p95 over the workload's workers (workers per pod × pods); 0 without workers.
+pub fn saturation(w: &WorkloadSnapshot) -> f64 {
+    let workers = f64::from(w.workers_per_pod) * w.pods.len() as f64;
+    if workers > 0.0 {
+        w.busy_p95 / workers
+    } else {
+        0.0
+    }
+}
+
+fn workloads_section(h: &mut String, s: &FleetSnapshot) {
+    let mut rows: Vec<_> = s
+        .clusters
+        .iter()
+        .flat_map(|c| c.workloads.iter().map(move |w| (c, w)))
+        .collect();
+    rows.sort_by(|a, b| {
+        saturation(b.1)
+            .total_cmp(&saturation(a.1))
+            .then(b.1.queue_max.cmp(&a.1.queue_max))
+    });
+    h.push_str("<h2>Most saturated workloads</h2>");
+    if rows.is_empty() {
+        h.push_str(
+            "<p>No listeners reported yet (prefork servers in pods: gunicorn, uwsgi, puma …).</p>",
+        );
+        return;
+    }
+    h.push_str("<table><thead><tr><th>cluster</th><th>workload</th><th>kind</th><th>pods</th><th>workers</th>\
+        <th>busy now</th><th>busy mean</th><th>busy p95</th><th>busy max</th><th>p95 / workers</th>\
+        <th>queue max</th><th>saturated s</th><th>span</th></tr></thead><tbody>");
+    for (c, w) in rows.iter().take(MAX_SECTION_ROWS) {
+        let u = saturation(w);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}/{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}×{}</td>\
+             <td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td>\
+             <td class=\"n {}\">{:.0}%</td><td class=\"n {}\">{}</td><td class=\"n\">{:.1}</td><td><small>{:.0} s, {} windows</small></td></tr>",
+            esc(&c.name),
+            esc(&w.namespace),
+            esc(&w.name),
+            esc(&w.kind),
+            w.pods.len(),
+            w.pods.len(),
+            w.workers_per_pod,
+            w.busy_latest,
+            w.busy_mean,
+            w.busy_p95,
+            w.busy_max,
+            util_class(u),
+            u * 100.0,
+            if w.queue_max > 0 { "warn" } else { "ok" },
+            w.queue_max,
+            w.saturated_seconds,
+            w.history_seconds,
+            w.windows,
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// Lowest headroom first; probes without attempts (no p99) last.
+fn probe_order(a: &ProbeSnapshot, b: &ProbeSnapshot) -> std::cmp::Ordering {
+    let key = |p: &ProbeSnapshot| p.headroom.unwrap_or(f64::INFINITY);
+    key(a)
+        .total_cmp(&key(b))
+        .then(b.predicted_removals.cmp(&a.predicted_removals))
+}
+
+fn probes_section(h: &mut String, s: &FleetSnapshot) {
+    let mut rows: Vec<_> = s
+        .clusters
+        .iter()
+        .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+        .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
+        .collect();
+    rows.sort_by(|a, b| probe_order(a.2, b.2));
+    h.push_str("<h2>Probes closest to their timeout</h2>");
+    if rows.is_empty() {
+        h.push_str("<p>No shadowed probes reported yet.</p>");
+        return;
+    }
+    h.push_str("<table><thead><tr><th>cluster</th><th>node</th><th>pod</th><th>container</th><th>probe</th>\
+        <th>p99 ms</th><th>max ms</th><th>timeout s</th><th>headroom</th><th>attempts</th><th>slow</th>\
+        <th>timeouts</th><th>errors</th><th>predicted removals</th></tr></thead><tbody>");
+    for (c, n, p) in rows.iter().take(MAX_SECTION_ROWS) {
+        let ms = |v: Option<f64>| {
+            v.map(|v| format!("{:.0}", v * 1000.0))
+                .unwrap_or("-".into())
+        };
+        let count = |r: &str| p.attempts.get(r).copied().unwrap_or(0);
+        let class = match p.headroom {
+            Some(x) if x < 1.25 => "crit",
+            Some(x) if x < 2.0 => "warn",
+            _ => "ok",
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n {class}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n {}\">{}</td><td class=\"n\">{}</td><td class=\"n {}\">{}</td></tr>",
+            esc(&c.name),
+            esc(&n.name),
+            esc(&p.namespace),
+            esc(&p.pod),
+            esc(&p.container),
+            esc(&p.probe),
+            ms(p.latency_p99_seconds),
+            ms(p.latency_max_seconds),
+            p.timeout_seconds,
+            p.headroom.map(|x| format!("{x:.2}×")).unwrap_or("-".into()),
+            p.attempts.values().sum::<u64>(),
+            count("slow"),
+            if count("timeout") > 0 { "warn" } else { "ok" },
+            count("timeout"),
+            count("error"),
+            if p.predicted_removals > 0 { "crit" } else { "ok" },
+            p.predicted_removals,
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+fn dns_section(h: &mut String, s: &FleetSnapshot) {
+    let mut rows: Vec<_> = s
+        .clusters
+        .iter()
+        .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+        .flat_map(|(c, n)| n.interfaces.iter().map(move |i| (c, n, i)))
+        .filter_map(|(c, n, i)| Some((c, n, i, i.dns.as_ref()?)))
+        .flat_map(|(c, n, i, d)| d.top_qnames.iter().map(move |q| (c, n, i, d, q)))
+        .collect();
+    rows.sort_by(|a, b| b.4.queries.cmp(&a.4.queries));
+    h.push_str("<h2>Top DNS names</h2>");
+    if rows.is_empty() {
+        h.push_str("<p>No DNS figures reported yet.</p>");
+        return;
+    }
+    h.push_str("<table><thead><tr><th>name</th><th>queries (latest window)</th><th>cluster</th><th>node</th>\
+        <th>interface</th><th>ENI</th><th>search-expansion share</th><th>unanswered</th></tr></thead><tbody>");
+    for (c, n, i, d, q) in rows.iter().take(MAX_SECTION_ROWS) {
+        let _ = write!(
+            h,
+            "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td class=\"n {}\">{:.0}%</td><td class=\"n\">{}</td></tr>",
+            esc(&q.qname),
+            q.queries,
+            esc(&c.name),
+            esc(&n.name),
+            esc(&i.interface),
+            esc(i.eni_id.as_deref().unwrap_or("-")),
+            if d.search_expansion_share >= 0.5 { "warn" } else { "ok" },
+            d.search_expansion_share * 100.0,
+            d.unanswered_latest,
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{ClusterSnapshot, IngestStats, NodeSnapshot};
+
+    fn snapshot(probes: Vec<ProbeSnapshot>, workloads: Vec<WorkloadSnapshot>) -> FleetSnapshot {
+        FleetSnapshot {
+            schema: "headroom.fleet/v1",
+            generated_at: String::new(),
+            nodes: 1,
+            clusters: vec![ClusterSnapshot {
+                name: "c".into(),
+                nodes: vec![NodeSnapshot {
+                    name: "n".into(),
+                    probes,
+                    ..Default::default()
+                }],
+                workloads,
+            }],
+            ingest: IngestStats::default(),
+        }
+    }
+
+    #[test]
+    fn probes_rank_by_headroom_and_workloads_by_saturation() {
+        let probe = |pod: &str, headroom: Option<f64>| ProbeSnapshot {
+            pod: pod.into(),
+            headroom,
+            ..Default::default()
+        };
+        let wl = |name: &str, p95: f64, workers: u32| WorkloadSnapshot {
+            name: name.into(),
+            pods: vec!["n/a".into(), "n/b".into()],
+            workers_per_pod: workers,
+            busy_p95: p95,
+            ..Default::default()
+        };
+        let s = snapshot(
+            vec![
+                probe("roomy", Some(8.0)),
+                probe("idle", None),
+                probe("tight", Some(1.1)),
+            ],
+            vec![wl("calm", 2.0, 4), wl("hot", 7.0, 4)],
+        );
+        let findings = crate::findings::Findings::new(
+            crate::engine::Engine::new(
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::ZERO,
+                std::time::SystemTime::now(),
+            ),
+            crate::alerts::Sinks::start(
+                &[],
+                None,
+                "",
+                std::time::Duration::from_secs(60),
+                tokio_util::sync::CancellationToken::new(),
+            ),
+            None,
+        );
+        let page = render(&s, 0, &findings);
+        let pos = |t: &str| {
+            page.find(t)
+                .unwrap_or_else(|| panic!("{t} not on the page"))
+        };
+        assert!(pos("/tight") < pos("/roomy") && pos("/roomy") < pos("/idle"));
+        assert!(pos("/hot") < pos("/calm"));
+        assert!(page.contains("88%"), "hot: 7 of 8 workers at p95");
+        assert_eq!(saturation(&s.clusters[0].workloads[1]), 7.0 / 8.0);
+    }
 }

@@ -176,6 +176,78 @@ fn a_hundred_thousand_label_values_keep_memory_flat() {
     assert!(*max < 256 * 1024, "RSS {rss:?} KiB");
 }
 
+/// `headroom.workers.busy` for `n` distinct pods (listener attributes as the agent sends them)
+/// in one window that ended now.
+fn pods_request(node: &str, round: usize, n: usize) -> ExportMetricsServiceRequest {
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let points = (0..n)
+        .map(|i| NumberDataPoint {
+            attributes: vec![
+                kv("namespace", "load"),
+                kv("pod", &format!("pod-{round}-{i}")),
+                kv("container", "app"),
+                kv("port", "8000"),
+                kv("workload_kind", "Deployment"),
+                kv("workload", &format!("w-{}", i % 1000)),
+            ],
+            start_time_unix_nano: end - 10_000_000_000,
+            time_unix_nano: end,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        })
+        .collect();
+    let mut req = wide_request(node, std::iter::empty());
+    req.resource_metrics[0].scope_metrics[0].metrics[0] = Metric {
+        name: headroom_signals::otlp::WORKERS_BUSY.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    };
+    req
+}
+
+/// 400 000 distinct pods in eight requests of 50 000 (100 000 would pass the 8 MiB cap): the
+/// node keeps max_listeners_per_node (512) listeners, the rest are refused and counted, and
+/// memory stays flat.
+#[test]
+fn a_hundred_thousand_pods_keep_memory_flat() {
+    let c = Collector::start();
+    let before = c.rss_kib();
+    let mut rss = Vec::new();
+    for round in 0..8 {
+        let body = pods_request("pods", round, 50_000).encode_to_vec();
+        assert!(body.len() < 8 << 20, "{} bytes", body.len());
+        let (code, resp) = request(&c.otlp_http, "POST", "/v1/metrics", &[PB], &body).unwrap();
+        assert_eq!(code, 200);
+        let resp = ExportMetricsServiceResponse::decode(resp.as_slice()).unwrap();
+        let rejected = resp.partial_success.unwrap().rejected_data_points;
+        let expect = if round == 0 { 50_000 - 512 } else { 50_000 };
+        assert_eq!(rejected, expect, "round {round}");
+        rss.push(c.rss_kib());
+    }
+    let fleet = c.fleet();
+    let n = node(&fleet, "pods").unwrap();
+    assert_eq!(n["listeners"].as_array().unwrap().len(), 512);
+    assert_eq!(fleet["ingest"]["points_rejected"], 400_000 - 512);
+    assert_eq!(fleet["ingest"]["points_accepted"], 512);
+    // 512 pods of 512 distinct workloads (w-0 … w-511).
+    assert_eq!(
+        fleet["clusters"][0]["workloads"].as_array().unwrap().len(),
+        512
+    );
+    eprintln!("collector RSS: {before} KiB at start, after each 50 000 new pods: {rss:?} KiB");
+    // As with label values above: decoding one request costs tens of MB that the allocator
+    // keeps per worker thread; 400 000 distinct pods stay under 256 MiB, and the second half
+    // of the rounds adds less than 32 MiB (new pods add nothing once the limit is reached).
+    assert!(*rss.iter().max().unwrap() < 256 * 1024, "RSS {rss:?} KiB");
+    let grown = rss[7].saturating_sub(rss[3]);
+    assert!(grown < 32 * 1024, "RSS kept growing: {rss:?} KiB");
+}
+
 #[test]
 fn oversized_grpc_export_gets_resource_exhausted() {
     let c = Collector::start();

@@ -1,6 +1,8 @@
 //! Runs the real collector binary and talks HTTP/1.1 to it with a plain socket.
 #![allow(dead_code)]
 
+pub mod agent_otlp;
+
 use headroom_testbed::proc::Guard;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
