@@ -312,7 +312,7 @@ fn dns_section(h: &mut String, s: &FleetSnapshot) {
         .filter_map(|(c, n, i)| Some((c, n, i, i.dns.as_ref()?)))
         .flat_map(|(c, n, i, d)| d.top_qnames.iter().map(move |q| (c, n, i, d, q)))
         .collect();
-    rows.sort_by(|a, b| b.4.queries.cmp(&a.4.queries));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.4.queries));
     h.push_str("<h2>Top DNS names</h2>");
     if rows.is_empty() {
         h.push_str("<p>No DNS figures reported yet.</p>");
