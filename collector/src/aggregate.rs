@@ -136,28 +136,51 @@ pub struct BusyWindow {
 /// still reporting, so a sum is never taken before every current pod has reported for it.
 /// `listeners[i]` must be sorted by end. Returns `(t, sum)` oldest first.
 pub fn busy_sums(listeners: &[Vec<BusyWindow>], from: u64, frontier: u64) -> Vec<(u64, f64)> {
-    let mut instants: Vec<u64> = listeners
+    // A sweep over the instants in time order: each window adds its figure for instants in
+    // (effective start, end] and takes it away after; O((windows + instants) · log) however
+    // many pods a workload has. Sums are kept in millionths as integers, so adding and taking
+    // away leaves no rounding residue.
+    const UNIT: f64 = 1e6;
+    let mut opens: Vec<(u64, i64)> = Vec::new();
+    let mut closes: Vec<(u64, i64)> = Vec::new();
+    for ws in listeners {
+        let mut prev_end = 0;
+        for w in ws {
+            let tolerance = (w.end - w.start.min(w.end)) / 10;
+            // Bridge a small gap, never into the previous window; a window always covers its
+            // own end, even when its start is unknown (= end).
+            let open = w
+                .start
+                .saturating_sub(tolerance)
+                .max(prev_end)
+                .min(w.end.saturating_sub(1));
+            let v = (w.busy * UNIT).round() as i64;
+            opens.push((open, v));
+            closes.push((w.end, v));
+            prev_end = w.end;
+        }
+    }
+    opens.sort_unstable();
+    closes.sort_unstable();
+    let mut instants: Vec<u64> = closes
         .iter()
-        .flatten()
-        .map(|w| w.end)
+        .map(|c| c.0)
         .filter(|&t| t >= from && t <= frontier)
         .collect();
-    instants.sort_unstable();
     instants.dedup();
+    let (mut o, mut c, mut sum) = (0, 0, 0i64);
     instants
         .into_iter()
         .map(|t| {
-            let sum = listeners
-                .iter()
-                .filter_map(|ws| {
-                    let i = ws.partition_point(|w| w.end < t);
-                    let w = ws.get(i)?;
-                    let tolerance = (w.end - w.start.min(w.end)) / 10;
-                    // A window covers its own end even when its start is unknown (= end).
-                    (w.end == t || w.start < t + tolerance).then_some(w.busy)
-                })
-                .sum();
-            (t, sum)
+            while o < opens.len() && opens[o].0 < t {
+                sum += opens[o].1;
+                o += 1;
+            }
+            while c < closes.len() && closes[c].0 < t {
+                sum -= closes[c].1;
+                c += 1;
+            }
+            (t, sum as f64 / UNIT)
         })
         .collect()
 }
@@ -330,6 +353,85 @@ mod tests {
         let other = vec![bw(0, 10_200, 1.0), bw(10_200, 20_000, 1.0)];
         let sums = busy_sums(&[gap, other], 0, 20_000);
         assert_eq!(sums, vec![(10_000, 3.0), (10_200, 5.0), (20_000, 5.0)]);
+    }
+
+    /// The definition read literally: at each instant, each listener's first window ending at
+    /// or after it, if that window (widened by a tenth) began before it.
+    fn busy_sums_by_definition(
+        ls: &[Vec<BusyWindow>],
+        from: u64,
+        frontier: u64,
+    ) -> Vec<(u64, f64)> {
+        let mut instants: Vec<u64> = ls
+            .iter()
+            .flatten()
+            .map(|w| w.end)
+            .filter(|&t| t >= from && t <= frontier)
+            .collect();
+        instants.sort_unstable();
+        instants.dedup();
+        instants
+            .into_iter()
+            .map(|t| {
+                let sum = ls
+                    .iter()
+                    .filter_map(|ws| {
+                        let w = ws.get(ws.partition_point(|w| w.end < t))?;
+                        let tolerance = (w.end - w.start.min(w.end)) / 10;
+                        (w.end == t || w.start < t + tolerance).then_some(w.busy)
+                    })
+                    .sum();
+                (t, sum)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_sweep_matches_the_definition() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for round in 0..200 {
+            let pods = 1 + next(12) as usize;
+            let ls: Vec<Vec<BusyWindow>> = (0..pods)
+                .map(|_| {
+                    let mut t = next(20_000);
+                    let len = 5_000 + next(10_000);
+                    (0..1 + next(10))
+                        .map(|_| {
+                            // Mostly contiguous, sometimes a small or a large gap.
+                            let gap = [0, 0, 0, next(len / 5), next(3 * len)][next(5) as usize];
+                            let start = t + gap;
+                            t = start + len;
+                            BusyWindow {
+                                start,
+                                end: t,
+                                busy: next(64) as f64 / 8.0,
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let frontier = frontier(&ls).unwrap();
+            let from = next(30_000);
+            let a = busy_sums(&ls, from, frontier);
+            let b = busy_sums_by_definition(&ls, from, frontier);
+            assert_eq!(a.len(), b.len(), "round {round}");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.0, y.0, "round {round}");
+                assert!(
+                    (x.1 - y.1).abs() < 1e-9,
+                    "round {round} at {}: {} vs {}",
+                    x.0,
+                    x.1,
+                    y.1
+                );
+            }
+        }
     }
 
     #[test]
