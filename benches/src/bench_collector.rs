@@ -1,7 +1,11 @@
-//! `headroom-bench-collector [--agents 5000] [--interval 10] [--seconds 60] [--threads 16]`:
-//! starts `headroom-collector` on 127.0.0.1 and simulates that many agents, each POSTing one
-//! report window (the agent's own OTLP encoding, two interfaces) per interval over OTLP/HTTP
-//! protobuf with keep-alive connections. Prints the collector's CPU (user + sys from
+//! `headroom-bench-collector [--agents 5000] [--interval 10] [--seconds 60] [--threads 16]
+//! [--listeners 5] [--probes 4]`: starts `headroom-collector` on 127.0.0.1 and simulates that
+//! many agents, each POSTing one report window (the agent's own OTLP encoding, two interfaces,
+//! plus listeners and probes with the contract's names and attributes) per interval over
+//! OTLP/HTTP protobuf with keep-alive connections. Listeners: one of a DaemonSet on every node
+//! (a workload with as many pods as agents) and the rest pods of 50 Deployments; probes:
+//! readiness probes with cumulative attempts by result, removals, timeout, p99 and max. At the
+//! end it times `GET /metrics` and `GET /api/v1/fleet?history=false` (every workload computed). Prints the collector's CPU (user + sys from
 //! /proc/PID/stat over the run), peak and final RSS, the ingest latency percentiles, and a
 //! check that every simulated node is in the fleet. Traffic goes to 127.0.0.1 only, bounded
 //! by --seconds.
@@ -10,6 +14,11 @@ use headroom_agent::linklocal::series::Figures;
 use headroom_agent::meter::InterfaceWindow;
 use headroom_agent::otlp::encode;
 use headroom_agent::report::{Node, Report};
+use headroom_signals::{attr, otlp};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint, Sum,
+};
 use prost::Message;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,8 +48,141 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// One agent's report window ending at `now` (ns) as the agent encodes it.
-fn body(agent: usize, window: u64, now: u64) -> Vec<u8> {
+/// Listener and probe metrics of one agent's window, named and shaped as the contract in
+/// headroom-signals says (gauges from the window's start, counters from the agent's start).
+/// The agent's encoder in this tree does not encode listeners and probes yet; this adds them
+/// the same way.
+fn workload_metrics(
+    agent: usize,
+    window: u64,
+    start: u64,
+    end: u64,
+    listeners: usize,
+    probes: usize,
+) -> Vec<Metric> {
+    let kv = encode::kv;
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut add = |name: &str, sum: bool, a: &[KeyValue], from: u64, v: f64| {
+        let p = NumberDataPoint {
+            attributes: a.to_vec(),
+            start_time_unix_nano: from,
+            time_unix_nano: end,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        };
+        if let Some(m) = metrics.iter_mut().find(|m| m.name == name) {
+            match &mut m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.push(p),
+                Some(metric::Data::Sum(s)) => s.data_points.push(p),
+                _ => {}
+            }
+            return;
+        }
+        let data = if sum {
+            metric::Data::Sum(Sum {
+                data_points: vec![p],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })
+        } else {
+            metric::Data::Gauge(Gauge {
+                data_points: vec![p],
+            })
+        };
+        metrics.push(Metric {
+            name: name.into(),
+            data: Some(data),
+            ..Default::default()
+        });
+    };
+    let w = window as f64;
+    for k in 0..listeners {
+        let (kind, workload, pod) = if k == 0 {
+            (
+                "DaemonSet",
+                "edge-proxy".to_string(),
+                format!("edge-proxy-{agent:05}"),
+            )
+        } else {
+            let d = (agent * listeners + k) % 50;
+            (
+                "Deployment",
+                format!("svc-{d:02}"),
+                format!("svc-{d:02}-{agent:05}-{k}"),
+            )
+        };
+        let a = [
+            kv(attr::NAMESPACE, "bench"),
+            kv(attr::POD, &pod),
+            kv(attr::CONTAINER, "app"),
+            kv(attr::PORT, "8000"),
+            kv(attr::PROCESS, "gunicorn"),
+            kv(attr::WORKLOAD_KIND, kind),
+            kv(attr::WORKLOAD, &workload),
+        ];
+        let busy = ((agent + k + window as usize) % 9) as f64 / 2.0;
+        add(otlp::WORKERS, false, &a, start, 4.0);
+        add(otlp::WORKERS_BUSY, false, &a, start, busy);
+        add(
+            otlp::WORKERS_BUSY_MAX,
+            false,
+            &a,
+            start,
+            busy.ceil().min(4.0),
+        );
+        add(
+            otlp::ACCEPT_QUEUE_DEPTH_MAX,
+            false,
+            &a,
+            start,
+            (busy >= 4.0) as u8 as f64,
+        );
+        add(otlp::ACCEPT_QUEUE_BACKLOG, false, &a, start, 128.0);
+        add(otlp::WORKERS_SATURATED_SECONDS, true, &a, 1, w * 0.1);
+    }
+    for k in 0..probes {
+        let a = [
+            kv(attr::NAMESPACE, "bench"),
+            kv(attr::POD, &format!("svc-{agent:05}-{k}")),
+            kv(attr::CONTAINER, "app"),
+            kv(attr::PROBE, "readiness"),
+            kv(attr::TARGET, "http://10.0.0.1:8000/healthz"),
+            kv(attr::WORKLOAD_KIND, "Deployment"),
+            kv(attr::WORKLOAD, &format!("svc-{:02}", (agent + k) % 50)),
+        ];
+        for (result, n) in [
+            ("ok", w * 10.0),
+            ("slow", w),
+            ("timeout", (w / 5.0).floor()),
+            ("error", 0.0),
+        ] {
+            let mut ra = a.to_vec();
+            ra.push(kv(attr::RESULT, result));
+            add(otlp::PROBE_ATTEMPTS, true, &ra, 1, n);
+        }
+        add(
+            otlp::PROBE_PREDICTED_REMOVALS,
+            true,
+            &a,
+            1,
+            (w / 30.0).floor(),
+        );
+        add(otlp::PROBE_TIMEOUT, false, &a, start, 1.0);
+        add(
+            otlp::PROBE_LATENCY_P99,
+            false,
+            &a,
+            start,
+            0.05 + (agent % 20) as f64 * 0.04,
+        );
+        add(otlp::PROBE_LATENCY_MAX, false, &a, start, 0.9);
+    }
+    metrics
+}
+
+/// One agent's report window ending at `now` (ns) as the agent encodes it, with `listeners`
+/// listeners and `probes` probes.
+fn body(agent: usize, window: u64, now: u64, listeners: usize, probes: usize) -> Vec<u8> {
     let windows: Vec<InterfaceWindow> = ["eth0", "eth1"]
         .iter()
         .enumerate()
@@ -66,8 +208,15 @@ fn body(agent: usize, window: u64, now: u64) -> Vec<u8> {
         instance_type: Some("m6i.large".into()),
         availability_zone: Some("eu-west-1a".into()),
     };
-    let r = Report::new(node, now - 10_000_000_000, now, &windows);
-    encode::request(&r, encode::resource(&r, &[]), 1).encode_to_vec()
+    let start = now - 10_000_000_000;
+    let r = Report::new(node, start, now, &windows);
+    let mut req = encode::request(&r, encode::resource(&r, &[]), 1);
+    req.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .extend(workload_metrics(
+            agent, window, start, now, listeners, probes,
+        ));
+    req.encode_to_vec()
 }
 
 /// Sends one request on a keep-alive connection; returns the status.
@@ -128,6 +277,11 @@ fn main() {
     let interval = Duration::from_secs(flag(&args, "--interval", 10));
     let seconds = flag(&args, "--seconds", 60);
     let threads = flag(&args, "--threads", 16) as usize;
+    let listeners = flag(&args, "--listeners", 5) as usize;
+    let probes = flag(&args, "--probes", 4) as usize;
+    // Prometheus scraping /metrics meanwhile (each scrape builds a snapshot under the fleet's
+    // lock, so ingest latency includes it); 0 = no scrapes.
+    let scrape_every = flag(&args, "--scrape-every", 15);
     let collector = std::env::current_exe()
         .unwrap()
         .with_file_name("headroom-collector");
@@ -151,9 +305,9 @@ fn main() {
         assert!(Instant::now() < deadline, "collector never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sample = body(0, 0, now_ns());
+    let sample = body(0, 0, now_ns(), listeners, probes);
     println!(
-        "{agents} agents, one {} B request each per {interval:?}, {seconds} s, {threads} sender threads",
+        "{agents} agents ({listeners} listeners, {probes} probes each), one {} B request each per {interval:?}, {seconds} s, {threads} sender threads",
         sample.len()
     );
     let cpu0 = proc_cpu_seconds(pid);
@@ -184,7 +338,7 @@ fn main() {
                             std::thread::sleep(d);
                         }
                         // Every round is a new window (a new end time), as from a real agent.
-                        let b = body(i, round as u64, now_ns());
+                        let b = body(i, round as u64, now_ns(), listeners, probes);
                         let t0 = Instant::now();
                         match post(&mut conn, &http, &b) {
                             Ok(200) => lat.push(t0.elapsed()),
@@ -201,6 +355,28 @@ fn main() {
             })
         })
         .collect();
+    let scraper = (scrape_every > 0).then(|| {
+        let api = api.clone();
+        std::thread::spawn(move || {
+            let mut took = Vec::new();
+            let mut next = start + Duration::from_secs(scrape_every);
+            while next < end {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                let t = Instant::now();
+                let mut s = TcpStream::connect(&api).unwrap();
+                write!(
+                    s,
+                    "GET /metrics HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut resp = Vec::new();
+                s.read_to_end(&mut resp).unwrap();
+                took.push(t.elapsed().as_secs_f64() * 1000.0);
+                next += Duration::from_secs(scrape_every);
+            }
+            took
+        })
+    });
     let mut lat = Vec::new();
     let mut errors = 0;
     for h in handles {
@@ -209,20 +385,49 @@ fn main() {
         errors += e;
     }
     let wall = start.elapsed().as_secs_f64();
+    if let Some(s) = scraper {
+        let took = s.join().unwrap();
+        println!(
+            "{} scrapes of /metrics during the run, every {scrape_every} s: {:?} ms",
+            took.len(),
+            took.iter().map(|t| t.round() as u64).collect::<Vec<_>>()
+        );
+    }
     let cpu = proc_cpu_seconds(pid) - cpu0;
     let rss = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");
-    // The fleet knows every node.
-    let mut s = TcpStream::connect(&api).unwrap();
-    write!(
-        s,
-        "GET /api/v1/fleet?history=false HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let json_at = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let fleet: serde_json::Value = serde_json::from_slice(&resp[json_at..]).unwrap_or_default();
+    // The fleet knows every node; how long the read side takes at this size.
+    let get = |path: &str| {
+        let t = Instant::now();
+        let mut s = TcpStream::connect(&api).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let at = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (resp[at..].to_vec(), t.elapsed())
+    };
+    let (metrics, metrics_took) = get("/metrics");
+    let (resp, fleet_took) = get("/api/v1/fleet?history=false");
+    let fleet: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
+    let workloads: usize = fleet["clusters"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| c["workloads"].as_array().map_or(0, |w| w.len()))
+                .sum()
+        })
+        .unwrap_or(0);
+    println!(
+        "GET /metrics: {:.0} ms, {} KiB; GET /api/v1/fleet?history=false: {:.0} ms, {} KiB; {workloads} workloads",
+        metrics_took.as_secs_f64() * 1000.0,
+        metrics.len() / 1024,
+        fleet_took.as_secs_f64() * 1000.0,
+        resp.len() / 1024
+    );
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);

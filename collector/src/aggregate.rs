@@ -85,6 +85,11 @@ impl Counter {
         self.points.is_empty()
     }
 
+    /// The end of the oldest point at or after `since`.
+    pub fn first_since(&self, since: u64) -> Option<u64> {
+        self.points.iter().map(|p| p.end).find(|&e| e >= since)
+    }
+
     /// The point `back` places before the newest (0 = the newest).
     pub fn nth_back(&self, back: usize) -> Option<&CounterPoint> {
         let i = self.points.len().checked_sub(back + 1)?;

@@ -39,18 +39,92 @@ const MAX_VALUE_CHARS: usize = 256;
 /// Cluster name for senders that do not set `k8s.cluster.name`.
 pub const DEFAULT_CLUSTER: &str = "default";
 
+/// A figure that may be missing, in 4 bytes (NaN = missing): an hour of windows for every
+/// interface of 5 000 nodes is millions of records, so each byte counts. Packets/s, ratios
+/// and worker counts need no more than an f32's 7 significant digits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Small(f32);
+
+impl Default for Small {
+    fn default() -> Self {
+        Small(f32::NAN)
+    }
+}
+
+impl Small {
+    fn of(v: f64) -> Small {
+        Small(v as f32)
+    }
+    /// The shortest decimal (at most 9 significant digits, what an f32 holds) that is
+    /// stored as the same f32: 93.4 reads back as 93.4, not 93.40000152.
+    fn get(self) -> Option<f64> {
+        if self.0.is_nan() {
+            return None;
+        }
+        let x = f64::from(self.0);
+        if x == 0.0 || !x.is_finite() {
+            return Some(x);
+        }
+        let e = x.abs().log10().floor() as i32;
+        for digits in 1..=9 {
+            let scale = 10f64.powi(digits - 1 - e);
+            let r = (x * scale).round() / scale;
+            if r as f32 == self.0 {
+                return Some(r);
+            }
+        }
+        Some(x)
+    }
+    fn is_some(self) -> bool {
+        !self.0.is_nan()
+    }
+}
+
+impl Default for WindowPoint {
+    fn default() -> Self {
+        WindowPoint {
+            start_ns: 0,
+            drops_total: f64::NAN,
+            peak: Small::default(),
+            mean: Small::default(),
+            utilization: Small::default(),
+            limit: Small::default(),
+            dns_peak: Small::default(),
+        }
+    }
+}
+
+/// A count that may be missing, in 4 bytes (u32::MAX = missing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Count(u32);
+
+impl Default for Count {
+    fn default() -> Self {
+        Count(u32::MAX)
+    }
+}
+
+impl Count {
+    fn of(v: f64) -> Count {
+        Count(v.max(0.0).min(f64::from(u32::MAX - 1)).round() as u32)
+    }
+    fn get(self) -> Option<u32> {
+        (self.0 != u32::MAX).then_some(self.0)
+    }
+}
+
 /// One report window of one interface, as it arrived (any field may be missing).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct WindowPoint {
     start_ns: u64,
-    peak: Option<f64>,
-    mean: Option<f64>,
-    utilization: Option<f64>,
-    limit: Option<f64>,
-    /// Cumulative capture drops at the window's end.
-    drops_total: Option<f64>,
+    /// Cumulative capture drops at the window's end (NaN = missing; a counter keeps f64).
+    drops_total: f64,
+    peak: Small,
+    mean: Small,
+    utilization: Small,
+    limit: Small,
     /// One-second peak of DNS packets alone (`service = dns`).
-    dns_peak: Option<f64>,
+    dns_peak: Small,
 }
 
 #[derive(Debug, Default)]
@@ -94,16 +168,39 @@ struct Listener {
     windows: BTreeMap<u64, ListenerWindow>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+/// One listener window in 48 bytes (see [`Small`]).
+#[derive(Debug, Clone, Copy)]
 struct ListenerWindow {
     start: u64,
-    workers: Option<u32>,
-    busy: Option<f64>,
-    busy_max: Option<u32>,
-    queue_max: Option<u32>,
-    backlog: Option<u32>,
-    /// (counter start, cumulative saturated seconds)
-    saturated: Option<(u64, f64)>,
+    /// The saturated-seconds counter: its start and value at the window's end (NaN = none).
+    saturated_start: u64,
+    saturated: f64,
+    busy: Small,
+    workers: Count,
+    busy_max: Count,
+    queue_max: Count,
+    backlog: Count,
+}
+
+impl Default for ListenerWindow {
+    fn default() -> Self {
+        ListenerWindow {
+            start: 0,
+            saturated_start: 0,
+            saturated: f64::NAN,
+            busy: Small::default(),
+            workers: Count::default(),
+            busy_max: Count::default(),
+            queue_max: Count::default(),
+            backlog: Count::default(),
+        }
+    }
+}
+
+impl ListenerWindow {
+    fn saturated(&self) -> Option<(u64, f64)> {
+        (!self.saturated.is_nan()).then_some((self.saturated_start, self.saturated))
+    }
 }
 
 /// (namespace, pod, container, probe kind)
@@ -722,13 +819,13 @@ fn interface_point(
         _ => {
             let w = i.windows.entry(at.end).or_default();
             match name {
-                otlp::LINKLOCAL_PPS_PEAK => w.peak = Some(v),
-                otlp::LINKLOCAL_PPS_MEAN => w.mean = Some(v),
-                otlp::LINKLOCAL_PPS_LIMIT => w.limit = Some(v),
-                otlp::LINKLOCAL_UTILIZATION => w.utilization = Some(v),
-                otlp::CAPTURE_DROPS => w.drops_total = Some(v),
+                otlp::LINKLOCAL_PPS_PEAK => w.peak = Small::of(v),
+                otlp::LINKLOCAL_PPS_MEAN => w.mean = Small::of(v),
+                otlp::LINKLOCAL_PPS_LIMIT => w.limit = Small::of(v),
+                otlp::LINKLOCAL_UTILIZATION => w.utilization = Small::of(v),
+                otlp::CAPTURE_DROPS => w.drops_total = v,
                 otlp::LINKLOCAL_SERVICE_PPS_PEAK if get(a, attr::SERVICE) == Some("dns") => {
-                    w.dns_peak = Some(v)
+                    w.dns_peak = Small::of(v)
                 }
                 _ => {}
             }
@@ -741,11 +838,6 @@ fn interface_point(
             true
         }
     }
-}
-
-/// Whole non-negative numbers as the agent sends them (gauges of counts).
-fn count(v: f64) -> u32 {
-    v.max(0.0).min(u32::MAX as f64).round() as u32
 }
 
 /// A point of a listener metric; false when refused (no port, older than the workload
@@ -793,12 +885,15 @@ fn listener_point(
     }
     let w = l.windows.entry(at.end).or_default();
     match name {
-        otlp::WORKERS => w.workers = Some(count(v)),
-        otlp::WORKERS_BUSY => w.busy = Some(v.max(0.0)),
-        otlp::WORKERS_BUSY_MAX => w.busy_max = Some(count(v)),
-        otlp::ACCEPT_QUEUE_DEPTH_MAX => w.queue_max = Some(count(v)),
-        otlp::ACCEPT_QUEUE_BACKLOG => w.backlog = Some(count(v)),
-        _ => w.saturated = Some((at.start, v)),
+        otlp::WORKERS => w.workers = Count::of(v),
+        otlp::WORKERS_BUSY => w.busy = Small::of(v.max(0.0)),
+        otlp::WORKERS_BUSY_MAX => w.busy_max = Count::of(v),
+        otlp::ACCEPT_QUEUE_DEPTH_MAX => w.queue_max = Count::of(v),
+        otlp::ACCEPT_QUEUE_BACKLOG => w.backlog = Count::of(v),
+        _ => {
+            w.saturated_start = at.start;
+            w.saturated = v;
+        }
     }
     if name != otlp::WORKERS_SATURATED_SECONDS && at.start != 0 {
         w.start = at.start;
@@ -1016,8 +1111,8 @@ fn interface_extras(
 
 fn listener_snapshot(key: &ListenerKey, l: &Listener) -> Option<ListenerSnapshot> {
     let (end, w) = l.windows.last_key_value()?;
-    let workers = w.workers.unwrap_or(0);
-    let busy_max = w.busy_max.unwrap_or(0);
+    let workers = w.workers.get().unwrap_or(0);
+    let busy_max = w.busy_max.get().unwrap_or(0);
     Some(ListenerSnapshot {
         namespace: key.0.clone(),
         pod: key.1.clone(),
@@ -1027,16 +1122,16 @@ fn listener_snapshot(key: &ListenerKey, l: &Listener) -> Option<ListenerSnapshot
         workload_kind: l.workload_kind.clone(),
         workload: l.workload.clone(),
         workers,
-        busy: w.busy.unwrap_or(0.0),
+        busy: w.busy.get().unwrap_or(0.0),
         busy_max,
-        queue_max: w.queue_max.unwrap_or(0),
-        backlog: w.backlog.unwrap_or(0),
+        queue_max: w.queue_max.get().unwrap_or(0),
+        backlog: w.backlog.get().unwrap_or(0),
         utilization: if workers > 0 {
             f64::from(busy_max) / f64::from(workers)
         } else {
             0.0
         },
-        saturated_seconds_total: w.saturated.map(|s| s.1).unwrap_or(0.0),
+        saturated_seconds_total: w.saturated().map(|s| s.1).unwrap_or(0.0),
         time: rfc3339(*end),
     })
 }
@@ -1046,7 +1141,19 @@ fn probe_snapshot(key: &ProbeKey, p: &Probe, history_start: u64) -> ProbeSnapsho
         (Some(t), Some(q)) if q > 0.0 => Some(t / q),
         _ => None,
     };
-    let from = p.first_start.max(history_start).min(p.start);
+    // The span covered: from the earliest window start the gauges gave (or, without one, the
+    // earliest counter point) inside the history, to the newest window's end.
+    let from = if p.first_start != 0 {
+        p.first_start.max(history_start)
+    } else {
+        p.attempts
+            .values()
+            .chain([&p.removals])
+            .filter_map(|c| c.first_since(history_start))
+            .min()
+            .unwrap_or(p.end)
+    }
+    .min(p.start);
     ProbeSnapshot {
         namespace: key.0.clone(),
         pod: key.1.clone(),
@@ -1113,7 +1220,7 @@ fn workloads(nodes: &BTreeMap<String, Node>, history_start: u64) -> Vec<Workload
                             Some(BusyWindow {
                                 start: if w.start == 0 { *end } else { w.start },
                                 end: *end,
-                                busy: w.busy?,
+                                busy: w.busy.get()?,
                             })
                         })
                         .collect()
@@ -1141,10 +1248,11 @@ fn workloads(nodes: &BTreeMap<String, Node>, history_start: u64) -> Vec<Workload
                 .map(|(node, key, _)| format!("{node}/{}", key.1))
                 .collect();
             pods.dedup();
-            let workers_per_pod =
-                aggregate::mode(current.iter().filter_map(|(_, _, l)| {
-                    l.windows.last_key_value().and_then(|(_, w)| w.workers)
-                }));
+            let workers_per_pod = aggregate::mode(current.iter().filter_map(|(_, _, l)| {
+                l.windows
+                    .last_key_value()
+                    .and_then(|(_, w)| w.workers.get())
+            }));
             let mut queue_max = 0;
             let mut saturated = 0.0;
             let (mut first, mut last) = (u64::MAX, 0);
@@ -1153,11 +1261,11 @@ fn workloads(nodes: &BTreeMap<String, Node>, history_start: u64) -> Vec<Workload
                 for (end, w) in &l.windows {
                     let in_span = *end >= history_start;
                     if in_span {
-                        queue_max = queue_max.max(w.queue_max.unwrap_or(0));
+                        queue_max = queue_max.max(w.queue_max.get().unwrap_or(0));
                         first = first.min(if w.start == 0 { *end } else { w.start });
                         last = last.max(*end);
                     }
-                    if let Some((start, value)) = w.saturated {
+                    if let Some((start, value)) = w.saturated() {
                         let p = CounterPoint {
                             end: *end,
                             start,
@@ -1199,45 +1307,58 @@ fn node_snapshot(name: &str, n: &Node, history: bool, history_start: u64) -> Nod
         .interfaces
         .iter()
         .map(|((iface, eni), i)| {
+            // Figures first, text (two RFC 3339 times) only for the windows shown: without
+            // history that is the latest one, not the hour's hundreds.
             let mut prev_drops: Option<f64> = None;
-            let windows: Vec<WindowFigures> = i
+            let figures: Vec<(u64, WindowFigures)> = i
                 .windows
                 .iter()
                 .filter(|(_, w)| w.peak.is_some())
                 .map(|(end, w)| {
-                    let peak = w.peak.unwrap_or(0.0);
-                    let limit = w.limit.unwrap_or(1024.0);
-                    let drops = match (w.drops_total, prev_drops) {
+                    let peak = w.peak.get().unwrap_or(0.0);
+                    let limit = w.limit.get().unwrap_or(1024.0);
+                    let drops_total = (!w.drops_total.is_nan()).then_some(w.drops_total);
+                    let drops = match (drops_total, prev_drops) {
                         (Some(now), Some(before)) if now >= before => now - before,
                         _ => 0.0,
                     };
-                    if w.drops_total.is_some() {
-                        prev_drops = w.drops_total;
+                    if drops_total.is_some() {
+                        prev_drops = drops_total;
                     }
                     let start = if w.start_ns == 0 { *end } else { w.start_ns };
-                    WindowFigures {
-                        start: rfc3339(start),
-                        end: rfc3339(*end),
+                    let f = WindowFigures {
                         seconds: ((end.saturating_sub(start)) as f64 / 1e6).round() / 1e3,
                         peak_pps: peak.round() as u64,
-                        mean_pps: w.mean.unwrap_or(0.0),
-                        utilization: w.utilization.unwrap_or(if limit > 0.0 {
+                        mean_pps: w.mean.get().unwrap_or(0.0),
+                        utilization: w.utilization.get().unwrap_or(if limit > 0.0 {
                             ((peak / limit) * 1000.0).round() / 1000.0
                         } else {
                             0.0
                         }),
                         limit_pps: limit.round() as u64,
                         kernel_drops: drops.round() as u64,
-                        dns_peak_pps: w.dns_peak.map(|v| v.round() as u64),
+                        dns_peak_pps: w.dns_peak.get().map(|v| v.round() as u64),
                         end_ns: *end,
-                    }
+                        ..Default::default()
+                    };
+                    (start, f)
                 })
                 .collect();
-            let latest = windows.last().cloned();
+            let text = |(start, f): &(u64, WindowFigures)| WindowFigures {
+                start: rfc3339(*start),
+                end: rfc3339(f.end_ns),
+                ..f.clone()
+            };
+            let latest = figures.last().map(text);
             let (allowance_exceeded_latest, dns) =
                 interface_extras(i, latest.as_ref().map(|w| w.end_ns).unwrap_or(0));
-            let peak_pps_last_hour = windows.iter().map(|w| w.peak_pps).max().unwrap_or(0);
-            let utilization_last_hour = windows.iter().map(|w| w.utilization).fold(0.0, f64::max);
+            let peak_pps_last_hour = figures.iter().map(|f| f.1.peak_pps).max().unwrap_or(0);
+            let utilization_last_hour = figures.iter().map(|f| f.1.utilization).fold(0.0, f64::max);
+            let windows = if history {
+                figures.iter().map(text).collect()
+            } else {
+                Vec::new()
+            };
             EniSnapshot {
                 interface: iface.clone(),
                 eni_id: (!eni.is_empty()).then(|| eni.clone()),
@@ -2321,5 +2442,22 @@ mod tests {
         assert!(s.clusters[0].workloads.is_empty());
         assert_eq!(s.ingest.listeners_probes_expired, 3);
         assert_eq!(s.nodes, 1);
+    }
+
+    #[test]
+    fn window_records_stay_small() {
+        // What an hour of windows for every interface and listener costs, before map overhead.
+        assert!(std::mem::size_of::<WindowPoint>() <= 40);
+        assert!(std::mem::size_of::<ListenerWindow>() <= 48);
+        assert_eq!(Small::of(0.586).get(), Some(0.586));
+        assert_eq!(Small::of(93.4).get(), Some(93.4));
+        assert_eq!(Small::default().get(), None);
+        assert_eq!(Small::of(900.0 / 1024.0).get(), Some(0.87890625));
+        assert_eq!(Small::of(1024.0).get(), Some(1024.0));
+        assert_eq!(Small::of(0.0).get(), Some(0.0));
+        assert_eq!(
+            (Count::of(4.0).get(), Count::default().get()),
+            (Some(4), None)
+        );
     }
 }

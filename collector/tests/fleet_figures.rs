@@ -161,6 +161,10 @@ fn workloads_probes_dns_and_allowances_from_agent_exports() {
         serde_json::json!({"ok": 30, "slow": 2, "timeout": 1, "error": 0})
     );
     assert_eq!(p["predicted_removals"], 1);
+    assert!(
+        close(&p["history_seconds"], 30.0),
+        "three 10 s windows: {p:#}"
+    );
     assert!(close(&p["headroom"], 4.0), "{p:#}");
     assert!(close(&p["latency_p99_seconds"], 0.25) && close(&p["latency_max_seconds"], 0.4));
     assert!(close(&p["timeout_seconds"], 1.0));

@@ -76,7 +76,7 @@ impl Ingest {
         ExportMetricsServiceResponse {
             partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
                 rejected_data_points: rejected as i64,
-                error_message: "data points over a cardinality limit (series per metric, metrics or interfaces per node, nodes) or without a value".into(),
+                error_message: "data points over a cardinality limit (series per metric; metrics, interfaces, listeners or probes per node; nodes; top names), without a value or a needed attribute, or older than the history kept".into(),
             }),
         }
     }
