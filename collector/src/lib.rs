@@ -144,9 +144,23 @@ pub async fn run(
     {
         let fleet = fleet.clone();
         let findings = findings.clone();
-        let handler = move |req| {
-            let resp = api::handle(&fleet, &findings, &req);
-            async move { resp }
+        // Snapshots and their encodings of a large fleet take a while: off the runtime's
+        // workers, so OTLP ingest never waits behind a scrape.
+        let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+            let (fleet, findings) = (fleet.clone(), findings.clone());
+            async move {
+                tokio::task::spawn_blocking(move || api::handle(&fleet, &findings, &req))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(message = "API handler failed.", error = %e);
+                        hyper::Response::builder()
+                            .status(500)
+                            .body(http_body_util::Full::new(hyper::body::Bytes::from_static(
+                                b"internal error\n",
+                            )))
+                            .expect("static response parts are valid")
+                    })
+            }
         };
         tasks.spawn(serve::serve(api, handler, stop.clone().cancelled_owned()));
     }

@@ -231,47 +231,56 @@ fn workload_families(r: &mut Registry, s: &FleetSnapshot) {
     }
 }
 
-/// Per shadowed probe: headroom (timeout / p99), latency, timeout, attempts by result and
-/// predicted removals over `workload_history`.
+/// Probes with their own series on `/metrics`: the ones closest to their timeout (lowest
+/// headroom, as the status page ranks them). Every probe of a 5 000-node fleet would be
+/// ~160 000 series per scrape; the API has them all.
+pub const MAX_PROBE_SERIES: usize = 500;
+
+/// Per shadowed probe (the [`MAX_PROBE_SERIES`] closest to their timeout): headroom (timeout /
+/// p99), latency, timeout, attempts by result and predicted removals over `workload_history`.
 fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
     let headroom = Family::<ProbeLabels, F64Gauge>::default();
     let p99 = Family::<ProbeLabels, F64Gauge>::default();
     let timeout = Family::<ProbeLabels, F64Gauge>::default();
     let removals = Family::<ProbeLabels, Gauge>::default();
     let attempts = Family::<ProbeResultLabels, Gauge>::default();
-    for c in &s.clusters {
-        for n in &c.nodes {
-            for p in &n.probes {
-                let l = ProbeLabels {
-                    cluster: c.name.clone(),
-                    node: n.name.clone(),
-                    namespace: p.namespace.clone(),
-                    pod: p.pod.clone(),
-                    container: p.container.clone(),
-                    probe: p.probe.clone(),
-                };
-                if let Some(h) = p.headroom {
-                    headroom.get_or_create(&l).set(h);
-                }
-                if let Some(v) = p.latency_p99_seconds {
-                    p99.get_or_create(&l).set(v);
-                }
-                timeout.get_or_create(&l).set(p.timeout_seconds);
-                removals.get_or_create(&l).set(p.predicted_removals as i64);
-                for (result, v) in &p.attempts {
-                    attempts
-                        .get_or_create(&ProbeResultLabels {
-                            cluster: l.cluster.clone(),
-                            node: l.node.clone(),
-                            namespace: l.namespace.clone(),
-                            pod: l.pod.clone(),
-                            container: l.container.clone(),
-                            probe: l.probe.clone(),
-                            result: result.clone(),
-                        })
-                        .set(*v as i64);
-                }
-            }
+    let mut probes: Vec<_> = s
+        .clusters
+        .iter()
+        .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+        .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
+        .collect();
+    probes.sort_by(|a, b| crate::page::probe_order(a.2, b.2));
+    probes.truncate(MAX_PROBE_SERIES);
+    for (c, n, p) in probes {
+        let l = ProbeLabels {
+            cluster: c.name.clone(),
+            node: n.name.clone(),
+            namespace: p.namespace.clone(),
+            pod: p.pod.clone(),
+            container: p.container.clone(),
+            probe: p.probe.clone(),
+        };
+        if let Some(h) = p.headroom {
+            headroom.get_or_create(&l).set(h);
+        }
+        if let Some(v) = p.latency_p99_seconds {
+            p99.get_or_create(&l).set(v);
+        }
+        timeout.get_or_create(&l).set(p.timeout_seconds);
+        removals.get_or_create(&l).set(p.predicted_removals as i64);
+        for (result, v) in &p.attempts {
+            attempts
+                .get_or_create(&ProbeResultLabels {
+                    cluster: l.cluster.clone(),
+                    node: l.node.clone(),
+                    namespace: l.namespace.clone(),
+                    pod: l.pod.clone(),
+                    container: l.container.clone(),
+                    probe: l.probe.clone(),
+                    result: result.clone(),
+                })
+                .set(*v as i64);
         }
     }
     r.register(

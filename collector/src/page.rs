@@ -242,7 +242,7 @@ fn workloads_section(h: &mut String, s: &FleetSnapshot) {
 }
 
 /// Lowest headroom first; probes without attempts (no p99) last.
-fn probe_order(a: &ProbeSnapshot, b: &ProbeSnapshot) -> std::cmp::Ordering {
+pub fn probe_order(a: &ProbeSnapshot, b: &ProbeSnapshot) -> std::cmp::Ordering {
     let key = |p: &ProbeSnapshot| p.headroom.unwrap_or(f64::INFINITY);
     key(a)
         .total_cmp(&key(b))
