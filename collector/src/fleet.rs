@@ -26,6 +26,8 @@ pub const MAX_WINDOWS: usize = 3600;
 const MAX_ATTRS: usize = 32;
 /// Most top names and top sources kept per interface (the agent sends its top 10 of each).
 pub const MAX_TOP: usize = 100;
+/// What the ENA driver's allowance counters end with.
+const ALLOWANCE_SUFFIX: &str = "_allowance_exceeded";
 /// Most distinct counters (ENA allowances, DNS totals) kept per interface.
 const MAX_IFACE_COUNTERS: usize = 16;
 /// Points kept per interface counter: enough for the latest two windows' rises.
@@ -754,8 +756,11 @@ fn interface_point(
     match Class::of(name) {
         Class::IfaceCounter => {
             let key = match name {
+                // The attribute holds the driver's counter name without the suffix
+                // (`linklocal`); the snapshot names the counter (`linklocal_allowance_exceeded`).
                 otlp::ENA_ALLOWANCE_EXCEEDED => match get(a, attr::ALLOWANCE) {
-                    Some(al) => format!("allowance:{al}"),
+                    Some(al) if al.ends_with(ALLOWANCE_SUFFIX) => format!("allowance:{al}"),
+                    Some(al) => format!("allowance:{al}{ALLOWANCE_SUFFIX}"),
                     None => return false,
                 },
                 n => n.trim_start_matches("headroom.").to_string(),
@@ -2309,10 +2314,7 @@ mod tests {
                 t0 * S,
                 (t0 + 10) * S,
                 cs,
-                &[
-                    ("linklocal_allowance_exceeded", 3.0),
-                    ("pps_allowance_exceeded", 7.0),
-                ],
+                &[("linklocal", 3.0), ("pps", 7.0)],
                 2.0,
             ),
             at(t0 + 10),
@@ -2331,10 +2333,7 @@ mod tests {
                 (t0 + 10) * S,
                 (t0 + 20) * S,
                 cs,
-                &[
-                    ("linklocal_allowance_exceeded", 8.0),
-                    ("pps_allowance_exceeded", 7.0),
-                ],
+                &[("linklocal", 8.0), ("pps", 7.0)],
                 5.0,
             ),
             at(t0 + 20),

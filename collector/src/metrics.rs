@@ -87,7 +87,8 @@ pub fn encode(s: &FleetSnapshot) -> String {
                     node: n.name.clone(),
                     interface: i.interface.clone(),
                     eni: i.eni_id.clone().unwrap_or_default(),
-                    allowance: name.clone(),
+                    // The agent's label value: the counter name without the suffix.
+                    allowance: name.trim_end_matches("_allowance_exceeded").to_string(),
                 })
                 .set(*v as i64);
         }

@@ -81,13 +81,8 @@ fn workloads_probes_dns_and_allowances_from_agent_exports() {
         n1.listener("shop", "web-1", "web", 4, n1_busy[0][w], 4, w as u32, sat)
             .listener("shop", "web-2", "web", 4, n1_busy[1][w], 2, 0, 0.0)
             .interface("eth0", "eni-1", 600 + w as u64, 550)
-            .allowance(
-                "eth0",
-                "eni-1",
-                "linklocal_allowance_exceeded",
-                linklocal[w],
-            )
-            .allowance("eth0", "eni-1", "pps_allowance_exceeded", pps[w])
+            .allowance("eth0", "eni-1", "linklocal", linklocal[w])
+            .allowance("eth0", "eni-1", "pps", pps[w])
             .dns(
                 "eth0",
                 "eni-1",
@@ -240,7 +235,7 @@ fn workloads_probes_dns_and_allowances_from_agent_exports() {
     assert_eq!(
         sample(
             &text,
-            r#"headroom_fleet_ena_allowance_exceeded{cluster="prod",node="n1",interface="eth0",eni="eni-1",allowance="linklocal_allowance_exceeded"}"#
+            r#"headroom_fleet_ena_allowance_exceeded{cluster="prod",node="n1",interface="eth0",eni="eni-1",allowance="linklocal"}"#
         ),
         Some(5.0)
     );

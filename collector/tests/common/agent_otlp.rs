@@ -142,7 +142,8 @@ impl Window {
         self
     }
 
-    /// ENA allowance counters (cumulative rises since the agent started).
+    /// ENA allowance counters (cumulative rises since the agent started); `name` as the agent
+    /// sends it: the driver's counter name without `_allowance_exceeded`.
     pub fn allowance(&mut self, iface: &str, eni: &str, name: &str, total: u64) -> &mut Self {
         let a = [
             kv(attr::INTERFACE, iface),
