@@ -306,7 +306,11 @@ fn int_attr(attrs: &[KeyValue], k: &str) -> Option<i64> {
 /// time in ns).
 type Observation = (String, std::collections::BTreeMap<String, String>, f64, u64);
 
-/// The node's series of `names` in the collector's `/api/v1/fleet` (`metrics`).
+/// The node's series of `names` in the collector's `/api/v1/fleet`: the latest-value `metrics`,
+/// and the structured `listeners` and `probes` the collector builds from the listener and probe
+/// metrics (as `headroom.workers`, `headroom.workers.busy.max` and `headroom.probe.attempts`
+/// observations with the OTLP attributes; a probe's `attempts` are counter rises over the
+/// collector's workload_history, the cumulative counts while the agent ran for less than that).
 fn fleet_series(bed: &Bed, names: &[&str]) -> Vec<Observation> {
     let (code, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
     if code != 200 {
@@ -320,6 +324,62 @@ fn fleet_series(bed: &Bed, names: &[&str]) -> Vec<Observation> {
         .flatten()
         .flat_map(|c| c["nodes"].as_array().cloned().unwrap_or_default());
     for n in nodes.filter(|n| n["name"] == NODE) {
+        let text = |v: &Value, k: &str| (k.to_string(), v[k].as_str().unwrap_or("").to_string());
+        for l in n["listeners"].as_array().into_iter().flatten() {
+            let mut attrs: std::collections::BTreeMap<String, String> = [
+                "namespace",
+                "pod",
+                "container",
+                "process",
+                "workload_kind",
+                "workload",
+            ]
+            .iter()
+            .map(|k| text(l, k))
+            .collect();
+            attrs.insert("port".into(), l["port"].to_string());
+            let t = rfc3339_ns(l["time"].as_str().unwrap());
+            for (name, field) in [
+                ("headroom.workers", "workers"),
+                ("headroom.workers.busy.max", "busy_max"),
+            ] {
+                if names.contains(&name) {
+                    out.push((
+                        name.to_string(),
+                        attrs.clone(),
+                        l[field].as_f64().unwrap(),
+                        t,
+                    ));
+                }
+            }
+        }
+        for p in n["probes"].as_array().into_iter().flatten() {
+            if !names.contains(&"headroom.probe.attempts") {
+                break;
+            }
+            let t = rfc3339_ns(p["time"].as_str().unwrap());
+            for (result, v) in p["attempts"].as_object().into_iter().flatten() {
+                let mut attrs: std::collections::BTreeMap<String, String> = [
+                    "namespace",
+                    "pod",
+                    "container",
+                    "probe",
+                    "target",
+                    "workload_kind",
+                    "workload",
+                ]
+                .iter()
+                .map(|k| text(p, k))
+                .collect();
+                attrs.insert("result".into(), result.clone());
+                out.push((
+                    "headroom.probe.attempts".to_string(),
+                    attrs,
+                    v.as_f64().unwrap(),
+                    t,
+                ));
+            }
+        }
         for m in n["metrics"].as_array().into_iter().flatten() {
             let name = m["name"].as_str().unwrap_or("");
             if !names.contains(&name) {
