@@ -48,7 +48,12 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Inco
         "/metrics" => reply(
             StatusCode::OK,
             headroom_signals::TEXT_CONTENT_TYPE,
-            metrics::encode(&snapshot_with(false)) + &findings.metrics_text(),
+            metrics::encode(
+                &fleet
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .snapshot_lean(now),
+            ) + &findings.metrics_text(),
         ),
         "/" => {
             let now_ns = now

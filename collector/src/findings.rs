@@ -249,7 +249,7 @@ pub async fn run(
                 let snapshot = fleet
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .snapshot_with(now, false);
+                    .snapshot_lean(now);
                 let view = kube.get();
                 findings.evaluate(&rules, &Input { fleet: &snapshot, kube: &view }, now);
             }

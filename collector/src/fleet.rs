@@ -637,6 +637,17 @@ impl Fleet {
     /// As [`Fleet::snapshot`]; without `history` each interface carries only its latest window
     /// and last-hour figures (what `/metrics` needs: far smaller for a large fleet).
     pub fn snapshot_with(&self, now: SystemTime, history: bool) -> FleetSnapshot {
+        self.build(now, history, true)
+    }
+
+    /// What the rules and `/metrics` read: as `snapshot_with(now, false)` but without each
+    /// node's latest-value `metrics` (other senders' series, probe histograms …), which neither
+    /// reads and which would be copied under the fleet's lock on every evaluation and scrape.
+    pub fn snapshot_lean(&self, now: SystemTime) -> FleetSnapshot {
+        self.build(now, false, false)
+    }
+
+    fn build(&self, now: SystemTime, history: bool, generic: bool) -> FleetSnapshot {
         let now_ns = ns(now);
         let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
         let clusters = self
@@ -646,7 +657,7 @@ impl Fleet {
                 name: cname.clone(),
                 nodes: nodes
                     .iter()
-                    .map(|(name, n)| node_snapshot(name, n, history, history_start))
+                    .map(|(name, n)| node_snapshot(name, n, history, generic, history_start))
                     .collect(),
                 workloads: workloads(nodes, history_start),
             })
@@ -1307,7 +1318,13 @@ fn workloads(nodes: &BTreeMap<String, Node>, history_start: u64) -> Vec<Workload
         .collect()
 }
 
-fn node_snapshot(name: &str, n: &Node, history: bool, history_start: u64) -> NodeSnapshot {
+fn node_snapshot(
+    name: &str,
+    n: &Node,
+    history: bool,
+    generic: bool,
+    history_start: u64,
+) -> NodeSnapshot {
     let interfaces = n
         .interfaces
         .iter()
@@ -1388,6 +1405,7 @@ fn node_snapshot(name: &str, n: &Node, history: bool, history_start: u64) -> Nod
         metrics: n
             .metrics
             .iter()
+            .filter(|_| generic)
             .map(|(name, m)| MetricSnapshot {
                 name: name.clone(),
                 kind: m.kind,
