@@ -33,6 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const POD_IP: &str = "10.244.0.5";
 const NODE: &str = "node-1";
+/// The shop-api pod's uid (a UUID, as the kubelet's cgroup paths carry it).
+const SHOP_API_UID: &str = "0f3c2b1a-9e8d-4c7b-a6f5-e4d3c2b1a090";
 const GRPC: &str = "127.0.0.1:14317";
 const OTLP_HTTP: &str = "127.0.0.1:14318";
 const API: &str = "127.0.0.1:19464";
@@ -112,7 +114,7 @@ fn start_gunicorn(bed: &Bed, pod: &Netns) -> Guard {
 fn shop_api_pod() -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"namespace": "shop", "name": "shop-api-5f6d7c8b9-q2x7k", "uid": "uid-shop-api",
+        "metadata": {"namespace": "shop", "name": "shop-api-5f6d7c8b9-q2x7k", "uid": SHOP_API_UID,
             "labels": {"app": "shop-api", "pod-template-hash": "5f6d7c8b9"},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "name": "shop-api-5f6d7c8b9", "uid": "rs-1", "controller": true, "blockOwnerDeletion": true}]},
@@ -1253,4 +1255,216 @@ fn a_burst_measured_during_a_two_minute_collector_outage_arrives() {
         "the outage was seen: {m}"
     );
     drop(agent);
+}
+
+/// The `shop-api` Deployment and its autoscaling/v2 HPA at 12 replicas, scaling on CPU.
+fn shop_api_scale(replicas: u32) -> [Value; 2] {
+    [
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"namespace": "shop", "name": "shop-api", "uid": "d-shop-api"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "shop-api"}},
+                "template": {"metadata": {"labels": {"app": "shop-api"}}, "spec": {"containers": []}}},
+            "status": {"replicas": replicas, "readyReplicas": replicas}}),
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"namespace": "shop", "name": "shop-api", "uid": "h-shop-api"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-api"},
+                "minReplicas": 4, "maxReplicas": 40,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 60}}}]},
+            "status": {"currentReplicas": replicas, "desiredReplicas": replicas}}),
+    ]
+}
+
+/// Issue 9's HPAOverScaling from real worker figures, end to end: gunicorn (2 sync workers)
+/// in a pod of Deployment `shop-api`, both workers held busy for 6 s by two slow requests
+/// (ground truth: 2 busy, the most there can be); the agent measures them and exports over
+/// OTLP; the collector sums them into the workload, reads the Deployment and its HPA (12
+/// replicas) from the fake API server through its kube-rs watchers, and reports the HPA
+/// over-scaled: needed = ceil(busy p95 2 / (2 workers × 0.7)) = 2, and 12 > 2 × 1.5.
+/// The readiness probe that timed out behind the busy workers is a ProbeTimeoutRisk finding.
+#[test]
+fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
+    if !headroom_testbed::require(
+        "hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers",
+        &[
+            Need::Root,
+            Need::Tool("ip"),
+            Need::Tool("gunicorn"),
+            Need::Tool("curl"),
+        ],
+    ) {
+        return;
+    }
+    let bed = Bed::new(1).unwrap();
+    let podns = pod_netns(&bed);
+    // The pod's container cgroup as the kubelet makes it: the agent knows a listener's pod
+    // by the uid in its cgroup path. Declared before gunicorn, so it is removed after it.
+    let cg = headroom_testbed::cgroup::KubeCgroup::new(SHOP_API_UID, &"c".repeat(64)).unwrap();
+    let gunicorn = start_gunicorn(&bed, &podns);
+    let master = gunicorn.pid();
+    // The second worker may still be forking when the first answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let workers: Vec<u32> = loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap();
+        let w: Vec<u32> = children
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        if w.len() == 2 {
+            break w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gunicorn --workers 2: {children}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for pid in std::iter::once(master).chain(workers) {
+        cg.add(pid).unwrap();
+    }
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    let kubeconfig = bed.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    api.apply(shop_api_pod());
+    for o in shop_api_scale(12) {
+        api.apply(o);
+    }
+    let config = bed.path("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_file = \"{}\"\n[rules]\nevaluation_interval = \"1s\"\nstartup_grace = \"0s\"\n\
+             hpa_for = \"0s\"\nhpa_min_history = \"5s\"\nprobe_for = \"0s\"\n",
+            bed.path("findings.json").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bed.node.command(collector_bin().to_str().unwrap());
+    cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
+        .args(["--http-listen", API])
+        .arg("--config")
+        .arg(&config)
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let _collector = Guard::spawn("headroom-collector", &mut cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape::get(&bed.node, &format!("http://{API}/readyz")).0 != 200 {
+        assert!(Instant::now() < deadline, "collector never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let agent = Agent::start(
+        &bed,
+        &[
+            "--report-interval",
+            "1s",
+            "--otlp-endpoint",
+            &format!("http://{OTLP_HTTP}"),
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    // The listener is known (idle) before the hold.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !agent.reports().iter().any(|r| listener_8080(r).is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never saw gunicorn's listener"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hold: Vec<Guard> = (0..2)
+        .map(|_| {
+            let mut c = bed.node.command("curl");
+            c.args(["-s", "-o", "/dev/null", "--max-time", "10"])
+                .arg(format!("http://{POD_IP}:8080/slow"))
+                .stdout(Stdio::null());
+            Guard::spawn("curl /slow", &mut c).unwrap()
+        })
+        .collect();
+    for h in hold {
+        assert!(h.wait(Duration::from_secs(12)).unwrap().status.success());
+    }
+    // The agent's own figures: windows fully inside the hold show 2 of 2 busy.
+    let busiest = agent
+        .reports()
+        .iter()
+        .filter_map(listener_8080)
+        .map(|l| l["busy_mean"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(
+        busiest, 2.0,
+        "a window inside the hold has both workers busy"
+    );
+
+    let findings = |bed: &Bed| -> Vec<Value> {
+        let (code, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/findings"));
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["findings"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let hpa = loop {
+        let all = findings(&bed);
+        if let Some(f) = all
+            .iter()
+            .find(|f| f["rule"] == "HPAOverScaling" && f["state"] == "firing")
+        {
+            break f.clone();
+        }
+        if Instant::now() >= deadline {
+            let (_, fleet) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
+            let fleet: Value = serde_json::from_str(&fleet).unwrap();
+            panic!(
+                "no firing HPAOverScaling: {}\nworkloads: {}\nlisteners: {}",
+                serde_json::to_string_pretty(&all).unwrap(),
+                fleet["clusters"][0]["workloads"],
+                fleet["clusters"][0]["nodes"][0]["listeners"]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("{}", serde_json::to_string_pretty(&hpa).unwrap());
+    let e = &hpa["evidence"];
+    assert_eq!(hpa["subject"]["namespace"], "shop");
+    assert_eq!(hpa["subject"]["workload"], "shop-api");
+    assert_eq!(e["hpa"], "shop-api");
+    assert_eq!(e["replicas"], 12);
+    assert_eq!(e["workers_per_pod"], 2, "gunicorn --workers 2");
+    // busy p95 over the history: the hold's full windows (2.0) are more than 5 % of them.
+    assert_eq!(e["busy_p95"].as_f64(), Some(2.0), "{e}");
+    assert_eq!(e["busy_max"].as_f64(), Some(2.0), "{e}");
+    assert_eq!(e["needed_replicas"], 2, "ceil(2 / (2 × 0.7))");
+    let fix = hpa["fix"].as_str().unwrap();
+    assert!(fix.contains("type: AverageValue"), "{fix}");
+    assert!(
+        fix.contains("averageValue: \"1400m\""),
+        "2 workers × 0.7: {fix}"
+    );
+    assert!(fix.contains("name: shop-api"), "{fix}");
+
+    // The probe that timed out behind the busy workers.
+    let all = findings(&bed);
+    let probe = all
+        .iter()
+        .find(|f| {
+            f["rule"] == "ProbeTimeoutRisk" && f["subject"]["pod"] == "shop-api-5f6d7c8b9-q2x7k"
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no ProbeTimeoutRisk: {}",
+                serde_json::to_string_pretty(&all).unwrap()
+            )
+        });
+    eprintln!("{}", serde_json::to_string_pretty(probe).unwrap());
+    // Its fix points at the saturation behind it, not at timeoutSeconds.
+    let fix = probe["fix"].as_str().unwrap();
+    assert!(fix.contains("behind busy workers"), "{fix}");
+    assert_eq!(
+        probe["evidence"]["workload_busy"]["busy_max"].as_f64(),
+        Some(2.0)
+    );
+    assert!(probe["evidence"]["timeouts"].as_u64().unwrap() >= 1);
+    let out = agent.guard.stop().unwrap();
+    assert!(out.status.success(), "agent exit {:?}", out.status);
 }

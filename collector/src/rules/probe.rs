@@ -105,6 +105,14 @@ impl Rule for TimeoutRisk {
                             w.pods.len(),
                             w.queue_max
                         ),
+                        // A timed-out attempt's latency is unknown beyond the timeout: the
+                        // latest window's max may be a fast one, so do not quote it.
+                        None if timed_out > 0 => format!(
+                            "Set `timeoutSeconds: {timeout}` on the {} probe of container {} ({timed_out} attempt(s) ran into the {}s timeout, so their latency is at least that), and find what the endpoint waits on: no worker saturation was measured for it.",
+                            p.probe,
+                            p.container,
+                            p.timeout_seconds
+                        ),
                         None => format!(
                             "Set `timeoutSeconds: {timeout}` on the {} probe of container {} (twice the slowest measured attempt, {:.3}s).",
                             p.probe,
@@ -279,6 +287,21 @@ mod tests {
                 assert_eq!(f.subject.probe.as_deref(), Some("app/readiness"));
             }
         }
+    }
+
+    /// Timeouts earlier in the history, a fast latest window: the fix must not quote the fast
+    /// attempt as "the slowest" (seen in the agent → collector bed test).
+    #[test]
+    fn timeouts_with_a_fast_latest_window_do_not_quote_it() {
+        let got = run(&fleet(probe(1.0, Some(0.002), Some(0.002), 5, 1), vec![]));
+        let f = &got[0];
+        assert!(f.fix.contains("timeoutSeconds: 2"), "{}", f.fix);
+        assert!(
+            f.fix.contains("5 attempt(s) ran into the 1s timeout"),
+            "{}",
+            f.fix
+        );
+        assert!(!f.fix.contains("0.002"), "{}", f.fix);
     }
 
     #[test]
