@@ -51,26 +51,6 @@ fn collector_bin() -> PathBuf {
     p
 }
 
-/// A pod namespace on a veth from the node: the pod at 10.244.0.5, the node at 10.244.0.1.
-fn pod_netns(bed: &Bed) -> Netns {
-    let pod = Netns::new("pod").unwrap();
-    bed.node
-        .ip(&[
-            "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
-        ])
-        .unwrap();
-    bed.node
-        .ip(&["addr", "add", "10.244.0.1/24", "dev", "pod0"])
-        .unwrap();
-    bed.node.ip(&["link", "set", "pod0", "up"]).unwrap();
-    pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"])
-        .unwrap();
-    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
-    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])
-        .unwrap();
-    pod
-}
-
 /// `/slow` holds its worker for 6 s; anything else answers at once.
 const WSGI: &str = r#"
 import time
@@ -196,9 +176,21 @@ fn serve_otlp(conn: TcpStream, got: &Received) {
 
 /// `headroom-collector` in the node namespace forwarding spans to `traces`.
 fn start_collector(bed: &Bed, traces: Option<SocketAddr>) -> Guard {
+    start_collector_with(bed, traces, &[], &[])
+}
+
+/// As [`start_collector`], with more arguments and environment.
+fn start_collector_with(
+    bed: &Bed,
+    traces: Option<SocketAddr>,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Guard {
     let mut cmd = bed.node.command(collector_bin().to_str().unwrap());
     cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
-        .args(["--http-listen", API]);
+        .args(["--http-listen", API])
+        .args(args)
+        .envs(env.iter().copied());
     if let Some(t) = traces {
         cmd.args(["--traces-endpoint", &format!("http://{t}")]);
     }
@@ -441,7 +433,7 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
         return;
     }
     let bed = Bed::new(1).unwrap();
-    let podns = pod_netns(&bed);
+    let podns = bed.pod(POD_IP).unwrap();
     let _gunicorn = start_gunicorn(&bed, &podns);
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
@@ -486,15 +478,7 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
         }
     };
     let hold_start = SystemTime::now();
-    let hold: Vec<Guard> = (0..2)
-        .map(|_| {
-            let mut c = bed.node.command("curl");
-            c.args(["-s", "-o", "/dev/null", "--max-time", "10"])
-                .arg(format!("http://{POD_IP}:8080/slow"))
-                .stdout(Stdio::null());
-            Guard::spawn("curl /slow", &mut c).unwrap()
-        })
-        .collect();
+    let hold = hold_workers(&bed, 2);
     let mut hold = hold;
     while hold
         .iter_mut()
@@ -1257,6 +1241,19 @@ fn a_burst_measured_during_a_two_minute_collector_outage_arrives() {
     drop(agent);
 }
 
+/// `n` requests to `/slow`, each holding a gunicorn worker for 6 s.
+fn hold_workers(bed: &Bed, n: usize) -> Vec<Guard> {
+    (0..n)
+        .map(|_| {
+            let mut c = bed.node.command("curl");
+            c.args(["-s", "-o", "/dev/null", "--max-time", "10"])
+                .arg(format!("http://{POD_IP}:8080/slow"))
+                .stdout(Stdio::null());
+            Guard::spawn("curl /slow", &mut c).unwrap()
+        })
+        .collect()
+}
+
 /// The `shop-api` Deployment and its autoscaling/v2 HPA at 12 replicas, scaling on CPU.
 fn shop_api_scale(replicas: u32) -> [Value; 2] {
     [
@@ -1296,7 +1293,7 @@ fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
         return;
     }
     let bed = Bed::new(1).unwrap();
-    let podns = pod_netns(&bed);
+    let podns = bed.pod(POD_IP).unwrap();
     // The pod's container cgroup as the kubelet makes it: the agent knows a listener's pod
     // by the uid in its cgroup path. Declared before gunicorn, so it is removed after it.
     let cg = headroom_testbed::cgroup::KubeCgroup::new(SHOP_API_UID, &"c".repeat(64)).unwrap();
@@ -1340,20 +1337,12 @@ fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
         ),
     )
     .unwrap();
-    let mut cmd = bed.node.command(collector_bin().to_str().unwrap());
-    cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
-        .args(["--http-listen", API])
-        .arg("--config")
-        .arg(&config)
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let _collector = Guard::spawn("headroom-collector", &mut cmd).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape::get(&bed.node, &format!("http://{API}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "collector never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _collector = start_collector_with(
+        &bed,
+        None,
+        &["--config".as_ref(), config.as_os_str()],
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+    );
     let agent = Agent::start(
         &bed,
         &[
@@ -1373,15 +1362,7 @@ fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let hold: Vec<Guard> = (0..2)
-        .map(|_| {
-            let mut c = bed.node.command("curl");
-            c.args(["-s", "-o", "/dev/null", "--max-time", "10"])
-                .arg(format!("http://{POD_IP}:8080/slow"))
-                .stdout(Stdio::null());
-            Guard::spawn("curl /slow", &mut c).unwrap()
-        })
-        .collect();
+    let hold = hold_workers(&bed, 2);
     for h in hold {
         assert!(h.wait(Duration::from_secs(12)).unwrap().status.success());
     }

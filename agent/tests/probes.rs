@@ -100,31 +100,6 @@ fn within(v: &Value, lo: f64, hi: f64, what: &str) {
     assert!((lo..=hi).contains(&x), "{what} = {x}, expected {lo}..={hi}");
 }
 
-/// A pod namespace on a veth from the node: the pod at 10.244.0.5, the node at 10.244.0.1,
-/// routed both ways so the pod's DNS queries leave through the node's ENI.
-fn pod_netns(bed: &Bed) -> Netns {
-    let pod = Netns::new("pod").unwrap();
-    bed.node
-        .ip(&[
-            "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
-        ])
-        .unwrap();
-    bed.node
-        .ip(&["addr", "add", "10.244.0.1/24", "dev", "pod0"])
-        .unwrap();
-    bed.node.ip(&["link", "set", "pod0", "up"]).unwrap();
-    pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"])
-        .unwrap();
-    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
-    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])
-        .unwrap();
-    bed.node.sysctl("net.ipv4.ip_forward=1").unwrap();
-    bed.vpc
-        .ip(&["route", "add", "10.244.0.0/24", "via", "10.0.0.10"])
-        .unwrap();
-    pod
-}
-
 /// The app on 8080, and with `tls` also over TLS on 8443 (a self-signed certificate).
 fn start_app(pod: &Netns, dir: &std::path::Path, tls: bool) -> Guard {
     let script = dir.join("app.py");
@@ -220,7 +195,7 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     }
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let podns = pod_netns(&bed);
+    let podns = bed.pod(POD_IP).unwrap();
     let _app = start_app(&podns, bed.dir.path(), true);
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
@@ -544,7 +519,7 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
         return;
     }
     let bed = Bed::new(1).unwrap();
-    let podns = pod_netns(&bed);
+    let podns = bed.pod(POD_IP).unwrap();
     let _app = start_app(&podns, bed.dir.path(), false);
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
@@ -669,7 +644,7 @@ fn probes_time_out_while_gunicorn_workers_are_saturated() {
         return;
     }
     let bed = Bed::new(1).unwrap();
-    let podns = pod_netns(&bed);
+    let podns = bed.pod(POD_IP).unwrap();
     std::fs::write(bed.path("wsgiapp.py"), WSGI).unwrap();
     let mut cmd = podns.command("gunicorn");
     cmd.args([

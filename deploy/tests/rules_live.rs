@@ -61,26 +61,6 @@ def app(environ, start_response):
     return [b"ok\n"]
 "#;
 
-/// A pod network namespace at POD_IP behind the node (as the VPC CNI wires a pod).
-fn pod_netns(bed: &Bed) -> Netns {
-    let pod = Netns::new("pod").unwrap();
-    bed.node
-        .ip(&[
-            "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
-        ])
-        .unwrap();
-    bed.node
-        .ip(&["addr", "add", "10.244.0.1/24", "dev", "pod0"])
-        .unwrap();
-    bed.node.ip(&["link", "set", "pod0", "up"]).unwrap();
-    pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"])
-        .unwrap();
-    pod.ip(&["link", "set", "eth0", "up"]).unwrap();
-    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])
-        .unwrap();
-    pod
-}
-
 fn wait_http(ns: &Netns, url: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while scrape::get(ns, url).0 != 200 {
@@ -145,7 +125,7 @@ fn prometheus_rules_fire_on_a_live_agent() {
     let agent = agent_binary();
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let podns = pod_netns(&bed);
+    let podns = bed.pod(POD_IP).unwrap();
     bed.node.sysctl("net.ipv4.ip_forward=1").unwrap();
 
     // The pod: gunicorn with 2 sync workers, a readiness probe with a 1 s timeout.

@@ -153,6 +153,27 @@ impl Bed {
         Ok(())
     }
 
+    /// A pod network namespace wired as the VPC CNI wires a pod: a veth from the node
+    /// (`pod0`, node side at `10.244.0.1/24`, the pod's `eth0` at `ip`, default route via the
+    /// node), forwarding on in the node and the VPC routing the pod subnet back to eni0, so the
+    /// pod's DNS queries leave through the node's ENI. One pod per bed.
+    pub fn pod(&self, ip: &str) -> anyhow::Result<Netns> {
+        let pod = Netns::new("pod")?;
+        self.node.ip(&[
+            "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+        ])?;
+        self.node
+            .ip(&["addr", "add", "10.244.0.1/24", "dev", "pod0"])?;
+        self.node.ip(&["link", "set", "pod0", "up"])?;
+        pod.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        pod.ip(&["link", "set", "eth0", "up"])?;
+        pod.ip(&["route", "add", "default", "via", "10.244.0.1"])?;
+        self.node.sysctl("net.ipv4.ip_forward=1")?;
+        self.vpc
+            .ip(&["route", "add", "10.244.0.0/24", "via", "10.0.0.10"])?;
+        Ok(pod)
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -259,7 +280,10 @@ impl Bed {
     pub fn tcpdump(&mut self, iface: &str, filter: &str) -> anyhow::Result<Tcpdump> {
         let file = self.path(&format!("{iface}-{}.pcap", self.procs.len()));
         let mut cmd = self.node.command("tcpdump");
-        cmd.args(["-U", "-n", "-s", "128", "-Q", "out", "-i", iface, "-w"])
+        // Immediate mode: every packet reaches the file at once (none left in a ring block
+        // when the test stops it); a 16 MiB buffer rides out a busy machine.
+        cmd.args(["-U", "--immediate-mode", "-B", "16384"])
+            .args(["-n", "-s", "128", "-Q", "out", "-i", iface, "-w"])
             .arg(&file)
             .arg(filter)
             .stdout(Stdio::null())
@@ -268,7 +292,7 @@ impl Bed {
         // tcpdump prints "listening on …" once its socket is open.
         let stderr = guard.child.as_mut().unwrap().stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let stats = std::thread::spawn(move || {
             use std::io::BufRead;
             let mut r = std::io::BufReader::new(stderr);
             let mut all = String::new();
@@ -280,10 +304,11 @@ impl Bed {
                 all += &line;
                 line.clear();
             }
+            all
         });
         rx.recv_timeout(Duration::from_secs(10))
             .map_err(|_| anyhow::anyhow!("tcpdump did not start listening on {iface}"))?;
-        Ok(Tcpdump { guard, file })
+        Ok(Tcpdump { guard, file, stats })
     }
 }
 
@@ -291,6 +316,8 @@ impl Bed {
 pub struct Tcpdump {
     guard: Guard,
     file: PathBuf,
+    /// tcpdump's stderr, ending with its "N packets dropped by kernel" line.
+    stats: std::thread::JoinHandle<String>,
 }
 
 impl Tcpdump {
@@ -303,6 +330,16 @@ impl Tcpdump {
     pub fn stop_and_timestamps(self) -> anyhow::Result<Vec<u64>> {
         self.guard.signal(libc::SIGINT);
         let _ = self.guard.wait(Duration::from_secs(10))?;
+        let stats = self.stats.join().unwrap_or_default();
+        let dropped = stats
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        anyhow::ensure!(
+            dropped == 0,
+            "tcpdump itself dropped {dropped} packets (machine overloaded), so it is no ground truth: {stats}"
+        );
         crate::pcap::timestamps_ns(&std::fs::read(&self.file)?)
     }
 }
