@@ -37,6 +37,11 @@ impl Collector {
     /// Starts the collector with extra flags on three distinct free ports; tries again on new
     /// ports if one was taken in between (another test's ephemeral port).
     pub fn start_with(args: &[&str]) -> Collector {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Collector::start_with`], with extra environment for the process.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Collector {
         for _ in 0..5 {
             let held: Vec<TcpListener> = (0..3)
                 .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -49,6 +54,7 @@ impl Collector {
                 .args(["--otlp-http-listen", &otlp_http])
                 .args(["--http-listen", &api])
                 .args(args)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());
             let mut guard = Guard::spawn("headroom-collector", &mut cmd).unwrap();
