@@ -14,6 +14,7 @@ mod common;
 use common::*;
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::Bed;
+use headroom_testbed::http::read_request;
 use headroom_testbed::netns::Netns;
 use headroom_testbed::prefork::in_netns;
 use headroom_testbed::proc::Guard;
@@ -24,7 +25,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -128,32 +129,9 @@ fn start_receiver(ns: &Netns) -> (SocketAddr, Received) {
 fn serve_otlp(conn: TcpStream, got: &Received) {
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        let status = match ExportTraceServiceRequest::decode(&body[..]) {
-            Ok(req) if line.starts_with("POST /v1/traces ") => {
+    while let Some(http) = read_request(&mut r, usize::MAX) {
+        let status = match ExportTraceServiceRequest::decode(&http.body[..]) {
+            Ok(req) if http.method == "POST" && http.path == "/v1/traces" => {
                 let mut g = got.lock().unwrap();
                 for rs in req.resource_spans {
                     let res = rs.resource.map(|r| r.attributes).unwrap_or_default();

@@ -12,7 +12,7 @@ use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
 use headroom_testbed::{require, scrape, Need};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -160,31 +160,8 @@ impl Receiver {
 fn serve_conn(conn: TcpStream, bodies: &Mutex<Vec<Value>>) {
     let mut r = BufReader::new(conn.try_clone().unwrap());
     let mut w = conn;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        if let Ok(v) = serde_json::from_slice(&body) {
+    while let Some(req) = headroom_testbed::http::read_request(&mut r, usize::MAX) {
+        if let Ok(v) = serde_json::from_slice(&req.body) {
             bodies.lock().unwrap().push(v);
         }
         if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")

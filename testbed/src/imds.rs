@@ -8,7 +8,7 @@
 //! down); [`FakeImds::start`] again brings it back.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -287,51 +287,12 @@ fn accept_loop(
     }
 }
 
-struct Req {
-    method: String,
-    path: String,
-    headers: BTreeMap<String, String>,
-}
-
-fn read_req(r: &mut BufReader<TcpStream>) -> Option<Req> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let mut headers = BTreeMap::new();
-    for _ in 0..100 {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len.min(1 << 16)];
-    r.read_exact(&mut body).ok()?;
-    Some(Req {
-        method,
-        path,
-        headers,
-    })
-}
-
 fn serve_conn(s: TcpStream, shared: &Shared) {
     let Ok(w) = s.try_clone() else { return };
     let mut w = w;
     let mut r = BufReader::new(s);
-    while let Some(req) = read_req(&mut r) {
+    // IMDS requests carry no body worth reading past 64 KiB.
+    while let Some(req) = crate::http::read_request(&mut r, 1 << 16) {
         let (status, body, extra) = answer(&req, shared);
         let reason = match status {
             200 => "OK",
@@ -354,7 +315,7 @@ fn serve_conn(s: TcpStream, shared: &Shared) {
     let _ = w.shutdown(Shutdown::Both);
 }
 
-fn answer(req: &Req, shared: &Shared) -> (u16, String, String) {
+fn answer(req: &crate::http::Request, shared: &Shared) -> (u16, String, String) {
     let status_override = shared.statuses.lock().unwrap().get(&req.path).copied();
     if let Some(st) = status_override {
         return (st, String::new(), String::new());

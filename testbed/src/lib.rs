@@ -8,6 +8,7 @@
 pub mod apiserver;
 pub mod bed;
 pub mod cgroup;
+pub mod http;
 pub mod imds;
 pub mod netns;
 pub mod pcap;
