@@ -162,6 +162,49 @@ fn window_of(name: &str, e: &Iface, start_ns: u64, end_ns: u64) -> InterfaceWind
     }
 }
 
+/// Test fixture shared by the exporters' tests.
+#[cfg(test)]
+impl InterfaceWindow {
+    /// `eth0` with DNS top talkers: 40 queries, 30 of them on search suffixes (share 0.75), one
+    /// name (25 queries) and one source, pod shop/web-1 of workload `web` of `workload_kind`.
+    pub(crate) fn with_dns_talkers(workload_kind: &str) -> InterfaceWindow {
+        use crate::dns::tracker::{TopName, TopSource};
+        InterfaceWindow {
+            name: "eth0".into(),
+            figures: Figures {
+                packets: [10, 2, 0],
+                peak: 7,
+                peak_by_service: [6, 2, 0],
+            },
+            capturing: true,
+            dns: Some(DnsFigures {
+                queries: 40,
+                search_expansion_packets: 30,
+                search_expansion_share: 0.75,
+                top_qnames: vec![TopName {
+                    qname: "db.shop.svc.cluster.local".into(),
+                    queries: 25,
+                }],
+                top_sources: vec![TopSource {
+                    source: "10.0.0.5".into(),
+                    pod: Some("shop/web-1".into()),
+                    workload: Some(crate::kube::pods::Workload {
+                        kind: workload_kind.into(),
+                        name: "web".into(),
+                    }),
+                    queries: 40,
+                    pps: 4.0,
+                    search_expansion_packets: 30,
+                    ndots2_savings_pps: 3.0,
+                    fqdn_savings_pps: 3.0,
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

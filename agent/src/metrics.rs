@@ -542,41 +542,9 @@ mod tests {
     /// removals; promtool accepts the whole exposition.
     #[test]
     fn exposition_carries_services_talkers_and_probe_figures() {
-        use crate::dns::tracker::{DnsFigures, TopName, TopSource};
         use crate::probes::shadow::Attempt;
         use crate::probes::stats::Outcome;
-        let w = InterfaceWindow {
-            name: "eth0".into(),
-            figures: Figures {
-                packets: [10, 2, 0],
-                peak: 7,
-                peak_by_service: [6, 2, 0],
-            },
-            capturing: true,
-            dns: Some(DnsFigures {
-                queries: 40,
-                search_expansion_share: 0.75,
-                top_qnames: vec![TopName {
-                    qname: "db.shop.svc.cluster.local".into(),
-                    queries: 25,
-                }],
-                top_sources: vec![TopSource {
-                    source: "10.0.0.5".into(),
-                    pod: Some("shop/web-1".into()),
-                    workload: Some(crate::kube::pods::Workload {
-                        kind: "Deployment".into(),
-                        name: "web".into(),
-                    }),
-                    queries: 40,
-                    pps: 4.0,
-                    search_expansion_packets: 30,
-                    ndots2_savings_pps: 3.0,
-                    fqdn_savings_pps: 3.0,
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let w = InterfaceWindow::with_dns_talkers("Deployment");
         let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[w]);
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": "shop", "name": "web-1", "uid": "u1"},

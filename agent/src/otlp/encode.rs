@@ -874,40 +874,7 @@ mod tests {
 
     #[test]
     fn listeners_dns_talkers_services_and_allowances_are_exported() {
-        use crate::dns::tracker::{DnsFigures, TopName, TopSource};
-        let w = InterfaceWindow {
-            name: "eth0".into(),
-            figures: Figures {
-                packets: [10, 2, 0],
-                peak: 7,
-                peak_by_service: [6, 2, 0],
-            },
-            capturing: true,
-            dns: Some(DnsFigures {
-                queries: 40,
-                search_expansion_packets: 30,
-                search_expansion_share: 0.75,
-                top_qnames: vec![TopName {
-                    qname: "db.shop.svc.cluster.local".into(),
-                    queries: 25,
-                }],
-                top_sources: vec![TopSource {
-                    source: "10.0.0.5".into(),
-                    pod: Some("shop/web-1".into()),
-                    workload: Some(crate::kube::pods::Workload {
-                        kind: "StatefulSet".into(),
-                        name: "web".into(),
-                    }),
-                    queries: 40,
-                    pps: 4.0,
-                    search_expansion_packets: 30,
-                    ndots2_savings_pps: 3.0,
-                    fqdn_savings_pps: 3.0,
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let w = InterfaceWindow::with_dns_talkers("StatefulSet");
         let mut r = Report::new(Node::default(), START, END, &[w]);
         r.interfaces[0].eni_id = Some("eni-1".into());
         r.interfaces[0].allowance_totals = [("linklocal_allowance_exceeded".to_string(), 17)]
