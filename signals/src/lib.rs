@@ -59,37 +59,336 @@
 //! `accept_queue.depth` as integers; status ERROR for timeouts and errors).
 #![forbid(unsafe_code)]
 
-/// OTLP metric names (see the table above).
+/// One metric, declared once: the agent's Prometheus and OTLP encoders and the collector's
+/// ingest all name, describe and type it from here, so the two sides cannot drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    /// Prometheus family name as registered (a counter without `_total`: the exposition adds it).
+    pub prom: &'static str,
+    /// OTLP name: [`otlp_name`] of the Prometheus name.
+    pub otlp: &'static str,
+    /// OTLP unit (UCUM, curly braces for annotations).
+    pub unit: &'static str,
+    pub kind: Kind,
+    /// Help text (Prometheus `# HELP`) and OTLP description.
+    pub help: &'static str,
+}
+
+/// How a metric is exposed: gauge, cumulative monotonic sum, or cumulative histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
+}
+
+/// Every metric the agent exports (see the table above). Agent-only self metrics (the OTLP
+/// exporter's own counters, the ENA conntrack gauge) are here too, so their help is in one place.
+pub mod metric {
+    use super::{Kind, Metric};
+    pub const LINKLOCAL_PACKETS: Metric = Metric {
+        prom: "headroom_linklocal_packets",
+        otlp: "headroom.linklocal.packets",
+        unit: "{packet}",
+        kind: Kind::Counter,
+        help: "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)",
+    };
+    pub const LINKLOCAL_PPS_PEAK: Metric = Metric {
+        prom: "headroom_linklocal_pps_peak",
+        otlp: "headroom.linklocal.pps.peak",
+        unit: "{packet}/s",
+        kind: Kind::Gauge,
+        help: "Highest packets in any one second of the last report window, all link-local services together",
+    };
+    pub const LINKLOCAL_PPS_MEAN: Metric = Metric {
+        prom: "headroom_linklocal_pps_mean",
+        otlp: "headroom.linklocal.pps.mean",
+        unit: "{packet}/s",
+        kind: Kind::Gauge,
+        help: "Mean packets per second to link-local services over the last report window",
+    };
+    pub const LINKLOCAL_PPS_LIMIT: Metric = Metric {
+        prom: "headroom_linklocal_pps_limit",
+        otlp: "headroom.linklocal.pps.limit",
+        unit: "{packet}/s",
+        kind: Kind::Gauge,
+        help:
+            "Packets per second an interface may send to link-local services before EC2 drops them",
+    };
+    pub const LINKLOCAL_UTILIZATION: Metric = Metric {
+        prom: "headroom_linklocal_utilization_ratio",
+        otlp: "headroom.linklocal.utilization",
+        unit: "1",
+        kind: Kind::Gauge,
+        help: "Peak packets per second over the link-local limit, last report window",
+    };
+    pub const LINKLOCAL_SERVICE_PPS_PEAK: Metric = Metric {
+        prom: "headroom_linklocal_service_pps_peak",
+        otlp: "headroom.linklocal.service.pps.peak",
+        unit: "{packet}/s",
+        kind: Kind::Gauge,
+        help:
+            "Highest packets in any one second of the last report window to one link-local service",
+    };
+    pub const CAPTURE_DROPS: Metric = Metric {
+        prom: "headroom_capture_drops",
+        otlp: "headroom.capture.drops",
+        unit: "{packet}",
+        kind: Kind::Counter,
+        help: "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much)",
+    };
+    pub const ENA_ALLOWANCE_EXCEEDED: Metric = Metric {
+        prom: "headroom_ena_allowance_exceeded",
+        otlp: "headroom.ena.allowance.exceeded",
+        unit: "{packet}",
+        kind: Kind::Counter,
+        help: "Packets EC2 dropped or queued because an allowance was exceeded, from the ENA driver's counters (allowance=linklocal|pps|conntrack|bw_in|bw_out)",
+    };
+    pub const ENA_CONNTRACK_AVAILABLE: Metric = Metric {
+        prom: "headroom_ena_conntrack_allowance_available",
+        otlp: "headroom.ena.conntrack.allowance.available",
+        unit: "{connection}",
+        kind: Kind::Gauge,
+        help: "Tracked connections that can still be established before the conntrack allowance is exceeded (ENA driver)",
+    };
+    pub const DNS_QUERIES: Metric = Metric {
+        prom: "headroom_dns_queries",
+        otlp: "headroom.dns.queries",
+        unit: "{query}",
+        kind: Kind::Counter,
+        help: "DNS queries sent to link-local resolvers",
+    };
+    pub const DNS_RESPONSES: Metric = Metric {
+        prom: "headroom_dns_responses",
+        otlp: "headroom.dns.responses",
+        unit: "{response}",
+        kind: Kind::Counter,
+        help: "DNS replies from link-local resolvers matched to a query, by RCODE",
+    };
+    pub const DNS_UNANSWERED: Metric = Metric {
+        prom: "headroom_dns_unanswered",
+        otlp: "headroom.dns.unanswered",
+        unit: "{query}",
+        kind: Kind::Counter,
+        help: "DNS queries with no reply within 5 s (what a throttled packet looks like)",
+    };
+    pub const DNS_SEARCH_EXPANSION: Metric = Metric {
+        prom: "headroom_dns_search_expansion_packets",
+        otlp: "headroom.dns.search.expansion.packets",
+        unit: "{packet}",
+        kind: Kind::Counter,
+        help: "DNS queries for a name plus a search suffix answered NXDOMAIN (packets ndots costs)",
+    };
+    pub const DNS_SEARCH_EXPANSION_SHARE: Metric = Metric {
+        prom: "headroom_dns_search_expansion_share_ratio",
+        otlp: "headroom.dns.search.expansion.share",
+        unit: "1",
+        kind: Kind::Gauge,
+        help: "Share of the last window's DNS queries spent on search-list suffixes that failed",
+    };
+    pub const DNS_TOP_QNAME_QUERIES: Metric = Metric {
+        prom: "headroom_dns_top_qname_queries",
+        otlp: "headroom.dns.top.qname.queries",
+        unit: "{query}",
+        kind: Kind::Gauge,
+        help: "Queries in the last report window for one of its most asked names",
+    };
+    pub const DNS_TOP_SOURCE_QUERIES: Metric = Metric {
+        prom: "headroom_dns_top_source_queries",
+        otlp: "headroom.dns.top.source.queries",
+        unit: "{query}",
+        kind: Kind::Gauge,
+        help: "Queries in the last report window from one of its busiest sources (with the pod and workload behind it)",
+    };
+    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: Metric = Metric {
+        prom: "headroom_dns_top_source_search_expansion_packets",
+        otlp: "headroom.dns.top.source.search.expansion.packets",
+        unit: "{packet}",
+        kind: Kind::Gauge,
+        help: "Packets one of the last window's busiest sources spent on search-list suffixes that failed",
+    };
+    pub const WORKERS: Metric = Metric {
+        prom: "headroom_workers",
+        otlp: "headroom.workers",
+        unit: "{worker}",
+        kind: Kind::Gauge,
+        help: "Worker processes of a listening socket (masters excluded)",
+    };
+    pub const WORKERS_BUSY: Metric = Metric {
+        prom: "headroom_workers_busy",
+        otlp: "headroom.workers.busy",
+        unit: "{worker}",
+        kind: Kind::Gauge,
+        help: "Mean number of workers holding an accepted connection over the last report window",
+    };
+    pub const WORKERS_BUSY_MAX: Metric = Metric {
+        prom: "headroom_workers_busy_max",
+        otlp: "headroom.workers.busy.max",
+        unit: "{worker}",
+        kind: Kind::Gauge,
+        help: "Most workers busy at once in the last report window",
+    };
+    pub const ACCEPT_QUEUE_DEPTH_MAX: Metric = Metric {
+        prom: "headroom_accept_queue_depth_max",
+        otlp: "headroom.accept.queue.depth.max",
+        unit: "{connection}",
+        kind: Kind::Gauge,
+        help: "Deepest accept queue (connections waiting for a worker) in the last report window",
+    };
+    pub const ACCEPT_QUEUE_BACKLOG: Metric = Metric {
+        prom: "headroom_accept_queue_backlog",
+        otlp: "headroom.accept.queue.backlog",
+        unit: "{connection}",
+        kind: Kind::Gauge,
+        help: "Accept queue limit of the listening socket (listen backlog)",
+    };
+    pub const WORKERS_SATURATED_SECONDS: Metric = Metric {
+        prom: "headroom_workers_saturated_seconds",
+        otlp: "headroom.workers.saturated.seconds",
+        unit: "s",
+        kind: Kind::Counter,
+        help: "Time with every worker of the listening socket busy",
+    };
+    pub const PROBE_DURATION: Metric = Metric {
+        prom: "headroom_probe_duration_seconds",
+        otlp: "headroom.probe.duration.seconds",
+        unit: "s",
+        kind: Kind::Histogram,
+        help: "Shadow probe attempts by duration, timeouts included (as their full timeout)",
+    };
+    pub const PROBE_ATTEMPTS: Metric = Metric {
+        prom: "headroom_probe_attempts",
+        otlp: "headroom.probe.attempts",
+        unit: "{attempt}",
+        kind: Kind::Counter,
+        help: "Shadow probe attempts by result (ok, slow: a success over the slow share of the timeout, timeout, error)",
+    };
+    pub const PROBE_TIMEOUT: Metric = Metric {
+        prom: "headroom_probe_timeout_seconds",
+        otlp: "headroom.probe.timeout.seconds",
+        unit: "s",
+        kind: Kind::Gauge,
+        help: "The probe's own timeoutSeconds",
+    };
+    pub const PROBE_LATENCY_P99: Metric = Metric {
+        prom: "headroom_probe_latency_p99_seconds",
+        otlp: "headroom.probe.latency.p99.seconds",
+        unit: "s",
+        kind: Kind::Gauge,
+        help: "99th percentile of the last window's shadow attempts, timeouts included (absent without attempts)",
+    };
+    pub const PROBE_LATENCY_MAX: Metric = Metric {
+        prom: "headroom_probe_latency_max_seconds",
+        otlp: "headroom.probe.latency.max.seconds",
+        unit: "s",
+        kind: Kind::Gauge,
+        help: "Slowest shadow attempt of the last window (absent without attempts)",
+    };
+    pub const PROBE_PREDICTED_REMOVALS: Metric = Metric {
+        prom: "headroom_probe_predicted_removals",
+        otlp: "headroom.probe.predicted.removals",
+        unit: "{removal}",
+        kind: Kind::Counter,
+        help: "Runs of failureThreshold consecutive failures: times the kubelet would have taken the pod out",
+    };
+    pub const OTLP_WINDOWS_SENT: Metric = Metric {
+        prom: "headroom_otlp_windows_sent",
+        otlp: "headroom.otlp.windows.sent",
+        unit: "{window}",
+        kind: Kind::Counter,
+        help: "Report windows the OTLP receiver acknowledged",
+    };
+    pub const OTLP_WINDOWS_DROPPED: Metric = Metric {
+        prom: "headroom_otlp_windows_dropped",
+        otlp: "headroom.otlp.windows.dropped",
+        unit: "{window}",
+        kind: Kind::Counter,
+        help: "Report windows never exported: oldest dropped from a full queue, or refused by the receiver",
+    };
+    pub const OTLP_SEND_FAILURES: Metric = Metric {
+        prom: "headroom_otlp_send_failures",
+        otlp: "headroom.otlp.send.failures",
+        unit: "{attempt}",
+        kind: Kind::Counter,
+        help: "Failed OTLP send attempts (each window is retried until sent or dropped)",
+    };
+    pub const OTLP_WINDOWS_QUEUED: Metric = Metric {
+        prom: "headroom_otlp_windows_queued",
+        otlp: "headroom.otlp.windows.queued",
+        unit: "{window}",
+        kind: Kind::Gauge,
+        help: "Report windows waiting to be exported",
+    };
+    /// All of the above, for tests and docs.
+    pub const ALL: &[Metric] = &[
+        LINKLOCAL_PACKETS,
+        LINKLOCAL_PPS_PEAK,
+        LINKLOCAL_PPS_MEAN,
+        LINKLOCAL_PPS_LIMIT,
+        LINKLOCAL_UTILIZATION,
+        LINKLOCAL_SERVICE_PPS_PEAK,
+        CAPTURE_DROPS,
+        ENA_ALLOWANCE_EXCEEDED,
+        ENA_CONNTRACK_AVAILABLE,
+        DNS_QUERIES,
+        DNS_RESPONSES,
+        DNS_UNANSWERED,
+        DNS_SEARCH_EXPANSION,
+        DNS_SEARCH_EXPANSION_SHARE,
+        DNS_TOP_QNAME_QUERIES,
+        DNS_TOP_SOURCE_QUERIES,
+        DNS_TOP_SOURCE_SEARCH_EXPANSION,
+        WORKERS,
+        WORKERS_BUSY,
+        WORKERS_BUSY_MAX,
+        ACCEPT_QUEUE_DEPTH_MAX,
+        ACCEPT_QUEUE_BACKLOG,
+        WORKERS_SATURATED_SECONDS,
+        PROBE_DURATION,
+        PROBE_ATTEMPTS,
+        PROBE_TIMEOUT,
+        PROBE_LATENCY_P99,
+        PROBE_LATENCY_MAX,
+        PROBE_PREDICTED_REMOVALS,
+        OTLP_WINDOWS_SENT,
+        OTLP_WINDOWS_DROPPED,
+        OTLP_SEND_FAILURES,
+        OTLP_WINDOWS_QUEUED,
+    ];
+}
+
+/// OTLP metric names (see the table above), from [`metric`]: kept while callers move to the
+/// descriptors.
 pub mod otlp {
-    pub const LINKLOCAL_PACKETS: &str = "headroom.linklocal.packets";
-    pub const LINKLOCAL_PPS_PEAK: &str = "headroom.linklocal.pps.peak";
-    pub const LINKLOCAL_PPS_MEAN: &str = "headroom.linklocal.pps.mean";
-    pub const LINKLOCAL_PPS_LIMIT: &str = "headroom.linklocal.pps.limit";
-    pub const LINKLOCAL_UTILIZATION: &str = "headroom.linklocal.utilization";
-    pub const CAPTURE_DROPS: &str = "headroom.capture.drops";
-    pub const DNS_QUERIES: &str = "headroom.dns.queries";
-    pub const DNS_RESPONSES: &str = "headroom.dns.responses";
-    pub const DNS_UNANSWERED: &str = "headroom.dns.unanswered";
-    pub const DNS_SEARCH_EXPANSION: &str = "headroom.dns.search.expansion.packets";
-    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = "headroom.linklocal.service.pps.peak";
-    pub const ENA_ALLOWANCE_EXCEEDED: &str = "headroom.ena.allowance.exceeded";
-    pub const DNS_SEARCH_EXPANSION_SHARE: &str = "headroom.dns.search.expansion.share";
-    pub const DNS_TOP_QNAME_QUERIES: &str = "headroom.dns.top.qname.queries";
-    pub const DNS_TOP_SOURCE_QUERIES: &str = "headroom.dns.top.source.queries";
-    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str =
-        "headroom.dns.top.source.search.expansion.packets";
-    pub const WORKERS: &str = "headroom.workers";
-    pub const WORKERS_BUSY: &str = "headroom.workers.busy";
-    pub const WORKERS_BUSY_MAX: &str = "headroom.workers.busy.max";
-    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = "headroom.accept.queue.depth.max";
-    pub const ACCEPT_QUEUE_BACKLOG: &str = "headroom.accept.queue.backlog";
-    pub const WORKERS_SATURATED_SECONDS: &str = "headroom.workers.saturated.seconds";
-    pub const PROBE_DURATION: &str = "headroom.probe.duration.seconds";
-    pub const PROBE_ATTEMPTS: &str = "headroom.probe.attempts";
-    pub const PROBE_TIMEOUT: &str = "headroom.probe.timeout.seconds";
-    pub const PROBE_LATENCY_P99: &str = "headroom.probe.latency.p99.seconds";
-    pub const PROBE_LATENCY_MAX: &str = "headroom.probe.latency.max.seconds";
-    pub const PROBE_PREDICTED_REMOVALS: &str = "headroom.probe.predicted.removals";
+    use super::metric as m;
+    pub const LINKLOCAL_PACKETS: &str = m::LINKLOCAL_PACKETS.otlp;
+    pub const LINKLOCAL_PPS_PEAK: &str = m::LINKLOCAL_PPS_PEAK.otlp;
+    pub const LINKLOCAL_PPS_MEAN: &str = m::LINKLOCAL_PPS_MEAN.otlp;
+    pub const LINKLOCAL_PPS_LIMIT: &str = m::LINKLOCAL_PPS_LIMIT.otlp;
+    pub const LINKLOCAL_UTILIZATION: &str = m::LINKLOCAL_UTILIZATION.otlp;
+    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = m::LINKLOCAL_SERVICE_PPS_PEAK.otlp;
+    pub const CAPTURE_DROPS: &str = m::CAPTURE_DROPS.otlp;
+    pub const ENA_ALLOWANCE_EXCEEDED: &str = m::ENA_ALLOWANCE_EXCEEDED.otlp;
+    pub const DNS_QUERIES: &str = m::DNS_QUERIES.otlp;
+    pub const DNS_RESPONSES: &str = m::DNS_RESPONSES.otlp;
+    pub const DNS_UNANSWERED: &str = m::DNS_UNANSWERED.otlp;
+    pub const DNS_SEARCH_EXPANSION: &str = m::DNS_SEARCH_EXPANSION.otlp;
+    pub const DNS_SEARCH_EXPANSION_SHARE: &str = m::DNS_SEARCH_EXPANSION_SHARE.otlp;
+    pub const DNS_TOP_QNAME_QUERIES: &str = m::DNS_TOP_QNAME_QUERIES.otlp;
+    pub const DNS_TOP_SOURCE_QUERIES: &str = m::DNS_TOP_SOURCE_QUERIES.otlp;
+    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str = m::DNS_TOP_SOURCE_SEARCH_EXPANSION.otlp;
+    pub const WORKERS: &str = m::WORKERS.otlp;
+    pub const WORKERS_BUSY: &str = m::WORKERS_BUSY.otlp;
+    pub const WORKERS_BUSY_MAX: &str = m::WORKERS_BUSY_MAX.otlp;
+    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = m::ACCEPT_QUEUE_DEPTH_MAX.otlp;
+    pub const ACCEPT_QUEUE_BACKLOG: &str = m::ACCEPT_QUEUE_BACKLOG.otlp;
+    pub const WORKERS_SATURATED_SECONDS: &str = m::WORKERS_SATURATED_SECONDS.otlp;
+    pub const PROBE_DURATION: &str = m::PROBE_DURATION.otlp;
+    pub const PROBE_ATTEMPTS: &str = m::PROBE_ATTEMPTS.otlp;
+    pub const PROBE_TIMEOUT: &str = m::PROBE_TIMEOUT.otlp;
+    pub const PROBE_LATENCY_P99: &str = m::PROBE_LATENCY_P99.otlp;
+    pub const PROBE_LATENCY_MAX: &str = m::PROBE_LATENCY_MAX.otlp;
+    pub const PROBE_PREDICTED_REMOVALS: &str = m::PROBE_PREDICTED_REMOVALS.otlp;
     /// Prefix of every metric the collector folds into ENI windows.
     pub const LINKLOCAL_PREFIX: &str = "headroom.linklocal.";
 }
@@ -114,37 +413,37 @@ pub mod span {
     pub const ACCEPT_QUEUE: &str = "accept_queue.depth";
 }
 
-/// Prometheus metric names (design.md section 3).
+/// Prometheus metric names, from [`metric`]: kept while callers move to the descriptors.
 pub mod prom {
-    pub const LINKLOCAL_PACKETS: &str = "headroom_linklocal_packets";
-    pub const LINKLOCAL_PPS_PEAK: &str = "headroom_linklocal_pps_peak";
-    pub const LINKLOCAL_PPS_MEAN: &str = "headroom_linklocal_pps_mean";
-    pub const LINKLOCAL_PPS_LIMIT: &str = "headroom_linklocal_pps_limit";
-    pub const LINKLOCAL_UTILIZATION: &str = "headroom_linklocal_utilization_ratio";
-    pub const CAPTURE_DROPS: &str = "headroom_capture_drops";
-    pub const DNS_QUERIES: &str = "headroom_dns_queries";
-    pub const DNS_RESPONSES: &str = "headroom_dns_responses";
-    pub const DNS_UNANSWERED: &str = "headroom_dns_unanswered";
-    pub const DNS_SEARCH_EXPANSION: &str = "headroom_dns_search_expansion_packets";
-    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = "headroom_linklocal_service_pps_peak";
-    pub const ENA_ALLOWANCE_EXCEEDED: &str = "headroom_ena_allowance_exceeded";
-    pub const DNS_SEARCH_EXPANSION_SHARE: &str = "headroom_dns_search_expansion_share_ratio";
-    pub const DNS_TOP_QNAME_QUERIES: &str = "headroom_dns_top_qname_queries";
-    pub const DNS_TOP_SOURCE_QUERIES: &str = "headroom_dns_top_source_queries";
-    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str =
-        "headroom_dns_top_source_search_expansion_packets";
-    pub const WORKERS: &str = "headroom_workers";
-    pub const WORKERS_BUSY: &str = "headroom_workers_busy";
-    pub const WORKERS_BUSY_MAX: &str = "headroom_workers_busy_max";
-    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = "headroom_accept_queue_depth_max";
-    pub const ACCEPT_QUEUE_BACKLOG: &str = "headroom_accept_queue_backlog";
-    pub const WORKERS_SATURATED_SECONDS: &str = "headroom_workers_saturated_seconds";
-    pub const PROBE_DURATION: &str = "headroom_probe_duration_seconds";
-    pub const PROBE_ATTEMPTS: &str = "headroom_probe_attempts";
-    pub const PROBE_TIMEOUT: &str = "headroom_probe_timeout_seconds";
-    pub const PROBE_LATENCY_P99: &str = "headroom_probe_latency_p99_seconds";
-    pub const PROBE_LATENCY_MAX: &str = "headroom_probe_latency_max_seconds";
-    pub const PROBE_PREDICTED_REMOVALS: &str = "headroom_probe_predicted_removals";
+    use super::metric as m;
+    pub const LINKLOCAL_PACKETS: &str = m::LINKLOCAL_PACKETS.prom;
+    pub const LINKLOCAL_PPS_PEAK: &str = m::LINKLOCAL_PPS_PEAK.prom;
+    pub const LINKLOCAL_PPS_MEAN: &str = m::LINKLOCAL_PPS_MEAN.prom;
+    pub const LINKLOCAL_PPS_LIMIT: &str = m::LINKLOCAL_PPS_LIMIT.prom;
+    pub const LINKLOCAL_UTILIZATION: &str = m::LINKLOCAL_UTILIZATION.prom;
+    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = m::LINKLOCAL_SERVICE_PPS_PEAK.prom;
+    pub const CAPTURE_DROPS: &str = m::CAPTURE_DROPS.prom;
+    pub const ENA_ALLOWANCE_EXCEEDED: &str = m::ENA_ALLOWANCE_EXCEEDED.prom;
+    pub const DNS_QUERIES: &str = m::DNS_QUERIES.prom;
+    pub const DNS_RESPONSES: &str = m::DNS_RESPONSES.prom;
+    pub const DNS_UNANSWERED: &str = m::DNS_UNANSWERED.prom;
+    pub const DNS_SEARCH_EXPANSION: &str = m::DNS_SEARCH_EXPANSION.prom;
+    pub const DNS_SEARCH_EXPANSION_SHARE: &str = m::DNS_SEARCH_EXPANSION_SHARE.prom;
+    pub const DNS_TOP_QNAME_QUERIES: &str = m::DNS_TOP_QNAME_QUERIES.prom;
+    pub const DNS_TOP_SOURCE_QUERIES: &str = m::DNS_TOP_SOURCE_QUERIES.prom;
+    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str = m::DNS_TOP_SOURCE_SEARCH_EXPANSION.prom;
+    pub const WORKERS: &str = m::WORKERS.prom;
+    pub const WORKERS_BUSY: &str = m::WORKERS_BUSY.prom;
+    pub const WORKERS_BUSY_MAX: &str = m::WORKERS_BUSY_MAX.prom;
+    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = m::ACCEPT_QUEUE_DEPTH_MAX.prom;
+    pub const ACCEPT_QUEUE_BACKLOG: &str = m::ACCEPT_QUEUE_BACKLOG.prom;
+    pub const WORKERS_SATURATED_SECONDS: &str = m::WORKERS_SATURATED_SECONDS.prom;
+    pub const PROBE_DURATION: &str = m::PROBE_DURATION.prom;
+    pub const PROBE_ATTEMPTS: &str = m::PROBE_ATTEMPTS.prom;
+    pub const PROBE_TIMEOUT: &str = m::PROBE_TIMEOUT.prom;
+    pub const PROBE_LATENCY_P99: &str = m::PROBE_LATENCY_P99.prom;
+    pub const PROBE_LATENCY_MAX: &str = m::PROBE_LATENCY_MAX.prom;
+    pub const PROBE_PREDICTED_REMOVALS: &str = m::PROBE_PREDICTED_REMOVALS.prom;
 }
 
 /// Data point attribute keys.
@@ -292,6 +591,24 @@ mod tests {
             otlp_name("headroom_linklocal_packets_total"),
             otlp::LINKLOCAL_PACKETS
         );
+    }
+
+    #[test]
+    fn every_descriptor_is_consistent_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for m in metric::ALL {
+            assert_eq!(otlp_name(m.prom), m.otlp, "{}", m.prom);
+            assert!(m.prom.starts_with("headroom_"), "{}", m.prom);
+            assert!(
+                !m.prom.ends_with("_total"),
+                "{}: counters are registered without _total",
+                m.prom
+            );
+            assert!(!m.help.is_empty() && !m.unit.is_empty(), "{}", m.prom);
+            assert!(seen.insert(m.prom), "{} declared twice", m.prom);
+        }
+        assert_eq!(metric::WORKERS_SATURATED_SECONDS.kind, Kind::Counter);
+        assert_eq!(metric::PROBE_DURATION.kind, Kind::Histogram);
     }
 
     #[test]
