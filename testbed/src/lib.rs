@@ -7,6 +7,7 @@
 
 pub mod apiserver;
 pub mod bed;
+pub mod bins;
 pub mod cgroup;
 pub mod http;
 pub mod imds;
