@@ -82,279 +82,94 @@ pub enum Kind {
     Histogram,
 }
 
-/// Every metric the agent exports (see the table above). Agent-only self metrics (the OTLP
-/// exporter's own counters, the ENA conntrack gauge) are here too, so their help is in one place.
+/// Every metric the agent exports (see the table above), one entry each: constant, kind,
+/// Prometheus name, OTLP name, unit, help. Agent-only self metrics (the OTLP exporter's own
+/// counters, the ENA conntrack gauge) are here too, so their help is in one place.
 pub mod metric {
     use super::{Kind, Metric};
-    pub const LINKLOCAL_PACKETS: Metric = Metric {
-        prom: "headroom_linklocal_packets",
-        otlp: "headroom.linklocal.packets",
-        unit: "{packet}",
-        kind: Kind::Counter,
-        help: "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)",
-    };
-    pub const LINKLOCAL_PPS_PEAK: Metric = Metric {
-        prom: "headroom_linklocal_pps_peak",
-        otlp: "headroom.linklocal.pps.peak",
-        unit: "{packet}/s",
-        kind: Kind::Gauge,
-        help: "Highest packets in any one second of the last report window, all link-local services together",
-    };
-    pub const LINKLOCAL_PPS_MEAN: Metric = Metric {
-        prom: "headroom_linklocal_pps_mean",
-        otlp: "headroom.linklocal.pps.mean",
-        unit: "{packet}/s",
-        kind: Kind::Gauge,
-        help: "Mean packets per second to link-local services over the last report window",
-    };
-    pub const LINKLOCAL_PPS_LIMIT: Metric = Metric {
-        prom: "headroom_linklocal_pps_limit",
-        otlp: "headroom.linklocal.pps.limit",
-        unit: "{packet}/s",
-        kind: Kind::Gauge,
-        help:
-            "Packets per second an interface may send to link-local services before EC2 drops them",
-    };
-    pub const LINKLOCAL_UTILIZATION: Metric = Metric {
-        prom: "headroom_linklocal_utilization_ratio",
-        otlp: "headroom.linklocal.utilization",
-        unit: "1",
-        kind: Kind::Gauge,
-        help: "Peak packets per second over the link-local limit, last report window",
-    };
-    pub const LINKLOCAL_SERVICE_PPS_PEAK: Metric = Metric {
-        prom: "headroom_linklocal_service_pps_peak",
-        otlp: "headroom.linklocal.service.pps.peak",
-        unit: "{packet}/s",
-        kind: Kind::Gauge,
-        help:
-            "Highest packets in any one second of the last report window to one link-local service",
-    };
-    pub const CAPTURE_DROPS: Metric = Metric {
-        prom: "headroom_capture_drops",
-        otlp: "headroom.capture.drops",
-        unit: "{packet}",
-        kind: Kind::Counter,
-        help: "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much)",
-    };
-    pub const ENA_ALLOWANCE_EXCEEDED: Metric = Metric {
-        prom: "headroom_ena_allowance_exceeded",
-        otlp: "headroom.ena.allowance.exceeded",
-        unit: "{packet}",
-        kind: Kind::Counter,
-        help: "Packets EC2 dropped or queued because an allowance was exceeded, from the ENA driver's counters (allowance=linklocal|pps|conntrack|bw_in|bw_out)",
-    };
-    pub const ENA_CONNTRACK_AVAILABLE: Metric = Metric {
-        prom: "headroom_ena_conntrack_allowance_available",
-        otlp: "headroom.ena.conntrack.allowance.available",
-        unit: "{connection}",
-        kind: Kind::Gauge,
-        help: "Tracked connections that can still be established before the conntrack allowance is exceeded (ENA driver)",
-    };
-    pub const DNS_QUERIES: Metric = Metric {
-        prom: "headroom_dns_queries",
-        otlp: "headroom.dns.queries",
-        unit: "{query}",
-        kind: Kind::Counter,
-        help: "DNS queries sent to link-local resolvers",
-    };
-    pub const DNS_RESPONSES: Metric = Metric {
-        prom: "headroom_dns_responses",
-        otlp: "headroom.dns.responses",
-        unit: "{response}",
-        kind: Kind::Counter,
-        help: "DNS replies from link-local resolvers matched to a query, by RCODE",
-    };
-    pub const DNS_UNANSWERED: Metric = Metric {
-        prom: "headroom_dns_unanswered",
-        otlp: "headroom.dns.unanswered",
-        unit: "{query}",
-        kind: Kind::Counter,
-        help: "DNS queries with no reply within 5 s (what a throttled packet looks like)",
-    };
-    pub const DNS_SEARCH_EXPANSION: Metric = Metric {
-        prom: "headroom_dns_search_expansion_packets",
-        otlp: "headroom.dns.search.expansion.packets",
-        unit: "{packet}",
-        kind: Kind::Counter,
-        help: "DNS queries for a name plus a search suffix answered NXDOMAIN (packets ndots costs)",
-    };
-    pub const DNS_SEARCH_EXPANSION_SHARE: Metric = Metric {
-        prom: "headroom_dns_search_expansion_share_ratio",
-        otlp: "headroom.dns.search.expansion.share",
-        unit: "1",
-        kind: Kind::Gauge,
-        help: "Share of the last window's DNS queries spent on search-list suffixes that failed",
-    };
-    pub const DNS_TOP_QNAME_QUERIES: Metric = Metric {
-        prom: "headroom_dns_top_qname_queries",
-        otlp: "headroom.dns.top.qname.queries",
-        unit: "{query}",
-        kind: Kind::Gauge,
-        help: "Queries in the last report window for one of its most asked names",
-    };
-    pub const DNS_TOP_SOURCE_QUERIES: Metric = Metric {
-        prom: "headroom_dns_top_source_queries",
-        otlp: "headroom.dns.top.source.queries",
-        unit: "{query}",
-        kind: Kind::Gauge,
-        help: "Queries in the last report window from one of its busiest sources (with the pod and workload behind it)",
-    };
-    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: Metric = Metric {
-        prom: "headroom_dns_top_source_search_expansion_packets",
-        otlp: "headroom.dns.top.source.search.expansion.packets",
-        unit: "{packet}",
-        kind: Kind::Gauge,
-        help: "Packets one of the last window's busiest sources spent on search-list suffixes that failed",
-    };
-    pub const WORKERS: Metric = Metric {
-        prom: "headroom_workers",
-        otlp: "headroom.workers",
-        unit: "{worker}",
-        kind: Kind::Gauge,
-        help: "Worker processes of a listening socket (masters excluded)",
-    };
-    pub const WORKERS_BUSY: Metric = Metric {
-        prom: "headroom_workers_busy",
-        otlp: "headroom.workers.busy",
-        unit: "{worker}",
-        kind: Kind::Gauge,
-        help: "Mean number of workers holding an accepted connection over the last report window",
-    };
-    pub const WORKERS_BUSY_MAX: Metric = Metric {
-        prom: "headroom_workers_busy_max",
-        otlp: "headroom.workers.busy.max",
-        unit: "{worker}",
-        kind: Kind::Gauge,
-        help: "Most workers busy at once in the last report window",
-    };
-    pub const ACCEPT_QUEUE_DEPTH_MAX: Metric = Metric {
-        prom: "headroom_accept_queue_depth_max",
-        otlp: "headroom.accept.queue.depth.max",
-        unit: "{connection}",
-        kind: Kind::Gauge,
-        help: "Deepest accept queue (connections waiting for a worker) in the last report window",
-    };
-    pub const ACCEPT_QUEUE_BACKLOG: Metric = Metric {
-        prom: "headroom_accept_queue_backlog",
-        otlp: "headroom.accept.queue.backlog",
-        unit: "{connection}",
-        kind: Kind::Gauge,
-        help: "Accept queue limit of the listening socket (listen backlog)",
-    };
-    pub const WORKERS_SATURATED_SECONDS: Metric = Metric {
-        prom: "headroom_workers_saturated_seconds",
-        otlp: "headroom.workers.saturated.seconds",
-        unit: "s",
-        kind: Kind::Counter,
-        help: "Time with every worker of the listening socket busy",
-    };
-    pub const PROBE_DURATION: Metric = Metric {
-        prom: "headroom_probe_duration_seconds",
-        otlp: "headroom.probe.duration.seconds",
-        unit: "s",
-        kind: Kind::Histogram,
-        help: "Shadow probe attempts by duration, timeouts included (as their full timeout)",
-    };
-    pub const PROBE_ATTEMPTS: Metric = Metric {
-        prom: "headroom_probe_attempts",
-        otlp: "headroom.probe.attempts",
-        unit: "{attempt}",
-        kind: Kind::Counter,
-        help: "Shadow probe attempts by result (ok, slow: a success over the slow share of the timeout, timeout, error)",
-    };
-    pub const PROBE_TIMEOUT: Metric = Metric {
-        prom: "headroom_probe_timeout_seconds",
-        otlp: "headroom.probe.timeout.seconds",
-        unit: "s",
-        kind: Kind::Gauge,
-        help: "The probe's own timeoutSeconds",
-    };
-    pub const PROBE_LATENCY_P99: Metric = Metric {
-        prom: "headroom_probe_latency_p99_seconds",
-        otlp: "headroom.probe.latency.p99.seconds",
-        unit: "s",
-        kind: Kind::Gauge,
-        help: "99th percentile of the last window's shadow attempts, timeouts included (absent without attempts)",
-    };
-    pub const PROBE_LATENCY_MAX: Metric = Metric {
-        prom: "headroom_probe_latency_max_seconds",
-        otlp: "headroom.probe.latency.max.seconds",
-        unit: "s",
-        kind: Kind::Gauge,
-        help: "Slowest shadow attempt of the last window (absent without attempts)",
-    };
-    pub const PROBE_PREDICTED_REMOVALS: Metric = Metric {
-        prom: "headroom_probe_predicted_removals",
-        otlp: "headroom.probe.predicted.removals",
-        unit: "{removal}",
-        kind: Kind::Counter,
-        help: "Runs of failureThreshold consecutive failures: times the kubelet would have taken the pod out",
-    };
-    pub const OTLP_WINDOWS_SENT: Metric = Metric {
-        prom: "headroom_otlp_windows_sent",
-        otlp: "headroom.otlp.windows.sent",
-        unit: "{window}",
-        kind: Kind::Counter,
-        help: "Report windows the OTLP receiver acknowledged",
-    };
-    pub const OTLP_WINDOWS_DROPPED: Metric = Metric {
-        prom: "headroom_otlp_windows_dropped",
-        otlp: "headroom.otlp.windows.dropped",
-        unit: "{window}",
-        kind: Kind::Counter,
-        help: "Report windows never exported: oldest dropped from a full queue, or refused by the receiver",
-    };
-    pub const OTLP_SEND_FAILURES: Metric = Metric {
-        prom: "headroom_otlp_send_failures",
-        otlp: "headroom.otlp.send.failures",
-        unit: "{attempt}",
-        kind: Kind::Counter,
-        help: "Failed OTLP send attempts (each window is retried until sent or dropped)",
-    };
-    pub const OTLP_WINDOWS_QUEUED: Metric = Metric {
-        prom: "headroom_otlp_windows_queued",
-        otlp: "headroom.otlp.windows.queued",
-        unit: "{window}",
-        kind: Kind::Gauge,
-        help: "Report windows waiting to be exported",
-    };
-    /// All of the above, for tests and docs.
-    pub const ALL: &[Metric] = &[
-        LINKLOCAL_PACKETS,
-        LINKLOCAL_PPS_PEAK,
-        LINKLOCAL_PPS_MEAN,
-        LINKLOCAL_PPS_LIMIT,
-        LINKLOCAL_UTILIZATION,
-        LINKLOCAL_SERVICE_PPS_PEAK,
-        CAPTURE_DROPS,
-        ENA_ALLOWANCE_EXCEEDED,
-        ENA_CONNTRACK_AVAILABLE,
-        DNS_QUERIES,
-        DNS_RESPONSES,
-        DNS_UNANSWERED,
-        DNS_SEARCH_EXPANSION,
-        DNS_SEARCH_EXPANSION_SHARE,
-        DNS_TOP_QNAME_QUERIES,
-        DNS_TOP_SOURCE_QUERIES,
-        DNS_TOP_SOURCE_SEARCH_EXPANSION,
-        WORKERS,
-        WORKERS_BUSY,
-        WORKERS_BUSY_MAX,
-        ACCEPT_QUEUE_DEPTH_MAX,
-        ACCEPT_QUEUE_BACKLOG,
-        WORKERS_SATURATED_SECONDS,
-        PROBE_DURATION,
-        PROBE_ATTEMPTS,
-        PROBE_TIMEOUT,
-        PROBE_LATENCY_P99,
-        PROBE_LATENCY_MAX,
-        PROBE_PREDICTED_REMOVALS,
-        OTLP_WINDOWS_SENT,
-        OTLP_WINDOWS_DROPPED,
-        OTLP_SEND_FAILURES,
-        OTLP_WINDOWS_QUEUED,
-    ];
+
+    macro_rules! metrics {
+        ($($name:ident: $kind:ident, $prom:literal, $otlp:literal, $unit:literal, $help:literal;)*) => {
+            $(pub const $name: Metric = Metric {
+                prom: $prom,
+                otlp: $otlp,
+                unit: $unit,
+                kind: Kind::$kind,
+                help: $help,
+            };)*
+            /// All of the above, for tests and docs.
+            pub const ALL: &[Metric] = &[$($name),*];
+        };
+    }
+
+    metrics! {
+        LINKLOCAL_PACKETS: Counter, "headroom_linklocal_packets", "headroom.linklocal.packets", "{packet}",
+            "Packets sent to EC2 link-local services (Route 53 Resolver, IMDS, Time Sync)";
+        LINKLOCAL_PPS_PEAK: Gauge, "headroom_linklocal_pps_peak", "headroom.linklocal.pps.peak", "{packet}/s",
+            "Highest packets in any one second of the last report window, all link-local services together";
+        LINKLOCAL_PPS_MEAN: Gauge, "headroom_linklocal_pps_mean", "headroom.linklocal.pps.mean", "{packet}/s",
+            "Mean packets per second to link-local services over the last report window";
+        LINKLOCAL_PPS_LIMIT: Gauge, "headroom_linklocal_pps_limit", "headroom.linklocal.pps.limit", "{packet}/s",
+            "Packets per second an interface may send to link-local services before EC2 drops them";
+        LINKLOCAL_UTILIZATION: Gauge, "headroom_linklocal_utilization_ratio", "headroom.linklocal.utilization", "1",
+            "Peak packets per second over the link-local limit, last report window";
+        LINKLOCAL_SERVICE_PPS_PEAK: Gauge, "headroom_linklocal_service_pps_peak", "headroom.linklocal.service.pps.peak", "{packet}/s",
+            "Highest packets in any one second of the last report window to one link-local service";
+        CAPTURE_DROPS: Counter, "headroom_capture_drops", "headroom.capture.drops", "{packet}",
+            "Packets the kernel matched but the agent's capture ring had no room for (the count is low by this much)";
+        ENA_ALLOWANCE_EXCEEDED: Counter, "headroom_ena_allowance_exceeded", "headroom.ena.allowance.exceeded", "{packet}",
+            "Packets EC2 dropped or queued because an allowance was exceeded, from the ENA driver's counters (allowance=linklocal|pps|conntrack|bw_in|bw_out)";
+        ENA_CONNTRACK_AVAILABLE: Gauge, "headroom_ena_conntrack_allowance_available", "headroom.ena.conntrack.allowance.available", "{connection}",
+            "Tracked connections that can still be established before the conntrack allowance is exceeded (ENA driver)";
+        DNS_QUERIES: Counter, "headroom_dns_queries", "headroom.dns.queries", "{query}",
+            "DNS queries sent to link-local resolvers";
+        DNS_RESPONSES: Counter, "headroom_dns_responses", "headroom.dns.responses", "{response}",
+            "DNS replies from link-local resolvers matched to a query, by RCODE";
+        DNS_UNANSWERED: Counter, "headroom_dns_unanswered", "headroom.dns.unanswered", "{query}",
+            "DNS queries with no reply within 5 s (what a throttled packet looks like)";
+        DNS_SEARCH_EXPANSION: Counter, "headroom_dns_search_expansion_packets", "headroom.dns.search.expansion.packets", "{packet}",
+            "DNS queries for a name plus a search suffix answered NXDOMAIN (packets ndots costs)";
+        DNS_SEARCH_EXPANSION_SHARE: Gauge, "headroom_dns_search_expansion_share_ratio", "headroom.dns.search.expansion.share", "1",
+            "Share of the last window's DNS queries spent on search-list suffixes that failed";
+        DNS_TOP_QNAME_QUERIES: Gauge, "headroom_dns_top_qname_queries", "headroom.dns.top.qname.queries", "{query}",
+            "Queries in the last report window for one of its most asked names";
+        DNS_TOP_SOURCE_QUERIES: Gauge, "headroom_dns_top_source_queries", "headroom.dns.top.source.queries", "{query}",
+            "Queries in the last report window from one of its busiest sources (with the pod and workload behind it)";
+        DNS_TOP_SOURCE_SEARCH_EXPANSION: Gauge, "headroom_dns_top_source_search_expansion_packets", "headroom.dns.top.source.search.expansion.packets", "{packet}",
+            "Packets one of the last window's busiest sources spent on search-list suffixes that failed";
+        WORKERS: Gauge, "headroom_workers", "headroom.workers", "{worker}",
+            "Worker processes of a listening socket (masters excluded)";
+        WORKERS_BUSY: Gauge, "headroom_workers_busy", "headroom.workers.busy", "{worker}",
+            "Mean number of workers holding an accepted connection over the last report window";
+        WORKERS_BUSY_MAX: Gauge, "headroom_workers_busy_max", "headroom.workers.busy.max", "{worker}",
+            "Most workers busy at once in the last report window";
+        ACCEPT_QUEUE_DEPTH_MAX: Gauge, "headroom_accept_queue_depth_max", "headroom.accept.queue.depth.max", "{connection}",
+            "Deepest accept queue (connections waiting for a worker) in the last report window";
+        ACCEPT_QUEUE_BACKLOG: Gauge, "headroom_accept_queue_backlog", "headroom.accept.queue.backlog", "{connection}",
+            "Accept queue limit of the listening socket (listen backlog)";
+        WORKERS_SATURATED_SECONDS: Counter, "headroom_workers_saturated_seconds", "headroom.workers.saturated.seconds", "s",
+            "Time with every worker of the listening socket busy";
+        PROBE_DURATION: Histogram, "headroom_probe_duration_seconds", "headroom.probe.duration.seconds", "s",
+            "Shadow probe attempts by duration, timeouts included (as their full timeout)";
+        PROBE_ATTEMPTS: Counter, "headroom_probe_attempts", "headroom.probe.attempts", "{attempt}",
+            "Shadow probe attempts by result (ok, slow: a success over the slow share of the timeout, timeout, error)";
+        PROBE_TIMEOUT: Gauge, "headroom_probe_timeout_seconds", "headroom.probe.timeout.seconds", "s",
+            "The probe's own timeoutSeconds";
+        PROBE_LATENCY_P99: Gauge, "headroom_probe_latency_p99_seconds", "headroom.probe.latency.p99.seconds", "s",
+            "99th percentile of the last window's shadow attempts, timeouts included (absent without attempts)";
+        PROBE_LATENCY_MAX: Gauge, "headroom_probe_latency_max_seconds", "headroom.probe.latency.max.seconds", "s",
+            "Slowest shadow attempt of the last window (absent without attempts)";
+        PROBE_PREDICTED_REMOVALS: Counter, "headroom_probe_predicted_removals", "headroom.probe.predicted.removals", "{removal}",
+            "Runs of failureThreshold consecutive failures: times the kubelet would have taken the pod out";
+        OTLP_WINDOWS_SENT: Counter, "headroom_otlp_windows_sent", "headroom.otlp.windows.sent", "{window}",
+            "Report windows the OTLP receiver acknowledged";
+        OTLP_WINDOWS_DROPPED: Counter, "headroom_otlp_windows_dropped", "headroom.otlp.windows.dropped", "{window}",
+            "Report windows never exported: oldest dropped from a full queue, or refused by the receiver";
+        OTLP_SEND_FAILURES: Counter, "headroom_otlp_send_failures", "headroom.otlp.send.failures", "{attempt}",
+            "Failed OTLP send attempts (each window is retried until sent or dropped)";
+        OTLP_WINDOWS_QUEUED: Gauge, "headroom_otlp_windows_queued", "headroom.otlp.windows.queued", "{window}",
+            "Report windows waiting to be exported";
+    }
 }
 
 /// OTLP metric names (see the table above), from [`metric`]: kept while callers move to the
