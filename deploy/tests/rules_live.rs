@@ -14,8 +14,8 @@ use headroom_testbed::netns::Netns;
 use headroom_testbed::proc::{run, Guard};
 use headroom_testbed::{require, scrape, Need};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const POD_IP: &str = "10.244.0.5";
@@ -24,31 +24,7 @@ const AGENT_METRICS: &str = "127.0.0.1:9465";
 const PROMETHEUS: &str = "127.0.0.1:9090";
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The agent binary of this workspace and profile: this crate depends on the agent's library
-/// only, so the binary is built here (a no-op when `cargo test --workspace` built it already).
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "-p", "headroom-agent", "--bin", "headroom-agent"]);
-    if profile_dir.ends_with("release") {
-        cargo.arg("--release");
-    }
-    let st = cargo
-        .current_dir(root())
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .expect("cargo runs");
-    assert!(st.success(), "cargo build -p headroom-agent");
-    let bin = profile_dir.join("headroom-agent");
-    assert!(bin.exists(), "{} after cargo build", bin.display());
-    bin
+    headroom_testbed::bins::workspace_root()
 }
 
 /// A WSGI app: `/slow` holds its worker for 30 s, anything else answers at once.
@@ -122,7 +98,7 @@ fn prometheus_rules_fire_on_a_live_agent() {
     ) {
         return;
     }
-    let agent = agent_binary();
+    let agent = headroom_testbed::bins::path("headroom-agent");
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let podns = bed.pod(POD_IP).unwrap();
