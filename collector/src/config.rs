@@ -1,5 +1,6 @@
 //! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
 
+use crate::fleet::{Limits, HISTORY};
 use crate::rules::{RulesConfig, Thresholds};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -96,29 +97,6 @@ impl Default for Config {
 /// The runbook's path in the headroom repository; point `runbook_base_url` at where you host it.
 pub const DEFAULT_RUNBOOK: &str = "docs/runbook.md";
 
-/// Limits that keep the fleet model's memory bounded.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    pub node_expiry: Duration,
-    pub max_series_per_metric: usize,
-    pub max_metrics_per_node: usize,
-    pub max_interfaces_per_node: usize,
-    pub max_nodes: usize,
-    pub max_listeners_per_node: usize,
-    pub max_probes_per_node: usize,
-    /// History the workload and probe figures cover.
-    pub workload_history: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Config::default()
-            .validate()
-            .expect("defaults are valid")
-            .limits
-    }
-}
-
 /// A configuration checked and turned into the types the collector runs on.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -190,7 +168,7 @@ impl Config {
             }
         };
         let history = match humantime::parse_duration(&self.workload_history) {
-            Ok(d) if d >= Duration::from_secs(10) && d <= crate::fleet::HISTORY => Some(d),
+            Ok(d) if d >= Duration::from_secs(10) && d <= HISTORY => Some(d),
             _ => {
                 errors.push(format!(
                     "invalid workload_history '{}': expected a duration from 10s to 1h such as 15m",

@@ -5,12 +5,12 @@
 //! restarted collector neither pages again nor forgets a firing alert; for `startup_grace`
 //! after a start nothing resolves, while the fleet fills up again.
 
-use crate::fleet::rfc3339;
 use crate::rules::{Finding, Severity, Subject};
+use crate::time::{ns, rfc3339};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,10 +110,6 @@ pub fn finding_id(rule: &str, subject: &Subject) -> String {
         eat(v);
     }
     format!("{h:016x}")
-}
-
-fn ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,6 +299,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn finding(node: &str, sev: Severity) -> Finding {
         Finding {

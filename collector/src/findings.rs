@@ -5,14 +5,15 @@
 
 use crate::alerts::Sinks;
 use crate::engine::{Engine, Record, State};
-use crate::fleet::{rfc3339, Fleet};
+use crate::fleet::Fleet;
 use crate::kube::SharedView;
 use crate::page::esc;
 use crate::rules::{Input, Rule};
+use crate::time::{ns, rfc3339};
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// The engine and the sinks, shared by the loop and the API.
@@ -20,10 +21,6 @@ pub struct Findings {
     pub engine: Mutex<Engine>,
     pub sinks: Sinks,
     state_file: Option<PathBuf>,
-}
-
-fn ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
 /// Firing first, then pending, then resolved; critical before warning; newest first.

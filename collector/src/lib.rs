@@ -3,7 +3,6 @@
 //! metrics and a status page.
 #![forbid(unsafe_code)]
 
-pub mod aggregate;
 pub mod alerts;
 pub mod api;
 pub mod cli;
@@ -19,6 +18,7 @@ pub mod page;
 pub mod rules;
 pub mod serve;
 pub mod signal;
+pub mod time;
 
 use config::Settings;
 use fleet::Fleet;

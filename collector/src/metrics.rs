@@ -251,7 +251,7 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
         .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
         .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
         .collect();
-    probes.sort_by(|a, b| crate::page::probe_order(a.2, b.2));
+    probes.sort_by(|a, b| crate::fleet::ProbeSnapshot::order(a.2, b.2));
     probes.truncate(MAX_PROBE_SERIES);
     for (c, n, p) in probes {
         let l = ProbeLabels {

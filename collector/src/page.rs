@@ -241,14 +241,6 @@ fn workloads_section(h: &mut String, s: &FleetSnapshot) {
     h.push_str("</tbody></table>");
 }
 
-/// Lowest headroom first; probes without attempts (no p99) last.
-pub fn probe_order(a: &ProbeSnapshot, b: &ProbeSnapshot) -> std::cmp::Ordering {
-    let key = |p: &ProbeSnapshot| p.headroom.unwrap_or(f64::INFINITY);
-    key(a)
-        .total_cmp(&key(b))
-        .then(b.predicted_removals.cmp(&a.predicted_removals))
-}
-
 fn probes_section(h: &mut String, s: &FleetSnapshot) {
     let mut rows: Vec<_> = s
         .clusters
@@ -256,7 +248,7 @@ fn probes_section(h: &mut String, s: &FleetSnapshot) {
         .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
         .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
         .collect();
-    rows.sort_by(|a, b| probe_order(a.2, b.2));
+    rows.sort_by(|a, b| ProbeSnapshot::order(a.2, b.2));
     h.push_str("<h2>Probes closest to their timeout</h2>");
     if rows.is_empty() {
         h.push_str("<p>No shadowed probes reported yet.</p>");

@@ -13,14 +13,14 @@
 
 use super::{next_backoff, post_json, Counters, HttpClient, PostError, SinkStats, FIRST_BACKOFF};
 use crate::engine::{Change, Record, State};
-use crate::fleet::rfc3339;
 use crate::rules::Severity;
+use crate::time::{ns, rfc3339};
 use hyper::body::Bytes;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -34,10 +34,6 @@ pub struct Alertmanager {
     queue: Mutex<BTreeMap<String, Value>>,
     wake: Notify,
     counters: Counters,
-}
-
-fn ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
 /// The runbook anchor for a rule: `BASE#<rule lowercased>`.
@@ -237,6 +233,7 @@ mod tests {
     use super::*;
     use crate::engine::Engine;
     use crate::rules::{Finding, Subject};
+    use std::time::UNIX_EPOCH;
 
     fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)

@@ -177,7 +177,7 @@ mod tests {
         assert_eq!(q[1]["finding"]["state"], "resolved");
         assert_eq!(
             q[1]["finding"]["resolved_at"],
-            crate::fleet::rfc3339(1_700_000_010_000_000_000)
+            crate::time::rfc3339(1_700_000_010_000_000_000)
         );
         assert_eq!(q[0]["finding"]["id"], q[1]["finding"]["id"]);
         // Full: the oldest change goes, counted.

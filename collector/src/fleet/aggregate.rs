@@ -81,10 +81,6 @@ impl Counter {
         self.points.back()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
     /// The end of the oldest point at or after `since`.
     pub fn first_since(&self, since: u64) -> Option<u64> {
         self.points.iter().map(|p| p.end).find(|&e| e >= since)

@@ -1,0 +1,285 @@
+//! Interfaces (ENIs), the collector side: per report window the link-local peak, mean, limit
+//! and utilization, the DNS-only peak and the capture drops counter; the ENA allowance counters
+//! and DNS totals whose rises per window matter; and the window's DNS figures (see
+//! [`super::dns`]). Windows older than [`HISTORY`] go.
+
+use super::aggregate::{Counter, CounterPoint};
+use super::dns::{self, DnsLatest, DnsSnapshot};
+use super::limits::{Limits, HISTORY};
+use super::otlp::{attr_or_empty, get, Attrs};
+use super::store::{At, Cuts, Part, Small, Windows};
+use crate::time::rfc3339;
+use headroom_signals::{attr, metric, otlp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the ENA driver's allowance counters end with.
+const ALLOWANCE_SUFFIX: &str = "_allowance_exceeded";
+/// Most distinct counters (ENA allowances, DNS totals) kept per interface.
+const MAX_IFACE_COUNTERS: usize = 16;
+/// Points kept per interface counter: enough for the latest two windows' rises.
+const IFACE_COUNTER_POINTS: usize = 3;
+
+const LINKLOCAL_PACKETS: &str = metric::LINKLOCAL_PACKETS.otlp;
+const PPS_PEAK: &str = metric::LINKLOCAL_PPS_PEAK.otlp;
+const PPS_MEAN: &str = metric::LINKLOCAL_PPS_MEAN.otlp;
+const PPS_LIMIT: &str = metric::LINKLOCAL_PPS_LIMIT.otlp;
+const UTILIZATION: &str = metric::LINKLOCAL_UTILIZATION.otlp;
+const SERVICE_PPS_PEAK: &str = metric::LINKLOCAL_SERVICE_PPS_PEAK.otlp;
+const CAPTURE_DROPS: &str = metric::CAPTURE_DROPS.otlp;
+const ENA_ALLOWANCE_EXCEEDED: &str = metric::ENA_ALLOWANCE_EXCEEDED.otlp;
+
+/// Whether a metric feeds an interface: its window gauges and drops, its counters, its DNS.
+/// The packets counter (per service) stays a plain latest-value metric.
+pub fn takes(name: &str) -> bool {
+    name != LINKLOCAL_PACKETS
+        && (name == CAPTURE_DROPS
+            || name.starts_with(otlp::LINKLOCAL_PREFIX)
+            || is_counter(name)
+            || dns::takes(name))
+}
+
+fn is_counter(name: &str) -> bool {
+    name == ENA_ALLOWANCE_EXCEEDED || dns::COUNTERS.contains(&name)
+}
+
+/// One report window of one interface, as it arrived (any field may be missing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowPoint {
+    start_ns: u64,
+    /// Cumulative capture drops at the window's end (NaN = missing; a counter keeps f64).
+    drops_total: f64,
+    peak: Small,
+    mean: Small,
+    utilization: Small,
+    limit: Small,
+    /// One-second peak of DNS packets alone (`service = dns`).
+    dns_peak: Small,
+}
+
+impl Default for WindowPoint {
+    fn default() -> Self {
+        WindowPoint {
+            start_ns: 0,
+            drops_total: f64::NAN,
+            peak: Small::default(),
+            mean: Small::default(),
+            utilization: Small::default(),
+            limit: Small::default(),
+            dns_peak: Small::default(),
+        }
+    }
+}
+
+/// One interface of a node, keyed by (interface, ENI id or "").
+#[derive(Debug, Default)]
+pub struct Interface {
+    windows: Windows<WindowPoint>,
+    /// `allowance:NAME` (ENA allowance counters), `dns.queries`, `dns.unanswered`.
+    counters: BTreeMap<String, Counter>,
+    /// The newest window's DNS figures.
+    dns: Option<DnsLatest>,
+}
+
+impl Part for Interface {
+    type Key = (String, String);
+
+    fn key(a: &Attrs) -> Option<Self::Key> {
+        let iface = get(a, attr::INTERFACE)?;
+        Some((iface.to_string(), attr_or_empty(a, attr::ENI)))
+    }
+
+    fn max_age(_: &Limits) -> Duration {
+        HISTORY
+    }
+
+    fn max_per_node(limits: &Limits) -> usize {
+        limits.max_interfaces_per_node
+    }
+
+    fn take(&mut self, name: &str, a: &Attrs, v: f64, at: At) -> bool {
+        if dns::takes(name) {
+            return dns::take(&mut self.dns, name, a, v, at);
+        }
+        if is_counter(name) {
+            let key = match name {
+                // The attribute holds the driver's counter name without the suffix
+                // (`linklocal`); the snapshot names the counter (`linklocal_allowance_exceeded`).
+                ENA_ALLOWANCE_EXCEEDED => match get(a, attr::ALLOWANCE) {
+                    Some(al) if al.ends_with(ALLOWANCE_SUFFIX) => format!("allowance:{al}"),
+                    Some(al) => format!("allowance:{al}{ALLOWANCE_SUFFIX}"),
+                    None => return false,
+                },
+                n => n.trim_start_matches("headroom.").to_string(),
+            };
+            if !self.counters.contains_key(&key) && self.counters.len() >= MAX_IFACE_COUNTERS {
+                return false;
+            }
+            self.counters.entry(key).or_default().record(
+                CounterPoint {
+                    end: at.end,
+                    start: at.start,
+                    value: v,
+                },
+                IFACE_COUNTER_POINTS,
+            );
+            return true;
+        }
+        self.windows.record(at.end, |w| {
+            match name {
+                PPS_PEAK => w.peak = Small::of(v),
+                PPS_MEAN => w.mean = Small::of(v),
+                PPS_LIMIT => w.limit = Small::of(v),
+                UTILIZATION => w.utilization = Small::of(v),
+                CAPTURE_DROPS => w.drops_total = v,
+                SERVICE_PPS_PEAK if get(a, attr::SERVICE) == Some("dns") => {
+                    w.dns_peak = Small::of(v)
+                }
+                _ => {}
+            }
+            if name != CAPTURE_DROPS && at.start != 0 {
+                w.start_ns = at.start;
+            }
+        });
+        true
+    }
+
+    fn expire(&mut self, cuts: &Cuts) -> bool {
+        self.windows.retain_since(cuts.oldest);
+        self.counters
+            .retain(|_, c| c.latest().is_some_and(|p| p.end >= cuts.oldest));
+        if self.dns.as_ref().is_some_and(|d| d.end < cuts.oldest) {
+            self.dns = None;
+        }
+        !self.windows.is_empty() || !self.counters.is_empty() || self.dns.is_some()
+    }
+}
+
+impl Interface {
+    /// The start of the window that ended at `end` (or `end` when unknown).
+    fn window_start(&self, end: u64) -> u64 {
+        self.windows
+            .get(end)
+            .map(|w| w.start_ns)
+            .filter(|s| *s != 0 && *s <= end)
+            .unwrap_or(end)
+    }
+
+    /// The counter's rise into its point `back` places before the newest, as a whole number.
+    fn rise(&self, c: &Counter, back: usize) -> Option<u64> {
+        let p = c.nth_back(back)?;
+        let r = c.rise_of(back, self.window_start(p.end))?;
+        Some(r.round() as u64)
+    }
+
+    /// The interface as the snapshot shows it: every window of the last hour with
+    /// `history`, else only the latest; None without any window with a peak.
+    pub fn snapshot(&self, key: &(String, String), history: bool) -> Option<EniSnapshot> {
+        let (iface, eni) = key;
+        // Figures first, text (two RFC 3339 times) only for the windows shown: without
+        // history that is the latest one, not the hour's hundreds.
+        let mut prev_drops: Option<f64> = None;
+        let figures: Vec<(u64, WindowFigures)> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| w.peak.is_some())
+            .map(|(end, w)| {
+                let peak = w.peak.get().unwrap_or(0.0);
+                let limit = w.limit.get().unwrap_or(1024.0);
+                let drops_total = (!w.drops_total.is_nan()).then_some(w.drops_total);
+                let drops = match (drops_total, prev_drops) {
+                    (Some(now), Some(before)) if now >= before => now - before,
+                    _ => 0.0,
+                };
+                if drops_total.is_some() {
+                    prev_drops = drops_total;
+                }
+                let start = if w.start_ns == 0 { end } else { w.start_ns };
+                let f = WindowFigures {
+                    seconds: ((end.saturating_sub(start)) as f64 / 1e6).round() / 1e3,
+                    peak_pps: peak.round() as u64,
+                    mean_pps: w.mean.get().unwrap_or(0.0),
+                    utilization: w.utilization.get().unwrap_or(if limit > 0.0 {
+                        ((peak / limit) * 1000.0).round() / 1000.0
+                    } else {
+                        0.0
+                    }),
+                    limit_pps: limit.round() as u64,
+                    kernel_drops: drops.round() as u64,
+                    dns_peak_pps: w.dns_peak.get().map(|v| v.round() as u64),
+                    end_ns: end,
+                    ..Default::default()
+                };
+                (start, f)
+            })
+            .collect();
+        let text = |(start, f): &(u64, WindowFigures)| WindowFigures {
+            start: rfc3339(*start),
+            end: rfc3339(f.end_ns),
+            ..f.clone()
+        };
+        let latest = figures.last().map(text)?;
+        let latest_start = self.window_start(latest.end_ns);
+        let allowance_exceeded_latest = self
+            .counters
+            .iter()
+            .filter_map(|(k, c)| Some((k.strip_prefix("allowance:")?, c)))
+            .filter(|(_, c)| c.latest().is_some_and(|p| p.end >= latest_start))
+            .filter_map(|(k, c)| Some((k.to_string(), self.rise(c, 0)?)))
+            .collect();
+        let dns = dns::snapshot(
+            self.dns.as_ref(),
+            |k| self.counters.contains_key(k),
+            |k, back| self.rise(self.counters.get(k)?, back),
+        );
+        Some(EniSnapshot {
+            interface: iface.clone(),
+            eni_id: (!eni.is_empty()).then(|| eni.clone()),
+            peak_pps_last_hour: figures.iter().map(|f| f.1.peak_pps).max().unwrap_or(0),
+            utilization_last_hour: figures.iter().map(|f| f.1.utilization).fold(0.0, f64::max),
+            latest: Some(latest),
+            windows: if history {
+                figures.iter().map(text).collect()
+            } else {
+                Vec::new()
+            },
+            allowance_exceeded_latest,
+            dns,
+        })
+    }
+}
+
+/// One interface (ENI) of a node: its latest window, the last hour's highest peak, and every
+/// window of the last hour (oldest first).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EniSnapshot {
+    pub interface: String,
+    pub eni_id: Option<String>,
+    pub latest: Option<WindowFigures>,
+    pub peak_pps_last_hour: u64,
+    pub utilization_last_hour: f64,
+    pub windows: Vec<WindowFigures>,
+    /// Rise of each ENA allowance counter (`linklocal_allowance_exceeded`, …) in the latest
+    /// window; empty when the driver has none (any rise means EC2 is dropping now).
+    pub allowance_exceeded_latest: BTreeMap<String, u64>,
+    pub dns: Option<DnsSnapshot>,
+}
+
+/// One report window with the report's field names.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct WindowFigures {
+    pub start: String,
+    pub end: String,
+    pub seconds: f64,
+    pub peak_pps: u64,
+    pub mean_pps: f64,
+    pub utilization: f64,
+    pub limit_pps: u64,
+    /// Capture drops in this window (from the cumulative counter; 0 for the first window).
+    pub kernel_drops: u64,
+    /// The window's one-second peak of DNS packets alone (`by_service.dns.peak_pps`).
+    pub dns_peak_pps: Option<u64>,
+    #[serde(skip)]
+    pub end_ns: u64,
+}

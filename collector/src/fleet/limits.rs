@@ -1,0 +1,39 @@
+//! Limits that keep the fleet model's memory bounded, and the spans it keeps.
+
+use std::time::Duration;
+
+/// How much window history each interface keeps (the sparkline's span).
+pub const HISTORY: Duration = Duration::from_secs(3600);
+/// At most this many windows per interface or listener (one-second windows for an hour).
+pub const MAX_WINDOWS: usize = 3600;
+
+/// Limits that keep the fleet model's memory bounded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// A node that sent nothing for this long leaves the fleet (and a listener or probe
+    /// without data for this long leaves its node).
+    pub node_expiry: Duration,
+    pub max_series_per_metric: usize,
+    pub max_metrics_per_node: usize,
+    pub max_interfaces_per_node: usize,
+    pub max_nodes: usize,
+    pub max_listeners_per_node: usize,
+    pub max_probes_per_node: usize,
+    /// History the workload and probe figures cover (at most [`HISTORY`]).
+    pub workload_history: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            node_expiry: Duration::from_secs(15 * 60),
+            max_series_per_metric: 1000,
+            max_metrics_per_node: 500,
+            max_interfaces_per_node: 64,
+            max_nodes: 10_000,
+            max_listeners_per_node: 512,
+            max_probes_per_node: 512,
+            workload_history: Duration::from_secs(15 * 60),
+        }
+    }
+}

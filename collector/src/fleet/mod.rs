@@ -1,0 +1,394 @@
+//! The fleet model: cluster → node → its parts, built from OTLP metrics. One file per part:
+//! [`interfaces`] (link-local windows, ENA allowance counters) with [`dns`] (top talkers,
+//! query counters), [`listeners`], [`probes`], [`generic`] (the latest value of every other
+//! metric), all but the last kept in one bounded keyed store ([`store`]); per cluster,
+//! [`workloads`] add up their pods' listeners (arithmetic in [`aggregate`]). [`otlp`] decodes
+//! attributes, [`limits`] bounds memory: nodes expire, listeners and probes without data for
+//! `node_expiry` go, windows older than an hour (listener windows: older than
+//! `workload_history`) go, and every map has a limit.
+//!
+//! [`Fleet::snapshot`] is the one read-only view the API, the status page, `/metrics` and the
+//! rules read (types in [`snapshot`]).
+
+mod aggregate;
+mod dns;
+mod generic;
+mod interfaces;
+mod limits;
+mod listeners;
+mod otlp;
+mod probes;
+mod snapshot;
+mod store;
+#[cfg(test)]
+mod tests;
+mod workloads;
+
+pub use aggregate::p95;
+pub use dns::{DnsSnapshot, QnameCount, SourceCount, MAX_TOP};
+pub use generic::{MetricSnapshot, SeriesSnapshot};
+pub use interfaces::{EniSnapshot, WindowFigures};
+pub use limits::{Limits, HISTORY, MAX_WINDOWS};
+pub use listeners::ListenerSnapshot;
+pub use otlp::DEFAULT_CLUSTER;
+pub use probes::ProbeSnapshot;
+pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot};
+pub use workloads::WorkloadSnapshot;
+
+use crate::time::{ns, rfc3339};
+use generic::Generic;
+use headroom_signals::resource;
+use interfaces::Interface;
+use listeners::Listener;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric;
+use otlp::{attributes, get, identity, number, points_in, Attrs};
+use probes::Probe;
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use store::{At, Cuts, Store};
+
+#[derive(Debug)]
+struct Node {
+    service_name: Option<String>,
+    instance_id: Option<String>,
+    instance_type: Option<String>,
+    availability_zone: Option<String>,
+    last_seen: SystemTime,
+    interfaces: Store<Interface>,
+    listeners: Store<Listener>,
+    probes: Store<Probe>,
+    metrics: Generic,
+    spans: u64,
+}
+
+impl Node {
+    fn new(now: SystemTime) -> Node {
+        Node {
+            service_name: None,
+            instance_id: None,
+            instance_type: None,
+            availability_zone: None,
+            last_seen: now,
+            interfaces: Store::default(),
+            listeners: Store::default(),
+            probes: Store::default(),
+            metrics: Generic::default(),
+            spans: 0,
+        }
+    }
+
+    /// One gauge or sum point of a keyed part's metric; false when refused.
+    fn take(
+        &mut self,
+        limits: &Limits,
+        class: Class,
+        name: &str,
+        a: &Attrs,
+        v: f64,
+        at: At,
+    ) -> bool {
+        match class {
+            Class::Interface => self.interfaces.take(limits, name, a, v, at),
+            Class::Listener => self.listeners.take(limits, name, a, v, at),
+            Class::Probe => self.probes.take(limits, name, a, v, at),
+            Class::Generic => false,
+        }
+    }
+
+    fn snapshot(
+        &self,
+        name: &str,
+        history: bool,
+        generic: bool,
+        history_start: u64,
+    ) -> NodeSnapshot {
+        NodeSnapshot {
+            name: name.to_string(),
+            service_name: self.service_name.clone(),
+            instance_id: self.instance_id.clone(),
+            instance_type: self.instance_type.clone(),
+            availability_zone: self.availability_zone.clone(),
+            last_seen: rfc3339(ns(self.last_seen)),
+            interfaces: self
+                .interfaces
+                .iter()
+                .filter_map(|(k, i)| i.snapshot(k, history))
+                .collect(),
+            metrics: if generic {
+                self.metrics.snapshot()
+            } else {
+                Vec::new()
+            },
+            spans_received: self.spans,
+            listeners: self
+                .listeners
+                .iter()
+                .filter_map(|(k, l)| l.snapshot(k))
+                .collect(),
+            probes: self
+                .probes
+                .iter()
+                .map(|(k, p)| p.snapshot(k, history_start))
+                .collect(),
+        }
+    }
+}
+
+/// Which part of the model a metric feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Interface,
+    Listener,
+    Probe,
+    /// Anything else: the latest value per attribute set.
+    Generic,
+}
+
+impl Class {
+    fn of(name: &str) -> Class {
+        if interfaces::takes(name) {
+            Class::Interface
+        } else if listeners::takes(name) {
+            Class::Listener
+        } else if probes::takes(name) {
+            Class::Probe
+        } else {
+            Class::Generic
+        }
+    }
+}
+
+/// The result of one export request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+pub struct Fleet {
+    limits: Limits,
+    clusters: BTreeMap<String, BTreeMap<String, Node>>,
+    nodes: usize,
+    stats: IngestStats,
+}
+
+impl Fleet {
+    pub fn new(limits: Limits) -> Self {
+        Fleet {
+            limits,
+            clusters: BTreeMap::new(),
+            nodes: 0,
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// Counts a refused request.
+    pub fn reject_request(&mut self, reason: &str) {
+        *self
+            .stats
+            .requests_rejected
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    /// Counts spans forwarded to, or dropped on the way to, the traces endpoint.
+    pub fn count_forwarded(&mut self, forwarded: u64, dropped: u64) {
+        self.stats.spans_forwarded += forwarded;
+        self.stats.spans_forward_dropped += dropped;
+    }
+
+    /// The node for a resource, created (and refreshed) if the node limit allows.
+    fn node(&mut self, res: &Attrs, now: SystemTime) -> Option<&mut Node> {
+        let (cluster, name) = identity(res);
+        let exists = self
+            .clusters
+            .get(&cluster)
+            .is_some_and(|c| c.contains_key(&name));
+        if !exists && self.nodes >= self.limits.max_nodes {
+            return None;
+        }
+        let node = self
+            .clusters
+            .entry(cluster)
+            .or_default()
+            .entry(name)
+            .or_insert_with(|| Node::new(now));
+        if !exists {
+            self.nodes += 1;
+        }
+        node.last_seen = now;
+        let set = |field: &mut Option<String>, key: &str| {
+            if let Some(v) = get(res, key) {
+                *field = Some(v.to_string());
+            }
+        };
+        set(&mut node.service_name, resource::SERVICE_NAME);
+        set(&mut node.instance_id, resource::HOST_ID);
+        set(&mut node.instance_type, resource::HOST_TYPE);
+        set(
+            &mut node.availability_zone,
+            resource::CLOUD_AVAILABILITY_ZONE,
+        );
+        Some(node)
+    }
+
+    /// Takes one OTLP metrics export into the model.
+    pub fn apply_metrics(&mut self, req: &ExportMetricsServiceRequest, now: SystemTime) -> Applied {
+        let limits = self.limits;
+        let now_ns = ns(now);
+        let mut applied = Applied::default();
+        for rm in &req.resource_metrics {
+            let res = rm
+                .resource
+                .as_ref()
+                .map(|r| attributes(&r.attributes))
+                .unwrap_or_default();
+            let total: u64 = rm
+                .scope_metrics
+                .iter()
+                .flat_map(|s| &s.metrics)
+                .map(|m| points_in(m) as u64)
+                .sum();
+            let Some(node) = self.node(&res, now) else {
+                applied.rejected += total;
+                continue;
+            };
+            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                let class = Class::of(&m.name);
+                if class == Class::Generic {
+                    let (accepted, rejected) = node.metrics.take(&limits, m, now_ns);
+                    applied.accepted += accepted;
+                    applied.rejected += rejected;
+                    continue;
+                }
+                let points = match &m.data {
+                    Some(metric::Data::Gauge(g)) => &g.data_points,
+                    Some(metric::Data::Sum(s)) => &s.data_points,
+                    _ => {
+                        applied.rejected += points_in(m) as u64;
+                        continue;
+                    }
+                };
+                for p in points {
+                    let a = attributes(&p.attributes);
+                    let end = if p.time_unix_nano == 0 {
+                        now_ns
+                    } else {
+                        p.time_unix_nano
+                    };
+                    let at = At {
+                        end,
+                        start: p.start_time_unix_nano,
+                        now: now_ns,
+                    };
+                    let taken =
+                        number(p).is_some_and(|v| node.take(&limits, class, &m.name, &a, v, at));
+                    if taken {
+                        applied.accepted += 1;
+                    } else {
+                        applied.rejected += 1;
+                    }
+                }
+            }
+        }
+        self.stats.points_accepted += applied.accepted;
+        self.stats.points_rejected += applied.rejected;
+        applied
+    }
+
+    /// Counts the spans of one OTLP traces export per node.
+    pub fn apply_traces(&mut self, req: &ExportTraceServiceRequest, now: SystemTime) -> Applied {
+        let mut applied = Applied::default();
+        for rs in &req.resource_spans {
+            let res = rs
+                .resource
+                .as_ref()
+                .map(|r| attributes(&r.attributes))
+                .unwrap_or_default();
+            let n: u64 = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
+            match self.node(&res, now) {
+                Some(node) => {
+                    node.spans += n;
+                    applied.accepted += n;
+                }
+                None => applied.rejected += n,
+            }
+        }
+        self.stats.spans_received += applied.accepted;
+        applied
+    }
+
+    /// Removes nodes silent for longer than `node_expiry` and windows older than an hour.
+    pub fn expire(&mut self, now: SystemTime) {
+        let expiry = self.limits.node_expiry;
+        let cuts = Cuts {
+            oldest: ns(now).saturating_sub(HISTORY.as_nanos() as u64),
+            history_start: ns(now).saturating_sub(self.limits.workload_history.as_nanos() as u64),
+            silent_since: ns(now).saturating_sub(expiry.as_nanos() as u64),
+        };
+        let mut parts_expired = 0;
+        let mut removed = 0;
+        for nodes in self.clusters.values_mut() {
+            nodes.retain(|_, n| {
+                let keep = now.duration_since(n.last_seen).unwrap_or_default() <= expiry;
+                removed += usize::from(!keep);
+                keep
+            });
+            for n in nodes.values_mut() {
+                n.interfaces.expire(&cuts);
+                parts_expired += (n.listeners.expire(&cuts) + n.probes.expire(&cuts)) as u64;
+            }
+        }
+        self.clusters.retain(|_, nodes| !nodes.is_empty());
+        self.nodes -= removed;
+        self.stats.nodes_expired += removed as u64;
+        self.stats.listeners_probes_expired += parts_expired;
+    }
+
+    /// The read-only view of the whole fleet at `now`, with every window of the last hour.
+    pub fn snapshot(&self, now: SystemTime) -> FleetSnapshot {
+        self.snapshot_with(now, true)
+    }
+
+    /// As [`Fleet::snapshot`]; without `history` each interface carries only its latest window
+    /// and last-hour figures (what `/metrics` needs: far smaller for a large fleet).
+    pub fn snapshot_with(&self, now: SystemTime, history: bool) -> FleetSnapshot {
+        self.build(now, history, true)
+    }
+
+    /// What the rules and `/metrics` read: as `snapshot_with(now, false)` but without each
+    /// node's latest-value `metrics` (other senders' series, probe histograms …), which neither
+    /// reads and which would be copied under the fleet's lock on every evaluation and scrape.
+    pub fn snapshot_lean(&self, now: SystemTime) -> FleetSnapshot {
+        self.build(now, false, false)
+    }
+
+    fn build(&self, now: SystemTime, history: bool, generic: bool) -> FleetSnapshot {
+        let now_ns = ns(now);
+        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
+        let clusters = self
+            .clusters
+            .iter()
+            .map(|(cname, nodes)| ClusterSnapshot {
+                name: cname.clone(),
+                nodes: nodes
+                    .iter()
+                    .map(|(name, n)| n.snapshot(name, history, generic, history_start))
+                    .collect(),
+                workloads: workloads::workloads(
+                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
+                    history_start,
+                ),
+            })
+            .collect();
+        FleetSnapshot {
+            schema: "headroom.fleet/v1",
+            generated_at: rfc3339(ns(now)),
+            nodes: self.nodes,
+            clusters,
+            ingest: self.stats.clone(),
+        }
+    }
+}

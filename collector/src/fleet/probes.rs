@@ -1,0 +1,226 @@
+//! Shadowed probes (the agent runs each pod's readiness, liveness and startup probe as the
+//! kubelet does), the collector side: the newest window's timeout, p99 and slowest attempt,
+//! and the attempts-by-result and predicted-removals counters over `workload_history`.
+
+use super::aggregate::{Counter, CounterPoint};
+use super::limits::Limits;
+use super::otlp::{attr_or_empty, get, Attrs};
+use super::store::{At, Cuts, Part};
+use crate::time::rfc3339;
+use headroom_signals::{attr, metric};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most distinct `result` values kept per probe (the agent has four).
+const MAX_RESULTS: usize = 8;
+/// Points kept per probe counter over `workload_history`, thinned evenly beyond (see
+/// [`Counter`]): the attempt counts are exact up to this many windows.
+const PROBE_COUNTER_POINTS: usize = 32;
+
+const ATTEMPTS: &str = metric::PROBE_ATTEMPTS.otlp;
+const TIMEOUT: &str = metric::PROBE_TIMEOUT.otlp;
+const LATENCY_P99: &str = metric::PROBE_LATENCY_P99.otlp;
+const LATENCY_MAX: &str = metric::PROBE_LATENCY_MAX.otlp;
+const PREDICTED_REMOVALS: &str = metric::PROBE_PREDICTED_REMOVALS.otlp;
+
+/// Whether a metric feeds a probe (the duration histogram stays a latest-value metric).
+pub fn takes(name: &str) -> bool {
+    matches!(
+        name,
+        ATTEMPTS | TIMEOUT | LATENCY_P99 | LATENCY_MAX | PREDICTED_REMOVALS
+    )
+}
+
+/// (namespace, pod, container, probe kind)
+pub type ProbeKey = (String, String, String, String);
+
+#[derive(Debug, Default)]
+pub struct Probe {
+    target: String,
+    workload_kind: String,
+    workload: String,
+    /// The newest window: its end and start, and its gauges.
+    end: u64,
+    start: u64,
+    timeout: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+    /// Earliest window start seen (for history_seconds).
+    first_start: u64,
+    attempts: BTreeMap<String, Counter>,
+    removals: Counter,
+}
+
+impl Part for Probe {
+    type Key = ProbeKey;
+
+    fn key(a: &Attrs) -> Option<ProbeKey> {
+        let kind = get(a, attr::PROBE)?;
+        Some((
+            attr_or_empty(a, attr::NAMESPACE),
+            attr_or_empty(a, attr::POD),
+            attr_or_empty(a, attr::CONTAINER),
+            kind.to_string(),
+        ))
+    }
+
+    fn max_age(limits: &Limits) -> Duration {
+        limits.workload_history
+    }
+
+    fn max_per_node(limits: &Limits) -> usize {
+        limits.max_probes_per_node
+    }
+
+    /// False when refused: no `result` on attempts, or over [`MAX_RESULTS`].
+    fn take(&mut self, name: &str, a: &Attrs, v: f64, at: At) -> bool {
+        let pr = self;
+        if at.end > pr.end {
+            // A newer window (its counters may come before its gauges): its gauges replace the
+            // last window's, which stay unset until they arrive.
+            pr.end = at.end;
+            pr.start = at.end;
+            pr.timeout = None;
+            pr.p99 = None;
+            pr.max = None;
+        }
+        let point = CounterPoint {
+            end: at.end,
+            start: at.start,
+            value: v,
+        };
+        match name {
+            ATTEMPTS => {
+                let Some(result) = get(a, attr::RESULT) else {
+                    return false;
+                };
+                if !pr.attempts.contains_key(result) && pr.attempts.len() >= MAX_RESULTS {
+                    return false;
+                }
+                pr.attempts
+                    .entry(result.to_string())
+                    .or_default()
+                    .record(point, PROBE_COUNTER_POINTS);
+            }
+            PREDICTED_REMOVALS => pr.removals.record(point, PROBE_COUNTER_POINTS),
+            _ => {
+                if at.end == pr.end {
+                    if at.start != 0 {
+                        pr.start = at.start;
+                    }
+                    match name {
+                        TIMEOUT => pr.timeout = Some(v),
+                        LATENCY_P99 => pr.p99 = Some(v),
+                        _ => pr.max = Some(v),
+                    }
+                }
+                if at.start != 0 && (pr.first_start == 0 || at.start < pr.first_start) {
+                    pr.first_start = at.start;
+                }
+            }
+        }
+        if at.end == pr.end {
+            for (field, key) in [
+                (&mut pr.target, attr::TARGET),
+                (&mut pr.workload_kind, attr::WORKLOAD_KIND),
+                (&mut pr.workload, attr::WORKLOAD),
+            ] {
+                if let Some(v) = get(a, key) {
+                    if field != v {
+                        *field = v.to_string();
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn expire(&mut self, cuts: &Cuts) -> bool {
+        for c in self.attempts.values_mut() {
+            c.prune(cuts.history_start);
+        }
+        self.removals.prune(cuts.history_start);
+        self.end >= cuts.silent_since
+    }
+}
+
+impl Probe {
+    /// The probe in its newest window, its counts over the history from `history_start`.
+    pub fn snapshot(&self, key: &ProbeKey, history_start: u64) -> ProbeSnapshot {
+        let p = self;
+        let headroom = match (p.timeout, p.p99) {
+            (Some(t), Some(q)) if q > 0.0 => Some(t / q),
+            _ => None,
+        };
+        // The span covered: from the earliest window start the gauges gave (or, without one, the
+        // earliest counter point) inside the history, to the newest window's end.
+        let from = if p.first_start != 0 {
+            p.first_start.max(history_start)
+        } else {
+            p.attempts
+                .values()
+                .chain([&p.removals])
+                .filter_map(|c| c.first_since(history_start))
+                .min()
+                .unwrap_or(p.end)
+        }
+        .min(p.start);
+        ProbeSnapshot {
+            namespace: key.0.clone(),
+            pod: key.1.clone(),
+            container: key.2.clone(),
+            probe: key.3.clone(),
+            target: p.target.clone(),
+            workload_kind: p.workload_kind.clone(),
+            workload: p.workload.clone(),
+            timeout_seconds: p.timeout.unwrap_or(0.0),
+            latency_p99_seconds: p.p99,
+            latency_max_seconds: p.max,
+            headroom,
+            attempts: p
+                .attempts
+                .iter()
+                .map(|(r, c)| (r.clone(), c.rise_since(history_start).round() as u64))
+                .collect(),
+            predicted_removals: p.removals.rise_since(history_start).round() as u64,
+            history_seconds: p.end.saturating_sub(from) as f64 / 1e9,
+            time: rfc3339(p.end),
+        }
+    }
+}
+
+/// One shadowed probe in its latest window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ProbeSnapshot {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// readiness | liveness | startup
+    pub probe: String,
+    pub target: String,
+    pub workload_kind: String,
+    pub workload: String,
+    pub timeout_seconds: f64,
+    /// The latest window's p99 and slowest attempt; None without attempts.
+    pub latency_p99_seconds: Option<f64>,
+    pub latency_max_seconds: Option<f64>,
+    /// timeout / p99 (below 2 means p99 is past half the timeout).
+    pub headroom: Option<f64>,
+    /// Attempts by result over `history_seconds` (counter increases).
+    pub attempts: BTreeMap<String, u64>,
+    pub predicted_removals: u64,
+    pub history_seconds: f64,
+    pub time: String,
+}
+
+impl ProbeSnapshot {
+    /// Lowest headroom first; probes without attempts (no p99) last; then most predicted
+    /// removals.
+    pub fn order(a: &ProbeSnapshot, b: &ProbeSnapshot) -> std::cmp::Ordering {
+        let key = |p: &ProbeSnapshot| p.headroom.unwrap_or(f64::INFINITY);
+        key(a)
+            .total_cmp(&key(b))
+            .then(b.predicted_removals.cmp(&a.predicted_removals))
+    }
+}

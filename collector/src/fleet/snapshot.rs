@@ -1,0 +1,109 @@
+//! The fleet at one instant, as the API, the status page, `/metrics` and the rules read it:
+//! clusters → nodes → each part's snapshot, plus what ingest counted.
+
+use super::generic::MetricSnapshot;
+use super::interfaces::EniSnapshot;
+use super::listeners::ListenerSnapshot;
+use super::probes::ProbeSnapshot;
+use super::workloads::WorkloadSnapshot;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What the ingest side counts about itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestStats {
+    /// Data points taken into the fleet.
+    pub points_accepted: u64,
+    /// Data points refused by a limit (series per metric, metrics, interfaces, listeners or
+    /// probes per node, nodes, top names), without a value or a needed attribute, or older
+    /// than the history kept.
+    pub points_rejected: u64,
+    pub spans_received: u64,
+    /// Spans sent on to `--traces-endpoint`.
+    pub spans_forwarded: u64,
+    /// Spans not forwarded: queue full, or the downstream refused or stayed unreachable.
+    pub spans_forward_dropped: u64,
+    /// Requests refused, by reason (`malformed`, `too_large`, `unsupported_media_type`, …).
+    pub requests_rejected: BTreeMap<String, u64>,
+    /// Nodes removed because they sent nothing for `node_expiry`.
+    pub nodes_expired: u64,
+    /// Listeners and probes removed (their node still reporting) after no data for
+    /// `node_expiry`: the pod went away.
+    pub listeners_probes_expired: u64,
+}
+
+/// The fleet at one instant: what `/api/v1/fleet` returns and what the rules read.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetSnapshot {
+    pub schema: &'static str,
+    pub generated_at: String,
+    /// Number of nodes in all clusters.
+    pub nodes: usize,
+    pub clusters: Vec<ClusterSnapshot>,
+    pub ingest: IngestStats,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterSnapshot {
+    pub name: String,
+    pub nodes: Vec<NodeSnapshot>,
+    /// Workloads (Deployment, StatefulSet, …) with listeners on any node of the cluster,
+    /// built from the nodes' listener series: what the HPA rule reads.
+    pub workloads: Vec<WorkloadSnapshot>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeSnapshot {
+    pub name: String,
+    /// `service.name` of the sender (`headroom-agent` for agents).
+    pub service_name: Option<String>,
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub last_seen: String,
+    pub interfaces: Vec<EniSnapshot>,
+    /// Latest value of every other metric, per attribute set.
+    pub metrics: Vec<MetricSnapshot>,
+    pub spans_received: u64,
+    pub listeners: Vec<ListenerSnapshot>,
+    pub probes: Vec<ProbeSnapshot>,
+}
+
+impl FleetSnapshot {
+    /// Every interface with its cluster and node, highest peak utilization of the last hour
+    /// first (then the latest window's).
+    pub fn ranked_interfaces(&self) -> Vec<(&ClusterSnapshot, &NodeSnapshot, &EniSnapshot)> {
+        let mut v: Vec<_> = self
+            .clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+            .flat_map(|(c, n)| n.interfaces.iter().map(move |i| (c, n, i)))
+            .collect();
+        let util = |i: &EniSnapshot| i.latest.as_ref().map(|w| w.utilization).unwrap_or(0.0);
+        v.sort_by(|a, b| {
+            b.2.utilization_last_hour
+                .total_cmp(&a.2.utilization_last_hour)
+                .then(util(b.2).total_cmp(&util(a.2)))
+        });
+        v
+    }
+
+    /// Every node with its cluster, highest interface peak utilization of the last hour first.
+    pub fn ranked_nodes(&self) -> Vec<(&ClusterSnapshot, &NodeSnapshot, f64)> {
+        let mut v: Vec<_> = self
+            .clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+            .map(|(c, n)| {
+                let u = n
+                    .interfaces
+                    .iter()
+                    .map(|i| i.utilization_last_hour)
+                    .fold(0.0, f64::max);
+                (c, n, u)
+            })
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+}

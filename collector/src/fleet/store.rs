@@ -1,0 +1,226 @@
+//! The one store every keyed part of a node uses (interfaces, listeners, probes): a map from a
+//! part's key to its state, bounded per node, that refuses points older than the part keeps and
+//! forgets what expired; plus the time-keyed windows inside a part and the compact figures the
+//! windows hold.
+
+use super::limits::{Limits, MAX_WINDOWS};
+use super::otlp::Attrs;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// When a data point is: its window's end (or now), its `start_time_unix_nano` (the window's
+/// start for gauges, the counter's start for sums), and now.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    pub end: u64,
+    pub start: u64,
+    pub now: u64,
+}
+
+/// The times expiry cuts at (ns since the epoch): before `oldest` interface windows go; before
+/// `history_start` listener windows and probe counter points go (but the base of the first
+/// rise); a listener or probe whose newest data is before `silent_since` goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Cuts {
+    pub oldest: u64,
+    pub history_start: u64,
+    pub silent_since: u64,
+}
+
+/// One kind of keyed part of a node.
+pub trait Part: Default {
+    type Key: Ord;
+    /// The part a point belongs to; None refuses the point (a needed attribute is missing).
+    fn key(a: &Attrs) -> Option<Self::Key>;
+    /// Points whose window ended longer ago than this are refused.
+    fn max_age(limits: &Limits) -> Duration;
+    /// Most parts of this kind per node.
+    fn max_per_node(limits: &Limits) -> usize;
+    /// Takes one point of metric `name`; false when refused.
+    fn take(&mut self, name: &str, a: &Attrs, v: f64, at: At) -> bool;
+    /// Forgets what is past the cuts; false when the part itself should go.
+    fn expire(&mut self, cuts: &Cuts) -> bool;
+}
+
+/// The parts of one kind on one node.
+#[derive(Debug)]
+pub struct Store<P: Part> {
+    parts: BTreeMap<P::Key, P>,
+}
+
+impl<P: Part> Default for Store<P> {
+    fn default() -> Self {
+        Store {
+            parts: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P: Part> Store<P> {
+    /// One point into its part; false when refused (no key, too old, over the node's limit, or
+    /// by the part).
+    pub fn take(&mut self, limits: &Limits, name: &str, a: &Attrs, v: f64, at: At) -> bool {
+        let Some(key) = P::key(a) else {
+            return false;
+        };
+        if at.end < at.now.saturating_sub(P::max_age(limits).as_nanos() as u64) {
+            return false;
+        }
+        if !self.parts.contains_key(&key) && self.parts.len() >= P::max_per_node(limits) {
+            return false;
+        }
+        self.parts.entry(key).or_default().take(name, a, v, at)
+    }
+
+    /// Expires every part; returns how many went.
+    pub fn expire(&mut self, cuts: &Cuts) -> usize {
+        let before = self.parts.len();
+        self.parts.retain(|_, p| p.expire(cuts));
+        before - self.parts.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&P::Key, &P)> {
+        self.parts.iter()
+    }
+}
+
+/// A part's report windows keyed by the window's end (ns since the epoch), so late windows
+/// fall into place; at most [`MAX_WINDOWS`] (the oldest go first).
+#[derive(Debug)]
+pub struct Windows<W> {
+    map: BTreeMap<u64, W>,
+}
+
+impl<W> Default for Windows<W> {
+    fn default() -> Self {
+        Windows {
+            map: BTreeMap::new(),
+        }
+    }
+}
+
+impl<W: Default> Windows<W> {
+    /// Updates (or starts) the window that ends at `end`.
+    pub fn record(&mut self, end: u64, f: impl FnOnce(&mut W)) {
+        f(self.map.entry(end).or_default());
+        while self.map.len() > MAX_WINDOWS {
+            self.map.pop_first();
+        }
+    }
+}
+
+impl<W> Windows<W> {
+    /// Drops every window that ended before `oldest`.
+    pub fn retain_since(&mut self, oldest: u64) {
+        self.map.retain(|end, _| *end >= oldest);
+    }
+
+    /// Drops windows that ended before `oldest`, except the newest of them: the base the
+    /// first counter rise inside the span is measured from.
+    pub fn prune_keeping_base(&mut self, oldest: u64) {
+        while self.map.len() > 1 {
+            let second = self.map.keys().nth(1).copied().unwrap_or(u64::MAX);
+            if second >= oldest {
+                break;
+            }
+            self.map.pop_first();
+        }
+    }
+
+    pub fn get(&self, end: u64) -> Option<&W> {
+        self.map.get(&end)
+    }
+
+    /// The newest window and its end.
+    pub fn last(&self) -> Option<(u64, &W)> {
+        self.map.last_key_value().map(|(e, w)| (*e, w))
+    }
+
+    /// Oldest first, with each window's end.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &W)> {
+        self.map.iter().map(|(e, w)| (*e, w))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A figure that may be missing, in 4 bytes (NaN = missing): an hour of windows for every
+/// interface of 5 000 nodes is millions of records, so each byte counts. Packets/s, ratios
+/// and worker counts need no more than an f32's 7 significant digits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Small(f32);
+
+impl Default for Small {
+    fn default() -> Self {
+        Small(f32::NAN)
+    }
+}
+
+impl Small {
+    pub fn of(v: f64) -> Small {
+        Small(v as f32)
+    }
+    /// The shortest decimal (at most 9 significant digits, what an f32 holds) that is
+    /// stored as the same f32: 93.4 reads back as 93.4, not 93.40000152.
+    pub fn get(self) -> Option<f64> {
+        if self.0.is_nan() {
+            return None;
+        }
+        let x = f64::from(self.0);
+        if x == 0.0 || !x.is_finite() {
+            return Some(x);
+        }
+        let e = x.abs().log10().floor() as i32;
+        for digits in 1..=9 {
+            let scale = 10f64.powi(digits - 1 - e);
+            let r = (x * scale).round() / scale;
+            if r as f32 == self.0 {
+                return Some(r);
+            }
+        }
+        Some(x)
+    }
+    pub fn is_some(self) -> bool {
+        !self.0.is_nan()
+    }
+}
+
+/// A count that may be missing, in 4 bytes (u32::MAX = missing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Count(u32);
+
+impl Default for Count {
+    fn default() -> Self {
+        Count(u32::MAX)
+    }
+}
+
+impl Count {
+    pub fn of(v: f64) -> Count {
+        Count(v.max(0.0).min(f64::from(u32::MAX - 1)).round() as u32)
+    }
+    pub fn get(self) -> Option<u32> {
+        (self.0 != u32::MAX).then_some(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_bounded_and_keep_a_base() {
+        let mut w: Windows<u8> = Windows::default();
+        for end in 0..(MAX_WINDOWS as u64 + 5) {
+            w.record(end, |v| *v = 1);
+        }
+        assert_eq!(w.iter().count(), MAX_WINDOWS);
+        assert_eq!(w.iter().next().map(|(e, _)| e), Some(5));
+        w.prune_keeping_base(100);
+        assert_eq!(w.iter().next().map(|(e, _)| e), Some(99));
+        w.retain_since(100);
+        assert_eq!(w.iter().next().map(|(e, _)| e), Some(100));
+    }
+}

@@ -1,0 +1,82 @@
+use super::*;
+
+#[test]
+fn allowance_and_dns_attach_to_the_interface_windows() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let cs = (t0 - 3600) * S;
+    f.apply_metrics(
+        &dns_window(
+            t0 * S,
+            (t0 + 10) * S,
+            cs,
+            &[("linklocal", 3.0), ("pps", 7.0)],
+            2.0,
+        ),
+        at(t0 + 10),
+    );
+    let s = f.snapshot(at(t0 + 10));
+    let i = &s.clusters[0].nodes[0].interfaces[0];
+    assert_eq!(
+        i.allowance_exceeded_latest
+            .get("linklocal_allowance_exceeded"),
+        Some(&0),
+        "first window of a counter older than the window: rise unknown, 0"
+    );
+    // Second window: linklocal rises by 5, pps stays flat; 3 more unanswered.
+    f.apply_metrics(
+        &dns_window(
+            (t0 + 10) * S,
+            (t0 + 20) * S,
+            cs,
+            &[("linklocal", 8.0), ("pps", 7.0)],
+            5.0,
+        ),
+        at(t0 + 20),
+    );
+    let s = f.snapshot(at(t0 + 20));
+    let i = &s.clusters[0].nodes[0].interfaces[0];
+    assert_eq!(
+        i.allowance_exceeded_latest["linklocal_allowance_exceeded"],
+        5
+    );
+    assert_eq!(i.allowance_exceeded_latest["pps_allowance_exceeded"], 0);
+    assert_eq!(
+        i.windows.iter().map(|w| w.dns_peak_pps).collect::<Vec<_>>(),
+        [Some(550), Some(550)]
+    );
+    let d = i.dns.as_ref().unwrap();
+    assert_eq!(
+        (d.unanswered_latest, d.unanswered_previous, d.queries_latest),
+        (3, 0, 300)
+    );
+    assert_eq!(d.search_expansion_share, 0.8);
+    assert_eq!(
+        d.top_qnames[0].qname,
+        "db.example.com.shop.svc.cluster.local"
+    );
+    assert_eq!(
+        d.top_qnames.iter().map(|q| q.queries).collect::<Vec<_>>(),
+        [400, 100]
+    );
+    let src = &d.top_sources[0];
+    assert_eq!(
+        (
+            src.source.as_str(),
+            src.pod.as_str(),
+            src.workload.as_str(),
+            src.queries,
+            src.search_expansion_packets
+        ),
+        ("10.0.1.5", "web-1", "web", 500, 400)
+    );
+    // An older window arriving late does not replace the newer top names.
+    f.apply_metrics(
+        &dns_window((t0 - 10) * S, t0 * S, cs, &[], 1.0),
+        at(t0 + 21),
+    );
+    let s = f.snapshot(at(t0 + 21));
+    let i = &s.clusters[0].nodes[0].interfaces[0];
+    assert_eq!(i.dns.as_ref().unwrap().top_qnames.len(), 2);
+    assert_eq!(i.windows.len(), 3);
+}

@@ -1,0 +1,65 @@
+use super::*;
+
+#[test]
+fn windows_land_in_order_even_when_late() {
+    let mut f = Fleet::new(Limits::default());
+    let t0 = 1_700_000_000;
+    f.apply_metrics(&window("n1", t0 + 20, 300.0, 5.0), at(t0 + 31));
+    // A window from during an outage arrives later.
+    let a = f.apply_metrics(&window("n1", t0 + 10, 900.0, 2.0), at(t0 + 32));
+    assert_eq!(
+        a,
+        Applied {
+            accepted: 5,
+            rejected: 0
+        }
+    );
+    let s = f.snapshot(at(t0 + 33));
+    assert_eq!(s.nodes, 1);
+    let n = &s.clusters[0].nodes[0];
+    assert_eq!(s.clusters[0].name, "default");
+    assert_eq!(n.name, "n1");
+    assert_eq!(n.service_name.as_deref(), Some("headroom-agent"));
+    // Drops are a cumulative counter without the eni attribute: it forms its own series.
+    let i = n.interfaces.iter().find(|i| i.eni_id.is_some()).unwrap();
+    assert_eq!(i.interface, "eth0");
+    assert_eq!(i.windows.len(), 2);
+    assert_eq!(i.windows[0].peak_pps, 900);
+    assert_eq!(i.windows[0].seconds, 10.0);
+    assert_eq!(i.latest.as_ref().unwrap().peak_pps, 300);
+    assert_eq!(i.peak_pps_last_hour, 900);
+    assert!((i.windows[0].utilization - 900.0 / 1024.0).abs() < 1e-9);
+    let v = serde_json::to_value(&s).unwrap();
+    let w = &v["clusters"][0]["nodes"][0]["interfaces"][0]["latest"];
+    for k in [
+        "peak_pps",
+        "mean_pps",
+        "utilization",
+        "limit_pps",
+        "kernel_drops",
+    ] {
+        assert!(!w[k].is_null(), "{k} in {w}");
+    }
+}
+
+#[test]
+fn drops_per_window_come_from_the_counter() {
+    let mut f = Fleet::new(Limits::default());
+    let t0 = 1_700_000_000;
+    let mut req = window("n1", t0, 10.0, 2.0);
+    let mut req2 = window("n1", t0 + 10, 10.0, 7.0);
+    for r in [&mut req, &mut req2] {
+        // Give the drops the same attributes as the gauges.
+        if let Some(metric::Data::Sum(s)) =
+            &mut r.resource_metrics[0].scope_metrics[0].metrics[4].data
+        {
+            s.data_points[0].attributes.push(kv("eni", "eni-1"));
+        }
+    }
+    f.apply_metrics(&req, at(t0 + 11));
+    f.apply_metrics(&req2, at(t0 + 21));
+    let s = f.snapshot(at(t0 + 22));
+    let i = &s.clusters[0].nodes[0].interfaces[0];
+    assert_eq!(i.windows[0].kernel_drops, 0);
+    assert_eq!(i.windows[1].kernel_drops, 5);
+}

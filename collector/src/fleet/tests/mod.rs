@@ -1,0 +1,417 @@
+//! The fleet's behaviour through its front door (OTLP requests in, snapshots out), one file
+//! per part, with the request builders they share.
+
+mod dns;
+mod interfaces;
+mod probes;
+mod workloads;
+
+use super::interfaces::WindowPoint;
+use super::listeners::ListenerWindow;
+use super::store::{Count, Small};
+pub use super::*;
+pub use headroom_signals::metric as names;
+pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+pub use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+pub use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+pub use opentelemetry_proto::tonic::resource::v1::Resource;
+pub use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        key_strindex: 0,
+    }
+}
+
+pub fn point(attrs: Vec<KeyValue>, start: u64, end: u64, v: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs,
+        start_time_unix_nano: start,
+        time_unix_nano: end,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+pub fn gauge(name: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn sum(name: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn request(node: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", "headroom-agent"),
+                    kv("k8s.node.name", node),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+pub fn window(node: &str, start_s: u64, peak: f64, drops: f64) -> ExportMetricsServiceRequest {
+    let a = || vec![kv("interface", "eth0"), kv("eni", "eni-1")];
+    let (s, e) = (start_s * 1_000_000_000, (start_s + 10) * 1_000_000_000);
+    request(
+        node,
+        vec![
+            gauge(names::LINKLOCAL_PPS_PEAK.otlp, vec![point(a(), s, e, peak)]),
+            gauge(
+                names::LINKLOCAL_PPS_MEAN.otlp,
+                vec![point(a(), s, e, peak / 2.0)],
+            ),
+            gauge(
+                names::LINKLOCAL_PPS_LIMIT.otlp,
+                vec![point(a(), s, e, 1024.0)],
+            ),
+            gauge(
+                names::LINKLOCAL_UTILIZATION.otlp,
+                vec![point(a(), s, e, peak / 1024.0)],
+            ),
+            Metric {
+                name: names::CAPTURE_DROPS.otlp.into(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: vec![point(vec![kv("interface", "eth0")], 0, e, drops)],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+        ],
+    )
+}
+
+pub fn at(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+pub const S: u64 = 1_000_000_000;
+
+/// One pod's listener in one window: (pod, busy mean, workers, queue max, saturated total).
+pub type PodWindow<'a> = (&'a str, f64, f64, f64, f64);
+
+/// A window of listener metrics as the agent sends them: gauges from start to end, the
+/// saturated counter from `counter_start`.
+pub fn listeners(
+    node: &str,
+    start: u64,
+    end: u64,
+    counter_start: u64,
+    pods: &[PodWindow],
+) -> ExportMetricsServiceRequest {
+    let a = |pod: &str| {
+        vec![
+            kv("namespace", "shop"),
+            kv("pod", pod),
+            kv("container", "app"),
+            kv("port", "8000"),
+            kv("process", "gunicorn"),
+            kv("workload_kind", "Deployment"),
+            kv("workload", "web"),
+        ]
+    };
+    let g = |name: &str, f: &dyn Fn(&PodWindow) -> f64| {
+        gauge(
+            name,
+            pods.iter()
+                .map(|p| point(a(p.0), start, end, f(p)))
+                .collect(),
+        )
+    };
+    request(
+        node,
+        vec![
+            g(names::WORKERS.otlp, &|p| p.2),
+            g(names::WORKERS_BUSY.otlp, &|p| p.1),
+            g(names::WORKERS_BUSY_MAX.otlp, &|p| p.1.ceil()),
+            g(names::ACCEPT_QUEUE_DEPTH_MAX.otlp, &|p| p.3),
+            g(names::ACCEPT_QUEUE_BACKLOG.otlp, &|_| 128.0),
+            sum(
+                names::WORKERS_SATURATED_SECONDS.otlp,
+                pods.iter()
+                    .map(|p| point(a(p.0), counter_start, end, p.4))
+                    .collect(),
+            ),
+        ],
+    )
+}
+
+pub fn probe_window(
+    start: u64,
+    end: u64,
+    counter_start: u64,
+    counts: [(&str, f64); 4],
+    removals: f64,
+    p99: Option<f64>,
+) -> ExportMetricsServiceRequest {
+    let a = || {
+        vec![
+            kv("namespace", "shop"),
+            kv("pod", "web-1"),
+            kv("container", "app"),
+            kv("probe", "readiness"),
+            kv("target", "http://10.0.1.5:8000/healthz"),
+            kv("workload_kind", "Deployment"),
+            kv("workload", "web"),
+        ]
+    };
+    let mut metrics = vec![
+        gauge(names::PROBE_TIMEOUT.otlp, vec![point(a(), start, end, 1.0)]),
+        sum(
+            names::PROBE_ATTEMPTS.otlp,
+            counts
+                .iter()
+                .map(|(r, v)| {
+                    let mut at = a();
+                    at.push(kv("result", r));
+                    point(at, counter_start, end, *v)
+                })
+                .collect(),
+        ),
+        sum(
+            names::PROBE_PREDICTED_REMOVALS.otlp,
+            vec![point(a(), counter_start, end, removals)],
+        ),
+    ];
+    if let Some(p) = p99 {
+        metrics.push(gauge(
+            names::PROBE_LATENCY_P99.otlp,
+            vec![point(a(), start, end, p)],
+        ));
+        metrics.push(gauge(
+            names::PROBE_LATENCY_MAX.otlp,
+            vec![point(a(), start, end, p * 2.0)],
+        ));
+    }
+    request("n1", metrics)
+}
+
+pub fn dns_window(
+    start: u64,
+    end: u64,
+    counter_start: u64,
+    allowance: &[(&str, f64)],
+    unanswered: f64,
+) -> ExportMetricsServiceRequest {
+    let a = || vec![kv("interface", "eth0"), kv("eni", "eni-1")];
+    let with = |extra: Vec<KeyValue>| {
+        let mut v = a();
+        v.extend(extra);
+        v
+    };
+    request(
+        "n1",
+        vec![
+            gauge(
+                names::LINKLOCAL_PPS_PEAK.otlp,
+                vec![point(a(), start, end, 600.0)],
+            ),
+            gauge(
+                names::LINKLOCAL_SERVICE_PPS_PEAK.otlp,
+                vec![
+                    point(with(vec![kv("service", "dns")]), start, end, 550.0),
+                    point(with(vec![kv("service", "imds")]), start, end, 50.0),
+                ],
+            ),
+            sum(
+                names::ENA_ALLOWANCE_EXCEEDED.otlp,
+                allowance
+                    .iter()
+                    .map(|(n, v)| point(with(vec![kv("allowance", n)]), counter_start, end, *v))
+                    .collect(),
+            ),
+            sum(
+                names::DNS_UNANSWERED.otlp,
+                vec![point(a(), counter_start, end, unanswered)],
+            ),
+            sum(
+                names::DNS_QUERIES.otlp,
+                vec![point(a(), counter_start, end, unanswered * 100.0)],
+            ),
+            gauge(
+                names::DNS_SEARCH_EXPANSION_SHARE.otlp,
+                vec![point(a(), start, end, 0.8)],
+            ),
+            gauge(
+                names::DNS_TOP_QNAME_QUERIES.otlp,
+                vec![
+                    point(
+                        with(vec![kv("qname", "db.example.com.shop.svc.cluster.local")]),
+                        start,
+                        end,
+                        400.0,
+                    ),
+                    point(with(vec![kv("qname", "db.example.com")]), start, end, 100.0),
+                ],
+            ),
+            gauge(
+                names::DNS_TOP_SOURCE_QUERIES.otlp,
+                vec![point(
+                    with(vec![
+                        kv("source", "10.0.1.5"),
+                        kv("namespace", "shop"),
+                        kv("pod", "web-1"),
+                        kv("workload_kind", "Deployment"),
+                        kv("workload", "web"),
+                    ]),
+                    start,
+                    end,
+                    500.0,
+                )],
+            ),
+            gauge(
+                names::DNS_TOP_SOURCE_SEARCH_EXPANSION.otlp,
+                vec![point(
+                    with(vec![
+                        kv("source", "10.0.1.5"),
+                        kv("namespace", "shop"),
+                        kv("pod", "web-1"),
+                        kv("workload_kind", "Deployment"),
+                        kv("workload", "web"),
+                    ]),
+                    start,
+                    end,
+                    400.0,
+                )],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn limits_bound_memory_and_nodes_expire() {
+    let limits = Limits {
+        max_series_per_metric: 10,
+        max_nodes: 2,
+        ..Limits::default()
+    };
+    let mut f = Fleet::new(limits);
+    let t0 = 1_700_000_000;
+    let points = (0..100)
+        .map(|i| point(vec![kv("user", &i.to_string())], 0, 0, 1.0))
+        .collect();
+    let a = f.apply_metrics(&request("n1", vec![gauge("app.requests", points)]), at(t0));
+    assert_eq!(
+        a,
+        Applied {
+            accepted: 10,
+            rejected: 90
+        }
+    );
+    f.apply_metrics(&window("n2", t0, 1.0, 0.0), at(t0));
+    let a = f.apply_metrics(&window("n3", t0, 1.0, 0.0), at(t0));
+    assert_eq!(a.accepted, 0, "third node over max_nodes");
+    f.apply_metrics(&window("n2", t0 + 900, 1.0, 0.0), at(t0 + 900));
+    f.expire(at(t0 + 901));
+    let s = f.snapshot(at(t0 + 901));
+    assert_eq!(s.nodes, 1);
+    assert_eq!(s.clusters[0].nodes[0].name, "n2");
+    assert_eq!(s.ingest.nodes_expired, 1);
+    assert_eq!(s.ingest.points_rejected, 95);
+}
+
+#[test]
+fn listeners_and_probes_are_bounded_and_expire() {
+    let t0 = 1_700_000_000;
+    let limits = Limits {
+        max_listeners_per_node: 2,
+        max_probes_per_node: 1,
+        ..Limits::default()
+    };
+    let mut f = Fleet::new(limits);
+    let pods: Vec<PodWindow> = (0..5).map(|_| ("x", 1.0, 2.0, 0.0, 0.0)).collect();
+    let names = ["p0", "p1", "p2", "p3", "p4"];
+    let pods: Vec<PodWindow> = pods
+        .iter()
+        .zip(names)
+        .map(|(p, n)| (n, p.1, p.2, p.3, p.4))
+        .collect();
+    let a = f.apply_metrics(
+        &listeners("n1", t0 * S, (t0 + 10) * S, t0 * S, &pods),
+        at(t0 + 10),
+    );
+    // 6 metrics × 5 pods; 2 listeners kept.
+    assert_eq!(
+        a,
+        Applied {
+            accepted: 12,
+            rejected: 18
+        }
+    );
+    f.apply_metrics(
+        &probe_window(
+            t0 * S,
+            (t0 + 10) * S,
+            t0 * S,
+            [("ok", 1.0), ("slow", 0.0), ("timeout", 0.0), ("error", 0.0)],
+            0.0,
+            Some(0.1),
+        ),
+        at(t0 + 10),
+    );
+    // Too old for the 15 m workload history: refused.
+    let a = f.apply_metrics(
+        &listeners("n1", (t0 - 1000) * S, (t0 - 990) * S, t0 * S, &pods[..1]),
+        at(t0 + 10),
+    );
+    assert_eq!(a.rejected, 6);
+    // The node goes on reporting its interface for 20 minutes; the pods went away.
+    for m in 1..=20 {
+        f.apply_metrics(&window("n1", t0 + 60 * m, 1.0, 0.0), at(t0 + 60 * m + 10));
+    }
+    f.expire(at(t0 + 1210));
+    let s = f.snapshot(at(t0 + 1210));
+    let n = &s.clusters[0].nodes[0];
+    assert!(n.listeners.is_empty() && n.probes.is_empty());
+    assert!(s.clusters[0].workloads.is_empty());
+    assert_eq!(s.ingest.listeners_probes_expired, 3);
+    assert_eq!(s.nodes, 1);
+}
+
+#[test]
+fn window_records_stay_small() {
+    // What an hour of windows for every interface and listener costs, before map overhead.
+    assert!(std::mem::size_of::<WindowPoint>() <= 40);
+    assert!(std::mem::size_of::<ListenerWindow>() <= 48);
+    assert_eq!(Small::of(0.586).get(), Some(0.586));
+    assert_eq!(Small::of(93.4).get(), Some(93.4));
+    assert_eq!(Small::default().get(), None);
+    assert_eq!(Small::of(900.0 / 1024.0).get(), Some(0.87890625));
+    assert_eq!(Small::of(1024.0).get(), Some(1024.0));
+    assert_eq!(Small::of(0.0).get(), Some(0.0));
+    assert_eq!(
+        (Count::of(4.0).get(), Count::default().get()),
+        (Some(4), None)
+    );
+}

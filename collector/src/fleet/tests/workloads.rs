@@ -1,0 +1,139 @@
+use super::*;
+
+/// Two nodes, two pods each of Deployment shop/web, three 10 s windows per node; node 2's
+/// windows start `offset` seconds after node 1's. Busy per window: n1 pods [1,2,3] and
+/// [0,1,1] (node sums 1,3,4); n2 pods [2,2,2] and [1,1,3] (sums 3,3,5).
+#[test]
+fn workload_busy_sums_over_offset_nodes() {
+    struct Case {
+        offset: u64,
+        /// busy sums at each window end, worked out by hand from the windows in effect.
+        sums: &'static [f64],
+    }
+    let cases = [
+        // Aligned: ends 10, 20, 30 → 1+3, 3+3, 4+5.
+        Case {
+            offset: 0,
+            sums: &[4.0, 6.0, 9.0],
+        },
+        // n2 5 s later: ends 10 (1+3), 15 (3+3), 20 (3+3), 25 (4+3), 30 (4+5); n2's end 35
+        // waits for n1's next window.
+        Case {
+            offset: 5,
+            sums: &[4.0, 6.0, 6.0, 7.0, 9.0],
+        },
+        // n2 1 s later: ends 10 (1+3), 11 (3+3), 20 (3+3), 21 (4+3), 30 (4+5).
+        Case {
+            offset: 1,
+            sums: &[4.0, 6.0, 6.0, 7.0, 9.0],
+        },
+    ];
+    let t0 = 1_700_000_000;
+    for case in cases {
+        let mut f = Fleet::new(Limits::default());
+        let n1 = [[1.0, 2.0, 3.0], [0.0, 1.0, 1.0]];
+        let n2 = [[2.0, 2.0, 2.0], [1.0, 1.0, 3.0]];
+        for w in 0..3u64 {
+            for (node, pods, off) in [("n1", &n1, 0), ("n2", &n2, case.offset)] {
+                let start = (t0 + off + w * 10) * S;
+                let end = start + 10 * S;
+                let names = if node == "n1" {
+                    ["web-1", "web-2"]
+                } else {
+                    ["web-3", "web-4"]
+                };
+                // Saturated seconds: pod 1 of each node 0.5 s in every window, pod 2 none;
+                // queue: window w has depth w on pod 1.
+                let pw: Vec<PodWindow> = vec![
+                    (
+                        names[0],
+                        pods[0][w as usize],
+                        4.0,
+                        w as f64,
+                        0.5 * (w + 1) as f64,
+                    ),
+                    (names[1], pods[1][w as usize], 4.0, 0.0, 0.0),
+                ];
+                let a =
+                    f.apply_metrics(&listeners(node, start, end, (t0 - 1) * S, &pw), at(t0 + 40));
+                assert_eq!(a.rejected, 0);
+            }
+        }
+        let s = f.snapshot(at(t0 + 40));
+        let c = &s.clusters[0];
+        assert_eq!(c.workloads.len(), 1, "one Deployment");
+        let wl = &c.workloads[0];
+        let n = case.sums.len() as f64;
+        let mean = case.sums.iter().sum::<f64>() / n;
+        assert_eq!(
+            (wl.namespace.as_str(), wl.kind.as_str(), wl.name.as_str()),
+            ("shop", "Deployment", "web")
+        );
+        assert_eq!(
+            wl.pods,
+            ["n1/web-1", "n1/web-2", "n2/web-3", "n2/web-4"],
+            "offset {}",
+            case.offset
+        );
+        assert_eq!(wl.workers_per_pod, 4);
+        assert_eq!(
+            wl.windows as usize,
+            case.sums.len(),
+            "offset {}",
+            case.offset
+        );
+        assert!(
+            (wl.busy_mean - mean).abs() < 1e-9,
+            "offset {}: {} vs {mean}",
+            case.offset,
+            wl.busy_mean
+        );
+        assert_eq!(wl.busy_p95, aggregate::p95(case.sums));
+        assert_eq!(wl.busy_max, 9.0);
+        assert_eq!(wl.busy_latest, 9.0);
+        assert_eq!(wl.queue_max, 2);
+        // Two pods × 1.5 s; the counters started 1 s before the first window, inside the
+        // 15 m history, so the first window's 0.5 s counts.
+        assert!(
+            (wl.saturated_seconds - 3.0).abs() < 1e-9,
+            "{}",
+            wl.saturated_seconds
+        );
+        assert_eq!(wl.history_seconds, (30 + case.offset) as f64);
+        let l = &c.nodes[0].listeners[0];
+        assert_eq!(
+            (l.pod.as_str(), l.port, l.workers, l.busy_max),
+            ("web-1", 8000, 4, 3)
+        );
+        assert_eq!(l.utilization, 0.75);
+        assert_eq!(l.saturated_seconds_total, 1.5);
+    }
+}
+
+#[test]
+fn pods_without_a_workload_are_their_own() {
+    let mut f = Fleet::new(Limits::default());
+    let t0 = 1_700_000_000;
+    let mut req = listeners(
+        "n1",
+        t0 * S,
+        (t0 + 10) * S,
+        t0 * S,
+        &[("solo", 2.0, 4.0, 0.0, 0.0)],
+    );
+    for m in &mut req.resource_metrics[0].scope_metrics[0].metrics {
+        let points = match &mut m.data {
+            Some(metric::Data::Gauge(g)) => &mut g.data_points,
+            Some(metric::Data::Sum(s)) => &mut s.data_points,
+            _ => unreachable!("the agent sends gauges and sums"),
+        };
+        for p in points {
+            p.attributes.retain(|a| !a.key.starts_with("workload"));
+        }
+    }
+    f.apply_metrics(&req, at(t0 + 11));
+    let s = f.snapshot(at(t0 + 11));
+    let wl = &s.clusters[0].workloads[0];
+    assert_eq!((wl.kind.as_str(), wl.name.as_str()), ("Pod", "solo"));
+    assert_eq!(wl.busy_latest, 2.0);
+}

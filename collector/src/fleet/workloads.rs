@@ -1,0 +1,160 @@
+//! Workloads, the collector side: each Deployment, StatefulSet, … with listeners on any node
+//! of a cluster, its pods' busy workers added up per report window (see
+//! [`aggregate::busy_sums`] for how pods on different nodes add up), over `workload_history`.
+
+use super::aggregate::{self, BusyWindow, CounterPoint};
+use super::listeners::{Listener, ListenerKey};
+use super::store::Store;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The workload a listener belongs to: (namespace, kind, name). A pod without a workload is
+/// its own (`Pod`, pod name); a listener outside any pod is named by its process.
+fn workload_of(key: &ListenerKey, l: &Listener) -> (String, String, String) {
+    let kind = if !l.workload_kind.is_empty() {
+        l.workload_kind.clone()
+    } else if !key.1.is_empty() {
+        "Pod".to_string()
+    } else {
+        "Process".to_string()
+    };
+    let name = [&l.workload, &key.1, &l.process]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    (key.0.clone(), kind, name)
+}
+
+/// Every workload of a cluster from its nodes' listeners, given as (node name, listeners).
+pub fn workloads<'a>(
+    nodes: impl Iterator<Item = (&'a str, &'a Store<Listener>)>,
+    history_start: u64,
+) -> Vec<WorkloadSnapshot> {
+    type Member<'a> = (&'a str, &'a ListenerKey, &'a Listener);
+    let mut groups: BTreeMap<(String, String, String), Vec<Member>> = BTreeMap::new();
+    for (node, listeners) in nodes {
+        for (key, l) in listeners.iter() {
+            groups
+                .entry(workload_of(key, l))
+                .or_default()
+                .push((node, key, l));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((namespace, kind, name), members)| {
+            let busy: Vec<Vec<BusyWindow>> = members
+                .iter()
+                .map(|(_, _, l)| {
+                    l.windows
+                        .iter()
+                        .filter_map(|(end, w)| {
+                            Some(BusyWindow {
+                                start: if w.start == 0 { end } else { w.start },
+                                end,
+                                busy: w.busy.get()?,
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            let frontier = aggregate::frontier(&busy).unwrap_or(0);
+            let sums: Vec<f64> = aggregate::busy_sums(&busy, history_start, frontier)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            // Listeners still reporting: their newest window reaches the frontier.
+            let newest = busy.iter().filter_map(|b| b.last()).map(|w| w.end).max();
+            let current: Vec<&Member> = members
+                .iter()
+                .zip(&busy)
+                .filter(|(_, b)| {
+                    b.last().is_some_and(|w| {
+                        newest.is_some_and(|n| w.end + (w.end - w.start).max(1) >= n)
+                    })
+                })
+                .map(|(m, _)| m)
+                .collect();
+            let mut pods: Vec<String> = current
+                .iter()
+                .map(|(node, key, _)| format!("{node}/{}", key.1))
+                .collect();
+            pods.dedup();
+            let workers_per_pod = aggregate::mode(
+                current
+                    .iter()
+                    .filter_map(|(_, _, l)| l.windows.last().and_then(|(_, w)| w.workers.get())),
+            );
+            let mut queue_max = 0;
+            let mut saturated = 0.0;
+            let (mut first, mut last) = (u64::MAX, 0);
+            for (_, _, l) in &members {
+                let mut prev: Option<CounterPoint> = None;
+                for (end, w) in l.windows.iter() {
+                    let in_span = end >= history_start;
+                    if in_span {
+                        queue_max = queue_max.max(w.queue_max.get().unwrap_or(0));
+                        first = first.min(if w.start == 0 { end } else { w.start });
+                        last = last.max(end);
+                    }
+                    if let Some((start, value)) = w.saturated() {
+                        let p = CounterPoint { end, start, value };
+                        if in_span {
+                            saturated += aggregate::rise(prev.as_ref(), &p, history_start);
+                        }
+                        prev = Some(p);
+                    }
+                }
+            }
+            let n = sums.len();
+            WorkloadSnapshot {
+                namespace,
+                kind,
+                name,
+                pods,
+                workers_per_pod,
+                busy_latest: sums.last().copied().unwrap_or(0.0),
+                busy_mean: if n > 0 {
+                    sums.iter().sum::<f64>() / n as f64
+                } else {
+                    0.0
+                },
+                busy_p95: aggregate::p95(&sums),
+                busy_max: sums.iter().copied().fold(0.0, f64::max),
+                queue_max,
+                saturated_seconds: saturated,
+                history_seconds: last.saturating_sub(first.min(last)) as f64 / 1e9,
+                windows: n as u32,
+            }
+        })
+        .collect()
+}
+
+/// One workload across the cluster: its pods' listeners added up per report window.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct WorkloadSnapshot {
+    pub namespace: String,
+    /// Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or Pod (agent's `workload_kind`).
+    pub kind: String,
+    pub name: String,
+    /// Pods with a listener in the latest windows, as `node/pod`.
+    pub pods: Vec<String>,
+    /// Worker processes per pod (the most common figure among its pods' listeners).
+    pub workers_per_pod: u32,
+    /// Busy workers summed over the workload's pods: the latest window, then mean, p95 and
+    /// max of that sum over the windows of `history_seconds`.
+    pub busy_latest: f64,
+    pub busy_mean: f64,
+    pub busy_p95: f64,
+    pub busy_max: f64,
+    /// Deepest accept queue of any pod in `history_seconds`.
+    pub queue_max: u32,
+    /// Seconds any listener of the workload had every worker busy, summed, in
+    /// `history_seconds`.
+    pub saturated_seconds: f64,
+    /// Span the busy figures cover (oldest window start to newest window end).
+    pub history_seconds: f64,
+    /// Windows the figures come from.
+    pub windows: u32,
+}

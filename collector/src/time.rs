@@ -1,0 +1,13 @@
+//! Time as the collector stores it (nanoseconds since the epoch) and shows it (RFC 3339).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the epoch (0 before it).
+pub fn ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ns: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
