@@ -4,27 +4,17 @@
 
 use crate::findings::Findings;
 use crate::fleet::Fleet;
-use crate::serve::Reply;
 use crate::{metrics, page};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use headroom_service::http::{reply, Reply, JSON, TEXT};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Reply {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
-}
-
 /// Handles one request on the API listener.
 pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Incoming>) -> Reply {
-    const TEXT: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n".into());
+        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n");
     }
     let now = SystemTime::now();
     let snapshot_with = |history: bool| {
@@ -41,10 +31,10 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Inco
     match req.uri().path() {
         "/api/v1/fleet" => reply(
             StatusCode::OK,
-            "application/json",
+            JSON,
             serde_json::to_string(&snapshot_with(history)).expect("the snapshot always serializes"),
         ),
-        "/api/v1/findings" => reply(StatusCode::OK, "application/json", findings.json(now)),
+        "/api/v1/findings" => reply(StatusCode::OK, JSON, findings.json(now)),
         "/metrics" => reply(
             StatusCode::OK,
             headroom_signals::TEXT_CONTENT_TYPE,
@@ -66,14 +56,13 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Inco
                 page::render(&snapshot(), now_ns, findings),
             )
         }
-        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
         // Every listener is bound before this one serves, so serving means ready.
-        "/readyz" => reply(StatusCode::OK, TEXT, "ready\n".into()),
+        "/readyz" => reply(StatusCode::OK, TEXT, "ready\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /, /api/v1/fleet, /api/v1/findings, /metrics, /healthz or /readyz\n"
-                .into(),
+            "not found; try /, /api/v1/fleet, /api/v1/findings, /metrics, /healthz or /readyz\n",
         ),
     }
 }

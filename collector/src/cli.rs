@@ -72,20 +72,8 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
 
 /// Parses the command line; `Ok(None)` when help or the version was printed.
 pub fn parse() -> Result<Option<Settings>, CollectorError> {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                let _ = e.print();
-                return Ok(None);
-            }
-            _ => {
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or("invalid usage");
-                let first = first.trim_start_matches("error: ");
-                return Err(CollectorError::Usage(format!("{first} (see --help)")));
-            }
-        },
-    };
-    settings(&cli).map(Some)
+    match headroom_service::cli::parse::<Cli>().map_err(CollectorError::Usage)? {
+        Some(cli) => settings(&cli).map(Some),
+        None => Ok(None),
+    }
 }

@@ -1,6 +1,7 @@
 //! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
 
 use crate::fleet::{Limits, HISTORY};
+use crate::forward::TracesProtocol;
 use crate::rules::{RulesConfig, Thresholds};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -115,15 +116,6 @@ pub struct Settings {
     pub kube: bool,
     pub rules: Thresholds,
     pub traces_protocol: TracesProtocol,
-}
-
-/// How spans are forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TracesProtocol {
-    /// OTLP/HTTP protobuf, POST `/v1/traces`.
-    Http,
-    /// OTLP/gRPC `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
-    Grpc,
 }
 
 /// Reads a TOML file; the error names the file and the problem.

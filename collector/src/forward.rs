@@ -6,12 +6,10 @@
 //! downstream: when it is full, or a request fails 5 times (250 ms doubling backoff), its spans
 //! are dropped and counted; ingest never waits.
 
-use crate::config::TracesProtocol;
 use crate::fleet::Fleet;
+use crate::send::{self, HttpClient, Retry};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -23,6 +21,15 @@ use tokio_util::sync::CancellationToken;
 const QUEUE: usize = 1000;
 const ATTEMPTS: u32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How spans are forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracesProtocol {
+    /// OTLP/HTTP protobuf, POST `/v1/traces`.
+    Http,
+    /// OTLP/gRPC `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+    Grpc,
+}
 
 pub struct Forwarder {
     tx: mpsc::Sender<(ExportTraceServiceRequest, u64)>,
@@ -63,15 +70,7 @@ impl Forwarder {
     ) -> Forwarder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let transport = match protocol {
-            TracesProtocol::Http => {
-                let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                connector.set_nodelay(true);
-                Transport::Http(
-                    Client::builder(TokioExecutor::new())
-                        .pool_idle_timeout(Duration::from_secs(30))
-                        .build(connector),
-                )
-            }
+            TracesProtocol::Http => Transport::Http(send::client()),
             TracesProtocol::Grpc => {
                 // Connects on first use and again after a failure.
                 let channel = tonic::transport::Endpoint::from(url.clone())
@@ -108,8 +107,6 @@ fn count(fleet: &Mutex<Fleet>, forwarded: u64, dropped: u64) {
         .unwrap_or_else(|e| e.into_inner())
         .count_forwarded(forwarded, dropped);
 }
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 enum Transport {
     Http(HttpClient),
@@ -178,7 +175,8 @@ async fn run(
             m = rx.recv() => match m { Some(m) => m, None => return },
             _ = stop.cancelled() => return,
         };
-        let mut backoff = Duration::from_millis(250);
+        // 250 ms doubling: at most 250 + 500 + 1000 + 2000 ms between the five attempts.
+        let mut retry = Retry::new(Duration::from_millis(250), Duration::from_secs(2));
         let mut sent = false;
         for attempt in 1..=ATTEMPTS {
             match transport.send(&url, &req).await {
@@ -191,11 +189,9 @@ async fn run(
                     break;
                 }
                 Outcome::Retry if attempt < ATTEMPTS => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return,
+                    if !retry.pause(&stop).await {
+                        return;
                     }
-                    backoff *= 2;
                 }
                 Outcome::Retry => {
                     tracing::warn!(message = "Traces endpoint unreachable; spans dropped.", %url)

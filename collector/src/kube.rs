@@ -180,24 +180,6 @@ impl SharedView {
     }
 }
 
-/// Kubernetes access as kube-rs infers it (KUBECONFIG or ~/.kube/config, else in-cluster).
-/// None, with one info line, when there is neither: HPAOverScaling then has nothing to read.
-pub async fn client() -> Option<Client> {
-    match ::kube::Config::infer().await {
-        Ok(cfg) => match Client::try_from(cfg) {
-            Ok(c) => Some(c),
-            Err(error) => {
-                tracing::info!(message = "No Kubernetes client; HPAOverScaling is off.", %error);
-                None
-            }
-        },
-        Err(error) => {
-            tracing::info!(message = "No Kubernetes access (neither in-cluster nor KUBECONFIG); HPAOverScaling is off. Set kube = false to say so.", %error);
-            None
-        }
-    }
-}
-
 /// Starts one watcher per kind; each runs until `stop`.
 pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     let v = view.clone();

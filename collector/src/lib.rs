@@ -16,8 +16,7 @@ pub mod kube;
 pub mod metrics;
 pub mod page;
 pub mod rules;
-pub mod serve;
-pub mod signal;
+mod send;
 pub mod time;
 
 use config::Settings;
@@ -48,6 +47,9 @@ impl CollectorError {
         }
     }
 }
+
+/// What runs without Kubernetes access (logged once when there is none).
+const KUBE_WITHOUT: &str = "HPAOverScaling is off; set kube = false to say so";
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<TcpListener, CollectorError> {
     TcpListener::bind(addr).await.map_err(|e| {
@@ -104,7 +106,7 @@ pub async fn run(
         // Inferring access may read files or run a credential plugin: never hold up serving.
         let (view, stop) = (kube_view.clone(), stop.clone());
         tokio::spawn(async move {
-            if let Some(client) = kube::client().await {
+            if let Some(client) = headroom_service::kube::client(KUBE_WITHOUT).await {
                 kube::start(client, view, stop);
             }
         });
@@ -139,7 +141,11 @@ pub async fn run(
             let ingest = ingest.clone();
             async move { ingest::http::handle(&ingest, req).await }
         };
-        tasks.spawn(serve::serve(http, handler, stop.clone().cancelled_owned()));
+        tasks.spawn(headroom_service::http::serve(
+            http,
+            handler,
+            stop.clone().cancelled_owned(),
+        ));
     }
     {
         let fleet = fleet.clone();
@@ -153,16 +159,19 @@ pub async fn run(
                     .await
                     .unwrap_or_else(|e| {
                         tracing::error!(message = "API handler failed.", error = %e);
-                        hyper::Response::builder()
-                            .status(500)
-                            .body(http_body_util::Full::new(hyper::body::Bytes::from_static(
-                                b"internal error\n",
-                            )))
-                            .expect("static response parts are valid")
+                        headroom_service::http::reply(
+                            hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                            headroom_service::http::TEXT,
+                            "internal error\n",
+                        )
                     })
             }
         };
-        tasks.spawn(serve::serve(api, handler, stop.clone().cancelled_owned()));
+        tasks.spawn(headroom_service::http::serve(
+            api,
+            handler,
+            stop.clone().cancelled_owned(),
+        ));
     }
     {
         let fleet = fleet.clone();

@@ -1,26 +1,16 @@
 //! headroom-collector: parses the configuration before binding any port, then serves until
 //! SIGTERM or SIGINT. Exit 64 with one line on bad usage.
 
-use headroom_collector::{cli, run, signal, CollectorError};
+use headroom_collector::{cli, run, CollectorError};
+use headroom_service::{logging, signal};
 use std::process::ExitCode;
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
 
 fn main() -> ExitCode {
     let result = cli::parse().and_then(|settings| {
         let Some(settings) = settings else {
             return Ok(());
         };
-        init_logging();
+        logging::init();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -11,9 +11,10 @@
 //! and memory is bounded by the number of distinct alerts (at most 10 000; more are counted as
 //! dropped).
 
-use super::{next_backoff, post_json, Counters, HttpClient, PostError, SinkStats, FIRST_BACKOFF};
+use super::{post_json, Counters, Delivery, Posted, SinkStats, Voice};
 use crate::engine::{Change, Record, State};
 use crate::rules::Severity;
+use crate::send::{self, HttpClient};
 use crate::time::{ns, rfc3339};
 use hyper::body::Bytes;
 use serde_json::{json, Map, Value};
@@ -92,7 +93,7 @@ impl Alertmanager {
         stop: CancellationToken,
     ) -> Arc<Alertmanager> {
         let a = Self::new(url, runbook, resend);
-        tokio::spawn(a.clone().run(super::client(), stop));
+        tokio::spawn(a.clone().run(send::client(), stop));
         a
     }
 
@@ -167,8 +168,12 @@ impl Alertmanager {
     }
 
     async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
-        let mut backoff = FIRST_BACKOFF;
-        let mut failing = false;
+        const VOICE: Voice = Voice {
+            back: "Alertmanager reachable again.",
+            refused: "Alertmanager refused alerts; dropped.",
+            unreachable: "Alertmanager unreachable; alerts kept and retried with backoff.",
+        };
+        let mut delivery = Delivery::new(&self.url, &self.counters, &VOICE);
         loop {
             let batch: Vec<(String, Value)> = {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,43 +190,17 @@ impl Alertmanager {
             }
             let body: Vec<&Value> = batch.iter().map(|(_, v)| v).collect();
             let body = Bytes::from(serde_json::to_vec(&body).expect("alerts serialize"));
-            match post_json(&client, &self.url, body).await {
-                Ok(()) => {
-                    self.counters
-                        .sent
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if failing {
-                        tracing::info!(message = "Alertmanager reachable again.", url = %self.url);
+            let posted = post_json(&client, &self.url, body).await;
+            if delivery.outcome(posted, batch.len()) == Posted::Again {
+                {
+                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    for (k, v) in batch {
+                        // A newer copy that came meanwhile wins.
+                        q.entry(k).or_insert(v);
                     }
-                    failing = false;
-                    backoff = FIRST_BACKOFF;
                 }
-                Err(PostError::Refused(status, text)) => {
-                    self.counters
-                        .dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    tracing::warn!(message = "Alertmanager refused alerts; dropped.", url = %self.url, status, %text);
-                }
-                Err(PostError::Retry(error)) => {
-                    self.counters
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    if !failing {
-                        tracing::warn!(message = "Alertmanager unreachable; alerts kept and retried with backoff.", url = %self.url, %error);
-                    }
-                    failing = true;
-                    {
-                        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                        for (k, v) in batch {
-                            // A newer copy that came meanwhile wins.
-                            q.entry(k).or_insert(v);
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                    backoff = next_backoff(backoff);
+                if !delivery.pause(&stop).await {
+                    return;
                 }
             }
         }

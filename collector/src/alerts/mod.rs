@@ -6,26 +6,14 @@ pub mod alertmanager;
 pub mod webhook;
 
 use crate::engine::{Change, Record};
+use crate::send::{HttpClient, Retry};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
-
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
-}
 
 /// Why a POST failed: worth retrying (down, 5xx, 408, 429) or not (another 4xx).
 #[derive(Debug)]
@@ -108,12 +96,79 @@ impl Counters {
     }
 }
 
-/// The next backoff: doubled, at most 30 s.
-pub fn next_backoff(d: Duration) -> Duration {
-    (d * 2).min(Duration::from_secs(30))
+/// What a sink's log lines say when it comes back, refuses, or cannot be reached.
+pub struct Voice {
+    pub back: &'static str,
+    pub refused: &'static str,
+    pub unreachable: &'static str,
 }
 
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// What became of one POST of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    /// Delivered, or refused for good: the batch leaves the queue.
+    Done,
+    /// Worth another try after a pause.
+    Again,
+}
+
+/// One sink's sending state: its counters, whether it is failing (so an outage is logged
+/// once), and its retry pause (0.5 s doubling to 30 s).
+pub struct Delivery<'a> {
+    url: &'a hyper::Uri,
+    counters: &'a Counters,
+    voice: &'static Voice,
+    failing: bool,
+    retry: Retry,
+}
+
+impl<'a> Delivery<'a> {
+    pub fn new(url: &'a hyper::Uri, counters: &'a Counters, voice: &'static Voice) -> Self {
+        Delivery {
+            url,
+            counters,
+            voice,
+            failing: false,
+            retry: Retry::new(Duration::from_millis(500), Duration::from_secs(30)),
+        }
+    }
+
+    /// Counts and logs the outcome of POSTing `n` alerts or changes.
+    pub fn outcome(&mut self, result: Result<(), PostError>, n: usize) -> Posted {
+        let url = self.url;
+        match result {
+            Ok(()) => {
+                self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
+                if self.failing {
+                    tracing::info!(message = self.voice.back, %url);
+                }
+                self.failing = false;
+                self.retry.reset();
+                Posted::Done
+            }
+            Err(PostError::Refused(status, text)) => {
+                self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::warn!(message = self.voice.refused, %url, status, %text);
+                Posted::Done
+            }
+            Err(PostError::Retry(error)) => {
+                self.counters
+                    .failed_attempts
+                    .fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    tracing::warn!(message = self.voice.unreachable, %url, %error);
+                }
+                self.failing = true;
+                Posted::Again
+            }
+        }
+    }
+
+    /// The pause before the next try; false when `stop` came first.
+    pub async fn pause(&mut self, stop: &CancellationToken) -> bool {
+        self.retry.pause(stop).await
+    }
+}
 
 /// Every sink of the collector.
 #[derive(Default, Clone)]

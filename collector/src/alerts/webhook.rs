@@ -5,8 +5,9 @@
 //! where `finding` has the `/api/v1/findings` fields. A receiver that is down is retried with
 //! backoff; the queue keeps the latest 10 000 changes (older ones dropped and counted).
 
-use super::{next_backoff, post_json, Counters, HttpClient, PostError, SinkStats, FIRST_BACKOFF};
+use super::{post_json, Counters, Delivery, Posted, SinkStats, Voice};
 use crate::engine::Change;
+use crate::send::{self, HttpClient};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -49,7 +50,7 @@ impl Webhook {
     /// A sink and its sending task on the current runtime.
     pub fn start(url: hyper::Uri, stop: CancellationToken) -> Arc<Webhook> {
         let w = Self::new(url);
-        tokio::spawn(w.clone().run(super::client(), stop));
+        tokio::spawn(w.clone().run(send::client(), stop));
         w
     }
 
@@ -72,8 +73,12 @@ impl Webhook {
     }
 
     async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
-        let mut backoff = FIRST_BACKOFF;
-        let mut failing = false;
+        const VOICE: Voice = Voice {
+            back: "Webhook reachable again.",
+            refused: "Webhook refused finding changes; dropped.",
+            unreachable: "Webhook unreachable; changes kept and retried with backoff.",
+        };
+        let mut delivery = Delivery::new(&self.url, &self.counters, &VOICE);
         loop {
             // Peek, send, and only then remove: order is kept across failures.
             let batch: Vec<Value> = {
@@ -88,51 +93,23 @@ impl Webhook {
             }
             let body = json!({"schema": SCHEMA, "changes": batch});
             let body = Bytes::from(serde_json::to_vec(&body).expect("changes serialize"));
-            let done = match post_json(&client, &self.url, body).await {
-                Ok(()) => {
-                    self.counters
-                        .sent
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if failing {
-                        tracing::info!(message = "Webhook reachable again.", url = %self.url);
-                    }
-                    failing = false;
-                    backoff = FIRST_BACKOFF;
-                    true
-                }
-                Err(PostError::Refused(status, text)) => {
-                    self.counters
-                        .dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    tracing::warn!(message = "Webhook refused finding changes; dropped.", url = %self.url, status, %text);
-                    true
-                }
-                Err(PostError::Retry(error)) => {
-                    self.counters
-                        .failed_attempts
-                        .fetch_add(1, Ordering::Relaxed);
-                    if !failing {
-                        tracing::warn!(message = "Webhook unreachable; changes kept and retried with backoff.", url = %self.url, %error);
-                    }
-                    failing = true;
-                    false
-                }
-            };
-            if done {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                // The queue may have dropped its oldest meanwhile: remove only what is still
-                // the batch's front.
-                for v in &batch {
-                    if q.front() == Some(v) {
-                        q.pop_front();
+            let posted = post_json(&client, &self.url, body).await;
+            match delivery.outcome(posted, batch.len()) {
+                Posted::Done => {
+                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    // The queue may have dropped its oldest meanwhile: remove only what is
+                    // still the batch's front.
+                    for v in &batch {
+                        if q.front() == Some(v) {
+                            q.pop_front();
+                        }
                     }
                 }
-            } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.cancelled() => return,
+                Posted::Again => {
+                    if !delivery.pause(&stop).await {
+                        return;
+                    }
                 }
-                backoff = next_backoff(backoff);
             }
         }
     }

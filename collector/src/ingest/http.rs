@@ -7,10 +7,10 @@
 //! for other paths and methods. Error bodies are a `google.rpc.Status` in the request's encoding.
 
 use super::{Ingest, IngestError};
-use crate::serve::Reply;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use headroom_service::http::{reply, Reply};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -38,14 +38,6 @@ struct RpcStatus {
     code: i32,
     #[prost(string, tag = "2")]
     message: String,
-}
-
-fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Reply {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
 }
 
 fn error(enc: Encoding, status: StatusCode, e: &IngestError) -> Reply {
