@@ -4,17 +4,14 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
-pub mod api;
 pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod findings;
 pub mod fleet;
 pub mod forward;
+pub mod http;
 pub mod ingest;
 pub mod kube;
-pub mod metrics;
-pub mod page;
 pub mod rules;
 mod send;
 pub mod time;
@@ -67,14 +64,14 @@ pub async fn run(
     // A damaged state file is a usage error, reported before any port is bound.
     let now = SystemTime::now();
     let engine = match &settings.state_file {
-        Some(path) => engine::Engine::load(
+        Some(path) => findings::Engine::load(
             path,
             settings.rules.keep_resolved,
             settings.rules.startup_grace,
             now,
         )
-        .map_err(CollectorError::Usage)?,
-        None => engine::Engine::new(
+        .map_err(|e| CollectorError::Usage(e.to_string()))?,
+        None => findings::Engine::new(
             settings.rules.keep_resolved,
             settings.rules.startup_grace,
             now,
@@ -155,7 +152,7 @@ pub async fn run(
         let handler = move |req: hyper::Request<hyper::body::Incoming>| {
             let (fleet, findings) = (fleet.clone(), findings.clone());
             async move {
-                tokio::task::spawn_blocking(move || api::handle(&fleet, &findings, &req))
+                tokio::task::spawn_blocking(move || http::handle(&fleet, &findings, &req))
                     .await
                     .unwrap_or_else(|e| {
                         tracing::error!(message = "API handler failed.", error = %e);

@@ -6,8 +6,7 @@
 //! keep running.
 
 use headroom_collector::alerts::Sinks;
-use headroom_collector::engine::Engine;
-use headroom_collector::findings::Findings;
+use headroom_collector::findings::{Engine, Findings};
 use headroom_collector::fleet::{ClusterSnapshot, FleetSnapshot, WorkloadSnapshot};
 use headroom_collector::kube::{self as hk, KubeView, SharedView};
 use headroom_collector::rules::{self, Input, Thresholds};

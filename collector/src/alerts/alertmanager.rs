@@ -12,7 +12,7 @@
 //! dropped).
 
 use super::{post_json, Counters, Delivery, Posted, SinkStats, Voice};
-use crate::engine::{Change, Record, State};
+use crate::findings::engine::{Change, Record, State};
 use crate::rules::Severity;
 use crate::send::{self, HttpClient};
 use crate::time::{ns, rfc3339};
@@ -210,7 +210,7 @@ impl Alertmanager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::findings::engine::Engine;
     use crate::rules::{Finding, Subject};
     use std::time::UNIX_EPOCH;
 

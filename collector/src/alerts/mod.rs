@@ -5,7 +5,7 @@
 pub mod alertmanager;
 pub mod webhook;
 
-use crate::engine::{Change, Record};
+use crate::findings::engine::{Change, Record};
 use crate::send::{HttpClient, Retry};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;

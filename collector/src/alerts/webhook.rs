@@ -6,7 +6,7 @@
 //! backoff; the queue keeps the latest 10 000 changes (older ones dropped and counted).
 
 use super::{post_json, Counters, Delivery, Posted, SinkStats, Voice};
-use crate::engine::Change;
+use crate::findings::engine::Change;
 use crate::send::{self, HttpClient};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
@@ -118,7 +118,7 @@ impl Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::findings::engine::Engine;
     use crate::rules::{Finding, Severity, Subject};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -5,6 +5,7 @@
 //! restarted collector neither pages again nor forgets a firing alert; for `startup_grace`
 //! after a start nothing resolves, while the fleet fills up again.
 
+use super::state::{self, StateError};
 use crate::rules::{Finding, Severity, Subject};
 use crate::time::{ns, rfc3339};
 use serde::{Deserialize, Serialize};
@@ -112,14 +113,6 @@ pub fn finding_id(rule: &str, subject: &Subject) -> String {
     format!("{h:016x}")
 }
 
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    schema: String,
-    findings: Vec<Record>,
-}
-
-const SCHEMA: &str = "headroom.findings-state/v1";
-
 pub struct Engine {
     records: BTreeMap<String, Record>,
     keep_resolved: Duration,
@@ -142,56 +135,17 @@ impl Engine {
         keep_resolved: Duration,
         startup_grace: Duration,
         now: SystemTime,
-    ) -> Result<Engine, String> {
+    ) -> Result<Engine, StateError> {
         let mut e = Engine::new(keep_resolved, startup_grace, now);
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(e),
-            Err(err) => {
-                return Err(format!(
-                    "cannot read state_file {}: {err}; fix its permissions or point state_file elsewhere",
-                    path.display()
-                ))
-            }
-        };
-        let file: StateFile = serde_json::from_str(&text).map_err(|err| {
-            format!(
-                "invalid state_file {}: {err}; remove it to start without saved findings",
-                path.display()
-            )
-        })?;
-        if file.schema != SCHEMA {
-            return Err(format!(
-                "state_file {} has schema '{}', expected '{SCHEMA}'; remove it to start afresh",
-                path.display(),
-                file.schema
-            ));
+        if let Some(records) = state::load::<Record>(path)? {
+            e.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
         }
-        e.records = file
-            .findings
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
         Ok(e)
     }
 
-    /// Writes the findings to `path` atomically (a temporary file renamed over it).
+    /// Writes the findings to `path` atomically.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let file = StateFile {
-            schema: SCHEMA.into(),
-            findings: self.records.values().cloned().collect(),
-        };
-        let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+        state::save(path, self.records.values())
     }
 
     pub fn records(&self) -> impl Iterator<Item = &Record> {
@@ -465,7 +419,8 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         let err = Engine::load(&path, Duration::ZERO, Duration::ZERO, at(0))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("invalid state_file"), "{err}");
         // No file: an empty engine.
         let none = Engine::load(

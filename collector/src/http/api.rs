@@ -2,9 +2,9 @@
 //! each interface's list of windows), `GET /api/v1/findings` (JSON), `/metrics`, `/` (status
 //! page), `/healthz`, `/readyz`.
 
+use super::{metrics, page};
 use crate::findings::Findings;
 use crate::fleet::Fleet;
-use crate::{metrics, page};
 use headroom_service::http::{reply, Reply, JSON, TEXT};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -43,7 +43,7 @@ pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Inco
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .snapshot_lean(now),
-            ) + &findings.metrics_text(),
+            ) + &metrics::encode_findings(findings),
         ),
         "/" => {
             let now_ns = now

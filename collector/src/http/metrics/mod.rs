@@ -2,8 +2,15 @@
 //! collector's own counters, in the Prometheus text format 0.0.4 (`promtool check metrics`
 //! accepts it). Built from a snapshot per scrape.
 
-use crate::fleet::{FleetSnapshot, WorkloadSnapshot};
+mod descriptors;
+mod findings;
+
+pub use findings::encode as encode_findings;
+
+use crate::fleet::{FleetSnapshot, ProbeSnapshot, WorkloadSnapshot};
+use descriptors::{self as d, register};
 use headroom_signals::openmetrics_to_text;
+use headroom_signals::Metric;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,11 +76,7 @@ pub fn encode(s: &FleetSnapshot) -> String {
     let mut r = Registry::default();
     let nodes: Gauge = Gauge::default();
     nodes.set(s.nodes as i64);
-    r.register(
-        "headroom_fleet_nodes",
-        "Nodes that sent telemetry within node_expiry",
-        nodes,
-    );
+    register(&mut r, &d::FLEET_NODES, nodes);
     let peak = Family::<IfaceLabels, Gauge>::default();
     let util = Family::<IfaceLabels, F64Gauge>::default();
     let peak_hour = Family::<IfaceLabels, Gauge>::default();
@@ -107,78 +110,31 @@ pub fn encode(s: &FleetSnapshot) -> String {
         }
         peak_hour.get_or_create(&l).set(i.peak_pps_last_hour as i64);
     }
-    r.register(
-        "headroom_fleet_linklocal_pps_peak",
-        "Highest link-local packets in any one second of the interface's latest report window",
-        peak,
-    );
-    r.register(
-        "headroom_fleet_linklocal_utilization_ratio",
-        "Latest window's peak packets per second over the link-local limit (1024/s)",
-        util,
-    );
-    r.register(
-        "headroom_fleet_linklocal_pps_peak_last_hour",
-        "Highest one-second link-local packet count of the interface over the last hour",
-        peak_hour,
-    );
-    r.register(
-        "headroom_fleet_ena_allowance_exceeded",
-        "Packets the ENA driver counted as dropped for an allowance in the interface's latest window (any rise: EC2 is dropping now)",
-        allowance,
-    );
-    r.register(
-        "headroom_fleet_dns_unanswered",
-        "DNS queries without a reply in the interface's latest window",
-        unanswered,
-    );
+    register(&mut r, &d::LINKLOCAL_PPS_PEAK, peak);
+    register(&mut r, &d::LINKLOCAL_UTILIZATION, util);
+    register(&mut r, &d::LINKLOCAL_PPS_PEAK_LAST_HOUR, peak_hour);
+    register(&mut r, &d::ENA_ALLOWANCE_EXCEEDED, allowance);
+    register(&mut r, &d::DNS_UNANSWERED, unanswered);
     workload_families(&mut r, s);
     probe_families(&mut r, s);
-    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+    let counter = |r: &mut Registry, d: &Metric, v: u64| {
         let c: Counter = Counter::default();
         c.inc_by(v);
-        r.register(name, help, c);
+        register(r, d, c);
     };
+    counter(&mut r, &d::POINTS_ACCEPTED, s.ingest.points_accepted);
+    counter(&mut r, &d::POINTS_REJECTED, s.ingest.points_rejected);
+    counter(&mut r, &d::SPANS_RECEIVED, s.ingest.spans_received);
+    counter(&mut r, &d::SPANS_FORWARDED, s.ingest.spans_forwarded);
     counter(
         &mut r,
-        "headroom_collector_points_accepted",
-        "OTLP data points taken into the fleet model",
-        s.ingest.points_accepted,
-    );
-    counter(
-        &mut r,
-        "headroom_collector_points_rejected",
-        "OTLP data points refused by a cardinality limit or without a value",
-        s.ingest.points_rejected,
-    );
-    counter(
-        &mut r,
-        "headroom_collector_spans_received",
-        "Spans received over OTLP",
-        s.ingest.spans_received,
-    );
-    counter(
-        &mut r,
-        "headroom_collector_spans_forwarded",
-        "Spans sent on to the traces endpoint",
-        s.ingest.spans_forwarded,
-    );
-    counter(
-        &mut r,
-        "headroom_collector_spans_forward_dropped",
-        "Spans not forwarded: queue full, or the traces endpoint refused or stayed unreachable",
+        &d::SPANS_FORWARD_DROPPED,
         s.ingest.spans_forward_dropped,
     );
+    counter(&mut r, &d::NODES_EXPIRED, s.ingest.nodes_expired);
     counter(
         &mut r,
-        "headroom_collector_nodes_expired",
-        "Nodes removed after sending nothing for node_expiry",
-        s.ingest.nodes_expired,
-    );
-    counter(
-        &mut r,
-        "headroom_collector_listeners_probes_expired",
-        "Listeners and probes removed after no data for node_expiry while their node reported",
+        &d::LISTENERS_PROBES_EXPIRED,
         s.ingest.listeners_probes_expired,
     );
     let rejected = Family::<ReasonLabels, Counter>::default();
@@ -189,11 +145,7 @@ pub fn encode(s: &FleetSnapshot) -> String {
             })
             .inc_by(*n);
     }
-    r.register(
-        "headroom_collector_requests_rejected",
-        "OTLP requests refused, by reason",
-        rejected,
-    );
+    register(&mut r, &d::REQUESTS_REJECTED, rejected);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)
         .expect("writing to a String cannot fail");
@@ -204,18 +156,20 @@ pub fn encode(s: &FleetSnapshot) -> String {
 /// capacity, deepest queue and saturated seconds.
 fn workload_families(r: &mut Registry, s: &FleetSnapshot) {
     type Get = fn(&WorkloadSnapshot) -> f64;
-    let families: [(&str, &str, Get); 9] = [
-        ("headroom_fleet_workload_busy", "Busy workers summed over the workload's pods, latest", |w| w.busy_latest),
-        ("headroom_fleet_workload_busy_mean", "Mean of the workload's summed busy workers over workload_history", |w| w.busy_mean),
-        ("headroom_fleet_workload_busy_p95", "95th percentile (nearest rank) of the workload's summed busy workers over workload_history", |w| w.busy_p95),
-        ("headroom_fleet_workload_busy_max", "Highest summed busy workers of the workload over workload_history", |w| w.busy_max),
-        ("headroom_fleet_workload_workers", "Worker processes of the workload: workers per pod times pods", |w| f64::from(w.workers_per_pod) * w.pods.len() as f64),
-        ("headroom_fleet_workload_pods", "Pods of the workload with a listener reporting", |w| w.pods.len() as f64),
-        ("headroom_fleet_workload_queue_max", "Deepest accept queue of any of the workload's pods over workload_history", |w| f64::from(w.queue_max)),
-        ("headroom_fleet_workload_saturated_seconds", "Seconds the workload's listeners had every worker busy, summed, over workload_history", |w| w.saturated_seconds),
-        ("headroom_fleet_workload_history_seconds", "Span the workload figures cover", |w| w.history_seconds),
+    let families: [(&Metric, Get); 9] = [
+        (&d::WORKLOAD_BUSY, |w| w.busy_latest),
+        (&d::WORKLOAD_BUSY_MEAN, |w| w.busy_mean),
+        (&d::WORKLOAD_BUSY_P95, |w| w.busy_p95),
+        (&d::WORKLOAD_BUSY_MAX, |w| w.busy_max),
+        (&d::WORKLOAD_WORKERS, |w| {
+            f64::from(w.workers_per_pod) * w.pods.len() as f64
+        }),
+        (&d::WORKLOAD_PODS, |w| w.pods.len() as f64),
+        (&d::WORKLOAD_QUEUE_MAX, |w| f64::from(w.queue_max)),
+        (&d::WORKLOAD_SATURATED_SECONDS, |w| w.saturated_seconds),
+        (&d::WORKLOAD_HISTORY_SECONDS, |w| w.history_seconds),
     ];
-    for (name, help, get) in families {
+    for (d, get) in families {
         let f = Family::<WorkloadLabels, F64Gauge>::default();
         for c in &s.clusters {
             for w in &c.workloads {
@@ -228,7 +182,7 @@ fn workload_families(r: &mut Registry, s: &FleetSnapshot) {
                 .set(get(w));
             }
         }
-        r.register(name, help, f);
+        register(r, d, f);
     }
 }
 
@@ -251,7 +205,7 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
         .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
         .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
         .collect();
-    probes.sort_by(|a, b| crate::fleet::ProbeSnapshot::order(a.2, b.2));
+    probes.sort_by(|a, b| ProbeSnapshot::order(a.2, b.2));
     probes.truncate(MAX_PROBE_SERIES);
     for (c, n, p) in probes {
         let l = ProbeLabels {
@@ -284,29 +238,35 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
                 .set(*v as i64);
         }
     }
-    r.register(
-        "headroom_fleet_probe_headroom",
-        "Probe timeout over the latest window's p99 latency (below 2: p99 is past half the timeout)",
-        headroom,
-    );
-    r.register(
-        "headroom_fleet_probe_latency_p99_seconds",
-        "The latest window's 99th percentile probe latency, timeouts counted at their timeout",
-        p99,
-    );
-    r.register(
-        "headroom_fleet_probe_timeout_seconds",
-        "The probe's timeoutSeconds",
-        timeout,
-    );
-    r.register(
-        "headroom_fleet_probe_attempts",
-        "Shadow probe attempts by result (ok, slow, timeout, error) over workload_history",
-        attempts,
-    );
-    r.register(
-        "headroom_fleet_probe_predicted_removals",
-        "Times the kubelet would have taken the pod out (failureThreshold consecutive failures) over workload_history",
-        removals,
-    );
+    register(r, &d::PROBE_HEADROOM, headroom);
+    register(r, &d::PROBE_LATENCY_P99, p99);
+    register(r, &d::PROBE_TIMEOUT, timeout);
+    register(r, &d::PROBE_ATTEMPTS, attempts);
+    register(r, &d::PROBE_PREDICTED_REMOVALS, removals);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::{Engine, Findings};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn every_declared_family_is_exposed_with_its_help() {
+        let snapshot =
+            crate::fleet::Fleet::new(Default::default()).snapshot_lean(SystemTime::now());
+        let findings = Findings::new(
+            Engine::new(Duration::from_secs(60), Duration::ZERO, SystemTime::now()),
+            Default::default(),
+            None,
+        );
+        let text = encode(&snapshot) + &encode_findings(&findings);
+        for m in d::ALL {
+            assert!(
+                text.contains(&format!("# HELP {}", m.prom)) && text.contains(m.help),
+                "{} missing from {text}",
+                m.prom
+            );
+        }
+    }
 }

@@ -1,0 +1,31 @@
+//! What every section of the status page shares: HTML escaping, the colour of a figure, the
+//! row limit.
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Rows in each of the workload, probe and DNS tables.
+pub const MAX_SECTION_ROWS: usize = 50;
+
+pub fn util_class(u: f64) -> &'static str {
+    if u >= 0.9 {
+        "crit"
+    } else if u >= 0.7 {
+        "warn"
+    } else {
+        "ok"
+    }
+}

@@ -1,0 +1,144 @@
+//! `/`: the status page. Server-rendered HTML with inline CSS and SVG, no external assets:
+//! every interface of the fleet ranked by its highest peak utilization of the last hour, with a
+//! sparkline of the hour's window peaks against the 1024/s limit; the most saturated
+//! workloads; the probes closest to their timeout; the fleet's top DNS names; nodes ranked by
+//! utilization.
+
+mod dns;
+mod findings;
+mod html;
+mod interfaces;
+mod probes;
+mod workloads;
+
+use crate::findings::Findings;
+use crate::fleet::FleetSnapshot;
+use html::{esc, util_class};
+use std::fmt::Write;
+
+/// The whole page for one snapshot.
+pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings) -> String {
+    let mut h = String::with_capacity(16 * 1024);
+    h.push_str(concat!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta http-equiv=\"refresh\" content=\"10\">",
+        "<title>headroom — fleet</title><style>",
+        "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}",
+        "table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}",
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}",
+        ".ok{color:#262}.warn{color:#b60;font-weight:600}.crit{color:#c00;font-weight:700}",
+        "small{color:#666}</style></head><body>"
+    ));
+    let ifaces = s.ranked_interfaces();
+    let _ = write!(
+        h,
+        "<h1>headroom</h1><p>{} node(s), {} interface(s); generated {}. Link-local limit: 1024 packets/s per interface. \
+         <small>points accepted {}, rejected {}; spans {}</small></p>",
+        s.nodes,
+        ifaces.len(),
+        esc(&s.generated_at),
+        s.ingest.points_accepted,
+        s.ingest.points_rejected,
+        s.ingest.spans_received
+    );
+    findings::section(&mut h, f);
+    interfaces::section(&mut h, s, &ifaces, now_ns);
+    workloads::section(&mut h, s);
+    probes::section(&mut h, s);
+    dns::section(&mut h, s);
+    h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>peak util 1 h</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
+    for (c, n, u) in s.ranked_nodes() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"n {}\">{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><small>{}</small></td></tr>",
+            esc(&c.name),
+            esc(&n.name),
+            util_class(u),
+            u * 100.0,
+            esc(n.service_name.as_deref().unwrap_or("-")),
+            esc(n.instance_id.as_deref().unwrap_or("-")),
+            esc(n.instance_type.as_deref().unwrap_or("-")),
+            esc(n.availability_zone.as_deref().unwrap_or("-")),
+            n.metrics.len(),
+            n.spans_received,
+            esc(&n.last_seen)
+        );
+    }
+    h.push_str("</tbody></table><p><small><a href=\"/api/v1/fleet\">/api/v1/fleet</a> · <a href=\"/metrics\">/metrics</a></small></p></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::{
+        ClusterSnapshot, IngestStats, NodeSnapshot, ProbeSnapshot, WorkloadSnapshot,
+    };
+    use workloads::saturation;
+
+    fn snapshot(probes: Vec<ProbeSnapshot>, workloads: Vec<WorkloadSnapshot>) -> FleetSnapshot {
+        FleetSnapshot {
+            schema: "headroom.fleet/v1",
+            generated_at: String::new(),
+            nodes: 1,
+            clusters: vec![ClusterSnapshot {
+                name: "c".into(),
+                nodes: vec![NodeSnapshot {
+                    name: "n".into(),
+                    probes,
+                    ..Default::default()
+                }],
+                workloads,
+            }],
+            ingest: IngestStats::default(),
+        }
+    }
+
+    #[test]
+    fn probes_rank_by_headroom_and_workloads_by_saturation() {
+        let probe = |pod: &str, headroom: Option<f64>| ProbeSnapshot {
+            pod: pod.into(),
+            headroom,
+            ..Default::default()
+        };
+        let wl = |name: &str, p95: f64, workers: u32| WorkloadSnapshot {
+            name: name.into(),
+            pods: vec!["n/a".into(), "n/b".into()],
+            workers_per_pod: workers,
+            busy_p95: p95,
+            ..Default::default()
+        };
+        let s = snapshot(
+            vec![
+                probe("roomy", Some(8.0)),
+                probe("idle", None),
+                probe("tight", Some(1.1)),
+            ],
+            vec![wl("calm", 2.0, 4), wl("hot", 7.0, 4)],
+        );
+        let findings = crate::findings::Findings::new(
+            crate::findings::Engine::new(
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::ZERO,
+                std::time::SystemTime::now(),
+            ),
+            crate::alerts::Sinks::start(
+                &[],
+                None,
+                "",
+                std::time::Duration::from_secs(60),
+                tokio_util::sync::CancellationToken::new(),
+            ),
+            None,
+        );
+        let page = render(&s, 0, &findings);
+        let pos = |t: &str| {
+            page.find(t)
+                .unwrap_or_else(|| panic!("{t} not on the page"))
+        };
+        assert!(pos("/tight") < pos("/roomy") && pos("/roomy") < pos("/idle"));
+        assert!(pos("/hot") < pos("/calm"));
+        assert!(page.contains("88%"), "hot: 7 of 8 workers at p95");
+        assert_eq!(saturation(&s.clusters[0].workloads[1]), 7.0 / 8.0);
+    }
+}
