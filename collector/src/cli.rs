@@ -42,7 +42,7 @@ pub struct Cli {
 /// The configuration: file first, flags over it, then every field checked.
 pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
     let mut cfg = match &cli.config {
-        Some(p) => config::load(p).map_err(CollectorError::Usage)?,
+        Some(p) => config::load(p)?,
         None => Config::default(),
     };
     if let Some(a) = &cli.otlp_grpc_listen {
@@ -66,8 +66,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
     if let Some(p) = &cli.traces_protocol {
         cfg.traces_protocol = p.clone();
     }
-    cfg.validate()
-        .map_err(|errs| CollectorError::Usage(errs.join("; ")))
+    cfg.validate().map_err(CollectorError::Invalid)
 }
 
 /// Parses the command line; `Ok(None)` when help or the version was printed.

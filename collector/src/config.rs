@@ -1,11 +1,12 @@
 //! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
 
+use crate::check::{duration, Check, Invalid};
 use crate::fleet::{Limits, HISTORY};
 use crate::forward::TracesProtocol;
 use crate::rules::{RulesConfig, Thresholds};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every field has a default, so an empty file (or none) is a valid configuration.
@@ -118,71 +119,95 @@ pub struct Settings {
     pub traces_protocol: TracesProtocol,
 }
 
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
 /// Reads a TOML file; the error names the file and the problem.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| format!("invalid config file {}: {}", path.display(), e.message()))
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_string(),
+    })
+}
+
+fn address(flag: &str, text: &str, example: &str) -> Result<SocketAddr, Invalid> {
+    text.parse().map_err(|_| {
+        Invalid::text(
+            format!("--{flag}"),
+            text,
+            format!("expected ADDRESS:PORT such as {example}"),
+        )
+    })
+}
+
+fn traces_protocol(text: &str) -> Result<TracesProtocol, Invalid> {
+    match text {
+        "http" | "http/protobuf" => Ok(TracesProtocol::Http),
+        "grpc" => Ok(TracesProtocol::Grpc),
+        other => Err(Invalid::text(
+            "--traces-protocol",
+            other,
+            "expected grpc or http",
+        )),
+    }
 }
 
 impl Config {
     /// Checks every field and returns all problems at once.
-    pub fn validate(&self) -> Result<Settings, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut addr = |flag: &str, text: &str, example: &str| match text.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                errors.push(format!(
-                    "invalid --{flag} '{text}': expected ADDRESS:PORT such as {example}"
-                ));
-                None
-            }
-        };
-        let grpc = addr("otlp-grpc-listen", &self.otlp_grpc_listen, "0.0.0.0:4317");
-        let http = addr("otlp-http-listen", &self.otlp_http_listen, "0.0.0.0:4318");
-        let api = addr("http-listen", &self.http_listen, "0.0.0.0:9464");
-        let expiry = match humantime::parse_duration(&self.node_expiry) {
-            Ok(d) if d >= Duration::from_secs(10) => Some(d),
-            Ok(_) => {
-                errors.push(format!(
-                    "invalid node_expiry '{}': must be at least 10s",
-                    self.node_expiry
-                ));
-                None
-            }
-            Err(_) => {
-                errors.push(format!(
-                    "invalid node_expiry '{}': expected a duration such as 15m",
-                    self.node_expiry
-                ));
-                None
-            }
-        };
-        let history = match humantime::parse_duration(&self.workload_history) {
-            Ok(d) if d >= Duration::from_secs(10) && d <= HISTORY => Some(d),
-            _ => {
-                errors.push(format!(
-                    "invalid workload_history '{}': expected a duration from 10s to 1h such as 15m",
-                    self.workload_history
-                ));
-                None
-            }
-        };
-        let traces_protocol = match self.traces_protocol.as_str() {
-            "http" | "http/protobuf" => Some(TracesProtocol::Http),
-            "grpc" => Some(TracesProtocol::Grpc),
-            other => {
-                errors.push(format!(
-                    "invalid --traces-protocol '{other}': expected grpc or http"
-                ));
-                None
-            }
-        };
+    pub fn validate(&self) -> Result<Settings, Vec<Invalid>> {
+        let mut check = Check::default();
+        let grpc = check.take(address(
+            "otlp-grpc-listen",
+            &self.otlp_grpc_listen,
+            "0.0.0.0:4317",
+        ));
+        let http = check.take(address(
+            "otlp-http-listen",
+            &self.otlp_http_listen,
+            "0.0.0.0:4318",
+        ));
+        let api = check.take(address("http-listen", &self.http_listen, "0.0.0.0:9464"));
+        let expiry = check.take(duration(
+            "node_expiry",
+            &self.node_expiry,
+            Duration::from_secs(10),
+            "must be at least 10s",
+            "expected a duration such as 15m",
+        ));
+        const HISTORY_RANGE: &str = "expected a duration from 10s to 1h such as 15m";
+        let history = check.take(
+            duration(
+                "workload_history",
+                &self.workload_history,
+                Duration::from_secs(10),
+                HISTORY_RANGE,
+                HISTORY_RANGE,
+            )
+            .and_then(|d| {
+                (d <= HISTORY).then_some(d).ok_or_else(|| {
+                    Invalid::text("workload_history", &self.workload_history, HISTORY_RANGE)
+                })
+            }),
+        );
+        let traces_protocol = check.take(traces_protocol(&self.traces_protocol));
         if !(1024..=(256 << 20)).contains(&self.max_request_bytes) {
-            errors.push(format!(
-                "invalid max_request_bytes {}: must be between 1024 and 268435456",
-                self.max_request_bytes
+            check.push(Invalid::number(
+                "max_request_bytes",
+                self.max_request_bytes,
+                "must be between 1024 and 268435456",
             ));
         }
         for (name, v) in [
@@ -194,94 +219,105 @@ impl Config {
             ("max_probes_per_node", self.max_probes_per_node),
         ] {
             if v == 0 {
-                errors.push(format!("invalid {name} 0: must be at least 1"));
+                check.push(Invalid::number(name, 0, "must be at least 1"));
             }
         }
         let traces_endpoint = match &self.traces_endpoint {
-            Some(e) => {
-                crate::forward::traces_url(e, traces_protocol.unwrap_or(TracesProtocol::Http))
-                    .map_err(|e| errors.push(e))
-                    .ok()
-            }
-            None => None,
+            Some(e) => check
+                .take(crate::forward::traces_url(
+                    e,
+                    traces_protocol.unwrap_or(TracesProtocol::Http),
+                ))
+                .map(Some),
+            None => Some(None),
         };
-        let alertmanager_urls: Vec<hyper::Uri> = self
+        let alertmanager_urls: Option<Vec<hyper::Uri>> = self
             .alertmanager_urls
             .iter()
-            .filter_map(|u| {
-                http_url("alertmanager-url", u, "http://alertmanager:9093")
-                    .map(|base| alerts_url(&base))
-                    .map_err(|e| errors.push(e))
-                    .ok()
+            .map(|u| {
+                check
+                    .take(http_url("alertmanager-url", u, "http://alertmanager:9093"))
+                    .map(|_| alerts_url(u))
             })
+            .collect::<Vec<_>>()
+            .into_iter()
             .collect();
-        let webhook_url = self.webhook_url.as_ref().and_then(|u| {
-            http_url("webhook-url", u, "http://hooks.example:8080/headroom")
-                .map(|u| u.parse::<hyper::Uri>().expect("checked by http_url"))
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
-        let resend = match humantime::parse_duration(&self.alert_resend_interval) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
-            _ => {
-                errors.push(format!(
-                    "invalid alert_resend_interval '{}': expected a duration of at least 1s, such as 1m",
-                    self.alert_resend_interval
-                ));
-                None
-            }
+        let webhook_url = match &self.webhook_url {
+            Some(u) => check
+                .take(http_url(
+                    "webhook-url",
+                    u,
+                    "http://hooks.example:8080/headroom",
+                ))
+                .map(Some),
+            None => Some(None),
         };
-        let rules = self.rules.validate().map_err(|e| errors.extend(e)).ok();
+        let resend = check.take(duration(
+            "alert_resend_interval",
+            &self.alert_resend_interval,
+            Duration::from_secs(1),
+            "expected a duration of at least 1s, such as 1m",
+            "expected a duration of at least 1s, such as 1m",
+        ));
+        let rules = check.take_all(self.rules.validate());
         if self.state_file.as_deref() == Some("") {
-            errors.push("invalid state_file '': name a file such as /var/lib/headroom/findings.json, or leave it unset".into());
+            check.push(Invalid::text(
+                "state_file",
+                "",
+                "name a file such as /var/lib/headroom/findings.json, or leave it unset",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for a in [grpc, http, api].into_iter().flatten() {
             if a.port() != 0 && !seen.insert(a) {
-                errors.push(format!(
-                    "address {a} is given to two listeners; each needs its own port"
-                ));
+                check.push(Invalid::SharedAddress(a));
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Settings {
-            otlp_grpc_listen: grpc.unwrap(),
-            otlp_http_listen: http.unwrap(),
-            http_listen: api.unwrap(),
-            max_request_bytes: self.max_request_bytes,
-            traces_endpoint,
-            alertmanager_urls,
-            webhook_url,
-            alert_resend_interval: resend.unwrap(),
-            runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
-            state_file: self.state_file.as_ref().map(std::path::PathBuf::from),
-            kube: self.kube,
-            rules: rules.unwrap(),
-            traces_protocol: traces_protocol.unwrap(),
-            limits: Limits {
-                node_expiry: expiry.unwrap(),
-                max_series_per_metric: self.max_series_per_metric,
-                max_metrics_per_node: self.max_metrics_per_node,
-                max_interfaces_per_node: self.max_interfaces_per_node,
-                max_nodes: self.max_nodes,
-                max_listeners_per_node: self.max_listeners_per_node,
-                max_probes_per_node: self.max_probes_per_node,
-                workload_history: history.unwrap(),
-            },
-        })
+        let settings = (|| {
+            Some(Settings {
+                otlp_grpc_listen: grpc?,
+                otlp_http_listen: http?,
+                http_listen: api?,
+                max_request_bytes: self.max_request_bytes,
+                traces_endpoint: traces_endpoint?,
+                alertmanager_urls: alertmanager_urls?,
+                webhook_url: webhook_url?,
+                alert_resend_interval: resend?,
+                runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
+                state_file: self.state_file.as_ref().map(PathBuf::from),
+                kube: self.kube,
+                rules: rules?,
+                traces_protocol: traces_protocol?,
+                limits: Limits {
+                    node_expiry: expiry?,
+                    max_series_per_metric: self.max_series_per_metric,
+                    max_metrics_per_node: self.max_metrics_per_node,
+                    max_interfaces_per_node: self.max_interfaces_per_node,
+                    max_nodes: self.max_nodes,
+                    max_listeners_per_node: self.max_listeners_per_node,
+                    max_probes_per_node: self.max_probes_per_node,
+                    workload_history: history?,
+                },
+            })
+        })();
+        check.finish(settings)
     }
 }
 
 /// A plain-HTTP URL with a host (https is not supported yet).
-fn http_url(flag: &str, text: &str, example: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("invalid --{flag} '{text}': {why}, such as {example}");
+fn http_url(flag: &str, text: &str, example: &str) -> Result<hyper::Uri, Invalid> {
+    let bad = |why: &str| {
+        Invalid::text(
+            format!("--{flag}"),
+            text,
+            format!("{why}, such as {example}"),
+        )
+    };
     let uri: hyper::Uri = text.parse().map_err(|_| bad("expected a URL"))?;
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
         return Err(bad("expected an http:// URL (https is not supported yet)"));
     }
-    Ok(text.to_string())
+    Ok(uri)
 }
 
 /// `BASE/api/v2/alerts` for an Alertmanager base URL (kept when it already ends so).
@@ -328,12 +364,16 @@ mod tests {
         };
         let errs = c.validate().unwrap_err();
         assert_eq!(errs.len(), 8, "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("workload_history '2h'")));
         assert!(errs
             .iter()
-            .any(|e| e.contains("--traces-protocol 'thrift'")));
-        assert!(errs.iter().any(|e| e.contains("--otlp-grpc-listen 'nope'")));
-        assert!(errs.iter().any(|e| e.contains("two listeners")));
+            .any(|e| e.to_string().contains("workload_history '2h'")));
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("--traces-protocol 'thrift'")));
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("--otlp-grpc-listen 'nope'")));
+        assert!(errs.iter().any(|e| e.to_string().contains("two listeners")));
     }
 
     #[test]
@@ -370,8 +410,10 @@ mod tests {
         assert_eq!(errs.len(), 4, "{errs:?}");
         assert!(errs
             .iter()
-            .any(|e| e.contains("--alertmanager-url 'am:9093'")));
-        assert!(errs.iter().any(|e| e.contains("rules.dns_critical")));
+            .any(|e| e.to_string().contains("--alertmanager-url 'am:9093'")));
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("rules.dns_critical")));
     }
 
     #[test]
@@ -383,6 +425,9 @@ mod tests {
         assert_eq!(c.http_listen, "127.0.0.1:9999");
         assert_eq!(c.otlp_grpc_listen, "0.0.0.0:4317");
         std::fs::write(&p, "listen = \"x\"\n").unwrap();
-        assert!(load(&p).unwrap_err().contains("unknown field `listen`"));
+        assert!(load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `listen`"));
     }
 }

@@ -6,6 +6,7 @@
 //! downstream: when it is full, or a request fails 5 times (250 ms doubling backoff), its spans
 //! are dropped and counted; ingest never waits.
 
+use crate::check::Invalid;
 use crate::fleet::Fleet;
 use crate::send::{self, HttpClient, Retry};
 use http_body_util::{BodyExt, Full};
@@ -38,8 +39,8 @@ pub struct Forwarder {
 
 /// For HTTP, `URL/v1/traces` for a base URL (kept as is when it already ends so); for gRPC the
 /// URL as given (the service path is the call's). Plain HTTP (h2c for gRPC) only.
-pub fn traces_url(endpoint: &str, protocol: TracesProtocol) -> Result<hyper::Uri, String> {
-    let bad = |why: &str| format!("invalid --traces-endpoint '{endpoint}': {why}");
+pub fn traces_url(endpoint: &str, protocol: TracesProtocol) -> Result<hyper::Uri, Invalid> {
+    let bad = |why: &str| Invalid::text("--traces-endpoint", endpoint, why);
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|_| bad("expected a URL such as http://jaeger:4318"))?;

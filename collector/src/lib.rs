@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+mod check;
 pub mod cli;
 pub mod config;
 pub mod findings;
@@ -25,22 +26,36 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Errors that end the collector, each with its exit code.
+/// Errors that end the collector, each with its exit code; the message is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
-    /// Bad flags, config, or an address that cannot be bound: exit 64 (EX_USAGE).
+    /// A flag clap refused: its first line and "(see --help)".
     #[error("{0}")]
     Usage(String),
-    /// Anything else: exit 1.
-    #[error("{0}")]
-    Runtime(String),
+    #[error(transparent)]
+    ConfigFile(#[from] config::ConfigError),
+    /// Every invalid setting, joined with "; ".
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<check::Invalid>),
+    #[error(transparent)]
+    StateFile(#[from] findings::StateError),
+    #[error("cannot listen on {addr} ({source}); choose a free address with --{flag}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        flag: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 impl CollectorError {
+    /// 64 (EX_USAGE) for bad flags, config, state file or an address that cannot be bound;
+    /// 1 for anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CollectorError::Usage(_) => 64,
             CollectorError::Runtime(_) => 1,
+            _ => 64,
         }
     }
 }
@@ -48,12 +63,13 @@ impl CollectorError {
 /// What runs without Kubernetes access (logged once when there is none).
 const KUBE_WITHOUT: &str = "HPAOverScaling is off; set kube = false to say so";
 
-async fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<TcpListener, CollectorError> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        CollectorError::Usage(format!(
-            "cannot listen on {addr} ({e}); choose a free address with --{flag}"
-        ))
-    })
+async fn bind(
+    addr: std::net::SocketAddr,
+    flag: &'static str,
+) -> Result<TcpListener, CollectorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CollectorError::Bind { addr, flag, source })
 }
 
 /// Binds every listener, then serves until `shutdown` completes.
@@ -69,8 +85,7 @@ pub async fn run(
             settings.rules.keep_resolved,
             settings.rules.startup_grace,
             now,
-        )
-        .map_err(|e| CollectorError::Usage(e.to_string()))?,
+        )?,
         None => findings::Engine::new(
             settings.rules.keep_resolved,
             settings.rules.startup_grace,

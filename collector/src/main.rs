@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             .enable_all()
             .thread_name("headroom-collector")
             .build()
-            .map_err(|e| CollectorError::Runtime(format!("cannot start the async runtime: {e}")))?;
+            .map_err(CollectorError::Runtime)?;
         rt.block_on(run(settings, signal::shutdown()))
     });
     match result {

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod hpa;
 pub mod probe;
 
+use crate::check::{duration, Check, Invalid};
 use crate::fleet::FleetSnapshot;
 use crate::kube::KubeView;
 use serde::{Deserialize, Serialize};
@@ -194,24 +195,20 @@ impl Default for Thresholds {
 
 impl RulesConfig {
     /// Checks every field; all problems at once.
-    pub fn validate(&self) -> Result<Thresholds, Vec<String>> {
-        let mut errors = Vec::new();
-        let mut dur = |name: &str, text: &str, min: Duration| match humantime::parse_duration(text)
-        {
-            Ok(d) if d >= min => d,
-            Ok(_) => {
-                errors.push(format!(
-                    "invalid rules.{name} '{text}': must be at least {}",
-                    humantime::format_duration(min)
-                ));
-                min
-            }
-            Err(_) => {
-                errors.push(format!(
-                    "invalid rules.{name} '{text}': expected a duration such as 30s or 5m"
-                ));
-                min
-            }
+    pub fn validate(&self) -> Result<Thresholds, Vec<Invalid>> {
+        let mut check = Check::default();
+        let mut dur = |name: &str, text: &str, min: Duration| {
+            let field = format!("rules.{name}");
+            let short = format!("must be at least {}", humantime::format_duration(min));
+            check
+                .take(duration(
+                    &field,
+                    text,
+                    min,
+                    &short,
+                    "expected a duration such as 30s or 5m",
+                ))
+                .unwrap_or(min)
         };
         let zero = Duration::ZERO;
         let t = Thresholds {
@@ -257,25 +254,28 @@ impl RulesConfig {
         ] {
             let ok = v.is_finite() && v > lo && v <= hi || name == "hpa_margin" && v == 0.0;
             if !ok {
-                errors.push(format!(
-                    "invalid rules.{name} {v}: must be above {lo} and at most {hi}"
+                check.push(Invalid::number(
+                    format!("rules.{name}"),
+                    v,
+                    format!("must be above {lo} and at most {hi}"),
                 ));
             }
         }
         if self.dns_critical < self.dns_warning {
-            errors.push(format!(
-                "invalid rules.dns_critical {}: must not be below rules.dns_warning {}",
-                self.dns_critical, self.dns_warning
+            check.push(Invalid::number(
+                "rules.dns_critical",
+                self.dns_critical,
+                format!("must not be below rules.dns_warning {}", self.dns_warning),
             ));
         }
         if self.hpa_metric.trim().is_empty() {
-            errors.push("invalid rules.hpa_metric '': name the busy-workers metric, e.g. headroom_workers_busy".into());
+            check.push(Invalid::text(
+                "rules.hpa_metric",
+                "",
+                "name the busy-workers metric, e.g. headroom_workers_busy",
+            ));
         }
-        if errors.is_empty() {
-            Ok(t)
-        } else {
-            Err(errors)
-        }
+        check.finish(Some(t))
     }
 }
 
@@ -320,8 +320,12 @@ mod tests {
         };
         let errs = bad.validate().unwrap_err();
         assert_eq!(errs.len(), 4, "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("rules.hpa_for 'soon'")));
-        assert!(errs.iter().any(|e| e.contains("rules.dns_critical 0.5")));
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("rules.hpa_for 'soon'")));
+        assert!(errs
+            .iter()
+            .any(|e| e.to_string().contains("rules.dns_critical 0.5")));
     }
 
     #[test]
