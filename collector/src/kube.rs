@@ -193,34 +193,22 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
         },
         stop.clone(),
     ));
-    let v = view.clone();
-    tokio::spawn(watch(
-        Api::<Deployment>::all(client.clone()),
+    watch_targets(
+        &client,
+        &view,
         "Deployment",
         strip_deployment,
-        move |items| {
-            let t: Vec<_> = items
-                .iter()
-                .filter_map(|d| Some((key_of(d.as_ref())?, deployment_info(d))))
-                .collect();
-            v.update(|k| replace_targets(k, "Deployment", t));
-        },
-        stop.clone(),
-    ));
-    let v = view.clone();
-    tokio::spawn(watch(
-        Api::<StatefulSet>::all(client.clone()),
+        deployment_info,
+        &stop,
+    );
+    watch_targets(
+        &client,
+        &view,
         "StatefulSet",
         strip_statefulset,
-        move |items| {
-            let t: Vec<_> = items
-                .iter()
-                .filter_map(|d| Some((key_of(d.as_ref())?, statefulset_info(d))))
-                .collect();
-            v.update(|k| replace_targets(k, "StatefulSet", t));
-        },
-        stop.clone(),
-    ));
+        statefulset_info,
+        &stop,
+    );
     let v = view;
     tokio::spawn(watch(
         Api::<Node>::all(client),
@@ -274,6 +262,35 @@ fn strip_node(n: &mut Node) {
     strip_meta(n);
     n.spec = None;
     n.status = None;
+}
+
+/// A watcher of one kind of scale target (Deployment, StatefulSet) that keeps that kind's
+/// replicas in the view.
+fn watch_targets<K>(
+    client: &Client,
+    view: &SharedView,
+    kind: &'static str,
+    strip: fn(&mut K),
+    info: fn(&K) -> TargetInfo,
+    stop: &CancellationToken,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let v = view.clone();
+    tokio::spawn(watch(
+        Api::<K>::all(client.clone()),
+        kind,
+        strip,
+        move |items| {
+            let t: Vec<_> = items
+                .iter()
+                .filter_map(|d| Some((key_of(d.as_ref())?, info(d))))
+                .collect();
+            v.update(|k| replace_targets(k, kind, t));
+        },
+        stop.clone(),
+    ));
 }
 
 fn replace_targets(k: &mut KubeView, kind: &str, t: Vec<((String, String), TargetInfo)>) {

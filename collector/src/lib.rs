@@ -9,13 +9,13 @@ pub mod cli;
 pub mod config;
 pub mod findings;
 pub mod fleet;
-pub mod forward;
-pub mod http;
-pub mod ingest;
+mod forward;
+mod http;
+mod ingest;
 pub mod kube;
 pub mod rules;
 mod send;
-pub mod time;
+mod time;
 
 use config::Settings;
 use fleet::Fleet;
@@ -139,52 +139,24 @@ pub async fn run(
     ));
 
     {
-        let ingest = ingest.clone();
-        let stop = stop.clone();
+        let (ingest, stop) = (ingest.clone(), stop.clone());
         tasks.spawn(async move {
             if let Err(error) = ingest::grpc::serve(grpc, ingest, stop.cancelled_owned()).await {
                 tracing::error!(message = "OTLP/gRPC server failed.", %error);
             }
         });
     }
-    {
-        let ingest = ingest.clone();
-        let handler = move |req| {
-            let ingest = ingest.clone();
-            async move { ingest::http::handle(&ingest, req).await }
-        };
-        tasks.spawn(headroom_service::http::serve(
-            http,
-            handler,
-            stop.clone().cancelled_owned(),
-        ));
-    }
-    {
-        let fleet = fleet.clone();
-        let findings = findings.clone();
-        // Snapshots and their encodings of a large fleet take a while: off the runtime's
-        // workers, so OTLP ingest never waits behind a scrape.
-        let handler = move |req: hyper::Request<hyper::body::Incoming>| {
-            let (fleet, findings) = (fleet.clone(), findings.clone());
-            async move {
-                tokio::task::spawn_blocking(move || http::handle(&fleet, &findings, &req))
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(message = "API handler failed.", error = %e);
-                        headroom_service::http::reply(
-                            hyper::StatusCode::INTERNAL_SERVER_ERROR,
-                            headroom_service::http::TEXT,
-                            "internal error\n",
-                        )
-                    })
-            }
-        };
-        tasks.spawn(headroom_service::http::serve(
-            api,
-            handler,
-            stop.clone().cancelled_owned(),
-        ));
-    }
+    tasks.spawn(ingest::http::serve(
+        http,
+        ingest,
+        stop.clone().cancelled_owned(),
+    ));
+    tasks.spawn(http::serve(
+        api,
+        fleet.clone(),
+        findings,
+        stop.clone().cancelled_owned(),
+    ));
     {
         let fleet = fleet.clone();
         let stop = stop.clone();

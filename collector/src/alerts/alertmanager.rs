@@ -25,6 +25,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// What the log says about this sink.
+const VOICE: Voice = Voice {
+    back: "Alertmanager reachable again.",
+    refused: "Alertmanager refused alerts; dropped.",
+    unreachable: "Alertmanager unreachable; alerts kept and retried with backoff.",
+};
+
 pub const MAX_QUEUED: usize = 10_000;
 const BATCH: usize = 500;
 
@@ -168,11 +175,6 @@ impl Alertmanager {
     }
 
     async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
-        const VOICE: Voice = Voice {
-            back: "Alertmanager reachable again.",
-            refused: "Alertmanager refused alerts; dropped.",
-            unreachable: "Alertmanager unreachable; alerts kept and retried with backoff.",
-        };
         let mut delivery = Delivery::new(&self.url, &self.counters, &VOICE);
         loop {
             let batch: Vec<(String, Value)> = {

@@ -16,6 +16,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// What the log says about this sink.
+const VOICE: Voice = Voice {
+    back: "Webhook reachable again.",
+    refused: "Webhook refused finding changes; dropped.",
+    unreachable: "Webhook unreachable; changes kept and retried with backoff.",
+};
+
 pub const MAX_QUEUED: usize = 10_000;
 const BATCH: usize = 100;
 pub const SCHEMA: &str = "headroom.findings-webhook/v1";
@@ -73,11 +80,6 @@ impl Webhook {
     }
 
     async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
-        const VOICE: Voice = Voice {
-            back: "Webhook reachable again.",
-            refused: "Webhook refused finding changes; dropped.",
-            unreachable: "Webhook unreachable; changes kept and retried with backoff.",
-        };
         let mut delivery = Delivery::new(&self.url, &self.counters, &VOICE);
         loop {
             // Peek, send, and only then remove: order is kept across failures.

@@ -43,7 +43,7 @@ use listeners::Listener;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::metric;
-use otlp::{attributes, get, identity, number, points_in, Attrs};
+use otlp::{attributes, get, identity, number, points_in, resource_attributes, Attrs};
 use probes::Probe;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -240,11 +240,7 @@ impl Fleet {
         let now_ns = ns(now);
         let mut applied = Applied::default();
         for rm in &req.resource_metrics {
-            let res = rm
-                .resource
-                .as_ref()
-                .map(|r| attributes(&r.attributes))
-                .unwrap_or_default();
+            let res = resource_attributes(rm.resource.as_ref());
             let total: u64 = rm
                 .scope_metrics
                 .iter()
@@ -302,11 +298,7 @@ impl Fleet {
     pub fn apply_traces(&mut self, req: &ExportTraceServiceRequest, now: SystemTime) -> Applied {
         let mut applied = Applied::default();
         for rs in &req.resource_spans {
-            let res = rs
-                .resource
-                .as_ref()
-                .map(|r| attributes(&r.attributes))
-                .unwrap_or_default();
+            let res = resource_attributes(rs.resource.as_ref());
             let n: u64 = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
             match self.node(&res, now) {
                 Some(node) => {

@@ -4,6 +4,7 @@
 use headroom_signals::resource;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Metric, NumberDataPoint};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 
 /// Most attributes kept per data point or resource.
 const MAX_ATTRS: usize = 32;
@@ -89,6 +90,11 @@ pub fn number(p: &NumberDataPoint) -> Option<f64> {
         number_data_point::Value::AsDouble(_) => None,
         number_data_point::Value::AsInt(i) => Some(i as f64),
     }
+}
+
+/// A resource's attributes (none without a resource).
+pub fn resource_attributes(r: Option<&Resource>) -> Vec<(String, String)> {
+    r.map(|r| attributes(&r.attributes)).unwrap_or_default()
 }
 
 /// The attribute's value, or "" when missing.

@@ -184,3 +184,16 @@ pub async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Reply {
         error(enc, status_of(&e), &e)
     })
 }
+
+/// Serves `POST /v1/metrics` and `/v1/traces` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingest: std::sync::Arc<Ingest>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let handler = move |req| {
+        let ingest = ingest.clone();
+        async move { handle(&ingest, req).await }
+    };
+    headroom_service::http::serve(listener, handler, shutdown).await
+}

@@ -43,26 +43,9 @@ struct WorkloadLabels {
     workload: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeLabels {
-    cluster: String,
-    node: String,
-    namespace: String,
-    pod: String,
-    container: String,
-    probe: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeResultLabels {
-    cluster: String,
-    node: String,
-    namespace: String,
-    pod: String,
-    container: String,
-    probe: String,
-    result: String,
-}
+/// A probe's labels (cluster, node, namespace, pod, container, probe); the attempts family
+/// adds `result`.
+type ProbeLabels = Vec<(&'static str, String)>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -198,7 +181,7 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
     let p99 = Family::<ProbeLabels, F64Gauge>::default();
     let timeout = Family::<ProbeLabels, F64Gauge>::default();
     let removals = Family::<ProbeLabels, Gauge>::default();
-    let attempts = Family::<ProbeResultLabels, Gauge>::default();
+    let attempts = Family::<ProbeLabels, Gauge>::default();
     let mut probes: Vec<_> = s
         .clusters
         .iter()
@@ -208,14 +191,14 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
     probes.sort_by(|a, b| ProbeSnapshot::order(a.2, b.2));
     probes.truncate(MAX_PROBE_SERIES);
     for (c, n, p) in probes {
-        let l = ProbeLabels {
-            cluster: c.name.clone(),
-            node: n.name.clone(),
-            namespace: p.namespace.clone(),
-            pod: p.pod.clone(),
-            container: p.container.clone(),
-            probe: p.probe.clone(),
-        };
+        let l: ProbeLabels = vec![
+            ("cluster", c.name.clone()),
+            ("node", n.name.clone()),
+            ("namespace", p.namespace.clone()),
+            ("pod", p.pod.clone()),
+            ("container", p.container.clone()),
+            ("probe", p.probe.clone()),
+        ];
         if let Some(h) = p.headroom {
             headroom.get_or_create(&l).set(h);
         }
@@ -226,15 +209,7 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
         removals.get_or_create(&l).set(p.predicted_removals as i64);
         for (result, v) in &p.attempts {
             attempts
-                .get_or_create(&ProbeResultLabels {
-                    cluster: l.cluster.clone(),
-                    node: l.node.clone(),
-                    namespace: l.namespace.clone(),
-                    pod: l.pod.clone(),
-                    container: l.container.clone(),
-                    probe: l.probe.clone(),
-                    result: result.clone(),
-                })
+                .get_or_create(&[l.clone(), vec![("result", result.clone())]].concat())
                 .set(*v as i64);
         }
     }
