@@ -2,7 +2,7 @@
 //! 100 000 distinct label values. Every answer is the OTLP status, memory stays bounded, and
 //! the collector keeps serving. Also: bad usage exits 64 with one line.
 
-mod common;
+use crate::common;
 
 use common::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::{

@@ -2,7 +2,7 @@
 //! `--traces-endpoint` (here a second collector instance); when that receiver is gone, the
 //! spans are counted as dropped and ingest goes on.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

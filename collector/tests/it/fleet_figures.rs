@@ -3,7 +3,7 @@
 //! one node, OTLP/gRPC for the other), and a foreign sender (the OpenTelemetry Python SDK).
 //! Every expected figure is worked out by hand from the windows sent.
 
-mod common;
+use crate::common;
 
 use common::agent_otlp::{now_ns, Window, S};
 use common::*;

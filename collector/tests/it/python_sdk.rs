@@ -2,7 +2,7 @@
 //! and over HTTP/protobuf (gzip); both are accepted and appear in the fleet. And a hand-written
 //! OTLP/JSON export, the third encoding.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -1,0 +1,14 @@
+//! The collector's integration tests in one binary (one link of testbed instead of one per
+//! file): each module is one area, run against the real collector binary or the library.
+//! `agent_export.rs` and `alerts.rs` stay their own binaries beside this one: they also start
+//! the agent.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod config_docs;
+mod fleet_figures;
+mod forwarding;
+mod hpa_kube;
+mod otlp_errors;
+mod python_sdk;
