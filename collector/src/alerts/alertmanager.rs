@@ -11,7 +11,7 @@
 //! and memory is bounded by the number of distinct alerts (at most 10 000; more are counted as
 //! dropped).
 
-use super::{post_json, Counters, Delivery, Posted, SinkStats, Voice};
+use super::{post_json, voice, Counters, Delivery, Posted, SinkStats, Voice};
 use crate::findings::engine::{Change, Record, State};
 use crate::rules::Severity;
 use crate::send::{self, HttpClient};
@@ -26,11 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What the log says about this sink.
-const VOICE: Voice = Voice {
-    back: "Alertmanager reachable again.",
-    refused: "Alertmanager refused alerts; dropped.",
-    unreachable: "Alertmanager unreachable; alerts kept and retried with backoff.",
-};
+const VOICE: Voice = voice!("Alertmanager", "alerts", "alerts");
 
 pub const MAX_QUEUED: usize = 10_000;
 const BATCH: usize = 500;

@@ -103,6 +103,23 @@ pub struct Voice {
     pub unreachable: &'static str,
 }
 
+/// A sink's [`Voice`] from its name and what it sends (as refused, as kept).
+macro_rules! voice {
+    ($sink:literal, $refused:literal, $kept:literal) => {
+        crate::alerts::Voice {
+            back: concat!($sink, " reachable again."),
+            refused: concat!($sink, " refused ", $refused, "; dropped."),
+            unreachable: concat!(
+                $sink,
+                " unreachable; ",
+                $kept,
+                " kept and retried with backoff."
+            ),
+        }
+    };
+}
+pub(crate) use voice;
+
 /// What became of one POST of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Posted {
@@ -229,5 +246,19 @@ impl Sinks {
             .map(|a| a.stats())
             .chain(self.webhook.iter().map(|w| w.stats()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_sink_logs_its_own_words() {
+        let w = voice!("Webhook", "finding changes", "changes");
+        assert_eq!(w.back, "Webhook reachable again.");
+        assert_eq!(w.refused, "Webhook refused finding changes; dropped.");
+        assert_eq!(
+            w.unreachable,
+            "Webhook unreachable; changes kept and retried with backoff."
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! where `finding` has the `/api/v1/findings` fields. A receiver that is down is retried with
 //! backoff; the queue keeps the latest 10 000 changes (older ones dropped and counted).
 
-use super::{post_json, Counters, Delivery, Posted, SinkStats, Voice};
+use super::{post_json, voice, Counters, Delivery, Posted, SinkStats, Voice};
 use crate::findings::engine::Change;
 use crate::send::{self, HttpClient};
 use hyper::body::Bytes;
@@ -17,11 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What the log says about this sink.
-const VOICE: Voice = Voice {
-    back: "Webhook reachable again.",
-    refused: "Webhook refused finding changes; dropped.",
-    unreachable: "Webhook unreachable; changes kept and retried with backoff.",
-};
+const VOICE: Voice = voice!("Webhook", "finding changes", "changes");
 
 pub const MAX_QUEUED: usize = 10_000;
 const BATCH: usize = 100;

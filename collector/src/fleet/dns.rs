@@ -11,26 +11,16 @@ use std::collections::BTreeMap;
 /// Most top names and top sources kept per interface (the agent sends its top 10 of each).
 pub const MAX_TOP: usize = 100;
 
-const SEARCH_EXPANSION_SHARE: &str = metric::DNS_SEARCH_EXPANSION_SHARE.otlp;
-const TOP_QNAME_QUERIES: &str = metric::DNS_TOP_QNAME_QUERIES.otlp;
-const TOP_SOURCE_QUERIES: &str = metric::DNS_TOP_SOURCE_QUERIES.otlp;
-const TOP_SOURCE_SEARCH_EXPANSION: &str = metric::DNS_TOP_SOURCE_SEARCH_EXPANSION.otlp;
+otlp_names! {
+    pub fn takes;
+    DNS_SEARCH_EXPANSION_SHARE, DNS_TOP_QNAME_QUERIES, DNS_TOP_SOURCE_QUERIES,
+    DNS_TOP_SOURCE_SEARCH_EXPANSION
+}
 /// The DNS counters whose rises per window matter (kept by the interface under their names
 /// without `headroom.`).
 pub const COUNTERS: [&str; 2] = [metric::DNS_QUERIES.otlp, metric::DNS_UNANSWERED.otlp];
 const QUERIES: &str = "dns.queries";
 const UNANSWERED: &str = "dns.unanswered";
-
-/// Whether a metric is one of the window's DNS shares and top talkers.
-pub fn takes(name: &str) -> bool {
-    matches!(
-        name,
-        SEARCH_EXPANSION_SHARE
-            | TOP_QNAME_QUERIES
-            | TOP_SOURCE_QUERIES
-            | TOP_SOURCE_SEARCH_EXPANSION
-    )
-}
 
 /// The DNS figures of one window (the newest one seen).
 #[derive(Debug, Default)]
@@ -65,8 +55,8 @@ pub fn take(slot: &mut Option<DnsLatest>, name: &str, a: &Attrs, v: f64, at: At)
         return true;
     }
     match name {
-        SEARCH_EXPANSION_SHARE => dns.share = Some(v),
-        TOP_QNAME_QUERIES => {
+        DNS_SEARCH_EXPANSION_SHARE => dns.share = Some(v),
+        DNS_TOP_QNAME_QUERIES => {
             let Some(q) = get(a, attr::QNAME) else {
                 return false;
             };
@@ -87,7 +77,7 @@ pub fn take(slot: &mut Option<DnsLatest>, name: &str, a: &Attrs, v: f64, at: At)
             e.pod = attr_or_empty(a, attr::POD);
             e.workload_kind = attr_or_empty(a, attr::WORKLOAD_KIND);
             e.workload = attr_or_empty(a, attr::WORKLOAD);
-            if name == TOP_SOURCE_QUERIES {
+            if name == DNS_TOP_SOURCE_QUERIES {
                 e.queries = v;
             } else {
                 e.search_expansion_packets = v;

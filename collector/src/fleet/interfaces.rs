@@ -9,7 +9,7 @@ use super::limits::{Limits, HISTORY};
 use super::otlp::{attr_or_empty, get, Attrs};
 use super::store::{At, Cuts, Part, Small, Windows};
 use crate::time::rfc3339;
-use headroom_signals::{attr, metric, otlp};
+use headroom_signals::{attr, otlp};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,14 +21,10 @@ const MAX_IFACE_COUNTERS: usize = 16;
 /// Points kept per interface counter: enough for the latest two windows' rises.
 const IFACE_COUNTER_POINTS: usize = 3;
 
-const LINKLOCAL_PACKETS: &str = metric::LINKLOCAL_PACKETS.otlp;
-const PPS_PEAK: &str = metric::LINKLOCAL_PPS_PEAK.otlp;
-const PPS_MEAN: &str = metric::LINKLOCAL_PPS_MEAN.otlp;
-const PPS_LIMIT: &str = metric::LINKLOCAL_PPS_LIMIT.otlp;
-const UTILIZATION: &str = metric::LINKLOCAL_UTILIZATION.otlp;
-const SERVICE_PPS_PEAK: &str = metric::LINKLOCAL_SERVICE_PPS_PEAK.otlp;
-const CAPTURE_DROPS: &str = metric::CAPTURE_DROPS.otlp;
-const ENA_ALLOWANCE_EXCEEDED: &str = metric::ENA_ALLOWANCE_EXCEEDED.otlp;
+otlp_names! {
+    LINKLOCAL_PACKETS, LINKLOCAL_PPS_PEAK, LINKLOCAL_PPS_MEAN, LINKLOCAL_PPS_LIMIT,
+    LINKLOCAL_UTILIZATION, LINKLOCAL_SERVICE_PPS_PEAK, CAPTURE_DROPS, ENA_ALLOWANCE_EXCEEDED
+}
 
 /// Whether a metric feeds an interface: its window gauges and drops, its counters, its DNS.
 /// The packets counter (per service) stays a plain latest-value metric.
@@ -128,12 +124,12 @@ impl Part for Interface {
         }
         self.windows.record(at.end, |w| {
             match name {
-                PPS_PEAK => w.peak = Small::of(v),
-                PPS_MEAN => w.mean = Small::of(v),
-                PPS_LIMIT => w.limit = Small::of(v),
-                UTILIZATION => w.utilization = Small::of(v),
+                LINKLOCAL_PPS_PEAK => w.peak = Small::of(v),
+                LINKLOCAL_PPS_MEAN => w.mean = Small::of(v),
+                LINKLOCAL_PPS_LIMIT => w.limit = Small::of(v),
+                LINKLOCAL_UTILIZATION => w.utilization = Small::of(v),
                 CAPTURE_DROPS => w.drops_total = v,
-                SERVICE_PPS_PEAK if get(a, attr::SERVICE) == Some("dns") => {
+                LINKLOCAL_SERVICE_PPS_PEAK if get(a, attr::SERVICE) == Some("dns") => {
                     w.dns_peak = Small::of(v)
                 }
                 _ => {}

@@ -7,28 +7,14 @@ use super::limits::Limits;
 use super::otlp::{attr_or_empty, get, Attrs};
 use super::store::{At, Count, Cuts, Part, Small, Windows};
 use crate::time::rfc3339;
-use headroom_signals::{attr, metric};
+use headroom_signals::attr;
 use serde::Serialize;
 use std::time::Duration;
 
-const WORKERS: &str = metric::WORKERS.otlp;
-const WORKERS_BUSY: &str = metric::WORKERS_BUSY.otlp;
-const WORKERS_BUSY_MAX: &str = metric::WORKERS_BUSY_MAX.otlp;
-const ACCEPT_QUEUE_DEPTH_MAX: &str = metric::ACCEPT_QUEUE_DEPTH_MAX.otlp;
-const ACCEPT_QUEUE_BACKLOG: &str = metric::ACCEPT_QUEUE_BACKLOG.otlp;
-const WORKERS_SATURATED_SECONDS: &str = metric::WORKERS_SATURATED_SECONDS.otlp;
-
-/// Whether a metric feeds a listener.
-pub fn takes(name: &str) -> bool {
-    matches!(
-        name,
-        WORKERS
-            | WORKERS_BUSY
-            | WORKERS_BUSY_MAX
-            | ACCEPT_QUEUE_DEPTH_MAX
-            | ACCEPT_QUEUE_BACKLOG
-            | WORKERS_SATURATED_SECONDS
-    )
+otlp_names! {
+    pub fn takes;
+    WORKERS, WORKERS_BUSY, WORKERS_BUSY_MAX, ACCEPT_QUEUE_DEPTH_MAX, ACCEPT_QUEUE_BACKLOG,
+    WORKERS_SATURATED_SECONDS
 }
 
 /// (namespace, pod, container, port)

@@ -10,6 +10,22 @@
 //! [`Fleet::snapshot`] is the one read-only view the API, the status page, `/metrics` and the
 //! rules read (types in [`snapshot`]).
 
+/// `const NAME: &str = headroom_signals::metric::NAME.otlp;` for each name: the OTLP names a
+/// part matches on (a `match` arm needs a constant, not a field of one).
+/// With `pub fn takes;` first, also `takes(name)`: whether a metric is one of them.
+macro_rules! otlp_names {
+    ($($name:ident),* $(,)?) => {
+        $(const $name: &str = headroom_signals::metric::$name.otlp;)*
+    };
+    (pub fn $takes:ident; $($name:ident),* $(,)?) => {
+        otlp_names!($($name),*);
+        /// Whether a metric is one this part takes.
+        pub fn $takes(name: &str) -> bool {
+            [$($name),*].contains(&name)
+        }
+    };
+}
+
 mod aggregate;
 mod dns;
 mod generic;

@@ -7,7 +7,7 @@ use super::limits::Limits;
 use super::otlp::{attr_or_empty, get, Attrs};
 use super::store::{At, Cuts, Part};
 use crate::time::rfc3339;
-use headroom_signals::{attr, metric};
+use headroom_signals::attr;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,18 +18,9 @@ const MAX_RESULTS: usize = 8;
 /// [`Counter`]): the attempt counts are exact up to this many windows.
 const PROBE_COUNTER_POINTS: usize = 32;
 
-const ATTEMPTS: &str = metric::PROBE_ATTEMPTS.otlp;
-const TIMEOUT: &str = metric::PROBE_TIMEOUT.otlp;
-const LATENCY_P99: &str = metric::PROBE_LATENCY_P99.otlp;
-const LATENCY_MAX: &str = metric::PROBE_LATENCY_MAX.otlp;
-const PREDICTED_REMOVALS: &str = metric::PROBE_PREDICTED_REMOVALS.otlp;
-
-/// Whether a metric feeds a probe (the duration histogram stays a latest-value metric).
-pub fn takes(name: &str) -> bool {
-    matches!(
-        name,
-        ATTEMPTS | TIMEOUT | LATENCY_P99 | LATENCY_MAX | PREDICTED_REMOVALS
-    )
+otlp_names! {
+    pub fn takes;
+    PROBE_ATTEMPTS, PROBE_TIMEOUT, PROBE_LATENCY_P99, PROBE_LATENCY_MAX, PROBE_PREDICTED_REMOVALS
 }
 
 /// (namespace, pod, container, probe kind)
@@ -91,7 +82,7 @@ impl Part for Probe {
             value: v,
         };
         match name {
-            ATTEMPTS => {
+            PROBE_ATTEMPTS => {
                 let Some(result) = get(a, attr::RESULT) else {
                     return false;
                 };
@@ -103,15 +94,15 @@ impl Part for Probe {
                     .or_default()
                     .record(point, PROBE_COUNTER_POINTS);
             }
-            PREDICTED_REMOVALS => pr.removals.record(point, PROBE_COUNTER_POINTS),
+            PROBE_PREDICTED_REMOVALS => pr.removals.record(point, PROBE_COUNTER_POINTS),
             _ => {
                 if at.end == pr.end {
                     if at.start != 0 {
                         pr.start = at.start;
                     }
                     match name {
-                        TIMEOUT => pr.timeout = Some(v),
-                        LATENCY_P99 => pr.p99 = Some(v),
+                        PROBE_TIMEOUT => pr.timeout = Some(v),
+                        PROBE_LATENCY_P99 => pr.p99 = Some(v),
                         _ => pr.max = Some(v),
                     }
                 }

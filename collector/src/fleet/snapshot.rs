@@ -70,15 +70,33 @@ pub struct NodeSnapshot {
 }
 
 impl FleetSnapshot {
+    /// Every node with its cluster.
+    pub fn nodes(&self) -> impl Iterator<Item = (&ClusterSnapshot, &NodeSnapshot)> {
+        self.clusters
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+    }
+
+    /// Every interface with its cluster and node, in fleet order.
+    pub fn interfaces(
+        &self,
+    ) -> impl Iterator<Item = (&ClusterSnapshot, &NodeSnapshot, &EniSnapshot)> {
+        self.nodes()
+            .flat_map(|(c, n)| n.interfaces.iter().map(move |i| (c, n, i)))
+    }
+
+    /// Every shadowed probe with its cluster and node, in fleet order.
+    pub fn probes(
+        &self,
+    ) -> impl Iterator<Item = (&ClusterSnapshot, &NodeSnapshot, &ProbeSnapshot)> {
+        self.nodes()
+            .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
+    }
+
     /// Every interface with its cluster and node, highest peak utilization of the last hour
     /// first (then the latest window's).
     pub fn ranked_interfaces(&self) -> Vec<(&ClusterSnapshot, &NodeSnapshot, &EniSnapshot)> {
-        let mut v: Vec<_> = self
-            .clusters
-            .iter()
-            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
-            .flat_map(|(c, n)| n.interfaces.iter().map(move |i| (c, n, i)))
-            .collect();
+        let mut v: Vec<_> = self.interfaces().collect();
         let util = |i: &EniSnapshot| i.latest.as_ref().map(|w| w.utilization).unwrap_or(0.0);
         v.sort_by(|a, b| {
             b.2.utilization_last_hour
@@ -91,9 +109,7 @@ impl FleetSnapshot {
     /// Every node with its cluster, highest interface peak utilization of the last hour first.
     pub fn ranked_nodes(&self) -> Vec<(&ClusterSnapshot, &NodeSnapshot, f64)> {
         let mut v: Vec<_> = self
-            .clusters
-            .iter()
-            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+            .nodes()
             .map(|(c, n)| {
                 let u = n
                     .interfaces

@@ -38,17 +38,26 @@ fn too_large(ingest: &Ingest, len: usize) -> Option<Status> {
     })
 }
 
+/// One export: refused when larger than the limit, else taken.
+fn export<T: Message, R>(
+    ingest: &Ingest,
+    request: Request<T>,
+    take: fn(&Ingest, &T) -> R,
+) -> Result<Response<R>, Status> {
+    let req = request.into_inner();
+    if let Some(s) = too_large(ingest, req.encoded_len()) {
+        return Err(s);
+    }
+    Ok(Response::new(take(ingest, &req)))
+}
+
 #[tonic::async_trait]
 impl MetricsService for Metrics {
     async fn export(
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let req = request.into_inner();
-        if let Some(s) = too_large(&self.0, req.encoded_len()) {
-            return Err(s);
-        }
-        Ok(Response::new(self.0.metrics(&req)))
+        export(&self.0, request, Ingest::metrics)
     }
 }
 
@@ -58,11 +67,7 @@ impl TraceService for Traces {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let req = request.into_inner();
-        if let Some(s) = too_large(&self.0, req.encoded_len()) {
-            return Err(s);
-        }
-        Ok(Response::new(self.0.traces(&req)))
+        export(&self.0, request, Ingest::traces)
     }
 }
 

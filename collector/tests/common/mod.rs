@@ -159,3 +159,45 @@ pub fn node<'a>(fleet: &'a serde_json::Value, name: &str) -> Option<&'a serde_js
         .flat_map(|c| c["nodes"].as_array().into_iter().flatten())
         .find(|n| n["name"] == name)
 }
+
+/// A current-thread runtime for a test's async client (gRPC).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs a command to completion and fails the test, with `what` and its output, unless it
+/// succeeded.
+pub fn run_ok(what: &str, cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// python3 can import `modules` (the OpenTelemetry SDK and exporters: scripts/setup.sh
+/// installs them); without them the test skips, and under CI=true fails.
+pub fn python_sdk_present(test: &str, modules: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        let reason = format!(
+            "{test}: needs python3 with opentelemetry-sdk and opentelemetry-exporter-otlp (scripts/setup.sh installs them)"
+        );
+        assert!(
+            !headroom_testbed::in_ci(),
+            "CI=true but this test cannot run: {reason}"
+        );
+        eprintln!("SKIP {reason}");
+    }
+    ok
+}

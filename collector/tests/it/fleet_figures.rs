@@ -29,10 +29,7 @@ fn post(c: &Collector, w: &Window) {
 }
 
 fn export_grpc(c: &Collector, windows: &[Window]) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut client = MetricsServiceClient::connect(format!("http://{}", c.grpc))
             .await
@@ -295,37 +292,21 @@ print("exported")
 
 #[test]
 fn python_sdk_listener_probe_and_histogram() {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
-        ])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !headroom_testbed::in_ci(),
-            "CI=true: python3 with opentelemetry-sdk and opentelemetry-exporter-otlp needed (scripts/setup.sh)"
-        );
-        eprintln!("SKIP python_sdk_listener_probe_and_histogram: no OpenTelemetry Python SDK");
+    if !python_sdk_present(
+        "python_sdk_listener_probe_and_histogram",
+        "opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+    ) {
         return;
     }
     let c = Collector::start();
-    let out = Command::new("python3")
-        .args([
+    run_ok(
+        "",
+        Command::new("python3").args([
             "-c",
             PY_SENDER,
             &format!("http://{}", c.otlp_http),
             "py-node",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ]),
     );
     let fleet = c.fleet();
     let n = node(&fleet, "py-node").unwrap_or_else(|| panic!("{fleet:#}"));

@@ -153,16 +153,11 @@ async fn hpa_over_scaling_from_the_api_servers_hpa_and_deployment() {
         let file = dir.path().join("hpa.yaml");
         let yaml = fix.split_once("apiVersion:").map(|(_, y)| y).unwrap();
         std::fs::write(&file, format!("apiVersion:{yaml}")).unwrap();
-        let out = std::process::Command::new("kubernetes-validate")
-            .args(["--strict", "-k", "1.32.0"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "kubernetes-validate: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        crate::common::run_ok(
+            "kubernetes-validate: ",
+            std::process::Command::new("kubernetes-validate")
+                .args(["--strict", "-k", "1.32.0"])
+                .arg(&file),
         );
     }
 

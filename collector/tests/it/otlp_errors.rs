@@ -255,10 +255,7 @@ fn a_hundred_thousand_pods_keep_memory_flat() {
 #[test]
 fn oversized_grpc_export_gets_resource_exhausted() {
     let c = Collector::start();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
         let mut client = MetricsServiceClient::connect(format!("http://{}", c.grpc))

@@ -45,28 +45,8 @@ tp.shutdown()
 print("exported")
 "#;
 
-/// The SDK is importable (scripts/setup.sh installs it); in CI its absence fails the test.
-fn sdk_present(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
-        ])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        let reason = format!(
-            "{test}: needs python3 with opentelemetry-sdk and opentelemetry-exporter-otlp (scripts/setup.sh installs them)"
-        );
-        assert!(
-            !headroom_testbed::in_ci(),
-            "CI=true but this test cannot run: {reason}"
-        );
-        eprintln!("SKIP {reason}");
-    }
-    ok
-}
+/// What these tests import: the SDK with both OTLP exporters.
+const SDK: &str = "opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http";
 
 fn wait_for_node(
     c: &Collector,
@@ -95,7 +75,7 @@ fn metric<'a>(n: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Va
 
 #[test]
 fn python_sdk_exports_over_grpc_and_http() {
-    if !sdk_present("python_sdk_exports_over_grpc_and_http") {
+    if !python_sdk_present("python_sdk_exports_over_grpc_and_http", SDK) {
         return;
     }
     let c = Collector::start();
@@ -103,15 +83,9 @@ fn python_sdk_exports_over_grpc_and_http() {
         ("grpc", format!("http://{}", c.grpc), "py-grpc"),
         ("http", format!("http://{}", c.otlp_http), "py-http"),
     ] {
-        let out = Command::new("python3")
-            .args(["-c", SCRIPT, proto, &endpoint, node_name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{proto}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            &format!("{proto}: "),
+            Command::new("python3").args(["-c", SCRIPT, proto, &endpoint, node_name]),
         );
         let n = wait_for_node(&c, node_name, |n| {
             n["spans_received"].as_u64() == Some(3) && metric(n, "py.latency").is_some()
@@ -145,7 +119,7 @@ for method in ["/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 #[test]
 fn garbage_over_grpc_is_invalid_argument() {
-    if !sdk_present("garbage_over_grpc_is_invalid_argument") {
+    if !python_sdk_present("garbage_over_grpc_is_invalid_argument", SDK) {
         return;
     }
     let c = Collector::start();

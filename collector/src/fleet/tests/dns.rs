@@ -5,16 +5,13 @@ fn allowance_and_dns_attach_to_the_interface_windows() {
     let t0 = 1_700_000_000;
     let mut f = Fleet::new(Limits::default());
     let cs = (t0 - 3600) * S;
-    f.apply_metrics(
-        &dns_window(
-            t0 * S,
-            (t0 + 10) * S,
-            cs,
-            &[("linklocal", 3.0), ("pps", 7.0)],
-            2.0,
-        ),
-        at(t0 + 10),
-    );
+    // Window w (10 s) with the allowance counters and unanswered total at its end.
+    let send = |f: &mut Fleet, w: u64, allowance: &[(&str, f64)], unanswered: f64| {
+        let start = t0 + 10 * w;
+        let req = dns_window(start * S, (start + 10) * S, cs, allowance, unanswered);
+        f.apply_metrics(&req, at(start + 10));
+    };
+    send(&mut f, 0, &[("linklocal", 3.0), ("pps", 7.0)], 2.0);
     let s = f.snapshot(at(t0 + 10));
     let i = &s.clusters[0].nodes[0].interfaces[0];
     assert_eq!(
@@ -24,16 +21,7 @@ fn allowance_and_dns_attach_to_the_interface_windows() {
         "first window of a counter older than the window: rise unknown, 0"
     );
     // Second window: linklocal rises by 5, pps stays flat; 3 more unanswered.
-    f.apply_metrics(
-        &dns_window(
-            (t0 + 10) * S,
-            (t0 + 20) * S,
-            cs,
-            &[("linklocal", 8.0), ("pps", 7.0)],
-            5.0,
-        ),
-        at(t0 + 20),
-    );
+    send(&mut f, 1, &[("linklocal", 8.0), ("pps", 7.0)], 5.0);
     let s = f.snapshot(at(t0 + 20));
     let i = &s.clusters[0].nodes[0].interfaces[0];
     assert_eq!(

@@ -230,6 +230,15 @@ pub fn dns_window(
         v.extend(extra);
         v
     };
+    let source = || {
+        with(vec![
+            kv("source", "10.0.1.5"),
+            kv("namespace", "shop"),
+            kv("pod", "web-1"),
+            kv("workload_kind", "Deployment"),
+            kv("workload", "web"),
+        ])
+    };
     request(
         "n1",
         vec![
@@ -277,33 +286,11 @@ pub fn dns_window(
             ),
             gauge(
                 names::DNS_TOP_SOURCE_QUERIES.otlp,
-                vec![point(
-                    with(vec![
-                        kv("source", "10.0.1.5"),
-                        kv("namespace", "shop"),
-                        kv("pod", "web-1"),
-                        kv("workload_kind", "Deployment"),
-                        kv("workload", "web"),
-                    ]),
-                    start,
-                    end,
-                    500.0,
-                )],
+                vec![point(source(), start, end, 500.0)],
             ),
             gauge(
                 names::DNS_TOP_SOURCE_SEARCH_EXPANSION.otlp,
-                vec![point(
-                    with(vec![
-                        kv("source", "10.0.1.5"),
-                        kv("namespace", "shop"),
-                        kv("pod", "web-1"),
-                        kv("workload_kind", "Deployment"),
-                        kv("workload", "web"),
-                    ]),
-                    start,
-                    end,
-                    400.0,
-                )],
+                vec![point(source(), start, end, 400.0)],
             ),
         ],
     )

@@ -182,12 +182,7 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
     let timeout = Family::<ProbeLabels, F64Gauge>::default();
     let removals = Family::<ProbeLabels, Gauge>::default();
     let attempts = Family::<ProbeLabels, Gauge>::default();
-    let mut probes: Vec<_> = s
-        .clusters
-        .iter()
-        .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
-        .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
-        .collect();
+    let mut probes: Vec<_> = s.probes().collect();
     probes.sort_by(|a, b| ProbeSnapshot::order(a.2, b.2));
     probes.truncate(MAX_PROBE_SERIES);
     for (c, n, p) in probes {

@@ -6,10 +6,7 @@ use std::fmt::Write;
 
 pub fn section(h: &mut String, s: &FleetSnapshot) {
     let mut rows: Vec<_> = s
-        .clusters
-        .iter()
-        .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
-        .flat_map(|(c, n)| n.interfaces.iter().map(move |i| (c, n, i)))
+        .interfaces()
         .filter_map(|(c, n, i)| Some((c, n, i, i.dns.as_ref()?)))
         .flat_map(|(c, n, i, d)| d.top_qnames.iter().map(move |q| (c, n, i, d, q)))
         .collect();

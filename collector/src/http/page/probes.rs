@@ -5,12 +5,7 @@ use crate::fleet::{FleetSnapshot, ProbeSnapshot};
 use std::fmt::Write;
 
 pub fn section(h: &mut String, s: &FleetSnapshot) {
-    let mut rows: Vec<_> = s
-        .clusters
-        .iter()
-        .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
-        .flat_map(|(c, n)| n.probes.iter().map(move |p| (c, n, p)))
-        .collect();
+    let mut rows: Vec<_> = s.probes().collect();
     rows.sort_by(|a, b| ProbeSnapshot::order(a.2, b.2));
     h.push_str("<h2>Probes closest to their timeout</h2>");
     if rows.is_empty() {
