@@ -45,26 +45,24 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
         Some(p) => config::load(p)?,
         None => Config::default(),
     };
-    if let Some(a) = &cli.otlp_grpc_listen {
-        cfg.otlp_grpc_listen = a.clone();
+    // A flag given replaces the field (a repeated flag replaces the whole list).
+    let set = |field: &mut String, flag: &Option<String>| {
+        if let Some(v) = flag {
+            field.clone_from(v);
+        }
+    };
+    set(&mut cfg.otlp_grpc_listen, &cli.otlp_grpc_listen);
+    set(&mut cfg.otlp_http_listen, &cli.otlp_http_listen);
+    set(&mut cfg.http_listen, &cli.http_listen);
+    set(&mut cfg.traces_protocol, &cli.traces_protocol);
+    if cli.traces_endpoint.is_some() {
+        cfg.traces_endpoint.clone_from(&cli.traces_endpoint);
     }
-    if let Some(a) = &cli.otlp_http_listen {
-        cfg.otlp_http_listen = a.clone();
-    }
-    if let Some(a) = &cli.http_listen {
-        cfg.http_listen = a.clone();
-    }
-    if let Some(t) = &cli.traces_endpoint {
-        cfg.traces_endpoint = Some(t.clone());
+    if cli.webhook_url.is_some() {
+        cfg.webhook_url.clone_from(&cli.webhook_url);
     }
     if !cli.alertmanager_url.is_empty() {
-        cfg.alertmanager_urls = cli.alertmanager_url.clone();
-    }
-    if let Some(u) = &cli.webhook_url {
-        cfg.webhook_url = Some(u.clone());
-    }
-    if let Some(p) = &cli.traces_protocol {
-        cfg.traces_protocol = p.clone();
+        cfg.alertmanager_urls.clone_from(&cli.alertmanager_url);
     }
     cfg.validate().map_err(CollectorError::Invalid)
 }

@@ -4,7 +4,7 @@
 //! [`super::workloads`]).
 
 use super::limits::Limits;
-use super::otlp::{attr_or_empty, get, Attrs};
+use super::otlp::{attr_or_empty, get, set_from, Attrs};
 use super::store::{At, Count, Cuts, Part, Small, Windows};
 use crate::time::rfc3339;
 use headroom_signals::attr;
@@ -88,17 +88,14 @@ impl Part for Listener {
     fn take(&mut self, name: &str, a: &Attrs, v: f64, at: At) -> bool {
         let newest = self.windows.last().map(|(e, _)| e).unwrap_or(0);
         if at.end >= newest {
-            for (field, key) in [
-                (&mut self.process, attr::PROCESS),
-                (&mut self.workload_kind, attr::WORKLOAD_KIND),
-                (&mut self.workload, attr::WORKLOAD),
-            ] {
-                if let Some(v) = get(a, key) {
-                    if field != v {
-                        *field = v.to_string();
-                    }
-                }
-            }
+            set_from(
+                a,
+                [
+                    (&mut self.process, attr::PROCESS),
+                    (&mut self.workload_kind, attr::WORKLOAD_KIND),
+                    (&mut self.workload, attr::WORKLOAD),
+                ],
+            );
         }
         self.windows.record(at.end, |w| {
             match name {

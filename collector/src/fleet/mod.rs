@@ -392,7 +392,7 @@ impl Fleet {
             })
             .collect();
         FleetSnapshot {
-            schema: "headroom.fleet/v1",
+            schema: snapshot::SCHEMA,
             generated_at: rfc3339(ns(now)),
             nodes: self.nodes,
             clusters,

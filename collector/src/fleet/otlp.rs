@@ -102,6 +102,17 @@ pub fn attr_or_empty(a: &Attrs, key: &str) -> String {
     get(a, key).unwrap_or("").to_string()
 }
 
+/// Each field from its attribute when the point has it (written only on a change).
+pub fn set_from<const N: usize>(a: &Attrs, fields: [(&mut String, &str); N]) {
+    for (field, key) in fields {
+        if let Some(v) = get(a, key) {
+            if field != v {
+                *field = v.to_string();
+            }
+        }
+    }
+}
+
 /// Data points of any kind in a metric.
 pub fn points_in(m: &Metric) -> usize {
     match &m.data {

@@ -4,7 +4,7 @@
 
 use super::aggregate::{Counter, CounterPoint};
 use super::limits::Limits;
-use super::otlp::{attr_or_empty, get, Attrs};
+use super::otlp::{attr_or_empty, get, set_from, Attrs};
 use super::store::{At, Cuts, Part};
 use crate::time::rfc3339;
 use headroom_signals::attr;
@@ -112,17 +112,14 @@ impl Part for Probe {
             }
         }
         if at.end == pr.end {
-            for (field, key) in [
-                (&mut pr.target, attr::TARGET),
-                (&mut pr.workload_kind, attr::WORKLOAD_KIND),
-                (&mut pr.workload, attr::WORKLOAD),
-            ] {
-                if let Some(v) = get(a, key) {
-                    if field != v {
-                        *field = v.to_string();
-                    }
-                }
-            }
+            set_from(
+                a,
+                [
+                    (&mut pr.target, attr::TARGET),
+                    (&mut pr.workload_kind, attr::WORKLOAD_KIND),
+                    (&mut pr.workload, attr::WORKLOAD),
+                ],
+            );
         }
         true
     }

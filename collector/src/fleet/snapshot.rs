@@ -69,7 +69,30 @@ pub struct NodeSnapshot {
     pub probes: Vec<ProbeSnapshot>,
 }
 
+/// The fleet JSON's schema.
+pub const SCHEMA: &str = "headroom.fleet/v1";
+
 impl FleetSnapshot {
+    /// A fleet of one cluster stated by hand (rule and page tests, tools), generated at no
+    /// particular time.
+    pub fn one_cluster(
+        name: &str,
+        nodes: Vec<NodeSnapshot>,
+        workloads: Vec<WorkloadSnapshot>,
+    ) -> FleetSnapshot {
+        FleetSnapshot {
+            schema: SCHEMA,
+            generated_at: String::new(),
+            nodes: nodes.len(),
+            clusters: vec![ClusterSnapshot {
+                name: name.to_string(),
+                nodes,
+                workloads,
+            }],
+            ingest: IngestStats::default(),
+        }
+    }
+
     /// Every node with its cluster.
     pub fn nodes(&self) -> impl Iterator<Item = (&ClusterSnapshot, &NodeSnapshot)> {
         self.clusters

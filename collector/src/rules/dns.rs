@@ -376,17 +376,7 @@ mod tests {
     }
 
     fn fleet(nodes: Vec<NodeSnapshot>) -> FleetSnapshot {
-        FleetSnapshot {
-            schema: "headroom.fleet/v1",
-            generated_at: String::new(),
-            nodes: nodes.len(),
-            clusters: vec![ClusterSnapshot {
-                name: "prod".into(),
-                nodes,
-                workloads: vec![],
-            }],
-            ingest: Default::default(),
-        }
+        FleetSnapshot::one_cluster("prod", nodes, vec![])
     }
 
     fn run(rule: &dyn Rule, f: &FleetSnapshot) -> Vec<Finding> {

@@ -176,7 +176,7 @@ impl Rule for OverScaling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{ClusterSnapshot, FleetSnapshot};
+    use crate::fleet::FleetSnapshot;
     use crate::kube::{KubeView, TargetInfo};
 
     fn input(
@@ -197,17 +197,7 @@ mod tests {
             windows: 360,
             ..Default::default()
         };
-        let f = FleetSnapshot {
-            schema: "headroom.fleet/v1",
-            generated_at: String::new(),
-            nodes: 0,
-            clusters: vec![ClusterSnapshot {
-                name: "prod".into(),
-                nodes: vec![],
-                workloads: vec![w],
-            }],
-            ingest: Default::default(),
-        };
+        let f = FleetSnapshot::one_cluster("prod", vec![], vec![w]);
         let mut k = KubeView {
             hpas: vec![HpaInfo {
                 namespace: "shop".into(),

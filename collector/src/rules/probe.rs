@@ -195,21 +195,12 @@ mod tests {
     }
 
     fn fleet(p: ProbeSnapshot, workloads: Vec<WorkloadSnapshot>) -> FleetSnapshot {
-        FleetSnapshot {
-            schema: "headroom.fleet/v1",
-            generated_at: String::new(),
-            nodes: 1,
-            clusters: vec![ClusterSnapshot {
-                name: "prod".into(),
-                nodes: vec![NodeSnapshot {
-                    name: "n1".into(),
-                    probes: vec![p],
-                    ..Default::default()
-                }],
-                workloads,
-            }],
-            ingest: Default::default(),
-        }
+        let node = NodeSnapshot {
+            name: "n1".into(),
+            probes: vec![p],
+            ..Default::default()
+        };
+        FleetSnapshot::one_cluster("prod", vec![node], workloads)
     }
 
     fn run(f: &FleetSnapshot) -> Vec<Finding> {

@@ -7,7 +7,7 @@
 
 use headroom_collector::alerts::Sinks;
 use headroom_collector::findings::{Engine, Findings};
-use headroom_collector::fleet::{ClusterSnapshot, FleetSnapshot, WorkloadSnapshot};
+use headroom_collector::fleet::{FleetSnapshot, WorkloadSnapshot};
 use headroom_collector::kube::{self as hk, KubeView, SharedView};
 use headroom_collector::rules::{self, Input, Thresholds};
 use headroom_testbed::apiserver::ApiServer;
@@ -38,29 +38,20 @@ fn deployment(replicas: u32) -> Value {
 /// The workload as the fleet would hold it: 4 gunicorn workers per pod, busy p95 100 summed
 /// over the pods, an hour of windows.
 fn fleet() -> FleetSnapshot {
-    FleetSnapshot {
-        schema: "headroom.fleet/v1",
-        generated_at: String::new(),
-        nodes: 0,
-        clusters: vec![ClusterSnapshot {
-            name: "prod".into(),
-            nodes: vec![],
-            workloads: vec![WorkloadSnapshot {
-                namespace: "shop".into(),
-                kind: "Deployment".into(),
-                name: "web".into(),
-                workers_per_pod: 4,
-                busy_mean: 61.0,
-                busy_p95: 100.0,
-                busy_max: 120.0,
-                queue_max: 0,
-                history_seconds: 3600.0,
-                windows: 360,
-                ..Default::default()
-            }],
-        }],
-        ingest: Default::default(),
-    }
+    let web = WorkloadSnapshot {
+        namespace: "shop".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        workers_per_pod: 4,
+        busy_mean: 61.0,
+        busy_p95: 100.0,
+        busy_max: 120.0,
+        queue_max: 0,
+        history_seconds: 3600.0,
+        windows: 360,
+        ..Default::default()
+    };
+    FleetSnapshot::one_cluster("prod", vec![], vec![web])
 }
 
 async fn wait_for(view: &SharedView, what: &str, ok: impl Fn(&KubeView) -> bool) -> KubeView {

@@ -71,27 +71,16 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::{
-        ClusterSnapshot, IngestStats, NodeSnapshot, ProbeSnapshot, WorkloadSnapshot,
-    };
+    use crate::fleet::{NodeSnapshot, ProbeSnapshot, WorkloadSnapshot};
     use workloads::saturation;
 
     fn snapshot(probes: Vec<ProbeSnapshot>, workloads: Vec<WorkloadSnapshot>) -> FleetSnapshot {
-        FleetSnapshot {
-            schema: "headroom.fleet/v1",
-            generated_at: String::new(),
-            nodes: 1,
-            clusters: vec![ClusterSnapshot {
-                name: "c".into(),
-                nodes: vec![NodeSnapshot {
-                    name: "n".into(),
-                    probes,
-                    ..Default::default()
-                }],
-                workloads,
-            }],
-            ingest: IngestStats::default(),
-        }
+        let node = NodeSnapshot {
+            name: "n".into(),
+            probes,
+            ..Default::default()
+        };
+        FleetSnapshot::one_cluster("c", vec![node], workloads)
     }
 
     #[test]
