@@ -181,10 +181,10 @@ impl Alertmanager {
                     .collect()
             };
             if batch.is_empty() {
-                tokio::select! {
-                    _ = self.wake.notified() => continue,
-                    _ = stop.cancelled() => return,
+                if !Delivery::idle(&self.wake, &stop).await {
+                    return;
                 }
+                continue;
             }
             let body: Vec<&Value> = batch.iter().map(|(_, v)| v).collect();
             let body = Bytes::from(serde_json::to_vec(&body).expect("alerts serialize"));

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Why a POST failed: worth retrying (down, 5xx, 408, 429) or not (another 4xx).
@@ -178,6 +179,14 @@ impl<'a> Delivery<'a> {
                 self.failing = true;
                 Posted::Again
             }
+        }
+    }
+
+    /// Waits until `wake` says there is something to send; false when `stop` came first.
+    pub async fn idle(wake: &Notify, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = wake.notified() => true,
+            _ = stop.cancelled() => false,
         }
     }
 

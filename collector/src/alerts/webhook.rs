@@ -84,10 +84,10 @@ impl Webhook {
                 q.iter().take(BATCH).cloned().collect()
             };
             if batch.is_empty() {
-                tokio::select! {
-                    _ = self.wake.notified() => continue,
-                    _ = stop.cancelled() => return,
+                if !Delivery::idle(&self.wake, &stop).await {
+                    return;
                 }
+                continue;
             }
             let body = json!({"schema": SCHEMA, "changes": batch});
             let body = Bytes::from(serde_json::to_vec(&body).expect("changes serialize"));

@@ -96,6 +96,17 @@ pub struct Change {
     pub previous_severity: Option<Severity>,
 }
 
+impl Change {
+    /// A change of state (the severity unchanged) from `previous` (None: a new finding).
+    fn from(record: &Record, previous: Option<State>) -> Change {
+        Change {
+            record: record.clone(),
+            previous,
+            previous_severity: None,
+        }
+    }
+}
+
 /// The stable id: FNV-1a (64 bit) over the rule and the subject's set fields.
 pub fn finding_id(rule: &str, subject: &Subject) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -181,11 +192,7 @@ impl Engine {
                     if r.state == State::Pending && fires_now(r.started_at) {
                         r.state = State::Firing;
                         r.fired_at = Some(now_ns);
-                        changes.push(Change {
-                            record: r.clone(),
-                            previous: Some(State::Pending),
-                            previous_severity: None,
-                        });
+                        changes.push(Change::from(r, Some(State::Pending)));
                     } else if r.state == State::Firing && before.severity != r.severity {
                         changes.push(Change {
                             record: r.clone(),
@@ -216,11 +223,7 @@ impl Engine {
                         updated_at: now_ns,
                     };
                     self.records.insert(id.clone(), r.clone());
-                    changes.push(Change {
-                        record: r,
-                        previous,
-                        previous_severity: None,
-                    });
+                    changes.push(Change::from(&r, previous));
                 }
             }
         }
@@ -236,11 +239,7 @@ impl Engine {
                 State::Firing => {
                     r.state = State::Resolved;
                     r.resolved_at = Some(now_ns);
-                    changes.push(Change {
-                        record: r.clone(),
-                        previous: Some(State::Firing),
-                        previous_severity: None,
-                    });
+                    changes.push(Change::from(r, Some(State::Firing)));
                     true
                 }
                 State::Resolved => now_ns.saturating_sub(r.resolved_at.unwrap_or(0)) <= keep,
