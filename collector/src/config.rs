@@ -69,20 +69,23 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The fleet's limits come from [`Limits::default`], their one home.
     fn default() -> Self {
+        let l = Limits::default();
+        let text = |d| humantime::format_duration(d).to_string();
         Config {
             otlp_grpc_listen: "0.0.0.0:4317".into(),
             otlp_http_listen: "0.0.0.0:4318".into(),
             http_listen: "0.0.0.0:9464".into(),
             max_request_bytes: 8 << 20,
-            node_expiry: "15m".into(),
-            max_series_per_metric: 1000,
-            max_metrics_per_node: 500,
-            max_interfaces_per_node: 64,
-            max_nodes: 10_000,
-            max_listeners_per_node: 512,
-            max_probes_per_node: 512,
-            workload_history: "15m".into(),
+            node_expiry: text(l.node_expiry),
+            max_series_per_metric: l.max_series_per_metric,
+            max_metrics_per_node: l.max_metrics_per_node,
+            max_interfaces_per_node: l.max_interfaces_per_node,
+            max_nodes: l.max_nodes,
+            max_listeners_per_node: l.max_listeners_per_node,
+            max_probes_per_node: l.max_probes_per_node,
+            workload_history: text(l.workload_history),
             traces_endpoint: None,
             alertmanager_urls: Vec::new(),
             webhook_url: None,
@@ -335,6 +338,16 @@ fn alerts_url(base: &str) -> hyper::Uri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_defaults_are_the_fleet_limits() {
+        let c = Config::default();
+        assert_eq!(
+            (c.node_expiry.as_str(), c.workload_history.as_str()),
+            ("15m", "15m")
+        );
+        assert_eq!(c.validate().unwrap().limits, Limits::default());
+    }
 
     #[test]
     fn defaults_are_valid() {
