@@ -1,5 +1,6 @@
 //! The collector's one configuration struct: a TOML file (`--config`), overridden by flags.
 
+use crate::alerts::SinkSettings;
 use crate::check::{duration, Check, Invalid};
 use crate::fleet::{Limits, HISTORY};
 use crate::forward::TracesProtocol;
@@ -111,11 +112,7 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub limits: Limits,
     pub traces_endpoint: Option<hyper::Uri>,
-    /// Each Alertmanager's `…/api/v2/alerts`.
-    pub alertmanager_urls: Vec<hyper::Uri>,
-    pub webhook_url: Option<hyper::Uri>,
-    pub alert_resend_interval: Duration,
-    pub runbook_base_url: String,
+    pub sinks: SinkSettings,
     pub state_file: Option<std::path::PathBuf>,
     pub kube: bool,
     pub rules: Thresholds,
@@ -283,10 +280,12 @@ impl Config {
                 http_listen: api?,
                 max_request_bytes: self.max_request_bytes,
                 traces_endpoint: traces_endpoint?,
-                alertmanager_urls: alertmanager_urls?,
-                webhook_url: webhook_url?,
-                alert_resend_interval: resend?,
-                runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
+                sinks: SinkSettings {
+                    alertmanagers: alertmanager_urls?,
+                    webhook: webhook_url?,
+                    resend_interval: resend?,
+                    runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
+                },
                 state_file: self.state_file.as_ref().map(PathBuf::from),
                 kube: self.kube,
                 rules: rules?,
@@ -400,14 +399,14 @@ mod tests {
         };
         let s = c.validate().unwrap();
         assert_eq!(
-            s.alertmanager_urls[0].to_string(),
+            s.sinks.alertmanagers[0].to_string(),
             "http://am:9093/api/v2/alerts"
         );
         assert_eq!(
-            s.alertmanager_urls[1].to_string(),
+            s.sinks.alertmanagers[1].to_string(),
             "http://am2:9093/api/v2/alerts"
         );
-        assert_eq!(s.alert_resend_interval, Duration::from_secs(60));
+        assert_eq!(s.sinks.resend_interval, Duration::from_secs(60));
         assert!(s.kube);
         let c = Config {
             alertmanager_urls: vec!["am:9093".into()],

@@ -101,13 +101,7 @@ pub async fn run(
     let forward = settings.traces_endpoint.clone().map(|url| {
         forward::Forwarder::start(url, settings.traces_protocol, fleet.clone(), stop.clone())
     });
-    let sinks = alerts::Sinks::start(
-        &settings.alertmanager_urls,
-        settings.webhook_url.as_ref(),
-        &settings.runbook_base_url,
-        settings.alert_resend_interval,
-        stop.clone(),
-    );
+    let sinks = alerts::Sinks::start(&settings.sinks, stop.clone());
     let findings = Arc::new(findings::Findings::new(
         engine,
         sinks,
@@ -129,7 +123,7 @@ pub async fn run(
         kube_view,
         rules::all(&settings.rules),
         settings.rules.evaluation_interval,
-        settings.alert_resend_interval,
+        settings.sinks.resend_interval,
         stop.clone(),
     ));
     let ingest = Arc::new(Ingest::new(
@@ -176,8 +170,8 @@ pub async fn run(
         otlp_http = %settings.otlp_http_listen,
         http = %settings.http_listen,
         traces_endpoint = ?settings.traces_endpoint.as_ref().map(|u| u.to_string()),
-        alertmanagers = settings.alertmanager_urls.len(),
-        webhook = settings.webhook_url.is_some(),
+        alertmanagers = settings.sinks.alertmanagers.len(),
+        webhook = settings.sinks.webhook.is_some(),
         kube = settings.kube,
         traces_protocol = ?settings.traces_protocol
     );

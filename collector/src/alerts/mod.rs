@@ -196,6 +196,19 @@ impl<'a> Delivery<'a> {
     }
 }
 
+/// Where findings go, checked (from the config's `alertmanager_urls`, `webhook_url`,
+/// `alert_resend_interval` and `runbook_base_url`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSettings {
+    /// Each Alertmanager's `…/api/v2/alerts`.
+    pub alertmanagers: Vec<hyper::Uri>,
+    pub webhook: Option<hyper::Uri>,
+    /// How often firing alerts are sent again.
+    pub resend_interval: Duration,
+    /// Base of each alert's `runbook_url` (without a trailing `#`).
+    pub runbook_base_url: String,
+}
+
 /// Every sink of the collector.
 #[derive(Default, Clone)]
 pub struct Sinks {
@@ -205,26 +218,24 @@ pub struct Sinks {
 
 impl Sinks {
     /// Starts one task per sink on the current runtime.
-    pub fn start(
-        alertmanagers: &[hyper::Uri],
-        webhook: Option<&hyper::Uri>,
-        runbook_base_url: &str,
-        resend: Duration,
-        stop: CancellationToken,
-    ) -> Sinks {
+    pub fn start(settings: &SinkSettings, stop: CancellationToken) -> Sinks {
         Sinks {
-            alertmanagers: alertmanagers
+            alertmanagers: settings
+                .alertmanagers
                 .iter()
                 .map(|u| {
                     alertmanager::Alertmanager::start(
                         u.clone(),
-                        runbook_base_url.to_string(),
-                        resend,
+                        settings.runbook_base_url.clone(),
+                        settings.resend_interval,
                         stop.clone(),
                     )
                 })
                 .collect(),
-            webhook: webhook.map(|u| webhook::Webhook::start(u.clone(), stop.clone())),
+            webhook: settings
+                .webhook
+                .as_ref()
+                .map(|u| webhook::Webhook::start(u.clone(), stop.clone())),
         }
     }
 

@@ -111,13 +111,7 @@ mod tests {
                 std::time::Duration::ZERO,
                 std::time::SystemTime::now(),
             ),
-            crate::alerts::Sinks::start(
-                &[],
-                None,
-                "",
-                std::time::Duration::from_secs(60),
-                tokio_util::sync::CancellationToken::new(),
-            ),
+            crate::alerts::Sinks::default(),
             None,
         );
         let page = render(&s, 0, &findings);
