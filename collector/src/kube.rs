@@ -4,10 +4,9 @@
 //! [`KubeView`], plain data built from those stores. When the API server goes away each watcher
 //! keeps its last state and retries with backoff; the other rules never wait for it.
 
-use ::kube::runtime::reflector::{self, Store};
-use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::runtime::watcher;
 use ::kube::{Api, Client, Resource};
-use futures::StreamExt;
+use headroom_service::kube::reflect;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricSpec, MetricTarget};
 use k8s_openapi::api::core::v1::Node;
@@ -183,11 +182,13 @@ impl SharedView {
 /// Starts one watcher per kind; each runs until `stop`.
 pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
     let v = view.clone();
-    tokio::spawn(watch(
+    tokio::spawn(reflect(
         Api::<HorizontalPodAutoscaler>::all(client.clone()),
+        watcher::Config::default(),
         "HorizontalPodAutoscaler",
         strip_hpa,
-        move |items| {
+        move |store| {
+            let items = store.state();
             let hpas = items.iter().filter_map(|h| hpa_info(h)).collect();
             v.update(|k| k.hpas = hpas);
         },
@@ -210,11 +211,13 @@ pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
         &stop,
     );
     let v = view;
-    tokio::spawn(watch(
+    tokio::spawn(reflect(
         Api::<Node>::all(client),
+        watcher::Config::default(),
         "Node",
         strip_node,
-        move |items| {
+        move |store| {
+            let items = store.state();
             let labels = items
                 .iter()
                 .filter_map(|n| {
@@ -278,11 +281,13 @@ fn watch_targets<K>(
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let v = view.clone();
-    tokio::spawn(watch(
+    tokio::spawn(reflect(
         Api::<K>::all(client.clone()),
+        watcher::Config::default(),
         kind,
         strip,
-        move |items| {
+        move |store| {
+            let items = store.state();
             let t: Vec<_> = items
                 .iter()
                 .filter_map(|d| Some((key_of(d.as_ref())?, info(d))))
@@ -298,61 +303,6 @@ fn replace_targets(k: &mut KubeView, kind: &str, t: Vec<((String, String), Targe
     for ((ns, name), info) in t {
         k.targets.insert((kind.to_string(), ns, name), info);
     }
-}
-
-/// Runs a reflector over `api` until `stop`, calling `publish` with the whole list after each
-/// change. Errors back off and retry; the last list stays published.
-async fn watch<K>(
-    api: Api<K>,
-    kind: &'static str,
-    strip: fn(&mut K),
-    publish: impl Fn(Vec<Arc<K>>) + Send + 'static,
-    stop: CancellationToken,
-) where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).modify(strip),
-    )
-    .default_backoff();
-    futures::pin_mut!(stream);
-    let mut failing = false;
-    loop {
-        let ev = tokio::select! {
-            ev = stream.next() => ev,
-            _ = stop.cancelled() => return,
-        };
-        match ev {
-            None => return,
-            Some(Err(error)) => {
-                if !failing {
-                    tracing::warn!(message = "Kubernetes watch failed; keeping the last known objects and retrying with backoff.", kind, %error, objects = reader.len());
-                }
-                failing = true;
-            }
-            Some(Ok(event)) => {
-                if failing {
-                    tracing::info!(message = "Kubernetes watch resumed.", kind);
-                    failing = false;
-                }
-                use watcher::Event::*;
-                if matches!(event, Apply(_) | Delete(_) | InitDone) {
-                    publish_from(&reader, &publish);
-                }
-            }
-        }
-    }
-}
-
-fn publish_from<K>(reader: &Store<K>, publish: &impl Fn(Vec<Arc<K>>))
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    publish(reader.state());
 }
 
 #[cfg(test)]
