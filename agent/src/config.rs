@@ -48,7 +48,7 @@ pub struct Config {
     /// few dozen link-local packets); a new interface triggers a refresh at once.
     pub imds_refresh_interval: String,
     /// `[probes]`: shadowing of this node's pods' readiness/liveness/startup probes.
-    pub probes: crate::probes::ProbeConfig,
+    pub probes: crate::sources::probes::ProbeConfig,
     /// OTLP/HTTP endpoint for `run` to export each report window to (base URL such as
     /// http://headroom-collector:4318; `/v1/metrics` is appended). Unset: no export. Falls back
     /// to $OTEL_EXPORTER_OTLP_ENDPOINT.
@@ -81,7 +81,7 @@ impl Default for Config {
             proc_root: "/proc".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
             workers_sample_interval: "200ms".into(),
-            imds_endpoint: crate::eni::imds::DEFAULT_ENDPOINT.into(),
+            imds_endpoint: crate::sources::eni::imds::DEFAULT_ENDPOINT.into(),
             imds_refresh_interval: "5m".into(),
             probes: Default::default(),
             otlp_endpoint: None,
@@ -103,15 +103,15 @@ pub struct Settings {
     pub report_interval: Duration,
     pub rescan_interval: Duration,
     pub node_name: String,
-    pub checks: crate::resolve::CheckSpec,
-    pub workers: crate::workers::WorkersSpec,
+    pub checks: crate::sources::resolver_checks::CheckSpec,
+    pub workers: crate::sources::listeners::WorkersSpec,
     /// `--resolver auto`: count the VPC resolver (base + 2) once IMDS names the VPC.
     pub resolver_auto: bool,
     pub imds_endpoint: String,
     pub imds_refresh_interval: Duration,
-    pub probes: crate::probes::ProbeConfig,
+    pub probes: crate::sources::probes::ProbeConfig,
     /// OTLP export (`run`); None when no endpoint is configured.
-    pub otlp: Option<crate::otlp::OtlpSettings>,
+    pub otlp: Option<crate::export::otlp::OtlpSettings>,
 }
 
 /// Reads a TOML file; the error names the file and the problem.
@@ -192,12 +192,14 @@ impl Config {
         let mut check_targets = Vec::new();
         for t in &self.resolver_check_targets {
             if t == "auto" {
-                let auto = crate::linklocal::FIXED_RESOLVERS[..1]
+                let auto = crate::sources::linklocal::FIXED_RESOLVERS[..1]
                     .iter()
                     .chain(&resolvers);
                 check_targets.extend(auto.copied());
-                let nodelocal: IpAddr = crate::resolve::NODELOCAL_DNS.parse().expect("valid");
-                if crate::resolve::is_local(nodelocal) {
+                let nodelocal: IpAddr = crate::sources::resolver_checks::NODELOCAL_DNS
+                    .parse()
+                    .expect("valid");
+                if crate::sources::resolver_checks::is_local(nodelocal) {
                     check_targets.push(nodelocal);
                 }
                 continue;
@@ -218,7 +220,7 @@ impl Config {
                 check_targets.len()
             ));
         }
-        let imds_endpoint = crate::eni::imds::validate_endpoint(&self.imds_endpoint)
+        let imds_endpoint = crate::sources::eni::imds::validate_endpoint(&self.imds_endpoint)
             .map_err(|e| errors.push(e))
             .ok();
         errors.extend(self.probes.validate());
@@ -244,7 +246,7 @@ impl Config {
             report_interval: report_interval.unwrap(),
             rescan_interval: rescan_interval.unwrap(),
             node_name: self.node_name.clone().unwrap_or_else(hostname),
-            checks: crate::resolve::CheckSpec {
+            checks: crate::sources::resolver_checks::CheckSpec {
                 names: self.resolver_check_names.clone(),
                 resolvers: check_targets,
                 interval: check_interval.unwrap(),
@@ -260,7 +262,7 @@ impl Config {
     }
 
     /// The worker source's roots and sample interval.
-    fn workers_spec(&self) -> Result<crate::workers::WorkersSpec, Vec<String>> {
+    fn workers_spec(&self) -> Result<crate::sources::listeners::WorkersSpec, Vec<String>> {
         let mut errors = Vec::new();
         if !Path::new(&self.proc_root).is_dir() {
             errors.push(format!(
@@ -286,40 +288,40 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(crate::workers::WorkersSpec {
+        Ok(crate::sources::listeners::WorkersSpec {
             proc_root: self.proc_root.clone().into(),
             cgroup_root: self.cgroup_root.clone().into(),
             interval: interval.unwrap(),
         })
     }
 
-    fn otlp_settings(&self) -> Result<Option<crate::otlp::OtlpSettings>, String> {
+    fn otlp_settings(&self) -> Result<Option<crate::export::otlp::OtlpSettings>, String> {
         let Some(endpoint) = &self.otlp_endpoint else {
             return Ok(None);
         };
         let mut headers = match std::env::var("OTEL_EXPORTER_OTLP_HEADERS") {
-            Ok(h) => crate::otlp::parse_headers(&h)?,
+            Ok(h) => crate::export::otlp::parse_headers(&h)?,
             Err(_) => Vec::new(),
         };
         for (k, v) in &self.otlp_headers {
             headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
-            headers.extend(crate::otlp::parse_headers(&format!("{k}={v}"))?);
+            headers.extend(crate::export::otlp::parse_headers(&format!("{k}={v}"))?);
         }
         let protocol = match &self.otlp_protocol {
-            Some(p) => crate::otlp::Protocol::parse(p)?,
-            None => crate::otlp::Protocol::HttpProtobuf,
+            Some(p) => crate::export::otlp::Protocol::parse(p)?,
+            None => crate::export::otlp::Protocol::HttpProtobuf,
         };
-        Ok(Some(crate::otlp::OtlpSettings {
+        Ok(Some(crate::export::otlp::OtlpSettings {
             protocol,
-            metrics_url: crate::otlp::metrics_url(endpoint, protocol)?,
-            traces_url: crate::otlp::traces_url(endpoint, protocol)?,
+            metrics_url: crate::export::otlp::metrics_url(endpoint, protocol)?,
+            traces_url: crate::export::otlp::traces_url(endpoint, protocol)?,
             headers,
             resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
-                .map(|t| crate::otlp::encode::parse_resource_attributes(&t))
+                .map(|t| crate::export::otlp::encode::parse_resource_attributes(&t))
                 .unwrap_or_default(),
             trust: match &self.otlp_certificate {
-                Some(path) => crate::otlp::Trust::from_file(path)?,
-                None => crate::otlp::Trust::System,
+                Some(path) => crate::export::otlp::Trust::from_file(path)?,
+                None => crate::export::otlp::Trust::System,
             },
         }))
     }

@@ -1,7 +1,7 @@
 //! The agent's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
 
-use crate::meter::Meter;
-use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::export::prometheus::{Metrics, CONTENT_TYPE};
+use crate::sources::linklocal::meter::Meter;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;

@@ -1,27 +1,24 @@
 //! headroom-agent: measures on each node what nobody watches until it breaks, starting with the
 //! packets each network interface sends to EC2 link-local services (1024/s per interface).
+//!
+//! Layout: `sources/<signal>/` measure (one folder per signal), `enrich/` adds pod identity,
+//! `report` is what every exporter reads, `export/` turns reports into /metrics, OTLP and
+//! tables, `sys/` is the only code that talks to the kernel directly.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod background;
-pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod dns;
-pub mod ena;
-pub mod eni;
+pub mod enrich;
+pub mod export;
 pub mod http;
 pub mod interfaces;
-pub mod kube;
-pub mod linklocal;
-pub mod meter;
-pub mod metrics;
-pub mod otlp;
-pub mod probes;
 pub mod report;
-pub mod resolve;
-pub mod signal;
-pub mod workers;
+pub mod sources;
+#[allow(unsafe_code)]
+pub mod sys;
 
 /// Errors that end a command, each with its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +44,10 @@ impl AgentError {
     }
 }
 
-impl From<capture::TapError> for AgentError {
-    fn from(e: capture::TapError) -> Self {
+impl From<sys::packet::TapError> for AgentError {
+    fn from(e: sys::packet::TapError) -> Self {
         match e {
-            capture::TapError::Permission { .. } => AgentError::Permission(e.to_string()),
+            sys::packet::TapError::Permission { .. } => AgentError::Permission(e.to_string()),
             _ => AgentError::Runtime(e.to_string()),
         }
     }

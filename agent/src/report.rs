@@ -1,9 +1,9 @@
 //! The node report: one struct that feeds every exporter (`once`, `watch`, `/metrics`, OTLP),
 //! so they can never disagree. Field names are a public contract (design.md section 3).
 
-use crate::dns::tracker::{DnsFigures, DnsTotals};
-use crate::linklocal::{Service, LIMIT_PPS};
-use crate::meter::InterfaceWindow;
+use crate::sources::dns::tracker::{DnsFigures, DnsTotals};
+use crate::sources::linklocal::meter::InterfaceWindow;
+use crate::sources::linklocal::{Service, LIMIT_PPS};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,11 +17,11 @@ pub struct Report {
     pub window: Window,
     pub interfaces: Vec<InterfaceReport>,
     /// Listening sockets with their workers, busy workers and accept queues (worker source).
-    pub listeners: Vec<crate::workers::ListenerReport>,
+    pub listeners: Vec<crate::sources::listeners::ListenerReport>,
     /// Shadowed probes of this node's pods (empty without Kubernetes access).
-    pub probes: Vec<crate::probes::ProbeReport>,
+    pub probes: Vec<crate::sources::probes::ProbeReport>,
     /// Resolver checks run in the window (none unless names are configured).
-    pub resolver_checks: Vec<crate::resolve::ResolverCheck>,
+    pub resolver_checks: Vec<crate::sources::resolver_checks::ResolverCheck>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -222,7 +222,7 @@ impl Report {
                 out += &format!("  name   {:<60} {:>7} queries\n", n.qname, n.queries);
             }
         }
-        out += &crate::probes::table(&self.probes);
+        out += &crate::sources::probes::table(&self.probes);
         if !self.resolver_checks.is_empty() {
             out += "\nResolver checks:\n";
             for c in &self.resolver_checks {
@@ -233,7 +233,7 @@ impl Report {
             }
         }
         out += "\n";
-        out += &crate::workers::table(&self.listeners);
+        out += &crate::sources::listeners::table(&self.listeners);
         out += &self.identity_and_allowance_table();
         out
     }
@@ -297,7 +297,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linklocal::series::Figures;
+    use crate::sources::linklocal::series::Figures;
 
     #[test]
     fn report_fields_follow_the_contract() {

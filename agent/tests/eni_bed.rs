@@ -462,7 +462,7 @@ fn ethtool_ioctl_equals_ethtool_dash_s_on_veth() {
         let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
         // SAFETY: setns(2) moves only this thread into the namespace the test created.
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        headroom_agent::ena::read_stats("eni0").unwrap()
+        headroom_agent::sources::ena::read_stats("eni0").unwrap()
     })
     .join()
     .unwrap();
@@ -489,5 +489,5 @@ fn ethtool_ioctl_equals_ethtool_dash_s_on_veth() {
         "{ours:?}"
     );
     assert_eq!(ours, theirs);
-    assert_eq!(headroom_agent::ena::allowances(&ours), None);
+    assert_eq!(headroom_agent::sources::ena::allowances(&ours), None);
 }

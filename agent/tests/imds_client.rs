@@ -2,7 +2,7 @@
 //! first, token refreshed before it expires, 401 → one retry with a new token, 403/404 and
 //! malformed payloads → errors, never panics.
 
-use headroom_agent::eni::imds::{ImdsClient, ImdsError};
+use headroom_agent::sources::eni::imds::{ImdsClient, ImdsError};
 use headroom_testbed::imds::{two_eni_instance, FakeImds};
 use std::time::Duration;
 
@@ -140,7 +140,7 @@ fn ipv6_endpoint() {
         return;
     };
     let endpoint = format!("http://[::1]:{}", f.addr.port());
-    let endpoint = headroom_agent::eni::imds::validate_endpoint(&endpoint).unwrap();
+    let endpoint = headroom_agent::sources::eni::imds::validate_endpoint(&endpoint).unwrap();
     let mut c = ImdsClient::new(&endpoint);
     let id = rt().block_on(c.identity()).unwrap();
     assert_eq!(id.enis[MAC0].interface_id, "eni-0000aaaabbbbcccc0");

@@ -240,7 +240,7 @@ fn pod_identity_and_throttling_from_a_real_cgroup() {
 /// next sample skips it (no panic, no stale listener) and keeps measuring the rest.
 #[test]
 fn a_namespace_that_disappears_is_skipped() {
-    use headroom_agent::workers::{Sampler, WorkersSpec};
+    use headroom_agent::sources::listeners::{Sampler, WorkersSpec};
     let needs = [Need::Root, Need::Tool("ip"), Need::Tool("python3")];
     if !headroom_testbed::require("a_namespace_that_disappears_is_skipped", &needs) {
         return;

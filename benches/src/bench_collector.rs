@@ -10,10 +10,10 @@
 //! check that every simulated node is in the fleet. Traffic goes to 127.0.0.1 only, bounded
 //! by --seconds.
 
-use headroom_agent::linklocal::series::Figures;
-use headroom_agent::meter::InterfaceWindow;
-use headroom_agent::otlp::encode;
+use headroom_agent::export::otlp::encode;
 use headroom_agent::report::{Node, Report};
+use headroom_agent::sources::linklocal::meter::InterfaceWindow;
+use headroom_agent::sources::linklocal::series::Figures;
 use headroom_signals::{attr, otlp};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{

@@ -5,7 +5,7 @@
 //! for SECONDS in this process and prints CPU (user + sys of this process) and RSS.
 //! Every process it starts stops when the bench ends (they die with their parent).
 
-use headroom_agent::workers::{Workers, WorkersSpec};
+use headroom_agent::sources::listeners::{Workers, WorkersSpec};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

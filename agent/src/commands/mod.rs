@@ -4,12 +4,13 @@ pub mod once;
 pub mod run;
 pub mod watch;
 
-use crate::capture::{afpacket::RingConfig, Capture, CaptureSpec};
 use crate::config::Settings;
 use crate::interfaces::{self, Selection};
-use crate::linklocal::Targets;
-use crate::meter::Meter;
 use crate::report::Node;
+use crate::sources::linklocal::capture::{Capture, CaptureSpec};
+use crate::sources::linklocal::meter::Meter;
+use crate::sources::linklocal::Targets;
+use crate::sys::packet::RingConfig;
 use crate::AgentError;
 use std::time::Duration;
 
@@ -68,10 +69,12 @@ pub fn node(settings: &Settings) -> Node {
 /// Teaches the meter's DNS trackers the search suffixes the node's processes really use (their
 /// resolv.conf files, read through the proc root), before the defaults.
 pub fn learn_search(settings: &Settings, meter: &Meter) {
-    let proc = crate::workers::procfs::ProcRoot::new(&settings.workers.proc_root);
-    let learned = crate::dns::search::from_proc(&proc);
+    let proc = crate::sys::procfs::ProcRoot::new(&settings.workers.proc_root);
+    let learned = crate::sources::dns::search::from_proc(&proc);
     tracing::debug!(message = "Search domains learned.", domains = ?learned);
-    meter.set_search(crate::dns::search::SearchDomains::learned(&learned));
+    meter.set_search(crate::sources::dns::search::SearchDomains::learned(
+        &learned,
+    ));
 }
 
 /// How long startup waits for IMDS before capturing without the VPC resolver.
@@ -81,15 +84,15 @@ pub const IMDS_STARTUP_WAIT: Duration = Duration::from_secs(3);
 /// fixed at start). Returns the settings with the VPC resolver added under `--resolver auto`.
 /// When capture is bound to fail at once (a named interface missing, nothing to measure in
 /// `once`, no CAP_NET_RAW), IMDS is not asked: the user gets the one-line error and nothing else.
-pub fn identify(settings: &Settings, strict: bool) -> (Settings, crate::eni::EniSource) {
+pub fn identify(settings: &Settings, strict: bool) -> (Settings, crate::sources::eni::EniSource) {
     let all = interfaces::list();
     let doomed = !interfaces::missing(&settings.selection, &all).is_empty()
         || (strict && interfaces::select(&settings.selection, &all).is_empty())
         || !has_cap_net_raw();
     if doomed {
-        return (settings.clone(), crate::eni::EniSource::disabled());
+        return (settings.clone(), crate::sources::eni::EniSource::disabled());
     }
-    let eni = crate::eni::EniSource::start(crate::eni::Options {
+    let eni = crate::sources::eni::EniSource::start(crate::sources::eni::Options {
         endpoint: settings.imds_endpoint.clone(),
         refresh: settings.imds_refresh_interval,
         selection: settings.selection.clone(),
@@ -128,8 +131,8 @@ fn has_cap_net_raw() -> bool {
 /// ENA allowance rises since the previous call for each interface.
 pub fn enrich(
     report: &mut crate::report::Report,
-    eni: &crate::eni::EniSource,
-    ena: &mut crate::ena::Tracker,
+    eni: &crate::sources::eni::EniSource,
+    ena: &mut crate::sources::ena::Tracker,
 ) {
     eni.annotate(report);
     for i in &mut report.interfaces {
@@ -142,7 +145,10 @@ pub fn enrich(
     }
 }
 
-fn apply_allowance(i: &mut crate::report::InterfaceReport, w: crate::ena::AllowanceWindow) {
+fn apply_allowance(
+    i: &mut crate::report::InterfaceReport,
+    w: crate::sources::ena::AllowanceWindow,
+) {
     i.allowance = w.deltas;
     i.allowance_totals = w.totals;
     i.conntrack_allowance_available = w.conntrack_available;
@@ -151,11 +157,11 @@ fn apply_allowance(i: &mut crate::report::InterfaceReport, w: crate::ena::Allowa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ena::{allowances, Tracker};
-    use crate::eni::{annotate, EniInfo, Identity};
-    use crate::linklocal::series::Figures;
-    use crate::meter::InterfaceWindow;
     use crate::report::Report;
+    use crate::sources::ena::{allowances, Tracker};
+    use crate::sources::eni::{annotate, EniInfo, Identity};
+    use crate::sources::linklocal::meter::InterfaceWindow;
+    use crate::sources::linklocal::series::Figures;
     use std::collections::BTreeMap;
 
     fn ena(linklocal: u64) -> Vec<(String, u64)> {
@@ -233,7 +239,7 @@ mod tests {
         assert!(frame.contains("linklocal +76/76 DROPPING"), "{frame}");
         assert!(frame.contains("eni-0f00"), "{frame}");
 
-        let m = crate::metrics::Metrics::new();
+        let m = crate::export::prometheus::Metrics::new();
         m.update(&r);
         let text = m.encode();
         assert!(

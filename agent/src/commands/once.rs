@@ -2,10 +2,10 @@
 
 use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
-use crate::meter::Meter;
 use crate::report::{now_ns, Report};
-use crate::resolve::CheckLog;
-use crate::workers::Workers;
+use crate::sources::linklocal::meter::Meter;
+use crate::sources::listeners::Workers;
+use crate::sources::resolver_checks::CheckLog;
 use crate::AgentError;
 use std::time::Duration;
 
@@ -15,20 +15,21 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
     let settings = &settings;
     super::learn_search(settings, &meter);
     let (cap, names) = start_capture(settings, meter.clone(), true)?;
-    let mut ena = crate::ena::Tracker::default();
+    let mut ena = crate::sources::ena::Tracker::default();
     for n in &names {
         ena.sample(n);
     }
     let workers = Workers::start(&settings.workers);
     let start = now_ns();
     let log = CheckLog::default();
-    let checks = crate::resolve::start_background(settings.checks.clone(), log.clone())
-        .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
-    let pods = crate::probes::Handles {
+    let checks =
+        crate::sources::resolver_checks::start_background(settings.checks.clone(), log.clone())
+            .map_err(|e| AgentError::Runtime(format!("cannot start resolver checks: {e}")))?;
+    let pods = crate::sources::probes::Handles {
         saturation: workers.latest(),
         ..Default::default()
     };
-    let probes = crate::probes::start_background(
+    let probes = crate::sources::probes::start_background(
         settings.probes.clone(),
         settings.node_name.clone(),
         pods.clone(),

@@ -2,13 +2,14 @@
 
 use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
+use crate::export::otlp::{ExportStats, Exporter};
+use crate::export::prometheus::Metrics;
 use crate::http::{self, State};
-use crate::meter::Meter;
-use crate::metrics::Metrics;
-use crate::otlp::{ExportStats, Exporter};
 use crate::report::{now_ns, Report};
-use crate::workers::Workers;
-use crate::{signal, AgentError};
+use crate::sources::linklocal::meter::Meter;
+use crate::sources::listeners::Workers;
+use crate::AgentError;
+use headroom_service::signal;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
     let settings = &settings;
     super::learn_search(settings, &meter);
     let (cap, names) = start_capture(settings, meter.clone(), false)?;
-    let mut ena = crate::ena::Tracker::default();
+    let mut ena = crate::sources::ena::Tracker::default();
     for n in &names {
         ena.sample(n);
     }
@@ -57,17 +58,17 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         meter: meter.clone(),
     });
     let stop = CancellationToken::new();
-    let checks = crate::resolve::CheckLog::default();
-    tokio::spawn(crate::resolve::run(
+    let checks = crate::sources::resolver_checks::CheckLog::default();
+    tokio::spawn(crate::sources::resolver_checks::run(
         settings.checks.clone(),
         checks.clone(),
         stop.clone(),
     ));
-    let pods = crate::probes::Handles {
+    let pods = crate::sources::probes::Handles {
         saturation: workers.latest(),
         ..Default::default()
     };
-    tokio::spawn(crate::probes::run(
+    tokio::spawn(crate::sources::probes::run(
         settings.probes.clone(),
         settings.node_name.clone(),
         pods.clone(),

@@ -2,9 +2,9 @@
 
 use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
-use crate::linklocal::LIMIT_PPS;
-use crate::meter::{InterfaceWindow, Meter};
 use crate::report::now_ns;
+use crate::sources::linklocal::meter::{InterfaceWindow, Meter};
+use crate::sources::linklocal::LIMIT_PPS;
 use crate::AgentError;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -62,11 +62,11 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
     let settings = &settings;
     super::learn_search(settings, &meter);
     let (_cap, names) = start_capture(settings, meter.clone(), false)?;
-    let mut ena = crate::ena::Tracker::default();
+    let mut ena = crate::sources::ena::Tracker::default();
     for n in &names {
         ena.sample(n);
     }
-    let workers = crate::workers::Workers::start(&settings.workers);
+    let workers = crate::sources::listeners::Workers::start(&settings.workers);
     let tty = std::io::stdout().is_terminal();
     let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
     let mut last_end = now_ns();
@@ -83,7 +83,7 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
         last_end = end;
         let mut text = frame(&node(settings).name, &now, &peaks);
         text += "\n";
-        text += &crate::workers::table(&workers.cut(1.0));
+        text += &crate::sources::listeners::table(&workers.cut(1.0));
         let mut second = crate::report::Report::new(node(settings), end - 1_000_000_000, end, &now);
         enrich(&mut second, &eni, &mut ena);
         text += &allowance_frame(&second);
@@ -130,7 +130,7 @@ pub fn allowance_frame(report: &crate::report::Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linklocal::series::Figures;
+    use crate::sources::linklocal::series::Figures;
 
     #[test]
     fn frame_shows_rate_peak_and_bar() {

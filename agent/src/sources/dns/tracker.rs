@@ -1,0 +1,455 @@
+//! Matches replies to queries (5-tuple + id) on one interface and keeps one window's DNS figures.
+//! A query with no reply within the timeout is *unanswered*: what a throttled packet looks like
+//! from the node. Memory is bounded: pending queries, names and sources all have caps.
+
+use super::parse::{rcode_name, DnsPacket};
+use super::search::{ndots2_saves, SearchDomains};
+use super::topk::SpaceSaving;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+
+/// Tracker limits.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// A query without a reply after this long is unanswered (glibc's default timeout is 5 s).
+    pub timeout_ns: u64,
+    /// Most queries awaiting a reply; beyond, the oldest is given up as unanswered.
+    pub max_pending: usize,
+    /// Keys the name and source sketches hold.
+    pub sketch: usize,
+    /// Entries shown in `top_qnames` / `top_sources`.
+    pub top: usize,
+    pub search: SearchDomains,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            timeout_ns: 5_000_000_000,
+            max_pending: 65_536,
+            sketch: 256,
+            top: 10,
+            search: SearchDomains::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    client: IpAddr,
+    cport: u16,
+    server: IpAddr,
+    id: u16,
+    tcp: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    ts: u64,
+    qname: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SourceExtra {
+    pub wasted: u64,
+    pub ndots2: u64,
+    /// Base names of this source's latest search walks, newest last (at most 4).
+    recent: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopName {
+    pub qname: String,
+    pub queries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopSource {
+    pub source: String,
+    /// The pod behind the source address, once the pod list is known.
+    pub pod: Option<String>,
+    /// The workload that owns that pod (from its ownerReferences); null when unknown.
+    pub workload: Option<crate::enrich::pods::Workload>,
+    pub queries: u64,
+    pub pps: f64,
+    /// Queries this source spent on search suffixes that failed.
+    pub search_expansion_packets: u64,
+    /// Packets/s this source would not send with `ndots:2`.
+    pub ndots2_savings_pps: f64,
+    /// Packets/s this source would not send with fully qualified names (a trailing dot).
+    pub fqdn_savings_pps: f64,
+}
+
+/// DNS figures of one interface for one report window (`dns` in the report).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DnsFigures {
+    /// Queries sent in the window.
+    pub queries: u64,
+    /// Replies matched to a query in the window.
+    pub answered: u64,
+    /// Queries whose timeout ran out in the window.
+    pub unanswered: u64,
+    /// Queries still waiting for a reply at the window's end.
+    pub pending: u64,
+    pub rcodes: BTreeMap<String, u64>,
+    pub latency_ms: LatencyMs,
+    /// Queries for a name plus a search suffix that came back NXDOMAIN.
+    pub search_expansion_packets: u64,
+    /// search_expansion_packets / queries.
+    pub search_expansion_share: f64,
+    pub ndots2_savings_pps: f64,
+    pub fqdn_savings_pps: f64,
+    pub top_qnames: Vec<TopName>,
+    pub top_sources: Vec<TopSource>,
+}
+
+/// Running totals since start, for Prometheus counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DnsTotals {
+    pub queries: u64,
+    pub responses: BTreeMap<String, u64>,
+    pub unanswered: u64,
+    pub search_expansion: u64,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    pending: HashMap<Key, Pending>,
+    order: VecDeque<(u64, Key)>,
+    // This window:
+    queries: u64,
+    answered: u64,
+    unanswered: u64,
+    rcodes: BTreeMap<u16, u64>,
+    latency_us: Histogram<u64>,
+    wasted: u64,
+    wasted_ndots2: u64,
+    names: SpaceSaving<String>,
+    sources: SpaceSaving<IpAddr, SourceExtra>,
+    pub totals: DnsTotals,
+}
+
+impl Tracker {
+    /// Replaces the search suffixes (learned from the node's resolv.conf files).
+    pub fn set_search(&mut self, search: SearchDomains) {
+        self.cfg.search = search;
+    }
+
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Tracker {
+            names: SpaceSaving::new(cfg.sketch),
+            sources: SpaceSaving::new(cfg.sketch),
+            cfg,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            queries: 0,
+            answered: 0,
+            unanswered: 0,
+            rcodes: BTreeMap::new(),
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
+            wasted: 0,
+            wasted_ndots2: 0,
+            totals: DnsTotals::default(),
+        }
+    }
+
+    /// An outgoing query sent at `ts` (ns).
+    pub fn query(&mut self, ts: u64, p: &DnsPacket) {
+        if p.response {
+            return;
+        }
+        self.expire(ts);
+        self.queries += 1;
+        self.totals.queries += 1;
+        self.names.hit(&p.qname);
+        self.sources.hit(&p.src);
+        let key = Key {
+            client: p.src,
+            cport: p.sport,
+            server: p.dst,
+            id: p.id,
+            tcp: p.tcp,
+        };
+        if self.pending.len() >= self.cfg.max_pending {
+            // Full: give up the oldest rather than grow.
+            while let Some((t, k)) = self.order.pop_front() {
+                if self.pending.get(&k).is_some_and(|pd| pd.ts == t) {
+                    self.pending.remove(&k);
+                    self.give_up();
+                    break;
+                }
+            }
+        }
+        self.order.push_back((ts, key.clone()));
+        self.pending.insert(
+            key,
+            Pending {
+                ts,
+                qname: p.qname.clone(),
+            },
+        );
+    }
+
+    /// An incoming reply received at `ts` (ns).
+    pub fn response(&mut self, ts: u64, p: &DnsPacket) {
+        if !p.response {
+            return;
+        }
+        let key = Key {
+            client: p.dst,
+            cport: p.dport,
+            server: p.src,
+            id: p.id,
+            tcp: p.tcp,
+        };
+        let Some(q) = self.pending.remove(&key) else {
+            return; // a reply to a query we did not see (or already gave up on)
+        };
+        self.answered += 1;
+        *self.rcodes.entry(p.rcode).or_default() += 1;
+        *self
+            .totals
+            .responses
+            .entry(rcode_name(p.rcode))
+            .or_default() += 1;
+        let _ = self
+            .latency_us
+            .record(ts.saturating_sub(q.ts).max(1000) / 1000);
+        if p.rcode == 3 {
+            let bases = self.cfg.search.bases(&q.qname);
+            if !bases.is_empty() {
+                let source = self.sources.get_mut(&key.client);
+                // The base this source is walking already, else the first reading.
+                let base = source
+                    .as_ref()
+                    .and_then(|e| {
+                        bases
+                            .iter()
+                            .find(|b| e.extra.recent.iter().any(|r| r == *b))
+                    })
+                    .unwrap_or(&bases[0])
+                    .to_string();
+                let saves = ndots2_saves(&base);
+                self.wasted += 1;
+                self.totals.search_expansion += 1;
+                self.wasted_ndots2 += saves as u64;
+                if let Some(e) = source {
+                    e.extra.wasted += 1;
+                    e.extra.ndots2 += saves as u64;
+                    let recent = &mut e.extra.recent;
+                    recent.retain(|r| *r != base);
+                    recent.push(base);
+                    if recent.len() > 4 {
+                        recent.remove(0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.unanswered += 1;
+        self.totals.unanswered += 1;
+    }
+
+    /// Gives up on queries sent before `now - timeout`.
+    pub fn expire(&mut self, now: u64) {
+        while let Some((t, _)) = self.order.front() {
+            if t.saturating_add(self.cfg.timeout_ns) > now {
+                break;
+            }
+            let (t, k) = self.order.pop_front().expect("front exists");
+            if self.pending.get(&k).is_some_and(|pd| pd.ts == t) {
+                self.pending.remove(&k);
+                self.give_up();
+            }
+        }
+    }
+
+    /// The window's figures up to `end` (ns), `seconds` long; starts the next window.
+    pub fn cut(&mut self, end: u64, seconds: f64) -> DnsFigures {
+        self.expire(end);
+        let secs = seconds.max(1e-9);
+        let pps = |n: u64| (n as f64 / secs * 10.0).round() / 10.0;
+        let q =
+            |x: f64| (self.latency_us.value_at_quantile(x) as f64 / 1000.0 * 100.0).round() / 100.0;
+        let f = DnsFigures {
+            queries: self.queries,
+            answered: self.answered,
+            unanswered: self.unanswered,
+            pending: self.pending.len() as u64,
+            rcodes: self
+                .rcodes
+                .iter()
+                .map(|(k, v)| (rcode_name(*k), *v))
+                .collect(),
+            latency_ms: if self.latency_us.is_empty() {
+                LatencyMs::default()
+            } else {
+                LatencyMs {
+                    p50: q(0.5),
+                    p99: q(0.99),
+                }
+            },
+            search_expansion_packets: self.wasted,
+            search_expansion_share: if self.queries == 0 {
+                0.0
+            } else {
+                (self.wasted as f64 / self.queries as f64 * 1000.0).round() / 1000.0
+            },
+            ndots2_savings_pps: pps(self.wasted_ndots2),
+            fqdn_savings_pps: pps(self.wasted),
+            top_qnames: self
+                .names
+                .top(self.cfg.top)
+                .into_iter()
+                .map(|(n, e)| TopName {
+                    qname: n.clone(),
+                    queries: e.count,
+                })
+                .collect(),
+            top_sources: self
+                .sources
+                .top(self.cfg.top)
+                .into_iter()
+                .map(|(ip, e)| TopSource {
+                    source: ip.to_string(),
+                    pod: None,
+                    workload: None,
+                    queries: e.count,
+                    pps: pps(e.count),
+                    search_expansion_packets: e.extra.wasted,
+                    ndots2_savings_pps: pps(e.extra.ndots2),
+                    fqdn_savings_pps: pps(e.extra.wasted),
+                })
+                .collect(),
+        };
+        self.queries = 0;
+        self.answered = 0;
+        self.unanswered = 0;
+        self.rcodes.clear();
+        self.latency_us.reset();
+        self.wasted = 0;
+        self.wasted_ndots2 = 0;
+        self.names.clear();
+        self.sources.clear();
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::dns::parse::{parse, tests::*};
+    use hickory_proto::op::ResponseCode;
+
+    const MS: u64 = 1_000_000;
+    const NODE: [u8; 4] = [10, 0, 0, 10];
+    const DNS: [u8; 4] = [10, 0, 0, 2];
+
+    fn q(id: u16, name: &str, port: u16) -> DnsPacket {
+        parse(&udp4(
+            NODE,
+            port,
+            DNS,
+            53,
+            &dns_message(id, name, false, ResponseCode::NoError),
+        ))
+        .unwrap()
+    }
+    fn r(id: u16, name: &str, port: u16, rc: ResponseCode) -> DnsPacket {
+        parse(&udp4(DNS, 53, NODE, port, &dns_message(id, name, true, rc))).unwrap()
+    }
+
+    #[test]
+    fn matches_times_and_gives_up() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.query(0, &q(1, "a.example.com", 1000));
+        t.query(0, &q(2, "b.example.com", 1000));
+        t.query(0, &q(1, "a.example.com", 1001)); // same id, other port: another query
+        t.response(3 * MS, &r(1, "a.example.com", 1000, ResponseCode::NoError));
+        t.response(7 * MS, &r(1, "a.example.com", 1001, ResponseCode::ServFail));
+        t.response(8 * MS, &r(9, "x", 1000, ResponseCode::NoError)); // unmatched: ignored
+        let f = t.cut(1000 * MS, 1.0);
+        assert_eq!(
+            (f.queries, f.answered, f.unanswered, f.pending),
+            (3, 2, 0, 1)
+        );
+        assert_eq!(f.rcodes.get("NOERROR"), Some(&1));
+        assert_eq!(f.rcodes.get("SERVFAIL"), Some(&1));
+        assert!(
+            (2.9..=3.1).contains(&f.latency_ms.p50),
+            "{:?}",
+            f.latency_ms
+        );
+        assert!(
+            (6.9..=7.1).contains(&f.latency_ms.p99),
+            "{:?}",
+            f.latency_ms
+        );
+        // Five seconds on, the third query is given up in the next window.
+        let f = t.cut(6000 * MS, 5.0);
+        assert_eq!((f.queries, f.unanswered, f.pending), (0, 1, 0));
+        assert_eq!(t.totals.unanswered, 1);
+        assert_eq!(t.totals.queries, 3);
+    }
+
+    #[test]
+    fn search_walk_is_counted_as_waste() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let names = [
+            "db.example.com.prod.svc.cluster.local",
+            "db.example.com.svc.cluster.local",
+            "db.example.com.cluster.local",
+        ];
+        let mut id = 0;
+        for n in names {
+            for _ in 0..2 {
+                id += 1;
+                t.query(0, &q(id, n, 2000 + id));
+                t.response(MS, &r(id, n, 2000 + id, ResponseCode::NXDomain));
+            }
+        }
+        id += 1;
+        t.query(0, &q(id, "db.example.com", 2000 + id));
+        t.response(
+            MS,
+            &r(id, "db.example.com", 2000 + id, ResponseCode::NoError),
+        );
+        // A name that is not in the zone but not a search walk either: not waste.
+        t.query(0, &q(99, "nope.example.com", 3000));
+        t.response(MS, &r(99, "nope.example.com", 3000, ResponseCode::NXDomain));
+        let f = t.cut(2000 * MS, 2.0);
+        assert_eq!(f.queries, 8);
+        assert_eq!(f.search_expansion_packets, 6);
+        assert_eq!(f.search_expansion_share, 0.75);
+        assert_eq!(f.fqdn_savings_pps, 3.0);
+        assert_eq!(f.ndots2_savings_pps, 3.0);
+        assert_eq!(f.top_sources[0].source, "10.0.0.10");
+        assert_eq!(f.top_sources[0].search_expansion_packets, 6);
+    }
+
+    #[test]
+    fn pending_is_bounded() {
+        let cfg = TrackerConfig {
+            max_pending: 100,
+            ..TrackerConfig::default()
+        };
+        let mut t = Tracker::new(cfg);
+        for i in 0..1000u16 {
+            t.query(i as u64, &q(i, "a.b", 5000));
+        }
+        let f = t.cut(1000, 1.0);
+        assert_eq!(f.pending, 100);
+        assert_eq!(f.unanswered, 900);
+    }
+}

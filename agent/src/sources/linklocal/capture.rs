@@ -1,0 +1,214 @@
+//! Packet capture: one tap per measured interface, each on its own thread, feeding the meter.
+
+use super::bpf;
+use crate::interfaces::{self, Selection};
+use crate::sources::dns::parse::{parse as parse_dns, DnsPacket};
+use crate::sources::linklocal::classify::classify;
+use crate::sources::linklocal::meter::Meter;
+use crate::sources::linklocal::{Service, Targets};
+use crate::sys::packet as afpacket;
+pub use crate::sys::packet::{PacketTap, TapError, TapStats};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Bytes kept of each counted non-DNS packet: IPv6 + extension headers + TCP with options.
+pub const SNAPLEN: u32 = 128;
+/// Bytes kept of each DNS packet: headers plus the DNS header and a question of any length.
+pub const DNS_SNAPLEN: u32 = 512;
+
+/// What to capture and how.
+#[derive(Debug, Clone)]
+pub struct CaptureSpec {
+    pub selection: Selection,
+    pub targets: Targets,
+    pub ring: afpacket::RingConfig,
+    /// How often to look for interfaces that appeared (the VPC CNI attaches ENIs at runtime).
+    pub rescan: Duration,
+}
+
+/// Running capture threads; stops them on drop.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    /// Dropped on shutdown, which wakes the rescan thread at once.
+    wake: Option<std::sync::mpsc::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Capture {
+    /// Opens a tap on every selected interface now (so permission problems surface at once),
+    /// then keeps rescanning for new ones. Returns the interfaces opened.
+    pub fn start(spec: CaptureSpec, meter: Meter) -> Result<(Capture, Vec<String>), TapError> {
+        let program = bpf::program(&spec.targets, SNAPLEN, DNS_SNAPLEN)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(Mutex::new(BTreeSet::new()));
+        let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+        let mut cap = Capture {
+            stop: stop.clone(),
+            wake: Some(wake_tx),
+            threads: Vec::new(),
+            active: active.clone(),
+        };
+        let names = interfaces::select(&spec.selection, &interfaces::list());
+        for name in &names {
+            let tap = afpacket::AfPacketTap::open(name, &program, spec.ring)?;
+            cap.threads.push(spawn_reader(
+                name.clone(),
+                Box::new(tap),
+                spec.targets.clone(),
+                meter.clone(),
+                stop.clone(),
+                active.clone(),
+            ));
+        }
+        let rescan = {
+            let (stop, active, meter) = (stop.clone(), active.clone(), meter.clone());
+            std::thread::Builder::new()
+                .name("capture-rescan".into())
+                .spawn(move || rescan_loop(wake_rx, spec, program, meter, stop, active))
+                .expect("spawning a thread")
+        };
+        cap.threads.push(rescan);
+        Ok((cap, names))
+    }
+
+    /// Interfaces being captured now.
+    pub fn active(&self) -> Vec<String> {
+        self.active.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn rescan_loop(
+    wake: std::sync::mpsc::Receiver<()>,
+    spec: CaptureSpec,
+    program: Vec<bpf::Insn>,
+    meter: Meter,
+    stop: Arc<AtomicBool>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+) {
+    let mut readers: Vec<JoinHandle<()>> = Vec::new();
+    let mut warned = BTreeSet::new();
+    // Sleeps a whole rescan interval unless told to stop (the sender is dropped on shutdown).
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wake.recv_timeout(spec.rescan) {
+        for name in interfaces::select(&spec.selection, &interfaces::list()) {
+            if active.lock().unwrap().contains(&name) {
+                continue;
+            }
+            match afpacket::AfPacketTap::open(&name, &program, spec.ring) {
+                Ok(tap) => {
+                    tracing::info!(message = "Capturing on a new interface.", interface = %name);
+                    warned.remove(&name);
+                    readers.push(spawn_reader(
+                        name,
+                        Box::new(tap),
+                        spec.targets.clone(),
+                        meter.clone(),
+                        stop.clone(),
+                        active.clone(),
+                    ));
+                }
+                Err(error) => {
+                    if warned.insert(name.clone()) {
+                        tracing::warn!(message = "Cannot capture on interface; will retry.", interface = %name, %error);
+                    }
+                }
+            }
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+}
+
+fn spawn_reader(
+    name: String,
+    tap: Box<dyn PacketTap>,
+    targets: Targets,
+    meter: Meter,
+    stop: Arc<AtomicBool>,
+    active: Arc<Mutex<BTreeSet<String>>>,
+) -> JoinHandle<()> {
+    active.lock().unwrap().insert(name.clone());
+    meter.attach(&name, interfaces::mac(&name));
+    std::thread::Builder::new()
+        .name(format!("capture-{name}"))
+        .spawn(move || {
+            if let Err(error) = read_loop(&name, tap, &targets, &meter, &stop) {
+                tracing::warn!(message = "Capture stopped on interface.", interface = %name, %error);
+            }
+            meter.detach(&name);
+            active.lock().unwrap().remove(&name);
+        })
+        .expect("spawning a thread")
+}
+
+/// Reads batches until `stop`, classifying each packet and adding it to the meter.
+pub fn read_loop(
+    name: &str,
+    mut tap: Box<dyn PacketTap>,
+    targets: &Targets,
+    meter: &Meter,
+    stop: &AtomicBool,
+) -> Result<(), TapError> {
+    let mut batch: Vec<(u64, Service)> = Vec::with_capacity(4096);
+    let mut dns: Vec<(u64, DnsPacket)> = Vec::new();
+    let mut last_stats = Instant::now();
+    loop {
+        // Drain what is already there even when stopping, so the last window is complete.
+        let stopping = stop.load(Ordering::SeqCst);
+        tap.next_batch(Duration::from_millis(200), &mut |ts, outgoing, pkt| {
+            if outgoing {
+                // Only what the node sends counts toward the allowance.
+                let Some(c) = classify(pkt, targets) else {
+                    return;
+                };
+                batch.push((ts, c.service));
+                if c.service != Service::Dns {
+                    return;
+                }
+            }
+            if let Some(d) = parse_dns(pkt) {
+                if d.response != outgoing {
+                    dns.push((ts, d));
+                }
+            }
+        })?;
+        if !batch.is_empty() || !dns.is_empty() {
+            meter.record(name, &batch, &dns);
+            batch.clear();
+            dns.clear();
+        }
+        if stopping || last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            let st = tap.take_stats()?;
+            if st.dropped > 0 {
+                meter.add_drops(name, st.dropped);
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! Prefork app servers measured from outside: per listening TCP socket, in every network
+//! namespace, how many worker processes there are, how many are busy, how deep the accept queue
+//! is, and how much the container's CPU was throttled (design.md §2, "Workers and queues").
+//!
+//! Each sample (5 Hz by default):
+//! 1. list processes; read the fds of *new* processes only (socket inodes, netns, parent);
+//! 2. per network namespace, dump TCP LISTEN and connected sockets through sock_diag;
+//! 3. a listener's *holders* are the processes whose fds hold its inode. A holder is a
+//!    *master* and not a worker when another holder is its child and it has never been seen
+//!    holding an accepted connection (gunicorn's arbiter, unicorn's master, php-fpm's master,
+//!    Apache's parent). A lone process holding a listener is its own worker;
+//! 4. a worker is *busy* while it holds a connected socket (ESTABLISHED or CLOSE_WAIT) whose
+//!    local address is the listener's. Connected inodes not yet known send the listener's
+//!    holders (only them) to a rescan of their fds (a connection still unowned after two is
+//!    held by a non-worker, like sshd's per-connection child, and is not looked for again); a
+//!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
+//!    most every 5 minutes.
+
+pub mod cgroup;
+#[cfg(test)]
+mod tests;
+
+use crate::sys::procfs::ProcRoot;
+use crate::sys::sockdiag::{Diag, NetlinkDiag, Sock, SockState};
+use cgroup::CpuStat;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Where the worker source reads from, and how often.
+#[derive(Debug, Clone)]
+pub struct WorkersSpec {
+    pub proc_root: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub interval: Duration,
+}
+
+/// A pod as far as the agent knows it: the uid always, namespace and name once a pod list is
+/// known.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub uid: String,
+}
+
+/// One listening socket over one report window. Field names are a public contract.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ListenerReport {
+    pub pod: Option<PodRef>,
+    /// Container id (the runtime's, 64 hex digits with containerd), or null outside pods.
+    pub container: Option<String>,
+    pub address: String,
+    pub port: u16,
+    /// Command name of the workers.
+    pub process: String,
+    /// Worker processes (masters excluded) at the window's last sample.
+    pub workers: u32,
+    pub busy_mean: f64,
+    pub busy_max: u32,
+    /// Deepest accept queue seen (connections the kernel accepted that no worker took yet).
+    pub queue_max: u32,
+    /// The accept queue's limit (listen(2) backlog, capped by net.core.somaxconn).
+    pub backlog: u32,
+    /// busy_mean / workers.
+    pub utilization: f64,
+    /// Time with every worker busy (share of samples with all busy × window length).
+    pub saturated_seconds: f64,
+    /// CFS periods in the window, of them throttled, and the time throttled (the container's
+    /// cgroup `cpu.stat` deltas); null where no cpu.stat with throttling counters is found.
+    pub cpu_periods: Option<u64>,
+    pub cpu_throttled_periods: Option<u64>,
+    pub cpu_throttled_seconds: Option<f64>,
+    /// Samples taken in the window.
+    pub samples: u64,
+    /// Inode of the listener's network namespace.
+    pub netns: u64,
+    pub worker_pids: Vec<i32>,
+    /// The workload that owns the pod (from its ownerReferences); null outside known pods.
+    pub workload: Option<crate::enrich::pods::Workload>,
+    /// Saturated seconds since the agent started (for the Prometheus counter).
+    #[serde(skip)]
+    pub saturated_seconds_total: f64,
+}
+
+#[derive(Debug, Default)]
+struct Proc {
+    netns: Option<u64>,
+    ppid: i32,
+    comm: String,
+    sockets: HashSet<u64>,
+    /// Seen holding an accepted connection at least once: never a master.
+    accepted: bool,
+    /// Pod identity and where its cpu.stat is, read once when first needed.
+    cgroup: Option<(Option<cgroup::PodIdentity>, Option<PathBuf>)>,
+    /// When this pid was first scanned; young processes are checked again (see [`YOUNG`]).
+    first_seen: Option<Instant>,
+}
+
+type Key = (u64, u64);
+
+/// How long after a pid is first seen its network namespace is checked again on every sample.
+/// A container's first process joins the pod's namespace and then execs the entrypoint under
+/// the same pid (runc init; `ip netns exec`, `nsenter` likewise): seen before the switch, it
+/// would otherwise stay filed under the wrong namespace and its listeners would never be found.
+pub const YOUNG: Duration = Duration::from_secs(10);
+
+/// How long a listener nobody is known to hold waits before its namespace is read again.
+pub const UNOWNED_RETRY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+struct Acc {
+    local: SocketAddr,
+    samples: u64,
+    busy_sum: u64,
+    busy_max: u32,
+    queue_max: u32,
+    backlog: u32,
+    workers: u32,
+    saturated: u64,
+    worker_pids: Vec<i32>,
+    holder: i32,
+}
+
+/// One listener in the sampler's latest sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSample {
+    /// The pod's uid from the holder's cgroup; None outside pods.
+    pub pod_uid: Option<String>,
+    pub local: SocketAddr,
+    pub workers: u32,
+    pub busy: u32,
+    /// Connections in the accept queue at the sample.
+    pub queue: u32,
+}
+
+/// The latest sample of every listener, replaced after each sample: what a probe attempt
+/// reads to say how saturated the probed pod's workers were at that moment. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct LatestSamples(Arc<RwLock<Vec<ListenerSample>>>);
+
+impl LatestSamples {
+    fn set(&self, samples: Vec<ListenerSample>) {
+        if let Ok(mut s) = self.0.write() {
+            *s = samples;
+        }
+    }
+
+    /// The listener on `port` of the pod `pod_uid` (known by its cgroup), or bound to `host`
+    /// itself (a pod IP); with several (IPv4 and IPv6), the one with the most workers.
+    pub fn find(&self, pod_uid: &str, host: IpAddr, port: u16) -> Option<ListenerSample> {
+        let s = self.0.read().ok()?;
+        s.iter()
+            .filter(|l| l.local.port() == port)
+            .filter(|l| {
+                (!pod_uid.is_empty() && l.pod_uid.as_deref() == Some(pod_uid))
+                    || l.local.ip() == host
+            })
+            .max_by_key(|l| (l.workers, l.busy))
+            .cloned()
+    }
+}
+
+/// Counters of work done, for tests and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    pub samples: u64,
+    /// fd directories read.
+    pub fd_scans: u64,
+    pub netns_dumps: u64,
+}
+
+/// The sampling state: caches and the current window. Synchronous; run it on its own thread.
+pub struct Sampler<D: Diag = NetlinkDiag> {
+    proc: ProcRoot,
+    cgroup_root: PathBuf,
+    diag: D,
+    procs: HashMap<i32, Proc>,
+    /// Listeners nobody is known to hold after a rescan (their holder is out of sight, e.g. in
+    /// another pid namespace), and when: looked for again after [`UNOWNED_RETRY`].
+    unowned: HashMap<Key, Instant>,
+    /// Accepted connections not found in any holder's fds, with how many rescans missed them.
+    /// After two (the second rules out a worker caught between accept and installing the fd)
+    /// they belong to a process that does not hold the listener (sshd's per-connection
+    /// children): not a worker's, and not looked for again.
+    foreign: HashMap<Key, u8>,
+    accs: BTreeMap<Key, Acc>,
+    saturated_total: HashMap<Key, f64>,
+    cpu_base: HashMap<PathBuf, CpuStat>,
+    /// The sample being taken, published to `latest` when it is complete.
+    current: Vec<ListenerSample>,
+    latest: LatestSamples,
+    pub cost: Cost,
+}
+
+impl Sampler<NetlinkDiag> {
+    pub fn new(spec: &WorkersSpec) -> Self {
+        Sampler::with_diag(spec, NetlinkDiag::default())
+    }
+}
+
+impl<D: Diag> Sampler<D> {
+    pub fn with_diag(spec: &WorkersSpec, diag: D) -> Self {
+        Sampler {
+            proc: ProcRoot::new(&spec.proc_root),
+            cgroup_root: spec.cgroup_root.clone(),
+            diag,
+            procs: HashMap::new(),
+            unowned: HashMap::new(),
+            foreign: HashMap::new(),
+            accs: BTreeMap::new(),
+            saturated_total: HashMap::new(),
+            cpu_base: HashMap::new(),
+            current: Vec::new(),
+            latest: LatestSamples::default(),
+            cost: Cost::default(),
+        }
+    }
+
+    /// The view of the latest sample that this sampler keeps current.
+    pub fn latest(&self) -> LatestSamples {
+        self.latest.clone()
+    }
+
+    fn scan_fds(proc: &ProcRoot, cost: &mut Cost, pid: i32, p: &mut Proc) {
+        cost.fd_scans += 1;
+        match proc.socket_inodes(pid) {
+            Ok(s) => p.sockets = s.into_iter().collect(),
+            Err(error) => {
+                tracing::debug!(message = "Skipping a process: fds unreadable.", pid, %error);
+                p.sockets.clear();
+            }
+        }
+    }
+
+    fn scan_new(&mut self, pid: i32) -> Proc {
+        let mut p = Proc::default();
+        match self.proc.netns(pid) {
+            Ok(ns) => p.netns = Some(ns),
+            Err(error) => {
+                tracing::debug!(message = "Skipping a process: no network namespace (exited?).", pid, %error);
+                return p;
+            }
+        }
+        p.ppid = self.proc.ppid(pid).unwrap_or(0);
+        p.comm = self.proc.comm(pid).unwrap_or_default();
+        p.first_seen = Some(Instant::now());
+        Self::scan_fds(&self.proc, &mut self.cost, pid, &mut p);
+        p
+    }
+
+    /// Takes one sample of every listener on the node.
+    pub fn sample(&mut self) {
+        self.cost.samples += 1;
+        let pids = match self.proc.pids() {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(message = "Cannot list processes.", root = %self.proc.0.display(), %error);
+                return;
+            }
+        };
+        let live: HashSet<i32> = pids.iter().copied().collect();
+        self.procs.retain(|p, _| live.contains(p));
+        for &pid in &pids {
+            let rescan = match self.procs.get(&pid) {
+                None => true,
+                // Young: did it switch namespaces (and exec) since it was scanned?
+                Some(p) if p.first_seen.is_some_and(|t| t.elapsed() < YOUNG) => {
+                    self.proc.netns(pid).ok() != p.netns
+                }
+                Some(_) => false,
+            };
+            if rescan {
+                let mut p = self.scan_new(pid);
+                if let Some(old) = self.procs.get(&pid) {
+                    // Still young by its first sighting, not by this rescan.
+                    p.first_seen = old.first_seen;
+                }
+                self.procs.insert(pid, p);
+            }
+        }
+        let now = Instant::now();
+        self.unowned
+            .retain(|_, since| now.duration_since(*since) < UNOWNED_RETRY);
+        let mut by_ns: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
+        for &pid in &pids {
+            if let Some(ns) = self.procs.get(&pid).and_then(|p| p.netns) {
+                by_ns.entry(ns).or_default().push(pid);
+            }
+        }
+        for (ns, group) in &by_ns {
+            self.sample_netns(*ns, group);
+        }
+        self.latest.set(std::mem::take(&mut self.current));
+        self.diag.retain(&by_ns.keys().copied().collect());
+    }
+
+    fn sample_netns(&mut self, ns: u64, group: &[i32]) {
+        self.cost.netns_dumps += 1;
+        let path = self.proc.netns_path(group[0]);
+        let socks = match self.diag.dump(ns, &path) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::debug!(message = "Skipping a network namespace (gone?).", netns = ns, pid = group[0], %error);
+                return;
+            }
+        };
+        let listens: Vec<&Sock> = socks
+            .iter()
+            .filter(|s| s.state == SockState::Listen && s.inode != 0)
+            .collect();
+        if listens.is_empty() {
+            return;
+        }
+        let listen_inodes: HashSet<u64> = listens.iter().map(|s| s.inode).collect();
+        let mut holders = self.holders(group, &listen_inodes);
+        let unknown = listens
+            .iter()
+            .any(|s| !holders.contains_key(&s.inode) && !self.unowned.contains_key(&(ns, s.inode)));
+        if unknown {
+            for &pid in group {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    Self::scan_fds(&self.proc, &mut self.cost, pid, p);
+                }
+            }
+            holders = self.holders(group, &listen_inodes);
+            for s in &listens {
+                if !holders.contains_key(&s.inode) {
+                    self.unowned.insert((ns, s.inode), Instant::now());
+                }
+            }
+        }
+        let connected: Vec<&Sock> = socks
+            .iter()
+            .filter(|s| s.state == SockState::Connected && s.inode != 0)
+            .collect();
+        let live: HashSet<u64> = connected.iter().map(|c| c.inode).collect();
+        self.foreign
+            .retain(|(n, i), _| *n != ns || live.contains(i));
+        for l in &listens {
+            let Some(hs) = holders.get(&l.inode) else {
+                continue;
+            };
+            let conns: Vec<u64> = connected
+                .iter()
+                .filter(|c| accepted_on(c.local, l.local))
+                .map(|c| c.inode)
+                .collect();
+            let owner_known = |procs: &HashMap<i32, Proc>, ino: u64| {
+                hs.iter()
+                    .any(|h| procs.get(h).is_some_and(|p| p.sockets.contains(&ino)))
+            };
+            if conns.iter().any(|&c| {
+                !owner_known(&self.procs, c) && self.foreign.get(&(ns, c)).copied().unwrap_or(0) < 2
+            }) {
+                for h in hs {
+                    if let Some(p) = self.procs.get_mut(h) {
+                        Self::scan_fds(&self.proc, &mut self.cost, *h, p);
+                    }
+                }
+                for &c in &conns {
+                    if !owner_known(&self.procs, c) {
+                        *self.foreign.entry((ns, c)).or_default() += 1;
+                    }
+                }
+            }
+            let mut busy: HashSet<i32> = HashSet::new();
+            for h in hs {
+                if let Some(p) = self.procs.get_mut(h) {
+                    if conns.iter().any(|c| p.sockets.contains(c)) {
+                        p.accepted = true;
+                        busy.insert(*h);
+                    }
+                }
+            }
+            let is_master = |h: &i32| {
+                let Some(p) = self.procs.get(h) else {
+                    return true;
+                };
+                !p.accepted
+                    && hs
+                        .iter()
+                        .any(|o| o != h && self.procs.get(o).is_some_and(|c| c.ppid == *h))
+            };
+            let workers: Vec<i32> = hs.iter().copied().filter(|h| !is_master(h)).collect();
+            let n = workers.len() as u32;
+            let b = workers.iter().filter(|w| busy.contains(w)).count() as u32;
+            let holder = workers.first().copied().unwrap_or(hs[0]);
+            self.note_cgroup(holder);
+            self.current.push(ListenerSample {
+                pod_uid: self
+                    .procs
+                    .get(&holder)
+                    .and_then(|p| p.cgroup.as_ref())
+                    .and_then(|c| c.0.as_ref())
+                    .map(|p| p.pod_uid.clone()),
+                local: l.local,
+                workers: n,
+                busy: b,
+                queue: l.rqueue,
+            });
+            let a = self.accs.entry((ns, l.inode)).or_insert(Acc {
+                local: l.local,
+                samples: 0,
+                busy_sum: 0,
+                busy_max: 0,
+                queue_max: 0,
+                backlog: 0,
+                workers: 0,
+                saturated: 0,
+                worker_pids: Vec::new(),
+                holder,
+            });
+            a.samples += 1;
+            a.busy_sum += b as u64;
+            a.busy_max = a.busy_max.max(b);
+            a.queue_max = a.queue_max.max(l.rqueue);
+            a.backlog = l.wqueue;
+            a.workers = n;
+            a.saturated += (n > 0 && b == n) as u64;
+            a.worker_pids = workers;
+            a.holder = holder;
+        }
+    }
+
+    /// Listener inode → processes in `group` holding it (ascending pid).
+    fn holders(&self, group: &[i32], listen: &HashSet<u64>) -> HashMap<u64, Vec<i32>> {
+        let mut out: HashMap<u64, Vec<i32>> = HashMap::new();
+        for pid in group {
+            if let Some(p) = self.procs.get(pid) {
+                for i in p.sockets.iter().filter(|i| listen.contains(i)) {
+                    out.entry(*i).or_default().push(*pid);
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a process's cgroup once; starts the CPU baseline of its cgroup.
+    fn note_cgroup(&mut self, pid: i32) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if p.cgroup.is_none() {
+            p.cgroup = Some(match self.proc.cgroup(pid) {
+                Ok(text) => {
+                    let cands = cgroup::cpu_stat_candidates(&self.cgroup_root, &text);
+                    let found = cgroup::read_cpu_stat(&cands);
+                    if let Some((path, stat)) = &found {
+                        self.cpu_base.entry(path.clone()).or_insert(*stat);
+                    }
+                    (cgroup::pod_of(&text), found.map(|(p, _)| p))
+                }
+                Err(error) => {
+                    tracing::debug!(message = "No cgroup for a process (exited?).", pid, %error);
+                    (None, None)
+                }
+            });
+        }
+    }
+
+    /// Ends the report window of `seconds`: the listeners sampled since the last cut.
+    /// Saturated time is the window's share of saturated samples times its length.
+    pub fn cut(&mut self, seconds: f64) -> Vec<ListenerReport> {
+        let accs = std::mem::take(&mut self.accs);
+        let mut out = Vec::new();
+        let mut seen_paths = HashSet::new();
+        for (key, a) in accs {
+            let (pod, stat_path) = self
+                .procs
+                .get(&a.holder)
+                .and_then(|p| p.cgroup.clone())
+                .unwrap_or((None, None));
+            let cpu = stat_path.and_then(|path| {
+                let now = cgroup::read_cpu_stat(std::slice::from_ref(&path))?.1;
+                let base = self.cpu_base.insert(path.clone(), now).unwrap_or(now);
+                seen_paths.insert(path);
+                Some(now.since(&base))
+            });
+            let saturated = round3(a.saturated as f64 / a.samples.max(1) as f64 * seconds);
+            let total = self.saturated_total.entry(key).or_default();
+            *total += saturated;
+            let busy_mean = round3(a.busy_sum as f64 / a.samples.max(1) as f64);
+            out.push(ListenerReport {
+                pod: pod.as_ref().map(|p| PodRef {
+                    namespace: None,
+                    name: None,
+                    uid: p.pod_uid.clone(),
+                }),
+                container: pod.and_then(|p| p.container),
+                address: a.local.ip().to_string(),
+                port: a.local.port(),
+                process: self
+                    .procs
+                    .get(&a.holder)
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_default(),
+                workers: a.workers,
+                busy_mean,
+                busy_max: a.busy_max,
+                queue_max: a.queue_max,
+                backlog: a.backlog,
+                utilization: if a.workers > 0 {
+                    round3(busy_mean / a.workers as f64)
+                } else {
+                    0.0
+                },
+                saturated_seconds: saturated,
+                cpu_periods: cpu.map(|c| c.nr_periods),
+                cpu_throttled_periods: cpu.map(|c| c.nr_throttled),
+                cpu_throttled_seconds: cpu.map(|c| c.throttled_usec as f64 / 1e6),
+                samples: a.samples,
+                netns: key.0,
+                worker_pids: a.worker_pids,
+                workload: None,
+                saturated_seconds_total: *total,
+            });
+        }
+        self.cpu_base.retain(|p, _| {
+            seen_paths.contains(p)
+                || self
+                    .procs
+                    .values()
+                    .any(|q| q.cgroup.as_ref().and_then(|c| c.1.as_ref()) == Some(p))
+        });
+        out.sort_by(|a, b| {
+            (a.pod.as_ref().map(|p| &p.uid), a.port, &a.address, a.netns).cmp(&(
+                b.pod.as_ref().map(|p| &p.uid),
+                b.port,
+                &b.address,
+                b.netns,
+            ))
+        });
+        out
+    }
+}
+
+/// Whether a connected socket with local address `conn` was accepted on a listener bound to
+/// `listen`: same port and family, and the listener's address or a wildcard (a dual-stack `[::]`
+/// listener's IPv4 connections show as `::ffff:a.b.c.d`, family IPv6).
+fn accepted_on(conn: SocketAddr, listen: SocketAddr) -> bool {
+    conn.port() == listen.port()
+        && conn.is_ipv4() == listen.is_ipv4()
+        && (listen.ip().is_unspecified() || listen.ip() == conn.ip())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The worker source running on its own thread; cut windows from any thread.
+pub struct Workers {
+    sampler: Arc<Mutex<Sampler>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts sampling at `spec.interval`, the first sample at once.
+    pub fn start(spec: &WorkersSpec) -> Workers {
+        let sampler = Arc::new(Mutex::new(Sampler::new(spec)));
+        let (tx, rx) = mpsc::channel::<()>();
+        let s = sampler.clone();
+        let interval = spec.interval;
+        let thread = std::thread::Builder::new()
+            .name("headroom-workers".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                loop {
+                    s.lock().unwrap_or_else(|e| e.into_inner()).sample();
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now; // fell behind: skip, never burst
+                    }
+                    match rx.recv_timeout(next - now) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })
+            .expect("spawning a thread");
+        Workers {
+            sampler,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Ends the report window of `seconds`.
+    pub fn cut(&self, seconds: f64) -> Vec<ListenerReport> {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cut(seconds)
+    }
+
+    /// The latest sample of every listener, kept current while this runs.
+    pub fn latest(&self) -> LatestSamples {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest()
+    }
+
+    /// Work done so far.
+    pub fn cost(&self) -> Cost {
+        self.sampler.lock().unwrap_or_else(|e| e.into_inner()).cost
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A human table of listeners.
+pub fn table(listeners: &[ListenerReport]) -> String {
+    let mut out = format!(
+        "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6} {:>5} {:>6} {:>7} {:>6} {:>7} {:>9}\n",
+        "POD",
+        "CONTAINER",
+        "LISTEN",
+        "PROCESS",
+        "WORKERS",
+        "BUSY",
+        "MAX",
+        "QUEUE",
+        "BACKLOG",
+        "UTIL",
+        "SAT/S",
+        "THROTTLED"
+    );
+    for l in listeners {
+        let addr = SocketAddr::new(
+            l.address
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            l.port,
+        );
+        out += &format!(
+            "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6.2} {:>5} {:>6} {:>7} {:>5.0}% {:>7.1} {:>9}\n",
+            l.pod
+                .as_ref()
+                .map(|p| p.name.clone().unwrap_or_else(|| p.uid.clone()))
+                .unwrap_or_else(|| "-".into()),
+            l.container
+                .as_deref()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("-"),
+            addr.to_string(),
+            l.process,
+            l.workers,
+            l.busy_mean,
+            l.busy_max,
+            l.queue_max,
+            l.backlog,
+            l.utilization * 100.0,
+            l.saturated_seconds,
+            l.cpu_throttled_seconds
+                .map(|s| format!("{s:.3}s"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if listeners.is_empty() {
+        out += "(no listeners measured)\n";
+    }
+    out
+}

@@ -1,0 +1,334 @@
+//! The sampler on fixture trees (/proc and cgroup) with a fake sock_diag: exact figures, caching,
+//! and processes or namespaces that vanish.
+
+use super::*;
+use crate::sys::sockdiag::{Diag, Sock, SockState};
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+const NS: u64 = 4026532001;
+const NS_GONE: u64 = 4026532999;
+const UID: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+const CID: &str = "3c5a7e9b1d2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c";
+
+type Table = Arc<Mutex<HashMap<u64, Vec<Sock>>>>;
+
+struct FakeDiag(Table);
+
+impl Diag for FakeDiag {
+    fn dump(&mut self, netns: u64, _: &Path) -> io::Result<Vec<Sock>> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&netns)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn retain(&mut self, _: &HashSet<u64>) {}
+}
+
+struct Fx {
+    dir: tempfile::TempDir,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let fx = Fx {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(fx.dir.path().join("proc")).unwrap();
+        std::fs::create_dir_all(fx.dir.path().join("cgroup")).unwrap();
+        fx
+    }
+    fn pid_dir(&self, pid: i32) -> PathBuf {
+        self.dir.path().join("proc").join(pid.to_string())
+    }
+    fn process(&self, pid: i32, ppid: i32, comm: &str, netns: u64, socks: &[u64], cg: &str) {
+        let d = self.pid_dir(pid);
+        std::fs::create_dir_all(d.join("fd")).unwrap();
+        std::fs::create_dir_all(d.join("ns")).unwrap();
+        symlink(format!("net:[{netns}]"), d.join("ns/net")).unwrap();
+        std::fs::write(
+            d.join("stat"),
+            format!("{pid} ({comm}) S {ppid} {pid} {pid} 0"),
+        )
+        .unwrap();
+        std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+        std::fs::write(d.join("cgroup"), cg).unwrap();
+        symlink("/dev/null", d.join("fd/0")).unwrap();
+        for (i, s) in socks.iter().enumerate() {
+            self.fd(pid, 3 + i as u32, *s);
+        }
+    }
+    fn fd(&self, pid: i32, fd: u32, ino: u64) {
+        symlink(
+            format!("socket:[{ino}]"),
+            self.pid_dir(pid).join(format!("fd/{fd}")),
+        )
+        .unwrap();
+    }
+    fn spec(&self) -> WorkersSpec {
+        WorkersSpec {
+            proc_root: self.dir.path().join("proc"),
+            cgroup_root: self.dir.path().join("cgroup"),
+            interval: Duration::from_millis(200),
+        }
+    }
+    fn cpu_stat(&self, rel: &str, periods: u64, throttled: u64, usec: u64) {
+        let d = self.dir.path().join("cgroup").join(rel);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("cpu.stat"),
+            format!("usage_usec 1\nnr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {usec}\n"),
+        )
+        .unwrap();
+    }
+}
+
+fn listen(addr: &str, inode: u64, q: u32, backlog: u32) -> Sock {
+    Sock {
+        state: SockState::Listen,
+        local: addr.parse().unwrap(),
+        inode,
+        rqueue: q,
+        wqueue: backlog,
+    }
+}
+
+fn conn(addr: &str, inode: u64) -> Sock {
+    Sock {
+        state: SockState::Connected,
+        local: addr.parse().unwrap(),
+        inode,
+        rqueue: 0,
+        wqueue: 0,
+    }
+}
+
+fn systemd_cgroup() -> (String, String) {
+    let rel = format!(
+        "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CID}.scope",
+        UID.replace('-', "_")
+    );
+    (format!("0::/{rel}\n"), rel)
+}
+
+/// A gunicorn-shaped pod: master 100 and workers 101–104 share listener 5000; workers 101 and
+/// 102 hold accepted connections 6001 and 6002; one connection waits in the queue (inode 0);
+/// process 200 is a client whose socket's *remote* port is 8000 (local port 45000).
+fn gunicorn_pod() -> (Fx, Table) {
+    let fx = Fx::new();
+    let (cg, rel) = systemd_cgroup();
+    fx.process(100, 1, "gunicorn", NS, &[5000], &cg);
+    fx.process(101, 100, "gunicorn", NS, &[5000, 6001], &cg);
+    fx.process(102, 100, "gunicorn", NS, &[5000, 6002], &cg);
+    fx.process(103, 100, "gunicorn", NS, &[5000], &cg);
+    fx.process(104, 100, "gunicorn", NS, &[5000], &cg);
+    fx.process(200, 1, "curl", NS, &[7000], "0::/\n");
+    fx.cpu_stat(&rel, 100, 10, 50_000);
+    let table: Table = Arc::default();
+    table.lock().unwrap().insert(
+        NS,
+        vec![
+            listen("0.0.0.0:8000", 5000, 1, 16),
+            listen("127.0.0.1:9999", 5999, 0, 4), // held by nobody known
+            conn("10.1.0.5:8000", 6001),
+            conn("10.1.0.5:8000", 6002),
+            conn("10.1.0.5:8000", 0),
+            conn("10.1.0.5:45000", 7000),
+        ],
+    );
+    (fx, table)
+}
+
+#[test]
+fn workers_busy_queue_backlog_pod_and_throttling_are_exact() {
+    let (fx, table) = gunicorn_pod();
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table.clone()));
+    for _ in 0..5 {
+        s.sample();
+    }
+    // Throttling grows between baseline (first sight) and the cut.
+    let (_, rel) = systemd_cgroup();
+    fx.cpu_stat(&rel, 150, 14, 80_000);
+    let ls = s.cut(1.0);
+    assert_eq!(ls.len(), 1, "{ls:?}");
+    let l = &ls[0];
+    assert_eq!((l.address.as_str(), l.port), ("0.0.0.0", 8000));
+    assert_eq!(l.process, "gunicorn");
+    assert_eq!(l.workers, 4);
+    assert_eq!(l.worker_pids, [101, 102, 103, 104], "master 100 excluded");
+    assert_eq!((l.busy_mean, l.busy_max), (2.0, 2));
+    assert_eq!((l.queue_max, l.backlog), (1, 16));
+    assert_eq!(l.utilization, 0.5);
+    assert_eq!((l.samples, l.saturated_seconds), (5, 0.0));
+    assert_eq!(l.netns, NS);
+    let pod = l.pod.as_ref().unwrap();
+    assert_eq!((pod.uid.as_str(), pod.name.as_ref()), (UID, None));
+    assert_eq!(l.container.as_deref(), Some(CID));
+    assert_eq!(l.cpu_periods, Some(50));
+    assert_eq!(l.cpu_throttled_periods, Some(4));
+    assert_eq!(l.cpu_throttled_seconds, Some(0.03));
+
+    // Next window: all four busy for 3 samples, queue 3; no throttling.
+    fx.fd(103, 9, 6003);
+    fx.fd(104, 9, 6004);
+    {
+        let mut t = table.lock().unwrap();
+        let v = t.get_mut(&NS).unwrap();
+        v[0].rqueue = 3;
+        v.push(conn("10.1.0.5:8000", 6003));
+        v.push(conn("10.1.0.5:8000", 6004));
+    }
+    for _ in 0..3 {
+        s.sample();
+    }
+    // The latest sample, for probe spans: found by the pod's uid (a wildcard listener), not by
+    // another pod's uid or a wrong port; by address only for a listener bound to that address.
+    let latest = s.latest();
+    let pod_ip: std::net::IpAddr = "10.1.0.5".parse().unwrap();
+    let hit = latest.find(UID, pod_ip, 8000).unwrap();
+    assert_eq!((hit.workers, hit.busy, hit.queue), (4, 4, 3));
+    assert_eq!(hit.pod_uid.as_deref(), Some(UID));
+    assert!(latest.find("other-uid", pod_ip, 8000).is_none());
+    assert!(latest.find(UID, pod_ip, 8001).is_none());
+    let lo = latest.find("", "127.0.0.1".parse().unwrap(), 9999);
+    assert!(lo.is_none(), "held by nobody known: not sampled");
+    let l = &s.cut(0.6)[0];
+    assert_eq!(
+        (l.workers, l.busy_mean, l.busy_max, l.queue_max),
+        (4, 4.0, 4, 3)
+    );
+    assert_eq!(
+        (
+            l.utilization,
+            l.saturated_seconds,
+            l.saturated_seconds_total
+        ),
+        (1.0, 0.6, 0.6)
+    );
+    assert_eq!((l.cpu_periods, l.cpu_throttled_periods), (Some(0), Some(0)));
+}
+
+#[test]
+fn fds_are_rescanned_only_when_something_changed() {
+    let (fx, table) = gunicorn_pod();
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table.clone()));
+    s.sample();
+    // First sample: 6 new processes, then one rescan of the namespace for listener 5999 that
+    // nobody is known to hold.
+    assert_eq!(s.cost.fd_scans, 6 + 6);
+    s.sample();
+    s.sample();
+    assert_eq!(s.cost.fd_scans, 12, "nothing changed: no fd read");
+    // A new accepted connection: only the listener's five holders are read again.
+    fx.fd(103, 9, 6003);
+    table
+        .lock()
+        .unwrap()
+        .get_mut(&NS)
+        .unwrap()
+        .push(conn("10.1.0.5:8000", 6003));
+    s.sample();
+    assert_eq!(s.cost.fd_scans, 12 + 5);
+    s.sample();
+    assert_eq!(s.cost.fd_scans, 17);
+    // A connection on the port held by a process that does not hold the listener (sshd's
+    // per-connection child): the holders are read twice, then it is known as foreign.
+    fx.fd(200, 9, 7001);
+    table
+        .lock()
+        .unwrap()
+        .get_mut(&NS)
+        .unwrap()
+        .push(conn("10.1.0.5:8000", 7001));
+    for _ in 0..4 {
+        s.sample();
+    }
+    assert_eq!(s.cost.fd_scans, 17 + 2 * 5);
+    // A new process: it alone is read (the unowned listener waits for its retry time).
+    fx.process(105, 100, "gunicorn", NS, &[5000], "0::/\n");
+    s.sample();
+    assert_eq!(s.cost.fd_scans, 27 + 1);
+    let l = &s.cut(1.0)[0];
+    assert_eq!((l.workers, l.busy_max), (5, 3));
+}
+
+#[test]
+fn vanished_processes_unreadable_fds_and_gone_namespaces_are_skipped() {
+    let (fx, table) = gunicorn_pod();
+    // 300: listed but gone before its files are read (exited mid-scan).
+    std::fs::create_dir_all(fx.pid_dir(300)).unwrap();
+    // 301: fd directory unreadable (here: not a directory at all).
+    fx.process(301, 1, "locked", NS, &[], "0::/\n");
+    std::fs::remove_dir_all(fx.pid_dir(301).join("fd")).unwrap();
+    std::fs::write(fx.pid_dir(301).join("fd"), "").unwrap();
+    // 400: in a namespace that disappears before it is dumped.
+    fx.process(400, 1, "nginx", NS_GONE, &[8000], "0::/\n");
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table));
+    s.sample();
+    let ls = s.cut(1.0);
+    assert_eq!(ls.len(), 1);
+    assert_eq!(ls[0].workers, 4);
+    // The worker exits mid-window: the next sample just has one fewer.
+    std::fs::remove_dir_all(fx.pid_dir(104)).unwrap();
+    s.sample();
+    assert_eq!(s.cut(1.0)[0].worker_pids, [101, 102, 103]);
+}
+
+#[test]
+fn a_lone_process_is_its_own_worker_and_addresses_must_match() {
+    let fx = Fx::new();
+    fx.process(
+        10,
+        1,
+        "redis",
+        NS,
+        &[1, 2, 3],
+        "0::/system.slice/redis.service\n",
+    );
+    let table: Table = Arc::default();
+    table.lock().unwrap().insert(
+        NS,
+        vec![
+            listen("127.0.0.1:6379", 1, 0, 511),
+            listen("[::]:6379", 4, 0, 511), // dual stack, held by nobody
+            conn("127.0.0.1:6379", 2),
+            conn("[::ffff:127.0.0.1]:6379", 3), // not on the IPv4 listener
+        ],
+    );
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table));
+    s.sample();
+    let ls = s.cut(1.0);
+    assert_eq!(ls.len(), 1);
+    assert_eq!((ls[0].workers, ls[0].busy_max, ls[0].backlog), (1, 1, 511));
+    assert_eq!(ls[0].saturated_seconds, 1.0);
+    assert!(ls[0].pod.is_none() && ls[0].container.is_none());
+    assert!(ls[0].cpu_periods.is_none(), "no cpu.stat in the fixture");
+}
+
+#[test]
+fn accepted_on_matches_family_port_and_address() {
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert!(accepted_on(a("10.0.0.1:80"), a("0.0.0.0:80")));
+    assert!(accepted_on(a("10.0.0.1:80"), a("10.0.0.1:80")));
+    assert!(!accepted_on(a("10.0.0.2:80"), a("10.0.0.1:80")));
+    assert!(!accepted_on(a("10.0.0.1:81"), a("0.0.0.0:80")));
+    assert!(accepted_on(a("[::ffff:10.0.0.1]:80"), a("[::]:80")));
+    assert!(!accepted_on(a("[::ffff:10.0.0.1]:80"), a("0.0.0.0:80")));
+}
+
+#[test]
+fn table_lists_listeners() {
+    let (fx, table) = gunicorn_pod();
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table));
+    s.sample();
+    let t = super::table(&s.cut(1.0));
+    let line = t.lines().nth(1).unwrap();
+    assert!(
+        line.contains("0.0.0.0:8000") && line.contains("gunicorn"),
+        "{t}"
+    );
+    assert!(super::table(&[]).contains("no listeners"));
+}

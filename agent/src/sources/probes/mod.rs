@@ -1,0 +1,627 @@
+//! Probe shadowing: each readiness/liveness/startup probe of this node's pods, run the way the
+//! kubelet runs it, timed against its own timeout — timeouts included, which the kubelet's own
+//! `prober_probe_duration_seconds` leaves out — and the removals the kubelet would make.
+
+pub mod kubelet;
+pub mod shadow;
+pub mod spec;
+pub mod stats;
+
+use crate::enrich::pods::{PodIndex, PodRef};
+use serde::{Deserialize, Serialize};
+use shadow::Attempt;
+use spec::{Kind, ProbeSpec};
+use stats::{LatencyMs, Outcome, RemovalState};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Most attempts kept per probe between two report windows.
+const KEEP: usize = 10_000;
+/// Most slow, timed-out or failed attempts kept per probe and window for their `probe` spans;
+/// beyond it they are counted (`not_ok_dropped`).
+pub const KEEP_NOT_OK: usize = 100;
+
+/// `[probes]` in the config file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Shadow the probes of this node's pods (needs Kubernetes access; without it the agent
+    /// runs without probes).
+    pub enabled: bool,
+    /// A successful attempt slower than this share of its probe's timeout counts as slow.
+    pub slow_fraction: f64,
+    /// Shadow period as a multiple of each probe's periodSeconds: 1 runs as often as the
+    /// kubelet, 2 half as often, 0.5 twice as often.
+    pub period_fraction: f64,
+    /// Most shadow attempts per second on the whole node; attempts beyond it wait their turn.
+    pub max_attempts_per_second: f64,
+    /// The kubelet's probe metrics, for its own counts beside the shadow results (the agent
+    /// runs with hostNetwork, so the node's kubelet is on 127.0.0.1). Empty: not read.
+    pub kubelet_url: String,
+    /// Bearer token for the kubelet (the service account needs `get` on `nodes/metrics`).
+    pub kubelet_token_file: String,
+    /// How often to read the kubelet's probe metrics.
+    pub kubelet_scrape_interval: String,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            enabled: true,
+            slow_fraction: 0.5,
+            period_fraction: 1.0,
+            max_attempts_per_second: 50.0,
+            kubelet_url: "https://127.0.0.1:10250/metrics/probes".into(),
+            kubelet_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            kubelet_scrape_interval: "5s".into(),
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// Every problem, one line each, naming the fix.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if !(self.slow_fraction > 0.0 && self.slow_fraction <= 1.0) {
+            errors.push(format!(
+                "invalid probes.slow_fraction {}: must be more than 0 and at most 1 (0.5 = half the timeout)",
+                self.slow_fraction
+            ));
+        }
+        if !(0.1..=10.0).contains(&self.period_fraction) {
+            errors.push(format!(
+                "invalid probes.period_fraction {}: must be between 0.1 and 10 (1 = the probe's own period)",
+                self.period_fraction
+            ));
+        }
+        if !(self.max_attempts_per_second >= 0.1 && self.max_attempts_per_second <= 10_000.0) {
+            errors.push(format!(
+                "invalid probes.max_attempts_per_second {}: must be between 0.1 and 10000",
+                self.max_attempts_per_second
+            ));
+        }
+        let u = &self.kubelet_url;
+        if !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://")) {
+            errors.push(format!(
+                "invalid probes.kubelet_url '{}': expected https://HOST:PORT/metrics/probes, or empty to not read the kubelet",
+                self.kubelet_url
+            ));
+        }
+        match crate::config::parse_duration(
+            "probes.kubelet_scrape_interval",
+            &self.kubelet_scrape_interval,
+        ) {
+            Ok(d) if d >= std::time::Duration::from_secs(1) => {}
+            Ok(_) => {
+                errors.push("invalid probes.kubelet_scrape_interval: must be at least 1s".into())
+            }
+            Err(e) => errors.push(e),
+        }
+        errors
+    }
+
+    fn kubelet_interval(&self) -> std::time::Duration {
+        crate::config::parse_duration("", &self.kubelet_scrape_interval)
+            .unwrap_or(std::time::Duration::from_secs(5))
+    }
+}
+
+/// One probe in the report (`probes[]`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProbeReport {
+    pub pod: PodRef,
+    pub container: String,
+    pub kind: Kind,
+    pub target: String,
+    pub timeout_seconds: u64,
+    pub period_seconds: u64,
+    pub failure_threshold: u32,
+    /// Attempts finished in the window.
+    pub attempts: u64,
+    /// Of the attempts: fast successes, slow successes, timeouts and other failures.
+    pub ok: u64,
+    pub slow: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+    /// Null without attempts. Timeouts count as their full timeout.
+    pub latency_ms: Option<LatencyMs>,
+    /// Times in the window the kubelet would have taken the pod out: failureThreshold
+    /// consecutive failures (readiness: out of its Services; liveness/startup: restart).
+    pub predicted_removals: u32,
+    /// timeout / p99; null without attempts.
+    pub headroom: Option<f64>,
+    /// Why this probe is not shadowed; null when it is.
+    pub reason: Option<String>,
+    /// The last failure's cause in the window (connection refused, HTTP status 503, …).
+    pub last_error: Option<String>,
+    /// The kubelet's own results for this probe in (about) the window, from its
+    /// `prober_probe_total`; null when the kubelet's metrics cannot be read.
+    pub kubelet: Option<crate::sources::probes::kubelet::KubeletCounts>,
+    /// The workload that owns the pod (from its ownerReferences); null when the pod is not
+    /// in the pod list.
+    pub workload: Option<crate::enrich::pods::Workload>,
+    /// Each attempt (seconds, outcome), for histograms; not serialized.
+    #[serde(skip)]
+    pub samples: Vec<(f64, Outcome)>,
+    /// The window's slow, timed-out and failed attempts (at most [`KEEP_NOT_OK`]), each a
+    /// `probe` span; not serialized.
+    #[serde(skip)]
+    pub not_ok: Vec<NotOk>,
+    /// Not-ok attempts beyond [`KEEP_NOT_OK`] in the window (no span).
+    #[serde(skip)]
+    pub not_ok_dropped: u64,
+    /// Counts since the probe was first seen, for cumulative metrics; not serialized.
+    #[serde(skip)]
+    pub totals: ProbeTotals,
+}
+
+/// Worker saturation of the probed pod's listener at an attempt: the worker sampler's latest
+/// sample (busy of workers, accept queue depth) before the attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturation {
+    pub busy: u32,
+    pub workers: u32,
+    pub queue: u32,
+}
+
+/// One slow, timed-out or failed attempt, for its `probe` span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotOk {
+    /// When the attempt began, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// How long it took (a timeout: its full timeout).
+    pub elapsed: std::time::Duration,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// None when no listener of the pod on the probe's port is known.
+    pub saturation: Option<Saturation>,
+}
+
+/// Running counts of one probe since it was first seen (cumulative OTLP metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeTotals {
+    /// When counting began, ns since the Unix epoch.
+    pub since_ns: u64,
+    /// Attempts by outcome, in [`Outcome::ALL`] order.
+    pub by_outcome: [u64; 4],
+    /// Attempts per bucket of [`stats::BUCKETS`] (non-cumulative; the last is +Inf).
+    pub buckets: [u64; stats::BUCKETS.len() + 1],
+    /// Seconds of all attempts (timeouts at their timeout).
+    pub sum: f64,
+    pub removals: u64,
+}
+
+impl ProbeTotals {
+    fn add(&mut self, seconds: f64, outcome: Outcome) {
+        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(3);
+        self.by_outcome[i] += 1;
+        let b = stats::BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(stats::BUCKETS.len());
+        self.buckets[b] += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.by_outcome.iter().sum()
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    spec: ProbeSpec,
+    samples: Vec<(f64, Outcome)>,
+    removals: u32,
+    last_error: Option<String>,
+    state: RemovalState,
+    /// False once the probe left the pod list: reported one last time, then forgotten.
+    present: bool,
+    not_ok: Vec<NotOk>,
+    not_ok_dropped: u64,
+    totals: ProbeTotals,
+}
+
+type Key = (String, String, Kind);
+
+/// Attempts since the last report window, shared between the probe tasks and the report.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeLog(Arc<Mutex<BTreeMap<Key, Entry>>>);
+
+impl ProbeLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Entry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The probes that exist now (shadowed or not).
+    pub fn set_specs(&self, specs: &[ProbeSpec]) {
+        let mut m = self.lock();
+        for e in m.values_mut() {
+            e.present = false;
+        }
+        for s in specs {
+            let e = m.entry(s.key()).or_insert_with(|| Entry {
+                spec: s.clone(),
+                samples: Vec::new(),
+                removals: 0,
+                last_error: None,
+                state: RemovalState::default(),
+                present: true,
+                not_ok: Vec::new(),
+                not_ok_dropped: 0,
+                totals: ProbeTotals {
+                    since_ns: crate::report::now_ns(),
+                    ..ProbeTotals::default()
+                },
+            });
+            if e.spec.timing != s.timing || e.spec.action != s.action {
+                e.state = RemovalState::default();
+            }
+            e.spec = s.clone();
+            e.present = true;
+        }
+    }
+
+    /// Records one attempt; `saturation`: the pod's workers at the attempt (not-ok attempts).
+    pub fn record(&self, key: &Key, a: &Attempt, saturation: Option<Saturation>) {
+        let mut m = self.lock();
+        let Some(e) = m.get_mut(key) else { return };
+        let t = e.spec.timing;
+        e.totals.add(a.elapsed.as_secs_f64(), a.outcome);
+        if a.outcome != Outcome::Ok {
+            if e.not_ok.len() < KEEP_NOT_OK {
+                e.not_ok.push(NotOk {
+                    start_ns: a
+                        .started
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos() as u64,
+                    elapsed: a.elapsed,
+                    outcome: a.outcome,
+                    status: a.status,
+                    error: a.error.clone(),
+                    saturation,
+                });
+            } else {
+                e.not_ok_dropped += 1;
+            }
+        }
+        if e.state
+            .step(a.outcome, t.failure_threshold, t.success_threshold)
+        {
+            e.removals += 1;
+            e.totals.removals += 1;
+            tracing::warn!(
+                message = "Probe failed failureThreshold times in a row: the kubelet would take this pod out.",
+                pod = %e.spec.pod, container = %e.spec.container, kind = e.spec.kind.as_str(),
+                failure_threshold = t.failure_threshold
+            );
+        }
+        if a.outcome.is_failure() {
+            e.last_error = Some(
+                a.error
+                    .clone()
+                    .unwrap_or_else(|| format!("timed out after {:?}", t.timeout)),
+            );
+        }
+        if e.samples.len() < KEEP {
+            e.samples.push((a.elapsed.as_secs_f64(), a.outcome));
+        }
+    }
+
+    /// The window's figures per probe; starts the next window.
+    pub fn cut(&self) -> Vec<ProbeReport> {
+        let mut m = self.lock();
+        let out = m.values_mut().map(report_of).collect();
+        m.retain(|_, e| e.present);
+        out
+    }
+}
+
+fn report_of(e: &mut Entry) -> ProbeReport {
+    let samples = std::mem::take(&mut e.samples);
+    let count = |o: Outcome| samples.iter().filter(|s| s.1 == o).count() as u64;
+    let ms: Vec<f64> = samples.iter().map(|s| s.0 * 1000.0).collect();
+    let latency_ms = stats::latency(&ms);
+    let t = e.spec.timing;
+    ProbeReport {
+        pod: e.spec.pod.clone(),
+        container: e.spec.container.clone(),
+        kind: e.spec.kind,
+        target: match &e.spec.action {
+            Ok(t) => t.to_string(),
+            Err(_) => e.spec.target_text.clone(),
+        },
+        timeout_seconds: t.timeout.as_secs(),
+        period_seconds: t.period.as_secs(),
+        failure_threshold: t.failure_threshold,
+        attempts: samples.len() as u64,
+        ok: count(Outcome::Ok),
+        slow: count(Outcome::Slow),
+        timeouts: count(Outcome::Timeout),
+        errors: count(Outcome::Error),
+        headroom: stats::headroom(t.timeout, latency_ms.map(|l| l.p99)),
+        latency_ms,
+        predicted_removals: std::mem::take(&mut e.removals),
+        reason: e.spec.action.clone().err(),
+        last_error: e.last_error.take(),
+        kubelet: None,
+        workload: None,
+        samples,
+        not_ok: std::mem::take(&mut e.not_ok),
+        not_ok_dropped: std::mem::take(&mut e.not_ok_dropped),
+        totals: e.totals.clone(),
+    }
+}
+
+/// The probes section of the report's table.
+pub fn table(probes: &[ProbeReport]) -> String {
+    if probes.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nProbes (shadowed as the kubelet runs them):\n  {:<36} {:<10} {:<34} {:>4} {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}\n",
+        "POD/CONTAINER", "KIND", "TARGET", "TMO", "ATTEMPTS", "SLOW", "TMOUT", "ERR", "P50 MS", "P99 MS", "HEADROOM", "REMOVALS"
+    );
+    out.pop();
+    out += "  KUBELET OK/FAILED\n";
+    for p in probes {
+        let who = format!("{}/{}", p.pod, p.container);
+        if let Some(r) = &p.reason {
+            out += &format!(
+                "  {who:<36} {:<10} {:<34} not shadowed: {r}\n",
+                p.kind.as_str(),
+                p.target
+            );
+            continue;
+        }
+        let (p50, p99) = p
+            .latency_ms
+            .map(|l| (format!("{:.1}", l.p50), format!("{:.1}", l.p99)))
+            .unwrap_or(("-".into(), "-".into()));
+        out += &format!(
+            "  {who:<36} {:<10} {:<34} {:>3}s {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}  {}\n",
+            p.kind.as_str(),
+            p.target,
+            p.timeout_seconds,
+            p.attempts,
+            p.slow,
+            p.timeouts,
+            p.errors,
+            p50,
+            p99,
+            p.headroom.map(|h| format!("{h:.1}x")).unwrap_or("-".into()),
+            p.predicted_removals,
+            p.kubelet
+                .map(|k| format!("{}/{}", k.successful, k.failed))
+                .unwrap_or("-".into())
+        );
+    }
+    out
+}
+
+/// What the report builder reads: the pod index and the probe log; and what the probes read:
+/// the worker sampler's latest sample (the probed pod's saturation at each attempt).
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    pub index: PodIndex,
+    pub log: ProbeLog,
+    pub kubelet: crate::sources::probes::kubelet::KubeletView,
+    pub saturation: crate::sources::listeners::LatestSamples,
+}
+
+impl Handles {
+    /// Fills the report's probes and names DNS sources' pods.
+    pub fn fill(&self, report: &mut crate::report::Report) {
+        report.probes = self.log.cut();
+        if let Some(k) = self.kubelet.window() {
+            for p in &mut report.probes {
+                let key = (
+                    p.pod.namespace.clone(),
+                    p.pod.name.clone(),
+                    p.container.clone(),
+                    p.kind,
+                );
+                p.kubelet = Some(k.get(&key).copied().unwrap_or_default());
+            }
+        }
+        for p in &mut report.probes {
+            p.workload = self.index.workload(&p.pod.uid);
+        }
+        self.index.label_sources(report);
+        self.index.label_listeners(report);
+    }
+}
+
+/// Watches this node's pods and shadows their probes on the current runtime until cancelled.
+/// Without Kubernetes access it logs one line and returns.
+pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: CancellationToken) {
+    let Some(client) = crate::enrich::pods::client().await else {
+        return;
+    };
+    tracing::info!(message = "Watching this node's pods.", node = %node, shadow_probes = cfg.enabled);
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let watcher = tokio::spawn(crate::enrich::pods::watch_pods(
+        client,
+        node,
+        handles.index.clone(),
+        tx,
+        stop.clone(),
+    ));
+    if cfg.enabled && !cfg.kubelet_url.is_empty() {
+        tokio::spawn(crate::sources::probes::kubelet::run(
+            cfg.kubelet_url.clone(),
+            cfg.kubelet_token_file.clone(),
+            cfg.kubelet_interval(),
+            handles.kubelet.clone(),
+            stop.clone(),
+        ));
+    }
+    if cfg.enabled {
+        shadow::supervise(
+            cfg,
+            rx,
+            handles.log.clone(),
+            handles.saturation.clone(),
+            stop.clone(),
+        )
+        .await;
+    }
+    let _ = watcher.await;
+}
+
+/// Runs [`run`] on its own runtime and thread (for the synchronous commands).
+pub fn start_background(
+    cfg: ProbeConfig,
+    node: String,
+    handles: Handles,
+) -> std::io::Result<crate::background::Background> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("headroom-probes")
+        .build()?;
+    crate::background::Background::start("probes", rt, move |stop| run(cfg, node, handles, stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec() -> ProbeSpec {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web-1", "uid": "u1"},
+            "spec": {"containers": [{"name": "app", "readinessProbe": {"httpGet": {"port": 80}, "periodSeconds": 1}}]},
+            "status": {"podIP": "10.0.0.5"}
+        }))
+        .unwrap();
+        spec::probes_of(&pod).remove(0)
+    }
+
+    fn attempt(outcome: Outcome, ms: u64) -> Attempt {
+        Attempt {
+            started: std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+            outcome,
+            elapsed: Duration::from_millis(ms),
+            status: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn log_counts_outcomes_and_carries_failure_runs_across_windows() {
+        let log = ProbeLog::default();
+        let s = spec();
+        log.set_specs(std::slice::from_ref(&s));
+        let k = s.key();
+        log.record(&k, &attempt(Outcome::Ok, 100), None);
+        log.record(&k, &attempt(Outcome::Slow, 900), None);
+        let busy = Saturation {
+            busy: 2,
+            workers: 2,
+            queue: 1,
+        };
+        log.record(&k, &attempt(Outcome::Timeout, 1000), Some(busy));
+        log.record(&k, &attempt(Outcome::Timeout, 1000), None);
+        let r = log.cut();
+        assert_eq!(r.len(), 1);
+        let p = &r[0];
+        assert_eq!(
+            (p.attempts, p.ok, p.slow, p.timeouts, p.errors),
+            (4, 1, 1, 2, 0)
+        );
+        assert_eq!(p.predicted_removals, 0);
+        assert_eq!(p.latency_ms.unwrap().p50, 900.0);
+        assert_eq!(p.latency_ms.unwrap().max, 1000.0);
+        assert_eq!(p.headroom, Some(1.0));
+        assert_eq!(p.last_error.as_deref(), Some("timed out after 1s"));
+        // The slow one and both timeouts are kept for their spans, with their start times.
+        let kinds: Vec<Outcome> = p.not_ok.iter().map(|n| n.outcome).collect();
+        assert_eq!(kinds, [Outcome::Slow, Outcome::Timeout, Outcome::Timeout]);
+        assert_eq!(p.not_ok[0].start_ns, 1_700_000_000_000_000_000);
+        assert_eq!(p.not_ok[0].elapsed, Duration::from_millis(900));
+        assert_eq!(p.not_ok[1].saturation, Some(busy));
+        assert_eq!(p.not_ok[2].saturation, None);
+        assert_eq!(p.not_ok_dropped, 0);
+        // Cumulative totals: 0.1 s in the 0.1 bucket, 0.9 s in 1.0's (index 5 after 0.75),
+        // timeouts at 1 s in 1.0's too.
+        assert_eq!(p.totals.by_outcome, [1, 1, 2, 0]);
+        assert_eq!(p.totals.buckets[1], 1);
+        assert_eq!(p.totals.buckets[5], 3);
+        assert_eq!(p.totals.count(), 4);
+        assert!((p.totals.sum - 3.0).abs() < 1e-9);
+        // The third timeout in a row lands in the next window: one removal there.
+        log.record(&k, &attempt(Outcome::Timeout, 1000), None);
+        log.record(&k, &attempt(Outcome::Timeout, 1000), None);
+        let p = &log.cut()[0];
+        assert_eq!((p.attempts, p.predicted_removals), (2, 1));
+        assert_eq!((p.totals.count(), p.totals.removals), (6, 1));
+        assert_eq!(p.not_ok.len(), 2, "each window has its own");
+        let v = serde_json::to_value(p).unwrap();
+        for f in [
+            "pod",
+            "container",
+            "kind",
+            "target",
+            "timeout_seconds",
+            "period_seconds",
+            "failure_threshold",
+            "attempts",
+            "latency_ms",
+            "slow",
+            "timeouts",
+            "predicted_removals",
+            "headroom",
+            "errors",
+            "reason",
+        ] {
+            assert!(v.get(f).is_some(), "missing {f}: {v}");
+        }
+        assert_eq!(v["kind"], "readiness");
+        assert_eq!(v["pod"]["uid"], "u1");
+        assert_eq!(v["target"], "http://10.0.0.5:80/");
+        // Gone from the pod list: reported once more, then forgotten.
+        log.set_specs(&[]);
+        let last = log.cut();
+        assert_eq!(last.len(), 1);
+        let t = table(&last);
+        assert!(t.contains("shop/web-1/app"), "{t}");
+        assert!(t.contains("KUBELET OK/FAILED"), "{t}");
+        assert!(log.cut().is_empty());
+    }
+
+    #[test]
+    fn not_ok_attempts_are_bounded_per_window_and_counted_beyond() {
+        let log = ProbeLog::default();
+        let s = spec();
+        log.set_specs(std::slice::from_ref(&s));
+        let k = s.key();
+        for _ in 0..KEEP_NOT_OK + 7 {
+            log.record(&k, &attempt(Outcome::Error, 3), None);
+        }
+        log.record(&k, &attempt(Outcome::Ok, 3), None);
+        let p = &log.cut()[0];
+        assert_eq!(p.not_ok.len(), KEEP_NOT_OK);
+        assert_eq!(p.not_ok_dropped, 7);
+        assert_eq!(p.errors, KEEP_NOT_OK as u64 + 7);
+        let p = &log.cut()[0];
+        assert_eq!((p.not_ok.len(), p.not_ok_dropped), (0, 0));
+    }
+
+    #[test]
+    fn config_errors_all_at_once() {
+        let c = ProbeConfig {
+            slow_fraction: 0.0,
+            period_fraction: 20.0,
+            max_attempts_per_second: -1.0,
+            kubelet_url: "127.0.0.1:10250".into(),
+            kubelet_scrape_interval: "soon".into(),
+            ..ProbeConfig::default()
+        };
+        assert_eq!(c.validate().len(), 5, "{:?}", c.validate());
+        assert!(ProbeConfig::default().validate().is_empty());
+    }
+}
