@@ -124,12 +124,7 @@ pub fn load(path: &Path) -> Result<Config, String> {
     })
 }
 
-/// Parses a duration such as `10s`, `1m` or `500ms`.
-pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|_| {
-        format!("invalid {what} '{text}': expected a duration such as 10s, 1m or 500ms")
-    })
-}
+pub use crate::time::parse_duration;
 
 impl Config {
     /// Checks every field and returns all problems at once.

@@ -15,10 +15,12 @@ pub mod enrich;
 pub mod export;
 pub mod http;
 pub mod interfaces;
+pub mod pod;
 pub mod report;
 pub mod sources;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod time;
 
 /// Errors that end a command, each with its exit code.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use crate::sources::linklocal::meter::InterfaceWindow;
 use crate::sources::linklocal::{Service, LIMIT_PPS};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 pub const SCHEMA: &str = "headroom.report/v1";
 
@@ -85,12 +85,7 @@ pub struct InterfaceReport {
     pub allowance_totals: BTreeMap<String, u64>,
 }
 
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64
-}
+pub use crate::time::now_ns;
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0

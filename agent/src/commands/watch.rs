@@ -2,9 +2,9 @@
 
 use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
-use crate::report::now_ns;
 use crate::sources::linklocal::meter::{InterfaceWindow, Meter};
 use crate::sources::linklocal::LIMIT_PPS;
+use crate::time::now_ns;
 use crate::AgentError;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};

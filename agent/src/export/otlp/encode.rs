@@ -60,7 +60,7 @@ pub fn probe_attributes(p: &crate::sources::probes::ProbeReport) -> Vec<KeyValue
 }
 
 /// (kind, name) of a workload; empty strings when unknown.
-fn workload_pair(w: Option<&crate::enrich::pods::Workload>) -> (&str, &str) {
+fn workload_pair(w: Option<&crate::pod::Workload>) -> (&str, &str) {
     w.map(|w| (w.kind.as_str(), w.name.as_str()))
         .unwrap_or(("", ""))
 }
@@ -588,7 +588,7 @@ fn random_id(n: usize) -> Vec<u8> {
     while out.len() < n {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        h.write_u64(crate::report::now_ns());
+        h.write_u64(crate::time::now_ns());
         out.extend_from_slice(&h.finish().to_le_bytes());
     }
     out.truncate(n);
@@ -911,7 +911,7 @@ mod tests {
                 samples: 50,
                 netns: 1,
                 worker_pids: vec![],
-                workload: Some(crate::enrich::pods::Workload {
+                workload: Some(crate::pod::Workload {
                     kind: "StatefulSet".into(),
                     name: "web".into(),
                 }),

@@ -249,7 +249,7 @@ impl Exporter {
         Ok(Exporter {
             queue,
             settings,
-            process_start_ns: crate::report::now_ns(),
+            process_start_ns: crate::time::now_ns(),
             stop,
             thread: Some(thread),
         })

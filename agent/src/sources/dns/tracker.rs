@@ -77,7 +77,7 @@ pub struct TopSource {
     /// The pod behind the source address, once the pod list is known.
     pub pod: Option<String>,
     /// The workload that owns that pod (from its ownerReferences); null when unknown.
-    pub workload: Option<crate::enrich::pods::Workload>,
+    pub workload: Option<crate::pod::Workload>,
     pub queries: u64,
     pub pps: f64,
     /// Queries this source spent on search suffixes that failed.

@@ -188,7 +188,7 @@ impl InterfaceWindow {
                 top_sources: vec![TopSource {
                     source: "10.0.0.5".into(),
                     pod: Some("shop/web-1".into()),
-                    workload: Some(crate::enrich::pods::Workload {
+                    workload: Some(crate::pod::Workload {
                         kind: workload_kind.into(),
                         name: "web".into(),
                     }),

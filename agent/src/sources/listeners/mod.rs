@@ -80,7 +80,7 @@ pub struct ListenerReport {
     pub netns: u64,
     pub worker_pids: Vec<i32>,
     /// The workload that owns the pod (from its ownerReferences); null outside known pods.
-    pub workload: Option<crate::enrich::pods::Workload>,
+    pub workload: Option<crate::pod::Workload>,
     /// Saturated seconds since the agent started (for the Prometheus counter).
     #[serde(skip)]
     pub saturated_seconds_total: f64,

@@ -2,7 +2,7 @@
 //! with the service account's token, so the report can set the kubelet's counts beside the
 //! shadow results (the kubelet counts results, not latencies, and never a timeout's duration).
 
-use crate::sources::probes::spec::Kind;
+use super::spec::Kind;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::Request;
@@ -146,88 +146,223 @@ impl KubeletView {
     }
 }
 
-/// GET `url` (http or https without certificate checks: the kubelet's serving certificate is
-/// usually self-signed) with a bearer token; the body on 200.
-pub async fn get(url: &str, token: Option<&str>) -> Result<String, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
-    let tls = uri.scheme_str() == Some("https");
+/// Why a scrape of the kubelet failed; the `Display` text is the one line logged.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("invalid URL {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("no host in {0}")]
+    NoHost(String),
+    #[error("connect to {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("invalid request: {0}")]
+    Request(String),
+    #[error("invalid host {host}: {reason}")]
+    Host { host: String, reason: String },
+    #[error("no cluster CA to verify the kubelet's serving certificate against (neither {ca_file} nor a kubeconfig CA); the token is not sent to an unverified peer")]
+    NoClusterCa { ca_file: String },
+    #[error("TLS handshake with {host}:{port}: {source}")]
+    Tls {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("HTTP request: {0}")]
+    Send(hyper::Error),
+    #[error("reading the body: {0}")]
+    Body(hyper::Error),
+    #[error("HTTP status {0} (the service account needs get on nodes/metrics)")]
+    Status(hyper::StatusCode),
+    #[error("timed out after 5s")]
+    Timeout,
+}
+
+/// How an `https://` kubelet is verified: its serving certificate must chain to the cluster CA
+/// and name this node (a loopback URL reaches this node's own kubelet, whose certificate names
+/// the node, not 127.0.0.1). The service-account token is only ever sent after that check.
+/// The probes' accept-any-certificate verifier is not used here.
+#[derive(Clone)]
+pub struct KubeletTls {
+    config: Arc<rustls::ClientConfig>,
+    node: String,
+}
+
+impl KubeletTls {
+    /// Trusts the PEM certificates `ca_pem` (the cluster CA) and DER certificates `ca_der`.
+    pub fn new(
+        ca_pem: &[u8],
+        ca_der: &[Vec<u8>],
+        node: &str,
+    ) -> Result<Option<KubeletTls>, rustls::Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(
+            CertificateDer::pem_slice_iter(ca_pem).filter_map(|c| c.ok()),
+        );
+        roots.add_parsable_certificates(ca_der.iter().map(|d| CertificateDer::from(d.clone())));
+        if roots.is_empty() {
+            return Ok(None);
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Some(KubeletTls {
+            config: Arc::new(config),
+            node: node.to_string(),
+        }))
+    }
+
+    /// The cluster CA as a pod sees it: `ca.crt` beside the service-account token file, else
+    /// the CA of the Kubernetes configuration kube-rs infers (KUBECONFIG).
+    pub async fn cluster(token_file: &str, node: &str) -> Result<KubeletTls, KubeletError> {
+        let ca_file = std::path::Path::new(token_file).with_file_name("ca.crt");
+        let pem = std::fs::read(&ca_file).unwrap_or_default();
+        let der = match pem.is_empty() {
+            true => ::kube::Config::infer()
+                .await
+                .ok()
+                .and_then(|c| c.root_cert)
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
+        let no_ca = || KubeletError::NoClusterCa {
+            ca_file: ca_file.display().to_string(),
+        };
+        KubeletTls::new(&pem, &der, node)
+            .map_err(|_| no_ca())?
+            .ok_or_else(no_ca)
+    }
+
+    /// The name the kubelet's certificate must carry for `host`.
+    fn server_name(
+        &self,
+        host: &str,
+    ) -> Result<rustls::pki_types::ServerName<'static>, KubeletError> {
+        let bad = |reason: String| KubeletError::Host {
+            host: host.to_string(),
+            reason,
+        };
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_loopback() && !self.node.is_empty() => {
+                rustls::pki_types::ServerName::try_from(self.node.clone())
+                    .map_err(|e| bad(e.to_string()))
+            }
+            Ok(ip) => Ok(rustls::pki_types::ServerName::IpAddress(ip.into())),
+            Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| bad(e.to_string())),
+        }
+    }
+}
+
+/// GET `url` with a bearer token; the body on 200. `https://` only with `tls` (the serving
+/// certificate verified against the cluster CA before the token is sent); `http://` in the
+/// clear (test beds).
+pub async fn get(
+    url: &str,
+    token: Option<&str>,
+    tls: Option<&KubeletTls>,
+) -> Result<String, KubeletError> {
+    let uri: hyper::Uri =
+        url.parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| KubeletError::Url {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+    let https = uri.scheme_str() == Some("https");
     let host = uri
         .host()
-        .ok_or_else(|| format!("no host in {url}"))?
-        .to_string();
-    let host = host
+        .ok_or_else(|| KubeletError::NoHost(url.to_string()))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // Refuse before connecting: without a CA nothing can be verified.
+    let tls = match (https, tls) {
+        (true, None) => {
+            return Err(KubeletError::NoClusterCa {
+                ca_file: "ca.crt".into(),
+            })
+        }
+        (true, Some(t)) => Some((t.server_name(&host)?, t)),
+        (false, _) => None,
+    };
     let stream = TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("connect to {host}:{port}: {e}"))?;
+        .map_err(|source| KubeletError::Connect {
+            host: host.clone(),
+            port,
+            source,
+        })?;
     let mut req = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(
-            hyper::header::USER_AGENT,
-            crate::sources::probes::shadow::USER_AGENT,
-        )
+        .header(hyper::header::USER_AGENT, super::spec::USER_AGENT)
         .header(hyper::header::CONNECTION, "close");
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }
     let req = req
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("invalid request: {e}"))?;
-    if tls {
-        let name = match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-            Err(_) => rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("invalid host {host}: {e}"))?,
-        };
-        let s = tokio_rustls::TlsConnector::from(crate::sources::probes::shadow::tls_config())
-            .connect(name, stream)
-            .await
-            .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
-        send(TokioIo::new(s), req).await
-    } else {
-        send(TokioIo::new(stream), req).await
+        .map_err(|e| KubeletError::Request(e.to_string()))?;
+    match tls {
+        Some((name, t)) => {
+            let s = tokio_rustls::TlsConnector::from(t.config.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|source| KubeletError::Tls {
+                    host: host.clone(),
+                    port,
+                    source,
+                })?;
+            send(TokioIo::new(s), req).await
+        }
+        None => send(TokioIo::new(stream), req).await,
     }
 }
 
-async fn send<I>(io: I, req: Request<Empty<Bytes>>) -> Result<String, String>
+async fn send<I>(io: I, req: Request<Empty<Bytes>>) -> Result<String, KubeletError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
+        .map_err(KubeletError::Handshake)?;
     let conn = tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP request: {e}"))?;
+    let resp = sender.send_request(req).await.map_err(KubeletError::Send)?;
     let status = resp.status();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("reading the body: {e}"))?
+        .map_err(KubeletError::Body)?
         .to_bytes();
     conn.abort();
     if !status.is_success() {
-        return Err(format!(
-            "HTTP status {status} (the service account needs get on nodes/metrics)"
-        ));
+        return Err(KubeletError::Status(status));
     }
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Scrapes `url` every `interval` until cancelled. A failure is logged once until it recovers.
+/// An `https://` URL is verified against the cluster CA (see [`KubeletTls`]) for node `node`.
 pub async fn run(
     url: String,
     token_file: String,
+    node: String,
     interval: Duration,
     view: KubeletView,
     stop: CancellationToken,
 ) {
+    let mut tls: Option<KubeletTls> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -239,8 +374,14 @@ pub async fn run(
         let token = std::fs::read_to_string(&token_file)
             .ok()
             .map(|t| t.trim().to_string());
-        let r = tokio::time::timeout(Duration::from_secs(5), get(&url, token.as_deref())).await;
-        match r.unwrap_or_else(|_| Err("timed out after 5s".into())) {
+        let r = async {
+            if url.starts_with("https://") && tls.is_none() {
+                tls = Some(KubeletTls::cluster(&token_file, &node).await?);
+            }
+            get(&url, token.as_deref(), tls.as_ref()).await
+        };
+        let r = tokio::time::timeout(Duration::from_secs(5), r).await;
+        match r.unwrap_or(Err(KubeletError::Timeout)) {
             Ok(text) => {
                 if failing {
                     tracing::info!(message = "Kubelet probe metrics readable again.", %url);
@@ -326,5 +467,188 @@ prober_probe_duration_seconds_bucket{le="0.1"} 5
         // A kubelet restart resets its counters: no negative counts.
         v.store(at(1, 0));
         assert_eq!(v.window().unwrap()[&k], KubeletCounts::default());
+    }
+
+    /// Runs `openssl` in `dir`; false when it is not installed.
+    fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+        match std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+        {
+            Ok(o) => {
+                assert!(
+                    o.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// `NAME-ca.pem` and `NAME.pem`/`NAME.key`, a serving certificate for DNS `san` it signs.
+    fn make_pki(dir: &std::path::Path, name: &str, san: &str) -> bool {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let (ca, cakey) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+        let subj = format!("/CN=test cluster CA {name}");
+        let mut a = vec!["req", "-x509", "-days", "1", "-subj", &subj];
+        a.extend(ec);
+        a.extend(["-keyout", &cakey, "-out", &ca]);
+        if !openssl(dir, &a) {
+            return false;
+        }
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let mut a = vec!["req", "-subj", "/CN=kubelet"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &a);
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=DNS:{san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &cakey,
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+        )
+    }
+
+    /// A TLS server on 127.0.0.1 with `name`'s certificate; it records the requests it reads.
+    async fn kubelet_server(dir: &std::path::Path, name: &str) -> (u16, Arc<Mutex<Vec<String>>>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let certs = CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                s.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let body = "prober_probe_total{container=\"c\",namespace=\"n\",pod=\"p\",probe_type=\"Readiness\",result=\"successful\"} 7\n";
+                let _ = tls
+                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (port, seen)
+    }
+
+    /// The token goes only to a kubelet whose serving certificate the cluster CA signed for
+    /// this node's name; a certificate from another CA fails the handshake before any request.
+    #[tokio::test]
+    async fn kubelet_tls_is_verified_against_the_cluster_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        if !make_pki(dir.path(), "cluster", "node-a.internal")
+            || !make_pki(dir.path(), "rogue", "node-a.internal")
+        {
+            eprintln!("skipped: openssl not installed");
+            return;
+        }
+        let ca = std::fs::read(dir.path().join("cluster-ca.pem")).unwrap();
+        let tls = KubeletTls::new(&ca, &[], "node-a.internal")
+            .unwrap()
+            .unwrap();
+
+        let (port, seen) = kubelet_server(dir.path(), "cluster").await;
+        let url = format!("https://127.0.0.1:{port}/metrics/probes");
+        let text = get(&url, Some("sa-token"), Some(&tls)).await.unwrap();
+        assert_eq!(parse(&text).len(), 1);
+        assert!(seen.lock().unwrap()[0].contains("authorization: Bearer sa-token"));
+
+        // Signed by the cluster CA, but for another node's name.
+        let other = KubeletTls::new(&ca, &[], "node-b.internal")
+            .unwrap()
+            .unwrap();
+        let e = get(&url, Some("sa-token"), Some(&other)).await.unwrap_err();
+        assert!(matches!(e, KubeletError::Tls { .. }), "{e}");
+
+        let (port, seen) = kubelet_server(dir.path(), "rogue").await;
+        let url = format!("https://127.0.0.1:{port}/metrics/probes");
+        let e = get(&url, Some("sa-token"), Some(&tls)).await.unwrap_err();
+        assert!(matches!(e, KubeletError::Tls { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("TLS handshake with 127.0.0.1:"),
+            "{e}"
+        );
+        // Without a CA nothing is sent at all.
+        let e = get(&url, Some("sa-token"), None).await.unwrap_err();
+        assert!(matches!(e, KubeletError::NoClusterCa { .. }), "{e}");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the token reached an unverified peer"
+        );
+        assert!(KubeletTls::new(b"not a certificate", &[], "n")
+            .unwrap()
+            .is_none());
+    }
+
+    /// In a pod the cluster CA is `ca.crt` beside the token file.
+    #[tokio::test]
+    async fn the_cluster_ca_is_found_beside_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        if !make_pki(dir.path(), "cluster", "node-a.internal") {
+            eprintln!("skipped: openssl not installed");
+            return;
+        }
+        std::fs::copy(dir.path().join("cluster-ca.pem"), dir.path().join("ca.crt")).unwrap();
+        let token = dir.path().join("token");
+        let tls = KubeletTls::cluster(token.to_str().unwrap(), "node-a.internal")
+            .await
+            .unwrap();
+        let (port, _) = kubelet_server(dir.path(), "cluster").await;
+        let url = format!("https://127.0.0.1:{port}/metrics/probes");
+        assert!(get(&url, None, Some(&tls)).await.is_ok());
     }
 }

@@ -2,16 +2,21 @@
 //! kubelet runs it, timed against its own timeout — timeouts included, which the kubelet's own
 //! `prober_probe_duration_seconds` leaves out — and the removals the kubelet would make.
 
+mod config;
 pub mod kubelet;
+mod report;
 pub mod shadow;
 pub mod spec;
 pub mod stats;
 
-use crate::enrich::pods::{PodIndex, PodRef};
-use serde::{Deserialize, Serialize};
+pub use config::ProbeConfig;
+pub use report::{NotOk, ProbeReport, ProbeTotals, Saturation};
+
+use crate::enrich::pods::PodIndex;
+
 use shadow::Attempt;
 use spec::{Kind, ProbeSpec};
-use stats::{LatencyMs, Outcome, RemovalState};
+use stats::{Outcome, RemovalState};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -21,194 +26,6 @@ const KEEP: usize = 10_000;
 /// Most slow, timed-out or failed attempts kept per probe and window for their `probe` spans;
 /// beyond it they are counted (`not_ok_dropped`).
 pub const KEEP_NOT_OK: usize = 100;
-
-/// `[probes]` in the config file.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbeConfig {
-    /// Shadow the probes of this node's pods (needs Kubernetes access; without it the agent
-    /// runs without probes).
-    pub enabled: bool,
-    /// A successful attempt slower than this share of its probe's timeout counts as slow.
-    pub slow_fraction: f64,
-    /// Shadow period as a multiple of each probe's periodSeconds: 1 runs as often as the
-    /// kubelet, 2 half as often, 0.5 twice as often.
-    pub period_fraction: f64,
-    /// Most shadow attempts per second on the whole node; attempts beyond it wait their turn.
-    pub max_attempts_per_second: f64,
-    /// The kubelet's probe metrics, for its own counts beside the shadow results (the agent
-    /// runs with hostNetwork, so the node's kubelet is on 127.0.0.1). Empty: not read.
-    pub kubelet_url: String,
-    /// Bearer token for the kubelet (the service account needs `get` on `nodes/metrics`).
-    pub kubelet_token_file: String,
-    /// How often to read the kubelet's probe metrics.
-    pub kubelet_scrape_interval: String,
-}
-
-impl Default for ProbeConfig {
-    fn default() -> Self {
-        ProbeConfig {
-            enabled: true,
-            slow_fraction: 0.5,
-            period_fraction: 1.0,
-            max_attempts_per_second: 50.0,
-            kubelet_url: "https://127.0.0.1:10250/metrics/probes".into(),
-            kubelet_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
-            kubelet_scrape_interval: "5s".into(),
-        }
-    }
-}
-
-impl ProbeConfig {
-    /// Every problem, one line each, naming the fix.
-    pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        if !(self.slow_fraction > 0.0 && self.slow_fraction <= 1.0) {
-            errors.push(format!(
-                "invalid probes.slow_fraction {}: must be more than 0 and at most 1 (0.5 = half the timeout)",
-                self.slow_fraction
-            ));
-        }
-        if !(0.1..=10.0).contains(&self.period_fraction) {
-            errors.push(format!(
-                "invalid probes.period_fraction {}: must be between 0.1 and 10 (1 = the probe's own period)",
-                self.period_fraction
-            ));
-        }
-        if !(self.max_attempts_per_second >= 0.1 && self.max_attempts_per_second <= 10_000.0) {
-            errors.push(format!(
-                "invalid probes.max_attempts_per_second {}: must be between 0.1 and 10000",
-                self.max_attempts_per_second
-            ));
-        }
-        let u = &self.kubelet_url;
-        if !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://")) {
-            errors.push(format!(
-                "invalid probes.kubelet_url '{}': expected https://HOST:PORT/metrics/probes, or empty to not read the kubelet",
-                self.kubelet_url
-            ));
-        }
-        match crate::config::parse_duration(
-            "probes.kubelet_scrape_interval",
-            &self.kubelet_scrape_interval,
-        ) {
-            Ok(d) if d >= std::time::Duration::from_secs(1) => {}
-            Ok(_) => {
-                errors.push("invalid probes.kubelet_scrape_interval: must be at least 1s".into())
-            }
-            Err(e) => errors.push(e),
-        }
-        errors
-    }
-
-    fn kubelet_interval(&self) -> std::time::Duration {
-        crate::config::parse_duration("", &self.kubelet_scrape_interval)
-            .unwrap_or(std::time::Duration::from_secs(5))
-    }
-}
-
-/// One probe in the report (`probes[]`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ProbeReport {
-    pub pod: PodRef,
-    pub container: String,
-    pub kind: Kind,
-    pub target: String,
-    pub timeout_seconds: u64,
-    pub period_seconds: u64,
-    pub failure_threshold: u32,
-    /// Attempts finished in the window.
-    pub attempts: u64,
-    /// Of the attempts: fast successes, slow successes, timeouts and other failures.
-    pub ok: u64,
-    pub slow: u64,
-    pub timeouts: u64,
-    pub errors: u64,
-    /// Null without attempts. Timeouts count as their full timeout.
-    pub latency_ms: Option<LatencyMs>,
-    /// Times in the window the kubelet would have taken the pod out: failureThreshold
-    /// consecutive failures (readiness: out of its Services; liveness/startup: restart).
-    pub predicted_removals: u32,
-    /// timeout / p99; null without attempts.
-    pub headroom: Option<f64>,
-    /// Why this probe is not shadowed; null when it is.
-    pub reason: Option<String>,
-    /// The last failure's cause in the window (connection refused, HTTP status 503, …).
-    pub last_error: Option<String>,
-    /// The kubelet's own results for this probe in (about) the window, from its
-    /// `prober_probe_total`; null when the kubelet's metrics cannot be read.
-    pub kubelet: Option<crate::sources::probes::kubelet::KubeletCounts>,
-    /// The workload that owns the pod (from its ownerReferences); null when the pod is not
-    /// in the pod list.
-    pub workload: Option<crate::enrich::pods::Workload>,
-    /// Each attempt (seconds, outcome), for histograms; not serialized.
-    #[serde(skip)]
-    pub samples: Vec<(f64, Outcome)>,
-    /// The window's slow, timed-out and failed attempts (at most [`KEEP_NOT_OK`]), each a
-    /// `probe` span; not serialized.
-    #[serde(skip)]
-    pub not_ok: Vec<NotOk>,
-    /// Not-ok attempts beyond [`KEEP_NOT_OK`] in the window (no span).
-    #[serde(skip)]
-    pub not_ok_dropped: u64,
-    /// Counts since the probe was first seen, for cumulative metrics; not serialized.
-    #[serde(skip)]
-    pub totals: ProbeTotals,
-}
-
-/// Worker saturation of the probed pod's listener at an attempt: the worker sampler's latest
-/// sample (busy of workers, accept queue depth) before the attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Saturation {
-    pub busy: u32,
-    pub workers: u32,
-    pub queue: u32,
-}
-
-/// One slow, timed-out or failed attempt, for its `probe` span.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NotOk {
-    /// When the attempt began, ns since the Unix epoch.
-    pub start_ns: u64,
-    /// How long it took (a timeout: its full timeout).
-    pub elapsed: std::time::Duration,
-    pub outcome: Outcome,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    /// None when no listener of the pod on the probe's port is known.
-    pub saturation: Option<Saturation>,
-}
-
-/// Running counts of one probe since it was first seen (cumulative OTLP metrics).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProbeTotals {
-    /// When counting began, ns since the Unix epoch.
-    pub since_ns: u64,
-    /// Attempts by outcome, in [`Outcome::ALL`] order.
-    pub by_outcome: [u64; 4],
-    /// Attempts per bucket of [`stats::BUCKETS`] (non-cumulative; the last is +Inf).
-    pub buckets: [u64; stats::BUCKETS.len() + 1],
-    /// Seconds of all attempts (timeouts at their timeout).
-    pub sum: f64,
-    pub removals: u64,
-}
-
-impl ProbeTotals {
-    fn add(&mut self, seconds: f64, outcome: Outcome) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(3);
-        self.by_outcome[i] += 1;
-        let b = stats::BUCKETS
-            .iter()
-            .position(|le| seconds <= *le)
-            .unwrap_or(stats::BUCKETS.len());
-        self.buckets[b] += 1;
-        self.sum += seconds;
-    }
-
-    pub fn count(&self) -> u64 {
-        self.by_outcome.iter().sum()
-    }
-}
 
 #[derive(Debug)]
 struct Entry {
@@ -252,7 +69,7 @@ impl ProbeLog {
                 not_ok: Vec::new(),
                 not_ok_dropped: 0,
                 totals: ProbeTotals {
-                    since_ns: crate::report::now_ns(),
+                    since_ns: crate::time::now_ns(),
                     ..ProbeTotals::default()
                 },
             });
@@ -445,7 +262,7 @@ pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: Cancell
     let (tx, rx) = tokio::sync::watch::channel(Vec::new());
     let watcher = tokio::spawn(crate::enrich::pods::watch_pods(
         client,
-        node,
+        node.clone(),
         handles.index.clone(),
         tx,
         stop.clone(),
@@ -454,6 +271,7 @@ pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: Cancell
         tokio::spawn(crate::sources::probes::kubelet::run(
             cfg.kubelet_url.clone(),
             cfg.kubelet_token_file.clone(),
+            node.clone(),
             cfg.kubelet_interval(),
             handles.kubelet.clone(),
             stop.clone(),

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What the probed application sees: headroom, not the kubelet.
-pub const USER_AGENT: &str = concat!("headroom-probe/", env!("CARGO_PKG_VERSION"));
+pub use super::spec::USER_AGENT;
 /// The kubelet reads at most this much of a probe's response body.
 const MAX_BODY: usize = 10 * 1024;
 
@@ -233,7 +233,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-pub(crate) fn tls_config() -> Arc<rustls::ClientConfig> {
+fn tls_config() -> Arc<rustls::ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {

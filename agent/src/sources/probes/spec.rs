@@ -2,13 +2,16 @@
 //! ports resolved from the container's own ports, and a reason for what cannot be shadowed.
 //! Pure: no I/O.
 
-use crate::enrich::pods::PodRef;
+use crate::pod::PodRef;
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// User-Agent of shadow probes and kubelet scrapes.
+pub const USER_AGENT: &str = concat!("headroom-probe/", env!("CARGO_PKG_VERSION"));
 
 /// Annotation that opts a pod out of shadow probes when set to "false".
 pub const OPT_OUT_ANNOTATION: &str = "headroom.io/probe";
