@@ -83,7 +83,7 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
         last_end = end;
         let mut text = frame(&node(settings).name, &now, &peaks);
         text += "\n";
-        text += &crate::sources::listeners::table(&workers.cut(1.0));
+        text += &crate::export::table::listeners::table(&workers.cut(1.0));
         let mut second = crate::report::Report::new(node(settings), end - 1_000_000_000, end, &now);
         enrich(&mut second, &eni, &mut ena);
         text += &allowance_frame(&second);

@@ -324,11 +324,11 @@ fn table_lists_listeners() {
     let (fx, table) = gunicorn_pod();
     let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table));
     s.sample();
-    let t = super::table(&s.cut(1.0));
+    let t = crate::export::table::listeners::table(&s.cut(1.0));
     let line = t.lines().nth(1).unwrap();
     assert!(
         line.contains("0.0.0.0:8000") && line.contains("gunicorn"),
         "{t}"
     );
-    assert!(super::table(&[]).contains("no listeners"));
+    assert!(crate::export::table::listeners::table(&[]).contains("no listeners"));
 }

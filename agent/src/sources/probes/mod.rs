@@ -4,7 +4,7 @@
 
 mod config;
 pub mod kubelet;
-mod report;
+pub mod report;
 pub mod shadow;
 pub mod spec;
 pub mod stats;
@@ -171,52 +171,6 @@ fn report_of(e: &mut Entry) -> ProbeReport {
         not_ok_dropped: std::mem::take(&mut e.not_ok_dropped),
         totals: e.totals.clone(),
     }
-}
-
-/// The probes section of the report's table.
-pub fn table(probes: &[ProbeReport]) -> String {
-    if probes.is_empty() {
-        return String::new();
-    }
-    let mut out = format!(
-        "\nProbes (shadowed as the kubelet runs them):\n  {:<36} {:<10} {:<34} {:>4} {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}\n",
-        "POD/CONTAINER", "KIND", "TARGET", "TMO", "ATTEMPTS", "SLOW", "TMOUT", "ERR", "P50 MS", "P99 MS", "HEADROOM", "REMOVALS"
-    );
-    out.pop();
-    out += "  KUBELET OK/FAILED\n";
-    for p in probes {
-        let who = format!("{}/{}", p.pod, p.container);
-        if let Some(r) = &p.reason {
-            out += &format!(
-                "  {who:<36} {:<10} {:<34} not shadowed: {r}\n",
-                p.kind.as_str(),
-                p.target
-            );
-            continue;
-        }
-        let (p50, p99) = p
-            .latency_ms
-            .map(|l| (format!("{:.1}", l.p50), format!("{:.1}", l.p99)))
-            .unwrap_or(("-".into(), "-".into()));
-        out += &format!(
-            "  {who:<36} {:<10} {:<34} {:>3}s {:>8} {:>5} {:>5} {:>5} {:>9} {:>9} {:>8} {:>8}  {}\n",
-            p.kind.as_str(),
-            p.target,
-            p.timeout_seconds,
-            p.attempts,
-            p.slow,
-            p.timeouts,
-            p.errors,
-            p50,
-            p99,
-            p.headroom.map(|h| format!("{h:.1}x")).unwrap_or("-".into()),
-            p.predicted_removals,
-            p.kubelet
-                .map(|k| format!("{}/{}", k.successful, k.failed))
-                .unwrap_or("-".into())
-        );
-    }
-    out
 }
 
 /// What the report builder reads: the pod index and the probe log; and what the probes read:
@@ -405,7 +359,7 @@ mod tests {
         log.set_specs(&[]);
         let last = log.cut();
         assert_eq!(last.len(), 1);
-        let t = table(&last);
+        let t = crate::export::table::probes::table(&last);
         assert!(t.contains("shop/web-1/app"), "{t}");
         assert!(t.contains("KUBELET OK/FAILED"), "{t}");
         assert!(log.cut().is_empty());

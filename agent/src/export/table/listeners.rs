@@ -1,0 +1,58 @@
+//! The listeners section of the table (`once`, `watch`).
+
+use crate::sources::listeners::ListenerReport;
+use std::net::SocketAddr;
+
+/// A human table of listeners.
+pub fn table(listeners: &[ListenerReport]) -> String {
+    let mut out = format!(
+        "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6} {:>5} {:>6} {:>7} {:>6} {:>7} {:>9}\n",
+        "POD",
+        "CONTAINER",
+        "LISTEN",
+        "PROCESS",
+        "WORKERS",
+        "BUSY",
+        "MAX",
+        "QUEUE",
+        "BACKLOG",
+        "UTIL",
+        "SAT/S",
+        "THROTTLED"
+    );
+    for l in listeners {
+        let addr = SocketAddr::new(
+            l.address
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            l.port,
+        );
+        out += &format!(
+            "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6.2} {:>5} {:>6} {:>7} {:>5.0}% {:>7.1} {:>9}\n",
+            l.pod
+                .as_ref()
+                .map(|p| p.name.clone().unwrap_or_else(|| p.uid.clone()))
+                .unwrap_or_else(|| "-".into()),
+            l.container
+                .as_deref()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("-"),
+            addr.to_string(),
+            l.process,
+            l.workers,
+            l.busy_mean,
+            l.busy_max,
+            l.queue_max,
+            l.backlog,
+            l.utilization * 100.0,
+            l.saturated_seconds,
+            l.cpu_throttled_seconds
+                .map(|s| format!("{s:.3}s"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if listeners.is_empty() {
+        out += "(no listeners measured)\n";
+    }
+    out
+}
