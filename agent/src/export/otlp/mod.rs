@@ -11,8 +11,17 @@
 //! (`headroom_otlp_windows_dropped_total`). Measurement never waits for export: `push` takes a
 //! lock only to append.
 
+mod dns;
+mod ena;
 pub mod encode;
+#[cfg(test)]
+mod encode_tests;
+mod linklocal;
+mod listeners;
+mod points;
+mod probes;
 mod sender;
+mod spans;
 
 use crate::report::Report;
 use opentelemetry_proto::tonic::resource::v1::Resource;
