@@ -4,12 +4,15 @@
 //! `start_time_unix_nano` is the window's start and `time_unix_nano` its end, so a window sent
 //! late (after an outage) lands where it belongs.
 
-use super::points::Span;
-use super::{dns, ena, linklocal, listeners, probes};
+use super::points::{number, point, AsDouble, AsInt, Span};
+use super::probes;
+use crate::export::figures::{self, To, Value};
 use crate::report::Report;
 use headroom_signals::resource;
+use headroom_signals::{metric, Kind, Metric as Descriptor};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint};
 use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -76,6 +79,50 @@ pub fn resource(report: &Report, extra: &[(String, String)]) -> Resource {
     }
 }
 
+/// Families sent in every request, even without points (a receiver sees them before any
+/// interface captures).
+const ALWAYS: [&Descriptor; 10] = [
+    &metric::LINKLOCAL_PPS_PEAK,
+    &metric::LINKLOCAL_PPS_MEAN,
+    &metric::LINKLOCAL_PPS_LIMIT,
+    &metric::LINKLOCAL_UTILIZATION,
+    &metric::LINKLOCAL_PACKETS,
+    &metric::CAPTURE_DROPS,
+    &metric::DNS_QUERIES,
+    &metric::DNS_RESPONSES,
+    &metric::DNS_UNANSWERED,
+    &metric::DNS_SEARCH_EXPANSION,
+];
+
+/// The report's figures as gauges (over the window) and cumulative sums (since the agent
+/// started), one metric per descriptor in the order first seen.
+fn numbers(report: &Report, w: Span) -> Vec<Metric> {
+    let mut out: Vec<(&Descriptor, Vec<NumberDataPoint>)> =
+        ALWAYS.iter().map(|d| (*d, Vec::new())).collect();
+    for f in figures::of(report)
+        .into_iter()
+        .filter(|f| f.to != To::Prometheus)
+    {
+        let attrs: Vec<_> = f.labels.iter().map(|(k, v)| kv(k, v)).collect();
+        let start = match f.metric.kind {
+            Kind::Gauge => w.start,
+            Kind::Counter | Kind::Histogram => w.process_start,
+        };
+        let v = match f.value {
+            Value::Int(i) => AsInt(i),
+            Value::Float(x) => AsDouble(x),
+        };
+        let p = point(&attrs, start, w.end, v);
+        match out.iter_mut().find(|(d, _)| *d == f.metric) {
+            Some((_, points)) => points.push(p),
+            None => out.push((f.metric, vec![p])),
+        }
+    }
+    out.into_iter()
+        .map(|(d, points)| number(d, points))
+        .collect()
+}
+
 /// The request for one report. `process_start_ns` is the start of the cumulative counters.
 pub fn request(
     report: &Report,
@@ -88,12 +135,8 @@ pub fn request(
         end: start + (report.window.seconds * 1e9).round() as u64,
         process_start: process_start_ns,
     };
-    let mut metrics = linklocal::metrics(report, w);
-    metrics.extend(dns::metrics(report, w));
-    metrics.extend(ena::metrics(report, w));
-    metrics.extend(listeners::metrics(report, w));
+    let mut metrics = numbers(report, w);
     metrics.extend(probes::metrics(report, w));
-    metrics.extend(dns::top_talkers(report, w));
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(res),

@@ -11,13 +11,9 @@
 //! (`headroom_otlp_windows_dropped_total`). Measurement never waits for export: `push` takes a
 //! lock only to append.
 
-mod dns;
-mod ena;
 pub mod encode;
 #[cfg(test)]
 mod encode_tests;
-mod linklocal;
-mod listeners;
 mod points;
 mod probes;
 mod sender;

@@ -1,8 +1,7 @@
 //! What every per-signal Prometheus encoder shares: registration from the metric's
 //! `headroom-signals` descriptor, label sets, and counters that follow a running total.
 
-pub use crate::report::{InterfaceReport, Report};
-pub use headroom_signals::{attr, metric, Metric as Descriptor};
+pub use headroom_signals::{attr, metric, Kind, Metric as Descriptor};
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
@@ -10,8 +9,7 @@ pub use prometheus_client::registry::Registry;
 
 pub type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
-/// Labels in exposition order, keyed by the attribute names OTLP uses too.
-pub type Labels = Vec<(&'static str, String)>;
+pub use crate::export::figures::Labels;
 
 /// Registers `family` under the descriptor's Prometheus name and help text.
 pub fn register(
@@ -27,12 +25,17 @@ pub fn follow(c: &Counter, total: u64) {
     c.inc_by(total.saturating_sub(c.get()));
 }
 
-/// `interface`, `eni`.
-pub fn iface(i: &InterfaceReport) -> Labels {
-    vec![
-        (attr::INTERFACE, i.name.clone()),
-        (attr::ENI, i.eni_id.clone().unwrap_or_default()),
-    ]
+/// A new family of `M`, registered from its descriptor.
+pub fn register_new<M>(registry: &mut Registry, d: &Descriptor) -> Family<Labels, M>
+where
+    M: Default
+        + prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric,
+    Family<Labels, M>: prometheus_client::registry::Metric,
+{
+    let f = Family::<Labels, M>::default();
+    register(registry, d, f.clone());
+    f
 }
 
 /// `labels` and one more.

@@ -1,25 +1,52 @@
 //! Prometheus exposition of the node report, one encoder per signal, each metric registered
 //! from its `headroom-signals` descriptor. Names are a public contract (design.md §3).
 
-mod dns;
-mod ena;
 mod families;
-mod linklocal;
-mod listeners;
 pub mod probes;
 
+use crate::export::figures::{self, To, Value};
 use crate::report::Report;
-use families::register;
-use headroom_signals::metric;
-use prometheus_client::registry::Registry;
+use families::*;
+
+/// One family per figure metric, of the value type its exposition needs.
+enum Fam {
+    Int(Family<Labels, Gauge>),
+    Float(Family<Labels, F64Gauge>),
+    Count(Family<Labels, Counter>),
+    FloatCount(Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>),
+}
+
+/// The report's metrics on /metrics in exposition order, with those shown as floats.
+const FIGURES: [(&Descriptor, bool); 23] = [
+    (&metric::WORKERS, false),
+    (&metric::WORKERS_BUSY, true),
+    (&metric::WORKERS_BUSY_MAX, false),
+    (&metric::ACCEPT_QUEUE_DEPTH_MAX, false),
+    (&metric::ACCEPT_QUEUE_BACKLOG, false),
+    (&metric::WORKERS_SATURATED_SECONDS, true),
+    (&metric::DNS_SEARCH_EXPANSION_SHARE, true),
+    (&metric::DNS_TOP_QNAME_QUERIES, false),
+    (&metric::DNS_TOP_SOURCE_QUERIES, false),
+    (&metric::DNS_TOP_SOURCE_SEARCH_EXPANSION, false),
+    (&metric::LINKLOCAL_SERVICE_PPS_PEAK, false),
+    (&metric::LINKLOCAL_PACKETS, false),
+    (&metric::LINKLOCAL_PPS_PEAK, false),
+    (&metric::LINKLOCAL_PPS_MEAN, true),
+    (&metric::LINKLOCAL_PPS_LIMIT, false),
+    (&metric::LINKLOCAL_UTILIZATION, true),
+    (&metric::CAPTURE_DROPS, false),
+    (&metric::DNS_QUERIES, false),
+    (&metric::DNS_RESPONSES, false),
+    (&metric::DNS_UNANSWERED, false),
+    (&metric::DNS_SEARCH_EXPANSION, false),
+    (&metric::ENA_ALLOWANCE_EXCEEDED, false),
+    (&metric::ENA_CONNTRACK_AVAILABLE, false),
+];
 
 /// The agent's metrics, updated from each report.
 pub struct Metrics {
     registry: Registry,
-    linklocal: linklocal::LinkLocal,
-    dns: dns::Dns,
-    ena: ena::Ena,
-    listeners: listeners::Listeners,
+    families: Vec<(&'static Descriptor, Fam)>,
     probes: probes::ProbeMetrics,
 }
 
@@ -32,28 +59,60 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let m = Metrics {
-            probes: probes::ProbeMetrics::register(&mut registry),
-            linklocal: Default::default(),
-            dns: Default::default(),
-            ena: Default::default(),
-            listeners: Default::default(),
-            registry: Registry::default(),
-        };
-        m.listeners.register(&mut registry);
-        m.dns.register(&mut registry);
-        m.linklocal.register(&mut registry);
-        m.ena.register(&mut registry);
-        Metrics { registry, ..m }
+        let probes = probes::ProbeMetrics::register(&mut registry);
+        let families = FIGURES
+            .into_iter()
+            .map(|(d, float)| {
+                let fam = match (d.kind, float) {
+                    (Kind::Gauge, false) => Fam::Int(register_new(&mut registry, d)),
+                    (Kind::Gauge, true) => Fam::Float(register_new(&mut registry, d)),
+                    (_, false) => Fam::Count(register_new(&mut registry, d)),
+                    (_, true) => Fam::FloatCount(register_new(&mut registry, d)),
+                };
+                (d, fam)
+            })
+            .collect();
+        Metrics {
+            registry,
+            families,
+            probes,
+        }
     }
 
-    /// Applies one report window.
+    /// Applies one report window: gauges show this window's figures only; counters follow
+    /// the agent's running totals, so a window never double counts.
     pub fn update(&self, report: &Report) {
-        self.listeners.update(report);
         self.probes.update(&report.probes);
-        self.dns.update(report);
-        self.linklocal.update(report);
-        self.ena.update(report);
+        for (_, fam) in &self.families {
+            match fam {
+                Fam::Int(f) => f.clear(),
+                Fam::Float(f) => f.clear(),
+                Fam::Count(_) | Fam::FloatCount(_) => {}
+            }
+        }
+        for f in figures::of(report).iter().filter(|f| f.to != To::Otlp) {
+            let Some((_, fam)) = self.families.iter().find(|(d, _)| *d == f.metric) else {
+                continue;
+            };
+            let l = &f.labels;
+            match (fam, f.value) {
+                (Fam::Int(g), Value::Int(v)) => {
+                    g.get_or_create(l).set(v);
+                }
+                (Fam::Float(g), Value::Float(v)) => {
+                    g.get_or_create(l).set(v);
+                }
+                (Fam::Count(c), Value::Int(v)) => follow(&c.get_or_create(l), v.max(0) as u64),
+                (Fam::FloatCount(c), Value::Float(v)) => {
+                    let c = c.get_or_create(l);
+                    let gain = v - c.get();
+                    if gain > 0.0 {
+                        c.inc_by(gain);
+                    }
+                }
+                _ => debug_assert!(false, "{} has a value of another type", f.metric.prom),
+            }
+        }
     }
 
     /// The exposition in the Prometheus text format (0.0.4), which every scraper and

@@ -1,0 +1,221 @@
+//! The report's figures, walked once for both exporters: each is one metric (its
+//! `headroom-signals` descriptor), one label set and one value. Gauges are the window's;
+//! counters are running totals since the agent started. Probes, with their histograms, have
+//! encoders of their own.
+//!
+//! Adding a metric: its descriptor in `headroom-signals`, one line here.
+
+use crate::export::identity;
+use crate::report::{InterfaceReport, Report};
+use crate::sources::linklocal::Service;
+use crate::sources::listeners::ListenerReport;
+use headroom_signals::{attr, metric, Metric};
+
+/// Labels in exposition order, keyed by the attribute names both exporters use.
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+/// Which exporter a figure is for: most are for both; where /metrics and OTLP label or
+/// select differently (capture drops, listeners), each gets its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    Both,
+    Prometheus,
+    Otlp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub metric: &'static Metric,
+    pub labels: Labels,
+    pub value: Value,
+    pub to: To,
+}
+
+struct Out(Vec<Figure>);
+
+impl Out {
+    fn push(&mut self, metric: &'static Metric, labels: &Labels, value: Value, to: To) {
+        self.0.push(Figure {
+            metric,
+            labels: labels.clone(),
+            value,
+            to,
+        });
+    }
+    fn int(&mut self, m: &'static Metric, labels: &Labels, v: u64) {
+        self.push(
+            m,
+            labels,
+            Value::Int(v.min(i64::MAX as u64) as i64),
+            To::Both,
+        );
+    }
+    fn float(&mut self, m: &'static Metric, labels: &Labels, v: f64) {
+        self.push(m, labels, Value::Float(v), To::Both);
+    }
+}
+
+fn with(labels: &Labels, key: &'static str, value: &str) -> Labels {
+    let mut l = labels.clone();
+    l.push((key, value.to_string()));
+    l
+}
+
+/// `interface`, `eni`.
+pub fn iface(i: &InterfaceReport) -> Labels {
+    vec![
+        (attr::INTERFACE, i.name.clone()),
+        (attr::ENI, i.eni_id.clone().unwrap_or_default()),
+    ]
+}
+
+/// Every figure of the report but the probes'.
+pub fn of(report: &Report) -> Vec<Figure> {
+    let mut out = Out(Vec::new());
+    for i in &report.interfaces {
+        interface(&mut out, i);
+    }
+    listeners(&mut out, &report.listeners);
+    out.0
+}
+
+fn interface(out: &mut Out, i: &InterfaceReport) {
+    let il = iface(i);
+    // Counters follow the running totals; /metrics keeps those of interfaces that stopped
+    // capturing, OTLP sends capturing interfaces only.
+    let total = if i.capturing {
+        To::Both
+    } else {
+        To::Prometheus
+    };
+    let count = |out: &mut Out, m, l: &Labels, v: u64| out.push(m, l, Value::Int(v as i64), total);
+    for s in Service::ALL {
+        let sl = with(&il, attr::SERVICE, s.as_str());
+        count(
+            out,
+            &metric::LINKLOCAL_PACKETS,
+            &sl,
+            i.packets_total[s.index()],
+        );
+        if let Some(f) = i.by_service.get(&s).filter(|_| i.capturing) {
+            out.int(&metric::LINKLOCAL_SERVICE_PPS_PEAK, &sl, f.peak_pps);
+        }
+    }
+    let drops = Value::Int(i.drops_total as i64);
+    if i.capturing {
+        out.push(&metric::CAPTURE_DROPS, &il, drops, To::Otlp);
+    }
+    let by_name = vec![(attr::INTERFACE, i.name.clone())];
+    out.push(&metric::CAPTURE_DROPS, &by_name, drops, To::Prometheus);
+    let t = &i.dns_totals;
+    count(out, &metric::DNS_QUERIES, &il, t.queries);
+    count(out, &metric::DNS_UNANSWERED, &il, t.unanswered);
+    count(out, &metric::DNS_SEARCH_EXPANSION, &il, t.search_expansion);
+    for (rcode, n) in &t.responses {
+        count(
+            out,
+            &metric::DNS_RESPONSES,
+            &with(&il, attr::RCODE, rcode),
+            *n,
+        );
+    }
+    for (name, n) in &i.allowance_totals {
+        let a = with(
+            &il,
+            attr::ALLOWANCE,
+            name.trim_end_matches("_allowance_exceeded"),
+        );
+        count(out, &metric::ENA_ALLOWANCE_EXCEEDED, &a, *n);
+    }
+    if !i.capturing {
+        return;
+    }
+    out.int(&metric::LINKLOCAL_PPS_PEAK, &il, i.peak_pps);
+    out.float(&metric::LINKLOCAL_PPS_MEAN, &il, i.mean_pps);
+    out.int(&metric::LINKLOCAL_PPS_LIMIT, &il, i.limit_pps.into());
+    out.float(&metric::LINKLOCAL_UTILIZATION, &il, i.utilization);
+    if let Some(v) = i.conntrack_allowance_available {
+        let v = Value::Int(v.min(i64::MAX as u64) as i64);
+        out.push(&metric::ENA_CONNTRACK_AVAILABLE, &il, v, To::Prometheus);
+    }
+    let Some(d) = &i.dns else { return };
+    out.float(
+        &metric::DNS_SEARCH_EXPANSION_SHARE,
+        &il,
+        d.search_expansion_share,
+    );
+    for q in &d.top_qnames {
+        out.int(
+            &metric::DNS_TOP_QNAME_QUERIES,
+            &with(&il, attr::QNAME, &q.qname),
+            q.queries,
+        );
+    }
+    for s in &d.top_sources {
+        let (ns, pod) = identity::source_pod(s);
+        let (kind, name) = identity::workload(s.workload.as_ref());
+        let mut l = with(&il, attr::SOURCE, &s.source);
+        l.extend([
+            (attr::NAMESPACE, ns.to_string()),
+            (attr::POD, pod.to_string()),
+            (attr::WORKLOAD_KIND, kind.to_string()),
+            (attr::WORKLOAD, name.to_string()),
+        ]);
+        out.int(&metric::DNS_TOP_SOURCE_QUERIES, &l, s.queries);
+        let x = s.search_expansion_packets;
+        out.int(&metric::DNS_TOP_SOURCE_SEARCH_EXPANSION, &l, x);
+    }
+}
+
+/// Listeners sharing a label set (an IPv4 and an IPv6 socket on one port, or host processes
+/// on one port in several namespaces) are one series: the one with the most workers, then the
+/// busiest; the report lists each. /metrics labels by pod, container and port; OTLP also by
+/// process and workload.
+fn listeners(out: &mut Out, listeners: &[ListenerReport]) {
+    for (to, full) in [(To::Prometheus, false), (To::Otlp, true)] {
+        let mut series: Vec<(Labels, &ListenerReport)> = Vec::new();
+        for l in listeners {
+            let lb = listener_labels(l, full);
+            match series.iter_mut().find(|(b, _)| *b == lb) {
+                Some(e) if (l.workers, l.busy_mean) > (e.1.workers, e.1.busy_mean) => e.1 = l,
+                Some(_) => {}
+                None => series.push((lb, l)),
+            }
+        }
+        for (lb, l) in &series {
+            let int = |v: u32| Value::Int(v.into());
+            out.push(&metric::WORKERS, lb, int(l.workers), to);
+            out.push(&metric::WORKERS_BUSY, lb, Value::Float(l.busy_mean), to);
+            out.push(&metric::WORKERS_BUSY_MAX, lb, int(l.busy_max), to);
+            out.push(&metric::ACCEPT_QUEUE_DEPTH_MAX, lb, int(l.queue_max), to);
+            out.push(&metric::ACCEPT_QUEUE_BACKLOG, lb, int(l.backlog), to);
+            let s = Value::Float(l.saturated_seconds_total);
+            out.push(&metric::WORKERS_SATURATED_SECONDS, lb, s, to);
+        }
+    }
+}
+
+fn listener_labels(l: &ListenerReport, full: bool) -> Labels {
+    let (ns, pod, container) = identity::listener(l);
+    let mut lb = vec![
+        (attr::NAMESPACE, ns.to_string()),
+        (attr::POD, pod.to_string()),
+        (attr::CONTAINER, container.to_string()),
+        (attr::PORT, l.port.to_string()),
+    ];
+    if full {
+        let (kind, name) = identity::workload(l.workload.as_ref());
+        lb.extend([
+            (attr::PROCESS, l.process.clone()),
+            (attr::WORKLOAD_KIND, kind.to_string()),
+            (attr::WORKLOAD, name.to_string()),
+        ]);
+    }
+    lb
+}
