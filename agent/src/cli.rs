@@ -145,38 +145,13 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
         .map_err(|errs| AgentError::Usage(errs.join("\nheadroom-agent: ")))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
-
 /// Parses the command line and runs the command.
 pub fn main() -> Result<(), AgentError> {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => match e.kind() {
-            clap::error::ErrorKind::DisplayHelp
-            | clap::error::ErrorKind::DisplayVersion
-            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                let _ = e.print();
-                return Ok(());
-            }
-            _ => {
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or("invalid usage");
-                let first = first.trim_start_matches("error: ");
-                return Err(AgentError::Usage(format!("{first} (see --help)")));
-            }
-        },
+    let Some(cli) = headroom_service::cli::parse::<Cli>().map_err(AgentError::Usage)? else {
+        return Ok(());
     };
     let settings = settings(&cli)?;
-    init_logging();
+    headroom_service::logging::init();
     match cli.command {
         Command::Once { duration, format } => {
             let d = config::parse_duration("--duration", &duration).map_err(AgentError::Usage)?;

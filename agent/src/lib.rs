@@ -7,14 +7,13 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod background;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod enrich;
 pub mod export;
-pub mod http;
 pub mod interfaces;
+pub mod pipeline;
 pub mod pod;
 pub mod report;
 pub mod sources;

@@ -17,11 +17,11 @@ pub struct Report {
     pub window: Window,
     pub interfaces: Vec<InterfaceReport>,
     /// Listening sockets with their workers, busy workers and accept queues (worker source).
-    pub listeners: Vec<crate::sources::listeners::ListenerReport>,
+    pub listeners: Vec<crate::sources::listeners::report::ListenerReport>,
     /// Shadowed probes of this node's pods (empty without Kubernetes access).
     pub probes: Vec<crate::sources::probes::report::ProbeReport>,
     /// Resolver checks run in the window (none unless names are configured).
-    pub resolver_checks: Vec<crate::sources::resolver_checks::ResolverCheck>,
+    pub resolver_checks: Vec<crate::sources::resolver_checks::report::ResolverCheck>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,8 +1,8 @@
 //! `watch`: a live per-interface view, refreshed every second.
 
-use super::{enrich, identify, node, start_capture, DRAIN};
 use crate::config::Settings;
-use crate::sources::linklocal::meter::{InterfaceWindow, Meter};
+use crate::pipeline::{self, Mode, Pipeline, DRAIN};
+use crate::sources::linklocal::meter::InterfaceWindow;
 use crate::sources::linklocal::LIMIT_PPS;
 use crate::time::now_ns;
 use crate::AgentError;
@@ -57,16 +57,12 @@ pub fn frame(node: &str, windows: &[InterfaceWindow], peaks: &BTreeMap<String, u
 }
 
 pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> {
-    let meter = Meter::new(5);
-    let (settings, eni) = identify(settings, false);
-    let settings = &settings;
-    super::learn_search(settings, &meter);
-    let (_cap, names) = start_capture(settings, meter.clone(), false)?;
-    let mut ena = crate::sources::ena::Tracker::default();
-    for n in &names {
-        ena.sample(n);
-    }
-    let workers = crate::sources::listeners::Workers::start(&settings.workers);
+    let rt = pipeline::runtime()?;
+    let mode = Mode {
+        strict: false,
+        keep_seconds: 5,
+    };
+    let mut p = Pipeline::start(settings, mode, rt.handle().clone())?;
     let tty = std::io::stdout().is_terminal();
     let mut peaks: BTreeMap<String, u64> = BTreeMap::new();
     let mut last_end = now_ns();
@@ -75,18 +71,16 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
         std::thread::sleep(Duration::from_secs(1));
         let end = now_ns() - DRAIN.as_nanos() as u64;
         // The second just past, for "now"; the peak of windows ending since the last frame.
-        let now = meter.peek(end - 1_000_000_000, end);
-        for w in meter.cut(last_end, end) {
+        let now = p.meter().peek(end - 1_000_000_000, end);
+        for w in p.meter().cut(last_end, end) {
             let p = peaks.entry(w.name.clone()).or_default();
             *p = (*p).max(w.figures.peak);
         }
         last_end = end;
-        let mut text = frame(&node(settings).name, &now, &peaks);
+        let mut text = frame(&p.settings().node_name, &now, &peaks);
         text += "\n";
-        text += &crate::export::table::listeners::table(&workers.cut(1.0));
-        let mut second = crate::report::Report::new(node(settings), end - 1_000_000_000, end, &now);
-        enrich(&mut second, &eni, &mut ena);
-        text += &allowance_frame(&second);
+        text += &crate::export::table::listeners::table(&p.listeners().cut(1.0));
+        text += &allowance_frame(&p.interfaces(end - 1_000_000_000, end, &now));
         let mut out = std::io::stdout().lock();
         let _ = if tty {
             write!(out, "\x1b[H\x1b[2J{text}")
@@ -96,9 +90,12 @@ pub fn watch(settings: &Settings, count: Option<u64>) -> Result<(), AgentError> 
         let _ = out.flush();
         shown += 1;
         if count.is_some_and(|c| shown >= c) {
-            return Ok(());
+            break;
         }
     }
+    p.stop();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
 }
 
 /// Below the bars: each interface's ENI and ENA allowance counters (rise in the last second,

@@ -152,21 +152,41 @@ pub fn index_of<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> HashMap<IpAddr, 
     map
 }
 
-/// Kubernetes access as kube-rs infers it (KUBECONFIG or ~/.kube/config, else in-cluster).
-/// None, with one info line, when there is neither: the agent then runs without pods.
-pub async fn client() -> Option<Client> {
-    match ::kube::Config::infer().await {
-        Ok(cfg) => match Client::try_from(cfg) {
-            Ok(c) => Some(c),
-            Err(error) => {
-                tracing::info!(message = "No Kubernetes client; running without pods and probes.", %error);
-                None
-            }
-        },
-        Err(error) => {
-            tracing::info!(message = "No Kubernetes access (neither in-cluster nor KUBECONFIG); running without pods and probes.", %error);
-            None
+/// The enrichment step: this node's pods, watched on the pipeline's runtime, name the pods
+/// and workloads behind listeners, probes and DNS sources in each report.
+pub struct Pods {
+    index: PodIndex,
+}
+
+impl Pods {
+    /// Watches this node's pods (with Kubernetes access: in-cluster, else KUBECONFIG; without
+    /// it one info line, and the receiver's sender is dropped). The receiver gets each pod list.
+    pub fn start(
+        node: String,
+        ctx: &crate::sources::Context,
+    ) -> (Pods, watch::Receiver<Vec<Arc<Pod>>>) {
+        let index = PodIndex::default();
+        let (tx, rx) = watch::channel(Vec::new());
+        let (i, stop) = (index.clone(), ctx.shutdown.clone());
+        ctx.runtime.spawn(async move {
+            let Some(client) =
+                headroom_service::kube::client("running without pods and probes").await
+            else {
+                return;
+            };
+            tracing::info!(message = "Watching this node's pods.", node = %node);
+            watch_pods(client, node, i, tx, stop).await
+        });
+        (Pods { index }, rx)
+    }
+
+    /// Names the pods and workloads of the report's probes, DNS sources and listeners.
+    pub fn fill(&self, report: &mut crate::report::Report) {
+        for p in &mut report.probes {
+            p.workload = self.index.workload(&p.pod.uid);
         }
+        self.index.label_sources(report);
+        self.index.label_listeners(report);
     }
 }
 

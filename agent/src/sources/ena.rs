@@ -120,6 +120,31 @@ impl Tracker {
     }
 }
 
+impl crate::sources::Source for Tracker {
+    fn name(&self) -> &'static str {
+        "ena"
+    }
+
+    /// Each interface's allowance rises since the previous report.
+    fn fill(&mut self, _window: crate::sources::Window, report: &mut crate::report::Report) {
+        for i in &mut report.interfaces {
+            let w = if i.capturing {
+                self.sample(&i.name)
+            } else {
+                self.update(&i.name, None)
+            };
+            apply(i, w);
+        }
+    }
+}
+
+/// One interface's allowance window into its report.
+pub fn apply(i: &mut crate::report::InterfaceReport, w: AllowanceWindow) {
+    i.allowance = w.deltas;
+    i.allowance_totals = w.totals;
+    i.conntrack_allowance_available = w.conntrack_available;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,7 +102,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
             )))
         }
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = headroom_service::backoff::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failing = false;
     loop {
         let Some((seq, signal, body)) = queue.front() else {
@@ -123,7 +123,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                     tracing::info!(message = "OTLP export resumed.", queued = queue.len());
                 }
                 failing = false;
-                backoff = BACKOFF_MIN;
+                backoff.reset();
             }
             Outcome::Refused(status) => {
                 queue.done(seq);
@@ -144,10 +144,9 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                 }
                 failing = true;
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }

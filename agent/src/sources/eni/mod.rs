@@ -9,6 +9,7 @@ pub mod imds;
 
 use crate::interfaces::{self, Selection};
 use crate::report::Report;
+use headroom_service::backoff::Backoff;
 use imds::{ImdsClient, ImdsError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -254,10 +255,10 @@ impl EniSource {
     }
 }
 
-/// Next wait after `failures` failures in a row: 1 s, 2 s, 4 s … up to `cap`.
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let d = Duration::from_secs(1u64 << failures.saturating_sub(1).min(6));
-    d.min(cap.max(Duration::from_secs(1)))
+/// Retry waits after failures in a row: 1 s, 2 s, 4 s … up to `cap` (at least 1 s), each
+/// drawn from the upper half of that ceiling so a fleet does not retry in lockstep.
+pub fn backoff(cap: Duration) -> Backoff {
+    Backoff::new(Duration::from_secs(1), cap.max(Duration::from_secs(1)))
 }
 
 fn local_macs(selection: &Selection) -> BTreeMap<String, String> {
@@ -283,6 +284,7 @@ fn poll_loop(opts: Options, state: Arc<(Mutex<State>, Condvar)>, stop: Arc<Atomi
     };
     let mut client = ImdsClient::new(&opts.endpoint);
     let mut failures = 0u32;
+    let mut retry = backoff(opts.refresh.min(Duration::from_secs(60)));
     let mut ever_ok = false;
     let mut next = Instant::now();
     let mut asked_for: BTreeSet<String> = BTreeSet::new();
@@ -309,6 +311,7 @@ fn poll_loop(opts: Options, state: Arc<(Mutex<State>, Condvar)>, stop: Arc<Atomi
                         );
                     }
                     failures = 0;
+                    retry.reset();
                     ever_ok = true;
                     m.lock().unwrap().identity = Some(id);
                     next = Instant::now() + opts.refresh;
@@ -320,8 +323,7 @@ fn poll_loop(opts: Options, state: Arc<(Mutex<State>, Condvar)>, stop: Arc<Atomi
                     } else {
                         tracing::debug!(message = "IMDS still failing.", %error, failures);
                     }
-                    next = Instant::now()
-                        + backoff(failures, opts.refresh.min(Duration::from_secs(60)));
+                    next = Instant::now() + retry.next_delay();
                 }
             }
             let mut g = m.lock().unwrap();
@@ -364,6 +366,17 @@ fn warn_failure(error: &ImdsError, ever_ok: bool, endpoint: &str) {
         );
     } else {
         tracing::warn!(message = "IMDS refused the agent's requests; eni_id stays null; retrying with backoff. Check the instance's metadata options (IMDSv2, hop limit).", %error);
+    }
+}
+
+impl crate::sources::Source for EniSource {
+    fn name(&self) -> &'static str {
+        "eni"
+    }
+
+    /// Node identity and each interface's ENI, from IMDS.
+    fn fill(&mut self, _window: crate::sources::Window, report: &mut Report) {
+        self.annotate(report);
     }
 }
 
@@ -461,12 +474,20 @@ mod tests {
     #[test]
     fn backoff_doubles_to_a_cap() {
         let cap = Duration::from_secs(60);
-        let got: Vec<u64> = (1..=9).map(|f| backoff(f, cap).as_secs()).collect();
+        let mut b = backoff(cap);
+        let got: Vec<u64> = (1..=9)
+            .map(|_| {
+                let c = b.ceiling();
+                let d = b.next_delay();
+                assert!(d >= c / 2 && d <= c, "{d:?} outside [{:?}, {c:?}]", c / 2);
+                c.as_secs()
+            })
+            .collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(
-            backoff(5, Duration::from_millis(10)),
-            Duration::from_secs(1)
-        );
+        let mut b = backoff(Duration::from_millis(10));
+        b.next_delay();
+        b.next_delay();
+        assert_eq!(b.ceiling(), Duration::from_secs(1));
     }
 
     proptest::proptest! {

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod classify;
 pub mod meter;
 pub mod series;
+pub mod source;
 
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -6,20 +6,19 @@ mod config;
 pub mod kubelet;
 pub mod report;
 pub mod shadow;
+mod source;
 pub mod spec;
 pub mod stats;
 
 pub use config::ProbeConfig;
 pub use report::{NotOk, ProbeReport, ProbeTotals, Saturation};
-
-use crate::enrich::pods::PodIndex;
+pub use source::Probes;
 
 use shadow::Attempt;
 use spec::{Kind, ProbeSpec};
 use stats::{Outcome, RemovalState};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use tokio_util::sync::CancellationToken;
 
 /// Most attempts kept per probe between two report windows.
 const KEEP: usize = 10_000;
@@ -171,91 +170,6 @@ fn report_of(e: &mut Entry) -> ProbeReport {
         not_ok_dropped: std::mem::take(&mut e.not_ok_dropped),
         totals: e.totals.clone(),
     }
-}
-
-/// What the report builder reads: the pod index and the probe log; and what the probes read:
-/// the worker sampler's latest sample (the probed pod's saturation at each attempt).
-#[derive(Debug, Clone, Default)]
-pub struct Handles {
-    pub index: PodIndex,
-    pub log: ProbeLog,
-    pub kubelet: crate::sources::probes::kubelet::KubeletView,
-    pub saturation: crate::sources::listeners::LatestSamples,
-}
-
-impl Handles {
-    /// Fills the report's probes and names DNS sources' pods.
-    pub fn fill(&self, report: &mut crate::report::Report) {
-        report.probes = self.log.cut();
-        if let Some(k) = self.kubelet.window() {
-            for p in &mut report.probes {
-                let key = (
-                    p.pod.namespace.clone(),
-                    p.pod.name.clone(),
-                    p.container.clone(),
-                    p.kind,
-                );
-                p.kubelet = Some(k.get(&key).copied().unwrap_or_default());
-            }
-        }
-        for p in &mut report.probes {
-            p.workload = self.index.workload(&p.pod.uid);
-        }
-        self.index.label_sources(report);
-        self.index.label_listeners(report);
-    }
-}
-
-/// Watches this node's pods and shadows their probes on the current runtime until cancelled.
-/// Without Kubernetes access it logs one line and returns.
-pub async fn run(cfg: ProbeConfig, node: String, handles: Handles, stop: CancellationToken) {
-    let Some(client) = crate::enrich::pods::client().await else {
-        return;
-    };
-    tracing::info!(message = "Watching this node's pods.", node = %node, shadow_probes = cfg.enabled);
-    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
-    let watcher = tokio::spawn(crate::enrich::pods::watch_pods(
-        client,
-        node.clone(),
-        handles.index.clone(),
-        tx,
-        stop.clone(),
-    ));
-    if cfg.enabled && !cfg.kubelet_url.is_empty() {
-        tokio::spawn(crate::sources::probes::kubelet::run(
-            cfg.kubelet_url.clone(),
-            cfg.kubelet_token_file.clone(),
-            node.clone(),
-            cfg.kubelet_interval(),
-            handles.kubelet.clone(),
-            stop.clone(),
-        ));
-    }
-    if cfg.enabled {
-        shadow::supervise(
-            cfg,
-            rx,
-            handles.log.clone(),
-            handles.saturation.clone(),
-            stop.clone(),
-        )
-        .await;
-    }
-    let _ = watcher.await;
-}
-
-/// Runs [`run`] on its own runtime and thread (for the synchronous commands).
-pub fn start_background(
-    cfg: ProbeConfig,
-    node: String,
-    handles: Handles,
-) -> std::io::Result<crate::background::Background> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("headroom-probes")
-        .build()?;
-    crate::background::Background::start("probes", rt, move |stop| run(cfg, node, handles, stop))
 }
 
 #[cfg(test)]

@@ -8,11 +8,16 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::Resolver;
-use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
+
+pub mod report;
+mod source;
+
+pub use report::ResolverCheck;
+pub use source::ResolverChecks;
 
 /// NodeLocal DNSCache's usual address; checked when a local interface holds it.
 pub const NODELOCAL_DNS: &str = "169.254.20.10";
@@ -25,21 +30,6 @@ pub struct CheckSpec {
     pub resolvers: Vec<IpAddr>,
     pub interval: Duration,
     pub timeout: Duration,
-}
-
-/// One check's result (`resolver_checks` in the report).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ResolverCheck {
-    pub resolver: String,
-    pub qname: String,
-    /// NOERROR, NXDOMAIN, … as answered; TIMEOUT; or ERROR.
-    pub rcode: String,
-    pub elapsed_ms: f64,
-    pub attempt: u32,
-    /// RFC 3339, when the check started.
-    pub at: String,
-    /// Addresses in the answer (empty unless NOERROR with records).
-    pub answers: Vec<String>,
 }
 
 /// Results since the last report window, shared with the report builder.
@@ -159,15 +149,4 @@ pub async fn run(spec: CheckSpec, log: CheckLog, stop: CancellationToken) {
             }
         }
     }
-}
-
-/// Runs the checks on their own small runtime and thread (for the synchronous commands).
-pub fn start_background(
-    spec: CheckSpec,
-    log: CheckLog,
-) -> std::io::Result<crate::background::Background> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    crate::background::Background::start("resolver-checks", rt, move |stop| run(spec, log, stop))
 }

@@ -1,0 +1,228 @@
+//! One pipeline for `once`, `watch` and `run`: the sources, started once on one runtime, then
+//! the enrichment step (pod identity), make each report; the commands only choose what to do
+//! with it.
+
+use crate::config::Settings;
+use crate::enrich::pods::Pods;
+use crate::interfaces;
+use crate::report::{Node, Report};
+use crate::sources::eni::{self, EniSource};
+use crate::sources::linklocal::capture::CaptureSpec;
+use crate::sources::linklocal::meter::{InterfaceWindow, Meter};
+use crate::sources::linklocal::source::{LinkLocal, StartError};
+use crate::sources::linklocal::Targets;
+use crate::sources::listeners::Workers;
+use crate::sources::probes::Probes;
+use crate::sources::resolver_checks::ResolverChecks;
+use crate::sources::{ena, Context, Source, Window};
+use crate::sys::packet::RingConfig;
+use crate::AgentError;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long after a window's end its packets are surely in user space: the ring hands over a
+/// partly filled block after 100 ms; the rest is margin for a busy machine.
+pub const DRAIN: Duration = Duration::from_millis(300);
+
+/// How long startup waits for IMDS before capturing without the VPC resolver.
+pub const IMDS_STARTUP_WAIT: Duration = Duration::from_secs(3);
+
+/// The one runtime every source's tasks run on (two workers: telemetry must not share a
+/// single worker with blocking work).
+pub fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("headroom-rt")
+        .build()
+        .map_err(|e| AgentError::Runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// How a command runs the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// No interface to measure is an error (`once`), not a warning.
+    pub strict: bool,
+    /// Seconds of packets the meter keeps.
+    pub keep_seconds: u64,
+}
+
+pub struct Pipeline {
+    ctx: Context,
+    settings: Settings,
+    linklocal: LinkLocal,
+    eni: EniSource,
+    ena: ena::Tracker,
+    listeners: Workers,
+    checks: ResolverChecks,
+    probes: Probes,
+    pods: Pods,
+}
+
+impl Pipeline {
+    /// Starts every source on `runtime`. The ENI source comes first and is waited for briefly,
+    /// since under `--resolver auto` the VPC resolver must be in capture's kernel filter.
+    pub fn start(
+        settings: &Settings,
+        mode: Mode,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Pipeline, AgentError> {
+        let ctx = Context {
+            runtime,
+            shutdown: CancellationToken::new(),
+        };
+        let meter = Meter::new(mode.keep_seconds);
+        let (settings, eni) = identify(settings, mode.strict);
+        let spec = CaptureSpec {
+            selection: settings.selection.clone(),
+            targets: Targets::new(&settings.resolvers),
+            ring: RingConfig::default(),
+            rescan: settings.rescan_interval,
+        };
+        let proc_root = settings.workers.proc_root.clone();
+        let (linklocal, names) = LinkLocal::start(spec, proc_root, meter, mode.strict, &ctx)
+            .map_err(|e| match e {
+                StartError::Usage(m) => AgentError::Usage(m),
+                StartError::Tap(t) => t.into(),
+            })?;
+        let mut ena = ena::Tracker::default();
+        for n in &names {
+            ena.sample(n);
+        }
+        let listeners = Workers::start(&settings.workers);
+        let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
+        let (pods, pod_list) = Pods::start(settings.node_name.clone(), &ctx);
+        let probes = Probes::start(
+            settings.probes.clone(),
+            settings.node_name.clone(),
+            pod_list,
+            listeners.latest(),
+            &ctx,
+        );
+        Ok(Pipeline {
+            ctx,
+            settings,
+            linklocal,
+            eni,
+            ena,
+            listeners,
+            checks,
+            probes,
+            pods,
+        })
+    }
+
+    /// The settings the sources run on (with the VPC resolver once IMDS named it).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn meter(&self) -> &Meter {
+        self.linklocal.meter()
+    }
+
+    pub fn listeners(&self) -> &Workers {
+        &self.listeners
+    }
+
+    fn node(&self) -> Node {
+        Node {
+            name: self.settings.node_name.clone(),
+            ..Node::default()
+        }
+    }
+
+    /// The report of `start_ns..end_ns`: every source fills its section, then pod identity
+    /// is added. Call it [`DRAIN`] after the window's end.
+    pub fn report(&mut self, start_ns: u64, end_ns: u64) -> Report {
+        let w = Window { start_ns, end_ns };
+        let mut report = Report::new(self.node(), start_ns, end_ns, &[]);
+        let sources: [&mut dyn Source; 6] = [
+            &mut self.linklocal,
+            &mut self.checks,
+            &mut self.listeners,
+            &mut self.eni,
+            &mut self.ena,
+            &mut self.probes,
+        ];
+        for s in sources {
+            s.fill(w, &mut report);
+        }
+        self.pods.fill(&mut report);
+        report
+    }
+
+    /// A report of given meter windows with what IMDS and the ENA counters add (`watch`'s
+    /// one-second view).
+    pub fn interfaces(
+        &mut self,
+        start_ns: u64,
+        end_ns: u64,
+        windows: &[InterfaceWindow],
+    ) -> Report {
+        let w = Window { start_ns, end_ns };
+        let mut report = Report::new(self.node(), start_ns, end_ns, windows);
+        self.eni.fill(w, &mut report);
+        self.ena.fill(w, &mut report);
+        report
+    }
+
+    /// Stops every source: tasks through the shutdown token, threads by joining them.
+    pub fn stop(mut self) {
+        self.ctx.shutdown.cancel();
+        self.linklocal.stop();
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.ctx.shutdown.cancel();
+    }
+}
+
+/// Starts the ENI source and waits briefly for IMDS, before capture (whose kernel filter is
+/// fixed at start). Returns the settings with the VPC resolver added under `--resolver auto`.
+/// When capture is bound to fail at once (a named interface missing, nothing to measure in
+/// `once`, no CAP_NET_RAW), IMDS is not asked: the user gets the one-line error and nothing else.
+fn identify(settings: &Settings, strict: bool) -> (Settings, EniSource) {
+    let all = interfaces::list();
+    let doomed = !interfaces::missing(&settings.selection, &all).is_empty()
+        || (strict && interfaces::select(&settings.selection, &all).is_empty())
+        || !has_cap_net_raw();
+    if doomed {
+        return (settings.clone(), EniSource::disabled());
+    }
+    let eni = EniSource::start(eni::Options {
+        endpoint: settings.imds_endpoint.clone(),
+        refresh: settings.imds_refresh_interval,
+        selection: settings.selection.clone(),
+    });
+    let mut s = settings.clone();
+    if settings.resolver_auto {
+        match eni
+            .wait_first(IMDS_STARTUP_WAIT)
+            .and_then(|id| id.vpc_resolver())
+        {
+            Some(r) => {
+                tracing::info!(message = "Counting the VPC resolver (primary CIDR base + 2).", resolver = %r);
+                s.resolvers.push(r.into());
+            }
+            None => tracing::warn!(
+                message = "VPC resolver unknown (IMDS gave no VPC CIDR); counting only the link-local resolvers. Restart once IMDS answers, or name it with --resolver IP."
+            ),
+        }
+    }
+    (s, eni)
+}
+
+/// Whether this process holds CAP_NET_RAW (bit 13 of CapEff in /proc/self/status).
+fn has_cap_net_raw() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map_or(true, |caps| caps & (1 << 13) != 0)
+}

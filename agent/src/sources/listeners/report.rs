@@ -1,0 +1,51 @@
+//! The listeners' report section (`listeners[]`).
+
+use serde::Serialize;
+
+/// A pod as far as the agent knows it: the uid always, namespace and name once a pod list is
+/// known.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub uid: String,
+}
+
+/// One listening socket over one report window. Field names are a public contract.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ListenerReport {
+    pub pod: Option<PodRef>,
+    /// Container id (the runtime's, 64 hex digits with containerd), or null outside pods.
+    pub container: Option<String>,
+    pub address: String,
+    pub port: u16,
+    /// Command name of the workers.
+    pub process: String,
+    /// Worker processes (masters excluded) at the window's last sample.
+    pub workers: u32,
+    pub busy_mean: f64,
+    pub busy_max: u32,
+    /// Deepest accept queue seen (connections the kernel accepted that no worker took yet).
+    pub queue_max: u32,
+    /// The accept queue's limit (listen(2) backlog, capped by net.core.somaxconn).
+    pub backlog: u32,
+    /// busy_mean / workers.
+    pub utilization: f64,
+    /// Time with every worker busy (share of samples with all busy × window length).
+    pub saturated_seconds: f64,
+    /// CFS periods in the window, of them throttled, and the time throttled (the container's
+    /// cgroup `cpu.stat` deltas); null where no cpu.stat with throttling counters is found.
+    pub cpu_periods: Option<u64>,
+    pub cpu_throttled_periods: Option<u64>,
+    pub cpu_throttled_seconds: Option<f64>,
+    /// Samples taken in the window.
+    pub samples: u64,
+    /// Inode of the listener's network namespace.
+    pub netns: u64,
+    pub worker_pids: Vec<i32>,
+    /// The workload that owns the pod (from its ownerReferences); null outside known pods.
+    pub workload: Option<crate::pod::Workload>,
+    /// Saturated seconds since the agent started (for the Prometheus counter).
+    #[serde(skip)]
+    pub saturated_seconds_total: f64,
+}
