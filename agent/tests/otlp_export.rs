@@ -64,30 +64,7 @@ def app(environ, start_response):
 
 /// gunicorn with 2 sync workers at POD_IP:8080 in the pod namespace, answering.
 fn start_gunicorn(bed: &Bed, pod: &Netns) -> Guard {
-    std::fs::write(bed.path("wsgiapp.py"), WSGI).unwrap();
-    let mut cmd = pod.command("gunicorn");
-    cmd.args(["--workers", "2", "--worker-class", "sync"])
-        .args(["--bind", &format!("{POD_IP}:8080")])
-        .arg("--chdir")
-        .arg(bed.dir.path())
-        .arg("wsgiapp:app")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let g = Guard::spawn("gunicorn", &mut cmd).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let up = bed
-            .node
-            .command("curl")
-            .args(["-sf", "--max-time", "1", &format!("http://{POD_IP}:8080/")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if up {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "gunicorn did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::start_gunicorn(bed, pod, WSGI, POD_IP)
 }
 
 /// A pod of the Deployment `shop-api` (through its ReplicaSet, as the API server shows it)

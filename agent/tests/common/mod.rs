@@ -77,3 +77,40 @@ pub fn iface<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
 pub fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
 }
+
+/// gunicorn with 2 sync workers serving `wsgi` (a module `wsgiapp` with `app`) at
+/// `ip:8080` in the pod namespace `pod`; returns once it answers on the node.
+pub fn start_gunicorn(
+    bed: &Bed,
+    pod: &headroom_testbed::netns::Netns,
+    wsgi: &str,
+    ip: &str,
+) -> Guard {
+    std::fs::write(bed.path("wsgiapp.py"), wsgi).unwrap();
+    let mut cmd = pod.command("gunicorn");
+    cmd.args(["--workers", "2", "--worker-class", "sync"])
+        .args(["--bind", &format!("{ip}:8080")])
+        .arg("--chdir")
+        .arg(bed.dir.path())
+        .arg("wsgiapp:app")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let g = Guard::spawn("gunicorn", &mut cmd).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = bed
+            .node
+            .command("curl")
+            .args(["-sf", "--max-time", "1", &format!("http://{ip}:8080/")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            return g;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gunicorn did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,9 +1,7 @@
 //! `run` and `watch` in the bed: /metrics carries the measured counts and passes
 //! `promtool check metrics`; /healthz and /readyz answer; SIGTERM stops the daemon cleanly.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
 use headroom_testbed::scrape;

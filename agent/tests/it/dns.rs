@@ -2,9 +2,7 @@
 //! that drops exactly every 10th query (nftables), and exact RCODE counts from unbound.
 //! Needs root; skips with a reason outside CI, fails in CI.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::run;
 use headroom_testbed::Need;

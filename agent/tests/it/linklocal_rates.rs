@@ -8,9 +8,7 @@
 //! such a run says nothing about the agent's peak versus the rate, so it is repeated (at most
 //! three attempts).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
 
 /// One run; returns false when dnsperf did not hold its rate (busiest second off by > 2 %).

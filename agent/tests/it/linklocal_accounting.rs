@@ -2,9 +2,7 @@
 //! Ground truth is dnsperf's own count or `tcpdump -U -w` on the same interface.
 //! Needs root; skips with a reason outside CI, fails in CI.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! Bad input and missing privilege: one line naming the problem and the fix, exit 64 for bad
 //! usage and 77 for missing privilege, never a panic.
 
-mod common;
-
-use common::{AGENT, NO_IMDS};
+use crate::common::{AGENT, NO_IMDS};
 use headroom_testbed::Need;
 use std::process::Command;
 

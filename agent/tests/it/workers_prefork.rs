@@ -2,9 +2,7 @@
 //! whose busy workers the test knows exactly (each slow request records the worker's pid).
 //! Needs root; skips with a reason outside CI, fails in CI.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::netns::Netns;
 use headroom_testbed::prefork::Server;
 use headroom_testbed::proc::Guard;

@@ -3,9 +3,7 @@
 //! http.server) at the pod IP inside a network namespace whose delays the test sets per path.
 //! Needs root; skips with a reason outside CI, fails in CI.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::netns::Netns;
@@ -645,36 +643,7 @@ fn probes_time_out_while_gunicorn_workers_are_saturated() {
     }
     let bed = Bed::new(1).unwrap();
     let podns = bed.pod(POD_IP).unwrap();
-    std::fs::write(bed.path("wsgiapp.py"), WSGI).unwrap();
-    let mut cmd = podns.command("gunicorn");
-    cmd.args([
-        "--workers",
-        "2",
-        "--worker-class",
-        "sync",
-        "--bind",
-        &format!("{POD_IP}:8080"),
-    ])
-    .arg("--chdir")
-    .arg(bed.dir.path())
-    .arg("wsgiapp:app")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let _gunicorn = Guard::spawn("gunicorn", &mut cmd).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let up = bed
-            .node
-            .command("curl")
-            .args(["-sf", "--max-time", "1", &format!("http://{POD_IP}:8080/")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if up {
-            break;
-        }
-        assert!(Instant::now() < deadline, "gunicorn did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _gunicorn = crate::common::start_gunicorn(&bed, &podns, WSGI, POD_IP);
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();

@@ -5,9 +5,7 @@
 //! Ground truth: tcpdump on each interface, packets classified and placed in the report window
 //! by their kernel timestamps. Needs root; skips with a reason outside CI, fails in CI.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::imds::{two_eni_instance, FakeImds};
 use headroom_testbed::proc::Guard;

@@ -1,0 +1,15 @@
+//! The agent's integration tests, one binary (one link of the test bed) with a module per
+//! area. `otlp_export.rs`, which spawns the collector too, stays its own binary.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod daemon;
+mod dns;
+mod eni_bed;
+mod imds_client;
+mod linklocal_accounting;
+mod linklocal_rates;
+mod probes;
+mod workers_prefork;
