@@ -57,6 +57,7 @@ pub struct Pipeline {
     checks: ResolverChecks,
     probes: Probes,
     pods: Pods,
+    start_ns: u64,
 }
 
 impl Pipeline {
@@ -90,6 +91,8 @@ impl Pipeline {
             ena.sample(n);
         }
         let listeners = Workers::start(&settings.workers);
+        // Windows start here: what the checks and probes send from now on is counted.
+        let start_ns = crate::time::now_ns();
         let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
         let (pods, pod_list) = Pods::start(settings.node_name.clone(), &ctx);
         let probes = Probes::start(
@@ -109,12 +112,24 @@ impl Pipeline {
             checks,
             probes,
             pods,
+            start_ns,
         })
     }
 
     /// The settings the sources run on (with the VPC resolver once IMDS named it).
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// When the sources were all measuring, ns since the Unix epoch: the first window's start.
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// The last window is over (`once`): the samplers stop, so it holds what was sampled in
+    /// it; packets still drain until the report is cut.
+    pub fn end_sampling(&mut self) {
+        self.listeners.stop();
     }
 
     pub fn meter(&self) -> &Meter {

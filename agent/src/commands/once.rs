@@ -14,8 +14,12 @@ pub fn once(settings: &Settings, duration: Duration) -> Result<Report, AgentErro
         keep_seconds: duration.as_secs() + 2,
     };
     let mut p = Pipeline::start(settings, mode, rt.handle().clone())?;
-    let start = now_ns();
-    std::thread::sleep(duration + DRAIN);
+    let start = p.start_ns();
+    std::thread::sleep(Duration::from_nanos(
+        (start + duration.as_nanos() as u64).saturating_sub(now_ns()),
+    ));
+    p.end_sampling();
+    std::thread::sleep(DRAIN);
     let report = p.report(start, start + duration.as_nanos() as u64);
     p.stop();
     rt.shutdown_timeout(Duration::from_secs(1));
