@@ -89,7 +89,7 @@ pub enum Format {
 /// Builds the configuration: file first, then flags over it; then validates everything.
 fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     let mut cfg = match &cli.common.config {
-        Some(p) => config::load(p).map_err(AgentError::Usage)?,
+        Some(p) => config::load(p).map_err(|e| AgentError::Usage(e.to_string()))?,
         None => Config::default(),
     };
     let c = &cli.common;
@@ -154,7 +154,8 @@ pub fn main() -> Result<(), AgentError> {
     headroom_service::logging::init();
     match cli.command {
         Command::Once { duration, format } => {
-            let d = config::parse_duration("--duration", &duration).map_err(AgentError::Usage)?;
+            let d = config::parse_duration("--duration", &duration)
+                .map_err(|e| AgentError::Usage(e.to_string()))?;
             if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
                 return Err(AgentError::Usage(format!(
                     "invalid --duration '{duration}': must be between 1s (one peak window) and 1h"

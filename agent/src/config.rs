@@ -114,13 +114,30 @@ pub struct Settings {
     pub otlp: Option<crate::export::otlp::OtlpSettings>,
 }
 
-/// Reads a TOML file; the error names the file and the problem.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let msg = e.message().to_string();
-        format!("invalid config file {}: {msg}", path.display())
+/// A config file that cannot be used; the one line names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
+/// Reads a TOML file.
+pub fn load(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| LoadError::Parse {
+        path: path.into(),
+        message: e.message().to_string(),
     })
 }
 
@@ -164,7 +181,7 @@ impl Config {
                 None
             }
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 None
             }
         };
@@ -180,7 +197,7 @@ impl Config {
                     None
                 }
                 Err(e) => {
-                    errors.push(e);
+                    errors.push(e.to_string());
                     None
                 }
             };
@@ -223,12 +240,33 @@ impl Config {
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
         let otlp = self
             .otlp_settings()
-            .map_err(|e| errors.push(e))
+            .map_err(|e| errors.push(e.to_string()))
             .ok()
             .flatten();
-        if !errors.is_empty() {
+        let (
+            Some(metrics_listen),
+            Some(report_interval),
+            Some(rescan_interval),
+            Some(check_interval),
+            Some(check_timeout),
+            Some(imds_endpoint),
+            Some(imds_refresh_interval),
+            Some(workers),
+            true,
+        ) = (
+            metrics_listen,
+            report_interval,
+            rescan_interval,
+            check_interval,
+            check_timeout,
+            imds_endpoint,
+            imds_refresh_interval,
+            workers,
+            errors.is_empty(),
+        )
+        else {
             return Err(errors);
-        }
+        };
         Ok(Settings {
             default_interfaces: patterns.is_empty(),
             selection: if patterns.is_empty() {
@@ -237,21 +275,21 @@ impl Config {
                 Selection::Patterns(patterns)
             },
             resolvers,
-            metrics_listen: metrics_listen.unwrap(),
-            report_interval: report_interval.unwrap(),
-            rescan_interval: rescan_interval.unwrap(),
+            metrics_listen,
+            report_interval,
+            rescan_interval,
             node_name: self.node_name.clone().unwrap_or_else(hostname),
             checks: crate::sources::resolver_checks::CheckSpec {
                 names: self.resolver_check_names.clone(),
                 resolvers: check_targets,
-                interval: check_interval.unwrap(),
-                timeout: check_timeout.unwrap(),
+                interval: check_interval,
+                timeout: check_timeout,
             },
             resolver_auto: self.resolvers.iter().any(|r| r == "auto"),
-            imds_endpoint: imds_endpoint.unwrap(),
-            imds_refresh_interval: imds_refresh_interval.unwrap(),
+            imds_endpoint,
+            imds_refresh_interval,
             probes: self.probes.clone(),
-            workers: workers.unwrap(),
+            workers,
             otlp,
         })
     }
@@ -276,21 +314,23 @@ impl Config {
                     None
                 }
                 Err(e) => {
-                    errors.push(e);
+                    errors.push(e.to_string());
                     None
                 }
             };
-        if !errors.is_empty() {
-            return Err(errors);
+        match interval {
+            Some(interval) if errors.is_empty() => Ok(crate::sources::listeners::WorkersSpec {
+                proc_root: self.proc_root.clone().into(),
+                cgroup_root: self.cgroup_root.clone().into(),
+                interval,
+            }),
+            _ => Err(errors),
         }
-        Ok(crate::sources::listeners::WorkersSpec {
-            proc_root: self.proc_root.clone().into(),
-            cgroup_root: self.cgroup_root.clone().into(),
-            interval: interval.unwrap(),
-        })
     }
 
-    fn otlp_settings(&self) -> Result<Option<crate::export::otlp::OtlpSettings>, String> {
+    fn otlp_settings(
+        &self,
+    ) -> Result<Option<crate::export::otlp::OtlpSettings>, crate::export::otlp::SettingError> {
         let Some(endpoint) = &self.otlp_endpoint else {
             return Ok(None);
         };
@@ -417,7 +457,7 @@ mod tests {
         assert_eq!(c.interfaces, ["eth0"]);
         assert_eq!(c.metrics_listen, "0.0.0.0:9465");
         std::fs::write(&p, "interface = [\"eth0\"]\n").unwrap();
-        let e = load(&p).unwrap_err();
+        let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("unknown field `interface`"), "{e}");
     }
 }

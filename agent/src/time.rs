@@ -11,9 +11,18 @@ pub fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// A duration that does not parse, naming the setting and the expected form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} '{text}': expected a duration such as 10s, 1m or 500ms")]
+pub struct DurationError {
+    pub what: String,
+    pub text: String,
+}
+
 /// Parses a duration such as `10s`, `1m` or `500ms`.
-pub fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|_| {
-        format!("invalid {what} '{text}': expected a duration such as 10s, 1m or 500ms")
+pub fn parse_duration(what: &str, text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text).map_err(|_| DurationError {
+        what: what.to_string(),
+        text: text.to_string(),
     })
 }

@@ -40,14 +40,25 @@ pub enum Protocol {
     Grpc,
 }
 
+/// A bad OTLP setting; the one line names it and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("invalid --otlp-protocol '{0}': expected http/protobuf or grpc")]
+    Protocol(String),
+    #[error("invalid --otlp-endpoint '{endpoint}': {why}")]
+    Endpoint { endpoint: String, why: &'static str },
+    #[error("invalid OTLP header '{0}': not a valid HTTP header")]
+    Header(String),
+    #[error("invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate")]
+    Certificate { path: String, why: String },
+}
+
 impl Protocol {
-    pub fn parse(text: &str) -> Result<Protocol, String> {
+    pub fn parse(text: &str) -> Result<Protocol, SettingError> {
         match text {
             "http/protobuf" | "http" => Ok(Protocol::HttpProtobuf),
             "grpc" => Ok(Protocol::Grpc),
-            _ => Err(format!(
-                "invalid --otlp-protocol '{text}': expected http/protobuf or grpc"
-            )),
+            _ => Err(SettingError::Protocol(text.to_string())),
         }
     }
 }
@@ -85,13 +96,12 @@ pub enum Trust {
 impl Trust {
     /// Reads the PEM file `path`: every CERTIFICATE block in it; an error (one line naming the
     /// file and the fix) when it cannot be read or holds none.
-    pub fn from_file(path: &str) -> Result<Trust, String> {
+    pub fn from_file(path: &str) -> Result<Trust, SettingError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::CertificateDer;
-        let bad = |why: String| {
-            format!(
-                "invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate"
-            )
+        let bad = |why: String| SettingError::Certificate {
+            path: path.to_string(),
+            why,
         };
         let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
         let certs = CertificateDer::pem_slice_iter(&pem)
@@ -299,20 +309,23 @@ impl Exporter {
 
 /// The metrics URL for an OTLP endpoint: for HTTP a base URL gets `/v1/metrics` appended (as
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` works), for gRPC it is the endpoint; `http://` or `https://`.
-pub fn metrics_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, String> {
+pub fn metrics_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, SettingError> {
     signal_url(endpoint, protocol, "/v1/metrics")
 }
 
 /// As [`metrics_url`], for spans (`/v1/traces`); an endpoint given as `…/v1/metrics` gets
 /// `…/v1/traces` beside it.
-pub fn traces_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, String> {
+pub fn traces_url(endpoint: &str, protocol: Protocol) -> Result<hyper::Uri, SettingError> {
     let base = endpoint.trim_end_matches('/');
     let base = base.strip_suffix("/v1/metrics").unwrap_or(base);
     signal_url(base, protocol, "/v1/traces")
 }
 
-fn signal_url(endpoint: &str, protocol: Protocol, path: &str) -> Result<hyper::Uri, String> {
-    let bad = |why: &str| format!("invalid --otlp-endpoint '{endpoint}': {why}");
+fn signal_url(endpoint: &str, protocol: Protocol, path: &str) -> Result<hyper::Uri, SettingError> {
+    let bad = |why: &'static str| SettingError::Endpoint {
+        endpoint: endpoint.to_string(),
+        why,
+    };
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|_| bad("expected a URL such as http://headroom-collector:4318"))?;
@@ -333,15 +346,13 @@ fn signal_url(endpoint: &str, protocol: Protocol, path: &str) -> Result<hyper::U
 }
 
 /// Parses `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values percent-encoded).
-pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, SettingError> {
     let mut out = Vec::new();
     for (k, v) in encode::parse_resource_attributes(text) {
         if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
             || hyper::header::HeaderValue::from_str(&v).is_err()
         {
-            return Err(format!(
-                "invalid OTLP header '{k}': not a valid HTTP header"
-            ));
+            return Err(SettingError::Header(k));
         }
         out.push((k, v));
     }

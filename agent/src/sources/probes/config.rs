@@ -76,7 +76,7 @@ impl ProbeConfig {
             Ok(_) => {
                 errors.push("invalid probes.kubelet_scrape_interval: must be at least 1s".into())
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
         errors
     }
