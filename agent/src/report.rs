@@ -156,23 +156,20 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::linklocal::series::Figures;
 
     #[test]
     fn report_fields_follow_the_contract() {
         let w = InterfaceWindow {
-            name: "eth0".into(),
             mac: Some("02:00:00:00:00:01".into()),
-            figures: Figures {
-                packets: [900, 90, 10],
-                peak: 512,
-                peak_by_service: [400, 100, 12],
-            },
             kernel_drops: 2,
-            packets_total: [900, 90, 10],
-            drops_total: 2,
-            capturing: true,
-            ..Default::default()
+            ..InterfaceWindow::capturing(
+                "eth0",
+                [900, 90, 10],
+                512,
+                [400, 100, 12],
+                [900, 90, 10],
+                2,
+            )
         };
         let r = Report::new(Node::default(), 1_000_000_000, 11_000_000_000, &[w]);
         let v = serde_json::to_value(&r).unwrap();

@@ -13,7 +13,6 @@ mod tests {
     use crate::sources::ena::{allowances, Tracker};
     use crate::sources::eni::{annotate, EniInfo, Identity};
     use crate::sources::linklocal::meter::InterfaceWindow;
-    use crate::sources::linklocal::series::Figures;
     use std::collections::BTreeMap;
 
     fn ena(linklocal: u64) -> Vec<(String, u64)> {
@@ -36,16 +35,8 @@ mod tests {
     #[test]
     fn allowance_rise_is_visible_in_every_exporter() {
         let w = InterfaceWindow {
-            name: "ens5".into(),
             mac: Some("02:AA:00:00:00:01".into()),
-            figures: Figures {
-                packets: [1100, 0, 0],
-                peak: 1100,
-                peak_by_service: [1100, 0, 0],
-            },
-            packets_total: [1100, 0, 0],
-            capturing: true,
-            ..Default::default()
+            ..InterfaceWindow::capturing("ens5", [1100, 0, 0], 1100, [1100, 0, 0], [1100, 0, 0], 0)
         };
         let id = Identity {
             instance_id: "i-0abc".into(),

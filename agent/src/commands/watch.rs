@@ -127,22 +127,10 @@ pub fn allowance_frame(report: &crate::report::Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::linklocal::series::Figures;
 
     #[test]
     fn frame_shows_rate_peak_and_bar() {
-        let w = InterfaceWindow {
-            name: "eni0".into(),
-            figures: Figures {
-                packets: [512, 0, 0],
-                peak: 512,
-                peak_by_service: [512, 0, 0],
-            },
-            packets_total: [512, 0, 0],
-            drops_total: 3,
-            capturing: true,
-            ..Default::default()
-        };
+        let w = InterfaceWindow::capturing("eni0", [512, 0, 0], 512, [512, 0, 0], [512, 0, 0], 3);
         let peaks = BTreeMap::from([("eni0".to_string(), 1024u64)]);
         let f = frame("n1", &[w], &peaks);
         let line = f.lines().find(|l| l.starts_with("eni0")).unwrap();

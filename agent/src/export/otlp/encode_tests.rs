@@ -354,27 +354,17 @@ fn not_ok_probe_attempts_are_probe_spans_at_their_real_times() {
 }
 use crate::report::Node;
 use crate::sources::linklocal::meter::InterfaceWindow;
-use crate::sources::linklocal::series::Figures;
 
 #[test]
 fn a_window_becomes_gauges_at_its_end() {
     let w = InterfaceWindow {
-        name: "eth0".into(),
-        figures: Figures {
-            packets: [10, 0, 0],
-            peak: 7,
-            peak_by_service: [7, 0, 0],
-        },
-        packets_total: [25, 1, 0],
-        drops_total: 4,
-        capturing: true,
         dns_totals: crate::sources::dns::tracker::DnsTotals {
             queries: 12,
             responses: [("NOERROR".to_string(), 11)].into_iter().collect(),
             unanswered: 1,
             search_expansion: 0,
         },
-        ..Default::default()
+        ..InterfaceWindow::capturing("eth0", [10, 0, 0], 7, [7, 0, 0], [25, 1, 0], 4)
     };
     let node = Node {
         name: "ip-10-0-0-1".into(),

@@ -144,22 +144,10 @@ mod tests {
     use super::*;
     use crate::report::Node;
     use crate::sources::linklocal::meter::InterfaceWindow;
-    use crate::sources::linklocal::series::Figures;
 
     #[test]
     fn exposition_carries_the_report() {
-        let w = InterfaceWindow {
-            name: "eth0".into(),
-            figures: Figures {
-                packets: [10, 0, 0],
-                peak: 7,
-                peak_by_service: [7, 0, 0],
-            },
-            packets_total: [25, 1, 0],
-            drops_total: 4,
-            capturing: true,
-            ..Default::default()
-        };
+        let w = InterfaceWindow::capturing("eth0", [10, 0, 0], 7, [7, 0, 0], [25, 1, 0], 4);
         let m = Metrics::new();
         m.update(&Report::new(
             Node::default(),

@@ -165,6 +165,30 @@ fn window_of(name: &str, e: &Iface, start_ns: u64, end_ns: u64) -> InterfaceWind
 /// Test fixture shared by the exporters' tests.
 #[cfg(test)]
 impl InterfaceWindow {
+    /// Capturing interface `name`: `packets` per service (dns, imds, ntp) in the window, its
+    /// one-second `peak` (per service `by_service`), running totals `totals` and `drops`.
+    pub(crate) fn capturing(
+        name: &str,
+        packets: [u64; 3],
+        peak: u64,
+        by_service: [u64; 3],
+        totals: [u64; 3],
+        drops: u64,
+    ) -> InterfaceWindow {
+        InterfaceWindow {
+            name: name.into(),
+            figures: Figures {
+                packets,
+                peak,
+                peak_by_service: by_service,
+            },
+            packets_total: totals,
+            drops_total: drops,
+            capturing: true,
+            ..Default::default()
+        }
+    }
+
     /// `eth0` with DNS top talkers: 40 queries, 30 of them on search suffixes (share 0.75), one
     /// name (25 queries) and one source, pod shop/web-1 of workload `web` of `workload_kind`.
     pub(crate) fn with_dns_talkers(workload_kind: &str) -> InterfaceWindow {

@@ -490,56 +490,19 @@ prober_probe_duration_seconds_bucket{le="0.1"} 5
 
     /// `NAME-ca.pem` and `NAME.pem`/`NAME.key`, a serving certificate for DNS `san` it signs.
     fn make_pki(dir: &std::path::Path, name: &str, san: &str) -> bool {
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+        // An EC P-256 CA, then a serving certificate it signs (OpenSSL 3 `req -CA`).
+        let key = "-days 1 -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256";
+        let steps = [
+            format!("req -x509 {key} -subj /CN=ca-{name} -keyout {name}-ca.key -out {name}-ca.pem"),
+            format!(
+                "req -x509 {key} -subj /CN=kubelet -CA {name}-ca.pem -CAkey {name}-ca.key \
+                 -keyout {name}.key -out {name}.pem -addext subjectAltName=DNS:{san} \
+                 -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth"
+            ),
         ];
-        let (ca, cakey) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
-        let subj = format!("/CN=test cluster CA {name}");
-        let mut a = vec!["req", "-x509", "-days", "1", "-subj", &subj];
-        a.extend(ec);
-        a.extend(["-keyout", &cakey, "-out", &ca]);
-        if !openssl(dir, &a) {
-            return false;
-        }
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        let mut a = vec!["req", "-subj", "/CN=kubelet"];
-        a.extend(ec);
-        a.extend(["-keyout", &key, "-out", &csr]);
-        openssl(dir, &a);
-        std::fs::write(
-            dir.join(&ext),
-            format!("subjectAltName=DNS:{san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                &ca,
-                "-CAkey",
-                &cakey,
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ],
-        )
+        steps
+            .iter()
+            .all(|s| openssl(dir, &s.split_whitespace().collect::<Vec<_>>()))
     }
 
     /// A TLS server on 127.0.0.1 with `name`'s certificate; it records the requests it reads.
