@@ -58,13 +58,13 @@ pub async fn reflect<K>(
             None => return,
             Some(Err(error)) => {
                 if !failing {
-                    tracing::warn!(message = "Kubernetes watch failed; keeping the last known objects and retrying with backoff.", kind, %error, objects = reader.len());
+                    tracing::warn!(message = %format_args!("{kind} watch failed; keeping the last known objects and retrying with backoff."), %error, objects = reader.len());
                 }
                 failing = true;
             }
             Some(Ok(event)) => {
                 if failing {
-                    tracing::info!(message = "Kubernetes watch resumed.", kind);
+                    tracing::info!(message = %format_args!("{kind} watch resumed."));
                     failing = false;
                 }
                 use watcher::Event::*;

@@ -2,10 +2,9 @@
 //! reflector store, and a small index from pod IP to pod that other sources use. When the API
 //! server goes away the store keeps the last known list while the watcher backs off.
 
-use ::kube::runtime::reflector::{self, Store};
-use ::kube::runtime::{watcher, WatchStreamExt};
+use ::kube::runtime::reflector::Store;
+use ::kube::runtime::watcher;
 use ::kube::{Api, Client};
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -201,35 +200,15 @@ pub async fn watch_pods(
 ) {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
-    futures::pin_mut!(stream);
-    let mut failing = false;
-    loop {
-        let ev = tokio::select! {
-            ev = stream.next() => ev,
-            _ = stop.cancelled() => return,
-        };
-        match ev {
-            None => return,
-            Some(Err(error)) => {
-                if !failing {
-                    tracing::warn!(message = "Pod watch failed; keeping the last known pods and retrying with backoff.", %error, pods = reader.len());
-                }
-                failing = true;
-            }
-            Some(Ok(event)) => {
-                if failing {
-                    tracing::info!(message = "Pod watch resumed.");
-                    failing = false;
-                }
-                use watcher::Event::*;
-                if matches!(event, Apply(_) | Delete(_) | InitDone) {
-                    publish(&reader, &index, &tx);
-                }
-            }
-        }
-    }
+    headroom_service::kube::reflect(
+        api,
+        cfg,
+        "Pod",
+        |_| {},
+        move |reader| publish(reader, &index, &tx),
+        stop,
+    )
+    .await
 }
 
 fn publish(reader: &Store<Pod>, index: &PodIndex, tx: &watch::Sender<Vec<Arc<Pod>>>) {
