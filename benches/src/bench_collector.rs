@@ -14,7 +14,7 @@ use headroom_agent::export::otlp::encode;
 use headroom_agent::report::{Node, Report};
 use headroom_agent::sources::linklocal::meter::InterfaceWindow;
 use headroom_agent::sources::linklocal::series::Figures;
-use headroom_signals::{attr, otlp};
+use headroom_signals::{attr, metric as desc};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint, Sum,
@@ -121,24 +121,24 @@ fn workload_metrics(
             kv(attr::WORKLOAD, &workload),
         ];
         let busy = ((agent + k + window as usize) % 9) as f64 / 2.0;
-        add(otlp::WORKERS, false, &a, start, 4.0);
-        add(otlp::WORKERS_BUSY, false, &a, start, busy);
+        add(desc::WORKERS.otlp, false, &a, start, 4.0);
+        add(desc::WORKERS_BUSY.otlp, false, &a, start, busy);
         add(
-            otlp::WORKERS_BUSY_MAX,
+            desc::WORKERS_BUSY_MAX.otlp,
             false,
             &a,
             start,
             busy.ceil().min(4.0),
         );
         add(
-            otlp::ACCEPT_QUEUE_DEPTH_MAX,
+            desc::ACCEPT_QUEUE_DEPTH_MAX.otlp,
             false,
             &a,
             start,
             (busy >= 4.0) as u8 as f64,
         );
-        add(otlp::ACCEPT_QUEUE_BACKLOG, false, &a, start, 128.0);
-        add(otlp::WORKERS_SATURATED_SECONDS, true, &a, 1, w * 0.1);
+        add(desc::ACCEPT_QUEUE_BACKLOG.otlp, false, &a, start, 128.0);
+        add(desc::WORKERS_SATURATED_SECONDS.otlp, true, &a, 1, w * 0.1);
     }
     for k in 0..probes {
         let a = [
@@ -158,24 +158,24 @@ fn workload_metrics(
         ] {
             let mut ra = a.to_vec();
             ra.push(kv(attr::RESULT, result));
-            add(otlp::PROBE_ATTEMPTS, true, &ra, 1, n);
+            add(desc::PROBE_ATTEMPTS.otlp, true, &ra, 1, n);
         }
         add(
-            otlp::PROBE_PREDICTED_REMOVALS,
+            desc::PROBE_PREDICTED_REMOVALS.otlp,
             true,
             &a,
             1,
             (w / 30.0).floor(),
         );
-        add(otlp::PROBE_TIMEOUT, false, &a, start, 1.0);
+        add(desc::PROBE_TIMEOUT.otlp, false, &a, start, 1.0);
         add(
-            otlp::PROBE_LATENCY_P99,
+            desc::PROBE_LATENCY_P99.otlp,
             false,
             &a,
             start,
             0.05 + (agent % 20) as f64 * 0.04,
         );
-        add(otlp::PROBE_LATENCY_MAX, false, &a, start, 0.9);
+        add(desc::PROBE_LATENCY_MAX.otlp, false, &a, start, 0.9);
     }
     metrics
 }

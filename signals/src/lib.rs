@@ -172,38 +172,8 @@ pub mod metric {
     }
 }
 
-/// OTLP metric names (see the table above), from [`metric`]: kept while callers move to the
-/// descriptors.
+/// OTLP name prefixes the collector matches on.
 pub mod otlp {
-    use super::metric as m;
-    pub const LINKLOCAL_PACKETS: &str = m::LINKLOCAL_PACKETS.otlp;
-    pub const LINKLOCAL_PPS_PEAK: &str = m::LINKLOCAL_PPS_PEAK.otlp;
-    pub const LINKLOCAL_PPS_MEAN: &str = m::LINKLOCAL_PPS_MEAN.otlp;
-    pub const LINKLOCAL_PPS_LIMIT: &str = m::LINKLOCAL_PPS_LIMIT.otlp;
-    pub const LINKLOCAL_UTILIZATION: &str = m::LINKLOCAL_UTILIZATION.otlp;
-    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = m::LINKLOCAL_SERVICE_PPS_PEAK.otlp;
-    pub const CAPTURE_DROPS: &str = m::CAPTURE_DROPS.otlp;
-    pub const ENA_ALLOWANCE_EXCEEDED: &str = m::ENA_ALLOWANCE_EXCEEDED.otlp;
-    pub const DNS_QUERIES: &str = m::DNS_QUERIES.otlp;
-    pub const DNS_RESPONSES: &str = m::DNS_RESPONSES.otlp;
-    pub const DNS_UNANSWERED: &str = m::DNS_UNANSWERED.otlp;
-    pub const DNS_SEARCH_EXPANSION: &str = m::DNS_SEARCH_EXPANSION.otlp;
-    pub const DNS_SEARCH_EXPANSION_SHARE: &str = m::DNS_SEARCH_EXPANSION_SHARE.otlp;
-    pub const DNS_TOP_QNAME_QUERIES: &str = m::DNS_TOP_QNAME_QUERIES.otlp;
-    pub const DNS_TOP_SOURCE_QUERIES: &str = m::DNS_TOP_SOURCE_QUERIES.otlp;
-    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str = m::DNS_TOP_SOURCE_SEARCH_EXPANSION.otlp;
-    pub const WORKERS: &str = m::WORKERS.otlp;
-    pub const WORKERS_BUSY: &str = m::WORKERS_BUSY.otlp;
-    pub const WORKERS_BUSY_MAX: &str = m::WORKERS_BUSY_MAX.otlp;
-    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = m::ACCEPT_QUEUE_DEPTH_MAX.otlp;
-    pub const ACCEPT_QUEUE_BACKLOG: &str = m::ACCEPT_QUEUE_BACKLOG.otlp;
-    pub const WORKERS_SATURATED_SECONDS: &str = m::WORKERS_SATURATED_SECONDS.otlp;
-    pub const PROBE_DURATION: &str = m::PROBE_DURATION.otlp;
-    pub const PROBE_ATTEMPTS: &str = m::PROBE_ATTEMPTS.otlp;
-    pub const PROBE_TIMEOUT: &str = m::PROBE_TIMEOUT.otlp;
-    pub const PROBE_LATENCY_P99: &str = m::PROBE_LATENCY_P99.otlp;
-    pub const PROBE_LATENCY_MAX: &str = m::PROBE_LATENCY_MAX.otlp;
-    pub const PROBE_PREDICTED_REMOVALS: &str = m::PROBE_PREDICTED_REMOVALS.otlp;
     /// Prefix of every metric the collector folds into ENI windows.
     pub const LINKLOCAL_PREFIX: &str = "headroom.linklocal.";
 }
@@ -226,39 +196,6 @@ pub mod span {
     pub const WORKERS_BUSY: &str = "workers.busy";
     pub const WORKERS_TOTAL: &str = "workers.total";
     pub const ACCEPT_QUEUE: &str = "accept_queue.depth";
-}
-
-/// Prometheus metric names, from [`metric`]: kept while callers move to the descriptors.
-pub mod prom {
-    use super::metric as m;
-    pub const LINKLOCAL_PACKETS: &str = m::LINKLOCAL_PACKETS.prom;
-    pub const LINKLOCAL_PPS_PEAK: &str = m::LINKLOCAL_PPS_PEAK.prom;
-    pub const LINKLOCAL_PPS_MEAN: &str = m::LINKLOCAL_PPS_MEAN.prom;
-    pub const LINKLOCAL_PPS_LIMIT: &str = m::LINKLOCAL_PPS_LIMIT.prom;
-    pub const LINKLOCAL_UTILIZATION: &str = m::LINKLOCAL_UTILIZATION.prom;
-    pub const LINKLOCAL_SERVICE_PPS_PEAK: &str = m::LINKLOCAL_SERVICE_PPS_PEAK.prom;
-    pub const CAPTURE_DROPS: &str = m::CAPTURE_DROPS.prom;
-    pub const ENA_ALLOWANCE_EXCEEDED: &str = m::ENA_ALLOWANCE_EXCEEDED.prom;
-    pub const DNS_QUERIES: &str = m::DNS_QUERIES.prom;
-    pub const DNS_RESPONSES: &str = m::DNS_RESPONSES.prom;
-    pub const DNS_UNANSWERED: &str = m::DNS_UNANSWERED.prom;
-    pub const DNS_SEARCH_EXPANSION: &str = m::DNS_SEARCH_EXPANSION.prom;
-    pub const DNS_SEARCH_EXPANSION_SHARE: &str = m::DNS_SEARCH_EXPANSION_SHARE.prom;
-    pub const DNS_TOP_QNAME_QUERIES: &str = m::DNS_TOP_QNAME_QUERIES.prom;
-    pub const DNS_TOP_SOURCE_QUERIES: &str = m::DNS_TOP_SOURCE_QUERIES.prom;
-    pub const DNS_TOP_SOURCE_SEARCH_EXPANSION: &str = m::DNS_TOP_SOURCE_SEARCH_EXPANSION.prom;
-    pub const WORKERS: &str = m::WORKERS.prom;
-    pub const WORKERS_BUSY: &str = m::WORKERS_BUSY.prom;
-    pub const WORKERS_BUSY_MAX: &str = m::WORKERS_BUSY_MAX.prom;
-    pub const ACCEPT_QUEUE_DEPTH_MAX: &str = m::ACCEPT_QUEUE_DEPTH_MAX.prom;
-    pub const ACCEPT_QUEUE_BACKLOG: &str = m::ACCEPT_QUEUE_BACKLOG.prom;
-    pub const WORKERS_SATURATED_SECONDS: &str = m::WORKERS_SATURATED_SECONDS.prom;
-    pub const PROBE_DURATION: &str = m::PROBE_DURATION.prom;
-    pub const PROBE_ATTEMPTS: &str = m::PROBE_ATTEMPTS.prom;
-    pub const PROBE_TIMEOUT: &str = m::PROBE_TIMEOUT.prom;
-    pub const PROBE_LATENCY_P99: &str = m::PROBE_LATENCY_P99.prom;
-    pub const PROBE_LATENCY_MAX: &str = m::PROBE_LATENCY_MAX.prom;
-    pub const PROBE_PREDICTED_REMOVALS: &str = m::PROBE_PREDICTED_REMOVALS.prom;
 }
 
 /// Data point attribute keys.
@@ -353,62 +290,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn otlp_names_are_the_prometheus_names_with_dots() {
-        let pairs = [
-            (prom::LINKLOCAL_PACKETS, otlp::LINKLOCAL_PACKETS),
-            (prom::LINKLOCAL_PPS_PEAK, otlp::LINKLOCAL_PPS_PEAK),
-            (prom::LINKLOCAL_PPS_MEAN, otlp::LINKLOCAL_PPS_MEAN),
-            (prom::LINKLOCAL_PPS_LIMIT, otlp::LINKLOCAL_PPS_LIMIT),
-            (prom::LINKLOCAL_UTILIZATION, otlp::LINKLOCAL_UTILIZATION),
-            (prom::CAPTURE_DROPS, otlp::CAPTURE_DROPS),
-            (prom::DNS_QUERIES, otlp::DNS_QUERIES),
-            (prom::DNS_RESPONSES, otlp::DNS_RESPONSES),
-            (prom::DNS_UNANSWERED, otlp::DNS_UNANSWERED),
-            (prom::DNS_SEARCH_EXPANSION, otlp::DNS_SEARCH_EXPANSION),
-            (
-                prom::LINKLOCAL_SERVICE_PPS_PEAK,
-                otlp::LINKLOCAL_SERVICE_PPS_PEAK,
-            ),
-            (prom::ENA_ALLOWANCE_EXCEEDED, otlp::ENA_ALLOWANCE_EXCEEDED),
-            (
-                prom::DNS_SEARCH_EXPANSION_SHARE,
-                otlp::DNS_SEARCH_EXPANSION_SHARE,
-            ),
-            (prom::DNS_TOP_QNAME_QUERIES, otlp::DNS_TOP_QNAME_QUERIES),
-            (prom::DNS_TOP_SOURCE_QUERIES, otlp::DNS_TOP_SOURCE_QUERIES),
-            (
-                prom::DNS_TOP_SOURCE_SEARCH_EXPANSION,
-                otlp::DNS_TOP_SOURCE_SEARCH_EXPANSION,
-            ),
-            (prom::WORKERS, otlp::WORKERS),
-            (prom::WORKERS_BUSY, otlp::WORKERS_BUSY),
-            (prom::WORKERS_BUSY_MAX, otlp::WORKERS_BUSY_MAX),
-            (prom::ACCEPT_QUEUE_DEPTH_MAX, otlp::ACCEPT_QUEUE_DEPTH_MAX),
-            (prom::ACCEPT_QUEUE_BACKLOG, otlp::ACCEPT_QUEUE_BACKLOG),
-            (
-                prom::WORKERS_SATURATED_SECONDS,
-                otlp::WORKERS_SATURATED_SECONDS,
-            ),
-            (prom::PROBE_DURATION, otlp::PROBE_DURATION),
-            (prom::PROBE_ATTEMPTS, otlp::PROBE_ATTEMPTS),
-            (prom::PROBE_TIMEOUT, otlp::PROBE_TIMEOUT),
-            (prom::PROBE_LATENCY_P99, otlp::PROBE_LATENCY_P99),
-            (prom::PROBE_LATENCY_MAX, otlp::PROBE_LATENCY_MAX),
-            (
-                prom::PROBE_PREDICTED_REMOVALS,
-                otlp::PROBE_PREDICTED_REMOVALS,
-            ),
-        ];
-        for (p, o) in pairs {
-            assert_eq!(otlp_name(p), o);
-        }
-        assert_eq!(
-            otlp_name("headroom_linklocal_packets_total"),
-            otlp::LINKLOCAL_PACKETS
-        );
-    }
-
-    #[test]
     fn every_descriptor_is_consistent_and_unique() {
         let mut seen = std::collections::HashSet::new();
         for m in metric::ALL {
@@ -424,6 +305,10 @@ mod tests {
         }
         assert_eq!(metric::WORKERS_SATURATED_SECONDS.kind, Kind::Counter);
         assert_eq!(metric::PROBE_DURATION.kind, Kind::Histogram);
+        assert_eq!(
+            otlp_name("headroom_linklocal_packets_total"),
+            metric::LINKLOCAL_PACKETS.otlp
+        );
     }
 
     #[test]

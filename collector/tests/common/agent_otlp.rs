@@ -1,9 +1,9 @@
 //! OTLP metrics shaped as headroom-agent sends them (agent/src/otlp/encode.rs and the contract
 //! in headroom-signals): the agent's resource, one scope, gauges with the window's start and
 //! end, cumulative monotonic sums from the agent's start, the names and attributes of
-//! `headroom_signals::{otlp, attr}`.
+//! `headroom_signals::{metric, attr}`.
 
-use headroom_signals::{attr, otlp, resource};
+use headroom_signals::{attr, metric as desc, resource};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -109,22 +109,28 @@ impl Window {
         let a = [kv(attr::INTERFACE, iface), kv(attr::ENI, eni)];
         let secs = (self.end - self.start) as f64 / S as f64;
         self.gauge(
-            otlp::LINKLOCAL_PPS_PEAK,
+            desc::LINKLOCAL_PPS_PEAK.otlp,
             "{packet}/s",
             &a,
             peak as f64,
             true,
         );
         self.gauge(
-            otlp::LINKLOCAL_PPS_MEAN,
+            desc::LINKLOCAL_PPS_MEAN.otlp,
             "{packet}/s",
             &a,
             peak as f64 / secs,
             false,
         );
-        self.gauge(otlp::LINKLOCAL_PPS_LIMIT, "{packet}/s", &a, 1024.0, true);
         self.gauge(
-            otlp::LINKLOCAL_UTILIZATION,
+            desc::LINKLOCAL_PPS_LIMIT.otlp,
+            "{packet}/s",
+            &a,
+            1024.0,
+            true,
+        );
+        self.gauge(
+            desc::LINKLOCAL_UTILIZATION.otlp,
             "1",
             &a,
             peak as f64 / 1024.0,
@@ -133,7 +139,7 @@ impl Window {
         let mut s = a.to_vec();
         s.push(kv(attr::SERVICE, "dns"));
         self.gauge(
-            otlp::LINKLOCAL_SERVICE_PPS_PEAK,
+            desc::LINKLOCAL_SERVICE_PPS_PEAK.otlp,
             "{packet}/s",
             &s,
             dns_peak as f64,
@@ -151,7 +157,7 @@ impl Window {
             kv(attr::ALLOWANCE, name),
         ];
         self.counter(
-            otlp::ENA_ALLOWANCE_EXCEEDED,
+            desc::ENA_ALLOWANCE_EXCEEDED.otlp,
             "{packet}",
             &a,
             total as f64,
@@ -173,11 +179,17 @@ impl Window {
         unanswered_total: u64,
     ) -> &mut Self {
         let a = [kv(attr::INTERFACE, iface), kv(attr::ENI, eni)];
-        self.gauge(otlp::DNS_SEARCH_EXPANSION_SHARE, "1", &a, share, false);
+        self.gauge(desc::DNS_SEARCH_EXPANSION_SHARE.otlp, "1", &a, share, false);
         for (q, n) in qnames {
             let mut qa = a.to_vec();
             qa.push(kv(attr::QNAME, q));
-            self.gauge(otlp::DNS_TOP_QNAME_QUERIES, "{query}", &qa, *n as f64, true);
+            self.gauge(
+                desc::DNS_TOP_QNAME_QUERIES.otlp,
+                "{query}",
+                &qa,
+                *n as f64,
+                true,
+            );
         }
         let (src, ns, pod, workload, queries, expansion) = source;
         let mut sa = a.to_vec();
@@ -189,22 +201,28 @@ impl Window {
             kv(attr::WORKLOAD, workload),
         ]);
         self.gauge(
-            otlp::DNS_TOP_SOURCE_QUERIES,
+            desc::DNS_TOP_SOURCE_QUERIES.otlp,
             "{query}",
             &sa,
             queries as f64,
             true,
         );
         self.gauge(
-            otlp::DNS_TOP_SOURCE_SEARCH_EXPANSION,
+            desc::DNS_TOP_SOURCE_SEARCH_EXPANSION.otlp,
             "{packet}",
             &sa,
             expansion as f64,
             true,
         );
-        self.counter(otlp::DNS_QUERIES, "{query}", &a, queries_total as f64, true);
         self.counter(
-            otlp::DNS_UNANSWERED,
+            desc::DNS_QUERIES.otlp,
+            "{query}",
+            &a,
+            queries_total as f64,
+            true,
+        );
+        self.counter(
+            desc::DNS_UNANSWERED.otlp,
             "{query}",
             &a,
             unanswered_total as f64,
@@ -235,25 +253,31 @@ impl Window {
             kv(attr::WORKLOAD_KIND, "Deployment"),
             kv(attr::WORKLOAD, workload),
         ];
-        self.gauge(otlp::WORKERS, "{worker}", &a, workers as f64, true);
-        self.gauge(otlp::WORKERS_BUSY, "{worker}", &a, busy_mean, false);
+        self.gauge(desc::WORKERS.otlp, "{worker}", &a, workers as f64, true);
+        self.gauge(desc::WORKERS_BUSY.otlp, "{worker}", &a, busy_mean, false);
         self.gauge(
-            otlp::WORKERS_BUSY_MAX,
+            desc::WORKERS_BUSY_MAX.otlp,
             "{worker}",
             &a,
             busy_max as f64,
             true,
         );
         self.gauge(
-            otlp::ACCEPT_QUEUE_DEPTH_MAX,
+            desc::ACCEPT_QUEUE_DEPTH_MAX.otlp,
             "{connection}",
             &a,
             queue_max as f64,
             true,
         );
-        self.gauge(otlp::ACCEPT_QUEUE_BACKLOG, "{connection}", &a, 128.0, true);
+        self.gauge(
+            desc::ACCEPT_QUEUE_BACKLOG.otlp,
+            "{connection}",
+            &a,
+            128.0,
+            true,
+        );
         self.counter(
-            otlp::WORKERS_SATURATED_SECONDS,
+            desc::WORKERS_SATURATED_SECONDS.otlp,
             "s",
             &a,
             saturated_total,
@@ -285,19 +309,19 @@ impl Window {
         for (result, n) in attempts {
             let mut ra = a.to_vec();
             ra.push(kv(attr::RESULT, result));
-            self.counter(otlp::PROBE_ATTEMPTS, "{attempt}", &ra, n as f64, true);
+            self.counter(desc::PROBE_ATTEMPTS.otlp, "{attempt}", &ra, n as f64, true);
         }
         self.counter(
-            otlp::PROBE_PREDICTED_REMOVALS,
+            desc::PROBE_PREDICTED_REMOVALS.otlp,
             "{removal}",
             &a,
             removals as f64,
             true,
         );
-        self.gauge(otlp::PROBE_TIMEOUT, "s", &a, timeout, false);
+        self.gauge(desc::PROBE_TIMEOUT.otlp, "s", &a, timeout, false);
         if let Some((p99, max)) = p99_max {
-            self.gauge(otlp::PROBE_LATENCY_P99, "s", &a, p99, false);
-            self.gauge(otlp::PROBE_LATENCY_MAX, "s", &a, max, false);
+            self.gauge(desc::PROBE_LATENCY_P99.otlp, "s", &a, p99, false);
+            self.gauge(desc::PROBE_LATENCY_MAX.otlp, "s", &a, max, false);
         }
         self
     }

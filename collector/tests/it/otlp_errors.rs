@@ -201,7 +201,7 @@ fn pods_request(node: &str, round: usize, n: usize) -> ExportMetricsServiceReque
         .collect();
     let mut req = wide_request(node, std::iter::empty());
     req.resource_metrics[0].scope_metrics[0].metrics[0] = Metric {
-        name: headroom_signals::otlp::WORKERS_BUSY.into(),
+        name: headroom_signals::metric::WORKERS_BUSY.otlp.into(),
         data: Some(metric::Data::Gauge(Gauge {
             data_points: points,
         })),
