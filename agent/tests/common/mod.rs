@@ -8,7 +8,16 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-pub const AGENT: &str = env!("CARGO_BIN_EXE_headroom-agent");
+/// The agent binary: cargo's own path in the agent's tests, else built through cargo (e2e).
+pub static AGENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    option_env!("CARGO_BIN_EXE_headroom-agent")
+        .map(String::from)
+        .unwrap_or_else(|| {
+            headroom_testbed::bins::path("headroom-agent")
+                .display()
+                .to_string()
+        })
+});
 
 /// For beds without a fake IMDS: the agent's IMDS attempts go to a closed port on the
 /// namespace's loopback instead of 169.254.169.254 through eni0, where they would count.
@@ -32,7 +41,7 @@ pub struct Once(Guard);
 impl Once {
     /// Starts `once --format json ARGS` in the node namespace and waits until it captures.
     pub fn start(bed: &Bed, args: &[&str]) -> Once {
-        let mut cmd = bed.node.command(AGENT);
+        let mut cmd = bed.node.command(&AGENT);
         cmd.args(["once", "--format", "json"]).args(args);
         if !args.contains(&"--imds-endpoint") {
             cmd.args(NO_IMDS);

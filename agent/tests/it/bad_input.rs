@@ -6,7 +6,7 @@ use headroom_testbed::Need;
 use std::process::Command;
 
 fn fails(args: &[&str], code: i32, needle: &str) {
-    let out = Command::new(AGENT).args(args).output().unwrap();
+    let out = Command::new(AGENT.as_str()).args(args).output().unwrap();
     check(out, code, needle, args);
 }
 
@@ -83,7 +83,7 @@ fn usage_errors_exit_64_with_one_line() {
 #[test]
 fn help_and_version_exit_0() {
     for a in [["--help"], ["--version"]] {
-        let out = Command::new(AGENT).args(a).output().unwrap();
+        let out = Command::new(AGENT.as_str()).args(a).output().unwrap();
         assert!(out.status.success());
         assert!(!out.stdout.is_empty());
     }
@@ -103,7 +103,15 @@ fn missing_cap_net_raw_exits_77() {
     let run = |pre: &[&str]| {
         let mut c = Command::new("setpriv");
         c.args(pre)
-            .args(["--", AGENT, "once", "--interface", "lo", "--duration", "1s"])
+            .args([
+                "--",
+                AGENT.as_str(),
+                "once",
+                "--interface",
+                "lo",
+                "--duration",
+                "1s",
+            ])
             .args(NO_IMDS);
         c.output().unwrap()
     };

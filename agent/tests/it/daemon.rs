@@ -18,7 +18,7 @@ fn run_serves_metrics_that_promtool_accepts() {
     }
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let mut cmd = bed.node.command(AGENT);
+    let mut cmd = bed.node.command(&AGENT);
     cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
         .args(NO_IMDS)
         .args(["--metrics-listen", "127.0.0.1:19465"])
@@ -69,7 +69,7 @@ fn watch_shows_the_live_rate() {
     }
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let mut cmd = bed.node.command(AGENT);
+    let mut cmd = bed.node.command(&AGENT);
     cmd.args(["watch", "--interface", "eni0", "--count", "7"])
         .args(NO_IMDS)
         .stdout(Stdio::piped())

@@ -29,7 +29,7 @@ struct Agent {
 
 impl Agent {
     fn start(bed: &Bed, args: &[&str]) -> Agent {
-        let mut cmd = bed.node.command(AGENT);
+        let mut cmd = bed.node.command(&AGENT);
         cmd.args(["once", "--format", "json"])
             .args(args)
             .env("RUST_LOG", "info")

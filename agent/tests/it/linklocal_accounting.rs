@@ -197,7 +197,7 @@ fn default_interfaces_are_the_physical_ones() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     physical.sort();
-    let out = std::process::Command::new(AGENT)
+    let out = std::process::Command::new(AGENT.as_str())
         .args(["once", "--duration", "1s", "--format", "json"])
         .args(NO_IMDS)
         .output()
@@ -225,7 +225,7 @@ fn default_interfaces_are_the_physical_ones() {
     let bed = Bed::new(1).unwrap();
     let out = bed
         .node
-        .command(AGENT)
+        .command(&AGENT)
         .args(["once", "--duration", "1s"])
         .args(NO_IMDS)
         .output()

@@ -1,5 +1,5 @@
 //! The agent's integration tests, one binary (one link of the test bed) with a module per
-//! area. `otlp_export.rs`, which spawns the collector too, stays its own binary.
+//! area. Tests that also run the collector live in the e2e crate (`e2e/tests/it`).
 
 #[path = "../common/mod.rs"]
 mod common;

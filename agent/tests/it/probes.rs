@@ -136,7 +136,7 @@ fn start_app(pod: &Netns, dir: &std::path::Path, tls: bool) -> Guard {
 
 /// `once` in the node namespace with KUBECONFIG set; waits until it captures.
 fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32, extra: &[&str]) -> Guard {
-    let mut cmd = bed.node.command(AGENT);
+    let mut cmd = bed.node.command(&AGENT);
     cmd.args(NO_IMDS);
     cmd.args(["once", "--format", "json", "--interface", "eni0"])
         .args(extra)
@@ -532,7 +532,7 @@ fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
             "startupProbe": http_probe("/delay/1200", json!("http"))
         }),
     ));
-    let mut cmd = bed.node.command(AGENT);
+    let mut cmd = bed.node.command(&AGENT);
     cmd.args(NO_IMDS);
     cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
         .args(["--metrics-listen", "127.0.0.1:19466", "--node-name", NODE])
@@ -721,7 +721,7 @@ fn without_kubernetes_the_agent_runs_without_probes() {
     api.write_kubeconfig(&dead).unwrap();
     drop(api);
     for kubeconfig in [None, Some(&dead)] {
-        let mut cmd = bed.node.command(AGENT);
+        let mut cmd = bed.node.command(&AGENT);
         cmd.args(NO_IMDS);
         cmd.args([
             "once",

@@ -18,7 +18,7 @@ const SECONDS: f64 = 2.0;
 
 /// `once --interface lo` (a capture interface that always exists) from the host namespace.
 fn agent_once() -> serde_json::Value {
-    let mut cmd = Command::new(AGENT);
+    let mut cmd = Command::new(AGENT.as_str());
     cmd.args([
         "once",
         "--format",

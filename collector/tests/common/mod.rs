@@ -9,7 +9,17 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_headroom-collector");
+/// The collector binary: cargo's own path in the collector's tests, else built through cargo
+/// (e2e).
+pub static COLLECTOR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    option_env!("CARGO_BIN_EXE_headroom-collector")
+        .map(String::from)
+        .unwrap_or_else(|| {
+            headroom_testbed::bins::path("headroom-collector")
+                .display()
+                .to_string()
+        })
+});
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -49,7 +59,7 @@ impl Collector {
             let addr = |i: usize| held[i].local_addr().unwrap().to_string();
             let (grpc, otlp_http, api) = (addr(0), addr(1), addr(2));
             drop(held);
-            let mut cmd = Command::new(COLLECTOR);
+            let mut cmd = Command::new(COLLECTOR.as_str());
             cmd.args(["--otlp-grpc-listen", &grpc])
                 .args(["--otlp-http-listen", &otlp_http])
                 .args(["--http-listen", &api])

@@ -1,7 +1,6 @@
 //! The collector's integration tests in one binary (one link of testbed instead of one per
 //! file): each module is one area, run against the real collector binary or the library.
-//! `agent_export.rs` and `alerts.rs` stay their own binaries beside this one: they also start
-//! the agent.
+//! Tests that also start the agent live in the e2e crate (`e2e/tests/it`).
 
 #[path = "../common/mod.rs"]
 mod common;

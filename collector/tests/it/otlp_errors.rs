@@ -292,7 +292,10 @@ fn bad_usage_exits_64_with_one_line() {
             "127.0.0.1:1",
         ][..],
     ] {
-        let out = Command::new(COLLECTOR).args(args).output().unwrap();
+        let out = Command::new(COLLECTOR.as_str())
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");

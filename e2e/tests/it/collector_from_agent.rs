@@ -5,7 +5,7 @@
 //! Both run in the bed's node namespace; the agent exports to the collector on 127.0.0.1, over
 //! OTLP/HTTP in the first test and over gRPC in the outage test.
 
-mod common;
+use crate::collector_common as common;
 
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
@@ -22,15 +22,9 @@ const OTLP_HTTP: &str = "127.0.0.1:14318";
 const API: &str = "127.0.0.1:19464";
 const NODE: &str = "bed-node";
 
-/// The agent binary: built beside the collector by `cargo test --workspace`.
+/// The headroom-agent binary, found (and built if need be) through cargo.
 fn agent_bin() -> PathBuf {
-    let p = PathBuf::from(common::COLLECTOR).with_file_name("headroom-agent");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p headroom-agent` (cargo test --workspace does)",
-        p.display()
-    );
-    p
+    headroom_testbed::bins::path("headroom-agent")
 }
 
 fn needs() -> Vec<Need> {
@@ -45,7 +39,7 @@ fn needs() -> Vec<Need> {
 }
 
 fn start_collector(bed: &Bed) -> Guard {
-    let mut cmd = bed.node.command(common::COLLECTOR);
+    let mut cmd = bed.node.command(&common::COLLECTOR);
     cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
         .args(["--http-listen", API])
         .stdout(Stdio::null())

@@ -5,9 +5,7 @@
 //! across its own restart and the collector's (state file: no second page), and sees it end
 //! once the peak falls. The bed test does the same with the real agent measuring dnsperf.
 
-mod common;
-
-use common::*;
+use crate::collector_common::*;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
 use headroom_testbed::{require, scrape, Need};
@@ -472,15 +470,9 @@ fn alertmanager_lists_keeps_and_ends_the_alert() {
     assert_eq!(last.last().unwrap()["finding"]["state"], "resolved");
 }
 
-/// The agent binary, built beside the collector by `cargo test --workspace`.
+/// The headroom-agent binary, found (and built if need be) through cargo.
 fn agent_bin() -> PathBuf {
-    let p = PathBuf::from(COLLECTOR).with_file_name("headroom-agent");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p headroom-agent`",
-        p.display()
-    );
-    p
+    headroom_testbed::bins::path("headroom-agent")
 }
 
 #[test]
@@ -537,7 +529,7 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
     });
     let cfg = config_in(dir.path());
     let api = "127.0.0.1:19464";
-    let mut cmd = bed.node.command(COLLECTOR);
+    let mut cmd = bed.node.command(&COLLECTOR);
     cmd.args(["--config", cfg.to_str().unwrap()])
         .args(["--otlp-grpc-listen", "127.0.0.1:14317"])
         .args(["--otlp-http-listen", "127.0.0.1:14318"])
@@ -674,7 +666,7 @@ fn bad_alert_settings_and_a_damaged_state_file_exit_64_with_one_line() {
         ),
     ];
     for (args, says) in cases {
-        let out = Command::new(COLLECTOR)
+        let out = Command::new(COLLECTOR.as_str())
             .args(["--http-listen", "127.0.0.1:0"])
             .args(["--otlp-grpc-listen", "127.0.0.1:0"])
             .args(["--otlp-http-listen", "127.0.0.1:0"])

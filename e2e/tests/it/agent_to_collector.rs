@@ -9,9 +9,9 @@
 //! both; `cargo build -p headroom-collector` otherwise). Needs root; skips with a reason
 //! outside CI, fails in CI.
 
-mod common;
+use crate::agent_common as common;
 
-use common::*;
+use crate::agent_common::*;
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::Bed;
 use headroom_testbed::http::read_request;
@@ -41,15 +41,9 @@ const OTLP_HTTP: &str = "127.0.0.1:14318";
 const API: &str = "127.0.0.1:19464";
 const AGENT_METRICS: &str = "127.0.0.1:19465";
 
-/// The collector binary, built beside the agent's.
+/// The headroom-collector binary, found (and built if need be) through cargo.
 fn collector_bin() -> PathBuf {
-    let p = PathBuf::from(AGENT).with_file_name("headroom-collector");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with `cargo build -p headroom-collector` (cargo test --workspace does)",
-        p.display()
-    );
-    p
+    headroom_testbed::bins::path("headroom-collector")
 }
 
 /// `/slow` holds its worker for 6 s; anything else answers at once.
@@ -168,7 +162,7 @@ struct Agent {
 
 impl Agent {
     fn start(bed: &Bed, args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let mut cmd = bed.node.command(AGENT);
+        let mut cmd = bed.node.command(&AGENT);
         cmd.args(NO_IMDS)
             .args(["run", "--interface", "eni0", "--node-name", NODE])
             .args(["--metrics-listen", AGENT_METRICS])
@@ -894,7 +888,7 @@ fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
     std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
     let out = bed
         .node
-        .command(AGENT)
+        .command(&AGENT)
         .args(NO_IMDS)
         .args(["run", "--interface", "eni0", "--otlp-endpoint", &endpoint])
         .env("OTEL_EXPORTER_OTLP_CERTIFICATE", dir.join("garbage.pem"))
