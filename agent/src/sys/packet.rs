@@ -106,6 +106,10 @@ pub struct AfPacketTap {
     block_size: usize,
     block_count: usize,
     next: usize,
+    /// The kernel reported ENETDOWN and the interface was still there: `ip link del` takes it
+    /// down first (the only error report the socket gets) and unregisters it a moment later,
+    /// so while down every idle poll looks again whether it is gone for good.
+    down: bool,
 }
 
 // SAFETY: the ring mapping is owned by this value alone and only touched through `&mut self`.
@@ -228,6 +232,7 @@ impl AfPacketTap {
             block_size: ring.block_size as usize,
             block_count: ring.block_count as usize,
             next: 0,
+            down: false,
         };
 
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid starting value.
@@ -292,7 +297,7 @@ impl AfPacketTap {
     }
 
     /// Reads SO_ERROR after POLLERR and says whether the interface is gone for good.
-    fn check_error(&self) -> Result<(), TapError> {
+    fn check_error(&mut self) -> Result<(), TapError> {
         let mut err: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `err` and `len` are valid for writes of the sizes given.
@@ -305,12 +310,18 @@ impl AfPacketTap {
                 &mut len,
             );
         }
+        self.check_present()?;
+        // ENETDOWN on a down interface: the kernel re-attaches the socket when it comes back up.
+        self.down = true;
+        Ok(())
+    }
+
+    fn check_present(&self) -> Result<(), TapError> {
         if ifindex(&self.name) != Some(self.ifindex) {
             return Err(TapError::Gone {
                 iface: self.name.clone(),
             });
         }
-        // ENETDOWN on a down interface: the kernel re-attaches the socket when it comes back up.
         Ok(())
     }
 }
@@ -330,6 +341,7 @@ impl PacketTap for AfPacketTap {
             blocks += 1;
         }
         if blocks > 0 {
+            self.down = false;
             return Ok(blocks);
         }
         let mut pfd = libc::pollfd {
@@ -358,6 +370,8 @@ impl PacketTap for AfPacketTap {
         }
         if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
             self.check_error()?;
+        } else if self.down && rc == 0 {
+            self.check_present()?;
         }
         Ok(0)
     }

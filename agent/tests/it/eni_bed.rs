@@ -489,3 +489,37 @@ fn ethtool_ioctl_equals_ethtool_dash_s_on_veth() {
     assert_eq!(ours, theirs);
     assert_eq!(headroom_agent::sources::ena::allowances(&ours), None);
 }
+
+/// `ip link del` takes an interface down (the only error its packet socket is told of) and
+/// unregisters it a moment later; here the two steps are a second apart, so the capture must
+/// notice the interface is gone after it saw it merely down.
+#[test]
+fn an_interface_taken_down_then_deleted_stops_its_capture() {
+    if !headroom_testbed::require("down_then_deleted", &needs()) {
+        return;
+    }
+    let bed = Bed::new(2).unwrap();
+    let agent = Agent::start(
+        &bed,
+        &[
+            "--interface",
+            "eni*",
+            "--duration",
+            "5s",
+            NO_IMDS[0],
+            NO_IMDS[1],
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    bed.node.ip(&["link", "set", "eni1", "down"]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    bed.node.ip(&["link", "del", "eni1"]).unwrap();
+    let (report, stderr) = agent.report();
+    assert_eq!(
+        stderr.matches("Capture stopped on interface").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(iface(&report, "eni1")["capturing"], false);
+    assert_eq!(iface(&report, "eni0")["capturing"], true);
+}
