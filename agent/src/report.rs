@@ -1,5 +1,5 @@
 //! The node report: one struct that feeds every exporter (`once`, `watch`, `/metrics`, OTLP),
-//! so they can never disagree. Field names are a public contract (design.md section 3).
+//! so they can never disagree. Field names are a public contract (docs/reference.md, "Report").
 
 use crate::sources::dns::tracker::{DnsFigures, DnsTotals};
 use crate::sources::linklocal::meter::InterfaceWindow;

@@ -50,7 +50,7 @@ pub struct Record {
     pub updated_at: u64,
 }
 
-/// A finding as `/api/v1/findings` shows it (design.md section 3 field names).
+/// A finding as `/api/v1/findings` shows it (field names: docs/reference.md, "The collector").
 #[derive(Debug, Clone, Serialize)]
 pub struct FindingView<'a> {
     pub id: &'a str,

@@ -1,5 +1,5 @@
 //! Prometheus exposition of the node report, one encoder per signal, each metric registered
-//! from its `headroom-signals` descriptor. Names are a public contract (design.md §3).
+//! from its `headroom-signals` descriptor. Names are a public contract (docs/reference.md, "Metrics").
 
 mod families;
 pub mod probes;

@@ -1,4 +1,4 @@
-//! `headroom_probe_*` metrics, fed from the report's `probes` (design.md §3).
+//! `headroom_probe_*` metrics, fed from the report's `probes` (names: docs/reference.md, "Metrics").
 
 use super::families::*;
 use crate::sources::probes::stats::Outcome;

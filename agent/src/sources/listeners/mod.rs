@@ -1,6 +1,6 @@
 //! Prefork app servers measured from outside: per listening TCP socket, in every network
 //! namespace, how many worker processes there are, how many are busy, how deep the accept queue
-//! is, and how much the container's CPU was throttled (design.md §2, "Workers and queues").
+//! is, and how much the container's CPU was throttled (docs/reference.md, "Facts the product is built on": workers and queues).
 //!
 //! Each sample (5 Hz by default):
 //! 1. list processes; read the fds of *new* processes only (socket inodes, netns, parent);
