@@ -17,7 +17,7 @@ enum Fam {
 }
 
 /// The report's metrics on /metrics in exposition order, with those shown as floats.
-const FIGURES: [(&Descriptor, bool); 23] = [
+const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::WORKERS, false),
     (&metric::WORKERS_BUSY, true),
     (&metric::WORKERS_BUSY_MAX, false),
@@ -61,8 +61,8 @@ impl Metrics {
         let mut registry = Registry::default();
         let probes = probes::ProbeMetrics::register(&mut registry);
         let families = FIGURES
-            .into_iter()
-            .map(|(d, float)| {
+            .iter()
+            .map(|&(d, float)| {
                 let fam = match (d.kind, float) {
                     (Kind::Gauge, false) => Fam::Int(register_new(&mut registry, d)),
                     (Kind::Gauge, true) => Fam::Float(register_new(&mut registry, d)),
