@@ -29,6 +29,7 @@
 //! | `headroom_workers`                        | `headroom.workers`               | gauge, `{worker}` (listener attributes) |
 //! | `headroom_workers_busy`                   | `headroom.workers.busy`          | gauge, `{worker}`: mean busy workers over the window |
 //! | `headroom_workers_busy_max`               | `headroom.workers.busy.max`      | gauge, `{worker}` |
+//! | `headroom_workers_utilization_ratio`      | `headroom.workers.utilization`   | gauge, `1`: busy / workers over the window (the report's `utilization`) |
 //! | `headroom_accept_queue_depth_max`         | `headroom.accept.queue.depth.max` | gauge, `{connection}` |
 //! | `headroom_accept_queue_backlog`           | `headroom.accept.queue.backlog`  | gauge, `{connection}` |
 //! | `headroom_workers_saturated_seconds_total` | `headroom.workers.saturated.seconds` | cumulative monotonic sum, `s` |
@@ -143,6 +144,8 @@ pub mod metric {
             "Mean number of workers holding an accepted connection over the last report window";
         WORKERS_BUSY_MAX: Gauge, "headroom_workers_busy_max", "headroom.workers.busy.max", "{worker}",
             "Most workers busy at once in the last report window";
+        WORKERS_UTILIZATION: Gauge, "headroom_workers_utilization_ratio", "headroom.workers.utilization", "1",
+            "Mean busy workers over workers in the last report window";
         ACCEPT_QUEUE_DEPTH_MAX: Gauge, "headroom_accept_queue_depth_max", "headroom.accept.queue.depth.max", "{connection}",
             "Deepest accept queue (connections waiting for a worker) in the last report window";
         ACCEPT_QUEUE_BACKLOG: Gauge, "headroom_accept_queue_backlog", "headroom.accept.queue.backlog", "{connection}",

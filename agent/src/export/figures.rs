@@ -189,10 +189,11 @@ fn listeners(out: &mut Out, listeners: &[ListenerReport]) {
             }
         }
         for (lb, l) in &series {
-            let int = |v: u32| Value::Int(v.into());
+            let (int, float) = (|v: u32| Value::Int(v.into()), Value::Float);
             out.push(&metric::WORKERS, lb, int(l.workers), to);
-            out.push(&metric::WORKERS_BUSY, lb, Value::Float(l.busy_mean), to);
+            out.push(&metric::WORKERS_BUSY, lb, float(l.busy_mean), to);
             out.push(&metric::WORKERS_BUSY_MAX, lb, int(l.busy_max), to);
+            out.push(&metric::WORKERS_UTILIZATION, lb, float(l.utilization), to);
             out.push(&metric::ACCEPT_QUEUE_DEPTH_MAX, lb, int(l.queue_max), to);
             out.push(&metric::ACCEPT_QUEUE_BACKLOG, lb, int(l.backlog), to);
             let s = Value::Float(l.saturated_seconds_total);

@@ -208,6 +208,7 @@ fn listeners_dns_talkers_services_and_allowances_are_exported() {
         ("headroom.workers", 2.0),
         ("headroom.workers.busy", 1.5),
         ("headroom.workers.busy.max", 2.0),
+        ("headroom.workers.utilization", 0.75),
         ("headroom.accept.queue.depth.max", 3.0),
         ("headroom.accept.queue.backlog", 128.0),
     ] {
