@@ -84,7 +84,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 bind() { # bind SRC DST [ro]
-  mkdir -p "$2"
+  if [ -d "$1" ]; then mkdir -p "$2"; else : >>"$2"; fi
   mount --bind "$1" "$2"
   mounts+=("$2")
   if [ "${3:-}" = ro ]; then mount -o remount,bind,ro "$2"; fi
@@ -132,7 +132,6 @@ done
 
 # One bed at a time across this machine and the chroot (the tests flock this file).
 [ -e /tmp/headroom-testbed.lock ] || : >/tmp/headroom-testbed.lock
-: >"$dir/tmp/headroom-testbed.lock"
 bind /tmp/headroom-testbed.lock "$dir/tmp/headroom-testbed.lock"
 
 # The network settings a fresh machine in this network has: CA certificates, pip, apt.
