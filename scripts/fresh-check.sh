@@ -36,6 +36,7 @@ fi
 logs="${FRESH_CHECK_LOGS:-/var/tmp}/headroom-fresh-$suite-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$logs"
 dir=$(mktemp -d "/var/tmp/headroom-fresh-$suite.XXXXXX")
+chmod 755 "$dir" # a root directory as on any machine (mktemp makes it 0700)
 mounts=()      # mount points, in the order mounted
 unbound_pid="" # the user's unbound started in the chroot
 
