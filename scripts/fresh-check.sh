@@ -10,7 +10,7 @@
 # started in the chroot, unmounts in reverse order, checks /proc/mounts, then removes the tree.
 # Beds inside and outside the chroot share /tmp/headroom-testbed.lock, so they never run at once.
 # Needs root; takes 25-40 minutes on a 2-core machine. Logs: $FRESH_CHECK_LOGS (default /var/tmp).
-# FRESH_CHECK_DRY=1: build the fresh system, start unbound, clean up; no demo or tests.
+# FRESH_CHECK_DRY=1: the fresh system, unbound and scripts/setup.sh test only (no build, demo, tests).
 set -euo pipefail
 suite=${1:-bookworm}
 case "$suite" in
@@ -189,8 +189,15 @@ log "user's unbound: pid $unbound_pid on 127.0.0.1:$port"
 unbound_same() { [ -e "/proc/$unbound_pid/stat" ] && [ "$(awk '{ print $22 }' "/proc/$unbound_pid/stat")" = "$unbound_start" ]; }
 
 if [ -n "${FRESH_CHECK_DRY:-}" ]; then
-  log "FRESH_CHECK_DRY set: the fresh system is up (unbound pid $unbound_pid); not running demo and tests"
-  exit 0
+  log "FRESH_CHECK_DRY set: scripts/setup.sh test only, no build, demo or tests"
+  t0=$(date +%s)
+  in_chroot 'cd /root/headroom && scripts/setup.sh test' 2>&1 | tee "$logs/setup.log"
+  alive=no
+  unbound_same && alive=yes
+  stray=$(for p in $(chroot_pids); do [ "$p" = "$unbound_pid" ] || echo "$p:$(tr '\0' ' ' <"/proc/$p/cmdline")"; done)
+  log "setup test: $(($(date +%s) - t0))s; user's unbound running: $alive; other processes: ${stray:-none}"
+  [ "$alive" = yes ] && [ -z "$stray" ]
+  exit
 fi
 
 t0=$(date +%s)
