@@ -157,7 +157,11 @@ git -C "$dir/root/headroom" checkout -q --detach "$commit"
 # The chroot's environment: what a root login with rustup's env has, plus this machine's PIP_*.
 envs=(HOME=/root LANG=C.UTF-8 TERM=dumb USER=root LOGNAME=root
   PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
-while IFS='=' read -r k v; do envs+=("$k=$v"); done < <(env | grep '^PIP_' || true)
+# (A PIP_* naming a local path the fresh system lacks, e.g. a wheel directory, is left out.)
+while IFS='=' read -r k v; do
+  case "$v" in /*) [ -e "$dir$v" ] || continue ;; esac
+  envs+=("$k=$v")
+done < <(env | grep '^PIP_' || true)
 in_chroot() { chroot "$dir" /usr/bin/env -i "${envs[@]}" bash -c "$1"; }
 
 # A user's own resolver: unbound from Debian (installed with no service start, as a user who had
