@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh demo
 if [ ! -x target/release/headroom-demo ]; then
-  echo "demo: first build of headroom-agent and headroom-demo (release): about 4 minutes on a 2-core machine" >&2
+  echo "demo: first build of headroom-agent and headroom-demo (release): 5 to 15 minutes on a 2-core machine (cargo shows its progress)" >&2
 fi
 cargo build --release --locked -p headroom-agent -p headroom-benches
 exec target/release/headroom-demo "$@"

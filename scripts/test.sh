@@ -11,7 +11,7 @@ HEADROOM_VENV="$PWD/.venv"
 export HEADROOM_VENV PATH="$HEADROOM_VENV/bin:$PATH"
 cargo fmt --all -- --check
 if [ ! -d target/debug/deps ]; then
-  echo "test: first build of every crate and test (debug): about 6 minutes on a 2-core machine" >&2
+  echo "test: first build of every crate and test (debug): about 7 minutes on a 2-core machine, then about 15 minutes of tests" >&2
 fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # --no-fail-fast: one red test binary must not hide the rest of the run.
