@@ -4,7 +4,7 @@
 //! the base matches its golden snapshot, the Dockerfiles build (or, with no Docker engine here,
 //! pass hadolint), and every flag and config field is documented and in the ConfigMap.
 
-use headroom_testbed::{require, Need};
+use headroom_testbed::Need;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

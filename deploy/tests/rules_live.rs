@@ -12,7 +12,7 @@ use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::netns::Netns;
 use headroom_testbed::proc::{run, Guard};
-use headroom_testbed::{require, scrape};
+use headroom_testbed::scrape;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
