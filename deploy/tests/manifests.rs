@@ -4,7 +4,7 @@
 //! the base matches its golden snapshot, the Dockerfiles build (or, with no Docker engine here,
 //! pass hadolint), and every flag and config field is documented and in the ConfigMap.
 
-use headroom_testbed::{require, Need};
+use headroom_testbed::Need;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -67,16 +67,14 @@ mod tempfile_dir {
 
 #[test]
 fn every_overlay_renders_and_validates_against_kubernetes_1_32() {
-    if !require(
+    headroom_testbed::require_or_return!(
         "every_overlay_renders_and_validates_against_kubernetes_1_32",
         &[
             Need::Tool("kubectl"),
             Need::Tool("kubernetes-validate"),
             Need::Tool("python3"),
-        ],
-    ) {
-        return;
-    }
+        ]
+    );
     for dir in TARGETS {
         let text = render(dir);
         assert!(
@@ -126,12 +124,10 @@ fn every_overlay_renders_and_validates_against_kubernetes_1_32() {
 
 #[test]
 fn checkov_passes_with_every_skip_justified() {
-    if !require(
+    headroom_testbed::require_or_return!(
         "checkov_passes_with_every_skip_justified",
-        &[Need::Tool("kubectl"), Need::Tool("checkov")],
-    ) {
-        return;
-    }
+        &[Need::Tool("kubectl"), Need::Tool("checkov")]
+    );
     for dir in TARGETS {
         let text = render(dir);
         // Every skip names its reason: "CKV_K8S_nn=why".
@@ -172,9 +168,10 @@ fn checkov_passes_with_every_skip_justified() {
 /// Regenerate with UPDATE_GOLDEN=1.
 #[test]
 fn base_matches_its_golden_snapshot() {
-    if !require("base_matches_its_golden_snapshot", &[Need::Tool("kubectl")]) {
-        return;
-    }
+    headroom_testbed::require_or_return!(
+        "base_matches_its_golden_snapshot",
+        &[Need::Tool("kubectl")]
+    );
     let golden = root().join("deploy/tests/golden/base.yaml");
     let text = render("deploy/base");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -205,9 +202,7 @@ fn dockerfiles_build_or_lint() {
         return;
     }
     eprintln!("NOTE dockerfiles_build_or_lint: no Docker engine here (docker info failed), so the images are not built; linting the Dockerfiles with hadolint instead");
-    if !require("dockerfiles_build_or_lint", &[Need::Tool("hadolint")]) {
-        return;
-    }
+    headroom_testbed::require_or_return!("dockerfiles_build_or_lint", &[Need::Tool("hadolint")]);
     for c in ["agent", "collector"] {
         let out = Command::new("hadolint")
             .arg(root().join(format!("deploy/docker/{c}.Dockerfile")))
@@ -358,12 +353,10 @@ fn prometheus_rule_embeds_the_rule_file() {
         have == want,
         "{PROMETHEUS_RULE} is not {RULES} embedded under spec:; rerun with UPDATE_GOLDEN=1"
     );
-    if !require(
+    headroom_testbed::require_or_return!(
         "prometheus_rule_embeds_the_rule_file",
-        &[Need::Tool("kubectl")],
-    ) {
-        return;
-    }
+        &[Need::Tool("kubectl")]
+    );
     let rendered = render("deploy/overlays/prometheus");
     let alerts: Vec<&str> = rules
         .lines()
@@ -385,12 +378,10 @@ fn prometheus_rule_embeds_the_rule_file() {
 /// `for:` just before and after) pass.
 #[test]
 fn prometheus_rules_pass_promtool_check_and_unit_tests() {
-    if !require(
+    headroom_testbed::require_or_return!(
         "prometheus_rules_pass_promtool_check_and_unit_tests",
-        &[Need::Tool("promtool")],
-    ) {
-        return;
-    }
+        &[Need::Tool("promtool")]
+    );
     let check = Command::new("promtool")
         .args(["check", "rules"])
         .arg(root().join(RULES))

@@ -12,7 +12,7 @@ use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::netns::Netns;
 use headroom_testbed::proc::{run, Guard};
-use headroom_testbed::{require, scrape, Need};
+use headroom_testbed::scrape;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -36,14 +36,6 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
     return [b"ok\n"]
 "#;
-
-fn wait_http(ns: &Netns, url: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while scrape::get(ns, url).0 != 200 {
-        assert!(Instant::now() < deadline, "{what} did not answer {url}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// An instant query against the bed's Prometheus: the result vector.
 fn query(ns: &Netns, q: &str) -> Vec<Value> {
@@ -82,22 +74,19 @@ fn find<'a>(all: &'a [Value], name: &str, labels: &Value) -> Option<&'a Value> {
 
 #[test]
 fn prometheus_rules_fire_on_a_live_agent() {
-    if !require(
+    headroom_testbed::require_or_return!(
         "prometheus_rules_fire_on_a_live_agent",
-        &[
-            Need::Root,
-            Need::Tool("ip"),
-            Need::Tool("unbound"),
-            Need::Tool("dnsperf"),
-            Need::Tool("dig"),
-            Need::Tool("nft"),
-            Need::Tool("gunicorn"),
-            Need::Tool("curl"),
-            Need::Tool("prometheus"),
-        ],
-    ) {
-        return;
-    }
+        &headroom_testbed::root_and(&[
+            "ip",
+            "unbound",
+            "dnsperf",
+            "dig",
+            "nft",
+            "gunicorn",
+            "curl",
+            "prometheus",
+        ])
+    );
     let agent = headroom_testbed::bins::path("headroom-agent");
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
@@ -121,7 +110,12 @@ fn prometheus_rules_fire_on_a_live_agent() {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let _gunicorn = Guard::spawn("gunicorn", &mut cmd).unwrap();
-    wait_http(&bed.node, &format!("http://{POD_IP}:8080/"), "gunicorn");
+    scrape::wait_ok(
+        &bed.node,
+        &format!("http://{POD_IP}:8080/"),
+        "gunicorn",
+        Duration::from_secs(30),
+    );
     let api = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
     api.write_kubeconfig(&kubeconfig).unwrap();
@@ -145,10 +139,11 @@ fn prometheus_rules_fire_on_a_live_agent() {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     let _agent = Guard::spawn("headroom-agent", &mut cmd).unwrap();
-    wait_http(
+    scrape::wait_ok(
         &bed.node,
         &format!("http://{AGENT_METRICS}/readyz"),
         "agent",
+        Duration::from_secs(30),
     );
 
     // Prometheus as the prometheus overlay configures it: honor_labels, a `node` label (the
@@ -177,10 +172,11 @@ fn prometheus_rules_fire_on_a_live_agent() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _prometheus = Guard::spawn("prometheus", &mut cmd).unwrap();
-    wait_http(
+    scrape::wait_ok(
         &bed.node,
         &format!("http://{PROMETHEUS}/-/ready"),
         "prometheus",
+        Duration::from_secs(30),
     );
     // A few scrapes of the quiet bed first, so counters have a sample before they rise.
     std::thread::sleep(Duration::from_secs(4));

@@ -28,6 +28,23 @@ pub enum Need {
     Tool(&'static str),
 }
 
+/// [`require`], or return from the calling test: a bed test's first line.
+#[macro_export]
+macro_rules! require_or_return {
+    ($test:expr, $needs:expr) => {
+        if !$crate::require($test, $needs) {
+            return;
+        }
+    };
+}
+
+/// Root plus these programs: what most bed tests need, in one line.
+pub fn root_and(tools: &[&'static str]) -> Vec<Need> {
+    std::iter::once(Need::Root)
+        .chain(tools.iter().map(|t| Need::Tool(t)))
+        .collect()
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }

@@ -1,6 +1,8 @@
 //! Child processes that are stopped when the test lets go of them, even on panic.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running child; SIGTERM on drop, then SIGKILL after a grace period.
@@ -32,6 +34,46 @@ impl Guard {
                 libc::kill(c.id() as i32, sig);
             }
         }
+    }
+
+    /// Reads the child's piped stderr until a line containing `marker` (panics if the child
+    /// exits first, with what it wrote), then keeps reading on a thread so the child never
+    /// blocks on a full pipe. Every line goes to the returned log and, with `echo`, to the
+    /// test's stderr behind that prefix.
+    pub fn stderr_until(&mut self, marker: &str, echo: Option<&'static str>) -> Arc<Mutex<String>> {
+        let stderr = self.child.as_mut().and_then(|c| c.stderr.take());
+        let mut r = BufReader::new(stderr.expect("stderr piped and not yet taken"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let keep = move |log: &Mutex<String>, line: &str| {
+            if let Some(p) = echo {
+                eprint!("{p}: {line}");
+            }
+            log.lock().unwrap().push_str(line);
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = r.read_line(&mut line).unwrap_or(0);
+            keep(&log, &line);
+            assert!(
+                n > 0,
+                "{} exited before {marker:?}: {}",
+                self.name,
+                log.lock().unwrap()
+            );
+            if line.contains(marker) {
+                break;
+            }
+        }
+        let l = log.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                keep(&l, &line);
+                line.clear();
+            }
+        });
+        log
     }
 
     /// Sends SIGTERM and collects the output (stdout/stderr must have been piped to be seen).

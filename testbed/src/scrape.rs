@@ -3,6 +3,7 @@
 
 use crate::netns::Netns;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 /// `curl` from inside `ns`: (HTTP status, body); status 0 when nothing answered within 5 s.
 pub fn get(ns: &Netns, url: &str) -> (u32, String) {
@@ -23,6 +24,18 @@ pub fn get(ns: &Netns, url: &str) -> (u32, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Polls `url` from inside `ns` until it answers 200; panics naming `what` after `within`.
+pub fn wait_ok(ns: &Netns, url: &str, what: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while get(ns, url).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not answer {url} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Value of the first sample line that starts with `prefix` (`name{labels}`).

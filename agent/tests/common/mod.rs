@@ -4,7 +4,6 @@
 use headroom_testbed::bed::Bed;
 use headroom_testbed::proc::Guard;
 use headroom_testbed::Need;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -25,14 +24,7 @@ pub const NO_IMDS: [&str; 2] = ["--imds-endpoint", "http://127.0.0.1:9"];
 
 /// Root, iproute2, unbound, dnsperf, dig, tcpdump.
 pub fn bed_needs() -> Vec<Need> {
-    vec![
-        Need::Root,
-        Need::Tool("ip"),
-        Need::Tool("unbound"),
-        Need::Tool("dnsperf"),
-        Need::Tool("dig"),
-        Need::Tool("tcpdump"),
-    ]
+    headroom_testbed::root_and(&["ip", "unbound", "dnsperf", "dig", "tcpdump"])
 }
 
 /// A running `headroom-agent once`, started and capturing.
@@ -50,18 +42,7 @@ impl Once {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut g = Guard::spawn("headroom-agent", &mut cmd).unwrap();
-        let stderr = g.child.as_mut().unwrap().stderr.take().unwrap();
-        let mut r = BufReader::new(stderr);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = r.read_line(&mut line).unwrap();
-            assert!(n > 0, "agent exited before capturing");
-            if line.contains("Capturing.") {
-                break;
-            }
-        }
-        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+        g.stderr_until("Capturing.", None);
         Once(g)
     }
 

@@ -2,7 +2,6 @@
 //! usage and 77 for missing privilege, never a panic.
 
 use crate::common::{AGENT, NO_IMDS};
-use headroom_testbed::Need;
 use std::process::Command;
 
 fn fails(args: &[&str], code: i32, needle: &str) {
@@ -93,12 +92,10 @@ fn help_and_version_exit_0() {
 /// agent says what to grant, exit 77.
 #[test]
 fn missing_cap_net_raw_exits_77() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "missing_cap_net_raw_exits_77",
-        &[Need::Root, Need::Tool("setpriv")],
-    ) {
-        return;
-    }
+        &headroom_testbed::root_and(&["setpriv"])
+    );
     // The binary must be reachable for an unprivileged user.
     let run = |pre: &[&str]| {
         let mut c = Command::new("setpriv");

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 fn run_serves_metrics_that_promtool_accepts() {
     let mut needs = bed_needs();
     needs.extend([Need::Tool("promtool"), Need::Tool("curl")]);
-    if !headroom_testbed::require("run_serves_metrics_that_promtool_accepts", &needs) {
-        return;
-    }
+    headroom_testbed::require_or_return!("run_serves_metrics_that_promtool_accepts", &needs);
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let mut cmd = bed.node.command(&AGENT);
@@ -25,11 +23,8 @@ fn run_serves_metrics_that_promtool_accepts() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let daemon = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape::get(&bed.node, "http://127.0.0.1:19465/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ready = "http://127.0.0.1:19465/readyz";
+    scrape::wait_ok(&bed.node, ready, "agent", Duration::from_secs(10));
     assert_eq!(
         scrape::get(&bed.node, "http://127.0.0.1:19465/healthz").0,
         200
@@ -64,9 +59,7 @@ fn run_serves_metrics_that_promtool_accepts() {
 
 #[test]
 fn watch_shows_the_live_rate() {
-    if !headroom_testbed::require("watch_shows_the_live_rate", &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("watch_shows_the_live_rate", &bed_needs());
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let mut cmd = bed.node.command(&AGENT);

@@ -13,9 +13,7 @@ use headroom_testbed::Need;
 fn search_walk(test: &str, search: &str) {
     let mut needs = bed_needs();
     needs.push(Need::Tool("getent"));
-    if !headroom_testbed::require(test, &needs) {
-        return;
-    }
+    headroom_testbed::require_or_return!(test, &needs);
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     bed.resolv_conf(&format!(
@@ -98,9 +96,7 @@ fn search_suffixes_are_learned_from_resolv_conf() {
 fn unanswered_and_rcodes_are_exact() {
     let mut needs = bed_needs();
     needs.push(Need::Tool("nft"));
-    if !headroom_testbed::require("unanswered_and_rcodes_are_exact", &needs) {
-        return;
-    }
+    headroom_testbed::require_or_return!("unanswered_and_rcodes_are_exact", &needs);
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "13s"]);
@@ -166,9 +162,10 @@ fn unanswered_and_rcodes_are_exact() {
 /// are counted like any other.
 #[test]
 fn resolver_checks_report_outcome_and_latency() {
-    if !headroom_testbed::require("resolver_checks_report_outcome_and_latency", &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!(
+        "resolver_checks_report_outcome_and_latency",
+        &bed_needs()
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let cfg = bed.path("agent.toml");

@@ -36,30 +36,7 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut guard = Guard::spawn("headroom-agent", &mut cmd).unwrap();
-        let mut r = BufReader::new(guard.child.as_mut().unwrap().stderr.take().unwrap());
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = r.read_line(&mut line).unwrap();
-            stderr.lock().unwrap().push_str(&line);
-            assert!(
-                n > 0,
-                "agent exited before capturing: {}",
-                stderr.lock().unwrap()
-            );
-            if line.contains("Capturing.") {
-                break;
-            }
-        }
-        let s = stderr.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                s.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
+        let stderr = guard.stderr_until("Capturing.", None);
         Agent { guard, stderr }
     }
 
@@ -232,9 +209,7 @@ fn dnsperf_thread(
 
 #[test]
 fn two_enis_by_mac_and_the_vpc_resolver_without_flags() {
-    if !headroom_testbed::require("two_enis_by_mac", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("two_enis_by_mac", &needs());
     let mut bed = Bed::new(2).unwrap();
     bed.start_unbound().unwrap();
     // Base + 2 of the VPC's secondary CIDR (100.64.0.0/16) is not a resolver: make it reachable
@@ -327,9 +302,7 @@ fn two_enis_by_mac_and_the_vpc_resolver_without_flags() {
 
 #[test]
 fn imds_down_and_up_loses_no_counts() {
-    if !headroom_testbed::require("imds_down_and_up", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("imds_down_and_up", &needs());
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let macs = vec![mac_of(&bed, "eni0")];
@@ -377,9 +350,7 @@ fn imds_down_and_up_loses_no_counts() {
 
 #[test]
 fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report() {
-    if !headroom_testbed::require("missing_mac_vanishing_interface", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("missing_mac_vanishing_interface", &needs());
     let mut bed = Bed::new(2).unwrap();
     bed.start_unbound().unwrap();
     // IMDS knows only eni0's MAC.
@@ -414,9 +385,7 @@ fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report() {
 
 #[test]
 fn without_imds_once_says_so_once_and_measures() {
-    if !headroom_testbed::require("without_imds", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("without_imds", &needs());
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let t0 = tcpdump(&bed, "eni0");
@@ -450,9 +419,7 @@ fn without_imds_once_says_so_once_and_measures() {
 /// The SIOCETHTOOL path against `ethtool -S` on a veth, read in the same namespace.
 #[test]
 fn ethtool_ioctl_equals_ethtool_dash_s_on_veth() {
-    if !headroom_testbed::require("ethtool_ioctl_on_veth", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("ethtool_ioctl_on_veth", &needs());
     let bed = Bed::new(1).unwrap();
     let ns = bed.node.name.clone();
     let ours = std::thread::spawn(move || {
@@ -495,9 +462,7 @@ fn ethtool_ioctl_equals_ethtool_dash_s_on_veth() {
 /// notice the interface is gone after it saw it merely down.
 #[test]
 fn an_interface_taken_down_then_deleted_stops_its_capture() {
-    if !headroom_testbed::require("down_then_deleted", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("down_then_deleted", &needs());
     let bed = Bed::new(2).unwrap();
     let agent = Agent::start(
         &bed,

@@ -10,9 +10,7 @@ use std::time::Duration;
 /// second (1400 + 100), not the mean.
 #[test]
 fn burst_shows_as_peak() {
-    if !headroom_testbed::require("burst_shows_as_peak", &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("burst_shows_as_peak", &bed_needs());
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "13s"]);
@@ -45,9 +43,7 @@ fn burst_shows_as_peak() {
 /// counts once named with --resolver; traffic leaving through a second ENI counts there only.
 #[test]
 fn counts_per_interface_and_only_link_local() {
-    if !headroom_testbed::require("counts_per_interface_and_only_link_local", &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("counts_per_interface_and_only_link_local", &bed_needs());
     let mut bed = Bed::new(2).unwrap();
     bed.start_unbound().unwrap();
     let agent = Once::start(
@@ -99,9 +95,7 @@ fn counts_per_interface_and_only_link_local() {
 /// IPv6 to fd00:ec2::253 counts too.
 #[test]
 fn tcp_packets_and_ipv6_count() {
-    if !headroom_testbed::require("tcp_packets_and_ipv6_count", &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("tcp_packets_and_ipv6_count", &bed_needs());
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let dump = bed
@@ -148,9 +142,7 @@ fn tcp_packets_and_ipv6_count() {
 /// its packets are counted there.
 #[test]
 fn an_eni_attached_at_runtime_is_measured() {
-    if !headroom_testbed::require("an_eni_attached_at_runtime_is_measured", &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("an_eni_attached_at_runtime_is_measured", &bed_needs());
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let cfg = bed.path("agent.toml");
@@ -184,12 +176,10 @@ fn an_eni_attached_at_runtime_is_measured() {
 /// on EC2), never veths: in the host namespace, compare with /sys/class/net/*/device.
 #[test]
 fn default_interfaces_are_the_physical_ones() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "default_interfaces_are_the_physical_ones",
-        &[headroom_testbed::Need::Root],
-    ) {
-        return;
-    }
+        &[headroom_testbed::Need::Root]
+    );
     let mut physical: Vec<String> = std::fs::read_dir("/sys/class/net")
         .unwrap()
         .filter_map(|e| e.ok())

@@ -74,9 +74,7 @@ fn rate_run(qps: u32, seconds: u32) -> bool {
 }
 
 fn rate(qps: u32) {
-    if !headroom_testbed::require(&format!("rate_{qps}"), &bed_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!(&format!("rate_{qps}"), &bed_needs());
     for _ in 0..3 {
         if rate_run(qps, 5) {
             return;

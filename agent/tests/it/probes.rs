@@ -146,40 +146,12 @@ fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32, extra: &[&
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut g = Guard::spawn("headroom-agent", &mut cmd).unwrap();
-    let stderr = g.child.as_mut().unwrap().stderr.take().unwrap();
-    let mut r = BufReader::new(stderr);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            r.read_line(&mut line).unwrap() > 0,
-            "agent exited before capturing"
-        );
-        eprint!("agent: {line}");
-        if line.contains("Capturing.") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            eprint!("agent: {line}");
-            line.clear();
-        }
-    });
+    g.stderr_until("Capturing.", Some("agent"));
     g
 }
 
 fn needs() -> Vec<Need> {
-    vec![
-        Need::Root,
-        Need::Tool("ip"),
-        Need::Tool("ping"),
-        Need::Tool("python3"),
-        Need::Tool("unbound"),
-        Need::Tool("dig"),
-        Need::Tool("openssl"),
-    ]
+    headroom_testbed::root_and(&["ip", "ping", "python3", "unbound", "dig", "openssl"])
 }
 
 /// Delays 100 / 900 / 1200 ms against timeoutSeconds 1: every attempt ok / slow / timeout,
@@ -188,9 +160,10 @@ fn needs() -> Vec<Need> {
 /// absent; a pod added after a 410 Gone relist is probed; DNS sources are named by pod.
 #[test]
 fn probes_are_shadowed_against_their_own_timeouts() {
-    if !headroom_testbed::require("probes_are_shadowed_against_their_own_timeouts", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!(
+        "probes_are_shadowed_against_their_own_timeouts",
+        &needs()
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let podns = bed.pod(POD_IP).unwrap();
@@ -510,12 +483,10 @@ fn probes_are_shadowed_against_their_own_timeouts() {
 fn run_exports_probe_metrics_and_survives_the_api_server_going_away() {
     let mut n = needs();
     n.extend([Need::Tool("curl"), Need::Tool("promtool")]);
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "run_exports_probe_metrics_and_survives_the_api_server_going_away",
-        &n,
-    ) {
-        return;
-    }
+        &n
+    );
     let bed = Bed::new(1).unwrap();
     let podns = bed.pod(POD_IP).unwrap();
     let _app = start_app(&podns, bed.dir.path(), false);
@@ -638,9 +609,10 @@ def app(environ, start_response):
 fn probes_time_out_while_gunicorn_workers_are_saturated() {
     let mut n = needs();
     n.extend([Need::Tool("gunicorn"), Need::Tool("curl")]);
-    if !headroom_testbed::require("probes_time_out_while_gunicorn_workers_are_saturated", &n) {
-        return;
-    }
+    headroom_testbed::require_or_return!(
+        "probes_time_out_while_gunicorn_workers_are_saturated",
+        &n
+    );
     let bed = Bed::new(1).unwrap();
     let podns = bed.pod(POD_IP).unwrap();
     let _gunicorn = crate::common::start_gunicorn(&bed, &podns, WSGI, POD_IP);
@@ -709,9 +681,10 @@ fn probes_time_out_while_gunicorn_workers_are_saturated() {
 /// with backoff and never fails the command.
 #[test]
 fn without_kubernetes_the_agent_runs_without_probes() {
-    if !headroom_testbed::require("without_kubernetes_the_agent_runs_without_probes", &needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!(
+        "without_kubernetes_the_agent_runs_without_probes",
+        &needs()
+    );
     let bed = Bed::new(1).unwrap();
     let home = bed.path("home");
     std::fs::create_dir_all(&home).unwrap();

@@ -113,14 +113,12 @@ fn check(
 }
 
 fn gunicorn_needs() -> Vec<Need> {
-    vec![Need::Root, Need::Tool("ip"), Need::Tool("gunicorn")]
+    headroom_testbed::root_and(&["ip", "gunicorn"])
 }
 
 #[test]
 fn gunicorn_busy_and_queue_are_exact() {
-    if !headroom_testbed::require("gunicorn_busy_and_queue_are_exact", &gunicorn_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("gunicorn_busy_and_queue_are_exact", &gunicorn_needs());
     let server = Server::gunicorn(None, WORKERS as u32, BACKLOG).unwrap();
     let host = netns_of("/proc/self/ns/net");
     for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
@@ -130,9 +128,7 @@ fn gunicorn_busy_and_queue_are_exact() {
 
 #[test]
 fn gunicorn_in_its_own_netns_is_found_from_the_host() {
-    if !headroom_testbed::require("gunicorn_in_its_own_netns", &gunicorn_needs()) {
-        return;
-    }
+    headroom_testbed::require_or_return!("gunicorn_in_its_own_netns", &gunicorn_needs());
     let ns = Netns::new("pod").unwrap();
     let server = Server::gunicorn(Some(&ns), WORKERS as u32, BACKLOG).unwrap();
     let inode = netns_of(&format!("/run/netns/{}", ns.name));
@@ -162,9 +158,7 @@ fn raindrops(port: u16) -> (u64, u64) {
 #[test]
 fn unicorn_busy_and_queue_are_exact_and_equal_raindrops() {
     let needs = [Need::Root, Need::Tool("unicorn"), Need::Tool("ruby")];
-    if !headroom_testbed::require("unicorn_busy_and_queue_are_exact", &needs) {
-        return;
-    }
+    headroom_testbed::require_or_return!("unicorn_busy_and_queue_are_exact", &needs);
     let server = Server::unicorn(WORKERS as u32, BACKLOG).unwrap();
     let host = netns_of("/proc/self/ns/net");
     for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
@@ -179,9 +173,7 @@ fn unicorn_busy_and_queue_are_exact_and_equal_raindrops() {
 #[test]
 fn pod_identity_and_throttling_from_a_real_cgroup() {
     let needs = [Need::Root, Need::Tool("gunicorn"), Need::Tool("python3")];
-    if !headroom_testbed::require("pod_identity_and_throttling_from_a_real_cgroup", &needs) {
-        return;
-    }
+    headroom_testbed::require_or_return!("pod_identity_and_throttling_from_a_real_cgroup", &needs);
     const UID: &str = "6b1f7c0e-2d4a-4e8b-9c3d-5a6f7e8d9c0b";
     const CID: &str = "d2c4e6f8a0b2c4d6e8f0a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d4";
     let cg = headroom_testbed::cgroup::KubeCgroup::new(UID, CID).unwrap();
@@ -240,9 +232,7 @@ fn pod_identity_and_throttling_from_a_real_cgroup() {
 fn a_namespace_that_disappears_is_skipped() {
     use headroom_agent::sources::listeners::{Sampler, WorkersSpec};
     let needs = [Need::Root, Need::Tool("ip"), Need::Tool("python3")];
-    if !headroom_testbed::require("a_namespace_that_disappears_is_skipped", &needs) {
-        return;
-    }
+    headroom_testbed::require_or_return!("a_namespace_that_disappears_is_skipped", &needs);
     let ns = Netns::new("gone").unwrap();
     let inode = netns_of(&format!("/run/netns/{}", ns.name));
     let py = "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', 9000))\ns.listen(5)\ntime.sleep(30)";

@@ -12,6 +12,7 @@
 use crate::agent_common as common;
 
 use crate::agent_common::*;
+use crate::procs::{self, Agent, AGENT_METRICS, API, GRPC, OTLP_HTTP};
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::bed::Bed;
 use headroom_testbed::http::read_request;
@@ -25,9 +26,9 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::ffi::OsStr;
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,15 +37,6 @@ const POD_IP: &str = "10.244.0.5";
 const NODE: &str = "node-1";
 /// The shop-api pod's uid (a UUID, as the kubelet's cgroup paths carry it).
 const SHOP_API_UID: &str = "0f3c2b1a-9e8d-4c7b-a6f5-e4d3c2b1a090";
-const GRPC: &str = "127.0.0.1:14317";
-const OTLP_HTTP: &str = "127.0.0.1:14318";
-const API: &str = "127.0.0.1:19464";
-const AGENT_METRICS: &str = "127.0.0.1:19465";
-
-/// The headroom-collector binary, found (and built if need be) through cargo.
-fn collector_bin() -> PathBuf {
-    headroom_testbed::bins::path("headroom-collector")
-}
 
 /// `/slow` holds its worker for 6 s; anything else answers at once.
 const WSGI: &str = r#"
@@ -135,78 +127,12 @@ fn start_collector_with(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &std::ffi::OsStr)],
 ) -> Guard {
-    let mut cmd = bed.node.command(collector_bin().to_str().unwrap());
-    cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
-        .args(["--http-listen", API])
-        .args(args)
-        .envs(env.iter().copied());
-    if let Some(t) = traces {
-        cmd.args(["--traces-endpoint", &format!("http://{t}")]);
+    let traces = traces.map(|t| format!("http://{t}"));
+    let mut all: Vec<&std::ffi::OsStr> = args.to_vec();
+    if let Some(t) = &traces {
+        all.extend([OsStr::new("--traces-endpoint"), OsStr::new(t)]);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
-    let g = Guard::spawn("headroom-collector", &mut cmd).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape::get(&bed.node, &format!("http://{API}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "collector never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    g
-}
-
-/// A running `headroom-agent run` whose reports (logged at debug level) are collected.
-struct Agent {
-    guard: Guard,
-    reports: Arc<Mutex<Vec<Value>>>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Agent {
-    fn start(bed: &Bed, args: &[&str], env: &[(&str, &str)]) -> Agent {
-        let mut cmd = bed.node.command(&AGENT);
-        cmd.args(NO_IMDS)
-            .args(["run", "--interface", "eni0", "--node-name", NODE])
-            .args(["--metrics-listen", AGENT_METRICS])
-            .args(args)
-            .env("RUST_LOG", "info,headroom_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut guard = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
-        let stderr = guard.child.as_mut().unwrap().stderr.take().unwrap();
-        let reports = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (r, l) = (reports.clone(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                match line.split_once(" report=").map(|x| x.1) {
-                    Some(json) => {
-                        if let Ok(v) = serde_json::from_str(json) {
-                            r.lock().unwrap().push(v);
-                        }
-                    }
-                    None => {
-                        eprintln!("agent: {line}");
-                        l.lock().unwrap().push(line);
-                    }
-                }
-            }
-        });
-        Agent {
-            guard,
-            reports,
-            log,
-        }
-    }
-
-    fn reports(&self) -> Vec<Value> {
-        self.reports.lock().unwrap().clone()
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
+    procs::start_collector(bed, &all, env)
 }
 
 fn ns_of(t: SystemTime) -> u64 {
@@ -370,17 +296,10 @@ fn probe_of(report: &Value) -> Option<&Value> {
 /// showing the pod's 2 of 2 workers busy and a connection waiting in the accept queue.
 #[test]
 fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "probe_spans_reach_the_traces_backend_with_the_pods_saturation",
-        &[
-            Need::Root,
-            Need::Tool("ip"),
-            Need::Tool("gunicorn"),
-            Need::Tool("curl"),
-        ],
-    ) {
-        return;
-    }
+        &headroom_testbed::root_and(&["ip", "gunicorn", "curl"])
+    );
     let bed = Bed::new(1).unwrap();
     let podns = bed.pod(POD_IP).unwrap();
     let _gunicorn = start_gunicorn(&bed, &podns);
@@ -392,6 +311,7 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
     let _collector = start_collector(&bed, Some(receiver));
     let agent = Agent::start(
         &bed,
+        NODE,
         &[
             "--report-interval",
             "2s",
@@ -862,18 +782,10 @@ fn eni0_peak(
 /// measuring; a CA file that is not one stops it at startup with exit 64 and one line.
 #[test]
 fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "otlp_over_tls_verifies_the_receiver_against_the_configured_ca",
-        &[
-            Need::Root,
-            Need::Tool("ip"),
-            Need::Tool("openssl"),
-            Need::Tool("unbound"),
-            Need::Tool("dig"),
-        ],
-    ) {
-        return;
-    }
+        &headroom_testbed::root_and(&["ip", "openssl", "unbound", "dig"])
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let dir = bed.dir.path().to_path_buf();
@@ -928,6 +840,7 @@ fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
         let before = got.lock().unwrap().len();
         let agent = Agent::start(
             &bed,
+            NODE,
             &[
                 "--report-interval",
                 "1s",
@@ -997,6 +910,7 @@ fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
     let before = got.lock().unwrap().len();
     let agent = Agent::start(
         &bed,
+        NODE,
         &["--report-interval", "1s", "--otlp-endpoint", &endpoint],
         &[("OTEL_EXPORTER_OTLP_CERTIFICATE", wrong_ca.as_str())],
     );
@@ -1076,17 +990,16 @@ const OUTAGE: Duration = Duration::from_secs(120);
 fn a_burst_measured_during_a_two_minute_collector_outage_arrives() {
     let mut needs = bed_needs();
     needs.push(Need::Tool("curl"));
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "a_burst_measured_during_a_two_minute_collector_outage_arrives",
-        &needs,
-    ) {
-        return;
-    }
+        &needs
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let collector = start_collector(&bed, None);
     let agent = Agent::start(
         &bed,
+        NODE,
         &[
             "--report-interval",
             "1s",
@@ -1230,17 +1143,10 @@ fn shop_api_scale(replicas: u32) -> [Value; 2] {
 /// The readiness probe that timed out behind the busy workers is a ProbeTimeoutRisk finding.
 #[test]
 fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers",
-        &[
-            Need::Root,
-            Need::Tool("ip"),
-            Need::Tool("gunicorn"),
-            Need::Tool("curl"),
-        ],
-    ) {
-        return;
-    }
+        &headroom_testbed::root_and(&["ip", "gunicorn", "curl"])
+    );
     let bed = Bed::new(1).unwrap();
     let podns = bed.pod(POD_IP).unwrap();
     // The pod's container cgroup as the kubelet makes it: the agent knows a listener's pod
@@ -1294,6 +1200,7 @@ fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
     );
     let agent = Agent::start(
         &bed,
+        NODE,
         &[
             "--report-interval",
             "1s",

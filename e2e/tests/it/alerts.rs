@@ -347,12 +347,10 @@ fn ended(am: &Alertmanager, rule: &str) -> bool {
 
 #[test]
 fn alertmanager_lists_keeps_and_ends_the_alert() {
-    if !require(
+    headroom_testbed::require_or_return!(
         "alertmanager_lists_keeps_and_ends_the_alert",
-        &[Need::Tool("prometheus-alertmanager")],
-    ) {
-        return;
-    }
+        &[Need::Tool("prometheus-alertmanager")]
+    );
     let dir = tempfile::tempdir().unwrap();
     let am_addr = format!("127.0.0.1:{}", free_port());
     let mut am = Alertmanager::start(dir.path(), &am_addr);
@@ -477,19 +475,16 @@ fn agent_bin() -> PathBuf {
 
 #[test]
 fn bed_agent_at_900_per_second_pages_alertmanager() {
-    if !require(
+    headroom_testbed::require_or_return!(
         "bed_agent_at_900_per_second_pages_alertmanager",
-        &[
-            Need::Root,
-            Need::Tool("ip"),
-            Need::Tool("unbound"),
-            Need::Tool("dnsperf"),
-            Need::Tool("curl"),
-            Need::Tool("prometheus-alertmanager"),
-        ],
-    ) {
-        return;
-    }
+        &headroom_testbed::root_and(&[
+            "ip",
+            "unbound",
+            "dnsperf",
+            "curl",
+            "prometheus-alertmanager",
+        ])
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let dir = tempfile::tempdir().unwrap();

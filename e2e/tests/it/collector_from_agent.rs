@@ -6,100 +6,41 @@
 //! OTLP/HTTP in the first test and over gRPC in the outage test.
 
 use crate::collector_common as common;
+use crate::procs::{self, Agent, API, GRPC, OTLP_HTTP};
 
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
 use headroom_testbed::scrape;
 use headroom_testbed::Need;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const GRPC: &str = "127.0.0.1:14317";
-const OTLP_HTTP: &str = "127.0.0.1:14318";
-const API: &str = "127.0.0.1:19464";
 const NODE: &str = "bed-node";
 
-/// The headroom-agent binary, found (and built if need be) through cargo.
-fn agent_bin() -> PathBuf {
-    headroom_testbed::bins::path("headroom-agent")
-}
-
 fn needs() -> Vec<Need> {
-    vec![
-        Need::Root,
-        Need::Tool("ip"),
-        Need::Tool("unbound"),
-        Need::Tool("dnsperf"),
-        Need::Tool("dig"),
-        Need::Tool("curl"),
-    ]
+    headroom_testbed::root_and(&["ip", "unbound", "dnsperf", "dig", "curl"])
 }
 
 fn start_collector(bed: &Bed) -> Guard {
-    let mut cmd = bed.node.command(&common::COLLECTOR);
-    cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
-        .args(["--http-listen", API])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let g = Guard::spawn("headroom-collector", &mut cmd).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while scrape::get(&bed.node, &format!("http://{API}/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "collector never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    g
+    procs::start_collector(bed, &[], &[])
 }
 
-/// A running `headroom-agent run` whose reports (logged at debug level) are collected.
-struct Agent {
-    _guard: Guard,
-    reports: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Agent {
-    /// `protocol`: `http/protobuf` (to the OTLP/HTTP port) or `grpc` (to the gRPC port);
-    /// `config`: TOML for `--config`.
-    fn start(bed: &Bed, interval: &str, protocol: &str, config: &str) -> Agent {
-        let config_path = bed.path("agent.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let endpoint = match protocol {
-            "grpc" => format!("http://{GRPC}"),
-            _ => format!("http://{OTLP_HTTP}"),
-        };
-        let mut cmd = bed.node.command(agent_bin().to_str().unwrap());
-        cmd.args(["run", "--interface", "eni0", "--report-interval", interval])
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--metrics-listen", "127.0.0.1:19465", "--node-name", NODE])
-            // No IMDS in this bed: a closed loopback port keeps the agent's IMDS attempts off
-            // eni0 (they would count as link-local packets) and on this host.
-            .args(["--imds-endpoint", "http://127.0.0.1:9"])
-            .args(["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol])
-            .env("RUST_LOG", "info,headroom_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut g = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
-        let stderr = g.child.as_mut().unwrap().stderr.take().unwrap();
-        let reports = Arc::new(Mutex::new(Vec::new()));
-        let r = reports.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(json) = line.split_once(" report=").map(|x| x.1) {
-                    if let Ok(v) = serde_json::from_str(json) {
-                        r.lock().unwrap().push(v);
-                    }
-                }
-            }
-        });
-        Agent { _guard: g, reports }
-    }
-
-    fn reports(&self) -> Vec<serde_json::Value> {
-        self.reports.lock().unwrap().clone()
-    }
+/// `headroom-agent run` exporting to the collector: `protocol` `http/protobuf` (to the
+/// OTLP/HTTP port) or `grpc` (to the gRPC port); `config`: TOML for `--config`.
+fn start_agent(bed: &Bed, interval: &str, protocol: &str, config: &str) -> Agent {
+    let config_path = bed.path("agent.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let endpoint = match protocol {
+        "grpc" => format!("http://{GRPC}"),
+        _ => format!("http://{OTLP_HTTP}"),
+    };
+    let args = [
+        "--report-interval",
+        interval,
+        "--config",
+        config_path.to_str().unwrap(),
+    ];
+    let otlp = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol];
+    Agent::start(bed, NODE, &[&args[..], &otlp[..]].concat(), &[])
 }
 
 /// eni0's figures in an agent report.
@@ -156,16 +97,14 @@ fn busiest(reports: &[serde_json::Value]) -> serde_json::Value {
 
 #[test]
 fn collector_shows_the_agents_peak_for_the_same_window() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "collector_shows_the_agents_peak_for_the_same_window",
-        &needs(),
-    ) {
-        return;
-    }
+        &needs()
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let _collector = start_collector(&bed);
-    let agent = Agent::start(&bed, "2s", "http/protobuf", "");
+    let agent = start_agent(&bed, "2s", "http/protobuf", "");
     std::thread::sleep(Duration::from_secs(3));
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 500, 4, None).unwrap()).unwrap();
@@ -225,12 +164,10 @@ const OUTAGE: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_burst_measured_while_the_collector_is_down_arrives_after() {
-    if !headroom_testbed::require(
+    headroom_testbed::require_or_return!(
         "a_burst_measured_while_the_collector_is_down_arrives_after",
-        &needs(),
-    ) {
-        return;
-    }
+        &needs()
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let collector = start_collector(&bed);
@@ -239,7 +176,7 @@ fn a_burst_measured_while_the_collector_is_down_arrives_after() {
         "resolver_check_names = [\"svc1.{}\"]\nresolver_check_interval = \"5s\"\n",
         bed::ZONE
     );
-    let agent = Agent::start(&bed, "1s", "grpc", &checks);
+    let agent = start_agent(&bed, "1s", "grpc", &checks);
     let deadline = Instant::now() + Duration::from_secs(10);
     while fleet_windows(&bed).is_empty() {
         assert!(Instant::now() < deadline, "no window before the outage");

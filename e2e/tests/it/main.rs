@@ -10,3 +10,4 @@ mod collector_common;
 mod agent_to_collector;
 mod alerts;
 mod collector_from_agent;
+mod procs;
