@@ -2,10 +2,11 @@
 //! number of `ETH_SS_STATS` strings, `ETHTOOL_GSTRINGS` for their names, `ETHTOOL_GSTATS` for the
 //! values (include/uapi/linux/ethtool.h). Synchronous and small.
 //!
-//! Kernels before 6.13 write the driver's count *at the time of each call*, not the count the
-//! buffer was sized for: the buffers have slack ([`with_slack`]) and end at a PROT_NONE guard
-//! page ([`Guarded`]), so a count that grows makes the ioctl fail with EFAULT rather than write
-//! past them, and a sample whose count changed is discarded ([`EnaError::Resized`]).
+//! The kernel (`ethtool_get_strings`, `ethtool_get_stats` in net/ethtool/ioctl.c) writes the
+//! driver's count *at the time of each call*, not the count the buffer was sized for: the
+//! buffers have slack ([`with_slack`]) and end at a PROT_NONE guard page ([`Guarded`]), so a
+//! count that grows makes the ioctl fail with EFAULT rather than write past them, and a sample
+//! whose count changed is discarded ([`EnaError::Resized`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -82,10 +83,10 @@ impl EthtoolIoctl for Kernel {
         }
         // SAFETY: ifr is a valid ifreq that lives across the call. Its data points at a
         // [`Guarded`] buffer. The kernel does NOT bound its writes by the count in the command
-        // header (before Linux 6.13 GSTRINGS and GSTATS write the driver's *current* count),
-        // so the buffer has slack for a count that grows between calls, and its end abuts a
-        // PROT_NONE page: a count that grows past the slack makes copy_to_user fail with
-        // EFAULT at that page instead of writing into memory we do not own.
+        // header (net/ethtool/ioctl.c writes the driver's *current* count), so the buffer has
+        // slack for a count that grows between calls, and its end abuts a PROT_NONE page: a
+        // count that grows past the slack makes copy_to_user fail with EFAULT at that page
+        // instead of writing into memory we do not own.
         let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), SIOCETHTOOL as _, &mut ifr) };
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
@@ -331,20 +332,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A kernel before Linux 6.13: GSTRINGS and GSTATS write the driver's count at the time of
-    /// the call, whatever the header asked for. Writes go through `process_vm_writev` into
-    /// this process, which like the kernel's copy_to_user stops with EFAULT at a page that is
-    /// not writable. `counts` is the driver's count at each call (GSSET_INFO, GSTRINGS, GSTATS).
-    struct OldKernel {
+    /// The kernel as net/ethtool/ioctl.c is: GSTRINGS and GSTATS write the driver's count at
+    /// the time of the call, whatever the header asked for. Writes go through
+    /// `process_vm_writev` into this process, which like the kernel's copy_to_user stops with
+    /// EFAULT at a page that is not writable. `counts` is the driver's count at each call
+    /// (GSSET_INFO, GSTRINGS, GSTATS).
+    struct CurrentCountKernel {
         counts: [usize; 3],
         calls: usize,
         /// Bytes written past the `len` the caller owns: memory that was not the buffer's.
         past_end: usize,
     }
 
-    impl OldKernel {
+    impl CurrentCountKernel {
         fn new(counts: [usize; 3]) -> Self {
-            OldKernel {
+            CurrentCountKernel {
                 counts,
                 calls: 0,
                 past_end: 0,
@@ -373,7 +375,7 @@ mod tests {
         }
     }
 
-    impl EthtoolIoctl for OldKernel {
+    impl EthtoolIoctl for CurrentCountKernel {
         fn call(
             &mut self,
             _name: &[u8; libc::IFNAMSIZ],
@@ -416,8 +418,8 @@ mod tests {
         }
     }
 
-    fn run(counts: [usize; 3]) -> (Result<Vec<(String, u64)>, EnaError>, OldKernel) {
-        let mut k = OldKernel::new(counts);
+    fn run(counts: [usize; 3]) -> (Result<Vec<(String, u64)>, EnaError>, CurrentCountKernel) {
+        let mut k = CurrentCountKernel::new(counts);
         let r = read_stats_with("eth0", &if_name("eth0").unwrap(), &mut k);
         (r, k)
     }
@@ -465,7 +467,7 @@ mod tests {
         let mut g = Guarded::new(5).unwrap();
         assert_eq!(g.as_mut_slice().len(), 5);
         g.as_mut_slice()[4] = 7;
-        let mut k = OldKernel::new([0; 3]);
+        let mut k = CurrentCountKernel::new([0; 3]);
         let end = g.as_mut_slice().as_mut_ptr().wrapping_add(5).cast::<u8>();
         assert!(
             k.copy_out(end, &[1], 0).is_err(),
