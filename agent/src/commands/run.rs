@@ -26,6 +26,8 @@ pub fn run(settings: &Settings) -> Result<(), AgentError> {
 struct State {
     metrics: Metrics,
     meter: Meter,
+    /// A capture thread silent for longer than this is stuck: one report interval.
+    stall: std::time::Duration,
 }
 
 fn route<B>(state: &State, req: &Request<B>) -> Reply {
@@ -34,13 +36,38 @@ fn route<B>(state: &State, req: &Request<B>) -> Reply {
     }
     match req.uri().path() {
         "/metrics" => http::reply(StatusCode::OK, CONTENT_TYPE, state.metrics.encode()),
-        "/healthz" => http::reply(StatusCode::OK, TEXT, "ok\n"),
-        "/readyz" if state.meter.capturing() => http::reply(StatusCode::OK, TEXT, "capturing\n"),
-        "/readyz" => http::reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "not capturing on any interface\n",
-        ),
+        // Liveness later than readiness: a capture thread silent for 3 intervals gets the
+        // container restarted (the kubelet's failureThreshold adds its own patience).
+        "/healthz" => match state.meter.stalled(state.stall * 3).first() {
+            Some((n, age)) => http::reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("capture stuck on {n} for {:.1} s\n", age.as_secs_f64()),
+            ),
+            None => http::reply(StatusCode::OK, TEXT, "ok\n"),
+        },
+        "/readyz" => {
+            let stalled = state.meter.stalled(state.stall);
+            if !stalled.is_empty() {
+                let list: Vec<String> = stalled
+                    .iter()
+                    .map(|(n, age)| format!("{n} ({:.1} s)", age.as_secs_f64()))
+                    .collect();
+                http::reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("capture stuck on {}\n", list.join(", ")),
+                )
+            } else if state.meter.capturing() {
+                http::reply(StatusCode::OK, TEXT, "capturing\n")
+            } else {
+                http::reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    "not capturing on any interface\n",
+                )
+            }
+        }
         _ => http::reply(
             StatusCode::NOT_FOUND,
             TEXT,
@@ -77,6 +104,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
     let state = Arc::new(State {
         metrics,
         meter: p.meter().clone(),
+        stall: settings.report_interval,
     });
     let stop = CancellationToken::new();
     let s = state.clone();

@@ -3,7 +3,8 @@
 //!
 //! Read through the `SIOCETHTOOL` ioctl, as `ethtool -S` does: `ETHTOOL_GSSET_INFO` for the number
 //! of `ETH_SS_STATS` strings, `ETHTOOL_GSTRINGS` for their names, `ETHTOOL_GSTATS` for the values
-//! (include/uapi/linux/ethtool.h), in [`crate::sys::ethtool`].
+//! (include/uapi/linux/ethtool.h), in [`crate::sys::ethtool`], into a buffer with slack that ends at
+//! a guard page; a sample whose count changed between the calls is discarded.
 
 pub use crate::sys::ethtool::{read_stats, EnaError};
 use std::collections::BTreeMap;
@@ -69,6 +70,9 @@ pub struct Tracker {
     prev: BTreeMap<String, BTreeMap<String, u64>>,
     totals: BTreeMap<String, BTreeMap<String, u64>>,
     warned: std::collections::BTreeSet<String>,
+    /// Samples discarded because the driver's statistics count changed between the ioctl
+    /// calls (the names would not line up with the values).
+    pub resized: u64,
 }
 
 impl Tracker {
@@ -77,6 +81,15 @@ impl Tracker {
     pub fn sample(&mut self, iface: &str) -> AllowanceWindow {
         match read_stats(iface) {
             Ok(stats) => self.update(iface, allowances(&stats)),
+            Err(error @ EnaError::Resized { .. }) => {
+                self.resized += 1;
+                if self.resized == 1 {
+                    tracing::warn!(message = "Driver statistics changed size while read; sample discarded (logged once).", interface = %iface, %error);
+                } else {
+                    tracing::debug!(message = "Driver statistics sample discarded.", interface = %iface, discarded = self.resized, %error);
+                }
+                self.update(iface, None)
+            }
             Err(error) => {
                 if !matches!(error, EnaError::Unsupported { .. })
                     && self.warned.insert(iface.to_string())

@@ -1,9 +1,10 @@
 //! Everything that talks to the kernel below the standard library: the AF_PACKET ring, the
-//! `SIOCETHTOOL` ioctl, netlink sock_diag with `setns`, and the proc root. Small, synchronous,
+//! `SIOCETHTOOL` ioctl, netlink sock_diag with `setns`, the proc root, and files inside a pod's root (`podfs`). Small, synchronous,
 //! behind seams (`PacketTap`, `Diag`, `ProcRoot`) so the sources above can be tested without it;
 //! every `unsafe` block carries a `// SAFETY:` comment.
 
 pub mod ethtool;
 pub mod packet;
+pub mod podfs;
 pub mod procfs;
 pub mod sockdiag;

@@ -104,3 +104,85 @@ fn watch_shows_the_live_rate() {
         "now {best_now} vs busiest second {truth}, rate 600 (-3 %)\n{text}"
     );
 }
+
+/// A capture thread that stops reading (the `HEADROOM_TEST_STALL_CAPTURE_AFTER` hook: alive,
+/// no reads, no heartbeat) fails /readyz within 2 report intervals, naming the interface,
+/// where the daemon used to stay ready while nothing was counted; /healthz fails after 3.
+#[test]
+fn a_stuck_capture_thread_fails_readiness_within_two_intervals() {
+    let mut needs = bed_needs();
+    needs.push(Need::Tool("curl"));
+    if !headroom_testbed::require(
+        "a_stuck_capture_thread_fails_readiness_within_two_intervals",
+        &needs,
+    ) {
+        return;
+    }
+    const STALL: Duration = Duration::from_secs(4);
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let bed = Bed::new(1).unwrap();
+    let mut cmd = bed.node.command(&AGENT);
+    cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
+        .args(NO_IMDS)
+        .args(["--metrics-listen", "127.0.0.1:19466"])
+        .env("HEADROOM_TEST_STALL_CAPTURE_AFTER", "4s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let t0 = Instant::now();
+    let _daemon = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
+    let url = "http://127.0.0.1:19466/readyz";
+    let deadline = t0 + Duration::from_secs(10);
+    while scrape::get(&bed.node, url).0 != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready = Instant::now();
+    let (failed, body) = loop {
+        let (code, body) = scrape::get(&bed.node, url);
+        if code != 200 {
+            break (Instant::now(), body);
+        }
+        assert!(
+            Instant::now() < ready + STALL + 5 * INTERVAL,
+            "still ready {:?} after the capture thread stalled",
+            Instant::now() - ready - STALL
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "ready {:?} after start, not ready {:?} after that: {body}",
+        ready - t0,
+        failed - ready
+    );
+    // The thread stalls STALL after it starts, between t0 and `ready`; its last heartbeat
+    // came up to one 200 ms poll before that.
+    assert!(
+        failed + Duration::from_millis(250) >= t0 + STALL + INTERVAL,
+        "failed before the stall"
+    );
+    assert!(
+        failed <= ready + STALL + 2 * INTERVAL,
+        "not ready only {:?} after the stall",
+        failed - ready - STALL
+    );
+    assert!(body.contains("capture stuck on eni0"), "{body}");
+    // Liveness later: still live when readiness fails, not live once silent 3 intervals.
+    let health = "http://127.0.0.1:19466/healthz";
+    assert_eq!(scrape::get(&bed.node, health).0, 200);
+    let dead = loop {
+        let (code, body) = scrape::get(&bed.node, health);
+        if code != 200 {
+            assert!(body.contains("capture stuck on eni0"), "{body}");
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < ready + STALL + 6 * INTERVAL,
+            "still live {:?} after the stall",
+            Instant::now() - ready - STALL
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("not live {:?} after not ready", dead - failed);
+    assert!(dead + Duration::from_millis(250) >= t0 + STALL + 3 * INTERVAL);
+    assert!(dead <= ready + STALL + 4 * INTERVAL);
+}

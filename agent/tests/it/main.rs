@@ -11,5 +11,6 @@ mod eni_bed;
 mod imds_client;
 mod linklocal_accounting;
 mod linklocal_rates;
+mod pod_files;
 mod probes;
 mod workers_prefork;

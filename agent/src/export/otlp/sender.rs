@@ -1,10 +1,13 @@
 //! The sender thread: its own single-threaded Tokio runtime, so export never competes with
 //! measurement for the agent's runtime (and the gRPC client never shares a runtime with
 //! anything that blocks). Sends the oldest queued window first; on a network error or a
-//! retryable status (HTTP 408, 429, 5xx; gRPC UNAVAILABLE, DEADLINE_EXCEEDED,
-//! RESOURCE_EXHAUSTED, ABORTED, CANCELLED, OUT_OF_RANGE, DATA_LOSS) it waits (250 ms doubling
-//! to 5 s) and retries the same window; other answers mean the receiver will never take it:
-//! dropped and counted.
+//! retryable status (HTTP 408, 429, 5xx; gRPC UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
+//! CANCELLED, OUT_OF_RANGE, DATA_LOSS, and RESOURCE_EXHAUSTED when it carries a RetryInfo, as
+//! the OTLP specification says) it waits and retries the same window: full jitter, uniform in
+//! [0, 250 ms doubling to 5 s], and never sooner than the receiver's `Retry-After` (HTTP) or
+//! RetryInfo delay (gRPC), at most 5 minutes. Other answers (400, 413, INVALID_ARGUMENT,
+//! RESOURCE_EXHAUSTED without RetryInfo: a request too large for the receiver) mean it will
+//! never take the window: dropped and counted (`headroom_otlp_windows_dropped_total`).
 //!
 //! `https://` endpoints go through rustls (ring) with hyper-rustls' connector, for OTLP/HTTP
 //! and for gRPC alike, verified against [`super::Trust`]. A certificate the CAs do not vouch
@@ -28,11 +31,86 @@ use tokio_util::sync::CancellationToken;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a receiver's Retry-After / RetryInfo may hold the queue back.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
+#[derive(Debug, PartialEq)]
 enum Outcome {
     Sent,
     Refused(String),
-    Retry(String),
+    /// Retry, not before the receiver's delay when it gave one.
+    Retry(String, Option<Duration>),
+}
+
+/// The wait before retrying: full jitter (uniform in [0, ceiling]) so agents that lost the
+/// same collector spread out, but never sooner than the receiver asked, capped.
+fn retry_delay(ceiling: Duration, asked: Option<Duration>) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::UNIX_EPOCH
+            .elapsed()
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let jitter = ceiling.mul_f64((h.finish() >> 11) as f64 / (1u64 << 53) as f64);
+    jitter.max(asked.unwrap_or_default().min(RETRY_AFTER_MAX))
+}
+
+/// `Retry-After`: delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+fn retry_after(v: &hyper::header::HeaderValue) -> Option<Duration> {
+    let v = v.to_str().ok()?.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+/// `google.rpc.Status` and `google.rpc.RetryInfo`, as far as a retry delay needs them.
+mod rpc {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        pub retry_delay: Option<Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Duration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+}
+
+/// The RetryInfo delay in a gRPC status's details (`grpc-status-details-bin`), if any.
+fn retry_info(status: &tonic::Status) -> Option<Duration> {
+    use prost::Message;
+    let s = rpc::Status::decode(status.details()).ok()?;
+    let d = s
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
+    let d = rpc::RetryInfo::decode(&d.value[..]).ok()?.retry_delay?;
+    Some(Duration::new(
+        d.seconds.max(0) as u64,
+        d.nanos.clamp(0, 999_999_999) as u32,
+    ))
 }
 
 type GrpcClients = (
@@ -130,7 +208,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                 queue.stats.dropped.inc();
                 tracing::warn!(message = "OTLP receiver refused a window; dropped.", %status);
             }
-            Outcome::Retry(reason) => {
+            Outcome::Retry(reason, asked) => {
                 queue.stats.failures.inc();
                 if !failing {
                     tracing::warn!(message = "OTLP export failing; windows stay queued.", %reason);
@@ -143,8 +221,10 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                     }
                 }
                 failing = true;
+                let delay = retry_delay(backoff.ceiling(), asked);
+                backoff.next_delay();
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return,
                 }
             }
@@ -219,6 +299,12 @@ fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::El
     match result {
         Ok(Ok(())) => Outcome::Sent,
         Ok(Err(status)) => match status.code() {
+            // Retryable only when the receiver says recovery is possible (OTLP spec); our
+            // collector answers it, without RetryInfo, for a request over its size limit.
+            Code::ResourceExhausted if retry_info(&status).is_none() => Outcome::Refused(format!(
+                "gRPC ResourceExhausted without RetryInfo: {}",
+                status.message()
+            )),
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
@@ -230,11 +316,11 @@ fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::El
                 if let Some(source) = std::error::Error::source(&status) {
                     reason += &format!(": {}", chain(source));
                 }
-                Outcome::Retry(reason)
+                Outcome::Retry(reason, retry_info(&status))
             }
             code => Outcome::Refused(format!("gRPC {code:?}: {}", status.message())),
         },
-        Err(_) => Outcome::Retry("timed out".into()),
+        Err(_) => Outcome::Retry("timed out".into(), None),
     }
 }
 
@@ -259,19 +345,178 @@ async fn send_http(
     }
     let req = match req.body(Full::new(Bytes::from(body.as_ref().clone()))) {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry(format!("cannot build the request: {e}")),
+        Err(e) => return Outcome::Retry(format!("cannot build the request: {e}"), None),
     };
     let resp = match tokio::time::timeout(TIMEOUT, client.request(req)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Outcome::Retry(chain(&e)),
-        Err(_) => return Outcome::Retry("timed out".into()),
+        Ok(Err(e)) => return Outcome::Retry(chain(&e), None),
+        Err(_) => return Outcome::Retry("timed out".into(), None),
     };
     let status = resp.status().as_u16();
+    let asked = resp
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(retry_after);
     // Read the body so the connection can be reused.
     let _ = tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await;
     match status {
         200..=299 => Outcome::Sent,
-        408 | 429 | 500..=599 => Outcome::Retry(format!("HTTP {status}")),
+        408 | 429 | 500..=599 => Outcome::Retry(format!("HTTP {status}"), asked),
         _ => Outcome::Refused(format!("HTTP {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tonic::Code;
+
+    fn retry_info_details(delay: Duration) -> Bytes {
+        let info = rpc::RetryInfo {
+            retry_delay: Some(rpc::Duration {
+                seconds: delay.as_secs() as i64,
+                nanos: delay.subsec_nanos() as i32,
+            }),
+        };
+        let status = rpc::Status {
+            details: vec![rpc::Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        Bytes::from(status.encode_to_vec())
+    }
+
+    #[test]
+    fn grpc_statuses_that_cannot_succeed_are_dropped() {
+        let o = |s: tonic::Status| grpc_outcome(Ok(Err(s)));
+        assert!(matches!(
+            o(tonic::Status::invalid_argument("bad")),
+            Outcome::Refused(_)
+        ));
+        // Our collector's answer to a request over its size limit: no RetryInfo.
+        assert!(matches!(
+            o(tonic::Status::resource_exhausted("request larger than 8388608 bytes")),
+            Outcome::Refused(r) if r.contains("without RetryInfo")
+        ));
+        let throttled = tonic::Status::with_details(
+            Code::ResourceExhausted,
+            "slow down",
+            retry_info_details(Duration::from_millis(2500)),
+        );
+        assert!(matches!(
+            o(throttled),
+            Outcome::Retry(_, Some(d)) if d == Duration::from_millis(2500)
+        ));
+        assert!(matches!(
+            o(tonic::Status::unavailable("down")),
+            Outcome::Retry(_, None)
+        ));
+    }
+
+    #[test]
+    fn retry_after_and_full_jitter() {
+        let h = |s: &str| retry_after(&hyper::header::HeaderValue::from_str(s).unwrap());
+        assert_eq!(h("3"), Some(Duration::from_secs(3)));
+        let at = std::time::SystemTime::now() + Duration::from_secs(30);
+        let d = h(&httpdate::fmt_http_date(at)).unwrap();
+        assert!(
+            d > Duration::from_secs(27) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
+        assert_eq!(h("soon"), None);
+        // Full jitter: the whole of [0, ceiling], not its upper half.
+        let c = Duration::from_secs(1);
+        let draws: Vec<Duration> = (0..200).map(|_| retry_delay(c, None)).collect();
+        assert!(draws.iter().all(|d| *d <= c));
+        assert!(
+            draws.iter().filter(|d| **d < c / 4).count() > 10,
+            "{draws:?}"
+        );
+        // Never sooner than asked, capped.
+        assert!(retry_delay(c, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+        assert_eq!(
+            retry_delay(c, Some(Duration::from_secs(86_400))),
+            RETRY_AFTER_MAX
+        );
+    }
+
+    /// A real OTLP/HTTP receiver on 127.0.0.1 answering, in order: 429 with `Retry-After: 1`,
+    /// 200, 413, 400, 200. The retry waits the second the receiver asked (the backoff alone
+    /// would wait ≤ 250 ms); 413 and 400 are dropped after one request each and counted.
+    #[tokio::test]
+    async fn the_sender_honours_retry_after_and_drops_what_cannot_succeed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let n = {
+                            let mut l = log.lock().unwrap();
+                            l.push(std::time::Instant::now());
+                            l.len()
+                        };
+                        async move {
+                            let (code, retry) = match n {
+                                1 => (429, Some("1")),
+                                3 => (413, None),
+                                4 => (400, None),
+                                _ => (200, None),
+                            };
+                            let mut r = hyper::Response::builder().status(code);
+                            if let Some(v) = retry {
+                                r = r.header("retry-after", v);
+                            }
+                            r.body(Full::new(Bytes::new()))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let queue = Arc::new(Queue {
+            items: Mutex::new(std::collections::VecDeque::new()),
+            next: Mutex::new(0),
+            capacity: 10,
+            notify: tokio::sync::Notify::new(),
+            stats: super::super::ExportStats::default(),
+        });
+        for _ in 0..4 {
+            queue.push(Signal::Metrics, vec![1, 2, 3]);
+        }
+        let url: hyper::Uri = format!("http://{addr}/v1/metrics").parse().unwrap();
+        let settings = OtlpSettings {
+            protocol: Protocol::HttpProtobuf,
+            metrics_url: url.clone(),
+            traces_url: url,
+            headers: Vec::new(),
+            resource_attributes: Vec::new(),
+            trust: super::super::Trust::System,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queue.len() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = task.await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 5, "one request each, one retry: {seen:?}");
+        let gap = seen[1] - seen[0];
+        assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+        assert_eq!(queue.stats.sent.get(), 2);
+        assert_eq!(queue.stats.dropped.get(), 2);
+        assert_eq!(queue.stats.failures.get(), 1);
     }
 }

@@ -94,7 +94,8 @@ pub fn parse_resolv_conf(text: &str) -> Vec<String> {
 }
 
 /// Search domains from every distinct resolv.conf the node's processes see (each pod has its
-/// own), read through the proc root once per mount namespace. Unreadable ones are skipped.
+/// own), read through the proc root once per mount namespace with [`crate::sys::podfs`].
+/// Unreadable, irregular and oversized ones are skipped.
 pub fn from_proc(proc: &crate::sys::procfs::ProcRoot) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
@@ -107,8 +108,16 @@ pub fn from_proc(proc: &crate::sys::procfs::ProcRoot) -> Vec<String> {
         if !seen.insert((mnt.dev(), mnt.ino())) {
             continue;
         }
-        if let Ok(text) = std::fs::read_to_string(dir.join("root/etc/resolv.conf")) {
-            out.extend(parse_resolv_conf(&text));
+        // A pod's resolv.conf is the pod's to choose: a symlink out of its root, a FIFO,
+        // /dev/zero, 10 MB. Resolved inside the root, regular files only, capped; anything
+        // else is that pod's search list left out (the default patterns still apply).
+        match crate::sys::podfs::read_in_root(
+            &dir.join("root"),
+            "etc/resolv.conf",
+            crate::sys::podfs::MAX_POD_FILE,
+        ) {
+            Ok(bytes) => out.extend(parse_resolv_conf(&String::from_utf8_lossy(&bytes))),
+            Err(error) => tracing::debug!(message = "resolv.conf not read.", pid, %error),
         }
     }
     out.into_iter().collect()
@@ -170,6 +179,36 @@ mod tests {
 #[cfg(test)]
 mod resolv_tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever bytes a pod puts in its resolv.conf: no panic, and every domain is a
+        /// lower-case word of the text without trailing dots.
+        #[test]
+        fn parses_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let text = String::from_utf8_lossy(&bytes);
+            for d in parse_resolv_conf(&text) {
+                prop_assert!(!d.is_empty() && !d.ends_with('.'));
+                prop_assert!(!d.chars().any(char::is_whitespace));
+                prop_assert_eq!(d.clone(), d.to_ascii_lowercase());
+            }
+        }
+
+        /// Search lines among arbitrary lines: the last one wins.
+        #[test]
+        fn last_search_line_wins_among_noise(
+            noise in proptest::collection::vec("[ -~]{0,40}", 0..8),
+            domains in proptest::collection::vec("[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,3}", 1..6),
+        ) {
+            let mut text: String = noise
+                .iter()
+                .filter(|l| !l.trim_start().starts_with("search") && !l.trim_start().starts_with("domain"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            text.push_str(&format!("search {}\n", domains.join(" ")));
+            prop_assert_eq!(parse_resolv_conf(&text), domains);
+        }
+    }
 
     #[test]
     fn last_search_line_wins() {

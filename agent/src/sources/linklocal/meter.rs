@@ -33,6 +33,8 @@ struct Iface {
     drops_total: u64,
     drops_reported: u64,
     capturing: bool,
+    /// When its capture thread last came round its loop (at least every 200 ms when alive).
+    beat: std::time::Instant,
     dns: Tracker,
 }
 
@@ -72,6 +74,7 @@ impl Meter {
             drops_total: 0,
             drops_reported: 0,
             capturing: true,
+            beat: std::time::Instant::now(),
             dns: Tracker::new(TrackerConfig {
                 search: self.search.lock().unwrap().clone(),
                 ..TrackerConfig::default()
@@ -79,6 +82,27 @@ impl Meter {
         });
         e.mac = mac;
         e.capturing = true;
+        e.beat = std::time::Instant::now();
+    }
+
+    /// The capture thread of `name` is alive and reading (called once per poll round).
+    pub fn beat(&self, name: &str) {
+        if let Some(e) = self.inner.lock().unwrap().get_mut(name) {
+            e.beat = std::time::Instant::now();
+        }
+    }
+
+    /// Captured interfaces whose thread has not come round its loop for longer than
+    /// `max_age` (stuck, or gone without detaching), with how long.
+    pub fn stalled(&self, max_age: std::time::Duration) -> Vec<(String, std::time::Duration)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.capturing)
+            .map(|(n, e)| (n.clone(), e.beat.elapsed()))
+            .filter(|(_, age)| *age > max_age)
+            .collect()
     }
 
     /// Marks an interface as no longer captured; its figures stay until reported.

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What the probed application sees: headroom, not the kubelet.
 pub use super::spec::USER_AGENT;
-/// The kubelet reads at most this much of a probe's response body.
-const MAX_BODY: usize = 10 * 1024;
+/// The kubelet reads at most this much of an HTTP probe's response body; a gRPC probe's
+/// response larger than this is a failure.
+pub const MAX_BODY: usize = 10 * 1024;
 
 /// One attempt: how it went and how long it took (a timeout takes its full timeout).
 #[derive(Debug, Clone, PartialEq)]
@@ -342,11 +343,29 @@ async fn grpc_check(host: IpAddr, port: u16, service: &str) -> Result<(), String
         if parts.status != hyper::StatusCode::OK {
             return Err(format!("HTTP status {} from a gRPC server", parts.status));
         }
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("reading the gRPC response from {addr}: {e}"))?;
-        let trailers = body.trailers().cloned().unwrap_or_default();
+        // Bounded like an HTTP probe's body: a HealthCheckResponse is a few bytes, and a pod
+        // that streams more gets a failure, not the agent's memory.
+        let mut body = body;
+        let mut data = Vec::new();
+        let mut trailers = hyper::HeaderMap::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("reading the gRPC response from {addr}: {e}"))?;
+            match frame.into_data() {
+                Ok(d) => {
+                    if data.len() + d.len() > MAX_BODY {
+                        return Err(format!(
+                            "gRPC response from {addr} larger than {MAX_BODY} bytes; a HealthCheckResponse is a few bytes"
+                        ));
+                    }
+                    data.extend_from_slice(&d);
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers.extend(t);
+                    }
+                }
+            }
+        }
         let code = trailers
             .get("grpc-status")
             .or(parts.headers.get("grpc-status"))
@@ -361,7 +380,7 @@ async fn grpc_check(host: IpAddr, port: u16, service: &str) -> Result<(), String
                 .unwrap_or("");
             return Err(format!("gRPC status {code} {msg}").trim().to_string());
         }
-        match health_status(&body.to_bytes()) {
+        match health_status(&data) {
             Some(1) => Ok(()),
             Some(2) => Err("NOT_SERVING".into()),
             Some(3) => Err("SERVICE_UNKNOWN".into()),
@@ -751,5 +770,62 @@ mod tests {
         .await;
         assert_eq!(a.outcome, Outcome::Error);
         assert!(a.error.unwrap().contains("refused"));
+    }
+
+    /// A gRPC health server that answers with a 100 MiB body, 1 MiB a frame, counting what it
+    /// was let to send: the probe fails naming the bound, and the server could hand over only
+    /// what HTTP/2 flow control lets through before the agent stopped reading (nothing near
+    /// 100 MiB was ever buffered).
+    #[tokio::test]
+    async fn a_huge_grpc_response_fails_with_bounded_reads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const CHUNK: usize = 1 << 20;
+        const OFFERED: usize = 100;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_req| {
+                let counter = counter.clone();
+                async move {
+                    let frames = futures::stream::iter(0..OFFERED).map(move |i| {
+                        counter.fetch_add(CHUNK, Ordering::SeqCst);
+                        let mut chunk = vec![0u8; CHUNK];
+                        if i == 0 {
+                            // A length prefix announcing the whole body as one message.
+                            chunk[1..5]
+                                .copy_from_slice(&((OFFERED * CHUNK - 5) as u32).to_be_bytes());
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(
+                            chunk,
+                        )))
+                    });
+                    hyper::Response::builder()
+                        .header(hyper::header::CONTENT_TYPE, "application/grpc")
+                        .body(http_body_util::StreamBody::new(frames))
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        use futures::StreamExt;
+        let target = Target::Grpc {
+            host: addr.ip(),
+            port: addr.port(),
+            service: String::new(),
+        };
+        let a = attempt(&target, Duration::from_secs(20), 0.5).await;
+        let sent = sent.load(Ordering::SeqCst);
+        assert_eq!(a.outcome, Outcome::Error, "{a:?}");
+        let e = a.error.unwrap();
+        assert!(e.contains("larger than 10240 bytes"), "{e}");
+        assert!(
+            sent <= 8 * CHUNK,
+            "the server handed over {sent} bytes of {} offered",
+            OFFERED * CHUNK
+        );
     }
 }

@@ -303,21 +303,26 @@ pub fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
     }
 }
 
+/// Where a probe connects: always the pod's IP. A `host` that names anything else (IMDS, the
+/// node's loopback, another pod, a name) is not shadowed, with a reason starting `host:`: the
+/// agent runs in the node's network, and a pod must not choose what it connects to there.
 fn host_of(explicit: Option<&str>, pod_ip: Option<&str>) -> Result<IpAddr, String> {
+    let pod = match pod_ip {
+        None => return Err("pod has no IP yet (not scheduled or sandbox not ready)".to_string()),
+        Some(ip) => ip
+            .parse::<IpAddr>()
+            .map_err(|_| format!("pod IP '{ip}' is not an IP address"))?,
+    };
     match explicit.filter(|h| !h.is_empty()) {
-        Some(h) => h.parse::<IpAddr>().map_err(|_| {
-            format!(
-                "probe host '{h}' is not an IP address; headroom does not resolve names for probes"
-            )
-        }),
-        None => match pod_ip {
-            None => Err("pod has no IP yet (not scheduled or sandbox not ready)".to_string()),
-            Some(ip) => ip
-                .parse::<IpAddr>()
-                .map_err(|_| format!("pod IP '{ip}' is not an IP address")),
-        },
+        Some(h) if h.parse::<IpAddr>().ok() != Some(pod) => Err(format!(
+            "{HOST_REASON}: probe host '{h}' is not the pod's IP {pod}; headroom probes only the pod IP"
+        )),
+        _ => Ok(pod),
     }
 }
+
+/// The start of the reason for a probe whose `host` is not the pod's IP.
+pub const HOST_REASON: &str = "host";
 
 fn port_text(port: &IntOrString) -> String {
     match port {
@@ -503,7 +508,17 @@ mod tests {
             (
                 serde_json::json!({"httpGet": {"port": 8080, "host": "db.local"}}),
                 Some("10.0.0.1"),
-                "is not an IP address",
+                "host: probe host 'db.local' is not the pod's IP 10.0.0.1",
+            ),
+            (
+                serde_json::json!({"httpGet": {"port": 80, "host": "169.254.169.254"}}),
+                Some("10.0.0.1"),
+                "host: probe host '169.254.169.254' is not the pod's IP",
+            ),
+            (
+                serde_json::json!({"tcpSocket": {"port": 22, "host": "127.0.0.1"}}),
+                Some("10.0.0.1"),
+                "host: probe host '127.0.0.1' is not the pod's IP",
             ),
             (
                 serde_json::json!({"httpGet": {"port": 8443, "scheme": "FTP"}}),
@@ -526,6 +541,12 @@ mod tests {
             let err = s[0].action.clone().unwrap_err();
             assert!(err.contains(want), "{probe}: {err}");
         }
+        // The pod's own IP named as host is the pod IP: shadowed.
+        let s = probes_of(&web(
+            serde_json::json!({"tcpSocket": {"port": 8080, "host": "10.0.0.1"}}),
+            Some("10.0.0.1"),
+        ));
+        assert!(s[0].action.is_ok(), "{:?}", s[0].action);
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! Files inside a pod's root (`/proc/<pid>/root/...`), read as a hostile pod would want them
+//! misread: every path is resolved by the kernel inside the root (`openat2` with
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`), so an absolute or `..` symlink cannot leave it
+//! and a `/proc/self/...` magic link is refused; only a regular file is read (a FIFO, device or
+//! directory is refused after `fstat`, before any read); the open never blocks (`O_NONBLOCK`)
+//! and the read stops at a cap.
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::io::Read;
+use std::path::Path;
+
+/// The most the agent reads of any one pod file. resolv.conf is a few hundred bytes; glibc
+/// itself ignores what lies past a few KiB of search list.
+pub const MAX_POD_FILE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodFileError {
+    #[error("cannot open {path} in the pod root {root}: {source}")]
+    Open {
+        root: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} in the pod root {root} is a {kind}, not a regular file; not read")]
+    NotRegular {
+        root: String,
+        path: String,
+        kind: &'static str,
+    },
+    #[error("{path} in the pod root {root} is larger than {max} bytes; not read")]
+    TooLarge {
+        root: String,
+        path: String,
+        max: usize,
+    },
+    #[error("reading {path} in the pod root {root}: {source}")]
+    Read {
+        root: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Reads `path` (relative to the pod's root; a leading `/` is the root itself) of the pod
+/// whose root directory is `root`, at most `max` bytes. A file larger than `max` is an error,
+/// not a truncated read: half a resolv.conf can name a search domain the pod never uses.
+pub fn read_in_root(root: &Path, path: &str, max: usize) -> Result<Vec<u8>, PodFileError> {
+    let rel = path.trim_start_matches('/');
+    let err_open = |source: std::io::Error| PodFileError::Open {
+        root: root.display().to_string(),
+        path: path.to_string(),
+        source,
+    };
+    // The root itself is the agent's own `/proc/<pid>/root` link (or a test's directory):
+    // opened as a path only, nothing is read through it but what openat2 resolves below.
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err_open(e.into()))?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| err_open(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| err_open(e.into()))?;
+    let kind = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::RegularFile => None,
+        rustix::fs::FileType::Directory => Some("directory"),
+        rustix::fs::FileType::Fifo => Some("FIFO"),
+        rustix::fs::FileType::CharacterDevice => Some("character device"),
+        rustix::fs::FileType::BlockDevice => Some("block device"),
+        rustix::fs::FileType::Socket => Some("socket"),
+        _ => Some("special file"),
+    };
+    if let Some(kind) = kind {
+        return Err(PodFileError::NotRegular {
+            root: root.display().to_string(),
+            path: path.to_string(),
+            kind,
+        });
+    }
+    let too_large = || PodFileError::TooLarge {
+        root: root.display().to_string(),
+        path: path.to_string(),
+        max,
+    };
+    if st.st_size as u64 > max as u64 {
+        return Err(too_large());
+    }
+    // One byte past the cap tells a file that grew after fstat from one that fits.
+    let mut out = Vec::with_capacity((st.st_size as usize).min(max) + 1);
+    std::fs::File::from(fd)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|source| PodFileError::Read {
+            root: root.display().to_string(),
+            path: path.to_string(),
+            source,
+        })?;
+    if out.len() > max {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A pod root with `etc/` and a host-side directory its symlinks aim at.
+    fn roots() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let host = t.path().join("host");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        (t, root, host)
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let (_t, root, host) = roots();
+        // The host's file and a same-named one inside the pod root.
+        std::fs::write(host.join("resolv.conf"), "search host.secret\n").unwrap();
+        let inside = root.join(host.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("resolv.conf"), "search inside.pod\n").unwrap();
+        symlink(host.join("resolv.conf"), root.join("etc/resolv.conf")).unwrap();
+        let got = read_in_root(&root, "/etc/resolv.conf", MAX_POD_FILE).unwrap();
+        assert_eq!(got, b"search inside.pod\n");
+        // `..` cannot climb out either: it stops at the root.
+        symlink("../../../../../../../..", root.join("etc/up")).unwrap();
+        assert!(read_in_root(&root, "etc/up/etc/passwd", MAX_POD_FILE).is_err());
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        let (_t, root, _host) = roots();
+        symlink("/proc/self/root/etc/hostname", root.join("etc/resolv.conf")).unwrap();
+        // Inside the root /proc does not exist: refused, whatever the host has.
+        assert!(read_in_root(&root, "etc/resolv.conf", MAX_POD_FILE).is_err());
+        // The pod root being the host's own root: /proc/self/root is a magic link.
+        let e =
+            read_in_root(Path::new("/"), "proc/self/root/etc/hostname", MAX_POD_FILE).unwrap_err();
+        assert!(matches!(e, PodFileError::Open { .. }), "{e}");
+    }
+
+    #[test]
+    fn only_regular_files_up_to_the_cap() {
+        let (_t, root, _host) = roots();
+        let e = read_in_root(&root, "etc", MAX_POD_FILE).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        std::fs::write(root.join("etc/big"), vec![b'x'; MAX_POD_FILE + 1]).unwrap();
+        let e = read_in_root(&root, "etc/big", MAX_POD_FILE).unwrap_err();
+        assert!(matches!(e, PodFileError::TooLarge { .. }), "{e}");
+        std::fs::write(root.join("etc/fits"), vec![b'x'; MAX_POD_FILE]).unwrap();
+        assert_eq!(
+            read_in_root(&root, "etc/fits", MAX_POD_FILE).unwrap().len(),
+            MAX_POD_FILE
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let (_t, root, _host) = roots();
+        let fifo = root.join("etc/resolv.conf");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_in_root(&root, "etc/resolv.conf", MAX_POD_FILE));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO with no writer must not block");
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
+    }
+}
