@@ -91,7 +91,8 @@ pub async fn run(
             settings.rules.startup_grace,
             now,
         ),
-    };
+    }
+    .bounded(settings.max_findings);
     let grpc = bind(settings.otlp_grpc_listen, "otlp-grpc-listen").await?;
     let http = bind(settings.otlp_http_listen, "otlp-http-listen").await?;
     let api = bind(settings.http_listen, "http-listen").await?;
@@ -130,6 +131,7 @@ pub async fn run(
         fleet.clone(),
         settings.max_request_bytes,
         forward,
+        ingest::budget::Budget::new(settings.memory_limit, settings.max_concurrent_requests),
     ));
 
     {

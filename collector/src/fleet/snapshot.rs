@@ -30,6 +30,9 @@ pub struct IngestStats {
     /// Listeners and probes removed (their node still reporting) after no data for
     /// `node_expiry`: the pod went away.
     pub listeners_probes_expired: u64,
+    /// What each bound refused (points, nodes, series, bytes), by the bound's name: see
+    /// [`super::Bound`].
+    pub bounds: BTreeMap<&'static str, u64>,
 }
 
 /// The fleet at one instant: what `/api/v1/fleet` returns and what the rules read.

@@ -313,7 +313,8 @@ fn limits_bound_memory_and_nodes_expire() {
         a,
         Applied {
             accepted: 10,
-            rejected: 90
+            rejected: 90,
+            over_series: 0
         }
     );
     f.apply_metrics(&window("n2", t0, 1.0, 0.0), at(t0));
@@ -353,7 +354,8 @@ fn listeners_and_probes_are_bounded_and_expire() {
         a,
         Applied {
             accepted: 12,
-            rejected: 18
+            rejected: 18,
+            over_series: 0
         }
     );
     f.apply_metrics(
@@ -401,4 +403,46 @@ fn window_records_stay_small() {
         (Count::of(4.0).get(), Count::default().get()),
         (Some(4), None)
     );
+}
+
+/// One request for `nodes` nodes, each with one generic point per value in `values`.
+fn many_nodes(nodes: usize, values: usize, t: u64) -> ExportMetricsServiceRequest {
+    let mut req = request("n0", vec![]);
+    let proto = req.resource_metrics.pop().unwrap();
+    req.resource_metrics = (0..nodes)
+        .map(|n| {
+            let mut rm = proto.clone();
+            rm.resource.as_mut().unwrap().attributes[1] = kv("k8s.node.name", &format!("n{n}"));
+            let points = (0..values)
+                .map(|v| point(vec![kv("user", &v.to_string())], 0, t * S, 1.0))
+                .collect();
+            rm.scope_metrics[0].metrics = vec![gauge("app.sessions", points)];
+            rm
+        })
+        .collect();
+    req
+}
+
+#[test]
+fn one_request_adds_few_nodes_and_the_fleet_few_series() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits {
+        max_new_nodes_per_request: 3,
+        max_series: 10,
+        ..Limits::default()
+    });
+    let a = f.apply_metrics(&many_nodes(1000, 2, t0), at(t0));
+    assert_eq!(a.accepted, 6, "3 nodes × 2 series");
+    let s = f.snapshot(at(t0));
+    assert_eq!(s.nodes, 3);
+    assert_eq!(s.ingest.bounds[Bound::NodesPerRequest.name()], 997);
+    // Known nodes are not new: their points are taken; 4 more series fit the budget of 10.
+    let a = f.apply_metrics(&many_nodes(3, 4, t0 + 1), at(t0 + 1));
+    assert_eq!((a.accepted, a.over_series), (10, 2));
+    let s = f.snapshot(at(t0 + 1));
+    assert_eq!(s.ingest.bounds[Bound::SeriesMax.name()], 2);
+    // Expired nodes give their series back.
+    f.expire(at(t0 + 2000));
+    let a = f.apply_metrics(&many_nodes(2, 5, t0 + 2000), at(t0 + 2000));
+    assert_eq!(a.accepted, 10);
 }
