@@ -176,6 +176,20 @@ impl Class {
     }
 }
 
+/// Which part of the fleet `/api/v1/fleet` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Only this node (in every cluster, or in `cluster`).
+    pub node: Option<String>,
+    pub cluster: Option<String>,
+    /// Nodes after this (cluster, node).
+    pub after: Option<(String, String)>,
+    /// Most nodes in the page.
+    pub limit: usize,
+    /// Each interface's list of windows.
+    pub history: bool,
+}
+
 /// A bound that refused something, counted in [`IngestStats::bounds`] under its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -482,6 +496,80 @@ impl Fleet {
             nodes: self.nodes,
             clusters,
             ingest: self.stats.clone(),
+            next: None,
+        }
+    }
+
+    /// One page of the fleet: at most `q.limit` nodes in (cluster, node) order after
+    /// `q.after`, or the one node `q.node`; only those nodes are copied. Each cluster's
+    /// workloads (small: one entry per workload, summed over its pods) come with the first
+    /// page, or with `q.node`'s cluster.
+    pub fn page(&self, now: SystemTime, q: &PageQuery) -> FleetSnapshot {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let now_ns = ns(now);
+        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
+        let first = q.after.is_none();
+        let mut clusters: Vec<ClusterSnapshot> = Vec::new();
+        let mut taken = 0;
+        let mut next = None;
+        let mut last: Option<(String, String)> = None;
+        let start = q.after.as_ref().map(|(c, _)| c.as_str());
+        let range = match start {
+            Some(c) => self
+                .clusters
+                .range::<str, _>((std::ops::Bound::Included(c), Unbounded)),
+            None => self.clusters.range::<str, _>((Unbounded, Unbounded)),
+        };
+        'clusters: for (cname, nodes) in range {
+            if q.cluster.as_deref().is_some_and(|c| c != cname) {
+                continue;
+            }
+            let iter: Box<dyn Iterator<Item = (&String, &Node)>> = match (&q.node, &q.after) {
+                (Some(n), _) => Box::new(nodes.get_key_value(n).into_iter()),
+                (None, Some((c, after))) if c == cname => {
+                    Box::new(nodes.range::<str, _>((Excluded(after.as_str()), Unbounded)))
+                }
+                _ => Box::new(nodes.iter()),
+            };
+            let mut c = ClusterSnapshot {
+                name: cname.clone(),
+                ..ClusterSnapshot::default()
+            };
+            let mut more = false;
+            for (name, n) in iter {
+                if taken == q.limit {
+                    more = true;
+                    break;
+                }
+                c.nodes
+                    .push(n.snapshot(name, q.history, true, history_start));
+                taken += 1;
+                last = Some((cname.clone(), name.clone()));
+            }
+            if more {
+                next = last.take();
+                if !c.nodes.is_empty() {
+                    clusters.push(c);
+                }
+                break 'clusters;
+            }
+            if first || q.node.is_some() {
+                c.workloads = workloads::workloads(
+                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
+                    history_start,
+                );
+            }
+            if !c.nodes.is_empty() || !c.workloads.is_empty() {
+                clusters.push(c);
+            }
+        }
+        FleetSnapshot {
+            schema: snapshot::SCHEMA,
+            generated_at: rfc3339(now_ns),
+            nodes: self.nodes,
+            clusters,
+            ingest: self.stats.clone(),
+            next: next.map(|(c, n)| format!("{c}/{n}")),
         }
     }
 }

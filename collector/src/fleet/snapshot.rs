@@ -44,6 +44,10 @@ pub struct FleetSnapshot {
     pub nodes: usize,
     pub clusters: Vec<ClusterSnapshot>,
     pub ingest: IngestStats,
+    /// For a page of `/api/v1/fleet`: the `after` cursor of the next page (`cluster/node`),
+    /// absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -93,6 +97,7 @@ impl FleetSnapshot {
                 workloads,
             }],
             ingest: IngestStats::default(),
+            next: None,
         }
     }
 

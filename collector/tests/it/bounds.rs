@@ -260,7 +260,7 @@ fn hostile_load_is_shed_and_memory_stays_under_memory_limit() {
     let n = sent.load(Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
     let fleet = loop {
-        if let Some((200, body)) = request(&c.api, "GET", "/api/v1/fleet", &[], &[]) {
+        if let Some((200, body)) = request(&c.api, "GET", "/api/v1/fleet?node=good", &[], &[]) {
             break serde_json::from_slice::<serde_json::Value>(&body).unwrap();
         }
         assert!(Instant::now() < deadline);
@@ -274,6 +274,18 @@ fn hostile_load_is_shed_and_memory_stays_under_memory_limit() {
     );
     let nodes = fleet["nodes"].as_u64().unwrap();
     assert!(nodes <= 10_000, "{nodes}");
+    // A page of the 10 000 nodes holds the default 1000 and the cursor to the next.
+    let (code, body) = request(&c.api, "GET", "/api/v1/fleet?history=false", &[], &[]).unwrap();
+    assert_eq!(code, 200);
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let in_page: usize = page["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["nodes"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(in_page, 1000);
+    assert!(page["next"].is_string(), "{}", page["next"]);
     let (_, metrics) = request(&c.api, "GET", "/metrics", &[], &[]).unwrap();
     let m = String::from_utf8(metrics).unwrap();
     let refused = metric_value(&m, "headroom_collector_nodes_refused_per_request_total")

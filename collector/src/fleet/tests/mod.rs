@@ -446,3 +446,65 @@ fn one_request_adds_few_nodes_and_the_fleet_few_series() {
     let a = f.apply_metrics(&many_nodes(2, 5, t0 + 2000), at(t0 + 2000));
     assert_eq!(a.accepted, 10);
 }
+
+#[test]
+fn pages_walk_every_node_once_and_a_node_alone() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let mut all = Vec::new();
+    for c in ["a", "b", "c"] {
+        for n in 0..5 {
+            let name = format!("n{n}");
+            let mut req = window(&name, t0, 1.0, 0.0);
+            let res = req.resource_metrics[0].resource.as_mut().unwrap();
+            res.attributes.push(kv("k8s.cluster.name", c));
+            f.apply_metrics(&req, at(t0 + 10));
+            all.push(format!("{c}/{name}"));
+        }
+    }
+    let q = |after: Option<(String, String)>, limit| PageQuery {
+        node: None,
+        cluster: None,
+        after,
+        limit,
+        history: false,
+    };
+    for limit in [1, 2, 4, 5, 7, 15, 100] {
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let p = f.page(at(t0 + 11), &q(after.clone(), limit));
+            pages += 1;
+            assert_eq!(p.nodes, 15);
+            let names: Vec<String> = p
+                .nodes()
+                .map(|(c, n)| format!("{}/{}", c.name, n.name))
+                .collect();
+            assert!(names.len() <= limit);
+            seen.extend(names);
+            match p.next {
+                Some(n) => {
+                    assert_eq!(Some(&n), seen.last(), "the cursor is the page's last node");
+                    let (c, n) = n.split_once('/').unwrap();
+                    after = Some((c.to_string(), n.to_string()));
+                }
+                None => break,
+            }
+            assert!(pages < 100);
+        }
+        assert_eq!(seen, all, "limit {limit}");
+    }
+    let p = f.page(
+        at(t0 + 11),
+        &PageQuery {
+            node: Some("n3".into()),
+            cluster: Some("b".into()),
+            ..q(None, 1000)
+        },
+    );
+    let names: Vec<String> = p
+        .nodes()
+        .map(|(c, n)| format!("{}/{}", c.name, n.name))
+        .collect();
+    assert_eq!(names, ["b/n3"]);
+    assert!(p.next.is_none());
+}
