@@ -12,3 +12,4 @@ mod forwarding;
 mod hpa_kube;
 mod otlp_errors;
 mod python_sdk;
+mod state;
