@@ -240,3 +240,54 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes() {
+        let fleet = Arc::new(Mutex::new(Fleet::new(Default::default())));
+        let stop = CancellationToken::new();
+        // Nothing listens on 127.0.0.1:1: the first request is retried for seconds, and the
+        // rest wait in the queue.
+        let url = traces_url("http://127.0.0.1:1", TracesProtocol::Http).unwrap();
+        let f = Forwarder::start(url, TracesProtocol::Http, fleet.clone(), stop.clone());
+        let span = Span {
+            name: "s".into(),
+            attributes: vec![KeyValue {
+                key: "blob".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("x".repeat(1 << 20))),
+                }),
+                key_strindex: 0,
+            }],
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        for _ in 0..40 {
+            f.send(&req);
+        }
+        let fit = QUEUE_BYTES / req.encoded_len();
+        let s = fleet
+            .lock()
+            .unwrap()
+            .snapshot_lean(std::time::SystemTime::now());
+        stop.cancel();
+        assert_eq!(s.ingest.spans_forward_dropped, 40 - fit as u64);
+        assert_eq!(
+            s.ingest.bounds["traces_queue_bytes"],
+            ((40 - fit) * req.encoded_len()) as u64
+        );
+    }
+}

@@ -227,6 +227,46 @@ fn hostile_load_is_shed_and_memory_stays_under_memory_limit() {
         "16 parallel large requests, 8 slots: some shed: {codes:?}"
     );
 
+    // 4b. The same over gRPC: 32 concurrent exports, RESOURCE_EXHAUSTED when shed.
+    let grpc_codes: Vec<tonic::Code> = rt.block_on(async {
+        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+        let req = ExportMetricsServiceRequest::decode(&big[..]).unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let (addr, req) = (format!("http://{}", c.grpc), req.clone());
+            set.spawn(async move {
+                let mut client = MetricsServiceClient::connect(addr).await.unwrap();
+                let mut codes = Vec::new();
+                for _ in 0..3 {
+                    codes.push(match client.export(req.clone()).await {
+                        Ok(_) => tonic::Code::Ok,
+                        Err(s) => s.code(),
+                    });
+                }
+                codes
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.extend(r.unwrap());
+        }
+        all
+    });
+    let grpc_shed = grpc_codes
+        .iter()
+        .filter(|&&c| c == tonic::Code::ResourceExhausted)
+        .count();
+    assert!(
+        grpc_codes
+            .iter()
+            .all(|&c| c == tonic::Code::Ok || c == tonic::Code::ResourceExhausted),
+        "{grpc_codes:?}"
+    );
+    assert!(
+        grpc_shed > 0,
+        "32 concurrent gRPC exports, 8 slots: some shed"
+    );
+
     // 5. 64 parallel GETs of the fleet (10 000 nodes).
     let fleet_codes: Vec<u16> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..64)
@@ -243,9 +283,10 @@ fn hostile_load_is_shed_and_memory_stays_under_memory_limit() {
     let hwm = vm(pid, "VmHWM");
     eprintln!(
         "collector RSS {start_rss} KiB at start, peak {hwm} KiB (limit {} KiB); \
-         large requests shed {shed}/{}; fleet GETs shed {}/64; good sender shed {} times",
+         large requests shed {shed}/{} (gRPC {grpc_shed}/{}); fleet GETs shed {}/64; good sender shed {} times",
         LIMIT_MIB << 10,
         codes.len(),
+        grpc_codes.len(),
         fleet_codes.iter().filter(|&&c| c == 429).count(),
         shed_seen.load(Ordering::Relaxed)
     );
@@ -304,6 +345,9 @@ fn hostile_load_is_shed_and_memory_stays_under_memory_limit() {
         &m,
         "headroom_collector_requests_rejected_total{reason=\"shed_concurrency\"}",
     );
-    assert!(shed_counted >= shed as u64, "{shed_counted} < {shed}");
+    assert!(
+        shed_counted >= (shed + grpc_shed) as u64,
+        "{shed_counted} < {shed} + {grpc_shed}"
+    );
     eprintln!("{nodes} nodes in the fleet, {refused} new nodes refused, {n} good windows");
 }
