@@ -6,7 +6,9 @@
 //! estimated to need must stay under `memory_limit`. A request is shed before its body is
 //! read when the collector is already near the limit, and again before decoding when its
 //! estimated decoded size does not fit; a request whose decoded size alone exceeds a quarter
-//! of the limit is refused as too large.
+//! of the limit is refused as too large. A body being read is not reserved yet (its size is not
+//! known until it has arrived): at most `max_concurrent_requests` × `max_request_bytes` (twice
+//! that with gzip), which the resident set shows as it grows.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

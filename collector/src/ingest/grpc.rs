@@ -91,8 +91,9 @@ impl<Req: Message + Default> Decoder for BoundedDecoder<Req> {
         let decoded = wire::decoded_size(self.schema, bytes)
             .map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}")))
             .map_err(refuse)?;
+        // The message's bytes stay in tonic's buffer while it is decoded: reserved with it.
         self.ingest
-            .reserve(&mut admission, decoded)
+            .reserve(&mut admission, decoded.saturating_add(bytes.len()))
             .map_err(refuse)?;
         let msg = Req::decode(buf)
             .map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}")))

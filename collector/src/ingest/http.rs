@@ -224,7 +224,9 @@ pub async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Reply {
         } else {
             &super::wire::TRACES_REQUEST
         };
-        ingest.reserve(&mut admission, decoded_size(schema, enc, &bytes)?)?;
+        // The body itself stays in memory while it is decoded: reserved with it.
+        let decoded = decoded_size(schema, enc, &bytes)?;
+        ingest.reserve(&mut admission, decoded.saturating_add(bytes.len()))?;
         if metrics {
             decode::<ExportMetricsServiceRequest>(enc, &bytes)
                 .map(|r| encode(enc, &ingest.metrics(&r)))
