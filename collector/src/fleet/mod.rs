@@ -501,9 +501,9 @@ impl Fleet {
     }
 
     /// One page of the fleet: at most `q.limit` nodes in (cluster, node) order after
-    /// `q.after`, or the one node `q.node`; only those nodes are copied. Each cluster's
-    /// workloads (small: one entry per workload, summed over its pods) come with the first
-    /// page, or with `q.node`'s cluster.
+    /// `q.after`, or the one node `q.node`; only those nodes are copied. The workloads (small:
+    /// one entry per workload, summed over its pods) of each cluster in the first page, or of
+    /// `q.node`'s cluster, come with it.
     pub fn page(&self, now: SystemTime, q: &PageQuery) -> FleetSnapshot {
         use std::ops::Bound::{Excluded, Unbounded};
         let now_ns = ns(now);
@@ -546,18 +546,18 @@ impl Fleet {
                 taken += 1;
                 last = Some((cname.clone(), name.clone()));
             }
+            if first || q.node.is_some() {
+                c.workloads = workloads::workloads(
+                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
+                    history_start,
+                );
+            }
             if more {
                 next = last.take();
                 if !c.nodes.is_empty() {
                     clusters.push(c);
                 }
                 break 'clusters;
-            }
-            if first || q.node.is_some() {
-                c.workloads = workloads::workloads(
-                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
-                    history_start,
-                );
             }
             if !c.nodes.is_empty() || !c.workloads.is_empty() {
                 clusters.push(c);

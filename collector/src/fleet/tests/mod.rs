@@ -508,3 +508,32 @@ fn pages_walk_every_node_once_and_a_node_alone() {
     assert_eq!(names, ["b/n3"]);
     assert!(p.next.is_none());
 }
+
+#[test]
+fn the_first_page_carries_its_clusters_workloads_even_when_full() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let pods: Vec<PodWindow> = vec![("p0", 1.0, 2.0, 0.0, 0.0), ("p1", 1.0, 2.0, 0.0, 0.0)];
+    for n in ["n1", "n2", "n3"] {
+        f.apply_metrics(
+            &listeners(n, t0 * S, (t0 + 10) * S, t0 * S, &pods),
+            at(t0 + 10),
+        );
+    }
+    let full = f.snapshot_with(at(t0 + 10), false);
+    assert!(!full.clusters[0].workloads.is_empty());
+    let q = PageQuery {
+        node: None,
+        cluster: None,
+        after: None,
+        limit: 2,
+        history: false,
+    };
+    let p = f.page(at(t0 + 10), &q);
+    assert_eq!(p.clusters[0].nodes.len(), 2);
+    assert!(p.next.is_some());
+    assert_eq!(
+        serde_json::to_value(&p.clusters[0].workloads).unwrap(),
+        serde_json::to_value(&full.clusters[0].workloads).unwrap()
+    );
+}
