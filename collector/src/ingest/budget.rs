@@ -6,7 +6,11 @@
 //! estimated to need must stay under `memory_limit`. A request is shed before its body is
 //! read when the collector is already near the limit, and again before decoding when its
 //! estimated decoded size does not fit; a request whose decoded size alone exceeds a quarter
-//! of the limit is refused as too large. A body being read is not reserved yet (its size is not
+//! of the limit is refused as too large. One request is always let through when none holds a
+//! reservation: memory freed by the allocator is not always given back to the kernel, so a
+//! resident set that stays high after a burst must not shed every sender for good; one
+//! request at a time still makes progress, and its decoded size is at most a quarter of the
+//! limit. A body being read is not reserved yet (its size is not
 //! known until it has arrived): at most `max_concurrent_requests` × `max_request_bytes` (twice
 //! that with gzip), which the resident set shows as it grows.
 
@@ -95,7 +99,8 @@ impl Budget {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Shed::Concurrency)?;
-        if self.in_use() >= self.limit / 100 * HIGH_WATER_PERCENT {
+        let idle = self.reserved.load(Ordering::Acquire) == 0;
+        if !idle && self.in_use() >= self.limit / 100 * HIGH_WATER_PERCENT {
             return Err(Shed::Memory);
         }
         Ok(Admission {
@@ -109,7 +114,9 @@ impl Budget {
     /// dropped; Err when that would go over the limit.
     pub fn reserve(&self, admission: &mut Admission, bytes: usize) -> Result<(), Shed> {
         let before = self.reserved.fetch_add(bytes, Ordering::AcqRel);
-        if (self.rss)().saturating_add(before).saturating_add(bytes) > self.limit {
+        let over = (self.rss)().saturating_add(before).saturating_add(bytes) > self.limit;
+        // The only reservation: let it through (see the module's doc).
+        if over && before != 0 {
             self.reserved.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Shed::Memory);
         }
@@ -131,19 +138,30 @@ mod tests {
     fn slots_and_memory_are_bounded_and_given_back() {
         let b = Budget::with_rss(1000, 2, || 100);
         let mut one = b.admit().unwrap();
-        let _two = b.admit().unwrap();
+        let mut two = b.admit().unwrap();
         assert!(matches!(b.admit(), Err(Shed::Concurrency)));
-        assert_eq!(b.reserve(&mut one, 901), Err(Shed::Memory));
-        b.reserve(&mut one, 850).unwrap();
+        b.reserve(&mut one, 500).unwrap();
+        assert_eq!(b.reserve(&mut two, 401), Err(Shed::Memory));
+        b.reserve(&mut two, 350).unwrap();
         assert_eq!(b.in_use(), 950);
         drop(one);
+        assert_eq!(b.in_use(), 450);
+        drop(two);
         assert_eq!(b.in_use(), 100);
         let _three = b.admit().unwrap();
     }
 
     #[test]
-    fn near_the_limit_nothing_is_admitted() {
-        let b = Budget::with_rss(1000, 2, || 950);
+    fn near_the_limit_only_one_request_at_a_time_goes_through() {
+        let b = Budget::with_rss(1000, 4, || 990);
+        // Nothing reserved: admitted although over the high-water mark, and reserved.
+        let mut one = b.admit().unwrap();
+        b.reserve(&mut one, 200).unwrap();
+        // While it holds memory, the next is shed.
         assert!(matches!(b.admit(), Err(Shed::Memory)));
+        drop(one);
+        let (mut two, mut three) = (b.admit().unwrap(), b.admit().unwrap());
+        b.reserve(&mut two, 10).unwrap();
+        assert_eq!(b.reserve(&mut three, 10), Err(Shed::Memory));
     }
 }

@@ -121,7 +121,11 @@ fn sigkill_while_writing_state_never_leaves_a_damaged_file() {
     let (mut written, mut kills, mut shrinks) = (0, 0, 0);
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for round in 0..20 {
-        let mut c = Collector::start_with(&["--config", cfg.to_str().unwrap()]);
+        // 2000 finding changes a second: logged at info, so warnings only.
+        let mut c = Collector::start_with_env(
+            &["--config", cfg.to_str().unwrap()],
+            &[("RUST_LOG", "warn")],
+        );
         // The state from the last round loaded: no file was set aside.
         assert!(
             !files(dir.path()).iter().any(|n| n.contains("corrupt")),
@@ -138,7 +142,8 @@ fn sigkill_while_writing_state_never_leaves_a_damaged_file() {
             std::thread::spawn(move || {
                 let t = Instant::now();
                 let mut i = 0;
-                while t.elapsed() < run_for {
+                // Until the collector is killed (bounded: 30 s).
+                while t.elapsed() < Duration::from_secs(30) {
                     // Refused once the collector is killed: the round is over.
                     if request(&addr, "POST", "/v1/metrics", &[PB], &bodies[i % 2]).is_none() {
                         break;
@@ -148,6 +153,18 @@ fn sigkill_while_writing_state_never_leaves_a_damaged_file() {
                 }
             })
         };
+        // Wait for this round's first write (on a busy machine the first evaluation may take
+        // a while), then kill at a random moment or when the file shrinks.
+        let mtime = || std::fs::metadata(&state).and_then(|m| m.modified()).ok();
+        let before = mtime();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while mtime() == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no state written in 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let t = Instant::now();
         let mut largest = 0;
         while t.elapsed() < run_for {
