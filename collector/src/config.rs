@@ -23,6 +23,16 @@ pub struct Config {
     /// Largest request body accepted after decompression; larger ones get 413 /
     /// RESOURCE_EXHAUSTED.
     pub max_request_bytes: usize,
+    /// Memory the collector aims to stay under (`512MiB`, `1GiB`; KiB/MiB/GiB or plain bytes):
+    /// its resident set plus what requests being decoded will need. Over 90 % of it, ingest
+    /// sheds requests before reading them (HTTP 429 with Retry-After, gRPC
+    /// RESOURCE_EXHAUSTED); a request whose decoded size would not fit is shed before it is
+    /// decoded, and one that alone would take over a quarter of it gets 413 /
+    /// RESOURCE_EXHAUSTED. Set it below the container's memory limit.
+    pub memory_limit: String,
+    /// Most OTLP requests (HTTP and gRPC together) handled at a time; further ones are shed
+    /// (429 / RESOURCE_EXHAUSTED) before their body is read.
+    pub max_concurrent_requests: usize,
     /// A node that sent nothing for this long leaves the fleet.
     pub node_expiry: String,
     /// Most distinct attribute sets kept per metric and node (other OTLP senders' metrics);
@@ -38,6 +48,15 @@ pub struct Config {
     pub max_listeners_per_node: usize,
     /// Most shadowed probes (pod, container, probe kind) kept per node.
     pub max_probes_per_node: usize,
+    /// Most nodes one request may add to the fleet; further new nodes in it are rejected and
+    /// counted (an agent sends one node per request, a gateway a batch).
+    pub max_new_nodes_per_request: usize,
+    /// Most latest-value series (other senders' metrics) over all nodes together: the bound
+    /// that `max_series_per_metric` × `max_metrics_per_node` × `max_nodes` is not.
+    pub max_series: usize,
+    /// Most findings tracked; over it the oldest resolved one is forgotten, and with none
+    /// resolved new findings are not tracked (both counted).
+    pub max_findings: usize,
     /// Span of history the workload figures (busy mean/p95/max, queue max, saturated
     /// seconds) and the probe attempt counts cover: long enough for an HPA's view of load,
     /// short enough that memory stays small (every listener keeps each window of this span).
@@ -79,6 +98,8 @@ impl Default for Config {
             otlp_http_listen: "0.0.0.0:4318".into(),
             http_listen: "0.0.0.0:9464".into(),
             max_request_bytes: 8 << 20,
+            memory_limit: "512MiB".into(),
+            max_concurrent_requests: 16,
             node_expiry: text(l.node_expiry),
             max_series_per_metric: l.max_series_per_metric,
             max_metrics_per_node: l.max_metrics_per_node,
@@ -86,6 +107,9 @@ impl Default for Config {
             max_nodes: l.max_nodes,
             max_listeners_per_node: l.max_listeners_per_node,
             max_probes_per_node: l.max_probes_per_node,
+            max_new_nodes_per_request: l.max_new_nodes_per_request,
+            max_series: l.max_series,
+            max_findings: crate::findings::engine::MAX_FINDINGS,
             workload_history: text(l.workload_history),
             traces_endpoint: None,
             alertmanager_urls: Vec::new(),
@@ -110,6 +134,10 @@ pub struct Settings {
     pub otlp_http_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub max_request_bytes: usize,
+    /// Bytes.
+    pub memory_limit: usize,
+    pub max_concurrent_requests: usize,
+    pub max_findings: usize,
     pub limits: Limits,
     pub traces_endpoint: Option<hyper::Uri>,
     pub sinks: SinkSettings,
@@ -217,9 +245,27 @@ impl Config {
             ("max_nodes", self.max_nodes),
             ("max_listeners_per_node", self.max_listeners_per_node),
             ("max_probes_per_node", self.max_probes_per_node),
+            ("max_new_nodes_per_request", self.max_new_nodes_per_request),
+            ("max_series", self.max_series),
+            ("max_findings", self.max_findings),
+            ("max_concurrent_requests", self.max_concurrent_requests),
         ] {
             if v == 0 {
                 check.push(Invalid::number(name, 0, "must be at least 1"));
+            }
+        }
+        let memory_limit = check.take(memory(&self.memory_limit));
+        if let Some(m) = memory_limit {
+            // One request's decoded share is a quarter of the limit: it must hold a body.
+            if m / 4 < self.max_request_bytes {
+                check.push(Invalid::text(
+                    "memory_limit",
+                    &self.memory_limit,
+                    format!(
+                        "must be at least four times max_request_bytes ({} bytes)",
+                        self.max_request_bytes
+                    ),
+                ));
             }
         }
         let traces_endpoint = match &self.traces_endpoint {
@@ -279,6 +325,9 @@ impl Config {
                 otlp_http_listen: http?,
                 http_listen: api?,
                 max_request_bytes: self.max_request_bytes,
+                memory_limit: memory_limit?,
+                max_concurrent_requests: self.max_concurrent_requests,
+                max_findings: self.max_findings,
                 traces_endpoint: traces_endpoint?,
                 sinks: SinkSettings {
                     alertmanagers: alertmanager_urls?,
@@ -298,12 +347,34 @@ impl Config {
                     max_nodes: self.max_nodes,
                     max_listeners_per_node: self.max_listeners_per_node,
                     max_probes_per_node: self.max_probes_per_node,
+                    max_new_nodes_per_request: self.max_new_nodes_per_request,
+                    max_series: self.max_series,
                     workload_history: history?,
                 },
             })
         })();
         check.finish(settings)
     }
+}
+
+/// A size such as `512MiB`, `1GiB`, `65536KiB` or plain bytes, at least 32 MiB.
+fn memory(text: &str) -> Result<usize, Invalid> {
+    const EXPECTED: &str = "expected a size of at least 32MiB such as 512MiB or 1GiB";
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let unit = match t[digits..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(Invalid::text("memory_limit", text, EXPECTED)),
+    };
+    t[..digits]
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&b| b >= 32 << 20)
+        .ok_or_else(|| Invalid::text("memory_limit", text, EXPECTED))
 }
 
 /// A plain-HTTP URL with a host (https is not supported yet).
@@ -358,6 +429,28 @@ mod tests {
         assert_eq!(s.limits.node_expiry, Duration::from_secs(900));
         assert_eq!(s.limits.workload_history, Duration::from_secs(900));
         assert_eq!(s.traces_protocol, TracesProtocol::Http);
+        assert_eq!(s.memory_limit, 512 << 20);
+        assert_eq!(s.max_concurrent_requests, 16);
+    }
+
+    #[test]
+    fn memory_limit_takes_binary_units_and_a_floor() {
+        assert_eq!(memory("1GiB"), Ok(1 << 30));
+        assert_eq!(memory("65536KiB"), Ok(64 << 20));
+        assert_eq!(memory("33554432"), Ok(32 << 20));
+        for bad in ["1MiB", "512MB", "lots", "", "99999999999999999999GiB"] {
+            assert!(memory(bad).is_err(), "{bad}");
+        }
+        let c = Config {
+            memory_limit: "32MiB".into(),
+            max_request_bytes: 16 << 20,
+            ..Config::default()
+        };
+        let errs = c.validate().unwrap_err();
+        assert!(
+            errs[0].to_string().contains("four times max_request_bytes"),
+            "{errs:?}"
+        );
     }
 
     #[test]

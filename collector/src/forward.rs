@@ -2,9 +2,10 @@
 //! (e.g. Jaeger or Tempo), so they appear in the user's tracing backend: re-encoded as OTLP/HTTP
 //! protobuf and POSTed to `URL/v1/traces` (`--traces-protocol http`, the default), or sent with
 //! the OTLP/gRPC `TraceService/Export` call through tonic (`--traces-protocol grpc`, endpoint
-//! such as http://tempo:4317). A bounded queue (1000 requests) decouples ingest from the
-//! downstream: when it is full, or a request fails 5 times (250 ms doubling backoff), its spans
-//! are dropped and counted; ingest never waits.
+//! such as http://tempo:4317). A queue bounded in bytes ([`QUEUE_BYTES`] of encoded requests,
+//! which is what it holds) decouples ingest from the downstream: when a request does not fit,
+//! or fails 5 times (250 ms doubling backoff), its spans are dropped and counted; ingest never
+//! waits.
 
 use crate::check::Invalid;
 use crate::fleet::Fleet;
@@ -14,12 +15,16 @@ use hyper::body::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const QUEUE: usize = 1000;
+/// Most bytes of encoded requests waiting for the traces endpoint.
+pub const QUEUE_BYTES: usize = 32 << 20;
+/// Most requests waiting (each takes a slot however small).
+const QUEUE: usize = 10_000;
 const ATTEMPTS: u32 = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,9 +37,13 @@ pub enum TracesProtocol {
     Grpc,
 }
 
+/// One queued request: its protobuf encoding and its span count.
+type Queued = (Bytes, u64);
+
 pub struct Forwarder {
-    tx: mpsc::Sender<(ExportTraceServiceRequest, u64)>,
+    tx: mpsc::Sender<Queued>,
     fleet: Arc<Mutex<Fleet>>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// For HTTP, `URL/v1/traces` for a base URL (kept as is when it already ends so); for gRPC the
@@ -81,8 +90,9 @@ impl Forwarder {
                 Transport::Grpc(TraceServiceClient::new(channel))
             }
         };
-        tokio::spawn(run(rx, url, transport, fleet.clone(), stop));
-        Forwarder { tx, fleet }
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(rx, url, transport, fleet.clone(), queued.clone(), stop));
+        Forwarder { tx, fleet, queued }
     }
 
     /// Queues one request for the downstream; never waits.
@@ -96,9 +106,27 @@ impl Forwarder {
         if spans == 0 {
             return;
         }
-        if self.tx.try_send((req.clone(), spans)).is_err() {
-            count(&self.fleet, 0, spans);
+        let len = req.encoded_len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.full(spans, len);
+            return;
         }
+        if self
+            .tx
+            .try_send((Bytes::from(req.encode_to_vec()), spans))
+            .is_err()
+        {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.full(spans, len);
+        }
+    }
+
+    fn full(&self, spans: u64, bytes: usize) {
+        let mut f = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
+        f.count_forwarded(0, spans);
+        f.count_bound(crate::fleet::Bound::TracesQueueBytes, bytes as u64);
     }
 }
 
@@ -124,10 +152,10 @@ enum Outcome {
 }
 
 impl Transport {
-    async fn send(&mut self, url: &hyper::Uri, req: &ExportTraceServiceRequest) -> Outcome {
+    async fn send(&mut self, url: &hyper::Uri, body: &Bytes) -> Outcome {
         match self {
             Transport::Http(client) => {
-                let body = Bytes::from(req.encode_to_vec());
+                let body = body.clone();
                 let r = hyper::Request::post(url.clone())
                     .header("content-type", "application/x-protobuf")
                     .body(Full::new(body))
@@ -146,7 +174,11 @@ impl Transport {
                 }
             }
             Transport::Grpc(client) => {
-                match tokio::time::timeout(TIMEOUT, client.export(req.clone())).await {
+                // Encoded by us a moment ago: it decodes.
+                let Ok(req) = ExportTraceServiceRequest::decode(&body[..]) else {
+                    return Outcome::Refused("cannot decode a queued request".into());
+                };
+                match tokio::time::timeout(TIMEOUT, client.export(req)).await {
                     Ok(Ok(_)) => Outcome::Sent,
                     Ok(Err(status)) => {
                         use tonic::Code::*;
@@ -165,10 +197,11 @@ impl Transport {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<(ExportTraceServiceRequest, u64)>,
+    mut rx: mpsc::Receiver<Queued>,
     url: hyper::Uri,
     mut transport: Transport,
     fleet: Arc<Mutex<Fleet>>,
+    queued: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
     loop {
@@ -199,10 +232,62 @@ async fn run(
                 }
             }
         }
+        queued.fetch_sub(req.len(), Ordering::AcqRel);
         if sent {
             count(&fleet, spans, 0);
         } else {
             count(&fleet, 0, spans);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes() {
+        let fleet = Arc::new(Mutex::new(Fleet::new(Default::default())));
+        let stop = CancellationToken::new();
+        // Nothing listens on 127.0.0.1:1: the first request is retried for seconds, and the
+        // rest wait in the queue.
+        let url = traces_url("http://127.0.0.1:1", TracesProtocol::Http).unwrap();
+        let f = Forwarder::start(url, TracesProtocol::Http, fleet.clone(), stop.clone());
+        let span = Span {
+            name: "s".into(),
+            attributes: vec![KeyValue {
+                key: "blob".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("x".repeat(1 << 20))),
+                }),
+                key_strindex: 0,
+            }],
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        for _ in 0..40 {
+            f.send(&req);
+        }
+        let fit = QUEUE_BYTES / req.encoded_len();
+        let s = fleet
+            .lock()
+            .unwrap()
+            .snapshot_lean(std::time::SystemTime::now());
+        stop.cancel();
+        assert_eq!(s.ingest.spans_forward_dropped, 40 - fit as u64);
+        assert_eq!(
+            s.ingest.bounds["traces_queue_bytes"],
+            ((40 - fit) * req.encoded_len()) as u64
+        );
     }
 }

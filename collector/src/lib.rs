@@ -77,21 +77,29 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CollectorError> {
-    // A damaged state file is a usage error, reported before any port is bound.
+    // A state file that cannot be read is a usage error, reported before any port is bound; a
+    // damaged one is moved aside and the collector starts without saved findings (exiting
+    // would only crash-loop it on the same file).
     let now = SystemTime::now();
+    let (keep, grace) = (settings.rules.keep_resolved, settings.rules.startup_grace);
     let engine = match &settings.state_file {
-        Some(path) => findings::Engine::load(
-            path,
-            settings.rules.keep_resolved,
-            settings.rules.startup_grace,
-            now,
-        )?,
-        None => findings::Engine::new(
-            settings.rules.keep_resolved,
-            settings.rules.startup_grace,
-            now,
-        ),
-    };
+        Some(path) => match findings::Engine::load(path, keep, grace, now) {
+            Ok(e) => e,
+            Err(e) if e.is_damage() => {
+                let aside = findings::set_aside(path, now)?;
+                tracing::warn!(
+                    message = "Damaged findings state file moved aside; starting without saved findings.",
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e
+                );
+                findings::Engine::new(keep, grace, now)
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => findings::Engine::new(keep, grace, now),
+    }
+    .bounded(settings.max_findings);
     let grpc = bind(settings.otlp_grpc_listen, "otlp-grpc-listen").await?;
     let http = bind(settings.otlp_http_listen, "otlp-http-listen").await?;
     let api = bind(settings.http_listen, "http-listen").await?;
@@ -130,6 +138,7 @@ pub async fn run(
         fleet.clone(),
         settings.max_request_bytes,
         forward,
+        ingest::budget::Budget::new(settings.memory_limit, settings.max_concurrent_requests),
     ));
 
     {

@@ -124,11 +124,18 @@ pub fn finding_id(rule: &str, subject: &Subject) -> String {
     format!("{h:016x}")
 }
 
+/// Most findings tracked by default: every rule reports per subject (node, workload, probe),
+/// so a hostile fleet could otherwise grow the map, the state file and every sink's queue.
+pub const MAX_FINDINGS: usize = 10_000;
+
 pub struct Engine {
     records: BTreeMap<String, Record>,
     keep_resolved: Duration,
     /// Until then (ns), findings the rules no longer report are kept as they are.
     hold_until: u64,
+    max_findings: usize,
+    /// Findings forgotten or never tracked because of `max_findings`.
+    dropped: u64,
 }
 
 impl Engine {
@@ -137,6 +144,42 @@ impl Engine {
             records: BTreeMap::new(),
             keep_resolved,
             hold_until: ns(now + startup_grace),
+            max_findings: MAX_FINDINGS,
+            dropped: 0,
+        }
+    }
+
+    /// At most `max` findings: over it the oldest resolved one is forgotten first; with none
+    /// resolved a new finding is not tracked. Both are counted ([`Engine::dropped`]).
+    pub fn bounded(mut self, max: usize) -> Engine {
+        self.max_findings = max.max(1);
+        self
+    }
+
+    /// Findings forgotten or never tracked because of the bound.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Room for one more record: forgets the oldest resolved one when full; false when every
+    /// record is pending or firing.
+    fn make_room(&mut self) -> bool {
+        if self.records.len() < self.max_findings {
+            return true;
+        }
+        let oldest = self
+            .records
+            .values()
+            .filter(|r| r.state == State::Resolved)
+            .min_by_key(|r| (r.resolved_at, r.started_at))
+            .map(|r| r.id.clone());
+        self.dropped += 1;
+        match oldest {
+            Some(id) => {
+                self.records.remove(&id);
+                true
+            }
+            None => false,
         }
     }
 
@@ -203,6 +246,9 @@ impl Engine {
                 }
                 existing => {
                     let previous = existing.map(|r| r.state);
+                    if previous.is_none() && !self.make_room() {
+                        continue;
+                    }
                     let firing = fires_now(now_ns);
                     let r = Record {
                         id: id.clone(),
@@ -430,5 +476,51 @@ mod tests {
         )
         .unwrap();
         assert!(none.records().next().is_none());
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+    use crate::rules::{Severity, Subject};
+    use std::time::UNIX_EPOCH;
+
+    fn finding(node: &str) -> (Finding, Duration) {
+        (
+            Finding {
+                rule: "R".into(),
+                severity: Severity::Warning,
+                subject: Subject {
+                    cluster: "c".into(),
+                    node: Some(node.into()),
+                    ..Subject::default()
+                },
+                summary: String::new(),
+                evidence: BTreeMap::new(),
+                fix: String::new(),
+            },
+            Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn findings_are_bounded_oldest_resolved_first() {
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let mut e = Engine::new(Duration::from_secs(3600), Duration::ZERO, at(0)).bounded(3);
+        e.update(vec![finding("a"), finding("b")], at(1));
+        e.update(vec![finding("b")], at(2)); // a resolves
+        e.update(vec![finding("c")], at(3)); // b resolves; a, b resolved, c firing
+        e.update(vec![finding("c"), finding("d")], at(4));
+        let nodes: Vec<_> = e.records().filter_map(|r| r.subject.node.clone()).collect();
+        assert_eq!(nodes.len(), 3);
+        assert!(!nodes.contains(&"a".to_string()), "{nodes:?}");
+        assert_eq!(e.dropped(), 1);
+        // All firing: no room, new ones are not tracked but counted.
+        e.update(
+            vec![finding("c"), finding("d"), finding("e"), finding("f")],
+            at(5),
+        );
+        assert_eq!(e.records().count(), 3);
+        assert!(e.dropped() >= 2);
     }
 }

@@ -7,7 +7,7 @@ pub mod engine;
 mod state;
 
 pub use engine::{Change, Engine, Record, State};
-pub use state::StateError;
+pub use state::{set_aside, StateError};
 
 use crate::alerts::Sinks;
 use crate::fleet::Fleet;

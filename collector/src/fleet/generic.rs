@@ -2,7 +2,7 @@
 //! the link-local packets counter): the latest value per attribute set, bounded per node and
 //! per metric.
 
-use super::limits::Limits;
+use super::limits::{Limits, HISTORY, MAX_FUTURE};
 use super::otlp::{attributes, number, points_in, truncate};
 use opentelemetry_proto::tonic::metrics::v1::{metric, Metric, NumberDataPoint};
 use serde::Serialize;
@@ -25,41 +25,80 @@ struct MetricState {
 #[derive(Debug, Default)]
 pub struct Generic {
     metrics: BTreeMap<String, MetricState>,
+    /// Series over all metrics.
+    series: usize,
+}
+
+/// What one metric's points came to; `rejected` includes the three reasons after it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub future: u64,
+    pub old: u64,
+    pub over_series: u64,
 }
 
 impl Generic {
-    /// Takes one metric's points; returns (accepted, rejected).
-    pub fn take(&mut self, limits: &Limits, m: &Metric, now_ns: u64) -> (u64, u64) {
-        let (mut accepted, mut rejected) = (0, 0);
+    /// Series kept on this node.
+    pub fn series(&self) -> usize {
+        self.series
+    }
+
+    /// Takes one metric's points; `fleet_series` is the fleet-wide series count, bounded by
+    /// `max_series`.
+    pub fn take(
+        &mut self,
+        limits: &Limits,
+        m: &Metric,
+        now_ns: u64,
+        fleet_series: &mut usize,
+    ) -> Taken {
+        let mut t = Taken::default();
         let (kind, points) = generic_points(m);
-        rejected += (points_in(m) - points.len()) as u64;
+        t.rejected += (points_in(m) - points.len()) as u64;
         if points.is_empty() {
-            return (accepted, rejected);
+            return t;
         }
         let name = truncate(m.name.clone());
         if !self.metrics.contains_key(&name) && self.metrics.len() >= limits.max_metrics_per_node {
-            return (accepted, rejected + points.len() as u64);
+            t.rejected += points.len() as u64;
+            return t;
         }
+        let newest = now_ns.saturating_add(MAX_FUTURE.as_nanos() as u64);
+        let oldest = now_ns.saturating_sub(HISTORY.as_nanos() as u64);
         let state = self.metrics.entry(name).or_default();
         state.kind = kind;
         state.unit = truncate(m.unit.clone());
-        for (a, value, t) in points {
-            let time_ns = if t == 0 { now_ns } else { t };
+        for (a, value, time) in points {
+            let time_ns = if time == 0 { now_ns } else { time };
+            if time_ns > newest || time_ns < oldest {
+                *(if time_ns > newest {
+                    &mut t.future
+                } else {
+                    &mut t.old
+                }) += 1;
+                t.rejected += 1;
+                continue;
+            }
             let fits = state.series.len() < limits.max_series_per_metric;
             match state.series.get_mut(&a) {
                 Some(p) if p.time_ns <= time_ns => *p = Point { value, time_ns },
                 Some(_) => {}
-                None if fits => {
+                None if fits && *fleet_series < limits.max_series => {
                     state.series.insert(a, Point { value, time_ns });
+                    self.series += 1;
+                    *fleet_series += 1;
                 }
                 None => {
-                    rejected += 1;
+                    t.over_series += u64::from(fits);
+                    t.rejected += 1;
                     continue;
                 }
             }
-            accepted += 1;
+            t.accepted += 1;
         }
-        (accepted, rejected)
+        t
     }
 
     pub fn snapshot(&self) -> Vec<MetricSnapshot> {

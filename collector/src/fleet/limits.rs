@@ -6,6 +6,10 @@ use std::time::Duration;
 pub const HISTORY: Duration = Duration::from_secs(3600);
 /// At most this many windows per interface or listener (one-second windows for an hour).
 pub const MAX_WINDOWS: usize = 3600;
+/// Points stamped further ahead of the collector's clock than this are refused: one would
+/// become an interface's `latest` (or a series' value) until the clock caught up, hiding the
+/// real windows. Agents' clocks are NTP-synced; five minutes is a broken clock, not skew.
+pub const MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
 
 /// Limits that keep the fleet model's memory bounded.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,6 +23,10 @@ pub struct Limits {
     pub max_nodes: usize,
     pub max_listeners_per_node: usize,
     pub max_probes_per_node: usize,
+    /// Most nodes one request may add to the fleet (an agent sends one; a gateway a batch).
+    pub max_new_nodes_per_request: usize,
+    /// Most latest-value series (other senders' metrics) over all nodes together.
+    pub max_series: usize,
     /// History the workload and probe figures cover (at most [`HISTORY`]).
     pub workload_history: Duration,
 }
@@ -33,6 +41,8 @@ impl Default for Limits {
             max_nodes: 10_000,
             max_listeners_per_node: 512,
             max_probes_per_node: 512,
+            max_new_nodes_per_request: 100,
+            max_series: 200_000,
             workload_history: Duration::from_secs(15 * 60),
         }
     }

@@ -44,7 +44,7 @@ pub use aggregate::p95;
 pub use dns::{DnsSnapshot, QnameCount, SourceCount, MAX_TOP};
 pub use generic::{MetricSnapshot, SeriesSnapshot};
 pub use interfaces::{EniSnapshot, WindowFigures};
-pub use limits::{Limits, HISTORY, MAX_WINDOWS};
+pub use limits::{Limits, HISTORY, MAX_FUTURE, MAX_WINDOWS};
 pub use listeners::ListenerSnapshot;
 pub use otlp::DEFAULT_CLUSTER;
 pub use probes::ProbeSnapshot;
@@ -176,17 +176,75 @@ impl Class {
     }
 }
 
+/// Which part of the fleet `/api/v1/fleet` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Only this node (in every cluster, or in `cluster`).
+    pub node: Option<String>,
+    pub cluster: Option<String>,
+    /// Nodes after this (cluster, node).
+    pub after: Option<(String, String)>,
+    /// Most nodes in the page.
+    pub limit: usize,
+    /// Each interface's list of windows.
+    pub history: bool,
+}
+
+/// A bound that refused something, counted in [`IngestStats::bounds`] under its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Data points stamped more than [`MAX_FUTURE`] ahead.
+    PointsFuture,
+    /// Data points older than the history kept ([`HISTORY`]).
+    PointsTooOld,
+    /// New nodes refused: the fleet holds `max_nodes`.
+    NodesMax,
+    /// New nodes refused: the request already added `max_new_nodes_per_request`.
+    NodesPerRequest,
+    /// New series refused: the fleet holds `max_series`.
+    SeriesMax,
+    /// Bytes of span requests not queued for the traces endpoint: the queue was full.
+    TracesQueueBytes,
+}
+
+impl Bound {
+    pub const ALL: [Bound; 6] = [
+        Bound::PointsFuture,
+        Bound::PointsTooOld,
+        Bound::NodesMax,
+        Bound::NodesPerRequest,
+        Bound::SeriesMax,
+        Bound::TracesQueueBytes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bound::PointsFuture => "points_future",
+            Bound::PointsTooOld => "points_too_old",
+            Bound::NodesMax => "nodes_max",
+            Bound::NodesPerRequest => "nodes_per_request",
+            Bound::SeriesMax => "series_max",
+            Bound::TracesQueueBytes => "traces_queue_bytes",
+        }
+    }
+}
+
 /// The result of one export request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
     pub accepted: u64,
+    /// All refused points (also those counted below).
     pub rejected: u64,
+    /// Of them, new series over `max_series`.
+    pub over_series: u64,
 }
 
 pub struct Fleet {
     limits: Limits,
     clusters: BTreeMap<String, BTreeMap<String, Node>>,
     nodes: usize,
+    /// Latest-value series over all nodes (bounded by `max_series`).
+    series: usize,
     stats: IngestStats,
 }
 
@@ -196,6 +254,7 @@ impl Fleet {
             limits,
             clusters: BTreeMap::new(),
             nodes: 0,
+            series: 0,
             stats: IngestStats::default(),
         }
     }
@@ -215,15 +274,34 @@ impl Fleet {
         self.stats.spans_forward_dropped += dropped;
     }
 
-    /// The node for a resource, created (and refreshed) if the node limit allows.
-    fn node(&mut self, res: &Attrs, now: SystemTime) -> Option<&mut Node> {
+    /// Counts `n` things a bound refused.
+    pub fn count_bound(&mut self, bound: Bound, n: u64) {
+        if n > 0 {
+            *self.stats.bounds.entry(bound.name()).or_default() += n;
+        }
+    }
+
+    /// The node for a resource, created (and refreshed) if the node limits allow; `created`
+    /// counts the nodes this request added.
+    fn node(&mut self, res: &Attrs, now: SystemTime, created: &mut usize) -> Option<&mut Node> {
         let (cluster, name) = identity(res);
         let exists = self
             .clusters
             .get(&cluster)
             .is_some_and(|c| c.contains_key(&name));
-        if !exists && self.nodes >= self.limits.max_nodes {
-            return None;
+        if !exists {
+            let refused = if self.nodes >= self.limits.max_nodes {
+                Some(Bound::NodesMax)
+            } else if *created >= self.limits.max_new_nodes_per_request {
+                Some(Bound::NodesPerRequest)
+            } else {
+                None
+            };
+            if let Some(b) = refused {
+                self.count_bound(b, 1);
+                return None;
+            }
+            *created += 1;
         }
         let node = self
             .clusters
@@ -255,6 +333,11 @@ impl Fleet {
         let limits = self.limits;
         let now_ns = ns(now);
         let mut applied = Applied::default();
+        let mut created = 0;
+        let (mut future, mut old) = (0, 0);
+        let newest = now_ns.saturating_add(MAX_FUTURE.as_nanos() as u64);
+        let oldest = now_ns.saturating_sub(HISTORY.as_nanos() as u64);
+        let mut series = self.series;
         for rm in &req.resource_metrics {
             let res = resource_attributes(rm.resource.as_ref());
             let total: u64 = rm
@@ -263,16 +346,19 @@ impl Fleet {
                 .flat_map(|s| &s.metrics)
                 .map(|m| points_in(m) as u64)
                 .sum();
-            let Some(node) = self.node(&res, now) else {
+            let Some(node) = self.node(&res, now, &mut created) else {
                 applied.rejected += total;
                 continue;
             };
             for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
                 let class = Class::of(&m.name);
                 if class == Class::Generic {
-                    let (accepted, rejected) = node.metrics.take(&limits, m, now_ns);
-                    applied.accepted += accepted;
-                    applied.rejected += rejected;
+                    let t = node.metrics.take(&limits, m, now_ns, &mut series);
+                    applied.accepted += t.accepted;
+                    applied.rejected += t.rejected;
+                    future += t.future;
+                    old += t.old;
+                    applied.over_series += t.over_series;
                     continue;
                 }
                 let points = match &m.data {
@@ -290,6 +376,11 @@ impl Fleet {
                     } else {
                         p.time_unix_nano
                     };
+                    if end > newest || end < oldest {
+                        *(if end > newest { &mut future } else { &mut old }) += 1;
+                        applied.rejected += 1;
+                        continue;
+                    }
                     let at = At {
                         end,
                         start: p.start_time_unix_nano,
@@ -305,18 +396,23 @@ impl Fleet {
                 }
             }
         }
+        self.series = series;
         self.stats.points_accepted += applied.accepted;
         self.stats.points_rejected += applied.rejected;
+        self.count_bound(Bound::PointsFuture, future);
+        self.count_bound(Bound::PointsTooOld, old);
+        self.count_bound(Bound::SeriesMax, applied.over_series);
         applied
     }
 
     /// Counts the spans of one OTLP traces export per node.
     pub fn apply_traces(&mut self, req: &ExportTraceServiceRequest, now: SystemTime) -> Applied {
         let mut applied = Applied::default();
+        let mut created = 0;
         for rs in &req.resource_spans {
             let res = resource_attributes(rs.resource.as_ref());
             let n: u64 = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
-            match self.node(&res, now) {
+            match self.node(&res, now, &mut created) {
                 Some(node) => {
                     node.spans += n;
                     applied.accepted += n;
@@ -338,10 +434,12 @@ impl Fleet {
         };
         let mut parts_expired = 0;
         let mut removed = 0;
+        let mut series = 0;
         for nodes in self.clusters.values_mut() {
             nodes.retain(|_, n| {
                 let keep = now.duration_since(n.last_seen).unwrap_or_default() <= expiry;
                 removed += usize::from(!keep);
+                series += if keep { 0 } else { n.metrics.series() };
                 keep
             });
             for n in nodes.values_mut() {
@@ -351,6 +449,7 @@ impl Fleet {
         }
         self.clusters.retain(|_, nodes| !nodes.is_empty());
         self.nodes -= removed;
+        self.series -= series;
         self.stats.nodes_expired += removed as u64;
         self.stats.listeners_probes_expired += parts_expired;
     }
@@ -397,6 +496,80 @@ impl Fleet {
             nodes: self.nodes,
             clusters,
             ingest: self.stats.clone(),
+            next: None,
+        }
+    }
+
+    /// One page of the fleet: at most `q.limit` nodes in (cluster, node) order after
+    /// `q.after`, or the one node `q.node`; only those nodes are copied. The workloads (small:
+    /// one entry per workload, summed over its pods) of each cluster in the first page, or of
+    /// `q.node`'s cluster, come with it.
+    pub fn page(&self, now: SystemTime, q: &PageQuery) -> FleetSnapshot {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let now_ns = ns(now);
+        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
+        let first = q.after.is_none();
+        let mut clusters: Vec<ClusterSnapshot> = Vec::new();
+        let mut taken = 0;
+        let mut next = None;
+        let mut last: Option<(String, String)> = None;
+        let start = q.after.as_ref().map(|(c, _)| c.as_str());
+        let range = match start {
+            Some(c) => self
+                .clusters
+                .range::<str, _>((std::ops::Bound::Included(c), Unbounded)),
+            None => self.clusters.range::<str, _>((Unbounded, Unbounded)),
+        };
+        'clusters: for (cname, nodes) in range {
+            if q.cluster.as_deref().is_some_and(|c| c != cname) {
+                continue;
+            }
+            let iter: Box<dyn Iterator<Item = (&String, &Node)>> = match (&q.node, &q.after) {
+                (Some(n), _) => Box::new(nodes.get_key_value(n).into_iter()),
+                (None, Some((c, after))) if c == cname => {
+                    Box::new(nodes.range::<str, _>((Excluded(after.as_str()), Unbounded)))
+                }
+                _ => Box::new(nodes.iter()),
+            };
+            let mut c = ClusterSnapshot {
+                name: cname.clone(),
+                ..ClusterSnapshot::default()
+            };
+            let mut more = false;
+            for (name, n) in iter {
+                if taken == q.limit {
+                    more = true;
+                    break;
+                }
+                c.nodes
+                    .push(n.snapshot(name, q.history, true, history_start));
+                taken += 1;
+                last = Some((cname.clone(), name.clone()));
+            }
+            if first || q.node.is_some() {
+                c.workloads = workloads::workloads(
+                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
+                    history_start,
+                );
+            }
+            if more {
+                next = last.take();
+                if !c.nodes.is_empty() {
+                    clusters.push(c);
+                }
+                break 'clusters;
+            }
+            if !c.nodes.is_empty() || !c.workloads.is_empty() {
+                clusters.push(c);
+            }
+        }
+        FleetSnapshot {
+            schema: snapshot::SCHEMA,
+            generated_at: rfc3339(now_ns),
+            nodes: self.nodes,
+            clusters,
+            ingest: self.stats.clone(),
+            next: next.map(|(c, n)| format!("{c}/{n}")),
         }
     }
 }

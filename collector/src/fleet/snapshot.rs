@@ -30,6 +30,9 @@ pub struct IngestStats {
     /// Listeners and probes removed (their node still reporting) after no data for
     /// `node_expiry`: the pod went away.
     pub listeners_probes_expired: u64,
+    /// What each bound refused (points, nodes, series, bytes), by the bound's name: see
+    /// [`super::Bound`].
+    pub bounds: BTreeMap<&'static str, u64>,
 }
 
 /// The fleet at one instant: what `/api/v1/fleet` returns and what the rules read.
@@ -41,6 +44,10 @@ pub struct FleetSnapshot {
     pub nodes: usize,
     pub clusters: Vec<ClusterSnapshot>,
     pub ingest: IngestStats,
+    /// For a page of `/api/v1/fleet`: the `after` cursor of the next page (`cluster/node`),
+    /// absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -90,6 +97,7 @@ impl FleetSnapshot {
                 workloads,
             }],
             ingest: IngestStats::default(),
+            next: None,
         }
     }
 

@@ -13,6 +13,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
+/// Most requests building a snapshot at a time (`/healthz` and `/readyz` are not counted):
+/// each holds a copy of (part of) the fleet and its encoding, so 64 parallel GETs must not
+/// make 64 copies. Further ones get 429 with Retry-After.
+pub const MAX_CONCURRENT: usize = 4;
+
 /// Serves the routes on `listener` until `shutdown`. Snapshots and their encodings of a large
 /// fleet take a while: they run off the runtime's workers, so OTLP ingest never waits behind a
 /// scrape.
@@ -22,19 +27,37 @@ pub async fn serve(
     findings: Arc<Findings>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     let handler = move |req: hyper::Request<hyper::body::Incoming>| {
-        let (fleet, findings) = (fleet.clone(), findings.clone());
+        let (fleet, findings, slots) = (fleet.clone(), findings.clone(), slots.clone());
         async move {
-            tokio::task::spawn_blocking(move || handle(&fleet, &findings, &req))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(message = "API handler failed.", error = %e);
-                    headroom_service::http::reply(
-                        hyper::StatusCode::INTERNAL_SERVER_ERROR,
-                        headroom_service::http::TEXT,
-                        "internal error\n",
-                    )
-                })
+            let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
+            let slot = slots.try_acquire_owned();
+            if slot.is_err() && !probe {
+                let mut r = headroom_service::http::reply(
+                    hyper::StatusCode::TOO_MANY_REQUESTS,
+                    headroom_service::http::TEXT,
+                    format!("busy: {MAX_CONCURRENT} requests in progress; retry after 1s\n"),
+                );
+                r.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                return r;
+            }
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                handle(&fleet, &findings, &req)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(message = "API handler failed.", error = %e);
+                headroom_service::http::reply(
+                    hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                    headroom_service::http::TEXT,
+                    "internal error\n",
+                )
+            })
         }
     };
     headroom_service::http::serve(listener, handler, shutdown).await

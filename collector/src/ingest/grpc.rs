@@ -1,74 +1,227 @@
-//! OTLP/gRPC: opentelemetry-proto's tonic services for metrics and traces.
+//! OTLP/gRPC: the `opentelemetry.proto.collector.{metrics,trace}.v1` Export calls, served by
+//! hand over tonic's unary machinery so every request is bounded before it costs memory:
 //!
-//! Oversized payloads get RESOURCE_EXHAUSTED, as the OTLP specification asks: up to twice
-//! `max_request_bytes` the handler measures the decoded message; beyond that tonic's decoder
-//! refuses the frame before decoding it with OUT_OF_RANGE, which a layer here rewrites to
-//! RESOURCE_EXHAUSTED (the services never answer OUT_OF_RANGE otherwise). Malformed protobuf
-//! makes tonic answer INTERNAL; the same layer turns that into INVALID_ARGUMENT, the OTLP code
-//! for a malformed request (the handlers never answer INTERNAL themselves).
+//! - before the body is read, the request needs a slot (`max_concurrent_requests`) and memory
+//!   below the high-water mark, else RESOURCE_EXHAUSTED;
+//! - tonic reads the 5-byte length prefix and refuses a frame over `max_request_bytes` before
+//!   it reserves a buffer for it (OUT_OF_RANGE, which a layer here rewrites to
+//!   RESOURCE_EXHAUSTED as OTLP asks), and caps gzip by its output at the same size;
+//! - the codec then works out the decoded size from the wire bytes ([`super::wire`]) and
+//!   reserves it in the memory budget before prost decodes anything: RESOURCE_EXHAUSTED
+//!   when it does not fit.
+//!
+//! Malformed protobuf is INVALID_ARGUMENT; tonic's own INTERNAL (a bad frame) becomes
+//! INVALID_ARGUMENT too (the handlers never answer INTERNAL themselves).
 
-use super::Ingest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
+use super::budget::Admission;
+use super::wire::{self, Schema};
+use super::{Ingest, IngestError};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::bytes::Buf;
 use prost::Message;
+use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::{Request, Response, Status};
 
-struct Metrics(Arc<Ingest>);
-struct Traces(Arc<Ingest>);
-
-fn too_large(ingest: &Ingest, len: usize) -> Option<Status> {
-    (len > ingest.max_bytes).then(|| {
-        let e = super::IngestError::TooLarge(ingest.max_bytes);
-        ingest.reject(&e);
-        Status::resource_exhausted(e.to_string())
-    })
+/// A decoded request with the slot and memory reserved for it, given back when it is dropped.
+pub struct Admitted<T> {
+    msg: T,
+    _admission: Admission,
 }
 
-/// One export: refused when larger than the limit, else taken.
-fn export<T: Message, R>(
-    ingest: &Ingest,
-    request: Request<T>,
-    take: fn(&Ingest, &T) -> R,
-) -> Result<Response<R>, Status> {
-    let req = request.into_inner();
-    if let Some(s) = too_large(ingest, req.encoded_len()) {
-        return Err(s);
-    }
-    Ok(Response::new(take(ingest, &req)))
-}
-
-#[tonic::async_trait]
-impl MetricsService for Metrics {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        export(&self.0, request, Ingest::metrics)
+fn status(e: &IngestError) -> Status {
+    match e {
+        IngestError::Malformed(m) => Status::invalid_argument(m.clone()),
+        _ => Status::resource_exhausted(e.to_string()),
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Traces {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        export(&self.0, request, Ingest::traces)
+struct BoundedCodec<Req, Resp> {
+    ingest: Arc<Ingest>,
+    schema: &'static Schema,
+    admission: Option<Admission>,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+struct BoundedDecoder<Req> {
+    ingest: Arc<Ingest>,
+    schema: &'static Schema,
+    admission: Option<Admission>,
+    _types: PhantomData<fn() -> Req>,
+}
+
+struct ProstEncoder<Resp>(PhantomData<fn(Resp)>);
+
+impl<Resp: Message> Encoder for ProstEncoder<Resp> {
+    type Item = Resp;
+    type Error = Status;
+    fn encode(&mut self, item: Resp, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|e| Status::internal(format!("cannot encode the response: {e}")))
     }
+}
+
+impl<Req: Message + Default> Decoder for BoundedDecoder<Req> {
+    type Item = Admitted<Req>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Admitted<Req>>, Status> {
+        let Some(mut admission) = self.admission.take() else {
+            // Unary: one message per call; a second one is a protocol error.
+            return Err(Status::invalid_argument("one message per Export call"));
+        };
+        // DecodeBuf is one contiguous buffer of exactly this message's bytes.
+        let bytes = buf.chunk();
+        let refuse = |e: IngestError| {
+            self.ingest.reject(&e);
+            status(&e)
+        };
+        let decoded = wire::decoded_size(self.schema, bytes)
+            .map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}")))
+            .map_err(refuse)?;
+        // The message's bytes stay in tonic's buffer while it is decoded: reserved with it.
+        self.ingest
+            .reserve(&mut admission, decoded.saturating_add(bytes.len()))
+            .map_err(refuse)?;
+        let msg = Req::decode(buf)
+            .map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}")))
+            .map_err(refuse)?;
+        Ok(Some(Admitted {
+            msg,
+            _admission: admission,
+        }))
+    }
+}
+
+impl<Req, Resp> Codec for BoundedCodec<Req, Resp>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Send + 'static,
+{
+    type Encode = Resp;
+    type Decode = Admitted<Req>;
+    type Encoder = ProstEncoder<Resp>;
+    type Decoder = BoundedDecoder<Req>;
+    fn encoder(&mut self) -> ProstEncoder<Resp> {
+        ProstEncoder(PhantomData)
+    }
+    fn decoder(&mut self) -> BoundedDecoder<Req> {
+        BoundedDecoder {
+            ingest: self.ingest.clone(),
+            schema: self.schema,
+            admission: self.admission.take(),
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The Export call's handler.
+struct Unary<Req, Resp> {
+    ingest: Arc<Ingest>,
+    take: fn(&Ingest, &Req) -> Resp,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::UnaryService<Admitted<Req>>
+    for Unary<Req, Resp>
+{
+    type Response = Resp;
+    type Future = std::future::Ready<Result<Response<Resp>, Status>>;
+    fn call(&mut self, request: Request<Admitted<Req>>) -> Self::Future {
+        let admitted = request.into_inner();
+        let resp = (self.take)(&self.ingest, &admitted.msg);
+        drop(admitted);
+        std::future::ready(Ok(Response::new(resp)))
+    }
+}
+
+/// One OTLP service (one Export method at `path`).
+pub struct Otlp<Req, Resp> {
+    ingest: Arc<Ingest>,
+    schema: &'static Schema,
+    path: &'static str,
+    take: fn(&Ingest, &Req) -> Resp,
+}
+
+impl<Req, Resp> Clone for Otlp<Req, Resp> {
+    fn clone(&self) -> Self {
+        Otlp {
+            ingest: self.ingest.clone(),
+            schema: self.schema,
+            path: self.path,
+            take: self.take,
+        }
+    }
+}
+
+fn gzip() -> EnabledCompressionEncodings {
+    let mut e = EnabledCompressionEncodings::default();
+    e.enable(CompressionEncoding::Gzip);
+    e
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+impl<Req, Resp, B> tower::Service<hyper::Request<B>> for Otlp<Req, Resp>
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    type Response = hyper::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
+        if req.uri().path() != self.path {
+            let s = Status::unimplemented(format!("no method {}", req.uri().path()));
+            return Box::pin(std::future::ready(Ok(s.into_http())));
+        }
+        let admission = match self.ingest.admit() {
+            Ok(a) => a,
+            Err(e) => return Box::pin(std::future::ready(Ok(status(&e).into_http()))),
+        };
+        let codec = BoundedCodec::<Req, Resp> {
+            ingest: self.ingest.clone(),
+            schema: self.schema,
+            admission: Some(admission),
+            _types: PhantomData,
+        };
+        let mut grpc = tonic::server::Grpc::new(codec)
+            .apply_compression_config(gzip(), gzip())
+            .apply_max_message_size_config(Some(self.ingest.max_bytes), None);
+        let method = Unary {
+            ingest: self.ingest.clone(),
+            take: self.take,
+        };
+        Box::pin(async move { Ok(grpc.unary(method, req).await) })
+    }
+}
+
+impl tonic::server::NamedService
+    for Otlp<ExportMetricsServiceRequest, ExportMetricsServiceResponse>
+{
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl tonic::server::NamedService for Otlp<ExportTraceServiceRequest, ExportTraceServiceResponse> {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
 /// tonic's decoder answers an over-long frame with OUT_OF_RANGE and undecodable bytes with
@@ -91,15 +244,18 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let hard_cap = ingest.max_bytes.saturating_mul(2);
-    let metrics = MetricsServiceServer::new(Metrics(ingest.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(hard_cap);
-    let traces = TraceServiceServer::new(Traces(ingest))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(hard_cap);
+    let metrics = Otlp {
+        ingest: ingest.clone(),
+        schema: &wire::METRICS_REQUEST,
+        path: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        take: Ingest::metrics,
+    };
+    let traces = Otlp {
+        ingest,
+        schema: &wire::TRACES_REQUEST,
+        path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        take: Ingest::traces,
+    };
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(otlp_status_codes))
         .add_service(metrics)

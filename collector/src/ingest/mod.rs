@@ -1,10 +1,13 @@
 //! OTLP receivers (gRPC and HTTP) and what they share: decoding limits and the hand-off into
 //! the fleet model. Any OTLP sender is accepted, not only headroom agents.
 
+pub mod budget;
 pub mod grpc;
 pub mod http;
+pub mod wire;
 
 use crate::fleet::{Applied, Fleet};
+use budget::{Admission, Budget, Shed, RETRY_AFTER_SECONDS};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -25,6 +28,10 @@ pub enum IngestError {
     UnsupportedMediaType(String),
     #[error("unsupported content encoding '{0}': use gzip or none")]
     UnsupportedEncoding(String),
+    #[error("request would take more than {0} bytes decoded (a quarter of memory_limit); send smaller batches")]
+    DecodedTooLarge(usize),
+    #[error("collector busy ({}); retry after {RETRY_AFTER_SECONDS}s", match .0 { Shed::Concurrency => "max_concurrent_requests in progress", Shed::Memory => "over memory_limit" })]
+    Shed(Shed),
 }
 
 impl IngestError {
@@ -34,17 +41,21 @@ impl IngestError {
             IngestError::TooLarge(_) => "too_large",
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            IngestError::DecodedTooLarge(_) => "decoded_too_large",
+            IngestError::Shed(Shed::Concurrency) => "shed_concurrency",
+            IngestError::Shed(Shed::Memory) => "shed_memory",
         }
     }
 }
 
-/// The shared ingest state: the fleet and the body size cap.
+/// The shared ingest state: the fleet, the body size cap and the budget.
 pub struct Ingest {
     pub fleet: Arc<Mutex<Fleet>>,
     /// Largest body after decompression.
     pub max_bytes: usize,
     /// Where received spans go on to, if anywhere.
     pub forward: Option<crate::forward::Forwarder>,
+    pub budget: Budget,
 }
 
 impl Ingest {
@@ -52,12 +63,35 @@ impl Ingest {
         fleet: Arc<Mutex<Fleet>>,
         max_bytes: usize,
         forward: Option<crate::forward::Forwarder>,
+        budget: Budget,
     ) -> Self {
         Ingest {
             fleet,
             max_bytes,
             forward,
+            budget,
         }
+    }
+
+    /// A slot for one request before its body is read; shed (and counted) when none is free
+    /// or memory is near the limit.
+    pub fn admit(&self) -> Result<Admission, IngestError> {
+        self.budget.admit().map_err(|s| {
+            let e = IngestError::Shed(s);
+            self.reject(&e);
+            e
+        })
+    }
+
+    /// Before decoding: the request's estimated decoded size fits one request's share and the
+    /// memory left, else refused (not counted here: the caller rejects).
+    pub fn reserve(&self, admission: &mut Admission, decoded: usize) -> Result<(), IngestError> {
+        if decoded > self.budget.max_decoded() {
+            return Err(IngestError::DecodedTooLarge(self.budget.max_decoded()));
+        }
+        self.budget
+            .reserve(admission, decoded)
+            .map_err(IngestError::Shed)
     }
 
     fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {

@@ -5,9 +5,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bounds;
 mod config_docs;
 mod fleet_figures;
 mod forwarding;
 mod hpa_kube;
 mod otlp_errors;
 mod python_sdk;
+mod state;

@@ -35,7 +35,8 @@ fn wide_request(node: &str, values: impl Iterator<Item = String>) -> ExportMetri
     let points = values
         .map(|v| NumberDataPoint {
             attributes: vec![kv("user", &v)],
-            time_unix_nano: 1,
+            // Now: points older than the hour kept are refused.
+            time_unix_nano: common::agent_otlp::now_ns(),
             value: Some(number_data_point::Value::AsInt(1)),
             ..Default::default()
         })

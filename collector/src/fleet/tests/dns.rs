@@ -68,3 +68,43 @@ fn allowance_and_dns_attach_to_the_interface_windows() {
     assert_eq!(i.dns.as_ref().unwrap().top_qnames.len(), 2);
     assert_eq!(i.windows.len(), 3);
 }
+
+#[test]
+fn a_future_stamped_window_is_refused_and_ena_counters_still_read_right() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let cs = (t0 - 3600) * S;
+    let send = |f: &mut Fleet, start: u64, linklocal: f64, now: u64| {
+        let req = dns_window(
+            start * S,
+            (start + 10) * S,
+            cs,
+            &[("linklocal", linklocal)],
+            0.0,
+        );
+        f.apply_metrics(&req, at(now))
+    };
+    send(&mut f, t0, 3.0, t0 + 10);
+    // A window a day ahead claiming no drops: it would be `latest` until then.
+    let a = send(&mut f, t0 + 86_400, 3.0, t0 + 11);
+    assert_eq!(a.accepted, 0, "{a:?}");
+    // Just inside the five minutes of allowed skew: taken.
+    assert!(send(&mut f, t0 + 280, 3.0, t0 + 11).accepted > 0);
+    send(&mut f, t0 + 290, 9.0, t0 + 20);
+    let s = f.snapshot(at(t0 + 20));
+    let i = &s.clusters[0].nodes[0].interfaces[0];
+    assert_eq!(
+        i.allowance_exceeded_latest["linklocal_allowance_exceeded"],
+        6
+    );
+    assert_eq!(
+        s.ingest.bounds[Bound::PointsFuture.name()],
+        a.rejected,
+        "every point of the future window counted"
+    );
+    // A window older than the hour kept: refused and counted.
+    let old = send(&mut f, t0 - 7200, 1.0, t0 + 21);
+    assert_eq!(old.accepted, 0);
+    let s = f.snapshot(at(t0 + 21));
+    assert_eq!(s.ingest.bounds[Bound::PointsTooOld.name()], old.rejected);
+}

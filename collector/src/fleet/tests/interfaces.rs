@@ -11,7 +11,8 @@ fn windows_land_in_order_even_when_late() {
         a,
         Applied {
             accepted: 5,
-            rejected: 0
+            rejected: 0,
+            over_series: 0
         }
     );
     let s = f.snapshot(at(t0 + 33));

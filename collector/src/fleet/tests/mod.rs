@@ -313,7 +313,8 @@ fn limits_bound_memory_and_nodes_expire() {
         a,
         Applied {
             accepted: 10,
-            rejected: 90
+            rejected: 90,
+            over_series: 0
         }
     );
     f.apply_metrics(&window("n2", t0, 1.0, 0.0), at(t0));
@@ -353,7 +354,8 @@ fn listeners_and_probes_are_bounded_and_expire() {
         a,
         Applied {
             accepted: 12,
-            rejected: 18
+            rejected: 18,
+            over_series: 0
         }
     );
     f.apply_metrics(
@@ -400,5 +402,138 @@ fn window_records_stay_small() {
     assert_eq!(
         (Count::of(4.0).get(), Count::default().get()),
         (Some(4), None)
+    );
+}
+
+/// One request for `nodes` nodes, each with one generic point per value in `values`.
+fn many_nodes(nodes: usize, values: usize, t: u64) -> ExportMetricsServiceRequest {
+    let mut req = request("n0", vec![]);
+    let proto = req.resource_metrics.pop().unwrap();
+    req.resource_metrics = (0..nodes)
+        .map(|n| {
+            let mut rm = proto.clone();
+            rm.resource.as_mut().unwrap().attributes[1] = kv("k8s.node.name", &format!("n{n}"));
+            let points = (0..values)
+                .map(|v| point(vec![kv("user", &v.to_string())], 0, t * S, 1.0))
+                .collect();
+            rm.scope_metrics[0].metrics = vec![gauge("app.sessions", points)];
+            rm
+        })
+        .collect();
+    req
+}
+
+#[test]
+fn one_request_adds_few_nodes_and_the_fleet_few_series() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits {
+        max_new_nodes_per_request: 3,
+        max_series: 10,
+        ..Limits::default()
+    });
+    let a = f.apply_metrics(&many_nodes(1000, 2, t0), at(t0));
+    assert_eq!(a.accepted, 6, "3 nodes × 2 series");
+    let s = f.snapshot(at(t0));
+    assert_eq!(s.nodes, 3);
+    assert_eq!(s.ingest.bounds[Bound::NodesPerRequest.name()], 997);
+    // Known nodes are not new: their points are taken; 4 more series fit the budget of 10.
+    let a = f.apply_metrics(&many_nodes(3, 4, t0 + 1), at(t0 + 1));
+    assert_eq!((a.accepted, a.over_series), (10, 2));
+    let s = f.snapshot(at(t0 + 1));
+    assert_eq!(s.ingest.bounds[Bound::SeriesMax.name()], 2);
+    // Expired nodes give their series back.
+    f.expire(at(t0 + 2000));
+    let a = f.apply_metrics(&many_nodes(2, 5, t0 + 2000), at(t0 + 2000));
+    assert_eq!(a.accepted, 10);
+}
+
+#[test]
+fn pages_walk_every_node_once_and_a_node_alone() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let mut all = Vec::new();
+    for c in ["a", "b", "c"] {
+        for n in 0..5 {
+            let name = format!("n{n}");
+            let mut req = window(&name, t0, 1.0, 0.0);
+            let res = req.resource_metrics[0].resource.as_mut().unwrap();
+            res.attributes.push(kv("k8s.cluster.name", c));
+            f.apply_metrics(&req, at(t0 + 10));
+            all.push(format!("{c}/{name}"));
+        }
+    }
+    let q = |after: Option<(String, String)>, limit| PageQuery {
+        node: None,
+        cluster: None,
+        after,
+        limit,
+        history: false,
+    };
+    for limit in [1, 2, 4, 5, 7, 15, 100] {
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let p = f.page(at(t0 + 11), &q(after.clone(), limit));
+            pages += 1;
+            assert_eq!(p.nodes, 15);
+            let names: Vec<String> = p
+                .nodes()
+                .map(|(c, n)| format!("{}/{}", c.name, n.name))
+                .collect();
+            assert!(names.len() <= limit);
+            seen.extend(names);
+            match p.next {
+                Some(n) => {
+                    assert_eq!(Some(&n), seen.last(), "the cursor is the page's last node");
+                    let (c, n) = n.split_once('/').unwrap();
+                    after = Some((c.to_string(), n.to_string()));
+                }
+                None => break,
+            }
+            assert!(pages < 100);
+        }
+        assert_eq!(seen, all, "limit {limit}");
+    }
+    let p = f.page(
+        at(t0 + 11),
+        &PageQuery {
+            node: Some("n3".into()),
+            cluster: Some("b".into()),
+            ..q(None, 1000)
+        },
+    );
+    let names: Vec<String> = p
+        .nodes()
+        .map(|(c, n)| format!("{}/{}", c.name, n.name))
+        .collect();
+    assert_eq!(names, ["b/n3"]);
+    assert!(p.next.is_none());
+}
+
+#[test]
+fn the_first_page_carries_its_clusters_workloads_even_when_full() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let pods: Vec<PodWindow> = vec![("p0", 1.0, 2.0, 0.0, 0.0), ("p1", 1.0, 2.0, 0.0, 0.0)];
+    for n in ["n1", "n2", "n3"] {
+        f.apply_metrics(
+            &listeners(n, t0 * S, (t0 + 10) * S, t0 * S, &pods),
+            at(t0 + 10),
+        );
+    }
+    let full = f.snapshot_with(at(t0 + 10), false);
+    assert!(!full.clusters[0].workloads.is_empty());
+    let q = PageQuery {
+        node: None,
+        cluster: None,
+        after: None,
+        limit: 2,
+        history: false,
+    };
+    let p = f.page(at(t0 + 10), &q);
+    assert_eq!(p.clusters[0].nodes.len(), 2);
+    assert!(p.next.is_some());
+    assert_eq!(
+        serde_json::to_value(&p.clusters[0].workloads).unwrap(),
+        serde_json::to_value(&full.clusters[0].workloads).unwrap()
     );
 }

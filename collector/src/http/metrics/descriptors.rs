@@ -188,7 +188,49 @@ pub const REQUESTS_REJECTED: Metric = family(
     "headroom_collector_requests_rejected",
     Kind::Counter,
     "{request}",
-    "OTLP requests refused, by reason",
+    "OTLP requests refused, by reason (shed_memory and shed_concurrency: shed before decoding, 429 / RESOURCE_EXHAUSTED)",
+);
+pub const POINTS_FUTURE: Metric = family(
+    "headroom_collector_points_future",
+    Kind::Counter,
+    "{point}",
+    "OTLP data points refused for a time more than 5 minutes ahead of the collector's clock",
+);
+pub const POINTS_TOO_OLD: Metric = family(
+    "headroom_collector_points_too_old",
+    Kind::Counter,
+    "{point}",
+    "OTLP data points refused for a time older than the hour of history kept",
+);
+pub const NODES_REFUSED_MAX: Metric = family(
+    "headroom_collector_nodes_refused_max_nodes",
+    Kind::Counter,
+    "{node}",
+    "New nodes refused because the fleet held max_nodes",
+);
+pub const NODES_REFUSED_PER_REQUEST: Metric = family(
+    "headroom_collector_nodes_refused_per_request",
+    Kind::Counter,
+    "{node}",
+    "New nodes refused because their request had already added max_new_nodes_per_request",
+);
+pub const SERIES_REFUSED_MAX: Metric = family(
+    "headroom_collector_series_refused_max_series",
+    Kind::Counter,
+    "{series}",
+    "New latest-value series refused because the fleet held max_series",
+);
+pub const TRACES_QUEUE_DROPPED_BYTES: Metric = family(
+    "headroom_collector_traces_queue_dropped_bytes",
+    Kind::Counter,
+    "By",
+    "Bytes of span requests not forwarded because the traces queue (32 MiB) was full",
+);
+pub const FINDINGS_DROPPED: Metric = family(
+    "headroom_collector_findings_dropped",
+    Kind::Counter,
+    "{finding}",
+    "Findings forgotten (oldest resolved first) or not tracked because of max_findings",
 );
 pub const FINDINGS: Metric = family(
     "headroom_collector_findings",
@@ -252,6 +294,13 @@ pub const ALL: &[Metric] = &[
     NODES_EXPIRED,
     LISTENERS_PROBES_EXPIRED,
     REQUESTS_REJECTED,
+    POINTS_FUTURE,
+    POINTS_TOO_OLD,
+    NODES_REFUSED_MAX,
+    NODES_REFUSED_PER_REQUEST,
+    SERIES_REFUSED_MAX,
+    TRACES_QUEUE_DROPPED_BYTES,
+    FINDINGS_DROPPED,
     FINDINGS,
     ALERTS_SENT,
     ALERT_SEND_FAILURES,

@@ -35,6 +35,9 @@ pub fn encode(f: &Findings) -> String {
             .inc();
     }
     register(&mut r, &d::FINDINGS, findings);
+    let dropped: Counter = Counter::default();
+    dropped.inc_by(f.lock().dropped());
+    register(&mut r, &d::FINDINGS_DROPPED, dropped);
     let sent = Family::<SinkLabels, Counter>::default();
     let failed = Family::<SinkLabels, Counter>::default();
     let dropped = Family::<SinkLabels, Counter>::default();

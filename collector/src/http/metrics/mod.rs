@@ -7,7 +7,7 @@ mod findings;
 
 pub use findings::encode as encode_findings;
 
-use crate::fleet::{FleetSnapshot, ProbeSnapshot, WorkloadSnapshot};
+use crate::fleet::{Bound, FleetSnapshot, ProbeSnapshot, WorkloadSnapshot};
 use descriptors::{self as d, register};
 use headroom_signals::openmetrics_to_text;
 use headroom_signals::Metric;
@@ -129,6 +129,21 @@ pub fn encode(s: &FleetSnapshot) -> String {
             .inc_by(*n);
     }
     register(&mut r, &d::REQUESTS_REJECTED, rejected);
+    for b in Bound::ALL {
+        let family = match b {
+            Bound::PointsFuture => &d::POINTS_FUTURE,
+            Bound::PointsTooOld => &d::POINTS_TOO_OLD,
+            Bound::NodesMax => &d::NODES_REFUSED_MAX,
+            Bound::NodesPerRequest => &d::NODES_REFUSED_PER_REQUEST,
+            Bound::SeriesMax => &d::SERIES_REFUSED_MAX,
+            Bound::TracesQueueBytes => &d::TRACES_QUEUE_DROPPED_BYTES,
+        };
+        counter(
+            &mut r,
+            family,
+            s.ingest.bounds.get(b.name()).copied().unwrap_or(0),
+        );
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)
         .expect("writing to a String cannot fail");
