@@ -287,3 +287,69 @@ fn a_namespace_that_disappears_is_skipped() {
     s.sample();
     assert!(s.cut(0.2).iter().any(|x| x.port == port));
 }
+
+/// A server started while the sampler runs is found within a listing (1 s) and a sample, its
+/// first accepted connection makes it busy (the namespace's PassiveOpens moved, so connected
+/// sockets are dumped again), and once it exits it is gone.
+#[test]
+fn a_server_started_after_the_sampler_is_found() {
+    use headroom_agent::sources::listeners::{Workers, WorkersSpec, LIST_INTERVAL};
+    use std::time::Instant;
+    let needs = [Need::Root, Need::Tool("python3")];
+    if !headroom_testbed::require("a_server_started_after_the_sampler_is_found", &needs) {
+        return;
+    }
+    let interval = Duration::from_millis(200);
+    let w = Workers::start(&WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval,
+    });
+    // Past the first listing: the server is born after the sampler knows the node.
+    std::thread::sleep(Duration::from_millis(1500));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let py = format!(
+        "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(4)\nc = s.accept()\ntime.sleep(30)"
+    );
+    let started = Instant::now();
+    let server = Guard::spawn("python3", Command::new("python3").args(["-c", &py])).unwrap();
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(10), "{what}: never");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.elapsed()
+    };
+    let latest = w.latest();
+    let found = wait_for("found", &|| latest.find("", lo, port).is_some());
+    // python3's own start is in this figure too (≈ 0.1 s on an idle machine).
+    let delay = started.elapsed();
+    eprintln!("a new server found {delay:?} after it was started (poll {found:?})");
+    assert!(
+        delay <= LIST_INTERVAL + 4 * interval + Duration::from_millis(700),
+        "found after {delay:?}"
+    );
+    let l = latest.find("", lo, port).unwrap();
+    assert_eq!((l.workers, l.busy), (1, 0));
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let busy = wait_for("busy", &|| {
+        latest.find("", lo, port).is_some_and(|l| l.busy == 1)
+    });
+    eprintln!("busy seen after {busy:?}");
+    assert!(busy <= 4 * interval, "busy after {busy:?}");
+    drop(server);
+    let gone = wait_for("gone", &|| latest.find("", lo, port).is_none());
+    assert!(gone <= 4 * interval, "still there after {gone:?}");
+    let cost = w.cost();
+    eprintln!("{cost:?}");
+    assert!(
+        cost.listings < cost.samples,
+        "listed at every sample: {cost:?}"
+    );
+}
