@@ -261,6 +261,7 @@ fn a_namespace_that_disappears_is_skipped() {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
         interval: Duration::from_millis(200),
+        caps: Default::default(),
     };
     let mut s = Sampler::new(&spec);
     let found = |s: &mut Sampler| {
@@ -304,6 +305,7 @@ fn a_server_started_after_the_sampler_is_found() {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
         interval,
+        caps: Default::default(),
     });
     // Past the first listing: the server is born after the sampler knows the node.
     std::thread::sleep(Duration::from_millis(1500));
@@ -352,4 +354,71 @@ fn a_server_started_after_the_sampler_is_found() {
         cost.listings < cost.samples,
         "listed at every sample: {cost:?}"
     );
+}
+
+/// A process binding 7 000 ports (127.0.0.1, in a namespace of its own): the report stays
+/// within the per-pod and per-node caps and counts exactly what they left out.
+#[test]
+fn a_process_binding_7000_ports_is_capped_and_counted() {
+    use headroom_agent::sources::listeners::{ListenerConfig, Sampler, WorkersSpec};
+    let needs = [Need::Root, Need::Tool("ip"), Need::Tool("python3")];
+    if !headroom_testbed::require("a_process_binding_7000_ports_is_capped_and_counted", &needs) {
+        return;
+    }
+    const PORTS: usize = 7000;
+    let ns = Netns::new("ports").unwrap();
+    let inode = netns_of(&format!("/run/netns/{}", ns.name));
+    let py = format!(
+        "import resource, socket, sys, time\nresource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\nl = []\nfor _ in range({PORTS}):\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n    s.listen(1)\n    l.append(s)\nprint('ready', flush=True)\ntime.sleep(60)"
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "python3", "-c", &py])
+        .stdout(Stdio::piped());
+    let mut server = Guard::spawn("python3", &mut cmd).unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = server.child.as_mut().unwrap().stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    assert_eq!(line.trim(), "ready");
+    let caps = ListenerConfig {
+        max_per_pod: 40,
+        max_per_node: 50,
+    };
+    // 30 more in this process, in the host's namespace: together over the node cap.
+    let _mine: Vec<std::net::TcpListener> = (0..30)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut s = Sampler::new(&WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval: Duration::from_millis(200),
+        caps,
+    });
+    s.sample();
+    // Every listener of that one sample, uncapped (what probes look up).
+    let all = s.latest().len();
+    let ls = s.cut(0.2);
+    let o = s.omitted();
+    let ours = ls.iter().filter(|l| l.netns == inode).count();
+    let host = all - PORTS;
+    eprintln!("{all} listeners ({host} outside the test's namespace); reported {}, {ours} of ours; omitted {o:?}", ls.len());
+    assert!(all >= PORTS);
+    assert_eq!(ls.len(), 50.min(all - o.pod_cap as usize), "node cap");
+    assert!(ours <= 40, "pod cap: {ours}");
+    let mut per_ns = std::collections::HashMap::new();
+    for l in &ls {
+        *per_ns.entry(l.netns).or_insert(0) += 1;
+    }
+    assert!(per_ns.values().all(|&n| n <= 40), "{per_ns:?}");
+    // Outside pods the unit is the namespace: ours loses 6 960, the host's what exceeds 40.
+    assert_eq!(o.pod_cap as usize, PORTS - 40 + host.saturating_sub(40));
+    assert_eq!(
+        ls.len() + o.total() as usize,
+        all,
+        "every listener reported or counted"
+    );
+    drop(server);
+    drop(ns);
 }

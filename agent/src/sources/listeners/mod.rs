@@ -25,6 +25,7 @@
 //!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
 //!    most every 5 minutes.
 
+pub mod caps;
 pub mod cgroup;
 pub mod report;
 mod source;
@@ -33,6 +34,7 @@ mod tests;
 
 use crate::sys::procfs::ProcRoot;
 use crate::sys::sockdiag::{Diag, NetlinkDiag, Sock, SockState};
+pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
 pub use report::{ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -47,6 +49,8 @@ pub struct WorkersSpec {
     pub proc_root: PathBuf,
     pub cgroup_root: PathBuf,
     pub interval: Duration,
+    /// Most listeners each report window carries (`[listeners]`).
+    pub caps: ListenerConfig,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +132,15 @@ impl LatestSamples {
         }
     }
 
+    /// Listeners in the latest sample (all of them: the caps apply to reports only).
+    pub fn len(&self) -> usize {
+        self.0.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The listener on `port` of the pod `pod_uid` (known by its cgroup), or bound to `host`
     /// itself (a pod IP); with several (IPv4 and IPv6), the one with the most workers.
     pub fn find(&self, pod_uid: &str, host: IpAddr, port: u16) -> Option<ListenerSample> {
@@ -184,6 +197,9 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     /// The sample being taken, published to `latest` when it is complete.
     current: Vec<ListenerSample>,
     latest: LatestSamples,
+    caps: ListenerConfig,
+    /// What the caps left out of the last window cut.
+    omitted: Omitted,
     pub cost: Cost,
 }
 
@@ -211,6 +227,8 @@ impl<D: Diag> Sampler<D> {
             cpu_base: HashMap::new(),
             current: Vec::new(),
             latest: LatestSamples::default(),
+            caps: spec.caps,
+            omitted: Omitted::default(),
             cost: Cost::default(),
         }
     }
@@ -623,7 +641,13 @@ impl<D: Diag> Sampler<D> {
         }
     }
 
-    /// Ends the report window of `seconds`: the listeners sampled since the last cut.
+    /// What the caps left out of the last window cut.
+    pub fn omitted(&self) -> Omitted {
+        self.omitted
+    }
+
+    /// Ends the report window of `seconds`: the listeners sampled since the last cut, within
+    /// the caps (what they left out: [`Sampler::omitted`]).
     /// Saturated time is the window's share of saturated samples times its length.
     pub fn cut(&mut self, seconds: f64) -> Vec<ListenerReport> {
         let accs = std::mem::take(&mut self.accs);
@@ -695,6 +719,7 @@ impl<D: Diag> Sampler<D> {
                 b.netns,
             ))
         });
+        self.omitted = caps::apply(&mut out, &self.caps);
         out
     }
 }
@@ -751,12 +776,16 @@ impl Workers {
         }
     }
 
-    /// Ends the report window of `seconds`.
+    /// Ends the report window of `seconds`: the listeners within the caps, and how many the
+    /// caps left out.
     pub fn cut(&self, seconds: f64) -> Vec<ListenerReport> {
-        self.sampler
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cut(seconds)
+        self.cut_counted(seconds).0
+    }
+
+    pub fn cut_counted(&self, seconds: f64) -> (Vec<ListenerReport>, Omitted) {
+        let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        let l = s.cut(seconds);
+        (l, s.omitted())
     }
 
     /// The latest sample of every listener, kept current while this runs.

@@ -95,6 +95,7 @@ impl Fx {
             proc_root: self.dir.path().join("proc"),
             cgroup_root: self.dir.path().join("cgroup"),
             interval: Duration::from_millis(200),
+            caps: Default::default(),
         }
     }
     fn cpu_stat(&self, rel: &str, periods: u64, throttled: u64, usec: u64) {
