@@ -342,7 +342,7 @@ impl<D: Diag> Sampler<D> {
     pub fn sample(&mut self) {
         self.cost.samples += 1;
         let now = Instant::now();
-        let listing = self.next_list.is_none_or(|t| now >= t);
+        let listing = self.next_list.map_or(true, |t| now >= t);
         if listing {
             self.holder_pids.clear();
             if !self.list() {
