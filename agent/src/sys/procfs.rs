@@ -76,6 +76,15 @@ impl ProcRoot {
         parse_snmp(&s, "Tcp", "PassiveOpens").ok_or_else(|| bad(Path::new("net/snmp")))
     }
 
+    /// Whether this root's pids are this process's own (its `self` link names us): only then
+    /// can a pid from it be opened with pidfd_open(2).
+    pub fn is_own(&self) -> bool {
+        std::fs::read_link(self.0.join("self"))
+            .ok()
+            .and_then(|t| t.to_str()?.parse::<u32>().ok())
+            == Some(std::process::id())
+    }
+
     /// The path of the process's network namespace (open it to enter the namespace).
     pub fn netns_path(&self, pid: i32) -> PathBuf {
         self.pid_path(pid).join("ns/net")
@@ -121,6 +130,38 @@ impl ProcRoot {
     pub fn cgroup(&self, pid: i32) -> io::Result<String> {
         std::fs::read_to_string(self.pid_path(pid).join("cgroup"))
     }
+}
+
+/// A pidfd for `pid` (pidfd_open(2)): it refers to that process, never to a later one that
+/// reuses the pid, and is readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Which of the pidfds' processes have exited, from one poll(2) that does not wait.
+pub fn exited(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    use std::os::fd::AsRawFd;
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a live array of `p.len()` pollfds; a timeout of 0 never blocks.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.iter().map(|p| p.revents != 0).collect())
 }
 
 /// What the worker source needs from `/proc/PID/stat`.
@@ -227,6 +268,19 @@ mod tests {
         let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let _a = l.accept().unwrap();
         assert!(p.tcp_passive_opens(me).unwrap() > before);
+        assert!(p.is_own());
+        assert!(!ProcRoot::new("/nonexistent").is_own());
+        // A pidfd is readable once its process exited, not before.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        use std::os::fd::AsFd;
+        assert_eq!(exited(&[fd.as_fd()]).unwrap(), [false]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(exited(&[fd.as_fd()]).unwrap(), [true]);
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         use std::os::unix::fs::MetadataExt;
         let ino = std::fs::metadata(format!("/proc/self/fd/{}", {

@@ -422,3 +422,67 @@ fn a_process_binding_7000_ports_is_capped_and_counted() {
     drop(server);
     drop(ns);
 }
+
+/// A worker that exits between two /proc listings is gone at the next sample (the holders'
+/// pidfds are polled at every sample), and its master becomes the lone holder. Takes 10 s.
+#[test]
+fn a_worker_that_exits_between_listings_is_gone_at_the_next_sample() {
+    use headroom_agent::sources::listeners::{Sampler, WorkersSpec};
+    let needs = [Need::Root, Need::Tool("python3")];
+    if !headroom_testbed::require("a_worker_that_exits_between_listings", &needs) {
+        return;
+    }
+    let py = "import os, signal, socket, sys, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen(4)\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(s.getsockname()[1], pid, flush=True)\ntime.sleep(60)";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", py]).stdout(Stdio::piped());
+    let mut master = Guard::spawn("python3", &mut cmd).unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = master.child.as_mut().unwrap().stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    let v: Vec<i32> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (port, worker) = (v[0] as u16, v[1]);
+    let mut s = Sampler::new(&WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval: Duration::from_millis(200),
+        caps: Default::default(),
+    });
+    let pids = |s: &mut Sampler| {
+        s.cut(0.2)
+            .into_iter()
+            .find(|l| l.port == port && l.address == "127.0.0.1")
+            .map(|l| l.worker_pids)
+    };
+    s.sample();
+    // Past the young age (young processes have their namespace read at every sample, which
+    // would notice an exit by itself), then a listing.
+    std::thread::sleep(headroom_agent::sources::listeners::YOUNG + Duration::from_millis(100));
+    s.sample();
+    assert_eq!(pids(&mut s), Some(vec![worker]), "the child is the worker");
+    let listings = s.cost.listings;
+    // SAFETY: kill(2) on the worker this test's server forked (it is no zombie: SIGCHLD is
+    // ignored by its parent, so it is reaped at once).
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    let t = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the worker did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.sample();
+    assert_eq!(s.cost.listings, listings, "no listing in between");
+    assert_eq!(
+        pids(&mut s),
+        Some(vec![master.pid() as i32]),
+        "the master is the lone holder"
+    );
+    drop(master);
+}

@@ -6,7 +6,8 @@
 //! 1. once a second ([`LIST_INTERVAL`]), list processes: births and exits, and pids reused by a
 //!    new process (its /proc directory's inode and its start time changed); read the fds of
 //!    *new* processes only (socket inodes, netns, parent). Between listings only the listeners'
-//!    holders are checked (one lstat each), so a worker that exits is not counted;
+//!    holders are checked (one poll of their pidfds, or an lstat each where the proc root is
+//!    not this process's pid namespace), so a worker that exits is not counted;
 //! 2. per network namespace with a listener (every namespace at a listing), dump TCP LISTEN
 //!    sockets through sock_diag, and connected sockets unless nothing can have changed: the
 //!    last dump found no connection of any listener's workers, no connection waits in an
@@ -78,6 +79,10 @@ type Key = (u64, u64);
 /// the same pid (runc init; `ip netns exec`, `nsenter` likewise): seen before the switch, it
 /// would otherwise stay filed under the wrong namespace and its listeners would never be found.
 pub const YOUNG: Duration = Duration::from_secs(10);
+
+/// Most pidfds held for holders (descriptors are a process-wide limit); beyond, holders are
+/// checked with an lstat each.
+pub const MAX_PIDFDS: usize = 512;
 
 /// How often /proc is listed for births and exits (samples in between reuse the list).
 pub const LIST_INTERVAL: Duration = Duration::from_secs(1);
@@ -179,6 +184,9 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     next_list: Option<Instant>,
     /// Processes holding a listener at the last sample: checked for exit between listings.
     holder_pids: HashSet<i32>,
+    /// A pidfd per holder where the proc root's pids are ours: one poll checks them all.
+    pidfds: HashMap<i32, std::os::fd::OwnedFd>,
+    own_pids: bool,
     /// Namespaces with a listener at their last dump: dumped at every sample, the others only
     /// at listings.
     listening: HashSet<u64>,
@@ -218,6 +226,8 @@ impl<D: Diag> Sampler<D> {
             procs: HashMap::new(),
             next_list: None,
             holder_pids: HashSet::new(),
+            pidfds: HashMap::new(),
+            own_pids: ProcRoot::new(&spec.proc_root).is_own(),
             listening: HashSet::new(),
             gates: HashMap::new(),
             unowned: HashMap::new(),
@@ -305,6 +315,7 @@ impl<D: Diag> Sampler<D> {
         };
         let live: HashSet<i32> = pids.iter().map(|(p, _)| *p).collect();
         self.procs.retain(|p, _| live.contains(p));
+        self.pidfds.retain(|p, _| live.contains(p));
         for (pid, ino) in pids {
             let known = match self.procs.get(&pid) {
                 None => false,
@@ -312,6 +323,7 @@ impl<D: Diag> Sampler<D> {
                 Some(_) => self.same_process(pid, ino),
             };
             if !known {
+                self.pidfds.remove(&pid);
                 let p = self.scan_new(pid, ino);
                 self.procs.insert(pid, p);
             }
@@ -321,18 +333,62 @@ impl<D: Diag> Sampler<D> {
 
     /// Between listings: drops holders that exited and rescans pids a new process took.
     fn check_holders(&mut self) {
-        for pid in std::mem::take(&mut self.holder_pids) {
+        let (polled, rest): (Vec<i32>, Vec<i32>) = std::mem::take(&mut self.holder_pids)
+            .into_iter()
+            .partition(|p| self.pidfds.contains_key(p));
+        let mut rest = rest;
+        if !polled.is_empty() {
+            use std::os::fd::AsFd;
+            let fds: Vec<_> = polled.iter().map(|p| self.pidfds[p].as_fd()).collect();
+            match crate::sys::procfs::exited(&fds) {
+                Ok(gone) => {
+                    for (pid, gone) in polled.iter().zip(gone) {
+                        if gone {
+                            self.procs.remove(pid);
+                            self.pidfds.remove(pid);
+                        }
+                    }
+                }
+                Err(_) => rest.extend(polled),
+            }
+        }
+        for pid in rest {
             let Some(known) = self.procs.get(&pid).map(|p| p.ino) else {
                 continue;
             };
             match self.proc.ino(pid) {
                 Ok(ino) if ino == known || self.same_process(pid, ino) => {}
                 Ok(ino) => {
+                    self.pidfds.remove(&pid);
                     let p = self.scan_new(pid, ino);
                     self.procs.insert(pid, p);
                 }
                 Err(_) => {
                     self.procs.remove(&pid);
+                    self.pidfds.remove(&pid);
+                }
+            }
+        }
+    }
+
+    /// Keeps a pidfd for every holder (at most [`MAX_PIDFDS`]), opened only while the pid is
+    /// still the process that was scanned; closes those of processes no longer holding one.
+    fn track_holders(&mut self) {
+        if !self.own_pids {
+            return;
+        }
+        let holders = &self.holder_pids;
+        self.pidfds.retain(|p, _| holders.contains(p));
+        for &pid in &self.holder_pids {
+            if self.pidfds.len() >= MAX_PIDFDS || self.pidfds.contains_key(&pid) {
+                continue;
+            }
+            let Some(known) = self.procs.get(&pid).map(|p| p.ino) else {
+                continue;
+            };
+            if let Ok(fd) = crate::sys::procfs::pidfd_open(pid) {
+                if self.proc.ino(pid).ok() == Some(known) {
+                    self.pidfds.insert(pid, fd);
                 }
             }
         }
@@ -385,6 +441,7 @@ impl<D: Diag> Sampler<D> {
                 self.sample_netns(*ns, group);
             }
         }
+        self.track_holders();
         self.latest.set(std::mem::take(&mut self.current));
         let live: HashSet<u64> = by_ns.keys().copied().collect();
         self.listening.retain(|ns| live.contains(ns));
