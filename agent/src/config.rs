@@ -49,6 +49,8 @@ pub struct Config {
     pub imds_refresh_interval: String,
     /// `[probes]`: shadowing of this node's pods' readiness/liveness/startup probes.
     pub probes: crate::sources::probes::ProbeConfig,
+    /// `[listeners]`: caps on the listeners one report carries.
+    pub listeners: crate::sources::listeners::ListenerConfig,
     /// OTLP/HTTP endpoint for `run` to export each report window to (base URL such as
     /// http://headroom-collector:4318; `/v1/metrics` is appended). Unset: no export. Falls back
     /// to $OTEL_EXPORTER_OTLP_ENDPOINT.
@@ -84,6 +86,7 @@ impl Default for Config {
             imds_endpoint: crate::sources::eni::imds::DEFAULT_ENDPOINT.into(),
             imds_refresh_interval: "5m".into(),
             probes: Default::default(),
+            listeners: Default::default(),
             otlp_endpoint: None,
             otlp_protocol: None,
             otlp_headers: Default::default(),
@@ -236,6 +239,7 @@ impl Config {
             .map_err(|e| errors.push(e))
             .ok();
         errors.extend(self.probes.validate());
+        errors.extend(self.listeners.validate());
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
         let otlp = self
@@ -323,6 +327,7 @@ impl Config {
                 proc_root: self.proc_root.clone().into(),
                 cgroup_root: self.cgroup_root.clone().into(),
                 interval,
+                caps: self.listeners,
             }),
             _ => Err(errors),
         }

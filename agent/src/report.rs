@@ -18,6 +18,8 @@ pub struct Report {
     pub interfaces: Vec<InterfaceReport>,
     /// Listening sockets with their workers, busy workers and accept queues (worker source).
     pub listeners: Vec<crate::sources::listeners::report::ListenerReport>,
+    /// Listeners the `[listeners]` caps left out of `listeners`, by cap.
+    pub listeners_omitted: crate::sources::listeners::Omitted,
     /// Shadowed probes of this node's pods (empty without Kubernetes access).
     pub probes: Vec<crate::sources::probes::report::ProbeReport>,
     /// Resolver checks run in the window (none unless names are configured).
@@ -147,6 +149,7 @@ impl Report {
                 .map(|w| InterfaceReport::from_window(w, seconds.max(1e-9)))
                 .collect(),
             listeners: Vec::new(),
+            listeners_omitted: Default::default(),
             probes: Vec::new(),
             resolver_checks: Vec::new(),
         }

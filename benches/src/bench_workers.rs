@@ -92,6 +92,7 @@ fn main() {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
         interval: Duration::from_millis(200),
+        caps: Default::default(),
     };
     let rss0 = rss_kib();
     let cpu0 = cpu_seconds();

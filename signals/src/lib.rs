@@ -30,6 +30,7 @@
 //! | `headroom_workers_busy`                   | `headroom.workers.busy`          | gauge, `{worker}`: mean busy workers over the window |
 //! | `headroom_workers_busy_max`               | `headroom.workers.busy.max`      | gauge, `{worker}` |
 //! | `headroom_workers_utilization_ratio`      | `headroom.workers.utilization`   | gauge, `1`: busy / workers over the window (the report's `utilization`) |
+//! | `headroom_listeners_omitted`              | `headroom.listeners.omitted`     | gauge, `{listener}`: left out of the window by the `[listeners]` caps (no attributes) |
 //! | `headroom_accept_queue_depth_max`         | `headroom.accept.queue.depth.max` | gauge, `{connection}` |
 //! | `headroom_accept_queue_backlog`           | `headroom.accept.queue.backlog`  | gauge, `{connection}` |
 //! | `headroom_workers_saturated_seconds_total` | `headroom.workers.saturated.seconds` | cumulative monotonic sum, `s` |
@@ -146,6 +147,8 @@ pub mod metric {
             "Most workers busy at once in the last report window";
         WORKERS_UTILIZATION: Gauge, "headroom_workers_utilization_ratio", "headroom.workers.utilization", "1",
             "Mean busy workers over workers in the last report window";
+        LISTENERS_OMITTED: Gauge, "headroom_listeners_omitted", "headroom.listeners.omitted", "{listener}",
+            "Listeners left out of the last report window by the per-pod and per-node caps";
         ACCEPT_QUEUE_DEPTH_MAX: Gauge, "headroom_accept_queue_depth_max", "headroom.accept.queue.depth.max", "{connection}",
             "Deepest accept queue (connections waiting for a worker) in the last report window";
         ACCEPT_QUEUE_BACKLOG: Gauge, "headroom_accept_queue_backlog", "headroom.accept.queue.backlog", "{connection}",

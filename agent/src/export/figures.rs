@@ -82,6 +82,11 @@ pub fn of(report: &Report) -> Vec<Figure> {
         interface(&mut out, i);
     }
     listeners(&mut out, &report.listeners);
+    out.int(
+        &metric::LISTENERS_OMITTED,
+        &Vec::new(),
+        report.listeners_omitted.total(),
+    );
     out.0
 }
 

@@ -41,6 +41,50 @@ impl ProcRoot {
         Ok(out)
     }
 
+    /// Every process id with the inode of its /proc directory, from one directory listing (no
+    /// call per process). A pid whose inode changed may be a new process under a reused pid:
+    /// compare [`ProcRoot::stat`]'s start time.
+    pub fn pids_with_ino(&self) -> io::Result<Vec<(i32, u64)>> {
+        use std::os::unix::fs::DirEntryExt;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.0)? {
+            let Ok(e) = e else { continue };
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+                out.push((pid, e.ino()));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The inode of the process's /proc directory (one lstat): changes when the pid is reused.
+    pub fn ino(&self, pid: i32) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::symlink_metadata(self.pid_path(pid))?.ino())
+    }
+
+    /// Parent and start time, from `stat`.
+    pub fn stat(&self, pid: i32) -> io::Result<Stat> {
+        let s = read_bounded(&self.pid_path(pid).join("stat"))?;
+        parse_stat(&s).ok_or_else(|| bad(Path::new("stat")))
+    }
+
+    /// The TCP `PassiveOpens` counter of the process's network namespace (`net/snmp`): how many
+    /// connections its listeners have completed, ever.
+    pub fn tcp_passive_opens(&self, pid: i32) -> io::Result<u64> {
+        let s = read_bounded(&self.pid_path(pid).join("net/snmp"))?;
+        parse_snmp(&s, "Tcp", "PassiveOpens").ok_or_else(|| bad(Path::new("net/snmp")))
+    }
+
+    /// Whether this root's pids are this process's own (its `self` link names us): only then
+    /// can a pid from it be opened with pidfd_open(2).
+    pub fn is_own(&self) -> bool {
+        std::fs::read_link(self.0.join("self"))
+            .ok()
+            .and_then(|t| t.to_str()?.parse::<u32>().ok())
+            == Some(std::process::id())
+    }
+
     /// The path of the process's network namespace (open it to enter the namespace).
     pub fn netns_path(&self, pid: i32) -> PathBuf {
         self.pid_path(pid).join("ns/net")
@@ -88,6 +132,76 @@ impl ProcRoot {
     }
 }
 
+/// A pidfd for `pid` (pidfd_open(2)): it refers to that process, never to a later one that
+/// reuses the pid, and is readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Which of the pidfds' processes have exited, from one poll(2) that does not wait.
+pub fn exited(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    use std::os::fd::AsRawFd;
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `p` is a live array of `p.len()` pollfds; a timeout of 0 never blocks.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.iter().map(|p| p.revents != 0).collect())
+}
+
+/// What the worker source needs from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub ppid: i32,
+    /// Clock ticks after boot when the process started: with the pid, it names one process.
+    pub start: u64,
+}
+
+/// Most bytes read of a /proc text file: `stat` and `net/snmp` are a few hundred.
+const MAX_READ: u64 = 64 * 1024;
+
+fn read_bounded(p: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open(p)?
+        .take(MAX_READ)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// `pid (comm) state ppid … starttime …` (starttime is field 22).
+pub fn parse_stat(stat: &str) -> Option<Stat> {
+    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let ppid = f.nth(1)?.parse().ok()?;
+    let start = f.nth(17)?.parse().ok()?;
+    Some(Stat { ppid, start })
+}
+
+/// A counter of `net/snmp`: a header line `Tcp: Name…` followed by `Tcp: values…`.
+pub fn parse_snmp(text: &str, proto: &str, name: &str) -> Option<u64> {
+    let mut lines = text
+        .lines()
+        .filter(|l| l.strip_prefix(proto).is_some_and(|r| r.starts_with(':')));
+    let (head, vals) = (lines.next()?, lines.next()?);
+    let i = head.split_whitespace().position(|h| h == name)?;
+    vals.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// `pid (comm) state ppid …` → ppid.
 pub fn parse_stat_ppid(stat: &str) -> Option<i32> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -114,6 +228,22 @@ mod tests {
         assert_eq!(parse_stat_ppid("42 (a) b) c) S 7 42 42 0"), Some(7));
         assert_eq!(parse_stat_ppid("42 (gunicorn) S 1 42"), Some(1));
         assert_eq!(parse_stat_ppid("garbage"), None);
+        let st = "7 (a (b) c) S 1 7 7 0 -1 4194560 1 0 0 0 2 3 0 0 20 0 1 0 12345 999 1 18446744073709551615";
+        assert_eq!(
+            parse_stat(st),
+            Some(Stat {
+                ppid: 1,
+                start: 12345
+            })
+        );
+        assert_eq!(parse_stat("7 (a) S 1 7"), None, "truncated");
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\nTcp: RtoAlgorithm RtoMin ActiveOpens PassiveOpens\nTcp: 1 200 10 42\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(parse_snmp(snmp, "Tcp", "PassiveOpens"), Some(42));
+        assert_eq!(parse_snmp(snmp, "Tcp", "Nope"), None);
+        assert_eq!(
+            parse_snmp("Tcp: PassiveOpens\n", "Tcp", "PassiveOpens"),
+            None
+        );
     }
 
     #[test]
@@ -123,6 +253,34 @@ mod tests {
         assert!(p.pids().unwrap().contains(&me));
         assert!(p.netns(me).unwrap() > 0);
         assert!(p.ppid(me).unwrap() > 0);
+        let st = p.stat(me).unwrap();
+        assert_eq!(st.ppid, p.ppid(me).unwrap());
+        assert!(st.start > 0);
+        let (_, ino) = *p
+            .pids_with_ino()
+            .unwrap()
+            .iter()
+            .find(|(q, _)| *q == me)
+            .unwrap();
+        assert_eq!(ino, p.ino(me).unwrap());
+        let before = p.tcp_passive_opens(me).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let _a = l.accept().unwrap();
+        assert!(p.tcp_passive_opens(me).unwrap() > before);
+        assert!(p.is_own());
+        assert!(!ProcRoot::new("/nonexistent").is_own());
+        // A pidfd is readable once its process exited, not before.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        use std::os::fd::AsFd;
+        assert_eq!(exited(&[fd.as_fd()]).unwrap(), [false]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(exited(&[fd.as_fd()]).unwrap(), [true]);
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         use std::os::unix::fs::MetadataExt;
         let ino = std::fs::metadata(format!("/proc/self/fd/{}", {

@@ -46,9 +46,20 @@ pub struct Sock {
 
 /// A source of socket dumps, one network namespace at a time (a seam for tests).
 pub trait Diag: Send {
-    /// TCP sockets of the namespace `netns` (its inode); `ns_path` is a file that refers to it,
-    /// such as `/proc/PID/ns/net` of a process inside.
-    fn dump(&mut self, netns: u64, ns_path: &Path) -> io::Result<Vec<Sock>>;
+    /// Listening TCP sockets of the namespace `netns` (its inode); `ns_path` is a file that
+    /// refers to it, such as `/proc/PID/ns/net` of a process inside. The kernel walks only its
+    /// small listening hash.
+    fn listeners(&mut self, netns: u64, ns_path: &Path) -> io::Result<Vec<Sock>>;
+    /// Connected TCP sockets (ESTABLISHED, CLOSE_WAIT) of the families asked for. Each family's
+    /// dump walks the whole established hash (it is global, so every namespace's dump walks
+    /// all of it): the main cost of a sample, skipped when nothing can have changed.
+    fn connected(
+        &mut self,
+        netns: u64,
+        ns_path: &Path,
+        v4: bool,
+        v6: bool,
+    ) -> io::Result<Vec<Sock>>;
     /// Forgets namespaces not in `live`.
     fn retain(&mut self, live: &HashSet<u64>);
 }
@@ -59,36 +70,53 @@ pub struct NetlinkDiag {
     sockets: HashMap<u64, Socket>,
 }
 
-impl Diag for NetlinkDiag {
-    fn dump(&mut self, netns: u64, ns_path: &Path) -> io::Result<Vec<Sock>> {
+impl NetlinkDiag {
+    /// Runs `f` on the namespace's socket (opened on first use); a socket in a bad state (an
+    /// interrupted dump) is reopened next time.
+    fn with_socket(
+        &mut self,
+        netns: u64,
+        ns_path: &Path,
+        f: impl FnOnce(&Socket, &mut Vec<Sock>) -> io::Result<()>,
+    ) -> io::Result<Vec<Sock>> {
         let s = match self.sockets.entry(netns) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(open_in(netns, ns_path)?),
         };
-        // Listening sockets first (the kernel walks only its small listening hash); then
-        // connections, only for families that have a listener: each such dump walks the whole
-        // established hash, the main cost of a sample.
         let mut out = Vec::new();
-        let listen = StateFlags::LISTEN;
-        let connected = StateFlags::ESTABLISHED | StateFlags::CLOSE_WAIT;
-        let r = (|| {
-            dump_family(s, AF_INET, listen.clone(), &mut out)?;
-            let v4 = out.iter().any(|s| s.local.is_ipv4() && s.inode != 0);
-            dump_family(s, AF_INET6, listen, &mut out)?;
-            let v6 = out.iter().any(|s| s.local.is_ipv6() && s.inode != 0);
-            if v4 {
-                dump_family(s, AF_INET, connected.clone(), &mut out)?;
-            }
-            if v6 {
-                dump_family(s, AF_INET6, connected, &mut out)?;
-            }
-            Ok(())
-        })();
+        let r = f(s, &mut out);
         if r.is_err() {
-            // A socket in a bad state (an interrupted dump) is reopened next time.
             self.sockets.remove(&netns);
         }
         r.map(|_| out)
+    }
+}
+
+impl Diag for NetlinkDiag {
+    fn listeners(&mut self, netns: u64, ns_path: &Path) -> io::Result<Vec<Sock>> {
+        self.with_socket(netns, ns_path, |s, out| {
+            dump_family(s, AF_INET, StateFlags::LISTEN, out)?;
+            dump_family(s, AF_INET6, StateFlags::LISTEN, out)
+        })
+    }
+
+    fn connected(
+        &mut self,
+        netns: u64,
+        ns_path: &Path,
+        v4: bool,
+        v6: bool,
+    ) -> io::Result<Vec<Sock>> {
+        let states = StateFlags::ESTABLISHED | StateFlags::CLOSE_WAIT;
+        self.with_socket(netns, ns_path, |s, out| {
+            if v4 {
+                dump_family(s, AF_INET, states.clone(), out)?;
+            }
+            if v6 {
+                dump_family(s, AF_INET6, states, out)?;
+            }
+            Ok(())
+        })
     }
 
     fn retain(&mut self, live: &HashSet<u64>) {
@@ -229,7 +257,10 @@ mod tests {
         let _c2 = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         let mut d = NetlinkDiag::default();
-        let socks = d.dump(ino, Path::new("/proc/self/ns/net")).unwrap();
+        let path = Path::new("/proc/self/ns/net");
+        let mut socks = d.listeners(ino, path).unwrap();
+        assert!(socks.iter().all(|s| s.state == SockState::Listen));
+        socks.extend(d.connected(ino, path, true, false).unwrap());
         let me = socks
             .iter()
             .find(|s| s.state == SockState::Listen && s.local.port() == port)

@@ -251,6 +251,7 @@ fn a_namespace_that_disappears_is_skipped() {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
         interval: Duration::from_millis(200),
+        caps: Default::default(),
     };
     let mut s = Sampler::new(&spec);
     let found = |s: &mut Sampler| {
@@ -276,4 +277,202 @@ fn a_namespace_that_disappears_is_skipped() {
     let port = l.local_addr().unwrap().port();
     s.sample();
     assert!(s.cut(0.2).iter().any(|x| x.port == port));
+}
+
+/// A server started while the sampler runs is found within a listing (1 s) and a sample, its
+/// first accepted connection makes it busy (the namespace's PassiveOpens moved, so connected
+/// sockets are dumped again), and once it exits it is gone.
+#[test]
+fn a_server_started_after_the_sampler_is_found() {
+    use headroom_agent::sources::listeners::{Workers, WorkersSpec, LIST_INTERVAL};
+    use std::time::Instant;
+    let needs = [Need::Root, Need::Tool("python3")];
+    if !headroom_testbed::require("a_server_started_after_the_sampler_is_found", &needs) {
+        return;
+    }
+    let interval = Duration::from_millis(200);
+    let w = Workers::start(&WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval,
+        caps: Default::default(),
+    });
+    // Past the first listing: the server is born after the sampler knows the node.
+    std::thread::sleep(Duration::from_millis(1500));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let py = format!(
+        "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(4)\nc = s.accept()\ntime.sleep(30)"
+    );
+    let started = Instant::now();
+    let server = Guard::spawn("python3", Command::new("python3").args(["-c", &py])).unwrap();
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !ok() {
+            assert!(t.elapsed() < Duration::from_secs(10), "{what}: never");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.elapsed()
+    };
+    let latest = w.latest();
+    let found = wait_for("found", &|| latest.find("", lo, port).is_some());
+    // python3's own start is in this figure too (≈ 0.1 s on an idle machine).
+    let delay = started.elapsed();
+    eprintln!("a new server found {delay:?} after it was started (poll {found:?})");
+    assert!(
+        delay <= LIST_INTERVAL + 4 * interval + Duration::from_millis(700),
+        "found after {delay:?}"
+    );
+    let l = latest.find("", lo, port).unwrap();
+    assert_eq!((l.workers, l.busy), (1, 0));
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let busy = wait_for("busy", &|| {
+        latest.find("", lo, port).is_some_and(|l| l.busy == 1)
+    });
+    eprintln!("busy seen after {busy:?}");
+    assert!(busy <= 4 * interval, "busy after {busy:?}");
+    drop(server);
+    let gone = wait_for("gone", &|| latest.find("", lo, port).is_none());
+    assert!(gone <= 4 * interval, "still there after {gone:?}");
+    let cost = w.cost();
+    eprintln!("{cost:?}");
+    assert!(
+        cost.listings < cost.samples,
+        "listed at every sample: {cost:?}"
+    );
+}
+
+/// A process binding 7 000 ports (127.0.0.1, in a namespace of its own): the report stays
+/// within the per-pod and per-node caps and counts exactly what they left out.
+#[test]
+fn a_process_binding_7000_ports_is_capped_and_counted() {
+    use headroom_agent::sources::listeners::{ListenerConfig, Sampler, WorkersSpec};
+    let needs = [Need::Root, Need::Tool("ip"), Need::Tool("python3")];
+    if !headroom_testbed::require("a_process_binding_7000_ports_is_capped_and_counted", &needs) {
+        return;
+    }
+    const PORTS: usize = 7000;
+    let ns = Netns::new("ports").unwrap();
+    let inode = netns_of(&format!("/run/netns/{}", ns.name));
+    let py = format!(
+        "import resource, socket, sys, time\nresource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))\nl = []\nfor _ in range({PORTS}):\n    s = socket.socket()\n    s.bind(('127.0.0.1', 0))\n    s.listen(1)\n    l.append(s)\nprint('ready', flush=True)\ntime.sleep(60)"
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, "python3", "-c", &py])
+        .stdout(Stdio::piped());
+    let mut server = Guard::spawn("python3", &mut cmd).unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = server.child.as_mut().unwrap().stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    assert_eq!(line.trim(), "ready");
+    let caps = ListenerConfig {
+        max_per_pod: 40,
+        max_per_node: 50,
+    };
+    // 30 more in this process, in the host's namespace: together over the node cap.
+    let _mine: Vec<std::net::TcpListener> = (0..30)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut s = Sampler::new(&WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval: Duration::from_millis(200),
+        caps,
+    });
+    s.sample();
+    // Every listener of that one sample, uncapped (what probes look up).
+    let all = s.latest().len();
+    let ls = s.cut(0.2);
+    let o = s.omitted();
+    let ours = ls.iter().filter(|l| l.netns == inode).count();
+    let host = all - PORTS;
+    eprintln!("{all} listeners ({host} outside the test's namespace); reported {}, {ours} of ours; omitted {o:?}", ls.len());
+    assert!(all >= PORTS);
+    assert_eq!(ls.len(), 50.min(all - o.pod_cap as usize), "node cap");
+    assert!(ours <= 40, "pod cap: {ours}");
+    let mut per_ns = std::collections::HashMap::new();
+    for l in &ls {
+        *per_ns.entry(l.netns).or_insert(0) += 1;
+    }
+    assert!(per_ns.values().all(|&n| n <= 40), "{per_ns:?}");
+    // Outside pods the unit is the namespace: ours loses 6 960, the host's what exceeds 40.
+    assert_eq!(o.pod_cap as usize, PORTS - 40 + host.saturating_sub(40));
+    assert_eq!(
+        ls.len() + o.total() as usize,
+        all,
+        "every listener reported or counted"
+    );
+    drop(server);
+    drop(ns);
+}
+
+/// A worker that exits between two /proc listings is gone at the next sample (the holders'
+/// pidfds are polled at every sample), and its master becomes the lone holder. Takes 10 s.
+#[test]
+fn a_worker_that_exits_between_listings_is_gone_at_the_next_sample() {
+    use headroom_agent::sources::listeners::{Sampler, WorkersSpec};
+    let needs = [Need::Root, Need::Tool("python3")];
+    if !headroom_testbed::require("a_worker_that_exits_between_listings", &needs) {
+        return;
+    }
+    let py = "import os, signal, socket, sys, time\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen(4)\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(s.getsockname()[1], pid, flush=True)\ntime.sleep(60)";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", py]).stdout(Stdio::piped());
+    let mut master = Guard::spawn("python3", &mut cmd).unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = master.child.as_mut().unwrap().stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    let v: Vec<i32> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (port, worker) = (v[0] as u16, v[1]);
+    let mut s = Sampler::new(&WorkersSpec {
+        proc_root: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        interval: Duration::from_millis(200),
+        caps: Default::default(),
+    });
+    let pids = |s: &mut Sampler| {
+        s.cut(0.2)
+            .into_iter()
+            .find(|l| l.port == port && l.address == "127.0.0.1")
+            .map(|l| l.worker_pids)
+    };
+    s.sample();
+    // Past the young age (young processes have their namespace read at every sample, which
+    // would notice an exit by itself), then a listing.
+    std::thread::sleep(headroom_agent::sources::listeners::YOUNG + Duration::from_millis(100));
+    s.sample();
+    assert_eq!(pids(&mut s), Some(vec![worker]), "the child is the worker");
+    let listings = s.cost.listings;
+    // SAFETY: kill(2) on the worker this test's server forked (it is no zombie: SIGCHLD is
+    // ignored by its parent, so it is reaped at once).
+    unsafe { libc::kill(worker, libc::SIGKILL) };
+    let t = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the worker did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.sample();
+    assert_eq!(s.cost.listings, listings, "no listing in between");
+    assert_eq!(
+        pids(&mut s),
+        Some(vec![master.pid() as i32]),
+        "the master is the lone holder"
+    );
+    drop(master);
 }

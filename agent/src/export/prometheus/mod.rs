@@ -25,6 +25,7 @@ const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::ACCEPT_QUEUE_DEPTH_MAX, false),
     (&metric::ACCEPT_QUEUE_BACKLOG, false),
     (&metric::WORKERS_SATURATED_SECONDS, true),
+    (&metric::LISTENERS_OMITTED, false),
     (&metric::DNS_SEARCH_EXPANSION_SHARE, true),
     (&metric::DNS_TOP_QNAME_QUERIES, false),
     (&metric::DNS_TOP_SOURCE_QUERIES, false),
@@ -277,6 +278,10 @@ mod tests {
         };
         let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
         r.listeners = vec![l.clone()];
+        r.listeners_omitted = crate::sources::listeners::Omitted {
+            pod_cap: 5,
+            node_cap: 2,
+        };
         let m = Metrics::new();
         m.update(&r);
         r.listeners[0].saturated_seconds_total = 4.0;
@@ -291,6 +296,7 @@ mod tests {
             format!("headroom_accept_queue_depth_max{labels} 2"),
             format!("headroom_accept_queue_backlog{labels} 8"),
             format!("headroom_workers_saturated_seconds_total{labels} 4.0"),
+            "headroom_listeners_omitted{} 7".to_string(),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
         }

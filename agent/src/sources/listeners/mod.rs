@@ -3,12 +3,22 @@
 //! is, and how much the container's CPU was throttled (docs/reference.md, "Facts the product is built on": workers and queues).
 //!
 //! Each sample (5 Hz by default):
-//! 1. list processes; read the fds of *new* processes only (socket inodes, netns, parent);
-//! 2. per network namespace, dump TCP LISTEN and connected sockets through sock_diag;
+//! 1. once a second ([`LIST_INTERVAL`]), list processes: births and exits, and pids reused by a
+//!    new process (its /proc directory's inode and its start time changed); read the fds of
+//!    *new* processes only (socket inodes, netns, parent). Between listings only the listeners'
+//!    holders are checked (one poll of their pidfds, or an lstat each where the proc root is
+//!    not this process's pid namespace), so a worker that exits is not counted;
+//! 2. per network namespace with a listener (every namespace at a listing), dump TCP LISTEN
+//!    sockets through sock_diag, and connected sockets unless nothing can have changed: the
+//!    last dump found no connection of any listener's workers, no connection waits in an
+//!    accept queue, and the namespace's `PassiveOpens` counter has not moved (an idle node
+//!    then never walks the kernel's established hash, the main cost of a sample);
 //! 3. a listener's *holders* are the processes whose fds hold its inode. A holder is a
 //!    *master* and not a worker when another holder is its child and it has never been seen
 //!    holding an accepted connection (gunicorn's arbiter, unicorn's master, php-fpm's master,
-//!    Apache's parent). A lone process holding a listener is its own worker;
+//!    Apache's parent). A lone process holding a listener is its own worker. A listener nobody
+//!    is known to hold sends the namespace's holders and young processes to a rescan of their
+//!    fds first, the rest of its processes only if that did not find it;
 //! 4. a worker is *busy* while it holds a connected socket (ESTABLISHED or CLOSE_WAIT) whose
 //!    local address is the listener's. Connected inodes not yet known send the listener's
 //!    holders (only them) to a rescan of their fds (a connection still unowned after two is
@@ -16,6 +26,7 @@
 //!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
 //!    most every 5 minutes.
 
+pub mod caps;
 pub mod cgroup;
 pub mod report;
 mod source;
@@ -24,11 +35,12 @@ mod tests;
 
 use crate::sys::procfs::ProcRoot;
 use crate::sys::sockdiag::{Diag, NetlinkDiag, Sock, SockState};
+pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
 pub use report::{ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,12 +50,18 @@ pub struct WorkersSpec {
     pub proc_root: PathBuf,
     pub cgroup_root: PathBuf,
     pub interval: Duration,
+    /// Most listeners each report window carries (`[listeners]`).
+    pub caps: ListenerConfig,
 }
 
 #[derive(Debug, Default)]
 struct Proc {
     netns: Option<u64>,
     ppid: i32,
+    /// Start time (clock ticks after boot) and /proc directory inode: a pid whose inode changed
+    /// and whose start time differs is a new process.
+    start: u64,
+    ino: u64,
     comm: String,
     sockets: HashSet<u64>,
     /// Seen holding an accepted connection at least once: never a master.
@@ -61,6 +79,22 @@ type Key = (u64, u64);
 /// the same pid (runc init; `ip netns exec`, `nsenter` likewise): seen before the switch, it
 /// would otherwise stay filed under the wrong namespace and its listeners would never be found.
 pub const YOUNG: Duration = Duration::from_secs(10);
+
+/// Most pidfds held for holders (descriptors are a process-wide limit); beyond, holders are
+/// checked with an lstat each.
+pub const MAX_PIDFDS: usize = 512;
+
+/// How often /proc is listed for births and exits (samples in between reuse the list).
+pub const LIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Per namespace: what decides whether its connected sockets must be dumped again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gate {
+    /// `PassiveOpens` read before the last connected dump; None when unreadable (always dump).
+    passive: Option<u64>,
+    /// The last connected dump found a connection a worker holds or may hold.
+    open: bool,
+}
 
 /// How long a listener nobody is known to hold waits before its namespace is read again.
 pub const UNOWNED_RETRY: Duration = Duration::from_secs(300);
@@ -103,6 +137,15 @@ impl LatestSamples {
         }
     }
 
+    /// Listeners in the latest sample (all of them: the caps apply to reports only).
+    pub fn len(&self) -> usize {
+        self.0.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The listener on `port` of the pod `pod_uid` (known by its cgroup), or bound to `host`
     /// itself (a pod IP); with several (IPv4 and IPv6), the one with the most workers.
     pub fn find(&self, pod_uid: &str, host: IpAddr, port: u16) -> Option<ListenerSample> {
@@ -125,6 +168,10 @@ pub struct Cost {
     /// fd directories read.
     pub fd_scans: u64,
     pub netns_dumps: u64,
+    /// /proc listings.
+    pub listings: u64,
+    /// Dumps of connected sockets (each walks the established hash once per family).
+    pub connected_dumps: u64,
 }
 
 /// The sampling state: caches and the current window. Synchronous; run it on its own thread.
@@ -133,6 +180,17 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     cgroup_root: PathBuf,
     diag: D,
     procs: HashMap<i32, Proc>,
+    /// When /proc is listed next; None: at the next sample.
+    next_list: Option<Instant>,
+    /// Processes holding a listener at the last sample: checked for exit between listings.
+    holder_pids: HashSet<i32>,
+    /// A pidfd per holder where the proc root's pids are ours: one poll checks them all.
+    pidfds: HashMap<i32, std::os::fd::OwnedFd>,
+    own_pids: bool,
+    /// Namespaces with a listener at their last dump: dumped at every sample, the others only
+    /// at listings.
+    listening: HashSet<u64>,
+    gates: HashMap<u64, Gate>,
     /// Listeners nobody is known to hold after a rescan (their holder is out of sight, e.g. in
     /// another pid namespace), and when: looked for again after [`UNOWNED_RETRY`].
     unowned: HashMap<Key, Instant>,
@@ -147,6 +205,9 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     /// The sample being taken, published to `latest` when it is complete.
     current: Vec<ListenerSample>,
     latest: LatestSamples,
+    caps: ListenerConfig,
+    /// What the caps left out of the last window cut.
+    omitted: Omitted,
     pub cost: Cost,
 }
 
@@ -163,6 +224,12 @@ impl<D: Diag> Sampler<D> {
             cgroup_root: spec.cgroup_root.clone(),
             diag,
             procs: HashMap::new(),
+            next_list: None,
+            holder_pids: HashSet::new(),
+            pidfds: HashMap::new(),
+            own_pids: ProcRoot::new(&spec.proc_root).is_own(),
+            listening: HashSet::new(),
+            gates: HashMap::new(),
             unowned: HashMap::new(),
             foreign: HashMap::new(),
             accs: BTreeMap::new(),
@@ -170,8 +237,16 @@ impl<D: Diag> Sampler<D> {
             cpu_base: HashMap::new(),
             current: Vec::new(),
             latest: LatestSamples::default(),
+            caps: spec.caps,
+            omitted: Omitted::default(),
             cost: Cost::default(),
         }
+    }
+
+    /// Makes the next sample list /proc, as if [`LIST_INTERVAL`] had passed (a clock for tests).
+    #[cfg(test)]
+    fn list_at_next_sample(&mut self) {
+        self.next_list = None;
     }
 
     /// The view of the latest sample that this sampler keeps current.
@@ -190,8 +265,11 @@ impl<D: Diag> Sampler<D> {
         }
     }
 
-    fn scan_new(&mut self, pid: i32) -> Proc {
-        let mut p = Proc::default();
+    fn scan_new(&mut self, pid: i32, ino: u64) -> Proc {
+        let mut p = Proc {
+            ino,
+            ..Proc::default()
+        };
         match self.proc.netns(pid) {
             Ok(ns) => p.netns = Some(ns),
             Err(error) => {
@@ -199,105 +277,307 @@ impl<D: Diag> Sampler<D> {
                 return p;
             }
         }
-        p.ppid = self.proc.ppid(pid).unwrap_or(0);
+        match self.proc.stat(pid) {
+            Ok(st) => (p.ppid, p.start) = (st.ppid, st.start),
+            Err(_) => p.ppid = self.proc.ppid(pid).unwrap_or(0),
+        }
         p.comm = self.proc.comm(pid).unwrap_or_default();
         p.first_seen = Some(Instant::now());
         Self::scan_fds(&self.proc, &mut self.cost, pid, &mut p);
         p
     }
 
-    /// Takes one sample of every listener on the node.
-    pub fn sample(&mut self) {
-        self.cost.samples += 1;
-        let pids = match self.proc.pids() {
+    /// Whether the process known as `pid` is still the one under that pid, after its /proc
+    /// inode changed to `ino`: the same start time means the same process (procfs may give a
+    /// live process a new inode); the inode is updated then.
+    fn same_process(&mut self, pid: i32, ino: u64) -> bool {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return false;
+        };
+        match self.proc.stat(pid) {
+            Ok(st) if st.start == p.start => {
+                p.ino = ino;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Lists /proc: forgets exited processes, scans new ones and pids reused by another.
+    fn list(&mut self) -> bool {
+        self.cost.listings += 1;
+        let pids = match self.proc.pids_with_ino() {
             Ok(p) => p,
             Err(error) => {
                 tracing::warn!(message = "Cannot list processes.", root = %self.proc.0.display(), %error);
-                return;
+                return false;
             }
         };
-        let live: HashSet<i32> = pids.iter().copied().collect();
+        let live: HashSet<i32> = pids.iter().map(|(p, _)| *p).collect();
         self.procs.retain(|p, _| live.contains(p));
-        for &pid in &pids {
-            let rescan = match self.procs.get(&pid) {
-                None => true,
-                // Young: did it switch namespaces (and exec) since it was scanned?
-                Some(p) if p.first_seen.is_some_and(|t| t.elapsed() < YOUNG) => {
-                    self.proc.netns(pid).ok() != p.netns
-                }
-                Some(_) => false,
+        self.pidfds.retain(|p, _| live.contains(p));
+        for (pid, ino) in pids {
+            let known = match self.procs.get(&pid) {
+                None => false,
+                Some(p) if p.ino == ino => true,
+                Some(_) => self.same_process(pid, ino),
             };
-            if rescan {
-                let mut p = self.scan_new(pid);
-                if let Some(old) = self.procs.get(&pid) {
-                    // Still young by its first sighting, not by this rescan.
-                    p.first_seen = old.first_seen;
-                }
+            if !known {
+                self.pidfds.remove(&pid);
+                let p = self.scan_new(pid, ino);
                 self.procs.insert(pid, p);
             }
         }
+        true
+    }
+
+    /// Between listings: drops holders that exited and rescans pids a new process took.
+    fn check_holders(&mut self) {
+        let (polled, rest): (Vec<i32>, Vec<i32>) = std::mem::take(&mut self.holder_pids)
+            .into_iter()
+            .partition(|p| self.pidfds.contains_key(p));
+        let mut rest = rest;
+        if !polled.is_empty() {
+            use std::os::fd::AsFd;
+            let fds: Vec<_> = polled.iter().map(|p| self.pidfds[p].as_fd()).collect();
+            match crate::sys::procfs::exited(&fds) {
+                Ok(gone) => {
+                    for (pid, gone) in polled.iter().zip(gone) {
+                        if gone {
+                            self.procs.remove(pid);
+                            self.pidfds.remove(pid);
+                        }
+                    }
+                }
+                Err(_) => rest.extend(polled),
+            }
+        }
+        for pid in rest {
+            let Some(known) = self.procs.get(&pid).map(|p| p.ino) else {
+                continue;
+            };
+            match self.proc.ino(pid) {
+                Ok(ino) if ino == known || self.same_process(pid, ino) => {}
+                Ok(ino) => {
+                    self.pidfds.remove(&pid);
+                    let p = self.scan_new(pid, ino);
+                    self.procs.insert(pid, p);
+                }
+                Err(_) => {
+                    self.procs.remove(&pid);
+                    self.pidfds.remove(&pid);
+                }
+            }
+        }
+    }
+
+    /// Keeps a pidfd for every holder (at most [`MAX_PIDFDS`]), opened only while the pid is
+    /// still the process that was scanned; closes those of processes no longer holding one.
+    fn track_holders(&mut self) {
+        if !self.own_pids {
+            return;
+        }
+        let holders = &self.holder_pids;
+        self.pidfds.retain(|p, _| holders.contains(p));
+        for &pid in &self.holder_pids {
+            if self.pidfds.len() >= MAX_PIDFDS || self.pidfds.contains_key(&pid) {
+                continue;
+            }
+            let Some(known) = self.procs.get(&pid).map(|p| p.ino) else {
+                continue;
+            };
+            if let Ok(fd) = crate::sys::procfs::pidfd_open(pid) {
+                if self.proc.ino(pid).ok() == Some(known) {
+                    self.pidfds.insert(pid, fd);
+                }
+            }
+        }
+    }
+
+    /// Takes one sample of every listener on the node.
+    pub fn sample(&mut self) {
+        self.cost.samples += 1;
         let now = Instant::now();
+        let listing = self.next_list.map_or(true, |t| now >= t);
+        if listing {
+            self.holder_pids.clear();
+            if !self.list() {
+                return;
+            }
+            self.next_list = Some(now + LIST_INTERVAL);
+        } else {
+            self.check_holders();
+        }
+        // Young: did it switch namespaces (and exec) since it was scanned?
+        let young: Vec<i32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.first_seen.is_some_and(|t| t.elapsed() < YOUNG))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in young {
+            let Some(old) = self.procs.get(&pid) else {
+                continue;
+            };
+            if self.proc.netns(pid).ok() != old.netns {
+                let (first_seen, ino) = (old.first_seen, old.ino);
+                let mut p = self.scan_new(pid, ino);
+                // Still young by its first sighting, not by this rescan.
+                p.first_seen = first_seen;
+                self.procs.insert(pid, p);
+            }
+        }
         self.unowned
             .retain(|_, since| now.duration_since(*since) < UNOWNED_RETRY);
         let mut by_ns: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
-        for &pid in &pids {
-            if let Some(ns) = self.procs.get(&pid).and_then(|p| p.netns) {
+        for (&pid, p) in &self.procs {
+            if let Some(ns) = p.netns {
                 by_ns.entry(ns).or_default().push(pid);
             }
         }
-        for (ns, group) in &by_ns {
-            self.sample_netns(*ns, group);
+        for (ns, group) in &mut by_ns {
+            if listing || self.listening.contains(ns) {
+                group.sort_unstable();
+                self.sample_netns(*ns, group);
+            }
         }
+        self.track_holders();
         self.latest.set(std::mem::take(&mut self.current));
-        self.diag.retain(&by_ns.keys().copied().collect());
+        let live: HashSet<u64> = by_ns.keys().copied().collect();
+        self.listening.retain(|ns| live.contains(ns));
+        self.gates.retain(|ns, _| live.contains(ns));
+        self.diag.retain(&live);
+    }
+
+    /// Rescans the fds of `pids` (those `procs` knows).
+    fn rescan(&mut self, pids: impl IntoIterator<Item = i32>) {
+        for pid in pids {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                Self::scan_fds(&self.proc, &mut self.cost, pid, p);
+            }
+        }
+    }
+
+    /// Connected sockets of the namespace, or None when nothing can have changed since the last
+    /// dump (see the module's step 2). `passive` was read before the listeners were dumped.
+    fn connected(
+        &mut self,
+        ns: u64,
+        path: &Path,
+        listens: &[Sock],
+        passive: Option<u64>,
+    ) -> Option<Vec<Sock>> {
+        let gate = self.gates.get(&ns).copied();
+        let queued = listens.iter().any(|l| l.rqueue > 0);
+        let skip =
+            !queued && passive.is_some() && gate.is_some_and(|g| !g.open && g.passive == passive);
+        if skip {
+            return None;
+        }
+        self.cost.connected_dumps += 1;
+        let v4 = listens.iter().any(|s| s.local.is_ipv4());
+        let v6 = listens.iter().any(|s| s.local.is_ipv6());
+        match self.diag.connected(ns, path, v4, v6) {
+            Ok(c) => {
+                // Open until proven closed: set by the caller once it knows whose they are.
+                self.gates.insert(
+                    ns,
+                    Gate {
+                        passive,
+                        open: true,
+                    },
+                );
+                Some(
+                    c.into_iter()
+                        .filter(|s| s.state == SockState::Connected && s.inode != 0)
+                        .collect(),
+                )
+            }
+            Err(error) => {
+                tracing::debug!(message = "No connected sockets for a namespace (gone?).", netns = ns, %error);
+                self.gates.remove(&ns);
+                Some(Vec::new())
+            }
+        }
     }
 
     fn sample_netns(&mut self, ns: u64, group: &[i32]) {
         self.cost.netns_dumps += 1;
         let path = self.proc.netns_path(group[0]);
-        let socks = match self.diag.dump(ns, &path) {
+        // Before the dumps: a connection completed after this read moves it for next time.
+        let passive = self.proc.tcp_passive_opens(group[0]).ok();
+        let socks = match self.diag.listeners(ns, &path) {
             Ok(s) => s,
             Err(error) => {
                 tracing::debug!(message = "Skipping a network namespace (gone?).", netns = ns, pid = group[0], %error);
+                self.listening.remove(&ns);
                 return;
             }
         };
-        let listens: Vec<&Sock> = socks
-            .iter()
+        let listens: Vec<Sock> = socks
+            .into_iter()
             .filter(|s| s.state == SockState::Listen && s.inode != 0)
             .collect();
         if listens.is_empty() {
+            self.listening.remove(&ns);
             return;
         }
+        self.listening.insert(ns);
         let listen_inodes: HashSet<u64> = listens.iter().map(|s| s.inode).collect();
         let mut holders = self.holders(group, &listen_inodes);
-        let unknown = listens
-            .iter()
-            .any(|s| !holders.contains_key(&s.inode) && !self.unowned.contains_key(&(ns, s.inode)));
-        if unknown {
-            for &pid in group {
-                if let Some(p) = self.procs.get_mut(&pid) {
-                    Self::scan_fds(&self.proc, &mut self.cost, pid, p);
-                }
+        let unknown = |holders: &HashMap<u64, Vec<i32>>, unowned: &HashMap<Key, Instant>| {
+            listens
+                .iter()
+                .any(|s| !holders.contains_key(&s.inode) && !unowned.contains_key(&(ns, s.inode)))
+        };
+        if unknown(&holders, &self.unowned) {
+            // First the likely ones: processes holding a listener already, and young ones.
+            let likely: HashSet<i32> = group
+                .iter()
+                .copied()
+                .filter(|pid| {
+                    holders.values().any(|h| h.contains(pid))
+                        || self
+                            .procs
+                            .get(pid)
+                            .and_then(|p| p.first_seen)
+                            .is_some_and(|t| t.elapsed() < YOUNG)
+                })
+                .collect();
+            if likely.len() < group.len() {
+                self.rescan(likely.iter().copied());
+                holders = self.holders(group, &listen_inodes);
             }
-            holders = self.holders(group, &listen_inodes);
+            if likely.len() == group.len() || unknown(&holders, &self.unowned) {
+                let rest: Vec<i32> = group
+                    .iter()
+                    .copied()
+                    .filter(|p| likely.len() == group.len() || !likely.contains(p))
+                    .collect();
+                self.rescan(rest);
+                holders = self.holders(group, &listen_inodes);
+            }
             for s in &listens {
                 if !holders.contains_key(&s.inode) {
                     self.unowned.insert((ns, s.inode), Instant::now());
                 }
             }
         }
-        let connected: Vec<&Sock> = socks
-            .iter()
-            .filter(|s| s.state == SockState::Connected && s.inode != 0)
-            .collect();
-        let live: HashSet<u64> = connected.iter().map(|c| c.inode).collect();
-        self.foreign
-            .retain(|(n, i), _| *n != ns || live.contains(i));
+        let connected = self.connected(ns, &path, &listens, passive);
+        if let Some(c) = &connected {
+            let live: HashSet<u64> = c.iter().map(|c| c.inode).collect();
+            self.foreign
+                .retain(|(n, i), _| *n != ns || live.contains(i));
+        }
+        // Skipped: no connection of a listener (foreign ones are kept for next time).
+        let connected = connected.unwrap_or_default();
+        // Whether any connection is a worker's or may become known as one.
+        let mut open = false;
         for l in &listens {
             let Some(hs) = holders.get(&l.inode) else {
                 continue;
             };
+            self.holder_pids.extend(hs.iter().copied());
             let conns: Vec<u64> = connected
                 .iter()
                 .filter(|c| accepted_on(c.local, l.local))
@@ -310,17 +590,16 @@ impl<D: Diag> Sampler<D> {
             if conns.iter().any(|&c| {
                 !owner_known(&self.procs, c) && self.foreign.get(&(ns, c)).copied().unwrap_or(0) < 2
             }) {
-                for h in hs {
-                    if let Some(p) = self.procs.get_mut(h) {
-                        Self::scan_fds(&self.proc, &mut self.cost, *h, p);
-                    }
-                }
+                self.rescan(hs.iter().copied());
                 for &c in &conns {
                     if !owner_known(&self.procs, c) {
                         *self.foreign.entry((ns, c)).or_default() += 1;
                     }
                 }
             }
+            open |= conns.iter().any(|&c| {
+                owner_known(&self.procs, c) || self.foreign.get(&(ns, c)).copied().unwrap_or(0) < 2
+            });
             let mut busy: HashSet<i32> = HashSet::new();
             for h in hs {
                 if let Some(p) = self.procs.get_mut(h) {
@@ -378,6 +657,9 @@ impl<D: Diag> Sampler<D> {
             a.worker_pids = workers;
             a.holder = holder;
         }
+        if let Some(g) = self.gates.get_mut(&ns) {
+            g.open = open;
+        }
     }
 
     /// Listener inode → processes in `group` holding it (ascending pid).
@@ -416,7 +698,13 @@ impl<D: Diag> Sampler<D> {
         }
     }
 
-    /// Ends the report window of `seconds`: the listeners sampled since the last cut.
+    /// What the caps left out of the last window cut.
+    pub fn omitted(&self) -> Omitted {
+        self.omitted
+    }
+
+    /// Ends the report window of `seconds`: the listeners sampled since the last cut, within
+    /// the caps (what they left out: [`Sampler::omitted`]).
     /// Saturated time is the window's share of saturated samples times its length.
     pub fn cut(&mut self, seconds: f64) -> Vec<ListenerReport> {
         let accs = std::mem::take(&mut self.accs);
@@ -488,6 +776,7 @@ impl<D: Diag> Sampler<D> {
                 b.netns,
             ))
         });
+        self.omitted = caps::apply(&mut out, &self.caps);
         out
     }
 }
@@ -544,12 +833,16 @@ impl Workers {
         }
     }
 
-    /// Ends the report window of `seconds`.
+    /// Ends the report window of `seconds`: the listeners within the caps, and how many the
+    /// caps left out.
     pub fn cut(&self, seconds: f64) -> Vec<ListenerReport> {
-        self.sampler
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cut(seconds)
+        self.cut_counted(seconds).0
+    }
+
+    pub fn cut_counted(&self, seconds: f64) -> (Vec<ListenerReport>, Omitted) {
+        let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        let l = s.cut(seconds);
+        (l, s.omitted())
     }
 
     /// The latest sample of every listener, kept current while this runs.

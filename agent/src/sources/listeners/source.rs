@@ -10,6 +10,6 @@ impl Source for Workers {
     }
 
     fn fill(&mut self, _window: Window, report: &mut Report) {
-        report.listeners = self.cut(report.window.seconds);
+        (report.listeners, report.listeners_omitted) = self.cut_counted(report.window.seconds);
     }
 }

@@ -16,14 +16,22 @@ type Table = Arc<Mutex<HashMap<u64, Vec<Sock>>>>;
 
 struct FakeDiag(Table);
 
-impl Diag for FakeDiag {
-    fn dump(&mut self, netns: u64, _: &Path) -> io::Result<Vec<Sock>> {
-        self.0
-            .lock()
-            .unwrap()
+impl FakeDiag {
+    fn of(&self, netns: u64, state: SockState) -> io::Result<Vec<Sock>> {
+        let t = self.0.lock().unwrap();
+        let all = t
             .get(&netns)
-            .cloned()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(all.iter().filter(|s| s.state == state).copied().collect())
+    }
+}
+
+impl Diag for FakeDiag {
+    fn listeners(&mut self, netns: u64, _: &Path) -> io::Result<Vec<Sock>> {
+        self.of(netns, SockState::Listen)
+    }
+    fn connected(&mut self, netns: u64, _: &Path, _: bool, _: bool) -> io::Result<Vec<Sock>> {
+        self.of(netns, SockState::Connected)
     }
     fn retain(&mut self, _: &HashSet<u64>) {}
 }
@@ -45,13 +53,27 @@ impl Fx {
         self.dir.path().join("proc").join(pid.to_string())
     }
     fn process(&self, pid: i32, ppid: i32, comm: &str, netns: u64, socks: &[u64], cg: &str) {
+        self.process_started(pid, ppid, 1000 + pid as u64, comm, netns, socks, cg);
+    }
+    /// A process with its start time (clock ticks after boot), as `stat` has it in field 22.
+    #[allow(clippy::too_many_arguments)]
+    fn process_started(
+        &self,
+        pid: i32,
+        ppid: i32,
+        start: u64,
+        comm: &str,
+        netns: u64,
+        socks: &[u64],
+        cg: &str,
+    ) {
         let d = self.pid_dir(pid);
         std::fs::create_dir_all(d.join("fd")).unwrap();
         std::fs::create_dir_all(d.join("ns")).unwrap();
         symlink(format!("net:[{netns}]"), d.join("ns/net")).unwrap();
         std::fs::write(
             d.join("stat"),
-            format!("{pid} ({comm}) S {ppid} {pid} {pid} 0"),
+            format!("{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 1 0 0 0 2 3 0 0 20 0 1 0 {start} 999 1"),
         )
         .unwrap();
         std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
@@ -73,6 +95,7 @@ impl Fx {
             proc_root: self.dir.path().join("proc"),
             cgroup_root: self.dir.path().join("cgroup"),
             interval: Duration::from_millis(200),
+            caps: Default::default(),
         }
     }
     fn cpu_stat(&self, rel: &str, periods: u64, throttled: u64, usec: u64) {
@@ -247,8 +270,12 @@ fn fds_are_rescanned_only_when_something_changed() {
         s.sample();
     }
     assert_eq!(s.cost.fd_scans, 17 + 2 * 5);
-    // A new process: it alone is read (the unowned listener waits for its retry time).
+    // A new process: at the next listing it alone is read (the unowned listener waits for its
+    // retry time).
     fx.process(105, 100, "gunicorn", NS, &[5000], "0::/\n");
+    s.sample();
+    assert_eq!(s.cost.fd_scans, 27, "not listed yet");
+    s.list_at_next_sample();
     s.sample();
     assert_eq!(s.cost.fd_scans, 27 + 1);
     let l = &s.cut(1.0)[0];
@@ -331,4 +358,128 @@ fn table_lists_listeners() {
         "{t}"
     );
     assert!(crate::export::table::listeners::table(&[]).contains("no listeners"));
+}
+
+impl Fx {
+    /// `pid` exits and a new process takes its pid. Made aside first, so its directory has a
+    /// new inode even on a file system that hands a freed inode number out again at once (as
+    /// procfs never does: it numbers inodes from a counter).
+    fn reuse(&self, pid: i32, start: u64, comm: &str, netns: u64, socks: &[u64]) {
+        let aside = pid + 1_000_000;
+        self.process_started(aside, 1, start, comm, netns, socks, "0::/\n");
+        std::fs::remove_dir_all(self.pid_dir(pid)).unwrap();
+        std::fs::rename(self.pid_dir(aside), self.pid_dir(pid)).unwrap();
+    }
+
+    /// The namespace's TCP counters as `/proc/PID/net/snmp` shows them.
+    fn snmp(&self, pid: i32, passive: u64) {
+        let d = self.pid_dir(pid).join("net");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("snmp"),
+            format!("Ip: Forwarding\nIp: 1\nTcp: RtoAlgorithm ActiveOpens PassiveOpens CurrEstab\nTcp: 1 7 {passive} 2\n"),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn connected_sockets_are_dumped_only_when_something_can_have_changed() {
+    let fx = Fx::new();
+    fx.process(10, 1, "redis", NS, &[1], "0::/\n");
+    fx.snmp(10, 100);
+    let table: Table = Arc::default();
+    table
+        .lock()
+        .unwrap()
+        .insert(NS, vec![listen("127.0.0.1:6379", 1, 0, 511)]);
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table.clone()));
+    let busy = |s: &mut Sampler<FakeDiag>| s.latest().find("", "127.0.0.1".parse().unwrap(), 6379);
+    s.sample();
+    assert_eq!(s.cost.connected_dumps, 1, "first sight: dumped");
+    s.sample();
+    s.sample();
+    assert_eq!(
+        s.cost.connected_dumps, 1,
+        "idle: no passive open, nothing held"
+    );
+    assert_eq!(s.cost.netns_dumps, 3, "listeners still sampled every time");
+    // A connection completes (the counter moves) and the process holds it: dumped while held.
+    fx.fd(10, 9, 2);
+    fx.snmp(10, 101);
+    table
+        .lock()
+        .unwrap()
+        .get_mut(&NS)
+        .unwrap()
+        .push(conn("127.0.0.1:6379", 2));
+    s.sample();
+    assert_eq!((s.cost.connected_dumps, busy(&mut s).unwrap().busy), (2, 1));
+    s.sample();
+    assert_eq!(s.cost.connected_dumps, 3, "held: its end must be seen");
+    // It closes: one dump sees it gone, then idle again.
+    table.lock().unwrap().get_mut(&NS).unwrap().pop();
+    s.sample();
+    assert_eq!((s.cost.connected_dumps, busy(&mut s).unwrap().busy), (4, 0));
+    s.sample();
+    assert_eq!(s.cost.connected_dumps, 4);
+    // A connection waiting in the accept queue (completed before the counter was read last):
+    // a worker may take it at any moment.
+    table.lock().unwrap().get_mut(&NS).unwrap()[0].rqueue = 1;
+    s.sample();
+    assert_eq!(s.cost.connected_dumps, 5);
+    let l = &s.cut(1.0)[0];
+    assert_eq!((l.busy_max, l.queue_max, l.samples), (1, 1, 8));
+}
+
+#[test]
+fn exited_holders_and_reused_pids_are_not_confused() {
+    let (fx, table) = gunicorn_pod();
+    const NS2: u64 = 4026532002;
+    fx.process(300, 1, "sleep", NS, &[], "0::/\n");
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table.clone()));
+    s.sample();
+    assert_eq!(s.cut(1.0)[0].worker_pids, [101, 102, 103, 104]);
+    // Between listings worker 104 exits and its pid goes to an unrelated process: the holder
+    // check sees a new /proc inode and another start time, and it is no worker any more.
+    fx.reuse(104, 99_000, "sh", NS, &[]);
+    s.sample();
+    assert_eq!(s.cut(1.0)[0].worker_pids, [101, 102, 103]);
+    // pid 300 exits and is reused by a server in another namespace: at the next listing it is
+    // a new process (its old entry would file it under the wrong namespace, never dumped).
+    fx.reuse(300, 99_001, "nginx", NS2, &[8100]);
+    table
+        .lock()
+        .unwrap()
+        .insert(NS2, vec![listen("0.0.0.0:80", 8100, 0, 511)]);
+    s.list_at_next_sample();
+    s.sample();
+    let ls = s.cut(1.0);
+    let l = ls
+        .iter()
+        .find(|l| l.netns == NS2)
+        .expect("the new process's listener");
+    assert_eq!(
+        (l.port, l.process.as_str(), l.worker_pids.as_slice()),
+        (80, "nginx", &[300][..])
+    );
+    // The same process under a new /proc inode (procfs may drop and recreate it) is kept as
+    // it was: same start time, no fd read.
+    let scans = s.cost.fd_scans;
+    let d = fx.pid_dir(101);
+    let moved = fx.dir.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::rename(&d, moved.join("101")).unwrap();
+    // Copy the tree into a fresh directory (a new inode) under the same pid.
+    std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(moved.join("101"))
+        .arg(&d)
+        .status()
+        .unwrap();
+    s.list_at_next_sample();
+    s.sample();
+    assert_eq!(s.cost.fd_scans, scans, "same process: not read again");
+    let l = s.cut(1.0).into_iter().find(|l| l.netns == NS).unwrap();
+    assert_eq!(l.worker_pids, [101, 102, 103]);
 }
