@@ -71,7 +71,13 @@ fn watch_shows_the_live_rate() {
     let watch = Guard::spawn("headroom-agent watch", &mut cmd).unwrap();
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 600, 4, None).unwrap()).unwrap();
-    assert_eq!(sent.sent, 2400);
+    // dnsperf paces 600/s for 4 s (-l 4); on a loaded machine its time limit can end it a query
+    // or two short. What the agent must match is what was sent (tcpdump's count below).
+    assert!(
+        (2390..=2400).contains(&sent.sent),
+        "dnsperf sent {}",
+        sent.sent
+    );
     let out = watch.wait(Duration::from_secs(20)).unwrap();
     assert!(out.status.success());
     // Ground truth for the peak: the busiest second of tcpdump's own kernel timestamps. dnsperf
