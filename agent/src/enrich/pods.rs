@@ -246,25 +246,10 @@ mod tests {
                 name: None,
                 uid: uid.into(),
             }),
-            container: None,
             address: "10.0.0.5".into(),
-            port: 8080,
-            process: "gunicorn".into(),
             workers: 2,
-            busy_mean: 0.0,
-            busy_max: 0,
-            queue_max: 0,
             backlog: 128,
-            utilization: 0.0,
-            saturated_seconds: 0.0,
-            cpu_periods: None,
-            cpu_throttled_periods: None,
-            cpu_throttled_seconds: None,
-            samples: 1,
-            netns: 1,
-            worker_pids: vec![],
-            workload: None,
-            saturated_seconds_total: 0.0,
+            ..crate::sources::listeners::ListenerReport::test(8080)
         };
         r.listeners = vec![listener("1111"), listener("2222")];
         idx.label_listeners(&mut r);

@@ -178,8 +178,6 @@ fn listeners_dns_talkers_services_and_allowances_are_exported() {
             }),
             container: Some("c0ffee".into()),
             address: address.into(),
-            port: 8000,
-            process: "gunicorn".into(),
             workers,
             busy_mean: 1.5,
             busy_max,
@@ -187,17 +185,13 @@ fn listeners_dns_talkers_services_and_allowances_are_exported() {
             backlog: 128,
             utilization: 0.75,
             saturated_seconds: 2.0,
-            cpu_periods: None,
-            cpu_throttled_periods: None,
-            cpu_throttled_seconds: None,
             samples: 50,
-            netns: 1,
-            worker_pids: vec![],
             workload: Some(crate::pod::Workload {
                 kind: "StatefulSet".into(),
                 name: "web".into(),
             }),
             saturated_seconds_total: 5.5,
+            ..crate::sources::listeners::ListenerReport::test(8000)
         };
     // The same port over IPv4 and IPv6: one series, the one with the workers.
     r.listeners = vec![listener("0.0.0.0", 2, 2), listener("::", 0, 0)];

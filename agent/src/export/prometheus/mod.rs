@@ -257,9 +257,6 @@ mod tests {
                 uid: "u".into(),
             }),
             container: Some("c0ffee".into()),
-            address: "0.0.0.0".into(),
-            port: 8000,
-            process: "gunicorn".into(),
             workers: 4,
             busy_mean: 3.5,
             busy_max: 4,
@@ -267,14 +264,9 @@ mod tests {
             backlog: 8,
             utilization: 0.875,
             saturated_seconds: 1.5,
-            cpu_periods: None,
-            cpu_throttled_periods: None,
-            cpu_throttled_seconds: None,
             samples: 50,
-            netns: 1,
-            worker_pids: vec![],
-            workload: None,
             saturated_seconds_total: 1.5,
+            ..crate::sources::listeners::ListenerReport::test(8000)
         };
         let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
         r.listeners = vec![l.clone()];

@@ -115,25 +115,10 @@ mod tests {
                 name: None,
                 uid: u.into(),
             }),
-            container: None,
-            address: "0.0.0.0".into(),
-            port,
             process: "p".into(),
-            workers: 1,
             busy_mean: busy,
-            busy_max: 0,
-            queue_max: 0,
-            backlog: 0,
-            utilization: 0.0,
-            saturated_seconds: 0.0,
-            cpu_periods: None,
-            cpu_throttled_periods: None,
-            cpu_throttled_seconds: None,
-            samples: 1,
             netns,
-            worker_pids: vec![],
-            workload: None,
-            saturated_seconds_total: 0.0,
+            ..ListenerReport::test(port)
         }
     }
 

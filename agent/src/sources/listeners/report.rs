@@ -49,3 +49,33 @@ pub struct ListenerReport {
     #[serde(skip)]
     pub saturated_seconds_total: f64,
 }
+
+#[cfg(test)]
+impl ListenerReport {
+    /// A quiet gunicorn listener on `port` outside any pod, for tests to change what they
+    /// test (`ListenerReport { busy_mean: 2.0, ..ListenerReport::test(8000) }`).
+    pub(crate) fn test(port: u16) -> ListenerReport {
+        ListenerReport {
+            pod: None,
+            container: None,
+            address: "0.0.0.0".into(),
+            port,
+            process: "gunicorn".into(),
+            workers: 1,
+            busy_mean: 0.0,
+            busy_max: 0,
+            queue_max: 0,
+            backlog: 0,
+            utilization: 0.0,
+            saturated_seconds: 0.0,
+            cpu_periods: None,
+            cpu_throttled_periods: None,
+            cpu_throttled_seconds: None,
+            samples: 1,
+            netns: 1,
+            worker_pids: vec![],
+            workload: None,
+            saturated_seconds_total: 0.0,
+        }
+    }
+}
