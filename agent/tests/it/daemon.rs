@@ -71,11 +71,12 @@ fn watch_shows_the_live_rate() {
     let watch = Guard::spawn("headroom-agent watch", &mut cmd).unwrap();
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 600, 4, None).unwrap()).unwrap();
-    // dnsperf paces 600/s for 4 s (-l 4); on a loaded machine its time limit can end it a query
-    // or two short. What the agent must match is what was sent (tcpdump's count below).
+    // dnsperf paces 600/s for 4 s (-l 4); on a loaded machine its time limit ends it short
+    // (seen: 2 399, 2 388). The pace the "now" check below relies on is held to the same -3 %;
+    // the agent itself is held to exactly what tcpdump saw leave.
     assert!(
-        (2390..=2400).contains(&sent.sent),
-        "dnsperf sent {}",
+        (2328..=2400).contains(&sent.sent),
+        "dnsperf sent {} of 2400",
         sent.sent
     );
     let out = watch.wait(Duration::from_secs(20)).unwrap();
