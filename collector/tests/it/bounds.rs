@@ -186,11 +186,7 @@ fn hostile_load_is_shed_and_memory_stays_under_memory_limit() {
     // 2. A 16 MiB gRPC message: refused from its length prefix.
     let rt = runtime();
     rt.block_on(async {
-        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-        let mut client = MetricsServiceClient::connect(format!("http://{}", c.grpc))
-            .await
-            .unwrap()
-            .max_encoding_message_size(64 << 20);
+        let mut client = crate::metrics_client(&c).await;
         let huge = ExportMetricsServiceRequest::decode(&empty_points(8 << 20)[..]).unwrap();
         assert!(huge.encoded_len() >= 16 << 20);
         let err = client.export(huge).await.unwrap_err();

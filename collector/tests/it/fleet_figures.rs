@@ -9,7 +9,6 @@ use common::agent_otlp::{now_ns, Window, S};
 use common::*;
 use headroom_testbed::scrape::{promtool_check, sample};
 use headroom_testbed::{require, Need};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use prost::Message;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,9 +30,7 @@ fn post(c: &Collector, w: &Window) {
 fn export_grpc(c: &Collector, windows: &[Window]) {
     let rt = runtime();
     rt.block_on(async {
-        let mut client = MetricsServiceClient::connect(format!("http://{}", c.grpc))
-            .await
-            .unwrap();
+        let mut client = crate::metrics_client(c).await;
         for w in windows {
             let resp = client.export(w.request()).await.unwrap().into_inner();
             assert!(resp.partial_success.is_none(), "{resp:?}");

@@ -13,3 +13,14 @@ mod hpa_kube;
 mod otlp_errors;
 mod python_sdk;
 mod state;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+
+/// An OTLP/gRPC metrics client to `c` that sends whatever size the test gives it (64 MiB), so
+/// the collector's own limits are what is tested.
+async fn metrics_client(c: &common::Collector) -> MetricsServiceClient<tonic::transport::Channel> {
+    MetricsServiceClient::connect(format!("http://{}", c.grpc))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20)
+}

@@ -258,12 +258,10 @@ fn oversized_grpc_export_gets_resource_exhausted() {
     let c = Collector::start();
     let rt = runtime();
     rt.block_on(async {
-        use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-        let mut client = MetricsServiceClient::connect(format!("http://{}", c.grpc))
-            .await
-            .unwrap()
-            .max_encoding_message_size(64 << 20);
-        let ok = client.export(wide_request("g", (0..10).map(|i| i.to_string()))).await;
+        let mut client = crate::metrics_client(&c).await;
+        let ok = client
+            .export(wide_request("g", (0..10).map(|i| i.to_string())))
+            .await;
         assert!(ok.is_ok(), "{ok:?}");
         // 9 MiB of label values: over the 8 MiB cap.
         let big = wide_request("g", (0..9).map(|i| format!("{i}{}", "x".repeat(1 << 20))));
@@ -273,7 +271,9 @@ fn oversized_grpc_export_gets_resource_exhausted() {
         let huge = wide_request("g", (0..20).map(|i| format!("{i}{}", "x".repeat(1 << 20))));
         let err = client.export(huge).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-        let ok = client.export(wide_request("g", (0..10).map(|i| i.to_string()))).await;
+        let ok = client
+            .export(wide_request("g", (0..10).map(|i| i.to_string())))
+            .await;
         assert!(ok.is_ok(), "still serving: {ok:?}");
     });
     let (code, _) = request(&c.api, "GET", "/healthz", &[], &[]).unwrap();
