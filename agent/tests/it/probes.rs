@@ -392,9 +392,10 @@ fn probes_are_shadowed_against_their_own_timeouts() {
         (n, 0, 0, 0),
         "{fast}"
     );
-    // The median within +5 ms of the delay; the tail within +50 ms, as the 2 shared cores allow
-    // (measured: p50 +2.0..2.7 ms, max +3.9..+35 ms with other builds running).
-    within(&fast["latency_ms"]["p50"], 100.0, 105.0, "readiness p50");
+    // The median within +15 ms of the delay; the tail within +50 ms, as the 2 shared cores allow
+    // (measured: p50 +2.0..2.7 ms with other builds running, +5.6..+7.4 ms with three test
+    // suites at once).
+    within(&fast["latency_ms"]["p50"], 100.0, 115.0, "readiness p50");
     within(&fast["latency_ms"]["max"], 100.0, 150.0, "readiness max");
     within(&fast["headroom"], 1000.0 / 150.0, 10.0, "headroom");
     assert_eq!(u(&fast["predicted_removals"]), 0);
@@ -437,7 +438,7 @@ fn probes_are_shadowed_against_their_own_timeouts() {
         (0, n, 0, 0),
         "{slow}"
     );
-    within(&slow["latency_ms"]["p50"], 900.0, 905.0, "liveness p50");
+    within(&slow["latency_ms"]["p50"], 900.0, 915.0, "liveness p50");
     within(&slow["latency_ms"]["max"], 900.0, 950.0, "liveness max");
     assert_eq!(u(&slow["predicted_removals"]), 0);
 
