@@ -15,6 +15,7 @@
 //! windows kept; measurement goes on.
 
 use super::{OtlpSettings, Protocol, Queue, Signal};
+use headroom_service::backoff::Backoff;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -44,16 +45,8 @@ enum Outcome {
 
 /// The wait before retrying: full jitter (uniform in [0, ceiling]) so agents that lost the
 /// same collector spread out, but never sooner than the receiver asked, capped.
-fn retry_delay(ceiling: Duration, asked: Option<Duration>) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::UNIX_EPOCH
-            .elapsed()
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    let jitter = ceiling.mul_f64((h.finish() >> 11) as f64 / (1u64 << 53) as f64);
+fn retry_delay(backoff: &mut Backoff, asked: Option<Duration>) -> Duration {
+    let jitter = backoff.next_full_jitter();
     jitter.max(asked.unwrap_or_default().min(RETRY_AFTER_MAX))
 }
 
@@ -180,7 +173,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
             )))
         }
     };
-    let mut backoff = headroom_service::backoff::Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failing = false;
     loop {
         let Some((seq, signal, body)) = queue.front() else {
@@ -221,8 +214,7 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                     }
                 }
                 failing = true;
-                let delay = retry_delay(backoff.ceiling(), asked);
-                backoff.next_delay();
+                let delay = retry_delay(&mut backoff, asked);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return,
@@ -428,16 +420,17 @@ mod tests {
         assert_eq!(h("soon"), None);
         // Full jitter: the whole of [0, ceiling], not its upper half.
         let c = Duration::from_secs(1);
-        let draws: Vec<Duration> = (0..200).map(|_| retry_delay(c, None)).collect();
+        let mut b = Backoff::new(c, c);
+        let draws: Vec<Duration> = (0..200).map(|_| retry_delay(&mut b, None)).collect();
         assert!(draws.iter().all(|d| *d <= c));
         assert!(
             draws.iter().filter(|d| **d < c / 4).count() > 10,
             "{draws:?}"
         );
         // Never sooner than asked, capped.
-        assert!(retry_delay(c, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+        assert!(retry_delay(&mut b, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
         assert_eq!(
-            retry_delay(c, Some(Duration::from_secs(86_400))),
+            retry_delay(&mut b, Some(Duration::from_secs(86_400))),
             RETRY_AFTER_MAX
         );
     }
