@@ -162,7 +162,12 @@ while IFS='=' read -r k v; do
   case "$v" in /*) [ -e "$dir$v" ] || continue ;; esac
   envs+=("$k=$v")
 done < <(env | grep '^PIP_' || true)
-in_chroot() { chroot "$dir" /usr/bin/env -i "${envs[@]}" bash -c "$1"; }
+# In the background and waited for: bash runs a trap only after a foreground child ends, so a
+# SIGTERM to this script would otherwise wait out a half-hour test run before cleaning up.
+in_chroot() {
+  chroot "$dir" /usr/bin/env -i "${envs[@]}" bash -c "$1" </dev/null &
+  wait $!
+}
 
 # A user's own resolver: unbound from Debian (installed with no service start, as a user who had
 # it would), on 127.0.0.1 at a free port with its own config, daemonized.
@@ -200,7 +205,7 @@ unbound_same() { [ -e "/proc/$unbound_pid/stat" ] && [ "$(awk '{ print $22 }' "/
 if [ -n "${FRESH_CHECK_DRY:-}" ]; then
   log "FRESH_CHECK_DRY set: scripts/setup.sh test only, no build, demo or tests"
   t0=$(date +%s)
-  in_chroot 'cd /root/headroom && scripts/setup.sh test' 2>&1 | tee "$logs/setup.log"
+  in_chroot 'cd /root/headroom && scripts/setup.sh test' > >(tee "$logs/setup.log") 2>&1
   alive=no
   unbound_same && alive=yes
   stray=$(for p in $(chroot_pids); do [ "$p" = "$unbound_pid" ] || echo "$p:$(tr '\0' ' ' <"/proc/$p/cmdline")"; done)
@@ -212,8 +217,8 @@ fi
 t0=$(date +%s)
 log "scripts/demo.sh (first run: setup demo, release build, demo) → $logs/demo.log"
 set +e
-in_chroot 'cd /root/headroom && scripts/demo.sh' 2>&1 | tee "$logs/demo.log"
-demo_rc=${PIPESTATUS[0]}
+in_chroot 'cd /root/headroom && scripts/demo.sh' > >(tee "$logs/demo.log") 2>&1
+demo_rc=$?
 set -e
 t_demo=$(($(date +%s) - t0))
 unbound_after_demo=no
