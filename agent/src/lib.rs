@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod enrich;
 pub mod export;
+pub mod health;
 pub mod interfaces;
 pub mod pipeline;
 pub mod pod;

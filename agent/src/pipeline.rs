@@ -4,6 +4,7 @@
 
 use crate::config::Settings;
 use crate::enrich::pods::Pods;
+use crate::health::Loops;
 use crate::interfaces;
 use crate::report::{Node, Report};
 use crate::sources::eni::{self, EniSource};
@@ -58,6 +59,7 @@ pub struct Pipeline {
     probes: Probes,
     pods: Pods,
     start_ns: u64,
+    loops: Loops,
 }
 
 impl Pipeline {
@@ -90,7 +92,11 @@ impl Pipeline {
         for n in &names {
             ena.sample(n);
         }
-        let listeners = Workers::start(&settings.workers);
+        // The sampler may fall a sample or two behind on a busy node without being stuck.
+        let loops = Loops::new();
+        let ready = (2 * settings.report_interval).max(3 * settings.workers.interval);
+        let beat = loops.register("listeners", ready, ready + 2 * settings.report_interval);
+        let listeners = Workers::start(&settings.workers, Some(beat));
         // Windows start here: what the checks and probes send from now on is counted.
         let start_ns = crate::time::now_ns();
         let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
@@ -113,6 +119,7 @@ impl Pipeline {
             probes,
             pods,
             start_ns,
+            loops,
         })
     }
 
@@ -129,6 +136,7 @@ impl Pipeline {
     /// The last window is over (`once`): the samplers stop, so it holds what was sampled in
     /// it; packets still drain until the report is cut.
     pub fn end_sampling(&mut self) {
+        self.loops.forget("listeners");
         self.listeners.stop();
     }
 
@@ -138,6 +146,11 @@ impl Pipeline {
 
     pub fn listeners(&self) -> &Workers {
         &self.listeners
+    }
+
+    /// The sources' loops that beat, for readiness and liveness.
+    pub fn loops(&self) -> &Loops {
+        &self.loops
     }
 
     fn node(&self) -> Node {

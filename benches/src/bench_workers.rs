@@ -97,7 +97,7 @@ fn main() {
     let rss0 = rss_kib();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let w = Workers::start(&spec);
+    let w = Workers::start(&spec, None);
     // Warm-up: the first sample reads every process's fds.
     std::thread::sleep(Duration::from_secs(2));
     let (cpu_warm, cost_warm) = (cpu_seconds() - cpu0, w.cost());

@@ -1,9 +1,12 @@
 //! `run`: the daemon. Measures continuously, cuts a report every interval, serves /metrics,
-//! /healthz and /readyz, and exports each report over OTLP when configured.
+//! /healthz and /readyz, and exports each report over OTLP when configured. Readiness and
+//! liveness come from heartbeats: every capture thread, the listener sampler, the exporter and
+//! the report tick; a loop silent for 2 intervals is not ready, for 4 not live.
 
 use crate::config::Settings;
 use crate::export::otlp::{ExportStats, Exporter};
 use crate::export::prometheus::{Metrics, CONTENT_TYPE};
+use crate::health::{self, Loops};
 use crate::pipeline::{self, Mode, Pipeline, DRAIN};
 use crate::report::Report;
 use crate::sources::linklocal::meter::Meter;
@@ -28,6 +31,8 @@ struct State {
     meter: Meter,
     /// A capture thread silent for longer than this is stuck: one report interval.
     stall: std::time::Duration,
+    /// The other loops that beat.
+    loops: Loops,
 }
 
 fn route<B>(state: &State, req: &Request<B>) -> Reply {
@@ -44,9 +49,17 @@ fn route<B>(state: &State, req: &Request<B>) -> Reply {
                 TEXT,
                 format!("capture stuck on {n} for {:.1} s\n", age.as_secs_f64()),
             ),
-            None => http::reply(StatusCode::OK, TEXT, "ok\n"),
+            None => match state.loops.not_live() {
+                silent if silent.is_empty() => http::reply(StatusCode::OK, TEXT, "ok\n"),
+                silent => http::reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("{}\n", health::describe(&silent)),
+                ),
+            },
         },
         "/readyz" => {
+            let silent = state.loops.not_ready();
             let stalled = state.meter.stalled(state.stall);
             if !stalled.is_empty() {
                 let list: Vec<String> = stalled
@@ -57,6 +70,12 @@ fn route<B>(state: &State, req: &Request<B>) -> Reply {
                     StatusCode::SERVICE_UNAVAILABLE,
                     TEXT,
                     format!("capture stuck on {}\n", list.join(", ")),
+                )
+            } else if !silent.is_empty() {
+                http::reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("{}\n", health::describe(&silent)),
                 )
             } else if state.meter.capturing() {
                 http::reply(StatusCode::OK, TEXT, "capturing\n")
@@ -90,12 +109,16 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         keep_seconds: settings.report_interval.as_secs() + 2,
     };
     let mut p = Pipeline::start(settings, mode, tokio::runtime::Handle::current())?;
+    let loops = p.loops().clone();
+    let interval = settings.report_interval;
+    let (ready, live) = (2 * interval, 4 * interval);
     let mut metrics = Metrics::new();
     let exporter = match &settings.otlp {
         Some(otlp) => {
             let stats = ExportStats::default();
             metrics.register_export(&stats);
-            let e = Exporter::start(otlp.clone(), settings.report_interval, stats)
+            let beat = loops.register("exporter", ready, live);
+            let e = Exporter::start(otlp.clone(), interval, stats, Some(beat))
                 .map_err(|e| AgentError::Runtime(format!("cannot start the OTLP exporter: {e}")))?;
             Some(e)
         }
@@ -105,7 +128,14 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
         metrics,
         meter: p.meter().clone(),
         stall: settings.report_interval,
+        loops: loops.clone(),
     });
+    // The tick also waits DRAIN and cuts the report: a second of slack.
+    let report_beat = loops.register(
+        "report",
+        ready + std::time::Duration::from_secs(1),
+        live + std::time::Duration::from_secs(1),
+    );
     let stop = CancellationToken::new();
     let s = state.clone();
     let server = tokio::spawn(http::serve(
@@ -130,6 +160,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
             _ = tick.tick() => {
                 let end = now_ns() - DRAIN.as_nanos() as u64;
                 let report = p.report(start, end);
+                report_beat.beat();
                 state.metrics.update(&report);
                 if let Some(e) = &exporter {
                     e.push(&report);
@@ -142,6 +173,7 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
     }
     stop.cancel();
     let _ = server.await;
+    loops.forget("report");
     tokio::task::spawn_blocking(move || p.stop()).await.ok();
     if let Some(e) = exporter {
         // Joins the sender thread: off the runtime's workers.

@@ -193,3 +193,92 @@ fn a_stuck_capture_thread_fails_readiness_within_two_intervals() {
     assert!(dead + Duration::from_millis(250) >= t0 + STALL + 3 * INTERVAL);
     assert!(dead <= ready + STALL + 4 * INTERVAL);
 }
+
+/// The listener sampler and the OTLP exporter beat too (issue 17 point 5): an exporter that
+/// fails to send (nothing listens on its endpoint) is alive and the daemon stays ready; once
+/// both loops stop (the `HEADROOM_TEST_STALL_{LISTENERS,EXPORTER}_AFTER` hooks: no work, no
+/// beats) /readyz fails within 2 report intervals naming both, and /healthz within 4.
+#[test]
+fn a_stuck_sampler_or_exporter_fails_readiness_and_a_failing_exporter_does_not() {
+    let mut needs = bed_needs();
+    needs.push(Need::Tool("curl"));
+    headroom_testbed::require_or_return!(
+        "a_stuck_sampler_or_exporter_fails_readiness_and_a_failing_exporter_does_not",
+        &needs
+    );
+    const STALL: Duration = Duration::from_secs(6);
+    const INTERVAL: Duration = Duration::from_secs(1);
+    // Both loops beat at least every 0.5 s (the exporter's BEAT; samples every 200 ms).
+    const BEAT: Duration = Duration::from_millis(500);
+    // The loops' threads start (and their stall clocks with them) after the process, the
+    // exporter's up to a second after the sampler's: slack for that on the upper bounds.
+    const START: Duration = Duration::from_secs(2);
+    let bed = Bed::new(1).unwrap();
+    let mut cmd = bed.node.command(&AGENT);
+    cmd.args(["run", "--interface", "eni0", "--report-interval", "1s"])
+        .args(NO_IMDS)
+        .args(["--metrics-listen", "127.0.0.1:19467"])
+        .args(["--otlp-endpoint", "http://127.0.0.1:9"])
+        .env("HEADROOM_TEST_STALL_LISTENERS_AFTER", "6s")
+        .env("HEADROOM_TEST_STALL_EXPORTER_AFTER", "6s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let t0 = Instant::now();
+    let _daemon = Guard::spawn("headroom-agent run", &mut cmd).unwrap();
+    let base = "http://127.0.0.1:19467";
+    let ready = format!("{base}/readyz");
+    let health = format!("{base}/healthz");
+    scrape::wait_ok(&bed.node, &ready, "agent", Duration::from_secs(5));
+    // Until the stall: ready and live every time, while the exporter keeps failing.
+    while Instant::now() < t0 + STALL - Duration::from_millis(300) {
+        let (code, body) = scrape::get(&bed.node, &ready);
+        assert_eq!(code, 200, "not ready before any loop stalled: {body}");
+        assert_eq!(scrape::get(&bed.node, &health).0, 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, text) = scrape::get(&bed.node, &format!("{base}/metrics"));
+    let failures = scrape::sample(&text, "headroom_otlp_send_failures_total").unwrap_or(0.0);
+    assert!(
+        failures >= 2.0,
+        "the exporter was not failing: {failures}\n{text}"
+    );
+    // Not ready once both have been silent for 2 intervals, naming both.
+    let (failed, body) = loop {
+        let (code, body) = scrape::get(&bed.node, &ready);
+        if code != 200 && body.contains("exporter stuck") && body.contains("listeners stuck") {
+            break (Instant::now(), body);
+        }
+        assert!(
+            Instant::now() < t0 + STALL + 2 * INTERVAL + START,
+            "still ready {:?} after the loops stalled: {code} {body}",
+            Instant::now() - t0 - STALL
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "not ready {:?} after the stall: {body}",
+        failed - t0 - STALL
+    );
+    assert!(
+        failed >= t0 + STALL + 2 * INTERVAL - BEAT,
+        "failed too early"
+    );
+    // Not live once silent for 4 intervals, naming both.
+    let dead = loop {
+        let (code, body) = scrape::get(&bed.node, &health);
+        if code != 200 && body.contains("exporter stuck") && body.contains("listeners stuck") {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < t0 + STALL + 4 * INTERVAL + START,
+            "still live {:?} after the loops stalled",
+            Instant::now() - t0 - STALL
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("not live {:?} after the stall", dead - t0 - STALL);
+    assert!(
+        dead >= t0 + STALL + 4 * INTERVAL - BEAT,
+        "not live too early"
+    );
+}

@@ -291,12 +291,15 @@ fn a_server_started_after_the_sampler_is_found() {
         return;
     }
     let interval = Duration::from_millis(200);
-    let w = Workers::start(&WorkersSpec {
-        proc_root: "/proc".into(),
-        cgroup_root: "/sys/fs/cgroup".into(),
-        interval,
-        caps: Default::default(),
-    });
+    let w = Workers::start(
+        &WorkersSpec {
+            proc_root: "/proc".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            interval,
+            caps: Default::default(),
+        },
+        None,
+    );
     // Past the first listing: the server is born after the sampler knows the node.
     std::thread::sleep(Duration::from_millis(1500));
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -232,11 +232,13 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the sender thread. `interval` is the report interval (sizes the queue).
+    /// Starts the sender thread. `interval` is the report interval (sizes the queue); `beat`,
+    /// when given, beats while the sender comes round (readiness watches it).
     pub fn start(
         settings: OtlpSettings,
         interval: Duration,
         stats: ExportStats,
+        beat: Option<crate::health::Beat>,
     ) -> std::io::Result<Exporter> {
         // Two requests a window at most: metrics, and spans when there were checks.
         let capacity =
@@ -253,7 +255,7 @@ impl Exporter {
             let (queue, stop, settings) = (queue.clone(), stop.clone(), settings.clone());
             std::thread::Builder::new()
                 .name("headroom-otlp".into())
-                .spawn(move || sender::run(queue, settings, stop))?
+                .spawn(move || sender::run(queue, settings, stop, beat))?
         };
         tracing::info!(
             message = "Exporting OTLP.",

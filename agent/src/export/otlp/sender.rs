@@ -13,8 +13,12 @@
 //! and for gRPC alike, verified against [`super::Trust`]. A certificate the CAs do not vouch
 //! for is a send failure like any other: logged (naming the certificate problem), retried,
 //! windows kept; measurement goes on.
+//!
+//! The loop beats every [`BEAT`] whatever it waits on (an empty queue, a request in flight,
+//! a retry delay), so the daemon's readiness sees a wedged sender, not a failing one.
 
 use super::{OtlpSettings, Protocol, Queue, Signal};
+use crate::health::Beat;
 use headroom_service::backoff::Backoff;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -32,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the loop beats while it waits.
+const BEAT: Duration = Duration::from_millis(500);
 /// The longest a receiver's Retry-After / RetryInfo may hold the queue back.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
@@ -119,7 +125,12 @@ enum Transport {
     Grpc(Box<GrpcClients>),
 }
 
-pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
+pub(super) fn run(
+    queue: Arc<Queue>,
+    settings: OtlpSettings,
+    stop: CancellationToken,
+    beat: Option<Beat>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,10 +141,34 @@ pub(super) fn run(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationT
             return;
         }
     };
-    rt.block_on(send_loop(queue, settings, stop));
+    rt.block_on(send_loop(queue, settings, stop, beat));
 }
 
-async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: CancellationToken) {
+/// Waits for `fut` (or `stop`: None), beating every [`BEAT`] meanwhile.
+async fn beating<F: std::future::Future>(
+    fut: F,
+    stop: &CancellationToken,
+    beat: &Option<Beat>,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        if let Some(b) = beat {
+            b.beat();
+        }
+        tokio::select! {
+            o = &mut fut => return Some(o),
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(BEAT) => {}
+        }
+    }
+}
+
+async fn send_loop(
+    queue: Arc<Queue>,
+    settings: OtlpSettings,
+    stop: CancellationToken,
+    beat: Option<Beat>,
+) {
     let https = settings.metrics_url.scheme_str() == Some("https");
     let tls = if https {
         settings.trust.client_config()
@@ -175,16 +210,23 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
     };
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failing = false;
+    // Test hook (`HEADROOM_TEST_STALL_EXPORTER_AFTER`): stop sending and beating.
+    let stall_at = crate::health::test_stall_at("exporter");
     loop {
+        if stall_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            stop.cancelled().await;
+            return;
+        }
         let Some((seq, signal, body)) = queue.front() else {
-            tokio::select! {
-                _ = queue.notify.notified() => continue,
-                _ = stop.cancelled() => return,
+            match beating(queue.notify.notified(), &stop, &beat).await {
+                Some(_) => continue,
+                None => return,
             }
         };
-        let outcome = tokio::select! {
-            o = send(&mut transport, &settings, signal, body) => o,
-            _ = stop.cancelled() => return,
+        let Some(outcome) =
+            beating(send(&mut transport, &settings, signal, body), &stop, &beat).await
+        else {
+            return;
         };
         match outcome {
             Outcome::Sent => {
@@ -215,9 +257,11 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
                 }
                 failing = true;
                 let delay = retry_delay(&mut backoff, asked);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return,
+                if beating(tokio::time::sleep(delay), &stop, &beat)
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
             }
         }
@@ -497,7 +541,7 @@ mod tests {
             trust: super::super::Trust::System,
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone()));
+        let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while queue.len() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

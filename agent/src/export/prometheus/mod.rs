@@ -7,6 +7,8 @@ pub mod probes;
 use crate::export::figures::{self, To, Value};
 use crate::report::Report;
 use families::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// One family per figure metric, of the value type its exposition needs.
 enum Fam {
@@ -50,6 +52,10 @@ pub struct Metrics {
     registry: Registry,
     families: Vec<(&'static Descriptor, Fam)>,
     probes: probes::ProbeMetrics,
+    /// When each counter series was last in a window: one absent for `forget_after` (a pod
+    /// gone, an interface detached) is removed, so families do not grow with every rollout.
+    counted: std::sync::Mutex<HashMap<(&'static str, Labels), Instant>>,
+    forget_after: Duration,
 }
 
 impl Default for Metrics {
@@ -78,12 +84,17 @@ impl Metrics {
             registry,
             families,
             probes,
+            counted: Default::default(),
+            forget_after: crate::sources::listeners::FORGET_GONE,
         }
     }
 
     /// Applies one report window: gauges show this window's figures only; counters follow
-    /// the agent's running totals, so a window never double counts.
+    /// the agent's running totals, so a window never double counts, and those the window
+    /// no longer has are removed.
     pub fn update(&self, report: &Report) {
+        let now = Instant::now();
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
         self.probes.update(&report.probes);
         for (_, fam) in &self.families {
             match fam {
@@ -97,6 +108,9 @@ impl Metrics {
                 continue;
             };
             let l = &f.labels;
+            if matches!(fam, Fam::Count(_) | Fam::FloatCount(_)) {
+                counted.insert((f.metric.prom, l.clone()), now);
+            }
             match (fam, f.value) {
                 (Fam::Int(g), Value::Int(v)) => {
                     g.get_or_create(l).set(v);
@@ -115,6 +129,17 @@ impl Metrics {
                 _ => debug_assert!(false, "{} has a value of another type", f.metric.prom),
             }
         }
+        counted.retain(|(name, labels), seen| {
+            let keep = now.duration_since(*seen) < self.forget_after;
+            if !keep {
+                match self.families.iter().find(|(d, _)| d.prom == *name) {
+                    Some((_, Fam::Count(c))) => c.remove(labels),
+                    Some((_, Fam::FloatCount(c))) => c.remove(labels),
+                    _ => false,
+                };
+            }
+            keep
+        });
     }
 
     /// The exposition in the Prometheus text format (0.0.4), which every scraper and
@@ -298,5 +323,42 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("headroom_workers{"), "{text}");
         assert!(text.contains("headroom_workers_saturated_seconds_total{"));
+    }
+
+    /// A counter series absent from the windows for `forget_after` is removed (issue 17: the
+    /// families grew with every rollout); one still reported is kept with its value.
+    #[test]
+    fn counters_of_gone_listeners_are_forgotten() {
+        let with_ports = |ports: &[u16]| {
+            let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+            r.listeners = ports
+                .iter()
+                .map(|&p| crate::sources::listeners::ListenerReport {
+                    saturated_seconds_total: 2.5,
+                    ..crate::sources::listeners::ListenerReport::test(p)
+                })
+                .collect();
+            r
+        };
+        let series = |text: &str, port: u16| {
+            text.lines()
+                .filter(|l| l.starts_with("headroom_workers_saturated_seconds_total{"))
+                .any(|l| l.contains(&format!("port=\"{port}\"")) && l.ends_with(" 2.5"))
+        };
+        let mut m = Metrics::new();
+        m.forget_after = Duration::from_millis(100);
+        m.update(&with_ports(&[8000, 8001]));
+        assert!(series(&m.encode(), 8000) && series(&m.encode(), 8001));
+        m.update(&with_ports(&[8000]));
+        assert!(series(&m.encode(), 8001), "kept while within forget_after");
+        std::thread::sleep(Duration::from_millis(150));
+        m.update(&with_ports(&[8000]));
+        let text = m.encode();
+        assert!(series(&text, 8000), "{text}");
+        assert!(
+            !series(&text, 8001),
+            "gone listener's counter still there:\n{text}"
+        );
+        assert!(!text.contains(r#"port="8001""#), "{text}");
     }
 }

@@ -164,12 +164,6 @@ fn spawn_reader(
         .expect("spawning a thread")
 }
 
-/// Test hook (`HEADROOM_TEST_STALL_CAPTURE_AFTER=3s`): capture threads stop reading and
-/// stop beating after that long, as a stuck thread would, so a test can watch /readyz fail.
-fn test_stall_after() -> Option<Duration> {
-    humantime::parse_duration(&std::env::var("HEADROOM_TEST_STALL_CAPTURE_AFTER").ok()?).ok()
-}
-
 /// Reads batches until `stop`, classifying each packet and adding it to the meter.
 pub fn read_loop(
     name: &str,
@@ -181,7 +175,9 @@ pub fn read_loop(
     let mut batch: Vec<(u64, Service)> = Vec::with_capacity(4096);
     let mut dns: Vec<(u64, DnsPacket)> = Vec::new();
     let mut last_stats = Instant::now();
-    let stall_at = test_stall_after().map(|d| Instant::now() + d);
+    // Test hook (`HEADROOM_TEST_STALL_CAPTURE_AFTER=3s`): stop reading and beating, as a
+    // stuck thread would, so a test can watch /readyz fail.
+    let stall_at = crate::health::test_stall_at("capture");
     loop {
         if stall_at.is_some_and(|t| Instant::now() >= t) {
             // Test hook: a capture thread that is alive but stuck (no reads, no heartbeat).

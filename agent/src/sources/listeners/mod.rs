@@ -33,6 +33,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+use crate::health::Beat;
 use crate::sys::procfs::ProcRoot;
 use crate::sys::sockdiag::{Diag, NetlinkDiag, Sock, SockState};
 pub use caps::{ListenerConfig, Omitted};
@@ -98,6 +99,10 @@ struct Gate {
 
 /// How long a listener nobody is known to hold waits before its namespace is read again.
 pub const UNOWNED_RETRY: Duration = Duration::from_secs(300);
+
+/// How long a listener's running totals outlive it: a window or two without it (a missed
+/// sample) keeps counting on; a pod deleted leaves no series behind on /metrics.
+pub const FORGET_GONE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 struct Acc {
@@ -200,7 +205,10 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     /// children): not a worker's, and not looked for again.
     foreign: HashMap<Key, u8>,
     accs: BTreeMap<Key, Acc>,
-    saturated_total: HashMap<Key, f64>,
+    /// Saturated seconds since start per listener, and when it was last in a window: one gone
+    /// for [`FORGET_GONE`] is forgotten (its counter starts again from 0 if it comes back).
+    saturated_total: HashMap<Key, (f64, Instant)>,
+    forget_gone: Duration,
     cpu_base: HashMap<PathBuf, CpuStat>,
     /// The sample being taken, published to `latest` when it is complete.
     current: Vec<ListenerSample>,
@@ -234,6 +242,7 @@ impl<D: Diag> Sampler<D> {
             foreign: HashMap::new(),
             accs: BTreeMap::new(),
             saturated_total: HashMap::new(),
+            forget_gone: FORGET_GONE,
             cpu_base: HashMap::new(),
             current: Vec::new(),
             latest: LatestSamples::default(),
@@ -723,8 +732,10 @@ impl<D: Diag> Sampler<D> {
                 Some(now.since(&base))
             });
             let saturated = round3(a.saturated as f64 / a.samples.max(1) as f64 * seconds);
-            let total = self.saturated_total.entry(key).or_default();
-            *total += saturated;
+            let now = Instant::now();
+            let total = self.saturated_total.entry(key).or_insert((0.0, now));
+            *total = (total.0 + saturated, now);
+            let total = total.0;
             let busy_mean = round3(a.busy_sum as f64 / a.samples.max(1) as f64);
             out.push(ListenerReport {
                 pod: pod.as_ref().map(|p| PodRef {
@@ -758,9 +769,11 @@ impl<D: Diag> Sampler<D> {
                 netns: key.0,
                 worker_pids: a.worker_pids,
                 workload: None,
-                saturated_seconds_total: *total,
+                saturated_seconds_total: total,
             });
         }
+        self.saturated_total
+            .retain(|_, (_, seen)| seen.elapsed() < self.forget_gone);
         self.cpu_base.retain(|p, _| {
             seen_paths.contains(p)
                 || self
@@ -802,8 +815,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts sampling at `spec.interval`, the first sample at once.
-    pub fn start(spec: &WorkersSpec) -> Workers {
+    /// Starts sampling at `spec.interval`, the first sample at once; `beat`, when given, beats
+    /// after every sample (the daemon's readiness watches it).
+    pub fn start(spec: &WorkersSpec, beat: Option<Beat>) -> Workers {
         let sampler = Arc::new(Mutex::new(Sampler::new(spec)));
         let (tx, rx) = mpsc::channel::<()>();
         let s = sampler.clone();
@@ -812,8 +826,17 @@ impl Workers {
             .name("headroom-workers".into())
             .spawn(move || {
                 let mut next = Instant::now();
+                // Test hook (`HEADROOM_TEST_STALL_LISTENERS_AFTER`): stop sampling and beating.
+                let stall_at = crate::health::test_stall_at("listeners");
                 loop {
+                    if stall_at.is_some_and(|t| Instant::now() >= t) {
+                        let _ = rx.recv();
+                        return;
+                    }
                     s.lock().unwrap_or_else(|e| e.into_inner()).sample();
+                    if let Some(b) = &beat {
+                        b.beat();
+                    }
                     next += interval;
                     let now = Instant::now();
                     if next < now {

@@ -234,6 +234,40 @@ fn workers_busy_queue_backlog_pod_and_throttling_are_exact() {
     assert_eq!((l.cpu_periods, l.cpu_throttled_periods), (Some(0), Some(0)));
 }
 
+/// A listener's running saturated total outlives a window without it but is forgotten once
+/// gone for `forget_gone`: the map and the counter series it feeds do not grow with every
+/// rollout (a new pod is a new network namespace, so a new key).
+#[test]
+fn a_gone_listeners_saturated_total_is_forgotten() {
+    let (fx, table) = gunicorn_pod();
+    fx.fd(103, 9, 6003);
+    fx.fd(104, 9, 6004);
+    {
+        let mut t = table.lock().unwrap();
+        let v = t.get_mut(&NS).unwrap();
+        v.push(conn("10.1.0.5:8000", 6003));
+        v.push(conn("10.1.0.5:8000", 6004));
+    }
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table.clone()));
+    s.sample();
+    assert_eq!(s.cut(2.0)[0].saturated_seconds_total, 2.0, "all four busy");
+    table.lock().unwrap().remove(&NS);
+    s.sample();
+    assert!(s.cut(1.0).is_empty());
+    assert_eq!(
+        s.saturated_total.len(),
+        1,
+        "kept while gone for less than forget_gone"
+    );
+    s.forget_gone = Duration::ZERO;
+    s.sample();
+    assert!(s.cut(1.0).is_empty());
+    assert!(
+        s.saturated_total.is_empty(),
+        "forgotten once gone for forget_gone"
+    );
+}
+
 #[test]
 fn fds_are_rescanned_only_when_something_changed() {
     let (fx, table) = gunicorn_pod();
