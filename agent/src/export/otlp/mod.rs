@@ -1,5 +1,6 @@
-//! OTLP export of the report: every report window becomes one OTLP metrics request (and one
-//! traces request with its resolver checks as `dns.resolve` spans, when there were any),
+//! OTLP export of the report: every report window becomes one OTLP metrics request (several
+//! when it is over [`split::MAX_REQUEST_BYTES`], see [`split`]) and one traces request with
+//! its resolver checks as `dns.resolve` spans, when there were any,
 //! queued in memory and sent by a thread of its own, with retries and exponential backoff.
 //!
 //! Why not the opentelemetry SDK's periodic reader: it exports the *current* value of each
@@ -18,6 +19,7 @@ mod points;
 mod probes;
 mod sender;
 mod spans;
+pub mod split;
 
 use crate::report::Report;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -279,7 +281,9 @@ impl Exporter {
             self.queue.push(Signal::Traces, spans.encode_to_vec());
         }
         let req = encode::request(report, res, self.process_start_ns);
-        self.queue.push(Signal::Metrics, req.encode_to_vec());
+        for part in split::split(req, split::MAX_REQUEST_BYTES) {
+            self.queue.push(Signal::Metrics, part.encode_to_vec());
+        }
     }
 
     /// Windows waiting to be sent.
