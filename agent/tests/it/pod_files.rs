@@ -32,12 +32,13 @@ fn pod(root: &Path, setup: &str) -> Guard {
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
     let g = Guard::spawn("pod", &mut cmd).unwrap();
-    // Ready once the process is chrooted: its root is no longer ours.
+    // Ready once the process is chrooted: `chroot` execs sleep only after chroot(2). (Its
+    // `/proc/<pid>/root` link is no test: read from inside another chroot, as in
+    // scripts/fresh-check.sh, it names the path from the machine's root, not from ours.)
     let deadline = Instant::now() + Duration::from_secs(10);
-    let link = format!("/proc/{}/root", g.pid());
+    let cmdline = format!("/proc/{}/cmdline", g.pid());
     loop {
-        // The child's root link names the pod root once sleep runs inside it.
-        if std::fs::read_link(&link).is_ok_and(|t| t == root) {
+        if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"/usr/bin/sleep\0")) {
             break;
         }
         assert!(Instant::now() < deadline, "pod process did not start");
