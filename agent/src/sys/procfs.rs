@@ -175,13 +175,13 @@ pub struct Stat {
 /// Most bytes read of a /proc text file: `stat` and `net/snmp` are a few hundred.
 const MAX_READ: u64 = 64 * 1024;
 
+/// Lossy UTF-8: a process may name itself with any bytes (`prctl(PR_SET_NAME)`), and a strict
+/// read would skip it, hiding its listeners.
 fn read_bounded(p: &Path) -> io::Result<String> {
     use std::io::Read;
-    let mut s = String::new();
-    std::fs::File::open(p)?
-        .take(MAX_READ)
-        .read_to_string(&mut s)?;
-    Ok(s)
+    let mut b = Vec::new();
+    std::fs::File::open(p)?.take(MAX_READ).read_to_end(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
 }
 
 /// `pid (comm) state ppid … starttime …` (starttime is field 22).
@@ -218,6 +218,58 @@ fn bad(p: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text: no panic. A real `stat` line, whatever its comm (up to 15 bytes of anything
+        /// a process can name itself, parentheses and spaces included), gives its ppid and
+        /// start time exactly.
+        #[test]
+        fn stat_lines_parse_whatever_the_comm(
+            junk in ".{0,300}",
+            comm in prop::collection::vec(any::<u8>().prop_filter("no NUL", |b| *b != 0), 0..15),
+            pid in 1i32..4_194_304, ppid in 0i32..4_194_304, start in any::<u64>(),
+        ) {
+            let _ = (parse_stat(&junk), parse_stat_ppid(&junk));
+            let comm = String::from_utf8_lossy(&comm);
+            let line = format!("{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 1 0 0 0 2 3 0 0 20 0 1 0 {start} 999 1 18446744073709551615\n");
+            prop_assert_eq!(parse_stat(&line), Some(Stat { ppid, start }));
+            prop_assert_eq!(parse_stat_ppid(&line), Some(ppid));
+        }
+
+        /// Any text: no panic; a real `net/snmp` with the counter at any column gives it.
+        #[test]
+        fn snmp_parses_any_text_and_finds_any_column(junk in ".{0,400}", before in 0usize..20, v in any::<u64>()) {
+            let _ = parse_snmp(&junk, "Tcp", "PassiveOpens");
+            let heads: Vec<String> = (0..before).map(|i| format!("C{i}")).collect();
+            let vals: Vec<String> = (0..before).map(|i| i.to_string()).collect();
+            let text = format!("Ip: Forwarding\nIp: 1\nTcp: {} PassiveOpens\nTcp: {} {v}\n", heads.join(" "), vals.join(" "));
+            prop_assert_eq!(parse_snmp(&text, "Tcp", "PassiveOpens"), Some(v));
+        }
+
+        #[test]
+        fn link_targets_parse_any_text(t in ".{0,64}") {
+            let _ = bracketed(&t, "socket");
+        }
+    }
+
+    /// A process named with bytes that are not UTF-8 is still read, not skipped.
+    #[test]
+    fn a_stat_file_that_is_not_utf8_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("stat");
+        let line =
+            b"7 (\xff\xfe) S 1 7 7 0 -1 4194560 1 0 0 0 2 3 0 0 20 0 1 0 12345 999 1 1\n".to_vec();
+        std::fs::write(&p, &line).unwrap();
+        let text = read_bounded(&p).unwrap();
+        assert_eq!(
+            parse_stat(&text),
+            Some(Stat {
+                ppid: 1,
+                start: 12345
+            })
+        );
+    }
 
     #[test]
     fn reads_link_targets_and_stat() {

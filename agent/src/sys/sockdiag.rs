@@ -209,41 +209,103 @@ fn dump_family(s: &Socket, family: u8, states: StateFlags, out: &mut Vec<Sock>) 
                 "sock_diag closed",
             ));
         }
-        let mut off = 0;
-        while off < n {
-            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[off..n])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    let h = &r.header;
-                    out.push(Sock {
-                        state: if h.state == TCP_LISTEN {
-                            SockState::Listen
-                        } else {
-                            SockState::Connected
-                        },
-                        local: SocketAddr::new(h.socket_id.source_address, h.socket_id.source_port),
-                        inode: h.inode as u64,
-                        rqueue: h.recv_queue,
-                        wqueue: h.send_queue,
-                    });
-                }
-                NetlinkPayload::Done(_) => return Ok(()),
-                NetlinkPayload::Error(e) => return Err(e.to_io()),
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
+        if parse_batch(&rx[..n], out)? {
+            return Ok(());
         }
     }
+}
+
+/// One `recv`'s worth of sock_diag messages into `out`; true at the dump's end (NLMSG_DONE).
+/// Whatever the bytes, it returns: a message it cannot read is an error, a zero or oversized
+/// length ends the batch.
+fn parse_batch(buf: &[u8], out: &mut Vec<Sock>) -> io::Result<bool> {
+    let mut off = 0;
+    while off < buf.len() {
+        let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let len = msg.header.length as usize;
+        match msg.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
+                let h = &r.header;
+                out.push(Sock {
+                    state: if h.state == TCP_LISTEN {
+                        SockState::Listen
+                    } else {
+                        SockState::Connected
+                    },
+                    local: SocketAddr::new(h.socket_id.source_address, h.socket_id.source_port),
+                    inode: h.inode as u64,
+                    rqueue: h.recv_queue,
+                    wqueue: h.send_queue,
+                });
+            }
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) => return Err(e.to_io()),
+            _ => {}
+        }
+        if len == 0 {
+            break;
+        }
+        off = off.saturating_add(len);
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Arbitrary bytes as a sock_diag batch: no panic, no endless loop, and never more
+        /// sockets than 72-byte messages fit in it (an inet_diag_msg is 72 bytes with its header).
+        #[test]
+        fn any_bytes_parse_without_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let mut out = Vec::new();
+            let _ = parse_batch(&b, &mut out);
+            proptest::prop_assert!(out.len() <= b.len() / 72);
+        }
+
+        /// A real response (one listener) with random trailing bytes still yields the listener.
+        #[test]
+        fn a_real_message_then_garbage(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let mut b = listener_message();
+            b.extend(tail);
+            let mut out = Vec::new();
+            let _ = parse_batch(&b, &mut out);
+            proptest::prop_assert_eq!(out.first().map(|s| (s.local.port(), s.inode, s.rqueue)), Some((8080, 4242, 3)));
+        }
+    }
+
+    /// An inet_diag response for a TCP listener on 0.0.0.0:8080, inode 4242, 3 queued, as the
+    /// kernel sends it (built with the same crate's serializer).
+    fn listener_message() -> Vec<u8> {
+        use netlink_packet_sock_diag::inet::{InetResponse, InetResponseHeader};
+        let mut id = SocketId::new_v4();
+        id.source_port = 8080;
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = netlink_packet_core::NLM_F_MULTIPART;
+        let mut msg = NetlinkMessage::new(
+            hdr,
+            SockDiagMessage::InetResponse(Box::new(InetResponse {
+                header: InetResponseHeader {
+                    family: AF_INET,
+                    state: TCP_LISTEN,
+                    timer: None,
+                    socket_id: id,
+                    recv_queue: 3,
+                    send_queue: 16,
+                    uid: 0,
+                    inode: 4242,
+                },
+                nlas: Default::default(),
+            }))
+            .into(),
+        );
+        msg.finalize();
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut buf[..]);
+        buf
+    }
 
     #[test]
     fn own_namespace_shows_a_listener_with_queue_and_backlog() {

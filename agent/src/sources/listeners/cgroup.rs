@@ -165,6 +165,19 @@ pub fn read_cpu_stat(candidates: &[PathBuf]) -> Option<(PathBuf, CpuStat)> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text as `/proc/<pid>/cgroup` or `cpu.stat`: no panic; every line kept has a path
+        /// that is absolute, as the kernel writes them.
+        #[test]
+        fn cgroup_and_cpu_stat_parse_any_text(t in ".{0,600}") {
+            for l in parse_proc_cgroup(&t) {
+                proptest::prop_assert!(l.path.starts_with('/'));
+                let _ = pod_of_path(&l.path);
+            }
+            let _ = (pod_of(&t), parse_cpu_stat(&t));
+        }
+    }
+
     const UID: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
     const CID: &str = "3c5a7e9b1d2f4a6c8e0b2d4f6a8c0e2b4d6f8a0c2e4b6d8f0a2c4e6b8d0f2a4c";
 
