@@ -243,14 +243,7 @@ fn identify(settings: &Settings, strict: bool) -> (Settings, EniSource) {
     (s, eni)
 }
 
-/// Whether this process holds CAP_NET_RAW (bit 13 of CapEff in /proc/self/status).
+/// Whether this process holds CAP_NET_RAW.
 fn has_cap_net_raw() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .map_or(true, |caps| caps & (1 << 13) != 0)
+    crate::sys::procfs::has_capability(13)
 }

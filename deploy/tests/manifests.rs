@@ -766,3 +766,66 @@ fn doc_links_resolve() {
     }
     assert!(links >= 20, "links checked: {links}");
 }
+
+/// The agent's privileges, as rendered for every overlay, are exactly the ones docs/security.md
+/// justifies, each with a test of what breaks without it: NET_RAW (capture; the agent's
+/// `missing_cap_net_raw_exits_77`), SYS_PTRACE and DAC_READ_SEARCH (other users' /proc/<pid>/fd
+/// and the backlog through pidfd_getfd); no SYS_ADMIN (`without_cap_sys_admin_the_figures_are_the_same`),
+/// nothing privileged, a read-only root, no privilege escalation, RuntimeDefault seccomp.
+#[test]
+fn the_agent_keeps_only_its_justified_privileges() {
+    headroom_testbed::require_or_return!(
+        "the_agent_keeps_only_its_justified_privileges",
+        &[Need::Tool("kubectl"), Need::Tool("python3")]
+    );
+    for dir in TARGETS {
+        let text = render(dir);
+        let mut py = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, yaml, json; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        use std::io::Write;
+        py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = py.wait_with_output().unwrap();
+        assert!(out.status.success(), "PyYAML could not read {dir}");
+        let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ds = docs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["kind"] == "DaemonSet" && d["metadata"]["name"] == "headroom-agent")
+            .unwrap_or_else(|| panic!("{dir}: no agent DaemonSet"));
+        let pod = &ds["spec"]["template"]["spec"];
+        assert_ne!(pod["hostPID"], true, "{dir}: hostPID");
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            assert_ne!(sc["privileged"], true, "{dir}: privileged");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{dir}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{dir}");
+            assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{dir}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{dir}"
+            );
+            let mut add: Vec<&str> = sc["capabilities"]["add"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            add.sort();
+            assert_eq!(
+                add,
+                ["DAC_READ_SEARCH", "NET_RAW", "SYS_PTRACE"],
+                "{dir}: {}",
+                c["name"]
+            );
+        }
+    }
+}

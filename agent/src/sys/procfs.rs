@@ -132,6 +132,20 @@ impl ProcRoot {
     }
 }
 
+/// Whether this process holds capability `bit` (CapEff in /proc/self/status; capability.h
+/// numbers: CAP_NET_RAW 13, CAP_SYS_ADMIN 21). Unreadable: assumed held (the call that needs it
+/// then says what is missing).
+pub fn has_capability(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map_or(true, |caps| caps & (1 << bit) != 0)
+}
+
 /// A pidfd for `pid` (pidfd_open(2)): it refers to that process, never to a later one that
 /// reuses the pid, and is readable once the process has exited.
 pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {

@@ -62,6 +62,11 @@ pub trait Diag: Send {
     ) -> io::Result<Vec<Sock>>;
     /// Forgets namespaces not in `live`.
     fn retain(&mut self, live: &HashSet<u64>);
+    /// The backlog limit of listener `inode`, held by `holder`, for a source whose listener
+    /// dumps leave it 0 (see [`super::procnet`]); sock_diag has it in every dump.
+    fn backlog(&mut self, _netns: u64, _inode: u64, _holder: i32) -> Option<u32> {
+        None
+    }
 }
 
 /// The real thing: one netlink socket per namespace.
@@ -121,6 +126,57 @@ impl Diag for NetlinkDiag {
 
     fn retain(&mut self, live: &HashSet<u64>) {
         self.sockets.retain(|ns, _| live.contains(ns));
+    }
+}
+
+/// The socket source a sampler uses: sock_diag from inside each namespace when this process
+/// may `setns(2)` (CAP_SYS_ADMIN), else the `/proc/<pid>/net` tables (no namespace entered).
+pub enum Sockets {
+    SockDiag(NetlinkDiag),
+    ProcNet(super::procnet::ProcNetDiag),
+}
+
+impl Sockets {
+    /// sock_diag with CAP_SYS_ADMIN (cheaper: the kernel walks only the listening hash for
+    /// listeners), else `/proc/<pid>/net` under `proc_root`.
+    pub fn for_this_process(proc_root: &Path) -> Sockets {
+        if super::procfs::has_capability(21) {
+            Sockets::SockDiag(NetlinkDiag::default())
+        } else {
+            tracing::info!(message = "No CAP_SYS_ADMIN: reading pods' sockets from /proc/<pid>/net instead of sock_diag.");
+            Sockets::ProcNet(super::procnet::ProcNetDiag::new(proc_root))
+        }
+    }
+
+    fn diag(&mut self) -> &mut dyn Diag {
+        match self {
+            Sockets::SockDiag(d) => d,
+            Sockets::ProcNet(d) => d,
+        }
+    }
+}
+
+impl Diag for Sockets {
+    fn listeners(&mut self, netns: u64, ns_path: &Path) -> io::Result<Vec<Sock>> {
+        self.diag().listeners(netns, ns_path)
+    }
+
+    fn connected(
+        &mut self,
+        netns: u64,
+        ns_path: &Path,
+        v4: bool,
+        v6: bool,
+    ) -> io::Result<Vec<Sock>> {
+        self.diag().connected(netns, ns_path, v4, v6)
+    }
+
+    fn retain(&mut self, live: &HashSet<u64>) {
+        self.diag().retain(live)
+    }
+
+    fn backlog(&mut self, netns: u64, inode: u64, holder: i32) -> Option<u32> {
+        self.diag().backlog(netns, inode, holder)
     }
 }
 

@@ -18,7 +18,38 @@ const SECONDS: f64 = 2.0;
 
 /// `once --interface lo` (a capture interface that always exists) from the host namespace.
 fn agent_once() -> serde_json::Value {
-    let mut cmd = Command::new(AGENT.as_str());
+    agent_once_as(Caps::All)
+}
+
+/// Which capabilities the agent runs with.
+#[derive(Clone, Copy, PartialEq)]
+enum Caps {
+    /// root's: sock_diag from inside each namespace (setns).
+    All,
+    /// root with exactly the DaemonSet's capabilities (NET_RAW, SYS_PTRACE, DAC_READ_SEARCH; no
+    /// SYS_ADMIN): the `/proc/<pid>/net` tables and TCP_INFO through pidfd_getfd.
+    DaemonSet,
+    /// The DaemonSet's set without SYS_PTRACE and DAC_READ_SEARCH.
+    NoPtrace,
+}
+
+fn agent_once_as(caps: Caps) -> serde_json::Value {
+    let mut cmd = match caps {
+        Caps::All => Command::new(AGENT.as_str()),
+        Caps::DaemonSet | Caps::NoPtrace => {
+            let set = if caps == Caps::DaemonSet {
+                "-all,+net_raw,+sys_ptrace,+dac_read_search"
+            } else {
+                "-all,+net_raw"
+            };
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--bounding-set={set}"))
+                .arg("--inh-caps=-all")
+                .arg("--")
+                .arg(AGENT.as_str());
+            c
+        }
+    };
     cmd.args([
         "once",
         "--format",
@@ -63,12 +94,24 @@ fn check(
     n: usize,
     raindrops: Option<fn(u16) -> (u64, u64)>,
 ) -> serde_json::Value {
+    check_as(server, netns, process, tag, n, raindrops, Caps::All)
+}
+
+fn check_as(
+    server: &Server,
+    netns: u64,
+    process: &str,
+    tag: &str,
+    n: usize,
+    raindrops: Option<fn(u16) -> (u64, u64)>,
+    caps: Caps,
+) -> serde_json::Value {
     let workers: BTreeSet<i32> = server.worker_pids();
     assert_eq!(workers.len(), WORKERS, "server's own children");
     let held = server.hold(tag, n, WORKERS).unwrap();
     let busy: BTreeSet<i32> = server.started(tag).into_iter().collect();
     let queued = n - busy.len();
-    let report = agent_once();
+    let report = agent_once_as(caps);
     if let Some(check) = raindrops {
         // raindrops (unicorn's own gauge, also sock_diag) in the same state.
         assert_eq!(
@@ -135,6 +178,96 @@ fn gunicorn_in_its_own_netns_is_found_from_the_host() {
     assert_ne!(inode, netns_of("/proc/self/ns/net"));
     check(&server, inode, "gunicorn", "ns", 6, None);
     drop(server);
+}
+
+/// Without CAP_SYS_ADMIN (issue 17 point 8: the DaemonSet drops it) the agent cannot enter
+/// the pod's namespace and reads `/proc/<pid>/net/tcp` and TCP_INFO instead: every figure still
+/// exact (busy workers, accept queue, the backlog of 8 the server asked for), for a server in
+/// its own namespace and one in the host's.
+#[test]
+fn without_cap_sys_admin_the_figures_are_the_same() {
+    let mut needs = gunicorn_needs();
+    needs.push(Need::Tool("setpriv"));
+    headroom_testbed::require_or_return!("without_cap_sys_admin_the_figures_are_the_same", &needs);
+    let ns = Netns::new("nosysadm").unwrap();
+    let server = Server::gunicorn(Some(&ns), WORKERS as u32, BACKLOG).unwrap();
+    let inode = netns_of(&format!("/run/netns/{}", ns.name));
+    for (tag, n) in [("p", 2), ("q", 6)] {
+        check_as(&server, inode, "gunicorn", tag, n, None, Caps::DaemonSet);
+    }
+    drop(server);
+    let host = Server::gunicorn(None, WORKERS as u32, BACKLOG).unwrap();
+    check_as(
+        &host,
+        netns_of("/proc/self/ns/net"),
+        "gunicorn",
+        "h",
+        5,
+        None,
+        Caps::DaemonSet,
+    );
+}
+
+/// What SYS_PTRACE and DAC_READ_SEARCH are kept for: a listener of another user (a pod's
+/// server runs as its own uid) is found, with its backlog, only with them; without them its
+/// process's fds cannot be read, nobody is known to hold it, and it is left out.
+#[test]
+fn another_users_listener_needs_sys_ptrace_and_dac_read_search() {
+    let needs = headroom_testbed::root_and(&["setpriv", "python3"]);
+    headroom_testbed::require_or_return!(
+        "another_users_listener_needs_sys_ptrace_and_dac_read_search",
+        &needs
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let py = format!(
+        "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(6)\ntime.sleep(60)"
+    );
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .args(["--", "/usr/bin/python3", "-c", &py]);
+    let _server = Guard::spawn("python3 as nobody", &mut cmd).unwrap();
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let host = netns_of("/proc/self/ns/net");
+    let find = |r: &serde_json::Value| {
+        r["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["port"] == port && l["netns"] == host)
+            .cloned()
+    };
+    let with = find(&agent_once_as(Caps::DaemonSet)).expect("found with the DaemonSet's set");
+    assert_eq!(with["process"], "python3");
+    assert_eq!(
+        u(&with["backlog"]),
+        6,
+        "backlog through pidfd_getfd: {with}"
+    );
+    assert_eq!(
+        u(&with["queue_max"]),
+        1,
+        "the probe connection above waits: {with}"
+    );
+    assert!(
+        find(&agent_once_as(Caps::NoPtrace)).is_none(),
+        "found without SYS_PTRACE and DAC_READ_SEARCH"
+    );
 }
 
 /// `Raindrops::Linux.tcp_listener_stats` for 127.0.0.1:PORT → (active, queued).

@@ -35,7 +35,7 @@ mod tests;
 
 use crate::health::Beat;
 use crate::sys::procfs::ProcRoot;
-use crate::sys::sockdiag::{Diag, NetlinkDiag, Sock, SockState};
+use crate::sys::sockdiag::{Diag, Sock, SockState, Sockets};
 pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
 pub use report::{ListenerReport, PodRef};
@@ -180,7 +180,7 @@ pub struct Cost {
 }
 
 /// The sampling state: caches and the current window. Synchronous; run it on its own thread.
-pub struct Sampler<D: Diag = NetlinkDiag> {
+pub struct Sampler<D: Diag = Sockets> {
     proc: ProcRoot,
     cgroup_root: PathBuf,
     diag: D,
@@ -219,9 +219,10 @@ pub struct Sampler<D: Diag = NetlinkDiag> {
     pub cost: Cost,
 }
 
-impl Sampler<NetlinkDiag> {
+impl Sampler<Sockets> {
+    /// Sockets through sock_diag or `/proc/<pid>/net`, whichever this process may use.
     pub fn new(spec: &WorkersSpec) -> Self {
-        Sampler::with_diag(spec, NetlinkDiag::default())
+        Sampler::with_diag(spec, Sockets::for_this_process(&spec.proc_root))
     }
 }
 
@@ -660,7 +661,11 @@ impl<D: Diag> Sampler<D> {
             a.busy_sum += b as u64;
             a.busy_max = a.busy_max.max(b);
             a.queue_max = a.queue_max.max(l.rqueue);
-            a.backlog = l.wqueue;
+            a.backlog = if l.wqueue == 0 {
+                self.diag.backlog(ns, l.inode, holder).unwrap_or(0)
+            } else {
+                l.wqueue
+            };
             a.workers = n;
             a.saturated += (n > 0 && b == n) as u64;
             a.worker_pids = workers;
