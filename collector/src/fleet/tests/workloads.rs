@@ -137,3 +137,66 @@ fn pods_without_a_workload_are_their_own() {
     assert_eq!((wl.kind.as_str(), wl.name.as_str()), ("Pod", "solo"));
     assert_eq!(wl.busy_latest, 2.0);
 }
+
+/// A window the agent split across requests (agent/src/export/otlp/split.rs: metrics in order,
+/// a metric's points in runs) is the same window here: split to the extreme, one data point per
+/// request, three windows of two pods give the same fleet as three whole requests.
+#[test]
+fn a_window_split_across_requests_is_the_same_window() {
+    let t0 = 1_700_000_000;
+    let pw: Vec<PodWindow> = vec![("web-1", 3.0, 4.0, 1.0, 0.5), ("web-2", 1.0, 4.0, 0.0, 0.0)];
+    let mut whole = Fleet::new(Limits::default());
+    let mut parts = Fleet::new(Limits::default());
+    let mut requests = 0;
+    for w in 0..3u64 {
+        let start = (t0 + w * 10) * S;
+        let req = listeners("n1", start, start + 10 * S, (t0 - 1) * S, &pw);
+        assert_eq!(whole.apply_metrics(&req, at(t0 + 40)).rejected, 0);
+        let rm = &req.resource_metrics[0];
+        let sm = &rm.scope_metrics[0];
+        for m in &sm.metrics {
+            let points = match &m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.clone(),
+                Some(metric::Data::Sum(s)) => s.data_points.clone(),
+                _ => unreachable!("the builder makes gauges and sums"),
+            };
+            for p in points {
+                let data = match &m.data {
+                    Some(metric::Data::Gauge(_)) => metric::Data::Gauge(Gauge {
+                        data_points: vec![p],
+                    }),
+                    Some(metric::Data::Sum(s)) => metric::Data::Sum(Sum {
+                        data_points: vec![p],
+                        ..s.clone()
+                    }),
+                    _ => unreachable!(),
+                };
+                let one = ExportMetricsServiceRequest {
+                    resource_metrics: vec![ResourceMetrics {
+                        resource: rm.resource.clone(),
+                        scope_metrics: vec![ScopeMetrics {
+                            metrics: vec![Metric {
+                                data: Some(data),
+                                ..m.clone()
+                            }],
+                            ..sm.clone()
+                        }],
+                        ..rm.clone()
+                    }],
+                };
+                assert_eq!(parts.apply_metrics(&one, at(t0 + 40)).rejected, 0);
+                requests += 1;
+            }
+        }
+    }
+    assert!(requests > 20, "{requests} requests");
+    let a = serde_json::to_value(whole.snapshot(at(t0 + 40))).unwrap();
+    let b = serde_json::to_value(parts.snapshot(at(t0 + 40))).unwrap();
+    assert_eq!(a["clusters"], b["clusters"]);
+    let wl = &whole.snapshot(at(t0 + 40)).clusters[0].workloads[0];
+    assert_eq!(
+        (wl.windows, wl.busy_max),
+        (3, 4.0),
+        "the whole side is a real fleet"
+    );
+}
