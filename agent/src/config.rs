@@ -62,6 +62,9 @@ pub struct Config {
     /// PEM file of the CA certificates an `https://` OTLP endpoint is verified against
     /// (default: $OTEL_EXPORTER_OTLP_CERTIFICATE; unset: the system's CA certificates).
     pub otlp_certificate: Option<String>,
+    /// A directory where the export queue is also kept (the DaemonSet mounts a hostPath), so
+    /// windows queued during a collector outage survive an agent restart. Unset: memory only.
+    pub otlp_queue_dir: Option<String>,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -91,6 +94,7 @@ impl Default for Config {
             otlp_protocol: None,
             otlp_headers: Default::default(),
             otlp_certificate: None,
+            otlp_queue_dir: None,
         }
     }
 }
@@ -363,6 +367,7 @@ impl Config {
                 Some(path) => crate::export::otlp::Trust::from_file(path)?,
                 None => crate::export::otlp::Trust::System,
             },
+            queue_dir: self.otlp_queue_dir.as_ref().map(Into::into),
         }))
     }
 }

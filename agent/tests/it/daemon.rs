@@ -7,6 +7,7 @@ use headroom_testbed::proc::Guard;
 use headroom_testbed::scrape;
 use headroom_testbed::Need;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -280,5 +281,138 @@ fn a_stuck_sampler_or_exporter_fails_readiness_and_a_failing_exporter_does_not()
     assert!(
         dead >= t0 + STALL + 4 * INTERVAL - BEAT,
         "not live too early"
+    );
+}
+
+/// The gauge window start of each metrics request in `body` (every gauge point of a window
+/// starts at the window's start).
+fn window_start(body: &[u8]) -> Option<u64> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use prost::Message;
+    let req = ExportMetricsServiceRequest::decode(body).ok()?;
+    req.resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .find_map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.first().map(|p| p.start_time_unix_nano),
+            _ => None,
+        })
+}
+
+/// Issue 17 point 6: `kill -9` of the agent during a collector outage loses nothing. The first
+/// run queues its windows (nothing listens on the endpoint) in `otlp_queue_dir` and is killed;
+/// the files it left are the ground truth of what it measured. A second run starts with the
+/// receiver still down, then the receiver comes up: it gets every window of the first run,
+/// oldest first, and no window twice.
+#[test]
+fn kill_9_during_an_outage_loses_no_window() {
+    use std::collections::BTreeMap;
+    use std::io::{BufReader, Write};
+    headroom_testbed::require_or_return!("kill_9_during_an_outage_loses_no_window", &[Need::Root]);
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("otlp_queue_dir = {:?}\n", queue.to_str().unwrap()),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = |metrics: u16| {
+        let mut cmd = std::process::Command::new(AGENT.as_str());
+        cmd.args(["run", "--interface", "lo", "--report-interval", "1s"])
+            .args(NO_IMDS)
+            .arg("--config")
+            .arg(&config)
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Guard::spawn("headroom-agent run", &mut cmd).unwrap()
+    };
+    let queued = || -> BTreeMap<u64, String> {
+        std::fs::read_dir(&queue)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".m"))
+                    .filter_map(|e| {
+                        let s = window_start(&std::fs::read(e.path()).ok()?)?;
+                        Some((s, e.file_name().to_string_lossy().into_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = start(19468);
+    let t = Instant::now();
+    while queued().len() < 4 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the first run never queued 4 windows"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.signal(libc::SIGKILL);
+    drop(first);
+    let measured = queued();
+    eprintln!("the killed run left {} windows on disk", measured.len());
+    let second = start(19469);
+    std::thread::sleep(Duration::from_secs(2));
+    // The receiver comes back: every metrics request's window start, in arrival order.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let got: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                while let Some(req) = headroom_testbed::http::read_request(&mut r, 16 << 20) {
+                    if req.path == "/v1/metrics" {
+                        if let Some(s) = window_start(&req.body) {
+                            g.lock().unwrap().push(s);
+                        }
+                    }
+                    let _ = w.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    let t = Instant::now();
+    let last = *measured.keys().last().unwrap();
+    loop {
+        let g = got.lock().unwrap().clone();
+        if measured.keys().all(|s| g.contains(s)) && g.iter().any(|&s| s > last) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "after 20 s the receiver had {g:?}, the killed run measured {:?}",
+            measured.keys()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(second);
+    let g = got.lock().unwrap().clone();
+    eprintln!("received {} windows: {g:?}", g.len());
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        g.iter().all(|s| seen.insert(*s)),
+        "a window arrived twice: {g:?}"
+    );
+    let oldest: Vec<u64> = g.iter().copied().take(measured.len()).collect();
+    assert_eq!(
+        oldest,
+        measured.keys().copied().collect::<Vec<_>>(),
+        "the killed run's windows first, oldest first"
     );
 }

@@ -20,6 +20,7 @@ mod probes;
 mod sender;
 mod spans;
 pub mod split;
+mod spool;
 
 use crate::report::Report;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -79,6 +80,8 @@ pub struct OtlpSettings {
     pub resource_attributes: Vec<(String, String)>,
     /// Whom to trust for `https://` endpoints.
     pub trust: Trust,
+    /// Where the queue is also kept on disk (`otlp_queue_dir`), so a restart loses nothing.
+    pub queue_dir: Option<std::path::PathBuf>,
 }
 
 /// The certificate authorities an `https://` endpoint's certificate is checked against.
@@ -182,11 +185,19 @@ pub(crate) struct Queue {
     capacity: usize,
     notify: tokio::sync::Notify,
     stats: ExportStats,
+    /// The same requests on disk, when `otlp_queue_dir` is set.
+    spool: Option<Mutex<spool::Spool>>,
 }
 
 impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spool(&self) -> Option<std::sync::MutexGuard<'_, spool::Spool>> {
+        self.spool
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn push(&self, signal: Signal, body: Vec<u8>) {
@@ -195,9 +206,28 @@ impl Queue {
             *n += 1;
             *n
         };
+        // On disk first (outside the queue's lock: the sender keeps sending meanwhile).
+        let mut over = Vec::new();
+        if let Some(mut s) = self.spool() {
+            match s.write(seq, signal, &body) {
+                Ok(removed) => over = removed,
+                Err(error) => {
+                    tracing::warn!(message = "Cannot write a window to otlp_queue_dir; it is queued in memory only.", %error)
+                }
+            }
+        }
         let mut q = self.lock();
+        if !over.is_empty() {
+            let before = q.len();
+            q.retain(|(s, _, _)| !over.contains(s));
+            self.stats.dropped.inc_by((before - q.len()) as u64);
+        }
         while q.len() >= self.capacity {
-            q.pop_front();
+            if let Some((old, _, _)) = q.pop_front() {
+                if let Some(mut s) = self.spool() {
+                    s.remove(old);
+                }
+            }
             self.stats.dropped.inc();
         }
         q.push_back((seq, signal, Arc::new(body)));
@@ -217,6 +247,10 @@ impl Queue {
             q.pop_front();
         }
         self.stats.queued.set(q.len() as i64);
+        drop(q);
+        if let Some(mut s) = self.spool() {
+            s.remove(seq);
+        }
     }
 
     fn len(&self) -> usize {
@@ -245,13 +279,46 @@ impl Exporter {
         // Two requests a window at most: metrics, and spans when there were checks.
         let capacity =
             2 * (BUFFER.as_secs_f64() / interval.as_secs_f64().max(0.001)).ceil() as usize;
+        let capacity = capacity.clamp(2, 200_000);
+        // What an earlier run left on disk goes first, oldest first.
+        let (spool, left) = match &settings.queue_dir {
+            Some(dir) => match spool::Spool::open(dir) {
+                Ok((s, left)) => (Some(Mutex::new(s)), left),
+                Err(error) => {
+                    tracing::warn!(message = "Cannot use otlp_queue_dir; the queue is in memory only (a restart loses what is queued).", dir = %dir.display(), %error);
+                    (None, Vec::new())
+                }
+            },
+            None => (None, Vec::new()),
+        };
+        let next = left.iter().map(|l| l.0).max().unwrap_or(0);
+        if !left.is_empty() {
+            tracing::info!(
+                message = "Sending what an earlier run queued.",
+                requests = left.len()
+            );
+        }
+        let items: VecDeque<Item> = left
+            .into_iter()
+            .map(|(seq, signal, body)| (seq, signal, Arc::new(body)))
+            .collect();
+        stats.queued.set(items.len() as i64);
         let queue = Arc::new(Queue {
-            items: Mutex::new(VecDeque::new()),
-            next: Mutex::new(0),
-            capacity: capacity.clamp(2, 200_000),
+            items: Mutex::new(items),
+            next: Mutex::new(next),
+            capacity,
             notify: tokio::sync::Notify::new(),
             stats,
+            spool,
         });
+        // More left than this run's queue holds (a shorter report interval): the oldest go.
+        while queue.len() > queue.capacity {
+            let old = queue.lock().pop_front().map(|i| i.0);
+            if let (Some(old), Some(mut s)) = (old, queue.spool()) {
+                s.remove(old);
+            }
+            queue.stats.dropped.inc();
+        }
         let stop = tokio_util::sync::CancellationToken::new();
         let thread = {
             let (queue, stop, settings) = (queue.clone(), stop.clone(), settings.clone());
@@ -428,6 +495,7 @@ mod tests {
             capacity: 3,
             notify: tokio::sync::Notify::new(),
             stats: stats.clone(),
+            spool: None,
         };
         for i in 0..5u8 {
             q.push(Signal::Metrics, vec![i]);

@@ -527,6 +527,7 @@ mod tests {
             capacity: 10,
             notify: tokio::sync::Notify::new(),
             stats: super::super::ExportStats::default(),
+            spool: None,
         });
         for _ in 0..4 {
             queue.push(Signal::Metrics, vec![1, 2, 3]);
@@ -539,6 +540,7 @@ mod tests {
             headers: Vec::new(),
             resource_attributes: Vec::new(),
             trust: super::super::Trust::System,
+            queue_dir: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));
