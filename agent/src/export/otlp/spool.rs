@@ -18,6 +18,9 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// A file larger than this is not one of ours (a request is at most 3 MiB): skipped, removed.
 const MAX_FILE: u64 = 8 << 20;
 
+/// A request read back from disk: its sequence number, kind and body.
+pub type Stored = (u64, Signal, Vec<u8>);
+
 /// The spool directory and what is in it, oldest first.
 #[derive(Debug)]
 pub struct Spool {
@@ -48,7 +51,7 @@ impl Spool {
     /// Opens (creating) `dir` and reads what an earlier run left, oldest first, within
     /// [`MAX_BYTES`] (older ones beyond it are removed). Temporary files and files that are
     /// not a request of ours (wrong name, not a regular file, too large) are removed.
-    pub fn open(dir: &Path) -> io::Result<(Spool, Vec<(u64, Signal, Vec<u8>)>)> {
+    pub fn open(dir: &Path) -> io::Result<(Spool, Vec<Stored>)> {
         std::fs::create_dir_all(dir)?;
         let mut found = Vec::new();
         for e in std::fs::read_dir(dir)? {
@@ -181,7 +184,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.join(format!("{:020}.m", 9))).unwrap();
         drop(s);
         let (s, items) = Spool::open(&dir).unwrap();
-        let got: Vec<(u64, Signal, Vec<u8>)> = items;
+        let got: Vec<Stored> = items;
         assert_eq!(
             got,
             vec![
