@@ -85,19 +85,9 @@ fn netns_of(path: &str) -> u64 {
     std::fs::metadata(path).unwrap().ino()
 }
 
-/// Holds `n` slow requests, measures, releases; checks every figure against ground truth.
+/// Holds `n` slow requests, measures with the agent run with `caps`, releases; checks every
+/// figure against ground truth.
 fn check(
-    server: &Server,
-    netns: u64,
-    process: &str,
-    tag: &str,
-    n: usize,
-    raindrops: Option<fn(u16) -> (u64, u64)>,
-) -> serde_json::Value {
-    check_as(server, netns, process, tag, n, raindrops, Caps::All)
-}
-
-fn check_as(
     server: &Server,
     netns: u64,
     process: &str,
@@ -165,7 +155,7 @@ fn gunicorn_busy_and_queue_are_exact() {
     let server = Server::gunicorn(None, WORKERS as u32, BACKLOG).unwrap();
     let host = netns_of("/proc/self/ns/net");
     for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
-        check(&server, host, "gunicorn", tag, n, None);
+        check(&server, host, "gunicorn", tag, n, None, Caps::All);
     }
 }
 
@@ -176,7 +166,7 @@ fn gunicorn_in_its_own_netns_is_found_from_the_host() {
     let server = Server::gunicorn(Some(&ns), WORKERS as u32, BACKLOG).unwrap();
     let inode = netns_of(&format!("/run/netns/{}", ns.name));
     assert_ne!(inode, netns_of("/proc/self/ns/net"));
-    check(&server, inode, "gunicorn", "ns", 6, None);
+    check(&server, inode, "gunicorn", "ns", 6, None, Caps::All);
     drop(server);
 }
 
@@ -193,11 +183,11 @@ fn without_cap_sys_admin_the_figures_are_the_same() {
     let server = Server::gunicorn(Some(&ns), WORKERS as u32, BACKLOG).unwrap();
     let inode = netns_of(&format!("/run/netns/{}", ns.name));
     for (tag, n) in [("p", 2), ("q", 6)] {
-        check_as(&server, inode, "gunicorn", tag, n, None, Caps::DaemonSet);
+        check(&server, inode, "gunicorn", tag, n, None, Caps::DaemonSet);
     }
     drop(server);
     let host = Server::gunicorn(None, WORKERS as u32, BACKLOG).unwrap();
-    check_as(
+    check(
         &host,
         netns_of("/proc/self/ns/net"),
         "gunicorn",
@@ -295,7 +285,7 @@ fn unicorn_busy_and_queue_are_exact_and_equal_raindrops() {
     let server = Server::unicorn(WORKERS as u32, BACKLOG).unwrap();
     let host = netns_of("/proc/self/ns/net");
     for (tag, n) in [("a", 2), ("b", 4), ("c", 6)] {
-        check(&server, host, "unicorn", tag, n, Some(raindrops));
+        check(&server, host, "unicorn", tag, n, Some(raindrops), Caps::All);
     }
 }
 
