@@ -319,11 +319,7 @@ fn kill_9_during_an_outage_loses_no_window() {
         format!("otlp_queue_dir = {:?}\n", queue.to_str().unwrap()),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = headroom_testbed::prefork::free_port();
     let start = |metrics: u16| {
         let mut cmd = std::process::Command::new(AGENT.as_str());
         cmd.args(["run", "--interface", "lo", "--report-interval", "1s"])

@@ -208,11 +208,7 @@ fn another_users_listener_needs_sys_ptrace_and_dac_read_search() {
         "another_users_listener_needs_sys_ptrace_and_dac_read_search",
         &needs
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = headroom_testbed::prefork::free_port();
     let py = format!(
         "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(6)\ntime.sleep(60)"
     );
@@ -425,11 +421,7 @@ fn a_server_started_after_the_sampler_is_found() {
     );
     // Past the first listing: the server is born after the sampler knows the node.
     std::thread::sleep(Duration::from_millis(1500));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = headroom_testbed::prefork::free_port();
     let py = format!(
         "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(4)\nc = s.accept()\ntime.sleep(30)"
     );
