@@ -10,6 +10,8 @@ pub mod config;
 pub mod findings;
 pub mod fleet;
 mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod ingest;
 pub mod kube;
