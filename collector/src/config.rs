@@ -419,7 +419,11 @@ impl Config {
         }
         for sa in &self.auth_service_accounts {
             let parts: Vec<&str> = sa.split(':').collect();
-            if parts.len() != 4 || parts[..2] != ["system", "serviceaccount"] || parts[2].is_empty() || parts[3].is_empty() {
+            if parts.len() != 4
+                || parts[..2] != ["system", "serviceaccount"]
+                || parts[2].is_empty()
+                || parts[3].is_empty()
+            {
                 return Err(Invalid::text(
                     "auth_service_accounts",
                     sa,
@@ -428,7 +432,11 @@ impl Config {
             }
         }
         if self.auth_cache_entries == 0 {
-            return Err(Invalid::number("auth_cache_entries", 0, "must be at least 1"));
+            return Err(Invalid::number(
+                "auth_cache_entries",
+                0,
+                "must be at least 1",
+            ));
         }
         let static_tokens_file = match self.auth_static_tokens_file.as_deref() {
             Some("") => {
@@ -442,16 +450,18 @@ impl Config {
                 let p = PathBuf::from(f);
                 // A file given must be usable from the start (later changes keep the old tokens).
                 if required {
-                    crate::auth::statics::StaticTokens::check(&p).map_err(|e| {
-                        Invalid::text("auth_static_tokens_file", f, e.to_string())
-                    })?;
+                    crate::auth::statics::StaticTokens::check(&p)
+                        .map_err(|e| Invalid::text("auth_static_tokens_file", f, e.to_string()))?;
                 }
                 Some(p)
             }
             None => None,
         };
         let service_accounts = if self.auth_service_accounts.is_empty() {
-            vec![format!("system:serviceaccount:{}:headroom-agent", own_namespace())]
+            vec![format!(
+                "system:serviceaccount:{}:headroom-agent",
+                own_namespace()
+            )]
         } else {
             self.auth_service_accounts.clone()
         };

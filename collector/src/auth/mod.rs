@@ -45,6 +45,16 @@ pub enum Principal {
     Cluster(String),
 }
 
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anyone => write!(f, "an unauthenticated sender"),
+            Principal::Node(n) => write!(f, "the agent of node '{n}'"),
+            Principal::Cluster(c) => write!(f, "the static token of cluster '{c}'"),
+        }
+    }
+}
+
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -140,7 +150,7 @@ impl Auth {
 
     /// Logs a refused resource (rate-limited like refused requests).
     pub fn log_refused(&self, who: &Principal, reason: &'static str, cluster: &str, node: &str) {
-        let line = format!("{who:?} may not write node '{node}' of cluster '{cluster}'");
+        let line = format!("{who} may not write node '{node}' of cluster '{cluster}'");
         self.limited(2, |suppressed| {
             tracing::warn!(message = "OTLP resource refused.", reason, detail = %line, suppressed)
         });
@@ -218,7 +228,13 @@ mod tests {
     fn bearer_takes_the_token_and_refuses_the_rest() {
         assert_eq!(bearer(Some(b"Bearer abc")), Ok("abc"));
         assert_eq!(bearer(Some(b"bearer  abc ")), Ok("abc"));
-        for bad in [&b"Basic abc"[..], b"Bearer", b"Bearer ", b"abc", b"\xff\xfe"] {
+        for bad in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"abc",
+            b"\xff\xfe",
+        ] {
             assert!(bearer(Some(bad)).is_err(), "{bad:?}");
         }
         assert!(bearer(None).is_err());

@@ -200,7 +200,10 @@ impl Reviewer {
     /// Unavailable while the backoff after a failed review runs.
     fn blocked(&self) -> Result<(), AuthError> {
         let o = self.outage.lock().unwrap_or_else(|e| e.into_inner());
-        match o.until.and_then(|u| u.checked_duration_since(Instant::now())) {
+        match o
+            .until
+            .and_then(|u| u.checked_duration_since(Instant::now()))
+        {
             Some(left) if !left.is_zero() => Err(AuthError::Unavailable {
                 why: o.why.clone(),
                 retry_after: left,
@@ -243,11 +246,7 @@ impl Reviewer {
         let (username, pod, pod_uid) = match self.judge(&status) {
             Judged::Refused(why) => return Ok(Verdict::Refused(why)),
             Judged::Node(node) => return Ok(Verdict::Node(node, expiry(token))),
-            Judged::Pod {
-                username,
-                pod,
-                uid,
-            } => (username, pod, uid),
+            Judged::Pod { username, pod, uid } => (username, pod, uid),
         };
         let ns = username.split(':').nth(2).unwrap_or_default().to_string();
         let pods: ::kube::Api<Pod> = ::kube::Api::namespaced(client.clone(), &ns);
@@ -406,7 +405,11 @@ mod tests {
             matches!(r.judge(&pod), Judged::Pod { pod, uid: Some(u), .. } if pod == "p" && u == "u")
         );
         let cases = [
-            status(sa, &[(NODE_NAME_KEY, "n1")], &["https://kubernetes.default.svc"]),
+            status(
+                sa,
+                &[(NODE_NAME_KEY, "n1")],
+                &["https://kubernetes.default.svc"],
+            ),
             status(
                 "system:serviceaccount:default:default",
                 &[(NODE_NAME_KEY, "n1")],
@@ -448,12 +451,21 @@ mod tests {
     fn expiry_reads_the_exp_claim_only_when_there_is_one() {
         use base64::Engine;
         let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let t = format!("{}.{}.sig", e("{\"alg\":\"RS256\"}"), e("{\"exp\":1700000000}"));
+        let t = format!(
+            "{}.{}.sig",
+            e("{\"alg\":\"RS256\"}"),
+            e("{\"exp\":1700000000}")
+        );
         assert_eq!(
             expiry(&t),
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
         );
-        for bad in ["opaque", "a.b.c", "a..c", &format!("x.{}.y", e("{\"exp\":\"soon\"}"))] {
+        for bad in [
+            "opaque",
+            "a.b.c",
+            "a..c",
+            &format!("x.{}.y", e("{\"exp\":\"soon\"}")),
+        ] {
             assert_eq!(expiry(bad), None, "{bad}");
         }
     }

@@ -184,7 +184,11 @@ mod tests {
 
     #[test]
     fn the_format_and_its_errors() {
-        let t = parse("f", "# c\n\n  aaaaaaaaaaaaaaaa\tprod \nbbbbbbbbbbbbbbbb dev\n").unwrap();
+        let t = parse(
+            "f",
+            "# c\n\n  aaaaaaaaaaaaaaaa\tprod \nbbbbbbbbbbbbbbbb dev\n",
+        )
+        .unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].1, "prod");
         assert_eq!(t[0].0, crate::auth::digest("aaaaaaaaaaaaaaaa"));

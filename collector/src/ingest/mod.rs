@@ -98,7 +98,10 @@ impl Ingest {
     }
 
     /// The sender of a request with this `Authorization` value; refused ones are counted.
-    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, IngestError> {
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Principal, IngestError> {
         self.auth.authenticate(authorization).await.map_err(|e| {
             let e = IngestError::from(e);
             self.reject(&e);
@@ -107,7 +110,10 @@ impl Ingest {
     }
 
     /// What `who` may write, logging (rate-limited) what it may not.
-    fn allow<'a>(&'a self, who: &'a Principal) -> impl Fn(&str, &str) -> Result<(), &'static str> + 'a {
+    fn allow<'a>(
+        &'a self,
+        who: &'a Principal,
+    ) -> impl Fn(&str, &str) -> Result<(), &'static str> + 'a {
         move |cluster, node| {
             self.auth.allows(who, cluster, node).inspect_err(|reason| {
                 self.auth.log_refused(who, reason, cluster, node);
@@ -153,7 +159,9 @@ impl Ingest {
         req: &ExportMetricsServiceRequest,
     ) -> ExportMetricsServiceResponse {
         let allow = self.allow(who);
-        let Applied { rejected, .. } = self.fleet().apply_metrics_as(req, SystemTime::now(), &allow);
+        let Applied { rejected, .. } =
+            self.fleet()
+                .apply_metrics_as(req, SystemTime::now(), &allow);
         ExportMetricsServiceResponse {
             partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
                 rejected_data_points: rejected as i64,
