@@ -62,6 +62,11 @@ pub struct Config {
     /// PEM file of the CA certificates an `https://` OTLP endpoint is verified against
     /// (default: $OTEL_EXPORTER_OTLP_CERTIFICATE; unset: the system's CA certificates).
     pub otlp_certificate: Option<String>,
+    /// File holding a bearer token sent on every OTLP request (`Authorization: Bearer …`, HTTP
+    /// and gRPC), read again when it changes: the DaemonSet mounts a projected ServiceAccount
+    /// token (audience `headroom-collector`) here for a collector that requires
+    /// authentication. Unset: no token. The token is never logged.
+    pub otlp_token_file: Option<String>,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -91,6 +96,7 @@ impl Default for Config {
             otlp_protocol: None,
             otlp_headers: Default::default(),
             otlp_certificate: None,
+            otlp_token_file: None,
         }
     }
 }
@@ -359,6 +365,7 @@ impl Config {
             resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
                 .map(|t| crate::export::otlp::encode::parse_resource_attributes(&t))
                 .unwrap_or_default(),
+            token_file: self.otlp_token_file.as_ref().map(std::path::PathBuf::from),
             trust: match &self.otlp_certificate {
                 Some(path) => crate::export::otlp::Trust::from_file(path)?,
                 None => crate::export::otlp::Trust::System,

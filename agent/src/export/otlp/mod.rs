@@ -18,6 +18,7 @@ mod points;
 mod probes;
 mod sender;
 mod spans;
+mod token;
 
 use crate::report::Report;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -77,6 +78,9 @@ pub struct OtlpSettings {
     pub resource_attributes: Vec<(String, String)>,
     /// Whom to trust for `https://` endpoints.
     pub trust: Trust,
+    /// File holding the bearer token sent as `Authorization: Bearer …` (`otlp_token_file`),
+    /// read again when it changes. Unset: no token.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The certificate authorities an `https://` endpoint's certificate is checked against.
