@@ -353,6 +353,13 @@ impl Config {
             headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
             headers.extend(crate::export::otlp::parse_headers(&format!("{k}={v}"))?);
         }
+        if self
+            .otlp_token_file
+            .as_deref()
+            .is_some_and(|f| f.trim().is_empty())
+        {
+            return Err(crate::export::otlp::SettingError::TokenFile);
+        }
         let protocol = match &self.otlp_protocol {
             Some(p) => crate::export::otlp::Protocol::parse(p)?,
             None => crate::export::otlp::Protocol::HttpProtobuf,
@@ -396,6 +403,26 @@ mod tests {
         assert!(s.resolver_auto);
         assert_eq!(s.imds_endpoint, "http://169.254.169.254");
         assert_eq!(s.imds_refresh_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_token_file_reaches_the_sender_and_must_name_a_file() {
+        let with = |f: &str| Config {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            otlp_token_file: Some(f.into()),
+            ..Config::default()
+        };
+        let s = with("/var/run/secrets/headroom/collector/token")
+            .otlp_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.token_file.as_deref(),
+            Some(Path::new("/var/run/secrets/headroom/collector/token"))
+        );
+        let e = with(" ").otlp_settings().unwrap_err().to_string();
+        assert!(e.contains("otlp_token_file"), "{e}");
+        assert!(Config::default().otlp_settings().unwrap().is_none());
     }
 
     #[test]

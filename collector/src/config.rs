@@ -641,6 +641,65 @@ mod tests {
     }
 
     #[test]
+    fn auth_is_required_by_default_and_checked() {
+        let s = Config::default().validate().unwrap();
+        assert!(s.auth.required);
+        assert_eq!(s.auth.audiences, [DEFAULT_AUDIENCE]);
+        assert_eq!(s.auth.service_accounts.len(), 1);
+        assert!(s.auth.service_accounts[0].starts_with("system:serviceaccount:"));
+        assert!(s.auth.service_accounts[0].ends_with(":headroom-agent"));
+        let none = Config {
+            auth: "none".into(),
+            ..Config::default()
+        };
+        assert!(!none.validate().unwrap().auth.required);
+        let c = Config {
+            auth: "off".into(),
+            auth_audiences: vec![],
+            auth_service_accounts: vec!["headroom-agent".into()],
+            auth_cache_entries: 0,
+            auth_static_tokens_file: Some("/nonexistent/tokens".into()),
+            ..Config::default()
+        };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 1, "the first auth problem: {errs:?}");
+        assert!(errs[0].to_string().contains("--auth 'off'"), "{errs:?}");
+        for (c, says) in [
+            (
+                Config {
+                    auth_audiences: vec![],
+                    ..Config::default()
+                },
+                "auth_audiences",
+            ),
+            (
+                Config {
+                    auth_service_accounts: vec!["headroom-agent".into()],
+                    ..Config::default()
+                },
+                "system:serviceaccount:NAMESPACE:NAME",
+            ),
+            (
+                Config {
+                    auth_cache_entries: 0,
+                    ..Config::default()
+                },
+                "auth_cache_entries",
+            ),
+            (
+                Config {
+                    auth_static_tokens_file: Some("/nonexistent/tokens".into()),
+                    ..Config::default()
+                },
+                "cannot read auth_static_tokens_file",
+            ),
+        ] {
+            let e = c.validate().unwrap_err();
+            assert!(e[0].to_string().contains(says), "{says}: {e:?}");
+        }
+    }
+
+    #[test]
     fn file_rejects_unknown_fields() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("collector.toml");

@@ -243,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_logged_once_per_interval_with_the_rest_counted() {
+        let a = auth(None);
+        let logged = std::cell::RefCell::new(Vec::new());
+        for _ in 0..50 {
+            a.limited(0, |suppressed| logged.borrow_mut().push(suppressed));
+        }
+        assert_eq!(*logged.borrow(), [0]);
+        a.logs.lock().unwrap()[0].last = Some(Instant::now() - LOG_EVERY);
+        a.limited(0, |suppressed| logged.borrow_mut().push(suppressed));
+        assert_eq!(*logged.borrow(), [0, 49]);
+        // Another kind has its own interval.
+        a.limited(1, |suppressed| logged.borrow_mut().push(suppressed));
+        assert_eq!(logged.borrow().len(), 3);
+    }
+
+    #[test]
     fn digests_compare_by_content() {
         assert!(same(&digest("a"), &digest("a")));
         assert!(!same(&digest("a"), &digest("b")));

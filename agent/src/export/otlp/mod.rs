@@ -50,6 +50,8 @@ pub enum SettingError {
     Endpoint { endpoint: String, why: &'static str },
     #[error("invalid OTLP header '{0}': not a valid HTTP header")]
     Header(String),
+    #[error("invalid otlp_token_file '': name the file holding the token, such as /var/run/secrets/headroom/collector/token, or leave it unset")]
+    TokenFile,
     #[error("invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate")]
     Certificate { path: String, why: String },
 }
