@@ -65,6 +65,11 @@ pub struct Config {
     /// A directory where the export queue is also kept (the DaemonSet mounts a hostPath), so
     /// windows queued during a collector outage survive an agent restart. Unset: memory only.
     pub otlp_queue_dir: Option<String>,
+    /// File holding a bearer token sent on every OTLP request (`Authorization: Bearer …`, HTTP
+    /// and gRPC), read again when it changes: the DaemonSet mounts a projected ServiceAccount
+    /// token (audience `headroom-collector`) here for a collector that requires
+    /// authentication. Unset: no token. The token is never logged.
+    pub otlp_token_file: Option<String>,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -95,6 +100,7 @@ impl Default for Config {
             otlp_headers: Default::default(),
             otlp_certificate: None,
             otlp_queue_dir: None,
+            otlp_token_file: None,
         }
     }
 }
@@ -351,6 +357,13 @@ impl Config {
             headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
             headers.extend(crate::export::otlp::parse_headers(&format!("{k}={v}"))?);
         }
+        if self
+            .otlp_token_file
+            .as_deref()
+            .is_some_and(|f| f.trim().is_empty())
+        {
+            return Err(crate::export::otlp::SettingError::TokenFile);
+        }
         let protocol = match &self.otlp_protocol {
             Some(p) => crate::export::otlp::Protocol::parse(p)?,
             None => crate::export::otlp::Protocol::HttpProtobuf,
@@ -363,6 +376,7 @@ impl Config {
             resource_attributes: std::env::var("OTEL_RESOURCE_ATTRIBUTES")
                 .map(|t| crate::export::otlp::encode::parse_resource_attributes(&t))
                 .unwrap_or_default(),
+            token_file: self.otlp_token_file.as_ref().map(std::path::PathBuf::from),
             trust: match &self.otlp_certificate {
                 Some(path) => crate::export::otlp::Trust::from_file(path)?,
                 None => crate::export::otlp::Trust::System,
@@ -394,6 +408,26 @@ mod tests {
         assert!(s.resolver_auto);
         assert_eq!(s.imds_endpoint, "http://169.254.169.254");
         assert_eq!(s.imds_refresh_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_token_file_reaches_the_sender_and_must_name_a_file() {
+        let with = |f: &str| Config {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            otlp_token_file: Some(f.into()),
+            ..Config::default()
+        };
+        let s = with("/var/run/secrets/headroom/collector/token")
+            .otlp_settings()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.token_file.as_deref(),
+            Some(Path::new("/var/run/secrets/headroom/collector/token"))
+        );
+        let e = with(" ").otlp_settings().unwrap_err().to_string();
+        assert!(e.contains("otlp_token_file"), "{e}");
+        assert!(Config::default().otlp_settings().unwrap().is_none());
     }
 
     #[test]

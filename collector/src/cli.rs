@@ -37,6 +37,10 @@ pub struct Cli {
     /// How spans go to --traces-endpoint: grpc or http [default: http].
     #[arg(long, value_name = "PROTOCOL")]
     pub traces_protocol: Option<String>,
+    /// Who may send OTLP: required (bearer tokens) or none (anyone; logs a warning)
+    /// [default: required].
+    #[arg(long, value_name = "MODE")]
+    pub auth: Option<String>,
 }
 
 /// The configuration: file first, flags over it, then every field checked.
@@ -55,6 +59,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, CollectorError> {
     set(&mut cfg.otlp_http_listen, &cli.otlp_http_listen);
     set(&mut cfg.http_listen, &cli.http_listen);
     set(&mut cfg.traces_protocol, &cli.traces_protocol);
+    set(&mut cfg.auth, &cli.auth);
     if cli.traces_endpoint.is_some() {
         cfg.traces_endpoint.clone_from(&cli.traces_endpoint);
     }

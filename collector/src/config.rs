@@ -86,6 +86,22 @@ pub struct Config {
     /// How spans go to `traces_endpoint`: `http` (OTLP/HTTP protobuf, POST `/v1/traces`) or
     /// `grpc` (the OTLP `TraceService/Export` call; the endpoint is then e.g. http://tempo:4317).
     pub traces_protocol: String,
+    /// Who may send OTLP: `required` (default) takes only requests with a bearer token, a
+    /// node's projected ServiceAccount token (verified by TokenReview; it writes only its own
+    /// node) or a static token from `auth_static_tokens_file` (it writes only its cluster);
+    /// `none` takes anyone's data for any node (logged as a warning at start).
+    pub auth: String,
+    /// Audiences a ServiceAccount token must be issued for (the DaemonSet's projected token).
+    pub auth_audiences: Vec<String>,
+    /// ServiceAccounts whose tokens are accepted, as `system:serviceaccount:NAMESPACE:NAME`.
+    /// Empty: `headroom-agent` in the collector's namespace ($POD_NAMESPACE, else the
+    /// in-cluster namespace file, else `headroom`).
+    pub auth_service_accounts: Vec<String>,
+    /// File of static tokens for foreign senders such as an OpenTelemetry Collector gateway:
+    /// one `TOKEN CLUSTER` per line (`#` comments); read again when it changes.
+    pub auth_static_tokens_file: Option<String>,
+    /// Most reviewed tokens remembered (by SHA-256); each for at most 5 minutes.
+    pub auth_cache_entries: usize,
 }
 
 impl Default for Config {
@@ -120,8 +136,29 @@ impl Default for Config {
             kube: true,
             rules: RulesConfig::default(),
             traces_protocol: "http".into(),
+            auth: "required".into(),
+            auth_audiences: vec![DEFAULT_AUDIENCE.into()],
+            auth_service_accounts: Vec::new(),
+            auth_static_tokens_file: None,
+            auth_cache_entries: 10_000,
         }
     }
+}
+
+/// The audience the DaemonSet's projected token is issued for.
+pub const DEFAULT_AUDIENCE: &str = "headroom-collector";
+
+/// The collector's namespace: $POD_NAMESPACE, else the in-cluster namespace file, else
+/// `headroom` (the deploy manifests' namespace).
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "headroom".into())
 }
 
 /// The runbook's path in the headroom repository; point `runbook_base_url` at where you host it.
@@ -145,6 +182,7 @@ pub struct Settings {
     pub kube: bool,
     pub rules: Thresholds,
     pub traces_protocol: TracesProtocol,
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// Why a config file cannot be used.
@@ -313,6 +351,7 @@ impl Config {
                 "name a file such as /var/lib/headroom/findings.json, or leave it unset",
             ));
         }
+        let auth = check.take(self.auth_settings());
         let mut seen = std::collections::HashSet::new();
         for a in [grpc, http, api].into_iter().flatten() {
             if a.port() != 0 && !seen.insert(a) {
@@ -339,6 +378,7 @@ impl Config {
                 kube: self.kube,
                 rules: rules?,
                 traces_protocol: traces_protocol?,
+                auth: auth?,
                 limits: Limits {
                     node_expiry: expiry?,
                     max_series_per_metric: self.max_series_per_metric,
@@ -354,6 +394,85 @@ impl Config {
             })
         })();
         check.finish(settings)
+    }
+}
+
+impl Config {
+    fn auth_settings(&self) -> Result<crate::auth::AuthSettings, Invalid> {
+        let required = match self.auth.as_str() {
+            "required" => true,
+            "none" => false,
+            other => {
+                return Err(Invalid::text(
+                    "--auth",
+                    other,
+                    "expected required (bearer tokens, the default) or none (anyone may write any node)",
+                ))
+            }
+        };
+        if self.auth_audiences.iter().all(|a| a.trim().is_empty()) {
+            return Err(Invalid::text(
+                "auth_audiences",
+                "",
+                "name at least one audience, such as headroom-collector",
+            ));
+        }
+        for sa in &self.auth_service_accounts {
+            let parts: Vec<&str> = sa.split(':').collect();
+            if parts.len() != 4
+                || parts[..2] != ["system", "serviceaccount"]
+                || parts[2].is_empty()
+                || parts[3].is_empty()
+            {
+                return Err(Invalid::text(
+                    "auth_service_accounts",
+                    sa,
+                    "expected system:serviceaccount:NAMESPACE:NAME, such as system:serviceaccount:headroom:headroom-agent",
+                ));
+            }
+        }
+        if self.auth_cache_entries == 0 {
+            return Err(Invalid::number(
+                "auth_cache_entries",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let static_tokens_file = match self.auth_static_tokens_file.as_deref() {
+            Some("") => {
+                return Err(Invalid::text(
+                    "auth_static_tokens_file",
+                    "",
+                    "name a file such as /etc/headroom/tokens/gateways, or leave it unset",
+                ))
+            }
+            Some(f) => {
+                let p = PathBuf::from(f);
+                // A file given must be usable from the start (later changes keep the old tokens).
+                if required {
+                    crate::auth::statics::StaticTokens::check(&p)
+                        .map_err(|e| Invalid::text("auth_static_tokens_file", f, e.to_string()))?;
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        let service_accounts = if self.auth_service_accounts.is_empty() {
+            vec![format!(
+                "system:serviceaccount:{}:headroom-agent",
+                own_namespace()
+            )]
+        } else {
+            self.auth_service_accounts.clone()
+        };
+        Ok(crate::auth::AuthSettings {
+            required,
+            kube: self.kube,
+            audiences: self.auth_audiences.clone(),
+            service_accounts,
+            static_tokens_file,
+            cache_entries: self.auth_cache_entries,
+        })
     }
 }
 
@@ -519,6 +638,65 @@ mod tests {
         assert!(errs
             .iter()
             .any(|e| e.to_string().contains("rules.dns_critical")));
+    }
+
+    #[test]
+    fn auth_is_required_by_default_and_checked() {
+        let s = Config::default().validate().unwrap();
+        assert!(s.auth.required);
+        assert_eq!(s.auth.audiences, [DEFAULT_AUDIENCE]);
+        assert_eq!(s.auth.service_accounts.len(), 1);
+        assert!(s.auth.service_accounts[0].starts_with("system:serviceaccount:"));
+        assert!(s.auth.service_accounts[0].ends_with(":headroom-agent"));
+        let none = Config {
+            auth: "none".into(),
+            ..Config::default()
+        };
+        assert!(!none.validate().unwrap().auth.required);
+        let c = Config {
+            auth: "off".into(),
+            auth_audiences: vec![],
+            auth_service_accounts: vec!["headroom-agent".into()],
+            auth_cache_entries: 0,
+            auth_static_tokens_file: Some("/nonexistent/tokens".into()),
+            ..Config::default()
+        };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs.len(), 1, "the first auth problem: {errs:?}");
+        assert!(errs[0].to_string().contains("--auth 'off'"), "{errs:?}");
+        for (c, says) in [
+            (
+                Config {
+                    auth_audiences: vec![],
+                    ..Config::default()
+                },
+                "auth_audiences",
+            ),
+            (
+                Config {
+                    auth_service_accounts: vec!["headroom-agent".into()],
+                    ..Config::default()
+                },
+                "system:serviceaccount:NAMESPACE:NAME",
+            ),
+            (
+                Config {
+                    auth_cache_entries: 0,
+                    ..Config::default()
+                },
+                "auth_cache_entries",
+            ),
+            (
+                Config {
+                    auth_static_tokens_file: Some("/nonexistent/tokens".into()),
+                    ..Config::default()
+                },
+                "cannot read auth_static_tokens_file",
+            ),
+        ] {
+            let e = c.validate().unwrap_err();
+            assert!(e[0].to_string().contains(says), "{says}: {e:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod auth;
 mod check;
 pub mod cli;
 pub mod config;
@@ -118,11 +119,14 @@ pub async fn run(
         settings.state_file.clone(),
     ));
     let kube_view = kube::SharedView::default();
+    // The client TokenReviews go through, once Kubernetes access is known.
+    let kube_client = Arc::new(std::sync::OnceLock::new());
     if settings.kube {
         // Inferring access may read files or run a credential plugin: never hold up serving.
-        let (view, stop) = (kube_view.clone(), stop.clone());
+        let (view, stop, shared) = (kube_view.clone(), stop.clone(), kube_client.clone());
         tokio::spawn(async move {
             if let Some(client) = headroom_service::kube::client(KUBE_WITHOUT).await {
+                let _ = shared.set(client.clone());
                 kube::start(client, view, stop);
             }
         });
@@ -141,6 +145,7 @@ pub async fn run(
         settings.max_request_bytes,
         forward,
         ingest::budget::Budget::new(settings.memory_limit, settings.max_concurrent_requests),
+        auth::Auth::new(&settings.auth, kube_client),
     ));
 
     {
@@ -184,6 +189,7 @@ pub async fn run(
         alertmanagers = settings.sinks.alertmanagers.len(),
         webhook = settings.sinks.webhook.is_some(),
         kube = settings.kube,
+        auth = if settings.auth.required { "required" } else { "none" },
         traces_protocol = ?settings.traces_protocol
     );
     shutdown.await;

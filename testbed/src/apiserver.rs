@@ -10,6 +10,13 @@
 //! watch cache no longer reaches back that far, so clients must list again. One
 //! resourceVersion counter serves every kind, as etcd's does.
 //!
+//! It answers TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`, the
+//! authentication.k8s.io/v1 shapes: the request's `spec` echoed back with a `status` of
+//! `authenticated`, `audiences` (the token's audiences that the request asked for), `user`
+//! {username, uid, groups, extra} and `error` when refused) for tokens the test registers with
+//! [`ApiServer::add_token`], and single pods (`GET /api/v1/namespaces/NS/pods/NAME`, 404 with a
+//! NotFound Status when absent).
+//!
 //! It also plays the node's kubelet for `GET /metrics/probes` (a Prometheus text exposition the
 //! test sets, served only with the expected bearer token, else 401).
 //!
@@ -42,6 +49,85 @@ struct State {
     /// The kubelet's `/metrics/probes` text and the token it requires.
     kubelet_metrics: String,
     kubelet_token: String,
+    /// Tokens a TokenReview authenticates.
+    tokens: BTreeMap<String, TokenUser>,
+    /// The TokenReview request bodies received.
+    reviews: Vec<Value>,
+}
+
+/// Who a registered token is, as a TokenReview reports it.
+#[derive(Debug, Clone)]
+pub struct TokenUser {
+    /// The audiences the token was issued for.
+    pub audiences: Vec<String>,
+    /// `system:serviceaccount:NS:NAME`.
+    pub username: String,
+    /// `status.user.extra`, e.g. `authentication.kubernetes.io/pod-name`.
+    pub extra: Vec<(String, String)>,
+}
+
+impl TokenUser {
+    /// A projected token of ServiceAccount `ns/sa` for `audience`, bound to pod `pod` (and, as
+    /// API servers from 1.30 add, naming its node when `node` is given).
+    pub fn pod_bound(
+        ns: &str,
+        sa: &str,
+        audience: &str,
+        pod: &Value,
+        node: Option<&str>,
+    ) -> TokenUser {
+        let m = &pod["metadata"];
+        let mut extra = vec![
+            (
+                "authentication.kubernetes.io/credential-id".to_string(),
+                "JTI=7ee52be0-9045-4653-aa5e-0da57b8dccdc".to_string(),
+            ),
+            (
+                "authentication.kubernetes.io/pod-name".to_string(),
+                m["name"].as_str().unwrap_or_default().to_string(),
+            ),
+            (
+                "authentication.kubernetes.io/pod-uid".to_string(),
+                m["uid"].as_str().unwrap_or_default().to_string(),
+            ),
+        ];
+        if let Some(n) = node {
+            extra.push((
+                "authentication.kubernetes.io/node-name".to_string(),
+                n.to_string(),
+            ));
+        }
+        TokenUser {
+            audiences: vec![audience.to_string()],
+            username: format!("system:serviceaccount:{ns}:{sa}"),
+            extra,
+        }
+    }
+}
+
+/// A JWT-shaped token (`header.claims.signature`, base64url) whose claims are `claims`: what
+/// a projected ServiceAccount token looks like to a reader that does not verify it.
+pub fn jwt_shaped(claims: &Value) -> String {
+    fn b64(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+    let header = json!({"alg": "RS256", "kid": "test"});
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        b64(b"not-a-signature")
+    )
 }
 
 struct Shared {
@@ -185,6 +271,26 @@ impl ApiServer {
         let mut st = self.shared.state.lock().unwrap();
         st.kubelet_token = token.to_string();
         st.kubelet_metrics = text.to_string();
+    }
+
+    /// Makes `token` one a TokenReview authenticates as `user`.
+    pub fn add_token(&self, token: &str, user: TokenUser) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .tokens
+            .insert(token.to_string(), user);
+    }
+
+    /// Forgets `token`: reviews of it fail from now on.
+    pub fn revoke_token(&self, token: &str) {
+        self.shared.state.lock().unwrap().tokens.remove(token);
+    }
+
+    /// The TokenReview request bodies received so far.
+    pub fn token_reviews(&self) -> Vec<Value> {
+        self.shared.state.lock().unwrap().reviews.clone()
     }
 
     /// The request targets served so far (`/api/v1/pods?…`).
@@ -363,6 +469,43 @@ fn status_410(rv: u64) -> Value {
         "reason": "Expired", "code": 410}})
 }
 
+/// The TokenReview a real API server answers for `req`: its spec echoed, and a status.
+fn token_review(tokens: &BTreeMap<String, TokenUser>, req: &Value) -> Value {
+    let spec = &req["spec"];
+    let token = spec["token"].as_str().unwrap_or_default();
+    // Without spec.audiences the API server's own audience is meant.
+    let asked: Vec<String> = match spec["audiences"].as_array() {
+        Some(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        None => vec!["https://kubernetes.default.svc.cluster.local".into()],
+    };
+    let status = match tokens.get(token) {
+        None => {
+            json!({"user": {}, "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]"})
+        }
+        Some(u) => {
+            let both: Vec<&String> = u.audiences.iter().filter(|a| asked.contains(a)).collect();
+            if both.is_empty() {
+                json!({"user": {}, "error": format!("[invalid bearer token, token audiences {:?} is invalid for the target audiences {:?}]", u.audiences, asked)})
+            } else {
+                let mut extra = serde_json::Map::new();
+                for (k, v) in &u.extra {
+                    extra.insert(k.clone(), json!([v]));
+                }
+                let ns = u.username.split(':').nth(2).unwrap_or_default();
+                json!({"authenticated": true, "audiences": both, "user": {
+                    "username": u.username, "uid": "f8b4161b-2e2b-11e9-86b7-2afc33b31a7e",
+                    "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                    "extra": extra}})
+            }
+        }
+    };
+    json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null}, "spec": spec, "status": status})
+}
+
 fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -370,6 +513,7 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
     let mut first = String::new();
     reader.read_line(&mut first)?;
     let mut authorization = String::new();
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -378,6 +522,9 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("authorization") {
                 authorization = v.trim().to_string();
+            }
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
     }
@@ -399,6 +546,38 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
             body.len()
         )?;
         return stream.flush();
+    }
+    if method == "POST" && path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        use std::io::Read;
+        let mut body = vec![0u8; length.min(1 << 20)];
+        reader.read_exact(&mut body)?;
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let mut st = s.state.lock().unwrap();
+        st.reviews.push(req.clone());
+        let reply = token_review(&st.tokens, &req);
+        drop(st);
+        return respond(&mut stream, 201, "Created", &reply);
+    }
+    if let Some((ns, name)) = path
+        .strip_prefix("/api/v1/namespaces/")
+        .and_then(|r| r.split_once("/pods/"))
+        .filter(|(_, n)| method == "GET" && !n.contains('/'))
+    {
+        let st = s.state.lock().unwrap();
+        let pod = st
+            .objects
+            .get(&("pods", ns.to_string(), name.to_string()))
+            .cloned();
+        drop(st);
+        return match pod {
+            Some(p) => respond(&mut stream, 200, "OK", &p),
+            None => {
+                let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("pods \"{name}\" not found"), "reason": "NotFound",
+                    "details": {"name": name, "kind": "pods"}, "code": 404});
+                respond(&mut stream, 404, "Not Found", &body)
+            }
+        };
     }
     let Some(k) = KINDS
         .iter()
@@ -505,6 +684,77 @@ mod tests {
 
     fn pod(name: &str, node: &str) -> Value {
         json!({"metadata": {"namespace": "a", "name": name, "uid": name}, "spec": {"nodeName": node, "containers": []}})
+    }
+
+    fn post(addr: SocketAddr, target: &str, body: &Value) -> (u16, Value) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let b = body.to_string();
+        write!(s, "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (
+            code,
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn token_reviews_and_single_pods_answer_as_the_api_server_does() {
+        let api = ApiServer::start(None).unwrap();
+        let p = pod("agent-1", "n1");
+        api.apply(p.clone());
+        api.add_token("t1", TokenUser::pod_bound("a", "agent", "aud", &p, None));
+        let review = |token: &str, aud: &str| {
+            post(
+                api.addr,
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                    "spec": {"token": token, "audiences": [aud]}}),
+            )
+        };
+        let (code, ok) = review("t1", "aud");
+        assert_eq!(code, 201);
+        assert_eq!(ok["status"]["authenticated"], true);
+        assert_eq!(ok["status"]["audiences"], json!(["aud"]));
+        assert_eq!(
+            ok["status"]["user"]["username"],
+            "system:serviceaccount:a:agent"
+        );
+        assert_eq!(
+            ok["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"],
+            json!(["agent-1"])
+        );
+        assert_eq!(ok["spec"]["token"], "t1");
+        let (_, other) = review("t1", "elsewhere");
+        assert!(other["status"]["authenticated"].is_null());
+        assert!(other["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("audiences"));
+        let (_, bad) = review("nope", "aud");
+        assert!(bad["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid bearer token"));
+        assert_eq!(api.token_reviews().len(), 3);
+        let (_, mut s) = get(api.addr, "/api/v1/namespaces/a/pods/agent-1");
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains("\"nodeName\":\"n1\""),
+            "{text}"
+        );
+        let (_, mut s) = get(api.addr, "/api/v1/namespaces/a/pods/gone");
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 404") && text.contains("NotFound"),
+            "{text}"
+        );
+        let t = jwt_shaped(&json!({"exp": 1700000000}));
+        assert_eq!(t.split('.').count(), 3);
+        assert_eq!(t.split('.').nth(1).unwrap(), "eyJleHAiOjE3MDAwMDAwMDB9");
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod generic;
 mod interfaces;
 mod limits;
 mod listeners;
-mod otlp;
+pub(crate) mod otlp;
 mod probes;
 mod snapshot;
 mod store;
@@ -239,6 +239,14 @@ pub struct Applied {
     pub over_series: u64,
 }
 
+/// Whether a resource of (cluster, node) may be taken; else the rejection reason.
+pub type Allow<'a> = dyn Fn(&str, &str) -> Result<(), &'static str> + 'a;
+
+fn claim(allow: &Allow<'_>, res: &Attrs) -> Result<(), &'static str> {
+    let (cluster, node) = identity(res);
+    allow(&cluster, &node)
+}
+
 pub struct Fleet {
     limits: Limits,
     clusters: BTreeMap<String, BTreeMap<String, Node>>,
@@ -330,6 +338,18 @@ impl Fleet {
 
     /// Takes one OTLP metrics export into the model.
     pub fn apply_metrics(&mut self, req: &ExportMetricsServiceRequest, now: SystemTime) -> Applied {
+        self.apply_metrics_as(req, now, &|_, _| Ok(()))
+    }
+
+    /// As [`Fleet::apply_metrics`], taking only the resources whose (cluster, node) `allow`
+    /// accepts: the others' points are rejected and each such resource is counted as a
+    /// refused request with the reason `allow` gave.
+    pub fn apply_metrics_as(
+        &mut self,
+        req: &ExportMetricsServiceRequest,
+        now: SystemTime,
+        allow: &Allow<'_>,
+    ) -> Applied {
         let limits = self.limits;
         let now_ns = ns(now);
         let mut applied = Applied::default();
@@ -346,6 +366,11 @@ impl Fleet {
                 .flat_map(|s| &s.metrics)
                 .map(|m| points_in(m) as u64)
                 .sum();
+            if let Err(reason) = claim(allow, &res) {
+                self.reject_request(reason);
+                applied.rejected += total;
+                continue;
+            }
             let Some(node) = self.node(&res, now, &mut created) else {
                 applied.rejected += total;
                 continue;
@@ -407,11 +432,27 @@ impl Fleet {
 
     /// Counts the spans of one OTLP traces export per node.
     pub fn apply_traces(&mut self, req: &ExportTraceServiceRequest, now: SystemTime) -> Applied {
+        self.apply_traces_as(req, now, &|_, _| Ok(()))
+    }
+
+    /// As [`Fleet::apply_traces`], for the resources `allow` accepts (see
+    /// [`Fleet::apply_metrics_as`]).
+    pub fn apply_traces_as(
+        &mut self,
+        req: &ExportTraceServiceRequest,
+        now: SystemTime,
+        allow: &Allow<'_>,
+    ) -> Applied {
         let mut applied = Applied::default();
         let mut created = 0;
         for rs in &req.resource_spans {
             let res = resource_attributes(rs.resource.as_ref());
             let n: u64 = rs.scope_spans.iter().map(|s| s.spans.len() as u64).sum();
+            if let Err(reason) = claim(allow, &res) {
+                self.reject_request(reason);
+                applied.rejected += n;
+                continue;
+            }
             match self.node(&res, now, &mut created) {
                 Some(node) => {
                     node.spans += n;

@@ -10,12 +10,16 @@
 //!   reserves it in the memory budget before prost decodes anything: RESOURCE_EXHAUSTED
 //!   when it does not fit.
 //!
+//! Before any of that reads the message, the `authorization` metadata must hold a valid bearer
+//! token (UNAUTHENTICATED, or UNAVAILABLE when it cannot be verified now: [`crate::auth`]).
+//!
 //! Malformed protobuf is INVALID_ARGUMENT; tonic's own INTERNAL (a bad frame) becomes
 //! INVALID_ARGUMENT too (the handlers never answer INTERNAL themselves).
 
 use super::budget::Admission;
 use super::wire::{self, Schema};
 use super::{Ingest, IngestError};
+use crate::auth::Principal;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -45,6 +49,8 @@ pub struct Admitted<T> {
 fn status(e: &IngestError) -> Status {
     match e {
         IngestError::Malformed(m) => Status::invalid_argument(m.clone()),
+        IngestError::Unauthenticated(m) => Status::unauthenticated(m.clone()),
+        IngestError::AuthUnavailable(m, _) => Status::unavailable(m.clone()),
         _ => Status::resource_exhausted(e.to_string()),
     }
 }
@@ -127,11 +133,14 @@ where
     }
 }
 
-/// The Export call's handler.
+/// The Export call's handler, for one authenticated sender.
 struct Unary<Req, Resp> {
     ingest: Arc<Ingest>,
-    take: fn(&Ingest, &Req) -> Resp,
+    who: Principal,
+    take: Take<Req, Resp>,
 }
+
+type Take<Req, Resp> = fn(&Ingest, &Principal, &Req) -> Resp;
 
 impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::UnaryService<Admitted<Req>>
     for Unary<Req, Resp>
@@ -140,7 +149,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> tonic::server::UnaryService<Admi
     type Future = std::future::Ready<Result<Response<Resp>, Status>>;
     fn call(&mut self, request: Request<Admitted<Req>>) -> Self::Future {
         let admitted = request.into_inner();
-        let resp = (self.take)(&self.ingest, &admitted.msg);
+        let resp = (self.take)(&self.ingest, &self.who, &admitted.msg);
         drop(admitted);
         std::future::ready(Ok(Response::new(resp)))
     }
@@ -151,7 +160,7 @@ pub struct Otlp<Req, Resp> {
     ingest: Arc<Ingest>,
     schema: &'static Schema,
     path: &'static str,
-    take: fn(&Ingest, &Req) -> Resp,
+    take: Take<Req, Resp>,
 }
 
 impl<Req, Resp> Clone for Otlp<Req, Resp> {
@@ -197,20 +206,26 @@ where
             Ok(a) => a,
             Err(e) => return Box::pin(std::future::ready(Ok(status(&e).into_http()))),
         };
-        let codec = BoundedCodec::<Req, Resp> {
-            ingest: self.ingest.clone(),
-            schema: self.schema,
-            admission: Some(admission),
-            _types: PhantomData,
-        };
-        let mut grpc = tonic::server::Grpc::new(codec)
-            .apply_compression_config(gzip(), gzip())
-            .apply_max_message_size_config(Some(self.ingest.max_bytes), None);
-        let method = Unary {
-            ingest: self.ingest.clone(),
-            take: self.take,
-        };
-        Box::pin(async move { Ok(grpc.unary(method, req).await) })
+        let (ingest, schema, take) = (self.ingest.clone(), self.schema, self.take);
+        Box::pin(async move {
+            // Before the message is read: an unauthenticated sender costs no decoding.
+            let authorization = req.headers().get("authorization").map(|v| v.as_bytes());
+            let who = match ingest.authenticate(authorization).await {
+                Ok(w) => w,
+                Err(e) => return Ok(status(&e).into_http()),
+            };
+            let codec = BoundedCodec::<Req, Resp> {
+                ingest: ingest.clone(),
+                schema,
+                admission: Some(admission),
+                _types: PhantomData,
+            };
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_compression_config(gzip(), gzip())
+                .apply_max_message_size_config(Some(ingest.max_bytes), None);
+            let method = Unary { ingest, who, take };
+            Ok(grpc.unary(method, req).await)
+        })
     }
 }
 

@@ -7,7 +7,9 @@
 //! for other paths and methods; 429 with `Retry-After` when shed (`max_concurrent_requests` in
 //! progress, or memory near `memory_limit`: checked before the body is read, and again with
 //! the request's estimated decoded size before it is decoded), 413 when that estimate alone
-//! is over a quarter of `memory_limit`. Error bodies are a `google.rpc.Status` in the
+//! is over a quarter of `memory_limit`; 401 with `WWW-Authenticate: Bearer` without a valid
+//! bearer token, 503 with `Retry-After` when the token cannot be verified now (checked after
+//! admission, before the body is read; see [`crate::auth`]). Error bodies are a `google.rpc.Status` in the
 //! request's encoding.
 
 use super::{Ingest, IngestError};
@@ -45,10 +47,13 @@ struct RpcStatus {
 }
 
 fn error(enc: Encoding, status: StatusCode, e: &IngestError) -> Reply {
-    // gRPC codes: INVALID_ARGUMENT 3, RESOURCE_EXHAUSTED 8, UNIMPLEMENTED 12.
+    // gRPC codes: INVALID_ARGUMENT 3, RESOURCE_EXHAUSTED 8, UNIMPLEMENTED 12, UNAVAILABLE 14,
+    // UNAUTHENTICATED 16.
     let code = match e {
         IngestError::Malformed(_) => 3,
         IngestError::TooLarge(_) | IngestError::DecodedTooLarge(_) | IngestError::Shed(_) => 8,
+        IngestError::AuthUnavailable(..) => 14,
+        IngestError::Unauthenticated(_) => 16,
         _ => 12,
     };
     let s = RpcStatus {
@@ -60,11 +65,28 @@ fn error(enc: Encoding, status: StatusCode, e: &IngestError) -> Reply {
         Encoding::Json => serde_json::to_vec(&s).unwrap_or_default(),
     };
     let mut r = reply(status, enc.content_type(), body);
-    if matches!(e, IngestError::Shed(_)) {
-        r.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from(super::RETRY_AFTER_SECONDS),
-        );
+    let h = r.headers_mut();
+    match e {
+        IngestError::Shed(_) => {
+            h.insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from(super::RETRY_AFTER_SECONDS),
+            );
+        }
+        IngestError::AuthUnavailable(_, after) => {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            h.insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from(secs.max(1)),
+            );
+        }
+        IngestError::Unauthenticated(_) => {
+            h.insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"headroom-collector\""),
+            );
+        }
+        _ => {}
     }
     r
 }
@@ -74,6 +96,8 @@ fn status_of(e: &IngestError) -> StatusCode {
         IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
         IngestError::TooLarge(_) | IngestError::DecodedTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         IngestError::Shed(_) => StatusCode::TOO_MANY_REQUESTS,
+        IngestError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        IngestError::AuthUnavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
         IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         }
@@ -216,6 +240,15 @@ pub async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Reply {
         Ok(a) => a,
         Err(e) => return error(enc, status_of(&e), &e),
     };
+    // Before the body is read: an unauthenticated sender costs no decoding.
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let who = match ingest.authenticate(authorization.as_deref()).await {
+        Ok(w) => w,
+        Err(e) => return error(enc, status_of(&e), &e),
+    };
     let result = async {
         let bytes = body(req, ingest.max_bytes).await?;
         let metrics = path == "/v1/metrics";
@@ -229,10 +262,10 @@ pub async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Reply {
         ingest.reserve(&mut admission, decoded.saturating_add(bytes.len()))?;
         if metrics {
             decode::<ExportMetricsServiceRequest>(enc, &bytes)
-                .map(|r| encode(enc, &ingest.metrics(&r)))
+                .map(|r| encode(enc, &ingest.metrics(&who, &r)))
         } else {
             decode::<ExportTraceServiceRequest>(enc, &bytes)
-                .map(|r| encode(enc, &ingest.traces(&r)))
+                .map(|r| encode(enc, &ingest.traces(&who, &r)))
         }
     }
     .await;

@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod http;
 pub mod wire;
 
+use crate::auth::{Auth, AuthError, Principal};
 use crate::fleet::{Applied, Fleet};
 use budget::{Admission, Budget, Shed, RETRY_AFTER_SECONDS};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -32,6 +33,23 @@ pub enum IngestError {
     DecodedTooLarge(usize),
     #[error("collector busy ({}); retry after {RETRY_AFTER_SECONDS}s", match .0 { Shed::Concurrency => "max_concurrent_requests in progress", Shed::Memory => "over memory_limit" })]
     Shed(Shed),
+    /// No valid bearer token: 401 / UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token could not be verified now: 503 / UNAVAILABLE with Retry-After.
+    #[error("{0}")]
+    AuthUnavailable(String, std::time::Duration),
+}
+
+impl From<AuthError> for IngestError {
+    fn from(e: AuthError) -> Self {
+        match &e {
+            AuthError::Unauthenticated(_) => IngestError::Unauthenticated(e.to_string()),
+            AuthError::Unavailable { retry_after, .. } => {
+                IngestError::AuthUnavailable(e.to_string(), *retry_after)
+            }
+        }
+    }
 }
 
 impl IngestError {
@@ -44,6 +62,8 @@ impl IngestError {
             IngestError::DecodedTooLarge(_) => "decoded_too_large",
             IngestError::Shed(Shed::Concurrency) => "shed_concurrency",
             IngestError::Shed(Shed::Memory) => "shed_memory",
+            IngestError::Unauthenticated(_) => "unauthenticated",
+            IngestError::AuthUnavailable(..) => "auth_unavailable",
         }
     }
 }
@@ -56,6 +76,8 @@ pub struct Ingest {
     /// Where received spans go on to, if anywhere.
     pub forward: Option<crate::forward::Forwarder>,
     pub budget: Budget,
+    /// Who may send, and what each sender may write.
+    pub auth: Auth,
 }
 
 impl Ingest {
@@ -64,12 +86,38 @@ impl Ingest {
         max_bytes: usize,
         forward: Option<crate::forward::Forwarder>,
         budget: Budget,
+        auth: Auth,
     ) -> Self {
         Ingest {
             fleet,
             max_bytes,
             forward,
             budget,
+            auth,
+        }
+    }
+
+    /// The sender of a request with this `Authorization` value; refused ones are counted.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Principal, IngestError> {
+        self.auth.authenticate(authorization).await.map_err(|e| {
+            let e = IngestError::from(e);
+            self.reject(&e);
+            e
+        })
+    }
+
+    /// What `who` may write, logging (rate-limited) what it may not.
+    fn allow<'a>(
+        &'a self,
+        who: &'a Principal,
+    ) -> impl Fn(&str, &str) -> Result<(), &'static str> + 'a {
+        move |cluster, node| {
+            self.auth.allows(who, cluster, node).inspect_err(|reason| {
+                self.auth.log_refused(who, reason, cluster, node);
+            })
         }
     }
 
@@ -105,25 +153,50 @@ impl Ingest {
         self.fleet().reject_request(e.reason());
     }
 
-    pub fn metrics(&self, req: &ExportMetricsServiceRequest) -> ExportMetricsServiceResponse {
-        let Applied { rejected, .. } = self.fleet().apply_metrics(req, SystemTime::now());
+    pub fn metrics(
+        &self,
+        who: &Principal,
+        req: &ExportMetricsServiceRequest,
+    ) -> ExportMetricsServiceResponse {
+        let allow = self.allow(who);
+        let Applied { rejected, .. } =
+            self.fleet()
+                .apply_metrics_as(req, SystemTime::now(), &allow);
         ExportMetricsServiceResponse {
             partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
                 rejected_data_points: rejected as i64,
-                error_message: "data points over a cardinality limit (series per metric; metrics, interfaces, listeners or probes per node; nodes; top names), without a value or a needed attribute, or older than the history kept".into(),
+                error_message: "data points of a node or cluster the sender's token does not allow, over a cardinality limit (series per metric; metrics, interfaces, listeners or probes per node; nodes; top names), without a value or a needed attribute, or older than the history kept".into(),
             }),
         }
     }
 
-    pub fn traces(&self, req: &ExportTraceServiceRequest) -> ExportTraceServiceResponse {
-        let Applied { rejected, .. } = self.fleet().apply_traces(req, SystemTime::now());
+    pub fn traces(
+        &self,
+        who: &Principal,
+        req: &ExportTraceServiceRequest,
+    ) -> ExportTraceServiceResponse {
+        let allow = self.allow(who);
+        let Applied { rejected, .. } = self.fleet().apply_traces_as(req, SystemTime::now(), &allow);
         if let Some(f) = &self.forward {
-            f.send(req);
+            if rejected == 0 {
+                f.send(req);
+            } else {
+                // Only what the sender may write goes on.
+                let mut kept = req.clone();
+                kept.resource_spans.retain(|rs| {
+                    let res = crate::fleet::otlp::resource_attributes(rs.resource.as_ref());
+                    let (cluster, node) = crate::fleet::otlp::identity(&res);
+                    self.auth.allows(who, &cluster, &node).is_ok()
+                });
+                if !kept.resource_spans.is_empty() {
+                    f.send(&kept);
+                }
+            }
         }
         ExportTraceServiceResponse {
             partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
                 rejected_spans: rejected as i64,
-                error_message: "spans from nodes over the max_nodes limit".into(),
+                error_message: "spans of a node or cluster the sender's token does not allow, or from nodes over the max_nodes limit".into(),
             }),
         }
     }

@@ -50,8 +50,14 @@ impl Collector {
         Self::start_with_env(args, &[])
     }
 
-    /// As [`Collector::start_with`], with extra environment for the process.
+    /// As [`Collector::start_with`], with extra environment for the process. Without `--auth`
+    /// in `args` it runs with `--auth none` (tests not about authentication).
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Collector {
+        let auth: &[&str] = if args.contains(&"--auth") {
+            &[]
+        } else {
+            &["--auth", "none"]
+        };
         for _ in 0..5 {
             let held: Vec<TcpListener> = (0..3)
                 .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -63,6 +69,7 @@ impl Collector {
             cmd.args(["--otlp-grpc-listen", &grpc])
                 .args(["--otlp-http-listen", &otlp_http])
                 .args(["--http-listen", &api])
+                .args(auth)
                 .args(args)
                 .envs(env.iter().copied())
                 .stdout(Stdio::null())
@@ -116,6 +123,17 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<(u16, Vec<u8>)> {
+    request_head(addr, method, path, headers, body).map(|(code, _, body)| (code, body))
+}
+
+/// As [`request`], with the response's head (status line and headers, lowercased) too.
+pub fn request_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let mut head = format!(
@@ -136,16 +154,13 @@ pub fn request(
     let _ = s.read_to_end(&mut resp);
     let _ = writer.join();
     let text_end = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&resp[..text_end]).to_string();
+    let head = String::from_utf8_lossy(&resp[..text_end]).to_ascii_lowercase();
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     let mut body = resp[text_end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    Some((code, body))
+    Some((code, head, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

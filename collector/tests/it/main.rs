@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
 mod bounds;
 mod config_docs;
 mod fleet_figures;

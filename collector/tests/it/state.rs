@@ -38,7 +38,7 @@ fn a_damaged_state_file_is_moved_aside_and_the_collector_starts_clean() {
     .unwrap();
     let api = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(COLLECTOR.as_str());
-    cmd.args(["--config", cfg.to_str().unwrap()])
+    cmd.args(["--config", cfg.to_str().unwrap(), "--auth", "none"])
         .args(["--otlp-grpc-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--otlp-http-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--http-listen", &api])

@@ -523,19 +523,18 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
         (scrape::get(&bed.node, &format!("http://{am_addr}/-/ready")).0 == 200).then_some(())
     });
     let cfg = config_in(dir.path());
-    let api = "127.0.0.1:19464";
-    let mut cmd = bed.node.command(&COLLECTOR);
-    cmd.args(["--config", cfg.to_str().unwrap()])
-        .args(["--otlp-grpc-listen", "127.0.0.1:14317"])
-        .args(["--otlp-http-listen", "127.0.0.1:14318"])
-        .args(["--http-listen", api])
-        .args(["--alertmanager-url", &format!("http://{am_addr}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let _collector = Guard::spawn("headroom-collector", &mut cmd).unwrap();
-    wait("collector ready", Duration::from_secs(10), || {
-        (scrape::get(&bed.node, &format!("http://{api}/readyz")).0 == 200).then_some(())
-    });
+    let api = crate::procs::API;
+    let am_url = format!("http://{am_addr}");
+    let _collector = crate::procs::start_collector(
+        &bed,
+        &[
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--alertmanager-url".as_ref(),
+            am_url.as_ref(),
+        ],
+        &[],
+    );
     let mut agent = bed.node.command(agent_bin().to_str().unwrap());
     agent
         .args(["run", "--interface", "eni0", "--report-interval", "2s"])

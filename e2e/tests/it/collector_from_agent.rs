@@ -14,7 +14,7 @@ use headroom_testbed::scrape;
 use headroom_testbed::Need;
 use std::time::{Duration, Instant};
 
-const NODE: &str = "bed-node";
+pub(crate) const NODE: &str = "bed-node";
 
 fn needs() -> Vec<Need> {
     headroom_testbed::root_and(&["ip", "unbound", "dnsperf", "dig", "curl"])
@@ -54,7 +54,7 @@ fn eni0(report: &serde_json::Value) -> &serde_json::Value {
 }
 
 /// eni0's windows in the collector's fleet, by window start.
-fn fleet_windows(bed: &Bed) -> Vec<serde_json::Value> {
+pub(crate) fn fleet_windows(bed: &Bed) -> Vec<serde_json::Value> {
     let (code, body) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
     if code != 200 {
         return Vec::new();

@@ -9,5 +9,6 @@ mod collector_common;
 
 mod agent_to_collector;
 mod alerts;
+mod auth;
 mod collector_from_agent;
 mod procs;

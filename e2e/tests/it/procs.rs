@@ -20,12 +20,16 @@ pub const API: &str = "127.0.0.1:19464";
 pub const AGENT_METRICS: &str = "127.0.0.1:19465";
 
 /// `headroom-collector` on [`GRPC`], [`OTLP_HTTP`] and [`API`] with more arguments and
-/// environment, once `/readyz` answers; its log goes to the test's stderr.
+/// environment, once `/readyz` answers; its log goes to the test's stderr. Without `--auth`
+/// in `args` it runs with `--auth none` (tests not about authentication).
 pub fn start_collector(bed: &Bed, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Guard {
     let mut cmd = bed.node.command(&COLLECTOR);
     cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
-        .args(["--http-listen", API])
-        .args(args)
+        .args(["--http-listen", API]);
+    if !args.iter().any(|a| *a == "--auth") {
+        cmd.args(["--auth", "none"]);
+    }
+    cmd.args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());

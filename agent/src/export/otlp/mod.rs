@@ -21,6 +21,7 @@ mod sender;
 mod spans;
 pub mod split;
 mod spool;
+mod token;
 
 use crate::report::Report;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -52,6 +53,8 @@ pub enum SettingError {
     Endpoint { endpoint: String, why: &'static str },
     #[error("invalid OTLP header '{0}': not a valid HTTP header")]
     Header(String),
+    #[error("invalid otlp_token_file '': name the file holding the token, such as /var/run/secrets/headroom/collector/token, or leave it unset")]
+    TokenFile,
     #[error("invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate")]
     Certificate { path: String, why: String },
 }
@@ -82,6 +85,9 @@ pub struct OtlpSettings {
     pub trust: Trust,
     /// Where the queue is also kept on disk (`otlp_queue_dir`), so a restart loses nothing.
     pub queue_dir: Option<std::path::PathBuf>,
+    /// File holding the bearer token sent as `Authorization: Bearer …` (`otlp_token_file`),
+    /// read again when it changes. Unset: no token.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// The certificate authorities an `https://` endpoint's certificate is checked against.

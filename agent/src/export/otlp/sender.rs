@@ -208,6 +208,10 @@ async fn send_loop(
             )))
         }
     };
+    let mut token = settings
+        .token_file
+        .clone()
+        .map(super::token::TokenFile::new);
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failing = false;
     // Test hook (`HEADROOM_TEST_STALL_EXPORTER_AFTER`): stop sending and beating.
@@ -223,8 +227,21 @@ async fn send_loop(
                 None => return,
             }
         };
-        let Some(outcome) =
-            beating(send(&mut transport, &settings, signal, body), &stop, &beat).await
+        let authorization = token
+            .as_mut()
+            .and_then(|t| t.authorization().map(String::from));
+        let Some(outcome) = beating(
+            send(
+                &mut transport,
+                &settings,
+                authorization.as_deref(),
+                signal,
+                body,
+            ),
+            &stop,
+            &beat,
+        )
+        .await
         else {
             return;
         };
@@ -271,17 +288,18 @@ async fn send_loop(
 async fn send(
     transport: &mut Transport,
     settings: &OtlpSettings,
+    authorization: Option<&str>,
     signal: Signal,
     body: Arc<Vec<u8>>,
 ) -> Outcome {
     match transport {
-        Transport::Http(client) => send_http(client, settings, signal, body).await,
+        Transport::Http(client) => send_http(client, settings, authorization, signal, body).await,
         Transport::Grpc(clients) => {
             let (metrics, traces) = &mut **clients;
             let result = match signal {
                 Signal::Metrics => match ExportMetricsServiceRequest::decode(&body[..]) {
                     Ok(m) => {
-                        let req = with_headers(m, settings);
+                        let req = with_headers(m, settings, authorization);
                         tokio::time::timeout(TIMEOUT, metrics.export(req))
                             .await
                             .map(|r| r.map(|_| ()))
@@ -292,7 +310,7 @@ async fn send(
                 },
                 Signal::Traces => match ExportTraceServiceRequest::decode(&body[..]) {
                     Ok(m) => {
-                        let req = with_headers(m, settings);
+                        let req = with_headers(m, settings, authorization);
                         tokio::time::timeout(TIMEOUT, traces.export(req))
                             .await
                             .map(|r| r.map(|_| ()))
@@ -305,13 +323,21 @@ async fn send(
     }
 }
 
-fn with_headers<T>(msg: T, settings: &OtlpSettings) -> tonic::Request<T> {
+fn with_headers<T>(
+    msg: T,
+    settings: &OtlpSettings,
+    authorization: Option<&str>,
+) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     for (k, v) in &settings.headers {
         let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes());
         if let (Ok(key), Ok(value)) = (key, v.parse()) {
             req.metadata_mut().insert(key, value);
         }
+    }
+    // The token file's token wins over a configured authorization header.
+    if let Some(Ok(value)) = authorization.map(str::parse) {
+        req.metadata_mut().insert("authorization", value);
     }
     req
 }
@@ -363,6 +389,7 @@ fn grpc_outcome(result: Result<Result<(), tonic::Status>, tokio::time::error::El
 async fn send_http(
     client: &HttpClient,
     settings: &OtlpSettings,
+    authorization: Option<&str>,
     signal: Signal,
     body: Arc<Vec<u8>>,
 ) -> Outcome {
@@ -377,7 +404,14 @@ async fn send_http(
             concat!("headroom-agent/", env!("CARGO_PKG_VERSION")),
         );
     for (k, v) in &settings.headers {
-        req = req.header(k.as_str(), v.as_str());
+        if authorization.is_none() || !k.eq_ignore_ascii_case("authorization") {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    if let Some(a) = authorization.and_then(|a| hyper::header::HeaderValue::from_str(a).ok()) {
+        let mut a = a;
+        a.set_sensitive(true);
+        req = req.header(hyper::header::AUTHORIZATION, a);
     }
     let req = match req.body(Full::new(Bytes::from(body.as_ref().clone()))) {
         Ok(r) => r,
@@ -541,6 +575,7 @@ mod tests {
             resource_attributes: Vec::new(),
             trust: super::super::Trust::System,
             queue_dir: None,
+            token_file: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));
@@ -557,5 +592,100 @@ mod tests {
         assert_eq!(queue.stats.sent.get(), 2);
         assert_eq!(queue.stats.dropped.get(), 2);
         assert_eq!(queue.stats.failures.get(), 1);
+    }
+
+    /// The token file's token goes with every request as `Authorization: Bearer …`; a file
+    /// replaced mid-run (as the kubelet rotates a projected token) is sent from the next
+    /// request on, with no window lost between.
+    #[tokio::test]
+    async fn the_token_file_is_sent_and_followed_when_it_rotates() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        log.lock().unwrap().push(auth);
+                        async move {
+                            hyper::Response::builder()
+                                .status(200)
+                                .body(Full::new(Bytes::new()))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "tok.en.one\n").unwrap();
+        let queue = Arc::new(Queue {
+            items: Mutex::new(std::collections::VecDeque::new()),
+            next: Mutex::new(0),
+            capacity: 10,
+            notify: tokio::sync::Notify::new(),
+            stats: super::super::ExportStats::default(),
+            spool: None,
+        });
+        let url: hyper::Uri = format!("http://{addr}/v1/metrics").parse().unwrap();
+        let settings = OtlpSettings {
+            protocol: Protocol::HttpProtobuf,
+            metrics_url: url.clone(),
+            traces_url: url,
+            headers: vec![("authorization".into(), "Bearer configured".into())],
+            resource_attributes: Vec::new(),
+            trust: super::super::Trust::System,
+            token_file: Some(file.clone()),
+            queue_dir: None,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));
+        let drain = |n: usize| {
+            let (queue, seen) = (queue.clone(), seen.clone());
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while (queue.len() > 0 || seen.lock().unwrap().len() < n)
+                    && std::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        for _ in 0..2 {
+            queue.push(Signal::Metrics, vec![1]);
+        }
+        drain(2).await;
+        let tmp = dir.path().join("token.new");
+        std::fs::write(&tmp, "tok.en.two").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        for _ in 0..2 {
+            queue.push(Signal::Metrics, vec![1]);
+        }
+        drain(4).await;
+        stop.cancel();
+        let _ = task.await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "Bearer tok.en.one",
+                "Bearer tok.en.one",
+                "Bearer tok.en.two",
+                "Bearer tok.en.two"
+            ]
+        );
+        assert_eq!((queue.stats.sent.get(), queue.stats.dropped.get()), (4, 0));
     }
 }

@@ -188,7 +188,7 @@ pub const REQUESTS_REJECTED: Metric = family(
     "headroom_collector_requests_rejected",
     Kind::Counter,
     "{request}",
-    "OTLP requests refused, by reason (shed_memory and shed_concurrency: shed before decoding, 429 / RESOURCE_EXHAUSTED)",
+    "OTLP requests refused, by reason (shed_memory and shed_concurrency: shed before decoding, 429 / RESOURCE_EXHAUSTED; unauthenticated: 401; auth_unavailable: token not verifiable now, 503; node_mismatch and cluster_mismatch: one per resource its token may not write)",
 );
 pub const POINTS_FUTURE: Metric = family(
     "headroom_collector_points_future",
