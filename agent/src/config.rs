@@ -179,12 +179,7 @@ impl Config {
                 )),
             }
         }
-        let metrics_listen = self.metrics_listen.parse::<SocketAddr>().map_err(|_| {
-            format!(
-                "invalid --metrics-listen '{}': expected ADDRESS:PORT such as 0.0.0.0:9465",
-                self.metrics_listen
-            )
-        });
+        let metrics_listen = listen_addr(&self.metrics_listen, std::env::var("NODE_IP").ok());
         let mut duration = |what: &str, text: &str| match parse_duration(what, text) {
             Ok(d) if d >= Duration::from_secs(1) => Some(d),
             Ok(_) => {
@@ -386,6 +381,29 @@ impl Config {
     }
 }
 
+/// `ADDRESS:PORT`, or `node:PORT`: the node's IP from `$NODE_IP` (the DaemonSet sets it from
+/// `status.hostIP`), so /metrics is not served on every address of the host network (IPv6
+/// written as it must be, which `$(NODE_IP):9465` in a manifest would not be).
+fn listen_addr(text: &str, node_ip: Option<String>) -> Result<SocketAddr, String> {
+    if let Some(port) = text.strip_prefix("node:") {
+        let ip = node_ip.ok_or_else(|| {
+            format!("--metrics-listen '{text}' needs $NODE_IP (the node's IP, e.g. from the pod's status.hostIP)")
+        })?;
+        let ip: IpAddr = ip.trim().parse().map_err(|_| {
+            format!("invalid $NODE_IP '{ip}' for --metrics-listen '{text}': expected an IP address")
+        })?;
+        let port: u16 = port.parse().map_err(|_| {
+            format!("invalid --metrics-listen '{text}': expected node:PORT such as node:9465")
+        })?;
+        return Ok(SocketAddr::new(ip, port));
+    }
+    text.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "invalid --metrics-listen '{text}': expected ADDRESS:PORT such as 0.0.0.0:9465, or node:PORT"
+        )
+    })
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -395,6 +413,30 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_listen_takes_the_nodes_ip() {
+        let v4 = listen_addr("node:9465", Some("10.1.2.3".into())).unwrap();
+        assert_eq!(v4, "10.1.2.3:9465".parse().unwrap());
+        let v6 = listen_addr("node:9465", Some("2600:1f14::5".into())).unwrap();
+        assert_eq!(v6, "[2600:1f14::5]:9465".parse().unwrap());
+        assert_eq!(
+            listen_addr("0.0.0.0:1", None).unwrap(),
+            "0.0.0.0:1".parse().unwrap()
+        );
+        assert!(listen_addr("node:9465", None)
+            .unwrap_err()
+            .contains("needs $NODE_IP"));
+        assert!(listen_addr("node:9465", Some("x".into()))
+            .unwrap_err()
+            .contains("invalid $NODE_IP 'x'"));
+        assert!(listen_addr("node:x", Some("10.0.0.1".into()))
+            .unwrap_err()
+            .contains("node:PORT"));
+        assert!(listen_addr("nowhere", None)
+            .unwrap_err()
+            .contains("ADDRESS:PORT"));
+    }
 
     #[test]
     fn defaults_are_valid() {
