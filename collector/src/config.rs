@@ -86,6 +86,17 @@ pub struct Config {
     /// How spans go to `traces_endpoint`: `http` (OTLP/HTTP protobuf, POST `/v1/traces`) or
     /// `grpc` (the OTLP `TraceService/Export` call; the endpoint is then e.g. http://tempo:4317).
     pub traces_protocol: String,
+    /// `[tls]`: TLS on every listener (OTLP gRPC and HTTP, and the API/page/metrics), from
+    /// PEM files re-read when they change. Unset: plain TCP.
+    pub tls: headroom_service::tls::TlsConfig,
+    /// `[web]`: credentials the API, status page and `/metrics` ask for (exporter-toolkit's
+    /// `basic_auth_users`, or a bearer token file); `/healthz` and `/readyz` stay open.
+    pub web: headroom_service::web::WebConfig,
+    /// `[alertmanager_http]`: https trust and credentials for every Alertmanager, in the
+    /// names of Prometheus' `http_config`.
+    pub alertmanager_http: crate::send::HttpClientConfig,
+    /// `[webhook_http]`: the same for `webhook_url`.
+    pub webhook_http: crate::send::HttpClientConfig,
 }
 
 impl Default for Config {
@@ -120,6 +131,10 @@ impl Default for Config {
             kube: true,
             rules: RulesConfig::default(),
             traces_protocol: "http".into(),
+            tls: Default::default(),
+            web: Default::default(),
+            alertmanager_http: Default::default(),
+            webhook_http: Default::default(),
         }
     }
 }
@@ -145,6 +160,9 @@ pub struct Settings {
     pub kube: bool,
     pub rules: Thresholds,
     pub traces_protocol: TracesProtocol,
+    /// TLS on every listener, when on.
+    pub tls: Option<headroom_service::tls::TlsFiles>,
+    pub web: headroom_service::web::WebConfig,
 }
 
 /// Why a config file cannot be used.
@@ -306,6 +324,13 @@ impl Config {
             "expected a duration of at least 1s, such as 1m",
         ));
         let rules = check.take_all(self.rules.validate());
+        let tls = check.take(
+            self.tls
+                .files("tls")
+                .map_err(|why| Invalid::Section("tls", why)),
+        );
+        let am_http = check.take(self.alertmanager_http.check("alertmanager_http"));
+        let webhook_http = check.take(self.webhook_http.check("webhook_http"));
         if self.state_file.as_deref() == Some("") {
             check.push(Invalid::text(
                 "state_file",
@@ -332,6 +357,8 @@ impl Config {
                 sinks: SinkSettings {
                     alertmanagers: alertmanager_urls?,
                     webhook: webhook_url?,
+                    alertmanager_http: am_http?,
+                    webhook_http: webhook_http?,
                     resend_interval: resend?,
                     runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
                 },
@@ -339,6 +366,8 @@ impl Config {
                 kube: self.kube,
                 rules: rules?,
                 traces_protocol: traces_protocol?,
+                tls: tls?,
+                web: self.web.clone(),
                 limits: Limits {
                     node_expiry: expiry?,
                     max_series_per_metric: self.max_series_per_metric,
@@ -377,7 +406,7 @@ fn memory(text: &str) -> Result<usize, Invalid> {
         .ok_or_else(|| Invalid::text("memory_limit", text, EXPECTED))
 }
 
-/// A plain-HTTP URL with a host (https is not supported yet).
+/// An http:// or https:// URL with a host.
 fn http_url(flag: &str, text: &str, example: &str) -> Result<hyper::Uri, Invalid> {
     let bad = |why: &str| {
         Invalid::text(
@@ -387,8 +416,8 @@ fn http_url(flag: &str, text: &str, example: &str) -> Result<hyper::Uri, Invalid
         )
     };
     let uri: hyper::Uri = text.parse().map_err(|_| bad("expected a URL"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(bad("expected an http:// URL (https is not supported yet)"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(bad("expected an http:// or https:// URL"));
     }
     Ok(uri)
 }

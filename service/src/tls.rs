@@ -119,6 +119,22 @@ fn certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsErr
     Ok(certs)
 }
 
+/// Every CA certificate of the PEM file `path` (a client's trust: an OTLP receiver's or
+/// an Alertmanager's CA); an error when it cannot be read, holds none, or one cannot be parsed.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let cas = certs(path, &pem)?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, unparsable) = roots.add_parsable_certificates(cas.iter().cloned());
+    if unparsable > 0 {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            why: format!("{unparsable} certificate(s) in it cannot be parsed"),
+        });
+    }
+    Ok(cas)
+}
+
 /// The files' contents, as last read.
 #[derive(PartialEq, Eq)]
 struct Contents {
@@ -300,6 +316,41 @@ impl ServerTls {
             }
         }
     }
+}
+
+/// Accepts on `tcp` and hands on each connection once its TLS handshake (offering `alpn`)
+/// is done: handshakes run side by side, so a slow client holds up nobody. Stops when the
+/// receiver is dropped.
+pub fn incoming(
+    tcp: tokio::net::TcpListener,
+    tls: Arc<ServerTls>,
+    alpn: Alpn,
+) -> tokio::sync::mpsc::Receiver<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                c = tcp.accept() => match c {
+                    Ok((s, _)) => s,
+                    Err(error) => {
+                        tracing::warn!(message = "Accept failed.", %error);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, acceptor) = (tx.clone(), tokio_rustls::TlsAcceptor::from(tls.config(alpn)));
+            tokio::spawn(async move {
+                if let Some(s) = crate::http::handshake(&acceptor, stream).await {
+                    let _ = tx.send(Ok(s)).await;
+                }
+            });
+        }
+    });
+    rx
 }
 
 /// Starts [`ServerTls::watch`] for each TLS in use, on the current runtime.

@@ -49,6 +49,8 @@ pub enum SettingError {
     Endpoint { endpoint: String, why: &'static str },
     #[error("invalid OTLP header '{0}': not a valid HTTP header")]
     Header(String),
+    #[error("invalid otlp_server_name '{0}': expected the DNS name on the collector's certificate, such as headroom-collector.monitoring.svc")]
+    ServerName(String),
     #[error("invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate")]
     Certificate { path: String, why: String },
 }
@@ -77,6 +79,8 @@ pub struct OtlpSettings {
     pub resource_attributes: Vec<(String, String)>,
     /// Whom to trust for `https://` endpoints.
     pub trust: Trust,
+    /// The name the endpoint's certificate must carry, when not the URL's host.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// The certificate authorities an `https://` endpoint's certificate is checked against.

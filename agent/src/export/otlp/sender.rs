@@ -151,6 +151,11 @@ async fn send_loop(queue: Arc<Queue>, settings: OtlpSettings, stop: Cancellation
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
+    let builder = match &settings.server_name {
+        Some(name) => builder
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone())),
+        None => builder,
+    };
     let mut transport = match settings.protocol {
         Protocol::HttpProtobuf => Transport::Http(Box::new(
             Client::builder(TokioExecutor::new())
@@ -495,6 +500,7 @@ mod tests {
             headers: Vec::new(),
             resource_attributes: Vec::new(),
             trust: super::super::Trust::System,
+            server_name: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone()));
