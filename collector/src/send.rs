@@ -89,8 +89,9 @@ impl Credentials {
                 )
             }
         };
-        let mut v = hyper::header::HeaderValue::from_str(&text)
-            .map_err(|_| "the credentials file holds characters a header cannot carry".to_string())?;
+        let mut v = hyper::header::HeaderValue::from_str(&text).map_err(|_| {
+            "the credentials file holds characters a header cannot carry".to_string()
+        })?;
         v.set_sensitive(true);
         Ok(v)
     }
@@ -119,8 +120,11 @@ impl HttpClientConfig {
             None => None,
         };
         if let Some(name) = &self.tls_config.server_name {
-            rustls::pki_types::ServerName::try_from(name.clone())
-                .map_err(|_| bad(format!("tls_config.server_name '{name}' is not a DNS name or IP")))?;
+            rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                bad(format!(
+                    "tls_config.server_name '{name}' is not a DNS name or IP"
+                ))
+            })?;
         }
         let credentials = match (&self.authorization, &self.basic_auth) {
             (Some(_), Some(_)) => {
@@ -128,7 +132,9 @@ impl HttpClientConfig {
             }
             (Some(a), None) => {
                 let Some(file) = &a.credentials_file else {
-                    return Err(bad("authorization needs credentials_file (a mounted Secret file)".into()));
+                    return Err(bad(
+                        "authorization needs credentials_file (a mounted Secret file)".into(),
+                    ));
                 };
                 Some(Credentials::Scheme {
                     kind: a.kind.clone().unwrap_or_else(|| "Bearer".into()),
@@ -137,7 +143,9 @@ impl HttpClientConfig {
             }
             (None, Some(b)) => {
                 let Some(file) = &b.password_file else {
-                    return Err(bad("basic_auth needs password_file (a mounted Secret file)".into()));
+                    return Err(bad(
+                        "basic_auth needs password_file (a mounted Secret file)".into(),
+                    ));
                 };
                 if b.username.is_empty() || b.username.contains(':') {
                     return Err(bad("basic_auth.username must be set and hold no ':'".into()));
@@ -207,10 +215,12 @@ pub fn client_with(settings: &ClientSettings) -> HttpClient {
         .with_tls_config(tls)
         .https_or_http();
     let builder = match &settings.server_name {
-        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-            rustls::pki_types::ServerName::try_from(name.clone())
-                .expect("checked in HttpClientConfig::check"),
-        )),
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                rustls::pki_types::ServerName::try_from(name.clone())
+                    .expect("checked in HttpClientConfig::check"),
+            ))
+        }
         None => builder,
     };
     Client::builder(TokioExecutor::new())

@@ -325,8 +325,9 @@ pub fn incoming(
     tcp: tokio::net::TcpListener,
     tls: Arc<ServerTls>,
     alpn: Alpn,
-) -> tokio::sync::mpsc::Receiver<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>
-{
+) -> tokio::sync::mpsc::Receiver<
+    std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -342,7 +343,10 @@ pub fn incoming(
                 _ = tx.closed() => return,
             };
             let _ = stream.set_nodelay(true);
-            let (tx, acceptor) = (tx.clone(), tokio_rustls::TlsAcceptor::from(tls.config(alpn)));
+            let (tx, acceptor) = (
+                tx.clone(),
+                tokio_rustls::TlsAcceptor::from(tls.config(alpn)),
+            );
             tokio::spawn(async move {
                 if let Some(s) = crate::http::handshake(&acceptor, stream).await {
                     let _ = tx.send(Ok(s)).await;
@@ -404,7 +408,10 @@ mod tests {
         assert!(e.contains("tls.key holds no PEM PRIVATE KEY"), "{e}");
         std::fs::remove_file(&c).unwrap();
         let e = ServerTls::load(files).unwrap_err().to_string();
-        assert!(e.starts_with("cannot read ") && e.contains("tls.crt"), "{e}");
+        assert!(
+            e.starts_with("cannot read ") && e.contains("tls.crt"),
+            "{e}"
+        );
     }
 
     #[test]

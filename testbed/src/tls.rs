@@ -23,8 +23,10 @@ impl TestCa {
         let key = rcgen::KeyPair::generate().expect("a P-256 key");
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, format!("headroom test CA {name}"));
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("headroom test CA {name}"),
+        );
         p.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,
@@ -47,10 +49,13 @@ impl TestCa {
     /// `dir/stem.key`; `client` makes it a client certificate, else a server one.
     pub fn issue(&self, dir: &Path, stem: &str, names: &[&str], client: bool) -> Issued {
         let key = rcgen::KeyPair::generate().expect("a P-256 key");
-        let mut p = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, names.first().copied().unwrap_or(stem));
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or(stem),
+        );
         p.extended_key_usages = vec![if client {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
         } else {

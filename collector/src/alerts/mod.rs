@@ -250,16 +250,13 @@ impl Sinks {
                     )
                 })
                 .collect(),
-            webhook: settings
-                .webhook
-                .as_ref()
-                .map(|u| {
-                    webhook::Webhook::start(
-                        u.clone(),
-                        Sender::new(&settings.webhook_http),
-                        stop.clone(),
-                    )
-                }),
+            webhook: settings.webhook.as_ref().map(|u| {
+                webhook::Webhook::start(
+                    u.clone(),
+                    Sender::new(&settings.webhook_http),
+                    stop.clone(),
+                )
+            }),
         }
     }
 

@@ -9,10 +9,10 @@ use api::handle;
 
 use crate::findings::Findings;
 use crate::fleet::Fleet;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
 use headroom_service::http::Listener;
 use headroom_service::web::WebAuth;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 /// Most requests building a snapshot at a time (`/healthz` and `/readyz` are not counted):
 /// each holds a copy of (part of) the fleet and its encoding, so 64 parallel GETs must not

@@ -16,6 +16,7 @@
 use super::budget::Admission;
 use super::wire::{self, Schema};
 use super::{Ingest, IngestError};
+use headroom_service::http::Listener;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -30,7 +31,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use headroom_service::http::Listener;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
@@ -316,11 +316,8 @@ pub async fn serve(
         }
         Some(tls) => {
             use tokio_stream::StreamExt;
-            let rx = headroom_service::tls::incoming(
-                listener.tcp,
-                tls,
-                headroom_service::tls::Alpn::H2,
-            );
+            let rx =
+                headroom_service::tls::incoming(listener.tcp, tls, headroom_service::tls::Alpn::H2);
             let conns = tokio_stream::wrappers::ReceiverStream::new(rx).map(|c| c.map(TlsConn));
             router.serve_with_incoming_shutdown(conns, shutdown).await
         }

@@ -748,7 +748,10 @@ fn sinks_over_https_send_their_credentials() {
     let (port, seen) = start_https_receiver(
         dir.path(),
         &ca,
-        vec![("/api/v2/alerts", basic.clone()), ("/hook", "Bearer tok-123".into())],
+        vec![
+            ("/api/v2/alerts", basic.clone()),
+            ("/hook", "Bearer tok-123".into()),
+        ],
     );
     let d = dir.path().display();
     let cfg = config(
@@ -763,17 +766,35 @@ fn sinks_over_https_send_their_credentials() {
     );
     let _ = ca_file;
     let am_url = format!("https://127.0.0.1:{port}");
-    let c = Collector::start_with(&["--config", cfg.to_str().unwrap(), "--alertmanager-url", &am_url]);
+    let c = Collector::start_with(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--alertmanager-url",
+        &am_url,
+    ]);
     send_window(&c, "n1", 900);
-    wait("alerts and changes delivered over https", Duration::from_secs(15), || {
-        let s = seen.lock().unwrap();
-        let am = s.iter().any(|(p, a)| p == "/api/v2/alerts" && a.as_deref() == Some(&basic));
-        let hook = s.iter().any(|(p, a)| p == "/hook" && a.as_deref() == Some("Bearer tok-123"));
-        (am && hook).then_some(())
-    });
+    wait(
+        "alerts and changes delivered over https",
+        Duration::from_secs(15),
+        || {
+            let s = seen.lock().unwrap();
+            let am = s
+                .iter()
+                .any(|(p, a)| p == "/api/v2/alerts" && a.as_deref() == Some(&basic));
+            let hook = s
+                .iter()
+                .any(|(p, a)| p == "/hook" && a.as_deref() == Some("Bearer tok-123"));
+            (am && hook).then_some(())
+        },
+    );
     let sinks = findings(&c.api)["sinks"].clone();
     for kind in ["alertmanager", "webhook"] {
-        let s = sinks.as_array().unwrap().iter().find(|s| s["kind"] == kind).unwrap();
+        let s = sinks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == kind)
+            .unwrap();
         assert!(s["sent"].as_u64().unwrap() >= 1, "{kind}: {sinks}");
         assert_eq!(s["dropped"], 0, "{kind}: {sinks}");
     }
@@ -782,7 +803,12 @@ fn sinks_over_https_send_their_credentials() {
     // The wrong password: the receiver answers 401, the sink drops and counts.
     std::fs::write(dir.path().join("am-password"), "wrong\n").unwrap();
     let before = seen.lock().unwrap().len();
-    let c = Collector::start_with(&["--config", cfg.to_str().unwrap(), "--alertmanager-url", &am_url]);
+    let c = Collector::start_with(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--alertmanager-url",
+        &am_url,
+    ]);
     send_window(&c, "n1", 900);
     let dropped = wait("a refused alert counted", Duration::from_secs(15), || {
         findings(&c.api)["sinks"]
@@ -801,12 +827,25 @@ fn sinks_over_https_send_their_credentials() {
     // A CA file that is not one: one line, exit 64, before anything is sent.
     std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
     let out = Command::new(COLLECTOR.as_str())
-        .args(["--http-listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0"])
-        .args(["--otlp-http-listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("tls_config.ca_file") && err.contains("ca.pem"), "{err}");
+    assert!(
+        err.contains("tls_config.ca_file") && err.contains("ca.pem"),
+        "{err}"
+    );
 }

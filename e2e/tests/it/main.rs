@@ -11,3 +11,4 @@ mod agent_to_collector;
 mod alerts;
 mod collector_from_agent;
 mod procs;
+mod tls;
