@@ -532,7 +532,7 @@ mod tests {
         assert!(s.kube);
         let c = Config {
             alertmanager_urls: vec!["am:9093".into()],
-            webhook_url: Some("https://x".into()),
+            webhook_url: Some("ftp://x".into()),
             alert_resend_interval: "0s".into(),
             rules: RulesConfig {
                 dns_warning: 2.0,

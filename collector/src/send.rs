@@ -158,7 +158,7 @@ impl HttpClientConfig {
             (None, None) => None,
         };
         if let Some(c) = &credentials {
-            c.header().map_err(|e| bad(e))?;
+            c.header().map_err(bad)?;
         }
         Ok(ClientSettings {
             ca,
