@@ -414,6 +414,79 @@ mod tests {
         );
     }
 
+    /// With `client_ca_file`, a client without a certificate that CA signed gets no answer;
+    /// one with such a certificate is served.
+    #[tokio::test]
+    async fn client_ca_file_requires_a_client_certificate() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["agent".to_string()]).unwrap();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = p.signed_by(&client_key, &ca, &ca_key).unwrap();
+        let (server_cert, server_key) = pair("server.test");
+        let path = |n: &str| dir.path().join(n);
+        std::fs::write(path("s.crt"), &server_cert).unwrap();
+        std::fs::write(path("s.key"), &server_key).unwrap();
+        std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+        let tls = ServerTls::load(TlsFiles {
+            cert_file: path("s.crt"),
+            key_file: path("s.key"),
+            client_ca_file: Some(path("ca.pem")),
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(crate::http::serve(
+            crate::http::Listener::new(l, Some(tls)),
+            |_req| async { crate::http::reply(hyper::StatusCode::OK, crate::http::TEXT, "ok\n") },
+            std::future::pending(),
+        ));
+        let get = |with_cert: bool| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(
+                CertificateDer::pem_slice_iter(server_cert.as_bytes()).map(Result::unwrap),
+            );
+            let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+            let cfg = if with_cert {
+                b.with_client_auth_cert(
+                    vec![client.der().clone()],
+                    PrivateKeyDer::from_pem_slice(client_key.serialize_pem().as_bytes()).unwrap(),
+                )
+                .unwrap()
+            } else {
+                b.with_no_client_auth()
+            };
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("server.test").unwrap();
+                let Ok(mut s) = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                    .connect(name, tcp)
+                    .await
+                else {
+                    return String::new();
+                };
+                let _ = s
+                    .write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+                    .await;
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                String::from_utf8_lossy(&got).to_string()
+            }
+        };
+        assert!(get(true).await.starts_with("HTTP/1.1 200 OK"));
+        assert!(!get(false).await.contains("200 OK"));
+    }
+
     #[test]
     fn config_needs_both_files() {
         assert_eq!(TlsConfig::default().files("tls"), Ok(None));

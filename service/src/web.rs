@@ -171,8 +171,14 @@ impl WebAuth {
         match offered(req) {
             Some(Offered::Bearer(t)) if self.bearer_ok(&t) => Ok(()),
             Some(Offered::Basic(user, password)) => {
-                let Some(hash) = self.users.get(&user).cloned() else {
-                    return Err(unauthorized());
+                // An unknown user costs the same bcrypt check as a known one (as exporter-toolkit
+                // does), so the time taken does not tell which names exist.
+                let (hash, known) = match self.users.get(&user) {
+                    Some(h) => (h.clone(), true),
+                    None => match self.users.values().next() {
+                        Some(h) => (h.clone(), false),
+                        None => return Err(unauthorized()),
+                    },
                 };
                 let key = sha256(&[user.as_bytes(), password.as_bytes(), hash.as_bytes()]);
                 if self
@@ -200,7 +206,8 @@ impl WebAuth {
                     bcrypt::verify(password, &hash).unwrap_or(false)
                 })
                 .await
-                .unwrap_or(false);
+                .unwrap_or(false)
+                    && known;
                 if !ok {
                     return Err(unauthorized());
                 }

@@ -10,7 +10,7 @@
 //! CI, fails in CI.
 
 use crate::collector_common::COLLECTOR;
-use crate::procs::{Agent, API, GRPC, OTLP_HTTP};
+use crate::procs::{Agent, AGENT_METRICS, API, GRPC, OTLP_HTTP};
 use headroom_testbed::bed::Bed;
 use headroom_testbed::netns::Netns;
 use headroom_testbed::proc::Guard;
@@ -175,13 +175,19 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
     assert_eq!(curl(&bed.node, &wrong_ca, API, "/healthz", &[]).0, 0);
 
     eprintln!("web config checks took {:.1} s", t0.elapsed().as_secs_f64());
-    // The real agent over https and gRPC-TLS, verifying NAME against the CA file.
+    // The real agent over https and gRPC-TLS, verifying NAME against the CA file; its own
+    // /metrics over TLS behind the same kind of web config (a bearer token).
     let agent_toml = dir.join("agent.toml");
     std::fs::write(
         &agent_toml,
         format!(
-            "otlp_ca_file = \"{}\"\notlp_server_name = \"{NAME}\"\n",
-            ca_file.display()
+            "otlp_ca_file = \"{}\"\notlp_server_name = \"{NAME}\"\n\
+             tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n\
+             web = {{ bearer_token_file = \"{}\" }}\n",
+            ca_file.display(),
+            issued.cert_file.display(),
+            issued.key_file.display(),
+            dir.join("scrape-token").display(),
         ),
     )
     .unwrap();
@@ -220,6 +226,24 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
             "{protocol} over TLS: {node} in the fleet {:.1} s after the agent started",
             t0.elapsed().as_secs_f64()
         );
+        wait_for(
+            "the agent's /healthz over TLS",
+            Duration::from_secs(10),
+            || (curl(&bed.node, &ca_file, AGENT_METRICS, "/healthz", &[]).0 == 200).then_some(()),
+        );
+        assert_eq!(
+            curl(&bed.node, &ca_file, AGENT_METRICS, "/metrics", &[]).0,
+            401
+        );
+        let (code, text) = curl(
+            &bed.node,
+            &ca_file,
+            AGENT_METRICS,
+            "/metrics",
+            &["-H", "Authorization: Bearer token-abc"],
+        );
+        assert_eq!(code, 200);
+        assert!(text.contains("headroom_otlp_windows_sent_total"), "{text}");
         let log = agent.log();
         agent.guard.stop().unwrap();
         assert!(
