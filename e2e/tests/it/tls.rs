@@ -390,3 +390,67 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
         );
     }
 }
+
+/// Unusable TLS or web settings stop the collector before it binds a port: exit 64 and one
+/// line naming the file or field.
+#[test]
+fn bad_tls_and_web_settings_exit_64_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new("bad-settings");
+    let good = ca.issue(d, "good", &[NAME], false);
+    let other = ca.issue(d, "other", &[NAME], false);
+    std::fs::write(d.join("garbage.pem"), "not PEM at all\n").unwrap();
+    let (cert, key, other_key) = (
+        good.cert_file.display().to_string(),
+        good.key_file.display().to_string(),
+        other.key_file.display().to_string(),
+    );
+    let garbage = d.join("garbage.pem").display().to_string();
+    let cases = [
+        (format!("[tls]\ncert_file = \"{cert}\"\n"), "needs both cert_file and key_file"),
+        (
+            format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{}/missing.key\"\n", d.display()),
+            "missing.key",
+        ),
+        (
+            format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{other_key}\"\n"),
+            "does not fit the certificate",
+        ),
+        (
+            format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{garbage}\"\n"),
+            "client_ca_file",
+        ),
+        (
+            "[web]\nbasic_auth_users = { alice = \"secret\" }\n".to_string(),
+            "basic_auth_users.alice: not a bcrypt hash",
+        ),
+        (
+            "[alertmanager_http]\nauthorization = { credentials_file = \"/nonexistent/t\" }\nbasic_auth = { username = \"u\", password_file = \"/nonexistent/p\" }\n".to_string(),
+            "not both",
+        ),
+    ];
+    for (toml, says) in cases {
+        let cfg = d.join("collector.toml");
+        std::fs::write(&cfg, format!("kube = false\n{toml}")).unwrap();
+        let mut cmd = std::process::Command::new(COLLECTOR.as_str());
+        cmd.args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--otlp-http-listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let out = Guard::spawn("headroom-collector", &mut cmd)
+            .unwrap()
+            .wait(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{toml}: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{toml}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{toml}: {err}");
+        assert!(err.contains(says), "{toml}: {err}");
+    }
+}
