@@ -61,6 +61,8 @@ pub struct Config {
     pub otlp_headers: std::collections::BTreeMap<String, String>,
     /// PEM file of the CA certificates an `https://` OTLP endpoint is verified against
     /// (default: $OTEL_EXPORTER_OTLP_CERTIFICATE; unset: the system's CA certificates).
+    /// `otlp_ca_file` is the same field.
+    #[serde(alias = "otlp_ca_file")]
     pub otlp_certificate: Option<String>,
     /// A directory where the export queue is also kept (the DaemonSet mounts a hostPath), so
     /// windows queued during a collector outage survive an agent restart. Unset: memory only.
@@ -70,6 +72,15 @@ pub struct Config {
     /// token (audience `headroom-collector`) here for a collector that requires
     /// authentication. Unset: no token. The token is never logged.
     pub otlp_token_file: Option<String>,
+    /// The name the collector's certificate must carry when it is not the endpoint's host
+    /// (an endpoint given by IP, or through a proxy).
+    pub otlp_server_name: Option<String>,
+    /// `[tls]`: serve /metrics, /healthz and /readyz over TLS from these PEM files (re-read
+    /// when they change). The kubelet probes then need `scheme: HTTPS`.
+    pub tls: headroom_service::tls::TlsConfig,
+    /// `[web]`: credentials /metrics asks for (bcrypt `basic_auth_users`, or a bearer token
+    /// file); /healthz and /readyz stay open.
+    pub web: headroom_service::web::WebConfig,
 }
 
 /// Most checks (names × resolvers) per interval: they spend the same allowance they watch.
@@ -101,6 +112,9 @@ impl Default for Config {
             otlp_certificate: None,
             otlp_queue_dir: None,
             otlp_token_file: None,
+            otlp_server_name: None,
+            tls: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -125,6 +139,9 @@ pub struct Settings {
     pub probes: crate::sources::probes::ProbeConfig,
     /// OTLP export (`run`); None when no endpoint is configured.
     pub otlp: Option<crate::export::otlp::OtlpSettings>,
+    /// TLS on the metrics listener, when on.
+    pub tls: Option<headroom_service::tls::TlsFiles>,
+    pub web: headroom_service::web::WebConfig,
 }
 
 /// A config file that cannot be used; the one line names the file and the problem.
@@ -252,6 +269,7 @@ impl Config {
             .map_err(|e| errors.push(e.to_string()))
             .ok()
             .flatten();
+        let tls = self.tls.files("tls").map_err(|e| errors.push(e)).ok();
         let (
             Some(metrics_listen),
             Some(report_interval),
@@ -261,6 +279,7 @@ impl Config {
             Some(imds_endpoint),
             Some(imds_refresh_interval),
             Some(workers),
+            Some(tls),
             true,
         ) = (
             metrics_listen,
@@ -271,6 +290,7 @@ impl Config {
             imds_endpoint,
             imds_refresh_interval,
             workers,
+            tls,
             errors.is_empty(),
         )
         else {
@@ -300,6 +320,8 @@ impl Config {
             probes: self.probes.clone(),
             workers,
             otlp,
+            tls,
+            web: self.web.clone(),
         })
     }
 
@@ -377,6 +399,13 @@ impl Config {
                 None => crate::export::otlp::Trust::System,
             },
             queue_dir: self.otlp_queue_dir.as_ref().map(Into::into),
+            server_name: match &self.otlp_server_name {
+                Some(n) => Some(
+                    rustls::pki_types::ServerName::try_from(n.clone())
+                        .map_err(|_| crate::export::otlp::SettingError::ServerName(n.clone()))?,
+                ),
+                None => None,
+            },
         }))
     }
 }

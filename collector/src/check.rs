@@ -23,6 +23,9 @@ pub enum Invalid {
     },
     #[error("address {0} is given to two listeners; each needs its own port")]
     SharedAddress(SocketAddr),
+    /// A whole config section (its name, then why).
+    #[error("invalid [{0}]: {1}")]
+    Section(&'static str, String),
 }
 
 impl Invalid {

@@ -102,6 +102,17 @@ pub struct Config {
     pub auth_static_tokens_file: Option<String>,
     /// Most reviewed tokens remembered (by SHA-256); each for at most 5 minutes.
     pub auth_cache_entries: usize,
+    /// `[tls]`: TLS on every listener (OTLP gRPC and HTTP, and the API/page/metrics), from
+    /// PEM files re-read when they change. Unset: plain TCP.
+    pub tls: headroom_service::tls::TlsConfig,
+    /// `[web]`: credentials the API, status page and `/metrics` ask for (exporter-toolkit's
+    /// `basic_auth_users`, or a bearer token file); `/healthz` and `/readyz` stay open.
+    pub web: headroom_service::web::WebConfig,
+    /// `[alertmanager_http]`: https trust and credentials for every Alertmanager, in the
+    /// names of Prometheus' `http_config`.
+    pub alertmanager_http: crate::send::HttpClientConfig,
+    /// `[webhook_http]`: the same for `webhook_url`.
+    pub webhook_http: crate::send::HttpClientConfig,
 }
 
 impl Default for Config {
@@ -141,6 +152,10 @@ impl Default for Config {
             auth_service_accounts: Vec::new(),
             auth_static_tokens_file: None,
             auth_cache_entries: 10_000,
+            tls: Default::default(),
+            web: Default::default(),
+            alertmanager_http: Default::default(),
+            webhook_http: Default::default(),
         }
     }
 }
@@ -183,6 +198,9 @@ pub struct Settings {
     pub rules: Thresholds,
     pub traces_protocol: TracesProtocol,
     pub auth: crate::auth::AuthSettings,
+    /// TLS on every listener, when on.
+    pub tls: Option<headroom_service::tls::TlsFiles>,
+    pub web: headroom_service::web::WebConfig,
 }
 
 /// Why a config file cannot be used.
@@ -344,6 +362,13 @@ impl Config {
             "expected a duration of at least 1s, such as 1m",
         ));
         let rules = check.take_all(self.rules.validate());
+        let tls = check.take(
+            self.tls
+                .files("tls")
+                .map_err(|why| Invalid::Section("tls", why)),
+        );
+        let am_http = check.take(self.alertmanager_http.check("alertmanager_http"));
+        let webhook_http = check.take(self.webhook_http.check("webhook_http"));
         if self.state_file.as_deref() == Some("") {
             check.push(Invalid::text(
                 "state_file",
@@ -371,6 +396,8 @@ impl Config {
                 sinks: SinkSettings {
                     alertmanagers: alertmanager_urls?,
                     webhook: webhook_url?,
+                    alertmanager_http: am_http?,
+                    webhook_http: webhook_http?,
                     resend_interval: resend?,
                     runbook_base_url: self.runbook_base_url.trim_end_matches('#').to_string(),
                 },
@@ -379,6 +406,8 @@ impl Config {
                 rules: rules?,
                 traces_protocol: traces_protocol?,
                 auth: auth?,
+                tls: tls?,
+                web: self.web.clone(),
                 limits: Limits {
                     node_expiry: expiry?,
                     max_series_per_metric: self.max_series_per_metric,
@@ -496,7 +525,7 @@ fn memory(text: &str) -> Result<usize, Invalid> {
         .ok_or_else(|| Invalid::text("memory_limit", text, EXPECTED))
 }
 
-/// A plain-HTTP URL with a host (https is not supported yet).
+/// An http:// or https:// URL with a host.
 fn http_url(flag: &str, text: &str, example: &str) -> Result<hyper::Uri, Invalid> {
     let bad = |why: &str| {
         Invalid::text(
@@ -506,8 +535,8 @@ fn http_url(flag: &str, text: &str, example: &str) -> Result<hyper::Uri, Invalid
         )
     };
     let uri: hyper::Uri = text.parse().map_err(|_| bad("expected a URL"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(bad("expected an http:// URL (https is not supported yet)"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(bad("expected an http:// or https:// URL"));
     }
     Ok(uri)
 }
@@ -622,7 +651,7 @@ mod tests {
         assert!(s.kube);
         let c = Config {
             alertmanager_urls: vec!["am:9093".into()],
-            webhook_url: Some("https://x".into()),
+            webhook_url: Some("ftp://x".into()),
             alert_resend_interval: "0s".into(),
             rules: RulesConfig {
                 dns_warning: 2.0,

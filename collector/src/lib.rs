@@ -48,6 +48,10 @@ pub enum CollectorError {
         flag: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] headroom_service::tls::TlsError),
+    #[error(transparent)]
+    Web(#[from] headroom_service::web::WebError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -103,11 +107,19 @@ pub async fn run(
         None => findings::Engine::new(keep, grace, now),
     }
     .bounded(settings.max_findings);
-    let grpc = bind(settings.otlp_grpc_listen, "otlp-grpc-listen").await?;
-    let http = bind(settings.otlp_http_listen, "otlp-http-listen").await?;
-    let api = bind(settings.http_listen, "http-listen").await?;
+    // Certificates and credentials are read before any port is bound: a bad file exits 64.
+    let tls = match &settings.tls {
+        Some(files) => Some(headroom_service::tls::ServerTls::load(files.clone())?),
+        None => None,
+    };
+    let web_auth = headroom_service::web::WebAuth::new(&settings.web)?;
+    let listener = |tcp| headroom_service::http::Listener::new(tcp, tls.clone());
+    let grpc = listener(bind(settings.otlp_grpc_listen, "otlp-grpc-listen").await?);
+    let http = listener(bind(settings.otlp_http_listen, "otlp-http-listen").await?);
+    let api = listener(bind(settings.http_listen, "http-listen").await?);
     let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
     let stop = CancellationToken::new();
+    headroom_service::tls::watch_all(&tls, &stop);
     let mut tasks = tokio::task::JoinSet::new();
     let forward = settings.traces_endpoint.clone().map(|url| {
         forward::Forwarder::start(url, settings.traces_protocol, fleet.clone(), stop.clone())
@@ -163,6 +175,7 @@ pub async fn run(
     ));
     tasks.spawn(http::serve(
         api,
+        web_auth.clone(),
         fleet.clone(),
         findings,
         stop.clone().cancelled_owned(),
@@ -190,7 +203,10 @@ pub async fn run(
         webhook = settings.sinks.webhook.is_some(),
         kube = settings.kube,
         auth = if settings.auth.required { "required" } else { "none" },
-        traces_protocol = ?settings.traces_protocol
+        traces_protocol = ?settings.traces_protocol,
+        tls = tls.is_some(),
+        mutual_tls = settings.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        web_auth = web_auth.is_some()
     );
     shutdown.await;
     stop.cancel();

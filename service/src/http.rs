@@ -1,5 +1,5 @@
-//! The HTTP/1.1 serve loop both binaries use: one task per connection, a 10 s header timeout,
-//! graceful shutdown (open requests get 5 s to finish).
+//! The HTTP/1.1 serve loop both binaries use: one task per connection, a 10 s header timeout
+//! (and 10 s for a TLS handshake), graceful shutdown (open requests get 5 s to finish).
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -8,8 +8,32 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+use crate::tls::{Alpn, ServerTls};
+
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound socket and, when TLS is on, what it serves TLS with.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<Arc<ServerTls>>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+}
+
+impl Listener {
+    pub fn new(tcp: TcpListener, tls: Option<Arc<ServerTls>>) -> Listener {
+        Listener { tcp, tls }
+    }
+}
 
 pub type Reply = Response<Full<Bytes>>;
 
@@ -26,12 +50,17 @@ pub fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> 
     r
 }
 
-/// Serves `handler` on `listener` until `shutdown` completes.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, shutdown: impl Future<Output = ()>)
-where
+/// Serves `handler` on `listener` (plain TCP, or TLS when it has one) until `shutdown`
+/// completes.
+pub async fn serve<H, F>(
+    listener: impl Into<Listener>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
+    let Listener { tcp: listener, tls } = listener.into();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -51,19 +80,57 @@ where
                     let fut = handler(req);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let http = {
+                    let mut b = hyper::server::conn::http1::Builder::new();
+                    b.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10));
+                    b
+                };
+                match &tls {
+                    None => {
+                        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config(Alpn::Http1));
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let Some(stream) = handshake(&acceptor, stream).await else {
+                                return;
+                            };
+                            let _ = watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await;
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// The server side of a TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`]; a failed one is
+/// logged at debug (any peer can fail one on purpose).
+pub async fn handshake<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: IO,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(error)) => {
+            tracing::debug!(message = "TLS handshake failed.", %error);
+            None
+        }
+        Err(_) => {
+            tracing::debug!(message = "TLS handshake timed out.");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod pcap;
 pub mod prefork;
 pub mod proc;
 pub mod scrape;
+pub mod tls;
 
 use std::path::Path;
 

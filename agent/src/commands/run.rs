@@ -104,6 +104,16 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
                 settings.metrics_listen
             ))
         })?;
+    // Certificates and credentials before anything starts: a bad file exits 64.
+    let tls = match &settings.tls {
+        Some(files) => Some(
+            headroom_service::tls::ServerTls::load(files.clone())
+                .map_err(|e| AgentError::Usage(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let auth = headroom_service::web::WebAuth::new(&settings.web)
+        .map_err(|e| AgentError::Usage(e.to_string()))?;
     let mode = Mode {
         strict: false,
         keep_seconds: settings.report_interval.as_secs() + 2,
@@ -138,12 +148,14 @@ async fn serve(settings: &Settings) -> Result<(), AgentError> {
     );
     let stop = CancellationToken::new();
     let s = state.clone();
+    let handler = headroom_service::web::guard(auth, move |req| {
+        let reply = route(&s, &req);
+        async move { reply }
+    });
+    headroom_service::tls::watch_all(&tls, &stop);
     let server = tokio::spawn(http::serve(
-        listener,
-        move |req| {
-            let reply = route(&s, &req);
-            async move { reply }
-        },
+        http::Listener::new(listener, tls),
+        handler,
         stop.clone().cancelled_owned(),
     ));
     tracing::info!(message = "Serving.", address = %settings.metrics_listen);

@@ -14,7 +14,7 @@
 use super::{post_json, voice, Counters, Delivery, Posted, SinkStats, Voice};
 use crate::findings::engine::{Change, Record, State};
 use crate::rules::Severity;
-use crate::send::{self, HttpClient};
+use crate::send;
 use crate::time::{ns, rfc3339};
 use hyper::body::Bytes;
 use serde_json::{json, Map, Value};
@@ -93,10 +93,11 @@ impl Alertmanager {
         url: hyper::Uri,
         runbook: String,
         resend: Duration,
+        sender: send::Sender,
         stop: CancellationToken,
     ) -> Arc<Alertmanager> {
         let a = Self::new(url, runbook, resend);
-        tokio::spawn(a.clone().run(send::client(), stop));
+        tokio::spawn(a.clone().run(sender, stop));
         a
     }
 
@@ -170,7 +171,7 @@ impl Alertmanager {
         self.counters.stats("alertmanager", &self.url, queued)
     }
 
-    async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
+    async fn run(self: Arc<Self>, client: send::Sender, stop: CancellationToken) {
         let mut delivery = Delivery::new(&self.url, &self.counters, &VOICE);
         loop {
             let batch: Vec<(String, Value)> = {

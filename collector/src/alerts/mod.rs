@@ -6,7 +6,7 @@ pub mod alertmanager;
 pub mod webhook;
 
 use crate::findings::engine::{Change, Record};
-use crate::send::{HttpClient, Retry};
+use crate::send::{ClientSettings, Retry, Sender};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde::Serialize;
@@ -23,13 +23,9 @@ pub enum PostError {
     Refused(u16, String),
 }
 
-/// POSTs a JSON body; 2xx is success.
-pub async fn post_json(
-    client: &HttpClient,
-    url: &hyper::Uri,
-    body: Bytes,
-) -> Result<(), PostError> {
-    let req = hyper::Request::post(url.clone())
+/// POSTs a JSON body with the sender's credentials; 2xx is success.
+pub async fn post_json(sender: &Sender, url: &hyper::Uri, body: Bytes) -> Result<(), PostError> {
+    let mut req = hyper::Request::post(url.clone())
         .header("content-type", "application/json")
         .header(
             "user-agent",
@@ -37,7 +33,12 @@ pub async fn post_json(
         )
         .body(Full::new(body))
         .expect("static request parts are valid");
-    match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+    if let Some(c) = &sender.credentials {
+        // Read for every POST: a rotated Secret is used at once; unreadable is retried.
+        let v = c.header().map_err(PostError::Retry)?;
+        req.headers_mut().insert(hyper::header::AUTHORIZATION, v);
+    }
+    match tokio::time::timeout(Duration::from_secs(10), sender.client.request(req)).await {
         Ok(Ok(resp)) => {
             let status = resp.status().as_u16();
             let text = resp
@@ -57,9 +58,21 @@ pub async fn post_json(
                 s => Err(PostError::Refused(s, text)),
             }
         }
-        Ok(Err(e)) => Err(PostError::Retry(e.to_string())),
+        Ok(Err(e)) => Err(PostError::Retry(chain(&e))),
         Err(_) => Err(PostError::Retry("no answer within 10s".into())),
     }
+}
+
+/// An error and its causes (`a: b: c`), so a TLS certificate problem shows in the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 /// Counters of one sink.
@@ -203,6 +216,10 @@ pub struct SinkSettings {
     /// Each Alertmanager's `…/api/v2/alerts`.
     pub alertmanagers: Vec<hyper::Uri>,
     pub webhook: Option<hyper::Uri>,
+    /// Trust and credentials for the Alertmanagers (`[alertmanager_http]`).
+    pub alertmanager_http: ClientSettings,
+    /// Trust and credentials for the webhook (`[webhook_http]`).
+    pub webhook_http: ClientSettings,
     /// How often firing alerts are sent again.
     pub resend_interval: Duration,
     /// Base of each alert's `runbook_url` (without a trailing `#`).
@@ -228,14 +245,18 @@ impl Sinks {
                         u.clone(),
                         settings.runbook_base_url.clone(),
                         settings.resend_interval,
+                        Sender::new(&settings.alertmanager_http),
                         stop.clone(),
                     )
                 })
                 .collect(),
-            webhook: settings
-                .webhook
-                .as_ref()
-                .map(|u| webhook::Webhook::start(u.clone(), stop.clone())),
+            webhook: settings.webhook.as_ref().map(|u| {
+                webhook::Webhook::start(
+                    u.clone(),
+                    Sender::new(&settings.webhook_http),
+                    stop.clone(),
+                )
+            }),
         }
     }
 

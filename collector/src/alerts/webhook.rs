@@ -7,7 +7,7 @@
 
 use super::{post_json, voice, Counters, Delivery, Posted, SinkStats, Voice};
 use crate::findings::engine::Change;
-use crate::send::{self, HttpClient};
+use crate::send;
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -51,9 +51,9 @@ impl Webhook {
     }
 
     /// A sink and its sending task on the current runtime.
-    pub fn start(url: hyper::Uri, stop: CancellationToken) -> Arc<Webhook> {
+    pub fn start(url: hyper::Uri, sender: send::Sender, stop: CancellationToken) -> Arc<Webhook> {
         let w = Self::new(url);
-        tokio::spawn(w.clone().run(send::client(), stop));
+        tokio::spawn(w.clone().run(sender, stop));
         w
     }
 
@@ -75,7 +75,7 @@ impl Webhook {
         self.counters.stats("webhook", &self.url, queued)
     }
 
-    async fn run(self: Arc<Self>, client: HttpClient, stop: CancellationToken) {
+    async fn run(self: Arc<Self>, client: send::Sender, stop: CancellationToken) {
         let mut delivery = Delivery::new(&self.url, &self.counters, &VOICE);
         loop {
             // Peek, send, and only then remove: order is kept across failures.

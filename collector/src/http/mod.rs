@@ -9,20 +9,23 @@ use api::handle;
 
 use crate::findings::Findings;
 use crate::fleet::Fleet;
+use headroom_service::http::Listener;
+use headroom_service::web::WebAuth;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 
 /// Most requests building a snapshot at a time (`/healthz` and `/readyz` are not counted):
 /// each holds a copy of (part of) the fleet and its encoding, so 64 parallel GETs must not
 /// make 64 copies. Further ones get 429 with Retry-After.
 pub const MAX_CONCURRENT: usize = 4;
 
-/// Serves the routes on `listener` until `shutdown`. Snapshots and their encodings of a large
+/// Serves the routes on `listener` (TLS when it has one; behind `auth` when there is one, but
+/// for `/healthz` and `/readyz`) until `shutdown`. Snapshots and their encodings of a large
 /// fleet take a while: they run off the runtime's workers, so OTLP ingest never waits behind a
 /// scrape.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
+    auth: Option<Arc<WebAuth>>,
     fleet: Arc<Mutex<Fleet>>,
     findings: Arc<Findings>,
     shutdown: impl Future<Output = ()>,
@@ -60,5 +63,6 @@ pub async fn serve(
             })
         }
     };
+    let handler = headroom_service::web::guard(auth, handler);
     headroom_service::http::serve(listener, handler, shutdown).await
 }

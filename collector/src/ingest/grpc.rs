@@ -20,6 +20,7 @@ use super::budget::Admission;
 use super::wire::{self, Schema};
 use super::{Ingest, IngestError};
 use crate::auth::Principal;
+use headroom_service::http::Listener;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -34,7 +35,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::net::TcpListener;
 use tonic::codec::{
     Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
@@ -253,9 +253,54 @@ fn otlp_status_codes<B>(mut resp: hyper::Response<B>) -> hyper::Response<B> {
     resp
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` completes.
+/// A TLS connection as tonic's server takes it (tonic's own impl would pull in its TLS
+/// features, and aws-lc-rs with them).
+struct TlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Serves OTLP/gRPC on `listener` (TLS when it has one) until `shutdown` completes.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     ingest: Arc<Ingest>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -271,13 +316,25 @@ pub async fn serve(
         path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         take: Ingest::traces,
     };
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(otlp_status_codes))
         .add_service(metrics)
-        .add_service(traces)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
-        .await
+        .add_service(traces);
+    match listener.tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener.tcp),
+                    shutdown,
+                )
+                .await
+        }
+        Some(tls) => {
+            use tokio_stream::StreamExt;
+            let rx =
+                headroom_service::tls::incoming(listener.tcp, tls, headroom_service::tls::Alpn::H2);
+            let conns = tokio_stream::wrappers::ReceiverStream::new(rx).map(|c| c.map(TlsConn));
+            router.serve_with_incoming_shutdown(conns, shutdown).await
+        }
+    }
 }

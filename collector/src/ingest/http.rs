@@ -278,7 +278,7 @@ pub async fn handle(ingest: &Ingest, req: Request<Incoming>) -> Reply {
 
 /// Serves `POST /v1/metrics` and `/v1/traces` on `listener` until `shutdown`.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: headroom_service::http::Listener,
     ingest: std::sync::Arc<Ingest>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {

@@ -582,62 +582,15 @@ type TlsReceived = Arc<
     >,
 >;
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    headroom_testbed::proc::run(
-        std::process::Command::new("openssl")
-            .current_dir(dir)
-            .args(args),
-    )
-    .unwrap();
-}
-
-/// A CA (`NAME-ca.pem`, `NAME-ca.key`), and with `leaf` a server certificate it signs for
-/// IP 127.0.0.1 (`server.pem`, `server.key`).
+/// A CA (`NAME-ca.pem`, made here with rcgen), and with `leaf` a server certificate it signs
+/// for IP 127.0.0.1 (`server.pem`, `server.key`).
 fn make_ca(dir: &std::path::Path, name: &str, leaf: bool) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let (ca, key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
-    let subj = format!("/CN=headroom test CA {name}");
-    let mut args = vec!["req", "-x509", "-days", "1", "-subj", &subj];
-    args.extend(ec);
-    args.extend(["-keyout", &key, "-out", &ca]);
-    openssl(dir, &args);
+    let ca = headroom_testbed::tls::TestCa::new(name);
+    ca.write(&dir.join(format!("{name}-ca.pem")));
     if leaf {
-        let mut args = vec!["req", "-subj", "/CN=collector"];
-        args.extend(ec);
-        args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(dir, &args);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                &ca,
-                "-CAkey",
-                &key,
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-        );
+        let issued = ca.issue(dir, "server", &["127.0.0.1"], false);
+        std::fs::rename(issued.cert_file, dir.join("server.pem")).unwrap();
+        std::fs::rename(issued.key_file, dir.join("server.key")).unwrap();
     }
 }
 
@@ -784,7 +737,7 @@ fn eni0_peak(
 fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
     headroom_testbed::require_or_return!(
         "otlp_over_tls_verifies_the_receiver_against_the_configured_ca",
-        &headroom_testbed::root_and(&["ip", "openssl", "unbound", "dig"])
+        &headroom_testbed::root_and(&["ip", "unbound", "dig"])
     );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();

@@ -644,7 +644,7 @@ fn bad_alert_settings_exit_64_with_one_line() {
             &["--alertmanager-url", "am:9093"],
             "--alertmanager-url 'am:9093'",
         ),
-        (&["--webhook-url", "https://hooks/x"], "--webhook-url"),
+        (&["--webhook-url", "ftp://hooks/x"], "--webhook-url"),
         (
             &["--config", bad_rules.to_str().unwrap()],
             "rules.dns_critical",
@@ -671,4 +671,192 @@ fn bad_alert_settings_exit_64_with_one_line() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// What the https sink receiver saw: (path, Authorization header).
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// An HTTPS receiver on 127.0.0.1 (rustls, a certificate for `am.test` from `ca`): records each
+/// request's path and Authorization header; answers 200 when the header is the one `want`
+/// maps the path's first segment to, else 401.
+fn start_https_receiver(
+    dir: &Path,
+    ca: &headroom_testbed::tls::TestCa,
+    want: Vec<(&'static str, String)>,
+) -> (u16, Seen) {
+    use rustls::pki_types::pem::PemObject;
+    let issued = ca.issue(dir, "am", &["am.test"], false);
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&issued.cert_file)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&issued.key_file).unwrap();
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            let (cfg, s, want) = (cfg.clone(), s.clone(), want.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+                while let Some(req) = headroom_testbed::http::read_request(&mut tls, 1 << 20) {
+                    let auth = req.headers.get("authorization").cloned();
+                    let ok = want
+                        .iter()
+                        .any(|(p, v)| req.path.starts_with(p) && auth.as_deref() == Some(v));
+                    s.lock().unwrap().push((req.path.clone(), auth));
+                    let status = if ok { "200 OK" } else { "401 Unauthorized" };
+                    let head = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                    if tls.get_mut().write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = tls.get_mut().flush();
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Issue 16: Alertmanager and the webhook over https, verified against a CA file and a
+/// server name that is not the URL's host, each with its credentials as Prometheus'
+/// `http_config` names them (basic_auth with a password file; authorization with a
+/// credentials file). The receiver checks the header; a sink with the wrong password is
+/// refused (401) and counts what it dropped.
+#[test]
+fn sinks_over_https_send_their_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = headroom_testbed::tls::TestCa::new("sinks");
+    let ca_file = ca.write(&dir.path().join("ca.pem"));
+    std::fs::write(dir.path().join("am-password"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("hook-token"), "tok-123\n").unwrap();
+    // base64("headroom:s3cret")
+    let basic = "Basic aGVhZHJvb206czNjcmV0".to_string();
+    let (port, seen) = start_https_receiver(
+        dir.path(),
+        &ca,
+        vec![
+            ("/api/v2/alerts", basic.clone()),
+            ("/hook", "Bearer tok-123".into()),
+        ],
+    );
+    let d = dir.path().display();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "alert_resend_interval = \"2s\"\nwebhook_url = \"https://127.0.0.1:{port}/hook\"\n\
+             [alertmanager_http]\ntls_config = {{ ca_file = \"{d}/ca.pem\", server_name = \"am.test\" }}\n\
+             basic_auth = {{ username = \"headroom\", password_file = \"{d}/am-password\" }}\n\
+             [webhook_http]\ntls_config = {{ ca_file = \"{d}/ca.pem\", server_name = \"am.test\" }}\n\
+             authorization = {{ credentials_file = \"{d}/hook-token\" }}\n"
+        ),
+    );
+    let _ = ca_file;
+    let am_url = format!("https://127.0.0.1:{port}");
+    let c = Collector::start_with(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--alertmanager-url",
+        &am_url,
+    ]);
+    send_window(&c, "n1", 900);
+    wait(
+        "alerts and changes delivered over https",
+        Duration::from_secs(15),
+        || {
+            let s = seen.lock().unwrap();
+            let am = s
+                .iter()
+                .any(|(p, a)| p == "/api/v2/alerts" && a.as_deref() == Some(&basic));
+            let hook = s
+                .iter()
+                .any(|(p, a)| p == "/hook" && a.as_deref() == Some("Bearer tok-123"));
+            (am && hook).then_some(())
+        },
+    );
+    // The receiver saw both; the collector counts them once it has read the answers.
+    let sinks = wait(
+        "both sinks count a delivery",
+        Duration::from_secs(10),
+        || {
+            let sinks = findings(&c.api)["sinks"].clone();
+            let sent = |kind: &str| {
+                sinks
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["kind"] == kind)
+                    .unwrap()["sent"]
+                    .as_u64()
+                    .unwrap()
+            };
+            (sent("alertmanager") >= 1 && sent("webhook") >= 1).then_some(sinks)
+        },
+    );
+    for s in sinks.as_array().unwrap() {
+        assert_eq!(s["dropped"], 0, "{sinks}");
+        assert_eq!(s["failed_attempts"], 0, "{sinks}");
+    }
+    drop(c);
+
+    // The wrong password: the receiver answers 401, the sink drops and counts.
+    std::fs::write(dir.path().join("am-password"), "wrong\n").unwrap();
+    let before = seen.lock().unwrap().len();
+    let c = Collector::start_with(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--alertmanager-url",
+        &am_url,
+    ]);
+    send_window(&c, "n1", 900);
+    let dropped = wait("a refused alert counted", Duration::from_secs(15), || {
+        findings(&c.api)["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "alertmanager")
+            .filter(|s| s["dropped"].as_u64() >= Some(1))
+            .cloned()
+    });
+    assert_eq!(dropped["sent"], 0, "{dropped}");
+    assert!(seen.lock().unwrap()[before..]
+        .iter()
+        .any(|(p, a)| p == "/api/v2/alerts" && a.as_deref() != Some(&basic)));
+
+    // A CA file that is not one: one line, exit 64, before anything is sent.
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+    let out = Command::new(COLLECTOR.as_str())
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--otlp-grpc-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--otlp-http-listen",
+            "127.0.0.1:0",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("tls_config.ca_file") && err.contains("ca.pem"),
+        "{err}"
+    );
 }

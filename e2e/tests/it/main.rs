@@ -12,3 +12,4 @@ mod alerts;
 mod auth;
 mod collector_from_agent;
 mod procs;
+mod tls;

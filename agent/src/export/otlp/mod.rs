@@ -55,6 +55,8 @@ pub enum SettingError {
     Header(String),
     #[error("invalid otlp_token_file '': name the file holding the token, such as /var/run/secrets/headroom/collector/token, or leave it unset")]
     TokenFile,
+    #[error("invalid otlp_server_name '{0}': expected the DNS name on the collector's certificate, such as headroom-collector.monitoring.svc")]
+    ServerName(String),
     #[error("invalid otlp_certificate '{path}': {why}; point it (or OTEL_EXPORTER_OTLP_CERTIFICATE) at the PEM file of the CA that signed the collector's certificate")]
     Certificate { path: String, why: String },
 }
@@ -88,6 +90,8 @@ pub struct OtlpSettings {
     /// File holding the bearer token sent as `Authorization: Bearer …` (`otlp_token_file`),
     /// read again when it changes. Unset: no token.
     pub token_file: Option<std::path::PathBuf>,
+    /// The name the endpoint's certificate must carry, when not the URL's host.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// The certificate authorities an `https://` endpoint's certificate is checked against.

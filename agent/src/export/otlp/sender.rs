@@ -186,6 +186,11 @@ async fn send_loop(
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
+    let builder = match &settings.server_name {
+        Some(name) => builder
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone())),
+        None => builder,
+    };
     let mut transport = match settings.protocol {
         Protocol::HttpProtobuf => Transport::Http(Box::new(
             Client::builder(TokioExecutor::new())
@@ -576,6 +581,7 @@ mod tests {
             trust: super::super::Trust::System,
             queue_dir: None,
             token_file: None,
+            server_name: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));
@@ -650,6 +656,7 @@ mod tests {
             trust: super::super::Trust::System,
             token_file: Some(file.clone()),
             queue_dir: None,
+            server_name: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));

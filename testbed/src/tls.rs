@@ -1,0 +1,79 @@
+//! A test certificate authority made in the test (rcgen with ring): server certificates it
+//! signs for names and IPs, written as PEM files the binaries under test read; and bcrypt
+//! hashes for web configs.
+
+use std::path::{Path, PathBuf};
+
+/// A CA: its certificate (PEM) and what signs with it.
+pub struct TestCa {
+    pub pem: String,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A certificate the CA issued: PEM chain and key, and where they were written.
+pub struct Issued {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCa {
+    /// A new CA named `name` (its common name says so).
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("a P-256 key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("headroom test CA {name}"),
+        );
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = p.self_signed(&key).expect("self-signed CA");
+        TestCa {
+            pem: cert.pem(),
+            cert,
+            key,
+        }
+    }
+
+    /// Writes the CA certificate to `path` and returns it.
+    pub fn write(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, &self.pem).expect("write CA");
+        path.to_owned()
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) as `dir/stem.crt` and
+    /// `dir/stem.key`; `client` makes it a client certificate, else a server one.
+    pub fn issue(&self, dir: &Path, stem: &str, names: &[&str], client: bool) -> Issued {
+        let key = rcgen::KeyPair::generate().expect("a P-256 key");
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or(stem),
+        );
+        p.extended_key_usages = vec![if client {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = p.signed_by(&key, &self.cert, &self.key).expect("signed");
+        let issued = Issued {
+            cert_file: dir.join(format!("{stem}.crt")),
+            key_file: dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&issued.cert_file, cert.pem()).expect("write cert");
+        std::fs::write(&issued.key_file, key.serialize_pem()).expect("write key");
+        issued
+    }
+}
+
+/// A bcrypt hash of `password` (cost 4: fast in tests; the format is the one
+/// `htpasswd -nB` writes).
+pub fn bcrypt_hash(password: &str) -> String {
+    bcrypt::hash(password, 4).expect("bcrypt")
+}
