@@ -145,15 +145,40 @@ pub(super) fn run(
 }
 
 /// Waits for `fut` (or `stop`: None), beating every [`BEAT`] meanwhile.
+/// The loop's heartbeat, and the test hook (`HEADROOM_TEST_STALL_EXPORTER_AFTER`) that stops
+/// it, and the loop with it, wherever the loop is waiting.
+struct Pulse {
+    beat: Option<Beat>,
+    stall_at: Option<std::time::Instant>,
+}
+
+impl Pulse {
+    /// Beats; false once the test hook says the loop is stuck.
+    fn beat(&self) -> bool {
+        if self
+            .stall_at
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            return false;
+        }
+        if let Some(b) = &self.beat {
+            b.beat();
+        }
+        true
+    }
+}
+
 async fn beating<F: std::future::Future>(
     fut: F,
     stop: &CancellationToken,
-    beat: &Option<Beat>,
+    pulse: &Pulse,
 ) -> Option<F::Output> {
     tokio::pin!(fut);
     loop {
-        if let Some(b) = beat {
-            b.beat();
+        if !pulse.beat() {
+            // Stuck, as the test hook asks: no work, no beats, until stopped.
+            stop.cancelled().await;
+            return None;
         }
         tokio::select! {
             o = &mut fut => return Some(o),
@@ -219,15 +244,13 @@ async fn send_loop(
         .map(super::token::TokenFile::new);
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut failing = false;
-    // Test hook (`HEADROOM_TEST_STALL_EXPORTER_AFTER`): stop sending and beating.
-    let stall_at = crate::health::test_stall_at("exporter");
+    let pulse = Pulse {
+        beat,
+        stall_at: crate::health::test_stall_at("exporter"),
+    };
     loop {
-        if stall_at.is_some_and(|t| std::time::Instant::now() >= t) {
-            stop.cancelled().await;
-            return;
-        }
         let Some((seq, signal, body)) = queue.front() else {
-            match beating(queue.notify.notified(), &stop, &beat).await {
+            match beating(queue.notify.notified(), &stop, &pulse).await {
                 Some(_) => continue,
                 None => return,
             }
@@ -244,7 +267,7 @@ async fn send_loop(
                 body,
             ),
             &stop,
-            &beat,
+            &pulse,
         )
         .await
         else {
@@ -279,7 +302,7 @@ async fn send_loop(
                 }
                 failing = true;
                 let delay = retry_delay(&mut backoff, asked);
-                if beating(tokio::time::sleep(delay), &stop, &beat)
+                if beating(tokio::time::sleep(delay), &stop, &pulse)
                     .await
                     .is_none()
                 {
