@@ -119,7 +119,9 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
     )
     .unwrap();
     let mut cmd = bed.node.command(COLLECTOR.as_str());
+    // About TLS, not ingest authentication (e2e/tests/it/auth.rs): agents send no token here.
     cmd.args(["--otlp-grpc-listen", GRPC, "--otlp-http-listen", OTLP_HTTP])
+        .args(["--auth", "none"])
         .args(["--http-listen", API, "--config"])
         .arg(&collector_toml)
         .stdout(Stdio::null())
