@@ -208,21 +208,11 @@ pub fn client_with(settings: &ClientSettings) -> HttpClient {
     .expect("the ring provider supports TLS 1.2 and 1.3")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let builder = match &settings.server_name {
-        Some(name) => {
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-                rustls::pki_types::ServerName::try_from(name.clone())
-                    .expect("checked in HttpClientConfig::check"),
-            ))
-        }
-        None => builder,
-    };
+    let server_name = settings.server_name.as_ref().map(|name| {
+        rustls::pki_types::ServerName::try_from(name.clone())
+            .expect("checked in HttpClientConfig::check")
+    });
+    let (builder, tcp) = headroom_service::tls::client_connector(tls, server_name);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(builder.enable_http1().wrap_connector(tcp))

@@ -364,6 +364,32 @@ pub fn watch_all<'a>(tls: impl IntoIterator<Item = &'a Arc<ServerTls>>, stop: &C
     }
 }
 
+/// The TCP connector and the https-or-http connector builder both binaries' clients use: no
+/// Nagle delay, plain `http://` allowed, `tls` for `https://`, and the certificate checked for
+/// `server_name` instead of the URL's host when given. The caller enables its HTTP versions
+/// and wraps the TCP connector.
+pub fn client_connector(
+    tls: rustls::ClientConfig,
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
+) -> (
+    hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1>,
+    hyper_util::client::legacy::connect::HttpConnector,
+) {
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = match server_name {
+        Some(name) => {
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    (builder, tcp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,17 +205,7 @@ async fn send_loop(
         }
         .client_config()
     };
-    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.enforce_http(false);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let builder = match &settings.server_name {
-        Some(name) => builder
-            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name.clone())),
-        None => builder,
-    };
+    let (builder, tcp) = headroom_service::tls::client_connector(tls, settings.server_name.clone());
     let mut transport = match settings.protocol {
         Protocol::HttpProtobuf => Transport::Http(Box::new(
             Client::builder(TokioExecutor::new())
