@@ -19,6 +19,7 @@ pub mod scrape;
 pub mod tls;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// What a test needs from the machine.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +45,29 @@ pub fn root_and(tools: &[&'static str]) -> Vec<Need> {
     std::iter::once(Need::Root)
         .chain(tools.iter().map(|t| Need::Tool(t)))
         .collect()
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics naming `what` after `within`: the
+/// one shape of every "wait until the system under test shows it" loop in the tests.
+pub fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(what, within, Duration::from_millis(200), f)
+}
+
+/// [`wait_for`], polling every `every` (for waits measured in milliseconds).
+pub fn poll<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(every);
+    }
 }
 
 pub fn in_ci() -> bool {

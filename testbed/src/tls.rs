@@ -2,7 +2,10 @@
 //! signs for names and IPs, written as PEM files the binaries under test read; and bcrypt
 //! hashes for web configs.
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A CA: its certificate (PEM) and what signs with it.
 pub struct TestCa {
@@ -69,6 +72,29 @@ impl TestCa {
         std::fs::write(&issued.cert_file, cert.pem()).expect("write cert");
         std::fs::write(&issued.key_file, key.serialize_pem()).expect("write key");
         issued
+    }
+}
+
+impl Issued {
+    /// A TLS server configuration with this certificate (no client authentication),
+    /// offering `alpn` (e.g. `&[b"h2", b"http/1.1"]`; empty: no ALPN): what a test's receiver
+    /// or fake server serves.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let certs = CertificateDer::pem_file_iter(&self.cert_file)
+            .expect("read the certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM certificates");
+        let key = PrivateKeyDer::from_pem_file(&self.key_file).expect("PEM key");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a matching certificate and key");
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
     }
 }
 

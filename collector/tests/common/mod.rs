@@ -21,6 +21,26 @@ pub static COLLECTOR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
         })
 });
 
+/// Runs the collector with `args` (its listeners on ephemeral ports) where a usage error is
+/// expected: asserts exit 64 within 20 s with one line on stderr, and returns that line.
+pub fn usage_error(args: &[&str]) -> String {
+    let mut cmd = Command::new(COLLECTOR.as_str());
+    cmd.args(["--http-listen", "127.0.0.1:0"])
+        .args(["--otlp-grpc-listen", "127.0.0.1:0"])
+        .args(["--otlp-http-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let out = Guard::spawn("headroom-collector", &mut cmd)
+        .unwrap()
+        .wait(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    err
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -309,15 +309,12 @@ fn probe_spans_reach_the_traces_backend_with_the_pods_saturation() {
     api.apply(shop_api_pod());
     let (receiver, spans) = start_receiver(&bed.node);
     let _collector = start_collector(&bed, Some(receiver));
-    let agent = Agent::start(
+    let agent = Agent::exporting(
         &bed,
         NODE,
-        &[
-            "--report-interval",
-            "2s",
-            "--otlp-endpoint",
-            &format!("http://{OTLP_HTTP}"),
-        ],
+        "2s",
+        &format!("http://{OTLP_HTTP}"),
+        &[],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     // Fast successes first.
@@ -601,23 +598,11 @@ fn start_tls_receiver(ns: &Netns, dir: &std::path::Path) -> (SocketAddr, TlsRece
     use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::{Bytes, Frame};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let issued = headroom_testbed::tls::Issued {
+        cert_file: dir.join("server.pem"),
+        key_file: dir.join("server.key"),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(issued.server_config(&[b"h2", b"http/1.1"]));
     let std_listener = in_netns(&ns.name, || Ok(TcpListener::bind("127.0.0.1:0")?)).unwrap();
     let addr = std_listener.local_addr().unwrap();
     std_listener.set_nonblocking(true).unwrap();
@@ -791,21 +776,13 @@ fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
             vec![]
         };
         let before = got.lock().unwrap().len();
-        let agent = Agent::start(
-            &bed,
-            NODE,
-            &[
-                "--report-interval",
-                "1s",
-                "--otlp-endpoint",
-                &endpoint,
-                "--otlp-protocol",
-                protocol,
-                "--config",
-                config.to_str().unwrap(),
-            ],
-            &env,
-        );
+        let more = [
+            "--otlp-protocol",
+            protocol,
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        let agent = Agent::exporting(&bed, NODE, "1s", &endpoint, &more, &env);
         std::thread::sleep(Duration::from_secs(2));
         dig(5);
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -861,10 +838,12 @@ fn otlp_over_tls_verifies_the_receiver_against_the_configured_ca() {
     // A CA that did not sign the receiver's certificate: a clear error, windows stay queued,
     // measurement goes on.
     let before = got.lock().unwrap().len();
-    let agent = Agent::start(
+    let agent = Agent::exporting(
         &bed,
         NODE,
-        &["--report-interval", "1s", "--otlp-endpoint", &endpoint],
+        "1s",
+        &endpoint,
+        &[],
         &[("OTEL_EXPORTER_OTLP_CERTIFICATE", wrong_ca.as_str())],
     );
     std::thread::sleep(Duration::from_secs(4));
@@ -950,17 +929,12 @@ fn a_burst_measured_during_a_two_minute_collector_outage_arrives() {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let collector = start_collector(&bed, None);
-    let agent = Agent::start(
+    let agent = Agent::exporting(
         &bed,
         NODE,
-        &[
-            "--report-interval",
-            "1s",
-            "--otlp-endpoint",
-            &format!("http://{GRPC}"),
-            "--otlp-protocol",
-            "grpc",
-        ],
+        "1s",
+        &format!("http://{GRPC}"),
+        &["--otlp-protocol", "grpc"],
         &[],
     );
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -1151,15 +1125,12 @@ fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
         &["--config".as_ref(), config.as_os_str()],
         &[("KUBECONFIG", kubeconfig.as_os_str())],
     );
-    let agent = Agent::start(
+    let agent = Agent::exporting(
         &bed,
         NODE,
-        &[
-            "--report-interval",
-            "1s",
-            "--otlp-endpoint",
-            &format!("http://{OTLP_HTTP}"),
-        ],
+        "1s",
+        &format!("http://{OTLP_HTTP}"),
+        &[],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     // The listener is known (idle) before the hold.

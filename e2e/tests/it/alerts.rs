@@ -8,7 +8,7 @@
 use crate::collector_common::*;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
-use headroom_testbed::{require, scrape, Need};
+use headroom_testbed::{require, scrape, wait_for, Need};
 use serde_json::{json, Value};
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -78,18 +78,6 @@ fn dns_finding(api: &str) -> Option<Value> {
         .iter()
         .find(|f| f["rule"] == "DNSThrottleRisk")
         .cloned()
-}
-
-/// Polls `f` every 200 ms until it returns Some, or panics naming `what` after `within`.
-fn wait<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A collector config: fast evaluation, DNSThrottleRisk firing at once, no Kubernetes.
@@ -183,7 +171,7 @@ fn findings_api_page_and_webhook() {
     );
     let c = Collector::start_with(&["--config", cfg.to_str().unwrap()]);
     send_window(&c, "n1", 900);
-    let f = wait("DNSThrottleRisk firing", Duration::from_secs(5), || {
+    let f = wait_for("DNSThrottleRisk firing", Duration::from_secs(5), || {
         dns_finding(&c.api).filter(|f| f["state"] == "firing")
     });
     // 900 / 1024 = 0.879: warning (≥ 0.8, < 0.95).
@@ -206,7 +194,7 @@ fn findings_api_page_and_webhook() {
     assert!(page.contains("DNSThrottleRisk") && page.contains("NodeLocal DNSCache"));
 
     // The webhook fails and keeps the change queued…
-    let stats = wait("webhook retrying", Duration::from_secs(5), || {
+    let stats = wait_for("webhook retrying", Duration::from_secs(5), || {
         let s = findings(&c.api)["sinks"][0].clone();
         (s["failed_attempts"].as_u64()? >= 1).then_some(s)
     });
@@ -242,7 +230,7 @@ fn findings_api_page_and_webhook() {
     assert!(stats["queued"].as_u64().unwrap() >= 1, "{stats}");
     // …and delivers it once the receiver is up (backoff is at most 30 s; here ~2 s).
     rx.set_up();
-    let first = wait("webhook delivery", Duration::from_secs(20), || {
+    let first = wait_for("webhook delivery", Duration::from_secs(20), || {
         rx.changes().into_iter().next()
     });
     assert_eq!(first["finding"]["id"], f["id"]);
@@ -252,11 +240,11 @@ fn findings_api_page_and_webhook() {
 
     // The peak falls: resolved, and the webhook hears it after the firing.
     send_window(&c, "n1", 100);
-    let r = wait("resolved", Duration::from_secs(5), || {
+    let r = wait_for("resolved", Duration::from_secs(5), || {
         dns_finding(&c.api).filter(|f| f["state"] == "resolved")
     });
     assert!(r["resolved_at"].is_string());
-    let changes = wait("resolve delivered", Duration::from_secs(10), || {
+    let changes = wait_for("resolve delivered", Duration::from_secs(10), || {
         let ch = rx.changes();
         (ch.len() >= 2).then_some(ch)
     });
@@ -300,7 +288,7 @@ impl Alertmanager {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         self.guard = Some(Guard::spawn("prometheus-alertmanager", &mut cmd).unwrap());
-        wait("Alertmanager ready", Duration::from_secs(15), || {
+        wait_for("Alertmanager ready", Duration::from_secs(15), || {
             request(&self.addr, "GET", "/-/ready", &[], &[]).filter(|r| r.0 == 200)
         });
     }
@@ -375,7 +363,7 @@ fn alertmanager_lists_keeps_and_ends_the_alert() {
     let c = Collector::start_with(&args);
     let crossed = Instant::now();
     send_window(&c, "n1", 900);
-    let a = wait("alert in Alertmanager", Duration::from_secs(15), || {
+    let a = wait_for("alert in Alertmanager", Duration::from_secs(15), || {
         am.alert("DNSThrottleRisk")
     });
     eprintln!(
@@ -406,7 +394,7 @@ fn alertmanager_lists_keeps_and_ends_the_alert() {
     send_window(&c, "n1", 900);
     std::thread::sleep(Duration::from_secs(3));
     am.restart();
-    let back = wait(
+    let back = wait_for(
         "alert back after Alertmanager restart",
         Duration::from_secs(15),
         || am.alert("DNSThrottleRisk"),
@@ -455,7 +443,7 @@ fn alertmanager_lists_keeps_and_ends_the_alert() {
     // The peak falls: the alert ends in Alertmanager (endsAt = the resolve time).
     send_window(&c, "n1", 100);
     let resolved_in = Instant::now();
-    wait(
+    wait_for(
         "alert ended in Alertmanager",
         Duration::from_secs(20),
         || ended(&am, "DNSThrottleRisk").then_some(()),
@@ -519,7 +507,7 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
     };
-    wait("Alertmanager ready", Duration::from_secs(15), || {
+    wait_for("Alertmanager ready", Duration::from_secs(15), || {
         (scrape::get(&bed.node, &format!("http://{am_addr}/-/ready")).0 == 200).then_some(())
     });
     let cfg = config_in(dir.path());
@@ -560,7 +548,7 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
     let mut perf = bed.dnsperf(bed::LINKLOCAL_RESOLVER, 900, 12, None).unwrap();
     let started = Instant::now();
     let load = std::thread::spawn(move || bed::run_dnsperf(&mut perf).unwrap());
-    let alert = wait(
+    let alert = wait_for(
         "alert from the bed in Alertmanager",
         Duration::from_secs(15),
         || {
@@ -603,7 +591,7 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
         "peak {fleet_peak} vs 900/s sent"
     );
     // Load over: the next windows fall under 0.8, the finding resolves and the alert ends.
-    wait(
+    wait_for(
         "alert ended after the load",
         Duration::from_secs(20),
         || {
@@ -655,20 +643,7 @@ fn bad_alert_settings_exit_64_with_one_line() {
         ),
     ];
     for (args, says) in cases {
-        let mut cmd = Command::new(COLLECTOR.as_str());
-        cmd.args(["--http-listen", "127.0.0.1:0"])
-            .args(["--otlp-grpc-listen", "127.0.0.1:0"])
-            .args(["--otlp-http-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let out = Guard::spawn("headroom-collector", &mut cmd)
-            .unwrap()
-            .wait(Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        let err = usage_error(args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
@@ -684,23 +659,7 @@ fn start_https_receiver(
     ca: &headroom_testbed::tls::TestCa,
     want: Vec<(&'static str, String)>,
 ) -> (u16, Seen) {
-    use rustls::pki_types::pem::PemObject;
-    let issued = ca.issue(dir, "am", &["am.test"], false);
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&issued.cert_file)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&issued.key_file).unwrap();
-    let cfg = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap(),
-    );
+    let cfg = ca.issue(dir, "am", &["am.test"], false).server_config(&[]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
@@ -772,7 +731,7 @@ fn sinks_over_https_send_their_credentials() {
         &am_url,
     ]);
     send_window(&c, "n1", 900);
-    wait(
+    wait_for(
         "alerts and changes delivered over https",
         Duration::from_secs(15),
         || {
@@ -787,7 +746,7 @@ fn sinks_over_https_send_their_credentials() {
         },
     );
     // The receiver saw both; the collector counts them once it has read the answers.
-    let sinks = wait(
+    let sinks = wait_for(
         "both sinks count a delivery",
         Duration::from_secs(10),
         || {
@@ -821,7 +780,7 @@ fn sinks_over_https_send_their_credentials() {
         &am_url,
     ]);
     send_window(&c, "n1", 900);
-    let dropped = wait("a refused alert counted", Duration::from_secs(15), || {
+    let dropped = wait_for("a refused alert counted", Duration::from_secs(15), || {
         findings(&c.api)["sinks"]
             .as_array()
             .unwrap()
@@ -837,24 +796,7 @@ fn sinks_over_https_send_their_credentials() {
 
     // A CA file that is not one: one line, exit 64, before anything is sent.
     std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").unwrap();
-    let out = Command::new(COLLECTOR.as_str())
-        .args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--otlp-http-listen",
-            "127.0.0.1:0",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let err = usage_error(&["--config", cfg.to_str().unwrap()]);
     assert!(
         err.contains("tls_config.ca_file") && err.contains("ca.pem"),
         "{err}"

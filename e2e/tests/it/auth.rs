@@ -87,21 +87,13 @@ fn an_agent_with_a_projected_token_gets_its_windows_in_across_a_rotation() {
         format!("otlp_token_file = \"{}\"\n", dir.join("token").display()),
     )
     .unwrap();
-    let agent = Agent::start(
-        &bed,
-        NODE,
-        &[
-            "--report-interval",
-            "1s",
-            "--config",
-            config.to_str().unwrap(),
-            "--otlp-endpoint",
-            &format!("http://{GRPC}"),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        &[],
-    );
+    let more = [
+        "--config",
+        config.to_str().unwrap(),
+        "--otlp-protocol",
+        "grpc",
+    ];
+    let agent = Agent::exporting(&bed, NODE, "1s", &format!("http://{GRPC}"), &more, &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while fleet_windows(&bed).len() < 3 {
         assert!(

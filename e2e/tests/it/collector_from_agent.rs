@@ -33,14 +33,13 @@ fn start_agent(bed: &Bed, interval: &str, protocol: &str, config: &str) -> Agent
         "grpc" => format!("http://{GRPC}"),
         _ => format!("http://{OTLP_HTTP}"),
     };
-    let args = [
-        "--report-interval",
-        interval,
+    let more = [
         "--config",
         config_path.to_str().unwrap(),
+        "--otlp-protocol",
+        protocol,
     ];
-    let otlp = ["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol];
-    Agent::start(bed, NODE, &[&args[..], &otlp[..]].concat(), &[])
+    Agent::exporting(bed, NODE, interval, &endpoint, &more, &[])
 }
 
 /// eni0's figures in an agent report.

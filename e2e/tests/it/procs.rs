@@ -48,6 +48,19 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent sending a report every `interval` over OTLP to `endpoint`, with `args` more.
+    pub fn exporting(
+        bed: &Bed,
+        node: &str,
+        interval: &str,
+        endpoint: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let head = ["--report-interval", interval, "--otlp-endpoint", endpoint];
+        Agent::start(bed, node, &[&head[..], args].concat(), env)
+    }
+
     pub fn start(bed: &Bed, node: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = bed.node.command(&AGENT);
         cmd.args(NO_IMDS)

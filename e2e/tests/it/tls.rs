@@ -9,12 +9,13 @@
 //! three ports see the new one. Needs root (a bed for the agent); skips with a reason outside
 //! CI, fails in CI.
 
-use crate::collector_common::COLLECTOR;
+use crate::collector_common::{usage_error, COLLECTOR};
 use crate::procs::{Agent, AGENT_METRICS, API, GRPC, OTLP_HTTP};
 use headroom_testbed::bed::Bed;
 use headroom_testbed::netns::Netns;
 use headroom_testbed::proc::Guard;
 use headroom_testbed::tls::{bcrypt_hash, TestCa};
+use headroom_testbed::wait_for;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
@@ -41,17 +42,6 @@ fn curl(ns: &Netns, ca: &Path, addr: &str, path: &str, extra: &[&str]) -> (u32, 
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Node names in the collector's fleet, read over TLS with basic auth.
@@ -198,14 +188,12 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
         ("node-grpc", "grpc", GRPC),
     ] {
         let endpoint = format!("https://{addr}");
-        let agent = Agent::start(
+        let agent = Agent::exporting(
             &bed,
             node,
+            "1s",
+            &endpoint,
             &[
-                "--report-interval",
-                "1s",
-                "--otlp-endpoint",
-                &endpoint,
                 "--otlp-protocol",
                 protocol,
                 "--config",
@@ -263,17 +251,12 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
         ),
     )
     .unwrap();
-    let agent = Agent::start(
+    let agent = Agent::exporting(
         &bed,
         "node-wrong",
-        &[
-            "--report-interval",
-            "1s",
-            "--otlp-endpoint",
-            &format!("https://{OTLP_HTTP}"),
-            "--config",
-            agent_toml.to_str().unwrap(),
-        ],
+        "1s",
+        &format!("https://{OTLP_HTTP}"),
+        &["--config", agent_toml.to_str().unwrap()],
         &[],
     );
     let line = wait_for(
@@ -435,24 +418,7 @@ fn bad_tls_and_web_settings_exit_64_with_one_line() {
     for (toml, says) in cases {
         let cfg = d.join("collector.toml");
         std::fs::write(&cfg, format!("kube = false\n{toml}")).unwrap();
-        let mut cmd = std::process::Command::new(COLLECTOR.as_str());
-        cmd.args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--otlp-grpc-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--otlp-http-listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let out = Guard::spawn("headroom-collector", &mut cmd)
-            .unwrap()
-            .wait(Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{toml}: {e}"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{toml}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{toml}: {err}");
+        let err = usage_error(&["--config", cfg.to_str().unwrap()]);
         assert!(err.contains(says), "{toml}: {err}");
     }
 }

@@ -531,35 +531,30 @@ mod tests {
         );
     }
 
-    /// A real OTLP/HTTP receiver on 127.0.0.1 answering, in order: 429 with `Retry-After: 1`,
-    /// 200, 413, 400, 200. The retry waits the second the receiver asked (the backoff alone
-    /// would wait ≤ 250 ms); 413 and 400 are dropped after one request each and counted.
-    #[tokio::test]
-    async fn the_sender_honours_retry_after_and_drops_what_cannot_succeed() {
+    /// A receiver on 127.0.0.1: for its n-th request (from 1) `answer` says what to record
+    /// and the status (with a Retry-After) to answer.
+    async fn receiver<T: Send + 'static>(
+        answer: impl Fn(&hyper::Request<hyper::body::Incoming>, usize) -> (T, (u16, Option<&'static str>))
+            + Send
+            + Sync
+            + 'static,
+    ) -> (std::net::SocketAddr, Arc<Mutex<Vec<T>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
-        let log = seen.clone();
+        let seen: Arc<Mutex<Vec<T>>> = Arc::new(Mutex::new(Vec::new()));
+        let (log, answer) = (seen.clone(), Arc::new(answer));
         tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let log = log.clone();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (log, answer) = (log.clone(), answer.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| {
-                        let n = {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (code, retry) = {
                             let mut l = log.lock().unwrap();
-                            l.push(std::time::Instant::now());
-                            l.len()
+                            let (record, reply) = answer(&req, l.len() + 1);
+                            l.push(record);
+                            reply
                         };
                         async move {
-                            let (code, retry) = match n {
-                                1 => (429, Some("1")),
-                                3 => (413, None),
-                                4 => (400, None),
-                                _ => (200, None),
-                            };
                             let mut r = hyper::Response::builder().status(code);
                             if let Some(v) = retry {
                                 r = r.header("retry-after", v);
@@ -573,19 +568,24 @@ mod tests {
                 });
             }
         });
-        let queue = Arc::new(Queue {
+        (addr, seen)
+    }
+
+    fn queue() -> Arc<Queue> {
+        Arc::new(Queue {
             items: Mutex::new(std::collections::VecDeque::new()),
             next: Mutex::new(0),
             capacity: 10,
             notify: tokio::sync::Notify::new(),
             stats: super::super::ExportStats::default(),
             spool: None,
-        });
-        for _ in 0..4 {
-            queue.push(Signal::Metrics, vec![1, 2, 3]);
-        }
+        })
+    }
+
+    /// OTLP/HTTP to `addr`, system trust, no token, no queue on disk.
+    fn settings(addr: std::net::SocketAddr) -> OtlpSettings {
         let url: hyper::Uri = format!("http://{addr}/v1/metrics").parse().unwrap();
-        let settings = OtlpSettings {
+        OtlpSettings {
             protocol: Protocol::HttpProtobuf,
             metrics_url: url.clone(),
             traces_url: url,
@@ -595,7 +595,29 @@ mod tests {
             queue_dir: None,
             token_file: None,
             server_name: None,
-        };
+        }
+    }
+
+    /// A real OTLP/HTTP receiver on 127.0.0.1 answering, in order: 429 with `Retry-After: 1`,
+    /// 200, 413, 400, 200. The retry waits the second the receiver asked (the backoff alone
+    /// would wait ≤ 250 ms); 413 and 400 are dropped after one request each and counted.
+    #[tokio::test]
+    async fn the_sender_honours_retry_after_and_drops_what_cannot_succeed() {
+        let (addr, seen) = receiver(|_, n| {
+            let answer = match n {
+                1 => (429, Some("1")),
+                3 => (413, None),
+                4 => (400, None),
+                _ => (200, None),
+            };
+            (std::time::Instant::now(), answer)
+        })
+        .await;
+        let queue = queue();
+        for _ in 0..4 {
+            queue.push(Signal::Metrics, vec![1, 2, 3]);
+        }
+        let settings = settings(addr);
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -618,58 +640,23 @@ mod tests {
     /// request on, with no window lost between.
     #[tokio::test]
     async fn the_token_file_is_sent_and_followed_when_it_rotates() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let log = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default();
-                        log.lock().unwrap().push(auth);
-                        async move {
-                            hyper::Response::builder()
-                                .status(200)
-                                .body(Full::new(Bytes::new()))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, seen) = receiver(|req, _| {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (auth, (200, None))
+        })
+        .await;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "tok.en.one\n").unwrap();
-        let queue = Arc::new(Queue {
-            items: Mutex::new(std::collections::VecDeque::new()),
-            next: Mutex::new(0),
-            capacity: 10,
-            notify: tokio::sync::Notify::new(),
-            stats: super::super::ExportStats::default(),
-            spool: None,
-        });
-        let url: hyper::Uri = format!("http://{addr}/v1/metrics").parse().unwrap();
+        let queue = queue();
         let settings = OtlpSettings {
-            protocol: Protocol::HttpProtobuf,
-            metrics_url: url.clone(),
-            traces_url: url,
             headers: vec![("authorization".into(), "Bearer configured".into())],
-            resource_attributes: Vec::new(),
-            trust: super::super::Trust::System,
             token_file: Some(file.clone()),
-            queue_dir: None,
-            server_name: None,
+            ..settings(addr)
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(send_loop(queue.clone(), settings, stop.clone(), None));

@@ -469,61 +469,19 @@ prober_probe_duration_seconds_bucket{le="0.1"} 5
         assert_eq!(v.window().unwrap()[&k], KubeletCounts::default());
     }
 
-    /// Runs `openssl` in `dir`; false when it is not installed.
-    fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
-        match std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-        {
-            Ok(o) => {
-                assert!(
-                    o.status.success(),
-                    "openssl {args:?}: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// `NAME-ca.pem` and `NAME.pem`/`NAME.key`, a serving certificate for DNS `san` it signs.
-    fn make_pki(dir: &std::path::Path, name: &str, san: &str) -> bool {
-        // An EC P-256 CA, then a serving certificate it signs (OpenSSL 3 `req -CA`).
-        let key = "-days 1 -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256";
-        let steps = [
-            format!("req -x509 {key} -subj /CN=ca-{name} -keyout {name}-ca.key -out {name}-ca.pem"),
-            format!(
-                "req -x509 {key} -subj /CN=kubelet -CA {name}-ca.pem -CAkey {name}-ca.key \
-                 -keyout {name}.key -out {name}.pem -addext subjectAltName=DNS:{san} \
-                 -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth"
-            ),
-        ];
-        steps
-            .iter()
-            .all(|s| openssl(dir, &s.split_whitespace().collect::<Vec<_>>()))
+    /// `NAME-ca.pem` and `NAME.crt`/`NAME.key`, a serving certificate for DNS `san` it signs.
+    fn make_pki(dir: &std::path::Path, name: &str, san: &str) -> headroom_testbed::tls::Issued {
+        let ca = headroom_testbed::tls::TestCa::new(name);
+        ca.write(&dir.join(format!("{name}-ca.pem")));
+        ca.issue(dir, name, &[san], false)
     }
 
     /// A TLS server on 127.0.0.1 with `name`'s certificate; it records the requests it reads.
-    async fn kubelet_server(dir: &std::path::Path, name: &str) -> (u16, Arc<Mutex<Vec<String>>>) {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    async fn kubelet_server(
+        issued: &headroom_testbed::tls::Issued,
+    ) -> (u16, Arc<Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let certs = CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(issued.server_config(&[]));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -553,18 +511,14 @@ prober_probe_duration_seconds_bucket{le="0.1"} 5
     #[tokio::test]
     async fn kubelet_tls_is_verified_against_the_cluster_ca() {
         let dir = tempfile::tempdir().unwrap();
-        if !make_pki(dir.path(), "cluster", "node-a.internal")
-            || !make_pki(dir.path(), "rogue", "node-a.internal")
-        {
-            eprintln!("skipped: openssl not installed");
-            return;
-        }
+        let cluster = make_pki(dir.path(), "cluster", "node-a.internal");
+        let rogue = make_pki(dir.path(), "rogue", "node-a.internal");
         let ca = std::fs::read(dir.path().join("cluster-ca.pem")).unwrap();
         let tls = KubeletTls::new(&ca, &[], "node-a.internal")
             .unwrap()
             .unwrap();
 
-        let (port, seen) = kubelet_server(dir.path(), "cluster").await;
+        let (port, seen) = kubelet_server(&cluster).await;
         let url = format!("https://127.0.0.1:{port}/metrics/probes");
         let text = get(&url, Some("sa-token"), Some(&tls)).await.unwrap();
         assert_eq!(parse(&text).len(), 1);
@@ -577,7 +531,7 @@ prober_probe_duration_seconds_bucket{le="0.1"} 5
         let e = get(&url, Some("sa-token"), Some(&other)).await.unwrap_err();
         assert!(matches!(e, KubeletError::Tls { .. }), "{e}");
 
-        let (port, seen) = kubelet_server(dir.path(), "rogue").await;
+        let (port, seen) = kubelet_server(&rogue).await;
         let url = format!("https://127.0.0.1:{port}/metrics/probes");
         let e = get(&url, Some("sa-token"), Some(&tls)).await.unwrap_err();
         assert!(matches!(e, KubeletError::Tls { .. }), "{e}");
@@ -601,16 +555,13 @@ prober_probe_duration_seconds_bucket{le="0.1"} 5
     #[tokio::test]
     async fn the_cluster_ca_is_found_beside_the_token() {
         let dir = tempfile::tempdir().unwrap();
-        if !make_pki(dir.path(), "cluster", "node-a.internal") {
-            eprintln!("skipped: openssl not installed");
-            return;
-        }
+        let cluster = make_pki(dir.path(), "cluster", "node-a.internal");
         std::fs::copy(dir.path().join("cluster-ca.pem"), dir.path().join("ca.crt")).unwrap();
         let token = dir.path().join("token");
         let tls = KubeletTls::cluster(token.to_str().unwrap(), "node-a.internal")
             .await
             .unwrap();
-        let (port, _) = kubelet_server(dir.path(), "cluster").await;
+        let (port, _) = kubelet_server(&cluster).await;
         let url = format!("https://127.0.0.1:{port}/metrics/probes");
         assert!(get(&url, None, Some(&tls)).await.is_ok());
     }
