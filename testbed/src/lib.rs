@@ -47,26 +47,16 @@ pub fn root_and(tools: &[&'static str]) -> Vec<Need> {
         .collect()
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, or panics naming `what` after `within`: the
-/// one shape of every "wait until the system under test shows it" loop in the tests.
-pub fn wait_for<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
-    poll(what, within, Duration::from_millis(200), f)
-}
-
-/// [`wait_for`], polling every `every` (for waits measured in milliseconds).
-pub fn poll<T>(
-    what: &str,
-    within: Duration,
-    every: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
+/// Polls `f` every 200 ms until it returns `Some`, or panics naming `what` after `within`: a
+/// test's "wait until the system under test shows it".
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(every);
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

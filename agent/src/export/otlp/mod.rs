@@ -199,6 +199,21 @@ pub(crate) struct Queue {
     spool: Option<Mutex<spool::Spool>>,
 }
 
+#[cfg(test)]
+impl Queue {
+    /// An empty queue of `capacity` with no spool on disk: what the exporter's tests fill.
+    pub(crate) fn in_memory(capacity: usize, stats: ExportStats) -> Queue {
+        Queue {
+            items: Mutex::new(VecDeque::new()),
+            next: Mutex::new(0),
+            capacity,
+            notify: tokio::sync::Notify::new(),
+            stats,
+            spool: None,
+        }
+    }
+}
+
 impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
@@ -499,14 +514,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_oldest_and_counts() {
         let stats = ExportStats::default();
-        let q = Queue {
-            items: Mutex::new(VecDeque::new()),
-            next: Mutex::new(0),
-            capacity: 3,
-            notify: tokio::sync::Notify::new(),
-            stats: stats.clone(),
-            spool: None,
-        };
+        let q = Queue::in_memory(3, stats.clone());
         for i in 0..5u8 {
             q.push(Signal::Metrics, vec![i]);
         }

@@ -531,13 +531,14 @@ mod tests {
         );
     }
 
+    type Request = hyper::Request<hyper::body::Incoming>;
+    /// A status and, optionally, a Retry-After value.
+    type Reply = (u16, Option<&'static str>);
+
     /// A receiver on 127.0.0.1: for its n-th request (from 1) `answer` says what to record
     /// and the status (with a Retry-After) to answer.
     async fn receiver<T: Send + 'static>(
-        answer: impl Fn(&hyper::Request<hyper::body::Incoming>, usize) -> (T, (u16, Option<&'static str>))
-            + Send
-            + Sync
-            + 'static,
+        answer: impl Fn(&Request, usize) -> (T, Reply) + Send + Sync + 'static,
     ) -> (std::net::SocketAddr, Arc<Mutex<Vec<T>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -571,17 +572,6 @@ mod tests {
         (addr, seen)
     }
 
-    fn queue() -> Arc<Queue> {
-        Arc::new(Queue {
-            items: Mutex::new(std::collections::VecDeque::new()),
-            next: Mutex::new(0),
-            capacity: 10,
-            notify: tokio::sync::Notify::new(),
-            stats: super::super::ExportStats::default(),
-            spool: None,
-        })
-    }
-
     /// OTLP/HTTP to `addr`, system trust, no token, no queue on disk.
     fn settings(addr: std::net::SocketAddr) -> OtlpSettings {
         let url: hyper::Uri = format!("http://{addr}/v1/metrics").parse().unwrap();
@@ -613,7 +603,7 @@ mod tests {
             (std::time::Instant::now(), answer)
         })
         .await;
-        let queue = queue();
+        let queue = Arc::new(Queue::in_memory(10, Default::default()));
         for _ in 0..4 {
             queue.push(Signal::Metrics, vec![1, 2, 3]);
         }
@@ -652,7 +642,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "tok.en.one\n").unwrap();
-        let queue = queue();
+        let queue = Arc::new(Queue::in_memory(10, Default::default()));
         let settings = OtlpSettings {
             headers: vec![("authorization".into(), "Bearer configured".into())],
             token_file: Some(file.clone()),
