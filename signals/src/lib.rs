@@ -155,6 +155,14 @@ pub mod metric {
             "Accept queue limit of the listening socket (listen backlog)";
         WORKERS_SATURATED_SECONDS: Counter, "headroom_workers_saturated_seconds", "headroom.workers.saturated.seconds", "s",
             "Time with every worker of the listening socket busy";
+        WORKERS_THREADS: Gauge, "headroom_workers_threads", "headroom.workers.threads", "{thread}",
+            "Requests one worker serves at once (pool threads; 1 for prefork servers)";
+        WORKERS_CAPACITY: Gauge, "headroom_workers_capacity", "headroom.workers.capacity", "{request}",
+            "Requests the listening socket's workers serve at once (workers times threads)";
+        LISTENER_CONNECTIONS: Gauge, "headroom_listener_connections", "headroom.listener.connections", "{connection}",
+            "Mean accepted connections the listener's processes held over the last report window";
+        LISTENER_CONNECTIONS_MAX: Gauge, "headroom_listener_connections_max", "headroom.listener.connections.max", "{connection}",
+            "Most accepted connections the listener's processes held at once in the last report window";
         PROBE_DURATION: Histogram, "headroom_probe_duration_seconds", "headroom.probe.duration.seconds", "s",
             "Shadow probe attempts by duration, timeouts included (as their full timeout)";
         PROBE_ATTEMPTS: Counter, "headroom_probe_attempts", "headroom.probe.attempts", "{attempt}",
@@ -217,6 +225,12 @@ pub mod attr {
     pub const POD: &str = "pod";
     pub const CONTAINER: &str = "container";
     pub const PORT: &str = "port";
+    /// A unix listener's socket path (TCP listeners: absent, their `port` says it).
+    pub const ADDRESS: &str = "address";
+    /// prefork | threaded | event_loop
+    pub const MODEL: &str = "model";
+    /// Whether the threads per worker were stated by the server or the pod ("true"/"false").
+    pub const THREADS_KNOWN: &str = "threads_known";
     pub const PROCESS: &str = "process";
     pub const WORKLOAD_KIND: &str = "workload_kind";
     pub const WORKLOAD: &str = "workload";

@@ -47,6 +47,10 @@ pub struct Server {
     pub port: u16,
     /// Namespace the server runs in (None: the test's own).
     pub netns: Option<String>,
+    /// The app's unix socket when it listens on one (then `port` is the proxy's in front).
+    pub socket: Option<PathBuf>,
+    /// A proxy in front of the app (nginx), dropped after it.
+    pub front: Option<Guard>,
 }
 
 /// A free TCP port on 127.0.0.1 (racy in theory; the bind that follows fails loudly if so).
@@ -90,6 +94,68 @@ impl Server {
             dir,
             port,
             netns: ns.map(|n| n.name.clone()),
+            socket: None,
+            front: None,
+        };
+        s.wait_ready(workers)?;
+        Ok(s)
+    }
+
+    /// unicorn with `workers` workers on a unix socket in its working directory (the shared
+    /// emptyDir of a pod) with the given backlog, behind nginx (one worker, `127.0.0.1:8080`
+    /// proxied to the socket), both in the namespace `ns`; `pids_to` is called with the unicorn
+    /// master's pid before its workers fork (to move it into a cgroup).
+    pub fn unicorn_behind_nginx(
+        ns: &Netns,
+        workers: u32,
+        backlog: u32,
+        pids_to: impl FnOnce(u32) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("config.ru"), RACK_APP)?;
+        let sock = dir.path().join("unicorn.sock");
+        let conf = format!(
+            "worker_processes {workers}\nlisten \"{}\", backlog: {backlog}\ntimeout 120\n\
+             preload_app false\nworking_directory \"{d}\"\nbefore_fork {{ |s, w| sleep 0.5 if w.nr == 0 }}\n",
+            sock.display()
+        );
+        std::fs::write(dir.path().join("unicorn.rb"), conf)?;
+        let mut cmd = ns.command("unicorn");
+        cmd.arg("-c")
+            .arg(dir.path().join("unicorn.rb"))
+            .arg(dir.path().join("config.ru"))
+            .env("HR_DIR", dir.path())
+            .env("RACK_ENV", "none")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = Guard::spawn("unicorn", &mut cmd)?;
+        pids_to(guard.pid())?;
+        std::fs::create_dir_all(dir.path().join("nginx-tmp"))?;
+        let nginx = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\npid {d}/nginx.pid;\n\
+             error_log {d}/nginx-error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n access_log off;\n\
+             client_body_temp_path {d}/nginx-tmp;\n proxy_temp_path {d}/nginx-tmp;\n fastcgi_temp_path {d}/nginx-tmp;\n\
+             uwsgi_temp_path {d}/nginx-tmp;\n scgi_temp_path {d}/nginx-tmp;\n\
+             server {{ listen 127.0.0.1:8080; location / {{ proxy_pass http://unix:{}; proxy_read_timeout 120s; }} }}\n}}\n",
+            sock.display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), nginx)?;
+        let mut cmd = ns.command("nginx");
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let front = Guard::spawn("nginx", &mut cmd)?;
+        let s = Server {
+            guard,
+            dir,
+            port: 8080,
+            netns: Some(ns.name.clone()),
+            socket: Some(sock),
+            front: Some(front),
         };
         s.wait_ready(workers)?;
         Ok(s)
@@ -120,6 +186,8 @@ impl Server {
             dir,
             port,
             netns: None,
+            socket: None,
+            front: None,
         };
         s.wait_ready(workers)?;
         Ok(s)

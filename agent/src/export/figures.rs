@@ -8,6 +8,7 @@
 use crate::export::identity;
 use crate::report::{InterfaceReport, Report};
 use crate::sources::linklocal::Service;
+use crate::sources::listeners::model::Model;
 use crate::sources::listeners::ListenerReport;
 use headroom_signals::{attr, metric, Metric};
 
@@ -195,7 +196,26 @@ fn listeners(out: &mut Out, listeners: &[ListenerReport]) {
         }
         for (lb, l) in &series {
             let (int, float) = (|v: u32| Value::Int(v.into()), Value::Float);
+            out.push(
+                &metric::LISTENER_CONNECTIONS,
+                lb,
+                float(l.connections_mean),
+                to,
+            );
+            out.push(
+                &metric::LISTENER_CONNECTIONS_MAX,
+                lb,
+                int(l.connections_max),
+                to,
+            );
+            // An event loop's load is its connections: no worker figures, so no rule or
+            // ranking takes it for a saturated pool.
+            if l.model == Model::EventLoop {
+                continue;
+            }
             out.push(&metric::WORKERS, lb, int(l.workers), to);
+            out.push(&metric::WORKERS_THREADS, lb, int(l.threads), to);
+            out.push(&metric::WORKERS_CAPACITY, lb, int(l.capacity), to);
             out.push(&metric::WORKERS_BUSY, lb, float(l.busy_mean), to);
             out.push(&metric::WORKERS_BUSY_MAX, lb, int(l.busy_max), to);
             out.push(&metric::WORKERS_UTILIZATION, lb, float(l.utilization), to);
@@ -213,14 +233,22 @@ fn listener_labels(l: &ListenerReport, full: bool) -> Labels {
         (attr::NAMESPACE, ns.to_string()),
         (attr::POD, pod.to_string()),
         (attr::CONTAINER, container.to_string()),
-        (attr::PORT, l.port.to_string()),
+        (
+            attr::PORT,
+            l.port.map(|p| p.to_string()).unwrap_or_default(),
+        ),
     ];
+    if l.port.is_none() {
+        lb.push((attr::ADDRESS, l.address.clone()));
+    }
     if full {
         let (kind, name) = identity::workload(l.workload.as_ref());
         lb.extend([
             (attr::PROCESS, l.process.clone()),
             (attr::WORKLOAD_KIND, kind.to_string()),
             (attr::WORKLOAD, name.to_string()),
+            (attr::MODEL, l.model.as_str().to_string()),
+            (attr::THREADS_KNOWN, l.threads_known.to_string()),
         ]);
     }
     lb

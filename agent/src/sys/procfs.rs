@@ -126,11 +126,41 @@ impl ProcRoot {
             .to_string())
     }
 
+    /// The command line's arguments (`cmdline`, NUL-separated), at most [`MAX_CMDLINE`] bytes
+    /// read: a process may set an argument list of any length.
+    pub fn cmdline(&self, pid: i32) -> io::Result<Vec<String>> {
+        use std::io::Read;
+        let mut b = Vec::new();
+        std::fs::File::open(self.pid_path(pid).join("cmdline"))?
+            .take(MAX_CMDLINE as u64)
+            .read_to_end(&mut b)?;
+        Ok(b.split(|c| *c == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect())
+    }
+
+    /// The names (`comm`) of the process's threads, at most `max` of them read.
+    pub fn thread_names(&self, pid: i32, max: usize) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.pid_path(pid).join("task"))?.take(max) {
+            let Ok(e) = e else { continue };
+            // A thread that ended between readdir and read is simply gone.
+            if let Ok(c) = std::fs::read_to_string(e.path().join("comm")) {
+                out.push(c.trim_end().to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// The text of `/proc/PID/cgroup`.
     pub fn cgroup(&self, pid: i32) -> io::Result<String> {
         std::fs::read_to_string(self.pid_path(pid).join("cgroup"))
     }
 }
+
+/// Most bytes of a command line read.
+pub const MAX_CMDLINE: usize = 8192;
 
 /// Whether this process holds capability `bit` (CapEff in /proc/self/status; capability.h
 /// numbers: CAP_NET_RAW 13, CAP_SYS_ADMIN 21). Unreadable: assumed held (the call that needs it

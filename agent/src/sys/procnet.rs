@@ -235,6 +235,10 @@ impl Diag for ProcNetDiag {
     fn retain(&mut self, live: &HashSet<u64>) {
         self.backlogs.retain(|(ns, _), _| live.contains(ns));
     }
+
+    fn unix(&mut self, _netns: u64, ns_path: &Path) -> io::Result<super::unixsock::UnixDump> {
+        super::unixsock::read_proc(&Self::net_dir(ns_path)?)
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! from a short-lived thread that entered it with setns(2); the agent's own threads never change
 //! namespace. Sockets are kept per namespace and dropped when its processes are gone.
 
+use super::unixsock::UnixDump;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -67,6 +68,11 @@ pub trait Diag: Send {
     fn backlog(&mut self, _netns: u64, _inode: u64, _holder: i32) -> Option<u32> {
         None
     }
+    /// Named unix stream sockets of the namespace: listeners with their accept queue, and
+    /// connections accepted on them (see [`super::unixsock`]). A source without them has none.
+    fn unix(&mut self, _netns: u64, _ns_path: &Path) -> io::Result<UnixDump> {
+        Ok(UnixDump::default())
+    }
 }
 
 /// The real thing: one netlink socket per namespace.
@@ -127,6 +133,12 @@ impl Diag for NetlinkDiag {
     fn retain(&mut self, live: &HashSet<u64>) {
         self.sockets.retain(|ns, _| live.contains(ns));
     }
+
+    fn unix(&mut self, netns: u64, ns_path: &Path) -> io::Result<UnixDump> {
+        let mut d = UnixDump::default();
+        self.with_socket(netns, ns_path, |s, _| super::unixsock::dump(s, &mut d))?;
+        Ok(d)
+    }
 }
 
 /// The socket source a sampler uses: sock_diag from inside each namespace when this process
@@ -177,6 +189,10 @@ impl Diag for Sockets {
 
     fn backlog(&mut self, netns: u64, inode: u64, holder: i32) -> Option<u32> {
         self.diag().backlog(netns, inode, holder)
+    }
+
+    fn unix(&mut self, netns: u64, ns_path: &Path) -> io::Result<UnixDump> {
+        self.diag().unix(netns, ns_path)
     }
 }
 

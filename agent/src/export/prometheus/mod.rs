@@ -21,12 +21,16 @@ enum Fam {
 /// The report's metrics on /metrics in exposition order, with those shown as floats.
 const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::WORKERS, false),
+    (&metric::WORKERS_THREADS, false),
+    (&metric::WORKERS_CAPACITY, false),
     (&metric::WORKERS_BUSY, true),
     (&metric::WORKERS_BUSY_MAX, false),
     (&metric::WORKERS_UTILIZATION, true),
     (&metric::ACCEPT_QUEUE_DEPTH_MAX, false),
     (&metric::ACCEPT_QUEUE_BACKLOG, false),
     (&metric::WORKERS_SATURATED_SECONDS, true),
+    (&metric::LISTENER_CONNECTIONS, true),
+    (&metric::LISTENER_CONNECTIONS_MAX, false),
     (&metric::LISTENERS_OMITTED, false),
     (&metric::DNS_SEARCH_EXPANSION_SHARE, true),
     (&metric::DNS_TOP_QNAME_QUERIES, false),

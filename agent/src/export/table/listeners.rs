@@ -21,12 +21,16 @@ pub fn table(listeners: &[ListenerReport]) -> String {
         "THROTTLED"
     );
     for l in listeners {
-        let addr = SocketAddr::new(
-            l.address
-                .parse()
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-            l.port,
-        );
+        let addr = match l.port {
+            Some(port) => SocketAddr::new(
+                l.address
+                    .parse()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                port,
+            )
+            .to_string(),
+            None => l.address.clone(),
+        };
         out += &format!(
             "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6.2} {:>5} {:>6} {:>7} {:>5.0}% {:>7.1} {:>9}\n",
             l.pod
@@ -37,7 +41,7 @@ pub fn table(listeners: &[ListenerReport]) -> String {
                 .as_deref()
                 .map(|c| &c[..c.len().min(12)])
                 .unwrap_or("-"),
-            addr.to_string(),
+            addr,
             l.process,
             l.workers,
             l.busy_mean,

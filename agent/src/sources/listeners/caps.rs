@@ -137,7 +137,7 @@ mod tests {
             l(None, 4, 6, 0.0),
         ];
         let o = apply(&mut v, &cfg);
-        let ports: Vec<u16> = v.iter().map(|l| l.port).collect();
+        let ports: Vec<u16> = v.iter().filter_map(|l| l.port).collect();
         // a keeps its busiest two (2, 3); the node keeps three: 3, 2, then host listener 5.
         assert_eq!(ports, [2, 3, 5]);
         assert_eq!(

@@ -28,6 +28,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod model;
 pub mod report;
 mod source;
 #[cfg(test)]
@@ -36,8 +37,10 @@ mod tests;
 use crate::health::Beat;
 use crate::sys::procfs::ProcRoot;
 use crate::sys::sockdiag::{Diag, Sock, SockState, Sockets};
+use crate::sys::unixsock::UnixSock;
 pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
+use model::{Model, Threads};
 pub use report::{ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +74,29 @@ struct Proc {
     cgroup: Option<(Option<cgroup::PodIdentity>, Option<PathBuf>)>,
     /// When this pid was first scanned; young processes are checked again (see [`YOUNG`]).
     first_seen: Option<Instant>,
+    /// Threads per worker as the server states it, and when read (again after [`THREADS_TTL`]).
+    threads: Option<(Threads, Instant)>,
+    /// Seen holding more accepted connections of one listener than it has threads.
+    multi: bool,
+}
+
+/// How long a worker's thread count is trusted before it is read again (a pool that grows).
+pub const THREADS_TTL: Duration = Duration::from_secs(10);
+
+/// Where a listener listens: a TCP address, or a unix socket's name (bytes as the kernel has
+/// them; see [`crate::sys::unixsock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    Tcp(SocketAddr),
+    Unix(Arc<[u8]>),
+}
+
+/// A listening socket in one sample, of either kind.
+struct Listen {
+    inode: u64,
+    local: Local,
+    rqueue: u32,
+    wqueue: u32,
 }
 
 type Key = (u64, u64);
@@ -106,10 +132,14 @@ pub const FORGET_GONE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 struct Acc {
-    local: SocketAddr,
+    local: Local,
     samples: u64,
     busy_sum: u64,
     busy_max: u32,
+    conns_sum: u64,
+    conns_max: u32,
+    threads: Threads,
+    model: Model,
     queue_max: u32,
     backlog: u32,
     workers: u32,
@@ -123,9 +153,12 @@ struct Acc {
 pub struct ListenerSample {
     /// The pod's uid from the holder's cgroup; None outside pods.
     pub pod_uid: Option<String>,
-    pub local: SocketAddr,
+    pub local: Local,
     pub workers: u32,
+    /// Requests in service (event loops: 0, see [`model`]).
     pub busy: u32,
+    /// Workers × threads per worker.
+    pub capacity: u32,
     /// Connections in the accept queue at the sample.
     pub queue: u32,
 }
@@ -156,10 +189,13 @@ impl LatestSamples {
     pub fn find(&self, pod_uid: &str, host: IpAddr, port: u16) -> Option<ListenerSample> {
         let s = self.0.read().ok()?;
         s.iter()
-            .filter(|l| l.local.port() == port)
             .filter(|l| {
-                (!pod_uid.is_empty() && l.pod_uid.as_deref() == Some(pod_uid))
-                    || l.local.ip() == host
+                let Local::Tcp(local) = l.local else {
+                    return false;
+                };
+                local.port() == port
+                    && ((!pod_uid.is_empty() && l.pod_uid.as_deref() == Some(pod_uid))
+                        || local.ip() == host)
             })
             .max_by_key(|l| (l.workers, l.busy))
             .cloned()
@@ -177,6 +213,11 @@ pub struct Cost {
     pub listings: u64,
     /// Dumps of connected sockets (each walks the established hash once per family).
     pub connected_dumps: u64,
+    /// Unix socket dumps, and rows or messages in them skipped as unreadable.
+    pub unix_dumps: u64,
+    pub unix_skipped: u64,
+    /// Thread lists read (threads per worker).
+    pub thread_reads: u64,
 }
 
 /// The sampling state: caches and the current window. Synchronous; run it on its own thread.
@@ -524,10 +565,33 @@ impl<D: Diag> Sampler<D> {
                 return;
             }
         };
-        let listens: Vec<Sock> = socks
+        let tcp: Vec<Sock> = socks
             .into_iter()
             .filter(|s| s.state == SockState::Listen && s.inode != 0)
             .collect();
+        self.cost.unix_dumps += 1;
+        let unix = self.diag.unix(ns, &path).unwrap_or_else(|error| {
+            tracing::debug!(message = "No unix sockets for a network namespace (gone?).", netns = ns, %error);
+            Default::default()
+        });
+        self.cost.unix_skipped += unix.skipped;
+        let (unix_listens, unix_conns): (Vec<UnixSock>, Vec<UnixSock>) =
+            unix.socks.into_iter().partition(|s| s.listen);
+        let mut listens: Vec<Listen> = tcp
+            .iter()
+            .map(|s| Listen {
+                inode: s.inode,
+                local: Local::Tcp(s.local),
+                rqueue: s.rqueue,
+                wqueue: s.wqueue,
+            })
+            .collect();
+        listens.extend(unix_listens.into_iter().map(|s| Listen {
+            inode: s.inode,
+            local: Local::Unix(s.name.into()),
+            rqueue: s.rqueue,
+            wqueue: s.wqueue,
+        }));
         if listens.is_empty() {
             self.listening.remove(&ns);
             return;
@@ -573,26 +637,41 @@ impl<D: Diag> Sampler<D> {
                 }
             }
         }
-        let connected = self.connected(ns, &path, &listens, passive);
+        let connected = if tcp.is_empty() {
+            None
+        } else {
+            self.connected(ns, &path, &tcp, passive)
+        };
         if let Some(c) = &connected {
-            let live: HashSet<u64> = c.iter().map(|c| c.inode).collect();
+            let live: HashSet<u64> = c
+                .iter()
+                .map(|c| c.inode)
+                .chain(unix_conns.iter().map(|c| c.inode))
+                .collect();
             self.foreign
                 .retain(|(n, i), _| *n != ns || live.contains(i));
         }
         // Skipped: no connection of a listener (foreign ones are kept for next time).
         let connected = connected.unwrap_or_default();
-        // Whether any connection is a worker's or may become known as one.
+        // Whether any TCP connection is a worker's or may become known as one.
         let mut open = false;
         for l in &listens {
             let Some(hs) = holders.get(&l.inode) else {
                 continue;
             };
             self.holder_pids.extend(hs.iter().copied());
-            let conns: Vec<u64> = connected
-                .iter()
-                .filter(|c| accepted_on(c.local, l.local))
-                .map(|c| c.inode)
-                .collect();
+            let conns: Vec<u64> = match &l.local {
+                Local::Tcp(local) => connected
+                    .iter()
+                    .filter(|c| accepted_on(c.local, *local))
+                    .map(|c| c.inode)
+                    .collect(),
+                Local::Unix(name) => unix_conns
+                    .iter()
+                    .filter(|c| *c.name == **name)
+                    .map(|c| c.inode)
+                    .collect(),
+            };
             let owner_known = |procs: &HashMap<i32, Proc>, ino: u64| {
                 hs.iter()
                     .any(|h| procs.get(h).is_some_and(|p| p.sockets.contains(&ino)))
@@ -607,15 +686,20 @@ impl<D: Diag> Sampler<D> {
                     }
                 }
             }
-            open |= conns.iter().any(|&c| {
-                owner_known(&self.procs, c) || self.foreign.get(&(ns, c)).copied().unwrap_or(0) < 2
-            });
-            let mut busy: HashSet<i32> = HashSet::new();
+            if matches!(l.local, Local::Tcp(_)) {
+                open |= conns.iter().any(|&c| {
+                    owner_known(&self.procs, c)
+                        || self.foreign.get(&(ns, c)).copied().unwrap_or(0) < 2
+                });
+            }
+            // Accepted connections each holder holds.
+            let mut held: HashMap<i32, u32> = HashMap::new();
             for h in hs {
                 if let Some(p) = self.procs.get_mut(h) {
-                    if conns.iter().any(|c| p.sockets.contains(c)) {
+                    let n = conns.iter().filter(|c| p.sockets.contains(c)).count() as u32;
+                    if n > 0 {
                         p.accepted = true;
-                        busy.insert(*h);
+                        held.insert(*h, n);
                     }
                 }
             }
@@ -629,9 +713,30 @@ impl<D: Diag> Sampler<D> {
                         .any(|o| o != h && self.procs.get(o).is_some_and(|c| c.ppid == *h))
             };
             let workers: Vec<i32> = hs.iter().copied().filter(|h| !is_master(h)).collect();
-            let n = workers.len() as u32;
-            let b = workers.iter().filter(|w| busy.contains(w)).count() as u32;
             let holder = workers.first().copied().unwrap_or(hs[0]);
+            let threads = self.threads(holder);
+            let mut model = Model::Prefork;
+            let (mut busy, mut held_all) = (0u32, 0u32);
+            for w in &workers {
+                let n = held.get(w).copied().unwrap_or(0);
+                held_all += n;
+                // In service: at most one request per thread; the rest wait inside the worker.
+                busy += n.min(threads.n);
+                if let Some(p) = self.procs.get_mut(w) {
+                    p.multi |= !threads.known && n > threads.n;
+                    if p.multi || model::is_event_loop_comm(&p.comm) {
+                        model = Model::EventLoop;
+                    }
+                }
+            }
+            if model == Model::Prefork && threads.n > 1 {
+                model = Model::Threaded;
+            }
+            if model == Model::EventLoop {
+                busy = 0;
+            }
+            let n = workers.len() as u32;
+            let capacity = n.saturating_mul(threads.n);
             self.note_cgroup(holder);
             self.current.push(ListenerSample {
                 pod_uid: self
@@ -640,16 +745,26 @@ impl<D: Diag> Sampler<D> {
                     .and_then(|p| p.cgroup.as_ref())
                     .and_then(|c| c.0.as_ref())
                     .map(|p| p.pod_uid.clone()),
-                local: l.local,
+                local: l.local.clone(),
                 workers: n,
-                busy: b,
+                busy,
+                capacity,
                 queue: l.rqueue,
             });
+            let backlog = if l.wqueue == 0 && matches!(l.local, Local::Tcp(_)) {
+                self.diag.backlog(ns, l.inode, holder).unwrap_or(0)
+            } else {
+                l.wqueue
+            };
             let a = self.accs.entry((ns, l.inode)).or_insert(Acc {
-                local: l.local,
+                local: l.local.clone(),
                 samples: 0,
                 busy_sum: 0,
                 busy_max: 0,
+                conns_sum: 0,
+                conns_max: 0,
+                threads,
+                model,
                 queue_max: 0,
                 backlog: 0,
                 workers: 0,
@@ -658,22 +773,43 @@ impl<D: Diag> Sampler<D> {
                 holder,
             });
             a.samples += 1;
-            a.busy_sum += b as u64;
-            a.busy_max = a.busy_max.max(b);
+            a.busy_sum += busy as u64;
+            a.busy_max = a.busy_max.max(busy);
+            a.conns_sum += held_all as u64;
+            a.conns_max = a.conns_max.max(held_all);
             a.queue_max = a.queue_max.max(l.rqueue);
-            a.backlog = if l.wqueue == 0 {
-                self.diag.backlog(ns, l.inode, holder).unwrap_or(0)
-            } else {
-                l.wqueue
-            };
+            a.backlog = backlog;
             a.workers = n;
-            a.saturated += (n > 0 && b == n) as u64;
+            a.threads = threads;
+            // Once an event loop in the window, one for the window.
+            if a.model != Model::EventLoop {
+                a.model = model;
+            }
+            a.saturated += (model != Model::EventLoop && capacity > 0 && busy >= capacity) as u64;
             a.worker_pids = workers;
             a.holder = holder;
         }
         if let Some(g) = self.gates.get_mut(&ns) {
             g.open = open;
         }
+    }
+
+    /// Threads per worker of `pid`, read again after [`THREADS_TTL`].
+    fn threads(&mut self, pid: i32) -> Threads {
+        let Some(p) = self.procs.get(&pid) else {
+            return Threads::UNKNOWN;
+        };
+        if let Some((t, at)) = p.threads {
+            if at.elapsed() < THREADS_TTL {
+                return t;
+            }
+        }
+        self.cost.thread_reads += 1;
+        let t = model::threads_of(&self.proc, pid, p.ppid, &p.comm);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.threads = Some((t, Instant::now()));
+        }
+        t
     }
 
     /// Listener inode → processes in `group` holding it (ascending pid).
@@ -742,6 +878,11 @@ impl<D: Diag> Sampler<D> {
             *total = (total.0 + saturated, now);
             let total = total.0;
             let busy_mean = round3(a.busy_sum as f64 / a.samples.max(1) as f64);
+            let capacity = a.workers.saturating_mul(a.threads.n);
+            let (address, port) = match &a.local {
+                Local::Tcp(l) => (l.ip().to_string(), Some(l.port())),
+                Local::Unix(name) => (crate::sys::unixsock::display_name(name), None),
+            };
             out.push(ListenerReport {
                 pod: pod.as_ref().map(|p| PodRef {
                     namespace: None,
@@ -749,20 +890,26 @@ impl<D: Diag> Sampler<D> {
                     uid: p.pod_uid.clone(),
                 }),
                 container: pod.and_then(|p| p.container),
-                address: a.local.ip().to_string(),
-                port: a.local.port(),
+                address,
+                port,
                 process: self
                     .procs
                     .get(&a.holder)
                     .map(|p| p.comm.clone())
                     .unwrap_or_default(),
                 workers: a.workers,
+                threads: a.threads.n,
+                threads_known: a.threads.known,
+                capacity,
+                model: a.model,
                 busy_mean,
                 busy_max: a.busy_max,
+                connections_mean: round3(a.conns_sum as f64 / a.samples.max(1) as f64),
+                connections_max: a.conns_max,
                 queue_max: a.queue_max,
                 backlog: a.backlog,
-                utilization: if a.workers > 0 {
-                    round3(busy_mean / a.workers as f64)
+                utilization: if capacity > 0 {
+                    round3(busy_mean / capacity as f64)
                 } else {
                     0.0
                 },

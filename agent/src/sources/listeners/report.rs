@@ -17,19 +17,37 @@ pub struct ListenerReport {
     pub pod: Option<PodRef>,
     /// Container id (the runtime's, 64 hex digits with containerd), or null outside pods.
     pub container: Option<String>,
+    /// The IP address listened on, or a unix socket's path (abstract names start with `@`;
+    /// bytes outside printable text escaped, as `\n` or `\xff`).
     pub address: String,
-    pub port: u16,
+    /// The TCP port; null for a unix socket.
+    pub port: Option<u16>,
     /// Command name of the workers.
     pub process: String,
     /// Worker processes (masters excluded) at the window's last sample.
     pub workers: u32,
+    /// Requests a worker serves at once (pool threads), as the server states it (see
+    /// `threads_known`); 1 for prefork servers.
+    pub threads: u32,
+    /// Whether `threads` was stated by the server or the pod (false: assumed 1).
+    pub threads_known: bool,
+    /// Requests the listener's workers serve at once: workers × threads.
+    pub capacity: u32,
+    /// prefork | threaded | event_loop (see `sources/listeners/model.rs`).
+    pub model: super::model::Model,
+    /// Mean requests in service (at most one per thread) over the window; 0 for an event loop,
+    /// whose load is its connections.
     pub busy_mean: f64,
     pub busy_max: u32,
+    /// Accepted connections the workers held (in service, or waiting or idle inside a
+    /// worker): mean and most over the window.
+    pub connections_mean: f64,
+    pub connections_max: u32,
     /// Deepest accept queue seen (connections the kernel accepted that no worker took yet).
     pub queue_max: u32,
     /// The accept queue's limit (listen(2) backlog, capped by net.core.somaxconn).
     pub backlog: u32,
-    /// busy_mean / workers.
+    /// busy_mean / capacity.
     pub utilization: f64,
     /// Time with every worker busy (share of samples with all busy × window length).
     pub saturated_seconds: f64,
@@ -59,11 +77,17 @@ impl ListenerReport {
             pod: None,
             container: None,
             address: "0.0.0.0".into(),
-            port,
+            port: Some(port),
             process: "gunicorn".into(),
             workers: 1,
+            threads: 1,
+            threads_known: false,
+            capacity: 1,
+            model: super::model::Model::Prefork,
             busy_mean: 0.0,
             busy_max: 0,
+            connections_mean: 0.0,
+            connections_max: 0,
             queue_max: 0,
             backlog: 0,
             utilization: 0.0,

@@ -178,7 +178,7 @@ fn workers_busy_queue_backlog_pod_and_throttling_are_exact() {
     let ls = s.cut(1.0);
     assert_eq!(ls.len(), 1, "{ls:?}");
     let l = &ls[0];
-    assert_eq!((l.address.as_str(), l.port), ("0.0.0.0", 8000));
+    assert_eq!((l.address.as_str(), l.port), ("0.0.0.0", Some(8000)));
     assert_eq!(l.process, "gunicorn");
     assert_eq!(l.workers, 4);
     assert_eq!(l.worker_pids, [101, 102, 103, 104], "master 100 excluded");
@@ -495,7 +495,7 @@ fn exited_holders_and_reused_pids_are_not_confused() {
         .expect("the new process's listener");
     assert_eq!(
         (l.port, l.process.as_str(), l.worker_pids.as_slice()),
-        (80, "nginx", &[300][..])
+        (Some(80), "nginx", &[300][..])
     );
     // The same process under a new /proc inode (procfs may drop and recreate it) is kept as
     // it was: same start time, no fd read.
