@@ -14,3 +14,4 @@ mod linklocal_rates;
 mod pod_files;
 mod probes;
 mod workers_prefork;
+mod workers_unix;

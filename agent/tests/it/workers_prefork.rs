@@ -23,7 +23,7 @@ fn agent_once() -> serde_json::Value {
 
 /// Which capabilities the agent runs with.
 #[derive(Clone, Copy, PartialEq)]
-enum Caps {
+pub(crate) enum Caps {
     /// root's: sock_diag from inside each namespace (setns).
     All,
     /// root with exactly the DaemonSet's capabilities (NET_RAW, SYS_PTRACE, DAC_READ_SEARCH; no
@@ -33,7 +33,7 @@ enum Caps {
     NoPtrace,
 }
 
-fn agent_once_as(caps: Caps) -> serde_json::Value {
+pub(crate) fn agent_once_as(caps: Caps) -> serde_json::Value {
     let mut cmd = match caps {
         Caps::All => Command::new(AGENT.as_str()),
         Caps::DaemonSet | Caps::NoPtrace => {

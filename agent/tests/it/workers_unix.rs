@@ -1,0 +1,112 @@
+//! Listeners on unix domain sockets: nginx → unicorn over a socket in a shared directory, in a
+//! pod network namespace with a kubelet-shaped cgroup. Ground truth: the requests the test
+//! holds (each records the worker that started it) and raindrops' own
+//! `Raindrops::Linux.unix_listener_stats`, run inside the namespace. Needs root.
+
+use crate::common::*;
+use crate::workers_prefork::{agent_once_as, Caps};
+use headroom_testbed::netns::Netns;
+use headroom_testbed::prefork::Server;
+use headroom_testbed::Need;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+const WORKERS: usize = 4;
+const BACKLOG: u32 = 8;
+const UID: &str = "7c2e9a4b-1d3f-4b5a-8c6d-9e0f1a2b3c4d";
+const CID: &str = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2";
+
+/// `Raindrops::Linux.unix_listener_stats([path])` inside namespace `ns` → (active, queued).
+fn raindrops_unix(ns: &str, path: &str) -> (u64, u64) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ruby", "-rraindrops", "-e"])
+        .arg(format!(
+            "s = Raindrops::Linux.unix_listener_stats([{path:?}]).values.first; puts \"#{{s.active}} #{{s.queued}}\""
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(v.len(), 2, "raindrops printed {text:?}");
+    (v[0], v[1])
+}
+
+#[test]
+fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
+    let needs = [
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("unicorn"),
+        Need::Tool("ruby"),
+        Need::Tool("nginx"),
+        Need::Tool("setpriv"),
+    ];
+    headroom_testbed::require_or_return!("unicorn_over_a_unix_socket_behind_nginx", &needs);
+    let ns = Netns::new("unixpod").unwrap();
+    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    let cg = headroom_testbed::cgroup::KubeCgroup::new(UID, CID).unwrap();
+    let server =
+        Server::unicorn_behind_nginx(&ns, WORKERS as u32, BACKLOG, |pid| cg.add(pid)).unwrap();
+    let path = server.socket.clone().unwrap().display().to_string();
+    let workers: BTreeSet<i32> = server.worker_pids();
+    assert_eq!(workers.len(), WORKERS);
+    for (i, n) in [0usize, 2, 4, 6].into_iter().enumerate() {
+        for caps in [Caps::All, Caps::DaemonSet] {
+            let tag = format!("u{i}{}", caps == Caps::All);
+            let held = server.hold(&tag, n, WORKERS).unwrap();
+            let busy: BTreeSet<i32> = server.started(&tag).into_iter().collect();
+            let queued = n - busy.len();
+            let report = agent_once_as(caps);
+            let truth = raindrops_unix(&ns.name, &path);
+            assert_eq!(server.started(&tag).len(), busy.len(), "held throughout");
+            held.release().unwrap();
+            assert_eq!(truth, (busy.len() as u64, queued as u64), "raindrops");
+            let all = report["listeners"].as_array().unwrap();
+            let l = all
+                .iter()
+                .find(|l| l["address"] == path.as_str() && l["netns"] == netns)
+                .unwrap_or_else(|| panic!("no unix listener {path}: {report:#}"));
+            eprintln!("{n} slow requests ({}): busy {busy:?}, queued {queued}; raindrops {truth:?}; agent {l}", caps == Caps::All);
+            assert!(l["port"].is_null());
+            assert_eq!(u(&l["workers"]), WORKERS as u64);
+            let pids: BTreeSet<i32> = l["worker_pids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap() as i32)
+                .collect();
+            assert_eq!(pids, workers, "the master's children, not nginx");
+            assert_eq!(
+                (u(&l["threads"]), l["threads_known"].as_bool()),
+                (1, Some(true))
+            );
+            assert_eq!(u(&l["capacity"]), WORKERS as u64);
+            assert_eq!(l["model"], "prefork");
+            assert_eq!(l["busy_mean"].as_f64().unwrap(), busy.len() as f64);
+            assert_eq!(u(&l["busy_max"]), busy.len() as u64);
+            assert_eq!(u(&l["queue_max"]), queued as u64);
+            // sock_diag gives the backlog; /proc/<pid>/net/unix has no reader for it (0: unknown).
+            let backlog = if caps == Caps::All { BACKLOG as u64 } else { 0 };
+            assert_eq!(u(&l["backlog"]), backlog);
+            assert_eq!(l["pod"]["uid"], UID);
+            assert_eq!(l["container"], CID);
+            // nginx's own TCP listener, apart: an event loop holding the test's connections.
+            let front = all
+                .iter()
+                .find(|l| l["port"] == 8080 && l["netns"] == netns)
+                .unwrap_or_else(|| panic!("no nginx listener: {report:#}"));
+            assert_eq!(front["model"], "event_loop", "{front}");
+            assert_eq!(u(&front["connections_max"]), n as u64, "{front}");
+            assert_eq!(u(&front["busy_max"]), 0);
+            assert!(front["process"].as_str().unwrap().starts_with("nginx"));
+        }
+    }
+    drop(server);
+    drop(cg);
+}
