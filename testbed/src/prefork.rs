@@ -27,6 +27,40 @@ def app(environ, start_response):
     return [b"ok\n"]
 "#;
 
+const PHP_APP: &str = r#"<?php
+$dir = getenv("HR_DIR");
+if (strpos($_SERVER["REQUEST_URI"], "/slow") === 0) {
+    $tag = $_GET["t"];
+    touch("$dir/started-$tag-" . getmypid() . "-" . hrtime(true));
+    $deadline = time() + 60;
+    while (!file_exists("$dir/release-$tag") && time() < $deadline) { usleep(20000); }
+}
+echo "ok\n";
+"#;
+
+/// nginx (one worker) on 127.0.0.1:8080 in `ns`, with `locations` in its server block; its
+/// files in `dir`.
+fn nginx(ns: &Netns, dir: &Path, locations: &str) -> anyhow::Result<Guard> {
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\npid {d}/nginx.pid;\n\
+         error_log {d}/nginx-error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n access_log off;\n\
+         client_body_temp_path {d}/nginx-tmp;\n proxy_temp_path {d}/nginx-tmp;\n fastcgi_temp_path {d}/nginx-tmp;\n\
+         uwsgi_temp_path {d}/nginx-tmp;\n scgi_temp_path {d}/nginx-tmp;\n\
+         server {{ listen 127.0.0.1:8080; {locations} }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf)?;
+    let mut cmd = ns.command("nginx");
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Guard::spawn("nginx", &mut cmd)
+}
+
 const RACK_APP: &str = r#"
 dir = ENV["HR_DIR"]
 run lambda { |env|
@@ -131,24 +165,14 @@ impl Server {
             .stderr(Stdio::null());
         let guard = Guard::spawn("unicorn", &mut cmd)?;
         pids_to(guard.pid())?;
-        std::fs::create_dir_all(dir.path().join("nginx-tmp"))?;
-        let nginx = format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root root;\npid {d}/nginx.pid;\n\
-             error_log {d}/nginx-error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n access_log off;\n\
-             client_body_temp_path {d}/nginx-tmp;\n proxy_temp_path {d}/nginx-tmp;\n fastcgi_temp_path {d}/nginx-tmp;\n\
-             uwsgi_temp_path {d}/nginx-tmp;\n scgi_temp_path {d}/nginx-tmp;\n\
-             server {{ listen 127.0.0.1:8080; location / {{ proxy_pass http://unix:{}; proxy_read_timeout 120s; }} }}\n}}\n",
-            sock.display()
-        );
-        std::fs::write(dir.path().join("nginx.conf"), nginx)?;
-        let mut cmd = ns.command("nginx");
-        cmd.arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let front = Guard::spawn("nginx", &mut cmd)?;
+        let front = nginx(
+            ns,
+            dir.path(),
+            &format!(
+                "location / {{ proxy_pass http://unix:{}; proxy_read_timeout 120s; }}",
+                sock.display()
+            ),
+        )?;
         let s = Server {
             guard,
             dir,
@@ -191,6 +215,69 @@ impl Server {
         };
         s.wait_ready(workers)?;
         Ok(s)
+    }
+
+    /// php-fpm (Debian's) with a static pool `app` of `workers` on a unix socket with the given
+    /// backlog, behind nginx (`127.0.0.1:8080`), both in `ns`; its status page (`pm.status_path`)
+    /// on a socket of its own (`pm.status_listen`: served by a hidden pool, so it answers while
+    /// every worker of `app` is busy) at `/fpm-status`. `pids_to` gets the master's pid.
+    pub fn php_fpm_behind_nginx(
+        ns: &Netns,
+        workers: u32,
+        backlog: u32,
+        pids_to: impl FnOnce(u32) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("app.php"), PHP_APP)?;
+        let sock = dir.path().join("fpm.sock");
+        let conf = format!(
+            "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = no\n\
+             [app]\nuser = root\ngroup = root\nlisten = {d}/fpm.sock\nlisten.backlog = {backlog}\n\
+             pm = static\npm.max_children = {workers}\npm.status_path = /status\n\
+             pm.status_listen = {d}/status.sock\nclear_env = no\n"
+        );
+        std::fs::write(dir.path().join("fpm.conf"), conf)?;
+        let mut cmd = ns.command("php-fpm8.2");
+        cmd.args(["-F", "-R", "-n", "-y"])
+            .arg(dir.path().join("fpm.conf"))
+            .env("HR_DIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = Guard::spawn("php-fpm", &mut cmd)?;
+        pids_to(guard.pid())?;
+        let front = nginx(
+            ns,
+            dir.path(),
+            &format!(
+                "location / {{ fastcgi_pass unix:{d}/fpm.sock; include /etc/nginx/fastcgi_params; \
+                 fastcgi_param SCRIPT_FILENAME {d}/app.php; fastcgi_read_timeout 120s; }}\n\
+                 location = /fpm-status {{ fastcgi_pass unix:{d}/status.sock; include /etc/nginx/fastcgi_params; \
+                 fastcgi_param SCRIPT_NAME /status; fastcgi_param SCRIPT_FILENAME /status; }}"
+            ),
+        )?;
+        let s = Server {
+            guard,
+            dir,
+            port: 8080,
+            netns: Some(ns.name.clone()),
+            socket: Some(sock),
+            front: Some(front),
+        };
+        // The app pool's workers (the status pool forks its one on demand).
+        s.wait_ready(workers)?;
+        Ok(s)
+    }
+
+    /// php-fpm's status page (`/fpm-status`, plain text): `(active processes, listen queue)`.
+    pub fn fpm_status(&self) -> anyhow::Result<(u64, u64)> {
+        let body = self.get("/fpm-status")?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("no {name} in the status page: {body}"))
+        };
+        Ok((field("active processes:")?, field("listen queue:")?))
     }
 
     /// The master's children: the worker processes (ground truth).

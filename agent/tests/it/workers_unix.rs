@@ -110,3 +110,88 @@ fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
     drop(server);
     drop(cg);
 }
+
+/// The pool's workers: the master's children running pool `app` (the status pool's child apart).
+fn fpm_pool(server: &Server) -> BTreeSet<i32> {
+    server
+        .worker_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("pool app"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// php-fpm, a static pool of 4 on a unix socket behind nginx (issue 18 point 4): the master
+/// holds the listener and never accepts, so it is no worker; busy equals php-fpm's own status
+/// page (`active processes`), the queue raindrops' (php-fpm's `listen queue` reads TCP_INFO and
+/// says 0 for a unix socket).
+#[test]
+fn php_fpm_pool_over_a_unix_socket_equals_its_status_page() {
+    let needs = [
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("php-fpm8.2"),
+        Need::Tool("ruby"),
+        Need::Tool("nginx"),
+        Need::Tool("setpriv"),
+    ];
+    headroom_testbed::require_or_return!("php_fpm_pool_over_a_unix_socket", &needs);
+    let ns = Netns::new("fpmpod").unwrap();
+    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    let server = Server::php_fpm_behind_nginx(&ns, WORKERS as u32, BACKLOG, |_| Ok(())).unwrap();
+    let path = server.socket.clone().unwrap().display().to_string();
+    let pool = fpm_pool(&server);
+    assert_eq!(pool.len(), WORKERS, "{:?}", server.worker_pids());
+    for (i, n) in [0usize, 3, 6].into_iter().enumerate() {
+        for caps in [Caps::All, Caps::DaemonSet] {
+            let tag = format!("f{i}{}", caps == Caps::All);
+            let held = server.hold(&tag, n, WORKERS).unwrap();
+            let busy = server.started(&tag).len();
+            let queued = n - busy;
+            let report = agent_once_as(caps);
+            let status = server.fpm_status().unwrap();
+            let truth = raindrops_unix(&ns.name, &path);
+            assert_eq!(server.started(&tag).len(), busy, "held throughout");
+            held.release().unwrap();
+            // php-fpm's `listen queue` is read with TCP_INFO, so it is 0 for a unix socket on
+            // Linux: the queue's ground truth here is raindrops (the kernel's table).
+            assert_eq!(status.0, busy as u64, "php-fpm's active processes");
+            assert_eq!(truth, (busy as u64, queued as u64), "raindrops");
+            let l = report["listeners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["address"] == path.as_str() && l["netns"] == netns)
+                .cloned()
+                .unwrap_or_else(|| panic!("no php-fpm listener {path}: {report:#}"));
+            eprintln!(
+                "php-fpm {n} slow requests: status page {status:?}, raindrops {truth:?}; agent {l}"
+            );
+            let pids: BTreeSet<i32> = l["worker_pids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap() as i32)
+                .collect();
+            assert_eq!(pids, pool, "the pool's children, not the master");
+            assert_eq!(u(&l["workers"]), WORKERS as u64);
+            assert_eq!(
+                (u(&l["capacity"]), l["model"].as_str()),
+                (WORKERS as u64, Some("prefork"))
+            );
+            assert_eq!(l["threads_known"], true);
+            assert_eq!(l["busy_mean"].as_f64().unwrap(), busy as f64);
+            assert_eq!(u(&l["busy_max"]), busy as u64);
+            assert_eq!(u(&l["queue_max"]), queued as u64);
+            let backlog = if caps == Caps::All { BACKLOG as u64 } else { 0 };
+            assert_eq!(u(&l["backlog"]), backlog);
+            assert!(l["process"].as_str().unwrap().starts_with("php-fpm"));
+        }
+    }
+    drop(server);
+}
