@@ -269,6 +269,80 @@ impl Server {
         Ok(s)
     }
 
+    /// Puma (Debian's) in cluster mode, `workers` × `threads` (min = max, so the pool is whole
+    /// from the start) on a unix socket behind nginx in `ns`, its control app on `ctl.sock`
+    /// (token `hr`).
+    pub fn puma_behind_nginx(ns: &Netns, workers: u32, threads: u32) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("config.ru"), RACK_APP)?;
+        let sock = dir.path().join("puma.sock");
+        let mut cmd = ns.command("puma");
+        cmd.args([
+            "-w",
+            &workers.to_string(),
+            "-t",
+            &format!("{threads}:{threads}"),
+        ])
+        .args(["-b", &format!("unix://{d}/puma.sock")])
+        .args([
+            "--control-url",
+            &format!("unix://{d}/ctl.sock"),
+            "--control-token",
+            "hr",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg(dir.path().join("config.ru"))
+        .env("HR_DIR", dir.path())
+        .env("RACK_ENV", "none")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let guard = Guard::spawn("puma", &mut cmd)?;
+        let front = nginx(
+            ns,
+            dir.path(),
+            &format!(
+                "location / {{ proxy_pass http://unix:{d}/puma.sock; proxy_read_timeout 120s; }}"
+            ),
+        )?;
+        let s = Server {
+            guard,
+            dir,
+            port: 8080,
+            netns: Some(ns.name.clone()),
+            socket: Some(sock),
+            front: Some(front),
+        };
+        s.wait_ready(workers)?;
+        Ok(s)
+    }
+
+    /// `pumactl stats` (the control app's `/stats`): per worker `(max_threads, pool_capacity,
+    /// backlog)` from its last status (workers report every 5 s).
+    pub fn puma_stats(&self) -> anyhow::Result<Vec<(u64, u64, u64)>> {
+        let ctl = format!("unix://{}/ctl.sock", self.dir.path().display());
+        let ns = self.netns.as_deref().unwrap_or_default();
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "pumactl", "-C", &ctl, "-T", "hr", "stats",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json = text
+            .find('{')
+            .map(|i| &text[i..])
+            .ok_or_else(|| anyhow::anyhow!("pumactl printed {text:?}"))?;
+        let v: serde_json::Value = serde_json::from_str(json.trim())?;
+        let mut out = Vec::new();
+        for w in v["worker_status"].as_array().into_iter().flatten() {
+            let s = &w["last_status"];
+            let f = |k: &str| s[k].as_u64().ok_or_else(|| anyhow::anyhow!("no {k}: {s}"));
+            out.push((f("max_threads")?, f("pool_capacity")?, f("backlog")?));
+        }
+        Ok(out)
+    }
+
     /// php-fpm's status page (`/fpm-status`, plain text): `(active processes, listen queue)`.
     pub fn fpm_status(&self) -> anyhow::Result<(u64, u64)> {
         let body = self.get("/fpm-status")?;

@@ -195,3 +195,66 @@ fn php_fpm_pool_over_a_unix_socket_equals_its_status_page() {
     }
     drop(server);
 }
+
+/// Puma in cluster mode, 2 workers × 4 threads on a unix socket behind nginx (issue 18 point 2):
+/// threads from the pool threads' names, capacity 8, busy = requests in flight (at most 8),
+/// equal to `pumactl stats` (busy per worker = max_threads − pool_capacity; workers report every
+/// 5 s, so the test waits for a fresh status).
+#[test]
+fn puma_threads_and_capacity_equal_pumactl_stats() {
+    let needs = [
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("puma"),
+        Need::Tool("pumactl"),
+        Need::Tool("nginx"),
+        Need::Tool("setpriv"),
+    ];
+    headroom_testbed::require_or_return!("puma_threads_and_capacity_equal_pumactl_stats", &needs);
+    let ns = Netns::new("pumapod").unwrap();
+    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    let server = Server::puma_behind_nginx(&ns, 2, 4).unwrap();
+    let path = server.socket.clone().unwrap().display().to_string();
+    for (i, n) in [0usize, 5, 8].into_iter().enumerate() {
+        let tag = format!("p{i}");
+        let held = server.hold(&tag, n, 8).unwrap();
+        let busy = server.started(&tag).len();
+        assert_eq!(busy, n);
+        let report = agent_once_as(Caps::DaemonSet);
+        let t = std::time::Instant::now();
+        let stats = loop {
+            let s = server.puma_stats().unwrap();
+            let b: u64 = s.iter().map(|(max, cap, _)| max - cap).sum();
+            if b == busy as u64 || t.elapsed() > std::time::Duration::from_secs(12) {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
+        assert_eq!(server.started(&tag).len(), busy, "held throughout");
+        held.release().unwrap();
+        let puma_busy: u64 = stats.iter().map(|(max, cap, _)| max - cap).sum();
+        let puma_capacity: u64 = stats.iter().map(|(max, _, _)| max).sum();
+        let l = report["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["address"] == path.as_str() && l["netns"] == netns)
+            .cloned()
+            .unwrap_or_else(|| panic!("no puma listener {path}: {report:#}"));
+        eprintln!("puma {n} slow requests: pumactl {stats:?}; agent {l}");
+        assert_eq!(puma_busy, busy as u64, "pumactl stats");
+        assert_eq!(u(&l["workers"]), 2);
+        assert_eq!(
+            (u(&l["threads"]), l["threads_known"].as_bool()),
+            (4, Some(true))
+        );
+        assert_eq!(u(&l["capacity"]), puma_capacity);
+        assert_eq!(l["model"], "threaded");
+        assert_eq!(l["busy_mean"].as_f64().unwrap(), puma_busy as f64);
+        assert_eq!(u(&l["busy_max"]), puma_busy);
+        assert_eq!(u(&l["queue_max"]), 0);
+    }
+    drop(server);
+}
