@@ -27,6 +27,7 @@ if [ "$what" = test ]; then
     "test bed: packet ground truth, drops, ENA counters, a certificate, getent/setpriv|tcpdump nftables ethtool openssl libc-bin util-linux"
     "test rules and alerts: promtool, Prometheus and Alertmanager run by the rule and alert tests|prometheus prometheus-alertmanager"
     "test prefork servers: unicorn with raindrops beside gunicorn|unicorn ruby-raindrops"
+    "test app servers: nginx in front of unicorn, php-fpm and Puma over unix sockets (issue 18)|nginx-light php-fpm puma"
     "test Python: the project's virtualenv (.venv/) is made with Debian's venv module|python3-venv"
   )
 fi

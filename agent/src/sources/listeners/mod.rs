@@ -1,4 +1,4 @@
-//! Prefork app servers measured from outside: per listening TCP socket, in every network
+//! App servers measured from outside: per listening TCP or unix stream socket, in every network
 //! namespace, how many worker processes there are, how many are busy, how deep the accept queue
 //! is, and how much the container's CPU was throttled (docs/reference.md, "Facts the product is built on": workers and queues).
 //!
@@ -24,17 +24,19 @@
 //!    holders (only them) to a rescan of their fds (a connection still unowned after two is
 //!    held by a non-worker, like sshd's per-connection child, and is not looked for again); a
 //!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
-//!    most every 5 minutes.
+//!    most every 5 minutes. A unix listener's connections are the accepted sockets carrying
+//!    its name (see `sys::unixsock`); threads per worker and the model are in [`model`].
 
 pub mod caps;
 pub mod cgroup;
+mod cut;
 pub mod model;
 pub mod report;
 mod source;
+pub use source::Workers;
 #[cfg(test)]
 mod tests;
 
-use crate::health::Beat;
 use crate::sys::procfs::ProcRoot;
 use crate::sys::sockdiag::{Diag, Sock, SockState, Sockets};
 use crate::sys::unixsock::UnixSock;
@@ -45,7 +47,7 @@ pub use report::{ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where the worker source reads from, and how often.
@@ -852,98 +854,6 @@ impl<D: Diag> Sampler<D> {
     pub fn omitted(&self) -> Omitted {
         self.omitted
     }
-
-    /// Ends the report window of `seconds`: the listeners sampled since the last cut, within
-    /// the caps (what they left out: [`Sampler::omitted`]).
-    /// Saturated time is the window's share of saturated samples times its length.
-    pub fn cut(&mut self, seconds: f64) -> Vec<ListenerReport> {
-        let accs = std::mem::take(&mut self.accs);
-        let mut out = Vec::new();
-        let mut seen_paths = HashSet::new();
-        for (key, a) in accs {
-            let (pod, stat_path) = self
-                .procs
-                .get(&a.holder)
-                .and_then(|p| p.cgroup.clone())
-                .unwrap_or((None, None));
-            let cpu = stat_path.and_then(|path| {
-                let now = cgroup::read_cpu_stat(std::slice::from_ref(&path))?.1;
-                let base = self.cpu_base.insert(path.clone(), now).unwrap_or(now);
-                seen_paths.insert(path);
-                Some(now.since(&base))
-            });
-            let saturated = round3(a.saturated as f64 / a.samples.max(1) as f64 * seconds);
-            let now = Instant::now();
-            let total = self.saturated_total.entry(key).or_insert((0.0, now));
-            *total = (total.0 + saturated, now);
-            let total = total.0;
-            let busy_mean = round3(a.busy_sum as f64 / a.samples.max(1) as f64);
-            let capacity = a.workers.saturating_mul(a.threads.n);
-            let (address, port) = match &a.local {
-                Local::Tcp(l) => (l.ip().to_string(), Some(l.port())),
-                Local::Unix(name) => (crate::sys::unixsock::display_name(name), None),
-            };
-            out.push(ListenerReport {
-                pod: pod.as_ref().map(|p| PodRef {
-                    namespace: None,
-                    name: None,
-                    uid: p.pod_uid.clone(),
-                }),
-                container: pod.and_then(|p| p.container),
-                address,
-                port,
-                process: self
-                    .procs
-                    .get(&a.holder)
-                    .map(|p| p.comm.clone())
-                    .unwrap_or_default(),
-                workers: a.workers,
-                threads: a.threads.n,
-                threads_known: a.threads.known,
-                capacity,
-                model: a.model,
-                busy_mean,
-                busy_max: a.busy_max,
-                connections_mean: round3(a.conns_sum as f64 / a.samples.max(1) as f64),
-                connections_max: a.conns_max,
-                queue_max: a.queue_max,
-                backlog: a.backlog,
-                utilization: if capacity > 0 {
-                    round3(busy_mean / capacity as f64)
-                } else {
-                    0.0
-                },
-                saturated_seconds: saturated,
-                cpu_periods: cpu.map(|c| c.nr_periods),
-                cpu_throttled_periods: cpu.map(|c| c.nr_throttled),
-                cpu_throttled_seconds: cpu.map(|c| c.throttled_usec as f64 / 1e6),
-                samples: a.samples,
-                netns: key.0,
-                worker_pids: a.worker_pids,
-                workload: None,
-                saturated_seconds_total: total,
-            });
-        }
-        self.saturated_total
-            .retain(|_, (_, seen)| seen.elapsed() < self.forget_gone);
-        self.cpu_base.retain(|p, _| {
-            seen_paths.contains(p)
-                || self
-                    .procs
-                    .values()
-                    .any(|q| q.cgroup.as_ref().and_then(|c| c.1.as_ref()) == Some(p))
-        });
-        out.sort_by(|a, b| {
-            (a.pod.as_ref().map(|p| &p.uid), a.port, &a.address, a.netns).cmp(&(
-                b.pod.as_ref().map(|p| &p.uid),
-                b.port,
-                &b.address,
-                b.netns,
-            ))
-        });
-        self.omitted = caps::apply(&mut out, &self.caps);
-        out
-    }
 }
 
 /// Whether a connected socket with local address `conn` was accepted on a listener bound to
@@ -957,95 +867,4 @@ fn accepted_on(conn: SocketAddr, listen: SocketAddr) -> bool {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// The worker source running on its own thread; cut windows from any thread.
-pub struct Workers {
-    sampler: Arc<Mutex<Sampler>>,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Starts sampling at `spec.interval`, the first sample at once; `beat`, when given, beats
-    /// after every sample (the daemon's readiness watches it).
-    pub fn start(spec: &WorkersSpec, beat: Option<Beat>) -> Workers {
-        let sampler = Arc::new(Mutex::new(Sampler::new(spec)));
-        let (tx, rx) = mpsc::channel::<()>();
-        let s = sampler.clone();
-        let interval = spec.interval;
-        let thread = std::thread::Builder::new()
-            .name("headroom-workers".into())
-            .spawn(move || {
-                let mut next = Instant::now();
-                // Test hook (`HEADROOM_TEST_STALL_LISTENERS_AFTER`): stop sampling and beating.
-                let stall_at = crate::health::test_stall_at("listeners");
-                loop {
-                    if stall_at.is_some_and(|t| Instant::now() >= t) {
-                        let _ = rx.recv();
-                        return;
-                    }
-                    s.lock().unwrap_or_else(|e| e.into_inner()).sample();
-                    if let Some(b) = &beat {
-                        b.beat();
-                    }
-                    next += interval;
-                    let now = Instant::now();
-                    if next < now {
-                        next = now; // fell behind: skip, never burst
-                    }
-                    match rx.recv_timeout(next - now) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                }
-            })
-            .expect("spawning a thread");
-        Workers {
-            sampler,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// Ends the report window of `seconds`: the listeners within the caps, and how many the
-    /// caps left out.
-    pub fn cut(&self, seconds: f64) -> Vec<ListenerReport> {
-        self.cut_counted(seconds).0
-    }
-
-    pub fn cut_counted(&self, seconds: f64) -> (Vec<ListenerReport>, Omitted) {
-        let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
-        let l = s.cut(seconds);
-        (l, s.omitted())
-    }
-
-    /// The latest sample of every listener, kept current while this runs.
-    pub fn latest(&self) -> LatestSamples {
-        self.sampler
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .latest()
-    }
-
-    /// Work done so far.
-    pub fn cost(&self) -> Cost {
-        self.sampler.lock().unwrap_or_else(|e| e.into_inner()).cost
-    }
-}
-
-impl Workers {
-    /// Stops sampling (also on drop); what was sampled can still be cut.
-    pub fn stop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -67,7 +67,7 @@ pub const MAX_THREADS: usize = 4096;
 pub const MAX_THREADS_PER_WORKER: u32 = 1024;
 
 pub fn is_event_loop_comm(comm: &str) -> bool {
-    EVENT_LOOP_COMMS.iter().any(|c| comm == *c)
+    EVENT_LOOP_COMMS.contains(&comm)
 }
 
 /// Threads per worker for worker `pid` (command `comm`, parent `ppid`), as the server states it.

@@ -1,8 +1,11 @@
 //! The listener source in the pipeline: the sampler thread (stopped on drop) fills `listeners`.
 
-use super::Workers;
+use super::{Cost, LatestSamples, ListenerReport, Omitted, Sampler, WorkersSpec};
+use crate::health::Beat;
 use crate::report::Report;
 use crate::sources::{Source, Window};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
 
 impl Source for Workers {
     fn name(&self) -> &'static str {
@@ -11,5 +14,96 @@ impl Source for Workers {
 
     fn fill(&mut self, _window: Window, report: &mut Report) {
         (report.listeners, report.listeners_omitted) = self.cut_counted(report.window.seconds);
+    }
+}
+
+/// The worker source running on its own thread; cut windows from any thread.
+pub struct Workers {
+    sampler: Arc<Mutex<Sampler>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts sampling at `spec.interval`, the first sample at once; `beat`, when given, beats
+    /// after every sample (the daemon's readiness watches it).
+    pub fn start(spec: &WorkersSpec, beat: Option<Beat>) -> Workers {
+        let sampler = Arc::new(Mutex::new(Sampler::new(spec)));
+        let (tx, rx) = mpsc::channel::<()>();
+        let s = sampler.clone();
+        let interval = spec.interval;
+        let thread = std::thread::Builder::new()
+            .name("headroom-workers".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                // Test hook (`HEADROOM_TEST_STALL_LISTENERS_AFTER`): stop sampling and beating.
+                let stall_at = crate::health::test_stall_at("listeners");
+                loop {
+                    if stall_at.is_some_and(|t| Instant::now() >= t) {
+                        let _ = rx.recv();
+                        return;
+                    }
+                    s.lock().unwrap_or_else(|e| e.into_inner()).sample();
+                    if let Some(b) = &beat {
+                        b.beat();
+                    }
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now; // fell behind: skip, never burst
+                    }
+                    match rx.recv_timeout(next - now) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })
+            .expect("spawning a thread");
+        Workers {
+            sampler,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Ends the report window of `seconds`: the listeners within the caps, and how many the
+    /// caps left out.
+    pub fn cut(&self, seconds: f64) -> Vec<ListenerReport> {
+        self.cut_counted(seconds).0
+    }
+
+    pub fn cut_counted(&self, seconds: f64) -> (Vec<ListenerReport>, Omitted) {
+        let mut s = self.sampler.lock().unwrap_or_else(|e| e.into_inner());
+        let l = s.cut(seconds);
+        (l, s.omitted())
+    }
+
+    /// The latest sample of every listener, kept current while this runs.
+    pub fn latest(&self) -> LatestSamples {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest()
+    }
+
+    /// Work done so far.
+    pub fn cost(&self) -> Cost {
+        self.sampler.lock().unwrap_or_else(|e| e.into_inner()).cost
+    }
+}
+
+impl Workers {
+    /// Stops sampling (also on drop); what was sampled can still be cut.
+    pub fn stop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -6,6 +6,7 @@ use crate::sys::sockdiag::{Diag, Sock, SockState};
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::sync::Mutex;
 
 const NS: u64 = 4026532001;
 const NS_GONE: u64 = 4026532999;

@@ -1,0 +1,97 @@
+//! Ending a report window: the listeners sampled since the last cut, as report entries.
+
+use super::*;
+
+impl<D: Diag> Sampler<D> {
+    /// Ends the report window of `seconds`: the listeners sampled since the last cut, within
+    /// the caps (what they left out: [`Sampler::omitted`]).
+    /// Saturated time is the window's share of saturated samples times its length.
+    pub fn cut(&mut self, seconds: f64) -> Vec<ListenerReport> {
+        let accs = std::mem::take(&mut self.accs);
+        let mut out = Vec::new();
+        let mut seen_paths = HashSet::new();
+        for (key, a) in accs {
+            let (pod, stat_path) = self
+                .procs
+                .get(&a.holder)
+                .and_then(|p| p.cgroup.clone())
+                .unwrap_or((None, None));
+            let cpu = stat_path.and_then(|path| {
+                let now = cgroup::read_cpu_stat(std::slice::from_ref(&path))?.1;
+                let base = self.cpu_base.insert(path.clone(), now).unwrap_or(now);
+                seen_paths.insert(path);
+                Some(now.since(&base))
+            });
+            let saturated = round3(a.saturated as f64 / a.samples.max(1) as f64 * seconds);
+            let now = Instant::now();
+            let total = self.saturated_total.entry(key).or_insert((0.0, now));
+            *total = (total.0 + saturated, now);
+            let total = total.0;
+            let busy_mean = round3(a.busy_sum as f64 / a.samples.max(1) as f64);
+            let capacity = a.workers.saturating_mul(a.threads.n);
+            let (address, port) = match &a.local {
+                Local::Tcp(l) => (l.ip().to_string(), Some(l.port())),
+                Local::Unix(name) => (crate::sys::unixsock::display_name(name), None),
+            };
+            out.push(ListenerReport {
+                pod: pod.as_ref().map(|p| PodRef {
+                    namespace: None,
+                    name: None,
+                    uid: p.pod_uid.clone(),
+                }),
+                container: pod.and_then(|p| p.container),
+                address,
+                port,
+                process: self
+                    .procs
+                    .get(&a.holder)
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_default(),
+                workers: a.workers,
+                threads: a.threads.n,
+                threads_known: a.threads.known,
+                capacity,
+                model: a.model,
+                busy_mean,
+                busy_max: a.busy_max,
+                connections_mean: round3(a.conns_sum as f64 / a.samples.max(1) as f64),
+                connections_max: a.conns_max,
+                queue_max: a.queue_max,
+                backlog: a.backlog,
+                utilization: if capacity > 0 {
+                    round3(busy_mean / capacity as f64)
+                } else {
+                    0.0
+                },
+                saturated_seconds: saturated,
+                cpu_periods: cpu.map(|c| c.nr_periods),
+                cpu_throttled_periods: cpu.map(|c| c.nr_throttled),
+                cpu_throttled_seconds: cpu.map(|c| c.throttled_usec as f64 / 1e6),
+                samples: a.samples,
+                netns: key.0,
+                worker_pids: a.worker_pids,
+                workload: None,
+                saturated_seconds_total: total,
+            });
+        }
+        self.saturated_total
+            .retain(|_, (_, seen)| seen.elapsed() < self.forget_gone);
+        self.cpu_base.retain(|p, _| {
+            seen_paths.contains(p)
+                || self
+                    .procs
+                    .values()
+                    .any(|q| q.cgroup.as_ref().and_then(|c| c.1.as_ref()) == Some(p))
+        });
+        out.sort_by(|a, b| {
+            (a.pod.as_ref().map(|p| &p.uid), a.port, &a.address, a.netns).cmp(&(
+                b.pod.as_ref().map(|p| &p.uid),
+                b.port,
+                &b.address,
+                b.netns,
+            ))
+        });
+        self.omitted = caps::apply(&mut out, &self.caps);
+        out
+    }
+}
