@@ -3,9 +3,9 @@
 //! - **threads per worker**, where the server states it: Puma names its pool threads
 //!   `puma srv tp NNN` (counted; with `min < max` threads the pool grows under load, so this is
 //!   the pool as it is now), gunicorn takes `--threads N` on its command line (the worker's or
-//!   its master's), unicorn and php-fpm serve one request per process. Else the pod annotation
-//!   `headroom.io/threads-per-worker` (applied when the pod is known, see `enrich`), else 1 with
-//!   `threads_known: false`;
+//!   its master's), unicorn and php-fpm serve one request per process; else 1 with
+//!   `threads_known: false` (the pod annotation `headroom.io/threads-per-worker` of issue 18 is
+//!   not read yet);
 //! - **model**: `event_loop` for a server known to be one (nginx, Node, Envoy, HAProxy, the
 //!   agent and collector themselves) or a worker of unknown threads seen holding more accepted
 //!   connections than it has threads (one process, many connections); `threaded` with more
