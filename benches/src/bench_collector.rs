@@ -1,36 +1,47 @@
 //! `headroom-bench-collector [--agents 5000] [--interval 10] [--seconds 60] [--threads 16]
-//! [--listeners 5] [--probes 4]`: starts `headroom-collector` on 127.0.0.1 and simulates that
-//! many agents, each POSTing one report window (the agent's own OTLP encoding, two interfaces,
-//! plus listeners and probes with the contract's names and attributes) per interval over
-//! OTLP/HTTP protobuf with keep-alive connections. Listeners: one of a DaemonSet on every node
-//! (a workload with as many pods as agents) and the rest pods of 50 Deployments; probes:
-//! readiness probes with cumulative attempts by result, removals, timeout, p99 and max. At the
-//! end it times `GET /metrics` and `GET /api/v1/fleet?history=false` (every workload computed). Prints the collector's CPU (user + sys from
-//! /proc/PID/stat over the run), peak and final RSS, the ingest latency percentiles, and a
-//! check that every simulated node is in the fleet. Traffic goes to 127.0.0.1 only, bounded
-//! by --seconds.
+//! [--listeners 5] [--probes 4] [--scrape-every 15] [--sample-every 10] [--csv FILE]`:
+//! starts `headroom-collector` on 127.0.0.1 (rules on, no Kubernetes, no auth) and simulates
+//! that many agents ([`fleet_sim`]: the agent's own OTLP encoding of calm figures with a few
+//! hot spots), each POSTing one report window per interval over OTLP/HTTP protobuf with
+//! keep-alive connections. Meanwhile a Prometheus-like scraper GETs `/metrics` every
+//! `--scrape-every` s (its time, size and the collector's evaluation gauges), and every
+//! `--sample-every` s the collector's CPU (utime + stime from /proc/PID/stat) and RSS go to
+//! the CSV (`benches/plot-collector.gp` draws it). At the end: one `/metrics` and one
+//! `/api/v1/fleet?history=false` timed, the findings held (`/api/v1/findings`, by rule and
+//! state, against what the simulation plants), the ingest latency percentiles, and a check
+//! that every simulated node is in the fleet. Traffic goes to 127.0.0.1 only, bounded by
+//! `--seconds`.
 
-use headroom_agent::export::otlp::encode;
-use headroom_agent::report::{Node, Report};
-use headroom_agent::sources::linklocal::meter::InterfaceWindow;
-use headroom_agent::sources::linklocal::series::Figures;
-use headroom_signals::{attr, metric as desc};
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint, Sum,
-};
-use prost::Message;
+mod fleet_sim;
+
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// A numeric flag's value; a bad one ends the bench with exit 64 and one line.
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
+    let Some(v) = args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+    else {
+        return default;
+    };
+    v.parse().unwrap_or_else(|_| {
+        eprintln!(
+            "invalid {name} '{v}': a whole number; see the usage at the top of bench_collector.rs"
+        );
+        std::process::exit(64)
+    })
+}
+
+fn text_flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("invalid {name} '{v}'")))
-        .unwrap_or(default)
+        .cloned()
 }
 
 fn free_port() -> u16 {
@@ -46,177 +57,6 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
-}
-
-/// Listener and probe metrics of one agent's window, named and shaped as the contract in
-/// headroom-signals says (gauges from the window's start, counters from the agent's start).
-/// The agent's encoder in this tree does not encode listeners and probes yet; this adds them
-/// the same way.
-fn workload_metrics(
-    agent: usize,
-    window: u64,
-    start: u64,
-    end: u64,
-    listeners: usize,
-    probes: usize,
-) -> Vec<Metric> {
-    let kv = encode::kv;
-    let mut metrics: Vec<Metric> = Vec::new();
-    let mut add = |name: &str, sum: bool, a: &[KeyValue], from: u64, v: f64| {
-        let p = NumberDataPoint {
-            attributes: a.to_vec(),
-            start_time_unix_nano: from,
-            time_unix_nano: end,
-            value: Some(number_data_point::Value::AsDouble(v)),
-            ..Default::default()
-        };
-        if let Some(m) = metrics.iter_mut().find(|m| m.name == name) {
-            match &mut m.data {
-                Some(metric::Data::Gauge(g)) => g.data_points.push(p),
-                Some(metric::Data::Sum(s)) => s.data_points.push(p),
-                _ => {}
-            }
-            return;
-        }
-        let data = if sum {
-            metric::Data::Sum(Sum {
-                data_points: vec![p],
-                aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                is_monotonic: true,
-            })
-        } else {
-            metric::Data::Gauge(Gauge {
-                data_points: vec![p],
-            })
-        };
-        metrics.push(Metric {
-            name: name.into(),
-            data: Some(data),
-            ..Default::default()
-        });
-    };
-    let w = window as f64;
-    for k in 0..listeners {
-        let (kind, workload, pod) = if k == 0 {
-            (
-                "DaemonSet",
-                "edge-proxy".to_string(),
-                format!("edge-proxy-{agent:05}"),
-            )
-        } else {
-            let d = (agent * listeners + k) % 50;
-            (
-                "Deployment",
-                format!("svc-{d:02}"),
-                format!("svc-{d:02}-{agent:05}-{k}"),
-            )
-        };
-        let a = [
-            kv(attr::NAMESPACE, "bench"),
-            kv(attr::POD, &pod),
-            kv(attr::CONTAINER, "app"),
-            kv(attr::PORT, "8000"),
-            kv(attr::PROCESS, "gunicorn"),
-            kv(attr::WORKLOAD_KIND, kind),
-            kv(attr::WORKLOAD, &workload),
-        ];
-        let busy = ((agent + k + window as usize) % 9) as f64 / 2.0;
-        add(desc::WORKERS.otlp, false, &a, start, 4.0);
-        add(desc::WORKERS_BUSY.otlp, false, &a, start, busy);
-        add(
-            desc::WORKERS_BUSY_MAX.otlp,
-            false,
-            &a,
-            start,
-            busy.ceil().min(4.0),
-        );
-        add(
-            desc::ACCEPT_QUEUE_DEPTH_MAX.otlp,
-            false,
-            &a,
-            start,
-            (busy >= 4.0) as u8 as f64,
-        );
-        add(desc::ACCEPT_QUEUE_BACKLOG.otlp, false, &a, start, 128.0);
-        add(desc::WORKERS_SATURATED_SECONDS.otlp, true, &a, 1, w * 0.1);
-    }
-    for k in 0..probes {
-        let a = [
-            kv(attr::NAMESPACE, "bench"),
-            kv(attr::POD, &format!("svc-{agent:05}-{k}")),
-            kv(attr::CONTAINER, "app"),
-            kv(attr::PROBE, "readiness"),
-            kv(attr::TARGET, "http://10.0.0.1:8000/healthz"),
-            kv(attr::WORKLOAD_KIND, "Deployment"),
-            kv(attr::WORKLOAD, &format!("svc-{:02}", (agent + k) % 50)),
-        ];
-        for (result, n) in [
-            ("ok", w * 10.0),
-            ("slow", w),
-            ("timeout", (w / 5.0).floor()),
-            ("error", 0.0),
-        ] {
-            let mut ra = a.to_vec();
-            ra.push(kv(attr::RESULT, result));
-            add(desc::PROBE_ATTEMPTS.otlp, true, &ra, 1, n);
-        }
-        add(
-            desc::PROBE_PREDICTED_REMOVALS.otlp,
-            true,
-            &a,
-            1,
-            (w / 30.0).floor(),
-        );
-        add(desc::PROBE_TIMEOUT.otlp, false, &a, start, 1.0);
-        add(
-            desc::PROBE_LATENCY_P99.otlp,
-            false,
-            &a,
-            start,
-            0.05 + (agent % 20) as f64 * 0.04,
-        );
-        add(desc::PROBE_LATENCY_MAX.otlp, false, &a, start, 0.9);
-    }
-    metrics
-}
-
-/// One agent's report window ending at `now` (ns) as the agent encodes it, with `listeners`
-/// listeners and `probes` probes.
-fn body(agent: usize, window: u64, now: u64, listeners: usize, probes: usize) -> Vec<u8> {
-    let windows: Vec<InterfaceWindow> = ["eth0", "eth1"]
-        .iter()
-        .enumerate()
-        .map(|(k, name)| InterfaceWindow {
-            name: name.to_string(),
-            mac: None,
-            figures: Figures {
-                packets: [1000 + agent as u64, 10, 5],
-                peak: ((agent * 7 + k * 13 + window as usize * 3) % 1100) as u64,
-                peak_by_service: [100, 2, 1],
-            },
-            kernel_drops: 0,
-            packets_total: [window * 1000, window * 10, window * 5],
-            drops_total: 0,
-            capturing: true,
-            dns: None,
-            dns_totals: Default::default(),
-        })
-        .collect();
-    let node = Node {
-        name: format!("node-{agent:05}"),
-        instance_id: Some(format!("i-{agent:017x}")),
-        instance_type: Some("m6i.large".into()),
-        availability_zone: Some("eu-west-1a".into()),
-    };
-    let start = now - 10_000_000_000;
-    let r = Report::new(node, start, now, &windows);
-    let mut req = encode::request(&r, encode::resource(&r, &[]), 1);
-    req.resource_metrics[0].scope_metrics[0]
-        .metrics
-        .extend(workload_metrics(
-            agent, window, start, now, listeners, probes,
-        ));
-    req.encode_to_vec()
 }
 
 /// Sends one request on a keep-alive connection; returns the status.
@@ -271,6 +111,41 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET path` on a new connection: the body and how long the whole exchange took.
+fn get(addr: &str, path: &str) -> (Vec<u8>, Duration) {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |p| p + 4);
+    (resp[at..].to_vec(), t.elapsed())
+}
+
+/// A gauge's value in a Prometheus text exposition (the first sample of the family).
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// One scrape: when (s into the run), how long (ms), bytes, the evaluation gauges (ms).
+struct Scrape {
+    at: f64,
+    ms: f64,
+    bytes: usize,
+    eval_ms: f64,
+    eval_max_ms: f64,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let agents = flag(&args, "--agents", 5000) as usize;
@@ -279,20 +154,31 @@ fn main() {
     let threads = flag(&args, "--threads", 16) as usize;
     let listeners = flag(&args, "--listeners", 5) as usize;
     let probes = flag(&args, "--probes", 4) as usize;
-    // Prometheus scraping /metrics meanwhile (each scrape builds a snapshot under the fleet's
-    // lock, so ingest latency includes it); 0 = no scrapes.
+    // Prometheus scraping /metrics meanwhile; 0 = no scrapes.
     let scrape_every = flag(&args, "--scrape-every", 15);
+    let sample_every = flag(&args, "--sample-every", 10).max(1);
+    let csv = text_flag(&args, "--csv").unwrap_or_else(|| format!("collector-{agents}.csv"));
     let collector = std::env::current_exe()
         .unwrap()
         .with_file_name("headroom-collector");
-    assert!(
-        collector.is_file(),
-        "build the collector first: cargo build --release -p headroom-collector"
-    );
+    if !collector.is_file() {
+        eprintln!(
+            "no {}: build the collector first (cargo build --release -p headroom-collector)",
+            collector.display()
+        );
+        std::process::exit(64);
+    }
     let (g, h, a) = (free_port(), free_port(), free_port());
     let http = format!("127.0.0.1:{h}");
     let api = format!("127.0.0.1:{a}");
+    // The rules run (every 10 s, the default); no Kubernetes, so HPAOverScaling is off.
+    let config = std::env::temp_dir().join(format!(
+        "headroom-bench-collector-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config, "kube = false\n").unwrap();
     let mut child = Command::new(&collector)
+        .args(["--config", config.to_str().unwrap(), "--auth", "none"])
         .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
         .args(["--otlp-http-listen", &http, "--http-listen", &api])
         .stdout(Stdio::null())
@@ -301,13 +187,14 @@ fn main() {
         .unwrap();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&http).is_err() {
+    while TcpStream::connect(&http).is_err() || TcpStream::connect(&api).is_err() {
         assert!(Instant::now() < deadline, "collector never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sample = body(0, 0, now_ns(), listeners, probes);
+    let bench_start_ns = now_ns();
+    let sample = fleet_sim::body(0, 0, now_ns(), bench_start_ns, listeners, probes);
     println!(
-        "{agents} agents ({listeners} listeners, {probes} probes each), one {} B request each per {interval:?}, {seconds} s, {threads} sender threads",
+        "{agents} agents ({listeners} listeners, {probes} probes each), one {} B request each per {interval:?}, {seconds} s, {threads} sender threads; /metrics every {scrape_every} s; samples every {sample_every} s to {csv}",
         sample.len()
     );
     let cpu0 = proc_cpu_seconds(pid);
@@ -338,7 +225,14 @@ fn main() {
                             std::thread::sleep(d);
                         }
                         // Every round is a new window (a new end time), as from a real agent.
-                        let b = body(i, round as u64, now_ns(), listeners, probes);
+                        let b = fleet_sim::body(
+                            i,
+                            round as u64,
+                            now_ns(),
+                            bench_start_ns,
+                            listeners,
+                            probes,
+                        );
                         let t0 = Instant::now();
                         match post(&mut conn, &http, &b) {
                             Ok(200) => lat.push(t0.elapsed()),
@@ -362,21 +256,48 @@ fn main() {
             let mut next = start + Duration::from_secs(scrape_every);
             while next < end {
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                let t = Instant::now();
-                let mut s = TcpStream::connect(&api).unwrap();
-                write!(
-                    s,
-                    "GET /metrics HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
-                )
-                .unwrap();
-                let mut resp = Vec::new();
-                s.read_to_end(&mut resp).unwrap();
-                took.push(t.elapsed().as_secs_f64() * 1000.0);
+                let (body, t) = get(&api, "/metrics");
+                let text = String::from_utf8_lossy(&body);
+                took.push(Scrape {
+                    at: start.elapsed().as_secs_f64(),
+                    ms: t.as_secs_f64() * 1000.0,
+                    bytes: body.len(),
+                    eval_ms: gauge(&text, "headroom_collector_evaluation_seconds")
+                        .unwrap_or(f64::NAN)
+                        * 1000.0,
+                    eval_max_ms: gauge(&text, "headroom_collector_evaluation_seconds_max")
+                        .unwrap_or(f64::NAN)
+                        * 1000.0,
+                });
                 next += Duration::from_secs(scrape_every);
             }
             took
         })
     });
+    let sampler = {
+        let csv = csv.clone();
+        std::thread::spawn(move || {
+            let mut out = std::fs::File::create(&csv).unwrap();
+            writeln!(out, "seconds,cpu_seconds,cpu_percent,rss_mib").unwrap();
+            let (mut last_t, mut last_cpu) = (0.0, proc_cpu_seconds(pid));
+            let mut next = start + Duration::from_secs(sample_every);
+            while next <= end {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                let t = start.elapsed().as_secs_f64();
+                let cpu = proc_cpu_seconds(pid);
+                let rss = status_kib(pid, "VmRSS:") as f64 / 1024.0;
+                writeln!(
+                    out,
+                    "{t:.1},{:.2},{:.1},{rss:.1}",
+                    cpu - cpu0,
+                    (cpu - last_cpu) / (t - last_t) * 100.0
+                )
+                .unwrap();
+                (last_t, last_cpu) = (t, cpu);
+                next += Duration::from_secs(sample_every);
+            }
+        })
+    };
     let mut lat = Vec::new();
     let mut errors = 0;
     for h in handles {
@@ -385,33 +306,37 @@ fn main() {
         errors += e;
     }
     let wall = start.elapsed().as_secs_f64();
-    if let Some(s) = scraper {
-        let took = s.join().unwrap();
-        println!(
-            "{} scrapes of /metrics during the run, every {scrape_every} s: {:?} ms",
-            took.len(),
-            took.iter().map(|t| t.round() as u64).collect::<Vec<_>>()
-        );
-    }
     let cpu = proc_cpu_seconds(pid) - cpu0;
     let rss = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");
+    sampler.join().unwrap();
+    let scrapes = scraper.map(|s| s.join().unwrap()).unwrap_or_default();
+    if !scrapes.is_empty() {
+        let ms: Vec<f64> = scrapes.iter().map(|s| s.ms).collect();
+        let max_eval = scrapes.iter().map(|s| s.eval_max_ms).fold(0.0, f64::max);
+        let evals: Vec<f64> = scrapes.iter().map(|s| s.eval_ms).collect();
+        println!(
+            "{} scrapes of /metrics, every {scrape_every} s: {:.0}–{:.0} ms (median {:.0}), {}–{} KiB; evaluation (latest at each scrape) {:.0}–{:.0} ms, slowest since start {max_eval:.0} ms",
+            scrapes.len(),
+            ms.iter().copied().fold(f64::INFINITY, f64::min),
+            ms.iter().copied().fold(0.0, f64::max),
+            median(&ms),
+            scrapes.iter().map(|s| s.bytes).min().unwrap_or(0) / 1024,
+            scrapes.iter().map(|s| s.bytes).max().unwrap_or(0) / 1024,
+            evals.iter().copied().fold(f64::INFINITY, f64::min),
+            evals.iter().copied().fold(0.0, f64::max),
+        );
+        let last = scrapes.last().unwrap();
+        println!(
+            "last scrape at {:.0} s: {:.0} ms, {} KiB",
+            last.at,
+            last.ms,
+            last.bytes / 1024
+        );
+    }
     // The fleet knows every node; how long the read side takes at this size.
-    let get = |path: &str| {
-        let t = Instant::now();
-        let mut s = TcpStream::connect(&api).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).unwrap();
-        let at = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        (resp[at..].to_vec(), t.elapsed())
-    };
-    let (metrics, metrics_took) = get("/metrics");
-    let (resp, fleet_took) = get("/api/v1/fleet?history=false");
+    let (metrics, metrics_took) = get(&api, "/metrics");
+    let (resp, fleet_took) = get(&api, "/api/v1/fleet?history=false");
     let fleet: serde_json::Value = serde_json::from_slice(&resp).unwrap_or_default();
     let workloads: usize = fleet["clusters"]
         .as_array()
@@ -422,17 +347,41 @@ fn main() {
         })
         .unwrap_or(0);
     println!(
-        "GET /metrics: {:.0} ms, {} KiB; GET /api/v1/fleet?history=false: {:.0} ms, {} KiB; {workloads} workloads",
+        "GET /metrics: {:.0} ms, {} KiB; GET /api/v1/fleet?history=false: {:.0} ms, {} KiB (first page); {workloads} workloads",
         metrics_took.as_secs_f64() * 1000.0,
         metrics.len() / 1024,
         fleet_took.as_secs_f64() * 1000.0,
         resp.len() / 1024
+    );
+    let (findings, _) = get(&api, "/api/v1/findings");
+    let findings: serde_json::Value = serde_json::from_slice(&findings).unwrap_or_default();
+    let mut held: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for f in findings["findings"].as_array().into_iter().flatten() {
+        let key = (
+            f["rule"].as_str().unwrap_or("?").to_string(),
+            f["state"].as_str().unwrap_or("?").to_string(),
+        );
+        *held.entry(key).or_default() += 1;
+    }
+    println!(
+        "findings held: {} ({}); planted: {}",
+        held.values().sum::<usize>(),
+        held.iter()
+            .map(|((r, s), n)| format!("{r} {s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        fleet_sim::expected(agents, probes)
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     // SAFETY: kill(2) on our own child.
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);
     }
     let _ = child.wait();
+    let _ = std::fs::remove_file(&config);
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -440,11 +389,11 @@ fn main() {
             .unwrap_or(f64::NAN)
     };
     println!(
-        "| agents | requests | errors | req/s | collector CPU (% of one core) | RSS end / peak MiB | latency p50 / p99 / max ms | fleet nodes |"
+        "| agents | run | requests | errors | req/s | collector CPU (% of one core) | RSS end / peak MiB | ingest p50 / p99 / max ms | fleet nodes |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {agents} | {} | {errors} | {:.0} | {:.1} % | {:.0} / {:.0} | {:.2} / {:.2} / {:.2} | {} |",
+        "| {agents} | {seconds} s | {} | {errors} | {:.0} | {:.1} % | {:.0} / {:.0} | {:.2} / {:.2} / {:.2} | {} |",
         lat.len(),
         lat.len() as f64 / wall,
         cpu / wall * 100.0,
@@ -455,4 +404,10 @@ fn main() {
         lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN),
         fleet["nodes"]
     );
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -24,6 +24,8 @@ pub struct Findings {
     pub engine: Mutex<Engine>,
     pub sinks: Sinks,
     state_file: Option<PathBuf>,
+    /// Seconds the latest and the slowest evaluation took (snapshot, rules, engine).
+    timing: Mutex<(f64, f64)>,
 }
 
 /// Firing first, then pending, then resolved; critical before warning; newest first.
@@ -48,7 +50,19 @@ impl Findings {
             engine: Mutex::new(engine),
             sinks,
             state_file,
+            timing: Mutex::new((0.0, 0.0)),
         }
+    }
+
+    /// Seconds the latest and the slowest evaluation took, for `/metrics`.
+    pub fn evaluation_seconds(&self) -> (f64, f64) {
+        *self.timing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn timed(&self, took: Duration) {
+        let mut t = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        let s = took.as_secs_f64();
+        *t = (s, t.1.max(s));
     }
 
     /// The engine, for reading its records (never poisoned for readers).
@@ -122,12 +136,14 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {
                 let now = SystemTime::now();
+                let took = std::time::Instant::now();
                 let snapshot = fleet
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .snapshot_lean(now);
                 let view = kube.get();
                 findings.evaluate(&rules, &Input { fleet: &snapshot, kube: &view }, now);
+                findings.timed(took.elapsed());
             }
             _ = resend_tick.tick() => findings.resend(SystemTime::now()),
             _ = stop.cancelled() => return,

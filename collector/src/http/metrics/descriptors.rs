@@ -238,6 +238,18 @@ pub const FINDINGS: Metric = family(
     "{finding}",
     "Findings by rule, severity and state (pending, firing, resolved within keep_resolved)",
 );
+pub const EVALUATION_SECONDS: Metric = family(
+    "headroom_collector_evaluation_seconds",
+    Kind::Gauge,
+    "s",
+    "How long the latest evaluation took: the fleet snapshot, every rule, the findings engine",
+);
+pub const EVALUATION_SECONDS_MAX: Metric = family(
+    "headroom_collector_evaluation_seconds_max",
+    Kind::Gauge,
+    "s",
+    "The slowest evaluation since the collector started",
+);
 pub const ALERTS_SENT: Metric = family(
     "headroom_collector_alerts_sent",
     Kind::Counter,
@@ -302,6 +314,8 @@ pub const ALL: &[Metric] = &[
     TRACES_QUEUE_DROPPED_BYTES,
     FINDINGS_DROPPED,
     FINDINGS,
+    EVALUATION_SECONDS,
+    EVALUATION_SECONDS_MAX,
     ALERTS_SENT,
     ALERT_SEND_FAILURES,
     ALERTS_DROPPED,

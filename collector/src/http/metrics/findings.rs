@@ -1,4 +1,5 @@
-//! The findings' families: findings by rule, severity and state, and each sink's counters.
+//! The findings' families: findings by rule, severity and state, how long evaluations take,
+//! and each sink's counters.
 
 use super::descriptors::{self as d, register};
 use crate::findings::Findings;
@@ -38,6 +39,15 @@ pub fn encode(f: &Findings) -> String {
     let dropped: Counter = Counter::default();
     dropped.inc_by(f.lock().dropped());
     register(&mut r, &d::FINDINGS_DROPPED, dropped);
+    let (last, max) = f.evaluation_seconds();
+    for (desc, v) in [
+        (&d::EVALUATION_SECONDS, last),
+        (&d::EVALUATION_SECONDS_MAX, max),
+    ] {
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(v);
+        register(&mut r, desc, g);
+    }
     let sent = Family::<SinkLabels, Counter>::default();
     let failed = Family::<SinkLabels, Counter>::default();
     let dropped = Family::<SinkLabels, Counter>::default();
