@@ -20,6 +20,7 @@ use headroom_agent::sources::dns::tracker::{
 };
 use headroom_agent::sources::linklocal::meter::InterfaceWindow;
 use headroom_agent::sources::linklocal::series::Figures;
+use headroom_agent::sources::listeners::model::Model;
 use headroom_agent::sources::listeners::{ListenerReport, PodRef as ListenerPod};
 use headroom_agent::sources::probes::spec::Kind;
 use headroom_agent::sources::probes::stats::{LatencyMs, Outcome, BUCKETS};
@@ -128,7 +129,7 @@ fn interfaces(agent: usize, round: u64) -> Vec<InterfaceWindow> {
         .iter()
         .enumerate()
         .map(|(k, name)| {
-            let hot = k == 0 && agent % HOT_DNS_EVERY == 0;
+            let hot = k == 0 && agent.is_multiple_of(HOT_DNS_EVERY);
             let peak = if hot {
                 850 + jitter(agent, round, 1, 150)
             } else {
@@ -205,11 +206,17 @@ fn listener(agent: usize, round: u64, k: usize, listeners: usize) -> ListenerRep
         }),
         container: Some("app".into()),
         address: "0.0.0.0".into(),
-        port: 8000,
+        port: Some(8000),
         process: "gunicorn".into(),
         workers,
+        threads: 1,
+        threads_known: true,
+        capacity: workers,
+        model: Model::Prefork,
         busy_mean,
         busy_max,
+        connections_mean: busy_mean,
+        connections_max: busy_max,
         queue_max,
         backlog: 128,
         utilization: busy_mean / f64::from(workers),
