@@ -100,7 +100,8 @@ impl Pipeline {
         // Windows start here: what the checks and probes send from now on is counted.
         let start_ns = crate::time::now_ns();
         let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
-        let (pods, pod_list) = Pods::start(settings.node_name.clone(), &ctx);
+        let (pods, pod_list) =
+            Pods::start(settings.node_name.clone(), listeners.pod_threads(), &ctx);
         let probes = Probes::start(
             settings.probes.clone(),
             settings.node_name.clone(),

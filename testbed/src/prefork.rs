@@ -98,6 +98,31 @@ pub fn free_port() -> u16 {
 impl Server {
     /// gunicorn with `workers` sync workers on 127.0.0.1:PORT with the given listen backlog.
     pub fn gunicorn(ns: Option<&Netns>, workers: u32, backlog: u32) -> anyhow::Result<Server> {
+        Self::gunicorn_with(ns, workers, backlog, &["--worker-class", "sync"])
+    }
+
+    /// gunicorn `-k gthread --threads THREADS` with `workers` workers on 127.0.0.1:PORT; each
+    /// worker accepts at most `threads` connections (`--worker-connections`), so the excess
+    /// waits in the kernel's accept queue, not in a worker.
+    pub fn gunicorn_gthread(workers: u32, threads: u32, backlog: u32) -> anyhow::Result<Server> {
+        let t = threads.to_string();
+        let args = [
+            "--worker-class",
+            "gthread",
+            "--threads",
+            &t,
+            "--worker-connections",
+            &t,
+        ];
+        Self::gunicorn_with(None, workers, backlog, &args)
+    }
+
+    fn gunicorn_with(
+        ns: Option<&Netns>,
+        workers: u32,
+        backlog: u32,
+        class: &[&str],
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("slowapp.py"), WSGI_APP)?;
         let port = if ns.is_some() { 8000 } else { free_port() };
@@ -106,14 +131,8 @@ impl Server {
             None => Command::new("gunicorn"),
         };
         cmd.args(["--workers", &workers.to_string()])
-            .args([
-                "--worker-class",
-                "sync",
-                "--timeout",
-                "120",
-                "--graceful-timeout",
-                "1",
-            ])
+            .args(class)
+            .args(["--timeout", "120", "--graceful-timeout", "1"])
             .args(["--backlog", &backlog.to_string()])
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .arg("--chdir")
@@ -508,4 +527,50 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+}
+
+/// The WSGI app served by Python's own threading server: one process, a thread per request,
+/// nothing on its command line or in its thread names saying how many.
+const THREADING_SERVER: &str = r#"
+import sys, socketserver
+from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
+sys.path.insert(0, sys.argv[1])
+from slowapp import app
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *a): pass
+class Threading(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = 16
+make_server("0.0.0.0", 8080, app, server_class=Threading, handler_class=Quiet).serve_forever()
+"#;
+
+impl Server {
+    /// A thread-per-request server that states no thread count (Python's `ThreadingMixIn`
+    /// WSGI server, comm `python3`) on 0.0.0.0:8080 in `ns`; `pids_to` gets its pid.
+    pub fn python_threading(
+        ns: &Netns,
+        pids_to: impl FnOnce(u32) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("slowapp.py"), WSGI_APP)?;
+        std::fs::write(dir.path().join("server.py"), THREADING_SERVER)?;
+        let mut cmd = ns.command("python3");
+        cmd.arg(dir.path().join("server.py"))
+            .arg(dir.path())
+            .env("HR_DIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = Guard::spawn("python3 threading server", &mut cmd)?;
+        pids_to(guard.pid())?;
+        let s = Server {
+            guard,
+            dir,
+            port: 8080,
+            netns: Some(ns.name.clone()),
+            socket: None,
+            front: None,
+        };
+        s.wait_ready(0)?;
+        Ok(s)
+    }
 }

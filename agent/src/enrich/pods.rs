@@ -2,6 +2,7 @@
 //! reflector store, and a small index from pod IP to pod that other sources use. When the API
 //! server goes away the store keeps the last known list while the watcher backs off.
 
+use crate::sources::listeners::model::{PodThreads, THREADS_ANNOTATION};
 use ::kube::runtime::reflector::Store;
 use ::kube::runtime::watcher;
 use ::kube::{Api, Client};
@@ -160,8 +161,10 @@ pub struct Pods {
 impl Pods {
     /// Watches this node's pods (with Kubernetes access: in-cluster, else KUBECONFIG; without
     /// it one info line, and the receiver's sender is dropped). The receiver gets each pod list.
+    /// Each list also updates `threads`, the pods' `headroom.io/threads-per-worker`.
     pub fn start(
         node: String,
+        threads: PodThreads,
         ctx: &crate::sources::Context,
     ) -> (Pods, watch::Receiver<Vec<Arc<Pod>>>) {
         let index = PodIndex::default();
@@ -174,7 +177,7 @@ impl Pods {
                 return;
             };
             tracing::info!(message = "Watching this node's pods.", node = %node);
-            watch_pods(client, node, i, tx, stop).await
+            watch_pods(client, node, i, threads, tx, stop).await
         });
         (Pods { index }, rx)
     }
@@ -195,6 +198,7 @@ pub async fn watch_pods(
     client: Client,
     node: String,
     index: PodIndex,
+    threads: PodThreads,
     tx: watch::Sender<Vec<Arc<Pod>>>,
     stop: CancellationToken,
 ) {
@@ -205,15 +209,25 @@ pub async fn watch_pods(
         cfg,
         "Pod",
         |_| {},
-        move |reader| publish(reader, &index, &tx),
+        move |reader| publish(reader, &index, &threads, &tx),
         stop,
     )
     .await
 }
 
-fn publish(reader: &Store<Pod>, index: &PodIndex, tx: &watch::Sender<Vec<Arc<Pod>>>) {
+fn publish(
+    reader: &Store<Pod>,
+    index: &PodIndex,
+    threads: &PodThreads,
+    tx: &watch::Sender<Vec<Arc<Pod>>>,
+) {
     let pods = reader.state();
     index.rebuild(pods.iter().map(|p| p.as_ref()));
+    threads.set(pods.iter().filter_map(|p| {
+        let m = &p.metadata;
+        let v = m.annotations.as_ref()?.get(THREADS_ANNOTATION)?;
+        Some((m.uid.as_deref()?, v.as_str()))
+    }));
     tracing::debug!(message = "Pods on this node.", pods = pods.len());
     let _ = tx.send(pods);
 }

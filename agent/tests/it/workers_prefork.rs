@@ -594,3 +594,52 @@ fn a_worker_that_exits_between_listings_is_gone_at_the_next_sample() {
     );
     drop(master);
 }
+
+/// gunicorn `-k gthread --threads 3 -w 2` (issue 18): threads 3 known from the command line,
+/// capacity 6, model threaded; busy = requests in service (each started request names its
+/// worker: at most 3 per worker), queue = the rest, with 0/4/6/8 slow requests.
+#[test]
+fn gunicorn_gthread_capacity_is_workers_times_threads() {
+    headroom_testbed::require_or_return!(
+        "gunicorn_gthread_capacity_is_workers_times_threads",
+        &gunicorn_needs()
+    );
+    let server = Server::gunicorn_gthread(2, 3, BACKLOG).unwrap();
+    let host = netns_of("/proc/self/ns/net");
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 2);
+    for (tag, n) in [("g0", 0usize), ("g4", 4), ("g6", 6), ("g8", 8)] {
+        let held = server.hold(tag, n, 6).unwrap();
+        let started = server.started(tag);
+        let report = agent_once_as(Caps::DaemonSet);
+        assert_eq!(server.started(tag), started, "held throughout");
+        held.release().unwrap();
+        let per_worker: Vec<usize> = workers
+            .iter()
+            .map(|w| started.iter().filter(|p| *p == w).count())
+            .collect();
+        let busy = started.len();
+        let l = listener(&report, server.port, host);
+        eprintln!("gthread {n} slow requests: per worker {per_worker:?}; agent {l}");
+        assert_eq!(
+            busy,
+            n.min(6),
+            "ground truth: every slot up to 6 in service"
+        );
+        assert!(per_worker.iter().all(|&b| b <= 3), "{per_worker:?}");
+        assert_eq!(u(&l["workers"]), 2);
+        assert_eq!(
+            (
+                u(&l["threads"]),
+                l["threads_known"].as_bool(),
+                u(&l["capacity"])
+            ),
+            (3, Some(true), 6)
+        );
+        assert_eq!(l["model"], "threaded");
+        assert_eq!(l["busy_mean"].as_f64(), Some(busy as f64), "{l}");
+        assert_eq!(u(&l["busy_max"]), busy as u64);
+        assert_eq!(u(&l["queue_max"]), (n - busy) as u64);
+        assert_eq!(l["utilization"].as_f64(), Some(busy as f64 / 6.0));
+    }
+}

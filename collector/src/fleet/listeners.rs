@@ -1,7 +1,9 @@
-//! Listeners (a prefork server's listening socket in a pod), the collector side: per report
-//! window the workers, busy mean and max, accept queue depth and backlog, and the saturated
-//! seconds counter, over `workload_history`; the workload sums read them (see
-//! [`super::workloads`]).
+//! Listeners (a server's listening socket in a pod, TCP or unix), the collector side: per
+//! report window the workers, busy mean and max, accept queue depth and backlog, and the
+//! saturated seconds counter, over `workload_history`; the workload sums read them (see
+//! [`super::workloads`]). Threads per worker, the serving model and the connections held are
+//! kept from the newest window only: they describe the server, and no sum reads their history
+//! (this keeps a window at 48 bytes).
 
 use super::limits::Limits;
 use super::otlp::{attr_or_empty, get, set_from, Attrs};
@@ -14,18 +16,54 @@ use std::time::Duration;
 otlp_names! {
     pub fn takes;
     WORKERS, WORKERS_BUSY, WORKERS_BUSY_MAX, ACCEPT_QUEUE_DEPTH_MAX, ACCEPT_QUEUE_BACKLOG,
-    WORKERS_SATURATED_SECONDS
+    WORKERS_SATURATED_SECONDS, WORKERS_THREADS, WORKERS_CAPACITY, LISTENER_CONNECTIONS,
+    LISTENER_CONNECTIONS_MAX
 }
 
-/// (namespace, pod, container, port)
-pub type ListenerKey = (String, String, String, u16);
+/// (namespace, pod, container, endpoint): the endpoint is the TCP port in decimal, or a unix
+/// listener's socket path (the agent sends `port` empty and `address` = the path).
+pub type ListenerKey = (String, String, String, String);
 
-/// One listener's report windows over `workload_history`.
+/// How a listener serves requests (the agent's `model` attribute).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// One request per worker process (unicorn, gunicorn sync, php-fpm); also what agents
+    /// before the attribute existed sent.
+    #[default]
+    Prefork,
+    /// One request per pool thread, several threads per worker (Puma, gunicorn gthread).
+    Threaded,
+    /// One process multiplexing connections (nginx, Node): no busy workers, no saturation.
+    EventLoop,
+}
+
+impl Model {
+    fn parse(s: &str) -> Option<Model> {
+        match s {
+            "prefork" => Some(Model::Prefork),
+            "threaded" => Some(Model::Threaded),
+            "event_loop" => Some(Model::EventLoop),
+            _ => None,
+        }
+    }
+}
+
+/// One listener's report windows over `workload_history`, and what the newest says about
+/// the server.
 #[derive(Debug, Default)]
 pub struct Listener {
     pub process: String,
     pub workload_kind: String,
     pub workload: String,
+    pub model: Model,
+    /// Whether the agent found the threads per worker stated (false: assumed 1).
+    pub threads_known: bool,
+    /// Threads per worker in the newest window that sent it (0 = never sent: an older agent).
+    pub threads: u32,
+    /// Mean and most accepted connections the listener's processes held, newest window.
+    pub connections: f64,
+    pub connections_max: u32,
     pub windows: Windows<ListenerWindow>,
 }
 
@@ -68,12 +106,15 @@ impl Part for Listener {
     type Key = ListenerKey;
 
     fn key(a: &Attrs) -> Option<ListenerKey> {
-        let port = get(a, attr::PORT).and_then(|p| p.parse::<u16>().ok())?;
+        let endpoint = match get(a, attr::PORT).filter(|p| !p.is_empty()) {
+            Some(p) => p.parse::<u16>().ok()?.to_string(),
+            None => get(a, attr::ADDRESS).filter(|p| !p.is_empty())?.to_string(),
+        };
         Some((
             attr_or_empty(a, attr::NAMESPACE),
             attr_or_empty(a, attr::POD),
             attr_or_empty(a, attr::CONTAINER),
-            port,
+            endpoint,
         ))
     }
 
@@ -96,9 +137,26 @@ impl Part for Listener {
                     (&mut self.workload, attr::WORKLOAD),
                 ],
             );
+            if let Some(m) = get(a, attr::MODEL).and_then(Model::parse) {
+                self.model = m;
+            }
+            if let Some(k) = get(a, attr::THREADS_KNOWN) {
+                self.threads_known = k == "true";
+            }
+            match name {
+                WORKERS_THREADS => self.threads = Count::of(v).get().unwrap_or(0),
+                LISTENER_CONNECTIONS => self.connections = v.max(0.0),
+                LISTENER_CONNECTIONS_MAX => self.connections_max = Count::of(v).get().unwrap_or(0),
+                _ => {}
+            }
         }
         self.windows.record(at.end, |w| {
             match name {
+                // Kept on the listener (above); capacity is workers × threads.
+                WORKERS_THREADS
+                | WORKERS_CAPACITY
+                | LISTENER_CONNECTIONS
+                | LISTENER_CONNECTIONS_MAX => {}
                 WORKERS => w.workers = Count::of(v),
                 WORKERS_BUSY => w.busy = Small::of(v.max(0.0)),
                 WORKERS_BUSY_MAX => w.busy_max = Count::of(v),
@@ -125,26 +183,45 @@ impl Part for Listener {
 }
 
 impl Listener {
+    /// Requests one worker serves at once: the agent's figure, 1 from agents before it.
+    pub fn threads_per_worker(&self) -> u32 {
+        self.threads.max(1)
+    }
+
     /// The listener in its latest window; None without a window.
     pub fn snapshot(&self, key: &ListenerKey) -> Option<ListenerSnapshot> {
         let (end, w) = self.windows.last()?;
         let workers = w.workers.get().unwrap_or(0);
         let busy_max = w.busy_max.get().unwrap_or(0);
+        let threads = self.threads_per_worker();
+        let capacity = workers.saturating_mul(threads);
+        let port = key.3.parse::<u16>().ok();
         Some(ListenerSnapshot {
             namespace: key.0.clone(),
             pod: key.1.clone(),
             container: key.2.clone(),
-            port: key.3,
+            port,
+            address: if port.is_none() {
+                key.3.clone()
+            } else {
+                String::new()
+            },
             process: self.process.clone(),
             workload_kind: self.workload_kind.clone(),
             workload: self.workload.clone(),
+            model: self.model,
             workers,
+            threads,
+            threads_known: self.threads_known,
+            capacity,
+            connections: self.connections,
+            connections_max: self.connections_max,
             busy: w.busy.get().unwrap_or(0.0),
             busy_max,
             queue_max: w.queue_max.get().unwrap_or(0),
             backlog: w.backlog.get().unwrap_or(0),
-            utilization: if workers > 0 {
-                f64::from(busy_max) / f64::from(workers)
+            utilization: if capacity > 0 {
+                f64::from(busy_max) / f64::from(capacity)
             } else {
                 0.0
             },
@@ -154,23 +231,37 @@ impl Listener {
     }
 }
 
-/// One listener (a prefork server's listening socket) in its latest window.
+/// One listener (a server's listening socket) in its latest window.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ListenerSnapshot {
     pub namespace: String,
     pub pod: String,
     pub container: String,
-    pub port: u16,
+    /// The TCP port; null for a unix listener.
+    pub port: Option<u16>,
+    /// A unix listener's socket path; empty for TCP.
+    pub address: String,
     pub process: String,
     pub workload_kind: String,
     pub workload: String,
+    /// prefork | threaded | event_loop. An event loop has no worker figures (all 0): its
+    /// load is `connections`.
+    pub model: Model,
     pub workers: u32,
-    /// Mean busy workers over the latest window.
+    /// Requests one worker serves at once (1 for prefork; `threads_known` false: assumed).
+    pub threads: u32,
+    pub threads_known: bool,
+    /// workers × threads: requests the listener serves at once.
+    pub capacity: u32,
+    /// Mean and most accepted connections held over the latest window.
+    pub connections: f64,
+    pub connections_max: u32,
+    /// Mean requests in service over the latest window (busy threads for threaded servers).
     pub busy: f64,
     pub busy_max: u32,
     pub queue_max: u32,
     pub backlog: u32,
-    /// busy_max / workers.
+    /// busy_max / capacity.
     pub utilization: f64,
     /// Cumulative seconds with every worker busy (the agent's counter).
     pub saturated_seconds_total: f64,

@@ -45,7 +45,7 @@ pub use dns::{DnsSnapshot, QnameCount, SourceCount, MAX_TOP};
 pub use generic::{MetricSnapshot, SeriesSnapshot};
 pub use interfaces::{EniSnapshot, WindowFigures};
 pub use limits::{Limits, HISTORY, MAX_FUTURE, MAX_WINDOWS};
-pub use listeners::ListenerSnapshot;
+pub use listeners::{ListenerSnapshot, Model as ListenerModel};
 pub use otlp::DEFAULT_CLUSTER;
 pub use probes::ProbeSnapshot;
 pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot};

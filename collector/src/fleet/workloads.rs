@@ -1,9 +1,11 @@
 //! Workloads, the collector side: each Deployment, StatefulSet, … with listeners on any node
 //! of a cluster, its pods' busy workers added up per report window (see
 //! [`aggregate::busy_sums`] for how pods on different nodes add up), over `workload_history`.
+//! Event loops (nginx, Node) have no busy workers and are left out: a workload is its worker
+//! pools, so a pod's nginx sidecar does not add to, or dilute, its app's figures.
 
 use super::aggregate::{self, BusyWindow, CounterPoint};
-use super::listeners::{Listener, ListenerKey};
+use super::listeners::{Listener, ListenerKey, Model};
 use super::store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -34,7 +36,10 @@ pub fn workloads<'a>(
     type Member<'a> = (&'a str, &'a ListenerKey, &'a Listener);
     let mut groups: BTreeMap<(String, String, String), Vec<Member>> = BTreeMap::new();
     for (node, listeners) in nodes {
-        for (key, l) in listeners.iter() {
+        for (key, l) in listeners
+            .iter()
+            .filter(|(_, l)| l.model != Model::EventLoop)
+        {
             groups
                 .entry(workload_of(key, l))
                 .or_default()
@@ -86,6 +91,14 @@ pub fn workloads<'a>(
                     .iter()
                     .filter_map(|(_, _, l)| l.windows.last().and_then(|(_, w)| w.workers.get())),
             );
+            let capacity_per_pod = aggregate::mode(current.iter().filter_map(|(_, _, l)| {
+                let workers = l.windows.last().and_then(|(_, w)| w.workers.get())?;
+                Some(workers.saturating_mul(l.threads_per_worker()))
+            }));
+            let threads_per_worker =
+                aggregate::mode(current.iter().map(|(_, _, l)| l.threads_per_worker()));
+            let threaded = current.iter().any(|(_, _, l)| l.model == Model::Threaded);
+            let threads_known = current.iter().all(|(_, _, l)| l.threads_known);
             let mut queue_max = 0;
             let mut saturated = 0.0;
             let (mut first, mut last) = (u64::MAX, 0);
@@ -114,6 +127,14 @@ pub fn workloads<'a>(
                 name,
                 pods,
                 workers_per_pod,
+                threads_per_worker,
+                threads_known,
+                capacity_per_pod,
+                model: if threaded {
+                    Model::Threaded
+                } else {
+                    Model::Prefork
+                },
                 busy_latest: sums.last().copied().unwrap_or(0.0),
                 busy_mean: if n > 0 {
                     sums.iter().sum::<f64>() / n as f64
@@ -142,8 +163,18 @@ pub struct WorkloadSnapshot {
     pub pods: Vec<String>,
     /// Worker processes per pod (the most common figure among its pods' listeners).
     pub workers_per_pod: u32,
-    /// Busy workers summed over the workload's pods: the latest window, then mean, p95 and
-    /// max of that sum over the windows of `history_seconds`.
+    /// Requests one worker serves at once (pool threads; 1 for prefork), the most common.
+    pub threads_per_worker: u32,
+    /// Whether every pod's server stated its threads (false: some assumed 1).
+    pub threads_known: bool,
+    /// Requests a pod serves at once, workers × threads (the most common figure): what
+    /// HPAOverScaling and the saturation ranking divide busy by.
+    pub capacity_per_pod: u32,
+    /// threaded when any current pod's listener is, else prefork.
+    pub model: Model,
+    /// Requests in service (busy workers, or busy threads for threaded servers) summed over
+    /// the workload's pods: the latest window, then mean, p95 and max of that sum over the
+    /// windows of `history_seconds`.
     pub busy_latest: f64,
     pub busy_mean: f64,
     pub busy_p95: f64,

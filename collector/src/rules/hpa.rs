@@ -1,5 +1,6 @@
 //! HPAOverScaling: for each HorizontalPodAutoscaler, the replicas its workload's measured busy
-//! workers need: needed = ceil(busy p95 / (workers per pod × target utilization)). Over-scaled
+//! workers need: needed = ceil(busy p95 / (capacity per pod × target utilization)), capacity
+//! being workers × threads per worker (1 for prefork servers, Puma's pool size). Over-scaled
 //! when replicas > needed × (1 + margin); "sustained" is the rule's `for`. The fix is an
 //! autoscaling/v2 HPA that scales on busy workers per pod (a Pods metric, AverageValue).
 
@@ -11,9 +12,9 @@ use std::time::{Duration, SystemTime};
 
 pub struct OverScaling(pub Thresholds);
 
-/// Replicas the busy workers need (at least 1).
-pub fn needed(busy_p95: f64, workers_per_pod: u32, target_utilization: f64) -> u32 {
-    let per_pod = workers_per_pod as f64 * target_utilization;
+/// Replicas the requests in service need (at least 1).
+pub fn needed(busy_p95: f64, capacity_per_pod: u32, target_utilization: f64) -> u32 {
+    let per_pod = capacity_per_pod as f64 * target_utilization;
     if per_pod <= 0.0 {
         return 1;
     }
@@ -47,6 +48,26 @@ pub fn hpa_yaml(h: &HpaInfo, metric: &str, average: &str, min: u32, max: u32) ->
         ns = h.namespace,
         kind = h.target_kind,
         target = h.target_name,
+    )
+}
+
+/// "4 workers" for prefork pools, "8 (2 workers × 4 threads)" for threaded ones, with
+/// "assumed" when the server did not state its threads.
+fn capacity_words(w: &WorkloadSnapshot) -> String {
+    if w.threads_per_worker <= 1 && w.capacity_per_pod == w.workers_per_pod {
+        let assumed = if w.threads_known {
+            ""
+        } else {
+            ", 1 thread each assumed"
+        };
+        return format!("{} workers{assumed}", w.workers_per_pod);
+    }
+    format!(
+        "{} ({} workers × {} threads{})",
+        w.capacity_per_pod,
+        w.workers_per_pod,
+        w.threads_per_worker,
+        if w.threads_known { "" } else { ", assumed" }
     )
 }
 
@@ -85,7 +106,7 @@ impl Rule for OverScaling {
             let Some((cluster, w)) = self.workload(input, h) else {
                 continue;
             };
-            if w.workers_per_pod == 0
+            if w.capacity_per_pod == 0
                 || w.windows == 0
                 || w.history_seconds < t.hpa_min_history.as_secs_f64()
             {
@@ -100,11 +121,12 @@ impl Rule for OverScaling {
             else {
                 continue;
             };
-            let need = needed(w.busy_p95, w.workers_per_pod, t.hpa_target_utilization);
+            let need = needed(w.busy_p95, w.capacity_per_pod, t.hpa_target_utilization);
             if replicas as f64 <= need as f64 * (1.0 + t.hpa_margin) {
                 continue;
             }
-            let per_pod = w.workers_per_pod as f64 * t.hpa_target_utilization;
+            let per_pod = w.capacity_per_pod as f64 * t.hpa_target_utilization;
+            let capacity = capacity_words(w);
             let average = quantity(per_pod);
             let min = h.min_replicas.min(need).max(1);
             let max = h.max_replicas.max(need);
@@ -118,9 +140,8 @@ impl Rule for OverScaling {
                 ));
             }
             let fix = format!(
-                "Scale on busy workers instead: {} busy of {} workers per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}",
+                "Scale on busy workers instead: {} busy of {capacity} per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}",
                 r3(per_pod),
-                w.workers_per_pod,
                 t.hpa_target_utilization * 100.0,
                 w.busy_p95,
                 if advice.is_empty() {
@@ -139,12 +160,11 @@ impl Rule for OverScaling {
                     ..Default::default()
                 },
                 summary: format!(
-                    "{} {}/{}: {replicas} replicas where busy workers need {need} (busy p95 {:.1} over {} workers per pod at {:.0}%)",
+                    "{} {}/{}: {replicas} replicas where busy workers need {need} (busy p95 {:.1} over {capacity} per pod at {:.0}%)",
                     h.target_kind,
                     h.namespace,
                     h.target_name,
                     w.busy_p95,
-                    w.workers_per_pod,
                     t.hpa_target_utilization * 100.0
                 ),
                 evidence: evidence([
@@ -152,6 +172,9 @@ impl Rule for OverScaling {
                     ("replicas", json!(replicas)),
                     ("needed_replicas", json!(need)),
                     ("workers_per_pod", json!(w.workers_per_pod)),
+                    ("threads_per_worker", json!(w.threads_per_worker)),
+                    ("threads_known", json!(w.threads_known)),
+                    ("capacity_per_pod", json!(w.capacity_per_pod)),
                     ("busy_mean", json!(r3(w.busy_mean))),
                     ("busy_p95", json!(r3(w.busy_p95))),
                     ("busy_max", json!(r3(w.busy_max))),
@@ -190,6 +213,9 @@ mod tests {
             kind: "Deployment".into(),
             name: "web".into(),
             workers_per_pod: workers,
+            threads_per_worker: 1,
+            threads_known: true,
+            capacity_per_pod: workers,
             busy_mean: busy_p95 * 0.6,
             busy_p95,
             busy_max: busy_p95 * 1.1,
@@ -288,6 +314,42 @@ mod tests {
         assert_eq!(yaml, expect);
         assert!(
             g.fix.contains("minReplicas 250 alone keeps 50 more pods"),
+            "{}",
+            g.fix
+        );
+    }
+
+    #[test]
+    fn threaded_pods_are_sized_by_capacity() {
+        // Puma 2 workers × 4 threads: capacity 8 per pod, × 0.7 = 5.6 busy threads per pod;
+        // busy p95 56 → needed 10 (sized by workers alone it would be 40).
+        let (mut f, k) = input(56.0, 2, Some(40), 2);
+        let w = &mut f.clusters[0].workloads[0];
+        (w.threads_per_worker, w.capacity_per_pod) = (4, 8);
+        let got = run(&f, &k, Thresholds::default());
+        let g = &got[0];
+        assert_eq!(g.evidence["needed_replicas"], 10);
+        assert_eq!(g.evidence["capacity_per_pod"], 8);
+        assert_eq!(g.evidence["threads_per_worker"], 4);
+        assert_eq!(g.evidence["suggested_average_value"], "5600m");
+        assert!(
+            g.fix
+                .contains("5.6 busy of 8 (2 workers × 4 threads) per pod"),
+            "{}",
+            g.fix
+        );
+        assert!(
+            g.summary.contains("over 8 (2 workers × 4 threads) per pod"),
+            "{}",
+            g.summary
+        );
+        // Threads the server did not state are said to be assumed.
+        let (mut f, k) = input(56.0, 4, Some(40), 2);
+        f.clusters[0].workloads[0].threads_known = false;
+        let g = &run(&f, &k, Thresholds::default())[0];
+        assert!(
+            g.fix
+                .contains("of 4 workers, 1 thread each assumed per pod"),
             "{}",
             g.fix
         );

@@ -95,13 +95,13 @@ impl Rule for TimeoutRisk {
                     let timeout = suggested_timeout(p);
                     let fix = match saturated {
                         Some(w) => format!(
-                            "The probe waits in the accept queue behind busy workers: {} {}/{} had every worker busy for {:.0}s (busy p95 {:.1} of {} workers × {} pods, accept queue up to {}). Add workers per pod or replicas (see HPAOverScaling's busy-workers target); raising timeoutSeconds would only hide it.",
+                            "The probe waits in the accept queue behind busy workers: {} {}/{} had every worker busy for {:.0}s (busy p95 {:.1} of {} per pod × {} pods, accept queue up to {}). Add workers per pod or replicas (see HPAOverScaling's busy-workers target); raising timeoutSeconds would only hide it.",
                             w.kind,
                             w.namespace,
                             w.name,
                             w.saturated_seconds,
                             w.busy_p95,
-                            w.workers_per_pod,
+                            w.capacity_per_pod,
                             w.pods.len(),
                             w.queue_max
                         ),
@@ -136,7 +136,7 @@ impl Rule for TimeoutRisk {
                             "workload_busy".into(),
                             json!({
                                 "kind": w.kind, "name": w.name, "workers_per_pod": w.workers_per_pod,
-                                "pods": w.pods.len(), "busy_mean": r3(w.busy_mean), "busy_p95": r3(w.busy_p95),
+                                "capacity_per_pod": w.capacity_per_pod, "pods": w.pods.len(), "busy_mean": r3(w.busy_mean), "busy_p95": r3(w.busy_p95),
                                 "busy_max": r3(w.busy_max), "queue_max": w.queue_max,
                                 "saturated_seconds": r3(w.saturated_seconds),
                             }),
@@ -303,6 +303,7 @@ mod tests {
             name: "web".into(),
             pods: vec!["n1/web-1".into(), "n2/web-2".into()],
             workers_per_pod: 4,
+            capacity_per_pod: 4,
             busy_p95: 7.6,
             busy_mean: 5.0,
             busy_max: 8.0,

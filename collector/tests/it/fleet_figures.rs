@@ -317,6 +317,14 @@ fn python_sdk_listener_probe_and_histogram() {
     assert_eq!(wl["name"], "py-web");
     assert!(close(&wl["busy_latest"], 2.5), "{wl:#}");
     assert_eq!(wl["workers_per_pod"], 8);
+    // An SDK (or an agent before threads were sent) says nothing of threads: one per worker,
+    // and not known.
+    assert_eq!(
+        (&wl["capacity_per_pod"], &wl["threads_known"], &wl["model"]),
+        (&8.into(), &false.into(), &"prefork".into()),
+        "{wl:#}"
+    );
+    assert_eq!((&l["threads"], &l["capacity"]), (&1.into(), &8.into()));
     // The SDK's counters started when the script did: inside the history, so all of it counts.
     let p = &n["probes"][0];
     assert_eq!(p["probe"], "liveness");

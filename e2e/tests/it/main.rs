@@ -11,5 +11,6 @@ mod agent_to_collector;
 mod alerts;
 mod auth;
 mod collector_from_agent;
+mod hpa_servers;
 mod procs;
 mod tls;

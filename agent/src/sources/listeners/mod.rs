@@ -42,7 +42,7 @@ use crate::sys::sockdiag::{Diag, Sock, SockState, Sockets};
 use crate::sys::unixsock::UnixSock;
 pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
-use model::{Model, Threads};
+use model::{Model, PodThreads, Threads};
 pub use report::{ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -257,6 +257,8 @@ pub struct Sampler<D: Diag = Sockets> {
     current: Vec<ListenerSample>,
     latest: LatestSamples,
     caps: ListenerConfig,
+    /// Threads per worker from pod annotations (see [`model::PodThreads`]).
+    pod_threads: PodThreads,
     /// What the caps left out of the last window cut.
     omitted: Omitted,
     pub cost: Cost,
@@ -291,6 +293,7 @@ impl<D: Diag> Sampler<D> {
             current: Vec::new(),
             latest: LatestSamples::default(),
             caps: spec.caps,
+            pod_threads: PodThreads::default(),
             omitted: Omitted::default(),
             cost: Cost::default(),
         }
@@ -725,7 +728,8 @@ impl<D: Diag> Sampler<D> {
                 // In service: at most one request per thread; the rest wait inside the worker.
                 busy += n.min(threads.n);
                 if let Some(p) = self.procs.get_mut(w) {
-                    p.multi |= !threads.known && n > threads.n;
+                    // Threads that became known (the pod's annotation arrived) end the guess.
+                    p.multi = !threads.known && (p.multi || n > threads.n);
                     if p.multi || model::is_event_loop_comm(&p.comm) {
                         model = Model::EventLoop;
                     }
@@ -796,22 +800,44 @@ impl<D: Diag> Sampler<D> {
         }
     }
 
-    /// Threads per worker of `pid`, read again after [`THREADS_TTL`].
+    /// Threads per worker of `pid` as its server states them (read again after
+    /// [`THREADS_TTL`]), else as its pod's annotation does (looked up every time: the pod
+    /// watcher may learn it after the first samples).
     fn threads(&mut self, pid: i32) -> Threads {
         let Some(p) = self.procs.get(&pid) else {
             return Threads::UNKNOWN;
         };
-        if let Some((t, at)) = p.threads {
-            if at.elapsed() < THREADS_TTL {
-                return t;
+        let stated = match p.threads {
+            Some((t, at)) if at.elapsed() < THREADS_TTL => t,
+            _ => {
+                self.cost.thread_reads += 1;
+                let t = model::threads_of(&self.proc, pid, p.ppid, &p.comm);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.threads = Some((t, Instant::now()));
+                }
+                t
             }
+        };
+        if stated.known {
+            return stated;
         }
-        self.cost.thread_reads += 1;
-        let t = model::threads_of(&self.proc, pid, p.ppid, &p.comm);
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.threads = Some((t, Instant::now()));
+        self.note_cgroup(pid);
+        let uid = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.cgroup.as_ref())
+            .and_then(|c| c.0.as_ref())
+            .map(|p| p.pod_uid.as_str());
+        match uid.and_then(|u| self.pod_threads.get(u)) {
+            Some(n) => Threads { n, known: true },
+            None => stated,
         }
-        t
+    }
+
+    /// The map of pod-annotated threads per worker this sampler reads (the pod watcher
+    /// fills it).
+    pub fn pod_threads(&self) -> PodThreads {
+        self.pod_threads.clone()
     }
 
     /// Listener inode → processes in `group` holding it (ascending pid).

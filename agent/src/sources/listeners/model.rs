@@ -3,9 +3,10 @@
 //! - **threads per worker**, where the server states it: Puma names its pool threads
 //!   `puma srv tp NNN` (counted; with `min < max` threads the pool grows under load, so this is
 //!   the pool as it is now), gunicorn takes `--threads N` on its command line (the worker's or
-//!   its master's), unicorn and php-fpm serve one request per process; else 1 with
-//!   `threads_known: false` (the pod annotation `headroom.io/threads-per-worker` of issue 18 is
-//!   not read yet);
+//!   its master's), unicorn and php-fpm serve one request per process; else the pod's
+//!   annotation `headroom.io/threads-per-worker` (for servers that say nothing: a thread-per-
+//!   request Python or Java server, Puma with renamed threads); else 1 with
+//!   `threads_known: false`;
 //! - **model**: `event_loop` for a server known to be one (nginx, Node, Envoy, HAProxy, the
 //!   agent and collector themselves) or a worker of unknown threads seen holding more accepted
 //!   connections than it has threads (one process, many connections); `threaded` with more
@@ -14,6 +15,46 @@
 
 use crate::sys::procfs::ProcRoot;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The pod annotation stating a server's threads per worker where the server does not.
+pub const THREADS_ANNOTATION: &str = "headroom.io/threads-per-worker";
+
+/// Most pods whose annotation is kept (a node runs at most a few hundred).
+pub const MAX_ANNOTATED_PODS: usize = 4096;
+
+/// Threads per worker stated by pod annotation, by pod uid: written by the pod watcher
+/// (`enrich::pods`), read by the sampler for workers whose server states nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PodThreads(Arc<RwLock<HashMap<String, u32>>>);
+
+impl PodThreads {
+    /// Replaces the map with the annotated pods (uid, annotation value); values that are not
+    /// a whole number from 1 are ignored, larger than [`MAX_THREADS_PER_WORKER`] capped.
+    pub fn set<'a>(&self, pods: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let map: HashMap<String, u32> = pods
+            .into_iter()
+            .filter_map(|(uid, v)| Some((uid.to_string(), annotated_threads(v)?)))
+            .take(MAX_ANNOTATED_PODS)
+            .collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    pub fn get(&self, pod_uid: &str) -> Option<u32> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pod_uid)
+            .copied()
+    }
+}
+
+/// `headroom.io/threads-per-worker: "8"` → 8; anything but a whole number ≥ 1 → None.
+pub fn annotated_threads(v: &str) -> Option<u32> {
+    let n: u64 = v.trim().parse().ok()?;
+    (n >= 1).then(|| n.min(u64::from(MAX_THREADS_PER_WORKER)) as u32)
+}
 
 /// How a listener's requests are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -119,6 +160,30 @@ pub fn gunicorn_threads(args: &[String]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_annotation_is_a_whole_number_capped() {
+        assert_eq!(annotated_threads("8"), Some(8));
+        assert_eq!(annotated_threads(" 16 "), Some(16));
+        assert_eq!(
+            annotated_threads("999999999999"),
+            Some(MAX_THREADS_PER_WORKER)
+        );
+        for bad in ["0", "-1", "2.5", "", "eight", "8 threads"] {
+            assert_eq!(annotated_threads(bad), None, "{bad:?}");
+        }
+        let t = PodThreads::default();
+        t.set([("uid-1", "8"), ("uid-2", "lots")]);
+        assert_eq!(
+            (t.get("uid-1"), t.get("uid-2"), t.get("uid-3")),
+            (Some(8), None, None)
+        );
+        let many: Vec<(String, String)> = (0..MAX_ANNOTATED_PODS + 10)
+            .map(|i| (format!("u{i}"), "2".to_string()))
+            .collect();
+        t.set(many.iter().map(|(u, v)| (u.as_str(), v.as_str())));
+        assert_eq!(t.0.read().unwrap().len(), MAX_ANNOTATED_PODS);
+    }
 
     #[test]
     fn gunicorn_threads_from_its_command_line() {

@@ -86,6 +86,14 @@ impl Workers {
             .latest()
     }
 
+    /// The pod-annotated threads per worker the sampler reads; the pod watcher fills it.
+    pub fn pod_threads(&self) -> super::model::PodThreads {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pod_threads()
+    }
+
     /// Work done so far.
     pub fn cost(&self) -> Cost {
         self.sampler.lock().unwrap_or_else(|e| e.into_inner()).cost

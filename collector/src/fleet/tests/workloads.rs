@@ -103,7 +103,7 @@ fn workload_busy_sums_over_offset_nodes() {
         let l = &c.nodes[0].listeners[0];
         assert_eq!(
             (l.pod.as_str(), l.port, l.workers, l.busy_max),
-            ("web-1", 8000, 4, 3)
+            ("web-1", Some(8000), 4, 3)
         );
         assert_eq!(l.utilization, 0.75);
         assert_eq!(l.saturated_seconds_total, 1.5);
@@ -198,5 +198,152 @@ fn a_window_split_across_requests_is_the_same_window() {
         (wl.windows, wl.busy_max),
         (3, 4.0),
         "the whole side is a real fleet"
+    );
+}
+
+/// A pod as the agent sends it since issue 18 (agent/src/export/figures.rs): Puma on a unix
+/// socket (`port` empty, `address` the path; 2 workers × 4 threads, model threaded) behind an
+/// nginx event loop on :8080 that sends connections only. The unix listener is keyed by its
+/// path, sized by capacity; nginx is a listener, not part of the workload.
+#[test]
+fn unix_threaded_listener_and_an_event_loop_in_one_pod() {
+    let t0 = 1_700_000_000;
+    let (start, end) = (t0 * S, (t0 + 10) * S);
+    let base = |port: &str, model: &str, process: &str| {
+        let mut a = vec![
+            kv("namespace", "shop"),
+            kv("pod", "puma-1"),
+            kv("container", "app"),
+            kv("port", port),
+            kv("process", process),
+            kv("workload_kind", "Deployment"),
+            kv("workload", "puma"),
+            kv("model", model),
+            kv("threads_known", "true"),
+        ];
+        if port.is_empty() {
+            a.push(kv("address", "/run/app/puma.sock"));
+        }
+        a
+    };
+    let puma = || base("", "threaded", "puma");
+    let nginx = || base("8080", "event_loop", "nginx");
+    let g = |name: &str, points: Vec<_>| gauge(name, points);
+    let req = request(
+        "n1",
+        vec![
+            g(
+                names::LISTENER_CONNECTIONS.otlp,
+                vec![
+                    point(puma(), start, end, 6.5),
+                    point(nginx(), start, end, 40.0),
+                ],
+            ),
+            g(
+                names::LISTENER_CONNECTIONS_MAX.otlp,
+                vec![
+                    point(puma(), start, end, 8.0),
+                    point(nginx(), start, end, 57.0),
+                ],
+            ),
+            g(names::WORKERS.otlp, vec![point(puma(), start, end, 2.0)]),
+            g(
+                names::WORKERS_THREADS.otlp,
+                vec![point(puma(), start, end, 4.0)],
+            ),
+            g(
+                names::WORKERS_CAPACITY.otlp,
+                vec![point(puma(), start, end, 8.0)],
+            ),
+            g(
+                names::WORKERS_BUSY.otlp,
+                vec![point(puma(), start, end, 6.0)],
+            ),
+            g(
+                names::WORKERS_BUSY_MAX.otlp,
+                vec![point(puma(), start, end, 8.0)],
+            ),
+            g(
+                names::ACCEPT_QUEUE_DEPTH_MAX.otlp,
+                vec![point(puma(), start, end, 0.0)],
+            ),
+            g(
+                names::ACCEPT_QUEUE_BACKLOG.otlp,
+                vec![point(puma(), start, end, 0.0)],
+            ),
+        ],
+    );
+    let mut f = Fleet::new(Limits::default());
+    let a = f.apply_metrics(&req, at(t0 + 11));
+    assert_eq!((a.accepted, a.rejected), (11, 0), "{a:?}");
+    let s = f.snapshot(at(t0 + 11));
+    let c = &s.clusters[0];
+    let ls = &c.nodes[0].listeners;
+    assert_eq!(ls.len(), 2, "{ls:#?}");
+    let p = ls.iter().find(|l| l.port.is_none()).unwrap();
+    assert_eq!(p.address, "/run/app/puma.sock");
+    assert_eq!(
+        (p.model, p.workers, p.threads, p.threads_known, p.capacity),
+        (ListenerModel::Threaded, 2, 4, true, 8)
+    );
+    assert_eq!((p.busy, p.busy_max, p.utilization), (6.0, 8, 1.0));
+    assert_eq!((p.connections, p.connections_max), (6.5, 8));
+    let n = ls.iter().find(|l| l.port == Some(8080)).unwrap();
+    assert_eq!(n.address, "");
+    assert_eq!(
+        (
+            n.model,
+            n.workers,
+            n.capacity,
+            n.connections,
+            n.connections_max
+        ),
+        (ListenerModel::EventLoop, 0, 0, 40.0, 57)
+    );
+    // One workload, the Puma pool: capacity 8 per pod, the event loop left out.
+    assert_eq!(c.workloads.len(), 1, "{:#?}", c.workloads);
+    let w = &c.workloads[0];
+    assert_eq!(
+        (
+            w.workers_per_pod,
+            w.threads_per_worker,
+            w.capacity_per_pod,
+            w.model
+        ),
+        (2, 4, 8, ListenerModel::Threaded)
+    );
+    assert!(w.threads_known);
+    assert_eq!((w.busy_latest, w.pods.len()), (6.0, 1));
+    // The API says null for a unix listener's port.
+    let json = serde_json::to_value(p).unwrap();
+    assert!(
+        json["port"].is_null() && json["model"] == "threaded",
+        "{json}"
+    );
+
+    // An older agent's TCP listener (no threads, model or threads_known): prefork, 1 thread
+    // assumed, not known; a port that is not a number is no listener.
+    let old = listeners("n2", start, end, start, &[("web-1", 3.0, 4.0, 0.0, 0.0)]);
+    let mut bad = listeners("n2", start, end, start, &[("web-2", 3.0, 4.0, 0.0, 0.0)]);
+    for m in &mut bad.resource_metrics[0].scope_metrics[0].metrics {
+        let points = match &mut m.data {
+            Some(metric::Data::Gauge(g)) => &mut g.data_points,
+            Some(metric::Data::Sum(s)) => &mut s.data_points,
+            _ => unreachable!("the builder makes gauges and sums"),
+        };
+        for p in points {
+            p.attributes.retain(|a| a.key != "port");
+            p.attributes.push(kv("port", "80x"));
+        }
+    }
+    assert_eq!(f.apply_metrics(&old, at(t0 + 11)).rejected, 0);
+    let refused = f.apply_metrics(&bad, at(t0 + 11));
+    assert_eq!((refused.accepted, refused.rejected), (0, 6), "{refused:?}");
+    let s = f.snapshot(at(t0 + 11));
+    let n2 = s.clusters[0].nodes.iter().find(|n| n.name == "n2").unwrap();
+    let l = n2.listeners.iter().find(|l| l.pod == "web-1").unwrap();
+    assert_eq!(
+        (l.model, l.threads, l.threads_known, l.capacity, l.port),
+        (ListenerModel::Prefork, 1, false, 4, Some(8000))
     );
 }

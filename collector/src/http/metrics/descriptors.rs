@@ -88,6 +88,12 @@ pub const WORKLOAD_WORKERS: Metric = family(
     "{worker}",
     "Worker processes of the workload: workers per pod times pods",
 );
+pub const WORKLOAD_CAPACITY: Metric = family(
+    "headroom_fleet_workload_capacity",
+    Kind::Gauge,
+    "{request}",
+    "Requests the workload serves at once: workers times threads per worker, times pods",
+);
 pub const WORKLOAD_PODS: Metric = family(
     "headroom_fleet_workload_pods",
     Kind::Gauge,
@@ -289,6 +295,7 @@ pub const ALL: &[Metric] = &[
     WORKLOAD_BUSY_P95,
     WORKLOAD_BUSY_MAX,
     WORKLOAD_WORKERS,
+    WORKLOAD_CAPACITY,
     WORKLOAD_PODS,
     WORKLOAD_QUEUE_MAX,
     WORKLOAD_SATURATED_SECONDS,

@@ -154,13 +154,16 @@ pub fn encode(s: &FleetSnapshot) -> String {
 /// capacity, deepest queue and saturated seconds.
 fn workload_families(r: &mut Registry, s: &FleetSnapshot) {
     type Get = fn(&WorkloadSnapshot) -> f64;
-    let families: [(&Metric, Get); 9] = [
+    let families: [(&Metric, Get); 10] = [
         (&d::WORKLOAD_BUSY, |w| w.busy_latest),
         (&d::WORKLOAD_BUSY_MEAN, |w| w.busy_mean),
         (&d::WORKLOAD_BUSY_P95, |w| w.busy_p95),
         (&d::WORKLOAD_BUSY_MAX, |w| w.busy_max),
         (&d::WORKLOAD_WORKERS, |w| {
             f64::from(w.workers_per_pod) * w.pods.len() as f64
+        }),
+        (&d::WORKLOAD_CAPACITY, |w| {
+            f64::from(w.capacity_per_pod) * w.pods.len() as f64
         }),
         (&d::WORKLOAD_PODS, |w| w.pods.len() as f64),
         (&d::WORKLOAD_QUEUE_MAX, |w| f64::from(w.queue_max)),

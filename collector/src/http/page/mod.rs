@@ -94,6 +94,8 @@ mod tests {
             name: name.into(),
             pods: vec!["n/a".into(), "n/b".into()],
             workers_per_pod: workers,
+            capacity_per_pod: workers,
+            threads_known: true,
             busy_p95: p95,
             ..Default::default()
         };

@@ -1,16 +1,33 @@
-//! The most saturated workloads: busy p95 over their workers.
+//! The most saturated workloads: busy p95 over their capacity (workers × threads; event
+//! loops are no workloads here, see `fleet::workloads`).
 
 use super::html::{esc, util_class, MAX_SECTION_ROWS};
 use crate::fleet::{FleetSnapshot, WorkloadSnapshot};
 use std::fmt::Write;
 
-/// busy p95 over the workload's workers (workers per pod × pods); 0 without workers.
+/// busy p95 over the workload's capacity (capacity per pod × pods); 0 without workers.
 pub fn saturation(w: &WorkloadSnapshot) -> f64 {
-    let workers = f64::from(w.workers_per_pod) * w.pods.len() as f64;
-    if workers > 0.0 {
-        w.busy_p95 / workers
+    let capacity = f64::from(w.capacity_per_pod) * w.pods.len() as f64;
+    if capacity > 0.0 {
+        w.busy_p95 / capacity
     } else {
         0.0
+    }
+}
+
+/// "3×4" (pods × workers) for prefork pools, "3×2×4" with threads, "?" marking threads
+/// assumed.
+fn capacity_words(w: &WorkloadSnapshot) -> String {
+    let pods = w.pods.len();
+    if w.threads_per_worker > 1 {
+        format!(
+            "{pods}×{}×{} threads",
+            w.workers_per_pod, w.threads_per_worker
+        )
+    } else if w.threads_known {
+        format!("{pods}×{}", w.workers_per_pod)
+    } else {
+        format!("{pods}×{} (threads?)", w.workers_per_pod)
     }
 }
 
@@ -32,14 +49,14 @@ pub fn section(h: &mut String, s: &FleetSnapshot) {
         );
         return;
     }
-    h.push_str("<table><thead><tr><th>cluster</th><th>workload</th><th>kind</th><th>pods</th><th>workers</th>\
-        <th>busy now</th><th>busy mean</th><th>busy p95</th><th>busy max</th><th>p95 / workers</th>\
+    h.push_str("<table><thead><tr><th>cluster</th><th>workload</th><th>kind</th><th>pods</th><th>capacity</th>\
+        <th>busy now</th><th>busy mean</th><th>busy p95</th><th>busy max</th><th>p95 / capacity</th>\
         <th>queue max</th><th>saturated s</th><th>span</th></tr></thead><tbody>");
     for (c, w) in rows.iter().take(MAX_SECTION_ROWS) {
         let u = saturation(w);
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}/{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}×{}</td>\
+            "<tr><td>{}</td><td>{}/{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td>\
              <td class=\"n {}\">{:.0}%</td><td class=\"n {}\">{}</td><td class=\"n\">{:.1}</td><td><small>{:.0} s, {} windows</small></td></tr>",
             esc(&c.name),
@@ -47,8 +64,7 @@ pub fn section(h: &mut String, s: &FleetSnapshot) {
             esc(&w.name),
             esc(&w.kind),
             w.pods.len(),
-            w.pods.len(),
-            w.workers_per_pod,
+            esc(&capacity_words(w)),
             w.busy_latest,
             w.busy_mean,
             w.busy_p95,
