@@ -189,23 +189,20 @@ pub fn parse_row(line: &[u8]) -> Option<(u32, u16, u8, u64, &[u8])> {
 }
 
 /// Unix stream sockets from a `/proc/<pid>/net/unix` table: listeners (their queue counted
-/// from the connections waiting in it, backlog 0: unknown) and accepted connections.
+/// from the connections waiting in it, backlog 0: unknown) and accepted connections. The
+/// kernel writes a path's bytes as they are, newlines included: a line that is no row
+/// continues the previous row's path (a pod names its sockets as it likes).
 pub fn read_table(r: impl BufRead) -> io::Result<UnixDump> {
     let mut out = UnixDump::default();
     let mut waiting: HashMap<Box<[u8]>, u32> = HashMap::new();
-    for (n, line) in r.split(b'\n').skip(1).enumerate() {
-        if n >= MAX_ROWS {
-            tracing::debug!(message = "Unix socket table cut short.", rows = MAX_ROWS);
-            break;
-        }
-        let line = line?;
-        let Some((flags, kind, state, inode, name)) = parse_row(&line) else {
-            out.skipped += 1;
-            continue;
+    let mut row: Option<(u32, u16, u8, u64, Vec<u8>)> = None;
+    let mut take = |row: Option<(u32, u16, u8, u64, Vec<u8>)>, out: &mut UnixDump| {
+        let Some((flags, kind, state, inode, name)) = row else {
+            return;
         };
         let stream = kind == SOCK_STREAM as u16 || kind == SOCK_SEQPACKET as u16;
         if !stream || name.is_empty() {
-            continue;
+            return;
         }
         if flags & SO_ACCEPTCON != 0 && inode != 0 {
             out.socks.push(UnixSock {
@@ -228,12 +225,35 @@ pub fn read_table(r: impl BufRead) -> io::Result<UnixDump> {
             // still costs one entry, and there are at most MAX_ROWS rows.
             *waiting.entry(name.into()).or_default() += 1;
         }
+    };
+    for (n, line) in r.split(b'\n').skip(1).enumerate() {
+        if n >= MAX_ROWS {
+            tracing::debug!(message = "Unix socket table cut short.", rows = MAX_ROWS);
+            break;
+        }
+        let line = line?;
+        match (parse_row(&line), &mut row) {
+            (Some((flags, kind, state, inode, name)), _) => {
+                take(row.take(), &mut out);
+                row = Some((flags, kind, state, inode, name.to_vec()));
+            }
+            // A path with a newline in it; bounded like a path (sun_path is 108 bytes).
+            (None, Some(r)) if r.4.len() + 1 + line.len() <= MAX_PATH => {
+                r.4.push(b'\n');
+                r.4.extend_from_slice(&line);
+            }
+            (None, _) => out.skipped += 1,
+        }
     }
+    take(row.take(), &mut out);
     for s in out.socks.iter_mut().filter(|s| s.listen) {
         s.rqueue = waiting.get(&s.name).copied().unwrap_or(0);
     }
     Ok(out)
 }
+
+/// Longest socket path (`sun_path`): what a continued row may grow to.
+const MAX_PATH: usize = 108;
 
 /// [`read_table`] of `<proc>/<pid>/net/unix` for `net_dir` = `<proc>/<pid>/net`.
 pub fn read_proc(net_dir: &Path) -> io::Result<UnixDump> {
@@ -264,15 +284,45 @@ mod tests {
     }
 
     #[test]
+    fn a_path_with_newlines_is_one_row() {
+        // The kernel prints sun_path's bytes raw: "/s/odd\n\xff x" spans two lines, and its
+        // waiting connection's row too.
+        let mut t = b"Num       RefCount Protocol Flags    Type St Inode Path\n".to_vec();
+        for row in [
+            &b"0000000000000000: 00000002 00000000 00010000 0001 01 200 /s/odd\n\xff x\n"[..],
+            b"0000000000000000: 00000002 00000000 00000000 0001 02     0 /s/odd\n\xff x\n",
+            b"0000000000000000: 00000003 00000000 00000000 0001 03 201 /s/odd\n\xff x\n",
+        ] {
+            t.extend_from_slice(row);
+        }
+        // A continuation never grows a name past sun_path's 108 bytes.
+        t.extend_from_slice(b"0000000000000000: 00000002 00000000 00010000 0001 01 202 /s/long\n");
+        for _ in 0..50 {
+            t.extend_from_slice(b"0123456789\n");
+        }
+        let d = read_table(&t[..]).unwrap();
+        let odd: &[u8] = b"/s/odd\n\xff x";
+        let l: Vec<_> = d.socks.iter().filter(|s| s.listen).collect();
+        assert_eq!(l.len(), 2, "{:?}", d.socks);
+        assert_eq!((&*l[0].name, l[0].inode, l[0].rqueue), (odd, 200, 1));
+        assert!(d
+            .socks
+            .iter()
+            .any(|s| !s.listen && s.inode == 201 && &*s.name == odd));
+        assert!(l[1].name.len() <= MAX_PATH, "{}", l[1].name.len());
+        assert!(d.skipped > 0, "the lines past 108 bytes are counted skips");
+    }
+
+    #[test]
     fn the_queue_is_counted_from_waiting_connections() {
         let t = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            garbage\n\
             0000000000000000: 00000002 00000000 00010000 0001 01 100 /s/app.sock\n\
             0000000000000000: 00000003 00000000 00000000 0001 03 101 /s/app.sock\n\
             0000000000000000: 00000002 00000000 00000000 0001 02     0 /s/app.sock\n\
             0000000000000000: 00000002 00000000 00000000 0001 02     0 /s/app.sock\n\
             0000000000000000: 00000003 00000000 00000000 0001 03 102\n\
-            0000000000000000: 00000002 00000000 00010000 0002 01 103 /s/dgram\n\
-            garbage\n";
+            0000000000000000: 00000002 00000000 00010000 0002 01 103 /s/dgram\n";
         let d = read_table(t.as_bytes()).unwrap();
         assert_eq!(d.skipped, 1);
         let l: Vec<_> = d.socks.iter().filter(|s| s.listen).collect();

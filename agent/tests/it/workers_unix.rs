@@ -258,3 +258,81 @@ fn puma_threads_and_capacity_equal_pumactl_stats() {
     }
     drop(server);
 }
+
+/// One process in a pod namespace binds a unix listener whose path holds a newline, a byte
+/// that is no UTF-8 and a space (`odd\n\xff sock`), accepts one connection on it, leaves one
+/// more waiting, and listens on 5 000 more unix sockets (issue 18, bad input). With either
+/// capability set the agent exits 0, names the odd listener exactly (escaped), measures it
+/// (1 busy, 1 queued: the test made them), keeps 64 listeners of the namespace (the per-pod
+/// cap, busiest first) and counts the other 4 937 as left out.
+#[test]
+fn an_odd_socket_path_and_5000_unix_listeners() {
+    headroom_testbed::require_or_return!(
+        "an_odd_socket_path_and_5000_unix_listeners",
+        &[
+            Need::Root,
+            Need::Tool("ip"),
+            Need::Tool("python3"),
+            Need::Tool("setpriv")
+        ]
+    );
+    let ns = Netns::new("oddpod").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import os, resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (12000, 12000))
+d = sys.argv[1].encode()
+odd = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+odd.bind(d + b"/odd\n\xff sock")
+odd.listen(8)
+held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+held.connect(d + b"/odd\n\xff sock")
+conn, _ = odd.accept()
+waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+waiting.connect(d + b"/odd\n\xff sock")
+many = []
+for i in range(5000):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(d + b"/s%d" % i)
+    s.listen(1)
+    many.append(s)
+open(os.path.join(sys.argv[1], "ready"), "w").close()
+time.sleep(120)
+"#;
+    let mut cmd = ns.command("python3");
+    cmd.args(["-c", script])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null());
+    let _py =
+        headroom_testbed::proc::Guard::spawn("python3 5000 unix listeners", &mut cmd).unwrap();
+    headroom_testbed::wait_for(
+        "the sockets bound",
+        std::time::Duration::from_secs(30),
+        || dir.path().join("ready").exists().then_some(()),
+    );
+    let want = format!("{}/odd\\n\\xff sock", dir.path().display());
+    for caps in [Caps::All, Caps::DaemonSet] {
+        let report = agent_once_as(caps);
+        let mine: Vec<&serde_json::Value> = report["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&dir.path().display().to_string()))
+            })
+            .collect();
+        let odd = mine
+            .iter()
+            .find(|l| l["address"] == want.as_str())
+            .unwrap_or_else(|| panic!("no {want:?} among {} listeners", mine.len()));
+        eprintln!("odd listener ({}): {odd}", caps == Caps::All);
+        assert!(odd["port"].is_null());
+        assert_eq!((u(&odd["workers"]), u(&odd["busy_max"])), (1, 1), "{odd}");
+        assert_eq!(u(&odd["queue_max"]), 1, "{odd}");
+        assert_eq!(mine.len(), 64, "the per-pod cap");
+        let omitted = &report["listeners_omitted"];
+        assert_eq!(u(&omitted["pod_cap"]), 5001 - 64, "{omitted}");
+    }
+}
