@@ -1,27 +1,52 @@
-//! `headroom-bench-workers [SERVERS] [WORKERS] [SECONDS]`: the worker source's sampling cost at
-//! 5 Hz on a node with many prefork listeners. Starts SERVERS prefork servers (a master and
-//! WORKERS workers each, all sharing one listener on 127.0.0.1; each worker accepts one
-//! connection and holds it), holds 2 connections per server (2 busy workers each), then samples
-//! for SECONDS in this process and prints CPU (user + sys of this process) and RSS.
+//! `headroom-bench-workers [SERVERS] [WORKERS] [SECONDS] [tcp|unix] [THREADS]`: the worker
+//! source's sampling cost at 5 Hz on a node with many prefork listeners. Starts SERVERS prefork
+//! servers (a master and WORKERS workers each, all sharing one listener on 127.0.0.1, or on a
+//! unix socket with `unix`; each worker accepts one connection and holds it; with THREADS > 0
+//! each worker also runs THREADS threads named as Puma names its pool, `puma srv tp NNN`, so
+//! the thread names are read too), holds 2 connections per server (2 busy workers each), then
+//! samples for SECONDS in this process and prints CPU (user + sys of this process) and RSS.
 //! Every process it starts stops when the bench ends (they die with their parent).
 
 use headroom_agent::sources::listeners::{Workers, WorkersSpec};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Child mode: `serve WORKERS`: bind, fork workers, print the port, then wait for stdin EOF.
-fn serve(workers: u32) -> ! {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().unwrap().port();
+/// A listener of either kind, shared by the forked workers.
+enum Listen {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Child mode: `serve WORKERS THREADS [PATH]`: bind (TCP, or the unix socket PATH), fork
+/// workers, print the port (0 for unix), then wait for stdin EOF.
+fn serve(workers: u32, threads: u32, path: Option<&str>) -> ! {
+    let (l, port) = match path {
+        None => {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = l.local_addr().unwrap().port();
+            (Listen::Tcp(l), port)
+        }
+        Some(p) => (Listen::Unix(UnixListener::bind(p).expect("bind unix")), 0),
+    };
     for _ in 0..workers {
-        // SAFETY: fork(2) in a single-threaded process; the child only calls accept and sleep.
+        // SAFETY: fork(2) in a single-threaded process; the child only spawns threads, accepts
+        // and sleeps.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             // SAFETY: prctl(2) with a signal number: the worker dies with its master.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let held = l.accept();
+            for t in 0..threads {
+                let _ = std::thread::Builder::new()
+                    .name(format!("puma srv tp {t:03}"))
+                    .spawn(|| std::thread::sleep(Duration::from_secs(3600)));
+            }
+            let held: Box<dyn std::any::Any> = match &l {
+                Listen::Tcp(l) => Box::new(l.accept()),
+                Listen::Unix(l) => Box::new(l.accept()),
+            };
             loop {
                 std::thread::sleep(Duration::from_secs(3600));
                 let _ = &held;
@@ -56,20 +81,40 @@ fn rss_kib() -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
-        serve(args[2].parse().expect("workers"));
+        let path = args.get(4).map(String::as_str);
+        serve(
+            args[2].parse().expect("workers"),
+            args[3].parse().expect("threads"),
+            path,
+        );
     }
     let n = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let (servers, workers, seconds) = (n(1, 50), n(2, 4), n(3, 30));
-    assert!(
-        servers <= 500 && workers <= 16 && seconds <= 300,
-        "bounded sizes only"
-    );
+    let unix = match args.get(4).map(String::as_str) {
+        None | Some("tcp") => false,
+        Some("unix") => true,
+        Some(other) => {
+            eprintln!("bench-workers: the 4th argument is tcp or unix, not {other:?}");
+            std::process::exit(64);
+        }
+    };
+    let threads = n(5, 0);
+    if servers > 500 || workers > 16 || seconds > 300 || threads > 16 {
+        eprintln!("bench-workers: at most 500 servers, 16 workers, 300 s, 16 threads");
+        std::process::exit(64);
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let me = std::env::current_exe().unwrap();
     let mut children: Vec<Child> = Vec::new();
-    let mut held: Vec<TcpStream> = Vec::new();
-    for _ in 0..servers {
-        let mut c = Command::new(&me)
-            .args(["serve", &workers.to_string()])
+    let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
+    for i in 0..servers {
+        let path = dir.path().join(format!("s{i}.sock"));
+        let mut c = Command::new(&me);
+        c.args(["serve", &workers.to_string(), &threads.to_string()]);
+        if unix {
+            c.arg(&path);
+        }
+        let mut c = c
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -82,12 +127,17 @@ fn main() {
         }
         let port: u16 = line.trim().parse().expect("port");
         for _ in 0..2 {
-            held.push(TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+            held.push(if unix {
+                Box::new(UnixStream::connect(&path).expect("connect unix"))
+            } else {
+                Box::new(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+            });
         }
         children.push(c);
     }
     let procs = servers * (workers + 1);
     std::thread::sleep(Duration::from_millis(500));
+    let prefix = dir.path().display().to_string();
     let spec = WorkersSpec {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
@@ -112,11 +162,23 @@ fn main() {
     let ls = w.cut(wall);
     let ours: Vec<_> = ls
         .iter()
-        .filter(|l| l.address == "127.0.0.1" && l.workers == workers as u32)
+        .filter(|l| {
+            let here = if unix {
+                l.address.starts_with(&prefix)
+            } else {
+                l.address == "127.0.0.1"
+            };
+            here && l.workers == workers as u32
+        })
         .collect();
     let busy_ok = ours.iter().filter(|l| l.busy_max == 2).count();
+    let threads_ok = ours
+        .iter()
+        .filter(|l| l.threads == threads.max(1) as u32 && l.threads_known == (threads > 0))
+        .count();
     println!(
-        "servers {servers}, workers {workers} each: {procs} listener processes; {} processes on the node",
+        "servers {servers} ({}), workers {workers} each, {threads} pool threads per worker: {procs} listener processes; {} processes on the node",
+        if unix { "unix" } else { "tcp" },
         std::fs::read_dir("/proc")
             .unwrap()
             .filter(|e| e
@@ -129,10 +191,11 @@ fn main() {
         cost_warm.samples, cost_warm.fd_scans
     );
     println!(
-        "next {seconds} s at 5 Hz: {} samples, {} fd dirs read, {} netns dumps; listeners found {} (busy 2: {busy_ok})",
+        "next {seconds} s at 5 Hz: {} samples, {} fd dirs read, {} netns dumps, {} thread lists read; listeners found {} (busy 2: {busy_ok}, threads as started: {threads_ok})",
         cost.samples - cost_warm.samples,
         cost.fd_scans - cost_warm.fd_scans,
         cost.netns_dumps - cost_warm.netns_dumps,
+        cost.thread_reads - cost_warm.thread_reads,
         ours.len()
     );
     println!(
