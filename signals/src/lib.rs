@@ -212,6 +212,38 @@ pub mod span {
     pub const ACCEPT_QUEUE: &str = "accept_queue.depth";
 }
 
+/// How a listener's requests are served: the `model` attribute's values (the agent decides,
+/// see `agent/src/sources/listeners/model.rs`; the collector keeps event loops out of workloads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// One request per worker process at a time (unicorn, gunicorn sync, php-fpm); also what
+    /// a sender that says nothing means.
+    #[default]
+    Prefork,
+    /// Several requests per worker, one per pool thread (Puma, gunicorn gthread).
+    Threaded,
+    /// One process multiplexing many connections (nginx, Node): connections, not busy workers.
+    EventLoop,
+}
+
+impl Model {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::Prefork => "prefork",
+            Model::Threaded => "threaded",
+            Model::EventLoop => "event_loop",
+        }
+    }
+
+    /// The attribute's value back; None for anything else.
+    pub fn parse(s: &str) -> Option<Model> {
+        [Model::Prefork, Model::Threaded, Model::EventLoop]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 /// Data point attribute keys.
 pub mod attr {
     pub const INTERFACE: &str = "interface";

@@ -574,3 +574,36 @@ impl Server {
         Ok(s)
     }
 }
+
+/// unicorn's own gauge, raindrops (`Raindrops::Linux.tcp_listener_stats` for an `ADDR:PORT`,
+/// `unix_listener_stats` for a socket path), run with Ruby inside namespace `ns` (None: here)
+/// → (active, queued). Ground truth for busy workers and the accept queue.
+pub fn raindrops(ns: Option<&str>, listener: &str) -> (u64, u64) {
+    let call = if listener.starts_with('/') {
+        "unix_listener_stats"
+    } else {
+        "tcp_listener_stats"
+    };
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "ruby"]);
+            c
+        }
+        None => Command::new("ruby"),
+    };
+    let out = cmd
+        .args(["-rraindrops", "-e"])
+        .arg(format!(
+            "s = Raindrops::Linux.{call}([{listener:?}]).values.first; puts \"#{{s.active}} #{{s.queued}}\""
+        ))
+        .output()
+        .expect("running ruby");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!(v.len(), 2, "raindrops printed {text:?}");
+    (v[0], v[1])
+}

@@ -256,22 +256,9 @@ fn another_users_listener_needs_sys_ptrace_and_dac_read_search() {
     );
 }
 
-/// `Raindrops::Linux.tcp_listener_stats` for 127.0.0.1:PORT → (active, queued).
+/// raindrops for 127.0.0.1:PORT → (active, queued).
 fn raindrops(port: u16) -> (u64, u64) {
-    let out = Command::new("ruby")
-        .args(["-rraindrops", "-e"])
-        .arg(format!(
-            "s = Raindrops::Linux.tcp_listener_stats([\"127.0.0.1:{port}\"]).values.first; puts \"#{{s.active}} #{{s.queued}}\""
-        ))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u64> = text
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
-    assert_eq!(v.len(), 2, "raindrops printed {text:?}");
-    (v[0], v[1])
+    headroom_testbed::prefork::raindrops(None, &format!("127.0.0.1:{port}"))
 }
 
 #[test]

@@ -6,34 +6,15 @@
 use crate::common::*;
 use crate::workers_prefork::{agent_once_as, Caps};
 use headroom_testbed::netns::Netns;
-use headroom_testbed::prefork::Server;
+use headroom_testbed::prefork::{raindrops, Server};
 use headroom_testbed::Need;
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
 const WORKERS: usize = 4;
 const BACKLOG: u32 = 8;
 const UID: &str = "7c2e9a4b-1d3f-4b5a-8c6d-9e0f1a2b3c4d";
 const CID: &str = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2";
-
-/// `Raindrops::Linux.unix_listener_stats([path])` inside namespace `ns` → (active, queued).
-fn raindrops_unix(ns: &str, path: &str) -> (u64, u64) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ruby", "-rraindrops", "-e"])
-        .arg(format!(
-            "s = Raindrops::Linux.unix_listener_stats([{path:?}]).values.first; puts \"#{{s.active}} #{{s.queued}}\""
-        ))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u64> = text
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
-    assert_eq!(v.len(), 2, "raindrops printed {text:?}");
-    (v[0], v[1])
-}
 
 #[test]
 fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
@@ -63,7 +44,7 @@ fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
             let busy: BTreeSet<i32> = server.started(&tag).into_iter().collect();
             let queued = n - busy.len();
             let report = agent_once_as(caps);
-            let truth = raindrops_unix(&ns.name, &path);
+            let truth = raindrops(Some(&ns.name), &path);
             assert_eq!(server.started(&tag).len(), busy.len(), "held throughout");
             held.release().unwrap();
             assert_eq!(truth, (busy.len() as u64, queued as u64), "raindrops");
@@ -155,7 +136,7 @@ fn php_fpm_pool_over_a_unix_socket_equals_its_status_page() {
             let queued = n - busy;
             let report = agent_once_as(caps);
             let status = server.fpm_status().unwrap();
-            let truth = raindrops_unix(&ns.name, &path);
+            let truth = raindrops(Some(&ns.name), &path);
             assert_eq!(server.started(&tag).len(), busy, "held throughout");
             held.release().unwrap();
             // php-fpm's `listen queue` is read with TCP_INFO, so it is 0 for a unix socket on

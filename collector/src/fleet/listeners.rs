@@ -24,30 +24,7 @@ otlp_names! {
 /// listener's socket path (the agent sends `port` empty and `address` = the path).
 pub type ListenerKey = (String, String, String, String);
 
-/// How a listener serves requests (the agent's `model` attribute).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Model {
-    /// One request per worker process (unicorn, gunicorn sync, php-fpm); also what agents
-    /// before the attribute existed sent.
-    #[default]
-    Prefork,
-    /// One request per pool thread, several threads per worker (Puma, gunicorn gthread).
-    Threaded,
-    /// One process multiplexing connections (nginx, Node): no busy workers, no saturation.
-    EventLoop,
-}
-
-impl Model {
-    fn parse(s: &str) -> Option<Model> {
-        match s {
-            "prefork" => Some(Model::Prefork),
-            "threaded" => Some(Model::Threaded),
-            "event_loop" => Some(Model::EventLoop),
-            _ => None,
-        }
-    }
-}
+pub use headroom_signals::Model;
 
 /// One listener's report windows over `workload_history`, and what the newest says about
 /// the server.

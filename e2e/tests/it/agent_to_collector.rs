@@ -1109,22 +1109,7 @@ fn hpa_over_scaling_from_a_real_gunicorn_pods_busy_workers() {
     for o in shop_api_scale(12) {
         api.apply(o);
     }
-    let config = bed.path("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_file = \"{}\"\n[rules]\nevaluation_interval = \"1s\"\nstartup_grace = \"0s\"\n\
-             hpa_for = \"0s\"\nhpa_min_history = \"5s\"\nprobe_for = \"0s\"\n",
-            bed.path("findings.json").display()
-        ),
-    )
-    .unwrap();
-    let _collector = start_collector_with(
-        &bed,
-        None,
-        &["--config".as_ref(), config.as_os_str()],
-        &[("KUBECONFIG", kubeconfig.as_os_str())],
-    );
+    let _collector = procs::start_judging_collector(&bed, &kubeconfig);
     let agent = Agent::exporting(
         &bed,
         NODE,

@@ -114,21 +114,7 @@ fn hpa_over_scaling_sized_by_capacity_for_unicorn_and_puma_on_unix_sockets() {
     {
         api.apply(o);
     }
-    let config = bed.path("collector.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_file = \"{}\"\n[rules]\nevaluation_interval = \"1s\"\nstartup_grace = \"0s\"\n\
-             hpa_for = \"0s\"\nhpa_min_history = \"5s\"\n",
-            bed.path("findings.json").display()
-        ),
-    )
-    .unwrap();
-    let _collector = procs::start_collector(
-        &bed,
-        &["--config".as_ref(), config.as_os_str()],
-        &[("KUBECONFIG", kubeconfig.as_os_str())],
-    );
+    let _collector = procs::start_judging_collector(&bed, &kubeconfig);
     let agent = Agent::exporting(
         &bed,
         NODE,
@@ -249,18 +235,19 @@ fn hpa_over_scaling_sized_by_capacity_for_unicorn_and_puma_on_unix_sockets() {
     // with connections, never a workload.
     let fleet = get_json(&bed, "/api/v1/fleet");
     let cluster = &fleet["clusters"][0];
-    let mut names: Vec<&str> = cluster["workloads"]
-        .as_array()
-        .unwrap()
+    // The test's own fake API server is a process with a listener in the bed too (a
+    // `Process` workload outside any pod); the pods' workloads are exactly the two pools.
+    let workloads = cluster["workloads"].as_array().unwrap();
+    let mut names: Vec<&str> = workloads
         .iter()
+        .filter(|w| w["namespace"] == "shop")
         .map(|w| w["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        ["shop-puma", "shop-unicorn"],
-        "{:#}",
-        cluster["workloads"]
+    assert_eq!(names, ["shop-puma", "shop-unicorn"], "{workloads:#?}");
+    assert!(
+        workloads.iter().all(|w| w["name"] != "nginx"),
+        "nginx is no workload: {workloads:#?}"
     );
     let listeners = cluster["nodes"][0]["listeners"].as_array().unwrap();
     let nginx: Vec<&Value> = listeners.iter().filter(|l| l["port"] == 8080).collect();

@@ -39,6 +39,27 @@ pub fn start_collector(bed: &Bed, args: &[&OsStr], env: &[(&str, &OsStr)]) -> Gu
     g
 }
 
+/// A collector that reads the fake API server through `kubeconfig` and judges HPAs (and
+/// probes) at once: rules every second, no startup grace, no `for`, 5 s of history enough;
+/// findings kept in the bed's `findings.json`.
+pub fn start_judging_collector(bed: &Bed, kubeconfig: &std::path::Path) -> Guard {
+    let config = bed.path("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_file = \"{}\"\n[rules]\nevaluation_interval = \"1s\"\nstartup_grace = \"0s\"\n\
+             hpa_for = \"0s\"\nhpa_min_history = \"5s\"\nprobe_for = \"0s\"\n",
+            bed.path("findings.json").display()
+        ),
+    )
+    .unwrap();
+    start_collector(
+        bed,
+        &["--config".as_ref(), config.as_os_str()],
+        &[("KUBECONFIG", kubeconfig.as_os_str())],
+    )
+}
+
 /// A running `headroom-agent run` on eni0 (IMDS off, `/metrics` on [`AGENT_METRICS`]) whose
 /// reports are collected; other log lines are kept and echoed.
 pub struct Agent {

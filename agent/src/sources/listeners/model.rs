@@ -14,7 +14,6 @@
 //!   not busy workers: it is kept out of saturation (busy 0, no worker metrics exported).
 
 use crate::sys::procfs::ProcRoot;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -56,28 +55,8 @@ pub fn annotated_threads(v: &str) -> Option<u32> {
     (n >= 1).then(|| n.min(u64::from(MAX_THREADS_PER_WORKER)) as u32)
 }
 
-/// How a listener's requests are served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Model {
-    /// One request per worker process at a time (unicorn, gunicorn sync, php-fpm).
-    #[default]
-    Prefork,
-    /// Several requests per worker, one per pool thread (Puma, gunicorn gthread).
-    Threaded,
-    /// One process multiplexing many connections: connections, not busy workers.
-    EventLoop,
-}
-
-impl Model {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Model::Prefork => "prefork",
-            Model::Threaded => "threaded",
-            Model::EventLoop => "event_loop",
-        }
-    }
-}
+/// How a listener's requests are served (the OTLP attribute's values live with the names).
+pub use headroom_signals::Model;
 
 /// Threads per worker and whether the server stated it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
