@@ -3,11 +3,15 @@
 //! `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`), so an absolute or `..` symlink cannot leave it
 //! and a `/proc/self/...` magic link is refused; only a regular file is read (a FIFO, device or
 //! directory is refused after `fstat`, before any read); the open never blocks (`O_NONBLOCK`)
-//! and the read stops at a cap.
+//! and the read stops at a cap. Directories are listed and unix sockets connected to the same
+//! way (see [`list_in_root`], [`connect_in_root`]).
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
 /// The most the agent reads of any one pod file. resolv.conf is a few hundred bytes; glibc
 /// itself ignores what lies past a few KiB of search list.
@@ -39,13 +43,23 @@ pub enum PodFileError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} in the pod root {root} is a {kind}, not a socket; not connected to")]
+    NotSocket {
+        root: String,
+        path: String,
+        kind: &'static str,
+    },
+    #[error("connecting to {path} in the pod root {root}: {source}")]
+    Connect {
+        root: String,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-/// Reads `path` (relative to the pod's root; a leading `/` is the root itself) of the pod
-/// whose root directory is `root`, at most `max` bytes. A file larger than `max` is an error,
-/// not a truncated read: half a resolv.conf can name a search domain the pod never uses.
-pub fn read_in_root(root: &Path, path: &str, max: usize) -> Result<Vec<u8>, PodFileError> {
-    let rel = path.trim_start_matches('/');
+/// Opens `path` (relative to the pod's root) with `flags`, resolved by the kernel inside
+/// `root`: no symlink leaves it, no magic link is followed.
+fn open_in_root(root: &Path, path: &str, flags: OFlags) -> Result<OwnedFd, PodFileError> {
     let err_open = |source: std::io::Error| PodFileError::Open {
         root: root.display().to_string(),
         path: path.to_string(),
@@ -59,25 +73,116 @@ pub fn read_in_root(root: &Path, path: &str, max: usize) -> Result<Vec<u8>, PodF
         Mode::empty(),
     )
     .map_err(|e| err_open(e.into()))?;
-    let fd = rustix::fs::openat2(
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    rustix::fs::openat2(
         &dir,
         rel,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        flags | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
-    .map_err(|e| err_open(e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| err_open(e.into()))?;
-    let kind = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+    .map_err(|e| err_open(e.into()))
+}
+
+/// What a file is, for errors: None for a regular file.
+fn kind_of(mode: u32) -> Option<&'static str> {
+    match rustix::fs::FileType::from_raw_mode(mode) {
         rustix::fs::FileType::RegularFile => None,
         rustix::fs::FileType::Directory => Some("directory"),
         rustix::fs::FileType::Fifo => Some("FIFO"),
         rustix::fs::FileType::CharacterDevice => Some("character device"),
         rustix::fs::FileType::BlockDevice => Some("block device"),
         rustix::fs::FileType::Socket => Some("socket"),
+        rustix::fs::FileType::Symlink => Some("symbolic link"),
         _ => Some("special file"),
+    }
+}
+
+/// Names in the directory `path` of the pod root that start with `prefix`, in directory order:
+/// at most `max_names` of them, and at most `max_scan` entries looked at (a pod's /tmp may hold
+/// any number of files).
+pub fn list_in_root(
+    root: &Path,
+    path: &str,
+    prefix: &str,
+    max_scan: usize,
+    max_names: usize,
+) -> Result<Vec<String>, PodFileError> {
+    let fd = open_in_root(
+        root,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK,
+    )?;
+    let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| PodFileError::Read {
+        root: root.display().to_string(),
+        path: path.to_string(),
+        source: e.into(),
+    })?;
+    let mut out = Vec::new();
+    for entry in dir.take(max_scan) {
+        let Ok(entry) = entry else { break };
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if name.starts_with(prefix) && name != "." && name != ".." {
+            out.push(name.to_string());
+            if out.len() >= max_names {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Connects to the unix stream socket `path` of the pod root, within `timeout`. The socket's
+/// inode is pinned first (`O_PATH | O_NOFOLLOW`, resolved inside the root, checked to be a
+/// socket with `fstat`), then connected to through this process's `/proc/self/fd/N` link to
+/// that very inode: a name swapped for a symlink after the check cannot send the connection out
+/// of the pod. A listener whose queue is full fails at once (non-blocking connect), never waits.
+pub fn connect_in_root(
+    root: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<UnixStream, PodFileError> {
+    let fd = open_in_root(root, path, OFlags::PATH | OFlags::NOFOLLOW)?;
+    let err = |source: std::io::Error| PodFileError::Connect {
+        root: root.display().to_string(),
+        path: path.to_string(),
+        source,
     };
-    if let Some(kind) = kind {
+    let st = rustix::fs::fstat(&fd).map_err(|e| err(e.into()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+        return Err(PodFileError::NotSocket {
+            root: root.display().to_string(),
+            path: path.to_string(),
+            kind: kind_of(st.st_mode).unwrap_or("regular file"),
+        });
+    }
+    let pinned = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let sock =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).map_err(err)?;
+    let addr = socket2::SockAddr::unix(&pinned).map_err(err)?;
+    sock.connect_timeout(&addr, timeout).map_err(err)?;
+    drop(fd);
+    Ok(UnixStream::from(OwnedFd::from(sock)))
+}
+
+/// Reads `path` (relative to the pod's root; a leading `/` is the root itself) of the pod
+/// whose root directory is `root`, at most `max` bytes. A file larger than `max` is an error,
+/// not a truncated read: half a resolv.conf can name a search domain the pod never uses.
+pub fn read_in_root(root: &Path, path: &str, max: usize) -> Result<Vec<u8>, PodFileError> {
+    let fd = open_in_root(
+        root,
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
+    )?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| PodFileError::Open {
+        root: root.display().to_string(),
+        path: path.to_string(),
+        source: e.into(),
+    })?;
+    if let Some(kind) = kind_of(st.st_mode) {
         return Err(PodFileError::NotRegular {
             root: root.display().to_string(),
             path: path.to_string(),
