@@ -1,0 +1,136 @@
+//! Phusion Passenger (Debian's `passenger`, Standalone with the builtin engine) in a pod network
+//! namespace with a kubelet-shaped cgroup (issue 18 point 3). Its app processes do not hold the
+//! public listener and its request queue lives inside the core, so the agent reads the core's
+//! pool as `passenger-status` does. Ground truth: `passenger-status` itself (its text view, a
+//! rendering apart from the pool.xml the agent reads), taken before and after the agent's
+//! window, and the requests the test holds (each records the process that started it). Root.
+
+use crate::common::*;
+use crate::workers_prefork::{agent_once_as, Caps};
+use headroom_testbed::netns::Netns;
+use headroom_testbed::prefork::{PassengerGroup, Server};
+use headroom_testbed::Need;
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+const PROCESSES: usize = 3;
+const UID: &str = "5d1c8b2a-9e7f-4a3b-8c2d-1e0f9a8b7c6d";
+const CID: &str = "b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6";
+
+/// `passenger-status` once it shows `busy` sessions and `queue` waiting (at most 10 s).
+fn settled(server: &Server, busy: u64, queue: u64) -> PassengerGroup {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = server.passenger_status().unwrap();
+        assert_eq!(g.len(), 1, "one app group: {g:?}");
+        let sessions: u64 = g[0].processes.iter().map(|p| p.1).sum();
+        if (sessions, g[0].queue) == (busy, queue) {
+            return g[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "passenger-status never showed {busy} sessions and {queue} queued: {g:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn passenger_app_group_busy_and_queue_equal_passenger_status() {
+    let needs = [
+        Need::Root,
+        Need::Tool("ip"),
+        Need::Tool("passenger"),
+        Need::Tool("passenger-status"),
+        Need::Tool("setpriv"),
+    ];
+    headroom_testbed::require_or_return!("passenger_app_group", &needs);
+    let ns = Netns::new("pgpod").unwrap();
+    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    let cg = headroom_testbed::cgroup::KubeCgroup::new(UID, CID).unwrap();
+    let server = Server::passenger(&ns, PROCESSES as u32, |pid| cg.add(pid)).unwrap();
+    let app = server.dir.path().display().to_string();
+    let procs: BTreeSet<i32> = settled(&server, 0, 0)
+        .processes
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(procs.len(), PROCESSES);
+    for (i, n) in [0usize, 2, 3, 5].into_iter().enumerate() {
+        for caps in [Caps::All, Caps::DaemonSet] {
+            let tag = format!("p{i}{}", caps == Caps::All);
+            let held = server.hold(&tag, n, PROCESSES).unwrap();
+            let busy = server.started(&tag).len();
+            let queued = n - busy;
+            assert_eq!(busy, n.min(PROCESSES));
+            let before = settled(&server, busy as u64, queued as u64);
+            let report = agent_once_as(caps);
+            let after = server.passenger_status().unwrap();
+            assert_eq!(server.started(&tag).len(), busy, "held throughout");
+            held.release().unwrap();
+            assert_eq!(
+                after,
+                [before.clone()],
+                "passenger-status steady over the window"
+            );
+            let all = report["listeners"].as_array().unwrap();
+            let l = all
+                .iter()
+                .find(|l| l["address"] == app.as_str() && l["netns"] == netns)
+                .unwrap_or_else(|| panic!("no Passenger app group {app}: {report:#}"));
+            eprintln!(
+                "Passenger {n} slow requests ({}): passenger-status {before:?}; agent {l}",
+                caps == Caps::All
+            );
+            assert!(l["port"].is_null());
+            assert_eq!(l["process"], "passenger");
+            assert_eq!(u(&l["workers"]), PROCESSES as u64);
+            let pids: BTreeSet<i32> = l["worker_pids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap() as i32)
+                .collect();
+            assert_eq!(pids, procs, "passenger-status's PIDs");
+            assert_eq!(
+                (u(&l["threads"]), l["threads_known"].as_bool()),
+                (1, Some(true))
+            );
+            assert_eq!(u(&l["capacity"]), PROCESSES as u64);
+            assert_eq!(l["model"], "prefork");
+            let sessions: u64 = before.processes.iter().map(|p| p.1).sum();
+            assert_eq!(l["busy_mean"].as_f64().unwrap(), sessions as f64);
+            assert_eq!(u(&l["busy_max"]), sessions);
+            assert_eq!(u(&l["connections_max"]), sessions);
+            assert_eq!(u(&l["queue_max"]), before.queue);
+            assert_eq!((sessions, before.queue), (busy as u64, queued as u64));
+            let saturated = if busy == PROCESSES { 2.0 } else { 0.0 };
+            assert_eq!(l["saturated_seconds"].as_f64().unwrap(), saturated);
+            assert_eq!(l["pod"]["uid"], UID);
+            assert_eq!(l["container"], CID);
+            // The core's public listener: an event loop holding the test's connections.
+            let front = all
+                .iter()
+                .find(|l| l["port"] == 8080 && l["netns"] == netns)
+                .unwrap_or_else(|| panic!("no Passenger core listener: {report:#}"));
+            assert_eq!(front["model"], "event_loop", "{front}");
+            assert_eq!(u(&front["connections_max"]), n as u64, "{front}");
+            assert_eq!(u(&front["busy_max"]), 0);
+            // Passenger's plumbing (the app processes' own sockets, the core's and the
+            // preloader's in the instance directory) is no listener of its own.
+            let others: Vec<&serde_json::Value> = all
+                .iter()
+                .filter(|x| x["netns"] == netns && *x != l && *x != front)
+                .collect();
+            assert!(
+                others.is_empty(),
+                "only the group and the core: {others:#?}"
+            );
+        }
+    }
+    drop(server);
+    drop(cg);
+}
