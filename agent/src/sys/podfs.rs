@@ -293,4 +293,92 @@ mod tests {
         let e = r.unwrap_err();
         assert!(e.to_string().contains("is a FIFO"), "{e}");
     }
+
+    #[test]
+    fn sockets_are_connected_to_inside_the_root_only() {
+        use std::os::unix::net::UnixListener;
+        let (_t, root, host) = roots();
+        let t = Duration::from_secs(1);
+        let inside = UnixListener::bind(root.join("etc/app.sock")).unwrap();
+        let outside = UnixListener::bind(host.join("host.sock")).unwrap();
+        outside.set_nonblocking(true).unwrap();
+        connect_in_root(&root, "/etc/app.sock", t).unwrap();
+        inside.accept().unwrap();
+        // A symlink to the host's socket: the last name is not followed, the others resolve
+        // inside the root, so neither way reaches it.
+        symlink(host.join("host.sock"), root.join("etc/link.sock")).unwrap();
+        let e = connect_in_root(&root, "etc/link.sock", t).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        symlink(&host, root.join("etc/hostdir")).unwrap();
+        assert!(connect_in_root(&root, "etc/hostdir/host.sock", t).is_err());
+        assert!(
+            outside.accept().is_err(),
+            "nothing reached the host's socket"
+        );
+        std::fs::write(root.join("etc/plain"), "x").unwrap();
+        let e = connect_in_root(&root, "etc/plain", t).unwrap_err();
+        assert!(matches!(e, PodFileError::NotSocket { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_listener_that_never_accepts_fails_at_once_when_full() {
+        let (_t, root, _host) = roots();
+        let path = root.join("etc/full.sock");
+        // Backlog 0: the queue is full after one pending connection, which nobody accepts.
+        let l = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        l.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+        l.listen(0).unwrap();
+        let mut held = Vec::new();
+        let start = std::time::Instant::now();
+        let mut failed = false;
+        for _ in 0..16 {
+            match connect_in_root(&root, "etc/full.sock", Duration::from_millis(100)) {
+                Ok(c) => held.push(c),
+                Err(e) => {
+                    assert!(matches!(e, PodFileError::Connect { .. }), "{e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "a full queue refuses ({} connected)", held.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(l);
+    }
+
+    #[test]
+    fn directories_are_listed_inside_the_root_with_caps() {
+        let (_t, root, host) = roots();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        for i in 0..50 {
+            std::fs::create_dir(root.join(format!("tmp/passenger.{i}"))).unwrap();
+            std::fs::write(root.join(format!("tmp/other.{i}")), "").unwrap();
+        }
+        let mut all = list_in_root(&root, "/tmp", "passenger.", 1000, 1000).unwrap();
+        all.sort();
+        assert_eq!(all.len(), 50);
+        assert!(all.iter().all(|n| n.starts_with("passenger.")));
+        assert_eq!(
+            list_in_root(&root, "/tmp", "passenger.", 1000, 7)
+                .unwrap()
+                .len(),
+            7
+        );
+        assert!(
+            list_in_root(&root, "/tmp", "passenger.", 10, 1000)
+                .unwrap()
+                .len()
+                <= 10
+        );
+        // A registry that is a symlink to the host lists the root's own directory of that name.
+        std::fs::create_dir(host.join("passenger.host")).unwrap();
+        symlink(&host, root.join("reg")).unwrap();
+        assert!(list_in_root(&root, "reg", "passenger.", 1000, 1000).is_err());
+        let e = list_in_root(&root, "tmp/other.1", "", 10, 10).unwrap_err();
+        assert!(matches!(e, PodFileError::Open { .. }), "{e}");
+    }
 }
