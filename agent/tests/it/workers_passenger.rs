@@ -73,7 +73,7 @@ fn passenger_app_group_busy_and_queue_equal_passenger_status() {
             held.release().unwrap();
             assert_eq!(
                 after,
-                [before.clone()],
+                std::slice::from_ref(&before),
                 "passenger-status steady over the window"
             );
             let all = report["listeners"].as_array().unwrap();

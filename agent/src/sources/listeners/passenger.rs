@@ -151,11 +151,7 @@ impl AppGroup {
             .processes
             .iter()
             .fold(0u32, |a, p| a.saturating_add(p.sessions.min(limit(p))));
-        let n = if workers > 0 {
-            (capacity / workers).max(1)
-        } else {
-            1
-        };
+        let n = capacity.checked_div(workers).unwrap_or(1).max(1);
         Figures {
             workers,
             busy,
