@@ -7,11 +7,9 @@
 
 use crate::common::*;
 use crate::workers_prefork::{agent_once_as, Caps};
-use headroom_testbed::netns::Netns;
 use headroom_testbed::prefork::{PassengerGroup, Server};
 use headroom_testbed::Need;
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 const PROCESSES: usize = 3;
@@ -46,10 +44,7 @@ fn passenger_app_group_busy_and_queue_equal_passenger_status() {
         Need::Tool("setpriv"),
     ];
     headroom_testbed::require_or_return!("passenger_app_group", &needs);
-    let ns = Netns::new("pgpod").unwrap();
-    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .unwrap()
-        .ino();
+    let (ns, netns) = pod_netns("pgpod");
     let cg = headroom_testbed::cgroup::KubeCgroup::new(UID, CID).unwrap();
     let server = Server::passenger(&ns, PROCESSES as u32, |pid| cg.add(pid)).unwrap();
     let app = server.dir.path().display().to_string();
@@ -76,11 +71,7 @@ fn passenger_app_group_busy_and_queue_equal_passenger_status() {
                 std::slice::from_ref(&before),
                 "passenger-status steady over the window"
             );
-            let all = report["listeners"].as_array().unwrap();
-            let l = all
-                .iter()
-                .find(|l| l["address"] == app.as_str() && l["netns"] == netns)
-                .unwrap_or_else(|| panic!("no Passenger app group {app}: {report:#}"));
+            let l = listener_at(&report, &app, netns);
             eprintln!(
                 "Passenger {n} slow requests ({}): passenger-status {before:?}; agent {l}",
                 caps == Caps::All
@@ -88,13 +79,7 @@ fn passenger_app_group_busy_and_queue_equal_passenger_status() {
             assert!(l["port"].is_null());
             assert_eq!(l["process"], "passenger");
             assert_eq!(u(&l["workers"]), PROCESSES as u64);
-            let pids: BTreeSet<i32> = l["worker_pids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_i64().unwrap() as i32)
-                .collect();
-            assert_eq!(pids, procs, "passenger-status's PIDs");
+            assert_eq!(worker_pid_set(&l), procs, "passenger-status's PIDs");
             assert_eq!(
                 (u(&l["threads"]), l["threads_known"].as_bool()),
                 (1, Some(true))
@@ -112,18 +97,14 @@ fn passenger_app_group_busy_and_queue_equal_passenger_status() {
             assert_eq!(l["pod"]["uid"], UID);
             assert_eq!(l["container"], CID);
             // The core's public listener: an event loop holding the test's connections.
-            let front = all
-                .iter()
-                .find(|l| l["port"] == 8080 && l["netns"] == netns)
-                .unwrap_or_else(|| panic!("no Passenger core listener: {report:#}"));
-            assert_eq!(front["model"], "event_loop", "{front}");
-            assert_eq!(u(&front["connections_max"]), n as u64, "{front}");
-            assert_eq!(u(&front["busy_max"]), 0);
+            let front = event_loop_front(&report, netns, n);
             // Passenger's plumbing (the app processes' own sockets, the core's and the
             // preloader's in the instance directory) is no listener of its own.
-            let others: Vec<&serde_json::Value> = all
+            let others: Vec<&serde_json::Value> = report["listeners"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .filter(|x| x["netns"] == netns && *x != l && *x != front)
+                .filter(|x| x["netns"] == netns && **x != l && **x != front)
                 .collect();
             assert!(
                 others.is_empty(),
