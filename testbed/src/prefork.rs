@@ -524,18 +524,33 @@ impl Server {
     /// Phusion Passenger Standalone (Debian's `passenger`, builtin engine) serving the Rack app
     /// on 127.0.0.1:8080 in `ns` with exactly `processes` app processes (min = max), its instance
     /// registry in the test's directory (`PASSENGER_INSTANCE_REGISTRY_DIR`, as a pod would set
-    /// it); no telemetry or update check leaves the host. `pids_to` gets the frontend's pid
-    /// before it starts the watchdog, core and app processes (they inherit its cgroup).
+    /// it); no telemetry or update check leaves the host. With `own_pid_ns` it runs in a pid
+    /// namespace of its own, as in a pod (`unshare --pid --fork --mount-proc`; the frontend
+    /// gets SIGTERM when the guarded `unshare` goes). `pids_to` gets the frontend's pid before
+    /// the watchdog, core and app processes start (they inherit its cgroup).
     pub fn passenger(
         ns: &Netns,
         processes: u32,
+        own_pid_ns: bool,
         pids_to: impl FnOnce(u32) -> anyhow::Result<()>,
     ) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("config.ru"), RACK_APP)?;
         std::fs::create_dir_all(dir.path().join("registry"))?;
         let n = processes.to_string();
-        let mut cmd = ns.command("passenger");
+        let mut cmd = if own_pid_ns {
+            let mut c = ns.command("unshare");
+            c.args([
+                "--pid",
+                "--fork",
+                "--kill-child=TERM",
+                "--mount-proc",
+                "passenger",
+            ]);
+            c
+        } else {
+            ns.command("passenger")
+        };
         cmd.arg("start")
             .args([
                 "--engine",
@@ -565,7 +580,20 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let guard = Guard::spawn("passenger", &mut cmd)?;
-        pids_to(guard.pid())?;
+        if own_pid_ns {
+            // The frontend, `unshare`'s child, before it starts anything (ruby boots first).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let child = loop {
+                if let Some(c) = children(guard.pid() as i32).first() {
+                    break *c;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "unshare started no child");
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            pids_to(child as u32)?;
+        } else {
+            pids_to(guard.pid())?;
+        }
         let s = Server {
             guard,
             dir,
