@@ -576,6 +576,8 @@ impl Server {
                 dir.path().join("registry"),
             )
             .env("HR_DIR", dir.path())
+            // Its scratch directory too, so a frontend killed with its pid namespace leaves none.
+            .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
