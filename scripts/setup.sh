@@ -28,6 +28,7 @@ if [ "$what" = test ]; then
     "test rules and alerts: promtool, Prometheus and Alertmanager run by the rule and alert tests|prometheus prometheus-alertmanager"
     "test prefork servers: unicorn with raindrops beside gunicorn|unicorn ruby-raindrops"
     "test app servers: nginx in front of unicorn, php-fpm and Puma over unix sockets (issue 18)|nginx-light php-fpm puma"
+    "test Passenger: Phusion Passenger Standalone (builtin engine) and passenger-status, the ground truth of its app groups (issue 18)|passenger"
     "test Python: the project's virtualenv (.venv/) is made with Debian's venv module|python3-venv"
   )
 fi

@@ -607,3 +607,162 @@ pub fn raindrops(ns: Option<&str>, listener: &str) -> (u64, u64) {
     assert_eq!(v.len(), 2, "raindrops printed {text:?}");
     (v[0], v[1])
 }
+
+/// One app group as `passenger-status` (its default text view) shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassengerGroup {
+    pub name: String,
+    /// `Requests in queue`.
+    pub queue: u64,
+    /// `(PID, Sessions)` of each process.
+    pub processes: Vec<(i32, u64)>,
+}
+
+impl Server {
+    /// Phusion Passenger Standalone (Debian's `passenger`, builtin engine) serving the Rack app
+    /// on 127.0.0.1:8080 in `ns` with exactly `processes` app processes (min = max), its instance
+    /// registry in the test's directory (`PASSENGER_INSTANCE_REGISTRY_DIR`, as a pod would set
+    /// it); no telemetry or update check leaves the host. With `own_pid_ns` it runs in a pid
+    /// namespace of its own, as in a pod (`unshare --pid --fork --mount-proc`; the frontend
+    /// gets SIGTERM when the guarded `unshare` goes). `pids_to` gets the frontend's pid before
+    /// the watchdog, core and app processes start (they inherit its cgroup).
+    pub fn passenger(
+        ns: &Netns,
+        processes: u32,
+        own_pid_ns: bool,
+        pids_to: impl FnOnce(u32) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("config.ru"), RACK_APP)?;
+        std::fs::create_dir_all(dir.path().join("registry"))?;
+        let n = processes.to_string();
+        let mut cmd = if own_pid_ns {
+            let mut c = ns.command("unshare");
+            c.args([
+                "--pid",
+                "--fork",
+                "--kill-child=TERM",
+                "--mount-proc",
+                "passenger",
+            ]);
+            c
+        } else {
+            ns.command("passenger")
+        };
+        cmd.arg("start")
+            .args([
+                "--engine",
+                "builtin",
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "8080",
+            ])
+            .args(["--min-instances", &n, "--max-pool-size", &n])
+            .args(["--environment", "none"])
+            .args([
+                "--disable-anonymous-telemetry",
+                "--disable-security-update-check",
+            ])
+            .arg("--pid-file")
+            .arg(dir.path().join("passenger.pid"))
+            .arg("--log-file")
+            .arg(dir.path().join("passenger.log"))
+            .current_dir(dir.path())
+            .env(
+                "PASSENGER_INSTANCE_REGISTRY_DIR",
+                dir.path().join("registry"),
+            )
+            .env("HR_DIR", dir.path())
+            // Its scratch directory too, so a frontend killed with its pid namespace leaves none.
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let guard = Guard::spawn("passenger", &mut cmd)?;
+        if own_pid_ns {
+            // The frontend, `unshare`'s child, before it starts anything (ruby boots first).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let child = loop {
+                if let Some(c) = children(guard.pid() as i32).first() {
+                    break *c;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "unshare started no child");
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            pids_to(child as u32)?;
+        } else {
+            pids_to(guard.pid())?;
+        }
+        let s = Server {
+            guard,
+            dir,
+            port: 8080,
+            netns: Some(ns.name.clone()),
+            socket: None,
+            front: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = s
+                .passenger_status()
+                .ok()
+                .is_some_and(|g| g.len() == 1 && g[0].processes.len() == processes as usize);
+            if ready && s.get("/").map(|b| b.contains("ok")).unwrap_or(false) {
+                return Ok(s);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Passenger did not start {processes} app processes within 60 s (see {}/passenger.log)",
+                s.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `passenger-status` (ground truth): its app groups, parsed from the text it prints.
+    pub fn passenger_status(&self) -> anyhow::Result<Vec<PassengerGroup>> {
+        let out = Command::new("passenger-status")
+            .env(
+                "PASSENGER_INSTANCE_REGISTRY_DIR",
+                self.dir.path().join("registry"),
+            )
+            .stdin(Stdio::null())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "passenger-status: {:?}", out.status);
+        parse_passenger_status(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// The `----------- Application groups -----------` part of `passenger-status`'s text: a line
+/// `NAME:` per group, then `Requests in queue: N` and `* PID: P   Sessions: S …` per process.
+pub fn parse_passenger_status(text: &str) -> anyhow::Result<Vec<PassengerGroup>> {
+    let mut out: Vec<PassengerGroup> = Vec::new();
+    let Some((_, groups)) = text.split_once("Application groups") else {
+        anyhow::bail!("no application groups in: {text}");
+    };
+    for line in groups.lines().skip(1) {
+        let t = line.trim();
+        let field = |name: &str| -> Option<u64> {
+            let rest = t.split_once(name)?.1;
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        if !line.starts_with(' ') && t.ends_with(':') {
+            out.push(PassengerGroup {
+                name: t.trim_end_matches(':').to_string(),
+                queue: 0,
+                processes: Vec::new(),
+            });
+        } else if let Some(g) = out.last_mut() {
+            if let Some(q) = field("Requests in queue:") {
+                g.queue = q;
+            } else if t.starts_with("* PID:") {
+                let pid = field("PID:").ok_or_else(|| anyhow::anyhow!("bad line {t:?}"))?;
+                let sessions =
+                    field("Sessions:").ok_or_else(|| anyhow::anyhow!("bad line {t:?}"))?;
+                g.processes.push((pid as i32, sessions));
+            }
+        }
+    }
+    Ok(out)
+}

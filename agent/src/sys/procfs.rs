@@ -153,6 +153,42 @@ impl ProcRoot {
         Ok(out)
     }
 
+    /// The process's root directory as this process reaches it (`/proc/PID/root`): a path to
+    /// read through `sys::podfs` only, never directly (links inside resolve on the host).
+    pub fn root(&self, pid: i32) -> PathBuf {
+        self.pid_path(pid).join("root")
+    }
+
+    /// The value of `name` in the process's initial environment (`environ`, at most
+    /// `MAX_READ` bytes read); None when unset or empty.
+    pub fn env_var(&self, pid: i32, name: &str) -> io::Result<Option<String>> {
+        use std::io::Read;
+        let mut b = Vec::new();
+        std::fs::File::open(self.pid_path(pid).join("environ"))?
+            .take(MAX_READ)
+            .read_to_end(&mut b)?;
+        let key = format!("{name}=");
+        Ok(b.split(|c| *c == 0)
+            .find_map(|kv| kv.strip_prefix(key.as_bytes()))
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned()))
+    }
+
+    /// The pid as the process's own pid namespace numbers it: the last `NSpid` figure of
+    /// `status` (its pid here where the kernel shows no NSpid).
+    pub fn ns_pid(&self, pid: i32) -> io::Result<i32> {
+        let path = self.pid_path(pid).join("status");
+        let text = read_bounded(&path)?;
+        match text.lines().find_map(|l| l.strip_prefix("NSpid:")) {
+            Some(v) => v
+                .split_whitespace()
+                .last()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| bad(&path)),
+            None => Ok(pid),
+        }
+    }
+
     /// The text of `/proc/PID/cgroup`.
     pub fn cgroup(&self, pid: i32) -> io::Result<String> {
         std::fs::read_to_string(self.pid_path(pid).join("cgroup"))

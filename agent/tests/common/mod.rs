@@ -104,3 +104,50 @@ pub fn start_gunicorn(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A pod network namespace and its inode (the report's `netns`).
+pub fn pod_netns(name: &str) -> (headroom_testbed::netns::Netns, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let ns = headroom_testbed::netns::Netns::new(name).unwrap();
+    let ino = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    (ns, ino)
+}
+
+/// The listener at `address` (a unix path, a Passenger group) in namespace `netns`.
+pub fn listener_at(report: &serde_json::Value, address: &str, netns: u64) -> serde_json::Value {
+    report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["address"] == address && l["netns"] == netns)
+        .cloned()
+        .unwrap_or_else(|| panic!("no listener {address} in netns {netns}: {report:#}"))
+}
+
+/// A listener's `worker_pids`.
+pub fn worker_pid_set(l: &serde_json::Value) -> std::collections::BTreeSet<i32> {
+    l["worker_pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect()
+}
+
+/// The front's TCP listener on 8080 in `netns` (nginx, the Passenger core): an event loop
+/// holding the test's `n` connections, no busy workers.
+pub fn event_loop_front(report: &serde_json::Value, netns: u64, n: usize) -> serde_json::Value {
+    let front = report["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["port"] == 8080 && l["netns"] == netns)
+        .cloned()
+        .unwrap_or_else(|| panic!("no listener on 8080 in netns {netns}: {report:#}"));
+    assert_eq!(front["model"], "event_loop", "{front}");
+    assert_eq!(u(&front["connections_max"]), n as u64, "{front}");
+    assert_eq!(u(&front["busy_max"]), 0, "{front}");
+    front
+}

@@ -13,5 +13,6 @@ mod linklocal_accounting;
 mod linklocal_rates;
 mod pod_files;
 mod probes;
+mod workers_passenger;
 mod workers_prefork;
 mod workers_unix;

@@ -9,7 +9,6 @@ use headroom_testbed::netns::Netns;
 use headroom_testbed::prefork::{raindrops, Server};
 use headroom_testbed::Need;
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
 
 const WORKERS: usize = 4;
 const BACKLOG: u32 = 8;
@@ -27,10 +26,7 @@ fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
         Need::Tool("setpriv"),
     ];
     headroom_testbed::require_or_return!("unicorn_over_a_unix_socket_behind_nginx", &needs);
-    let ns = Netns::new("unixpod").unwrap();
-    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .unwrap()
-        .ino();
+    let (ns, netns) = pod_netns("unixpod");
     let cg = headroom_testbed::cgroup::KubeCgroup::new(UID, CID).unwrap();
     let server =
         Server::unicorn_behind_nginx(&ns, WORKERS as u32, BACKLOG, |pid| cg.add(pid)).unwrap();
@@ -48,21 +44,15 @@ fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
             assert_eq!(server.started(&tag).len(), busy.len(), "held throughout");
             held.release().unwrap();
             assert_eq!(truth, (busy.len() as u64, queued as u64), "raindrops");
-            let all = report["listeners"].as_array().unwrap();
-            let l = all
-                .iter()
-                .find(|l| l["address"] == path.as_str() && l["netns"] == netns)
-                .unwrap_or_else(|| panic!("no unix listener {path}: {report:#}"));
+            let l = listener_at(&report, &path, netns);
             eprintln!("{n} slow requests ({}): busy {busy:?}, queued {queued}; raindrops {truth:?}; agent {l}", caps == Caps::All);
             assert!(l["port"].is_null());
             assert_eq!(u(&l["workers"]), WORKERS as u64);
-            let pids: BTreeSet<i32> = l["worker_pids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_i64().unwrap() as i32)
-                .collect();
-            assert_eq!(pids, workers, "the master's children, not nginx");
+            assert_eq!(
+                worker_pid_set(&l),
+                workers,
+                "the master's children, not nginx"
+            );
             assert_eq!(
                 (u(&l["threads"]), l["threads_known"].as_bool()),
                 (1, Some(true))
@@ -78,13 +68,7 @@ fn unicorn_over_a_unix_socket_behind_nginx_is_exact_and_equals_raindrops() {
             assert_eq!(l["pod"]["uid"], UID);
             assert_eq!(l["container"], CID);
             // nginx's own TCP listener, apart: an event loop holding the test's connections.
-            let front = all
-                .iter()
-                .find(|l| l["port"] == 8080 && l["netns"] == netns)
-                .unwrap_or_else(|| panic!("no nginx listener: {report:#}"));
-            assert_eq!(front["model"], "event_loop", "{front}");
-            assert_eq!(u(&front["connections_max"]), n as u64, "{front}");
-            assert_eq!(u(&front["busy_max"]), 0);
+            let front = event_loop_front(&report, netns, n);
             assert!(front["process"].as_str().unwrap().starts_with("nginx"));
         }
     }
@@ -120,10 +104,7 @@ fn php_fpm_pool_over_a_unix_socket_equals_its_status_page() {
         Need::Tool("setpriv"),
     ];
     headroom_testbed::require_or_return!("php_fpm_pool_over_a_unix_socket", &needs);
-    let ns = Netns::new("fpmpod").unwrap();
-    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .unwrap()
-        .ino();
+    let (ns, netns) = pod_netns("fpmpod");
     let server = Server::php_fpm_behind_nginx(&ns, WORKERS as u32, BACKLOG, |_| Ok(())).unwrap();
     let path = server.socket.clone().unwrap().display().to_string();
     let pool = fpm_pool(&server);
@@ -143,23 +124,15 @@ fn php_fpm_pool_over_a_unix_socket_equals_its_status_page() {
             // Linux: the queue's ground truth here is raindrops (the kernel's table).
             assert_eq!(status.0, busy as u64, "php-fpm's active processes");
             assert_eq!(truth, (busy as u64, queued as u64), "raindrops");
-            let l = report["listeners"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|l| l["address"] == path.as_str() && l["netns"] == netns)
-                .cloned()
-                .unwrap_or_else(|| panic!("no php-fpm listener {path}: {report:#}"));
+            let l = listener_at(&report, &path, netns);
             eprintln!(
                 "php-fpm {n} slow requests: status page {status:?}, raindrops {truth:?}; agent {l}"
             );
-            let pids: BTreeSet<i32> = l["worker_pids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_i64().unwrap() as i32)
-                .collect();
-            assert_eq!(pids, pool, "the pool's children, not the master");
+            assert_eq!(
+                worker_pid_set(&l),
+                pool,
+                "the pool's children, not the master"
+            );
             assert_eq!(u(&l["workers"]), WORKERS as u64);
             assert_eq!(
                 (u(&l["capacity"]), l["model"].as_str()),
@@ -192,10 +165,7 @@ fn puma_threads_and_capacity_equal_pumactl_stats() {
         Need::Tool("setpriv"),
     ];
     headroom_testbed::require_or_return!("puma_threads_and_capacity_equal_pumactl_stats", &needs);
-    let ns = Netns::new("pumapod").unwrap();
-    let netns = std::fs::metadata(format!("/run/netns/{}", ns.name))
-        .unwrap()
-        .ino();
+    let (ns, netns) = pod_netns("pumapod");
     let server = Server::puma_behind_nginx(&ns, 2, 4).unwrap();
     let path = server.socket.clone().unwrap().display().to_string();
     for (i, n) in [0usize, 5, 8].into_iter().enumerate() {
@@ -217,13 +187,7 @@ fn puma_threads_and_capacity_equal_pumactl_stats() {
         held.release().unwrap();
         let puma_busy: u64 = stats.iter().map(|(max, cap, _)| max - cap).sum();
         let puma_capacity: u64 = stats.iter().map(|(max, _, _)| max).sum();
-        let l = report["listeners"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["address"] == path.as_str() && l["netns"] == netns)
-            .cloned()
-            .unwrap_or_else(|| panic!("no puma listener {path}: {report:#}"));
+        let l = listener_at(&report, &path, netns);
         eprintln!("puma {n} slow requests: pumactl {stats:?}; agent {l}");
         assert_eq!(puma_busy, busy as u64, "pumactl stats");
         assert_eq!(u(&l["workers"]), 2);

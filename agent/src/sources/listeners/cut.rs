@@ -28,10 +28,20 @@ impl<D: Diag> Sampler<D> {
             *total = (total.0 + saturated, now);
             let total = total.0;
             let busy_mean = round3(a.busy_sum as f64 / a.samples.max(1) as f64);
-            let capacity = a.workers.saturating_mul(a.threads.n);
+            let capacity = a.capacity;
             let (address, port) = match &a.local {
                 Local::Tcp(l) => (l.ip().to_string(), Some(l.port())),
-                Local::Unix(name) => (crate::sys::unixsock::display_name(name), None),
+                Local::Unix(name) | Local::Group(name) => {
+                    (crate::sys::unixsock::display_name(name), None)
+                }
+            };
+            let process = match &a.local {
+                Local::Group(_) => "passenger".to_string(),
+                _ => self
+                    .procs
+                    .get(&a.holder)
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_default(),
             };
             out.push(ListenerReport {
                 pod: pod.as_ref().map(|p| PodRef {
@@ -42,11 +52,7 @@ impl<D: Diag> Sampler<D> {
                 container: pod.and_then(|p| p.container),
                 address,
                 port,
-                process: self
-                    .procs
-                    .get(&a.holder)
-                    .map(|p| p.comm.clone())
-                    .unwrap_or_default(),
+                process,
                 workers: a.workers,
                 threads: a.threads.n,
                 threads_known: a.threads.known,

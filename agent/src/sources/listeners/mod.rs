@@ -26,11 +26,13 @@
 //!    listener inode nobody is known to hold sends its namespace's processes to a rescan, at
 //!    most every 5 minutes. A unix listener's connections are the accepted sockets carrying
 //!    its name (see `sys::unixsock`); threads per worker and the model are in [`model`].
+//! 5. Phusion Passenger's app groups are read from its core ([`passenger`]), not the kernel.
 
 pub mod caps;
 pub mod cgroup;
 mod cut;
 pub mod model;
+pub mod passenger;
 pub mod report;
 mod source;
 pub use source::Workers;
@@ -80,6 +82,8 @@ struct Proc {
     threads: Option<(Threads, Instant)>,
     /// Seen holding more accepted connections of one listener than it has threads.
     multi: bool,
+    /// A Phusion Passenger core (see [`passenger`]).
+    passenger_core: bool,
 }
 
 /// How long a worker's thread count is trusted before it is read again (a pool that grows).
@@ -91,6 +95,8 @@ pub const THREADS_TTL: Duration = Duration::from_secs(10);
 pub enum Local {
     Tcp(SocketAddr),
     Unix(Arc<[u8]>),
+    /// A Passenger app group's name (see [`passenger`]).
+    Group(Arc<[u8]>),
 }
 
 /// A listening socket in one sample, of either kind.
@@ -145,6 +151,8 @@ struct Acc {
     queue_max: u32,
     backlog: u32,
     workers: u32,
+    /// At the last sample: workers × threads, or a Passenger group's summed concurrency.
+    capacity: u32,
     saturated: u64,
     worker_pids: Vec<i32>,
     holder: i32,
@@ -220,6 +228,24 @@ pub struct Cost {
     pub unix_skipped: u64,
     /// Thread lists read (threads per worker).
     pub thread_reads: u64,
+    /// Passenger pools read, and reads skipped as failed (see [`passenger`]).
+    pub passenger_reads: u64,
+    pub passenger_skipped: u64,
+}
+
+/// One listener's figures in one sample, for [`Sampler::record`].
+struct Record {
+    local: Local,
+    /// The process whose cgroup names the pod (a worker, or the holder).
+    holder: i32,
+    workers: Vec<i32>,
+    busy: u32,
+    connections: u32,
+    capacity: u32,
+    threads: Threads,
+    model: Model,
+    queue: u32,
+    backlog: u32,
 }
 
 /// The sampling state: caches and the current window. Synchronous; run it on its own thread.
@@ -261,6 +287,8 @@ pub struct Sampler<D: Diag = Sockets> {
     pod_threads: PodThreads,
     /// What the caps left out of the last window cut.
     omitted: Omitted,
+    /// Passenger cores: their instance and last pool read.
+    passenger: HashMap<i32, passenger::Core>,
     pub cost: Cost,
 }
 
@@ -295,6 +323,7 @@ impl<D: Diag> Sampler<D> {
             caps: spec.caps,
             pod_threads: PodThreads::default(),
             omitted: Omitted::default(),
+            passenger: HashMap::new(),
             cost: Cost::default(),
         }
     }
@@ -338,6 +367,9 @@ impl<D: Diag> Sampler<D> {
             Err(_) => p.ppid = self.proc.ppid(pid).unwrap_or(0),
         }
         p.comm = self.proc.comm(pid).unwrap_or_default();
+        // Only Passenger's agents pay for a command line read here.
+        p.passenger_core = p.comm == passenger::AGENT_COMM
+            && self.proc.cmdline(pid).is_ok_and(|a| passenger::is_core(&a));
         p.first_seen = Some(Instant::now());
         Self::scan_fds(&self.proc, &mut self.cost, pid, &mut p);
         p
@@ -372,6 +404,7 @@ impl<D: Diag> Sampler<D> {
         let live: HashSet<i32> = pids.iter().map(|(p, _)| *p).collect();
         self.procs.retain(|p, _| live.contains(p));
         self.pidfds.retain(|p, _| live.contains(p));
+        self.passenger.retain(|p, _| live.contains(p));
         for (pid, ino) in pids {
             let known = match self.procs.get(&pid) {
                 None => false,
@@ -602,6 +635,9 @@ impl<D: Diag> Sampler<D> {
             return;
         }
         self.listening.insert(ns);
+        // Passenger's plumbing sockets are its app groups' business, reported per group.
+        let hidden = self.sample_passenger(ns, group);
+        listens.retain(|l| !matches!(&l.local, Local::Unix(name) if hidden.holds_name(name)));
         let listen_inodes: HashSet<u64> = listens.iter().map(|s| s.inode).collect();
         let mut holders = self.holders(group, &listen_inodes);
         let unknown = |holders: &HashMap<u64, Vec<i32>>, unowned: &HashMap<Key, Instant>| {
@@ -664,6 +700,9 @@ impl<D: Diag> Sampler<D> {
             let Some(hs) = holders.get(&l.inode) else {
                 continue;
             };
+            if hs.iter().all(|h| hidden.pids.contains(h)) {
+                continue; // a Passenger app process's own socket
+            }
             self.holder_pids.extend(hs.iter().copied());
             let conns: Vec<u64> = match &l.local {
                 Local::Tcp(local) => connected
@@ -676,6 +715,7 @@ impl<D: Diag> Sampler<D> {
                     .filter(|c| *c.name == **name)
                     .map(|c| c.inode)
                     .collect(),
+                Local::Group(_) => Vec::new(),
             };
             let owner_known = |procs: &HashMap<i32, Proc>, ino: u64| {
                 hs.iter()
@@ -741,63 +781,85 @@ impl<D: Diag> Sampler<D> {
             if model == Model::EventLoop {
                 busy = 0;
             }
-            let n = workers.len() as u32;
-            let capacity = n.saturating_mul(threads.n);
-            self.note_cgroup(holder);
-            self.current.push(ListenerSample {
-                pod_uid: self
-                    .procs
-                    .get(&holder)
-                    .and_then(|p| p.cgroup.as_ref())
-                    .and_then(|c| c.0.as_ref())
-                    .map(|p| p.pod_uid.clone()),
-                local: l.local.clone(),
-                workers: n,
-                busy,
-                capacity,
-                queue: l.rqueue,
-            });
+            let capacity = (workers.len() as u32).saturating_mul(threads.n);
             let backlog = if l.wqueue == 0 && matches!(l.local, Local::Tcp(_)) {
                 self.diag.backlog(ns, l.inode, holder).unwrap_or(0)
             } else {
                 l.wqueue
             };
-            let a = self.accs.entry((ns, l.inode)).or_insert(Acc {
-                local: l.local.clone(),
-                samples: 0,
-                busy_sum: 0,
-                busy_max: 0,
-                conns_sum: 0,
-                conns_max: 0,
-                threads,
-                model,
-                queue_max: 0,
-                backlog: 0,
-                workers: 0,
-                saturated: 0,
-                worker_pids: Vec::new(),
-                holder,
-            });
-            a.samples += 1;
-            a.busy_sum += busy as u64;
-            a.busy_max = a.busy_max.max(busy);
-            a.conns_sum += held_all as u64;
-            a.conns_max = a.conns_max.max(held_all);
-            a.queue_max = a.queue_max.max(l.rqueue);
-            a.backlog = backlog;
-            a.workers = n;
-            a.threads = threads;
-            // Once an event loop in the window, one for the window.
-            if a.model != Model::EventLoop {
-                a.model = model;
-            }
-            a.saturated += (model != Model::EventLoop && capacity > 0 && busy >= capacity) as u64;
-            a.worker_pids = workers;
-            a.holder = holder;
+            self.record(
+                (ns, l.inode),
+                Record {
+                    local: l.local.clone(),
+                    holder,
+                    workers,
+                    busy,
+                    connections: held_all,
+                    capacity,
+                    threads,
+                    model,
+                    queue: l.rqueue,
+                    backlog,
+                },
+            );
         }
         if let Some(g) = self.gates.get_mut(&ns) {
             g.open = open;
         }
+    }
+
+    /// Adds one sample of a listener to the latest sample and its window.
+    fn record(&mut self, key: Key, r: Record) {
+        self.note_cgroup(r.holder);
+        let n = r.workers.len() as u32;
+        self.current.push(ListenerSample {
+            pod_uid: self
+                .procs
+                .get(&r.holder)
+                .and_then(|p| p.cgroup.as_ref())
+                .and_then(|c| c.0.as_ref())
+                .map(|p| p.pod_uid.clone()),
+            local: r.local.clone(),
+            workers: n,
+            busy: r.busy,
+            capacity: r.capacity,
+            queue: r.queue,
+        });
+        let a = self.accs.entry(key).or_insert(Acc {
+            local: r.local,
+            samples: 0,
+            busy_sum: 0,
+            busy_max: 0,
+            conns_sum: 0,
+            conns_max: 0,
+            threads: r.threads,
+            model: r.model,
+            queue_max: 0,
+            backlog: 0,
+            workers: 0,
+            capacity: 0,
+            saturated: 0,
+            worker_pids: Vec::new(),
+            holder: r.holder,
+        });
+        a.samples += 1;
+        a.busy_sum += r.busy as u64;
+        a.busy_max = a.busy_max.max(r.busy);
+        a.conns_sum += r.connections as u64;
+        a.conns_max = a.conns_max.max(r.connections);
+        a.queue_max = a.queue_max.max(r.queue);
+        a.backlog = r.backlog;
+        a.workers = n;
+        a.capacity = r.capacity;
+        a.threads = r.threads;
+        // Once an event loop in the window, one for the window.
+        if a.model != Model::EventLoop {
+            a.model = r.model;
+        }
+        a.saturated +=
+            (r.model != Model::EventLoop && r.capacity > 0 && r.busy >= r.capacity) as u64;
+        a.worker_pids = r.workers;
+        a.holder = r.holder;
     }
 
     /// Threads per worker of `pid` as its server states them (read again after

@@ -76,6 +76,8 @@ pub const EVENT_LOOP_COMMS: &[&str] = &[
     "envoy",
     "haproxy",
     "caddy",
+    // Phusion Passenger's core and watchdog: its app groups are read from the core.
+    "PassengerAgent",
     "headroom-agent",
     "headroom-collec",
 ];
