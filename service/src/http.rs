@@ -12,10 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-use crate::tls::{Alpn, ServerTls};
-
-/// How long a client has to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::tls::{handshake, Alpn, ServerTls};
 
 /// A bound socket and, when TLS is on, what it serves TLS with.
 pub struct Listener {
@@ -109,28 +106,6 @@ pub async fn serve<H, F>(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
-}
-
-/// The server side of a TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`]; a failed one is
-/// logged at debug (any peer can fail one on purpose).
-pub async fn handshake<IO>(
-    acceptor: &tokio_rustls::TlsAcceptor,
-    stream: IO,
-) -> Option<tokio_rustls::server::TlsStream<IO>>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(error)) => {
-            tracing::debug!(message = "TLS handshake failed.", %error);
-            None
-        }
-        Err(_) => {
-            tracing::debug!(message = "TLS handshake timed out.");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

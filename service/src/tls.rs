@@ -318,6 +318,31 @@ impl ServerTls {
     }
 }
 
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server side of a TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`]; a failed one is
+/// logged at debug (any peer can fail one on purpose).
+pub async fn handshake<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: IO,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(error)) => {
+            tracing::debug!(message = "TLS handshake failed.", %error);
+            None
+        }
+        Err(_) => {
+            tracing::debug!(message = "TLS handshake timed out.");
+            None
+        }
+    }
+}
+
 /// Accepts on `tcp` and hands on each connection once its TLS handshake (offering `alpn`)
 /// is done: handshakes run side by side, so a slow client holds up nobody. Stops when the
 /// receiver is dropped.
@@ -348,7 +373,7 @@ pub fn incoming(
                 tokio_rustls::TlsAcceptor::from(tls.config(alpn)),
             );
             tokio::spawn(async move {
-                if let Some(s) = crate::http::handshake(&acceptor, stream).await {
+                if let Some(s) = handshake(&acceptor, stream).await {
                     let _ = tx.send(Ok(s)).await;
                 }
             });

@@ -1,13 +1,15 @@
 //! Everything that talks to the kernel below the standard library: the AF_PACKET ring, the
 //! `SIOCETHTOOL` ioctl, netlink sock_diag (inet and unix, `unixsock`) with `setns` or the `/proc/<pid>/net` tables without
 //! it (`procnet`), the proc root, and files inside a pod's root (`podfs`). Small, synchronous,
-//! behind seams (`PacketTap`, `Diag`, `ProcRoot`) so the sources above can be tested without it;
+//! behind seams (`PacketTap`, `sock::Diag`, `ProcRoot`) so the sources above can be tested without it;
 //! every `unsafe` block carries a `// SAFETY:` comment.
 
 pub mod ethtool;
+pub mod netlink;
 pub mod packet;
 pub mod podfs;
 pub mod procfs;
 pub mod procnet;
+pub mod sock;
 pub mod sockdiag;
 pub mod unixsock;

@@ -8,15 +8,11 @@
 //! namespace as text (about 150 bytes each) where sock_diag walks only the listening hash for
 //! the listeners; connected tables are read only when sock_diag's would be.
 
-use super::sockdiag::{Diag, Sock, SockState};
+use super::sock::{Diag, Sock, SockState, UnixDump, MAX_ROWS};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-
-/// Most rows read from one table: a pod can open sockets in its own namespace at will; past
-/// this the rest of the table is not read (and a debug line says so).
-pub const MAX_ROWS: usize = 100_000;
 
 const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_CLOSE_WAIT: u8 = 0x08;
@@ -236,7 +232,7 @@ impl Diag for ProcNetDiag {
         self.backlogs.retain(|(ns, _), _| live.contains(ns));
     }
 
-    fn unix(&mut self, _netns: u64, ns_path: &Path) -> io::Result<super::unixsock::UnixDump> {
+    fn unix(&mut self, _netns: u64, ns_path: &Path) -> io::Result<UnixDump> {
         super::unixsock::read_proc(&Self::net_dir(ns_path)?)
     }
 }

@@ -6,74 +6,19 @@
 //! from a short-lived thread that entered it with setns(2); the agent's own threads never change
 //! namespace. Sockets are kept per namespace and dropped when its processes are gone.
 
-use super::unixsock::UnixDump;
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use super::netlink::open_in;
+use super::sock::{Diag, Sock, SockState, UnixDump};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
-use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
+use netlink_sys::Socket;
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-/// What the worker source needs to know about a TCP socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SockState {
-    Listen,
-    /// ESTABLISHED, or CLOSE_WAIT (the peer gave up, e.g. a probe that timed out, while the
-    /// worker still holds the connection and works on it).
-    Connected,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sock {
-    pub state: SockState,
-    pub local: SocketAddr,
-    /// 0 for a connection still in a listener's accept queue (no process holds it yet).
-    pub inode: u64,
-    /// LISTEN: connections waiting in the accept queue.
-    pub rqueue: u32,
-    /// LISTEN: the backlog limit.
-    pub wqueue: u32,
-}
-
-/// A source of socket dumps, one network namespace at a time (a seam for tests).
-pub trait Diag: Send {
-    /// Listening TCP sockets of the namespace `netns` (its inode); `ns_path` is a file that
-    /// refers to it, such as `/proc/PID/ns/net` of a process inside. The kernel walks only its
-    /// small listening hash.
-    fn listeners(&mut self, netns: u64, ns_path: &Path) -> io::Result<Vec<Sock>>;
-    /// Connected TCP sockets (ESTABLISHED, CLOSE_WAIT) of the families asked for. Each family's
-    /// dump walks the whole established hash (it is global, so every namespace's dump walks
-    /// all of it): the main cost of a sample, skipped when nothing can have changed.
-    fn connected(
-        &mut self,
-        netns: u64,
-        ns_path: &Path,
-        v4: bool,
-        v6: bool,
-    ) -> io::Result<Vec<Sock>>;
-    /// Forgets namespaces not in `live`.
-    fn retain(&mut self, live: &HashSet<u64>);
-    /// The backlog limit of listener `inode`, held by `holder`, for a source whose listener
-    /// dumps leave it 0 (see [`super::procnet`]); sock_diag has it in every dump.
-    fn backlog(&mut self, _netns: u64, _inode: u64, _holder: i32) -> Option<u32> {
-        None
-    }
-    /// Named unix stream sockets of the namespace: listeners with their accept queue, and
-    /// connections accepted on them (see [`super::unixsock`]). A source without them has none.
-    fn unix(&mut self, _netns: u64, _ns_path: &Path) -> io::Result<UnixDump> {
-        Ok(UnixDump::default())
-    }
-}
 
 /// The real thing: one netlink socket per namespace.
 #[derive(Default)]
@@ -196,95 +141,21 @@ impl Diag for Sockets {
     }
 }
 
-/// Opens a sock_diag socket inside the namespace `ns_path` refers to, from a thread of its own.
-fn open_in(netns: u64, ns_path: &Path) -> io::Result<Socket> {
-    let f = File::open(ns_path)?;
-    // The pid may have been reused by a process elsewhere since the namespace was read.
-    if f.metadata()?.ino() != netns {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the process moved or exited; namespace gone",
-        ));
-    }
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns(2) with a descriptor we hold open for the call; it changes only
-                // this short-lived thread's network namespace, which ends with the thread.
-                let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let mut s = Socket::new(NETLINK_SOCK_DIAG)?;
-                s.bind_auto()?;
-                s.connect(&NlAddr::new(0, 0))?;
-                set_recv_timeout(&s)?;
-                Ok(s)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("sock_diag thread panicked")))
-    })
-}
-
-fn set_recv_timeout(s: &Socket) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt(2) reads `size_of::<timeval>()` bytes from a live local value.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 const TCP_LISTEN: u8 = 10;
 
 fn dump_family(s: &Socket, family: u8, states: StateFlags, out: &mut Vec<Sock>) -> io::Result<()> {
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut req = NetlinkMessage::new(
-        hdr,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states,
-            socket_id: if family == AF_INET {
-                SocketId::new_v4()
-            } else {
-                SocketId::new_v6()
-            },
-        })
-        .into(),
-    );
-    req.finalize();
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.serialize(&mut buf[..]);
-    s.send(&buf, 0)?;
-
-    let mut rx = vec![0u8; 64 * 1024];
-    loop {
-        let n = s.recv(&mut &mut rx[..], 0)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "sock_diag closed",
-            ));
-        }
-        if parse_batch(&rx[..n], out)? {
-            return Ok(());
-        }
-    }
+    let request = SockDiagMessage::InetRequest(InetRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        extensions: ExtensionFlags::empty(),
+        states,
+        socket_id: if family == AF_INET {
+            SocketId::new_v4()
+        } else {
+            SocketId::new_v6()
+        },
+    });
+    super::netlink::dump(s, request, |batch| parse_batch(batch, out))
 }
 
 /// One `recv`'s worth of sock_diag messages into `out`; true at the dump's end (NLMSG_DONE).
@@ -326,6 +197,8 @@ fn parse_batch(buf: &[u8], out: &mut Vec<Sock>) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::NetlinkHeader;
+    use std::os::unix::fs::MetadataExt;
 
     proptest::proptest! {
         /// Arbitrary bytes as a sock_diag batch: no panic, no endless loop, and never more
@@ -381,9 +254,11 @@ mod tests {
 
     #[test]
     fn own_namespace_shows_a_listener_with_queue_and_backlog() {
-        if !headroom_testbed_free_root() {
-            return;
-        }
+        // setns needs CAP_SYS_ADMIN even into one's own namespace.
+        headroom_testbed::require_or_return!(
+            "own_namespace_shows_a_listener",
+            &[headroom_testbed::Need::Root]
+        );
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         // Two connections complete the handshake and wait: nobody accepts.
@@ -416,15 +291,5 @@ mod tests {
             queued.iter().all(|s| s.inode == 0),
             "not accepted: no inode"
         );
-    }
-
-    /// setns needs CAP_SYS_ADMIN even into one's own namespace.
-    fn headroom_testbed_free_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP own_namespace_shows_a_listener: needs root (setns)");
-            return false;
-        }
-        true
     }
 }

@@ -15,9 +15,8 @@
 //! Names are bytes as `/proc/net/unix` prints them: a path as is, an abstract name as `@`
 //! followed by its bytes with NULs as `@`; both readers give the same bytes for one socket.
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use super::sock::{UnixDump, UnixSock, MAX_ROWS};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::{
     constants::{SOCK_SEQPACKET, SOCK_STREAM, TCP_ESTABLISHED, TCP_LISTEN},
     unix::{
@@ -30,40 +29,6 @@ use netlink_sys::Socket;
 use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::path::Path;
-
-/// Most rows of one namespace's table read (a pod can open sockets at will).
-pub const MAX_ROWS: usize = super::procnet::MAX_ROWS;
-
-/// A unix stream (or seqpacket) socket that has a name: a listener, or a connection accepted
-/// on one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnixSock {
-    pub listen: bool,
-    pub inode: u64,
-    pub name: Box<[u8]>,
-    /// LISTEN: connections waiting in the accept queue.
-    pub rqueue: u32,
-    /// LISTEN: the backlog limit; 0 where unknown (the `/proc` reader).
-    pub wqueue: u32,
-}
-
-/// One dump of a namespace's unix sockets, and what it could not read.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct UnixDump {
-    pub socks: Vec<UnixSock>,
-    /// Messages or rows skipped as unreadable (a name the decoder refused, a malformed row).
-    pub skipped: u64,
-}
-
-/// How a path is shown in the report: as is when it is printable UTF-8, else with every byte
-/// outside printable ASCII escaped (`\n`, `\xff`), so a hostile name cannot forge lines or
-/// labels.
-pub fn display_name(name: &[u8]) -> String {
-    match std::str::from_utf8(name) {
-        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
-        _ => name.escape_ascii().to_string(),
-    }
-}
 
 fn name_bytes(n: &UnixDiagName) -> Box<[u8]> {
     use std::os::unix::ffi::OsStrExt;
@@ -78,36 +43,14 @@ fn name_bytes(n: &UnixDiagName) -> Box<[u8]> {
 /// Listening and connected unix stream sockets through a sock_diag socket opened in the
 /// namespace.
 pub fn dump(s: &Socket, out: &mut UnixDump) -> io::Result<()> {
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut req = NetlinkMessage::new(
-        hdr,
-        SockDiagMessage::UnixRequest(UnixRequest {
-            state_flags: StateFlags::LISTEN | StateFlags::ESTABLISHED,
-            inode: 0,
-            show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
-            cookie: [0xff; 8],
-        })
-        .into(),
-    );
-    req.finalize();
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.serialize(&mut buf[..]);
-    s.send(&buf, 0)?;
-    let mut rx = vec![0u8; 64 * 1024];
+    let request = SockDiagMessage::UnixRequest(UnixRequest {
+        state_flags: StateFlags::LISTEN | StateFlags::ESTABLISHED,
+        inode: 0,
+        show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
+        cookie: [0xff; 8],
+    });
     let mut rows = 0usize;
-    loop {
-        let n = s.recv(&mut &mut rx[..], 0)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "sock_diag closed",
-            ));
-        }
-        if parse_batch(&rx[..n], out, &mut rows)? {
-            return Ok(());
-        }
-    }
+    super::netlink::dump(s, request, |batch| parse_batch(batch, out, &mut rows))
 }
 
 /// One `recv`'s worth of unix_diag messages; true at the dump's end. A message the decoder
@@ -263,6 +206,7 @@ pub fn read_proc(net_dir: &Path) -> io::Result<UnixDump> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sock::display_name;
     use super::*;
     use std::os::unix::net::{UnixListener, UnixStream};
 

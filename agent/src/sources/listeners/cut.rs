@@ -32,7 +32,7 @@ impl<D: Diag> Sampler<D> {
             let (address, port) = match &a.local {
                 Local::Tcp(l) => (l.ip().to_string(), Some(l.port())),
                 Local::Unix(name) | Local::Group(name) => {
-                    (crate::sys::unixsock::display_name(name), None)
+                    (crate::sys::sock::display_name(name), None)
                 }
             };
             let process = match &a.local {

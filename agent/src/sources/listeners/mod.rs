@@ -31,6 +31,7 @@
 pub mod caps;
 pub mod cgroup;
 mod cut;
+mod latest;
 pub mod model;
 pub mod passenger;
 pub mod report;
@@ -40,16 +41,17 @@ pub use source::Workers;
 mod tests;
 
 use crate::sys::procfs::ProcRoot;
-use crate::sys::sockdiag::{Diag, Sock, SockState, Sockets};
-use crate::sys::unixsock::UnixSock;
+use crate::sys::sock::{Diag, Sock, SockState, UnixSock};
+use crate::sys::sockdiag::Sockets;
 pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
+pub use latest::{LatestSamples, ListenerSample};
 use model::{Model, PodThreads, Threads};
 pub use report::{ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the worker source reads from, and how often.
@@ -156,60 +158,6 @@ struct Acc {
     saturated: u64,
     worker_pids: Vec<i32>,
     holder: i32,
-}
-
-/// One listener in the sampler's latest sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerSample {
-    /// The pod's uid from the holder's cgroup; None outside pods.
-    pub pod_uid: Option<String>,
-    pub local: Local,
-    pub workers: u32,
-    /// Requests in service (event loops: 0, see [`model`]).
-    pub busy: u32,
-    /// Workers × threads per worker.
-    pub capacity: u32,
-    /// Connections in the accept queue at the sample.
-    pub queue: u32,
-}
-
-/// The latest sample of every listener, replaced after each sample: what a probe attempt
-/// reads to say how saturated the probed pod's workers were at that moment. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct LatestSamples(Arc<RwLock<Vec<ListenerSample>>>);
-
-impl LatestSamples {
-    fn set(&self, samples: Vec<ListenerSample>) {
-        if let Ok(mut s) = self.0.write() {
-            *s = samples;
-        }
-    }
-
-    /// Listeners in the latest sample (all of them: the caps apply to reports only).
-    pub fn len(&self) -> usize {
-        self.0.read().map(|s| s.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The listener on `port` of the pod `pod_uid` (known by its cgroup), or bound to `host`
-    /// itself (a pod IP); with several (IPv4 and IPv6), the one with the most workers.
-    pub fn find(&self, pod_uid: &str, host: IpAddr, port: u16) -> Option<ListenerSample> {
-        let s = self.0.read().ok()?;
-        s.iter()
-            .filter(|l| {
-                let Local::Tcp(local) = l.local else {
-                    return false;
-                };
-                local.port() == port
-                    && ((!pod_uid.is_empty() && l.pod_uid.as_deref() == Some(pod_uid))
-                        || local.ip() == host)
-            })
-            .max_by_key(|l| (l.workers, l.busy))
-            .cloned()
-    }
 }
 
 /// Counters of work done, for tests and the benchmark.
@@ -860,46 +808,6 @@ impl<D: Diag> Sampler<D> {
             (r.model != Model::EventLoop && r.capacity > 0 && r.busy >= r.capacity) as u64;
         a.worker_pids = r.workers;
         a.holder = r.holder;
-    }
-
-    /// Threads per worker of `pid` as its server states them (read again after
-    /// [`THREADS_TTL`]), else as its pod's annotation does (looked up every time: the pod
-    /// watcher may learn it after the first samples).
-    fn threads(&mut self, pid: i32) -> Threads {
-        let Some(p) = self.procs.get(&pid) else {
-            return Threads::UNKNOWN;
-        };
-        let stated = match p.threads {
-            Some((t, at)) if at.elapsed() < THREADS_TTL => t,
-            _ => {
-                self.cost.thread_reads += 1;
-                let t = model::threads_of(&self.proc, pid, p.ppid, &p.comm);
-                if let Some(p) = self.procs.get_mut(&pid) {
-                    p.threads = Some((t, Instant::now()));
-                }
-                t
-            }
-        };
-        if stated.known {
-            return stated;
-        }
-        self.note_cgroup(pid);
-        let uid = self
-            .procs
-            .get(&pid)
-            .and_then(|p| p.cgroup.as_ref())
-            .and_then(|c| c.0.as_ref())
-            .map(|p| p.pod_uid.as_str());
-        match uid.and_then(|u| self.pod_threads.get(u)) {
-            Some(n) => Threads { n, known: true },
-            None => stated,
-        }
-    }
-
-    /// The map of pod-annotated threads per worker this sampler reads (the pod watcher
-    /// fills it).
-    pub fn pod_threads(&self) -> PodThreads {
-        self.pod_threads.clone()
     }
 
     /// Listener inode → processes in `group` holding it (ascending pid).

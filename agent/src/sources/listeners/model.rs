@@ -13,9 +13,11 @@
 //!   than one thread per worker; else `prefork`. An event loop's figures are its connections,
 //!   not busy workers: it is kept out of saturation (busy 0, no worker metrics exported).
 
+use super::THREADS_TTL;
 use crate::sys::procfs::ProcRoot;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 /// The pod annotation stating a server's threads per worker where the server does not.
 pub const THREADS_ANNOTATION: &str = "headroom.io/threads-per-worker";
@@ -136,6 +138,50 @@ pub fn gunicorn_threads(args: &[String]) -> Option<u32> {
         }
     }
     None
+}
+
+/// Threads per worker as the sampler knows them: stated by the server, else annotated on
+/// the pod.
+impl<D: crate::sys::sock::Diag> super::Sampler<D> {
+    /// Threads per worker of `pid` as its server states them (read again after
+    /// [`THREADS_TTL`]), else as its pod's annotation does (looked up every time: the pod
+    /// watcher may learn it after the first samples).
+    pub(super) fn threads(&mut self, pid: i32) -> Threads {
+        let Some(p) = self.procs.get(&pid) else {
+            return Threads::UNKNOWN;
+        };
+        let stated = match p.threads {
+            Some((t, at)) if at.elapsed() < THREADS_TTL => t,
+            _ => {
+                self.cost.thread_reads += 1;
+                let t = threads_of(&self.proc, pid, p.ppid, &p.comm);
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.threads = Some((t, Instant::now()));
+                }
+                t
+            }
+        };
+        if stated.known {
+            return stated;
+        }
+        self.note_cgroup(pid);
+        let uid = self
+            .procs
+            .get(&pid)
+            .and_then(|p| p.cgroup.as_ref())
+            .and_then(|c| c.0.as_ref())
+            .map(|p| p.pod_uid.as_str());
+        match uid.and_then(|u| self.pod_threads.get(u)) {
+            Some(n) => Threads { n, known: true },
+            None => stated,
+        }
+    }
+
+    /// The map of pod-annotated threads per worker this sampler reads (the pod watcher
+    /// fills it).
+    pub fn pod_threads(&self) -> PodThreads {
+        self.pod_threads.clone()
+    }
 }
 
 #[cfg(test)]

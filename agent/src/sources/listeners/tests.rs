@@ -2,7 +2,7 @@
 //! and processes or namespaces that vanish.
 
 use super::*;
-use crate::sys::sockdiag::{Diag, Sock, SockState};
+use crate::sys::sock::{Diag, Sock, SockState};
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::Path;
