@@ -118,6 +118,10 @@ pub async fn run(
     let http = listener(bind(settings.otlp_http_listen, "otlp-http-listen").await?);
     let api = listener(bind(settings.http_listen, "http-listen").await?);
     let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
+    let lean = Arc::new(
+        fleet::LeanCache::new(fleet.clone(), settings.rules.evaluation_interval)
+            .encoding(http::metrics_text),
+    );
     let stop = CancellationToken::new();
     headroom_service::tls::watch_all(&tls, &stop);
     let mut tasks = tokio::task::JoinSet::new();
@@ -145,7 +149,7 @@ pub async fn run(
     }
     tasks.spawn(findings::run(
         findings.clone(),
-        fleet.clone(),
+        lean.clone(),
         kube_view,
         rules::all(&settings.rules),
         settings.rules.evaluation_interval,
@@ -176,7 +180,7 @@ pub async fn run(
     tasks.spawn(http::serve(
         api,
         web_auth.clone(),
-        fleet.clone(),
+        lean,
         findings,
         stop.clone().cancelled_owned(),
     ));
@@ -185,10 +189,26 @@ pub async fn run(
         let stop = stop.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let expire = || {
+                fleet
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expire(SystemTime::now())
+            };
             loop {
                 tokio::select! {
-                    _ = tick.tick() => fleet.lock().unwrap_or_else(|e| e.into_inner()).expire(SystemTime::now()),
+                    _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
+                }
+                // Nodes a snapshot was reading are expired once it is done (a snapshot takes
+                // well under a second).
+                let mut left = expire();
+                for _ in 0..20 {
+                    if left == 0 || stop.is_cancelled() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    left = expire();
                 }
             }
         });

@@ -10,7 +10,7 @@ pub use engine::{Change, Engine, Record, State};
 pub use state::{set_aside, StateError};
 
 use crate::alerts::Sinks;
-use crate::fleet::Fleet;
+use crate::fleet::LeanCache;
 use crate::kube::SharedView;
 use crate::rules::{Input, Rule};
 use crate::time::{ns, rfc3339};
@@ -121,7 +121,7 @@ impl Findings {
 /// Runs the rules every `interval` and resends firing alerts every `resend`, until `stop`.
 pub async fn run(
     findings: Arc<Findings>,
-    fleet: Arc<Mutex<Fleet>>,
+    lean: Arc<LeanCache>,
     kube: SharedView,
     rules: Vec<Box<dyn Rule>>,
     interval: Duration,
@@ -137,12 +137,10 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = SystemTime::now();
                 let took = std::time::Instant::now();
-                let snapshot = fleet
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .snapshot_lean(now);
+                // Built outside the fleet's lock, and kept for /metrics and the page.
+                let snapshot = lean.refresh(now);
                 let view = kube.get();
-                findings.evaluate(&rules, &Input { fleet: &snapshot, kube: &view }, now);
+                findings.evaluate(&rules, &Input { fleet: &snapshot.snapshot, kube: &view }, now);
                 findings.timed(took.elapsed());
             }
             _ = resend_tick.tick() => findings.resend(SystemTime::now()),

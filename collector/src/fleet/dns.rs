@@ -23,7 +23,7 @@ const QUERIES: &str = "dns.queries";
 const UNANSWERED: &str = "dns.unanswered";
 
 /// The DNS figures of one window (the newest one seen).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DnsLatest {
     pub end: u64,
     share: Option<f64>,
@@ -31,7 +31,7 @@ pub struct DnsLatest {
     sources: BTreeMap<String, SourceEntry>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct SourceEntry {
     namespace: String,
     pod: String,

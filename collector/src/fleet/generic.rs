@@ -14,7 +14,7 @@ struct Point {
     time_ns: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct MetricState {
     kind: &'static str,
     unit: String,
@@ -22,7 +22,7 @@ struct MetricState {
 }
 
 /// A node's latest-value metrics by name.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Generic {
     metrics: BTreeMap<String, MetricState>,
     /// Series over all metrics.
@@ -40,6 +40,11 @@ pub struct Taken {
 }
 
 impl Generic {
+    /// Metrics kept on this node.
+    pub fn len(&self) -> usize {
+        self.metrics.len()
+    }
+
     /// Series kept on this node.
     pub fn series(&self) -> usize {
         self.series

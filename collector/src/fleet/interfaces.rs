@@ -69,7 +69,7 @@ impl Default for WindowPoint {
 }
 
 /// One interface of a node, keyed by (interface, ENI id or "").
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Interface {
     windows: Windows<WindowPoint>,
     /// `allowance:NAME` (ENA allowance counters), `dns.queries`, `dns.unanswered`.
@@ -173,49 +173,49 @@ impl Interface {
     /// `history`, else only the latest; None without any window with a peak.
     pub fn snapshot(&self, key: &(String, String), history: bool) -> Option<EniSnapshot> {
         let (iface, eni) = key;
-        // Figures first, text (two RFC 3339 times) only for the windows shown: without
-        // history that is the latest one, not the hour's hundreds.
+        // One pass over the hour's windows: the hour's highest figures, and the text (two
+        // RFC 3339 times) only for the windows shown: without history that is the latest one,
+        // not the hour's hundreds (a snapshot of 5 000 nodes would allocate every window).
         let mut prev_drops: Option<f64> = None;
-        let figures: Vec<(u64, WindowFigures)> = self
-            .windows
-            .iter()
-            .filter(|(_, w)| w.peak.is_some())
-            .map(|(end, w)| {
-                let peak = w.peak.get().unwrap_or(0.0);
-                let limit = w.limit.get().unwrap_or(1024.0);
-                let drops_total = (!w.drops_total.is_nan()).then_some(w.drops_total);
-                let drops = match (drops_total, prev_drops) {
-                    (Some(now), Some(before)) if now >= before => now - before,
-                    _ => 0.0,
-                };
-                if drops_total.is_some() {
-                    prev_drops = drops_total;
-                }
-                let start = if w.start_ns == 0 { end } else { w.start_ns };
-                let f = WindowFigures {
-                    seconds: ((end.saturating_sub(start)) as f64 / 1e6).round() / 1e3,
-                    peak_pps: peak.round() as u64,
-                    mean_pps: w.mean.get().unwrap_or(0.0),
-                    utilization: w.utilization.get().unwrap_or(if limit > 0.0 {
-                        ((peak / limit) * 1000.0).round() / 1000.0
-                    } else {
-                        0.0
-                    }),
-                    limit_pps: limit.round() as u64,
-                    kernel_drops: drops.round() as u64,
-                    dns_peak_pps: w.dns_peak.get().map(|v| v.round() as u64),
-                    end_ns: end,
-                    ..Default::default()
-                };
-                (start, f)
-            })
-            .collect();
-        let text = |(start, f): &(u64, WindowFigures)| WindowFigures {
-            start: rfc3339(*start),
-            end: rfc3339(f.end_ns),
-            ..f.clone()
-        };
-        let latest = figures.last().map(text)?;
+        let mut peak_pps_last_hour = 0;
+        let mut utilization_last_hour = 0.0f64;
+        let mut latest: Option<(u64, WindowFigures)> = None;
+        let mut windows = Vec::new();
+        for (end, w) in self.windows.iter().filter(|(_, w)| w.peak.is_some()) {
+            let peak = w.peak.get().unwrap_or(0.0);
+            let limit = w.limit.get().unwrap_or(1024.0);
+            let drops_total = (!w.drops_total.is_nan()).then_some(w.drops_total);
+            let drops = match (drops_total, prev_drops) {
+                (Some(now), Some(before)) if now >= before => now - before,
+                _ => 0.0,
+            };
+            if drops_total.is_some() {
+                prev_drops = drops_total;
+            }
+            let start = if w.start_ns == 0 { end } else { w.start_ns };
+            let f = WindowFigures {
+                seconds: ((end.saturating_sub(start)) as f64 / 1e6).round() / 1e3,
+                peak_pps: peak.round() as u64,
+                mean_pps: w.mean.get().unwrap_or(0.0),
+                utilization: w.utilization.get().unwrap_or(if limit > 0.0 {
+                    ((peak / limit) * 1000.0).round() / 1000.0
+                } else {
+                    0.0
+                }),
+                limit_pps: limit.round() as u64,
+                kernel_drops: drops.round() as u64,
+                dns_peak_pps: w.dns_peak.get().map(|v| v.round() as u64),
+                end_ns: end,
+                ..Default::default()
+            };
+            peak_pps_last_hour = peak_pps_last_hour.max(f.peak_pps);
+            utilization_last_hour = utilization_last_hour.max(f.utilization);
+            if history {
+                windows.push(text(start, &f));
+            }
+            latest = Some((start, f));
+        }
+        let latest = latest.map(|(start, f)| text(start, &f))?;
         let latest_start = self.window_start(latest.end_ns);
         let allowance_exceeded_latest = self
             .counters
@@ -232,17 +232,22 @@ impl Interface {
         Some(EniSnapshot {
             interface: iface.clone(),
             eni_id: (!eni.is_empty()).then(|| eni.clone()),
-            peak_pps_last_hour: figures.iter().map(|f| f.1.peak_pps).max().unwrap_or(0),
-            utilization_last_hour: figures.iter().map(|f| f.1.utilization).fold(0.0, f64::max),
+            peak_pps_last_hour,
+            utilization_last_hour,
             latest: Some(latest),
-            windows: if history {
-                figures.iter().map(text).collect()
-            } else {
-                Vec::new()
-            },
+            windows,
             allowance_exceeded_latest,
             dns,
         })
+    }
+}
+
+/// A window's figures with its two times as text.
+fn text(start: u64, f: &WindowFigures) -> WindowFigures {
+    WindowFigures {
+        start: rfc3339(start),
+        end: rfc3339(f.end_ns),
+        ..f.clone()
     }
 }
 

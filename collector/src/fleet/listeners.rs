@@ -28,7 +28,7 @@ pub use headroom_signals::Model;
 
 /// One listener's report windows over `workload_history`, and what the newest says about
 /// the server.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Listener {
     pub process: String,
     pub workload_kind: String,

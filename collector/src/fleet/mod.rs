@@ -27,6 +27,7 @@ macro_rules! otlp_names {
 }
 
 mod aggregate;
+mod cache;
 mod dns;
 mod generic;
 mod interfaces;
@@ -38,9 +39,11 @@ mod snapshot;
 mod store;
 #[cfg(test)]
 mod tests;
+mod view;
 mod workloads;
 
 pub use aggregate::p95;
+pub use cache::{Lean, LeanCache};
 pub use dns::{DnsSnapshot, QnameCount, SourceCount, MAX_TOP};
 pub use generic::{MetricSnapshot, SeriesSnapshot};
 pub use interfaces::{EniSnapshot, WindowFigures};
@@ -49,6 +52,7 @@ pub use listeners::{ListenerSnapshot, Model as ListenerModel};
 pub use otlp::DEFAULT_CLUSTER;
 pub use probes::ProbeSnapshot;
 pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot};
+pub use view::View;
 pub use workloads::WorkloadSnapshot;
 
 use crate::time::{ns, rfc3339};
@@ -62,10 +66,14 @@ use opentelemetry_proto::tonic::metrics::v1::metric;
 use otlp::{attributes, get, identity, number, points_in, resource_attributes, Attrs};
 use probes::Probe;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 use store::{At, Cuts, Store};
 
-#[derive(Debug)]
+/// A node's parts. Held behind an `Arc` so a [`View`] can be taken in a moment under the
+/// fleet's lock and read after it is let go; ingest copies a node a view still holds
+/// (`Arc::make_mut`), expiry leaves it for the next round.
+#[derive(Debug, Clone)]
 struct Node {
     service_name: Option<String>,
     instance_id: Option<String>,
@@ -132,6 +140,7 @@ impl Node {
                 .iter()
                 .filter_map(|(k, i)| i.snapshot(k, history))
                 .collect(),
+            metric_count: self.metrics.len(),
             metrics: if generic {
                 self.metrics.snapshot()
             } else {
@@ -249,8 +258,10 @@ fn claim(allow: &Allow<'_>, res: &Attrs) -> Result<(), &'static str> {
 
 pub struct Fleet {
     limits: Limits,
-    clusters: BTreeMap<String, BTreeMap<String, Node>>,
+    clusters: BTreeMap<String, BTreeMap<String, Arc<Node>>>,
     nodes: usize,
+    /// Bumped by every change (ingest, expiry): a snapshot of the same generation is current.
+    generation: u64,
     /// Latest-value series over all nodes (bounded by `max_series`).
     series: usize,
     stats: IngestStats,
@@ -262,6 +273,7 @@ impl Fleet {
             limits,
             clusters: BTreeMap::new(),
             nodes: 0,
+            generation: 0,
             series: 0,
             stats: IngestStats::default(),
         }
@@ -316,7 +328,8 @@ impl Fleet {
             .entry(cluster)
             .or_default()
             .entry(name)
-            .or_insert_with(|| Node::new(now));
+            .or_insert_with(|| Arc::new(Node::new(now)));
+        let node = Arc::make_mut(node);
         if !exists {
             self.nodes += 1;
         }
@@ -352,6 +365,7 @@ impl Fleet {
     ) -> Applied {
         let limits = self.limits;
         let now_ns = ns(now);
+        self.generation += 1;
         let mut applied = Applied::default();
         let mut created = 0;
         let (mut future, mut old) = (0, 0);
@@ -443,6 +457,7 @@ impl Fleet {
         now: SystemTime,
         allow: &Allow<'_>,
     ) -> Applied {
+        self.generation += 1;
         let mut applied = Applied::default();
         let mut created = 0;
         for rs in &req.resource_spans {
@@ -466,16 +481,20 @@ impl Fleet {
     }
 
     /// Removes nodes silent for longer than `node_expiry` and windows older than an hour.
-    pub fn expire(&mut self, now: SystemTime) {
+    /// Returns how many nodes were left as they were because a [`View`] still reads them:
+    /// call again shortly (views live for one snapshot).
+    pub fn expire(&mut self, now: SystemTime) -> usize {
         let expiry = self.limits.node_expiry;
         let cuts = Cuts {
             oldest: ns(now).saturating_sub(HISTORY.as_nanos() as u64),
             history_start: ns(now).saturating_sub(self.limits.workload_history.as_nanos() as u64),
             silent_since: ns(now).saturating_sub(expiry.as_nanos() as u64),
         };
+        self.generation += 1;
         let mut parts_expired = 0;
         let mut removed = 0;
         let mut series = 0;
+        let mut busy = 0;
         for nodes in self.clusters.values_mut() {
             nodes.retain(|_, n| {
                 let keep = now.duration_since(n.last_seen).unwrap_or_default() <= expiry;
@@ -484,6 +503,12 @@ impl Fleet {
                 keep
             });
             for n in nodes.values_mut() {
+                // Copying a node a view holds only to expire it would double the fleet's
+                // memory during a snapshot: it waits for the next call instead.
+                let Some(n) = Arc::get_mut(n) else {
+                    busy += 1;
+                    continue;
+                };
                 n.interfaces.expire(&cuts);
                 parts_expired += (n.listeners.expire(&cuts) + n.probes.expire(&cuts)) as u64;
             }
@@ -493,124 +518,44 @@ impl Fleet {
         self.series -= series;
         self.stats.nodes_expired += removed as u64;
         self.stats.listeners_probes_expired += parts_expired;
+        busy
+    }
+
+    /// Changes so far: a snapshot taken at the same generation is still current.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The fleet as it is now, to read after the lock is let go: the nodes are shared, not
+    /// copied (a node changed meanwhile is copied by the change), so taking a view of 5 000
+    /// nodes holds the lock for about a millisecond.
+    pub fn view(&self) -> View {
+        View {
+            limits: self.limits,
+            clusters: self.clusters.clone(),
+            nodes: self.nodes,
+            generation: self.generation,
+            stats: self.stats.clone(),
+        }
     }
 
     /// The read-only view of the whole fleet at `now`, with every window of the last hour.
     pub fn snapshot(&self, now: SystemTime) -> FleetSnapshot {
-        self.snapshot_with(now, true)
+        self.view().snapshot(now)
     }
 
-    /// As [`Fleet::snapshot`]; without `history` each interface carries only its latest window
-    /// and last-hour figures (what `/metrics` needs: far smaller for a large fleet).
+    /// See [`View::snapshot_with`].
     pub fn snapshot_with(&self, now: SystemTime, history: bool) -> FleetSnapshot {
-        self.build(now, history, true)
+        self.view().snapshot_with(now, history)
     }
 
-    /// What the rules and `/metrics` read: as `snapshot_with(now, false)` but without each
-    /// node's latest-value `metrics` (other senders' series, probe histograms …), which neither
-    /// reads and which would be copied under the fleet's lock on every evaluation and scrape.
+    /// See [`View::snapshot_lean`].
     pub fn snapshot_lean(&self, now: SystemTime) -> FleetSnapshot {
-        self.build(now, false, false)
+        self.view().snapshot_lean(now)
     }
 
-    fn build(&self, now: SystemTime, history: bool, generic: bool) -> FleetSnapshot {
-        let now_ns = ns(now);
-        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
-        let clusters = self
-            .clusters
-            .iter()
-            .map(|(cname, nodes)| ClusterSnapshot {
-                name: cname.clone(),
-                nodes: nodes
-                    .iter()
-                    .map(|(name, n)| n.snapshot(name, history, generic, history_start))
-                    .collect(),
-                workloads: workloads::workloads(
-                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
-                    history_start,
-                ),
-            })
-            .collect();
-        FleetSnapshot {
-            schema: snapshot::SCHEMA,
-            generated_at: rfc3339(ns(now)),
-            nodes: self.nodes,
-            clusters,
-            ingest: self.stats.clone(),
-            next: None,
-        }
-    }
-
-    /// One page of the fleet: at most `q.limit` nodes in (cluster, node) order after
-    /// `q.after`, or the one node `q.node`; only those nodes are copied. The workloads (small:
-    /// one entry per workload, summed over its pods) of each cluster in the first page, or of
-    /// `q.node`'s cluster, come with it.
+    /// See [`View::page`].
     pub fn page(&self, now: SystemTime, q: &PageQuery) -> FleetSnapshot {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let now_ns = ns(now);
-        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
-        let first = q.after.is_none();
-        let mut clusters: Vec<ClusterSnapshot> = Vec::new();
-        let mut taken = 0;
-        let mut next = None;
-        let mut last: Option<(String, String)> = None;
-        let start = q.after.as_ref().map(|(c, _)| c.as_str());
-        let range = match start {
-            Some(c) => self
-                .clusters
-                .range::<str, _>((std::ops::Bound::Included(c), Unbounded)),
-            None => self.clusters.range::<str, _>((Unbounded, Unbounded)),
-        };
-        'clusters: for (cname, nodes) in range {
-            if q.cluster.as_deref().is_some_and(|c| c != cname) {
-                continue;
-            }
-            let iter: Box<dyn Iterator<Item = (&String, &Node)>> = match (&q.node, &q.after) {
-                (Some(n), _) => Box::new(nodes.get_key_value(n).into_iter()),
-                (None, Some((c, after))) if c == cname => {
-                    Box::new(nodes.range::<str, _>((Excluded(after.as_str()), Unbounded)))
-                }
-                _ => Box::new(nodes.iter()),
-            };
-            let mut c = ClusterSnapshot {
-                name: cname.clone(),
-                ..ClusterSnapshot::default()
-            };
-            let mut more = false;
-            for (name, n) in iter {
-                if taken == q.limit {
-                    more = true;
-                    break;
-                }
-                c.nodes
-                    .push(n.snapshot(name, q.history, true, history_start));
-                taken += 1;
-                last = Some((cname.clone(), name.clone()));
-            }
-            if first || q.node.is_some() {
-                c.workloads = workloads::workloads(
-                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
-                    history_start,
-                );
-            }
-            if more {
-                next = last.take();
-                if !c.nodes.is_empty() {
-                    clusters.push(c);
-                }
-                break 'clusters;
-            }
-            if !c.nodes.is_empty() || !c.workloads.is_empty() {
-                clusters.push(c);
-            }
-        }
-        FleetSnapshot {
-            schema: snapshot::SCHEMA,
-            generated_at: rfc3339(now_ns),
-            nodes: self.nodes,
-            clusters,
-            ingest: self.stats.clone(),
-            next: next.map(|(c, n)| format!("{c}/{n}")),
-        }
+        self.view().page(now, q)
     }
 }

@@ -26,7 +26,7 @@ otlp_names! {
 /// (namespace, pod, container, probe kind)
 pub type ProbeKey = (String, String, String, String);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Probe {
     target: String,
     workload_kind: String,

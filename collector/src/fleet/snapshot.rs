@@ -71,6 +71,9 @@ pub struct NodeSnapshot {
     pub interfaces: Vec<EniSnapshot>,
     /// Latest value of every other metric, per attribute set.
     pub metrics: Vec<MetricSnapshot>,
+    /// How many metrics `metrics` has on the node, also where the snapshot leaves them out.
+    #[serde(skip)]
+    pub metric_count: usize,
     pub spans_received: u64,
     pub listeners: Vec<ListenerSnapshot>,
     pub probes: Vec<ProbeSnapshot>,

@@ -28,8 +28,8 @@ pub struct Cuts {
 }
 
 /// One kind of keyed part of a node.
-pub trait Part: Default {
-    type Key: Ord;
+pub trait Part: Default + Clone {
+    type Key: Ord + Clone;
     /// The part a point belongs to; None refuses the point (a needed attribute is missing).
     fn key(a: &Attrs) -> Option<Self::Key>;
     /// Points whose window ended longer ago than this are refused.
@@ -43,7 +43,7 @@ pub trait Part: Default {
 }
 
 /// The parts of one kind on one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Store<P: Part> {
     parts: BTreeMap<P::Key, P>,
 }
@@ -86,7 +86,7 @@ impl<P: Part> Store<P> {
 
 /// A part's report windows keyed by the window's end (ns since the epoch), so late windows
 /// fall into place; at most [`MAX_WINDOWS`] (the oldest go first).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Windows<W> {
     map: BTreeMap<u64, W>,
 }

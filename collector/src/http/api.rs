@@ -1,16 +1,16 @@
 //! The collector's own HTTP endpoints: `GET /api/v1/fleet` (JSON, a page of at most 1000
 //! nodes: `?limit=N&after=CLUSTER/NODE` for the next, `?node=NAME` for one, `?history=false`
-//! leaves out each interface's list of windows; only the page's nodes are copied under the
-//! fleet's lock, and encoded after it), `GET /api/v1/findings` (JSON), `/metrics`, `/` (status
-//! page), `/healthz`, `/readyz`.
+//! leaves out each interface's list of windows), `GET /api/v1/findings` (JSON), `/metrics`, `/`
+//! (status page), `/healthz`, `/readyz`. Every snapshot is built from a [`crate::fleet::View`]
+//! after the fleet's lock is let go; `/metrics` and the page read the kept lean snapshot
+//! ([`LeanCache`]), the page adding the windows of the interfaces it shows.
 
 use super::{metrics, page};
 use crate::findings::Findings;
-use crate::fleet::{Fleet, PageQuery};
+use crate::fleet::{LeanCache, PageQuery};
 use headroom_service::http::{reply, Reply, JSON, TEXT};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Nodes in a page of `/api/v1/fleet` unless `limit` says otherwise, and the most it may say.
@@ -78,53 +78,46 @@ fn page_query(query: &str) -> Result<PageQuery, String> {
 }
 
 /// Handles one request on the API listener.
-pub fn handle(fleet: &Arc<Mutex<Fleet>>, findings: &Findings, req: &Request<Incoming>) -> Reply {
+pub fn handle(lean: &LeanCache, findings: &Findings, req: &Request<Incoming>) -> Reply {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n");
     }
     let now = SystemTime::now();
-    let snapshot = || {
-        fleet
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot_with(now, true)
-    };
+    let view = || lean.view();
     match req.uri().path() {
         "/api/v1/fleet" => match page_query(req.uri().query().unwrap_or("")) {
-            Ok(q) => {
-                let page = fleet
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .page(now, &q);
-                // Encoded after the lock is let go.
-                reply(
-                    StatusCode::OK,
-                    JSON,
-                    serde_json::to_string(&page).expect("the snapshot always serializes"),
-                )
-            }
+            Ok(q) => reply(
+                StatusCode::OK,
+                JSON,
+                serde_json::to_string(&view().page(now, &q))
+                    .expect("the snapshot always serializes"),
+            ),
             Err(why) => reply(StatusCode::BAD_REQUEST, TEXT, format!("{why}\n")),
         },
         "/api/v1/findings" => reply(StatusCode::OK, JSON, findings.json(now)),
-        "/metrics" => reply(
-            StatusCode::OK,
-            headroom_signals::TEXT_CONTENT_TYPE,
-            metrics::encode(
-                &fleet
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .snapshot_lean(now),
-            ) + &metrics::encode_findings(findings),
-        ),
+        "/metrics" => {
+            let (lean_cache, lean) = (lean, lean.for_text(now));
+            reply(
+                StatusCode::OK,
+                headroom_signals::TEXT_CONTENT_TYPE,
+                lean.text(metrics::encode_fleet).to_string()
+                    + &metrics::encode_ingest(&lean_cache.stats())
+                    + &metrics::encode_findings(findings),
+            )
+        }
         "/" => {
             let now_ns = now
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_nanos() as u64;
+            let lean = lean.get(now);
+            let view = view();
             reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                page::render(&snapshot(), now_ns, findings),
+                page::render(&lean.snapshot, now_ns, findings, &|c, n, i| {
+                    view.interface_windows(&c.name, &n.name, &i.interface, i.eni_id.as_deref())
+                }),
             )
         }
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),

@@ -6,13 +6,14 @@ mod metrics;
 mod page;
 
 use api::handle;
+pub use metrics::encode_fleet as metrics_text;
 
 use crate::findings::Findings;
-use crate::fleet::Fleet;
+use crate::fleet::LeanCache;
 use headroom_service::http::Listener;
 use headroom_service::web::WebAuth;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Most requests building a snapshot at a time (`/healthz` and `/readyz` are not counted):
 /// each holds a copy of (part of) the fleet and its encoding, so 64 parallel GETs must not
@@ -26,13 +27,13 @@ pub const MAX_CONCURRENT: usize = 4;
 pub async fn serve(
     listener: Listener,
     auth: Option<Arc<WebAuth>>,
-    fleet: Arc<Mutex<Fleet>>,
+    lean: Arc<LeanCache>,
     findings: Arc<Findings>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     let handler = move |req: hyper::Request<hyper::body::Incoming>| {
-        let (fleet, findings, slots) = (fleet.clone(), findings.clone(), slots.clone());
+        let (lean, findings, slots) = (lean.clone(), findings.clone(), slots.clone());
         async move {
             let probe = matches!(req.uri().path(), "/healthz" | "/readyz");
             let slot = slots.try_acquire_owned();
@@ -50,7 +51,7 @@ pub async fn serve(
             }
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                handle(&fleet, &findings, &req)
+                handle(&lean, &findings, &req)
             })
             .await
             .unwrap_or_else(|e| {

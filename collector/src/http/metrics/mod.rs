@@ -1,13 +1,14 @@
 //! `/metrics`: the fleet's key figures (interfaces, ENA allowances, workloads, probes) and the
 //! collector's own counters, in the Prometheus text format 0.0.4 (`promtool check metrics`
-//! accepts it). Built from a snapshot per scrape.
+//! accepts it). The fleet's figures come from the kept lean snapshot, encoded once per snapshot
+//! ([`crate::fleet::LeanCache`]); the collector's counters and findings are read at each scrape.
 
 mod descriptors;
 mod findings;
 
 pub use findings::encode as encode_findings;
 
-use crate::fleet::{Bound, FleetSnapshot, ProbeSnapshot, WorkloadSnapshot};
+use crate::fleet::{Bound, FleetSnapshot, IngestStats, ProbeSnapshot, WorkloadSnapshot};
 use descriptors::{self as d, register};
 use headroom_signals::openmetrics_to_text;
 use headroom_signals::Metric;
@@ -54,8 +55,9 @@ struct ReasonLabels {
 
 type F64Gauge = Gauge<f64, AtomicU64>;
 
-/// The exposition for one snapshot.
-pub fn encode(s: &FleetSnapshot) -> String {
+/// The fleet's figures (nodes, interfaces, workloads, probes): what a kept snapshot's text
+/// holds (see [`crate::fleet::LeanCache`]).
+pub fn encode_fleet(s: &FleetSnapshot) -> String {
     let mut r = Registry::default();
     let nodes: Gauge = Gauge::default();
     nodes.set(s.nodes as i64);
@@ -100,28 +102,30 @@ pub fn encode(s: &FleetSnapshot) -> String {
     register(&mut r, &d::DNS_UNANSWERED, unanswered);
     workload_families(&mut r, s);
     probe_families(&mut r, s);
+    text(&r)
+}
+
+/// The collector's own counters, read fresh at every scrape (they cost nothing to copy).
+pub fn encode_ingest(i: &IngestStats) -> String {
+    let mut r = Registry::default();
     let counter = |r: &mut Registry, d: &Metric, v: u64| {
         let c: Counter = Counter::default();
         c.inc_by(v);
         register(r, d, c);
     };
-    counter(&mut r, &d::POINTS_ACCEPTED, s.ingest.points_accepted);
-    counter(&mut r, &d::POINTS_REJECTED, s.ingest.points_rejected);
-    counter(&mut r, &d::SPANS_RECEIVED, s.ingest.spans_received);
-    counter(&mut r, &d::SPANS_FORWARDED, s.ingest.spans_forwarded);
-    counter(
-        &mut r,
-        &d::SPANS_FORWARD_DROPPED,
-        s.ingest.spans_forward_dropped,
-    );
-    counter(&mut r, &d::NODES_EXPIRED, s.ingest.nodes_expired);
+    counter(&mut r, &d::POINTS_ACCEPTED, i.points_accepted);
+    counter(&mut r, &d::POINTS_REJECTED, i.points_rejected);
+    counter(&mut r, &d::SPANS_RECEIVED, i.spans_received);
+    counter(&mut r, &d::SPANS_FORWARDED, i.spans_forwarded);
+    counter(&mut r, &d::SPANS_FORWARD_DROPPED, i.spans_forward_dropped);
+    counter(&mut r, &d::NODES_EXPIRED, i.nodes_expired);
     counter(
         &mut r,
         &d::LISTENERS_PROBES_EXPIRED,
-        s.ingest.listeners_probes_expired,
+        i.listeners_probes_expired,
     );
     let rejected = Family::<ReasonLabels, Counter>::default();
-    for (reason, n) in &s.ingest.requests_rejected {
+    for (reason, n) in &i.requests_rejected {
         rejected
             .get_or_create(&ReasonLabels {
                 reason: reason.clone(),
@@ -138,14 +142,14 @@ pub fn encode(s: &FleetSnapshot) -> String {
             Bound::SeriesMax => &d::SERIES_REFUSED_MAX,
             Bound::TracesQueueBytes => &d::TRACES_QUEUE_DROPPED_BYTES,
         };
-        counter(
-            &mut r,
-            family,
-            s.ingest.bounds.get(b.name()).copied().unwrap_or(0),
-        );
+        counter(&mut r, family, i.bounds.get(b.name()).copied().unwrap_or(0));
     }
+    text(&r)
+}
+
+fn text(r: &Registry) -> String {
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &r)
+    prometheus_client::encoding::text::encode(&mut out, r)
         .expect("writing to a String cannot fail");
     openmetrics_to_text(&out)
 }
@@ -248,7 +252,9 @@ mod tests {
             Default::default(),
             None,
         );
-        let text = encode(&snapshot) + &encode_findings(&findings);
+        let text = encode_fleet(&snapshot)
+            + &encode_ingest(&snapshot.ingest)
+            + &encode_findings(&findings);
         for m in d::ALL {
             assert!(
                 text.contains(&format!("# HELP {}", m.prom)) && text.contains(m.help),

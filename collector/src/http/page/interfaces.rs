@@ -2,7 +2,8 @@
 //! hour, with a sparkline of the hour's window peaks against the limit.
 
 use super::html::{esc, util_class};
-use crate::fleet::{ClusterSnapshot, EniSnapshot, FleetSnapshot, NodeSnapshot, HISTORY};
+use super::WindowsOf;
+use crate::fleet::{ClusterSnapshot, EniSnapshot, NodeSnapshot, WindowFigures, HISTORY};
 use std::fmt::Write;
 
 /// Interfaces shown on the page (the busiest); the API has them all.
@@ -10,8 +11,8 @@ pub const MAX_ROWS: usize = 200;
 const W: f64 = 240.0;
 const H: f64 = 36.0;
 
-/// An inline SVG of the interface's window peaks over the hour before `now_ns`.
-pub fn sparkline(i: &EniSnapshot, now_ns: u64) -> String {
+/// An inline SVG of the interface's window peaks (`windows`) over the hour before `now_ns`.
+pub fn sparkline(i: &EniSnapshot, windows: &[WindowFigures], now_ns: u64) -> String {
     let span = HISTORY.as_nanos() as f64;
     let from = now_ns as f64 - span;
     let limit = i
@@ -20,14 +21,12 @@ pub fn sparkline(i: &EniSnapshot, now_ns: u64) -> String {
         .map(|w| w.limit_pps)
         .unwrap_or(1024)
         .max(1) as f64;
-    let top = i
-        .windows
+    let top = windows
         .iter()
         .map(|w| w.peak_pps as f64)
         .fold(limit, f64::max);
     let y = |v: f64| H - v / top * (H - 2.0);
-    let points: Vec<String> = i
-        .windows
+    let points: Vec<String> = windows
         .iter()
         .map(|w| {
             let x = ((w.end_ns as f64 - from) / span * W).clamp(0.0, W);
@@ -62,9 +61,9 @@ pub fn sparkline(i: &EniSnapshot, now_ns: u64) -> String {
 /// The interfaces section (the ranked interfaces come from the page, which counts them too).
 pub fn section(
     h: &mut String,
-    _s: &FleetSnapshot,
     ifaces: &[(&ClusterSnapshot, &NodeSnapshot, &EniSnapshot)],
     now_ns: u64,
+    windows: &WindowsOf<'_>,
 ) {
     h.push_str("<h2>Interfaces by peak utilization</h2>");
     if ifaces.is_empty() {
@@ -92,7 +91,7 @@ pub fn section(
                 w.utilization * 100.0,
                 w.mean_pps,
                 w.kernel_drops,
-                sparkline(i, now_ns),
+                sparkline(i, &windows(c, n, i), now_ns),
                 esc(w.end.get(11..19).unwrap_or(&w.end)),
             );
         }

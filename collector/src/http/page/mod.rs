@@ -12,12 +12,17 @@ mod probes;
 mod workloads;
 
 use crate::findings::Findings;
-use crate::fleet::FleetSnapshot;
+use crate::fleet::{ClusterSnapshot, EniSnapshot, FleetSnapshot, NodeSnapshot, WindowFigures};
 use html::{esc, util_class};
 use std::fmt::Write;
 
+/// An interface's windows of the last hour, for the interfaces the page draws: the snapshot
+/// the page reads is the lean one, without every interface's history.
+pub type WindowsOf<'a> =
+    dyn Fn(&ClusterSnapshot, &NodeSnapshot, &EniSnapshot) -> Vec<WindowFigures> + 'a;
+
 /// The whole page for one snapshot.
-pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings) -> String {
+pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<'_>) -> String {
     let mut h = String::with_capacity(16 * 1024);
     h.push_str(concat!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -42,7 +47,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings) -> String {
         s.ingest.spans_received
     );
     findings::section(&mut h, f);
-    interfaces::section(&mut h, s, &ifaces, now_ns);
+    interfaces::section(&mut h, &ifaces, now_ns, windows);
     workloads::section(&mut h, s);
     probes::section(&mut h, s);
     dns::section(&mut h, s);
@@ -59,7 +64,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings) -> String {
             esc(n.instance_id.as_deref().unwrap_or("-")),
             esc(n.instance_type.as_deref().unwrap_or("-")),
             esc(n.availability_zone.as_deref().unwrap_or("-")),
-            n.metrics.len(),
+            n.metric_count,
             n.spans_received,
             esc(&n.last_seen)
         );
@@ -116,7 +121,7 @@ mod tests {
             crate::alerts::Sinks::default(),
             None,
         );
-        let page = render(&s, 0, &findings);
+        let page = render(&s, 0, &findings, &|_, _, i| i.windows.clone());
         let pos = |t: &str| {
             page.find(t)
                 .unwrap_or_else(|| panic!("{t} not on the page"))

@@ -1,0 +1,190 @@
+//! The lean snapshot (no history, no latest-value metrics) that the rules, `/metrics` and the
+//! status page read, kept between uses. At fleet size one takes a few hundred milliseconds to
+//! build and its `/metrics` text as long again; the evaluation loop builds one per evaluation
+//! anyway, so a scrape or a page view that comes between two evaluations reads that one (and
+//! its text, encoded once) instead of building its own.
+//!
+//! When a cached snapshot is used: while it is younger than `max_age` (the evaluation
+//! interval) and either the fleet has not changed since (same generation) or building one
+//! took at least [`SLOW`]. A small fleet (every test's) therefore always reads a current
+//! snapshot, and a large one reads a snapshot at most one evaluation interval old, as a
+//! Prometheus scrape of any exporter with a collection interval would.
+
+use super::{Fleet, FleetSnapshot, View};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A snapshot that took this long to build is reused until `max_age` even if the fleet moved.
+pub const SLOW: Duration = Duration::from_millis(20);
+
+/// One lean snapshot and what was derived from it.
+pub struct Lean {
+    pub snapshot: FleetSnapshot,
+    generation: u64,
+    built: Instant,
+    took: Duration,
+    text: OnceLock<String>,
+}
+
+impl Lean {
+    /// The text `encode` makes of the snapshot, made once per snapshot.
+    pub fn text(&self, encode: impl FnOnce(&FleetSnapshot) -> String) -> &str {
+        self.text.get_or_init(|| encode(&self.snapshot))
+    }
+
+    /// How long building the snapshot took.
+    pub fn took(&self) -> Duration {
+        self.took
+    }
+}
+
+/// The fleet's snapshots as its readers take them: the latest lean snapshot, shared by the
+/// evaluation loop and the HTTP handlers, and views for the rest.
+pub struct LeanCache {
+    fleet: Arc<Mutex<Fleet>>,
+    slot: Mutex<Option<Arc<Lean>>>,
+    max_age: Duration,
+    /// Encodes a new snapshot's text as it is built, once anyone has asked for the text
+    /// ([`LeanCache::for_text`]): a scrape then only copies it.
+    encoder: Option<fn(&FleetSnapshot) -> String>,
+    text_wanted: AtomicBool,
+}
+
+impl LeanCache {
+    pub fn new(fleet: Arc<Mutex<Fleet>>, max_age: Duration) -> Self {
+        LeanCache {
+            fleet,
+            slot: Mutex::new(None),
+            max_age,
+            encoder: None,
+            text_wanted: AtomicBool::new(false),
+        }
+    }
+
+    /// Encodes each new snapshot with `encode` once its text has been asked for.
+    pub fn encoding(mut self, encode: fn(&FleetSnapshot) -> String) -> Self {
+        self.encoder = Some(encode);
+        self
+    }
+
+    /// As [`LeanCache::get`], for a reader of the snapshot's text: from now on new snapshots
+    /// are encoded as they are built.
+    pub fn for_text(&self, now: SystemTime) -> Arc<Lean> {
+        self.text_wanted.store(true, Ordering::Relaxed);
+        self.get(now)
+    }
+
+    /// What ingest counted so far (fresh, not from the kept snapshot).
+    pub fn stats(&self) -> super::IngestStats {
+        lock(&self.fleet).stats.clone()
+    }
+
+    /// A view of the fleet now (the lock is held only to take it).
+    pub fn view(&self) -> View {
+        lock(&self.fleet).view()
+    }
+
+    /// Builds a new snapshot (outside the fleet's lock) and keeps it.
+    pub fn refresh(&self, now: SystemTime) -> Arc<Lean> {
+        let view = self.view();
+        let started = Instant::now();
+        let snapshot = view.snapshot_lean(now);
+        let lean = Arc::new(Lean {
+            snapshot,
+            generation: view.generation(),
+            built: started,
+            took: started.elapsed(),
+            text: OnceLock::new(),
+        });
+        drop(view);
+        if let (Some(encode), true) = (self.encoder, self.text_wanted.load(Ordering::Relaxed)) {
+            lean.text(encode);
+        }
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(lean.clone());
+        lean
+    }
+
+    /// The kept snapshot when it may still be used (see the module's rule), else a new one.
+    pub fn get(&self, now: SystemTime) -> Arc<Lean> {
+        let kept = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(l) = kept {
+            let young = l.built.elapsed() < self.max_age;
+            if young && (l.took >= SLOW || lock(&self.fleet).generation() == l.generation) {
+                return l;
+            }
+        }
+        self.refresh(now)
+    }
+}
+
+fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
+    fleet.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_snapshot_is_reused_only_while_the_fleet_is_unchanged() {
+        let fleet = Arc::new(Mutex::new(Fleet::new(Default::default())));
+        let cache = LeanCache::new(fleet.clone(), Duration::from_secs(60));
+        let now = SystemTime::now();
+        let a = cache.get(now);
+        assert!(
+            a.took() < SLOW,
+            "an empty fleet builds in well under {SLOW:?}"
+        );
+        let b = cache.get(now);
+        assert!(Arc::ptr_eq(&a, &b), "same generation: the same snapshot");
+        assert_eq!(b.text(|_| "once".into()), "once");
+        assert_eq!(b.text(|_| "twice".into()), "once", "encoded once");
+        fleet.lock().unwrap().expire(now);
+        let c = cache.get(now);
+        assert!(!Arc::ptr_eq(&b, &c), "the fleet changed: a new snapshot");
+        assert!(
+            c.text.get().is_none(),
+            "no encoder: encoded only when asked"
+        );
+    }
+
+    #[test]
+    fn once_the_text_is_asked_for_new_snapshots_are_encoded_as_they_are_built() {
+        let fleet = Arc::new(Mutex::new(Fleet::new(Default::default())));
+        let cache = LeanCache::new(fleet.clone(), Duration::from_secs(60))
+            .encoding(|s| format!("nodes {}", s.nodes));
+        let now = SystemTime::now();
+        assert!(cache.refresh(now).text.get().is_none(), "nobody asked yet");
+        let kept = cache.for_text(now);
+        assert!(kept.text.get().is_none(), "built before anyone asked");
+        assert_eq!(kept.text(|s| format!("nodes {}", s.nodes)), "nodes 0");
+        assert_eq!(
+            cache.refresh(now).text.get().map(String::as_str),
+            Some("nodes 0")
+        );
+    }
+
+    #[test]
+    fn a_slow_snapshot_is_reused_until_max_age_even_if_the_fleet_moved() {
+        let fleet = Arc::new(Mutex::new(Fleet::new(Default::default())));
+        let cache = LeanCache::new(fleet.clone(), Duration::from_millis(300));
+        let now = SystemTime::now();
+        // As if it had taken SLOW to build.
+        let slow = Arc::new(Lean {
+            snapshot: fleet.lock().unwrap().snapshot_lean(now),
+            generation: 0,
+            built: Instant::now(),
+            took: SLOW,
+            text: OnceLock::new(),
+        });
+        *cache.slot.lock().unwrap() = Some(slow.clone());
+        fleet.lock().unwrap().expire(now);
+        assert!(Arc::ptr_eq(&cache.get(now), &slow));
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(
+            !Arc::ptr_eq(&cache.get(now), &slow),
+            "older than max_age: rebuilt"
+        );
+    }
+}

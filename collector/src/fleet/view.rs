@@ -1,0 +1,163 @@
+//! A view of the fleet taken under its lock and read after: the snapshots the API, the status
+//! page, `/metrics` and the rules read are built from a view, so ingest never waits for one.
+
+use super::snapshot::{self, ClusterSnapshot, FleetSnapshot, IngestStats};
+use super::{workloads, Limits, Node, PageQuery, WindowFigures};
+use crate::time::{ns, rfc3339};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The fleet at the instant [`super::Fleet::view`] was called.
+pub struct View {
+    pub(super) limits: Limits,
+    pub(super) clusters: BTreeMap<String, BTreeMap<String, Arc<Node>>>,
+    pub(super) nodes: usize,
+    pub(super) generation: u64,
+    pub(super) stats: IngestStats,
+}
+
+impl View {
+    /// Every window of the last hour of one interface (what the status page draws for the
+    /// interfaces it shows); empty when there is no such interface.
+    pub fn interface_windows(
+        &self,
+        cluster: &str,
+        node: &str,
+        interface: &str,
+        eni: Option<&str>,
+    ) -> Vec<WindowFigures> {
+        let key = (interface.to_string(), eni.unwrap_or("").to_string());
+        self.clusters
+            .get(cluster)
+            .and_then(|nodes| nodes.get(node))
+            .and_then(|n| n.interfaces.iter().find(|(k, _)| **k == key))
+            .and_then(|(k, i)| i.snapshot(k, true))
+            .map(|s| s.windows)
+            .unwrap_or_default()
+    }
+
+    /// The fleet's generation when the view was taken (see [`super::Fleet::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The read-only view of the whole fleet at `now`, with every window of the last hour.
+    pub fn snapshot(&self, now: SystemTime) -> FleetSnapshot {
+        self.snapshot_with(now, true)
+    }
+
+    /// As [`Fleet::snapshot`]; without `history` each interface carries only its latest window
+    /// and last-hour figures (what `/metrics` needs: far smaller for a large fleet).
+    pub fn snapshot_with(&self, now: SystemTime, history: bool) -> FleetSnapshot {
+        self.build(now, history, true)
+    }
+
+    /// What the rules and `/metrics` read: as `snapshot_with(now, false)` but without each
+    /// node's latest-value `metrics` (other senders' series, probe histograms …), which neither
+    /// reads and which would be copied under the fleet's lock on every evaluation and scrape.
+    pub fn snapshot_lean(&self, now: SystemTime) -> FleetSnapshot {
+        self.build(now, false, false)
+    }
+
+    fn build(&self, now: SystemTime, history: bool, generic: bool) -> FleetSnapshot {
+        let now_ns = ns(now);
+        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
+        let clusters = self
+            .clusters
+            .iter()
+            .map(|(cname, nodes)| ClusterSnapshot {
+                name: cname.clone(),
+                nodes: nodes
+                    .iter()
+                    .map(|(name, n)| n.snapshot(name, history, generic, history_start))
+                    .collect(),
+                workloads: workloads::workloads(
+                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
+                    history_start,
+                ),
+            })
+            .collect();
+        FleetSnapshot {
+            schema: snapshot::SCHEMA,
+            generated_at: rfc3339(ns(now)),
+            nodes: self.nodes,
+            clusters,
+            ingest: self.stats.clone(),
+            next: None,
+        }
+    }
+
+    /// One page of the fleet: at most `q.limit` nodes in (cluster, node) order after
+    /// `q.after`, or the one node `q.node`; only those nodes are copied. The workloads (small:
+    /// one entry per workload, summed over its pods) of each cluster in the first page, or of
+    /// `q.node`'s cluster, come with it.
+    pub fn page(&self, now: SystemTime, q: &PageQuery) -> FleetSnapshot {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let now_ns = ns(now);
+        let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
+        let first = q.after.is_none();
+        let mut clusters: Vec<ClusterSnapshot> = Vec::new();
+        let mut taken = 0;
+        let mut next = None;
+        let mut last: Option<(String, String)> = None;
+        let start = q.after.as_ref().map(|(c, _)| c.as_str());
+        let range = match start {
+            Some(c) => self
+                .clusters
+                .range::<str, _>((std::ops::Bound::Included(c), Unbounded)),
+            None => self.clusters.range::<str, _>((Unbounded, Unbounded)),
+        };
+        'clusters: for (cname, nodes) in range {
+            if q.cluster.as_deref().is_some_and(|c| c != cname) {
+                continue;
+            }
+            let iter: Box<dyn Iterator<Item = (&String, &Arc<Node>)>> = match (&q.node, &q.after) {
+                (Some(n), _) => Box::new(nodes.get_key_value(n).into_iter()),
+                (None, Some((c, after))) if c == cname => {
+                    Box::new(nodes.range::<str, _>((Excluded(after.as_str()), Unbounded)))
+                }
+                _ => Box::new(nodes.iter()),
+            };
+            let mut c = ClusterSnapshot {
+                name: cname.clone(),
+                ..ClusterSnapshot::default()
+            };
+            let mut more = false;
+            for (name, n) in iter {
+                if taken == q.limit {
+                    more = true;
+                    break;
+                }
+                c.nodes
+                    .push(n.snapshot(name, q.history, true, history_start));
+                taken += 1;
+                last = Some((cname.clone(), name.clone()));
+            }
+            if first || q.node.is_some() {
+                c.workloads = workloads::workloads(
+                    nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
+                    history_start,
+                );
+            }
+            if more {
+                next = last.take();
+                if !c.nodes.is_empty() {
+                    clusters.push(c);
+                }
+                break 'clusters;
+            }
+            if !c.nodes.is_empty() || !c.workloads.is_empty() {
+                clusters.push(c);
+            }
+        }
+        FleetSnapshot {
+            schema: snapshot::SCHEMA,
+            generated_at: rfc3339(now_ns),
+            nodes: self.nodes,
+            clusters,
+            ingest: self.stats.clone(),
+            next: next.map(|(c, n)| format!("{c}/{n}")),
+        }
+    }
+}
