@@ -711,11 +711,17 @@ impl Server {
             if ready && s.get("/").map(|b| b.contains("ok")).unwrap_or(false) {
                 return Ok(s);
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "Passenger did not start {processes} app processes within 60 s (see {}/passenger.log)",
-                s.dir.path().display()
-            );
+            if Instant::now() >= deadline {
+                // The log goes with the test's directory: its end is the diagnosis.
+                let log = std::fs::read_to_string(s.dir.path().join("passenger.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                anyhow::bail!(
+                    "Passenger did not start {processes} app processes within 60 s; passenger-status: {:?}; end of passenger.log:\n{}",
+                    s.passenger_status(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
