@@ -713,8 +713,8 @@ impl Server {
             }
             if Instant::now() >= deadline {
                 // The log goes with the test's directory: its end is the diagnosis.
-                let log = std::fs::read_to_string(s.dir.path().join("passenger.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(s.dir.path().join("passenger.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 anyhow::bail!(
                     "Passenger did not start {processes} app processes within 60 s; passenger-status: {:?}; end of passenger.log:\n{}",

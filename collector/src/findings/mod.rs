@@ -142,6 +142,8 @@ pub async fn run(
                 let view = kube.get();
                 findings.evaluate(&rules, &Input { fleet: &snapshot.snapshot, kube: &view }, now);
                 findings.timed(took.elapsed());
+                drop(snapshot);
+                lean.encode_kept();
             }
             _ = resend_tick.tick() => findings.resend(SystemTime::now()),
             _ = stop.cancelled() => return,

@@ -45,8 +45,8 @@ pub struct LeanCache {
     fleet: Arc<Mutex<Fleet>>,
     slot: Mutex<Option<Arc<Lean>>>,
     max_age: Duration,
-    /// Encodes a new snapshot's text as it is built, once anyone has asked for the text
-    /// ([`LeanCache::for_text`]): a scrape then only copies it.
+    /// Encodes a new snapshot's text ahead of the scrape ([`LeanCache::encode_kept`]), once
+    /// anyone has asked for the text ([`LeanCache::for_text`]): a scrape then only copies it.
     encoder: Option<fn(&FleetSnapshot) -> String>,
     text_wanted: AtomicBool,
 }
@@ -66,6 +66,17 @@ impl LeanCache {
     pub fn encoding(mut self, encode: fn(&FleetSnapshot) -> String) -> Self {
         self.encoder = Some(encode);
         self
+    }
+
+    /// Encodes the kept snapshot's text now if anyone reads it (the evaluation loop calls this
+    /// after the rules, so a scrape only copies the text).
+    pub fn encode_kept(&self) {
+        let kept = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let (Some(l), Some(encode), true) =
+            (kept, self.encoder, self.text_wanted.load(Ordering::Relaxed))
+        {
+            l.text(encode);
+        }
     }
 
     /// As [`LeanCache::get`], for a reader of the snapshot's text: from now on new snapshots
@@ -98,9 +109,6 @@ impl LeanCache {
             text: OnceLock::new(),
         });
         drop(view);
-        if let (Some(encode), true) = (self.encoder, self.text_wanted.load(Ordering::Relaxed)) {
-            lean.text(encode);
-        }
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(lean.clone());
         lean
     }
@@ -155,14 +163,19 @@ mod tests {
         let cache = LeanCache::new(fleet.clone(), Duration::from_secs(60))
             .encoding(|s| format!("nodes {}", s.nodes));
         let now = SystemTime::now();
-        assert!(cache.refresh(now).text.get().is_none(), "nobody asked yet");
+        cache.refresh(now);
+        cache.encode_kept();
+        assert!(cache.get(now).text.get().is_none(), "nobody asked yet");
         let kept = cache.for_text(now);
         assert!(kept.text.get().is_none(), "built before anyone asked");
         assert_eq!(kept.text(|s| format!("nodes {}", s.nodes)), "nodes 0");
-        assert_eq!(
-            cache.refresh(now).text.get().map(String::as_str),
-            Some("nodes 0")
+        let fresh = cache.refresh(now);
+        assert!(
+            fresh.text.get().is_none(),
+            "encoded after the rules, not in the refresh"
         );
+        cache.encode_kept();
+        assert_eq!(fresh.text.get().map(String::as_str), Some("nodes 0"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::limits::{Limits, MAX_WINDOWS};
 use super::otlp::Attrs;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// When a data point is: its window's end (or now), its `start_time_unix_nano` (the window's
@@ -84,17 +84,23 @@ impl<P: Part> Store<P> {
     }
 }
 
-/// A part's report windows keyed by the window's end (ns since the epoch), so late windows
-/// fall into place; at most [`MAX_WINDOWS`] (the oldest go first).
+/// A part's report windows in the order of their ends (ns since the epoch), so late windows
+/// fall into place; at most [`MAX_WINDOWS`] (the oldest go first). A sorted deque rather than a
+/// map: windows nearly always arrive newest last, and at 5 000 nodes an hour of them is
+/// millions of records, where a B-tree's half-filled nodes cost about as much again as the
+/// records themselves. It grows [`GROW`] records at a time, so a full hour wastes little.
 #[derive(Debug, Clone)]
 pub struct Windows<W> {
-    map: BTreeMap<u64, W>,
+    ring: VecDeque<(u64, W)>,
 }
+
+/// Records a part's deque grows by when full.
+const GROW: usize = 16;
 
 impl<W> Default for Windows<W> {
     fn default() -> Self {
         Windows {
-            map: BTreeMap::new(),
+            ring: VecDeque::new(),
         }
     }
 }
@@ -102,9 +108,16 @@ impl<W> Default for Windows<W> {
 impl<W: Default> Windows<W> {
     /// Updates (or starts) the window that ends at `end`.
     pub fn record(&mut self, end: u64, f: impl FnOnce(&mut W)) {
-        f(self.map.entry(end).or_default());
-        while self.map.len() > MAX_WINDOWS {
-            self.map.pop_first();
+        let i = self.ring.partition_point(|(e, _)| *e < end);
+        if !self.ring.get(i).is_some_and(|(e, _)| *e == end) {
+            if self.ring.len() == self.ring.capacity() {
+                self.ring.reserve_exact(GROW);
+            }
+            self.ring.insert(i, (end, W::default()));
+        }
+        f(&mut self.ring[i].1);
+        while self.ring.len() > MAX_WINDOWS {
+            self.ring.pop_front();
         }
     }
 }
@@ -112,37 +125,36 @@ impl<W: Default> Windows<W> {
 impl<W> Windows<W> {
     /// Drops every window that ended before `oldest`.
     pub fn retain_since(&mut self, oldest: u64) {
-        self.map.retain(|end, _| *end >= oldest);
+        while self.ring.front().is_some_and(|(e, _)| *e < oldest) {
+            self.ring.pop_front();
+        }
     }
 
     /// Drops windows that ended before `oldest`, except the newest of them: the base the
     /// first counter rise inside the span is measured from.
     pub fn prune_keeping_base(&mut self, oldest: u64) {
-        while self.map.len() > 1 {
-            let second = self.map.keys().nth(1).copied().unwrap_or(u64::MAX);
-            if second >= oldest {
-                break;
-            }
-            self.map.pop_first();
+        while self.ring.get(1).is_some_and(|(e, _)| *e < oldest) {
+            self.ring.pop_front();
         }
     }
 
     pub fn get(&self, end: u64) -> Option<&W> {
-        self.map.get(&end)
+        let i = self.ring.partition_point(|(e, _)| *e < end);
+        self.ring.get(i).filter(|(e, _)| *e == end).map(|(_, w)| w)
     }
 
     /// The newest window and its end.
     pub fn last(&self) -> Option<(u64, &W)> {
-        self.map.last_key_value().map(|(e, w)| (*e, w))
+        self.ring.back().map(|(e, w)| (*e, w))
     }
 
     /// Oldest first, with each window's end.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &W)> {
-        self.map.iter().map(|(e, w)| (*e, w))
+        self.ring.iter().map(|(e, w)| (*e, w))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.ring.is_empty()
     }
 }
 
@@ -222,5 +234,23 @@ mod tests {
         assert_eq!(w.iter().next().map(|(e, _)| e), Some(99));
         w.retain_since(100);
         assert_eq!(w.iter().next().map(|(e, _)| e), Some(100));
+    }
+
+    #[test]
+    fn late_and_repeated_windows_fall_into_place() {
+        let mut w: Windows<u32> = Windows::default();
+        for end in [30, 10, 20, 40, 20, 5] {
+            w.record(end, |v| *v += 1);
+        }
+        let got: Vec<(u64, u32)> = w.iter().map(|(e, v)| (e, *v)).collect();
+        assert_eq!(got, [(5, 1), (10, 1), (20, 2), (30, 1), (40, 1)]);
+        assert_eq!(
+            (w.get(20), w.get(25), w.last()),
+            (Some(&2), None, Some((40, &1)))
+        );
+        w.prune_keeping_base(35);
+        assert_eq!(w.iter().map(|(e, _)| e).collect::<Vec<_>>(), [30, 40]);
+        w.prune_keeping_base(u64::MAX);
+        assert_eq!(w.iter().count(), 1, "the newest stays as the base");
     }
 }

@@ -54,8 +54,29 @@ impl Drop for Admission {
     }
 }
 
-/// The resident set of this process in bytes (0 when /proc cannot be read).
+/// How long a reading of the resident set is used again: reading /proc/self/statm for each
+/// of 500 requests a second was 5 % of the collector's CPU at 5 000 agents; in 50 ms the fleet
+/// grows by far less than the room the high-water mark leaves, and the requests under way are
+/// counted by their reservations, not by the reading.
+const RSS_REUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The resident set of this process in bytes (0 when /proc cannot be read), read at most every
+/// [`RSS_REUSE`].
 pub fn rss() -> usize {
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, usize)>> =
+        std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, v)) = *last {
+        if at.elapsed() < RSS_REUSE {
+            return v;
+        }
+    }
+    let v = read_rss();
+    *last = Some((std::time::Instant::now(), v));
+    v
+}
+
+fn read_rss() -> usize {
     let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };
@@ -132,6 +153,14 @@ mod tests {
     #[test]
     fn rss_is_read() {
         assert!(rss() > 1 << 20, "{}", rss());
+        let before = read_rss();
+        let grown = std::hint::black_box(vec![1u8; 64 << 20]);
+        let after = read_rss();
+        assert!(
+            after >= before + (60 << 20),
+            "64 MiB touched: {after} vs {before}"
+        );
+        drop(grown);
     }
 
     #[test]
