@@ -7,7 +7,8 @@ use super::aggregate::{Counter, CounterPoint};
 use super::dns::{self, DnsLatest, DnsSnapshot};
 use super::limits::{Limits, HISTORY};
 use super::otlp::{attr_or_empty, get, Attrs};
-use super::store::{At, Cuts, Part, Small, Windows};
+use super::store::{At, Cuts, Part, Small};
+use super::windows::{self, Packed, Windows};
 use crate::time::rfc3339;
 use headroom_signals::{attr, otlp};
 use serde::Serialize;
@@ -41,7 +42,7 @@ fn is_counter(name: &str) -> bool {
 }
 
 /// One report window of one interface, as it arrived (any field may be missing).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowPoint {
     start_ns: u64,
     /// Cumulative capture drops at the window's end (NaN = missing; a counter keeps f64).
@@ -69,6 +70,47 @@ impl Default for WindowPoint {
 }
 
 /// One interface of a node, keyed by (interface, ENI id or "").
+impl Packed for WindowPoint {
+    fn pack(&self, end: u64, prev: &Self, prev_end: u64, out: &mut Vec<u8>) {
+        windows::put_start(out, self.start_ns, end, prev.start_ns, prev_end);
+        windows::put_xor(out, self.drops_total.to_bits(), prev.drops_total.to_bits());
+        for (a, b) in self.smalls().into_iter().zip(prev.smalls()) {
+            windows::put_xor(out, a.bits(), b.bits());
+        }
+    }
+
+    fn unpack(end: u64, prev: &Self, prev_end: u64, input: &mut &[u8]) -> Option<Self> {
+        let start_ns = windows::start(input, end, prev.start_ns, prev_end)?;
+        let drops_total = f64::from_bits(windows::xor(input, prev.drops_total.to_bits())?);
+        let mut s = prev.smalls();
+        for x in &mut s {
+            *x = Small::from_bits(windows::xor(input, x.bits())?);
+        }
+        let [peak, mean, utilization, limit, dns_peak] = s;
+        Some(WindowPoint {
+            start_ns,
+            drops_total,
+            peak,
+            mean,
+            utilization,
+            limit,
+            dns_peak,
+        })
+    }
+}
+
+impl WindowPoint {
+    fn smalls(&self) -> [Small; 5] {
+        [
+            self.peak,
+            self.mean,
+            self.utilization,
+            self.limit,
+            self.dns_peak,
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Interface {
     windows: Windows<WindowPoint>,

@@ -7,7 +7,8 @@
 
 use super::limits::Limits;
 use super::otlp::{attr_or_empty, get, set_from, Attrs};
-use super::store::{At, Count, Cuts, Part, Small, Windows};
+use super::store::{At, Count, Cuts, Part, Small};
+use super::windows::{self, Packed, Windows};
 use crate::time::rfc3339;
 use headroom_signals::attr;
 use serde::Serialize;
@@ -73,7 +74,45 @@ impl Default for ListenerWindow {
     }
 }
 
+impl Packed for ListenerWindow {
+    fn pack(&self, end: u64, prev: &Self, prev_end: u64, out: &mut Vec<u8>) {
+        windows::put_start(out, self.start, end, prev.start, prev_end);
+        windows::put_xor(out, self.saturated_start, prev.saturated_start);
+        windows::put_xor(out, self.saturated.to_bits(), prev.saturated.to_bits());
+        windows::put_xor(out, self.busy.bits(), prev.busy.bits());
+        for (a, b) in self.counts().into_iter().zip(prev.counts()) {
+            windows::put_xor(out, a.bits(), b.bits());
+        }
+    }
+
+    fn unpack(end: u64, prev: &Self, prev_end: u64, input: &mut &[u8]) -> Option<Self> {
+        let start = windows::start(input, end, prev.start, prev_end)?;
+        let saturated_start = windows::xor(input, prev.saturated_start)?;
+        let saturated = f64::from_bits(windows::xor(input, prev.saturated.to_bits())?);
+        let busy = Small::from_bits(windows::xor(input, prev.busy.bits())?);
+        let mut c = prev.counts();
+        for x in &mut c {
+            *x = Count::from_bits(windows::xor(input, x.bits())?);
+        }
+        let [workers, busy_max, queue_max, backlog] = c;
+        Some(ListenerWindow {
+            start,
+            saturated_start,
+            saturated,
+            busy,
+            workers,
+            busy_max,
+            queue_max,
+            backlog,
+        })
+    }
+}
+
 impl ListenerWindow {
+    fn counts(&self) -> [Count; 4] {
+        [self.workers, self.busy_max, self.queue_max, self.backlog]
+    }
+
     pub fn saturated(&self) -> Option<(u64, f64)> {
         (!self.saturated.is_nan()).then_some((self.saturated_start, self.saturated))
     }

@@ -40,6 +40,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod view;
+mod windows;
 mod workloads;
 
 pub use aggregate::p95;

@@ -1,11 +1,11 @@
 //! The one store every keyed part of a node uses (interfaces, listeners, probes): a map from a
 //! part's key to its state, bounded per node, that refuses points older than the part keeps and
-//! forgets what expired; plus the time-keyed windows inside a part and the compact figures the
-//! windows hold.
+//! forgets what expired; plus the compact figures a part's windows hold (the windows
+//! themselves: [`super::windows`]).
 
-use super::limits::{Limits, MAX_WINDOWS};
+use super::limits::Limits;
 use super::otlp::Attrs;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// When a data point is: its window's end (or now), its `start_time_unix_nano` (the window's
@@ -84,80 +84,6 @@ impl<P: Part> Store<P> {
     }
 }
 
-/// A part's report windows in the order of their ends (ns since the epoch), so late windows
-/// fall into place; at most [`MAX_WINDOWS`] (the oldest go first). A sorted deque rather than a
-/// map: windows nearly always arrive newest last, and at 5 000 nodes an hour of them is
-/// millions of records, where a B-tree's half-filled nodes cost about as much again as the
-/// records themselves. It grows [`GROW`] records at a time, so a full hour wastes little.
-#[derive(Debug, Clone)]
-pub struct Windows<W> {
-    ring: VecDeque<(u64, W)>,
-}
-
-/// Records a part's deque grows by when full.
-const GROW: usize = 16;
-
-impl<W> Default for Windows<W> {
-    fn default() -> Self {
-        Windows {
-            ring: VecDeque::new(),
-        }
-    }
-}
-
-impl<W: Default> Windows<W> {
-    /// Updates (or starts) the window that ends at `end`.
-    pub fn record(&mut self, end: u64, f: impl FnOnce(&mut W)) {
-        let i = self.ring.partition_point(|(e, _)| *e < end);
-        if !self.ring.get(i).is_some_and(|(e, _)| *e == end) {
-            if self.ring.len() == self.ring.capacity() {
-                self.ring.reserve_exact(GROW);
-            }
-            self.ring.insert(i, (end, W::default()));
-        }
-        f(&mut self.ring[i].1);
-        while self.ring.len() > MAX_WINDOWS {
-            self.ring.pop_front();
-        }
-    }
-}
-
-impl<W> Windows<W> {
-    /// Drops every window that ended before `oldest`.
-    pub fn retain_since(&mut self, oldest: u64) {
-        while self.ring.front().is_some_and(|(e, _)| *e < oldest) {
-            self.ring.pop_front();
-        }
-    }
-
-    /// Drops windows that ended before `oldest`, except the newest of them: the base the
-    /// first counter rise inside the span is measured from.
-    pub fn prune_keeping_base(&mut self, oldest: u64) {
-        while self.ring.get(1).is_some_and(|(e, _)| *e < oldest) {
-            self.ring.pop_front();
-        }
-    }
-
-    pub fn get(&self, end: u64) -> Option<&W> {
-        let i = self.ring.partition_point(|(e, _)| *e < end);
-        self.ring.get(i).filter(|(e, _)| *e == end).map(|(_, w)| w)
-    }
-
-    /// The newest window and its end.
-    pub fn last(&self) -> Option<(u64, &W)> {
-        self.ring.back().map(|(e, w)| (*e, w))
-    }
-
-    /// Oldest first, with each window's end.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &W)> {
-        self.ring.iter().map(|(e, w)| (*e, w))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
-    }
-}
-
 /// A figure that may be missing, in 4 bytes (NaN = missing): an hour of windows for every
 /// interface of 5 000 nodes is millions of records, so each byte counts. Packets/s, ratios
 /// and worker counts need no more than an f32's 7 significant digits.
@@ -197,6 +123,13 @@ impl Small {
     pub fn is_some(self) -> bool {
         !self.0.is_nan()
     }
+    /// The stored bits, for packing.
+    pub fn bits(self) -> u64 {
+        u64::from(self.0.to_bits())
+    }
+    pub fn from_bits(b: u64) -> Small {
+        Small(f32::from_bits(b as u32))
+    }
 }
 
 /// A count that may be missing, in 4 bytes (u32::MAX = missing).
@@ -216,41 +149,11 @@ impl Count {
     pub fn get(self) -> Option<u32> {
         (self.0 != u32::MAX).then_some(self.0)
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_are_bounded_and_keep_a_base() {
-        let mut w: Windows<u8> = Windows::default();
-        for end in 0..(MAX_WINDOWS as u64 + 5) {
-            w.record(end, |v| *v = 1);
-        }
-        assert_eq!(w.iter().count(), MAX_WINDOWS);
-        assert_eq!(w.iter().next().map(|(e, _)| e), Some(5));
-        w.prune_keeping_base(100);
-        assert_eq!(w.iter().next().map(|(e, _)| e), Some(99));
-        w.retain_since(100);
-        assert_eq!(w.iter().next().map(|(e, _)| e), Some(100));
+    /// The stored value, for packing.
+    pub fn bits(self) -> u64 {
+        u64::from(self.0)
     }
-
-    #[test]
-    fn late_and_repeated_windows_fall_into_place() {
-        let mut w: Windows<u32> = Windows::default();
-        for end in [30, 10, 20, 40, 20, 5] {
-            w.record(end, |v| *v += 1);
-        }
-        let got: Vec<(u64, u32)> = w.iter().map(|(e, v)| (e, *v)).collect();
-        assert_eq!(got, [(5, 1), (10, 1), (20, 2), (30, 1), (40, 1)]);
-        assert_eq!(
-            (w.get(20), w.get(25), w.last()),
-            (Some(&2), None, Some((40, &1)))
-        );
-        w.prune_keeping_base(35);
-        assert_eq!(w.iter().map(|(e, _)| e).collect::<Vec<_>>(), [30, 40]);
-        w.prune_keeping_base(u64::MAX);
-        assert_eq!(w.iter().count(), 1, "the newest stays as the base");
+    pub fn from_bits(b: u64) -> Count {
+        Count(b as u32)
     }
 }
