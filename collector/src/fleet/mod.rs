@@ -122,13 +122,10 @@ impl Node {
         }
     }
 
-    fn snapshot(
-        &self,
-        name: &str,
-        history: bool,
-        generic: bool,
-        history_start: u64,
-    ) -> NodeSnapshot {
+    /// The node's snapshot; without `full` (the lean snapshot) neither the latest-value
+    /// metrics nor the per-node listener list, which no rule, `/metrics` or the page reads
+    /// (workloads sum the listeners themselves).
+    fn snapshot(&self, name: &str, history: bool, full: bool, history_start: u64) -> NodeSnapshot {
         NodeSnapshot {
             name: name.to_string(),
             service_name: self.service_name.clone(),
@@ -142,17 +139,20 @@ impl Node {
                 .filter_map(|(k, i)| i.snapshot(k, history))
                 .collect(),
             metric_count: self.metrics.len(),
-            metrics: if generic {
+            metrics: if full {
                 self.metrics.snapshot()
             } else {
                 Vec::new()
             },
             spans_received: self.spans,
-            listeners: self
-                .listeners
-                .iter()
-                .filter_map(|(k, l)| l.snapshot(k))
-                .collect(),
+            listeners: if full {
+                self.listeners
+                    .iter()
+                    .filter_map(|(k, l)| l.snapshot(k))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             probes: self
                 .probes
                 .iter()

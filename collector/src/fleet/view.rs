@@ -53,14 +53,14 @@ impl View {
         self.build(now, history, true)
     }
 
-    /// What the rules and `/metrics` read: as `snapshot_with(now, false)` but without each
-    /// node's latest-value `metrics` (other senders' series, probe histograms …), which neither
-    /// reads and which would be copied under the fleet's lock on every evaluation and scrape.
+    /// What the rules, `/metrics` and the page read: as `snapshot_with(now, false)` but without
+    /// each node's latest-value `metrics` (other senders' series, probe histograms …) and its
+    /// list of listeners (the workloads, which sum them, are there), which none of them reads.
     pub fn snapshot_lean(&self, now: SystemTime) -> FleetSnapshot {
         self.build(now, false, false)
     }
 
-    fn build(&self, now: SystemTime, history: bool, generic: bool) -> FleetSnapshot {
+    fn build(&self, now: SystemTime, history: bool, full: bool) -> FleetSnapshot {
         let now_ns = ns(now);
         let history_start = now_ns.saturating_sub(self.limits.workload_history.as_nanos() as u64);
         let clusters = self
@@ -70,7 +70,7 @@ impl View {
                 name: cname.clone(),
                 nodes: nodes
                     .iter()
-                    .map(|(name, n)| n.snapshot(name, history, generic, history_start))
+                    .map(|(name, n)| n.snapshot(name, history, full, history_start))
                     .collect(),
                 workloads: workloads::workloads(
                     nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
