@@ -119,7 +119,9 @@ pub async fn run(
     let api = listener(bind(settings.http_listen, "http-listen").await?);
     let fleet = Arc::new(Mutex::new(Fleet::new(settings.limits)));
     let lean = Arc::new(
-        fleet::LeanCache::new(fleet.clone(), settings.rules.evaluation_interval)
+        // Kept for two evaluation intervals: a scrape after an evaluation that took longer than
+        // usual still reads the last snapshot instead of building its own.
+        fleet::LeanCache::new(fleet.clone(), settings.rules.evaluation_interval * 2)
             .encoding(http::metrics_text),
     );
     let stop = CancellationToken::new();

@@ -4,11 +4,11 @@
 //! anyway, so a scrape or a page view that comes between two evaluations reads that one (and
 //! its text, encoded once) instead of building its own.
 //!
-//! When a cached snapshot is used: while it is younger than `max_age` (the evaluation
-//! interval) and either the fleet has not changed since (same generation) or building one
+//! When a cached snapshot is used: while it is younger than `max_age` (two evaluation
+//! intervals) and either the fleet has not changed since (same generation) or building one
 //! took at least [`SLOW`]. A small fleet (every test's) therefore always reads a current
-//! snapshot, and a large one reads a snapshot at most one evaluation interval old, as a
-//! Prometheus scrape of any exporter with a collection interval would.
+//! snapshot, and a large one reads a snapshot at most two evaluation intervals old (one
+//! normally: each evaluation replaces it), as a Prometheus scrape of any exporter with a collection interval would.
 
 use super::{Fleet, FleetSnapshot, View};
 use std::sync::atomic::{AtomicBool, Ordering};

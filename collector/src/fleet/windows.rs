@@ -197,8 +197,15 @@ impl<W: Packed> Windows<W> {
         }
     }
 
-    /// The window that ended at `end`.
+    /// The window that ended at `end` (the newest are asked for most: they are looked at
+    /// first, without unpacking anything).
     pub fn get(&self, end: u64) -> Option<W> {
+        if let Some((_, w)) = self.hot.iter().find(|(e, _)| *e == end) {
+            return Some(*w);
+        }
+        if self.hot.front().is_some_and(|(e, _)| end > *e) {
+            return None;
+        }
         self.iter().find(|(e, _)| *e == end).map(|(_, w)| w)
     }
 
@@ -410,6 +417,8 @@ mod tests {
         // A plain record is 8 (end) + 16 (this Rec) bytes; packed, about a third.
         assert!(packed < windows * 9, "{packed} bytes for {windows} windows");
         assert_eq!(w.get(want[10].0), Some(want[10].1));
+        assert_eq!(w.get(want[198].0), Some(want[198].1));
+        assert_eq!(w.get(want[198].0 + 1), None);
         assert_eq!(w.last(), Some((want[199].0, &want[199].1)));
     }
 
