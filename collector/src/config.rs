@@ -83,6 +83,10 @@ pub struct Config {
     pub kube: bool,
     /// Thresholds and durations of the rules, and the evaluation interval.
     pub rules: RulesConfig,
+    /// Instance types and prices over the shipped catalog (ScaleDownBlocked's $/month): CSV rows
+    /// `instance_type,vcpu,memory_mib,max_enis,region,usd_per_hour` that add types or replace
+    /// the shipped row of the same type and region. A bad row stops the collector (exit 64).
+    pub instance_catalog_file: Option<String>,
     /// How spans go to `traces_endpoint`: `http` (OTLP/HTTP protobuf, POST `/v1/traces`) or
     /// `grpc` (the OTLP `TraceService/Export` call; the endpoint is then e.g. http://tempo:4317).
     pub traces_protocol: String,
@@ -146,6 +150,7 @@ impl Default for Config {
             state_file: None,
             kube: true,
             rules: RulesConfig::default(),
+            instance_catalog_file: None,
             traces_protocol: "http".into(),
             auth: "required".into(),
             auth_audiences: vec![DEFAULT_AUDIENCE.into()],
@@ -196,6 +201,7 @@ pub struct Settings {
     pub state_file: Option<std::path::PathBuf>,
     pub kube: bool,
     pub rules: Thresholds,
+    pub instance_catalog_file: Option<PathBuf>,
     pub traces_protocol: TracesProtocol,
     pub auth: crate::auth::AuthSettings,
     /// TLS on every listener, when on.
@@ -369,6 +375,13 @@ impl Config {
         );
         let am_http = check.take(self.alertmanager_http.check("alertmanager_http"));
         let webhook_http = check.take(self.webhook_http.check("webhook_http"));
+        if self.instance_catalog_file.as_deref() == Some("") {
+            check.push(Invalid::text(
+                "instance_catalog_file",
+                "",
+                "name a CSV file such as /etc/headroom/instances.csv, or leave it unset",
+            ));
+        }
         if self.state_file.as_deref() == Some("") {
             check.push(Invalid::text(
                 "state_file",
@@ -404,6 +417,7 @@ impl Config {
                 state_file: self.state_file.as_ref().map(PathBuf::from),
                 kube: self.kube,
                 rules: rules?,
+                instance_catalog_file: self.instance_catalog_file.as_ref().map(PathBuf::from),
                 traces_protocol: traces_protocol?,
                 auth: auth?,
                 tls: tls?,

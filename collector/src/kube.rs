@@ -3,6 +3,14 @@
 //! node labels, each through a kube-rs watcher feeding a reflector store. What the rules see is
 //! [`KubeView`], plain data built from those stores. When the API server goes away each watcher
 //! keeps its last state and retries with backoff; the other rules never wait for it.
+//! ScaleDownBlocked's pods, nodes and PodDisruptionBudgets live in [`cluster`], compact.
+
+pub mod cluster;
+pub mod intern;
+pub mod objects;
+pub mod pod;
+pub mod quantity;
+pub mod select;
 
 use ::kube::runtime::watcher;
 use ::kube::{Api, Client, Resource};
@@ -50,6 +58,9 @@ pub struct KubeView {
     pub targets: BTreeMap<(String, String, String), TargetInfo>,
     /// Node name → labels.
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pods, nodes and PDBs for ScaleDownBlocked (shared, read under a lock, never copied).
+    #[serde(skip)]
+    pub cluster: cluster::Cluster,
 }
 
 impl KubeView {
@@ -181,6 +192,7 @@ impl SharedView {
 
 /// Starts one watcher per kind; each runs until `stop`.
 pub fn start(client: Client, view: SharedView, stop: CancellationToken) {
+    cluster::start(client.clone(), view.get().cluster, stop.clone());
     let v = view.clone();
     tokio::spawn(reflect(
         Api::<HorizontalPodAutoscaler>::all(client.clone()),

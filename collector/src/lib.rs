@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod catalog;
 mod check;
 pub mod cli;
 pub mod config;
@@ -42,6 +43,8 @@ pub enum CollectorError {
     Invalid(Vec<check::Invalid>),
     #[error(transparent)]
     StateFile(#[from] findings::StateError),
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
     #[error("cannot listen on {addr} ({source}); choose a free address with --{flag}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -68,7 +71,8 @@ impl CollectorError {
 }
 
 /// What runs without Kubernetes access (logged once when there is none).
-const KUBE_WITHOUT: &str = "HPAOverScaling is off; set kube = false to say so";
+const KUBE_WITHOUT: &str =
+    "HPAOverScaling and ScaleDownBlocked are off; set kube = false to say so";
 
 async fn bind(
     addr: std::net::SocketAddr,
@@ -107,6 +111,7 @@ pub async fn run(
         None => findings::Engine::new(keep, grace, now),
     }
     .bounded(settings.max_findings);
+    let catalog = catalog::Catalog::load(settings.instance_catalog_file.as_deref())?;
     // Certificates and credentials are read before any port is bound: a bad file exits 64.
     let tls = match &settings.tls {
         Some(files) => Some(headroom_service::tls::ServerTls::load(files.clone())?),
@@ -153,7 +158,7 @@ pub async fn run(
         findings.clone(),
         lean.clone(),
         kube_view,
-        rules::all(&settings.rules),
+        rules::all_with(&settings.rules, catalog),
         settings.rules.evaluation_interval,
         settings.sinks.resend_interval,
         stop.clone(),

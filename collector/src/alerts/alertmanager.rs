@@ -233,6 +233,7 @@ mod tests {
             summary: "slow".into(),
             evidence: Default::default(),
             fix: "timeoutSeconds: 2".into(),
+            cost: None,
         }
     }
 

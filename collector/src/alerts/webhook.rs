@@ -132,6 +132,7 @@ mod tests {
             summary: "s".into(),
             evidence: Default::default(),
             fix: "f".into(),
+            cost: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Record {
     pub summary: String,
     pub evidence: BTreeMap<String, serde_json::Value>,
     pub fix: String,
+    /// What the subject costs (ScaleDownBlocked); absent in state files written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::rules::Cost>,
     /// When the rule first found it (this episode): pending since.
     pub started_at: u64,
     pub fired_at: Option<u64>,
@@ -61,6 +64,8 @@ pub struct FindingView<'a> {
     pub summary: &'a str,
     pub evidence: &'a BTreeMap<String, serde_json::Value>,
     pub fix: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<&'a crate::rules::Cost>,
     pub started_at: String,
     pub fired_at: Option<String>,
     pub resolved_at: Option<String>,
@@ -78,6 +83,7 @@ impl Record {
             summary: &self.summary,
             evidence: &self.evidence,
             fix: &self.fix,
+            cost: self.cost.as_ref(),
             started_at: rfc3339(self.started_at),
             fired_at: self.fired_at.map(rfc3339),
             resolved_at: self.resolved_at.map(rfc3339),
@@ -231,6 +237,7 @@ impl Engine {
                     r.summary = f.summary.clone();
                     r.evidence = f.evidence.clone();
                     r.fix = f.fix.clone();
+                    r.cost = f.cost.clone();
                     r.updated_at = now_ns;
                     if r.state == State::Pending && fires_now(r.started_at) {
                         r.state = State::Firing;
@@ -263,6 +270,7 @@ impl Engine {
                         summary: f.summary.clone(),
                         evidence: f.evidence.clone(),
                         fix: f.fix.clone(),
+                        cost: f.cost.clone(),
                         started_at: now_ns,
                         fired_at: firing.then_some(now_ns),
                         resolved_at: None,
@@ -312,6 +320,7 @@ mod tests {
             summary: format!("{node} hot"),
             evidence: BTreeMap::new(),
             fix: "fix it".into(),
+            cost: None,
         }
     }
 
@@ -498,6 +507,7 @@ mod bound_tests {
                 summary: String::new(),
                 evidence: BTreeMap::new(),
                 fix: String::new(),
+                cost: None,
             },
             Duration::ZERO,
         )

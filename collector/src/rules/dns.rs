@@ -170,6 +170,7 @@ impl Rule for ThrottleRisk {
                             ),
                         ]),
                         fix: fix.join("\n"),
+                        cost: None,
                     });
                 }
             }
@@ -336,6 +337,7 @@ impl Rule for ConsolidationRisk {
                         w.node.name,
                         n = members.len()
                     ),
+                    cost: None,
                 });
             }
         }

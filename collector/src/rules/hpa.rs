@@ -190,6 +190,7 @@ impl Rule for OverScaling {
                     ("suggested_max_replicas", json!(max)),
                 ]),
                 fix,
+                cost: None,
             });
         }
         out

@@ -5,6 +5,9 @@
 pub mod dns;
 pub mod hpa;
 pub mod probe;
+pub mod scale_down;
+
+pub use crate::catalog::Cost;
 
 use crate::check::{duration, Check, Invalid};
 use crate::fleet::FleetSnapshot;
@@ -17,6 +20,8 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Money, not an outage (ScaleDownBlocked).
+    Info,
     Warning,
     Critical,
 }
@@ -24,6 +29,7 @@ pub enum Severity {
 impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
+            Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
@@ -81,6 +87,9 @@ pub struct Finding {
     pub evidence: BTreeMap<String, serde_json::Value>,
     /// What to change, concretely (may be several lines, e.g. a YAML snippet).
     pub fix: String,
+    /// What the subject costs while the finding holds (ScaleDownBlocked), when it has a price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
 }
 
 /// What rules read: the fleet and the Kubernetes objects.
@@ -137,6 +146,15 @@ pub struct RulesConfig {
     pub hpa_for: String,
     /// The Prometheus metric an HPA would scale on (through prometheus-adapter) in the fix.
     pub hpa_metric: String,
+    /// ScaleDownBlocked: a node whose requested share (the larger of CPU and memory requests
+    /// over allocatable) is under this is one the autoscaler would remove (its
+    /// --scale-down-utilization-threshold).
+    pub scale_down_utilization_threshold: f64,
+    /// ScaleDownBlocked: how long a node must be under the threshold and pinned (the
+    /// autoscaler's --scale-down-unneeded-time).
+    pub scale_down_for: String,
+    /// ScaleDownBlocked: nodes younger than this are not judged.
+    pub scale_down_min_node_age: String,
 }
 
 impl Default for RulesConfig {
@@ -159,6 +177,9 @@ impl Default for RulesConfig {
             hpa_min_history: "5m".into(),
             hpa_for: "30m".into(),
             hpa_metric: "headroom_workers_busy".into(),
+            scale_down_utilization_threshold: 0.5,
+            scale_down_for: "10m".into(),
+            scale_down_min_node_age: "10m".into(),
         }
     }
 }
@@ -183,6 +204,9 @@ pub struct Thresholds {
     pub hpa_min_history: Duration,
     pub hpa_for: Duration,
     pub hpa_metric: String,
+    pub scale_down_utilization_threshold: f64,
+    pub scale_down_for: Duration,
+    pub scale_down_min_node_age: Duration,
 }
 
 impl Default for Thresholds {
@@ -233,6 +257,13 @@ impl RulesConfig {
             hpa_min_history: dur("hpa_min_history", &self.hpa_min_history, zero),
             hpa_for: dur("hpa_for", &self.hpa_for, zero),
             hpa_metric: self.hpa_metric.clone(),
+            scale_down_utilization_threshold: self.scale_down_utilization_threshold,
+            scale_down_for: dur("scale_down_for", &self.scale_down_for, zero),
+            scale_down_min_node_age: dur(
+                "scale_down_min_node_age",
+                &self.scale_down_min_node_age,
+                zero,
+            ),
         };
         for (name, v, lo, hi) in [
             ("dns_warning", self.dns_warning, 0.0, 10.0),
@@ -251,6 +282,12 @@ impl RulesConfig {
                 1.0,
             ),
             ("hpa_margin", self.hpa_margin, 0.0, 100.0),
+            (
+                "scale_down_utilization_threshold",
+                self.scale_down_utilization_threshold,
+                0.0,
+                1.0,
+            ),
         ] {
             let ok = v.is_finite() && v > lo && v <= hi || name == "hpa_margin" && v == 0.0;
             if !ok {
@@ -279,9 +316,21 @@ impl RulesConfig {
     }
 }
 
-/// Every rule with its thresholds.
+/// Every rule with its thresholds (nodes priced by the shipped instance catalog).
 pub fn all(t: &Thresholds) -> Vec<Box<dyn Rule>> {
+    all_with(t, crate::catalog::Catalog::builtin())
+}
+
+/// Every rule, nodes priced by `catalog`.
+pub fn all_with(
+    t: &Thresholds,
+    catalog: std::sync::Arc<crate::catalog::Catalog>,
+) -> Vec<Box<dyn Rule>> {
     vec![
+        Box::new(scale_down::Blocked {
+            t: t.clone(),
+            catalog,
+        }),
         Box::new(dns::ThrottleRisk(t.clone())),
         Box::new(dns::ConsolidationRisk(t.clone())),
         Box::new(probe::TimeoutRisk(t.clone())),

@@ -157,6 +157,7 @@ impl Rule for TimeoutRisk {
                         summary: format!("{who}: {}", why.join("; ")),
                         evidence: ev,
                         fix,
+                        cost: None,
                     });
                 }
             }

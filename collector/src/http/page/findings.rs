@@ -29,6 +29,7 @@ pub fn section(out: &mut String, findings: &Findings) {
         let class = match r.severity {
             Severity::Critical => "crit",
             Severity::Warning => "warn",
+            Severity::Info => "ok",
         };
         let subject: Vec<String> = r
             .subject
