@@ -9,6 +9,7 @@ pub mod apiserver;
 pub mod bed;
 pub mod bins;
 pub mod cgroup;
+pub mod cluster;
 pub mod http;
 pub mod imds;
 pub mod netns;
