@@ -1,6 +1,6 @@
 //! A fake Kubernetes API server that speaks the real list + watch protocol over plain HTTP/1.1
-//! for pods, nodes, autoscaling/v2 HorizontalPodAutoscalers and apps/v1 Deployments and
-//! StatefulSets (cluster-wide paths, as `Api::all` uses them, e.g.
+//! for pods, nodes, autoscaling/v2 HorizontalPodAutoscalers, apps/v1 Deployments and
+//! StatefulSets and policy/v1 PodDisruptionBudgets (cluster-wide paths, as `Api::all` uses them, e.g.
 //! `/apis/autoscaling/v2/horizontalpodautoscalers`): a list such as
 //! `GET /api/v1/pods?fieldSelector=spec.nodeName%3DNODE` answers a PodList with
 //! `metadata.resourceVersion`; `?watch=true&resourceVersion=RV` streams newline-delimited watch
@@ -364,6 +364,12 @@ pub const KINDS: &[Kind] = &[
         resource: "statefulsets",
         path: "/apis/apps/v1/statefulsets",
     },
+    Kind {
+        kind: "PodDisruptionBudget",
+        api_version: "policy/v1",
+        resource: "poddisruptionbudgets",
+        path: "/apis/policy/v1/poddisruptionbudgets",
+    },
 ];
 
 fn resource_of(obj: &Value) -> &'static str {
@@ -385,6 +391,19 @@ fn key_of(pod: &Value) -> (String, String) {
         m["namespace"].as_str().unwrap_or("default").to_string(),
         m["name"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let bytes: Option<Vec<u8>> = b
+        .chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 /// Percent-decoding of a query value (`%3D` → `=`, `+` → space).
@@ -594,16 +613,43 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
     let selector = q.get("fieldSelector");
     let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
     if !watch {
+        // Paged as the real server pages (`limit`, `continue`): items in key order after the
+        // token's key, the token opaque to the client (hex of resourceVersion and key).
+        let limit: usize = q
+            .get("limit")
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(usize::MAX);
+        let after = q.get("continue").and_then(|t| unhex(t));
         let st = s.state.lock().unwrap();
-        let items: Vec<Value> = st
-            .objects
-            .iter()
-            .filter(|((r, _, _), p)| *r == k.resource && selects(selector, p))
+        let (rv, from) = match &after {
+            Some(t) => {
+                let (rv, key) = t.split_once('\n').unwrap_or((t.as_str(), ""));
+                let (ns, name) = key.split_once('\n').unwrap_or(("", ""));
+                (rv.to_string(), Some((ns.to_string(), name.to_string())))
+            }
+            None => (st.rv.to_string(), None),
+        };
+        let mut matching = st.objects.iter().filter(|((r, ns, name), p)| {
+            *r == k.resource
+                && from.as_ref().map_or(true, |f| (ns, name) > (&f.0, &f.1))
+                && selects(selector, p)
+        });
+        let items: Vec<Value> = matching
+            .by_ref()
+            .take(limit)
             .map(|(_, p)| p.clone())
             .collect();
-        let body = json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version,
-            "metadata": {"resourceVersion": st.rv.to_string()}, "items": items});
+        let remaining = matching.count();
+        let mut meta = json!({"resourceVersion": rv});
+        if remaining > 0 {
+            let last = items.last().map(key_of).unwrap_or_default();
+            meta["continue"] = json!(hex(&format!("{rv}\n{}\n{}", last.0, last.1)));
+            meta["remainingItemCount"] = json!(remaining);
+        }
         drop(st);
+        let body = json!({"kind": format!("{}List", k.kind), "apiVersion": k.api_version,
+            "metadata": meta, "items": items});
         return respond(&mut stream, 200, "OK", &body);
     }
     let from: u64 = q
@@ -841,6 +887,43 @@ mod tests {
                 .unwrap()
                 .len(),
             0
+        );
+        // policy/v1 PodDisruptionBudgets, and lists paged by limit and continue.
+        api.apply(
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"namespace": "shop", "name": "web"}, "spec": {"maxUnavailable": 1}}),
+        );
+        let b = list("/apis/policy/v1/poddisruptionbudgets");
+        assert_eq!(
+            (b["kind"].as_str(), b["apiVersion"].as_str()),
+            (Some("PodDisruptionBudgetList"), Some("policy/v1"))
+        );
+        api.apply(pod("p2", "n1"));
+        api.apply(pod("p3", "n2"));
+        let mut names = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let l = list(&format!("/api/v1/pods?limit=2{token}"));
+            pages += 1;
+            names.extend(
+                l["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["metadata"]["name"].as_str().unwrap().to_string()),
+            );
+            match l["metadata"]["continue"].as_str() {
+                Some(c) => {
+                    assert_eq!(l["metadata"]["remainingItemCount"], 1);
+                    token = format!("&continue={c}");
+                }
+                None => break,
+            }
+        }
+        assert_eq!(
+            (names, pages),
+            (vec!["p1".to_string(), "p2".into(), "p3".into()], 2)
         );
         assert!(api.delete_kind("Deployment", "shop", "web"));
         assert!(list("/apis/apps/v1/deployments")["items"]

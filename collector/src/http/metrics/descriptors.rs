@@ -281,6 +281,13 @@ pub const ALERTS_QUEUED: Metric = family(
     "Alerts or changes waiting for a sink",
 );
 
+pub const NODE_SCALE_DOWN_BLOCKED: Metric = family(
+    "headroom_node_scale_down_blocked",
+    Kind::Gauge,
+    "{pod}",
+    "Pods (or 1 for the node itself) keeping an under-used node from scale-down, per node and the autoscaler's reason (ScaleDownBlocked findings, pending or firing)",
+);
+
 /// Every family, in the order the exposition shows them (the tests check each is exposed).
 #[cfg(test)]
 pub const ALL: &[Metric] = &[
@@ -327,4 +334,5 @@ pub const ALL: &[Metric] = &[
     ALERT_SEND_FAILURES,
     ALERTS_DROPPED,
     ALERTS_QUEUED,
+    NODE_SCALE_DOWN_BLOCKED,
 ];

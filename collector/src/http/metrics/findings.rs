@@ -66,6 +66,7 @@ pub fn encode(f: &Findings) -> String {
     register(&mut r, &d::ALERT_SEND_FAILURES, failed);
     register(&mut r, &d::ALERTS_DROPPED, dropped);
     register(&mut r, &d::ALERTS_QUEUED, queued);
+    super::scale_down::register(&mut r, &f.lock());
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r)
         .expect("writing to a String cannot fail");

@@ -5,6 +5,7 @@
 
 mod descriptors;
 mod findings;
+mod scale_down;
 
 pub use findings::encode as encode_findings;
 

@@ -9,6 +9,7 @@ mod findings;
 mod html;
 mod interfaces;
 mod probes;
+mod scale_down;
 mod workloads;
 
 use crate::findings::Findings;
@@ -47,6 +48,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
         s.ingest.spans_received
     );
     findings::section(&mut h, f);
+    scale_down::section(&mut h, f);
     interfaces::section(&mut h, &ifaces, now_ns, windows);
     workloads::section(&mut h, s);
     probes::section(&mut h, s);
