@@ -13,6 +13,7 @@ mod forwarding;
 mod hpa_kube;
 mod otlp_errors;
 mod python_sdk;
+mod scale_down;
 mod state;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
