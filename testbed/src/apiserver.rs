@@ -632,7 +632,7 @@ fn serve(mut stream: TcpStream, s: &Shared) -> std::io::Result<()> {
         };
         let mut matching = st.objects.iter().filter(|((r, ns, name), p)| {
             *r == k.resource
-                && from.as_ref().map_or(true, |f| (ns, name) > (&f.0, &f.1))
+                && from.as_ref().is_none_or(|f| (ns, name) > (&f.0, &f.1))
                 && selects(selector, p)
         });
         let items: Vec<Value> = matching

@@ -402,7 +402,7 @@ impl PodInfo {
     pub fn blocking_local_volumes(&self) -> impl Iterator<Item = &LocalVolume> {
         self.local_volumes
             .iter()
-            .filter(|v| !self.safe_local_volumes.iter().any(|s| *s == v.name))
+            .filter(|v| !self.safe_local_volumes.contains(&v.name))
     }
 
     /// The workload behind the controller: a ReplicaSet named `<deployment>-<pod-template-hash>`

@@ -232,7 +232,8 @@ async fn pinned_nodes_from_the_api_server_and_each_fix_resolves_its_finding() {
 
     // Each fix through the watch; the next evaluation resolves exactly that node.
     let lists = api.lists_of(PODS);
-    let fixes: Vec<(&str, Value, Box<dyn Fn(&KubeView) -> bool + Send>)> =
+    type Arrived = Box<dyn Fn(&KubeView) -> bool + Send>;
+    let fixes: Vec<(&str, Value, Arrived)> =
         vec![
             (
                 "node-a",

@@ -379,7 +379,9 @@ fn pod_reasons_follow_the_autoscalers_rules() {
         2,
     );
     let v = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let cases: Vec<(&str, Value, Vec<Value>, bool, Vec<String>)> = vec![
+    /// (what, the pod, other objects, on a Karpenter node, the reasons expected).
+    type Case<'a> = (&'a str, Value, Vec<Value>, bool, Vec<String>);
+    let cases: Vec<Case> = vec![
         ("replicated pod moves", rs(), vec![], false, v(&[])),
         ("bare pod", bare(), vec![], false, v(&["NotReplicated"])),
         (
