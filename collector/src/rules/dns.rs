@@ -209,8 +209,7 @@ struct Member<'a> {
 /// to their own (evenly when they have none). Returns the remaining members with their new
 /// primary peaks and the worst one's utilization.
 fn remove_one<'a>(members: &[Member<'a>]) -> (Member<'a>, Vec<Member<'a>>) {
-    let mut rest = members.to_vec();
-    let idx = rest
+    let idx = members
         .iter()
         .enumerate()
         .min_by(|a, b| {
@@ -220,6 +219,12 @@ fn remove_one<'a>(members: &[Member<'a>]) -> (Member<'a>, Vec<Member<'a>>) {
         })
         .map(|(i, _)| i)
         .expect("at least one member");
+    remove_at(members, idx)
+}
+
+/// The what-if of [`remove_one`] for the member at `idx`.
+fn remove_at<'a>(members: &[Member<'a>], idx: usize) -> (Member<'a>, Vec<Member<'a>>) {
+    let mut rest = members.to_vec();
     let gone = rest.remove(idx);
     let total: f64 = rest.iter().map(|m| m.load).sum();
     let k = rest.len() as f64;
@@ -229,6 +234,36 @@ fn remove_one<'a>(members: &[Member<'a>]) -> (Member<'a>, Vec<Member<'a>>) {
         m.peak += gone.load * share;
     }
     (gone, rest)
+}
+
+/// After `gone` leaves a group of `nodes` (it among them), its DNS load spread over the rest as
+/// DNSConsolidationRisk spreads it: the remaining primary ENI closest to its limit, as (node,
+/// ENI id or interface, predicted peak pps, predicted utilization). None when fewer than two
+/// nodes of the group report a primary ENI.
+pub fn after_removal(nodes: &[&NodeSnapshot], gone: &str) -> Option<(String, String, f64, f64)> {
+    let members: Vec<Member> = nodes
+        .iter()
+        .filter_map(|n| {
+            let p = primary(n)?;
+            let w = p.latest.as_ref()?;
+            Some(Member {
+                node: n,
+                load: node_load(n) as f64,
+                peak: w.peak_pps as f64,
+                limit: w.limit_pps.max(1) as f64,
+            })
+        })
+        .collect();
+    let idx = members.iter().position(|m| m.node.name == gone)?;
+    if members.len() < 2 {
+        return None;
+    }
+    let (_, after) = remove_at(&members, idx);
+    let w = worst(&after)?;
+    let eni = primary(w.node)
+        .map(|i| i.eni_id.clone().unwrap_or_else(|| i.interface.clone()))
+        .unwrap_or_default();
+    Some((w.node.name.clone(), eni, w.peak, w.peak / w.limit))
 }
 
 fn worst<'a, 'b>(members: &'b [Member<'a>]) -> Option<&'b Member<'a>> {

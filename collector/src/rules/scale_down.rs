@@ -116,21 +116,38 @@ pub struct Blocked {
 /// What the rule computes for a node before it decides.
 struct Ctx<'a> {
     pdbs: &'a HashMap<&'a str, Vec<&'a PdbInfo>>,
+    /// The PDBs covering each (namespace, label set): pods share both (interned), so 150 000
+    /// pods need a few thousand selector matches, not millions.
+    covering: std::cell::RefCell<
+        HashMap<(*const u8, *const BTreeMap<String, String>), std::rc::Rc<Vec<&'a PdbInfo>>>,
+    >,
 }
 
-impl Ctx<'_> {
-    fn pdbs_of<'p>(&'p self, p: &'p PodInfo) -> impl Iterator<Item = &'p PdbInfo> + 'p {
-        self.pdbs
-            .get(&*p.namespace)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|b| b.covers(&p.namespace, &p.labels))
+impl<'a> Ctx<'a> {
+    fn pdbs_of(&self, p: &PodInfo) -> std::rc::Rc<Vec<&'a PdbInfo>> {
+        let key = (p.namespace.as_ptr(), Arc::as_ptr(&p.labels));
+        if let Some(v) = self.covering.borrow().get(&key) {
+            return v.clone();
+        }
+        let v: std::rc::Rc<Vec<&'a PdbInfo>> = std::rc::Rc::new(
+            self.pdbs
+                .get(&*p.namespace)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|b| b.covers(&p.namespace, &p.labels))
+                .collect(),
+        );
+        self.covering.borrow_mut().insert(key, v.clone());
+        v
     }
 
     /// The first PDB covering `p` that allows no disruption.
-    fn spent_pdb<'p>(&'p self, p: &'p PodInfo) -> Option<&'p PdbInfo> {
-        self.pdbs_of(p).find(|b| b.disruptions_allowed < 1)
+    fn spent_pdb(&self, p: &PodInfo) -> Option<&'a PdbInfo> {
+        self.pdbs_of(p)
+            .iter()
+            .copied()
+            .find(|b| b.disruptions_allowed < 1)
     }
 
     /// The Cluster Autoscaler's blocking reasons for a pod, in its rules' order; empty when
@@ -150,7 +167,7 @@ impl Ctx<'_> {
         if !replicated {
             r.push(Reason::NotReplicated);
         }
-        if &*p.namespace == "kube-system" && self.pdbs_of(p).next().is_none() {
+        if &*p.namespace == "kube-system" && self.pdbs_of(p).is_empty() {
             r.push(Reason::UnmovableKubeSystemPod);
         }
         if p.safe_to_evict == Some(false) {
@@ -255,7 +272,10 @@ impl Blocked {
         for b in state.pdbs.items.values() {
             pdbs.entry(b.namespace.as_str()).or_default().push(b);
         }
-        let ctx = Ctx { pdbs: &pdbs };
+        let ctx = Ctx {
+            pdbs: &pdbs,
+            covering: Default::default(),
+        };
         let requested = requested(&by_node);
         let mut nodes: Vec<&NodeInfo> = state.nodes.items.values().collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -462,7 +482,59 @@ impl Rule for Blocked {
                 .unwrap_or_default()
                 .to_string()
         };
-        self.judge(&input.kube.cluster.read(), &cluster_of, now)
+        let state = input.kube.cluster.read();
+        let mut found = self.judge(&state, &cluster_of, now);
+        if !found.is_empty() {
+            self.dns_after_removal(&mut found, &state, fleet);
+        }
+        found
+    }
+}
+
+impl Blocked {
+    /// Where DNSConsolidationRisk and this rule meet: if a pinned node were freed and removed,
+    /// its DNS load spread over the rest of its group (as the agents measured it) — would every
+    /// remaining primary ENI stay under `consolidation_threshold` of the link-local limit?
+    /// Added to the evidence as `dns_after_removal` when the group's nodes send DNS figures.
+    fn dns_after_removal(
+        &self,
+        found: &mut [Finding],
+        state: &ClusterState,
+        fleet: &crate::fleet::FleetSnapshot,
+    ) {
+        let mut groups: HashMap<(&str, String), Vec<&crate::fleet::NodeSnapshot>> = HashMap::new();
+        for (c, n) in fleet.nodes() {
+            if let Some(info) = state.nodes.items.get(&n.name) {
+                groups
+                    .entry((c.name.as_str(), self.group(info)))
+                    .or_default()
+                    .push(n);
+            }
+        }
+        for f in found {
+            let (Some(node), Some(group)) = (&f.subject.node, &f.subject.node_group) else {
+                continue;
+            };
+            let Some(members) = groups.get(&(f.subject.cluster.as_str(), group.clone())) else {
+                continue;
+            };
+            let Some((worst, eni, peak, u)) = super::dns::after_removal(members, node) else {
+                continue;
+            };
+            let keeps = u < self.t.consolidation_threshold;
+            f.evidence.insert(
+                "dns_after_removal".into(),
+                json!({"worst_node": worst, "worst_eni": eni, "predicted_peak_pps": peak.round(),
+                    "predicted_utilization": r3(u), "threshold": self.t.consolidation_threshold,
+                    "keeps_under_threshold": keeps}),
+            );
+            if !keeps {
+                f.summary.push_str(&format!(
+                    " — once freed, removing it would put {worst} ({eni}) at {:.0}% of the link-local DNS limit (DNSConsolidationRisk)",
+                    u * 100.0
+                ));
+            }
+        }
     }
 }
 

@@ -642,3 +642,66 @@ fn node_annotations_pin_nodes_and_bad_input_is_said() {
     blank["status"]["allocatable"] = json!({});
     assert!(judge(&[blank, pod("shop", "bare", "n", None, None)]).is_empty());
 }
+
+#[test]
+fn a_freed_node_says_whether_its_group_keeps_dns_under_the_limit() {
+    use crate::fleet::{EniSnapshot, NodeSnapshot, WindowFigures};
+    // node-a..node-f of the fixture; agents report each node's primary ENI: node-b at 700/s,
+    // the others at 300/s, limit 1024. Removing node-b spreads 700/s over five nodes in
+    // proportion to their load (140 each): 440/s, 43 % — under 0.8. At 0.4 it would not be.
+    let eni = |peak: u64| EniSnapshot {
+        interface: "eth0".into(),
+        eni_id: Some("eni-1".into()),
+        latest: Some(WindowFigures {
+            peak_pps: peak,
+            limit_pps: 1024,
+            dns_peak_pps: Some(peak),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let nodes = ["node-a", "node-b", "node-c", "node-d", "node-e", "node-f"]
+        .iter()
+        .map(|n| NodeSnapshot {
+            name: n.to_string(),
+            interfaces: vec![eni(if *n == "node-b" { 700 } else { 300 })],
+            ..Default::default()
+        })
+        .collect();
+    let fleet = crate::fleet::FleetSnapshot::one_cluster("prod", nodes, vec![]);
+    let kube = crate::kube::KubeView {
+        cluster: crate::kube::cluster::Cluster::from_state(state(&k::scale_down_fixture(NOW))),
+        ..Default::default()
+    };
+    let input = Input {
+        fleet: &fleet,
+        kube: &kube,
+    };
+    let f = rule(Thresholds::default()).evaluate(&input, now());
+    let b = f
+        .iter()
+        .find(|f| f.subject.node.as_deref() == Some("node-b"))
+        .unwrap();
+    let d = &b.evidence["dns_after_removal"];
+    assert_eq!(d["predicted_peak_pps"], 440.0, "{d}");
+    assert_eq!(d["keeps_under_threshold"], true);
+    assert!(!b.summary.contains("link-local DNS limit"));
+    let t = Thresholds {
+        consolidation_threshold: 0.4,
+        ..Thresholds::default()
+    };
+    let f = rule(t).evaluate(&input, now());
+    let b = f
+        .iter()
+        .find(|f| f.subject.node.as_deref() == Some("node-b"))
+        .unwrap();
+    assert_eq!(
+        b.evidence["dns_after_removal"]["keeps_under_threshold"],
+        false
+    );
+    assert!(
+        b.summary.contains("at 43% of the link-local DNS limit"),
+        "{}",
+        b.summary
+    );
+}

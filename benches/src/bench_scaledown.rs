@@ -1,0 +1,324 @@
+//! `headroom-bench-scaledown [--nodes 5000] [--pods-per-node 30] [--seconds 60] [--churn 50]`:
+//! the memory of the collector's Kubernetes view (pods, nodes, PDBs) and the time of its
+//! evaluations on a large cluster. The fake API server (testbed) holds `--nodes` m5.4xlarge
+//! nodes, each with 3 DaemonSet pods and `--pods-per-node` − 3 pods of 2 000 Deployments in 50
+//! namespaces (each pod ~2.5 KB of JSON with managedFields, as the API server sends them), a
+//! PDB per Deployment, and on every 7th node a kube-system pod without a PDB (so that many
+//! ScaleDownBlocked findings are expected; every other node is under the threshold and
+//! removable, so the placement check runs for all its pods). It starts `headroom-collector`
+//! (release, next to this binary) with `KUBECONFIG` at the fake server, waits until the
+//! expected findings are listed (the first paged list of every kind and one evaluation), then
+//! updates `--churn` pods per second for `--seconds` (watch events), sampling the collector's
+//! RSS. It prints the RSS after the first list and at the end (VmRSS, VmHWM), the same
+//! collector's RSS with `kube = false` (the baseline), and the evaluation gauges from
+//! `/metrics`. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
+
+use headroom_testbed::apiserver::ApiServer;
+use headroom_testbed::cluster::{node, pdb, pod, with_labels};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn flag(args: &[String], name: &str, default: u64) -> u64 {
+    let Some(v) = args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+    else {
+        return default;
+    };
+    v.parse().unwrap_or_else(|_| {
+        eprintln!(
+            "invalid {name} '{v}': a whole number; see the usage at the top of bench_scaledown.rs"
+        );
+        std::process::exit(64)
+    })
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn get(addr: &str, path: &str) -> Option<(Vec<u8>, Duration)> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |p| p + 4);
+    Some((resp[at..].to_vec(), t.elapsed()))
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// What a real pod carries besides its spec: managedFields of its two field managers.
+fn managed_fields() -> Value {
+    let fields = json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}},
+        "f:ownerReferences": {".": {}, "k:{\"uid\":\"x\"}": {}}},
+        "f:spec": {"f:containers": {"k:{\"name\":\"main\"}": {".": {}, "f:env": {}, "f:image": {},
+            "f:imagePullPolicy": {}, "f:name": {}, "f:ports": {}, "f:resources": {"f:requests": {"f:cpu": {}, "f:memory": {}}}}},
+            "f:dnsPolicy": {}, "f:enableServiceLinks": {}, "f:restartPolicy": {}, "f:schedulerName": {}}});
+    json!([{"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+        "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": fields},
+        {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:05Z",
+        "fieldsType": "FieldsV1", "subresource": "status",
+        "fieldsV1": {"f:status": {"f:conditions": {}, "f:containerStatuses": {}, "f:hostIP": {}, "f:phase": {}, "f:podIP": {}, "f:startTime": {}}}}])
+}
+
+fn workload_pod(ns: &str, dep: usize, i: usize, node: &str) -> Value {
+    let hash = format!("{:010x}", dep * 7919);
+    let mut p = with_labels(
+        pod(
+            ns,
+            &format!("dep-{dep}-{hash}-{i:05}"),
+            node,
+            Some(("ReplicaSet", &format!("dep-{dep}-{hash}"))),
+            Some(("100m", "128Mi")),
+        ),
+        &[("app", &format!("dep-{dep}")), ("pod-template-hash", &hash)],
+    );
+    p["metadata"]["managedFields"] = managed_fields();
+    p["status"]["containerStatuses"] = json!([{"name": "main", "ready": true, "restartCount": 0,
+        "image": "registry.example/app:1", "imageID": "registry.example/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "containerID": "containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "started": true, "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}}}]);
+    p
+}
+
+fn start_collector(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    kube: bool,
+    kubeconfig: &std::path::Path,
+) -> (Child, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let cfg = dir.join(format!("collector-{kube}.toml"));
+    std::fs::write(&cfg, format!("kube = {kube}\nauth = \"none\"\n[rules]\nscale_down_for = \"0s\"\nstartup_grace = \"0s\"\n")).unwrap();
+    let api = format!("127.0.0.1:{port}");
+    let child = Command::new(exe)
+        .args(["--config", cfg.to_str().unwrap(), "--http-listen", &api])
+        .args(["--otlp-grpc-listen", &free(), "--otlp-http-listen", &free()])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("headroom-collector starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&api, "/readyz").is_none() {
+        assert!(Instant::now() < deadline, "collector never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, api)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let nodes = flag(&args, "--nodes", 5000) as usize;
+    let per_node = flag(&args, "--pods-per-node", 30).max(4) as usize;
+    let seconds = flag(&args, "--seconds", 60);
+    let churn = flag(&args, "--churn", 50).max(1);
+    let exe = std::env::current_exe()
+        .unwrap()
+        .with_file_name("headroom-collector");
+    if !exe.is_file() {
+        eprintln!(
+            "no {}: build the collector first (cargo build --release -p headroom-collector)",
+            exe.display()
+        );
+        std::process::exit(64);
+    }
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let api = ApiServer::start(None).unwrap();
+    let built = Instant::now();
+    const DEPLOYMENTS: usize = 2000;
+    let mut pods = 0usize;
+    let mut sample_json = 0usize;
+    for n in 0..nodes {
+        let name = format!(
+            "ip-10-{}-{}-{}.ec2.internal",
+            n / 65536,
+            n / 256 % 256,
+            n % 256
+        );
+        api.apply(node(
+            &name,
+            "m5.4xlarge",
+            "15890m",
+            "57691Mi",
+            now_s - 86_400,
+        ));
+        for ds in ["aws-node", "kube-proxy", "ebs-csi-node"] {
+            api.apply(with_labels(
+                pod(
+                    "kube-system",
+                    &format!("{ds}-{n:05}"),
+                    &name,
+                    Some(("DaemonSet", ds)),
+                    Some(("25m", "64Mi")),
+                ),
+                &[("k8s-app", ds)],
+            ));
+            pods += 1;
+        }
+        let mut rest = per_node - 3;
+        if n % 7 == 0 {
+            api.apply(with_labels(
+                pod(
+                    "kube-system",
+                    &format!("metrics-server-7d8f9c-{n:05}"),
+                    &name,
+                    Some(("ReplicaSet", "metrics-server-7d8f9c")),
+                    Some(("100m", "200Mi")),
+                ),
+                &[
+                    ("k8s-app", "metrics-server"),
+                    ("pod-template-hash", "7d8f9c"),
+                ],
+            ));
+            pods += 1;
+            rest -= 1;
+        }
+        for j in 0..rest {
+            let dep = (n * per_node + j) % DEPLOYMENTS;
+            let p = workload_pod(&format!("ns-{}", dep % 50), dep, n * per_node + j, &name);
+            if sample_json == 0 {
+                sample_json = p.to_string().len();
+            }
+            api.apply(p);
+            pods += 1;
+        }
+    }
+    for dep in 0..DEPLOYMENTS {
+        api.apply(pdb(
+            &format!("ns-{}", dep % 50),
+            &format!("dep-{dep}"),
+            json!({"app": format!("dep-{dep}")}),
+            json!({"maxUnavailable": 1}),
+            1,
+            5,
+        ));
+    }
+    // The history of those applies is not a watch's business: only the state is listed.
+    api.expire();
+    let expected = nodes.div_ceil(7);
+    println!(
+        "fake API server: {nodes} nodes, {pods} pods (~{sample_json} B of JSON each), {DEPLOYMENTS} PDBs, built in {:.1}s; expecting {expected} ScaleDownBlocked findings",
+        built.elapsed().as_secs_f64()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+
+    // The baseline: the same collector without Kubernetes watches, after two evaluations.
+    let (mut base, _) = start_collector(&exe, dir.path(), false, &kubeconfig);
+    std::thread::sleep(Duration::from_secs(12));
+    let base_rss = status_kib(base.id(), "VmRSS:");
+    let _ = base.kill();
+    let _ = base.wait();
+
+    let started = Instant::now();
+    let (mut child, addr) = start_collector(&exe, dir.path(), true, &kubeconfig);
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut found = 0;
+    while found != expected {
+        assert!(
+            Instant::now() < deadline,
+            "only {found} of {expected} findings after 600 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some((body, _)) = get(&addr, "/api/v1/findings") {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            found = v["findings"].as_array().map_or(0, |f| {
+                f.iter()
+                    .filter(|f| f["rule"] == "ScaleDownBlocked" && f["state"] == "firing")
+                    .count()
+            });
+        }
+    }
+    let listed_s = started.elapsed().as_secs_f64();
+    let (rss_listed, hwm_listed) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    println!("listed and evaluated in {listed_s:.1}s: RSS {} MiB, peak {} MiB (baseline without kube {} MiB)", rss_listed / 1024, hwm_listed / 1024, base_rss / 1024);
+
+    // Steady state: `churn` pod updates per second through the watch.
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut updates = 0u64;
+    let mut max_rss = 0;
+    let tick = Duration::from_secs_f64(1.0 / churn as f64);
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        let n = (updates as usize * 7919) % nodes;
+        let name = format!(
+            "ip-10-{}-{}-{}.ec2.internal",
+            n / 65536,
+            n / 256 % 256,
+            n % 256
+        );
+        let j = (updates as usize) % (per_node - 4);
+        let dep = (n * per_node + j) % DEPLOYMENTS;
+        let mut p = workload_pod(&format!("ns-{}", dep % 50), dep, n * per_node + j, &name);
+        p["metadata"]["annotations"]["bench/update"] = json!(updates.to_string());
+        api.apply(p);
+        updates += 1;
+        if updates % (churn * 5) == 0 {
+            max_rss = max_rss.max(status_kib(pid, "VmRSS:"));
+        }
+        next += tick;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let (metrics, took) = get(&addr, "/metrics").expect("/metrics");
+    let text = String::from_utf8_lossy(&metrics);
+    let (rss_end, hwm_end) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    println!(
+        "after {seconds}s of {churn} pod updates/s ({updates} updates): RSS {} MiB (max sampled {} MiB), peak {} MiB; evaluation last {:.0} ms, max {:.0} ms; /metrics {} ms",
+        rss_end / 1024,
+        max_rss / 1024,
+        hwm_end / 1024,
+        gauge(&text, "headroom_collector_evaluation_seconds").unwrap_or(f64::NAN) * 1000.0,
+        gauge(&text, "headroom_collector_evaluation_seconds_max").unwrap_or(f64::NAN) * 1000.0,
+        took.as_millis()
+    );
+    println!(
+        "kube view ≈ {} MiB (RSS at the end − baseline)",
+        (rss_end.saturating_sub(base_rss)) / 1024
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
