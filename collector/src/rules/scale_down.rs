@@ -114,13 +114,14 @@ pub struct Blocked {
 }
 
 /// What the rule computes for a node before it decides.
+/// A pod's namespace and label set, by address (both interned).
+type LabelKey = (*const u8, *const BTreeMap<String, String>);
+
 struct Ctx<'a> {
     pdbs: &'a HashMap<&'a str, Vec<&'a PdbInfo>>,
     /// The PDBs covering each (namespace, label set): pods share both (interned), so 150 000
     /// pods need a few thousand selector matches, not millions.
-    covering: std::cell::RefCell<
-        HashMap<(*const u8, *const BTreeMap<String, String>), std::rc::Rc<Vec<&'a PdbInfo>>>,
-    >,
+    covering: std::cell::RefCell<HashMap<LabelKey, std::rc::Rc<Vec<&'a PdbInfo>>>>,
 }
 
 impl<'a> Ctx<'a> {
