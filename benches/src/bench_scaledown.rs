@@ -295,7 +295,7 @@ fn main() {
         p["metadata"]["annotations"]["bench/update"] = json!(updates.to_string());
         api.apply(p);
         updates += 1;
-        if updates % (churn * 5) == 0 {
+        if updates.is_multiple_of(churn * 5) {
             max_rss = max_rss.max(status_kib(pid, "VmRSS:"));
         }
         next += tick;
