@@ -11,7 +11,9 @@
 //! updates `--churn` pods per second for `--seconds` (watch events), sampling the collector's
 //! RSS. It prints the RSS after the first list and at the end (VmRSS, VmHWM), the same
 //! collector's RSS with `kube = false` (the baseline), and the evaluation gauges from
-//! `/metrics`. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
+//! `/metrics`. First, in this process, the same objects are decoded into the collector's
+//! `ClusterState` and the rule alone is timed (wall and thread CPU), which a shared machine's
+//! load does not blur. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::cluster::{node, pdb, pod, with_labels};
@@ -45,6 +47,19 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn get(addr: &str, path: &str) -> Option<(Vec<u8>, Duration)> {
@@ -143,6 +158,139 @@ fn start_collector(
     (child, api)
 }
 
+const DEPLOYMENTS: usize = 2000;
+
+fn node_name(n: usize) -> String {
+    format!(
+        "ip-10-{}-{}-{}.ec2.internal",
+        n / 65536,
+        n / 256 % 256,
+        n % 256
+    )
+}
+
+/// Every object of the bench cluster, in order, to `out`.
+fn cluster(nodes: usize, per_node: usize, now_s: i64, out: &mut dyn FnMut(Value)) {
+    for n in 0..nodes {
+        let name = node_name(n);
+        out(node(
+            &name,
+            "m5.4xlarge",
+            "15890m",
+            "57691Mi",
+            now_s - 86_400,
+        ));
+        for ds in ["aws-node", "kube-proxy", "ebs-csi-node"] {
+            out(with_labels(
+                pod(
+                    "kube-system",
+                    &format!("{ds}-{n:05}"),
+                    &name,
+                    Some(("DaemonSet", ds)),
+                    Some(("25m", "64Mi")),
+                ),
+                &[("k8s-app", ds)],
+            ));
+        }
+        let mut rest = per_node - 3;
+        if n % 7 == 0 {
+            out(with_labels(
+                pod(
+                    "kube-system",
+                    &format!("metrics-server-7d8f9c-{n:05}"),
+                    &name,
+                    Some(("ReplicaSet", "metrics-server-7d8f9c")),
+                    Some(("100m", "200Mi")),
+                ),
+                &[
+                    ("k8s-app", "metrics-server"),
+                    ("pod-template-hash", "7d8f9c"),
+                ],
+            ));
+            rest -= 1;
+        }
+        for j in 0..rest {
+            let dep = (n * per_node + j) % DEPLOYMENTS;
+            out(workload_pod(
+                &format!("ns-{}", dep % 50),
+                dep,
+                n * per_node + j,
+                &name,
+            ));
+        }
+    }
+    for dep in 0..DEPLOYMENTS {
+        out(pdb(
+            &format!("ns-{}", dep % 50),
+            &format!("dep-{dep}"),
+            json!({"app": format!("dep-{dep}")}),
+            json!({"maxUnavailable": 1}),
+            1,
+            5,
+        ));
+    }
+}
+
+/// This thread's CPU seconds.
+fn thread_cpu_s() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
+/// The rule alone, in this process: the same cluster decoded into the collector's
+/// `ClusterState`, then ScaleDownBlocked judged 10 times; wall and this thread's CPU time per
+/// evaluation (CPU time does not count waiting for a core on a shared machine). Returns the
+/// pod count and one workload pod's JSON size.
+fn judge_in_process(nodes: usize, per_node: usize, now_s: i64) -> (usize, usize) {
+    use headroom_collector::kube::cluster::ClusterState;
+    use headroom_collector::rules::{scale_down::Blocked, Thresholds};
+    let mut state = ClusterState::default();
+    let (mut pods, mut sample) = (0, 0);
+    let t = Instant::now();
+    cluster(nodes, per_node, now_s, &mut |o| match o["kind"].as_str() {
+        Some("Node") => state.apply_node(&serde_json::from_value(o).unwrap()),
+        Some("PodDisruptionBudget") => state.apply_pdb(&serde_json::from_value(o).unwrap()),
+        _ => {
+            pods += 1;
+            if sample == 0 && o["metadata"]["namespace"] != "kube-system" {
+                sample = o.to_string().len();
+            }
+            state.apply_pod(&serde_json::from_value(o).unwrap());
+        }
+    });
+    let decode = t.elapsed();
+    let state = state.all_listed();
+    let (labels, constraints, strings) = state.interned();
+    let rule = Blocked {
+        t: Thresholds::default(),
+        catalog: headroom_collector::catalog::Catalog::builtin(),
+    };
+    let now = UNIX_EPOCH + Duration::from_secs(now_s as u64);
+    let (mut walls, mut cpus, mut found) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..10 {
+        let (w, c) = (Instant::now(), thread_cpu_s());
+        found = rule.judge(&state, &|_| "bench".to_string(), now).len();
+        cpus.push(thread_cpu_s() - c);
+        walls.push(w.elapsed().as_secs_f64());
+    }
+    walls.sort_by(f64::total_cmp);
+    cpus.sort_by(f64::total_cmp);
+    println!(
+        "in process: {pods} pods decoded into the view in {:.1}s ({labels} label sets, {constraints} constraint sets, {strings} strings interned); \
+         ScaleDownBlocked over {nodes} nodes: {found} findings, median {:.0} ms wall / {:.0} ms CPU, max {:.0} ms wall",
+        decode.as_secs_f64(),
+        walls[5] * 1000.0,
+        cpus[5] * 1000.0,
+        walls[9] * 1000.0
+    );
+    (pods, sample)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let nodes = flag(&args, "--nodes", 5000) as usize;
@@ -163,76 +311,12 @@ fn main() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
+    let (pods, sample_json) = judge_in_process(nodes, per_node, now_s);
     let api = ApiServer::start(None).unwrap();
     let built = Instant::now();
-    const DEPLOYMENTS: usize = 2000;
-    let mut pods = 0usize;
-    let mut sample_json = 0usize;
-    for n in 0..nodes {
-        let name = format!(
-            "ip-10-{}-{}-{}.ec2.internal",
-            n / 65536,
-            n / 256 % 256,
-            n % 256
-        );
-        api.apply(node(
-            &name,
-            "m5.4xlarge",
-            "15890m",
-            "57691Mi",
-            now_s - 86_400,
-        ));
-        for ds in ["aws-node", "kube-proxy", "ebs-csi-node"] {
-            api.apply(with_labels(
-                pod(
-                    "kube-system",
-                    &format!("{ds}-{n:05}"),
-                    &name,
-                    Some(("DaemonSet", ds)),
-                    Some(("25m", "64Mi")),
-                ),
-                &[("k8s-app", ds)],
-            ));
-            pods += 1;
-        }
-        let mut rest = per_node - 3;
-        if n % 7 == 0 {
-            api.apply(with_labels(
-                pod(
-                    "kube-system",
-                    &format!("metrics-server-7d8f9c-{n:05}"),
-                    &name,
-                    Some(("ReplicaSet", "metrics-server-7d8f9c")),
-                    Some(("100m", "200Mi")),
-                ),
-                &[
-                    ("k8s-app", "metrics-server"),
-                    ("pod-template-hash", "7d8f9c"),
-                ],
-            ));
-            pods += 1;
-            rest -= 1;
-        }
-        for j in 0..rest {
-            let dep = (n * per_node + j) % DEPLOYMENTS;
-            let p = workload_pod(&format!("ns-{}", dep % 50), dep, n * per_node + j, &name);
-            if sample_json == 0 {
-                sample_json = p.to_string().len();
-            }
-            api.apply(p);
-            pods += 1;
-        }
-    }
-    for dep in 0..DEPLOYMENTS {
-        api.apply(pdb(
-            &format!("ns-{}", dep % 50),
-            &format!("dep-{dep}"),
-            json!({"app": format!("dep-{dep}")}),
-            json!({"maxUnavailable": 1}),
-            1,
-            5,
-        ));
-    }
+    cluster(nodes, per_node, now_s, &mut |o| {
+        api.apply(o);
+    });
     // The history of those applies is not a watch's business: only the state is listed.
     api.expire();
     let expected = nodes.div_ceil(7);
@@ -273,7 +357,8 @@ fn main() {
     }
     let listed_s = started.elapsed().as_secs_f64();
     let (rss_listed, hwm_listed) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
-    println!("listed and evaluated in {listed_s:.1}s: RSS {} MiB, peak {} MiB (baseline without kube {} MiB)", rss_listed / 1024, hwm_listed / 1024, base_rss / 1024);
+    let cpu_listed = cpu_s(pid);
+    println!("listed and evaluated in {listed_s:.1}s ({cpu_listed:.1} s of the collector's CPU; the rest is the fake server paging its list): RSS {} MiB, peak {} MiB (baseline without kube {} MiB)", rss_listed / 1024, hwm_listed / 1024, base_rss / 1024);
 
     // Steady state: `churn` pod updates per second through the watch.
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -306,14 +391,16 @@ fn main() {
     let (metrics, took) = get(&addr, "/metrics").expect("/metrics");
     let text = String::from_utf8_lossy(&metrics);
     let (rss_end, hwm_end) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    let cpu_steady = (cpu_s(pid) - cpu_listed) / seconds.max(1) as f64;
     println!(
-        "after {seconds}s of {churn} pod updates/s ({updates} updates): RSS {} MiB (max sampled {} MiB), peak {} MiB; evaluation last {:.0} ms, max {:.0} ms; /metrics {} ms",
+        "after {seconds}s of {churn} pod updates/s ({updates} updates): RSS {} MiB (max sampled {} MiB), peak {} MiB; evaluation last {:.0} ms, max {:.0} ms; /metrics {} ms; collector CPU {:.1} % of a core",
         rss_end / 1024,
         max_rss / 1024,
         hwm_end / 1024,
         gauge(&text, "headroom_collector_evaluation_seconds").unwrap_or(f64::NAN) * 1000.0,
         gauge(&text, "headroom_collector_evaluation_seconds_max").unwrap_or(f64::NAN) * 1000.0,
-        took.as_millis()
+        took.as_millis(),
+        cpu_steady * 100.0
     );
     println!(
         "kube view ≈ {} MiB (RSS at the end − baseline)",
