@@ -129,7 +129,7 @@ impl Default for Config {
             otlp_http_listen: "0.0.0.0:4318".into(),
             http_listen: "0.0.0.0:9464".into(),
             max_request_bytes: 8 << 20,
-            memory_limit: "512MiB".into(),
+            memory_limit: "768MiB".into(),
             max_concurrent_requests: 16,
             node_expiry: text(l.node_expiry),
             max_series_per_metric: l.max_series_per_metric,
@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(s.limits.node_expiry, Duration::from_secs(900));
         assert_eq!(s.limits.workload_history, Duration::from_secs(900));
         assert_eq!(s.traces_protocol, TracesProtocol::Http);
-        assert_eq!(s.memory_limit, 512 << 20);
+        assert_eq!(s.memory_limit, 768 << 20);
         assert_eq!(s.max_concurrent_requests, 16);
     }
 
