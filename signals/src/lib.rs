@@ -31,6 +31,8 @@
 //! | `headroom_workers_busy_max`               | `headroom.workers.busy.max`      | gauge, `{worker}` |
 //! | `headroom_workers_utilization_ratio`      | `headroom.workers.utilization`   | gauge, `1`: busy / workers over the window (the report's `utilization`) |
 //! | `headroom_listeners_omitted`              | `headroom.listeners.omitted`     | gauge, `{listener}`: left out of the window by the `[listeners]` caps (no attributes) |
+//! | `headroom_listener_accepts_per_second`    | `headroom.listener.accepts.per.second` | gauge, `{connection}/s`: mean accepted TCP connections per second in the listener's network namespace over the window |
+//! | `headroom_listener_accepts_per_second_max` | `headroom.listener.accepts.per.second.max` | gauge, `{connection}/s`: the window's busiest second |
 //! | `headroom_accept_queue_depth_max`         | `headroom.accept.queue.depth.max` | gauge, `{connection}` |
 //! | `headroom_accept_queue_backlog`           | `headroom.accept.queue.backlog`  | gauge, `{connection}` |
 //! | `headroom_workers_saturated_seconds_total` | `headroom.workers.saturated.seconds` | cumulative monotonic sum, `s` |
@@ -50,7 +52,8 @@
 //! Listener attributes: `namespace`, `pod`, `container`, `port`, `process`, `workload_kind`
 //! (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, or Pod), `workload` (a pod owned by a
 //! ReplicaSet carrying a `pod-template-hash` label belongs to the Deployment named by the
-//! ReplicaSet's name without that hash). Empty strings where unknown.
+//! ReplicaSet's name without that hash). Empty strings where unknown. OTLP listener points also
+//! carry `model`, `threads_known` and `requests_are_connections` ("true"/"false").
 //! Probe attributes: `namespace`, `pod`, `container`, `probe` (readiness, liveness, startup),
 //! `target`, `workload_kind`, `workload`.
 //!
@@ -163,6 +166,10 @@ pub mod metric {
             "Mean accepted connections the listener's processes held over the last report window";
         LISTENER_CONNECTIONS_MAX: Gauge, "headroom_listener_connections_max", "headroom.listener.connections.max", "{connection}",
             "Most accepted connections the listener's processes held at once in the last report window";
+        LISTENER_ACCEPTS: Gauge, "headroom_listener_accepts_per_second", "headroom.listener.accepts.per.second", "{connection}/s",
+            "Mean TCP connections accepted per second in the listener's network namespace over the last report window (requests per second where each request opens one)";
+        LISTENER_ACCEPTS_MAX: Gauge, "headroom_listener_accepts_per_second_max", "headroom.listener.accepts.per.second.max", "{connection}/s",
+            "Most TCP connections accepted in any one second of the last report window in the listener's network namespace";
         PROBE_DURATION: Histogram, "headroom_probe_duration_seconds", "headroom.probe.duration.seconds", "s",
             "Shadow probe attempts by duration, timeouts included (as their full timeout)";
         PROBE_ATTEMPTS: Counter, "headroom_probe_attempts", "headroom.probe.attempts", "{attempt}",
@@ -263,6 +270,9 @@ pub mod attr {
     pub const MODEL: &str = "model";
     /// Whether the threads per worker were stated by the server or the pod ("true"/"false").
     pub const THREADS_KNOWN: &str = "threads_known";
+    /// Whether the listener's accepted connections are requests ("true"/"false"): false when
+    /// a front in its namespace keeps connections open (report `requests_are_connections`).
+    pub const REQUESTS_ARE_CONNECTIONS: &str = "requests_are_connections";
     pub const PROCESS: &str = "process";
     pub const WORKLOAD_KIND: &str = "workload_kind";
     pub const WORKLOAD: &str = "workload";

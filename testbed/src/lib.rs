@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod cluster;
 pub mod http;
 pub mod imds;
+pub mod load;
 pub mod netns;
 pub mod pcap;
 pub mod prefork;

@@ -1,6 +1,9 @@
 //! Real prefork app servers (gunicorn from PyPI, unicorn from Debian) serving an endpoint that
 //! blocks until the test releases it, and clients that hold a known number of slow requests.
 //!
+//! `/work?ms=N` holds a worker N ms (at most a second) and answers: a request of known length
+//! for load loops ([`crate::load`]).
+//!
 //! Ground truth: each request writes `started-TAG-PID-N` when a worker begins it (so the test
 //! knows exactly which workers are busy) and waits for `release-TAG` (at most 60 s).
 
@@ -23,7 +26,10 @@ def app(environ, start_response):
         deadline = time.monotonic() + 60
         while not os.path.exists(os.path.join(DIR, "release-" + tag)) and time.monotonic() < deadline:
             time.sleep(0.02)
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    elif environ.get("PATH_INFO") == "/work":
+        ms = int(environ.get("QUERY_STRING", "ms=20").split("=", 1)[1])
+        time.sleep(min(ms, 1000) / 1000.0)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
     return [b"ok\n"]
 "#;
 
@@ -98,7 +104,20 @@ pub fn free_port() -> u16 {
 impl Server {
     /// gunicorn with `workers` sync workers on 127.0.0.1:PORT with the given listen backlog.
     pub fn gunicorn(ns: Option<&Netns>, workers: u32, backlog: u32) -> anyhow::Result<Server> {
-        Self::gunicorn_with(ns, workers, backlog, &["--worker-class", "sync"])
+        Self::gunicorn_with(ns, workers, backlog, &["--worker-class", "sync"], false)
+    }
+
+    /// gunicorn with `workers` sync workers on a unix socket in its working directory, behind
+    /// nginx (one worker, `127.0.0.1:8080` proxied to the socket; HTTP/1.1 keep-alive to its
+    /// clients, as nginx does by default), both in `ns`.
+    pub fn gunicorn_behind_nginx(ns: &Netns, workers: u32, backlog: u32) -> anyhow::Result<Server> {
+        Self::gunicorn_with(
+            Some(ns),
+            workers,
+            backlog,
+            &["--worker-class", "sync"],
+            true,
+        )
     }
 
     /// gunicorn `-k gthread --threads THREADS` with `workers` workers on 127.0.0.1:PORT; each
@@ -114,7 +133,7 @@ impl Server {
             "--worker-connections",
             &t,
         ];
-        Self::gunicorn_with(None, workers, backlog, &args)
+        Self::gunicorn_with(None, workers, backlog, &args, false)
     }
 
     fn gunicorn_with(
@@ -122,10 +141,17 @@ impl Server {
         workers: u32,
         backlog: u32,
         class: &[&str],
+        behind_nginx: bool,
     ) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("slowapp.py"), WSGI_APP)?;
         let port = if ns.is_some() { 8000 } else { free_port() };
+        let sock = dir.path().join("gunicorn.sock");
+        let bind = if behind_nginx {
+            format!("unix:{}", sock.display())
+        } else {
+            format!("127.0.0.1:{port}")
+        };
         let mut cmd = match ns {
             Some(n) => n.command("gunicorn"),
             None => Command::new("gunicorn"),
@@ -134,7 +160,7 @@ impl Server {
             .args(class)
             .args(["--timeout", "120", "--graceful-timeout", "1"])
             .args(["--backlog", &backlog.to_string()])
-            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--bind", &bind])
             .arg("--chdir")
             .arg(dir.path())
             .arg("slowapp:app")
@@ -142,13 +168,24 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let guard = Guard::spawn("gunicorn", &mut cmd)?;
+        let front = match ns.filter(|_| behind_nginx) {
+            Some(ns) => Some(nginx(
+                ns,
+                dir.path(),
+                &format!(
+                    "location / {{ proxy_pass http://unix:{}; }}",
+                    sock.display()
+                ),
+            )?),
+            None => None,
+        };
         let s = Server {
             guard,
             dir,
-            port,
+            port: if front.is_some() { 8080 } else { port },
             netns: ns.map(|n| n.name.clone()),
-            socket: None,
-            front: None,
+            socket: front.is_some().then_some(sock),
+            front,
         };
         s.wait_ready(workers)?;
         Ok(s)

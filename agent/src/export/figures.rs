@@ -208,6 +208,10 @@ fn listeners(out: &mut Out, listeners: &[ListenerReport]) {
                 int(l.connections_max),
                 to,
             );
+            if let (Some(mean), Some(max)) = (l.accepts_per_second, l.accepts_per_second_max) {
+                out.push(&metric::LISTENER_ACCEPTS, lb, float(mean), to);
+                out.push(&metric::LISTENER_ACCEPTS_MAX, lb, float(max), to);
+            }
             // An event loop's load is its connections: no worker figures, so no rule or
             // ranking takes it for a saturated pool.
             if l.model == Model::EventLoop {
@@ -249,6 +253,10 @@ fn listener_labels(l: &ListenerReport, full: bool) -> Labels {
             (attr::WORKLOAD, name.to_string()),
             (attr::MODEL, l.model.as_str().to_string()),
             (attr::THREADS_KNOWN, l.threads_known.to_string()),
+            (
+                attr::REQUESTS_ARE_CONNECTIONS,
+                l.requests_are_connections.to_string(),
+            ),
         ]);
     }
     lb

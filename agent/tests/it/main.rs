@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod accepts;
 mod bad_input;
 mod daemon;
 mod dns;

@@ -31,6 +31,8 @@ const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::WORKERS_SATURATED_SECONDS, true),
     (&metric::LISTENER_CONNECTIONS, true),
     (&metric::LISTENER_CONNECTIONS_MAX, false),
+    (&metric::LISTENER_ACCEPTS, true),
+    (&metric::LISTENER_ACCEPTS_MAX, true),
     (&metric::LISTENERS_OMITTED, false),
     (&metric::DNS_SEARCH_EXPANSION_SHARE, true),
     (&metric::DNS_TOP_QNAME_QUERIES, false),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 /// A human table of listeners.
 pub fn table(listeners: &[ListenerReport]) -> String {
     let mut out = format!(
-        "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6} {:>5} {:>6} {:>7} {:>6} {:>7} {:>9}\n",
+        "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6} {:>5} {:>6} {:>7} {:>6} {:>7} {:>9} {:>8}\n",
         "POD",
         "CONTAINER",
         "LISTEN",
@@ -18,7 +18,8 @@ pub fn table(listeners: &[ListenerReport]) -> String {
         "BACKLOG",
         "UTIL",
         "SAT/S",
-        "THROTTLED"
+        "THROTTLED",
+        "CONN/S"
     );
     for l in listeners {
         let addr = match l.port {
@@ -32,7 +33,7 @@ pub fn table(listeners: &[ListenerReport]) -> String {
             None => l.address.clone(),
         };
         out += &format!(
-            "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6.2} {:>5} {:>6} {:>7} {:>5.0}% {:>7.1} {:>9}\n",
+            "{:<22} {:<14} {:<24} {:<12} {:>7} {:>6.2} {:>5} {:>6} {:>7} {:>5.0}% {:>7.1} {:>9} {:>8}\n",
             l.pod
                 .as_ref()
                 .map(|p| p.name.clone().unwrap_or_else(|| p.uid.clone()))
@@ -52,6 +53,13 @@ pub fn table(listeners: &[ListenerReport]) -> String {
             l.saturated_seconds,
             l.cpu_throttled_seconds
                 .map(|s| format!("{s:.3}s"))
+                .unwrap_or_else(|| "-".into()),
+            // `~`: connections are not requests here (a front keeps them open).
+            l.accepts_per_second
+                .map(|r| format!(
+                    "{r:.1}{}",
+                    if l.requests_are_connections { "" } else { "~" }
+                ))
                 .unwrap_or_else(|| "-".into()),
         );
     }

@@ -8,6 +8,7 @@ impl<D: Diag> Sampler<D> {
     /// Saturated time is the window's share of saturated samples times its length.
     pub fn cut(&mut self, seconds: f64) -> Vec<ListenerReport> {
         let accs = std::mem::take(&mut self.accs);
+        let by_ns = self.accepts_by_ns(&accs);
         let mut out = Vec::new();
         let mut seen_paths = HashSet::new();
         for (key, a) in accs {
@@ -43,6 +44,8 @@ impl<D: Diag> Sampler<D> {
                     .map(|p| p.comm.clone())
                     .unwrap_or_default(),
             };
+            let ns = &by_ns[&key.0];
+            let own = matches!(a.local, Local::Tcp(_)) && ns.tcp_ports == 1;
             out.push(ListenerReport {
                 pod: pod.as_ref().map(|p| PodRef {
                     namespace: None,
@@ -62,6 +65,15 @@ impl<D: Diag> Sampler<D> {
                 busy_max: a.busy_max,
                 connections_mean: round3(a.conns_sum as f64 / a.samples.max(1) as f64),
                 connections_max: a.conns_max,
+                connections_kept_max: a.kept_max,
+                accepts_per_second: ns.accepts.map(|r| round3(r.mean)),
+                accepts_per_second_max: ns.accepts.map(|r| round3(r.max)),
+                accepts_scope: if own {
+                    AcceptsScope::Listener
+                } else {
+                    AcceptsScope::Namespace
+                },
+                requests_are_connections: ns.requests_are_connections,
                 queue_max: a.queue_max,
                 backlog: a.backlog,
                 utilization: if capacity > 0 {
@@ -100,4 +112,50 @@ impl<D: Diag> Sampler<D> {
         self.omitted = caps::apply(&mut out, &self.caps);
         out
     }
+
+    /// Per namespace of the window's listeners: accepted connections (every namespace's rate
+    /// starts a new window here), its TCP listening ports, and whether connections are
+    /// requests: not when an event loop in it kept one open for [`accepts::KEPT_ALIVE`], nor
+    /// when an event loop (a front) shares it with a worker pool on TCP (each request through
+    /// the front may open a second connection to the pool, or none when it keeps them).
+    fn accepts_by_ns(&mut self, accs: &BTreeMap<Key, Acc>) -> HashMap<u64, NsAccepts> {
+        let mut out: HashMap<u64, NsAccepts> = HashMap::new();
+        // Per namespace: TCP ports, an event loop on TCP, a worker pool on TCP.
+        let mut tcp: HashMap<u64, (HashSet<u16>, bool, bool)> = HashMap::new();
+        for (key, a) in accs {
+            let e = out.entry(key.0).or_insert(NsAccepts {
+                accepts: None,
+                tcp_ports: 0,
+                requests_are_connections: true,
+            });
+            if a.model == Model::EventLoop && a.kept_max > 0 {
+                e.requests_are_connections = false;
+            }
+            if let Local::Tcp(l) = a.local {
+                let t = tcp.entry(key.0).or_default();
+                t.0.insert(l.port());
+                t.1 |= a.model == Model::EventLoop;
+                t.2 |= a.model != Model::EventLoop;
+            }
+        }
+        for (ns, r) in &mut self.accepts {
+            let window = r.cut();
+            if let Some(e) = out.get_mut(ns) {
+                e.accepts = window;
+                if let Some((ports, front, pool)) = tcp.get(ns) {
+                    e.tcp_ports = ports.len();
+                    e.requests_are_connections &= !(*front && *pool);
+                }
+            }
+        }
+        self.held.retain(&accs.keys().copied().collect());
+        out
+    }
+}
+
+/// One namespace's share of a window cut.
+struct NsAccepts {
+    accepts: Option<accepts::Accepts>,
+    tcp_ports: usize,
+    requests_are_connections: bool,
 }

@@ -28,6 +28,7 @@
 //!    its name (see `sys::unixsock`); threads per worker and the model are in [`model`].
 //! 5. Phusion Passenger's app groups are read from its core ([`passenger`]), not the kernel.
 
+pub mod accepts;
 pub mod caps;
 pub mod cgroup;
 mod cut;
@@ -47,7 +48,7 @@ pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
 pub use latest::{LatestSamples, ListenerSample};
 use model::{Model, PodThreads, Threads};
-pub use report::{ListenerReport, PodRef};
+pub use report::{AcceptsScope, ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -148,6 +149,8 @@ struct Acc {
     busy_max: u32,
     conns_sum: u64,
     conns_max: u32,
+    /// Most connections an event loop held for [`accepts::KEPT_ALIVE`] or longer at once.
+    kept_max: u32,
     threads: Threads,
     model: Model,
     queue_max: u32,
@@ -189,6 +192,7 @@ struct Record {
     workers: Vec<i32>,
     busy: u32,
     connections: u32,
+    kept: u32,
     capacity: u32,
     threads: Threads,
     model: Model,
@@ -213,6 +217,10 @@ pub struct Sampler<D: Diag = Sockets> {
     /// at listings.
     listening: HashSet<u64>,
     gates: HashMap<u64, Gate>,
+    /// Accepted connections per namespace, from the gate's `PassiveOpens` reading, and the
+    /// connections event loops hold (see [`accepts`]).
+    accepts: HashMap<u64, accepts::Rate>,
+    held: accepts::Held,
     /// Listeners nobody is known to hold after a rescan (their holder is out of sight, e.g. in
     /// another pid namespace), and when: looked for again after [`UNOWNED_RETRY`].
     unowned: HashMap<Key, Instant>,
@@ -260,6 +268,8 @@ impl<D: Diag> Sampler<D> {
             own_pids: ProcRoot::new(&spec.proc_root).is_own(),
             listening: HashSet::new(),
             gates: HashMap::new(),
+            accepts: HashMap::new(),
+            held: accepts::Held::default(),
             unowned: HashMap::new(),
             foreign: HashMap::new(),
             accs: BTreeMap::new(),
@@ -483,6 +493,7 @@ impl<D: Diag> Sampler<D> {
         let live: HashSet<u64> = by_ns.keys().copied().collect();
         self.listening.retain(|ns| live.contains(ns));
         self.gates.retain(|ns, _| live.contains(ns));
+        self.accepts.retain(|ns, _| live.contains(ns));
         self.diag.retain(&live);
     }
 
@@ -543,6 +554,12 @@ impl<D: Diag> Sampler<D> {
         let path = self.proc.netns_path(group[0]);
         // Before the dumps: a connection completed after this read moves it for next time.
         let passive = self.proc.tcp_passive_opens(group[0]).ok();
+        if let Some(p) = passive {
+            self.accepts
+                .entry(ns)
+                .or_default()
+                .observe(Instant::now(), p);
+        }
         let socks = match self.diag.listeners(ns, &path) {
             Ok(s) => s,
             Err(error) => {
@@ -726,9 +743,13 @@ impl<D: Diag> Sampler<D> {
             if model == Model::Prefork && threads.n > 1 {
                 model = Model::Threaded;
             }
-            if model == Model::EventLoop {
+            let kept = if model == Model::EventLoop {
                 busy = 0;
-            }
+                self.held.note((ns, l.inode), &conns, Instant::now())
+            } else {
+                self.held.forget(&(ns, l.inode));
+                0
+            };
             let capacity = (workers.len() as u32).saturating_mul(threads.n);
             let backlog = if l.wqueue == 0 && matches!(l.local, Local::Tcp(_)) {
                 self.diag.backlog(ns, l.inode, holder).unwrap_or(0)
@@ -743,6 +764,7 @@ impl<D: Diag> Sampler<D> {
                     workers,
                     busy,
                     connections: held_all,
+                    kept,
                     capacity,
                     threads,
                     model,
@@ -780,6 +802,7 @@ impl<D: Diag> Sampler<D> {
             busy_max: 0,
             conns_sum: 0,
             conns_max: 0,
+            kept_max: 0,
             threads: r.threads,
             model: r.model,
             queue_max: 0,
@@ -795,6 +818,7 @@ impl<D: Diag> Sampler<D> {
         a.busy_max = a.busy_max.max(r.busy);
         a.conns_sum += r.connections as u64;
         a.conns_max = a.conns_max.max(r.connections);
+        a.kept_max = a.kept_max.max(r.kept);
         a.queue_max = a.queue_max.max(r.queue);
         a.backlog = r.backlog;
         a.workers = n;

@@ -494,6 +494,7 @@ impl<D: Diag> Sampler<D> {
                         workers: pids,
                         busy: f.busy,
                         connections: f.connections,
+                        kept: 0,
                         capacity: f.capacity,
                         threads: f.threads,
                         model: f.model,

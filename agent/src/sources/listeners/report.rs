@@ -43,6 +43,23 @@ pub struct ListenerReport {
     /// worker): mean and most over the window.
     pub connections_mean: f64,
     pub connections_max: u32,
+    /// Most connections an event loop (a front: nginx, Envoy, …) held for a second or longer
+    /// at once: kept open between requests (keep-alive) or streams. 0 for other models.
+    pub connections_kept_max: u32,
+    /// Accepted TCP connections per second in the listener's network namespace (its
+    /// `PassiveOpens` counter): the window's mean and its busiest second. Null where the
+    /// counter cannot be read. Requests per second where `requests_are_connections`.
+    pub accepts_per_second: Option<f64>,
+    pub accepts_per_second_max: Option<f64>,
+    /// Whose connections those are: `listener` (the namespace's one TCP listening port) or
+    /// `namespace` (shared by its listeners: several ports, a unix socket or a Passenger group).
+    pub accepts_scope: AcceptsScope,
+    /// False when an event loop in the namespace held a connection for a second or longer in
+    /// the window (keep-alive clients, streams), or when an event loop (a front: nginx,
+    /// Envoy) shares the namespace with a worker pool listening on TCP (each request through
+    /// it may be counted twice, or its upstream connections kept): connections are then not
+    /// requests, and the accept rate is not a request rate.
+    pub requests_are_connections: bool,
     /// Deepest accept queue seen (connections the kernel accepted that no worker took yet).
     pub queue_max: u32,
     /// The accept queue's limit (listen(2) backlog, capped by net.core.somaxconn).
@@ -68,6 +85,14 @@ pub struct ListenerReport {
     pub saturated_seconds_total: f64,
 }
 
+/// Whose accepted connections a listener's `accepts_per_second` counts.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptsScope {
+    Listener,
+    Namespace,
+}
+
 #[cfg(test)]
 impl ListenerReport {
     /// A quiet gunicorn listener on `port` outside any pod, for tests to change what they
@@ -88,6 +113,11 @@ impl ListenerReport {
             busy_max: 0,
             connections_mean: 0.0,
             connections_max: 0,
+            connections_kept_max: 0,
+            accepts_per_second: None,
+            accepts_per_second_max: None,
+            accepts_scope: AcceptsScope::Listener,
+            requests_are_connections: true,
             queue_max: 0,
             backlog: 0,
             utilization: 0.0,

@@ -721,3 +721,106 @@ fn bad_passenger_instances_are_counted_skips_in_bounded_time() {
         assert_eq!((g.workers, g.busy_max), (4, 2), "{what}");
     }
 }
+
+#[test]
+fn accepts_per_namespace_with_scope_and_kept_alive_connections() {
+    const NS2: u64 = 4026532002;
+    const NS3: u64 = 4026532003;
+    let fx = Fx::new();
+    // nginx alone (master 20, worker 21) on :80; one redis on :6379; a pod with nginx (50) on
+    // :81 in front of gunicorn (master 60, worker 61) on :8000.
+    fx.process(20, 1, "nginx", NS, &[5], "0::/\n");
+    fx.process(21, 20, "nginx", NS, &[5], "0::/\n");
+    fx.process(40, 1, "redis", NS2, &[7], "0::/\n");
+    fx.process(50, 1, "nginx", NS3, &[8], "0::/\n");
+    fx.process(60, 1, "gunicorn", NS3, &[9], "0::/\n");
+    fx.process(61, 60, "gunicorn", NS3, &[9], "0::/\n");
+    let table: Table = Arc::default();
+    for (ns, socks) in [
+        (NS, vec![listen("127.0.0.1:80", 5, 0, 511)]),
+        (NS2, vec![listen("127.0.0.1:6379", 7, 0, 511)]),
+        (
+            NS3,
+            vec![
+                listen("127.0.0.1:81", 8, 0, 511),
+                listen("127.0.0.1:8000", 9, 0, 511),
+            ],
+        ),
+    ] {
+        table.lock().unwrap().insert(ns, socks);
+    }
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table.clone()));
+    let (mut a, mut b) = (1000u64, 50u64);
+    let counters = |a: u64, b: u64| {
+        fx.snmp(20, a);
+        fx.snmp(40, b);
+        fx.snmp(50, b);
+    };
+    counters(a, b);
+    let before_first = Instant::now();
+    s.sample();
+    let after_first = Instant::now();
+    // nginx's worker takes a connection and keeps it open over a second.
+    fx.fd(21, 9, 50);
+    table
+        .lock()
+        .unwrap()
+        .get_mut(&NS)
+        .unwrap()
+        .push(conn("127.0.0.1:80", 50));
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(210));
+        (a, b) = (a + 30, b + 3);
+        counters(a, b);
+        s.list_at_next_sample();
+        s.sample();
+    }
+    let after_last = Instant::now();
+    let ls = s.cut(1.5);
+    let find = |port: u16| ls.iter().find(|l| l.port == Some(port)).unwrap();
+    // The readings fell in [before_first, after_first] and just before after_last.
+    let (short, long) = (
+        (after_last - after_first).as_secs_f64(),
+        (after_last - before_first).as_secs_f64(),
+    );
+    for (port, count, scope, requests) in [
+        (80, 180.0, AcceptsScope::Listener, false),
+        (6379, 18.0, AcceptsScope::Listener, true),
+        (81, 18.0, AcceptsScope::Namespace, false),
+        (8000, 18.0, AcceptsScope::Namespace, false),
+    ] {
+        let l = find(port);
+        let mean = l.accepts_per_second.unwrap();
+        assert!(
+            count / long - 0.01 <= mean && mean <= count / short + 0.01,
+            ":{port} {mean} not in [{}, {}]",
+            count / long,
+            count / short
+        );
+        // Each second holds 4 or 5 steps of the counter.
+        let max = l.accepts_per_second_max.unwrap();
+        assert!(
+            max >= mean - 0.001 && max <= count / 6.0 * 5.0,
+            ":{port} max {max}"
+        );
+        assert_eq!(
+            (l.accepts_scope, l.requests_are_connections),
+            (scope, requests),
+            ":{port}"
+        );
+    }
+    assert_eq!(find(80).model, Model::EventLoop);
+    assert_eq!(find(80).connections_kept_max, 1, "held over a second");
+    assert_eq!(find(81).connections_kept_max, 0);
+    // The connection closes: the next window's connections are requests again; one reading
+    // with the counter unchanged since the last: 0 per second. The front before a pool on TCP
+    // stays not-requests.
+    table.lock().unwrap().get_mut(&NS).unwrap().pop();
+    s.sample();
+    let ls = s.cut(0.2);
+    let l = ls.iter().find(|l| l.port == Some(80)).unwrap();
+    assert!(l.requests_are_connections, "{l:?}");
+    assert_eq!(l.accepts_per_second, Some(0.0), "counter unchanged: {l:?}");
+    let l = ls.iter().find(|l| l.port == Some(8000)).unwrap();
+    assert!(!l.requests_are_connections, "{l:?}");
+}
