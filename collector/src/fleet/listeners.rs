@@ -1,9 +1,11 @@
 //! Listeners (a server's listening socket in a pod, TCP or unix), the collector side: per
 //! report window the workers, busy mean and max, accept queue depth and backlog, and the
-//! saturated seconds counter, over `workload_history`; the workload sums read them (see
-//! [`super::workloads`]). Threads per worker, the serving model and the connections held are
-//! kept from the newest window only: they describe the server, and no sum reads their history
-//! (this keeps a window at 48 bytes).
+//! saturated seconds counter, and the accepted connections per second of the listener's
+//! namespace (the request rate), over `workload_history`; the workload sums read them (see
+//! [`super::workloads`]). Threads per worker, the serving model, the connections held and the
+//! busiest second of accepts are kept from the newest window only: they describe the server,
+//! and no sum reads their history (this keeps a window at 48 bytes); whether connections are
+//! requests is kept as the end of the newest window that said they were not.
 
 use super::limits::Limits;
 use super::otlp::{attr_or_empty, get, set_from, Attrs};
@@ -18,7 +20,7 @@ otlp_names! {
     pub fn takes;
     WORKERS, WORKERS_BUSY, WORKERS_BUSY_MAX, ACCEPT_QUEUE_DEPTH_MAX, ACCEPT_QUEUE_BACKLOG,
     WORKERS_SATURATED_SECONDS, WORKERS_THREADS, WORKERS_CAPACITY, LISTENER_CONNECTIONS,
-    LISTENER_CONNECTIONS_MAX
+    LISTENER_CONNECTIONS_MAX, LISTENER_ACCEPTS, LISTENER_ACCEPTS_MAX
 }
 
 /// (namespace, pod, container, endpoint): the endpoint is the TCP port in decimal, or a unix
@@ -42,6 +44,11 @@ pub struct Listener {
     /// Mean and most accepted connections the listener's processes held, newest window.
     pub connections: f64,
     pub connections_max: u32,
+    /// Busiest second of accepted connections, newest window (0: none sent).
+    pub accepts_max: f64,
+    /// End of the newest window whose points said connections are not requests
+    /// (`requests_are_connections` "false"); 0: none did.
+    pub not_requests_at: u64,
     pub windows: Windows<ListenerWindow>,
 }
 
@@ -57,6 +64,8 @@ pub struct ListenerWindow {
     pub busy_max: Count,
     pub queue_max: Count,
     pub backlog: Count,
+    /// Accepted connections per second in the listener's namespace (the request rate).
+    pub accepts: Small,
 }
 
 impl Default for ListenerWindow {
@@ -70,6 +79,7 @@ impl Default for ListenerWindow {
             busy_max: Count::default(),
             queue_max: Count::default(),
             backlog: Count::default(),
+            accepts: Small::default(),
         }
     }
 }
@@ -161,10 +171,14 @@ impl Part for Listener {
             }
             match name {
                 WORKERS_THREADS => self.threads = Count::of(v).get().unwrap_or(0),
+                LISTENER_ACCEPTS_MAX => self.accepts_max = v.max(0.0),
                 LISTENER_CONNECTIONS => self.connections = v.max(0.0),
                 LISTENER_CONNECTIONS_MAX => self.connections_max = Count::of(v).get().unwrap_or(0),
                 _ => {}
             }
+        }
+        if get(a, attr::REQUESTS_ARE_CONNECTIONS) == Some("false") {
+            self.not_requests_at = self.not_requests_at.max(at.end);
         }
         self.windows.record(at.end, |w| {
             match name {
@@ -172,7 +186,9 @@ impl Part for Listener {
                 WORKERS_THREADS
                 | WORKERS_CAPACITY
                 | LISTENER_CONNECTIONS
-                | LISTENER_CONNECTIONS_MAX => {}
+                | LISTENER_CONNECTIONS_MAX
+                | LISTENER_ACCEPTS_MAX => {}
+                LISTENER_ACCEPTS => w.accepts = Small::of(v.max(0.0)),
                 WORKERS => w.workers = Count::of(v),
                 WORKERS_BUSY => w.busy = Small::of(v.max(0.0)),
                 WORKERS_BUSY_MAX => w.busy_max = Count::of(v),
@@ -232,6 +248,9 @@ impl Listener {
             capacity,
             connections: self.connections,
             connections_max: self.connections_max,
+            accepts_per_second: w.accepts.get(),
+            accepts_per_second_max: w.accepts.get().map(|mean| self.accepts_max.max(mean)),
+            requests_are_connections: self.not_requests_at < end,
             busy: w.busy.get().unwrap_or(0.0),
             busy_max,
             queue_max: w.queue_max.get().unwrap_or(0),
@@ -272,6 +291,13 @@ pub struct ListenerSnapshot {
     /// Mean and most accepted connections held over the latest window.
     pub connections: f64,
     pub connections_max: u32,
+    /// Accepted TCP connections per second in the listener's network namespace over the
+    /// latest window, and its busiest second (null from agents that send none).
+    pub accepts_per_second: Option<f64>,
+    pub accepts_per_second_max: Option<f64>,
+    /// False when the latest window said a front keeps connections open (the agent's
+    /// `requests_are_connections`).
+    pub requests_are_connections: bool,
     /// Mean requests in service over the latest window (busy threads for threaded servers).
     pub busy: f64,
     pub busy_max: u32,

@@ -2,7 +2,9 @@
 //! of a cluster, its pods' busy workers added up per report window (see
 //! [`aggregate::busy_sums`] for how pods on different nodes add up), over `workload_history`.
 //! Event loops (nginx, Node) have no busy workers and are left out: a workload is its worker
-//! pools, so a pod's nginx sidecar does not add to, or dilute, its app's figures.
+//! pools, so a pod's nginx sidecar does not add to, or dilute, its app's figures. The request
+//! rate (accepted connections per second of each pod's network namespace) is summed the same
+//! way, one listener per pod (a pod's listeners carry the same namespace figure).
 
 use super::aggregate::{self, BusyWindow, CounterPoint};
 use super::listeners::{Listener, ListenerKey, Model};
@@ -69,6 +71,10 @@ pub fn workloads<'a>(
                 .into_iter()
                 .map(|(_, v)| v)
                 .collect();
+            let rates = request_sums(&members, history_start, frontier);
+            let not_requests = members
+                .iter()
+                .any(|(_, _, l)| l.not_requests_at != 0 && l.not_requests_at >= history_start);
             // Listeners still reporting: their newest window reaches the frontier.
             let newest = busy.iter().filter_map(|b| b.last()).map(|w| w.end).max();
             let current: Vec<&Member> = members
@@ -147,8 +153,55 @@ pub fn workloads<'a>(
                 saturated_seconds: saturated,
                 history_seconds: last.saturating_sub(first.min(last)) as f64 / 1e9,
                 windows: n as u32,
+                requests_per_second_latest: rates.last().copied(),
+                requests_per_second_mean: (!rates.is_empty())
+                    .then(|| rates.iter().sum::<f64>() / rates.len() as f64),
+                requests_per_second_p95: (!rates.is_empty()).then(|| aggregate::p95(&rates)),
+                requests_per_second_max: (!rates.is_empty())
+                    .then(|| rates.iter().copied().fold(0.0, f64::max)),
+                requests_are_connections: !not_requests,
             }
         })
+        .collect()
+}
+
+/// The workload's request rate at every window end up to `frontier`, as [`aggregate::busy_sums`]
+/// adds busy workers: from each pod the accepted connections per second of the window in
+/// effect then, one listener per pod (the one with the most windows carrying the figure; a
+/// pod's listeners share their namespace's). Empty when no pod sent the figure.
+fn request_sums(
+    members: &[(&str, &ListenerKey, &Listener)],
+    history_start: u64,
+    frontier: u64,
+) -> Vec<f64> {
+    let mut per_pod: BTreeMap<(&str, &str, &str), Vec<BusyWindow>> = BTreeMap::new();
+    for (node, key, l) in members {
+        let windows: Vec<BusyWindow> = l
+            .windows
+            .iter()
+            .filter_map(|(end, w)| {
+                Some(BusyWindow {
+                    start: if w.start == 0 { end } else { w.start },
+                    end,
+                    busy: w.accepts.get()?,
+                })
+            })
+            .collect();
+        // A listener outside pods is its own (host processes share the node's namespace but
+        // are different workloads already).
+        let pod = if key.1.is_empty() { key.3.as_str() } else { "" };
+        let slot = per_pod.entry((node, key.1.as_str(), pod)).or_default();
+        if windows.len() > slot.len() {
+            *slot = windows;
+        }
+    }
+    let pods: Vec<Vec<BusyWindow>> = per_pod.into_values().filter(|w| !w.is_empty()).collect();
+    if pods.is_empty() {
+        return Vec::new();
+    }
+    aggregate::busy_sums(&pods, history_start, frontier)
+        .into_iter()
+        .map(|(_, v)| v)
         .collect()
 }
 
@@ -188,4 +241,15 @@ pub struct WorkloadSnapshot {
     pub history_seconds: f64,
     /// Windows the figures come from.
     pub windows: u32,
+    /// Requests per second summed over the workload's pods (each pod's accepted TCP
+    /// connections per second, from the agent), at the same instants as the busy sums: the
+    /// latest, then mean, p95 and max over `history_seconds`. Null when no pod's agent sends
+    /// the figure.
+    pub requests_per_second_latest: Option<f64>,
+    pub requests_per_second_mean: Option<f64>,
+    pub requests_per_second_p95: Option<f64>,
+    pub requests_per_second_max: Option<f64>,
+    /// False when any pod's agent said, within `history_seconds`, that a front keeps
+    /// connections open (connections are then not requests, and the rate is not to be trusted).
+    pub requests_are_connections: bool,
 }

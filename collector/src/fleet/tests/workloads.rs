@@ -347,3 +347,119 @@ fn unix_threaded_listener_and_an_event_loop_in_one_pod() {
         (ListenerModel::Prefork, 1, false, 4, Some(8000))
     );
 }
+
+/// One pod's accepted connections per second in one window, as the agent sends them on
+/// listener `port` (attribute `requests_are_connections` as given).
+fn accepts(
+    node: &str,
+    start: u64,
+    end: u64,
+    pod: &str,
+    port: &str,
+    v: f64,
+    requests: bool,
+) -> ExportMetricsServiceRequest {
+    let a = vec![
+        kv("namespace", "shop"),
+        kv("pod", pod),
+        kv("container", "app"),
+        kv("port", port),
+        kv("process", "gunicorn"),
+        kv("workload_kind", "Deployment"),
+        kv("workload", "web"),
+        kv(
+            "requests_are_connections",
+            if requests { "true" } else { "false" },
+        ),
+    ];
+    request(
+        node,
+        vec![
+            gauge(
+                names::LISTENER_ACCEPTS.otlp,
+                vec![point(a.clone(), start, end, v)],
+            ),
+            gauge(
+                names::LISTENER_ACCEPTS_MAX.otlp,
+                vec![point(a, start, end, v * 1.5)],
+            ),
+        ],
+    )
+}
+
+/// The request rate is summed as busy workers are (each pod's window in effect at every window
+/// end; node n2's windows 5 s later), one listener per pod: web-1's second listener carries
+/// its namespace's figure again and adds nothing. A window saying connections are not
+/// requests makes the workload's `requests_are_connections` false.
+#[test]
+fn workload_request_rate_sums_over_offset_nodes_once_per_pod() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let rates: [(&str, &str, u64, [f64; 3]); 3] = [
+        ("n1", "web-1", 0, [10.0, 20.0, 30.0]),
+        ("n1", "web-2", 0, [1.0, 1.0, 1.0]),
+        ("n2", "web-3", 5, [100.0, 200.0, 300.0]),
+    ];
+    for w in 0..3u64 {
+        for (node, pod, off, r) in rates {
+            let start = (t0 + off + w * 10) * S;
+            let end = start + 10 * S;
+            let pw: Vec<PodWindow> = vec![(pod, 1.0, 4.0, 0.0, 0.0)];
+            f.apply_metrics(&listeners(node, start, end, (t0 - 1) * S, &pw), at(t0 + 40));
+            let ports: &[&str] = if pod == "web-1" {
+                &["8000", "9000"]
+            } else {
+                &["8000"]
+            };
+            for port in ports {
+                let req = accepts(node, start, end, pod, port, r[w as usize], true);
+                assert_eq!(f.apply_metrics(&req, at(t0 + 40)).rejected, 0);
+            }
+        }
+    }
+    let s = f.snapshot(at(t0 + 40));
+    let wl = &s.clusters[0].workloads[0];
+    // Ends 10: 10+1 + 100; 15: 20+1 + 100; 20: 21 + 200; 25: 31 + 200; 30: 31 + 300 (n2's
+    // window to 35 waits for n1's next).
+    let sums = [111.0, 121.0, 221.0, 231.0, 331.0];
+    assert_eq!(wl.windows, 5);
+    assert_eq!(wl.requests_per_second_latest, Some(331.0));
+    assert_eq!(
+        wl.requests_per_second_mean,
+        Some(sums.iter().sum::<f64>() / 5.0)
+    );
+    assert_eq!(wl.requests_per_second_p95, Some(aggregate::p95(&sums)));
+    assert_eq!(wl.requests_per_second_max, Some(331.0));
+    assert!(wl.requests_are_connections);
+    let l = s.clusters[0].nodes[0]
+        .listeners
+        .iter()
+        .find(|l| l.pod == "web-1" && l.port == Some(8000))
+        .unwrap();
+    assert_eq!(
+        (
+            l.accepts_per_second,
+            l.accepts_per_second_max,
+            l.requests_are_connections
+        ),
+        (Some(30.0), Some(45.0), true)
+    );
+    // web-3 says its front keeps connections open in one more window.
+    let start = (t0 + 35) * S;
+    let req = accepts("n2", start, start + 10 * S, "web-3", "8000", 50.0, false);
+    f.apply_metrics(&req, at(t0 + 46));
+    let s = f.snapshot(at(t0 + 46));
+    assert!(!s.clusters[0].workloads[0].requests_are_connections);
+    // Agents that send no accepts: no rate, not zero.
+    let mut g = Fleet::new(Limits::default());
+    let pw: Vec<PodWindow> = vec![("web-1", 1.0, 4.0, 0.0, 0.0)];
+    g.apply_metrics(
+        &listeners("n1", t0 * S, (t0 + 10) * S, t0 * S, &pw),
+        at(t0 + 11),
+    );
+    let wl = &g.snapshot(at(t0 + 11)).clusters[0].workloads[0];
+    assert_eq!(
+        (wl.requests_per_second_latest, wl.requests_per_second_p95),
+        (None, None)
+    );
+}

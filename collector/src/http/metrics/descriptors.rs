@@ -82,6 +82,30 @@ pub const WORKLOAD_BUSY_MAX: Metric = family(
     "{worker}",
     "Highest summed busy workers of the workload over workload_history",
 );
+pub const WORKLOAD_REQUESTS: Metric = family(
+    "headroom_fleet_workload_requests_per_second",
+    Kind::Gauge,
+    "{request}/s",
+    "Requests per second (accepted TCP connections) summed over the workload's pods, latest; absent where no agent sends the figure",
+);
+pub const WORKLOAD_REQUESTS_MEAN: Metric = family(
+    "headroom_fleet_workload_requests_per_second_mean",
+    Kind::Gauge,
+    "{request}/s",
+    "Mean of the workload's summed requests per second over workload_history",
+);
+pub const WORKLOAD_REQUESTS_P95: Metric = family(
+    "headroom_fleet_workload_requests_per_second_p95",
+    Kind::Gauge,
+    "{request}/s",
+    "95th percentile (nearest rank) of the workload's summed requests per second over workload_history",
+);
+pub const WORKLOAD_REQUESTS_MAX: Metric = family(
+    "headroom_fleet_workload_requests_per_second_max",
+    Kind::Gauge,
+    "{request}/s",
+    "Highest summed requests per second of the workload over workload_history",
+);
 pub const WORKLOAD_WORKERS: Metric = family(
     "headroom_fleet_workload_workers",
     Kind::Gauge,
@@ -301,6 +325,10 @@ pub const ALL: &[Metric] = &[
     WORKLOAD_BUSY_MEAN,
     WORKLOAD_BUSY_P95,
     WORKLOAD_BUSY_MAX,
+    WORKLOAD_REQUESTS,
+    WORKLOAD_REQUESTS_MEAN,
+    WORKLOAD_REQUESTS_P95,
+    WORKLOAD_REQUESTS_MAX,
     WORKLOAD_WORKERS,
     WORKLOAD_CAPACITY,
     WORKLOAD_PODS,

@@ -176,20 +176,42 @@ fn workload_families(r: &mut Registry, s: &FleetSnapshot) {
         (&d::WORKLOAD_HISTORY_SECONDS, |w| w.history_seconds),
     ];
     for (d, get) in families {
-        let f = Family::<WorkloadLabels, F64Gauge>::default();
-        for c in &s.clusters {
-            for w in &c.workloads {
+        workload_family(r, s, d, |w| Some(get(w)));
+    }
+    type GetSome = fn(&WorkloadSnapshot) -> Option<f64>;
+    let measured: [(&Metric, GetSome); 4] = [
+        (&d::WORKLOAD_REQUESTS, |w| w.requests_per_second_latest),
+        (&d::WORKLOAD_REQUESTS_MEAN, |w| w.requests_per_second_mean),
+        (&d::WORKLOAD_REQUESTS_P95, |w| w.requests_per_second_p95),
+        (&d::WORKLOAD_REQUESTS_MAX, |w| w.requests_per_second_max),
+    ];
+    for (d, get) in measured {
+        workload_family(r, s, d, get);
+    }
+}
+
+/// One family of per-workload gauges; a workload without the figure has no series.
+fn workload_family(
+    r: &mut Registry,
+    s: &FleetSnapshot,
+    d: &Metric,
+    get: impl Fn(&WorkloadSnapshot) -> Option<f64>,
+) {
+    let f = Family::<WorkloadLabels, F64Gauge>::default();
+    for c in &s.clusters {
+        for w in &c.workloads {
+            if let Some(v) = get(w) {
                 f.get_or_create(&WorkloadLabels {
                     cluster: c.name.clone(),
                     namespace: w.namespace.clone(),
                     kind: w.kind.clone(),
                     workload: w.name.clone(),
                 })
-                .set(get(w));
+                .set(v);
             }
         }
-        register(r, d, f);
     }
+    register(r, d, f);
 }
 
 /// Probes with their own series on `/metrics`: the ones closest to their timeout (lowest
