@@ -21,7 +21,7 @@ use headroom_agent::sources::dns::tracker::{
 use headroom_agent::sources::linklocal::meter::InterfaceWindow;
 use headroom_agent::sources::linklocal::series::Figures;
 use headroom_agent::sources::listeners::model::Model;
-use headroom_agent::sources::listeners::{ListenerReport, PodRef as ListenerPod};
+use headroom_agent::sources::listeners::{AcceptsScope, ListenerReport, PodRef as ListenerPod};
 use headroom_agent::sources::probes::spec::Kind;
 use headroom_agent::sources::probes::stats::{LatencyMs, Outcome, BUCKETS};
 use headroom_agent::sources::probes::{ProbeReport, ProbeTotals};
@@ -217,6 +217,12 @@ fn listener(agent: usize, round: u64, k: usize, listeners: usize) -> ListenerRep
         busy_max,
         connections_mean: busy_mean,
         connections_max: busy_max,
+        connections_kept_max: 0,
+        // 50 ms per request: Little's law from the busy workers.
+        accepts_per_second: Some(busy_mean * 20.0),
+        accepts_per_second_max: Some(busy_mean * 26.0),
+        accepts_scope: AcceptsScope::Listener,
+        requests_are_connections: true,
         queue_max,
         backlog: 128,
         utilization: busy_mean / f64::from(workers),

@@ -38,6 +38,30 @@ pub struct HpaInfo {
     pub desired_replicas: Option<u32>,
     /// Each metric of the spec in one line, e.g. `Resource cpu Utilization 50`.
     pub metrics: Vec<String>,
+    /// The same metrics as data: type, metric name, target type and value.
+    pub metric_specs: Vec<HpaMetric>,
+    /// The annotation [`METRIC_KIND_ANNOTATION`] (e.g. `request-rate`), if set.
+    pub metric_kind: Option<String>,
+    /// The HPA's `spec` as the API server has it (JSON): the fix patches it.
+    pub spec: serde_json::Value,
+}
+
+/// The HPA annotation saying what its metric measures where the name does not
+/// (`request-rate`: the HPA's Pods/Object/External metric is a request rate).
+pub const METRIC_KIND_ANNOTATION: &str = "headroom.io/metric-kind";
+
+/// One metric of an HPA's spec, as the rules read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HpaMetric {
+    /// Resource, ContainerResource, Pods, Object or External.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The resource (`cpu`, `memory`) or the metric's name.
+    pub name: String,
+    /// Utilization, AverageValue or Value.
+    pub target_type: String,
+    /// The target: averageUtilization as a number, or the quantity (`"1"`, `"500m"`).
+    pub target: String,
 }
 
 /// A scale target's replicas.
@@ -95,6 +119,41 @@ fn quantity_target(t: &MetricTarget) -> String {
     }
 }
 
+/// A metric spec as data (None for a type this version does not know).
+fn metric_of(m: &MetricSpec) -> Option<HpaMetric> {
+    let (name, t) = match m.type_.as_str() {
+        "Resource" => m.resource.as_ref().map(|r| (r.name.clone(), &r.target))?,
+        "ContainerResource" => m
+            .container_resource
+            .as_ref()
+            .map(|r| (r.name.clone(), &r.target))?,
+        "Pods" => m
+            .pods
+            .as_ref()
+            .map(|p| (p.metric.name.clone(), &p.target))?,
+        "Object" => m
+            .object
+            .as_ref()
+            .map(|o| (o.metric.name.clone(), &o.target))?,
+        "External" => m
+            .external
+            .as_ref()
+            .map(|e| (e.metric.name.clone(), &e.target))?,
+        _ => return None,
+    };
+    let target = match t.type_.as_str() {
+        "Utilization" => t.average_utilization.map(|u| u.to_string()),
+        "AverageValue" => t.average_value.as_ref().map(|q| q.0.clone()),
+        _ => t.value.as_ref().map(|q| q.0.clone()),
+    };
+    Some(HpaMetric {
+        type_: m.type_.clone(),
+        name,
+        target_type: t.type_.clone(),
+        target: target.unwrap_or_default(),
+    })
+}
+
 fn describe(m: &MetricSpec) -> String {
     let (name, target) = match m.type_.as_str() {
         "Resource" => m
@@ -143,6 +202,18 @@ pub fn hpa_info(h: &HorizontalPodAutoscaler) -> Option<HpaInfo> {
         current_replicas: h.status.as_ref().and_then(|s| u(s.current_replicas)),
         desired_replicas: h.status.as_ref().and_then(|s| u(Some(s.desired_replicas))),
         metrics: spec.metrics.iter().flatten().map(describe).collect(),
+        metric_specs: spec
+            .metrics
+            .iter()
+            .flatten()
+            .map(|m| metric_of(m).unwrap_or_default())
+            .collect(),
+        metric_kind: h
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(METRIC_KIND_ANNOTATION).cloned()),
+        spec: serde_json::to_value(spec).unwrap_or_default(),
     })
 }
 
@@ -254,8 +325,17 @@ fn strip_meta<K: Resource>(o: &mut K) {
     m.annotations = None;
 }
 
+/// Keeps of the annotations only [`METRIC_KIND_ANNOTATION`] (short values only).
 fn strip_hpa(h: &mut HorizontalPodAutoscaler) {
+    let kind = h
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(METRIC_KIND_ANNOTATION))
+        .filter(|v| v.len() <= 64)
+        .cloned();
     strip_meta(h);
+    h.metadata.annotations = kind.map(|k| [(METRIC_KIND_ANNOTATION.to_string(), k)].into());
 }
 
 fn strip_deployment(d: &mut Deployment) {
@@ -352,6 +432,36 @@ mod tests {
         assert_eq!(
             (i.target_kind.as_str(), i.target_name.as_str()),
             ("Deployment", "web")
+        );
+        assert_eq!(
+            i.metric_specs[1],
+            HpaMetric {
+                type_: "Pods".into(),
+                name: "rps".into(),
+                target_type: "AverageValue".into(),
+                target: "100".into(),
+            }
+        );
+        assert_eq!(i.metric_specs[0].target, "50");
+        assert_eq!(i.spec["metrics"][1]["pods"]["metric"]["name"], "rps");
+        assert_eq!(i.spec["maxReplicas"], 40);
+        assert_eq!(i.metric_kind, None);
+    }
+
+    #[test]
+    fn the_store_keeps_only_the_metric_kind_annotation() {
+        let mut h: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "shop", "name": "web", "annotations": {
+                "headroom.io/metric-kind": "request-rate",
+                "kubectl.kubernetes.io/last-applied-configuration": "{…}"}},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 4}
+        }))
+        .unwrap();
+        strip_hpa(&mut h);
+        assert_eq!(h.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        assert_eq!(
+            hpa_info(&h).unwrap().metric_kind.as_deref(),
+            Some("request-rate")
         );
     }
 }

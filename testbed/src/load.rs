@@ -61,8 +61,10 @@ pub const MAX_TIME: Duration = Duration::from_secs(300);
 
 impl Load {
     /// `rate` requests per second of `GET path` to `addr`, sent from inside the named network
-    /// namespace (`ip netns` name; None: this one), paced on a fixed schedule (a request
-    /// running late is not made up for by a burst), for at most `max` requests and `limit`.
+    /// namespace (`ip netns` name; None: this one), one in each slot of 1/`rate` seconds at a
+    /// random point of its first 90 % (so a sampler's fixed period cannot stay in step with
+    /// it; a request running late is not made up for by a burst), for at most `max` requests
+    /// and `limit`.
     /// `addr` must be in 127.0.0.0/8 or inside a namespace the test made.
     pub fn start(
         netns: Option<&str>,
@@ -135,10 +137,19 @@ fn run(
 ) -> anyhow::Result<Sent> {
     let mut sent = Sent::default();
     let start = Instant::now();
-    let step = Duration::from_secs_f64(1.0 / rate);
+    let step = 1.0 / rate;
     let mut kept: Option<BufReader<TcpStream>> = None;
+    // xorshift64, seeded from the clock: where in its slot each request goes.
+    let mut x = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+        | 1;
     for i in 0..max {
-        let due = start + step * i as u32;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let within = (x % 900) as f64 / 1000.0;
+        let due = start + Duration::from_secs_f64(step * (i as f64 + within));
         if stop.load(Ordering::SeqCst) || due - start >= limit {
             break;
         }

@@ -1,9 +1,13 @@
 //! HPAOverScaling: for each HorizontalPodAutoscaler, the replicas its workload's measured busy
 //! workers need: needed = ceil(busy p95 / (capacity per pod × target utilization)), capacity
 //! being workers × threads per worker (1 for prefork servers, Puma's pool size). Over-scaled
-//! when replicas > needed × (1 + margin); "sustained" is the rule's `for`. The fix is an
+//! when replicas > needed × (1 + margin); "sustained" is the rule's `for`. The fix speaks the
+//! HPA's own metric where it can ([`super::hpa_terms`]: a request-rate metric's new target as
+//! a patch of the HPA, or why a cpu utilization target cannot be computed), then offers an
 //! autoscaling/v2 HPA that scales on busy workers per pod (a Pods metric, AverageValue).
 
+use super::hpa_terms::{self, Terms};
+pub use super::kubeyaml::quantity;
 use super::{evidence, r3, Finding, Input, Rule, Severity, Subject, Thresholds};
 use crate::fleet::WorkloadSnapshot;
 use crate::kube::HpaInfo;
@@ -20,16 +24,6 @@ pub fn needed(busy_p95: f64, capacity_per_pod: u32, target_utilization: f64) -> 
     }
     // A hair of tolerance so 14.0000001 (sums of floats) does not become 15.
     ((busy_p95 / per_pod) - 1e-9).ceil().max(1.0) as u32
-}
-
-/// A Kubernetes quantity for a target average: whole numbers plain, else milli-units.
-pub fn quantity(v: f64) -> String {
-    let milli = (v * 1000.0).round() as i64;
-    if milli % 1000 == 0 {
-        (milli / 1000).to_string()
-    } else {
-        format!("{milli}m")
-    }
 }
 
 /// The ready-to-apply HPA.
@@ -69,6 +63,75 @@ fn capacity_words(w: &WorkloadSnapshot) -> String {
         w.threads_per_worker,
         if w.threads_known { "" } else { ", assumed" }
     )
+}
+
+/// The fix's first part in the HPA's own metric (None: nothing to say in its terms), the new
+/// averageValue when there is one, and why there is none.
+fn own_terms(
+    h: &HpaInfo,
+    terms: &Terms,
+    need: u32,
+) -> (Option<String>, Option<String>, Option<String>) {
+    let others = if h.metric_specs.len() > 1 {
+        format!(
+            " The HPA scales on the largest of its {} metrics: the others may still hold replicas up.",
+            h.metric_specs.len()
+        )
+    } else {
+        String::new()
+    };
+    match terms {
+        Terms::Rate {
+            metric,
+            rate,
+            average,
+            patch,
+        } => {
+            let was = if metric.target_type == "Value" {
+                format!(
+                    " (a Value target compares the total with {} whatever the replicas: it becomes an AverageValue)",
+                    metric.target
+                )
+            } else {
+                format!(" (now {})", metric.target)
+            };
+            let how = match patch {
+                Some(p) => format!(
+                    " Only the target changes: kubectl patch hpa {} -n {} --type merge --patch-file hpa.yaml, with hpa.yaml:\n{}",
+                    h.name,
+                    h.namespace,
+                    p.trim_end()
+                ),
+                None => String::new(),
+            };
+            let text = format!(
+                "Keep scaling on {} metric {}: set its target to averageValue {average}{was}: the measured {:.1} requests/s (p95 of the workload's sum) over the {need} {} the busy workers need.{others}{how}",
+                metric.type_,
+                metric.name,
+                rate,
+                if need == 1 { "replica" } else { "replicas" }
+            );
+            (Some(text), Some(average.clone()), None)
+        }
+        Terms::RateNot { metric, why } => {
+            let text = format!(
+                "For {} metric {} (averageValue {}): {why}. With {need} {} needed, set its averageValue to the metric's own peak value ÷ {need}.{others}",
+                metric.type_,
+                metric.name,
+                metric.target,
+                if need == 1 { "replica" } else { "replicas" }
+            );
+            (Some(text), None, Some(why.clone()))
+        }
+        Terms::Utilization { metric, why } => {
+            let text = format!(
+                "For {} {} utilization: {why}.{others}",
+                metric.type_, metric.name
+            );
+            (Some(text), None, Some(why.clone()))
+        }
+        Terms::Other => (None, None, None),
+    }
 }
 
 impl OverScaling {
@@ -139,7 +202,7 @@ impl Rule for OverScaling {
                     h.min_replicas - need
                 ));
             }
-            let fix = format!(
+            let pods_metric = format!(
                 "Scale on busy workers instead: {} busy of {capacity} per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}",
                 r3(per_pod),
                 t.hpa_target_utilization * 100.0,
@@ -150,6 +213,12 @@ impl Rule for OverScaling {
                     format!(" {}.", advice.join("; "))
                 }
             );
+            let terms = hpa_terms::terms(h, w, need, &t.hpa_request_rate_pattern);
+            let (own, new_average, why_not) = own_terms(h, &terms, need);
+            let fix = match own {
+                Some(own) => format!("{own}\nOr: {pods_metric}"),
+                None => pods_metric,
+            };
             out.push(Finding {
                 rule: self.id().into(),
                 severity: Severity::Warning,
@@ -188,6 +257,13 @@ impl Rule for OverScaling {
                     ("suggested_average_value", json!(average)),
                     ("suggested_min_replicas", json!(min)),
                     ("suggested_max_replicas", json!(max)),
+                    ("hpa_metric_terms", json!(terms.kind())),
+                    ("hpa_metric", json!(terms.metric())),
+                    ("new_target_average_value", json!(new_average)),
+                    ("new_target_why_not", json!(why_not)),
+                    ("requests_per_second_mean", json!(w.requests_per_second_mean.map(r3))),
+                    ("requests_per_second_p95", json!(w.requests_per_second_p95.map(r3))),
+                    ("requests_are_connections", json!(w.requests_are_connections)),
                 ]),
                 fix,
                 cost: None,
@@ -222,6 +298,7 @@ mod tests {
             busy_max: busy_p95 * 1.1,
             history_seconds: 3600.0,
             windows: 360,
+            requests_are_connections: true,
             ..Default::default()
         };
         let f = FleetSnapshot::one_cluster("prod", vec![], vec![w]);
@@ -236,6 +313,7 @@ mod tests {
                 current_replicas: replicas,
                 desired_replicas: replicas,
                 metrics: vec!["Resource cpu Utilization 50".into()],
+                ..Default::default()
             }],
             ..Default::default()
         };
@@ -364,5 +442,144 @@ mod tests {
         f.clusters[0].workloads[0].history_seconds = 600.0;
         f.clusters[0].workloads[0].name = "other".into();
         assert!(run(&f, &k, Thresholds::default()).is_empty());
+    }
+
+    /// The HPA `h` (a JSON object as the API server has it) replacing the input's.
+    fn with_hpa(k: &mut KubeView, h: serde_json::Value) {
+        let mut info = crate::kube::hpa_info(&serde_json::from_value(h).unwrap()).unwrap();
+        info.current_replicas = Some(600);
+        k.hpas = vec![info];
+    }
+
+    fn external_hpa(target: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"namespace": "shop", "name": "web"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 250, "maxReplicas": 300,
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600}},
+                "metrics": [{"type": "External", "external": {
+                    "metric": {"name": "upstream_rq_total",
+                        "selector": {"matchLabels": {"envoy_cluster_name": "web"}}},
+                    "target": target}}]}})
+    }
+
+    /// The runbook's worked example: 400 requests/s over the workload, 4 processes per pod of
+    /// which 2 should do the work (target utilization 0.5), busy p95 400 → 200 pods →
+    /// averageValue 400 / 200 = 2 for the External metric the HPA already scales on; the patch
+    /// is the HPA with only that target changed.
+    #[test]
+    fn a_request_rate_metric_gets_its_new_target() {
+        let (mut f, mut k) = input(400.0, 4, Some(600), 250);
+        f.clusters[0].workloads[0].requests_per_second_p95 = Some(400.0);
+        f.clusters[0].workloads[0].requests_per_second_mean = Some(240.0);
+        with_hpa(
+            &mut k,
+            external_hpa(json!({"type": "AverageValue", "averageValue": "1"})),
+        );
+        let t = Thresholds {
+            hpa_target_utilization: 0.5,
+            ..Thresholds::default()
+        };
+        let g = &run(&f, &k, t.clone())[0];
+        let e = &g.evidence;
+        assert_eq!(e["needed_replicas"], 200);
+        assert_eq!(e["hpa_metric_terms"], "request_rate");
+        assert_eq!(e["new_target_average_value"], "2");
+        assert!(e["new_target_why_not"].is_null());
+        assert_eq!(e["requests_per_second_p95"], 400.0);
+        assert_eq!(e["hpa_metric"]["name"], "upstream_rq_total");
+        assert!(
+            g.fix.starts_with("Keep scaling on External metric upstream_rq_total: set its target to averageValue 2 (now 1): the measured 400.0 requests/s (p95 of the workload's sum) over the 200 replicas"),
+            "{}",
+            g.fix
+        );
+        let patch = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  behavior:\n    scaleDown:\n      stabilizationWindowSeconds: 600\n  maxReplicas: 300\n  metrics:\n  - external:\n      metric:\n        name: upstream_rq_total\n        selector:\n          matchLabels:\n            envoy_cluster_name: web\n      target:\n        averageValue: \"2\"\n        type: AverageValue\n    type: External\n  minReplicas: 250\n  scaleTargetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: web\n";
+        assert!(g.fix.contains(patch), "{}", g.fix);
+        // Then the Pods-metric alternative, as before.
+        assert!(
+            g.fix
+                .contains("\nOr: Scale on busy workers instead: 2 busy of 4 workers per pod"),
+            "{}",
+            g.fix
+        );
+        assert!(g.fix.contains("name: headroom_workers_busy"), "{}", g.fix);
+
+        // A Value target becomes an AverageValue (a Value compares the total whatever the
+        // replicas).
+        with_hpa(
+            &mut k,
+            external_hpa(json!({"type": "Value", "value": "350"})),
+        );
+        let g = &run(&f, &k, t.clone())[0];
+        assert_eq!(g.evidence["new_target_average_value"], "2");
+        assert!(g.fix.contains("compares the total with 350"), "{}", g.fix);
+        assert!(!g.fix.contains("value: \"350\""), "{}", g.fix);
+
+        // A metric named otherwise counts through the annotation only.
+        let mut h = external_hpa(json!({"type": "AverageValue", "averageValue": "1"}));
+        h["spec"]["metrics"][0]["external"]["metric"]["name"] = json!("istio_calls");
+        with_hpa(&mut k, h.clone());
+        assert_eq!(
+            run(&f, &k, t.clone())[0].evidence["hpa_metric_terms"],
+            "other"
+        );
+        h["metadata"]["annotations"] = json!({"headroom.io/metric-kind": "request-rate"});
+        with_hpa(&mut k, h);
+        assert_eq!(
+            run(&f, &k, t.clone())[0].evidence["new_target_average_value"],
+            "2"
+        );
+    }
+
+    #[test]
+    fn a_request_rate_target_is_not_made_up() {
+        let (mut f, mut k) = input(400.0, 4, Some(600), 250);
+        with_hpa(
+            &mut k,
+            external_hpa(json!({"type": "AverageValue", "averageValue": "1"})),
+        );
+        let t = Thresholds {
+            hpa_target_utilization: 0.5,
+            ..Thresholds::default()
+        };
+        // No rate from the agents.
+        let g = &run(&f, &k, t.clone())[0];
+        assert!(g.evidence["new_target_average_value"].is_null());
+        assert!(g.fix.contains("no request rate is measured"), "{}", g.fix);
+        // Connections are not requests.
+        let w = &mut f.clusters[0].workloads[0];
+        w.requests_per_second_p95 = Some(400.0);
+        w.requests_are_connections = false;
+        let g = &run(&f, &k, t.clone())[0];
+        assert!(g.evidence["new_target_average_value"].is_null());
+        assert!(
+            g.fix.contains("the request-rate target cannot be trusted"),
+            "{}",
+            g.fix
+        );
+        assert!(g.fix.contains("peak value ÷ 200"), "{}", g.fix);
+        assert!(!g.fix.contains("--patch-file"), "{}", g.fix);
+        assert!(g.fix.contains("Or: Scale on busy workers instead"));
+    }
+
+    #[test]
+    fn a_cpu_utilization_hpa_is_told_why_no_target() {
+        let (f, mut k) = input(400.0, 4, Some(600), 250);
+        let mut h = external_hpa(json!({}));
+        h["spec"]["metrics"] = json!([
+            {"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}},
+            {"type": "Resource", "resource": {"name": "memory",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+        with_hpa(&mut k, h);
+        let g = &run(&f, &k, Thresholds::default())[0];
+        assert_eq!(g.evidence["hpa_metric_terms"], "utilization");
+        assert!(g.evidence["new_target_average_value"].is_null());
+        let why = g.evidence["new_target_why_not"].as_str().unwrap();
+        assert!(
+            why.contains("cannot be computed") && why.contains("averageUtilization 50"),
+            "{why}"
+        );
+        assert!(g.fix.contains("largest of its 2 metrics"), "{}", g.fix);
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod dns;
 pub mod hpa;
+pub mod hpa_terms;
+pub mod kubeyaml;
 pub mod probe;
 pub mod scale_down;
 
@@ -155,7 +157,13 @@ pub struct RulesConfig {
     pub scale_down_for: String,
     /// ScaleDownBlocked: nodes younger than this are not judged.
     pub scale_down_min_node_age: String,
+    /// HPAOverScaling: a Pods, Object or External metric whose name matches this regular
+    /// expression (case-insensitive) is a request rate, and the fix gives its new target.
+    pub hpa_request_rate_pattern: String,
 }
+
+/// What `[rules] hpa_request_rate_pattern` matches unless set.
+pub const DEFAULT_RATE_PATTERN: &str = "requests|rq_total|rps|http_server_requests";
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -180,6 +188,7 @@ impl Default for RulesConfig {
             scale_down_utilization_threshold: 0.5,
             scale_down_for: "10m".into(),
             scale_down_min_node_age: "10m".into(),
+            hpa_request_rate_pattern: DEFAULT_RATE_PATTERN.into(),
         }
     }
 }
@@ -207,6 +216,7 @@ pub struct Thresholds {
     pub scale_down_utilization_threshold: f64,
     pub scale_down_for: Duration,
     pub scale_down_min_node_age: Duration,
+    pub hpa_request_rate_pattern: hpa_terms::RatePattern,
 }
 
 impl Default for Thresholds {
@@ -235,6 +245,7 @@ impl RulesConfig {
                 .unwrap_or(min)
         };
         let zero = Duration::ZERO;
+        let pattern = hpa_terms::RatePattern::new(&self.hpa_request_rate_pattern);
         let t = Thresholds {
             evaluation_interval: dur(
                 "evaluation_interval",
@@ -264,7 +275,19 @@ impl RulesConfig {
                 &self.scale_down_min_node_age,
                 zero,
             ),
+            hpa_request_rate_pattern: pattern.clone().unwrap_or_else(|_| {
+                hpa_terms::RatePattern::new(DEFAULT_RATE_PATTERN).expect("the default compiles")
+            }),
         };
+        if let Err(e) = &pattern {
+            let first = e.to_string();
+            let first = first.lines().last().unwrap_or_default().trim().to_string();
+            check.push(Invalid::text(
+                "rules.hpa_request_rate_pattern",
+                &self.hpa_request_rate_pattern,
+                format!("a regular expression such as requests|rq_total ({first})"),
+            ));
+        }
         for (name, v, lo, hi) in [
             ("dns_warning", self.dns_warning, 0.0, 10.0),
             ("dns_critical", self.dns_critical, 0.0, 10.0),
@@ -365,10 +388,14 @@ mod tests {
             probe_p99_share: 1.5,
             hpa_for: "soon".into(),
             evaluation_interval: "1ms".into(),
+            hpa_request_rate_pattern: "rq_(total".into(),
             ..RulesConfig::default()
         };
         let errs = bad.validate().unwrap_err();
-        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert!(errs.iter().any(|e| e
+            .to_string()
+            .contains("rules.hpa_request_rate_pattern 'rq_(total'")));
         assert!(errs
             .iter()
             .any(|e| e.to_string().contains("rules.hpa_for 'soon'")));

@@ -3,7 +3,13 @@
 //! 60 requests/s in total (20 per pod, a new connection per request, each holding a worker
 //! 20 ms), sent from inside each pod's namespace. Ground truth: every connection the load
 //! made, timed. The agent's request rate per pod must be within 5 % of the connections made
-//! in its window, the collector's workload sum within 5 % of 60.
+//! in its window, the collector's workload sum within 5 % of 60. The Deployment's HPA scales on
+//! an External metric `envoy.upstream_rq_total` (averageValue 1, 12 replicas): HPAOverScaling
+//! must give the new averageValue = measured requests/s ÷ needed replicas, computed here from
+//! the collector's own figures (within 5 %), as a patch of the HPA that kubernetes-validate
+//! accepts (--strict); with a CPU-utilization HPA instead, the finding says why no target can
+//! be computed. Then a keep-alive front: the finding says the request-rate target cannot be
+//! trusted.
 //! Needs root; skips with a reason outside CI, fails in CI.
 
 use crate::procs::{self, Agent, API, OTLP_HTTP};
@@ -52,6 +58,44 @@ fn deployment(replicas: u32) -> Value {
         "status": {"replicas": replicas, "readyReplicas": replicas}})
 }
 
+/// The HPA of Deployment `name` at `replicas`, scaling on `metrics`.
+fn hpa(name: &str, replicas: u32, metrics: Value) -> Value {
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"namespace": "shop", "name": name, "uid": format!("h-{name}")},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": 2, "maxReplicas": 40, "metrics": metrics},
+        "status": {"currentReplicas": replicas, "desiredReplicas": replicas}})
+}
+
+fn envoy_rq() -> Value {
+    json!([{"type": "External", "external": {
+        "metric": {"name": "envoy.upstream_rq_total",
+            "selector": {"matchLabels": {"envoy_cluster_name": "web"}}},
+        "target": {"type": "AverageValue", "averageValue": "1"}}}])
+}
+
+/// A Kubernetes quantity as a number (`2`, `60011m`).
+fn quantity(q: &str) -> f64 {
+    match q.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().unwrap() / 1000.0,
+        None => q.parse().unwrap(),
+    }
+}
+
+/// The firing HPAOverScaling finding for `workload` that passes `ok`.
+fn finding(bed: &Bed, workload: &str, ok: &dyn Fn(&Value) -> bool) -> Option<Value> {
+    get_json(bed, "/api/v1/findings")["findings"]
+        .as_array()?
+        .iter()
+        .find(|f| {
+            f["rule"] == "HPAOverScaling"
+                && f["state"] == "firing"
+                && f["subject"]["workload"] == workload
+                && ok(f)
+        })
+        .cloned()
+}
+
 fn get_json(bed: &Bed, path: &str) -> Value {
     let (code, body) = scrape::get(&bed.node, &format!("http://{API}{path}"));
     assert_eq!(code, 200, "{path}: {body}");
@@ -59,10 +103,14 @@ fn get_json(bed: &Bed, path: &str) -> Value {
 }
 
 fn workload(bed: &Bed) -> Option<Value> {
+    named_workload(bed, "web")
+}
+
+fn named_workload(bed: &Bed, name: &str) -> Option<Value> {
     get_json(bed, "/api/v1/fleet")["clusters"][0]["workloads"]
         .as_array()?
         .iter()
-        .find(|w| w["namespace"] == "shop" && w["name"] == "web")
+        .find(|w| w["namespace"] == "shop" && w["name"] == name)
         .cloned()
 }
 
@@ -172,6 +220,7 @@ fn request_rate_per_pod_and_per_workload_match_the_load() {
         api.apply(pod(i));
     }
     api.apply(deployment(12));
+    api.apply(hpa("web", 12, envoy_rq()));
     let _collector = procs::start_judging_collector(&bed, &kubeconfig);
     let agent = Agent::exporting(
         &bed,
@@ -195,8 +244,8 @@ fn request_rate_per_pod_and_per_workload_match_the_load() {
         },
     );
 
-    // The load, bounded to 60 s; three whole report windows inside it.
-    pods.load(Duration::from_secs(60));
+    // The load, bounded to 90 s; three whole report windows inside it.
+    pods.load(Duration::from_secs(90));
     let since = agent.reports().len();
     let started = SystemTime::now();
     let inside = |r: &Value| window(r).0 > started;
@@ -224,7 +273,73 @@ fn request_rate_per_pod_and_per_workload_match_the_load() {
     let (code, metrics) = scrape::get(&bed.node, &format!("http://{API}/metrics"));
     assert_eq!(code, 200);
     let reports = agent.reports();
+
+    // HPAOverScaling in the HPA's own metric, once the rate's p95 is the load's.
+    let f = headroom_testbed::wait_for(
+        "HPAOverScaling with the External metric's new target",
+        Duration::from_secs(30),
+        || {
+            finding(&bed, "web", &|f| {
+                f["evidence"]["requests_per_second_p95"]
+                    .as_f64()
+                    .is_some_and(|r| r >= RATE * 0.95)
+                    && f["evidence"]["new_target_average_value"].is_string()
+            })
+        },
+    );
+    let w_now = workload(&bed).unwrap();
     let sent = pods.stop();
+    eprintln!("finding: {f:#}");
+    let e = &f["evidence"];
+    let capacity = w_now["capacity_per_pod"].as_f64().unwrap();
+    let needed = (w_now["busy_p95"].as_f64().unwrap() / (capacity * 0.7) - 1e-9)
+        .ceil()
+        .max(1.0);
+    let expected = w_now["requests_per_second_p95"].as_f64().unwrap() / needed;
+    let got = quantity(e["new_target_average_value"].as_str().unwrap());
+    eprintln!("new averageValue {got} vs {expected} from the fleet's figures (needed {needed})");
+    assert!(rel(got, expected) <= 0.05, "{got} vs {expected}");
+    assert_eq!(e["needed_replicas"].as_f64(), Some(needed), "{e}");
+    assert_eq!(e["replicas"], 12, "{e}");
+    assert_eq!(e["hpa_metric"]["name"], "envoy.upstream_rq_total", "{e}");
+    let fix = f["fix"].as_str().unwrap();
+    let patch = fix
+        .split_once("with hpa.yaml:\n")
+        .and_then(|(_, p)| p.split_once("\nOr: "))
+        .map(|(p, _)| p)
+        .unwrap_or_else(|| panic!("no patch in {fix}"));
+    for line in [
+        "name: envoy.upstream_rq_total",
+        "envoy_cluster_name: web",
+        &format!(
+            "averageValue: \"{}\"",
+            e["new_target_average_value"].as_str().unwrap()
+        ),
+        "minReplicas: 2",
+        "maxReplicas: 40",
+    ] {
+        assert!(patch.contains(line), "{line} not in {patch}");
+    }
+    validate(&bed, patch);
+    // The same workload under a CPU-utilization HPA: why no target can be computed.
+    api.apply(hpa(
+        "web",
+        12,
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 60}}}]),
+    ));
+    let f = headroom_testbed::wait_for(
+        "HPAOverScaling in cpu utilization terms",
+        Duration::from_secs(20),
+        || {
+            finding(&bed, "web", &|f| {
+                f["evidence"]["hpa_metric_terms"] == "utilization"
+            })
+        },
+    );
+    let why = f["evidence"]["new_target_why_not"].as_str().unwrap();
+    assert!(why.contains("cannot be computed"), "{why}");
+    assert!(f["fix"].as_str().unwrap().contains(why), "{f}");
     let last = reports[since..].iter().rev().find(|r| inside(r)).unwrap();
     let (from, to) = window(last);
     let secs = last["window"]["seconds"].as_f64().unwrap();
@@ -267,4 +382,131 @@ fn request_rate_per_pod_and_per_workload_match_the_load() {
     assert!(rel(exposed, RATE) <= 0.05, "/metrics {exposed}");
     let out = agent.guard.stop().unwrap();
     assert!(out.status.success(), "agent exit {:?}", out.status);
+}
+
+/// `kubernetes-validate --strict` (Kubernetes 1.32's own schemas) accepts `yaml`.
+fn validate(bed: &Bed, yaml: &str) {
+    let file = bed.path("hpa-patch.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "-k", "1.32.0"])
+        .arg(&file)
+        .output()
+        .expect("kubernetes-validate runs");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate:\n{}{}\n{yaml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// gunicorn on a unix socket behind nginx in a pod of Deployment shop/front, its HPA on an
+/// External request-rate metric at 12 replicas; the clients keep one connection alive for
+/// every request. The agents say connections are not requests, so the finding must not
+/// give a request-rate target: it says why.
+#[test]
+fn a_keep_alive_front_makes_the_request_rate_target_untrusted() {
+    let needs = headroom_testbed::root_and(&["ip", "gunicorn", "nginx"]);
+    headroom_testbed::require_or_return!(
+        "a_keep_alive_front_makes_the_request_rate_target_untrusted",
+        &needs
+    );
+    let bed = Bed::new(1).unwrap();
+    let ns = Netns::new("pod").unwrap();
+    let cg = KubeCgroup::new(UIDS[0], &"f".repeat(64)).unwrap();
+    let server = Server::gunicorn_behind_nginx(&ns, 4, 64).unwrap();
+    let front = server.front.as_ref().unwrap().pid() as i32;
+    for master in [server.master_pid(), front] {
+        for pid in std::iter::once(master).chain(children(master)) {
+            cg.add(pid as u32).unwrap();
+        }
+    }
+    let api = ApiServer::start(Some(&bed.node)).unwrap();
+    let kubeconfig = bed.path("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let mut p = pod(0);
+    p["metadata"]["name"] = json!("front-6c9d8f7b5-p0");
+    p["metadata"]["labels"]["app"] = json!("front");
+    p["metadata"]["ownerReferences"][0]["name"] = json!("front-6c9d8f7b5");
+    api.apply(p);
+    let mut d = deployment(12);
+    d["metadata"]["name"] = json!("front");
+    api.apply(d);
+    let mut metrics = envoy_rq();
+    metrics[0]["external"]["metric"]["selector"]["matchLabels"]["envoy_cluster_name"] =
+        json!("front");
+    api.apply(hpa("front", 12, metrics));
+    let _collector = procs::start_judging_collector(&bed, &kubeconfig);
+    let load = Load::start(
+        Some(&ns.name),
+        "127.0.0.1:8080".parse().unwrap(),
+        "/work?ms=20",
+        20.0,
+        Conn::KeepAlive,
+        20 * 90,
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    let agent = Agent::exporting(
+        &bed,
+        NODE,
+        "2s",
+        &format!("http://{OTLP_HTTP}"),
+        &[],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let f = headroom_testbed::wait_for(
+        "HPAOverScaling saying the request-rate target cannot be trusted",
+        Duration::from_secs(45),
+        || {
+            finding(&bed, "front", &|f| {
+                f["evidence"]["new_target_why_not"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("cannot be trusted"))
+            })
+        },
+    );
+    let w = named_workload(&bed, "front").unwrap();
+    let sent = load.stop().unwrap();
+    eprintln!("finding: {f:#}\nworkload: {w:#}");
+    assert_eq!(sent.connects.len(), 1, "one kept-alive connection");
+    assert!(sent.answered.len() >= 100 && sent.failed == 0, "{sent:?}");
+    assert_eq!(w["requests_are_connections"], false, "{w}");
+    let e = &f["evidence"];
+    assert!(e["new_target_average_value"].is_null(), "{e}");
+    assert_eq!(e["requests_are_connections"], false, "{e}");
+    assert_eq!(e["hpa_metric_terms"], "request_rate", "{e}");
+    let fix = f["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("the request-rate target cannot be trusted"),
+        "{fix}"
+    );
+    assert!(
+        !fix.contains("--patch-file"),
+        "no patch with an untrusted rate: {fix}"
+    );
+    assert!(fix.contains("Or: Scale on busy workers instead"), "{fix}");
+    // The agent said so on every listener of the pod.
+    let l = agent
+        .reports()
+        .iter()
+        .rev()
+        .find_map(|r| {
+            r["listeners"]
+                .as_array()?
+                .iter()
+                .find(|l| l["port"] == 8080 && l["pod"]["uid"] == UIDS[0])
+                .cloned()
+        })
+        .unwrap();
+    assert_eq!(
+        (&l["requests_are_connections"], &l["model"]),
+        (&false.into(), &"event_loop".into()),
+        "{l}"
+    );
+    let out = agent.guard.stop().unwrap();
+    assert!(out.status.success(), "agent exit {:?}", out.status);
+    drop(server);
+    drop(cg);
 }
