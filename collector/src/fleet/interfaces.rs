@@ -326,3 +326,53 @@ pub struct WindowFigures {
     #[serde(skip)]
     pub end_ns: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of an interface window reads back after the window is sealed and packed.
+    #[test]
+    fn windows_read_back_after_packing() {
+        let mut w: Windows<WindowPoint> = Windows::default();
+        let want: Vec<(u64, WindowPoint)> = (1..=80u64)
+            .map(|i| {
+                let end = i * 10_000_000_000 + i * 13;
+                let p = WindowPoint {
+                    start_ns: if i % 9 == 0 { 0 } else { end - 10_000_000_000 },
+                    drops_total: if i < 3 { f64::NAN } else { (i * i) as f64 },
+                    peak: Small::of(900.0 + i as f64),
+                    mean: Small::of(185.5),
+                    utilization: Small::of((900.0 + i as f64) / 1024.0),
+                    limit: Small::of(1024.0),
+                    dns_peak: if i % 2 == 0 {
+                        Small::default()
+                    } else {
+                        Small::of(i as f64)
+                    },
+                };
+                (end, p)
+            })
+            .collect();
+        for (end, p) in &want {
+            w.record(*end, |x| *x = *p);
+        }
+        let got: Vec<(u64, WindowPoint)> = w.iter().collect();
+        assert_eq!(got.len(), want.len());
+        for ((ge, g), (we, x)) in got.iter().zip(&want) {
+            assert_eq!(ge, we);
+            assert_eq!(
+                (
+                    g.start_ns,
+                    g.drops_total.to_bits(),
+                    g.smalls().map(Small::bits)
+                ),
+                (
+                    x.start_ns,
+                    x.drops_total.to_bits(),
+                    x.smalls().map(Small::bits)
+                )
+            );
+        }
+    }
+}

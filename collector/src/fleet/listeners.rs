@@ -90,6 +90,7 @@ impl Packed for ListenerWindow {
         windows::put_xor(out, self.saturated_start, prev.saturated_start);
         windows::put_xor(out, self.saturated.to_bits(), prev.saturated.to_bits());
         windows::put_xor(out, self.busy.bits(), prev.busy.bits());
+        windows::put_xor(out, self.accepts.bits(), prev.accepts.bits());
         for (a, b) in self.counts().into_iter().zip(prev.counts()) {
             windows::put_xor(out, a.bits(), b.bits());
         }
@@ -100,6 +101,7 @@ impl Packed for ListenerWindow {
         let saturated_start = windows::xor(input, prev.saturated_start)?;
         let saturated = f64::from_bits(windows::xor(input, prev.saturated.to_bits())?);
         let busy = Small::from_bits(windows::xor(input, prev.busy.bits())?);
+        let accepts = Small::from_bits(windows::xor(input, prev.accepts.bits())?);
         let mut c = prev.counts();
         for x in &mut c {
             *x = Count::from_bits(windows::xor(input, x.bits())?);
@@ -114,6 +116,7 @@ impl Packed for ListenerWindow {
             busy_max,
             queue_max,
             backlog,
+            accepts,
         })
     }
 }
@@ -309,4 +312,64 @@ pub struct ListenerSnapshot {
     pub saturated_seconds_total: f64,
     /// End of the latest window (RFC 3339).
     pub time: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of a listener window reads back after the window is sealed and packed.
+    #[test]
+    fn windows_read_back_after_packing() {
+        let mut w: Windows<ListenerWindow> = Windows::default();
+        let want: Vec<(u64, ListenerWindow)> = (1..=80u64)
+            .map(|i| {
+                let end = i * 10_000_000_000 + i * 7;
+                let lw = ListenerWindow {
+                    start: end - 10_000_000_000,
+                    saturated_start: 5,
+                    saturated: i as f64 * 0.25,
+                    busy: Small::of(i as f64 / 3.0),
+                    workers: Count::of((i % 4) as f64),
+                    busy_max: Count::of(3.0),
+                    queue_max: if i % 5 == 0 {
+                        Count::default()
+                    } else {
+                        Count::of(i as f64)
+                    },
+                    backlog: Count::of(128.0),
+                    accepts: Small::of(20.0 + (i % 3) as f64),
+                };
+                (end, lw)
+            })
+            .collect();
+        for (end, lw) in &want {
+            w.record(*end, |x| *x = *lw);
+        }
+        let got: Vec<(u64, ListenerWindow)> = w.iter().collect();
+        assert_eq!(got.len(), want.len());
+        for ((ge, g), (we, x)) in got.iter().zip(&want) {
+            assert_eq!(ge, we);
+            assert_eq!(
+                (
+                    g.start,
+                    g.saturated_start,
+                    g.saturated.to_bits(),
+                    g.busy,
+                    g.workers
+                ),
+                (
+                    x.start,
+                    x.saturated_start,
+                    x.saturated.to_bits(),
+                    x.busy,
+                    x.workers
+                )
+            );
+            assert_eq!(
+                (g.busy_max, g.queue_max, g.backlog, g.accepts),
+                (x.busy_max, x.queue_max, x.backlog, x.accepts)
+            );
+        }
+    }
 }
