@@ -32,6 +32,10 @@ pub struct Common {
     /// fd00:ec2::253 always count.
     #[arg(long = "resolver", global = true, value_name = "IP|auto")]
     pub resolvers: Vec<String>,
+    /// What counts the packets: ebpf (in-line, nothing cloned), af_packet, or auto (eBPF where
+    /// the kernel and capabilities allow, else AF_PACKET) [default: auto].
+    #[arg(long, global = true, value_enum, value_name = "TAP")]
+    pub tap: Option<crate::sources::linklocal::capture::TapChoice>,
     /// Address for /metrics, /healthz and /readyz (run).
     #[arg(long, global = true, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -98,6 +102,9 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     }
     if !c.resolvers.is_empty() {
         cfg.resolvers = c.resolvers.clone();
+    }
+    if let Some(t) = c.tap {
+        cfg.tap = t;
     }
     if let Some(m) = &c.metrics_listen {
         cfg.metrics_listen = m.clone();

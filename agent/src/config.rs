@@ -22,6 +22,11 @@ pub struct Config {
     pub report_interval: String,
     /// How often to look for interfaces that appeared (the VPC CNI attaches ENIs at runtime).
     pub rescan_interval: String,
+    /// What counts the packets: `ebpf` (tcx programs counting in-line: the node's other
+    /// traffic pays nothing; kernel ≥ 6.6, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON), `af_packet`
+    /// (a packet socket: the kernel clones every packet the interface sends; CAP_NET_RAW), or
+    /// `auto`: eBPF where possible, else AF_PACKET with one log line saying why.
+    pub tap: crate::sources::linklocal::capture::TapChoice,
     /// This node's name; defaults to $NODE_NAME, then the host name.
     pub node_name: Option<String>,
     /// Names resolved every `resolver_check_interval` against each checked resolver, recorded
@@ -94,6 +99,7 @@ impl Default for Config {
             metrics_listen: "0.0.0.0:9465".into(),
             report_interval: "10s".into(),
             rescan_interval: "10s".into(),
+            tap: Default::default(),
             node_name: None,
             resolver_check_names: Vec::new(),
             resolver_check_targets: vec!["auto".into()],
@@ -129,6 +135,7 @@ pub struct Settings {
     pub metrics_listen: SocketAddr,
     pub report_interval: Duration,
     pub rescan_interval: Duration,
+    pub tap: crate::sources::linklocal::capture::TapChoice,
     pub node_name: String,
     pub checks: crate::sources::resolver_checks::CheckSpec,
     pub workers: crate::sources::listeners::WorkersSpec,
@@ -307,6 +314,7 @@ impl Config {
             metrics_listen,
             report_interval,
             rescan_interval,
+            tap: self.tap,
             node_name: self.node_name.clone().unwrap_or_else(hostname),
             checks: crate::sources::resolver_checks::CheckSpec {
                 names: self.resolver_check_names.clone(),

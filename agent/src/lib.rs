@@ -49,7 +49,8 @@ impl AgentError {
 impl From<sys::packet::TapError> for AgentError {
     fn from(e: sys::packet::TapError) -> Self {
         match e {
-            sys::packet::TapError::Permission { .. } => AgentError::Permission(e.to_string()),
+            sys::packet::TapError::Permission { .. }
+            | sys::packet::TapError::EbpfPermission { .. } => AgentError::Permission(e.to_string()),
             _ => AgentError::Runtime(e.to_string()),
         }
     }

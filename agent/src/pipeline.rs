@@ -8,7 +8,7 @@ use crate::health::Loops;
 use crate::interfaces;
 use crate::report::{Node, Report};
 use crate::sources::eni::{self, EniSource};
-use crate::sources::linklocal::capture::CaptureSpec;
+use crate::sources::linklocal::capture::{self, CaptureSpec};
 use crate::sources::linklocal::meter::{InterfaceWindow, Meter};
 use crate::sources::linklocal::source::{LinkLocal, StartError};
 use crate::sources::linklocal::Targets;
@@ -79,6 +79,7 @@ impl Pipeline {
         let spec = CaptureSpec {
             selection: settings.selection.clone(),
             targets: Targets::new(&settings.resolvers),
+            tap: settings.tap,
             ring: RingConfig::default(),
             rescan: settings.rescan_interval,
         };
@@ -212,12 +213,13 @@ impl Drop for Pipeline {
 /// Starts the ENI source and waits briefly for IMDS, before capture (whose kernel filter is
 /// fixed at start). Returns the settings with the VPC resolver added under `--resolver auto`.
 /// When capture is bound to fail at once (a named interface missing, nothing to measure in
-/// `once`, no CAP_NET_RAW), IMDS is not asked: the user gets the one-line error and nothing else.
+/// `once`, no capability for any tap), IMDS is not asked: the user gets the one-line error and
+/// nothing else.
 fn identify(settings: &Settings, strict: bool) -> (Settings, EniSource) {
     let all = interfaces::list();
     let doomed = !interfaces::missing(&settings.selection, &all).is_empty()
         || (strict && interfaces::select(&settings.selection, &all).is_empty())
-        || !has_cap_net_raw();
+        || !capture::possible(settings.tap);
     if doomed {
         return (settings.clone(), EniSource::disabled());
     }
@@ -242,9 +244,4 @@ fn identify(settings: &Settings, strict: bool) -> (Settings, EniSource) {
         }
     }
     (s, eni)
-}
-
-/// Whether this process holds CAP_NET_RAW.
-fn has_cap_net_raw() -> bool {
-    crate::sys::procfs::has_capability(13)
 }

@@ -75,6 +75,8 @@ pub struct InterfaceReport {
     pub conntrack_allowance_available: Option<u64>,
     /// False when capture stopped on this interface during the window (it disappeared).
     pub capturing: bool,
+    /// The tap counting here: `ebpf` (tcx programs counting in-line) or `af_packet`.
+    pub tap: Option<&'static str>,
     /// Counters since the agent started (for Prometheus counters), not serialized.
     #[serde(skip)]
     pub packets_total: [u64; 3],
@@ -123,6 +125,7 @@ impl InterfaceReport {
             allowance: None,
             dns: w.dns.clone(),
             capturing: w.capturing,
+            tap: w.tap,
             packets_total: w.packets_total,
             drops_total: w.drops_total,
             dns_totals: w.dns_totals.clone(),

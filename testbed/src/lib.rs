@@ -30,6 +30,20 @@ pub enum Need {
     Root,
     /// A program on PATH.
     Tool(&'static str),
+    /// A kernel at least this version (major, minor), e.g. (6, 6) for tcx links.
+    Kernel(u32, u32),
+}
+
+/// The running kernel's (major, minor) and its full release string.
+pub fn kernel() -> ((u32, u32), String) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut n = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok());
+    ((n.next().unwrap_or(0), n.next().unwrap_or(0)), release)
 }
 
 /// [`require`], or return from the calling test: a bed test's first line.
@@ -88,6 +102,14 @@ pub fn require(test: &str, needs: &[Need]) -> bool {
             Need::Tool(t) => {
                 if !on_path(t) {
                     missing.push(format!("{t} (install with scripts/test.sh or apt-get)"));
+                }
+            }
+            Need::Kernel(major, minor) => {
+                let (v, release) = kernel();
+                if v < (*major, *minor) {
+                    missing.push(format!(
+                        "Linux {major}.{minor} or later (this is {release})"
+                    ));
                 }
             }
         }

@@ -22,7 +22,7 @@ pub struct TapStats {
 /// Capture errors, each naming the interface and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
-    #[error("cannot open a packet socket on {iface}: permission denied; run as root or grant CAP_NET_RAW (capabilities: add NET_RAW)")]
+    #[error("cannot open a packet socket on {iface}: permission denied; run as root or grant CAP_NET_RAW (capabilities: add NET_RAW), or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON for the eBPF tap (kernel 6.6 or later)")]
     Permission { iface: String },
     #[error("interface {iface} does not exist (any more)")]
     Gone { iface: String },
@@ -34,21 +34,67 @@ pub enum TapError {
     },
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("cannot attach the eBPF tap on {iface}: {reason}; grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (capabilities: add BPF, NET_ADMIN, PERFMON), or use --tap af_packet")]
+    EbpfPermission { iface: String, reason: String },
+    #[error("cannot use the eBPF tap on {iface}: {reason}; use --tap af_packet (or auto)")]
+    Ebpf { iface: String, reason: String },
 }
 
-/// A source of outgoing packets on one interface. AF_PACKET today; an eBPF tc-egress counter
-/// can replace it behind this trait.
+/// What a tap hands over, one item at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// A packet the kernel filter matched, from its IP header on: counted by the agent when the
+    /// node sent it, decoded when it is DNS (the AF_PACKET tap).
+    Packet {
+        /// Kernel timestamp, ns since the Unix epoch.
+        ts: u64,
+        /// Whether the node sent it.
+        outgoing: bool,
+        data: &'a [u8],
+    },
+    /// A DNS packet (query sent, reply received) the kernel has already counted: to decode
+    /// only (the eBPF tap).
+    Decode {
+        ts: u64,
+        outgoing: bool,
+        data: &'a [u8],
+    },
+    /// `n` packets to targets of `class` counted in the kernel in the 10 ms step that starts
+    /// at `ts` (the eBPF tap).
+    Counted { ts: u64, class: u8, n: u32 },
+}
+
+/// Which kind of tap runs on an interface (the report's `tap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TapKind {
+    /// An AF_PACKET ring fed a clone of every packet, with a classic BPF filter.
+    AfPacket,
+    /// tcx programs that count in-line and copy only DNS packets to user space.
+    Ebpf,
+}
+
+impl TapKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TapKind::AfPacket => "af_packet",
+            TapKind::Ebpf => "ebpf",
+        }
+    }
+}
+
+/// What one interface sends to the targets, and the DNS packets among them: the AF_PACKET ring
+/// ([`AfPacketTap`]) or the tcx programs that count in the kernel (`super::ebpf::EbpfTap`).
 pub trait PacketTap: Send {
-    /// Waits up to `timeout` for packets; hands each to `sink` as (kernel timestamp in ns since
-    /// the Unix epoch, whether the node sent it, bytes from the IP header on). Returns how many
-    /// blocks were read.
+    /// Waits up to `timeout` for what the kernel has; hands each item to `sink`. Returns how
+    /// many batches (ring blocks, or ring-buffer drains) were read.
     fn next_batch(
         &mut self,
         timeout: Duration,
-        sink: &mut dyn FnMut(u64, bool, &[u8]),
+        sink: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, TapError>;
     /// Counters since the previous call.
     fn take_stats(&mut self) -> Result<TapStats, TapError>;
+    fn kind(&self) -> TapKind;
 }
 
 /// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
@@ -262,7 +308,7 @@ impl AfPacketTap {
     }
 
     /// Hands every packet of the ready block `i` to `sink`, then returns the block to the kernel.
-    fn drain_block(&mut self, i: usize, sink: &mut dyn FnMut(u64, bool, &[u8])) {
+    fn drain_block(&mut self, i: usize, sink: &mut dyn FnMut(Delivery<'_>)) {
         let base = i * self.block_size;
         // SAFETY: the block is owned by user space while TP_STATUS_USER is set (checked by the
         // caller); its descriptor and the packet headers it chains are inside the block, whose
@@ -284,7 +330,7 @@ impl AfPacketTap {
                     let data = std::slice::from_raw_parts(self.ring.add(base + start), len);
                     let ts = hdr.tp_sec as u64 * 1_000_000_000 + hdr.tp_nsec as u64;
                     let outgoing = *self.ring.add(base + pkttype_at) == libc::PACKET_OUTGOING;
-                    sink(ts, outgoing, data);
+                    sink(Delivery::Packet { ts, outgoing, data });
                 }
                 if hdr.tp_next_offset == 0 {
                     break;
@@ -330,7 +376,7 @@ impl PacketTap for AfPacketTap {
     fn next_batch(
         &mut self,
         timeout: Duration,
-        sink: &mut dyn FnMut(u64, bool, &[u8]),
+        sink: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, TapError> {
         let mut blocks = 0;
         while blocks < self.block_count
@@ -398,6 +444,10 @@ impl PacketTap for AfPacketTap {
             matched: st.tp_packets as u64,
             dropped: st.tp_drops as u64,
         })
+    }
+
+    fn kind(&self) -> TapKind {
+        TapKind::AfPacket
     }
 }
 

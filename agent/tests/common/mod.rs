@@ -27,14 +27,84 @@ pub fn bed_needs() -> Vec<Need> {
     headroom_testbed::root_and(&["ip", "unbound", "dnsperf", "dig", "tcpdump"])
 }
 
+/// The agent's two taps: every capture test runs on each (`each_tap!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tap {
+    Ebpf,
+    AfPacket,
+}
+
+impl Tap {
+    /// The `--tap` value, also the report's `tap`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tap::Ebpf => "ebpf",
+            Tap::AfPacket => "af_packet",
+        }
+    }
+
+    /// `--tap NAME`, for an agent's command line.
+    pub fn args(self) -> [&'static str; 2] {
+        ["--tap", self.name()]
+    }
+
+    /// The bed's needs plus what this tap needs (tcx links: Linux 6.6).
+    pub fn needs(self, mut needs: Vec<Need>) -> Vec<Need> {
+        if self == Tap::Ebpf {
+            needs.push(Need::Kernel(6, 6));
+        }
+        needs
+    }
+
+    /// Checks the report's interface says this tap counted it.
+    pub fn check(self, iface: &serde_json::Value) {
+        assert_eq!(
+            iface["tap"],
+            self.name(),
+            "the tap the test asked for: {iface}"
+        );
+    }
+}
+
+/// Capture tests run once per tap: for each `fn name(tap: Tap)` listed, `each_tap!(name)` makes
+/// the tests `name::ebpf` and `name::af_packet`.
+#[macro_export]
+macro_rules! each_tap {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn ebpf() {
+                super::$name($crate::common::Tap::Ebpf)
+            }
+
+            #[test]
+            fn af_packet() {
+                super::$name($crate::common::Tap::AfPacket)
+            }
+        }
+    )+};
+}
+
 /// A running `headroom-agent once`, started and capturing.
 pub struct Once(Guard);
 
 impl Once {
     /// Starts `once --format json ARGS` in the node namespace and waits until it captures.
     pub fn start(bed: &Bed, args: &[&str]) -> Once {
+        Once::spawn(bed, None, args)
+    }
+
+    /// [`Once::start`] on the given tap.
+    pub fn on(bed: &Bed, tap: Tap, args: &[&str]) -> Once {
+        Once::spawn(bed, Some(tap), args)
+    }
+
+    fn spawn(bed: &Bed, tap: Option<Tap>, args: &[&str]) -> Once {
         let mut cmd = bed.node.command(&AGENT);
         cmd.args(["once", "--format", "json"]).args(args);
+        if let Some(t) = tap {
+            cmd.args(t.args());
+        }
         if !args.contains(&"--imds-endpoint") {
             cmd.args(NO_IMDS);
         }

@@ -88,8 +88,10 @@ fn help_and_version_exit_0() {
     }
 }
 
-/// Without CAP_NET_RAW (as root with the capability dropped, and as an unprivileged user) the
-/// agent says what to grant, exit 77.
+/// Without the capabilities of any tap (as root with them dropped, and as an unprivileged user)
+/// the agent says what to grant, exit 77: CAP_NET_RAW for AF_PACKET (`--tap af_packet`, and
+/// `auto` when the eBPF tap is not possible either), CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON for
+/// the eBPF tap (`--tap ebpf`: without CAP_PERFMON the verifier refuses the program).
 #[test]
 fn missing_cap_net_raw_exits_77() {
     headroom_testbed::require_or_return!(
@@ -97,7 +99,7 @@ fn missing_cap_net_raw_exits_77() {
         &headroom_testbed::root_and(&["setpriv"])
     );
     // The binary must be reachable for an unprivileged user.
-    let run = |pre: &[&str]| {
+    let run = |pre: &[&str], tap: &str| {
         let mut c = Command::new("setpriv");
         c.args(pre)
             .args([
@@ -108,18 +110,50 @@ fn missing_cap_net_raw_exits_77() {
                 "lo",
                 "--duration",
                 "1s",
+                "--tap",
+                tap,
             ])
             .args(NO_IMDS);
         c.output().unwrap()
     };
-    let out = run(&["--bounding-set=-net_raw", "--inh-caps=-net_raw"]);
+    let out = run(
+        &["--bounding-set=-net_raw", "--inh-caps=-net_raw"],
+        "af_packet",
+    );
     check(out, 77, "grant CAP_NET_RAW", &["root without CAP_NET_RAW"]);
-    let out = run(&[
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-    ]);
+    let none = "-net_raw,-bpf,-perfmon";
+    let out = run(
+        &[
+            &format!("--bounding-set={none}"),
+            &format!("--inh-caps={none}"),
+        ],
+        "auto",
+    );
+    check(
+        out,
+        77,
+        "grant CAP_NET_RAW (capabilities: add NET_RAW), or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON",
+        &["auto, root without CAP_NET_RAW, CAP_BPF, CAP_PERFMON"],
+    );
+    let (major, minor) = headroom_testbed::kernel().0;
+    if (major, minor) >= (6, 6) {
+        let out = run(&["--bounding-set=-perfmon", "--inh-caps=-perfmon"], "ebpf");
+        check(
+            out,
+            77,
+            "grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON",
+            &["ebpf, root without CAP_PERFMON"],
+        );
+    }
+    let out = run(
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ],
+        "auto",
+    );
     // An unprivileged user may not even reach the binary under /root; only judge a real run.
     if out.status.code() != Some(126)
         && !String::from_utf8_lossy(&out.stderr).contains("Permission denied (os error 13)")

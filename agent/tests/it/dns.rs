@@ -1,6 +1,7 @@
 //! DNS understanding against the bed's ground truth: glibc's real search-list walk, a resolver
 //! that drops exactly every 10th query (nftables), and exact RCODE counts from unbound.
-//! Needs root; skips with a reason outside CI, fails in CI.
+//! Each test runs on both taps (eBPF: DNS packets through its ring buffer; AF_PACKET). Needs
+//! root; skips with a reason outside CI, fails in CI.
 
 use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
@@ -10,10 +11,10 @@ use headroom_testbed::Need;
 /// ndots:5 and three search suffixes: each lookup of `svc1.example.internal` (2 dots) sends A and
 /// AAAA for each suffix (6 queries, NXDOMAIN) and then for the name itself (2): 8 queries,
 /// 6 wasted, all of which ndots:2 or a trailing dot would have saved.
-fn search_walk(test: &str, search: &str) {
-    let mut needs = bed_needs();
+fn search_walk(tap: Tap, test: &str, search: &str) {
+    let mut needs = tap.needs(bed_needs());
     needs.push(Need::Tool("getent"));
-    headroom_testbed::require_or_return!(test, &needs);
+    headroom_testbed::require_or_return!(&format!("{test}_{}", tap.name()), &needs);
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     bed.resolv_conf(&format!(
@@ -25,7 +26,7 @@ fn search_walk(test: &str, search: &str) {
         headroom_testbed::proc::Guard::spawn("pod", bed.node.command("sleep").arg("60")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let dump = bed.tcpdump("eni0", "udp and dst port 53").unwrap();
-    let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "4s"]);
+    let agent = Once::on(&bed, tap, &["--interface", "eni0", "--duration", "4s"]);
     const LOOKUPS: u64 = 20;
     for _ in 0..LOOKUPS {
         let out = run(bed
@@ -37,6 +38,7 @@ fn search_walk(test: &str, search: &str) {
     }
     let report = agent.report();
     let sent = dump.stop_and_count().unwrap();
+    tap.check(iface(&report, "eni0"));
     let d = &iface(&report, "eni0")["dns"];
     eprintln!("tcpdump {sent} queries; dns = {d}");
     assert_eq!(
@@ -71,9 +73,9 @@ fn search_walk(test: &str, search: &str) {
     );
 }
 
-#[test]
-fn search_walk_waste_is_counted_exactly() {
+fn search_walk_waste_is_counted_exactly(tap: Tap) {
     search_walk(
+        tap,
         "search_walk_waste_is_counted_exactly",
         "ns1.svc.cluster.local svc.cluster.local cluster.local",
     );
@@ -81,9 +83,9 @@ fn search_walk_waste_is_counted_exactly() {
 
 /// A cluster domain the defaults do not know: the agent learns it from the pods' resolv.conf
 /// (through the proc root) and counts the walk just as exactly.
-#[test]
-fn search_suffixes_are_learned_from_resolv_conf() {
+fn search_suffixes_are_learned_from_resolv_conf(tap: Tap) {
     search_walk(
+        tap,
         "search_suffixes_are_learned_from_resolv_conf",
         "team.svc.corp.internal svc.corp.internal corp.internal",
     );
@@ -92,14 +94,16 @@ fn search_suffixes_are_learned_from_resolv_conf() {
 /// A resolver that drops exactly every 10th query: unanswered = 10 % of queries (±1, and equal
 /// to dnsperf's own "lost"); NXDOMAIN, SERVFAIL and REFUSED answers counted exactly; TCP
 /// queries matched too.
-#[test]
-fn unanswered_and_rcodes_are_exact() {
-    let mut needs = bed_needs();
+fn unanswered_and_rcodes_are_exact(tap: Tap) {
+    let mut needs = tap.needs(bed_needs());
     needs.push(Need::Tool("nft"));
-    headroom_testbed::require_or_return!("unanswered_and_rcodes_are_exact", &needs);
+    headroom_testbed::require_or_return!(
+        &format!("unanswered_and_rcodes_are_exact_{}", tap.name()),
+        &needs
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "13s"]);
+    let agent = Once::on(&bed, tap, &["--interface", "eni0", "--duration", "13s"]);
     let dig = |name: &str, tcp: bool| {
         let mut c = bed.node.command("dig");
         c.args(["+tries=1", "+timeout=3", "@169.254.169.253", name]);
@@ -129,6 +133,7 @@ fn unanswered_and_rcodes_are_exact() {
     let perf =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 200, 5, None).unwrap()).unwrap();
     let report = agent.report();
+    tap.check(iface(&report, "eni0"));
     let d = &iface(&report, "eni0")["dns"];
     eprintln!("dnsperf {perf:?}; dns = {d}");
     assert_eq!(u(&d["queries"]), perf.sent + 19);
@@ -160,11 +165,10 @@ fn unanswered_and_rcodes_are_exact() {
 /// Resolver checks: each configured name against each resolver, with outcome and latency; a
 /// resolver that does not answer times out; the checks' own packets to link-local resolvers
 /// are counted like any other.
-#[test]
-fn resolver_checks_report_outcome_and_latency() {
+fn resolver_checks_report_outcome_and_latency(tap: Tap) {
     headroom_testbed::require_or_return!(
-        "resolver_checks_report_outcome_and_latency",
-        &bed_needs()
+        &format!("resolver_checks_report_outcome_and_latency_{}", tap.name()),
+        &tap.needs(bed_needs())
     );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
@@ -178,8 +182,9 @@ resolver_check_timeout = "1s"
 "#,
     )
     .unwrap();
-    let agent = Once::start(
+    let agent = Once::on(
         &bed,
+        tap,
         &[
             "--config",
             cfg.to_str().unwrap(),
@@ -226,6 +231,7 @@ resolver_check_timeout = "1s"
         assert!(c["elapsed_ms"].as_f64().unwrap() >= 900.0);
     }
     // Every check to a link-local resolver sent at least one query, and each was counted.
+    tap.check(iface(&report, "eni0"));
     let counted = u(&iface(&report, "eni0")["by_service"]["dns"]["packets"]);
     let to_linklocal = checks
         .iter()
@@ -237,3 +243,10 @@ resolver_check_timeout = "1s"
     );
     assert_eq!(u(&iface(&report, "eni0")["dns"]["queries"]), counted);
 }
+
+crate::each_tap!(
+    search_walk_waste_is_counted_exactly,
+    search_suffixes_are_learned_from_resolv_conf,
+    unanswered_and_rcodes_are_exact,
+    resolver_checks_report_outcome_and_latency,
+);

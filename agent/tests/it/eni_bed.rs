@@ -3,7 +3,8 @@
 //! MAC, the VPC resolver without flags, IMDS down/up, a MAC IMDS does not know, an interface that
 //! disappears, no IMDS at all, and the ethtool ioctl against `ethtool -S` on veth.
 //! Ground truth: tcpdump on each interface, packets classified and placed in the report window
-//! by their kernel timestamps. Needs root; skips with a reason outside CI, fails in CI.
+//! by their kernel timestamps. The capture tests run on both taps (eBPF and AF_PACKET). Needs
+//! root; skips with a reason outside CI, fails in CI.
 
 use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
@@ -21,6 +22,10 @@ fn needs() -> Vec<Need> {
     n
 }
 
+fn tap_needs(tap: Tap) -> Vec<Need> {
+    tap.needs(needs())
+}
+
 /// A running `headroom-agent once --format json`, whose stderr is kept.
 struct Agent {
     guard: Guard,
@@ -28,10 +33,11 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(bed: &Bed, args: &[&str]) -> Agent {
+    fn start(bed: &Bed, tap: Tap, args: &[&str]) -> Agent {
         let mut cmd = bed.node.command(&AGENT);
         cmd.args(["once", "--format", "json"])
             .args(args)
+            .args(tap.args())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -207,9 +213,11 @@ fn dnsperf_thread(
     })
 }
 
-#[test]
-fn two_enis_by_mac_and_the_vpc_resolver_without_flags() {
-    headroom_testbed::require_or_return!("two_enis_by_mac", &needs());
+fn two_enis_by_mac_and_the_vpc_resolver_without_flags(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("two_enis_by_mac_{}", tap.name()),
+        &tap_needs(tap)
+    );
     let mut bed = Bed::new(2).unwrap();
     bed.start_unbound().unwrap();
     // Base + 2 of the VPC's secondary CIDR (100.64.0.0/16) is not a resolver: make it reachable
@@ -235,6 +243,7 @@ fn two_enis_by_mac_and_the_vpc_resolver_without_flags() {
     let t1 = tcpdump(&bed, "eni1");
     let agent = Agent::start(
         &bed,
+        tap,
         &["--interface", "eni*", "--duration", "8s", "--config", &cfg],
     );
     let a = dnsperf_thread(&bed, bed::VPC_RESOLVER, 200, 4, None);
@@ -253,6 +262,8 @@ fn two_enis_by_mac_and_the_vpc_resolver_without_flags() {
     assert_eq!(report["node"]["instance_type"], "m5.large");
     assert_eq!(report["node"]["availability_zone"], "us-east-1a");
     let (e0, e1) = (iface(&report, "eni0"), iface(&report, "eni1"));
+    tap.check(e0);
+    tap.check(e1);
     assert_eq!(e0["mac"], macs[0].as_str());
     assert_eq!(e1["mac"], macs[1].as_str());
     assert_eq!(e0["eni_id"], "eni-0000aaaabbbbcccc0");
@@ -300,9 +311,11 @@ fn two_enis_by_mac_and_the_vpc_resolver_without_flags() {
     assert!(got <= 4 * 60, "IMDS cost {got} packets in 8 s");
 }
 
-#[test]
-fn imds_down_and_up_loses_no_counts() {
-    headroom_testbed::require_or_return!("imds_down_and_up", &needs());
+fn imds_down_and_up_loses_no_counts(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("imds_down_and_up_{}", tap.name()),
+        &tap_needs(tap)
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let macs = vec![mac_of(&bed, "eni0")];
@@ -311,6 +324,7 @@ fn imds_down_and_up_loses_no_counts() {
     let t0 = tcpdump(&bed, "eni0");
     let agent = Agent::start(
         &bed,
+        tap,
         &["--interface", "eni0", "--duration", "10s", "--config", &cfg],
     );
     let load = dnsperf_thread(&bed, bed::VPC_RESOLVER, 300, 8, None);
@@ -323,6 +337,7 @@ fn imds_down_and_up_loses_no_counts() {
     let p0 = t0.stop();
     let w = window(&report);
     let e0 = iface(&report, "eni0");
+    tap.check(e0);
     eprintln!("{stderr}");
     assert_eq!(e0["eni_id"], "eni-0000aaaabbbbcccc0", "last good map kept");
     assert_eq!(report["node"]["instance_id"], "i-0123456789abcdef0");
@@ -348,15 +363,17 @@ fn imds_down_and_up_loses_no_counts() {
     assert_eq!(u(&e0["kernel_drops"]), 0);
 }
 
-#[test]
-fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report() {
-    headroom_testbed::require_or_return!("missing_mac_vanishing_interface", &needs());
+fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("missing_mac_vanishing_interface_{}", tap.name()),
+        &tap_needs(tap)
+    );
     let mut bed = Bed::new(2).unwrap();
     bed.start_unbound().unwrap();
     // IMDS knows only eni0's MAC.
     let imds = imds_in_vpc(&bed, &[mac_of(&bed, "eni0")]);
     let t0 = tcpdump(&bed, "eni0");
-    let agent = Agent::start(&bed, &["--interface", "eni*", "--duration", "6s"]);
+    let agent = Agent::start(&bed, tap, &["--interface", "eni*", "--duration", "6s"]);
     let load = dnsperf_thread(&bed, bed::VPC_RESOLVER, 200, 4, None);
     std::thread::sleep(Duration::from_secs(2));
     bed.node.ip(&["link", "del", "eni1"]).unwrap();
@@ -372,6 +389,8 @@ fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report() {
     assert!(stderr.contains("Capture stopped on interface"), "{stderr}");
     let e0 = iface(&report, "eni0");
     let e1 = iface(&report, "eni1");
+    tap.check(e0);
+    tap.check(e1);
     assert_eq!(e0["eni_id"], "eni-0000aaaabbbbcccc0");
     assert!(e1["eni_id"].is_null() && e1["device_number"].is_null());
     assert_eq!(e1["capturing"], false);
@@ -383,14 +402,13 @@ fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report() {
     assert_eq!(imds.counts().gets, 10, "{:?}", imds.counts());
 }
 
-#[test]
-fn without_imds_once_says_so_once_and_measures() {
-    headroom_testbed::require_or_return!("without_imds", &needs());
+fn without_imds_once_says_so_once_and_measures(tap: Tap) {
+    headroom_testbed::require_or_return!(&format!("without_imds_{}", tap.name()), &tap_needs(tap));
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let t0 = tcpdump(&bed, "eni0");
     // Nothing listens at 169.254.169.254:80: every attempt is a SYN answered by a RST.
-    let agent = Agent::start(&bed, &["--interface", "eni0", "--duration", "5s"]);
+    let agent = Agent::start(&bed, tap, &["--interface", "eni0", "--duration", "5s"]);
     let load = dnsperf_thread(&bed, bed::LINKLOCAL_RESOLVER, 100, 3, None);
     let sent = load.join().unwrap();
     let (report, stderr) = agent.report();
@@ -404,6 +422,7 @@ fn without_imds_once_says_so_once_and_measures() {
     assert!(stderr.contains("VPC resolver unknown"), "{stderr}");
     assert!(report["node"]["instance_id"].is_null());
     let e0 = iface(&report, "eni0");
+    tap.check(e0);
     assert!(e0["eni_id"].is_null());
     let dns = in_window(&p0, [169, 254, 169, 253], w);
     assert_eq!(dns, (sent.sent, 0));
@@ -415,6 +434,13 @@ fn without_imds_once_says_so_once_and_measures() {
     assert_close("imds retry packets", got, imds0);
     assert!(got <= 4, "backoff keeps retries few: {got}");
 }
+
+crate::each_tap!(
+    two_enis_by_mac_and_the_vpc_resolver_without_flags,
+    imds_down_and_up_loses_no_counts,
+    missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report,
+    without_imds_once_says_so_once_and_measures,
+);
 
 /// The SIOCETHTOOL path against `ethtool -S` on a veth, read in the same namespace.
 #[test]
@@ -460,12 +486,15 @@ fn ethtool_ioctl_equals_ethtool_dash_s_on_veth() {
 /// `ip link del` takes an interface down (the only error its packet socket is told of) and
 /// unregisters it a moment later; here the two steps are a second apart, so the capture must
 /// notice the interface is gone after it saw it merely down.
-#[test]
-fn an_interface_taken_down_then_deleted_stops_its_capture() {
-    headroom_testbed::require_or_return!("down_then_deleted", &needs());
+fn an_interface_taken_down_then_deleted_stops_its_capture(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("down_then_deleted_{}", tap.name()),
+        &tap_needs(tap)
+    );
     let bed = Bed::new(2).unwrap();
     let agent = Agent::start(
         &bed,
+        tap,
         &[
             "--interface",
             "eni*",
@@ -487,4 +516,7 @@ fn an_interface_taken_down_then_deleted_stops_its_capture() {
     );
     assert_eq!(iface(&report, "eni1")["capturing"], false);
     assert_eq!(iface(&report, "eni0")["capturing"], true);
+    tap.check(iface(&report, "eni0"));
 }
+
+crate::each_tap!(an_interface_taken_down_then_deleted_stops_its_capture);

@@ -1,5 +1,6 @@
 //! What counts and what does not: bursts, other DNS servers, other interfaces, TCP, IPv6.
-//! Ground truth is dnsperf's own count or `tcpdump -U -w` on the same interface.
+//! Ground truth is dnsperf's own count or `tcpdump -U -w` on the same interface. Each test
+//! runs on both taps (eBPF and AF_PACKET).
 //! Needs root; skips with a reason outside CI, fails in CI.
 
 use crate::common::*;
@@ -8,12 +9,14 @@ use std::time::Duration;
 
 /// A one-second burst of 1400 qps on top of a 10 s run at 100 qps: the peak is the burst
 /// second (1400 + 100), not the mean.
-#[test]
-fn burst_shows_as_peak() {
-    headroom_testbed::require_or_return!("burst_shows_as_peak", &bed_needs());
+fn burst_shows_as_peak(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("burst_shows_as_peak_{}", tap.name()),
+        &tap.needs(bed_needs())
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "13s"]);
+    let agent = Once::on(&bed, tap, &["--interface", "eni0", "--duration", "13s"]);
     let mut bg = bed.dnsperf(bed::LINKLOCAL_RESOLVER, 100, 10, None).unwrap();
     let bg = std::thread::spawn(move || bed::run_dnsperf(&mut bg).unwrap());
     std::thread::sleep(Duration::from_secs(4));
@@ -22,6 +25,7 @@ fn burst_shows_as_peak() {
     let bg = bg.join().unwrap();
     let report = agent.report();
     let i = iface(&report, "eni0");
+    tap.check(i);
     let (count, peak) = (u(&i["linklocal_packets"]), u(&i["peak_pps"]));
     let expected_peak = burst.sent as f64 + 100.0;
     eprintln!(
@@ -41,13 +45,16 @@ fn burst_shows_as_peak() {
 
 /// Queries to a DNS server that is not a link-local service do not count; the VPC resolver
 /// counts once named with --resolver; traffic leaving through a second ENI counts there only.
-#[test]
-fn counts_per_interface_and_only_link_local() {
-    headroom_testbed::require_or_return!("counts_per_interface_and_only_link_local", &bed_needs());
+fn counts_per_interface_and_only_link_local(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("counts_per_interface_and_only_link_local_{}", tap.name()),
+        &tap.needs(bed_needs())
+    );
     let mut bed = Bed::new(2).unwrap();
     bed.start_unbound().unwrap();
-    let agent = Once::start(
+    let agent = Once::on(
         &bed,
+        tap,
         &[
             "--interface",
             "eni*",
@@ -70,6 +77,8 @@ fn counts_per_interface_and_only_link_local() {
     let sent: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let report = agent.report();
     let (e0, e1) = (iface(&report, "eni0"), iface(&report, "eni1"));
+    tap.check(e0);
+    tap.check(e1);
     eprintln!(
         "sent {sent:?}; eni0 {} eni1 {}",
         e0["linklocal_packets"], e1["linklocal_packets"]
@@ -93,15 +102,17 @@ fn counts_per_interface_and_only_link_local() {
 
 /// A TCP query costs several packets, and each one counts: equal to tcpdump's count.
 /// IPv6 to fd00:ec2::253 counts too.
-#[test]
-fn tcp_packets_and_ipv6_count() {
-    headroom_testbed::require_or_return!("tcp_packets_and_ipv6_count", &bed_needs());
+fn tcp_packets_and_ipv6_count(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("tcp_packets_and_ipv6_count_{}", tap.name()),
+        &tap.needs(bed_needs())
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let dump = bed
         .tcpdump("eni0", "dst host 169.254.169.253 or dst host fd00:ec2::253")
         .unwrap();
-    let agent = Once::start(&bed, &["--interface", "eni0", "--duration", "5s"]);
+    let agent = Once::on(&bed, tap, &["--interface", "eni0", "--duration", "5s"]);
     for n in 0..10 {
         let out = bed
             .node
@@ -128,6 +139,7 @@ fn tcp_packets_and_ipv6_count() {
     std::thread::sleep(Duration::from_millis(300));
     let truth = dump.stop_and_count().unwrap();
     let i = iface(&report, "eni0");
+    tap.check(i);
     let counted = u(&i["linklocal_packets"]);
     eprintln!("tcpdump {truth}, agent {counted}, v6 sent {}", v6.sent);
     assert_eq!(counted, truth, "every packet tcpdump saw leave, no more");
@@ -140,15 +152,18 @@ fn tcp_packets_and_ipv6_count() {
 
 /// An ENI attached while the agent runs (the VPC CNI does this) is picked up by the rescan and
 /// its packets are counted there.
-#[test]
-fn an_eni_attached_at_runtime_is_measured() {
-    headroom_testbed::require_or_return!("an_eni_attached_at_runtime_is_measured", &bed_needs());
+fn an_eni_attached_at_runtime_is_measured(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("an_eni_attached_at_runtime_is_measured_{}", tap.name()),
+        &tap.needs(bed_needs())
+    );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let cfg = bed.path("agent.toml");
     std::fs::write(&cfg, "rescan_interval = \"1s\"\n").unwrap();
-    let agent = Once::start(
+    let agent = Once::on(
         &bed,
+        tap,
         &[
             "--config",
             cfg.to_str().unwrap(),
@@ -168,9 +183,17 @@ fn an_eni_attached_at_runtime_is_measured() {
     .unwrap();
     let report = agent.report();
     let e1 = iface(&report, "eni1");
+    tap.check(e1);
     assert_eq!(u(&e1["linklocal_packets"]), sent.sent, "{report}");
     assert_eq!(u(&iface(&report, "eni0")["linklocal_packets"]), 0);
 }
+
+crate::each_tap!(
+    burst_shows_as_peak,
+    counts_per_interface_and_only_link_local,
+    tcp_packets_and_ipv6_count,
+    an_eni_attached_at_runtime_is_measured,
+);
 
 /// With no --interface the agent measures exactly the interfaces backed by a device (the ENIs
 /// on EC2), never veths: in the host namespace, compare with /sys/class/net/*/device.

@@ -1,7 +1,7 @@
 //! The agent's packet counts and peaks against dnsperf's own count at fixed rates, through a
 //! real namespace bed with unbound. Needs root; skips with a reason outside CI, fails in CI.
 //!
-//! Two ground truths: dnsperf's "Queries sent" for the count, and tcpdump's kernel timestamps
+//! Each test runs on both taps (eBPF and AF_PACKET). Two ground truths: dnsperf's "Queries sent" for the count, and tcpdump's kernel timestamps
 //! for the busiest second. The agent's peak is always checked against tcpdump's busiest second;
 //! "peak within ±2 % of the rate" is checked when dnsperf held its rate. On a loaded machine
 //! dnsperf can fall behind and catch up in a burst (its busiest second then exceeds the rate):
@@ -12,12 +12,13 @@ use crate::common::*;
 use headroom_testbed::bed::{self, Bed};
 
 /// One run; returns false when dnsperf did not hold its rate (busiest second off by > 2 %).
-fn rate_run(qps: u32, seconds: u32) -> bool {
+fn rate_run(tap: Tap, qps: u32, seconds: u32) -> bool {
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let dump = bed.tcpdump("eni0", "dst host 169.254.169.253").unwrap();
-    let agent = Once::start(
+    let agent = Once::on(
         &bed,
+        tap,
         &[
             "--interface",
             "eni0",
@@ -35,10 +36,12 @@ fn rate_run(qps: u32, seconds: u32) -> bool {
     let ts = dump.stop_and_timestamps().unwrap();
     let truth = headroom_testbed::pcap::busiest_second(&ts);
     let i = iface(&report, "eni0");
+    tap.check(i);
     let counted = u(&i["linklocal_packets"]);
     let peak = u(&i["peak_pps"]);
     eprintln!(
-        "{qps} qps: dnsperf sent {sent:?}; tcpdump {} packets, busiest second {truth}; agent counted {counted}, peak {peak}",
+        "{} {qps} qps: dnsperf sent {sent:?}; tcpdump {} packets, busiest second {truth}; agent counted {counted}, peak {peak}",
+        tap.name(),
         ts.len()
     );
     // Count: within ±0.5 % of what dnsperf sent (UDP: one packet per query), and tcpdump's.
@@ -73,27 +76,29 @@ fn rate_run(qps: u32, seconds: u32) -> bool {
     true
 }
 
-fn rate(qps: u32) {
-    headroom_testbed::require_or_return!(&format!("rate_{qps}"), &bed_needs());
+fn rate(tap: Tap, qps: u32) {
+    headroom_testbed::require_or_return!(
+        &format!("rate_{qps}_{}", tap.name()),
+        &tap.needs(bed_needs())
+    );
     for _ in 0..3 {
-        if rate_run(qps, 5) {
+        if rate_run(tap, qps, 5) {
             return;
         }
     }
     panic!("dnsperf could not hold {qps} queries/s in three runs: the machine is too loaded to judge the peak against the rate");
 }
 
-#[test]
-fn rate_100_qps() {
-    rate(100);
+fn rate_100_qps(tap: Tap) {
+    rate(tap, 100);
 }
 
-#[test]
-fn rate_900_qps() {
-    rate(900);
+fn rate_900_qps(tap: Tap) {
+    rate(tap, 900);
 }
 
-#[test]
-fn rate_5000_qps() {
-    rate(5000);
+fn rate_5000_qps(tap: Tap) {
+    rate(tap, 5000);
 }
+
+crate::each_tap!(rate_100_qps, rate_900_qps, rate_5000_qps);

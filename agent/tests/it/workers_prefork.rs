@@ -26,8 +26,9 @@ fn agent_once() -> serde_json::Value {
 pub(crate) enum Caps {
     /// root's: sock_diag from inside each namespace (setns).
     All,
-    /// root with exactly the DaemonSet's capabilities (NET_RAW, SYS_PTRACE, DAC_READ_SEARCH; no
-    /// SYS_ADMIN): the `/proc/<pid>/net` tables and TCP_INFO through pidfd_getfd.
+    /// root with exactly the DaemonSet's capabilities (NET_RAW, BPF, NET_ADMIN, PERFMON,
+    /// SYS_PTRACE, DAC_READ_SEARCH; no SYS_ADMIN): the `/proc/<pid>/net` tables and TCP_INFO
+    /// through pidfd_getfd.
     DaemonSet,
     /// The DaemonSet's set without SYS_PTRACE and DAC_READ_SEARCH.
     NoPtrace,
@@ -38,7 +39,7 @@ pub(crate) fn agent_once_as(caps: Caps) -> serde_json::Value {
         Caps::All => Command::new(AGENT.as_str()),
         Caps::DaemonSet | Caps::NoPtrace => {
             let set = if caps == Caps::DaemonSet {
-                "-all,+net_raw,+sys_ptrace,+dac_read_search"
+                "-all,+net_raw,+bpf,+net_admin,+perfmon,+sys_ptrace,+dac_read_search"
             } else {
                 "-all,+net_raw"
             };

@@ -6,8 +6,10 @@ use crate::sources::dns::parse::{parse as parse_dns, DnsPacket};
 use crate::sources::linklocal::classify::classify;
 use crate::sources::linklocal::meter::Meter;
 use crate::sources::linklocal::{Service, Targets};
+use crate::sys::ebpf;
 use crate::sys::packet as afpacket;
-pub use crate::sys::packet::{PacketTap, TapError, TapStats};
+pub use crate::sys::packet::{Delivery, PacketTap, TapError, TapKind, TapStats};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,11 +21,26 @@ pub const SNAPLEN: u32 = 128;
 /// Bytes kept of each DNS packet: headers plus the DNS header and a question of any length.
 pub const DNS_SNAPLEN: u32 = 512;
 
+/// Which tap counts the packets (`--tap`, config `tap`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TapChoice {
+    /// The eBPF tap where the kernel (≥ 6.6) and the capabilities allow it, else AF_PACKET.
+    #[default]
+    Auto,
+    /// tcx programs that count in-line: no packet is cloned for the agent.
+    Ebpf,
+    /// An AF_PACKET ring with a classic BPF filter: the kernel clones every egress packet.
+    #[value(name = "af_packet")]
+    AfPacket,
+}
+
 /// What to capture and how.
 #[derive(Debug, Clone)]
 pub struct CaptureSpec {
     pub selection: Selection,
     pub targets: Targets,
+    pub tap: TapChoice,
     pub ring: afpacket::RingConfig,
     /// How often to look for interfaces that appeared (the VPC CNI attaches ENIs at runtime).
     pub rescan: Duration,
@@ -42,7 +59,7 @@ impl Capture {
     /// Opens a tap on every selected interface now (so permission problems surface at once),
     /// then keeps rescanning for new ones. Returns the interfaces opened.
     pub fn start(spec: CaptureSpec, meter: Meter) -> Result<(Capture, Vec<String>), TapError> {
-        let program = bpf::program(&spec.targets, SNAPLEN, DNS_SNAPLEN)?;
+        let mut opener = Opener::new(&spec)?;
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(Mutex::new(BTreeSet::new()));
         let (wake_tx, wake_rx) = std::sync::mpsc::channel();
@@ -54,10 +71,10 @@ impl Capture {
         };
         let names = interfaces::select(&spec.selection, &interfaces::list());
         for name in &names {
-            let tap = afpacket::AfPacketTap::open(name, &program, spec.ring)?;
+            let tap = opener.open(name)?;
             cap.threads.push(spawn_reader(
                 name.clone(),
-                Box::new(tap),
+                tap,
                 spec.targets.clone(),
                 meter.clone(),
                 stop.clone(),
@@ -68,7 +85,7 @@ impl Capture {
             let (stop, active, meter) = (stop.clone(), active.clone(), meter.clone());
             std::thread::Builder::new()
                 .name("capture-rescan".into())
-                .spawn(move || rescan_loop(wake_rx, spec, program, meter, stop, active))
+                .spawn(move || rescan_loop(wake_rx, spec, opener, meter, stop, active))
                 .expect("spawning a thread")
         };
         cap.threads.push(rescan);
@@ -103,7 +120,7 @@ impl Drop for Capture {
 fn rescan_loop(
     wake: std::sync::mpsc::Receiver<()>,
     spec: CaptureSpec,
-    program: Vec<bpf::Insn>,
+    mut opener: Opener,
     meter: Meter,
     stop: Arc<AtomicBool>,
     active: Arc<Mutex<BTreeSet<String>>>,
@@ -116,13 +133,13 @@ fn rescan_loop(
             if active.lock().unwrap().contains(&name) {
                 continue;
             }
-            match afpacket::AfPacketTap::open(&name, &program, spec.ring) {
+            match opener.open(&name) {
                 Ok(tap) => {
                     tracing::info!(message = "Capturing on a new interface.", interface = %name);
                     warned.remove(&name);
                     readers.push(spawn_reader(
                         name,
-                        Box::new(tap),
+                        tap,
                         spec.targets.clone(),
                         meter.clone(),
                         stop.clone(),
@@ -151,7 +168,7 @@ fn spawn_reader(
     active: Arc<Mutex<BTreeSet<String>>>,
 ) -> JoinHandle<()> {
     active.lock().unwrap().insert(name.clone());
-    meter.attach(&name, interfaces::mac(&name));
+    meter.attach(&name, interfaces::mac(&name), tap.kind());
     std::thread::Builder::new()
         .name(format!("capture-{name}"))
         .spawn(move || {
@@ -172,7 +189,7 @@ pub fn read_loop(
     meter: &Meter,
     stop: &AtomicBool,
 ) -> Result<(), TapError> {
-    let mut batch: Vec<(u64, Service)> = Vec::with_capacity(4096);
+    let mut batch: Vec<(u64, Service, u32)> = Vec::with_capacity(4096);
     let mut dns: Vec<(u64, DnsPacket)> = Vec::new();
     let mut last_stats = Instant::now();
     // Test hook (`HEADROOM_TEST_STALL_CAPTURE_AFTER=3s`): stop reading and beating, as a
@@ -189,20 +206,24 @@ pub fn read_loop(
         meter.beat(name);
         // Drain what is already there even when stopping, so the last window is complete.
         let stopping = stop.load(Ordering::SeqCst);
-        tap.next_batch(Duration::from_millis(200), &mut |ts, outgoing, pkt| {
-            if outgoing {
-                // Only what the node sends counts toward the allowance.
-                let Some(c) = classify(pkt, targets) else {
-                    return;
-                };
-                batch.push((ts, c.service));
-                if c.service != Service::Dns {
-                    return;
+        tap.next_batch(Duration::from_millis(200), &mut |item| match item {
+            Delivery::Packet { ts, outgoing, data } => {
+                if outgoing {
+                    // Only what the node sends counts toward the allowance.
+                    let Some(c) = classify(data, targets) else {
+                        return;
+                    };
+                    batch.push((ts, c.service, 1));
+                    if c.service != Service::Dns {
+                        return;
+                    }
                 }
+                decode(ts, outgoing, data, &mut dns);
             }
-            if let Some(d) = parse_dns(pkt) {
-                if d.response != outgoing {
-                    dns.push((ts, d));
+            Delivery::Decode { ts, outgoing, data } => decode(ts, outgoing, data, &mut dns),
+            Delivery::Counted { ts, class, n } => {
+                if let Some(s) = Service::ALL.get(class as usize) {
+                    batch.push((ts, *s, n));
                 }
             }
         })?;
@@ -221,5 +242,90 @@ pub fn read_loop(
         if stopping {
             return Ok(());
         }
+    }
+}
+
+/// Queries the node sent and replies it received, decoded for the DNS layer.
+fn decode(ts: u64, outgoing: bool, data: &[u8], dns: &mut Vec<(u64, DnsPacket)>) {
+    if let Some(d) = parse_dns(data) {
+        if d.response != outgoing {
+            dns.push((ts, d));
+        }
+    }
+}
+
+/// The eBPF tap's classes are the services' indices; its DNS class is the resolvers'.
+const _: () = assert!(ebpf::DNS_CLASS as usize == Service::Dns as usize);
+const _: () = assert!(Service::ALL.len() <= ebpf::CLASSES);
+
+/// Opens the chosen tap on each interface. Under `auto` the eBPF tap is tried first; when the
+/// kernel or the capabilities do not allow it, or it fails, the AF_PACKET tap is used from then
+/// on, with one log line saying why.
+struct Opener {
+    ebpf: bool,
+    auto: bool,
+    program: Vec<bpf::Insn>,
+    ring: afpacket::RingConfig,
+    targets: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Opener {
+    fn new(spec: &CaptureSpec) -> Result<Opener, TapError> {
+        let ebpf = match spec.tap {
+            TapChoice::AfPacket => false,
+            TapChoice::Ebpf => true,
+            TapChoice::Auto => match ebpf::unavailable() {
+                None => true,
+                Some(why) => {
+                    // Without CAP_NET_RAW either, the AF_PACKET tap's one-line error names both.
+                    if crate::sys::procfs::has_capability(13) {
+                        tracing::info!(message = "Using the AF_PACKET tap: the eBPF tap is not possible here.", reason = %why);
+                    }
+                    false
+                }
+            },
+        };
+        Ok(Opener {
+            ebpf,
+            auto: spec.tap == TapChoice::Auto,
+            program: bpf::program(&spec.targets, SNAPLEN, DNS_SNAPLEN)?,
+            ring: spec.ring,
+            targets: spec
+                .targets
+                .addresses()
+                .into_iter()
+                .map(|(ip, s)| (ip, s.index() as u8))
+                .collect(),
+        })
+    }
+
+    fn open(&mut self, name: &str) -> Result<Box<dyn PacketTap>, TapError> {
+        if self.ebpf {
+            match ebpf::EbpfTap::open(name, &self.targets) {
+                Ok(tap) => return Ok(Box::new(tap)),
+                Err(e @ TapError::Gone { .. }) => return Err(e),
+                Err(e) if self.auto => {
+                    tracing::warn!(message = "Using the AF_PACKET tap: the eBPF tap failed.", interface = %name, error = %e);
+                    self.ebpf = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Box::new(afpacket::AfPacketTap::open(
+            name,
+            &self.program,
+            self.ring,
+        )?))
+    }
+}
+
+/// Whether some tap can be opened at all with `choice` (root, or the capabilities it needs):
+/// when none can, IMDS is not asked and the user gets the tap's one-line error alone.
+pub fn possible(choice: TapChoice) -> bool {
+    let raw = crate::sys::procfs::has_capability(13);
+    match choice {
+        TapChoice::AfPacket => raw,
+        TapChoice::Ebpf => ebpf::unavailable().is_none(),
+        TapChoice::Auto => raw || ebpf::unavailable().is_none(),
     }
 }

@@ -4,6 +4,7 @@ use crate::sources::dns::parse::DnsPacket;
 use crate::sources::dns::tracker::{DnsFigures, DnsTotals, Tracker, TrackerConfig};
 use crate::sources::linklocal::series::{Figures, Series, STEP_NS};
 use crate::sources::linklocal::Service;
+use crate::sys::packet::TapKind;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,8 @@ pub struct InterfaceWindow {
     /// Drops since the agent started.
     pub drops_total: u64,
     pub capturing: bool,
+    /// The tap counting on this interface (`ebpf` or `af_packet`).
+    pub tap: Option<&'static str>,
     /// DNS figures for the window (only from `cut`; `peek` leaves them empty).
     pub dns: Option<DnsFigures>,
     pub dns_totals: DnsTotals,
@@ -33,6 +36,7 @@ struct Iface {
     drops_total: u64,
     drops_reported: u64,
     capturing: bool,
+    tap: TapKind,
     /// When its capture thread last came round its loop (at least every 200 ms when alive).
     beat: std::time::Instant,
     dns: Tracker,
@@ -65,7 +69,7 @@ impl Meter {
         *self.search.lock().unwrap() = search;
     }
 
-    pub fn attach(&self, name: &str, mac: Option<String>) {
+    pub fn attach(&self, name: &str, mac: Option<String>, tap: TapKind) {
         let mut m = self.inner.lock().unwrap();
         let e = m.entry(name.to_string()).or_insert_with(|| Iface {
             mac: None,
@@ -74,6 +78,7 @@ impl Meter {
             drops_total: 0,
             drops_reported: 0,
             capturing: true,
+            tap,
             beat: std::time::Instant::now(),
             dns: Tracker::new(TrackerConfig {
                 search: self.search.lock().unwrap().clone(),
@@ -82,6 +87,7 @@ impl Meter {
         });
         e.mac = mac;
         e.capturing = true;
+        e.tap = tap;
         e.beat = std::time::Instant::now();
     }
 
@@ -112,13 +118,14 @@ impl Meter {
         }
     }
 
-    /// Adds counted packets and DNS messages (queries sent, replies received).
-    pub fn record(&self, name: &str, packets: &[(u64, Service)], dns: &[(u64, DnsPacket)]) {
+    /// Adds counted packets (time, service, how many) and DNS messages (queries sent, replies
+    /// received).
+    pub fn record(&self, name: &str, packets: &[(u64, Service, u32)], dns: &[(u64, DnsPacket)]) {
         let mut m = self.inner.lock().unwrap();
         if let Some(e) = m.get_mut(name) {
-            for &(ts, s) in packets {
-                e.series.add(ts, s);
-                e.packets_total[s.index()] += 1;
+            for &(ts, s, n) in packets {
+                e.series.add_n(ts, s, n);
+                e.packets_total[s.index()] += n as u64;
             }
             for (ts, d) in dns {
                 if d.response {
@@ -181,6 +188,7 @@ fn window_of(name: &str, e: &Iface, start_ns: u64, end_ns: u64) -> InterfaceWind
         packets_total: e.packets_total,
         drops_total: e.drops_total,
         capturing: e.capturing,
+        tap: Some(e.tap.as_str()),
         dns: None,
         dns_totals: e.dns.totals.clone(),
     }
@@ -263,10 +271,10 @@ mod tests {
     #[test]
     fn cut_reports_drops_once_and_forgets_detached_interfaces() {
         let m = Meter::new(10);
-        m.attach("eni0", Some("02:00:00:00:00:01".into()));
+        m.attach("eni0", Some("02:00:00:00:00:01".into()), TapKind::Ebpf);
         m.record(
             "eni0",
-            &[(T0 + 10, Service::Dns), (T0 + S + 10, Service::Imds)],
+            &[(T0 + 10, Service::Dns, 1), (T0 + S + 10, Service::Imds, 1)],
             &[],
         );
         m.add_drops("eni0", 3);
@@ -274,6 +282,7 @@ mod tests {
         assert_eq!(w[0].figures.total(), 2);
         assert_eq!(w[0].kernel_drops, 3);
         assert_eq!(w[0].packets_total, [1, 1, 0]);
+        assert_eq!(w[0].tap, Some("ebpf"));
         m.detach("eni0");
         let w = m.cut(T0 + 2 * S, T0 + 4 * S);
         assert_eq!((w[0].kernel_drops, w[0].figures.total()), (0, 0));
@@ -284,7 +293,7 @@ mod tests {
     #[test]
     fn packets_for_unknown_interfaces_are_ignored() {
         let m = Meter::new(10);
-        m.record("nope", &[(T0, Service::Dns)], &[]);
+        m.record("nope", &[(T0, Service::Dns, 1)], &[]);
         assert!(m.peek(T0, T0 + S).is_empty());
         assert!(!m.capturing());
     }

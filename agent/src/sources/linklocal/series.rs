@@ -51,13 +51,18 @@ impl Series {
 
     /// Counts one packet sent at `ts_ns` (nanoseconds since the Unix epoch).
     pub fn add(&mut self, ts_ns: u64, service: Service) {
+        self.add_n(ts_ns, service, 1);
+    }
+
+    /// Counts `n` packets sent at `ts_ns` (the eBPF tap hands over counts per 10 ms step).
+    pub fn add_n(&mut self, ts_ns: u64, service: Service, n: u32) {
         let b = ts_ns / STEP_NS;
         if self.counts.is_empty() {
             self.base = b;
         }
         if b < self.base {
             // Older than anything kept (already reported): count it where it is least wrong.
-            self.counts[0][service.index()] += 1;
+            self.counts[0][service.index()] += n;
             return;
         }
         let mut idx = (b - self.base) as usize;
@@ -77,7 +82,7 @@ impl Series {
         while self.counts.len() <= idx {
             self.counts.push_back([0; 3]);
         }
-        self.counts[idx][service.index()] += 1;
+        self.counts[idx][service.index()] += n;
     }
 
     fn bucket(&self, b: u64) -> [u32; 3] {
