@@ -160,6 +160,7 @@ fn interfaces(agent: usize, round: u64) -> Vec<InterfaceWindow> {
                 packets_total: per_window.map(|p| p * (round + 1)),
                 drops_total: 0,
                 capturing: true,
+                tap: Some("ebpf"),
                 dns,
                 dns_totals,
             }
