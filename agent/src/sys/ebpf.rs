@@ -81,9 +81,11 @@ pub fn unavailable() -> Option<String> {
             "kernel {release} has no tcx links (Linux 6.6 or later); netlink tc filters would outlive a killed agent"
         ));
     }
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (kernels before 5.8 knew only it).
+    let has = super::procfs::has_capability;
     let missing: Vec<&str> = [(39, "CAP_BPF"), (12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON")]
         .into_iter()
-        .filter(|(bit, _)| !super::procfs::has_capability(*bit))
+        .filter(|&(bit, _)| !(has(bit) || (bit != 12 && has(21))))
         .map(|(_, name)| name)
         .collect();
     if !missing.is_empty() {

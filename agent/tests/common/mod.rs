@@ -116,6 +116,21 @@ impl Once {
         Once(g)
     }
 
+    /// Sends `sig` to the agent.
+    pub fn signal(&self, sig: i32) {
+        self.0.signal(sig);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.pid()
+    }
+
+    /// SIGKILL, and how it ended.
+    pub fn kill(self) -> std::process::ExitStatus {
+        self.0.signal(libc::SIGKILL);
+        self.0.wait(Duration::from_secs(10)).unwrap().status
+    }
+
     /// Waits for the report.
     pub fn report(self) -> serde_json::Value {
         let out = self.0.wait(Duration::from_secs(120)).unwrap();
@@ -220,4 +235,35 @@ pub fn event_loop_front(report: &serde_json::Value, netns: u64, n: usize) -> ser
     assert_eq!(u(&front["connections_max"]), n as u64, "{front}");
     assert_eq!(u(&front["busy_max"]), 0, "{front}");
     front
+}
+
+/// Runs `f` on a thread moved into the network namespace `ns` (one the test created), for
+/// sockets and kernel queries inside the bed.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) moves only this thread into the namespace the test created.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns {path}"
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A DNS query (A, recursion desired) for `name` with `id`, as a resolver receives it.
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
 }

@@ -121,7 +121,7 @@ fn missing_cap_net_raw_exits_77() {
         "af_packet",
     );
     check(out, 77, "grant CAP_NET_RAW", &["root without CAP_NET_RAW"]);
-    let none = "-net_raw,-bpf,-perfmon";
+    let none = "-net_raw,-bpf,-perfmon,-sys_admin";
     let out = run(
         &[
             &format!("--bounding-set={none}"),
@@ -133,11 +133,18 @@ fn missing_cap_net_raw_exits_77() {
         out,
         77,
         "grant CAP_NET_RAW (capabilities: add NET_RAW), or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON",
-        &["auto, root without CAP_NET_RAW, CAP_BPF, CAP_PERFMON"],
+        &["auto, root without CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN"],
     );
     let (major, minor) = headroom_testbed::kernel().0;
     if (major, minor) >= (6, 6) {
-        let out = run(&["--bounding-set=-perfmon", "--inh-caps=-perfmon"], "ebpf");
+        // CAP_SYS_ADMIN would stand in for CAP_PERFMON: drop both.
+        let out = run(
+            &[
+                "--bounding-set=-perfmon,-sys_admin",
+                "--inh-caps=-perfmon,-sys_admin",
+            ],
+            "ebpf",
+        );
         check(
             out,
             77,

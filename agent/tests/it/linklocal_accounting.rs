@@ -188,7 +188,68 @@ fn an_eni_attached_at_runtime_is_measured(tap: Tap) {
     assert_eq!(u(&iface(&report, "eni0")["linklocal_packets"]), 0);
 }
 
+/// The agent is stopped (SIGSTOP, as a descheduled or throttled agent would be) while 100 000
+/// DNS queries leave in a burst: more than its 4 MiB ring holds. What did not fit is reported
+/// as `kernel_drops`, exactly: decoded queries + drops = queries sent. The eBPF tap counts in
+/// the kernel, so its count stays exact; the AF_PACKET tap counts what reached it, so its count
+/// plus its drops is exact. No resolver answers (nothing listens on the VPC side), so every
+/// DNS packet in the rings is a query the sender counted.
+fn ring_overflow_is_counted_as_kernel_drops(tap: Tap) {
+    headroom_testbed::require_or_return!(
+        &format!("ring_overflow_is_counted_as_kernel_drops_{}", tap.name()),
+        &tap.needs(bed_needs())
+    );
+    const QUERIES: u32 = 100_000;
+    let bed = Bed::new(1).unwrap();
+    let agent = Once::on(&bed, tap, &["--interface", "eni0", "--duration", "6s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    agent.signal(libc::SIGSTOP);
+    let src = bed::node_ip(0);
+    let sent = in_netns(&bed.node.name, move || {
+        let sock = std::net::UdpSocket::bind((src.as_str(), 0)).unwrap();
+        let dst: std::net::SocketAddr = "169.254.169.253:53".parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut sent = 0u64;
+        for i in 0..QUERIES {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            let q = dns_query(i as u16, &format!("q{i}.{}", bed::ZONE));
+            if sock.send_to(&q, dst).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    agent.signal(libc::SIGCONT);
+    let report = agent.report();
+    let i = iface(&report, "eni0");
+    tap.check(i);
+    let (counted, drops) = (u(&i["linklocal_packets"]), u(&i["kernel_drops"]));
+    let decoded = u(&i["dns"]["queries"]);
+    eprintln!(
+        "{}: sent {sent}; counted {counted}, decoded {decoded}, kernel_drops {drops}",
+        tap.name()
+    );
+    assert!(
+        sent > 50_000,
+        "the burst must outgrow the ring: {sent} sent"
+    );
+    assert!(drops > 0, "the ring overflowed, so drops are reported");
+    assert_eq!(
+        decoded + drops,
+        sent,
+        "every query decoded or counted as dropped"
+    );
+    match tap {
+        Tap::Ebpf => assert_eq!(counted, sent, "counting in the kernel loses nothing"),
+        Tap::AfPacket => assert_eq!(counted + drops, sent, "counted or dropped"),
+    }
+}
+
 crate::each_tap!(
+    ring_overflow_is_counted_as_kernel_drops,
     burst_shows_as_peak,
     counts_per_interface_and_only_link_local,
     tcp_packets_and_ipv6_count,
