@@ -21,6 +21,7 @@ esac
 groups=(
   "demo bed: network namespaces and veth ENIs, the VPC resolver, DNS load at an exact rate, dig, an IMDS stand-in|iproute2 unbound dnsperf bind9-dnsutils curl iputils-ping procps python3"
   "demo build: the Rust build links with the C toolchain|build-essential"
+  "demo build: clang compiles the agent's eBPF tap (agent/src/sys/tap.bpf.c) for the bpf target|clang"
 )
 if [ "$what" = test ]; then
   groups+=(

@@ -2,14 +2,17 @@
 # Build from the repository root: docker build -f deploy/docker/agent.Dockerfile --build-arg VERSION=0.1.0 .
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
+# clang compiles the eBPF tap (agent/src/sys/tap.bpf.c) in the agent's build script; Debian 12's.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends clang=1:14.0-55.7~deb12u1 \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p headroom-agent \
     && cp target/release/headroom-agent /headroom-agent
 
 # The agent runs as root with a few added capabilities (see deploy/base/agent-daemonset.yaml):
-# packet sockets, setns into pod network namespaces and reading other processes' /proc entries
-# need them; distroless/cc has no shell or package manager to misuse.
+# the eBPF tap (or packet sockets) and reading other processes' /proc entries need them; distroless/cc has no shell or package manager to misuse.
 # distroless publishes no version tags; pin by digest at release time.
 # hadolint ignore=DL3007
 FROM gcr.io/distroless/cc-debian12:latest

@@ -768,8 +768,10 @@ fn doc_links_resolve() {
 }
 
 /// The agent's privileges, as rendered for every overlay, are exactly the ones docs/security.md
-/// justifies, each with a test of what breaks without it: NET_RAW (capture; the agent's
-/// `missing_cap_net_raw_exits_77`), SYS_PTRACE and DAC_READ_SEARCH (other users' /proc/<pid>/fd
+/// justifies, each with a test of what breaks without it: BPF, NET_ADMIN and PERFMON (the eBPF
+/// tap; the agent's `missing_cap_net_raw_exits_77` and
+/// `auto_takes_ebpf_with_the_daemonset_capabilities_and_falls_back_without`), NET_RAW (the
+/// AF_PACKET tap, `auto`'s fallback; `missing_cap_net_raw_exits_77`), SYS_PTRACE and DAC_READ_SEARCH (other users' /proc/<pid>/fd
 /// and the backlog through pidfd_getfd); no SYS_ADMIN (`without_cap_sys_admin_the_figures_are_the_same`),
 /// nothing privileged, a read-only root, no privilege escalation, RuntimeDefault seccomp.
 #[test]
@@ -822,7 +824,14 @@ fn the_agent_keeps_only_its_justified_privileges() {
             add.sort();
             assert_eq!(
                 add,
-                ["DAC_READ_SEARCH", "NET_RAW", "SYS_PTRACE"],
+                [
+                    "BPF",
+                    "DAC_READ_SEARCH",
+                    "NET_ADMIN",
+                    "NET_RAW",
+                    "PERFMON",
+                    "SYS_PTRACE"
+                ],
                 "{dir}: {}",
                 c["name"]
             );
