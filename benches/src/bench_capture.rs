@@ -1,8 +1,15 @@
 //! `headroom-bench-capture [--dns] [RATE…]`: sustained packets/s to a link-local address through
-//! the bed, counted at the same time by headroom-agent and by `tcpdump -w /dev/null` with the same
-//! filter. Prints a Markdown table: packets counted, drops, and user+sys CPU of each (from wait4
-//! rusage). `--dns`: real DNS queries to unbound on 169.254.169.253, which the agent decodes and
-//! matches to the replies it also captures; otherwise plain UDP to Time Sync (counting only).
+//! the bed, counted at the same time by headroom-agent (once on each tap: eBPF, AF_PACKET) and by
+//! `tcpdump -w /dev/null` with the same filter. Prints a Markdown table: packets counted, drops,
+//! and user+sys CPU of each (from wait4 rusage). `--dns`: real DNS queries to unbound on
+//! 169.254.169.253, which the agent decodes and matches to the replies it also captures;
+//! otherwise plain UDP to Time Sync (counting only).
+//!
+//! `headroom-bench-capture --tax [ROUNDS]`: the node tax. 2M small UDP datagrams (asked at
+//! 250k/s: as fast as one sender goes here) to an address that is *not* a link-local service
+//! (the VPC side of eni0), with nothing watching, with the agent's eBPF tap, with its AF_PACKET
+//! tap, and with tcpdump on the interface; the sender's own user+sys CPU per packet, each setup
+//! once per round in rotating order, medians over the rounds.
 
 use anyhow::Context;
 use headroom_testbed::bed::{self, Bed};
@@ -43,7 +50,7 @@ struct Row {
     dns_answered: u64,
 }
 
-fn one(rate: u64, dns: bool) -> anyhow::Result<Row> {
+fn one(rate: u64, dns: bool, tap: &str) -> anyhow::Result<Row> {
     let dir = std::env::current_exe()?;
     let agent = dir.with_file_name("headroom-agent");
     let loadgen = dir.with_file_name("headroom-loadgen");
@@ -62,7 +69,15 @@ fn one(rate: u64, dns: bool) -> anyhow::Result<Row> {
     let mut agent = bed
         .node
         .command(agent.to_str().unwrap())
-        .args(["once", "--format", "json", "--interface", "eni0"])
+        .args([
+            "once",
+            "--format",
+            "json",
+            "--interface",
+            "eni0",
+            "--tap",
+            tap,
+        ])
         .args(["--duration", &format!("{}s", SECONDS + 2)])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -128,11 +143,170 @@ fn one(rate: u64, dns: bool) -> anyhow::Result<Row> {
     })
 }
 
+/// What watches eni0 while the sender runs.
+#[derive(Clone, Copy, Debug)]
+enum Watcher {
+    Nothing,
+    Ebpf,
+    AfPacket,
+    Tcpdump,
+}
+
+impl Watcher {
+    fn name(self) -> &'static str {
+        match self {
+            Watcher::Nothing => "no tap",
+            Watcher::Ebpf => "agent, eBPF tap",
+            Watcher::AfPacket => "agent, AF_PACKET tap",
+            Watcher::Tcpdump => "tcpdump (same filter)",
+        }
+    }
+}
+
+/// Starts `w` on eni0 and waits until it watches; returns the child to kill afterwards.
+fn watch(bed: &Bed, w: Watcher) -> anyhow::Result<Option<std::process::Child>> {
+    use std::io::BufRead;
+    let agent = std::env::current_exe()?.with_file_name("headroom-agent");
+    let (mut cmd, marker) = match w {
+        Watcher::Nothing => return Ok(None),
+        Watcher::Ebpf | Watcher::AfPacket => {
+            let mut c = bed.node.command(agent.to_str().unwrap());
+            let tap = if matches!(w, Watcher::Ebpf) {
+                "ebpf"
+            } else {
+                "af_packet"
+            };
+            c.args([
+                "once",
+                "--interface",
+                "eni0",
+                "--duration",
+                "120s",
+                "--tap",
+                tap,
+            ])
+            .args(["--imds-endpoint", "http://127.0.0.1:9"])
+            .env("RUST_LOG", "info");
+            (c, "Capturing.")
+        }
+        Watcher::Tcpdump => {
+            let mut c = bed.node.command("tcpdump");
+            c.args(["-i", "eni0", "-Q", "out", "-n", "-w", "/dev/null", FILTER]);
+            (c, "listening on")
+        }
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| w.name())?;
+    let mut r = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while r.read_line(&mut line)? > 0 && !line.contains(marker) {
+        line.clear();
+    }
+    anyhow::ensure!(line.contains(marker), "{} did not start", w.name());
+    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+    Ok(Some(child))
+}
+
+/// One sender run of `packets` to the VPC side of eni0: (sent, sender CPU seconds, seconds).
+fn send(bed: &Bed, packets: u64) -> anyhow::Result<(u64, f64, f64)> {
+    let loadgen = std::env::current_exe()?.with_file_name("headroom-loadgen");
+    // 250k packets/s asked for: one sender on this machine reaches about 200k, so it sends as
+    // fast as it can; loadgen stops by itself 5 s after the planned end in any case.
+    const RATE: u64 = 250_000;
+    let child = bed
+        .node
+        .command(loadgen.to_str().unwrap())
+        .args(["--dst", "10.0.0.1:9", "--rate", &RATE.to_string()])
+        .args(["--seconds", &(packets / RATE).max(1).to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut stdout = String::new();
+    child.stdout.unwrap().read_to_string(&mut stdout)?;
+    let cpu = wait_cpu(pid)?;
+    let mut words = stdout.split_whitespace();
+    let sent: u64 = words
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .context("loadgen output")?;
+    let secs: f64 = words
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .context("loadgen output")?;
+    Ok((sent, cpu, secs))
+}
+
+fn tax(rounds: usize) -> anyhow::Result<()> {
+    const PACKETS: u64 = 2_000_000;
+    let watchers = [
+        Watcher::Nothing,
+        Watcher::Ebpf,
+        Watcher::AfPacket,
+        Watcher::Tcpdump,
+    ];
+    let bed = Bed::new(1)?;
+    let mut per_packet: Vec<Vec<f64>> = vec![Vec::new(); watchers.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); watchers.len()];
+    // A warm-up run (page cache, neighbour entry, CPU frequency) that is not recorded.
+    send(&bed, PACKETS / 4)?;
+    for round in 0..rounds {
+        for k in 0..watchers.len() {
+            let i = (k + round) % watchers.len();
+            let w = watchers[i];
+            let child = watch(&bed, w)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let (sent, cpu, secs) = send(&bed, PACKETS)?;
+            if let Some(mut c) = child {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+                let _ = c.wait();
+            }
+            eprintln!(
+                "round {round}: {:<22} sent {sent} in {secs:.2} s, sender CPU {cpu:.2} s = {:.0} ns/packet",
+                w.name(),
+                cpu / sent as f64 * 1e9
+            );
+            per_packet[i].push(cpu / sent as f64 * 1e9);
+            rates[i].push(sent as f64 / secs);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let base = median(&mut per_packet[0].clone());
+    println!("| watching eni0 | sender CPU per packet, ns (rounds) | median ns | added vs no tap, ns | packets/s (median) |");
+    println!("|---|---|---|---|---|");
+    for (i, w) in watchers.iter().enumerate() {
+        let all: Vec<String> = per_packet[i].iter().map(|v| format!("{v:.0}")).collect();
+        let m = median(&mut per_packet[i]);
+        println!(
+            "| {} | {} | {m:.0} | {:+.0} | {:.0} |",
+            w.name(),
+            all.join(", "),
+            m - base,
+            median(&mut rates[i])
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    let dns = std::env::args().any(|a| a == "--dns");
-    let rates: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--dns")
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--tax") {
+        let rounds = match args.get(1) {
+            Some(r) => r.parse().context("rounds")?,
+            None => 5,
+        };
+        return tax(rounds);
+    }
+    let dns = args.iter().any(|a| a == "--dns");
+    let rates: Vec<u64> = args
+        .iter()
+        .filter(|a| *a != "--dns")
         .map(|a| a.parse().context("rates are packets/s"))
         .collect::<anyhow::Result<_>>()?;
     let rates = if rates.is_empty() {
@@ -140,27 +314,29 @@ fn main() -> anyhow::Result<()> {
     } else {
         rates
     };
-    println!("| packets/s | sent | agent counted | DNS queries decoded / answered | agent drops | agent CPU s (% core) | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| packets/s | agent tap | sent | agent counted | DNS queries decoded / answered | agent drops | agent CPU s (% core) | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rates {
-        let row = one(r, dns)?;
-        let window = (SECONDS + 2) as f64;
-        println!(
-            "| {} | {} | {} | {} / {} | {} | {:.2} ({:.1} %) | {} | {} | {:.2} ({:.1} %) | {:.2} |",
-            row.rate,
-            row.sent,
-            row.agent_count,
-            row.dns_queries,
-            row.dns_answered,
-            row.agent_drops,
-            row.agent_cpu,
-            row.agent_cpu / window * 100.0,
-            row.tcpdump_count,
-            row.tcpdump_drops,
-            row.tcpdump_cpu,
-            row.tcpdump_cpu / window * 100.0,
-            row.agent_cpu / row.tcpdump_cpu.max(1e-9)
-        );
+        for tap in ["ebpf", "af_packet"] {
+            let row = one(r, dns, tap)?;
+            let window = (SECONDS + 2) as f64;
+            println!(
+                "| {} | {tap} | {} | {} | {} / {} | {} | {:.2} ({:.1} %) | {} | {} | {:.2} ({:.1} %) | {:.2} |",
+                row.rate,
+                row.sent,
+                row.agent_count,
+                row.dns_queries,
+                row.dns_answered,
+                row.agent_drops,
+                row.agent_cpu,
+                row.agent_cpu / window * 100.0,
+                row.tcpdump_count,
+                row.tcpdump_drops,
+                row.tcpdump_cpu,
+                row.tcpdump_cpu / window * 100.0,
+                row.agent_cpu / row.tcpdump_cpu.max(1e-9)
+            );
+        }
     }
     Ok(())
 }
