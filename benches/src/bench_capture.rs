@@ -43,6 +43,8 @@ struct Row {
     agent_count: u64,
     agent_drops: u64,
     agent_cpu: f64,
+    /// CPU of the agent's capture thread for eni0 alone (the tap's reader), seconds.
+    capture_cpu: f64,
     tcpdump_count: u64,
     tcpdump_drops: u64,
     tcpdump_cpu: f64,
@@ -112,6 +114,8 @@ fn one(rate: u64, dns: bool, tap: &str) -> anyhow::Result<Row> {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("loadgen output: {text}"))?;
+    // The load is over and the agent still measures (2 s): its capture thread's time so far.
+    let capture_cpu = thread_cpu(agent.id(), "capture-eni0").unwrap_or(f64::NAN);
     let mut stdout = String::new();
     agent.stdout.take().unwrap().read_to_string(&mut stdout)?;
     let agent_cpu = wait_cpu(agent.id())?;
@@ -135,12 +139,25 @@ fn one(rate: u64, dns: bool, tap: &str) -> anyhow::Result<Row> {
         agent_count: i["linklocal_packets"].as_u64().unwrap_or(0),
         agent_drops: i["kernel_drops"].as_u64().unwrap_or(0),
         agent_cpu,
+        capture_cpu,
         tcpdump_count: field("packets captured"),
         tcpdump_drops: field("packets dropped by kernel"),
         tcpdump_cpu,
         dns_queries: i["dns"]["queries"].as_u64().unwrap_or(0),
         dns_answered: i["dns"]["answered"].as_u64().unwrap_or(0),
     })
+}
+
+/// On-CPU seconds of `pid`'s thread named `name` (schedstat: nanoseconds, not ticks).
+fn thread_cpu(pid: u32, name: &str) -> Option<f64> {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = t.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() == name {
+            let s = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            return Some(s.split_whitespace().next()?.parse::<f64>().ok()? / 1e9);
+        }
+    }
+    None
 }
 
 /// What watches eni0 while the sender runs.
@@ -363,14 +380,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         rates
     };
-    println!("| packets/s | agent tap | sent | agent counted | DNS queries decoded / answered | agent drops | agent CPU s (% core) | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| packets/s | agent tap | sent | agent counted | DNS queries decoded / answered | agent drops | agent CPU s (% core) | its capture thread s | tcpdump captured | tcpdump drops | tcpdump CPU s (% core) | agent/tcpdump CPU | capture thread/tcpdump |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rates {
         for tap in ["ebpf", "af_packet"] {
             let row = one(r, dns, tap)?;
             let window = (SECONDS + 2) as f64;
             println!(
-                "| {} | {tap} | {} | {} | {} / {} | {} | {:.2} ({:.1} %) | {} | {} | {:.2} ({:.1} %) | {:.2} |",
+                "| {} | {tap} | {} | {} | {} / {} | {} | {:.2} ({:.1} %) | {:.3} | {} | {} | {:.2} ({:.1} %) | {:.2} | {:.2} |",
                 row.rate,
                 row.sent,
                 row.agent_count,
@@ -379,11 +396,13 @@ fn main() -> anyhow::Result<()> {
                 row.agent_drops,
                 row.agent_cpu,
                 row.agent_cpu / window * 100.0,
+                row.capture_cpu,
                 row.tcpdump_count,
                 row.tcpdump_drops,
                 row.tcpdump_cpu,
                 row.tcpdump_cpu / window * 100.0,
-                row.agent_cpu / row.tcpdump_cpu.max(1e-9)
+                row.agent_cpu / row.tcpdump_cpu.max(1e-9),
+                row.capture_cpu / row.tcpdump_cpu.max(1e-9)
             );
         }
     }
