@@ -9,7 +9,9 @@
 //! 250k/s: as fast as one sender goes here) to an address that is *not* a link-local service
 //! (the VPC side of eni0), with nothing watching, with the agent's eBPF tap, with its AF_PACKET
 //! tap, and with tcpdump on the interface; the sender's own user+sys CPU per packet, each setup
-//! once per round in rotating order, medians over the rounds.
+//! once per round in rotating order, medians over the rounds. `--program-time`: also the
+//! kernel's accounting of the eBPF program's run time (BPF_ENABLE_STATS during its rounds,
+//! which itself costs every BPF run two clock reads).
 
 use anyhow::Context;
 use headroom_testbed::bed::{self, Bed};
@@ -285,7 +287,7 @@ fn program_time(bed: &Bed) -> anyhow::Result<(f64, u64)> {
     .map_err(|_| anyhow::anyhow!("program_time thread panicked"))?
 }
 
-fn tax(rounds: usize) -> anyhow::Result<()> {
+fn tax(rounds: usize, program_stats: bool) -> anyhow::Result<()> {
     const PACKETS: u64 = 2_000_000;
     let watchers = [
         Watcher::Nothing,
@@ -306,8 +308,11 @@ fn tax(rounds: usize) -> anyhow::Result<()> {
             let child = watch(&bed, w)?;
             std::thread::sleep(Duration::from_millis(300));
             // The kernel's own accounting of the eBPF program: run time and runs while held.
+            // Statistics cost every BPF run two clock reads, so they are on only when asked for.
             let stats = match w {
-                Watcher::Ebpf => Some(aya::sys::enable_stats(aya::sys::Stats::RunTime)?),
+                Watcher::Ebpf if program_stats => {
+                    Some(aya::sys::enable_stats(aya::sys::Stats::RunTime)?)
+                }
                 _ => None,
             };
             let (sent, cpu, secs) = send(&bed, PACKETS)?;
@@ -363,11 +368,12 @@ fn tax(rounds: usize) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--tax") {
-        let rounds = match args.get(1) {
+        let stats = args.iter().any(|a| a == "--program-time");
+        let rounds = match args.get(1).filter(|a| *a != "--program-time") {
             Some(r) => r.parse().context("rounds")?,
             None => 5,
         };
-        return tax(rounds);
+        return tax(rounds, stats);
     }
     let dns = args.iter().any(|a| a == "--dns");
     let rates: Vec<u64> = args
