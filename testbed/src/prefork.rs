@@ -739,7 +739,9 @@ impl Server {
             socket: None,
             front: None,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: a fresh machine's first Passenger start spawns Ruby under a loaded 2-core box;
+        // this is a start wait, not a measurement.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let ready = s
                 .passenger_status()
@@ -754,7 +756,7 @@ impl Server {
                     std::fs::read_to_string(s.dir.path().join("passenger.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 anyhow::bail!(
-                    "Passenger did not start {processes} app processes within 60 s; passenger-status: {:?}; end of passenger.log:\n{}",
+                    "Passenger did not start {processes} app processes within 120 s; passenger-status: {:?}; end of passenger.log:\n{}",
                     s.passenger_status(),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
