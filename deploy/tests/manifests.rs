@@ -184,6 +184,39 @@ fn base_matches_its_golden_snapshot() {
     );
 }
 
+/// The dashboards are what deploy/dashboards/generate.py makes today (grafana-foundation-sdk,
+/// pinned in scripts/requirements.txt) and read back through the SDK's own dashboard model
+/// unchanged; e2e `dashboards_on_a_live_bed` runs their queries on a real Prometheus.
+#[test]
+fn dashboards_are_generated_and_read_back_by_the_sdk() {
+    headroom_testbed::require_or_return!(
+        "dashboards_are_generated_and_read_back_by_the_sdk",
+        &[Need::Tool("python3")]
+    );
+    let out = Command::new("python3")
+        .arg(root().join("deploy/dashboards/generate.py"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "generate.py --check:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = render("deploy/overlays/prometheus");
+    for f in ["linklocal", "probes", "workers", "findings"] {
+        assert!(
+            rendered.contains(&format!("  {f}.json: |")),
+            "{f}.json not in the prometheus overlay's ConfigMap"
+        );
+    }
+    assert!(
+        rendered.contains("grafana_dashboard: \"1\""),
+        "the dashboards ConfigMap lacks the sidecar's label"
+    );
+}
+
 #[test]
 fn dockerfiles_build_or_lint() {
     let docker = Command::new("docker")

@@ -11,6 +11,7 @@ mod agent_to_collector;
 mod alerts;
 mod auth;
 mod collector_from_agent;
+mod dashboards;
 mod hpa_request_rate;
 mod hpa_servers;
 mod procs;
