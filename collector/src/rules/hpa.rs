@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime};
 
 pub struct OverScaling(pub Thresholds);
 
+/// Between the HPA and its KEDA form in the fix (the HPA's name follows).
+pub const KEDA_INTRO: &str = "With KEDA instead of prometheus-adapter, the same scaling as a ScaledObject (KEDA makes the HPA from it, so it replaces HPA ";
+
 /// Replicas the requests in service need (at least 1).
 pub fn needed(busy_p95: f64, capacity_per_pod: u32, target_utilization: f64) -> u32 {
     let per_pod = capacity_per_pod as f64 * target_utilization;
@@ -42,6 +45,49 @@ pub fn hpa_yaml(h: &HpaInfo, metric: &str, average: &str, min: u32, max: u32) ->
         ns = h.namespace,
         kind = h.target_kind,
         target = h.target_name,
+    )
+}
+
+/// The pods of a `kind` named `name`, as a PromQL regular expression on the `pod` label:
+/// Deployment pods are `NAME-HASH-SUFFIX`, StatefulSet pods `NAME-ORDINAL`. Names may hold dots
+/// (DNS subdomains): `[.]` needs no escaping inside a PromQL string.
+fn pods_regex(kind: &str, name: &str) -> String {
+    let name = name.replace('.', "[.]");
+    match kind {
+        "Deployment" => format!("{name}-[a-z0-9]+-[a-z0-9]+"),
+        "StatefulSet" => format!("{name}-[0-9]+"),
+        "ReplicaSet" => format!("{name}-[a-z0-9]+"),
+        _ => format!("{name}-.+"),
+    }
+}
+
+/// The same scaling as a KEDA ScaledObject (Prometheus scaler, for clusters with KEDA and no
+/// prometheus-adapter): the workload's summed busy workers (per pod the max over its series, as
+/// the adapter rule in deploy/overlays/prometheus has it) with `metricType: AverageValue`,
+/// which the HPA KEDA makes divides by the replicas, as the Pods metric does.
+pub fn keda_yaml(
+    h: &HpaInfo,
+    metric: &str,
+    server: &str,
+    average: &str,
+    min: u32,
+    max: u32,
+) -> String {
+    format!(
+        "apiVersion: keda.sh/v1alpha1\n\
+         kind: ScaledObject\n\
+         metadata:\n  name: {name}\n  namespace: {ns}\n\
+         spec:\n  scaleTargetRef:\n    apiVersion: apps/v1\n    kind: {kind}\n    name: {target}\n\
+         \x20 minReplicaCount: {min}\n  maxReplicaCount: {max}\n\
+         \x20 triggers:\n  - type: prometheus\n    metricType: AverageValue\n    metadata:\n\
+         \x20     serverAddress: {server}\n\
+         \x20     query: 'sum(max by (pod) ({metric}{{namespace=\"{ns}\",pod=~\"{pods}\"}}))'\n\
+         \x20     threshold: \"{average}\"\n",
+        name = h.name,
+        ns = h.namespace,
+        kind = h.target_kind,
+        target = h.target_name,
+        pods = pods_regex(&h.target_kind, &h.target_name),
     )
 }
 
@@ -202,8 +248,16 @@ impl Rule for OverScaling {
                     h.min_replicas - need
                 ));
             }
+            let keda = keda_yaml(
+                h,
+                &t.hpa_metric,
+                &t.keda_prometheus_server,
+                &average,
+                min,
+                max,
+            );
             let pods_metric = format!(
-                "Scale on busy workers instead: {} busy of {capacity} per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}",
+                "Scale on busy workers instead: {} busy of {capacity} per pod ({:.0}% target utilization) needs {need} replicas for the measured busy p95 {:.1}.{}\n{yaml}{KEDA_INTRO}{}):\n{keda}",
                 r3(per_pod),
                 t.hpa_target_utilization * 100.0,
                 w.busy_p95,
@@ -211,7 +265,8 @@ impl Rule for OverScaling {
                     String::new()
                 } else {
                     format!(" {}.", advice.join("; "))
-                }
+                },
+                h.name
             );
             let terms = hpa_terms::terms(h, w, need, &t.hpa_request_rate_pattern);
             let (own, new_average, why_not) = own_terms(h, &terms, need);
@@ -388,7 +443,15 @@ mod tests {
         assert_eq!(g.evidence["suggested_min_replicas"], 200);
         assert_eq!(g.evidence["suggested_max_replicas"], 300);
         assert_eq!(g.evidence["hpa_metrics"][0], "Resource cpu Utilization 50");
-        let yaml = g.fix.split_once('\n').unwrap().1;
+        let (yaml, keda) = g
+            .fix
+            .split_once('\n')
+            .unwrap()
+            .1
+            .split_once(KEDA_INTRO)
+            .unwrap();
+        let expect_keda = "web):\napiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  scaleTargetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: web\n  minReplicaCount: 200\n  maxReplicaCount: 300\n  triggers:\n  - type: prometheus\n    metricType: AverageValue\n    metadata:\n      serverAddress: http://prometheus-operated.monitoring.svc:9090\n      query: 'sum(max by (pod) (headroom_workers_busy{namespace=\"shop\",pod=~\"web-[a-z0-9]+-[a-z0-9]+\"}))'\n      threshold: \"2\"\n";
+        assert_eq!(keda, expect_keda);
         let expect = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  scaleTargetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: web\n  minReplicas: 200\n  maxReplicas: 300\n  metrics:\n  - type: Pods\n    pods:\n      metric:\n        name: headroom_workers_busy\n      target:\n        type: AverageValue\n        averageValue: \"2\"\n";
         assert_eq!(yaml, expect);
         assert!(

@@ -148,6 +148,9 @@ pub struct RulesConfig {
     pub hpa_for: String,
     /// The Prometheus metric an HPA would scale on (through prometheus-adapter) in the fix.
     pub hpa_metric: String,
+    /// HPAOverScaling: the Prometheus the KEDA form of the fix queries (its Prometheus
+    /// scaler's `serverAddress`), for clusters with KEDA instead of prometheus-adapter.
+    pub keda_prometheus_server: String,
     /// ScaleDownBlocked: a node whose requested share (the larger of CPU and memory requests
     /// over allocatable) is under this is one the autoscaler would remove (its
     /// --scale-down-utilization-threshold).
@@ -185,6 +188,7 @@ impl Default for RulesConfig {
             hpa_min_history: "5m".into(),
             hpa_for: "30m".into(),
             hpa_metric: "headroom_workers_busy".into(),
+            keda_prometheus_server: "http://prometheus-operated.monitoring.svc:9090".into(),
             scale_down_utilization_threshold: 0.5,
             scale_down_for: "10m".into(),
             scale_down_min_node_age: "10m".into(),
@@ -213,6 +217,7 @@ pub struct Thresholds {
     pub hpa_min_history: Duration,
     pub hpa_for: Duration,
     pub hpa_metric: String,
+    pub keda_prometheus_server: String,
     pub scale_down_utilization_threshold: f64,
     pub scale_down_for: Duration,
     pub scale_down_min_node_age: Duration,
@@ -268,6 +273,7 @@ impl RulesConfig {
             hpa_min_history: dur("hpa_min_history", &self.hpa_min_history, zero),
             hpa_for: dur("hpa_for", &self.hpa_for, zero),
             hpa_metric: self.hpa_metric.clone(),
+            keda_prometheus_server: self.keda_prometheus_server.clone(),
             scale_down_utilization_threshold: self.scale_down_utilization_threshold,
             scale_down_for: dur("scale_down_for", &self.scale_down_for, zero),
             scale_down_min_node_age: dur(
@@ -333,6 +339,15 @@ impl RulesConfig {
                 "rules.hpa_metric",
                 "",
                 "name the busy-workers metric, e.g. headroom_workers_busy",
+            ));
+        }
+        if !(self.keda_prometheus_server.starts_with("http://")
+            || self.keda_prometheus_server.starts_with("https://"))
+        {
+            check.push(Invalid::text(
+                "rules.keda_prometheus_server",
+                &self.keda_prometheus_server,
+                "give the Prometheus URL KEDA queries, e.g. http://prometheus-operated.monitoring.svc:9090",
             ));
         }
         check.finish(Some(t))

@@ -146,12 +146,40 @@ async fn hpa_over_scaling_from_the_api_servers_hpa_and_deployment() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hpa.yaml");
         let yaml = fix.split_once("apiVersion:").map(|(_, y)| y).unwrap();
-        std::fs::write(&file, format!("apiVersion:{yaml}")).unwrap();
+        let (hpa_yaml, keda) = yaml
+            .split_once(headroom_collector::rules::hpa::KEDA_INTRO)
+            .unwrap_or_else(|| panic!("no KEDA form in {fix}"));
+        std::fs::write(&file, format!("apiVersion:{hpa_yaml}")).unwrap();
         crate::common::run_ok(
             "kubernetes-validate: ",
             std::process::Command::new("kubernetes-validate")
                 .args(["--strict", "-k", "1.32.0"])
                 .arg(&file),
+        );
+        // The KEDA form against KEDA's own CRD schema (deploy/tests/crds), unknown keys refused.
+        let so = keda.split_once("):\n").map(|(_, y)| y).unwrap();
+        assert!(
+            so.contains("name: web-hpa") && so.contains("threshold: \"2800m\""),
+            "{so}"
+        );
+        assert!(
+            so.contains("minReplicaCount: 10") && so.contains("maxReplicaCount: 300"),
+            "{so}"
+        );
+        let file = dir.path().join("scaledobject.yaml");
+        std::fs::write(&file, so).unwrap();
+        let root = headroom_testbed::bins::workspace_root();
+        let out = std::process::Command::new("python3")
+            .arg(root.join("deploy/tests/validate_crs.py"))
+            .arg(&file)
+            .arg(root.join("deploy/tests/crds/keda.sh_scaledobjects.yaml"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("ScaledObject"),
+            "validate_crs.py ScaledObject: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
