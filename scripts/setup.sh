@@ -31,6 +31,7 @@ if [ "$what" = test ]; then
     "test app servers: nginx in front of unicorn, php-fpm and Puma over unix sockets (issue 18)|nginx-light php-fpm puma"
     "test Passenger: Phusion Passenger Standalone (builtin engine) and passenger-status, the ground truth of its app groups (issue 18)|passenger"
     "test Python: the project's virtualenv (.venv/) is made with Debian's venv module|python3-venv"
+    "test terminal: headroom-agent watch driven in a real terminal (send-keys, capture-pane)|tmux"
   )
 fi
 

@@ -15,6 +15,7 @@ mod linklocal_accounting;
 mod linklocal_rates;
 mod pod_files;
 mod probes;
+mod watch_tmux;
 mod workers_passenger;
 mod workers_prefork;
 mod workers_unix;
