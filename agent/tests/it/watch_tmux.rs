@@ -98,7 +98,9 @@ fn row(screen: &str) -> Option<(u64, String)> {
 
 /// While dnsperf sends `rate`/s for 5 s, the row shown 3 s in.
 fn under_load(bed: &mut Bed, tmux: &Tmux, rate: u64) -> (u64, String) {
-    let mut perf = bed.dnsperf(bed::LINKLOCAL_RESOLVER, rate as u32, 5, None).unwrap();
+    let mut perf = bed
+        .dnsperf(bed::LINKLOCAL_RESOLVER, rate as u32, 5, None)
+        .unwrap();
     let load = std::thread::spawn(move || bed::run_dnsperf(&mut perf));
     std::thread::sleep(Duration::from_secs(3));
     let seen = tmux.wait_screen("w", "an eni0 row", |s| row(s).is_some());

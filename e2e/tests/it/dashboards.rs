@@ -469,6 +469,53 @@ fn dashboards_on_a_live_bed() {
         "KEDA query {keda} = {keda_sum:?}, the two pods' busy workers {pods:?}"
     );
 
+    // The status page in this bed (no IMDS): the missing ENI ids said once, no column of
+    // dashes in the interfaces table; the Deployment's workload ranked, and neither the agent's
+    // nor the collector's own listener (single processes holding keep-alive scrapes) taken for
+    // a saturated pool. (Other processes of this shared machine may be listed as `Process`.)
+    let (code, page) = scrape::get(&bed.node, &format!("http://{API}/"));
+    assert_eq!(code, 200);
+    assert_eq!(
+        page.matches("No interface has an ENI id").count(),
+        1,
+        "{page}"
+    );
+    let interfaces = page
+        .split_once("<h2>Interfaces by peak utilization</h2>")
+        .and_then(|(_, rest)| rest.split_once("</table>"))
+        .map(|(table, _)| table)
+        .unwrap_or_else(|| panic!("no interfaces table: {page}"));
+    assert!(!interfaces.contains("<th>ENI</th>"), "{interfaces}");
+    let (_, fleet) = scrape::get(
+        &bed.node,
+        &format!("http://{API}/api/v1/fleet?history=false"),
+    );
+    let fleet: Value = serde_json::from_str(&fleet).unwrap();
+    let workloads: Vec<String> = fleet["clusters"][0]["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}/{}",
+                w["kind"].as_str().unwrap_or(""),
+                w["namespace"].as_str().unwrap_or(""),
+                w["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    eprintln!("workloads: {workloads:?}");
+    assert!(
+        workloads.iter().any(|w| w == "Deployment shop/web"),
+        "{workloads:?}"
+    );
+    assert!(
+        !workloads
+            .iter()
+            .any(|w| w.contains("headroom-agent") || w.contains("headroom-collector")),
+        "{workloads:?}"
+    );
+
     let sent = load.stop().unwrap();
     let perf = dns.join().unwrap().unwrap();
     eprintln!("dnsperf {perf:?}; load sent {}", sent.answered.len());

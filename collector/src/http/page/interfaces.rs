@@ -69,20 +69,43 @@ pub fn section(
     if ifaces.is_empty() {
         h.push_str("<p>No link-local figures yet: point agents at this collector with <code>--otlp-endpoint</code>.</p>");
     } else {
-        h.push_str("<table><thead><tr><th>cluster</th><th>node</th><th>interface</th><th>ENI</th>\
-            <th>peak/s 1 h</th><th>util 1 h</th><th>peak/s now</th><th>util now</th><th>mean/s now</th><th>drops</th><th>last hour</th><th>window end</th></tr></thead><tbody>");
-        for (c, n, i) in ifaces.iter().take(MAX_ROWS) {
-            let Some(w) = &i.latest else { continue };
+        // Without IMDS (not on EC2, or IMDS blocked from the nodes) no agent knows its ENI ids:
+        // say so once instead of a column of dashes.
+        let shown = &ifaces[..ifaces.len().min(MAX_ROWS)];
+        let without = shown.iter().filter(|(_, _, i)| i.eni_id.is_none()).count();
+        let eni_column = without < shown.len();
+        if !eni_column {
+            h.push_str("<p class=\"note\">No interface has an ENI id: the agents could not read them from IMDS (not on EC2, or IMDS unreachable from the nodes). Figures are per interface.</p>");
+        } else if without > 0 {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                "<p class=\"note\">{without} of {} interfaces have no ENI id (IMDS unreachable from their nodes): shown as -.</p>",
+                shown.len()
+            );
+        }
+        let _ = write!(
+            h,
+            "<table><thead><tr><th>cluster</th><th>node</th><th>interface</th>{}\
+            <th>peak/s 1 h</th><th>util 1 h</th><th>peak/s now</th><th>util now</th><th>mean/s now</th><th>drops</th><th>last hour</th><th>window end</th></tr></thead><tbody>",
+            if eni_column { "<th>ENI</th>" } else { "" }
+        );
+        for (c, n, i) in shown {
+            let Some(w) = &i.latest else { continue };
+            let eni = if eni_column {
+                format!("<td>{}</td>", esc(i.eni_id.as_deref().unwrap_or("-")))
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td>{}\
                  <td class=\"n\">{}</td><td class=\"n {}\">{:.1}%</td>\
                  <td class=\"n\">{}</td><td class=\"n {}\">{:.1}%</td><td class=\"n\">{:.1}</td><td class=\"n\">{}</td>\
                  <td>{}</td><td><small>{}</small></td></tr>",
                 esc(&c.name),
                 esc(&n.name),
                 esc(&i.interface),
-                esc(i.eni_id.as_deref().unwrap_or("-")),
+                eni,
                 i.peak_pps_last_hour,
                 util_class(i.utilization_last_hour),
                 i.utilization_last_hour * 100.0,
@@ -103,5 +126,50 @@ pub fn section(
                 ifaces.len()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(enis: &[Option<&str>]) -> String {
+        let c = ClusterSnapshot::default();
+        let n = NodeSnapshot::default();
+        let ifs: Vec<EniSnapshot> = enis
+            .iter()
+            .enumerate()
+            .map(|(k, e)| EniSnapshot {
+                interface: format!("eth{k}"),
+                eni_id: e.map(str::to_string),
+                latest: Some(WindowFigures::default()),
+                ..Default::default()
+            })
+            .collect();
+        let rows: Vec<_> = ifs.iter().map(|i| (&c, &n, i)).collect();
+        let mut h = String::new();
+        section(&mut h, &rows, 0, &|_, _, _| Vec::new());
+        h
+    }
+
+    #[test]
+    fn without_any_eni_id_the_page_says_so_once_and_drops_the_column() {
+        let h = page(&[None, None, None]);
+        assert_eq!(h.matches("No interface has an ENI id").count(), 1, "{h}");
+        assert!(
+            !h.contains("<th>ENI</th>") && !h.contains("<td>-</td>"),
+            "{h}"
+        );
+        let h = page(&[Some("eni-0a1"), None]);
+        assert!(
+            h.contains("<th>ENI</th>") && h.contains("<td>eni-0a1</td>"),
+            "{h}"
+        );
+        assert!(h.contains("1 of 2 interfaces have no ENI id"), "{h}");
+        let h = page(&[Some("eni-0a1")]);
+        assert!(
+            h.contains("<td>eni-0a1</td>") && !h.contains("no ENI id"),
+            "{h}"
+        );
     }
 }

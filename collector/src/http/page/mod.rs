@@ -33,7 +33,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
         "table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}",
         "td.n{text-align:right;font-variant-numeric:tabular-nums}",
         ".ok{color:#262}.warn{color:#b60;font-weight:600}.crit{color:#c00;font-weight:700}",
-        "small{color:#666}</style></head><body>"
+        "small{color:#666}.note{color:#555;background:#f6f6f0;padding:.3em .6em}</style></head><body>"
     ));
     let ifaces = s.ranked_interfaces();
     let _ = write!(
