@@ -32,6 +32,7 @@ if [ "$what" = test ]; then
     "test Passenger: Phusion Passenger Standalone (builtin engine) and passenger-status, the ground truth of its app groups (issue 18)|passenger"
     "test Python: the project's virtualenv (.venv/) is made with Debian's venv module|python3-venv"
     "test terminal: headroom-agent watch driven in a real terminal (send-keys, capture-pane)|tmux"
+    "test browser: the collector's status page rendered and checked in headless Chromium|chromium"
   )
 fi
 

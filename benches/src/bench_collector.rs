@@ -1,5 +1,6 @@
 //! `headroom-bench-collector [--agents 5000] [--interval 10] [--seconds 60] [--threads 16]
-//! [--listeners 5] [--probes 4] [--scrape-every 15] [--sample-every 10] [--csv FILE]`:
+//! [--listeners 5] [--probes 4] [--scrape-every 15] [--sample-every 10] [--csv FILE]
+//! [--page-check PREFIX]`:
 //! starts `headroom-collector` on 127.0.0.1 (rules on, no Kubernetes, no auth) and simulates
 //! that many agents ([`fleet_sim`]: the agent's own OTLP encoding of calm figures with a few
 //! hot spots), each POSTing one report window per interval over OTLP/HTTP protobuf with
@@ -9,8 +10,9 @@
 //! the CSV (`benches/plot-collector.gp` draws it). At the end: one `/metrics` and one
 //! `/api/v1/fleet?history=false` timed, the findings held (`/api/v1/findings`, by rule and
 //! state, against what the simulation plants), the ingest latency percentiles, and a check
-//! that every simulated node is in the fleet. Traffic goes to 127.0.0.1 only, bounded by
-//! `--seconds`.
+//! that every simulated node is in the fleet. `--page-check PREFIX`: then the status page
+//! in headless Chromium (e2e/tests/page_in_browser.py: weight, load and render time,
+//! screenshots PREFIX-1280.png and PREFIX-390.png). Traffic goes to 127.0.0.1 only, bounded by `--seconds`.
 
 mod fleet_sim;
 
@@ -353,6 +355,23 @@ fn main() {
         fleet_took.as_secs_f64() * 1000.0,
         resp.len() / 1024
     );
+    if let Some(dir) = text_flag(&args, "--page-check") {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../e2e/tests/page_in_browser.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(format!("http://{api}/"))
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) => println!(
+                "status page in Chromium: {}{}",
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => println!("status page in Chromium: python3 not run: {e}"),
+        }
+    }
     let (findings, _) = get(&api, "/api/v1/findings");
     let findings: serde_json::Value = serde_json::from_slice(&findings).unwrap_or_default();
     let mut held: BTreeMap<(String, String), usize> = BTreeMap::new();

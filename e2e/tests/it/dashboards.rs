@@ -179,6 +179,7 @@ fn dashboards_on_a_live_bed() {
             "curl",
             "prometheus",
             "python3",
+            "chromium",
         ])
     );
     let mut bed = Bed::new(1).unwrap();
@@ -486,6 +487,31 @@ fn dashboards_on_a_live_bed() {
         .map(|(table, _)| table)
         .unwrap_or_else(|| panic!("no interfaces table: {page}"));
     assert!(!interfaces.contains("<th>ENI</th>"), "{interfaces}");
+    // The same page in Chromium (Playwright): every section with rows, sparklines drawn, links
+    // and anchors working, no console error, no sideways scrolling at 1280 px or on a phone,
+    // and its 10 s refresh keeping the scroll. Screenshots go to the bed's directory, or to
+    // HEADROOM_PAGE_SHOTS (docs/status-page makes the README's).
+    let shots = std::env::var("HEADROOM_PAGE_SHOTS")
+        .unwrap_or_else(|_| bed.path("status-page").display().to_string());
+    let out = bed
+        .node
+        .command("python3")
+        .arg(root().join("e2e/tests/page_in_browser.py"))
+        .arg(format!("http://{API}/"))
+        .arg(&shots)
+        .args(["--sections", "Open findings,Interfaces by peak utilization,Most saturated workloads,Probes closest to their timeout,Top DNS names,Nodes", "--refresh"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "page in Chromium: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the status page in Chromium: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let (_, fleet) = scrape::get(
         &bed.node,
         &format!("http://{API}/api/v1/fleet?history=false"),

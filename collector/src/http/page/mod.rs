@@ -28,12 +28,17 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
     h.push_str(concat!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta http-equiv=\"refresh\" content=\"10\">",
+        // A phone lays the page out at its own width; no favicon request (a 404 otherwise).
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<link rel=\"icon\" href=\"data:,\">",
         "<title>headroom — fleet</title><style>",
         "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}",
         "table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}",
         "td.n{text-align:right;font-variant-numeric:tabular-nums}",
         ".ok{color:#262}.warn{color:#b60;font-weight:600}.crit{color:#c00;font-weight:700}",
-        "small{color:#666}.note{color:#555;background:#f6f6f0;padding:.3em .6em}</style></head><body>"
+        "small{color:#666}.note{color:#555;background:#f6f6f0;padding:.3em .6em}",
+        // Wide tables scroll inside their box, so the page itself never scrolls sideways.
+        ".scroll{overflow-x:auto}th,td{vertical-align:top}td pre{min-width:22em;overflow-wrap:anywhere}</style></head><body>"
     ));
     let ifaces = s.ranked_interfaces();
     let _ = write!(
@@ -72,7 +77,8 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
         );
     }
     h.push_str("</tbody></table><p><small><a href=\"/api/v1/fleet\">/api/v1/fleet</a> · <a href=\"/metrics\">/metrics</a></small></p></body></html>\n");
-    h
+    h.replace("<table>", "<div class=\"scroll\"><table>")
+        .replace("</table>", "</table></div>")
 }
 
 #[cfg(test)]
