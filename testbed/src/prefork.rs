@@ -714,8 +714,13 @@ impl Server {
             // Its scratch directory too, so a frontend killed with its pid namespace leaves none.
             .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // The frontend's own words (why it did not start) go into the start error below.
+            .stdout(std::fs::File::create(
+                dir.path().join("passenger-start.out"),
+            )?)
+            .stderr(std::fs::File::create(
+                dir.path().join("passenger-start.err"),
+            )?);
         let guard = Guard::spawn("passenger", &mut cmd)?;
         if own_pid_ns {
             // The frontend, `unshare`'s child, before it starts anything (ruby boots first).
@@ -752,13 +757,17 @@ impl Server {
             }
             if Instant::now() >= deadline {
                 // The log goes with the test's directory: its end is the diagnosis.
-                let log =
-                    std::fs::read_to_string(s.dir.path().join("passenger.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail = |name: &str| {
+                    let text = std::fs::read_to_string(s.dir.path().join(name)).unwrap_or_default();
+                    let t: Vec<&str> = text.lines().rev().take(30).collect();
+                    t.into_iter().rev().collect::<Vec<_>>().join("\n")
+                };
                 anyhow::bail!(
-                    "Passenger did not start {processes} app processes within 120 s; passenger-status: {:?}; end of passenger.log:\n{}",
+                    "Passenger did not start {processes} app processes within 120 s; passenger-status: {:?}; end of passenger.log:\n{}\nits stdout:\n{}\nits stderr:\n{}",
                     s.passenger_status(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    tail("passenger.log"),
+                    tail("passenger-start.out"),
+                    tail("passenger-start.err")
                 );
             }
             std::thread::sleep(Duration::from_millis(200));

@@ -66,7 +66,9 @@ pub(crate) fn agent_once_as(caps: Caps) -> serde_json::Value {
     .stderr(Stdio::inherit());
     let out = Guard::spawn("headroom-agent", &mut cmd)
         .unwrap()
-        .wait(Duration::from_secs(30))
+        // `once` ends after SECONDS; the rest is slack for a loaded machine (a fresh-machine
+        // check once needed more than 30 s with 5 000 unix listeners to read).
+        .wait(Duration::from_secs_f64(SECONDS + 60.0))
         .unwrap();
     assert!(out.status.success(), "agent failed: {:?}", out.status);
     serde_json::from_slice(&out.stdout).expect("agent prints JSON")
