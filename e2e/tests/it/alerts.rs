@@ -7,6 +7,7 @@
 
 use crate::collector_common::*;
 use headroom_testbed::bed::{self, Bed};
+use headroom_testbed::prefork::in_netns;
 use headroom_testbed::proc::Guard;
 use headroom_testbed::{require, scrape, wait_for, Need};
 use serde_json::{json, Value};
@@ -262,13 +263,10 @@ struct Alertmanager {
 }
 
 impl Alertmanager {
-    fn start(dir: &Path, addr: &str) -> Alertmanager {
+    /// Notifying `hook_url` of every alert, resolved ones too ([`am_config`]).
+    fn start(dir: &Path, addr: &str, hook_url: &str) -> Alertmanager {
         let config = dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
-        )
-        .unwrap();
+        am_config(&config, hook_url);
         let mut am = Alertmanager {
             guard: None,
             addr: addr.to_string(),
@@ -320,6 +318,48 @@ fn ts(s: &str) -> SystemTime {
     humantime::parse_rfc3339_weak(s).unwrap_or_else(|e| panic!("time {s}: {e}"))
 }
 
+/// Alertmanager's config: every alert to a webhook (a [`Receiver`] of this test) with resolved
+/// notices on and short group timers, so the test reads the `endsAt` Alertmanager recorded.
+fn am_config(path: &Path, hook_url: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "route:\n  receiver: hook\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {hook_url}\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The `endsAt` of `rule`'s alert in Alertmanager's first "resolved" notice, if one came.
+fn am_resolved_end(am_rx: &Receiver, rule: &str) -> Option<SystemTime> {
+    am_rx
+        .bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["status"] == "resolved" && a["labels"]["alertname"] == rule)
+        .map(|a| ts(a["endsAt"].as_str().unwrap()))
+}
+
+/// The alert ended through the collector's resolve, not by expiring: the `endsAt` Alertmanager
+/// recorded is the finding's `resolved_at` (±1 s). A firing copy left to expire would end at
+/// its last resend + 4 resend intervals (8 s here), past the resolve.
+fn assert_ended_at_resolve(am_rx: &Receiver, resolved_at: &str) {
+    let end = wait_for(
+        "Alertmanager's resolved notice",
+        Duration::from_secs(20),
+        || am_resolved_end(am_rx, "DNSThrottleRisk"),
+    );
+    let resolved = ts(resolved_at);
+    let off = match end.duration_since(resolved) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    assert!(
+        off.abs() <= 1.0,
+        "Alertmanager ended the alert {off:+.1} s from the finding's resolved_at {resolved_at}: no resolve reached it"
+    );
+}
+
 /// Whether Alertmanager no longer shows `rule` as active: gone from the list, or ended.
 fn ended(am: &Alertmanager, rule: &str) -> bool {
     match am.alert(rule) {
@@ -341,7 +381,10 @@ fn alertmanager_lists_keeps_and_ends_the_alert() {
     );
     let dir = tempfile::tempdir().unwrap();
     let am_addr = format!("127.0.0.1:{}", free_port());
-    let mut am = Alertmanager::start(dir.path(), &am_addr);
+    let am_hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let am_hook_url = format!("http://{}/am", am_hook.local_addr().unwrap());
+    let am_rx = Receiver::start(am_hook);
+    let mut am = Alertmanager::start(dir.path(), &am_addr, &am_hook_url);
     let hook = TcpListener::bind("127.0.0.1:0").unwrap();
     let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
     let rx = Receiver::start(hook);
@@ -454,6 +497,9 @@ fn alertmanager_lists_keeps_and_ends_the_alert() {
     );
     let last = rx.changes();
     assert_eq!(last.last().unwrap()["finding"]["state"], "resolved");
+    let resolved = dns_finding(&c.api).expect("resolved finding kept");
+    assert_eq!(resolved["state"], "resolved");
+    assert_ended_at_resolve(&am_rx, resolved["resolved_at"].as_str().unwrap());
 }
 
 /// The headroom-agent binary, found (and built if need be) through cargo.
@@ -470,21 +516,21 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
             "unbound",
             "dnsperf",
             "curl",
+            "tcpdump",
             "prometheus-alertmanager",
         ])
     );
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // Namespaces do not share loopback: Alertmanager, the collector and the agent all run in
-    // the bed's node namespace.
+    // Namespaces do not share loopback: Alertmanager, the collector, the agent and
+    // Alertmanager's webhook receiver all live in the bed's node namespace.
     let am_addr = "127.0.0.1:19093";
+    let am_hook = in_netns(&bed.node.name, || Ok(TcpListener::bind("127.0.0.1:0")?)).unwrap();
+    let am_hook_url = format!("http://{}/am", am_hook.local_addr().unwrap());
+    let am_rx = Receiver::start(am_hook);
     let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
-    )
-    .unwrap();
+    am_config(&config, &am_hook_url);
     let mut am_cmd = bed.node.command("prometheus-alertmanager");
     am_cmd
         .arg(format!("--config.file={}", config.display()))
@@ -537,6 +583,13 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
         .args(["--otlp-endpoint", "http://127.0.0.1:14318"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    // Ground truth for the peak: every link-local packet leaving eni0, agent on to load over.
+    let dump = bed
+        .tcpdump(
+            "eni0",
+            "dst host 169.254.169.253 or dst host 169.254.169.254 or dst host 169.254.169.123",
+        )
+        .unwrap();
     let _agent = Guard::spawn("headroom-agent run", &mut agent).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     assert!(
@@ -559,54 +612,66 @@ fn bed_agent_at_900_per_second_pages_alertmanager() {
     );
     let after = started.elapsed();
     let sent = load.join().unwrap();
-    let fleet_peak = {
-        let (_, body) = scrape::get(&bed.node, &format!("http://{api}/api/v1/findings"));
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["rule"] == "DNSThrottleRisk")
-            .map(|f| f["evidence"]["peak_pps"].as_u64().unwrap())
-            .unwrap()
-    };
+    // Load over: the next windows fall under 0.8, the finding resolves and the alert ends
+    // through the collector's resolve.
+    let resolved = wait_for(
+        "finding resolved after the load",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = scrape::get(&bed.node, &format!("http://{api}/api/v1/findings"));
+            let v: Value = serde_json::from_str(&body).ok()?;
+            v["findings"]
+                .as_array()?
+                .iter()
+                .find(|f| f["rule"] == "DNSThrottleRisk" && f["state"] == "resolved")
+                .cloned()
+        },
+    );
+    assert_ended_at_resolve(&am_rx, resolved["resolved_at"].as_str().unwrap());
+    // Every severity Alertmanager was told, from its notices and the alert it lists.
+    let mut severities: Vec<Value> = am_rx
+        .bodies()
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == "DNSThrottleRisk")
+        .map(|a| a["labels"]["severity"].clone())
+        .collect();
+    severities.push(alert["labels"]["severity"].clone());
+    // The collector's busiest window against tcpdump's busiest second: the agent's peak slides
+    // in 10 ms steps across window ends, so it is never above the truth and at most one step
+    // below it.
+    let truth = headroom_testbed::pcap::busiest_second(&dump.stop_and_timestamps().unwrap());
+    let windows = crate::collector_from_agent::fleet_windows(&bed);
+    let fleet_peak = windows
+        .iter()
+        .map(|w| w["peak_pps"].as_u64().unwrap())
+        .max()
+        .unwrap();
     eprintln!(
-        "dnsperf sent {} at 900/s; the finding's peak {fleet_peak}/s; Alertmanager listed it {:.1} s after the load started",
+        "dnsperf sent {} at 900/s; tcpdump's busiest second {truth}; the collector's busiest window {fleet_peak}/s; Alertmanager listed it {:.1} s after the load started",
         sent.sent,
         after.as_secs_f64()
+    );
+    let step = 900u64.div_ceil(100) + 1;
+    assert!(
+        fleet_peak <= truth && truth <= fleet_peak + step,
+        "the collector's peak {fleet_peak} vs tcpdump's busiest second {truth} (one 10 ms step: {step})"
     );
     let l = &alert["labels"];
     assert_eq!(l["node"], "bed-node");
     assert_eq!(l["interface"], "eni0");
     assert_eq!(l["cluster"], "default");
-    // The severity follows the measured peak: ≥ 973/s (0.95) critical, else warning.
-    let want = if fleet_peak >= 973 {
-        "critical"
+    // The severity from the truth, not from the collector's figure: under 0.95 × 1024 = 973/s
+    // in every second, every window is a warning (900/1024 = 0.88). A loaded machine can make
+    // dnsperf burst past 973/s; then the severity says nothing and only the peak is judged.
+    if truth < 973 {
+        assert!(
+            severities.iter().all(|s| s == "warning"),
+            "severities {severities:?} with tcpdump's busiest second {truth}/s (< 973: warning)"
+        );
     } else {
-        "warning"
-    };
-    assert_eq!(l["severity"], want, "peak {fleet_peak}");
-    assert!(
-        (820..=1100).contains(&fleet_peak),
-        "peak {fleet_peak} vs 900/s sent"
-    );
-    // Load over: the next windows fall under 0.8, the finding resolves and the alert ends.
-    wait_for(
-        "alert ended after the load",
-        Duration::from_secs(20),
-        || {
-            let a = am_alerts(&bed)
-                .into_iter()
-                .find(|a| a["labels"]["alertname"] == "DNSThrottleRisk");
-            match a {
-                None => Some(()),
-                Some(a) => a["endsAt"]
-                    .as_str()
-                    .is_some_and(|e| ts(e) <= SystemTime::now())
-                    .then_some(()),
-            }
-        },
-    );
+        eprintln!("dnsperf burst to {truth}/s (≥ 0.95 of the limit): severity not judged");
+    }
 }
 
 /// The bed collector's config: as [`config`], with a short resend.
