@@ -71,11 +71,11 @@ fn shop_api_pod() -> Value {
 }
 
 /// Spans an OTLP/HTTP receiver got, each with its resource attributes.
-type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(Vec<KeyValue>, Span)>>>;
 
 /// A minimal OTLP/HTTP traces receiver (HTTP/1.1 with keep-alive, protobuf bodies) on
 /// 127.0.0.1 inside `ns`: what Jaeger or Tempo would be behind the collector.
-fn start_receiver(ns: &Netns) -> (SocketAddr, Received) {
+pub(crate) fn start_receiver(ns: &Netns) -> (SocketAddr, Received) {
     let listener = in_netns(&ns.name, || Ok(TcpListener::bind("127.0.0.1:0")?)).unwrap();
     let addr = listener.local_addr().unwrap();
     let got: Received = Arc::default();
@@ -139,11 +139,11 @@ fn ns_of(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
-fn rfc3339_ns(s: &str) -> u64 {
+pub(crate) fn rfc3339_ns(s: &str) -> u64 {
     ns_of(humantime::parse_rfc3339(s).unwrap())
 }
 
-fn str_attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a str> {
+pub(crate) fn str_attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a str> {
     match attrs
         .iter()
         .find(|a| a.key == k)?
