@@ -345,11 +345,17 @@ impl Tcpdump {
 }
 
 /// dnsperf's own account of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DnsperfResult {
     pub sent: u64,
     pub completed: u64,
     pub lost: u64,
+    /// Its fastest and slowest answer, in ms ("Average Latency (s): … (min …, max …)"); 0
+    /// when nothing was answered.
+    pub latency_min_ms: f64,
+    pub latency_max_ms: f64,
+    /// Its mean answer time, in ms (0 when nothing was answered).
+    pub latency_mean_ms: f64,
 }
 
 /// Parses dnsperf's summary ("Queries sent:", "Queries completed:", "Queries lost:").
@@ -365,10 +371,22 @@ pub fn parse_dnsperf(out: &str) -> anyhow::Result<DnsperfResult> {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("cannot read '{name}' in: {line}"))
     };
+    // "  Average Latency (s):  0.000097 (min 0.000035, max 0.000546)"
+    let latency = |key: &str| -> f64 {
+        out.lines()
+            .find(|l| l.trim_start().starts_with("Average Latency (s):"))
+            .and_then(|l| l.split(key).nth(1))
+            .and_then(|r| r.trim_start().split([',', ')', ' ']).next())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0.0, |s| s * 1000.0)
+    };
     Ok(DnsperfResult {
         sent: field("Queries sent:")?,
         completed: field("Queries completed:")?,
         lost: field("Queries lost:")?,
+        latency_min_ms: latency("(min "),
+        latency_max_ms: latency("max "),
+        latency_mean_ms: latency("Average Latency (s):"),
     })
 }
 
@@ -384,15 +402,12 @@ mod tests {
 
     #[test]
     fn reads_dnsperf_summary() {
-        let out = "Statistics:\n\n  Queries sent:         4500\n  Queries completed:    4498 (99.96%)\n  Queries lost:         2 (0.04%)\n";
-        assert_eq!(
-            parse_dnsperf(out).unwrap(),
-            DnsperfResult {
-                sent: 4500,
-                completed: 4498,
-                lost: 2
-            }
-        );
+        let out = "Statistics:\n\n  Queries sent:         4500\n  Queries completed:    4498 (99.96%)\n  Queries lost:         2 (0.04%)\n\n  Average Latency (s):  0.000097 (min 0.000035, max 0.000546)\n";
+        let r = parse_dnsperf(out).unwrap();
+        assert_eq!((r.sent, r.completed, r.lost), (4500, 4498, 2));
+        assert!((r.latency_min_ms - 0.035).abs() < 1e-9, "{r:?}");
+        assert!((r.latency_max_ms - 0.546).abs() < 1e-9, "{r:?}");
+        assert!((r.latency_mean_ms - 0.097).abs() < 1e-9, "{r:?}");
         assert!(parse_dnsperf("nothing").is_err());
     }
 }
