@@ -175,7 +175,13 @@ fn base_matches_its_golden_snapshot() {
     let golden = root().join("deploy/tests/golden/base.yaml");
     let text = render("deploy/base");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        // Rewriting compares the file with itself: never where nobody reviews the diff.
+        assert!(
+            !headroom_testbed::in_ci(),
+            "UPDATE_GOLDEN is set with CI=true: the golden file would be compared with itself"
+        );
         std::fs::write(&golden, &text).unwrap();
+        eprintln!("rewrote {}: review its diff", golden.display());
     }
     let want = std::fs::read_to_string(&golden).expect("golden file; run with UPDATE_GOLDEN=1");
     assert!(
@@ -214,6 +220,95 @@ fn dashboards_are_generated_and_read_back_by_the_sdk() {
     assert!(
         rendered.contains("grafana_dashboard: \"1\""),
         "the dashboards ConfigMap lacks the sidecar's label"
+    );
+}
+
+/// What the agent's DaemonSet means, asserted field by field on the rendered base (the golden
+/// file only says it did not change): the host network, the exact capability set, nothing
+/// privileged, a read-only root, and every host and secret mount read-only but the queue.
+#[test]
+fn the_agent_daemonset_grants_exactly_what_it_needs() {
+    headroom_testbed::require_or_return!(
+        "the_agent_daemonset_grants_exactly_what_it_needs",
+        &[Need::Tool("kubectl"), Need::Tool("python3")]
+    );
+    let text = render("deploy/base");
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with PyYAML (the project's .venv)");
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "PyYAML could not read the rendered base"
+    );
+    let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ds = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet" && d["metadata"]["name"] == "headroom-agent")
+        .expect("the agent's DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "the ENIs live in the host network"
+    );
+    assert!(pod["hostPID"].is_null() || pod["hostPID"] == false);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let mut add: Vec<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    add.sort_unstable();
+    assert_eq!(
+        add,
+        [
+            "BPF",
+            "DAC_READ_SEARCH",
+            "NET_ADMIN",
+            "NET_RAW",
+            "PERFMON",
+            "SYS_PTRACE"
+        ],
+        "the capability set docs/security.md justifies, nothing more"
+    );
+    assert!(sc["privileged"].is_null() || sc["privileged"] == false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    for m in mounts {
+        let writable = m["readOnly"].is_null() || m["readOnly"] == false;
+        if m["name"] == "queue" {
+            assert!(writable, "the OTLP queue is the one writable mount: {m}");
+        } else {
+            assert!(!writable, "mount {} must be read-only: {m}", m["name"]);
+        }
+    }
+    let host_paths: Vec<&str> = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(
+        host_paths,
+        ["/proc", "/sys/fs/cgroup", "/var/lib/headroom-agent"],
+        "host paths the agent reaches"
     );
 }
 
