@@ -344,13 +344,14 @@ fn python_sdk_listener_probe_and_histogram() {
     assert_eq!(hist["series"][0]["value"], 3.0, "the histogram's count");
 }
 
-/// With node_expiry 10s, a pod's listener and probe leave while its node keeps reporting its
-/// interface; the node stays.
+/// With node_expiry 15s, a pod's listener and probe leave while its node keeps reporting its
+/// interface, not before those 15 s (the collector sweeps every 10 s: an expiry shorter than
+/// the sweep could not show leaving too early); the node stays.
 #[test]
 fn listeners_and_probes_of_a_gone_pod_expire() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("collector.toml");
-    std::fs::write(&cfg, "node_expiry = \"10s\"\n").unwrap();
+    std::fs::write(&cfg, "node_expiry = \"15s\"\n").unwrap();
     let c = Collector::start_with(&["--config", cfg.to_str().unwrap()]);
     let t = now_ns();
     let mut w = Window::new("n-exp", t - 10 * S, t, t - 11 * S);
@@ -364,11 +365,12 @@ fn listeners_and_probes_of_a_gone_pod_expire() {
             Some((0.1, 0.1)),
         )
         .interface("eth0", "eni-1", 10, 5);
+    let posted = Instant::now();
     post(&c, &w);
     let n = node(&c.fleet(), "n-exp").unwrap().clone();
     assert_eq!(n["listeners"].as_array().unwrap().len(), 1);
     assert_eq!(n["probes"].as_array().unwrap().len(), 1);
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         std::thread::sleep(Duration::from_secs(2));
         let t = now_ns();
@@ -378,6 +380,13 @@ fn listeners_and_probes_of_a_gone_pod_expire() {
         let fleet = c.fleet();
         let n = node(&fleet, "n-exp").expect("the node keeps reporting");
         if n["listeners"].as_array().unwrap().is_empty() {
+            // Not before node_expiry (15 s after its window ended, just before it was posted;
+            // 0.5 s for that and the clocks).
+            let gone = posted.elapsed();
+            assert!(
+                gone >= Duration::from_millis(14_500),
+                "the listener left {gone:?} after its last window, before node_expiry (15 s)"
+            );
             assert!(n["probes"].as_array().unwrap().is_empty());
             assert!(fleet["clusters"][0]["workloads"]
                 .as_array()
