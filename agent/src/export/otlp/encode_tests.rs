@@ -129,9 +129,11 @@ fn probes_become_histograms_counters_and_gauges() {
     );
     let p = &h.data_points[0];
     assert_eq!(p.count, 4);
+    // The bounds written out (dashboards and docs/reference.md rely on them), not the
+    // constant the encoder itself reads.
     assert_eq!(
         p.explicit_bounds,
-        crate::sources::probes::stats::BUCKETS.to_vec()
+        [0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0]
     );
     assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
     // 0.004 and 0.01 s ≤ 0.05; 0.7 s ≤ 0.75; the timeout at its timeout, 1 s.
