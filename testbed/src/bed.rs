@@ -328,6 +328,11 @@ impl Tcpdump {
 
     /// Stops tcpdump and returns the kernel timestamp (ns) of every packet it wrote.
     pub fn stop_and_timestamps(self) -> anyhow::Result<Vec<u64>> {
+        crate::pcap::timestamps_ns(&self.stop_and_read()?)
+    }
+
+    /// Stops tcpdump and returns the pcap file it wrote, once it said it dropped nothing.
+    pub fn stop_and_read(self) -> anyhow::Result<Vec<u8>> {
         self.guard.signal(libc::SIGINT);
         let _ = self.guard.wait(Duration::from_secs(10))?;
         let stats = self.stats.join().unwrap_or_default();
@@ -340,7 +345,7 @@ impl Tcpdump {
             dropped == 0,
             "tcpdump itself dropped {dropped} packets (machine overloaded), so it is no ground truth: {stats}"
         );
-        crate::pcap::timestamps_ns(&std::fs::read(&self.file)?)
+        Ok(std::fs::read(&self.file)?)
     }
 }
 

@@ -86,7 +86,8 @@ macro_rules! each_tap {
 }
 
 /// A running `headroom-agent once`, started and capturing.
-pub struct Once(Guard);
+/// The agent, and its log so far (stderr, read on a thread).
+pub struct Once(Guard, std::sync::Arc<std::sync::Mutex<String>>);
 
 impl Once {
     /// Starts `once --format json ARGS` in the node namespace and waits until it captures.
@@ -112,8 +113,21 @@ impl Once {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut g = Guard::spawn("headroom-agent", &mut cmd).unwrap();
-        g.stderr_until("Capturing.", None);
-        Once(g)
+        let log = g.stderr_until("Capturing.", None);
+        Once(g, log)
+    }
+
+    /// Waits until a line of the agent's log contains every one of `parts` (an interface the
+    /// rescan picked up, say), instead of sleeping for a guess; panics after `within`.
+    pub fn wait_log(&self, parts: &[&str], within: Duration) {
+        headroom_testbed::wait_for(&format!("an agent log line with {parts:?}"), within, || {
+            self.1
+                .lock()
+                .unwrap()
+                .lines()
+                .any(|l| parts.iter().all(|p| l.contains(p)))
+                .then_some(())
+        });
     }
 
     /// Sends `sig` to the agent.

@@ -32,15 +32,22 @@ fn run_serves_metrics_that_promtool_accepts() {
     );
     let sent =
         bed::run_dnsperf(&mut bed.dnsperf(bed::LINKLOCAL_RESOLVER, 400, 3, None).unwrap()).unwrap();
-    // Two report windows later every packet is in the counters.
-    std::thread::sleep(Duration::from_millis(2500));
-    let (code, text) = scrape::get(&bed.node, "http://127.0.0.1:19465/metrics");
-    assert_eq!(code, 200);
-    let counted = scrape::sample(
-        &text,
-        r#"headroom_linklocal_packets_total{interface="eni0",eni="",service="dns"}"#,
-    )
-    .unwrap_or_else(|| panic!("no packets counter in:\n{text}"));
+    // Every packet reaches the counters at a report window's end (1 s): poll until the
+    // counter stops short of dnsperf's count no longer, instead of sleeping for a guess; then
+    // it must equal it exactly.
+    let counter = r#"headroom_linklocal_packets_total{interface="eni0",eni="",service="dns"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (code, text) = scrape::get(&bed.node, "http://127.0.0.1:19465/metrics");
+        assert_eq!(code, 200);
+        let counted = scrape::sample(&text, counter).unwrap_or(0.0) as u64;
+        if counted >= sent.sent || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let counted =
+        scrape::sample(&text, counter).unwrap_or_else(|| panic!("no packets counter in:\n{text}"));
     assert_eq!(counted as u64, sent.sent, "counter equals dnsperf's count");
     assert_eq!(
         scrape::sample(&text, r#"headroom_linklocal_pps_limit{interface="eni0""#),

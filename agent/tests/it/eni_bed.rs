@@ -11,7 +11,6 @@ use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::imds::{two_eni_instance, FakeImds};
 use headroom_testbed::proc::Guard;
 use headroom_testbed::Need;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -86,48 +85,17 @@ fn config(bed: &Bed, text: &str) -> String {
     p.display().to_string()
 }
 
-/// tcpdump -U on an interface's egress, all IPv4; read back as (timestamp ns, destination).
-struct Pcap {
-    guard: Guard,
-    file: std::path::PathBuf,
-}
+/// tcpdump on an interface's egress, all IPv4 ([`Bed::tcpdump`]: a 16 MiB buffer, immediate
+/// mode, and no ground truth if it dropped anything); read back as (timestamp ns, destination).
+struct Pcap(bed::Tcpdump);
 
-fn tcpdump(bed: &Bed, iface: &str) -> Pcap {
-    let file = bed.path(&format!("truth-{iface}.pcap"));
-    let mut cmd = bed.node.command("tcpdump");
-    cmd.args([
-        "-U",
-        "--immediate-mode",
-        "-n",
-        "-s",
-        "128",
-        "-Q",
-        "out",
-        "-i",
-        iface,
-        "-w",
-    ])
-    .arg(&file)
-    .arg("ip")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut guard = Guard::spawn("tcpdump", &mut cmd).unwrap();
-    let mut r = BufReader::new(guard.child.as_mut().unwrap().stderr.take().unwrap());
-    let mut line = String::new();
-    while r.read_line(&mut line).unwrap() > 0 && !line.contains("listening on") {
-        line.clear();
-    }
-    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
-    Pcap { guard, file }
+fn tcpdump(bed: &mut Bed, iface: &str) -> Pcap {
+    Pcap(bed.tcpdump(iface, "ip").unwrap())
 }
 
 impl Pcap {
     fn stop(self) -> Vec<(u64, [u8; 4])> {
-        // libpcap hands over its ring in blocks; let the last one reach the file first.
-        std::thread::sleep(Duration::from_millis(1500));
-        self.guard.signal(libc::SIGINT);
-        let _ = self.guard.wait(Duration::from_secs(10));
-        parse_pcap(&std::fs::read(&self.file).unwrap())
+        parse_pcap(&self.0.stop_and_read().unwrap())
     }
 }
 
@@ -239,8 +207,8 @@ fn two_enis_by_mac_and_the_vpc_resolver_without_flags(tap: Tap) {
     let macs = vec![mac_of(&bed, "eni0"), mac_of(&bed, "eni1")];
     let imds = imds_in_vpc(&bed, &macs);
     let cfg = config(&bed, "imds_refresh_interval = \"2s\"\n");
-    let t0 = tcpdump(&bed, "eni0");
-    let t1 = tcpdump(&bed, "eni1");
+    let t0 = tcpdump(&mut bed, "eni0");
+    let t1 = tcpdump(&mut bed, "eni1");
     let agent = Agent::start(
         &bed,
         tap,
@@ -321,7 +289,7 @@ fn imds_down_and_up_loses_no_counts(tap: Tap) {
     let macs = vec![mac_of(&bed, "eni0")];
     let mut imds = imds_in_vpc(&bed, &macs);
     let cfg = config(&bed, "imds_refresh_interval = \"1s\"\n");
-    let t0 = tcpdump(&bed, "eni0");
+    let t0 = tcpdump(&mut bed, "eni0");
     let agent = Agent::start(
         &bed,
         tap,
@@ -372,7 +340,7 @@ fn missing_mac_and_vanishing_interface_give_warnings_and_a_sane_report(tap: Tap)
     bed.start_unbound().unwrap();
     // IMDS knows only eni0's MAC.
     let imds = imds_in_vpc(&bed, &[mac_of(&bed, "eni0")]);
-    let t0 = tcpdump(&bed, "eni0");
+    let t0 = tcpdump(&mut bed, "eni0");
     let agent = Agent::start(&bed, tap, &["--interface", "eni*", "--duration", "6s"]);
     let load = dnsperf_thread(&bed, bed::VPC_RESOLVER, 200, 4, None);
     std::thread::sleep(Duration::from_secs(2));
@@ -406,7 +374,7 @@ fn without_imds_once_says_so_once_and_measures(tap: Tap) {
     headroom_testbed::require_or_return!(&format!("without_imds_{}", tap.name()), &tap_needs(tap));
     let mut bed = Bed::new(1).unwrap();
     bed.start_unbound().unwrap();
-    let t0 = tcpdump(&bed, "eni0");
+    let t0 = tcpdump(&mut bed, "eni0");
     // Nothing listens at 169.254.169.254:80: every attempt is a SYN answered by a RST.
     let agent = Agent::start(&bed, tap, &["--interface", "eni0", "--duration", "5s"]);
     let load = dnsperf_thread(&bed, bed::LINKLOCAL_RESOLVER, 100, 3, None);

@@ -174,7 +174,12 @@ fn an_eni_attached_at_runtime_is_measured(tap: Tap) {
         ],
     );
     bed.add_eni(1).unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Until the rescan has opened eni1 (1 s here; a loaded machine may take longer): a fixed
+    // sleep would lose the first packets and fail the exact count below.
+    agent.wait_log(
+        &["Capturing on a new interface.", "eni1"],
+        Duration::from_secs(15),
+    );
     let sent = bed::run_dnsperf(
         &mut bed
             .dnsperf(bed::LINKLOCAL_RESOLVER, 300, 3, Some(&bed::node_ip(1)))
