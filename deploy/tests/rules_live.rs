@@ -84,6 +84,7 @@ fn prometheus_rules_fire_on_a_live_agent() {
             "nft",
             "gunicorn",
             "curl",
+            "tcpdump",
             "prometheus",
         ])
     );
@@ -197,13 +198,21 @@ fn prometheus_rules_fire_on_a_live_agent() {
             Guard::spawn("curl /slow", &mut c).unwrap()
         })
         .collect();
+    // Ground truth for the peak: every link-local packet leaving eni0 during the load.
+    let dump = bed
+        .tcpdump(
+            "eni0",
+            "dst host 169.254.169.253 or dst host 169.254.169.254 or dst host 169.254.169.123",
+        )
+        .unwrap();
     let perf = bed::run_dnsperf(
         &mut bed
             .dnsperf(bed::LINKLOCAL_RESOLVER, 1000, 15, None)
             .unwrap(),
     )
     .unwrap();
-    eprintln!("dnsperf: {perf:?}");
+    let truth = headroom_testbed::pcap::busiest_second(&dump.stop_and_timestamps().unwrap());
+    eprintln!("dnsperf: {perf:?}; tcpdump's busiest second {truth}");
 
     let want_firing = [
         (
@@ -286,6 +295,14 @@ fn prometheus_rules_fire_on_a_live_agent() {
     );
     let peak: f64 = peak[0]["value"][1].as_str().unwrap().parse().unwrap();
     assert!(peak >= 0.95, "agent's peak utilization {peak}");
+    // …and bounded on both sides by tcpdump's busiest second (Prometheus scrapes every 1 s,
+    // the agent reports every 2 s, so it saw every window): never above it, below it by at
+    // most one 10 ms step (11 packets at 1000/s), ±1 for the ratio's rounding.
+    let peak_pps = peak * 1024.0;
+    assert!(
+        peak_pps <= truth as f64 + 1.0 && truth as f64 <= peak_pps + 12.0,
+        "agent's peak {peak_pps:.0}/s (utilization {peak}) vs tcpdump's busiest second {truth}"
+    );
     // A dropped query counts 5 s after it was sent, in the report window that follows: wait
     // (at most 15 s) until the last of them are in.
     let lost = perf.lost as f64;

@@ -37,9 +37,18 @@ fn burst_shows_as_peak(tap: Tap) {
         (peak as f64 - expected_peak).abs() <= expected_peak * 0.03,
         "peak {peak} vs {expected_peak} (±3 %)"
     );
+    // The mean is the count over the whole window (13 s, --duration), not over the seconds
+    // with traffic (10): 0.1 packets/s resolution as reported.
+    let secs = report["window"]["seconds"].as_f64().unwrap();
     assert!(
-        i["mean_pps"].as_f64().unwrap() < 300.0,
-        "the mean stays low"
+        (secs - 13.0).abs() < 0.2,
+        "window {secs} s of --duration 13s"
+    );
+    let want = (count as f64 / secs * 10.0).round() / 10.0;
+    assert_eq!(
+        i["mean_pps"].as_f64().unwrap(),
+        want,
+        "mean = {count} packets / {secs} s"
     );
 }
 
