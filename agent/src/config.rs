@@ -56,6 +56,9 @@ pub struct Config {
     pub probes: crate::sources::probes::ProbeConfig,
     /// `[listeners]`: caps on the listeners one report carries.
     pub listeners: crate::sources::listeners::ListenerConfig,
+    /// `[dns]`: the answer table behind the cacheable share and `cache_savings_pps` (what a
+    /// node-local DNS cache would have answered).
+    pub dns: crate::sources::dns::cache::DnsConfig,
     /// OTLP/HTTP endpoint for `run` to export each report window to (base URL such as
     /// http://headroom-collector:4318; `/v1/metrics` is appended). Unset: no export. Falls back
     /// to $OTEL_EXPORTER_OTLP_ENDPOINT.
@@ -112,6 +115,7 @@ impl Default for Config {
             imds_refresh_interval: "5m".into(),
             probes: Default::default(),
             listeners: Default::default(),
+            dns: Default::default(),
             otlp_endpoint: None,
             otlp_protocol: None,
             otlp_headers: Default::default(),
@@ -144,6 +148,7 @@ pub struct Settings {
     pub imds_endpoint: String,
     pub imds_refresh_interval: Duration,
     pub probes: crate::sources::probes::ProbeConfig,
+    pub dns_cache: crate::sources::dns::cache::CacheConfig,
     /// OTLP export (`run`); None when no endpoint is configured.
     pub otlp: Option<crate::export::otlp::OtlpSettings>,
     /// TLS on the metrics listener, when on.
@@ -269,6 +274,7 @@ impl Config {
             .ok();
         errors.extend(self.probes.validate());
         errors.extend(self.listeners.validate());
+        let dns_cache = self.dns.settings().map_err(|e| errors.extend(e)).ok();
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
         let otlp = self
@@ -287,6 +293,7 @@ impl Config {
             Some(imds_refresh_interval),
             Some(workers),
             Some(tls),
+            Some(dns_cache),
             true,
         ) = (
             metrics_listen,
@@ -298,6 +305,7 @@ impl Config {
             imds_refresh_interval,
             workers,
             tls,
+            dns_cache,
             errors.is_empty(),
         )
         else {
@@ -326,6 +334,7 @@ impl Config {
             imds_endpoint,
             imds_refresh_interval,
             probes: self.probes.clone(),
+            dns_cache,
             workers,
             otlp,
             tls,

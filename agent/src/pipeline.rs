@@ -74,7 +74,7 @@ impl Pipeline {
             runtime,
             shutdown: CancellationToken::new(),
         };
-        let meter = Meter::new(mode.keep_seconds);
+        let meter = Meter::new(mode.keep_seconds).with_cache(settings.dns_cache);
         let (settings, eni) = identify(settings, mode.strict);
         let spec = CaptureSpec {
             selection: settings.selection.clone(),

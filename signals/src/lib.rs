@@ -136,6 +136,20 @@ pub mod metric {
             "DNS queries for a name plus a search suffix answered NXDOMAIN (packets ndots costs)";
         DNS_SEARCH_EXPANSION_SHARE: Gauge, "headroom_dns_search_expansion_share_ratio", "headroom.dns.search.expansion.share", "1",
             "Share of the last window's DNS queries spent on search-list suffixes that failed";
+        DNS_CACHEABLE_SHARE: Gauge, "headroom_dns_cacheable_share_ratio", "headroom.dns.cacheable.share", "1",
+            "Share of the last window's DNS queries a node-local cache would have answered (an answer seen less than min(TTL, cap) before)";
+        DNS_CACHE_SAVINGS_PPS: Gauge, "headroom_dns_cache_savings_pps", "headroom.dns.cache.savings.pps", "{packet}/s",
+            "DNS packets per second a node-local cache would have kept off the interface, mean of the last window";
+        DNS_CACHE_SAVINGS_PPS_PEAK: Gauge, "headroom_dns_cache_savings_pps_peak", "headroom.dns.cache.savings.pps.peak", "{packet}/s",
+            "DNS packets a node-local cache would have kept off the interface in the last window's busiest second";
+        DNS_NDOTS2_SAVINGS_PPS: Gauge, "headroom_dns_ndots2_savings_pps", "headroom.dns.ndots2.savings.pps", "{packet}/s",
+            "DNS packets per second ndots:2 would not have sent (failed search-suffix queries of names with 2+ dots), mean of the last window";
+        DNS_FQDN_SAVINGS_PPS: Gauge, "headroom_dns_fqdn_savings_pps", "headroom.dns.fqdn.savings.pps", "{packet}/s",
+            "DNS packets per second fully qualified names (a trailing dot) would not have sent, mean of the last window";
+        DNS_CACHE_TABLE_EVICTIONS: Counter, "headroom_dns_cache_table_evictions", "headroom.dns.cache.table.evictions", "{entry}",
+            "Live answers the agent's fixed answer table pushed out (the cacheable figures are low by up to one query each)";
+        DNS_TOP_SOURCE_CACHE_SAVINGS_PPS: Gauge, "headroom_dns_top_source_cache_savings_pps", "headroom.dns.top.source.cache.savings.pps", "{packet}/s",
+            "DNS packets per second a node-local cache would have answered for one of the last window's busiest sources";
         DNS_TOP_QNAME_QUERIES: Gauge, "headroom_dns_top_qname_queries", "headroom.dns.top.qname.queries", "{query}",
             "Queries in the last report window for one of its most asked names";
         DNS_TOP_SOURCE_QUERIES: Gauge, "headroom_dns_top_source_queries", "headroom.dns.top.source.queries", "{query}",

@@ -123,6 +123,12 @@ fn interface(out: &mut Out, i: &InterfaceReport) {
     count(out, &metric::DNS_QUERIES, &il, t.queries);
     count(out, &metric::DNS_UNANSWERED, &il, t.unanswered);
     count(out, &metric::DNS_SEARCH_EXPANSION, &il, t.search_expansion);
+    count(
+        out,
+        &metric::DNS_CACHE_TABLE_EVICTIONS,
+        &il,
+        t.cache_evictions,
+    );
     for (rcode, n) in &t.responses {
         count(
             out,
@@ -156,6 +162,15 @@ fn interface(out: &mut Out, i: &InterfaceReport) {
         &il,
         d.search_expansion_share,
     );
+    out.float(&metric::DNS_CACHEABLE_SHARE, &il, d.cacheable_share);
+    out.float(&metric::DNS_CACHE_SAVINGS_PPS, &il, d.cache_savings_pps);
+    out.float(
+        &metric::DNS_CACHE_SAVINGS_PPS_PEAK,
+        &il,
+        d.cache_savings_peak_pps,
+    );
+    out.float(&metric::DNS_NDOTS2_SAVINGS_PPS, &il, d.ndots2_savings_pps);
+    out.float(&metric::DNS_FQDN_SAVINGS_PPS, &il, d.fqdn_savings_pps);
     for q in &d.top_qnames {
         out.int(
             &metric::DNS_TOP_QNAME_QUERIES,
@@ -176,6 +191,11 @@ fn interface(out: &mut Out, i: &InterfaceReport) {
         out.int(&metric::DNS_TOP_SOURCE_QUERIES, &l, s.queries);
         let x = s.search_expansion_packets;
         out.int(&metric::DNS_TOP_SOURCE_SEARCH_EXPANSION, &l, x);
+        out.float(
+            &metric::DNS_TOP_SOURCE_CACHE_SAVINGS_PPS,
+            &l,
+            s.cache_savings_pps,
+        );
     }
 }
 

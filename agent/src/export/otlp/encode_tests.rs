@@ -230,6 +230,15 @@ fn listeners_dns_talkers_services_and_allowances_are_exported() {
     assert_eq!((value(ena), ena.start_time_unix_nano), (17.0, 42));
     let share = only(metric(&req, "headroom.dns.search.expansion.share"), &[]);
     assert_eq!(value(share), 0.75);
+    for (name, want) in [
+        ("headroom.dns.cacheable.share", 0.2),
+        ("headroom.dns.cache.savings.pps", 0.8),
+        ("headroom.dns.cache.savings.pps.peak", 5.0),
+        ("headroom.dns.ndots2.savings.pps", 3.0),
+        ("headroom.dns.fqdn.savings.pps", 3.0),
+    ] {
+        assert_eq!(value(only(metric(&req, name), &[])), want, "{name}");
+    }
     let q = only(
         metric(&req, "headroom.dns.top.qname.queries"),
         &[("qname", "db.shop.svc.cluster.local")],
@@ -255,6 +264,13 @@ fn listeners_dns_talkers_services_and_allowances_are_exported() {
             &src
         )),
         30.0
+    );
+    assert_eq!(
+        value(only(
+            metric(&req, "headroom.dns.top.source.cache.savings.pps"),
+            &src
+        )),
+        0.8
     );
     // No probes in this report: no probe metrics at all.
     let names: Vec<&str> = req.resource_metrics[0].scope_metrics[0]
@@ -360,6 +376,8 @@ fn a_window_becomes_gauges_at_its_end() {
             responses: [("NOERROR".to_string(), 11)].into_iter().collect(),
             unanswered: 1,
             search_expansion: 0,
+            cacheable: 0,
+            cache_evictions: 0,
         },
         ..InterfaceWindow::capturing("eth0", [10, 0, 0], 7, [7, 0, 0], [25, 1, 0], 4)
     };

@@ -62,10 +62,18 @@ impl Report {
                 d.ndots2_savings_pps,
                 d.fqdn_savings_pps
             );
+            out += &format!(
+                "  node-local cache: {} queries cacheable ({:.1} % of all); would save {} packets/s, {} in the busiest second ({} answers pushed out of the table)\n",
+                d.cacheable_queries,
+                d.cacheable_share * 100.0,
+                d.cache_savings_pps,
+                d.cache_savings_peak_pps,
+                d.cache_table_evictions
+            );
             for s in &d.top_sources {
                 out += &format!(
-                    "  source {:<39} {:>7} queries {:>8.1}/s  wasted {:>6}  ndots:2 saves {:>7.1}/s  FQDN saves {:>7.1}/s\n",
-                    s.source, s.queries, s.pps, s.search_expansion_packets, s.ndots2_savings_pps, s.fqdn_savings_pps
+                    "  source {:<39} {:>7} queries {:>8.1}/s  wasted {:>6}  ndots:2 saves {:>7.1}/s  FQDN saves {:>7.1}/s  cache saves {:>7.1}/s\n",
+                    s.source, s.queries, s.pps, s.search_expansion_packets, s.ndots2_savings_pps, s.fqdn_savings_pps, s.cache_savings_pps
                 );
             }
             for n in &d.top_qnames {

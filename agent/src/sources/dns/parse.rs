@@ -1,5 +1,7 @@
 //! Decodes the DNS header and first question of a captured IP packet (UDP, or TCP with its
-//! two-byte length prefix; IPv4 and IPv6). Pure and total: never panics, whatever the bytes.
+//! two-byte length prefix; IPv4 and IPv6), and of a reply how long a cache may keep it (the
+//! answer section's TTLs, or the SOA minimum of a negative answer), read from the raw bytes
+//! without allocating. Pure and total: never panics, whatever the bytes.
 
 use hickory_proto::op::{Header, MessageType, Query};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -20,6 +22,118 @@ pub struct DnsPacket {
     /// Lower case, without the trailing dot; empty in replies (not needed to match them).
     pub qname: String,
     pub qtype: u16,
+    /// The question's class (1 IN); 0 in replies.
+    pub qclass: u16,
+    /// How long a cache may keep this reply; [`CacheTtl::None`] in queries.
+    pub ttl: CacheTtl,
+}
+
+/// How long a cache in front of the resolver could answer a reply's question from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheTtl {
+    /// Not cacheable: a query, SERVFAIL and other errors, a truncated (TC) reply, a negative
+    /// answer without an SOA, or a reply whose sections cannot be read.
+    #[default]
+    None,
+    /// NOERROR with answers: the smallest TTL in the answer section (CNAME chain included).
+    Positive(u32),
+    /// NXDOMAIN, or NOERROR without answers (NODATA): min(SOA TTL, SOA MINIMUM) of the first
+    /// SOA in the authority section (RFC 2308).
+    Negative(u32),
+}
+
+/// Skips an encoded name at `at` (labels, ending with a zero byte or a compression pointer,
+/// which is never followed: no loop is possible). The offset after it.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    // A name is at most 255 bytes: at most 128 labels.
+    for _ in 0..128 {
+        let len = *msg.get(at)?;
+        match len & 0xc0 {
+            0x00 if len == 0 => return Some(at + 1),
+            0x00 => at += 1 + len as usize,
+            0xc0 => {
+                msg.get(at + 1)?;
+                return Some(at + 2);
+            }
+            _ => return None, // 0x40/0x80: reserved label types
+        }
+    }
+    None
+}
+
+fn be16(msg: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
+}
+
+fn be32(msg: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(msg.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// RFC 2181 §8: a TTL with the top bit set is read as 0.
+fn ttl(v: u32) -> u32 {
+    if v > i32::MAX as u32 {
+        0
+    } else {
+        v
+    }
+}
+
+/// The cache lifetime of a reply message (`msg` starts at the DNS header). Records cut off by
+/// the capture's snap length: the answer TTLs that were read count; a negative answer whose SOA
+/// was cut off is not cacheable.
+pub fn cache_ttl(msg: &[u8]) -> CacheTtl {
+    cache_ttl_opt(msg).unwrap_or(CacheTtl::None)
+}
+
+fn cache_ttl_opt(msg: &[u8]) -> Option<CacheTtl> {
+    let flags = be16(msg, 2)?;
+    if flags & 0x8000 == 0 || flags & 0x0200 != 0 {
+        return None; // a query, or truncated (the client asks again over TCP)
+    }
+    let rcode = flags & 0x000f;
+    let (qd, an, ns) = (be16(msg, 4)?, be16(msg, 6)?, be16(msg, 8)?);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(msg, at)? + 4;
+    }
+    // One record: (type, TTL, RDATA start, RDATA length), and the offset after it.
+    let record = |at: usize| -> Option<(u16, u32, usize, usize, usize)> {
+        let at = skip_name(msg, at)?;
+        let rtype = be16(msg, at)?;
+        let t = ttl(be32(msg, at + 4)?);
+        let len = be16(msg, at + 8)? as usize;
+        let data = at + 10;
+        msg.get(data..data + len)?;
+        Some((rtype, t, data, len, data + len))
+    };
+    match rcode {
+        0 if an > 0 => {
+            let mut min: Option<u32> = None;
+            for _ in 0..an {
+                let Some((_, t, _, _, next)) = record(at) else {
+                    break; // cut off: the records read so far
+                };
+                min = Some(min.map_or(t, |m| m.min(t)));
+                at = next;
+            }
+            min.map(CacheTtl::Positive)
+        }
+        0 | 3 => {
+            for _ in 0..an {
+                at = record(at)?.4;
+            }
+            for _ in 0..ns {
+                let (rtype, t, data, len, next) = record(at)?;
+                if rtype == 6 && len >= 20 {
+                    // SOA RDATA ends with SERIAL REFRESH RETRY EXPIRE MINIMUM.
+                    return Some(CacheTtl::Negative(t.min(ttl(be32(msg, data + len - 4)?))));
+                }
+                at = next;
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 /// Network and transport headers of a packet that starts at its IP header.
@@ -87,15 +201,20 @@ pub fn parse(packet: &[u8]) -> Option<DnsPacket> {
     }
     let response = header.message_type() == MessageType::Response;
     // A reply is matched by its id and addresses; only queries need the name decoded.
-    let (qname, qtype) = if response {
-        (String::new(), 0)
+    let (qname, qtype, qclass, ttl) = if response {
+        (String::new(), 0, 0, cache_ttl(msg))
     } else {
         let q = Query::read(&mut d).ok()?;
         let mut qname = q.name().to_ascii().to_ascii_lowercase();
         if qname.len() > 1 && qname.ends_with('.') {
             qname.pop();
         }
-        (qname, u16::from(q.query_type()))
+        (
+            qname,
+            u16::from(q.query_type()),
+            u16::from(q.query_class()),
+            CacheTtl::None,
+        )
     };
     Some(DnsPacket {
         src: l4.src,
@@ -108,6 +227,8 @@ pub fn parse(packet: &[u8]) -> Option<DnsPacket> {
         rcode: u16::from(header.response_code()),
         qname,
         qtype,
+        qclass,
+        ttl,
     })
 }
 
@@ -212,6 +333,142 @@ pub(crate) mod tests {
         assert_eq!(parse(&udp4([1; 4], 1000, [2; 4], 53, &bad)), None);
     }
 
+    /// A reply to `qname` with `answers` (name, TTL: A records) and `soa` (TTL, MINIMUM) in the
+    /// authority section.
+    pub fn reply(
+        id: u16,
+        qname: &str,
+        rcode: ResponseCode,
+        answers: &[(&str, u32)],
+        soa: Option<(u32, u32)>,
+    ) -> Vec<u8> {
+        use hickory_proto::rr::rdata::{A, CNAME, SOA};
+        use hickory_proto::rr::{RData, Record};
+        let mut m = Message::new();
+        m.set_id(id)
+            .set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Query)
+            .set_response_code(rcode);
+        let name = Name::from_ascii(qname).unwrap();
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        for (k, (n, t)) in answers.iter().enumerate() {
+            let owner = Name::from_ascii(n).unwrap();
+            // The first of several is a CNAME to the next: a chain.
+            let data = if k + 1 < answers.len() {
+                RData::CNAME(CNAME(Name::from_ascii(answers[k + 1].0).unwrap()))
+            } else {
+                RData::A(A::new(10, 1, 0, k as u8))
+            };
+            m.add_answer(Record::from_rdata(owner, *t, data));
+        }
+        if let Some((t, min)) = soa {
+            let zone = Name::from_ascii("example.internal.").unwrap();
+            let soa = SOA::new(
+                Name::from_ascii("ns.example.internal.").unwrap(),
+                Name::from_ascii("host.example.internal.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                min,
+            );
+            m.add_name_server(Record::from_rdata(zone, t, RData::SOA(soa)));
+        }
+        m.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn reply_ttls() {
+        use CacheTtl::{Negative, Positive};
+        let r =
+            |rc, a: &[(&str, u32)], soa| cache_ttl(&reply(1, "a.example.internal.", rc, a, soa));
+        let ok = ResponseCode::NoError;
+        assert_eq!(r(ok, &[("a.example.internal.", 60)], None), Positive(60));
+        // A CNAME chain: the smallest TTL of the answer section.
+        let chain = [("a.example.internal.", 300), ("b.example.internal.", 7)];
+        assert_eq!(r(ok, &chain, Some((900, 900))), Positive(7));
+        // NODATA and NXDOMAIN: min(SOA TTL, SOA MINIMUM); without an SOA, not cacheable.
+        assert_eq!(r(ok, &[], Some((3600, 5))), Negative(5));
+        assert_eq!(
+            r(ResponseCode::NXDomain, &[], Some((30, 600))),
+            Negative(30)
+        );
+        assert_eq!(r(ResponseCode::NXDomain, &[], None), CacheTtl::None);
+        assert_eq!(
+            r(ResponseCode::ServFail, &[("a.example.internal.", 60)], None),
+            CacheTtl::None
+        );
+        // A TTL with the top bit set reads as 0 (RFC 2181).
+        assert_eq!(
+            r(ok, &[("a.example.internal.", 0x8000_0001)], None),
+            Positive(0)
+        );
+        // Truncated (TC): the client asks again over TCP; a query is not an answer.
+        let mut tc = reply(
+            1,
+            "a.example.internal.",
+            ok,
+            &[("a.example.internal.", 60)],
+            None,
+        );
+        tc[2] |= 0x02;
+        assert_eq!(cache_ttl(&tc), CacheTtl::None);
+        assert_eq!(cache_ttl(&dns_message(1, "a", false, ok)), CacheTtl::None);
+        // Cut by the snap length inside the second answer: the first one's TTL.
+        let long = reply(1, "a.example.internal.", ok, &chain, None);
+        assert_eq!(cache_ttl(&long[..long.len() - 3]), Positive(300));
+        // Through parse: the reply carries it, the query its class.
+        let p = parse(&udp4([10, 0, 0, 2], 53, [10, 0, 0, 10], 4000, &long)).unwrap();
+        assert_eq!((p.ttl, p.qclass), (Positive(7), 0));
+        let q = dns_message(7, "a.b", false, ok);
+        let p = parse(&udp4([10, 0, 0, 10], 4000, [10, 0, 0, 2], 53, &q)).unwrap();
+        assert_eq!((p.ttl, p.qclass), (CacheTtl::None, 1));
+    }
+
+    #[test]
+    fn compression_loops_end() {
+        // A reply whose answer owner is a pointer to itself, and one whose label chain points
+        // back into the question: names are skipped, never followed, so both end at once.
+        let mut m = dns_message(1, "a.b", true, ResponseCode::NoError);
+        m[7] = 1; // ANCOUNT 1
+        let at = m.len() as u8;
+        m.extend_from_slice(&[0xc0, at, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 1, 2, 3, 4]);
+        assert_eq!(cache_ttl(&m), CacheTtl::Positive(9));
+        let mut m = dns_message(1, "a.b", true, ResponseCode::NoError);
+        m[7] = 1;
+        m.extend_from_slice(&[1, b'x', 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 1, 2, 3, 4]);
+        assert_eq!(cache_ttl(&m), CacheTtl::Positive(9));
+        // A reserved label type (0x40) is refused.
+        let mut m = dns_message(1, "a.b", true, ResponseCode::NoError);
+        m[7] = 1;
+        m.extend_from_slice(&[0x41, 0, 1, 0, 1, 0, 0, 0, 9, 0, 0]);
+        assert_eq!(cache_ttl(&m), CacheTtl::None);
+    }
+
+    /// One resource record made of arbitrary parts: a name (labels and pointers anywhere), a
+    /// type (A, CNAME, SOA or anything), a TTL and an RDATA whose length may lie.
+    fn arb_record() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..12),
+            prop_oneof![Just(1u16), Just(5), Just(6), any::<u16>()],
+            any::<u32>(),
+            any::<u16>(),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        )
+            .prop_map(|(name, rtype, ttl, len, data)| {
+                let mut r = name;
+                r.push(0);
+                r.extend_from_slice(&rtype.to_be_bytes());
+                r.extend_from_slice(&1u16.to_be_bytes());
+                r.extend_from_slice(&ttl.to_be_bytes());
+                // Mostly the true length, sometimes any.
+                let len = if len % 4 == 0 { len } else { data.len() as u16 };
+                r.extend_from_slice(&len.to_be_bytes());
+                r.extend_from_slice(&data);
+                r
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(
             std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
@@ -220,6 +477,31 @@ pub(crate) mod tests {
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = parse(&bytes);
             let _ = parse(&udp4([1; 4], 53, [2; 4], 1000, &bytes));
+            let _ = cache_ttl(&bytes);
+        }
+
+        /// A reply header (any RCODE and counts) and a valid question, then answer and
+        /// authority records of arbitrary bytes (pointers, loops, lying lengths), cut anywhere.
+        #[test]
+        fn reply_sections_never_panic(
+            rcode in 0u8..16,
+            counts in (any::<u16>(), any::<u16>(), any::<u16>()),
+            records in proptest::collection::vec(arb_record(), 0..6),
+            junk in proptest::collection::vec(any::<u8>(), 0..16),
+            cut in any::<usize>(),
+        ) {
+            let mut m = dns_message(3, "a.example.internal", true, ResponseCode::NoError);
+            m[3] = (m[3] & 0xf0) | rcode;
+            m[6..8].copy_from_slice(&counts.0.to_be_bytes());
+            m[8..10].copy_from_slice(&counts.1.to_be_bytes());
+            m[10..12].copy_from_slice(&counts.2.to_be_bytes());
+            for r in &records {
+                m.extend_from_slice(r);
+            }
+            m.extend_from_slice(&junk);
+            let m = &m[..cut % (m.len() + 1)];
+            let _ = cache_ttl(m);
+            let _ = parse(&udp4([1; 4], 53, [2; 4], 1000, m));
         }
     }
 }

@@ -2,7 +2,8 @@
 //! A query with no reply within the timeout is *unanswered*: what a throttled packet looks like
 //! from the node. Memory is bounded: pending queries, names and sources all have caps.
 
-use super::parse::{rcode_name, DnsPacket};
+use super::cache::{question_hash, AnswerTable, CacheConfig};
+use super::parse::{rcode_name, CacheTtl, DnsPacket};
 use super::search::{ndots2_saves, SearchDomains};
 use super::topk::SpaceSaving;
 use hdrhistogram::Histogram;
@@ -22,6 +23,8 @@ pub struct TrackerConfig {
     /// Entries shown in `top_qnames` / `top_sources`.
     pub top: usize,
     pub search: SearchDomains,
+    /// The answer table behind the cacheable share.
+    pub cache: CacheConfig,
 }
 
 impl Default for TrackerConfig {
@@ -32,6 +35,7 @@ impl Default for TrackerConfig {
             sketch: 256,
             top: 10,
             search: SearchDomains::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -49,12 +53,16 @@ struct Key {
 struct Pending {
     ts: u64,
     qname: String,
+    /// The question's hash, for the answer table.
+    question: u64,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct SourceExtra {
     pub wasted: u64,
     pub ndots2: u64,
+    /// Queries a cache in front would have answered.
+    pub cacheable: u64,
     /// Base names of this source's latest search walks, newest last (at most 4).
     recent: Vec<String>,
 }
@@ -86,6 +94,12 @@ pub struct TopSource {
     pub ndots2_savings_pps: f64,
     /// Packets/s this source would not send with fully qualified names (a trailing dot).
     pub fqdn_savings_pps: f64,
+    /// Queries a node-local cache would have answered (see `DnsFigures::cacheable_queries`).
+    pub cacheable_queries: u64,
+    /// cacheable_queries / queries.
+    pub cacheable_share: f64,
+    /// Packets/s this source would not send behind a node-local cache (window mean).
+    pub cache_savings_pps: f64,
 }
 
 /// DNS figures of one interface for one report window (`dns` in the report).
@@ -107,6 +121,19 @@ pub struct DnsFigures {
     pub search_expansion_share: f64,
     pub ndots2_savings_pps: f64,
     pub fqdn_savings_pps: f64,
+    /// Queries whose question had, at that moment, an answer a cache in front would still
+    /// hold: a success less than min(TTL, cache_success_ttl_cap) old, or NXDOMAIN/NODATA less
+    /// than min(negative TTL, cache_denial_ttl_cap) old.
+    pub cacheable_queries: u64,
+    /// cacheable_queries / queries.
+    pub cacheable_share: f64,
+    /// Packets/s a node-local cache would have kept off the interface: the window's mean…
+    pub cache_savings_pps: f64,
+    /// …and in the window's busiest second (most queries; whole seconds of the capture clock).
+    pub cache_savings_peak_pps: f64,
+    /// Live answers the table had to push out in the window (a full table: the cacheable
+    /// figures are low by up to one query per eviction and name).
+    pub cache_table_evictions: u64,
     pub top_qnames: Vec<TopName>,
     pub top_sources: Vec<TopSource>,
 }
@@ -118,6 +145,9 @@ pub struct DnsTotals {
     pub responses: BTreeMap<String, u64>,
     pub unanswered: u64,
     pub search_expansion: u64,
+    pub cacheable: u64,
+    /// Live answers the answer table pushed out.
+    pub cache_evictions: u64,
 }
 
 #[derive(Debug)]
@@ -133,6 +163,12 @@ pub struct Tracker {
     latency_us: Histogram<u64>,
     wasted: u64,
     wasted_ndots2: u64,
+    cacheable: u64,
+    answers: AnswerTable,
+    /// The second being counted (capture clock, s) and its queries and cacheable queries.
+    second: (u64, u64, u64),
+    /// The window's busiest second so far: (queries, cacheable).
+    busiest: (u64, u64),
     names: SpaceSaving<String>,
     sources: SpaceSaving<IpAddr, SourceExtra>,
     pub totals: DnsTotals,
@@ -145,6 +181,7 @@ impl Tracker {
     }
 
     pub fn new(cfg: TrackerConfig) -> Self {
+        let answers = AnswerTable::new(cfg.cache.entries);
         Tracker {
             names: SpaceSaving::new(cfg.sketch),
             sources: SpaceSaving::new(cfg.sketch),
@@ -158,6 +195,10 @@ impl Tracker {
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
             wasted: 0,
             wasted_ndots2: 0,
+            cacheable: 0,
+            answers,
+            second: (0, 0, 0),
+            busiest: (0, 0),
             totals: DnsTotals::default(),
         }
     }
@@ -171,7 +212,15 @@ impl Tracker {
         self.queries += 1;
         self.totals.queries += 1;
         self.names.hit(&p.qname);
-        self.sources.hit(&p.src);
+        let question = question_hash(&p.qname, p.qtype, p.qclass);
+        let cacheable = self.answers.hit(question, ts);
+        let source = self.sources.hit(&p.src);
+        if cacheable {
+            self.cacheable += 1;
+            self.totals.cacheable += 1;
+            source.extra.cacheable += 1;
+        }
+        self.count_second(ts, cacheable);
         let key = Key {
             client: p.src,
             cport: p.sport,
@@ -195,6 +244,7 @@ impl Tracker {
             Pending {
                 ts,
                 qname: p.qname.clone(),
+                question,
             },
         );
     }
@@ -224,6 +274,12 @@ impl Tracker {
         let _ = self
             .latency_us
             .record(ts.saturating_sub(q.ts).max(1000) / 1000);
+        let keep = match p.ttl {
+            CacheTtl::Positive(t) => (t as u64 * 1_000_000_000).min(self.cfg.cache.success_cap_ns),
+            CacheTtl::Negative(t) => (t as u64 * 1_000_000_000).min(self.cfg.cache.denial_cap_ns),
+            CacheTtl::None => 0,
+        };
+        self.answers.insert(q.question, ts, ts.saturating_add(keep));
         if p.rcode == 3 {
             let bases = self.cfg.search.bases(&q.qname);
             if !bases.is_empty() {
@@ -256,6 +312,27 @@ impl Tracker {
         }
     }
 
+    /// Counts a query in its second of the capture clock; a second that ends is compared with
+    /// the window's busiest.
+    fn count_second(&mut self, ts: u64, cacheable: bool) {
+        let sec = ts / 1_000_000_000;
+        if sec != self.second.0 {
+            self.close_second();
+            self.second = (sec, 0, 0);
+        }
+        self.second.1 += 1;
+        self.second.2 += cacheable as u64;
+    }
+
+    fn close_second(&mut self) {
+        let (_, q, c) = self.second;
+        if q > self.busiest.0 {
+            self.busiest = (q, c);
+        }
+        self.second.1 = 0;
+        self.second.2 = 0;
+    }
+
     fn give_up(&mut self) {
         self.unanswered += 1;
         self.totals.unanswered += 1;
@@ -278,7 +355,17 @@ impl Tracker {
     /// The window's figures up to `end` (ns), `seconds` long; starts the next window.
     pub fn cut(&mut self, end: u64, seconds: f64) -> DnsFigures {
         self.expire(end);
+        self.close_second();
+        let evictions = self.answers.take_evictions();
+        self.totals.cache_evictions += evictions;
         let secs = seconds.max(1e-9);
+        let share = |n: u64, of: u64| {
+            if of == 0 {
+                0.0
+            } else {
+                (n as f64 / of as f64 * 1000.0).round() / 1000.0
+            }
+        };
         let pps = |n: u64| (n as f64 / secs * 10.0).round() / 10.0;
         let q =
             |x: f64| (self.latency_us.value_at_quantile(x) as f64 / 1000.0 * 100.0).round() / 100.0;
@@ -308,6 +395,12 @@ impl Tracker {
             },
             ndots2_savings_pps: pps(self.wasted_ndots2),
             fqdn_savings_pps: pps(self.wasted),
+            cacheable_queries: self.cacheable,
+            cacheable_share: share(self.cacheable, self.queries),
+            cache_savings_pps: pps(self.cacheable),
+            // A window shorter than a second: its queries are its busiest second.
+            cache_savings_peak_pps: self.busiest.1 as f64,
+            cache_table_evictions: evictions,
             top_qnames: self
                 .names
                 .top(self.cfg.top)
@@ -330,6 +423,9 @@ impl Tracker {
                     search_expansion_packets: e.extra.wasted,
                     ndots2_savings_pps: pps(e.extra.ndots2),
                     fqdn_savings_pps: pps(e.extra.wasted),
+                    cacheable_queries: e.extra.cacheable,
+                    cacheable_share: share(e.extra.cacheable, e.count),
+                    cache_savings_pps: pps(e.extra.cacheable),
                 })
                 .collect(),
         };
@@ -340,6 +436,8 @@ impl Tracker {
         self.latency_us.reset();
         self.wasted = 0;
         self.wasted_ndots2 = 0;
+        self.cacheable = 0;
+        self.busiest = (0, 0);
         self.names.clear();
         self.sources.clear();
         f
@@ -436,6 +534,98 @@ mod tests {
         assert_eq!(f.ndots2_savings_pps, 3.0);
         assert_eq!(f.top_sources[0].source, "10.0.0.10");
         assert_eq!(f.top_sources[0].search_expansion_packets, 6);
+    }
+
+    /// Answers with TTLs 2 s (A), 60 s (capped at 30) and NXDOMAIN with a negative TTL of 60
+    /// (capped at 5), asked every 1.5 s; a SERVFAIL is never cached.
+    #[test]
+    fn cacheable_follows_ttls_and_caps() {
+        use crate::sources::dns::parse::tests::reply;
+        let mut t = Tracker::new(TrackerConfig::default());
+        let ok = ResponseCode::NoError;
+        let mut id = 0u16;
+        let mut ask =
+            |t: &mut Tracker, at: u64, name: &str, port: u16, rc, ans: &[(&str, u32)], soa| {
+                id += 1;
+                t.query(at, &q(id, name, port));
+                let msg = reply(id, name, rc, ans, soa);
+                let p = parse(&udp4(DNS, 53, NODE, port, &msg)).unwrap();
+                t.response(at + MS, &p);
+            };
+        for k in 0..20u64 {
+            let at = k * 1500 * MS;
+            ask(
+                &mut t,
+                at,
+                "two.example.internal",
+                1000,
+                ok,
+                &[("two.example.internal.", 2)],
+                None,
+            );
+            ask(
+                &mut t,
+                at,
+                "sixty.example.internal",
+                1000,
+                ok,
+                &[("sixty.example.internal.", 60)],
+                None,
+            );
+            ask(
+                &mut t,
+                at,
+                "nx.example.internal",
+                1000,
+                ResponseCode::NXDomain,
+                &[],
+                Some((60, 60)),
+            );
+            ask(
+                &mut t,
+                at,
+                "x.broken.internal",
+                1000,
+                ResponseCode::ServFail,
+                &[],
+                None,
+            );
+        }
+        let f = t.cut(30_000 * MS, 30.0);
+        // Asked at 0, 1.5, 3, …, 28.5 s. TTL 2: miss, hit, miss, hit… → 10 hits. TTL 60 capped
+        // at 30: one miss → 19. Negative 60 capped at 5: miss at 0, 6, 12, 18, 24 → 15.
+        assert_eq!(f.queries, 80);
+        assert_eq!(f.cacheable_queries, 10 + 19 + 15);
+        assert_eq!(f.cacheable_share, 0.55);
+        assert_eq!(f.cache_savings_pps, 1.5); // 44 / 30 s, rounded to 0.1
+        assert_eq!(f.top_sources[0].cacheable_queries, 44);
+        assert_eq!(f.top_sources[0].cacheable_share, 0.55);
+        // The busiest second (four queries each): the first such, at 0 s: nothing cached yet.
+        assert_eq!(f.cache_savings_peak_pps, 0.0);
+        assert_eq!(f.cache_table_evictions, 0);
+        assert_eq!(t.totals.cacheable, 44);
+        // The next window keeps the table: the 60-s name is still cached.
+        ask(
+            &mut t,
+            30_500 * MS,
+            "sixty.example.internal",
+            1000,
+            ok,
+            &[("sixty.example.internal.", 60)],
+            None,
+        );
+        ask(
+            &mut t,
+            30_600 * MS,
+            "sixty.example.internal",
+            1000,
+            ok,
+            &[("sixty.example.internal.", 60)],
+            None,
+        );
+        let f = t.cut(31_000 * MS, 1.0);
+        assert_eq!((f.queries, f.cacheable_queries), (2, 1));
+        assert_eq!(f.cache_savings_peak_pps, 1.0);
     }
 
     #[test]

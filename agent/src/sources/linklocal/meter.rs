@@ -49,6 +49,8 @@ pub struct Meter {
     /// Search suffixes for DNS trackers, including interfaces attached later.
     search: Arc<Mutex<crate::sources::dns::search::SearchDomains>>,
     keep_seconds: u64,
+    /// The DNS trackers' answer table (`[dns]`).
+    cache: crate::sources::dns::cache::CacheConfig,
 }
 
 impl Meter {
@@ -58,7 +60,14 @@ impl Meter {
             inner: Arc::default(),
             search: Arc::default(),
             keep_seconds: keep_seconds + 2,
+            cache: Default::default(),
         }
+    }
+
+    /// The same meter with this answer table for interfaces attached from now on.
+    pub fn with_cache(mut self, cache: crate::sources::dns::cache::CacheConfig) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Sets the search suffixes every interface's DNS tracker recognises.
@@ -82,6 +91,7 @@ impl Meter {
             beat: std::time::Instant::now(),
             dns: Tracker::new(TrackerConfig {
                 search: self.search.lock().unwrap().clone(),
+                cache: self.cache,
                 ..TrackerConfig::default()
             }),
         });
@@ -237,6 +247,12 @@ impl InterfaceWindow {
                 queries: 40,
                 search_expansion_packets: 30,
                 search_expansion_share: 0.75,
+                ndots2_savings_pps: 3.0,
+                fqdn_savings_pps: 3.0,
+                cacheable_queries: 8,
+                cacheable_share: 0.2,
+                cache_savings_pps: 0.8,
+                cache_savings_peak_pps: 5.0,
                 top_qnames: vec![TopName {
                     qname: "db.shop.svc.cluster.local".into(),
                     queries: 25,
@@ -253,6 +269,9 @@ impl InterfaceWindow {
                     search_expansion_packets: 30,
                     ndots2_savings_pps: 3.0,
                     fqdn_savings_pps: 3.0,
+                    cacheable_queries: 8,
+                    cacheable_share: 0.2,
+                    cache_savings_pps: 0.8,
                 }],
                 ..Default::default()
             }),
