@@ -1,6 +1,7 @@
-//! DNS per interface, the collector side: the newest window's search-expansion share and top
-//! talkers (names and sources, from the agent's Space-Saving sketches), and the rises of the
-//! agent's query and unanswered counters (kept with the interface's counters).
+//! DNS per interface, the collector side: the newest window's search-expansion share, the
+//! savings the agent measured for each fix (node-local cache, ndots:2, FQDN), top talkers
+//! (names and sources, from the agent's Space-Saving sketches), and the rises of the agent's
+//! query and unanswered counters (kept with the interface's counters).
 
 use super::otlp::{attr_or_empty, get, Attrs};
 use super::store::At;
@@ -14,7 +15,8 @@ pub const MAX_TOP: usize = 100;
 otlp_names! {
     pub fn takes;
     DNS_SEARCH_EXPANSION_SHARE, DNS_TOP_QNAME_QUERIES, DNS_TOP_SOURCE_QUERIES,
-    DNS_TOP_SOURCE_SEARCH_EXPANSION
+    DNS_TOP_SOURCE_SEARCH_EXPANSION, DNS_TOP_SOURCE_CACHE_SAVINGS_PPS, DNS_CACHEABLE_SHARE,
+    DNS_CACHE_SAVINGS_PPS, DNS_CACHE_SAVINGS_PPS_PEAK, DNS_NDOTS2_SAVINGS_PPS, DNS_FQDN_SAVINGS_PPS
 }
 /// The DNS counters whose rises per window matter (kept by the interface under their names
 /// without `headroom.`).
@@ -27,6 +29,7 @@ const UNANSWERED: &str = "dns.unanswered";
 pub struct DnsLatest {
     pub end: u64,
     share: Option<f64>,
+    savings: Savings,
     qnames: BTreeMap<String, f64>,
     sources: BTreeMap<String, SourceEntry>,
 }
@@ -39,6 +42,7 @@ struct SourceEntry {
     workload: String,
     queries: f64,
     search_expansion_packets: f64,
+    cache_savings_pps: f64,
 }
 
 /// One point of a share or top-talker metric; false when refused (no name or source, or
@@ -56,6 +60,11 @@ pub fn take(slot: &mut Option<DnsLatest>, name: &str, a: &Attrs, v: f64, at: At)
     }
     match name {
         DNS_SEARCH_EXPANSION_SHARE => dns.share = Some(v),
+        DNS_CACHEABLE_SHARE => dns.savings.cacheable_share = Some(v),
+        DNS_CACHE_SAVINGS_PPS => dns.savings.cache_pps = Some(v),
+        DNS_CACHE_SAVINGS_PPS_PEAK => dns.savings.cache_peak_pps = Some(v),
+        DNS_NDOTS2_SAVINGS_PPS => dns.savings.ndots2_pps = Some(v),
+        DNS_FQDN_SAVINGS_PPS => dns.savings.fqdn_pps = Some(v),
         DNS_TOP_QNAME_QUERIES => {
             let Some(q) = get(a, attr::QNAME) else {
                 return false;
@@ -77,10 +86,10 @@ pub fn take(slot: &mut Option<DnsLatest>, name: &str, a: &Attrs, v: f64, at: At)
             e.pod = attr_or_empty(a, attr::POD);
             e.workload_kind = attr_or_empty(a, attr::WORKLOAD_KIND);
             e.workload = attr_or_empty(a, attr::WORKLOAD);
-            if name == DNS_TOP_SOURCE_QUERIES {
-                e.queries = v;
-            } else {
-                e.search_expansion_packets = v;
+            match name {
+                DNS_TOP_SOURCE_QUERIES => e.queries = v,
+                DNS_TOP_SOURCE_CACHE_SAVINGS_PPS => e.cache_savings_pps = v,
+                _ => e.search_expansion_packets = v,
             }
         }
     }
@@ -107,6 +116,7 @@ pub fn snapshot(
     };
     if let Some(d) = latest {
         dns.search_expansion_share = d.share.unwrap_or(0.0);
+        dns.measured = d.savings;
         dns.top_qnames = d
             .qnames
             .iter()
@@ -128,6 +138,7 @@ pub fn snapshot(
                 workload: e.workload.clone(),
                 queries: e.queries.round() as u64,
                 search_expansion_packets: e.search_expansion_packets.round() as u64,
+                cache_savings_pps: e.cache_savings_pps,
             })
             .collect();
         dns.top_sources
@@ -141,6 +152,9 @@ pub fn snapshot(
 pub struct DnsSnapshot {
     /// Queries for a name plus a search suffix that failed, over all queries.
     pub search_expansion_share: f64,
+    /// What each fix would have saved in the latest window, as the agent measured it (None:
+    /// an agent that does not send that figure).
+    pub measured: Savings,
     pub top_qnames: Vec<QnameCount>,
     pub top_sources: Vec<SourceCount>,
     /// Rise of the agent's unanswered-queries counter in the latest window and the one before.
@@ -164,4 +178,19 @@ pub struct SourceCount {
     pub workload: String,
     pub queries: u64,
     pub search_expansion_packets: u64,
+    /// Packets/s a node-local cache would have answered for this source (window mean).
+    pub cache_savings_pps: f64,
+}
+
+/// The fix savings an agent measured on one interface in one window (packets/s).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Savings {
+    /// Queries a node-local cache would have answered, over all queries.
+    pub cacheable_share: Option<f64>,
+    /// Node-local cache: the window's mean and its busiest second.
+    pub cache_pps: Option<f64>,
+    pub cache_peak_pps: Option<f64>,
+    /// `ndots:2` and fully qualified names (window means).
+    pub ndots2_pps: Option<f64>,
+    pub fqdn_pps: Option<f64>,
 }

@@ -24,14 +24,58 @@ fn dns_peak(i: &EniSnapshot) -> u64 {
         .unwrap_or(0)
 }
 
-/// What each cure would save on one ENI, in packets/s: (NodeLocal DNSCache, ndots:2/FQDN,
-/// [(pod or source, pps)] for spreading the top pods).
-pub fn savings(i: &EniSnapshot) -> (u64, u64, Vec<(String, u64)>) {
+/// What each cure would save on one ENI at its DNS peak, in packets/s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cures {
+    /// The DNS peak the savings come off.
+    pub peak: u64,
+    /// NodeLocal DNSCache: the cacheable queries of the window's busiest second as the agent
+    /// measured them (answers still within min(TTL, cap)), at most the peak; without the
+    /// agent's figure, the whole peak (an upper bound) and `cache_measured` false.
+    pub cache: u64,
+    pub cache_measured: bool,
+    pub cacheable_share: Option<f64>,
+    /// The window's mean cache savings (packets/s), when measured.
+    pub cache_mean: Option<f64>,
+    /// ndots:2 and fully qualified names: their measured share of the window's queries
+    /// applied to the peak (the busiest second is assumed to have the window's mix).
+    pub ndots2: u64,
+    pub fqdn: u64,
+    /// (pod or source, pps) for spreading the top pods.
+    pub spread: Vec<(String, u64)>,
+}
+
+impl Cures {
+    /// The peak left after one cure.
+    pub fn after(&self, saves: u64) -> u64 {
+        self.peak.saturating_sub(saves)
+    }
+}
+
+/// What each cure would save on one ENI (see [`Cures`]).
+pub fn savings(i: &EniSnapshot) -> Cures {
     let peak = dns_peak(i);
     let Some(d) = &i.dns else {
-        return (peak, 0, Vec::new());
+        return Cures {
+            peak,
+            cache: peak,
+            ..Default::default()
+        };
     };
-    let ndots = (peak as f64 * d.search_expansion_share).round() as u64;
+    let m = &d.measured;
+    let (cache, cache_measured) = match m.cache_peak_pps {
+        Some(c) => ((c.round() as u64).min(peak), true),
+        None => (peak, false),
+    };
+    // FQDNs save every failed suffix query (the search-expansion share); ndots:2 the part of
+    // them whose name has two dots or more, as the agent measured (ndots2/fqdn figures).
+    let fqdn_share = d.search_expansion_share;
+    let ndots2_share = match (m.ndots2_pps, m.fqdn_pps) {
+        (Some(n), Some(f)) if f > 0.0 => fqdn_share * (n / f).min(1.0),
+        (Some(_), Some(_)) => 0.0,
+        _ => fqdn_share, // an agent without the split: the old reading
+    };
+    let at_peak = |share: f64| ((peak as f64 * share).round() as u64).min(peak);
     let total = d.queries_latest.max(1) as f64;
     let spread = d
         .top_sources
@@ -48,7 +92,35 @@ pub fn savings(i: &EniSnapshot) -> (u64, u64, Vec<(String, u64)>) {
             (who, (peak as f64 * s.queries as f64 / total).round() as u64)
         })
         .collect();
-    (peak, ndots, spread)
+    Cures {
+        peak,
+        cache,
+        cache_measured,
+        cacheable_share: m.cacheable_share,
+        cache_mean: m.cache_pps,
+        ndots2: at_peak(ndots2_share),
+        fqdn: at_peak(fqdn_share),
+        spread,
+    }
+}
+
+/// The fix line for NodeLocal DNSCache on one ENI, with what was measured.
+fn cache_fix(c: &Cures) -> String {
+    let head = "Run NodeLocal DNSCache on this node's group: pods then ask 169.254.20.10 on the node and only cache misses reach the resolver";
+    if !c.cache_measured {
+        return format!(
+            "{head} (saves ≈ {}/s at most, the whole DNS peak: this agent does not measure what a cache would answer).",
+            c.cache
+        );
+    }
+    format!(
+        "{head}. Measured from the answers' TTLs: {:.0}% of queries would have been cache hits; saves ≈ {}/s in the busiest second (mean {:.1}/s), so the DNS peak would become ≈ {}/s of {}/s.",
+        c.cacheable_share.unwrap_or(0.0) * 100.0,
+        c.cache,
+        c.cache_mean.unwrap_or(0.0),
+        c.after(c.cache),
+        c.peak
+    )
 }
 
 fn eni_subject(c: &ClusterSnapshot, n: &NodeSnapshot, i: &EniSnapshot) -> Subject {
@@ -98,7 +170,8 @@ impl Rule for ThrottleRisk {
                     } else {
                         continue;
                     };
-                    let (nodelocal, ndots, spread) = savings(i);
+                    let cures = savings(i);
+                    let spread = &cures.spread;
                     let d = i.dns.clone().unwrap_or_default();
                     let names: Vec<&str> = d
                         .top_qnames
@@ -122,14 +195,16 @@ impl Rule for ThrottleRisk {
                             w.limit_pps
                         )
                     };
-                    let mut fix = vec![format!(
-                        "Run NodeLocal DNSCache on this node's group: pods then ask 169.254.20.10 on the node and only cache misses reach the resolver (saves ≈ {nodelocal}/s, the DNS peak)."
-                    )];
-                    if ndots > 0 {
+                    let mut fix = vec![cache_fix(&cures)];
+                    if cures.fqdn > 0 {
                         fix.push(format!(
-                            "Set `dnsConfig.options: [{{name: ndots, value: \"2\"}}]` on the pods, or use fully qualified names with a trailing dot, for {} ({:.0}% of queries are search-suffix expansions; saves ≈ {ndots}/s).",
+                            "Set `dnsConfig.options: [{{name: ndots, value: \"2\"}}]` on the pods, or use fully qualified names with a trailing dot, for {} ({:.0}% of queries are search-suffix expansions): ndots:2 saves ≈ {}/s (peak → ≈ {}/s), fully qualified names ≈ {}/s (peak → ≈ {}/s).",
                             if names.is_empty() { "the names looked up".to_string() } else { names.join(", ") },
-                            d.search_expansion_share * 100.0
+                            d.search_expansion_share * 100.0,
+                            cures.ndots2,
+                            cures.after(cures.ndots2),
+                            cures.fqdn,
+                            cures.after(cures.fqdn),
                         ));
                     }
                     if !spread.is_empty() {
@@ -163,9 +238,22 @@ impl Rule for ThrottleRisk {
                             (
                                 "savings_pps",
                                 json!({
-                                    "nodelocal_dnscache": nodelocal,
-                                    "ndots2_or_fqdn": ndots,
+                                    "nodelocal_dnscache": cures.cache,
+                                    "nodelocal_dnscache_measured": cures.cache_measured,
+                                    "cacheable_share": cures.cacheable_share,
+                                    "nodelocal_dnscache_mean": cures.cache_mean,
+                                    "ndots2": cures.ndots2,
+                                    "fqdn": cures.fqdn,
+                                    "ndots2_or_fqdn": cures.fqdn,
                                     "spread_top_sources": spread.iter().map(|(w, p)| json!({"source": w, "pps": p})).collect::<Vec<_>>(),
+                                }),
+                            ),
+                            (
+                                "peak_after_pps",
+                                json!({
+                                    "nodelocal_dnscache": cures.after(cures.cache),
+                                    "ndots2": cures.after(cures.ndots2),
+                                    "fqdn": cures.after(cures.fqdn),
                                 }),
                             ),
                         ]),
@@ -264,6 +352,51 @@ pub fn after_removal(nodes: &[&NodeSnapshot], gone: &str) -> Option<(String, Str
         .map(|i| i.eni_id.clone().unwrap_or_else(|| i.interface.clone()))
         .unwrap_or_default();
     Some((w.node.name.clone(), eni, w.peak, w.peak / w.limit))
+}
+
+/// The share of a group's DNS peaks each cure would take off, over the interfaces whose agents
+/// measured the cache savings: (NodeLocal DNSCache, ndots:2, FQDN); None when none did.
+fn group_shares(members: &[Member]) -> Option<(f64, f64, f64)> {
+    let (mut peak, mut cache, mut ndots2, mut fqdn) = (0u64, 0u64, 0u64, 0u64);
+    for m in members {
+        for c in m.node.interfaces.iter().map(savings) {
+            if c.cache_measured {
+                peak += c.peak;
+                cache += c.cache;
+                ndots2 += c.ndots2;
+                fqdn += c.fqdn;
+            }
+        }
+    }
+    let p = peak as f64;
+    (peak > 0).then(|| (cache as f64 / p, ndots2 as f64 / p, fqdn as f64 / p))
+}
+
+/// DNSConsolidationRisk's fix: how many nodes to keep, and what each cure measured in the
+/// group would leave of the predicted peak.
+fn consolidation_fix(members: &[Member], w: &Member, group: &str) -> String {
+    let keep = format!(
+        "Keep at least {} nodes in {group} (e.g. Karpenter NodePool `disruption.budgets` or Cluster Autoscaler `scale-down-utilization-threshold`), or cut DNS per node first",
+        members.len()
+    );
+    let Some((cache, ndots2, fqdn)) = group_shares(members) else {
+        return format!(
+            "{keep}: NodeLocal DNSCache takes at most the DNS peak ({:.0}/s on {}) off the ENI (not measured by these agents), ndots:2 and spreading the top pods lower it.",
+            w.load, w.node.name
+        );
+    };
+    let after = |share: f64| (w.peak - w.load * share).max(0.0);
+    format!(
+        "{keep}. Measured in the group (answers' TTLs, failed search suffixes): NodeLocal DNSCache takes ≈ {:.0}% of the DNS peaks off, so {} would peak at ≈ {:.0}/s instead of {:.0}/s; ndots:2 ≈ {:.0}% (≈ {:.0}/s); fully qualified names ≈ {:.0}% (≈ {:.0}/s); spreading the top pods lowers it too.",
+        cache * 100.0,
+        w.node.name,
+        after(cache),
+        w.peak,
+        ndots2 * 100.0,
+        after(ndots2),
+        fqdn * 100.0,
+        after(fqdn),
+    )
 }
 
 fn worst<'a, 'b>(members: &'b [Member<'a>]) -> Option<&'b Member<'a>> {
@@ -366,12 +499,7 @@ impl Rule for ConsolidationRisk {
                         ("utilization_now", json!(r3(now_worst))),
                         ("threshold", json!(limit_share)),
                     ]),
-                    fix: format!(
-                        "Keep at least {n} nodes in {group} (e.g. Karpenter NodePool `disruption.budgets` or Cluster Autoscaler `scale-down-utilization-threshold`), or cut DNS per node first: NodeLocal DNSCache takes the DNS peak ({:.0}/s on {}) off the ENI, ndots:2 and spreading the top pods lower it.",
-                        w.load,
-                        w.node.name,
-                        n = members.len()
-                    ),
+                    fix: consolidation_fix(&members, w, &group),
                     cost: None,
                 });
             }
@@ -521,6 +649,117 @@ mod tests {
         )[0];
         assert_eq!(g.evidence["savings_pps"]["nodelocal_dnscache"], 900);
         assert_eq!(g.evidence["savings_pps"]["ndots2_or_fqdn"], 0);
+    }
+
+    /// An agent that measured the cures: the fix quotes them and what the peak would become.
+    #[test]
+    fn throttle_fix_quotes_measured_savings() {
+        use crate::fleet::Savings;
+        let mut i = eni("eth0", 950, Some(900));
+        i.dns = Some(DnsSnapshot {
+            search_expansion_share: 0.4,
+            queries_latest: 9000,
+            measured: Savings {
+                cacheable_share: Some(0.62),
+                cache_pps: Some(540.4),
+                cache_peak_pps: Some(571.0),
+                ndots2_pps: Some(90.0),
+                fqdn_pps: Some(360.0),
+            },
+            ..Default::default()
+        });
+        let f = &run(
+            &ThrottleRisk(Thresholds::default()),
+            &fleet(vec![node("n1", vec![i])]),
+        )[0];
+        let s = &f.evidence["savings_pps"];
+        // Cache: the busiest second's cacheable queries; FQDN 900 × 0.4 = 360; ndots:2 a
+        // quarter of those (90 of 360 per second in the window) = 90.
+        assert_eq!(s["nodelocal_dnscache"], 571);
+        assert_eq!(s["nodelocal_dnscache_measured"], true);
+        assert_eq!(s["cacheable_share"], 0.62);
+        assert_eq!(
+            (s["fqdn"].as_u64(), s["ndots2"].as_u64()),
+            (Some(360), Some(90))
+        );
+        let a = &f.evidence["peak_after_pps"];
+        assert_eq!(
+            (
+                a["nodelocal_dnscache"].as_u64(),
+                a["ndots2"].as_u64(),
+                a["fqdn"].as_u64()
+            ),
+            (Some(329), Some(810), Some(540))
+        );
+        for part in [
+            "62% of queries would have been cache hits",
+            "saves ≈ 571/s in the busiest second (mean 540.4/s)",
+            "peak would become ≈ 329/s of 900/s",
+            "ndots:2 saves ≈ 90/s (peak → ≈ 810/s)",
+            "fully qualified names ≈ 360/s (peak → ≈ 540/s)",
+        ] {
+            assert!(f.fix.contains(part), "{part} not in {}", f.fix);
+        }
+        assert!(!f.fix.contains("at most"), "{}", f.fix);
+        // More cacheable in the busiest second than the DNS peak (a sliding peak in another
+        // second): at most the peak.
+        let mut j = eni("eth0", 900, Some(800));
+        j.dns = Some(DnsSnapshot {
+            measured: Savings {
+                cache_peak_pps: Some(850.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(savings(&j).cache, 800);
+        assert_eq!(savings(&j).after(800), 0);
+    }
+
+    #[test]
+    fn consolidation_fix_quotes_measured_shares() {
+        use crate::fleet::Savings;
+        let measured = |name: &str, peak: u64, cache: f64| {
+            let mut i = eni("eth0", peak, Some(peak));
+            i.dns = Some(DnsSnapshot {
+                search_expansion_share: 0.1,
+                measured: Savings {
+                    cache_peak_pps: Some(cache),
+                    ndots2_pps: Some(1.0),
+                    fqdn_pps: Some(2.0),
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            node(name, vec![i])
+        };
+        let f = &run(
+            &ConsolidationRisk(Thresholds::default()),
+            &fleet(vec![
+                measured("a", 700, 350.0),
+                measured("b", 700, 350.0),
+                measured("c", 240, 120.0),
+            ]),
+        )[0];
+        // Half of every peak is cacheable: a peaks at 820 with 820 of DNS → 410. FQDN 10 % → 738;
+        // ndots:2 half of that, 5 % → 779.
+        for part in [
+            "NodeLocal DNSCache takes ≈ 50% of the DNS peaks off",
+            "would peak at ≈ 410/s instead of 820/s",
+            "ndots:2 ≈ 5% (≈ 779/s)",
+            "fully qualified names ≈ 10% (≈ 738/s)",
+        ] {
+            assert!(f.fix.contains(part), "{part} not in {}", f.fix);
+        }
+        // Unmeasured: the upper bound, said so.
+        let f = &run(
+            &ConsolidationRisk(Thresholds::default()),
+            &fleet(vec![loaded("a", 700), loaded("b", 700), loaded("c", 240)]),
+        )[0];
+        assert!(
+            f.fix.contains("at most the DNS peak (820/s on b)"),
+            "{}",
+            f.fix
+        );
     }
 
     /// A node whose only (primary) ENI has `peak` link-local packets/s, all DNS.
