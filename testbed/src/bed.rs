@@ -180,6 +180,12 @@ impl Bed {
 
     /// Starts unbound in the VPC namespace on every resolver address and waits until it answers.
     pub fn start_unbound(&mut self) -> anyhow::Result<()> {
+        self.start_unbound_with("")
+    }
+
+    /// [`Bed::start_unbound`] with `extra` lines in its `server:` section (local zones and
+    /// `local-data` records of chosen TTLs, each line indented by two spaces).
+    pub fn start_unbound_with(&mut self, extra: &str) -> anyhow::Result<()> {
         let mut conf = String::from(
             "server:\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"\"\n  \
              use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  num-threads: 1\n  \
@@ -205,6 +211,7 @@ impl Bed {
         // REFUSED for refused.internal; SERVFAIL for broken.internal (a stub zone whose only
         // server is on localhost, which unbound is told never to query).
         conf += "  local-zone: \"refused.internal.\" refuse\n";
+        conf += extra;
         conf += "stub-zone:\n  name: \"broken.internal.\"\n  stub-addr: 127.0.0.1@5399\n";
         conf += "remote-control:\n  control-enable: no\n";
         let path = self.path("unbound.conf");
@@ -278,7 +285,10 @@ impl Bed {
     /// Starts `tcpdump -U -w FILE -i IFACE FILTER` in the node namespace (exact ground truth)
     /// and waits until it listens.
     pub fn tcpdump(&mut self, iface: &str, filter: &str) -> anyhow::Result<Tcpdump> {
-        let file = self.path(&format!("{iface}-{}.pcap", self.procs.len()));
+        // Numbered per call: two captures on one interface (by source) get two files.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = self.path(&format!("{iface}-{n}.pcap"));
         let mut cmd = self.node.command("tcpdump");
         // Immediate mode: every packet reaches the file at once (none left in a ring block
         // when the test stops it); a 16 MiB buffer rides out a busy machine.
@@ -328,7 +338,17 @@ impl Tcpdump {
 
     /// Stops tcpdump and returns the kernel timestamp (ns) of every packet it wrote.
     pub fn stop_and_timestamps(self) -> anyhow::Result<Vec<u64>> {
-        crate::pcap::timestamps_ns(&self.stop_and_read()?)
+        Ok(self
+            .stop_and_records()?
+            .into_iter()
+            .map(|(ts, _)| ts)
+            .collect())
+    }
+
+    /// Stops tcpdump and returns every packet it wrote: (timestamp ns, bytes from the link
+    /// header on, at most the snap length).
+    pub fn stop_and_records(self) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        crate::pcap::records(&self.stop_and_read()?)
     }
 
     /// Stops tcpdump and returns the pcap file it wrote, once it said it dropped nothing.

@@ -7,6 +7,11 @@ pub fn count_records(bytes: &[u8]) -> anyhow::Result<u64> {
 
 /// Each whole record's timestamp in nanoseconds since the epoch, in file order.
 pub fn timestamps_ns(bytes: &[u8]) -> anyhow::Result<Vec<u64>> {
+    Ok(records(bytes)?.into_iter().map(|(ts, _)| ts).collect())
+}
+
+/// Each whole record: (timestamp in nanoseconds since the epoch, captured bytes), in file order.
+pub fn records(bytes: &[u8]) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
     anyhow::ensure!(
         bytes.len() >= 24,
         "pcap file too short ({} bytes)",
@@ -36,7 +41,8 @@ pub fn timestamps_ns(bytes: &[u8]) -> anyhow::Result<Vec<u64>> {
             break; // a record cut short by the writer being stopped
         }
         let frac = word(off + 4) as u64;
-        out.push(word(off) as u64 * 1_000_000_000 + if nanos { frac } else { frac * 1000 });
+        let ts = word(off) as u64 * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
+        out.push((ts, bytes[off + 16..off + 16 + incl].to_vec()));
         off += 16 + incl;
     }
     Ok(out)

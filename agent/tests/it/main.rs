@@ -8,6 +8,7 @@ mod accepts;
 mod bad_input;
 mod daemon;
 mod dns;
+mod dns_cache;
 mod ebpf_tap;
 mod eni_bed;
 mod imds_client;
