@@ -10,6 +10,7 @@ mod collector_common;
 mod agent_to_collector;
 mod alerts;
 mod auth;
+mod cache_fix;
 mod collector_from_agent;
 mod dashboards;
 mod hpa_request_rate;
