@@ -86,6 +86,9 @@ fn dns(agent: usize, round: u64, peak: u64) -> (DnsFigures, DnsTotals) {
                 search_expansion_packets: nx / (2 + s as u64),
                 ndots2_savings_pps: 0.0,
                 fqdn_savings_pps: 0.0,
+                cacheable_queries: queries / (2 + s as u64) / 2,
+                cacheable_share: 0.5,
+                cache_savings_pps: (queries / (2 + s as u64) / 2) as f64 / WINDOW_S as f64,
             }
         })
         .collect();
@@ -107,6 +110,11 @@ fn dns(agent: usize, round: u64, peak: u64) -> (DnsFigures, DnsTotals) {
         search_expansion_share: nx as f64 / queries.max(1) as f64,
         ndots2_savings_pps: nx as f64 / WINDOW_S as f64,
         fqdn_savings_pps: nx as f64 / WINDOW_S as f64,
+        cacheable_queries: queries / 2,
+        cacheable_share: 0.5,
+        cache_savings_pps: (queries / 2) as f64 / WINDOW_S as f64,
+        cache_savings_peak_pps: (queries / 2) as f64 / WINDOW_S as f64 * 1.5,
+        cache_table_evictions: 0,
         top_qnames,
         top_sources,
     };
@@ -120,6 +128,8 @@ fn dns(agent: usize, round: u64, peak: u64) -> (DnsFigures, DnsTotals) {
         .into(),
         unanswered: 0,
         search_expansion: nx * (round + 1),
+        cacheable: queries / 2 * (round + 1),
+        cache_evictions: 0,
     };
     (figures, totals)
 }

@@ -231,6 +231,45 @@ impl Window {
         self
     }
 
+    /// The window's measured fix savings on an interface: (cacheable share, cache mean pps,
+    /// cache busiest-second pps, ndots:2 pps, FQDN pps), and one top source's cache pps.
+    pub fn savings(
+        &mut self,
+        iface: &str,
+        eni: &str,
+        figures: (f64, f64, f64, f64, f64),
+        source: (&str, &str, &str, &str, f64),
+    ) -> &mut Self {
+        let a = [kv(attr::INTERFACE, iface), kv(attr::ENI, eni)];
+        let (share, mean, peak, ndots2, fqdn) = figures;
+        self.gauge(desc::DNS_CACHEABLE_SHARE.otlp, "1", &a, share, false);
+        for (m, v) in [
+            (&desc::DNS_CACHE_SAVINGS_PPS, mean),
+            (&desc::DNS_CACHE_SAVINGS_PPS_PEAK, peak),
+            (&desc::DNS_NDOTS2_SAVINGS_PPS, ndots2),
+            (&desc::DNS_FQDN_SAVINGS_PPS, fqdn),
+        ] {
+            self.gauge(m.otlp, "{packet}/s", &a, v, false);
+        }
+        let (src, ns, pod, workload, cache) = source;
+        let mut sa = a.to_vec();
+        sa.extend([
+            kv(attr::SOURCE, src),
+            kv(attr::NAMESPACE, ns),
+            kv(attr::POD, pod),
+            kv(attr::WORKLOAD_KIND, "Deployment"),
+            kv(attr::WORKLOAD, workload),
+        ]);
+        self.gauge(
+            desc::DNS_TOP_SOURCE_CACHE_SAVINGS_PPS.otlp,
+            "{packet}/s",
+            &sa,
+            cache,
+            false,
+        );
+        self
+    }
+
     /// One prefork listener of a Deployment's pod.
     #[allow(clippy::too_many_arguments)]
     pub fn listener(

@@ -89,6 +89,12 @@ fn workloads_probes_dns_and_allowances_from_agent_exports() {
                 queries[w],
                 unanswered[w],
             )
+            .savings(
+                "eth0",
+                "eni-1",
+                (0.25, 12.5, 40.0 + w as f64, 8.0, 40.0),
+                ("10.0.1.5", "shop", "web-1", "web", 12.5),
+            )
             .probe(
                 "shop",
                 "web-1",
@@ -179,7 +185,13 @@ fn workloads_probes_dns_and_allowances_from_agent_exports() {
         d["top_sources"][0],
         serde_json::json!({"source": "10.0.1.5", "namespace": "shop", "pod": "web-1",
             "workload_kind": "Deployment", "workload": "web", "queries": 500,
-            "search_expansion_packets": 400})
+            "search_expansion_packets": 400, "cache_savings_pps": 12.5})
+    );
+    // The agent's measured fix savings, the latest window's.
+    assert_eq!(
+        d["measured"],
+        serde_json::json!({"cacheable_share": 0.25, "cache_pps": 12.5, "cache_peak_pps": 42.0,
+            "ndots2_pps": 8.0, "fqdn_pps": 40.0})
     );
     assert_eq!(
         (

@@ -22,6 +22,7 @@ pub struct DnsConfig {
     /// Longest a cache keeps NXDOMAIN/NODATA (NodeLocal DNSCache: `denial … 5`).
     pub cache_denial_ttl_cap: String,
     /// Slots of the answer table per interface (16 bytes each; rounded up to a power of two).
+    /// 32 768 (512 KiB) holds every answer an ENI can fetch within 30 s at its 1024/s limit.
     pub cache_answer_table_entries: usize,
 }
 
