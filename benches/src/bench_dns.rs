@@ -133,7 +133,11 @@ fn main() {
     let table_ns = run(&mut |i, ts| {
         let h = question_hash(&names[i % pool], 1, 1);
         if !table.hit(h, ts) {
-            table.insert(h, ts + 100_000, ts + 100_000 + cfg.success_cap_ns.min(60_000_000_000));
+            table.insert(
+                h,
+                ts + 100_000,
+                ts + 100_000 + cfg.success_cap_ns.min(60_000_000_000),
+            );
         }
     });
     println!("| pairs | names | whole DNS layer ns/pair | reply TTLs (cache_ttl) ns | answer table (hash, lookup, insert) ns | added share of the layer |");
