@@ -110,6 +110,11 @@ debootstrap --variant=minbase --include=build-essential,git,curl,ca-certificates
   exit 1
 }
 t_boot=$(($(date +%s) - t0))
+# The fresh system runs inside this machine's container, so it carries the container's marker
+# as any system installed in it would: without /.dockerenv, Passenger probes /proc/1/environ to
+# tell whether it is in a container, and this sandbox denies even root that file (PID 1 is
+# outside our reach), so `passenger start` aborted (seen twice, 2026-12-06).
+if [ -e /.dockerenv ]; then : >"$dir/.dockerenv"; fi
 cat >"$dir/etc/apt/sources.list" <<EOF
 deb $mirror $suite main
 deb $mirror $suite-updates main
