@@ -90,18 +90,59 @@ impl Guard {
     }
 }
 
+/// Reads a child's pipe on a thread into a buffer, so the child never blocks on a full pipe
+/// (a `once` report of 5 000 listeners is far more than the pipe's 64 KiB).
+struct Drain {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn start(pipe: Option<impl std::io::Read + Send + 'static>) -> Drain {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = std::sync::mpsc::channel();
+        if let Some(mut pipe) = pipe {
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 16 * 1024];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+                let _ = tx.send(());
+            });
+        }
+        Drain { buf, done }
+    }
+
+    /// What was read, once the pipe closed or after `grace` (a grandchild may hold it open).
+    fn take(self, grace: Duration) -> Vec<u8> {
+        let _ = self.done.recv_timeout(grace);
+        std::mem::take(&mut *self.buf.lock().unwrap())
+    }
+}
+
 fn wait_output(mut child: Child, timeout: Duration) -> anyhow::Result<Output> {
     let deadline = Instant::now() + timeout;
+    let stdout = Drain::start(child.stdout.take());
+    let stderr = Drain::start(child.stderr.take());
+    let grace = Duration::from_secs(2);
     loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
+        if let Some(status) = child.try_wait()? {
+            return Ok(Output {
+                status,
+                stdout: stdout.take(grace),
+                stderr: stderr.take(grace),
+            });
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output()?;
+            let _ = child.wait();
             anyhow::bail!(
                 "process did not exit within {timeout:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stderr.take(grace))
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -142,4 +183,27 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that writes far more than a pipe holds before exiting (as `once` does with a
+    /// report of thousands of listeners) is read while it runs, so it exits and all of it
+    /// arrives; the old wait polled for the exit without reading and the child blocked.
+    #[test]
+    fn a_child_writing_more_than_a_pipe_holds_exits_and_is_read_whole() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "head -c 1048576 /dev/zero; echo done >&2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = Guard::spawn("writer", &mut cmd)
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout.len(), 1_048_576);
+        assert_eq!(out.stderr, b"done\n");
+    }
 }

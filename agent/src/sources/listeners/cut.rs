@@ -11,6 +11,9 @@ impl<D: Diag> Sampler<D> {
         let by_ns = self.accepts_by_ns(&accs);
         let mut out = Vec::new();
         let mut seen_paths = HashSet::new();
+        // A cgroup's throttling over the window, read once: several listeners of one pod share
+        // it (a second read would find the baseline just moved and report 0).
+        let mut window_cpu: HashMap<PathBuf, Option<cgroup::CpuStat>> = HashMap::new();
         for (key, a) in accs {
             let (pod, stat_path) = self
                 .procs
@@ -18,10 +21,12 @@ impl<D: Diag> Sampler<D> {
                 .and_then(|p| p.cgroup.clone())
                 .unwrap_or((None, None));
             let cpu = stat_path.and_then(|path| {
-                let now = cgroup::read_cpu_stat(std::slice::from_ref(&path))?.1;
-                let base = self.cpu_base.insert(path.clone(), now).unwrap_or(now);
-                seen_paths.insert(path);
-                Some(now.since(&base))
+                *window_cpu.entry(path.clone()).or_insert_with(|| {
+                    let now = cgroup::read_cpu_stat(std::slice::from_ref(&path))?.1;
+                    let base = self.cpu_base.insert(path.clone(), now).unwrap_or(now);
+                    seen_paths.insert(path);
+                    Some(now.since(&base))
+                })
             });
             let saturated = round3(a.saturated as f64 / a.samples.max(1) as f64 * seconds);
             let now = Instant::now();

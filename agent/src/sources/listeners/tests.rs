@@ -824,3 +824,38 @@ fn accepts_per_namespace_with_scope_and_kept_alive_connections() {
     let l = ls.iter().find(|l| l.port == Some(8000)).unwrap();
     assert!(!l.requests_are_connections, "{l:?}");
 }
+
+/// Two listeners of one pod (gunicorn bound on two ports) share the pod's cgroup: both carry
+/// the window's throttling. (The second used to read the baseline the first had just moved
+/// and report 0 periods, depending on the map's order: a flaky real-cgroup test found it.)
+#[test]
+fn listeners_sharing_a_cgroup_both_carry_its_throttling() {
+    let fx = Fx::new();
+    let (cg, rel) = systemd_cgroup();
+    fx.process(100, 1, "gunicorn", NS, &[5000, 5100], &cg);
+    fx.process(101, 100, "gunicorn", NS, &[5000, 5100], &cg);
+    fx.process(102, 100, "gunicorn", NS, &[5000, 5100], &cg);
+    fx.cpu_stat(&rel, 100, 10, 50_000);
+    let table: Table = Arc::default();
+    table.lock().unwrap().insert(
+        NS,
+        vec![
+            listen("0.0.0.0:8000", 5000, 0, 16),
+            listen("0.0.0.0:8001", 5100, 0, 16),
+        ],
+    );
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table));
+    for _ in 0..3 {
+        s.sample();
+    }
+    fx.cpu_stat(&rel, 150, 14, 80_000);
+    let ls = s.cut(1.0);
+    assert_eq!(ls.len(), 2, "{ls:?}");
+    for l in &ls {
+        assert_eq!(
+            (l.port, l.cpu_periods, l.cpu_throttled_periods),
+            (l.port, Some(50), Some(4)),
+            "{l:?}"
+        );
+    }
+}
