@@ -163,21 +163,11 @@ fn prometheus_rules_fire_on_a_live_agent() {
         ),
     )
     .unwrap();
-    let mut cmd = bed.node.command("prometheus");
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            bed.path("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address={PROMETHEUS}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _prometheus = Guard::spawn("prometheus", &mut cmd).unwrap();
-    scrape::wait_ok(
+    let _prometheus = headroom_testbed::prometheus::start(
         &bed.node,
-        &format!("http://{PROMETHEUS}/-/ready"),
-        "prometheus",
-        Duration::from_secs(30),
+        &config,
+        &bed.path("prometheus-data"),
+        PROMETHEUS,
     );
     // A few scrapes of the quiet bed first, so counters have a sample before they rise.
     std::thread::sleep(Duration::from_secs(4));

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod pcap;
 pub mod prefork;
 pub mod proc;
+pub mod prometheus;
 pub mod scrape;
 pub mod tls;
 

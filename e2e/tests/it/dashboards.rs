@@ -265,21 +265,11 @@ fn dashboards_on_a_live_bed() {
         ),
     )
     .unwrap();
-    let mut cmd = bed.node.command("prometheus");
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            bed.path("prometheus-data").display()
-        ))
-        .arg(format!("--web.listen-address={PROMETHEUS}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _prometheus = Guard::spawn("prometheus", &mut cmd).unwrap();
-    scrape::wait_ok(
+    let _prometheus = headroom_testbed::prometheus::start(
         &bed.node,
-        &format!("http://{PROMETHEUS}/-/ready"),
-        "prometheus",
-        Duration::from_secs(30),
+        &config,
+        &bed.path("prometheus-data"),
+        PROMETHEUS,
     );
     std::thread::sleep(Duration::from_secs(3));
 

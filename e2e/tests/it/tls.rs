@@ -293,15 +293,6 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
         ),
     )
     .unwrap();
-    let mut cmd = bed.node.command("prometheus");
-    cmd.arg(format!("--config.file={}", prom.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prom-data").display()
-        ))
-        .arg(format!("--web.listen-address={PROMETHEUS}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
     let check = bed
         .node
         .command("promtool")
@@ -314,7 +305,8 @@ fn tls_everywhere_with_a_test_ca_and_the_web_config() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
-    let prometheus = Guard::spawn("prometheus", &mut cmd).unwrap();
+    let prometheus =
+        headroom_testbed::prometheus::start(&bed.node, &prom, &dir.join("prom-data"), PROMETHEUS);
     wait_for(
         "Prometheus scraped all three jobs",
         Duration::from_secs(30),
