@@ -98,8 +98,10 @@ impl Pipeline {
         let ready = (2 * settings.report_interval).max(3 * settings.workers.interval);
         let beat = loops.register("listeners", ready, ready + 2 * settings.report_interval);
         let listeners = Workers::start(&settings.workers, Some(beat));
-        // Windows start here: what the checks and probes send from now on is counted.
-        let start_ns = crate::time::now_ns();
+        // Windows start when the taps were open (a busy node may take a second to list its
+        // listeners above: packets sent meanwhile belong in the first window, not before it);
+        // the checks and probes start below, so what they send is counted too.
+        let start_ns = linklocal.since_ns();
         let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
         let (pods, pod_list) =
             Pods::start(settings.node_name.clone(), listeners.pod_threads(), &ctx);

@@ -28,6 +28,7 @@ pub enum StartError {
 pub struct LinkLocal {
     meter: Meter,
     capture: Option<Capture>,
+    since_ns: u64,
 }
 
 impl LinkLocal {
@@ -53,6 +54,9 @@ impl LinkLocal {
         learn_search(&proc_root, &meter);
         let selection = spec.selection.clone();
         let (cap, names) = Capture::start(spec, meter.clone())?;
+        // Taken before "Capturing." is said: whoever waits for that line and then sends finds
+        // its packets inside the first window, not in the second before it.
+        let since_ns = crate::time::now_ns();
         if names.is_empty() {
             let msg = match &selection {
                 Selection::Physical => "no physical interface found (none has /sys/class/net/X/device); name the interfaces to measure with --interface NAME|GLOB".to_string(),
@@ -85,6 +89,7 @@ impl LinkLocal {
             LinkLocal {
                 meter,
                 capture: Some(cap),
+                since_ns,
             },
             names,
         ))
@@ -92,6 +97,11 @@ impl LinkLocal {
 
     pub fn meter(&self) -> &Meter {
         &self.meter
+    }
+
+    /// When the taps were open (the first window's start).
+    pub fn since_ns(&self) -> u64 {
+        self.since_ns
     }
 
     /// Stops the capture threads (also on drop).
