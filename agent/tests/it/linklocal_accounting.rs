@@ -204,7 +204,8 @@ fn an_eni_attached_at_runtime_is_measured(tap: Tap) {
 
 /// The agent is stopped (SIGSTOP, as a descheduled or throttled agent would be) while 100 000
 /// DNS queries leave in a burst: more than its 4 MiB ring holds. What did not fit is reported
-/// as `kernel_drops`, exactly: decoded queries + drops = queries sent. The eBPF tap counts in
+/// as `kernel_drops`: decoded queries + drops = queries sent (+ the few non-queries the ring
+/// also admits). The eBPF tap counts in
 /// the kernel, so its count stays exact; the AF_PACKET tap counts what reached it, so its count
 /// plus its drops is exact. No resolver answers (nothing listens on the VPC side), so every
 /// DNS packet in the rings is a query the sender counted.
@@ -251,14 +252,21 @@ fn ring_overflow_is_counted_as_kernel_drops(tap: Tap) {
         "the burst must outgrow the ring: {sent} sent"
     );
     assert!(drops > 0, "the ring overflowed, so drops are reported");
-    assert_eq!(
-        decoded + drops,
-        sent,
-        "every query decoded or counted as dropped"
+    // The ring also admits what arrives from a resolver: here the ICMP port-unreachable errors
+    // the VPC side returns, which the kernel rate-limits to one a second. The first lands in a
+    // ring with room; when the burst takes over a second (a loaded machine), the next arrives
+    // at a full ring and is dropped too, and the drop counter cannot say it was no query (seen:
+    // +1 in three loaded runs, +0 on a quiet machine). So: sent, plus one per second of burst.
+    assert!(
+        (sent..=sent + 3).contains(&(decoded + drops)),
+        "every query decoded or counted as dropped: decoded {decoded} + drops {drops} vs {sent} sent"
     );
     match tap {
         Tap::Ebpf => assert_eq!(counted, sent, "counting in the kernel loses nothing"),
-        Tap::AfPacket => assert_eq!(counted + drops, sent, "counted or dropped"),
+        Tap::AfPacket => assert!(
+            (sent..=sent + 3).contains(&(counted + drops)),
+            "counted or dropped: {counted} + {drops} vs {sent}"
+        ),
     }
 }
 

@@ -517,8 +517,14 @@ fn a_process_binding_7000_ports_is_capped_and_counted() {
         *per_ns.entry(l.netns).or_insert(0) += 1;
     }
     assert!(per_ns.values().all(|&n| n <= 40), "{per_ns:?}");
-    // Outside pods the unit is the namespace: ours loses 6 960, the host's what exceeds 40.
-    assert_eq!(o.pod_cap as usize, PORTS - 40 + host.saturating_sub(40));
+    // Outside pods the unit is the namespace: ours loses 6 960; the others' listeners lose what
+    // exceeds 40 in each of their namespaces, and they may be spread over several (tests running
+    // beside this one keep servers in namespaces of their own): 0 up to what exceeds 40 in all.
+    let pod_cap = o.pod_cap as usize;
+    assert!(
+        (PORTS - 40..=PORTS - 40 + host.saturating_sub(40)).contains(&pod_cap),
+        "pod cap omitted {pod_cap}"
+    );
     assert_eq!(
         ls.len() + o.total() as usize,
         all,
