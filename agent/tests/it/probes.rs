@@ -187,6 +187,49 @@ fn start_agent(bed: &Bed, kubeconfig: &std::path::Path, seconds: u32, extra: &[&
     g
 }
 
+/// `count` GETs of `path` on `addr` from a thread inside the namespace named `ns`, one a second
+/// (the probe's period), each timed from connect to the last byte as the agent times a probe;
+/// failed requests are left out. A warm thread, not a process per request (curl's start-up on
+/// the loaded machine added 5-10 ms).
+fn reference_latencies_ms(
+    ns: &str,
+    addr: &'static str,
+    path: &'static str,
+    count: usize,
+) -> Vec<f64> {
+    in_netns(ns, move || {
+        use std::io::{Read, Write};
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let started = Instant::now();
+            let timed = (|| -> std::io::Result<()> {
+                let mut s = std::net::TcpStream::connect_timeout(
+                    &addr.parse().unwrap(),
+                    Duration::from_secs(2),
+                )?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nX-Probe: yes\r\nUser-Agent: headroom-probe/reference\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body)?;
+                if body.starts_with(b"HTTP/1.") && body.get(9..12) == Some(b"200".as_slice()) {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("not a 200"))
+                }
+            })();
+            let elapsed = started.elapsed();
+            if timed.is_ok() {
+                out.push(elapsed.as_secs_f64() * 1000.0);
+            }
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(elapsed));
+        }
+        out
+    })
+}
+
 fn needs() -> Vec<Need> {
     headroom_testbed::root_and(&["ip", "ping", "python3", "unbound", "dig", "openssl"])
 }
@@ -314,6 +357,15 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     const SECONDS: u32 = 9;
     let config = config.to_string_lossy().into_owned();
     let agent = start_agent(&bed, &kubeconfig, SECONDS, &["--config", &config]);
+    // An independent client times the same endpoint from the agent's namespace at the same
+    // cadence while the agent probes it: the ground truth for the latency figure, slowed by the
+    // same machine at the same moments (a fixed bound alone let a 10 % error pass).
+    let reference = {
+        let node = bed.node.name.clone();
+        std::thread::spawn(move || {
+            reference_latencies_ms(&node, "10.244.0.5:8080", "/delay/100", 7)
+        })
+    };
     // The scenario: the watch expires (410 Gone → relist), then a pod arrives through the new watch.
     let deadline = Instant::now() + Duration::from_secs(5);
     while api.requests().iter().all(|r| !r.contains("watch=true")) {
@@ -392,12 +444,32 @@ fn probes_are_shadowed_against_their_own_timeouts() {
         (n, 0, 0, 0),
         "{fast}"
     );
-    // The median within +15 ms of the delay; the tail within +50 ms, as the 2 shared cores allow
-    // (measured: p50 +2.0..2.7 ms with other builds running, +5.6..+7.4 ms with three test
-    // suites at once).
-    within(&fast["latency_ms"]["p50"], 100.0, 115.0, "readiness p50");
-    within(&fast["latency_ms"]["max"], 100.0, 150.0, "readiness max");
-    within(&fast["headroom"], 1000.0 / 150.0, 10.0, "headroom");
+    // Never below the delay; above it by what the 2 shared cores add (measured: p50 +2..+7 ms
+    // with builds or three suites running, +15 ms under five helpers' builds, so bounds +40 and
+    // +100 ms). The precision comes from an independent client timing the same endpoint at the
+    // same moments: the medians within 5 ms of each other on a quiet machine, so latency × 1.1
+    // (+10 ms) fails.
+    within(&fast["latency_ms"]["p50"], 100.0, 140.0, "readiness p50");
+    within(&fast["latency_ms"]["max"], 100.0, 200.0, "readiness max");
+    within(&fast["headroom"], 1000.0 / 200.0, 10.0, "headroom");
+    let mut reference = reference.join().expect("reference client");
+    assert!(
+        reference.len() >= 5,
+        "reference client timed too few requests: {reference:?}"
+    );
+    reference.sort_by(f64::total_cmp);
+    let reference_p50 = reference[reference.len() / 2];
+    // The tolerance: 5 ms, or the reference's own interquartile spread when the machine is so
+    // loaded that one client's median moves more than that between runs.
+    let spread = reference[reference.len() * 3 / 4] - reference[reference.len() / 4];
+    let tolerance = spread.max(5.0);
+    eprintln!("reference client latencies ms: {reference:?}, tolerance ±{tolerance:.1} ms");
+    within(
+        &fast["latency_ms"]["p50"],
+        reference_p50 - tolerance,
+        reference_p50 + tolerance,
+        "readiness p50 vs the reference client's",
+    );
     assert_eq!(u(&fast["predicted_removals"]), 0);
     // The kubelet's own counts in the window, beside the shadow results.
     assert_eq!(
@@ -418,10 +490,12 @@ fn probes_are_shadowed_against_their_own_timeouts() {
     assert_eq!(tls["target"], "https://10.244.0.5:8443/delay/100");
     let n = u(&tls["attempts"]);
     assert!(n >= min_attempts && u(&tls["ok"]) == n, "{tls}");
+    // The handshake's cost is what a loaded machine inflates most (+20 ms quiet, +40..+55 ms
+    // under five builds); the timing code is the one the plain-HTTP comparison above checks.
     within(
         &tls["latency_ms"]["p50"],
         100.0,
-        120.0,
+        170.0,
         "https p50 (handshake included)",
     );
 
