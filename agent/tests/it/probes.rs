@@ -512,8 +512,10 @@ fn probes_are_shadowed_against_their_own_timeouts() {
         (0, n, 0, 0),
         "{slow}"
     );
-    within(&slow["latency_ms"]["p50"], 900.0, 915.0, "liveness p50");
-    within(&slow["latency_ms"]["max"], 900.0, 950.0, "liveness max");
+    // A loaded machine adds to the 900 ms what it adds to the 100 ms above (seen +31 ms under
+    // five builds); the precision is the readiness comparison's, made by the same timing code.
+    within(&slow["latency_ms"]["p50"], 900.0, 940.0, "liveness p50");
+    within(&slow["latency_ms"]["max"], 900.0, 1000.0, "liveness max");
     assert_eq!(u(&slow["predicted_removals"]), 0);
 
     let tmo = find(&report, "web", "startup");
