@@ -272,3 +272,44 @@ mod tests {
         assert_eq!(super::rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
     }
 }
+
+/// Nodes of [`packing_fixture`], and its pods' requests: 40 pods of Deployment shop/api at
+/// 4 CPU and 11 GiB each, and the aws-node DaemonSet at 500m and 1 GiB on every node.
+pub const PACKING_NODES: usize = 14;
+pub const PACKING_API_PODS: usize = 40;
+
+/// The node group of issue 22's background reading: 14 c5.9xlarge nodes (36 vCPU, 72 GiB
+/// allocatable, us-east-1a, EKS node group `general`, a day old at `now_s`), each with the
+/// aws-node DaemonSet pod (500m, 1Gi), and 40 pods of Deployment shop/api (4 CPU, 11Gi)
+/// spread round-robin: 160 CPU and 440 GiB requested of 504 and 1008.
+pub fn packing_fixture(now_s: i64) -> Vec<Value> {
+    let mut out = Vec::new();
+    let name = |i: usize| format!("pack-{:02}", i + 1);
+    for i in 0..PACKING_NODES {
+        let n = name(i);
+        out.push(node(&n, "c5.9xlarge", "36", "72Gi", now_s - 86_400));
+        out.push(with_labels(
+            pod(
+                "kube-system",
+                &format!("aws-node-{n}"),
+                &n,
+                Some(("DaemonSet", "aws-node")),
+                Some(("500m", "1Gi")),
+            ),
+            &[("k8s-app", "aws-node")],
+        ));
+    }
+    for k in 0..PACKING_API_PODS {
+        out.push(with_labels(
+            pod(
+                "shop",
+                &format!("api-5d8f7c6b9-{k:02}"),
+                &name(k % PACKING_NODES),
+                Some(("ReplicaSet", "api-5d8f7c6b9")),
+                Some(("4", "11Gi")),
+            ),
+            &[("app", "api"), ("pod-template-hash", "5d8f7c6b9")],
+        ));
+    }
+    out
+}

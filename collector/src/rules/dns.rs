@@ -17,7 +17,7 @@ pub struct ThrottleRisk(pub Thresholds);
 
 /// One ENI's DNS packets/s in its latest window: the DNS-only peak when the agent sent it,
 /// else the whole link-local peak (an upper bound).
-fn dns_peak(i: &EniSnapshot) -> u64 {
+pub(crate) fn dns_peak(i: &EniSnapshot) -> u64 {
     i.latest
         .as_ref()
         .map(|w| w.dns_peak_pps.unwrap_or(w.peak_pps))
@@ -271,7 +271,7 @@ pub struct ConsolidationRisk(pub Thresholds);
 
 /// A node's primary ENI: its first interface by name (eth0, ens5), which carries the
 /// hostNetwork pods' and 169.254.169.253's DNS.
-fn primary(n: &NodeSnapshot) -> Option<&EniSnapshot> {
+pub(crate) fn primary(n: &NodeSnapshot) -> Option<&EniSnapshot> {
     n.interfaces
         .iter()
         .filter(|i| i.latest.is_some())
@@ -279,7 +279,7 @@ fn primary(n: &NodeSnapshot) -> Option<&EniSnapshot> {
 }
 
 /// The node's DNS load: the DNS peaks of its interfaces added up.
-fn node_load(n: &NodeSnapshot) -> u64 {
+pub(crate) fn node_load(n: &NodeSnapshot) -> u64 {
     n.interfaces.iter().map(dns_peak).sum()
 }
 
@@ -356,10 +356,12 @@ pub fn after_removal(nodes: &[&NodeSnapshot], gone: &str) -> Option<(String, Str
 
 /// The share of a group's DNS peaks each cure would take off, over the interfaces whose agents
 /// measured the cache savings: (NodeLocal DNSCache, ndots:2, FQDN); None when none did.
-fn group_shares(members: &[Member]) -> Option<(f64, f64, f64)> {
+pub(crate) fn group_shares<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeSnapshot>,
+) -> Option<(f64, f64, f64)> {
     let (mut peak, mut cache, mut ndots2, mut fqdn) = (0u64, 0u64, 0u64, 0u64);
-    for m in members {
-        for c in m.node.interfaces.iter().map(savings) {
+    for n in nodes {
+        for c in n.interfaces.iter().map(savings) {
             if c.cache_measured {
                 peak += c.peak;
                 cache += c.cache;
@@ -379,7 +381,7 @@ fn consolidation_fix(members: &[Member], w: &Member, group: &str) -> String {
         "Keep at least {} nodes in {group} (e.g. Karpenter NodePool `disruption.budgets` or Cluster Autoscaler `scale-down-utilization-threshold`), or cut DNS per node first",
         members.len()
     );
-    let Some((cache, ndots2, fqdn)) = group_shares(members) else {
+    let Some((cache, ndots2, fqdn)) = group_shares(members.iter().map(|m| m.node)) else {
         return format!(
             "{keep}: NodeLocal DNSCache takes at most the DNS peak ({:.0}/s on {}) off the ENI (not measured by these agents), ndots:2 and spreading the top pods lower it.",
             w.load, w.node.name

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod hpa;
 pub mod hpa_terms;
 pub mod kubeyaml;
+pub mod packing;
 pub mod probe;
 pub mod scale_down;
 
@@ -163,6 +164,9 @@ pub struct RulesConfig {
     /// HPAOverScaling: a Pods, Object or External metric whose name matches this regular
     /// expression (case-insensitive) is a request rate, and the fix gives its new target.
     pub hpa_request_rate_pattern: String,
+    /// NodeGroupPacking: the requested share (CPU and memory requests over allocatable) each
+    /// node of a packed group is planned at; the rest is headroom for bursts and rollouts.
+    pub target_node_utilization: f64,
 }
 
 /// What `[rules] hpa_request_rate_pattern` matches unless set.
@@ -193,6 +197,7 @@ impl Default for RulesConfig {
             scale_down_for: "10m".into(),
             scale_down_min_node_age: "10m".into(),
             hpa_request_rate_pattern: DEFAULT_RATE_PATTERN.into(),
+            target_node_utilization: 0.65,
         }
     }
 }
@@ -222,6 +227,7 @@ pub struct Thresholds {
     pub scale_down_for: Duration,
     pub scale_down_min_node_age: Duration,
     pub hpa_request_rate_pattern: hpa_terms::RatePattern,
+    pub target_node_utilization: f64,
 }
 
 impl Default for Thresholds {
@@ -284,6 +290,7 @@ impl RulesConfig {
             hpa_request_rate_pattern: pattern.clone().unwrap_or_else(|_| {
                 hpa_terms::RatePattern::new(DEFAULT_RATE_PATTERN).expect("the default compiles")
             }),
+            target_node_utilization: self.target_node_utilization,
         };
         if let Err(e) = &pattern {
             let first = e.to_string();
@@ -314,6 +321,12 @@ impl RulesConfig {
             (
                 "scale_down_utilization_threshold",
                 self.scale_down_utilization_threshold,
+                0.0,
+                1.0,
+            ),
+            (
+                "target_node_utilization",
+                self.target_node_utilization,
                 0.0,
                 1.0,
             ),
@@ -366,6 +379,10 @@ pub fn all_with(
 ) -> Vec<Box<dyn Rule>> {
     vec![
         Box::new(scale_down::Blocked {
+            t: t.clone(),
+            catalog: catalog.clone(),
+        }),
+        Box::new(packing::Packing {
             t: t.clone(),
             catalog,
         }),

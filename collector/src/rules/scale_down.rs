@@ -234,22 +234,27 @@ pub fn utilization(n: &NodeInfo, requested: (u64, u64)) -> Option<(f64, f64)> {
     ))
 }
 
+/// A node's group: `label=value` of `label` (the `consolidation_group_label`), else of the
+/// first of [`GROUP_LABELS`] it carries, else `instance_type/zone`.
+pub(crate) fn group_of(label: &str, n: &NodeInfo) -> String {
+    if let Some(v) = (!label.is_empty()).then(|| n.label(label)).flatten() {
+        return format!("{label}={v}");
+    }
+    for l in GROUP_LABELS {
+        if let Some(v) = n.label(l) {
+            return format!("{l}={v}");
+        }
+    }
+    format!(
+        "{}/{}",
+        n.label(INSTANCE_TYPE).unwrap_or("unknown-type"),
+        n.label(ZONE).unwrap_or("unknown-zone")
+    )
+}
+
 impl Blocked {
     fn group(&self, n: &NodeInfo) -> String {
-        let label = &self.t.consolidation_group_label;
-        if let Some(v) = (!label.is_empty()).then(|| n.label(label)).flatten() {
-            return format!("{label}={v}");
-        }
-        for l in GROUP_LABELS {
-            if let Some(v) = n.label(l) {
-                return format!("{l}={v}");
-            }
-        }
-        format!(
-            "{}/{}",
-            n.label(INSTANCE_TYPE).unwrap_or("unknown-type"),
-            n.label(ZONE).unwrap_or("unknown-zone")
-        )
+        group_of(&self.t.consolidation_group_label, n)
     }
 
     /// Pure: every node's finding from the cluster as watched.
