@@ -219,11 +219,11 @@ impl Packing {
         }
         if let Some(pool) = group.strip_prefix("karpenter.sh/nodepool=") {
             fix.push(format!(
-                "Karpenter: limit the NodePool to {t} (keep your own nodeClassRef and other requirements), and consolidation packs the pods:\n\
+                "Karpenter: limit the NodePool to {t} (keep your own nodeClassRef and other requirements); its consolidation (WhenEmptyOrUnderutilized, the default) then packs the pods:\n\
 apiVersion: karpenter.sh/v1\n\
 kind: NodePool\n\
 metadata:\n  name: {pool}\n\
-spec:\n  template:\n    spec:\n      nodeClassRef:\n        group: karpenter.k8s.aws\n        kind: EC2NodeClass\n        name: default\n      requirements:\n        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"{t}\"]\n  disruption:\n    consolidationPolicy: WhenEmptyOrUnderutilized"
+spec:\n  template:\n    spec:\n      nodeClassRef:\n        group: karpenter.k8s.aws\n        kind: EC2NodeClass\n        name: default\n      requirements:\n        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"{t}\"]"
             ));
         } else {
             let name = group.rsplit(['=', '/']).next().unwrap_or(group);

@@ -12,6 +12,7 @@ mod fleet_figures;
 mod forwarding;
 mod hpa_kube;
 mod otlp_errors;
+mod packing;
 mod python_sdk;
 mod scale_down;
 mod state;

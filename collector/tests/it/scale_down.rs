@@ -105,9 +105,9 @@ pub fn yaml_objects(fix: &str) -> Vec<String> {
     out
 }
 
-fn validate_strict(yaml: &[String]) {
+pub fn validate_strict(yaml: &[String]) {
     if !require(
-        "ScaleDownBlocked fixes pass kubernetes-validate",
+        "rule fixes pass kubernetes-validate --strict",
         &[Need::Tool("kubernetes-validate")],
     ) {
         return;

@@ -8,6 +8,7 @@ mod dns;
 mod findings;
 mod html;
 mod interfaces;
+mod packing;
 mod probes;
 mod scale_down;
 mod workloads;
@@ -54,6 +55,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
     );
     findings::section(&mut h, f);
     scale_down::section(&mut h, f);
+    packing::section(&mut h, f);
     interfaces::section(&mut h, &ifaces, now_ns, windows);
     workloads::section(&mut h, s);
     probes::section(&mut h, s);
