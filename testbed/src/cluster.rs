@@ -263,16 +263,6 @@ pub const FIXTURE_BLOCKERS: [(&str, &str, &str); 5] = [
     ("node-e", "shop/db-0", "NotEnoughPdb"),
 ];
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_of_known_instants() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
-    }
-}
-
 /// Nodes of [`packing_fixture`], and its pods' requests: 40 pods of Deployment shop/api at
 /// 4 CPU and 11 GiB each, and the aws-node DaemonSet at 500m and 1 GiB on every node.
 pub const PACKING_NODES: usize = 14;
@@ -312,4 +302,14 @@ pub fn packing_fixture(now_s: i64) -> Vec<Value> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
+    }
 }

@@ -3,12 +3,15 @@
 //! aws-node at 500m / 1 GiB per node), each node's agent sends its link-local figures over
 //! OTLP (eth0 peak 520/s of which 500 DNS, eth1 100/s of DNS), and the collector's finding,
 //! its NodePool fix (kubernetes-validate --strict) and the status page's "Packing" section
-//! carry the figures worked out by hand below.
+//! carry the figures worked out by hand below; a real Alertmanager lists the alert with
+//! `severity="info"`.
 
 use crate::common::agent_otlp::{now_ns, Window, S};
-use crate::common::{request, Collector};
+use crate::common::{free_port, request, Collector};
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::cluster::{packing_fixture, with_labels, PACKING_NODES};
+use headroom_testbed::proc::Guard;
+use headroom_testbed::{require, Need};
 use prost::Message;
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -44,10 +47,43 @@ fn the_collector_packs_the_seed_group_and_shows_it() {
         "[rules]\nevaluation_interval = \"200ms\"\nconsolidation_for = \"0s\"\nstartup_grace = \"0s\"\nconsolidation_group_label = \"karpenter.sh/nodepool\"\n",
     )
     .unwrap();
-    let c = Collector::start_with_env(
-        &["--config", cfg.to_str().unwrap()],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-    );
+    // A real Alertmanager routing to a receiver that notifies nobody (its API lists alerts).
+    let am = require(
+        "NodeGroupPacking reaches Alertmanager as info",
+        &[Need::Tool("prometheus-alertmanager")],
+    )
+    .then(|| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let conf = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &conf,
+            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new("prometheus-alertmanager");
+        cmd.arg(format!("--config.file={}", conf.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let guard = Guard::spawn("prometheus-alertmanager", &mut cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while request(&addr, "GET", "/-/ready", &[], &[]).map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "Alertmanager never ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (guard, addr)
+    });
+    let am_url = am.as_ref().map(|(_, a)| format!("http://{a}"));
+    let mut args = vec!["--config", cfg.to_str().unwrap()];
+    if let Some(u) = &am_url {
+        args.extend(["--alertmanager-url", u.as_str()]);
+    }
+    let c = Collector::start_with_env(&args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     let end = now_ns();
     for i in 0..PACKING_NODES {
         let n = format!("pack-{:02}", i + 1);
@@ -121,5 +157,38 @@ fn the_collector_packs_the_seed_group_and_shows_it() {
         "58% <small>(busiest ENI ≈ 432/s of 1024/s, 42% used; threshold 80%)",
     ] {
         assert!(page.contains(part), "{part} not in the page:\n{page}");
+    }
+
+    if let Some((_, addr)) = &am {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let alert = loop {
+            let listed: Vec<Value> = request(addr, "GET", "/api/v2/alerts", &[], &[])
+                .filter(|r| r.0 == 200)
+                .and_then(|r| serde_json::from_slice(&r.1).ok())
+                .unwrap_or_default();
+            if let Some(a) = listed
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "NodeGroupPacking")
+            {
+                break a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no NodeGroupPacking alert in Alertmanager"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(alert["labels"]["severity"], "info");
+        assert_eq!(
+            alert["labels"]["node_group"],
+            "karpenter.sh/nodepool=general"
+        );
+        assert!(
+            alert["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("→ 17 × m5.4xlarge ($9530.88/month)"),
+            "{alert}"
+        );
     }
 }

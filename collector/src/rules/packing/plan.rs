@@ -376,7 +376,7 @@ pub fn plan(
             usd_per_month: round2(count as f64 * usd_per_hour * HOURS_PER_MONTH),
             dns_peak,
             dns_utilization,
-            keeps_dns: dns_utilization.is_none_or(|u| u < p.dns_threshold),
+            keeps_dns: dns_utilization.map_or(true, |u| u < p.dns_threshold),
         });
     }
     // Cheapest first; at equal cost the lower DNS peak (more nodes), then the name.
