@@ -1,4 +1,5 @@
-//! `headroom-bench-scaledown [--nodes 5000] [--pods-per-node 30] [--seconds 60] [--churn 50]`:
+//! `headroom-bench-scaledown [--nodes 5000] [--pods-per-node 30] [--seconds 60] [--churn 50]
+//! [--in-process-only 1]`:
 //! the memory of the collector's Kubernetes view (pods, nodes, PDBs) and the time of its
 //! evaluations on a large cluster. The fake API server (testbed) holds `--nodes` m5.4xlarge
 //! nodes, each with 3 DaemonSet pods and `--pods-per-node` − 3 pods of 2 000 Deployments in 50
@@ -12,8 +13,9 @@
 //! RSS. It prints the RSS after the first list and at the end (VmRSS, VmHWM), the same
 //! collector's RSS with `kube = false` (the baseline), and the evaluation gauges from
 //! `/metrics`. First, in this process, the same objects are decoded into the collector's
-//! `ClusterState` and the rule alone is timed (wall and thread CPU), which a shared machine's
-//! load does not blur. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
+//! `ClusterState` and the rules alone are timed (ScaleDownBlocked and NodeGroupPacking, wall
+//! and thread CPU), which a shared machine's load does not blur; `--in-process-only 1` stops
+//! there. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::cluster::{node, pdb, pod, with_labels};
@@ -288,6 +290,28 @@ fn judge_in_process(nodes: usize, per_node: usize, now_s: i64) -> (usize, usize)
         cpus[5] * 1000.0,
         walls[9] * 1000.0
     );
+    // NodeGroupPacking over the same view (no agents: the DNS part is the small one).
+    let packing = headroom_collector::rules::packing::Packing {
+        t: Thresholds::default(),
+        catalog: headroom_collector::catalog::Catalog::builtin(),
+    };
+    let fleet = headroom_collector::fleet::FleetSnapshot::one_cluster("bench", vec![], vec![]);
+    let rec = headroom_collector::rules::packing::plan::Recommended::new();
+    let (mut walls, mut cpus) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let (w, c) = (Instant::now(), thread_cpu_s());
+        found = packing.judge(&state, &fleet, &rec, now).len();
+        cpus.push(thread_cpu_s() - c);
+        walls.push(w.elapsed().as_secs_f64());
+    }
+    walls.sort_by(f64::total_cmp);
+    cpus.sort_by(f64::total_cmp);
+    println!(
+        "in process: NodeGroupPacking over {nodes} nodes: {found} findings, median {:.0} ms wall / {:.0} ms CPU, max {:.0} ms wall",
+        walls[5] * 1000.0,
+        cpus[5] * 1000.0,
+        walls[9] * 1000.0
+    );
     (pods, sample)
 }
 
@@ -297,6 +321,14 @@ fn main() {
     let per_node = flag(&args, "--pods-per-node", 30).max(4) as usize;
     let seconds = flag(&args, "--seconds", 60);
     let churn = flag(&args, "--churn", 50).max(1);
+    if flag(&args, "--in-process-only", 0) == 1 {
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        judge_in_process(nodes, per_node, now_s);
+        return;
+    }
     let exe = std::env::current_exe()
         .unwrap()
         .with_file_name("headroom-collector");

@@ -181,8 +181,13 @@ impl Packing {
 
     fn fix(&self, group: &str, p: &Plan, best: &Candidate) -> String {
         let t = &best.instance_type;
+        let verb = if *t == p.instance_type {
+            format!("Keep node group {group} on")
+        } else {
+            format!("Move node group {group} to")
+        };
         let mut fix = vec![format!(
-            "Move node group {group} to {t}: {} nodes at {:.0}% requested ({} with today's requests), ${:.2}/month.",
+            "{verb} {t}: {} nodes at {:.0}% requested ({} with today's requests), ${:.2}/month.",
             best.nodes,
             self.t.target_node_utilization * 100.0,
             best.nodes_today
@@ -224,6 +229,12 @@ apiVersion: karpenter.sh/v1\n\
 kind: NodePool\n\
 metadata:\n  name: {pool}\n\
 spec:\n  template:\n    spec:\n      nodeClassRef:\n        group: karpenter.k8s.aws\n        kind: EC2NodeClass\n        name: default\n      requirements:\n        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"{t}\"]"
+            ));
+        } else if *t == p.instance_type {
+            let name = group.rsplit(['=', '/']).next().unwrap_or(group);
+            fix.push(format!(
+                "Node group: scale it to {} nodes, e.g. `eksctl scale nodegroup --cluster CLUSTER --name {name} --nodes {}`; the Cluster Autoscaler keeps it there when its `--scale-down-utilization-threshold` is near {:.2}.",
+                best.nodes, best.nodes, self.t.target_node_utilization
             ));
         } else {
             let name = group.rsplit(['=', '/']).next().unwrap_or(group);

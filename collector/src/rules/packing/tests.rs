@@ -330,6 +330,38 @@ fn no_cheaper_move_no_finding_and_karpenter_pools() {
     assert!(!f.fix.contains("eksctl"));
 }
 
+/// When today's type stays the cheapest, the fix shrinks the group instead of moving it: a
+/// catalog where m5.4xlarge costs $5/h. c5.9xlarge × 10 (today's requests, see the seed test)
+/// = 10 × 1.53 × 730 = $11 169/month.
+#[test]
+fn the_same_type_with_fewer_nodes() {
+    let mut c = (*Catalog::builtin()).clone();
+    c.types
+        .retain(|t, _| t == "c5.9xlarge" || t == "m5.4xlarge");
+    c.prices
+        .insert(("m5.4xlarge".into(), "us-east-1".into()), 5.0);
+    let r = Packing {
+        t: Thresholds::default(),
+        catalog: Arc::new(c),
+    };
+    let f = &r.judge(
+        &state(&k::packing_fixture(NOW)),
+        &agents(PACKING_NODES, None),
+        &Recommended::new(),
+        now(),
+    )[0];
+    assert_eq!(f.evidence["instance_type_after"], "c5.9xlarge");
+    assert_eq!(f.evidence["nodes_after"], 10);
+    assert_eq!(f.evidence["usd_per_month_after"], 11169.0);
+    assert_eq!(f.evidence["candidates_judged"], 2);
+    for part in [
+        "Keep node group eks.amazonaws.com/nodegroup=general on c5.9xlarge: 10 nodes",
+        "eksctl scale nodegroup --cluster CLUSTER --name general --nodes 10",
+    ] {
+        assert!(f.fix.contains(part), "{part}\nnot in\n{}", f.fix);
+    }
+}
+
 #[test]
 fn nodes_needed_edges() {
     let d = |pods: (f64, f64), largest: (f64, f64), per: (f64, f64)| Demand {
@@ -460,4 +492,54 @@ fn candidates_are_the_same_generation_and_bounded() {
     assert!(m6i.len() <= plan::MAX_CANDIDATES);
     assert!(names("x9.huge").is_empty());
     assert!(plan::candidates(&c, "c5.9xlarge", "eu-west-9").is_empty());
+}
+
+/// Hostile or odd input: zero or missing allocatable, requests larger than any node, a
+/// recommendation that is not a number, a node of a type the catalog lacks. No panic, and no
+/// finding that is not a real saving.
+#[test]
+fn odd_input_never_panics() {
+    let mut objects = vec![
+        k::node("zero", "c5.9xlarge", "0", "0", NOW - 86_400),
+        k::node("odd", "x9.huge", "36", "72Gi", NOW - 86_400),
+        k::node("fine", "m5.large", "2", "8Gi", NOW - 86_400),
+    ];
+    objects.push(k::pod(
+        "shop",
+        "giant",
+        "fine",
+        Some(("ReplicaSet", "giant-1")),
+        Some(("100000", "900Ti")),
+    ));
+    let mut no_alloc = k::node("none", "m5.large", "1", "1Gi", NOW - 86_400);
+    no_alloc["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("allocatable");
+    objects.push(no_alloc);
+    let rec: Recommended = [
+        (
+            (
+                "shop".to_string(),
+                "ReplicaSet".to_string(),
+                "giant-1".to_string(),
+            ),
+            (f64::NAN, u64::MAX),
+        ),
+        (
+            (
+                "shop".to_string(),
+                "Deployment".to_string(),
+                "api".to_string(),
+            ),
+            (f64::INFINITY, 0),
+        ),
+    ]
+    .into();
+    let fleet = agents(3, None);
+    let f = rule(Thresholds::default()).judge(&state(&objects), &fleet, &rec, now());
+    assert!(f.is_empty(), "{f:?}");
+    // The fixture with an infinite recommendation for api: today's requests stand.
+    let f = judge(Thresholds::default(), &fleet, &rec);
+    assert_eq!(f[0].evidence["pods_with_recommendation"], 0);
 }
