@@ -60,6 +60,8 @@ pub struct Demand {
 pub fn demand(pods: &[&PodInfo], rec: &Recommended) -> Demand {
     let mut d = Demand::default();
     let mut per_node: HashMap<&str, Res> = HashMap::new();
+    // One look-up per workload, not per pod (thousands of workloads, 150 000 pods).
+    let mut seen: HashMap<(&str, &str, &str), Option<(f64, u64)>> = HashMap::new();
     for p in pods {
         let today = Res {
             cpu: p.cpu_m as f64 / 1000.0,
@@ -71,11 +73,17 @@ pub fn demand(pods: &[&PodInfo], rec: &Recommended) -> Demand {
             r.mem += today.mem;
             continue;
         }
-        let recommended = p.workload().and_then(|(kind, name)| {
-            rec.get(&(p.namespace.to_string(), kind.to_string(), name.to_string()))
-        });
+        let recommended = p
+            .workload()
+            .filter(|_| !rec.is_empty())
+            .and_then(|(kind, name)| {
+                *seen.entry((&*p.namespace, kind, name)).or_insert_with(|| {
+                    rec.get(&(p.namespace.to_string(), kind.to_string(), name.to_string()))
+                        .copied()
+                })
+            });
         let r = match recommended {
-            Some(&(cpu, mem)) if cpu.is_finite() && cpu >= 0.0 => {
+            Some((cpu, mem)) if cpu.is_finite() && cpu >= 0.0 => {
                 d.pods_recommended += 1;
                 Res {
                     cpu,
@@ -342,7 +350,11 @@ pub fn plan(
         Res { cpu: 1.0, mem: 1.0 }
     };
     let demand_today = demand(pods, &Recommended::new());
-    let demand = demand(pods, rec);
+    let demand = if rec.is_empty() {
+        demand_today
+    } else {
+        demand(pods, rec)
+    };
     let dns = GroupDns::measure(agents, nodes.len());
     let mut usd_now = Some(0.0);
     for n in nodes {
