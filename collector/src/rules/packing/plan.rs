@@ -24,7 +24,10 @@ pub type WorkloadKey = (String, String, String);
 
 /// Recommended requests per pod of a workload, (CPU cores, memory bytes). A stand-in for
 /// RequestsRightSizing's `RecommendedRequests` until that lands; empty means today's requests.
-pub type Recommended = HashMap<WorkloadKey, (f64, u64)>;
+pub type Recommended = HashMap<WorkloadKey, Requests>;
+
+/// Requests of one pod: (CPU cores, memory bytes).
+pub type Requests = (f64, u64);
 
 /// CPU in cores and memory in bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -61,7 +64,7 @@ pub fn demand(pods: &[&PodInfo], rec: &Recommended) -> Demand {
     let mut d = Demand::default();
     let mut per_node: HashMap<&str, Res> = HashMap::new();
     // One look-up per workload, not per pod (thousands of workloads, 150 000 pods).
-    let mut seen: HashMap<(&str, &str, &str), Option<(f64, u64)>> = HashMap::new();
+    let mut seen: HashMap<(&str, &str, &str), Option<Requests>> = HashMap::new();
     for p in pods {
         let today = Res {
             cpu: p.cpu_m as f64 / 1000.0,
