@@ -1,16 +1,23 @@
 //! DNS per interface, the collector side: the newest window's search-expansion share, the
 //! savings the agent measured for each fix (node-local cache, ndots:2, FQDN), top talkers
 //! (names and sources, from the agent's Space-Saving sketches), and the rises of the agent's
-//! query and unanswered counters (kept with the interface's counters).
+//! query and unanswered counters (kept with the interface's counters). Top talkers are also
+//! kept over the last hour ([`Hour`]: each name's and source's busiest window), so a burst
+//! can be read after the windows that follow it carried no names.
 
 use super::otlp::{attr_or_empty, get, Attrs};
 use super::store::At;
+use crate::time::rfc3339;
 use headroom_signals::{attr, metric};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Most top names and top sources kept per interface (the agent sends its top 10 of each).
+/// Most top names and top sources kept per interface (the agent sends its top 10 of each),
+/// for the newest window and again for the hour.
 pub const MAX_TOP: usize = 100;
+
+/// Most names and sources of the hour each interface's snapshot carries (the busiest).
+pub const HOUR_SHOWN: usize = 20;
 
 otlp_names! {
     pub fn takes;
@@ -24,7 +31,7 @@ pub const COUNTERS: [&str; 2] = [metric::DNS_QUERIES.otlp, metric::DNS_UNANSWERE
 const QUERIES: &str = "dns.queries";
 const UNANSWERED: &str = "dns.unanswered";
 
-/// The DNS figures of one window (the newest one seen).
+/// The DNS figures of one window (the newest one seen), and the hour's top talkers.
 #[derive(Debug, Clone, Default)]
 pub struct DnsLatest {
     pub end: u64,
@@ -32,6 +39,111 @@ pub struct DnsLatest {
     savings: Savings,
     qnames: BTreeMap<String, f64>,
     sources: BTreeMap<String, SourceEntry>,
+    hour: Hour,
+}
+
+/// One name's or source's busiest window of the last hour, and the busiest window after it
+/// (which takes over when the peak leaves the hour: the hour's highest stays exact until a
+/// second peak in a row leaves it, then the next window seen starts afresh).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Peak {
+    queries: f64,
+    end: u64,
+    next: Option<(f64, u64)>,
+    /// Windows of the hour the name or source was among the agent's top talkers.
+    windows: u32,
+    last_end: u64,
+}
+
+impl Peak {
+    fn note(&mut self, v: f64, end: u64) {
+        if end != self.last_end {
+            self.windows = self.windows.saturating_add(1);
+            self.last_end = self.last_end.max(end);
+        }
+        if v >= self.queries || self.end == 0 {
+            (self.queries, self.end, self.next) = (v, end, None);
+        } else if self.next.is_none_or(|(q, _)| v >= q) {
+            self.next = Some((v, end));
+        }
+    }
+
+    /// False when nothing of the hour is left.
+    fn expire(&mut self, oldest: u64) -> bool {
+        if self.end >= oldest {
+            return true;
+        }
+        match self.next.take() {
+            Some((q, end)) if end >= oldest => {
+                (self.queries, self.end) = (q, end);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The hour's top names and sources of one interface, at most [`MAX_TOP`] of each: a new one
+/// over the bound takes the place of the one with the smallest peak if its own is larger.
+#[derive(Debug, Clone, Default)]
+struct Hour {
+    qnames: BTreeMap<String, Peak>,
+    sources: BTreeMap<String, (SourceEntry, Peak)>,
+}
+
+/// Makes room for a new key in a map bounded by [`MAX_TOP`]: false when the map is full and
+/// no entry's peak is below `v`.
+fn room<V>(map: &mut BTreeMap<String, V>, key: &str, v: f64, peak: impl Fn(&V) -> f64) -> bool {
+    if map.contains_key(key) || map.len() < MAX_TOP {
+        return true;
+    }
+    let Some((smallest, q)) = map
+        .iter()
+        .map(|(k, e)| (k, peak(e)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+    else {
+        return false;
+    };
+    if q >= v {
+        return false;
+    }
+    let smallest = smallest.clone();
+    map.remove(&smallest);
+    true
+}
+
+impl Hour {
+    fn qname(&mut self, q: &str, v: f64, end: u64) {
+        if room(&mut self.qnames, q, v, |p| p.queries) {
+            self.qnames.entry(q.to_string()).or_default().note(v, end);
+        }
+    }
+
+    fn source(&mut self, src: &str, who: &SourceEntry, v: f64, end: u64) {
+        if room(&mut self.sources, src, v, |e| e.1.queries) {
+            let e = self.sources.entry(src.to_string()).or_default();
+            if end >= e.1.last_end {
+                e.0 = who.clone();
+            }
+            e.1.note(v, end);
+        }
+    }
+
+    fn expire(&mut self, oldest: u64) {
+        self.qnames.retain(|_, p| p.expire(oldest));
+        self.sources.retain(|_, e| e.1.expire(oldest));
+    }
+}
+
+/// Drops what of the interface's hour of DNS is older than `oldest`; false when nothing is
+/// left.
+pub fn expire(slot: &mut Option<DnsLatest>, oldest: u64) -> bool {
+    let Some(d) = slot else { return false };
+    d.hour.expire(oldest);
+    if d.end < oldest && d.hour.qnames.is_empty() && d.hour.sources.is_empty() {
+        *slot = None;
+    }
+    slot.is_some()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,13 +157,41 @@ struct SourceEntry {
     cache_savings_pps: f64,
 }
 
+impl SourceEntry {
+    /// Who a source is (the pod behind it), without figures.
+    fn of(a: &Attrs) -> SourceEntry {
+        SourceEntry {
+            namespace: attr_or_empty(a, attr::NAMESPACE),
+            pod: attr_or_empty(a, attr::POD),
+            workload_kind: attr_or_empty(a, attr::WORKLOAD_KIND),
+            workload: attr_or_empty(a, attr::WORKLOAD),
+            ..SourceEntry::default()
+        }
+    }
+}
+
 /// One point of a share or top-talker metric; false when refused (no name or source, or
 /// over [`MAX_TOP`]).
 pub fn take(slot: &mut Option<DnsLatest>, name: &str, a: &Attrs, v: f64, at: At) -> bool {
     let dns = slot.get_or_insert_with(DnsLatest::default);
+    // The hour's top talkers take every window, a late one too.
+    match name {
+        DNS_TOP_QNAME_QUERIES => {
+            if let Some(q) = get(a, attr::QNAME) {
+                dns.hour.qname(q, v, at.end);
+            }
+        }
+        DNS_TOP_SOURCE_QUERIES => {
+            if let Some(src) = get(a, attr::SOURCE) {
+                dns.hour.source(src, &SourceEntry::of(a), v, at.end);
+            }
+        }
+        _ => {}
+    }
     if at.end > dns.end {
         *dns = DnsLatest {
             end: at.end,
+            hour: std::mem::take(&mut dns.hour),
             ..DnsLatest::default()
         };
     } else if at.end < dns.end {
@@ -82,10 +222,15 @@ pub fn take(slot: &mut Option<DnsLatest>, name: &str, a: &Attrs, v: f64, at: At)
                 return false;
             }
             let e = dns.sources.entry(src.to_string()).or_default();
-            e.namespace = attr_or_empty(a, attr::NAMESPACE);
-            e.pod = attr_or_empty(a, attr::POD);
-            e.workload_kind = attr_or_empty(a, attr::WORKLOAD_KIND);
-            e.workload = attr_or_empty(a, attr::WORKLOAD);
+            let SourceEntry {
+                namespace,
+                pod,
+                workload_kind,
+                workload,
+                ..
+            } = SourceEntry::of(a);
+            (e.namespace, e.pod, e.workload_kind, e.workload) =
+                (namespace, pod, workload_kind, workload);
             match name {
                 DNS_TOP_SOURCE_QUERIES => e.queries = v,
                 DNS_TOP_SOURCE_CACHE_SAVINGS_PPS => e.cache_savings_pps = v,
@@ -143,8 +288,68 @@ pub fn snapshot(
             .collect();
         dns.top_sources
             .sort_by(|a, b| b.queries.cmp(&a.queries).then(a.source.cmp(&b.source)));
+        let peak = |p: &Peak| PeakWindow {
+            peak_queries: p.queries.round() as u64,
+            peak_window_end: rfc3339(p.end),
+            windows: p.windows,
+        };
+        let mut names: Vec<(&String, &Peak)> = d.hour.qnames.iter().collect();
+        names.sort_by(|a, b| b.1.queries.total_cmp(&a.1.queries).then(a.0.cmp(b.0)));
+        dns.top_qnames_hour = names
+            .into_iter()
+            .take(HOUR_SHOWN)
+            .map(|(q, p)| QnameHour {
+                qname: q.clone(),
+                peak: peak(p),
+            })
+            .collect();
+        let mut sources: Vec<_> = d.hour.sources.iter().collect();
+        sources.sort_by(|a, b| b.1 .1.queries.total_cmp(&a.1 .1.queries).then(a.0.cmp(b.0)));
+        dns.top_sources_hour = sources
+            .into_iter()
+            .take(HOUR_SHOWN)
+            .map(|(src, (e, p))| SourceHour {
+                source: src.clone(),
+                namespace: e.namespace.clone(),
+                pod: e.pod.clone(),
+                workload_kind: e.workload_kind.clone(),
+                workload: e.workload.clone(),
+                peak: peak(p),
+            })
+            .collect();
     }
     Some(dns)
+}
+
+/// A top talker's busiest window of the last hour.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PeakWindow {
+    /// Its queries in that window (as the agent's sketch counted them).
+    pub peak_queries: u64,
+    /// When that window ended (RFC 3339).
+    pub peak_window_end: String,
+    /// Windows of the hour it was among the agent's top talkers.
+    pub windows: u32,
+}
+
+/// A name among the interface's top talkers in the last hour.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct QnameHour {
+    pub qname: String,
+    #[serde(flatten)]
+    pub peak: PeakWindow,
+}
+
+/// A source among the interface's top talkers in the last hour.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SourceHour {
+    pub source: String,
+    pub namespace: String,
+    pub pod: String,
+    pub workload_kind: String,
+    pub workload: String,
+    #[serde(flatten)]
+    pub peak: PeakWindow,
 }
 
 /// DNS of one interface: the latest window's shares and top talkers, and counter rises.
@@ -157,6 +362,10 @@ pub struct DnsSnapshot {
     pub measured: Savings,
     pub top_qnames: Vec<QnameCount>,
     pub top_sources: Vec<SourceCount>,
+    /// The last hour's top names and sources (at most [`HOUR_SHOWN`] each), busiest window
+    /// first: a burst stays readable after the windows that follow it.
+    pub top_qnames_hour: Vec<QnameHour>,
+    pub top_sources_hour: Vec<SourceHour>,
     /// Rise of the agent's unanswered-queries counter in the latest window and the one before.
     pub unanswered_latest: u64,
     pub unanswered_previous: u64,
@@ -193,4 +402,41 @@ pub struct Savings {
     /// `ndots:2` and fully qualified names (window means).
     pub ndots2_pps: Option<f64>,
     pub fqdn_pps: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hour_keeps_at_most_max_top_and_a_newcomer_displaces_only_a_smaller_one() {
+        let mut h = Hour::default();
+        for i in 0..MAX_TOP {
+            h.qname(&format!("n{i}"), 10.0 + i as f64, 1);
+        }
+        h.qname("small", 5.0, 2);
+        assert_eq!(h.qnames.len(), MAX_TOP);
+        assert!(!h.qnames.contains_key("small"));
+        h.qname("big", 500.0, 2);
+        assert_eq!(h.qnames.len(), MAX_TOP);
+        assert!(h.qnames.contains_key("big") && !h.qnames.contains_key("n0"));
+        // A known name is always taken.
+        h.qname("n1", 1.0, 3);
+        assert_eq!((h.qnames["n1"].queries, h.qnames["n1"].windows), (11.0, 2));
+    }
+
+    #[test]
+    fn a_peak_that_leaves_the_hour_hands_over_to_the_busiest_window_after_it() {
+        let mut p = Peak::default();
+        for (v, end) in [(5.0, 10), (50.0, 20), (7.0, 30), (9.0, 40), (8.0, 50)] {
+            p.note(v, end);
+        }
+        assert_eq!((p.queries, p.end, p.windows), (50.0, 20, 5));
+        assert!(p.expire(21));
+        assert_eq!((p.queries, p.end), (9.0, 40));
+        assert!(
+            !p.expire(41),
+            "nothing of the hour after the second peak is known"
+        );
+    }
 }

@@ -116,7 +116,7 @@ pub struct Interface {
     windows: Windows<WindowPoint>,
     /// `allowance:NAME` (ENA allowance counters), `dns.queries`, `dns.unanswered`.
     counters: BTreeMap<String, Counter>,
-    /// The newest window's DNS figures.
+    /// The newest window's DNS figures and the hour's top talkers.
     dns: Option<DnsLatest>,
 }
 
@@ -187,10 +187,8 @@ impl Part for Interface {
         self.windows.retain_since(cuts.oldest);
         self.counters
             .retain(|_, c| c.latest().is_some_and(|p| p.end >= cuts.oldest));
-        if self.dns.as_ref().is_some_and(|d| d.end < cuts.oldest) {
-            self.dns = None;
-        }
-        !self.windows.is_empty() || !self.counters.is_empty() || self.dns.is_some()
+        let dns = dns::expire(&mut self.dns, cuts.oldest);
+        !self.windows.is_empty() || !self.counters.is_empty() || dns
     }
 }
 

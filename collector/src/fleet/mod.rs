@@ -45,7 +45,9 @@ mod workloads;
 
 pub use aggregate::p95;
 pub use cache::{Lean, LeanCache};
-pub use dns::{DnsSnapshot, QnameCount, Savings, SourceCount, MAX_TOP};
+pub use dns::{
+    DnsSnapshot, PeakWindow, QnameCount, QnameHour, Savings, SourceCount, SourceHour, MAX_TOP,
+};
 pub use generic::{MetricSnapshot, SeriesSnapshot};
 pub use interfaces::{EniSnapshot, WindowFigures};
 pub use limits::{Limits, HISTORY, MAX_FUTURE, MAX_WINDOWS};

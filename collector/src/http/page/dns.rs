@@ -1,18 +1,22 @@
-//! The fleet's top DNS names, with each interface's search-expansion share, and what each DNS
-//! fix would have saved on each interface as its agent measured it.
+//! The fleet's top DNS names and sources of the last hour (each at the window it peaked in, so
+//! a burst is still there after it ended), with each interface's search-expansion share, and
+//! what each DNS fix would have saved on each interface as its agent measured it.
 
 use super::html::{esc, MAX_SECTION_ROWS};
-use crate::fleet::FleetSnapshot;
+use crate::fleet::{EniSnapshot, FleetSnapshot};
 use std::fmt::Write;
 
-pub fn section(h: &mut String, s: &FleetSnapshot) {
-    names(h, s);
-    savings(h, s);
+/// `eni`: whether the tables have an ENI column (some agent knows its ENI ids; the page says
+/// once at the top when none does).
+pub fn section(h: &mut String, s: &FleetSnapshot, eni: bool) {
+    names(h, s, eni);
+    sources(h, s, eni);
+    savings(h, s, eni);
 }
 
 /// One row per interface whose agent measured the fixes: the DNS peak and what NodeLocal
 /// DNSCache (mean and busiest second), ndots:2 and FQDNs would have saved.
-fn savings(h: &mut String, s: &FleetSnapshot) {
+fn savings(h: &mut String, s: &FleetSnapshot, eni: bool) {
     let mut rows: Vec<_> = s
         .interfaces()
         .filter_map(|(c, n, i)| Some((c, n, i, i.dns.as_ref()?.measured)))
@@ -26,9 +30,13 @@ fn savings(h: &mut String, s: &FleetSnapshot) {
         return;
     }
     h.push_str("<h2>DNS fix savings (measured)</h2>");
-    h.push_str("<table><thead><tr><th>cluster</th><th>node</th><th>interface</th><th>ENI</th>\
+    let _ = write!(
+        h,
+        "<table><thead><tr><th>cluster</th><th>node</th><th>interface</th>{}\
         <th>DNS peak /s</th><th>cacheable share</th><th>node-local cache saves /s (mean)</th>\
-        <th>… in the busiest second</th><th>ndots:2 saves /s</th><th>FQDN saves /s</th></tr></thead><tbody>");
+        <th>… in the busiest second</th><th>ndots:2 saves /s</th><th>FQDN saves /s</th></tr></thead><tbody>",
+        if eni { "<th>ENI</th>" } else { "" }
+    );
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for (c, n, i, m) in rows.iter().take(MAX_SECTION_ROWS) {
         let peak = i
@@ -37,13 +45,13 @@ fn savings(h: &mut String, s: &FleetSnapshot) {
             .map(|w| w.dns_peak_pps.unwrap_or(w.peak_pps));
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+            "<tr><td>{}</td><td>{}</td><td>{}</td>{}<td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&c.name),
             esc(&n.name),
             esc(&i.interface),
-            esc(i.eni_id.as_deref().unwrap_or("-")),
+            eni_cell(eni, i),
             peak.map_or("-".to_string(), |p| p.to_string()),
             m.cacheable_share
                 .map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0)),
@@ -56,35 +64,109 @@ fn savings(h: &mut String, s: &FleetSnapshot) {
     h.push_str("</tbody></table>");
 }
 
-fn names(h: &mut String, s: &FleetSnapshot) {
+/// The hour's top names, each at the window it peaked in, busiest first; the latest window's
+/// count beside it (0: not among the agent's top names now).
+fn names(h: &mut String, s: &FleetSnapshot, eni: bool) {
     let mut rows: Vec<_> = s
         .interfaces()
         .filter_map(|(c, n, i)| Some((c, n, i, i.dns.as_ref()?)))
-        .flat_map(|(c, n, i, d)| d.top_qnames.iter().map(move |q| (c, n, i, d, q)))
+        .flat_map(|(c, n, i, d)| d.top_qnames_hour.iter().map(move |q| (c, n, i, d, q)))
         .collect();
-    rows.sort_by_key(|r| std::cmp::Reverse(r.4.queries));
-    h.push_str("<h2>Top DNS names</h2>");
+    rows.sort_by_key(|r| std::cmp::Reverse(r.4.peak.peak_queries));
+    h.push_str("<h2 id=\"dns-names\">Top DNS names</h2>");
     if rows.is_empty() {
-        h.push_str("<p>No DNS figures reported yet.</p>");
+        h.push_str("<p>No DNS names reported in the last hour.</p>");
         return;
     }
-    h.push_str("<table><thead><tr><th>name</th><th>queries (latest window)</th><th>cluster</th><th>node</th>\
-        <th>interface</th><th>ENI</th><th>search-expansion share</th><th>unanswered</th></tr></thead><tbody>");
+    h.push_str("<p><small>Over the last hour, each name at its busiest report window (the agents' top 10 per window and interface); <i>now</i> is the latest window.</small></p>");
+    let _ = write!(
+        h,
+        "<table><thead><tr><th>name</th><th>peak queries (1 window)</th><th>peaked in window ending</th>\
+         <th>windows in top</th><th>queries now</th><th>cluster</th><th>node</th><th>interface</th>{}\
+         <th>search-expansion share now</th><th>unanswered now</th></tr></thead><tbody>",
+        if eni { "<th>ENI</th>" } else { "" }
+    );
     for (c, n, i, d, q) in rows.iter().take(MAX_SECTION_ROWS) {
+        let now = d
+            .top_qnames
+            .iter()
+            .find(|l| l.qname == q.qname)
+            .map_or(0, |l| l.queries);
         let _ = write!(
             h,
-            "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td><small>{}</small></td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>{}\
              <td class=\"n {}\">{:.0}%</td><td class=\"n\">{}</td></tr>",
             esc(&q.qname),
-            q.queries,
+            q.peak.peak_queries,
+            esc(&q.peak.peak_window_end),
+            q.peak.windows,
+            now,
             esc(&c.name),
             esc(&n.name),
             esc(&i.interface),
-            esc(i.eni_id.as_deref().unwrap_or("-")),
+            eni_cell(eni, i),
             if d.search_expansion_share >= 0.5 { "warn" } else { "ok" },
             d.search_expansion_share * 100.0,
             d.unanswered_latest,
         );
     }
     h.push_str("</tbody></table>");
+}
+
+/// The hour's top sources (pods, or addresses without one), each at its busiest window.
+fn sources(h: &mut String, s: &FleetSnapshot, eni: bool) {
+    let mut rows: Vec<_> = s
+        .interfaces()
+        .filter_map(|(c, n, i)| Some((c, n, i, i.dns.as_ref()?)))
+        .flat_map(|(c, n, i, d)| d.top_sources_hour.iter().map(move |q| (c, n, i, q)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.3.peak.peak_queries));
+    let _ = write!(
+        h,
+        "<h2 id=\"dns-sources\">Top DNS sources</h2><table><thead><tr><th>source</th><th>pod</th><th>workload</th>\
+         <th>peak queries (1 window)</th><th>peaked in window ending</th><th>windows in top</th>\
+         <th>cluster</th><th>node</th><th>interface</th>{}</tr></thead><tbody>",
+        if eni { "<th>ENI</th>" } else { "" }
+    );
+    for (c, n, i, q) in rows.iter().take(MAX_SECTION_ROWS) {
+        let pod = if q.pod.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{}/{}", q.namespace, q.pod)
+        };
+        let workload = if q.workload.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} {}", q.workload_kind, q.workload)
+        };
+        let _ = write!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td><small>{}</small></td>\
+             <td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
+            esc(&q.source),
+            esc(&pod),
+            esc(&workload),
+            q.peak.peak_queries,
+            esc(&q.peak.peak_window_end),
+            q.peak.windows,
+            esc(&c.name),
+            esc(&n.name),
+            esc(&i.interface),
+            eni_cell(eni, i),
+        );
+    }
+    h.push_str("</tbody></table>");
+}
+
+/// The ENI cell, when the page has an ENI column (some agent knows its ENI ids).
+pub fn eni_cell(eni: bool, i: &EniSnapshot) -> String {
+    if eni {
+        format!("<td>{}</td>", esc(i.eni_id.as_deref().unwrap_or("-")))
+    } else {
+        String::new()
+    }
 }

@@ -58,25 +58,24 @@ pub fn sparkline(i: &EniSnapshot, windows: &[WindowFigures], now_ns: u64) -> Str
     svg
 }
 
-/// The interfaces section (the ranked interfaces come from the page, which counts them too).
+/// The interfaces section (the ranked interfaces come from the page, which counts them too);
+/// `eni`: whether any interface of the fleet has an ENI id (else the page said so at the top
+/// and there is no ENI column).
 pub fn section(
     h: &mut String,
     ifaces: &[(&ClusterSnapshot, &NodeSnapshot, &EniSnapshot)],
     now_ns: u64,
     windows: &WindowsOf<'_>,
+    eni: bool,
 ) {
     h.push_str("<h2>Interfaces by peak utilization</h2>");
     if ifaces.is_empty() {
         h.push_str("<p>No link-local figures yet: point agents at this collector with <code>--otlp-endpoint</code>.</p>");
     } else {
-        // Without IMDS (not on EC2, or IMDS blocked from the nodes) no agent knows its ENI ids:
-        // say so once instead of a column of dashes.
         let shown = &ifaces[..ifaces.len().min(MAX_ROWS)];
         let without = shown.iter().filter(|(_, _, i)| i.eni_id.is_none()).count();
-        let eni_column = without < shown.len();
-        if !eni_column {
-            h.push_str("<p class=\"note\">No interface has an ENI id: the agents could not read them from IMDS (not on EC2, or IMDS unreachable from the nodes). Figures are per interface.</p>");
-        } else if without > 0 {
+        let eni_column = eni;
+        if eni_column && without > 0 {
             let _ = write!(
                 h,
                 "<p class=\"note\">{without} of {} interfaces have no ENI id (IMDS unreachable from their nodes): shown as -.</p>",
@@ -91,11 +90,7 @@ pub fn section(
         );
         for (c, n, i) in shown {
             let Some(w) = &i.latest else { continue };
-            let eni = if eni_column {
-                format!("<td>{}</td>", esc(i.eni_id.as_deref().unwrap_or("-")))
-            } else {
-                String::new()
-            };
+            let eni = super::dns::eni_cell(eni_column, i);
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td>{}\
@@ -126,50 +121,5 @@ pub fn section(
                 ifaces.len()
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn page(enis: &[Option<&str>]) -> String {
-        let c = ClusterSnapshot::default();
-        let n = NodeSnapshot::default();
-        let ifs: Vec<EniSnapshot> = enis
-            .iter()
-            .enumerate()
-            .map(|(k, e)| EniSnapshot {
-                interface: format!("eth{k}"),
-                eni_id: e.map(str::to_string),
-                latest: Some(WindowFigures::default()),
-                ..Default::default()
-            })
-            .collect();
-        let rows: Vec<_> = ifs.iter().map(|i| (&c, &n, i)).collect();
-        let mut h = String::new();
-        section(&mut h, &rows, 0, &|_, _, _| Vec::new());
-        h
-    }
-
-    #[test]
-    fn without_any_eni_id_the_page_says_so_once_and_drops_the_column() {
-        let h = page(&[None, None, None]);
-        assert_eq!(h.matches("No interface has an ENI id").count(), 1, "{h}");
-        assert!(
-            !h.contains("<th>ENI</th>") && !h.contains("<td>-</td>"),
-            "{h}"
-        );
-        let h = page(&[Some("eni-0a1"), None]);
-        assert!(
-            h.contains("<th>ENI</th>") && h.contains("<td>eni-0a1</td>"),
-            "{h}"
-        );
-        assert!(h.contains("1 of 2 interfaces have no ENI id"), "{h}");
-        let h = page(&[Some("eni-0a1")]);
-        assert!(
-            h.contains("<td>eni-0a1</td>") && !h.contains("no ENI id"),
-            "{h}"
-        );
     }
 }

@@ -53,13 +53,19 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
         s.ingest.points_rejected,
         s.ingest.spans_received
     );
+    // Without IMDS (not on EC2, or IMDS blocked from the nodes) no agent knows its ENI ids:
+    // said once here, and no table has a column of dashes.
+    let eni = s.interfaces().any(|(_, _, i)| i.eni_id.is_some());
+    if !eni && !ifaces.is_empty() {
+        h.push_str("<p class=\"note\" id=\"no-eni\">No interface has an ENI id: the agents could not read them from IMDS (not on EC2, or IMDS unreachable from the nodes). Figures are per interface.</p>");
+    }
     findings::section(&mut h, f);
     scale_down::section(&mut h, f);
     packing::section(&mut h, f);
-    interfaces::section(&mut h, &ifaces, now_ns, windows);
+    interfaces::section(&mut h, &ifaces, now_ns, windows, eni);
     workloads::section(&mut h, s);
     probes::section(&mut h, s);
-    dns::section(&mut h, s);
+    dns::section(&mut h, s, eni);
     h.push_str("<h2>Nodes</h2><table><thead><tr><th>cluster</th><th>node</th><th>peak util 1 h</th><th>sender</th><th>instance</th><th>type</th><th>zone</th><th>metrics</th><th>spans</th><th>last seen</th></tr></thead><tbody>");
     for (c, n, u) in s.ranked_nodes() {
         let _ = write!(
@@ -98,6 +104,119 @@ mod tests {
         FleetSnapshot::one_cluster("c", vec![node], workloads)
     }
 
+    fn findings() -> Findings {
+        Findings::new(
+            crate::findings::Engine::new(
+                std::time::Duration::from_secs(3600),
+                std::time::Duration::ZERO,
+                std::time::SystemTime::now(),
+            ),
+            crate::alerts::Sinks::default(),
+            None,
+        )
+    }
+
+    /// A node whose interfaces have these ENI ids; each with DNS whose latest window has no
+    /// names and whose hour has `db.example.com` at 1 613 queries.
+    fn dns_node(enis: &[Option<&str>]) -> FleetSnapshot {
+        use crate::fleet::{DnsSnapshot, QnameHour, SourceHour};
+        let peak = crate::fleet::PeakWindow {
+            peak_queries: 1613,
+            peak_window_end: "2026-12-06T18:00:10.000Z".into(),
+            windows: 3,
+        };
+        let interfaces = enis
+            .iter()
+            .enumerate()
+            .map(|(k, e)| EniSnapshot {
+                interface: format!("eth{k}"),
+                eni_id: e.map(str::to_string),
+                latest: Some(WindowFigures::default()),
+                dns: Some(DnsSnapshot {
+                    top_qnames_hour: vec![QnameHour {
+                        qname: "db.example.com".into(),
+                        peak: peak.clone(),
+                    }],
+                    top_sources_hour: vec![SourceHour {
+                        source: "10.0.1.5".into(),
+                        namespace: "shop".into(),
+                        pod: "web-1".into(),
+                        peak: peak.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let node = NodeSnapshot {
+            name: "n".into(),
+            interfaces,
+            ..Default::default()
+        };
+        FleetSnapshot::one_cluster("c", vec![node], Vec::new())
+    }
+
+    /// The page's text from `<h2>title</h2>` to the next section.
+    fn section<'a>(page: &'a str, title: &str) -> &'a str {
+        let from = page
+            .find(&format!(">{title}</h2>"))
+            .unwrap_or_else(|| panic!("no section {title}: {page}"));
+        let rest = &page[from..];
+        &rest[..rest[5..].find("<h2").map_or(rest.len(), |e| e + 5)]
+    }
+
+    #[test]
+    fn top_dns_names_show_the_hours_burst_after_it_ended() {
+        let page = render(&dns_node(&[None]), 0, &findings(), &|_, _, i| {
+            i.windows.clone()
+        });
+        let names = section(&page, "Top DNS names");
+        assert!(!names.contains("No DNS"), "{names}");
+        assert!(
+            names.contains("<code>db.example.com</code></td><td class=\"n\">1613</td><td><small>2026-12-06T18:00:10.000Z"),
+            "{names}"
+        );
+        let sources = section(&page, "Top DNS sources");
+        assert!(
+            sources.contains("10.0.1.5")
+                && sources.contains("shop/web-1")
+                && sources.contains("1613"),
+            "{sources}"
+        );
+    }
+
+    #[test]
+    fn without_any_eni_id_the_page_says_so_once_and_no_table_has_the_column() {
+        let page = |enis: &[Option<&str>]| {
+            render(&dns_node(enis), 0, &findings(), &|_, _, i| {
+                i.windows.clone()
+            })
+        };
+        let h = page(&[None, None, None]);
+        assert_eq!(h.matches("No interface has an ENI id").count(), 1, "{h}");
+        assert!(!h.contains("<th>ENI</th>"), "{h}");
+        let h = page(&[Some("eni-0a1"), None]);
+        for title in [
+            "Interfaces by peak utilization",
+            "Top DNS names",
+            "Top DNS sources",
+        ] {
+            let s = section(&h, title);
+            assert!(
+                s.contains("<th>ENI</th>") && s.contains("<td>eni-0a1</td>"),
+                "{title}: {s}"
+            );
+        }
+        assert!(h.contains("1 of 2 interfaces have no ENI id"), "{h}");
+        assert!(!h.contains("No interface has an ENI id"), "{h}");
+        let h = page(&[Some("eni-0a1")]);
+        assert!(
+            h.contains("<td>eni-0a1</td>") && !h.contains("no ENI id"),
+            "{h}"
+        );
+    }
+
     #[test]
     fn probes_rank_by_headroom_and_workloads_by_saturation() {
         let probe = |pod: &str, headroom: Option<f64>| ProbeSnapshot {
@@ -122,16 +241,7 @@ mod tests {
             ],
             vec![wl("calm", 2.0, 4), wl("hot", 7.0, 4)],
         );
-        let findings = crate::findings::Findings::new(
-            crate::findings::Engine::new(
-                std::time::Duration::from_secs(3600),
-                std::time::Duration::ZERO,
-                std::time::SystemTime::now(),
-            ),
-            crate::alerts::Sinks::default(),
-            None,
-        );
-        let page = render(&s, 0, &findings, &|_, _, i| i.windows.clone());
+        let page = render(&s, 0, &findings(), &|_, _, i| i.windows.clone());
         let pos = |t: &str| {
             page.find(t)
                 .unwrap_or_else(|| panic!("{t} not on the page"))
