@@ -2,14 +2,18 @@
 """The collector's status page as a person sees it, in Debian's Chromium driven by Playwright.
 
 Usage: page_in_browser.py URL OUT_PREFIX [--sections TITLE,TITLE...] [--refresh]
+       [--expect TITLE=TEXT]... [--reject TITLE=TEXT]... [--no-column HEADER]... [--once TEXT]...
 
 Loads URL at 1280x800 and at a phone's 390x844 and fails (exit 1, one line per problem) on:
 a console error or page error; a listed section (h2 title) missing or without a table row;
 a sparkline with nothing drawn (its line's box has no width); an in-page anchor with no
 target or a same-origin link that does not answer 200; the page wider than the viewport (a
 table must scroll inside its box, not the page). With --refresh it scrolls down, waits for the
-page's own refresh and checks the scroll position came back. Writes OUT_PREFIX-1280.png and
-OUT_PREFIX-390.png and prints one JSON line of figures (bytes, load and render times).
+page's own refresh and checks the scroll position came back. Also fails when section TITLE's
+rendered text lacks TEXT (--expect) or has it (--reject), when any table has a column headed
+HEADER (--no-column), or when TEXT is not on the page exactly once (--once). Writes
+OUT_PREFIX-1280.png and OUT_PREFIX-390.png and prints one JSON line of figures (bytes, load and
+render times). --only-1280 skips the phone width.
 """
 
 import json
@@ -19,6 +23,47 @@ import time
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+def pairs(argv, flag):
+    """Every `flag TITLE=TEXT` of argv as (TITLE, TEXT)."""
+    out = []
+    for i, a in enumerate(argv[:-1]):
+        if a == flag:
+            title, _, text = argv[i + 1].partition("=")
+            out.append((title, text))
+    return out
+
+
+def values(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+
+
+def contents(page, url, argv, problems):
+    """What the page says, as a person reads it: section texts, column headers, the body."""
+    texts = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('h2')].map(h => {
+            let e = h.nextElementSibling, text = '';
+            while (e && e.tagName !== 'H2') { text += e.innerText + '\\n'; e = e.nextElementSibling; }
+            return [h.textContent, text];
+        }))"""
+    )
+    for title, text in pairs(argv, "--expect"):
+        if title not in texts:
+            problems.append(f"section '{title}' missing for --expect {text!r}")
+        elif text not in texts[title]:
+            problems.append(f"section '{title}' lacks {text!r}: {texts[title][:400]!r}")
+    for title, text in pairs(argv, "--reject"):
+        if text in texts.get(title, ""):
+            problems.append(f"section '{title}' has {text!r}: {texts[title][:400]!r}")
+    headers = page.evaluate("() => [...document.querySelectorAll('th')].map(t => t.textContent.trim())")
+    for h in values(argv, "--no-column"):
+        if h in headers:
+            problems.append(f"a table has a column '{h}'")
+    body = page.evaluate("() => document.body.innerText")
+    for text in values(argv, "--once"):
+        if body.count(text) != 1:
+            problems.append(f"{text!r} is on the page {body.count(text)} times, not once")
 
 
 def check(page, url, sections, problems):
@@ -104,12 +149,15 @@ def main(argv):
     figures = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        for w, h in [(1280, 800), (390, 844)]:
+        sizes = [(1280, 800)] if "--only-1280" in argv else [(1280, 800), (390, 844)]
+        for w, h in sizes:
             page = browser.new_page(viewport={"width": w, "height": h})
             errors = []
             page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
             figures[w] = check(page, url, sections, problems)
+            if w == 1280:
+                contents(page, url, argv, problems)
             page.screenshot(path=f"{out}-{w}.png", full_page=False)
             if w == 1280 and "--refresh" in argv:
                 page.evaluate("() => window.scrollTo(0, 300)")

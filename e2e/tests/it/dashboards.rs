@@ -35,6 +35,10 @@ const PROMETHEUS: &str = "127.0.0.1:19090";
 const PROBED_IP: &str = "10.244.0.5";
 const PROBED: (&str, &str) = ("web-6c9d8f7b5-a", "5a1d2e3f-0001-4a5b-8c6d-9e0f1a2b3c01");
 const LOADED: (&str, &str) = ("web-6c9d8f7b5-b", "5a1d2e3f-0002-4a5b-8c6d-9e0f1a2b3c02");
+/// A bare pod whose one process serves alone (Python's threading WSGI server).
+const LONE: (&str, &str) = ("lone-py", "5a1d2e3f-0003-4a5b-8c6d-9e0f1a2b3c03");
+/// dnsperf's rate (queries/s) and seconds.
+const DNS_RATE: u32 = 900;
 
 /// The probed pod's app: `/slow` holds its worker 40 s, anything else answers at once.
 const WSGI: &str = r#"
@@ -224,11 +228,24 @@ fn dashboards_on_a_live_bed() {
         loaded_cg.add(pid as u32).unwrap();
     }
 
+    // The lone pod: one process serving alone, no thread count stated (a Go, Java or asyncio
+    // server is the same to the agent). Holding a request it is no prefork pool of one at
+    // 100 %: counted by connections and not ranked.
+    let lone_ns = Netns::new("lonepy").unwrap();
+    let lone_cg = KubeCgroup::new(LONE.1, &"d".repeat(64)).unwrap();
+    let lone = Server::python_threading(&lone_ns, |pid| lone_cg.add(pid)).unwrap();
+
     let kube = ApiServer::start(Some(&bed.node)).unwrap();
     let kubeconfig = bed.path("kubeconfig");
     kube.write_kubeconfig(&kubeconfig).unwrap();
     kube.apply(pod(PROBED.0, PROBED.1, PROBED_IP, true));
     kube.apply(pod(LOADED.0, LOADED.1, "10.244.0.6", false));
+    kube.apply(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "shop", "name": LONE.0, "uid": LONE.1},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app"}]},
+        "status": {"phase": "Running", "podIP": "10.244.0.7", "podIPs": [{"ip": "10.244.0.7"}]}
+    }));
     kube.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"namespace": "shop", "name": "web", "uid": "d-web"},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
@@ -281,7 +298,10 @@ fn dashboards_on_a_live_bed() {
     nft("add table inet hr");
     nft("add chain inet hr in { type filter hook input priority 0 ; }");
     nft("add rule inet hr in udp dport 53 numgen inc mod 10 == 0 drop");
-    let mut dnsperf = bed.dnsperf(bed::LINKLOCAL_RESOLVER, 900, 45, None).unwrap();
+    let mut dnsperf = bed
+        .dnsperf(bed::LINKLOCAL_RESOLVER, DNS_RATE, 45, None)
+        .unwrap();
+    let lone_held = lone.hold("k", 1, 1).unwrap();
     let dns = std::thread::spawn(move || bed::run_dnsperf(&mut dnsperf));
     let _hold: Vec<Guard> = (0..2)
         .map(|_| {
@@ -461,9 +481,9 @@ fn dashboards_on_a_live_bed() {
     );
 
     // The status page in this bed (no IMDS): the missing ENI ids said once, no column of
-    // dashes in the interfaces table; the Deployment's workload ranked, and neither the agent's
-    // nor the collector's own listener (single processes holding keep-alive scrapes) taken for
-    // a saturated pool. (Other processes of this shared machine may be listed as `Process`.)
+    // dashes in any table; the Deployment's workload ranked, and neither the agent's nor the
+    // collector's own listener (single processes holding keep-alive scrapes) nor the lone pod
+    // holding its request taken for a saturated pool.
     let (code, page) = scrape::get(&bed.node, &format!("http://{API}/"));
     assert_eq!(code, 200);
     assert_eq!(
@@ -489,7 +509,12 @@ fn dashboards_on_a_live_bed() {
         .arg(root().join("e2e/tests/page_in_browser.py"))
         .arg(format!("http://{API}/"))
         .arg(&shots)
-        .args(["--sections", "Open findings,Interfaces by peak utilization,Most saturated workloads,Probes closest to their timeout,Top DNS names,Nodes", "--refresh"])
+        .args(["--sections", "Open findings,Interfaces by peak utilization,Most saturated workloads,Probes closest to their timeout,Top DNS names,Top DNS sources,Nodes", "--refresh"])
+        .args(["--no-column", "ENI", "--once", "No interface has an ENI id"])
+        .args(["--expect", "Most saturated workloads=shop/web"])
+        .args(["--reject", &format!("Most saturated workloads={}", LONE.0)])
+        .args(["--reject", "Most saturated workloads=headroom-agent"])
+        .args(["--reject", "Most saturated workloads=headroom-collec"])
         .output()
         .unwrap();
     eprintln!(
@@ -526,15 +551,38 @@ fn dashboards_on_a_live_bed() {
         "{workloads:?}"
     );
     assert!(
-        !workloads
-            .iter()
-            .any(|w| w.contains("headroom-agent") || w.contains("headroom-collector")),
+        !workloads.iter().any(|w| w.contains("headroom-agent")
+            || w.contains("headroom-collec")
+            || w.contains(LONE.0)),
         "{workloads:?}"
     );
+    // The lone pod's listener: an event loop whose load is the one connection the test holds
+    // (ground truth: the one request its server started).
+    let (_, full) = scrape::get(&bed.node, &format!("http://{API}/api/v1/fleet"));
+    let full: Value = serde_json::from_str(&full).unwrap();
+    let lone_l = full["clusters"][0]["nodes"][0]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["pod"] == LONE.0 && l["port"] == 8080)
+        .cloned()
+        .unwrap_or_else(|| panic!("no listener of {}: {full}", LONE.0));
+    assert_eq!(lone.started("k").len(), 1, "ground truth: one request held");
+    assert_eq!(
+        (
+            &lone_l["model"],
+            &lone_l["connections_max"],
+            &lone_l["busy"]
+        ),
+        (&json!("event_loop"), &json!(1), &json!(0.0)),
+        "{lone_l}"
+    );
+    lone_held.release().unwrap();
 
     let sent = load.stop().unwrap();
     let perf = dns.join().unwrap().unwrap();
     eprintln!("dnsperf {perf:?}; load sent {}", sent.answered.len());
+    after_the_burst(&bed, &shots);
     assert!(
         failures.is_empty(),
         "{} of {ran} panel queries failed:\n{}",
@@ -547,5 +595,82 @@ fn dashboards_on_a_live_bed() {
         (busy - 2.0).abs() <= 0.05,
         "{metrics_query}: {} has {busy} busy workers, the test holds 2",
         PROBED.0
+    );
+}
+
+/// Three report windows (2 s) after dnsperf ended: the latest window has no DNS source, yet
+/// the fleet and the page still show the burst's top names and its source at the window it
+/// peaked in. Ground truth: dnsperf sends at an exact rate from one source, so its busiest
+/// window holds rate × window seconds queries (±10 %: the agent's window boundaries and this
+/// machine's scheduling).
+fn after_the_burst(bed: &Bed, shots: &str) {
+    std::thread::sleep(Duration::from_secs(7));
+    let (_, fleet) = scrape::get(
+        &bed.node,
+        &format!("http://{API}/api/v1/fleet?history=false"),
+    );
+    let fleet: Value = serde_json::from_str(&fleet).unwrap();
+    let iface = fleet["clusters"][0]["nodes"][0]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            !i["dns"]["top_sources_hour"]
+                .as_array()
+                .is_none_or(|a| a.is_empty())
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no interface with the hour's DNS sources: {fleet}"));
+    let dns = &iface["dns"];
+    let top = &dns["top_sources_hour"][0];
+    let source = top["source"].as_str().unwrap();
+    assert!(
+        !dns["top_sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["source"] == source),
+        "the burst's source still in the latest window: {dns}"
+    );
+    let seconds = iface["latest"]["seconds"].as_f64().unwrap();
+    let want = f64::from(DNS_RATE) * seconds;
+    let peak = top["peak_queries"].as_f64().unwrap();
+    eprintln!("after the burst: {source} peaked at {peak} queries in one {seconds} s window (dnsperf: {want}); latest top sources {}", dns["top_sources"]);
+    assert!(
+        (peak - want).abs() <= 0.1 * want,
+        "{source} peaked at {peak} queries in one window, dnsperf sent {want} per {seconds} s window: {top}"
+    );
+    assert!(
+        top["peak_window_end"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{top}"
+    );
+    let name = dns["top_qnames_hour"][0]["qname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.ends_with(bed::ZONE), "{name}");
+    let out = bed
+        .node
+        .command("python3")
+        .arg(root().join("e2e/tests/page_in_browser.py"))
+        .arg(format!("http://{API}/"))
+        .arg(format!("{shots}-after"))
+        .args(["--only-1280", "--sections", "Top DNS names,Top DNS sources"])
+        .args(["--expect", &format!("Top DNS names={name}")])
+        .args(["--expect", &format!("Top DNS sources={source}")])
+        .args(["--no-column", "ENI"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "page after the burst: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the status page after the burst: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

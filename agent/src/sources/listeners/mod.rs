@@ -214,6 +214,9 @@ pub struct Sampler<D: Diag = Sockets> {
     /// A pidfd per holder where the proc root's pids are ours: one poll checks them all.
     pidfds: HashMap<i32, std::os::fd::OwnedFd>,
     own_pids: bool,
+    /// This process's pid as the proc root numbers it (its `self` link): the agent's own
+    /// listeners are event loops whatever its binary is called.
+    own_pid: Option<i32>,
     /// Namespaces with a listener at their last dump: dumped at every sample, the others only
     /// at listings.
     listening: HashSet<u64>,
@@ -267,6 +270,9 @@ impl<D: Diag> Sampler<D> {
             holder_pids: HashSet::new(),
             pidfds: HashMap::new(),
             own_pids: ProcRoot::new(&spec.proc_root).is_own(),
+            own_pid: std::fs::read_link(spec.proc_root.join("self"))
+                .ok()
+                .and_then(|p| p.to_str()?.parse().ok()),
             listening: HashSet::new(),
             gates: HashMap::new(),
             accepts: HashMap::new(),
@@ -573,7 +579,15 @@ impl<D: Diag> Sampler<D> {
             let workers: Vec<i32> = hs.iter().copied().filter(|h| !is_master(h)).collect();
             let holder = workers.first().copied().unwrap_or(hs[0]);
             let threads = self.threads(holder);
-            let mut model = Model::Prefork;
+            let mut model = if model::serves_alone(hs, threads, self.own_pid, |h| {
+                group
+                    .iter()
+                    .any(|p| self.procs.get(p).is_some_and(|c| c.ppid == h))
+            }) {
+                Model::EventLoop
+            } else {
+                Model::Prefork
+            };
             let (mut busy, mut held_all) = (0u32, 0u32);
             for w in &workers {
                 let n = held.get(w).copied().unwrap_or(0);

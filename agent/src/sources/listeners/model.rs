@@ -8,7 +8,10 @@
 //!   request Python or Java server, Puma with renamed threads); else 1 with
 //!   `threads_known: false`;
 //! - **model**: `event_loop` for a server known to be one (nginx, Node, Envoy, HAProxy, the
-//!   agent and collector themselves) or a worker of unknown threads seen holding more accepted
+//!   agent and collector themselves, by name, and the agent's own process by pid), for a
+//!   single process serving alone ([`serves_alone`]: redis, a Go, Java or asyncio server, the
+//!   collector under any name: one process holding a keep-alive connection is not a prefork
+//!   pool of one at 100 %), or a worker of unknown threads seen holding more accepted
 //!   connections than it has threads (one process, many connections); `threaded` with more
 //!   than one thread per worker; else `prefork`. An event loop's figures are its connections,
 //!   not busy workers: it is kept out of saturation (busy 0, no worker metrics exported).
@@ -92,6 +95,23 @@ pub const MAX_THREADS_PER_WORKER: u32 = 1024;
 
 pub fn is_event_loop_comm(comm: &str) -> bool {
     EVENT_LOOP_COMMS.contains(&comm)
+}
+
+/// Whether a listener's `holders` are a server whose load is its connections rather than
+/// busy workers: the agent itself (`own_pid`), or one process alone: the only holder, with
+/// no child in its namespace (`has_child`: a prefork master whose workers are between
+/// forks keeps its pool) and no thread count stated by the server or its pod (a stated pool,
+/// like Puma's single mode or an annotated Java server, is counted by its threads).
+pub fn serves_alone(
+    holders: &[i32],
+    threads: Threads,
+    own_pid: Option<i32>,
+    has_child: impl Fn(i32) -> bool,
+) -> bool {
+    if own_pid.is_some_and(|me| holders.contains(&me)) {
+        return true;
+    }
+    matches!(holders, [only] if !threads.known && !has_child(*only))
 }
 
 /// Threads per worker for worker `pid` (command `comm`, parent `ppid`), as the server states it.
@@ -210,6 +230,23 @@ mod tests {
             .collect();
         t.set(many.iter().map(|(u, v)| (u.as_str(), v.as_str())));
         assert_eq!(t.0.read().unwrap().len(), MAX_ANNOTATED_PODS);
+    }
+
+    #[test]
+    fn one_process_alone_serves_by_connections_a_pool_or_stated_threads_do_not() {
+        let none = |_: i32| false;
+        let known = Threads { n: 5, known: true };
+        assert!(serves_alone(&[10], Threads::UNKNOWN, None, none));
+        assert!(!serves_alone(&[10], known, None, none), "stated threads");
+        assert!(
+            !serves_alone(&[10], Threads::UNKNOWN, None, |p| p == 10),
+            "a master between its workers' forks"
+        );
+        assert!(!serves_alone(&[10, 11], Threads::UNKNOWN, None, none));
+        assert!(
+            serves_alone(&[10, 11], known, Some(11), none),
+            "the agent itself"
+        );
     }
 
     #[test]

@@ -340,7 +340,7 @@ fn vanished_processes_unreadable_fds_and_gone_namespaces_are_skipped() {
 }
 
 #[test]
-fn a_lone_process_is_its_own_worker_and_addresses_must_match() {
+fn a_lone_process_is_an_event_loop_counted_by_connections_and_addresses_must_match() {
     let fx = Fx::new();
     fx.process(
         10,
@@ -364,8 +364,19 @@ fn a_lone_process_is_its_own_worker_and_addresses_must_match() {
     s.sample();
     let ls = s.cut(1.0);
     assert_eq!(ls.len(), 1);
-    assert_eq!((ls[0].workers, ls[0].busy_max, ls[0].backlog), (1, 1, 511));
-    assert_eq!(ls[0].saturated_seconds, 1.0);
+    // One process serving alone (redis holding one connection): not a pool of one at 100 %
+    // but an event loop whose load is its connections.
+    assert_eq!(ls[0].model, Model::EventLoop);
+    assert_eq!(
+        (
+            ls[0].workers,
+            ls[0].busy_max,
+            ls[0].connections_max,
+            ls[0].backlog
+        ),
+        (1, 0, 1, 511)
+    );
+    assert_eq!(ls[0].saturated_seconds, 0.0);
     assert!(ls[0].pod.is_none() && ls[0].container.is_none());
     assert!(ls[0].cpu_periods.is_none(), "no cpu.stat in the fixture");
 }
@@ -421,7 +432,8 @@ impl Fx {
 #[test]
 fn connected_sockets_are_dumped_only_when_something_can_have_changed() {
     let fx = Fx::new();
-    fx.process(10, 1, "redis", NS, &[1], "0::/\n");
+    // A one-process unicorn (one request per process, stated): a pool of one.
+    fx.process(10, 1, "unicorn", NS, &[1], "0::/\n");
     fx.snmp(10, 100);
     let table: Table = Arc::default();
     table

@@ -249,6 +249,11 @@ mod tests {
         assert!(pos("/tight") < pos("/roomy") && pos("/roomy") < pos("/idle"));
         assert!(pos("/hot") < pos("/calm"));
         assert!(page.contains("88%"), "hot: 7 of 8 workers at p95");
+        let ranked = section(&page, "Most saturated workloads");
+        assert!(
+            ranked.contains(workloads::EVENT_LOOPS_NOTE),
+            "what is counted by connections is said: {ranked}"
+        );
         assert_eq!(saturation(&s.clusters[0].workloads[1]), 7.0 / 8.0);
     }
 }

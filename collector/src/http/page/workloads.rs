@@ -1,5 +1,7 @@
-//! The most saturated workloads: busy p95 over their capacity (workers × threads; event
-//! loops are no workloads here, see `fleet::workloads`).
+//! The most saturated workloads: busy p95 over their capacity (workers × threads). Event loops
+//! are no workloads here (see `fleet::workloads`): nginx, Node, Envoy, and one process serving
+//! alone (redis, a Go or Java server, the agent and the collector themselves), whose load is
+//! their connections, not busy workers; the page says so under the title.
 
 use super::html::{esc, util_class, MAX_SECTION_ROWS};
 use crate::fleet::{FleetSnapshot, WorkloadSnapshot};
@@ -31,6 +33,13 @@ fn capacity_words(w: &WorkloadSnapshot) -> String {
     }
 }
 
+/// What is ranked and what is not, said once under the title.
+pub const EVENT_LOOPS_NOTE: &str = "<p><small>Ranked: worker pools (prefork and threaded: busy workers against \
+    workers × threads). Event loops (nginx, Node, Envoy …) and single processes serving alone (redis, Go or Java \
+    servers, headroom's own agent and collector) are counted by connections, not busy workers, and not ranked: \
+    their listeners are in <a href=\"/api/v1/fleet\">/api/v1/fleet</a> as <code>model: event_loop</code> \
+    with <code>connections</code>.</small></p>";
+
 pub fn section(h: &mut String, s: &FleetSnapshot) {
     let mut rows: Vec<_> = s
         .clusters
@@ -43,6 +52,7 @@ pub fn section(h: &mut String, s: &FleetSnapshot) {
             .then(b.1.queue_max.cmp(&a.1.queue_max))
     });
     h.push_str("<h2>Most saturated workloads</h2>");
+    h.push_str(EVENT_LOOPS_NOTE);
     if rows.is_empty() {
         h.push_str(
             "<p>No listeners reported yet (prefork servers in pods: gunicorn, uwsgi, puma …).</p>",
