@@ -33,6 +33,7 @@ if [ "$what" = test ]; then
     "test Python: the project's virtualenv (.venv/) is made with Debian's venv module|python3-venv"
     "test terminal: headroom-agent watch driven in a real terminal (send-keys, capture-pane)|tmux"
     "test browser: the collector's status page rendered and checked in headless Chromium|chromium"
+    "test images: buildah builds both images from deploy/docker without Docker or a registry, podman runs them as the DaemonSet does (crun where the cgroups allow it, else runc)|buildah podman crun runc"
   )
 fi
 

@@ -157,14 +157,28 @@ fn fd_of(proc_root: &Path, pid: i32, inode: u64) -> Option<i32> {
 #[derive(Debug)]
 pub struct ProcNetDiag {
     proc_root: PathBuf,
+    /// Whether the proc root numbers processes as this process's pid namespace does: only then
+    /// may a pid read there be given to pidfd_open(2). In a container without hostPID the
+    /// host's pids name other processes (or none) in the agent's own namespace, and a backlog
+    /// read through them would be some other socket's: the backlog is then unknown (0).
+    own_pids: bool,
     /// Backlog limits by (namespace, listener inode): read once each (None: could not be read).
     backlogs: HashMap<(u64, u64), Option<u32>>,
 }
 
 impl ProcNetDiag {
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+        let proc_root = proc_root.into();
+        let own_pids = super::procfs::ProcRoot::new(&proc_root).is_own();
+        if !own_pids {
+            tracing::info!(
+                message = "The proc root is not this process's pid namespace (a container without hostPID): listeners' backlog limits are not read (0: unknown).",
+                proc_root = %proc_root.display()
+            );
+        }
         ProcNetDiag {
-            proc_root: proc_root.into(),
+            proc_root,
+            own_pids,
             backlogs: HashMap::new(),
         }
     }
@@ -213,6 +227,9 @@ impl Diag for ProcNetDiag {
     }
 
     fn backlog(&mut self, netns: u64, inode: u64, holder: i32) -> Option<u32> {
+        if !self.own_pids {
+            return None;
+        }
         if let Some(b) = self.backlogs.get(&(netns, inode)) {
             return *b;
         }

@@ -15,5 +15,6 @@ mod collector_from_agent;
 mod dashboards;
 mod hpa_request_rate;
 mod hpa_servers;
+mod image;
 mod procs;
 mod tls;
