@@ -63,7 +63,7 @@ impl Peak {
         }
         if v >= self.queries || self.end == 0 {
             (self.queries, self.end, self.next) = (v, end, None);
-        } else if self.next.is_none_or(|(q, _)| v >= q) {
+        } else if self.next.map_or(true, |(q, _)| v >= q) {
             self.next = Some((v, end));
         }
     }

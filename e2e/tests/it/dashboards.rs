@@ -615,9 +615,9 @@ fn after_the_burst(bed: &Bed, shots: &str) {
         .unwrap()
         .iter()
         .find(|i| {
-            !i["dns"]["top_sources_hour"]
+            i["dns"]["top_sources_hour"]
                 .as_array()
-                .is_none_or(|a| a.is_empty())
+                .is_some_and(|a| !a.is_empty())
         })
         .cloned()
         .unwrap_or_else(|| panic!("no interface with the hour's DNS sources: {fleet}"));

@@ -374,6 +374,7 @@ fn images_built_with_buildah_and_the_agent_run_as_the_daemonset_runs_it() {
         .into_iter()
         .map(|r| (r.name, r.report()))
         .collect();
+    phase("three reports");
     assert_eq!(
         server.started("h").len(),
         2,
