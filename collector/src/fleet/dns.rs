@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 pub const MAX_TOP: usize = 100;
 
 /// Most names and sources of the hour each interface's snapshot carries (the busiest).
-pub const HOUR_SHOWN: usize = 20;
+pub const HOUR_SHOWN: usize = 10;
 
 otlp_names! {
     pub fn takes;
