@@ -419,8 +419,12 @@ fn a_server_started_after_the_sampler_is_found() {
     // Past the first listing: the server is born after the sampler knows the node.
     std::thread::sleep(Duration::from_millis(1500));
     let port = headroom_testbed::prefork::free_port();
+    // A prefork pool of one: the master listens and forks the worker that accepts (a lone
+    // process would be an event loop, counted by connections). The worker dies with it.
     let py = format!(
-        "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(4)\nc = s.accept()\ntime.sleep(30)"
+        "import ctypes, os, socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen(4)\n\
+         if os.fork() == 0:\n    ctypes.CDLL(None).prctl(1, 9)\n    c = s.accept()\n    time.sleep(30)\n\
+         else:\n    time.sleep(30)"
     );
     let started = Instant::now();
     let server = Guard::spawn("python3", Command::new("python3").args(["-c", &py])).unwrap();

@@ -208,7 +208,7 @@ fn puma_threads_and_capacity_equal_pumactl_stats() {
 /// that is no UTF-8 and a space (`odd\n\xff sock`), accepts one connection on it, leaves one
 /// more waiting, and listens on 5 000 more unix sockets (issue 18, bad input). With either
 /// capability set the agent exits 0, names the odd listener exactly (escaped), measures it
-/// (1 busy, 1 queued: the test made them), keeps 64 listeners of the namespace (the per-pod
+/// (1 connection held, 1 queued: the test made them), keeps 64 listeners of the namespace (the per-pod
 /// cap, busiest first) and counts the other 4 937 as left out.
 #[test]
 fn an_odd_socket_path_and_5000_unix_listeners() {
@@ -274,7 +274,17 @@ time.sleep(120)
             .unwrap_or_else(|| panic!("no {want:?} among {} listeners", mine.len()));
         eprintln!("odd listener ({}): {odd}", caps == Caps::All);
         assert!(odd["port"].is_null());
-        assert_eq!((u(&odd["workers"]), u(&odd["busy_max"])), (1, 1), "{odd}");
+        // One process serving alone: an event loop, its load the connection it holds.
+        assert_eq!(
+            (
+                u(&odd["workers"]),
+                u(&odd["busy_max"]),
+                u(&odd["connections_max"]),
+                &odd["model"]
+            ),
+            (1, 0, 1, &serde_json::json!("event_loop")),
+            "{odd}"
+        );
         assert_eq!(u(&odd["queue_max"]), 1, "{odd}");
         assert_eq!(mine.len(), 64, "the per-pod cap");
         let omitted = &report["listeners_omitted"];
