@@ -2,8 +2,8 @@
 //! a burst is still there after it ended), with each interface's search-expansion share, and
 //! what each DNS fix would have saved on each interface as its agent measured it.
 
-use super::html::{esc, MAX_SECTION_ROWS};
-use crate::fleet::{EniSnapshot, FleetSnapshot};
+use super::html::{eni_cell, esc, MAX_SECTION_ROWS};
+use crate::fleet::FleetSnapshot;
 use std::fmt::Write;
 
 /// `eni`: whether the tables have an ENI column (some agent knows its ENI ids; the page says
@@ -160,13 +160,4 @@ fn sources(h: &mut String, s: &FleetSnapshot, eni: bool) {
         );
     }
     h.push_str("</tbody></table>");
-}
-
-/// The ENI cell, when the page has an ENI column (some agent knows its ENI ids).
-pub fn eni_cell(eni: bool, i: &EniSnapshot) -> String {
-    if eni {
-        format!("<td>{}</td>", esc(i.eni_id.as_deref().unwrap_or("-")))
-    } else {
-        String::new()
-    }
 }

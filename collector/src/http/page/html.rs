@@ -1,5 +1,7 @@
 //! What every section of the status page shares: HTML escaping, the colour of a figure, the
-//! row limit.
+//! row limit, the ENI cell.
+
+use crate::fleet::EniSnapshot;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -27,5 +29,14 @@ pub fn util_class(u: f64) -> &'static str {
         "warn"
     } else {
         "ok"
+    }
+}
+
+/// The ENI cell, when the page has an ENI column (some agent knows its ENI ids).
+pub fn eni_cell(eni: bool, i: &EniSnapshot) -> String {
+    if eni {
+        format!("<td>{}</td>", esc(i.eni_id.as_deref().unwrap_or("-")))
+    } else {
+        String::new()
     }
 }

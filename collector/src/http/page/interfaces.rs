@@ -1,7 +1,7 @@
 //! The interfaces table: every interface ranked by its highest peak utilization of the last
 //! hour, with a sparkline of the hour's window peaks against the limit.
 
-use super::html::{esc, util_class};
+use super::html::{eni_cell, esc, util_class};
 use super::WindowsOf;
 use crate::fleet::{ClusterSnapshot, EniSnapshot, NodeSnapshot, WindowFigures, HISTORY};
 use std::fmt::Write;
@@ -90,7 +90,7 @@ pub fn section(
         );
         for (c, n, i) in shown {
             let Some(w) = &i.latest else { continue };
-            let eni = super::dns::eni_cell(eni_column, i);
+            let eni = eni_cell(eni_column, i);
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td>{}\
