@@ -34,6 +34,8 @@ if [ "$what" = test ]; then
     "test terminal: headroom-agent watch driven in a real terminal (send-keys, capture-pane)|tmux"
     "test browser: the collector's status page rendered and checked in headless Chromium|chromium"
     "test images: buildah builds both images from deploy/docker without Docker or a registry, podman runs them as the DaemonSet does (crun where the cgroups allow it, else runc)|buildah podman crun runc"
+    "test network storage: storage-check on a real network filesystem, sshfs (FUSE) mounted in the test (issue 23)|sshfs"
+    "test network storage: the sshd that sshfs talks to, run inside a namespace the test creates (issue 23)|openssh-server"
   )
 fi
 

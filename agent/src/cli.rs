@@ -76,6 +76,28 @@ pub enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Time small-file opens and reads and large-file throughput on the filesystem holding PATH
+    /// (a network volume: EFS, NFS, sshfs…) against a local reference directory.
+    StorageCheck {
+        /// A directory on the filesystem to check; a temporary directory is made in it and
+        /// removed afterwards.
+        path: PathBuf,
+        /// Small files to write and read back.
+        #[arg(long, default_value_t = 200)]
+        files: u32,
+        /// Bytes in each small file.
+        #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+        file_size: usize,
+        /// Size of the one large file in MiB (0: none).
+        #[arg(long, default_value_t = 16, value_name = "MIB")]
+        large_mib: u64,
+        /// Local directory to compare with, or `none` [default: /dev/shm, else the temporary
+        /// directory].
+        #[arg(long, value_name = "DIR|none")]
+        reference: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// The daemon: measure continuously and serve /metrics, /healthz, /readyz.
     Run {
         /// Length of one report window.
@@ -169,6 +191,38 @@ pub fn main() -> Result<(), AgentError> {
                 )));
             }
             let report = commands::once::once(&settings, d)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("the report always serializes")
+                ),
+                Format::Table => print!("{}", report.table()),
+            }
+            Ok(())
+        }
+        Command::StorageCheck {
+            path,
+            files,
+            file_size,
+            large_mib,
+            reference,
+            format,
+        } => {
+            use crate::sources::storage::check::{self, CheckError, Options};
+            let reference = match reference {
+                Some(r) if r.as_os_str() == "none" => None,
+                Some(r) => Some(r),
+                None => Some(check::default_reference()),
+            };
+            let o = Options {
+                files,
+                file_bytes: file_size,
+                large_bytes: large_mib.saturating_mul(1 << 20),
+            };
+            let report = check::run(&path, reference.as_deref(), &o).map_err(|e| match e {
+                CheckError::BadPath(_) => AgentError::Usage(e.to_string()),
+                CheckError::Io { .. } => AgentError::Runtime(e.to_string()),
+            })?;
             match format {
                 Format::Json => println!(
                     "{}",

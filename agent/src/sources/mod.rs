@@ -8,6 +8,7 @@ pub mod linklocal;
 pub mod listeners;
 pub mod probes;
 pub mod resolver_checks;
+pub mod storage;
 
 use crate::report::Report;
 use tokio_util::sync::CancellationToken;

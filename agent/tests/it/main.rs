@@ -16,6 +16,7 @@ mod linklocal_accounting;
 mod linklocal_rates;
 mod pod_files;
 mod probes;
+mod storage_check;
 mod watch_tmux;
 mod workers_passenger;
 mod workers_prefork;

@@ -1,0 +1,3 @@
+//! Network storage: the `storage-check` command's measurement (`check.rs`).
+
+pub mod check;
