@@ -15,6 +15,7 @@ use crate::sources::linklocal::Targets;
 use crate::sources::listeners::Workers;
 use crate::sources::probes::Probes;
 use crate::sources::resolver_checks::ResolverChecks;
+use crate::sources::storage::Storage;
 use crate::sources::{ena, Context, Source, Window};
 use crate::sys::packet::RingConfig;
 use crate::AgentError;
@@ -57,6 +58,7 @@ pub struct Pipeline {
     listeners: Workers,
     checks: ResolverChecks,
     probes: Probes,
+    storage: Storage,
     pods: Pods,
     start_ns: u64,
     loops: Loops,
@@ -112,6 +114,7 @@ impl Pipeline {
             listeners.latest(),
             &ctx,
         );
+        let storage = Storage::start(settings.workers.proc_root.clone());
         Ok(Pipeline {
             ctx,
             settings,
@@ -121,6 +124,7 @@ impl Pipeline {
             listeners,
             checks,
             probes,
+            storage,
             pods,
             start_ns,
             loops,
@@ -169,13 +173,14 @@ impl Pipeline {
     pub fn report(&mut self, start_ns: u64, end_ns: u64) -> Report {
         let w = Window { start_ns, end_ns };
         let mut report = Report::new(self.node(), start_ns, end_ns, &[]);
-        let sources: [&mut dyn Source; 6] = [
+        let sources: [&mut dyn Source; 7] = [
             &mut self.linklocal,
             &mut self.checks,
             &mut self.listeners,
             &mut self.eni,
             &mut self.ena,
             &mut self.probes,
+            &mut self.storage,
         ];
         for s in sources {
             s.fill(w, &mut report);

@@ -24,6 +24,10 @@ pub struct Report {
     pub probes: Vec<crate::sources::probes::report::ProbeReport>,
     /// Resolver checks run in the window (none unless names are configured).
     pub resolver_checks: Vec<crate::sources::resolver_checks::report::ResolverCheck>,
+    /// Pods' NFS mounts (EFS included): calls, round trip and execute time per procedure.
+    pub storage: Vec<crate::sources::storage::StorageMount>,
+    /// NFS mounts the bounds left out of `storage`.
+    pub storage_omitted: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -155,6 +159,8 @@ impl Report {
             listeners_omitted: Default::default(),
             probes: Vec::new(),
             resolver_checks: Vec::new(),
+            storage: Vec::new(),
+            storage_omitted: 0,
         }
     }
 }

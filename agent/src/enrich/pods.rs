@@ -103,6 +103,18 @@ impl PodIndex {
         }
     }
 
+    /// Names the pod (and its workload) behind each NFS mount of the report.
+    pub fn label_storage(&self, report: &mut crate::report::Report) {
+        for m in &mut report.storage {
+            let Some(p) = m.pod.as_mut() else { continue };
+            if let Some(r) = self.by_uid(&p.uid) {
+                p.namespace = Some(r.namespace);
+                p.name = Some(r.name);
+            }
+            m.workload = self.workload(&p.uid);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -189,6 +201,7 @@ impl Pods {
         }
         self.index.label_sources(report);
         self.index.label_listeners(report);
+        self.index.label_storage(report);
     }
 }
 

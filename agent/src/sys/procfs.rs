@@ -189,6 +189,30 @@ impl ProcRoot {
         }
     }
 
+    /// The inode of the process's mount namespace (`mnt:[N]`): processes sharing it see the
+    /// same mounts.
+    pub fn mntns(&self, pid: i32) -> io::Result<u64> {
+        let t = std::fs::read_link(self.pid_path(pid).join("ns/mnt"))?;
+        bracketed(&t.to_string_lossy(), "mnt").ok_or_else(|| bad(&t))
+    }
+
+    /// At most `max` bytes of `/proc/PID/mountstats` (the mounts of its mount namespace),
+    /// opened without following a link.
+    pub fn mountstats(&self, pid: i32, max: usize) -> io::Result<String> {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Read;
+        let fd = rustix::fs::open(
+            self.pid_path(pid).join("mountstats"),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut b = Vec::new();
+        std::fs::File::from(fd)
+            .take(max as u64)
+            .read_to_end(&mut b)?;
+        Ok(String::from_utf8_lossy(&b).into_owned())
+    }
+
     /// The text of `/proc/PID/cgroup`.
     pub fn cgroup(&self, pid: i32) -> io::Result<String> {
         std::fs::read_to_string(self.pid_path(pid).join("cgroup"))

@@ -419,7 +419,7 @@ pub fn best_mount(mountinfo: &str, dir: &Path) -> Option<Mount> {
     for line in mountinfo.lines() {
         let mut fields = line.split(' ');
         let Some(mp) = fields.nth(4) else { continue };
-        let mount_point = unescape(mp);
+        let mount_point = super::mountstats::unescape(mp);
         let mut rest = fields.skip_while(|f| *f != "-").skip(1);
         let (Some(fstype), Some(source)) = (rest.next(), rest.next()) else {
             continue;
@@ -430,36 +430,13 @@ pub fn best_mount(mountinfo: &str, dir: &Path) -> Option<Mount> {
                 depth,
                 Mount {
                     fstype: fstype.to_string(),
-                    source: unescape(source),
+                    source: super::mountstats::unescape(source),
                     mount_point,
                 },
             ));
         }
     }
     best.map(|(_, m)| m)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v.min(255) as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl CheckReport {
@@ -631,7 +608,6 @@ bad line
         #[test]
         fn mountinfo_never_panics(s in "\\PC*") {
             let _ = best_mount(&s, Path::new("/a/b"));
-            let _ = unescape(&s);
         }
     }
 }

@@ -1,0 +1,189 @@
+//! The source end to end on a /proc tree in a temporary directory, read through the same
+//! `ProcRoot` calls as the host's: pods' processes with their cgroup, mount-namespace link and
+//! mountstats (the fixtures), the host's PID 1 with the kubelet's volume mounts. Window figures
+//! are checked against the deltas `testdata/generate.py` put between t0 and t1.
+
+use super::source::{parse_bounded, Storage, MAX_READ};
+use crate::report::{Node, Report};
+use crate::sources::{Source, Window};
+use std::path::Path;
+
+const T0: &str = include_str!("testdata/mountstats-t0.txt");
+const T1: &str = include_str!("testdata/mountstats-t1.txt");
+const UID: &str = "0b5e1a2c-3d4e-4f60-8a9b-0c1d2e3f4a5b";
+const OTHER: &str = "11111111-2222-4333-8444-555555555555";
+
+fn pid(root: &Path, pid: u32, uid: Option<&str>, mntns: u64, mountstats: &str) {
+    let d = root.join(pid.to_string());
+    std::fs::create_dir_all(d.join("ns")).unwrap();
+    std::os::unix::fs::symlink(format!("mnt:[{mntns}]"), d.join("ns/mnt")).unwrap();
+    let cg = match uid {
+        Some(u) => format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope\n",
+            u.replace('-', "_"),
+            "a".repeat(64)
+        ),
+        None => "0::/system.slice/kubelet.service\n".into(),
+    };
+    std::fs::write(d.join("cgroup"), cg).unwrap();
+    std::fs::write(d.join("mountstats"), mountstats).unwrap();
+}
+
+fn host_mounts(uid: &str) -> String {
+    // The kubelet's mounts of the same devices in the host's namespace.
+    T0.replace(
+        "mounted on /var/lib/mysql ",
+        &format!(
+            "mounted on /var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~csi/pv-mysql-efs/mount "
+        ),
+    )
+    .replace(
+        "mounted on /data ",
+        &format!("mounted on /var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~nfs/shared/mount "),
+    )
+}
+
+#[test]
+fn window_figures_are_the_kernel_counters_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pid(root, 1, None, 4026531841, &host_mounts(UID));
+    pid(root, 100, Some(UID), 4026532001, T0);
+    // Same mount namespace: not read again (its different text would show up if it were).
+    pid(
+        root,
+        101,
+        Some(UID),
+        4026532001,
+        &T0.replace("/var/lib/mysql", "/elsewhere")
+            .replace("fs-0123456789abcdef0", "fs-99999999"),
+    );
+    // Another pod whose mountstats is a link: never followed.
+    pid(root, 200, Some(OTHER), 4026532002, "");
+    std::fs::remove_file(root.join("200/mountstats")).unwrap();
+    std::os::unix::fs::symlink(root.join("100/mountstats"), root.join("200/mountstats")).unwrap();
+
+    let mut s = Storage::start(root.to_path_buf());
+    std::fs::write(root.join("100/mountstats"), T1).unwrap();
+    let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+    s.fill(
+        Window {
+            start_ns: 0,
+            end_ns: 10_000_000_000,
+        },
+        &mut r,
+    );
+
+    assert_eq!(r.storage.len(), 2, "{:#?}", r.storage);
+    assert_eq!(r.storage_omitted, 0);
+    let efs = &r.storage[0];
+    assert_eq!(efs.pod.as_ref().unwrap().uid, UID);
+    assert_eq!(efs.mount_point, "/var/lib/mysql");
+    assert_eq!(
+        efs.efs_filesystem_id.as_deref(),
+        Some("fs-0123456789abcdef0")
+    );
+    assert_eq!(efs.version.as_deref(), Some("4.1"));
+    assert_eq!(efs.volume.as_deref(), Some("pv-mysql-efs"));
+    assert!(efs.measured);
+    // d4: OPEN 2000, CLOSE 2000, GETATTR 6000, LOOKUP 1000, READ 500 over 10 s.
+    assert_eq!(efs.ops, 11_500);
+    assert_eq!(efs.ops_per_s, 1150.0);
+    let o = |name: &str| efs.by_op.iter().find(|x| x.op == name).unwrap();
+    let open = o("OPEN");
+    assert_eq!((open.ops, open.ops_per_s), (2000, 200.0));
+    assert_eq!(open.execute_ms_mean, Some(4.1), "8200 ms over 2000 opens");
+    assert_eq!(open.rtt_ms_mean, Some(3.9));
+    assert_eq!(
+        (open.bytes_sent, open.bytes_recv, open.errors),
+        (600_000, 800_000, Some(1))
+    );
+    assert_eq!(o("GETATTR").execute_ms_mean, Some(1.2));
+    assert_eq!(o("READ").bytes_recv, 2_048_000);
+    // Called since the mount but not in this window: listed with zero and no means.
+    let w = o("WRITE");
+    assert_eq!((w.ops, w.rtt_ms_mean, w.execute_ms_mean), (0, None, None));
+    assert_eq!(efs.by_op[0].op, "GETATTR", "busiest first");
+    assert!(
+        efs.by_op.iter().all(|x| x.op != "COMMIT"),
+        "never called: not listed"
+    );
+    assert_eq!(
+        efs.totals.iter().find(|x| x.op == "OPEN").unwrap().ops,
+        12_000
+    );
+
+    let v3 = &r.storage[1];
+    assert_eq!(
+        (v3.device.as_str(), v3.volume.as_deref()),
+        ("10.0.2.5:/export/my data", Some("shared"))
+    );
+    assert_eq!((v3.ops, v3.bytes_recv), (1050, 32_768_000 + 5600));
+
+    // JSON: the contract's field names.
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["storage"][0]["by_op"][0]["op"], "GETATTR");
+    assert_eq!(v["storage"][0]["pod"]["uid"], UID);
+    assert!(v["storage"][0].get("totals").is_none());
+}
+
+#[test]
+fn a_mount_first_seen_is_measured_only_when_younger_than_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut s = Storage::start(root.to_path_buf());
+    pid(root, 100, Some(UID), 4026532001, T0);
+    let young = T0.replace("\tage:\t3600\n", "\tage:\t5\n");
+    pid(root, 300, Some(OTHER), 4026532003, &young);
+    let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+    s.fill(
+        Window {
+            start_ns: 0,
+            end_ns: 10_000_000_000,
+        },
+        &mut r,
+    );
+    let of = |uid: &str| {
+        r.storage
+            .iter()
+            .filter(|m| m.pod.as_ref().unwrap().uid == uid)
+            .collect::<Vec<_>>()
+    };
+    let old = of(UID);
+    assert!(
+        old.iter().all(|m| !m.measured && m.ops == 0),
+        "an hour of counters is not one window"
+    );
+    let new = of(OTHER);
+    let efs = new.iter().find(|m| m.efs_filesystem_id.is_some()).unwrap();
+    assert!(efs.measured);
+    assert_eq!(
+        efs.by_op.iter().find(|x| x.op == "OPEN").unwrap().ops,
+        10_000,
+        "from zero"
+    );
+    // Next window: both have a baseline; nothing changed, so nothing was called.
+    let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+    s.fill(
+        Window {
+            start_ns: 0,
+            end_ns: 10_000_000_000,
+        },
+        &mut r,
+    );
+    assert!(r.storage.iter().all(|m| m.measured && m.ops == 0));
+}
+
+#[test]
+fn a_read_cut_at_the_bound_drops_its_last_mount() {
+    let mut text = T0.repeat(MAX_READ / T0.len() + 1);
+    text.truncate(MAX_READ);
+    let p = parse_bounded(&text);
+    assert!(p.mounts_omitted >= 1);
+    assert!(
+        p.mounts
+            .iter()
+            .all(|m| m.ops.len() == 69 || m.ops.len() == 22),
+        "no half-read mount"
+    );
+}
