@@ -42,6 +42,13 @@
 //! | `headroom_probe_latency_p99_seconds`      | `headroom.probe.latency.p99.seconds` | gauge, `s`: the window's p99 (timeouts included); absent without attempts |
 //! | `headroom_probe_latency_max_seconds`      | `headroom.probe.latency.max.seconds` | gauge, `s`: the window's slowest attempt |
 //! | `headroom_probe_predicted_removals_total` | `headroom.probe.predicted.removals` | cumulative monotonic sum, `{removal}` |
+//! | `headroom_nfs_ops_total`                  | `headroom.nfs.ops`               | cumulative monotonic sum, `{operation}`: the kernel's count since the mount (storage attributes) |
+//! | `headroom_nfs_rtt_seconds_total`          | `headroom.nfs.rtt.seconds`       | cumulative monotonic sum, `s` |
+//! | `headroom_nfs_execute_seconds_total`      | `headroom.nfs.execute.seconds`   | cumulative monotonic sum, `s` |
+//! | `headroom_nfs_bytes_total`                | `headroom.nfs.bytes`             | cumulative monotonic sum, `By`, attribute `direction` (sent, received) |
+//! | `headroom_nfs_ops_per_second`             | `headroom.nfs.ops.per.second`    | gauge, `{operation}/s`: the window's |
+//! | `headroom_nfs_execute_mean_seconds`       | `headroom.nfs.execute.mean.seconds` | gauge, `s`: the window's mean; absent without calls |
+//! | `headroom_nfs_mounts_omitted`             | `headroom.nfs.mounts.omitted`    | gauge, `{mount}` (no attributes) |
 //!
 //! Each report window is one data point per metric and interface: `start_time_unix_nano` is
 //! the window's start, `time_unix_nano` its end, so a receiver can place late windows.
@@ -56,6 +63,8 @@
 //! carry `model`, `threads_known` and `requests_are_connections` ("true"/"false").
 //! Probe attributes: `namespace`, `pod`, `container`, `probe` (readiness, liveness, startup),
 //! `target`, `workload_kind`, `workload`.
+//! Storage attributes: `namespace`, `pod`, `workload_kind`, `workload`, `mount`, `server`,
+//! `efs_filesystem`, `volume` (empty where unknown), `op`.
 //!
 //! Spans: `dns.resolve` (resolver checks) and `probe` (each slow, timed-out or failed probe
 //! attempt; start = when the attempt began, end = start + elapsed; attributes in [`span`]:
@@ -196,6 +205,20 @@ pub mod metric {
             "Slowest shadow attempt of the last window (absent without attempts)";
         PROBE_PREDICTED_REMOVALS: Counter, "headroom_probe_predicted_removals", "headroom.probe.predicted.removals", "{removal}",
             "Runs of failureThreshold consecutive failures: times the kubelet would have taken the pod out";
+        NFS_OPS: Counter, "headroom_nfs_ops", "headroom.nfs.ops", "{operation}",
+            "NFS calls of one procedure on one pod's mount since it was mounted (the kernel's mountstats)";
+        NFS_RTT_SECONDS: Counter, "headroom_nfs_rtt_seconds", "headroom.nfs.rtt.seconds", "s",
+            "Sum of NFS calls' round trips (transmission to reply) since the mount; over headroom_nfs_ops_total, the mean round trip";
+        NFS_EXECUTE_SECONDS: Counter, "headroom_nfs_execute_seconds", "headroom.nfs.execute.seconds", "s",
+            "Sum of the time callers waited for NFS calls (queue, retransmissions and round trip) since the mount; over headroom_nfs_ops_total, the mean cost of a call";
+        NFS_BYTES: Counter, "headroom_nfs_bytes", "headroom.nfs.bytes", "By",
+            "Bytes of NFS calls since the mount, headers included (direction=sent|received)";
+        NFS_OPS_PER_SECOND: Gauge, "headroom_nfs_ops_per_second", "headroom.nfs.ops.per.second", "{operation}/s",
+            "NFS calls per second of one procedure on one pod's mount over the last report window";
+        NFS_EXECUTE_MEAN_SECONDS: Gauge, "headroom_nfs_execute_mean_seconds", "headroom.nfs.execute.mean.seconds", "s",
+            "Mean time a caller waited for one NFS call of this procedure in the last report window (absent without calls)";
+        NFS_MOUNTS_OMITTED: Gauge, "headroom_nfs_mounts_omitted", "headroom.nfs.mounts.omitted", "{mount}",
+            "NFS mounts left out of the last report window by the agent's bounds";
         OTLP_WINDOWS_SENT: Counter, "headroom_otlp_windows_sent", "headroom.otlp.windows.sent", "{window}",
             "Report windows the OTLP receiver acknowledged";
         OTLP_WINDOWS_DROPPED: Counter, "headroom_otlp_windows_dropped", "headroom.otlp.windows.dropped", "{window}",
@@ -295,6 +318,18 @@ pub mod attr {
     pub const TARGET: &str = "target";
     /// ok | slow | timeout | error
     pub const RESULT: &str = "result";
+    /// An NFS mount's mount point as the pod's container sees it.
+    pub const MOUNT: &str = "mount";
+    /// The NFS server (for EFS its DNS name).
+    pub const SERVER: &str = "server";
+    /// The EFS file system id (`fs-…`), empty for other servers.
+    pub const EFS_FILESYSTEM: &str = "efs_filesystem";
+    /// The kubelet's volume name (the PersistentVolume's for PV-backed volumes).
+    pub const VOLUME: &str = "volume";
+    /// An NFS procedure: READ, WRITE, OPEN, GETATTR, LOOKUP…
+    pub const OP: &str = "op";
+    /// sent | received
+    pub const DIRECTION: &str = "direction";
 }
 
 /// Resource attribute keys (OpenTelemetry semantic conventions).

@@ -88,7 +88,75 @@ pub fn of(report: &Report) -> Vec<Figure> {
         &Vec::new(),
         report.listeners_omitted.total(),
     );
+    storage(&mut out, report);
     out.0
+}
+
+/// Per pod, mount and procedure: the kernel's cumulative counters (counters) and the window's
+/// rate and mean execute time (gauges).
+fn storage(out: &mut Out, report: &Report) {
+    for m in &report.storage {
+        let (ns, pod) = m
+            .pod
+            .as_ref()
+            .map(|p| {
+                (
+                    p.namespace.clone().unwrap_or_default(),
+                    p.name.clone().unwrap_or_else(|| p.uid.clone()),
+                )
+            })
+            .unwrap_or_default();
+        let (kind, name) = identity::workload(m.workload.as_ref());
+        let ml: Labels = vec![
+            (attr::NAMESPACE, ns),
+            (attr::POD, pod),
+            (attr::WORKLOAD_KIND, kind.to_string()),
+            (attr::WORKLOAD, name.to_string()),
+            (attr::MOUNT, m.mount_point.clone()),
+            (attr::SERVER, m.server.clone()),
+            (
+                attr::EFS_FILESYSTEM,
+                m.efs_filesystem_id.clone().unwrap_or_default(),
+            ),
+            (attr::VOLUME, m.volume.clone().unwrap_or_default()),
+        ];
+        for t in &m.totals {
+            let ol = with(&ml, attr::OP, &t.op);
+            out.int(&metric::NFS_OPS, &ol, t.ops);
+            out.float(&metric::NFS_RTT_SECONDS, &ol, t.rtt_ms as f64 / 1e3);
+            out.float(&metric::NFS_EXECUTE_SECONDS, &ol, t.execute_ms as f64 / 1e3);
+            out.int(
+                &metric::NFS_BYTES,
+                &with(&ol, attr::DIRECTION, "sent"),
+                t.bytes_sent,
+            );
+            out.int(
+                &metric::NFS_BYTES,
+                &with(&ol, attr::DIRECTION, "received"),
+                t.bytes_recv,
+            );
+        }
+        if !m.measured {
+            continue;
+        }
+        for o in &m.by_op {
+            let ol = with(&ml, attr::OP, &o.op);
+            out.float(&metric::NFS_OPS_PER_SECOND, &ol, o.ops_per_s);
+            if let Some(e) = o.execute_ms_mean {
+                // ms to s without binary noise (4.1 ms → 0.0041 s).
+                out.float(
+                    &metric::NFS_EXECUTE_MEAN_SECONDS,
+                    &ol,
+                    (e * 1e3).round() / 1e6,
+                );
+            }
+        }
+    }
+    out.int(
+        &metric::NFS_MOUNTS_OMITTED,
+        &Vec::new(),
+        report.storage_omitted as u64,
+    );
 }
 
 fn interface(out: &mut Out, i: &InterfaceReport) {

@@ -58,6 +58,13 @@ const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::DNS_CACHE_TABLE_EVICTIONS, false),
     (&metric::ENA_ALLOWANCE_EXCEEDED, false),
     (&metric::ENA_CONNTRACK_AVAILABLE, false),
+    (&metric::NFS_OPS, false),
+    (&metric::NFS_RTT_SECONDS, true),
+    (&metric::NFS_EXECUTE_SECONDS, true),
+    (&metric::NFS_BYTES, false),
+    (&metric::NFS_OPS_PER_SECOND, true),
+    (&metric::NFS_EXECUTE_MEAN_SECONDS, true),
+    (&metric::NFS_MOUNTS_OMITTED, false),
 ];
 
 /// The agent's metrics, updated from each report.

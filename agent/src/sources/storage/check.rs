@@ -425,7 +425,7 @@ pub fn best_mount(mountinfo: &str, dir: &Path) -> Option<Mount> {
             continue;
         };
         let depth = Path::new(&mount_point).components().count();
-        if dir.starts_with(&mount_point) && best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+        if dir.starts_with(&mount_point) && best.as_ref().map_or(true, |(d, _)| depth >= *d) {
             best = Some((
                 depth,
                 Mount {

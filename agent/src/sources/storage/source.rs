@@ -17,7 +17,7 @@ pub const MAX_READ: usize = 4 << 20;
 /// Most mount namespaces read per window.
 pub const MAX_NAMESPACES: usize = 4096;
 /// Most mounts one report carries (the rest counted in `storage_omitted`).
-pub const MAX_REPORTED: usize = 512;
+pub const MAX_REPORTED: usize = 256;
 
 /// Pod uid + device: one mount of one pod (containers of a pod that mount the
 /// same volume share its counters, so the first container's mount point stands for them).

@@ -127,6 +127,110 @@ fn window_figures_are_the_kernel_counters_deltas() {
     assert!(v["storage"][0].get("totals").is_none());
 }
 
+/// The fixture's window on /metrics (promtool accepts it) and in OTLP: counters are the
+/// kernel's totals, gauges the window's.
+#[test]
+fn storage_figures_reach_both_exporters() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pid(root, 1, None, 4026531841, &host_mounts(UID));
+    pid(root, 100, Some(UID), 4026532001, T0);
+    let mut s = Storage::start(root.to_path_buf());
+    std::fs::write(root.join("100/mountstats"), T1).unwrap();
+    const START: u64 = 1_700_000_000_000_000_000;
+    let mut r = Report::new(Node::default(), START, START + 10_000_000_000, &[]);
+    s.fill(
+        Window {
+            start_ns: START,
+            end_ns: START + 10_000_000_000,
+        },
+        &mut r,
+    );
+    let p = r.storage[0].pod.as_mut().unwrap();
+    (p.namespace, p.name) = (Some("db".into()), Some("mysql-0".into()));
+    r.storage[0].workload = Some(crate::pod::Workload {
+        kind: "StatefulSet".into(),
+        name: "mysql".into(),
+    });
+
+    let m = crate::export::prometheus::Metrics::new();
+    m.update(&r);
+    let text = m.encode();
+    let l = r#"namespace="db",pod="mysql-0",workload_kind="StatefulSet",workload="mysql",mount="/var/lib/mysql",server="fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com",efs_filesystem="fs-0123456789abcdef0",volume="pv-mysql-efs",op="OPEN""#;
+    for line in [
+        format!("headroom_nfs_ops_total{{{l}}} 12000"),
+        format!("headroom_nfs_execute_seconds_total{{{l}}} 49.2"),
+        format!("headroom_nfs_rtt_seconds_total{{{l}}} 45.8"),
+        format!("headroom_nfs_bytes_total{{{l},direction=\"received\"}} 4800000"),
+        format!("headroom_nfs_ops_per_second{{{l}}} 200.0"),
+        format!("headroom_nfs_execute_mean_seconds{{{l}}} 0.0041"),
+        "headroom_nfs_mounts_omitted{} 0".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    // WRITE had no call in the window: a rate of 0, no mean.
+    assert!(text.contains(&format!(
+        "headroom_nfs_ops_per_second{{{}}} 0.0",
+        l.replace("OPEN", "WRITE")
+    )));
+    assert!(!text.contains(&format!(
+        "headroom_nfs_execute_mean_seconds{{{}}}",
+        l.replace("OPEN", "WRITE")
+    )));
+    if headroom_testbed::require(
+        "promtool check metrics",
+        &[headroom_testbed::Need::Tool("promtool")],
+    ) {
+        headroom_testbed::scrape::promtool_check(&text);
+    }
+
+    use crate::export::otlp::encode::{kv, request, resource};
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    let req = request(&r, resource(&r, &[]), 42);
+    let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
+    let point = |name: &str, op: &str| {
+        let m = metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        let points = match &m.data {
+            Some(Data::Sum(s)) => {
+                assert!(s.is_monotonic);
+                &s.data_points
+            }
+            Some(Data::Gauge(g)) => &g.data_points,
+            _ => panic!("{name}"),
+        };
+        let p = points
+            .iter()
+            .find(|p| {
+                p.attributes.contains(&kv("op", op))
+                    && p.attributes.contains(&kv("mount", "/var/lib/mysql"))
+            })
+            .unwrap_or_else(|| panic!("{name} {op}"));
+        assert!(p
+            .attributes
+            .contains(&kv("efs_filesystem", "fs-0123456789abcdef0")));
+        assert!(p.attributes.contains(&kv("workload_kind", "StatefulSet")));
+        match p.value {
+            Some(Value::AsInt(v)) => v as f64,
+            Some(Value::AsDouble(v)) => v,
+            None => f64::NAN,
+        }
+    };
+    assert_eq!(point("headroom.nfs.ops", "GETATTR"), 31_000.0);
+    assert_eq!(point("headroom.nfs.ops.per.second", "GETATTR"), 600.0);
+    assert_eq!(point("headroom.nfs.execute.mean.seconds", "OPEN"), 0.0041);
+    assert_eq!(
+        metrics
+            .iter()
+            .find(|m| m.name == "headroom.nfs.execute.seconds")
+            .unwrap()
+            .unit,
+        "s"
+    );
+}
+
 #[test]
 fn a_mount_first_seen_is_measured_only_when_younger_than_the_window() {
     let dir = tempfile::tempdir().unwrap();
