@@ -2,6 +2,7 @@
 
 pub mod listeners;
 pub mod probes;
+pub mod storage;
 
 use crate::report::Report;
 use crate::sources::linklocal::{Service, LIMIT_PPS};
@@ -81,6 +82,7 @@ impl Report {
             }
         }
         out += &probes::table(&self.probes);
+        out += &storage::table(&self.storage);
         if !self.resolver_checks.is_empty() {
             out += "\nResolver checks:\n";
             for c in &self.resolver_checks {

@@ -120,6 +120,12 @@ fn window_figures_are_the_kernel_counters_deltas() {
     );
     assert_eq!((v3.ops, v3.bytes_recv), (1050, 32_768_000 + 5600));
 
+    let table = r.table();
+    assert!(table.contains("/var/lib/mysql on fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com (fs-0123456789abcdef0) NFS 4.1: 1150.0 ops/s"), "{table}");
+    assert!(
+        table.contains("OPEN              200.0/s  rtt     3.90 ms  execute     4.10 ms"),
+        "{table}"
+    );
     // JSON: the contract's field names.
     let v = serde_json::to_value(&r).unwrap();
     assert_eq!(v["storage"][0]["by_op"][0]["op"], "GETATTR");
