@@ -47,6 +47,7 @@
 //! | `headroom_nfs_execute_seconds_total`      | `headroom.nfs.execute.seconds`   | cumulative monotonic sum, `s` |
 //! | `headroom_nfs_bytes_total`                | `headroom.nfs.bytes`             | cumulative monotonic sum, `By`, attribute `direction` (sent, received) |
 //! | `headroom_nfs_ops_per_second`             | `headroom.nfs.ops.per.second`    | gauge, `{operation}/s`: the window's |
+//! | `headroom_nfs_bytes_per_second`           | `headroom.nfs.bytes.per.second`  | gauge, `By/s`: the window's, both directions |
 //! | `headroom_nfs_execute_mean_seconds`       | `headroom.nfs.execute.mean.seconds` | gauge, `s`: the window's mean; absent without calls |
 //! | `headroom_nfs_mounts_omitted`             | `headroom.nfs.mounts.omitted`    | gauge, `{mount}` (no attributes) |
 //!
@@ -64,7 +65,7 @@
 //! Probe attributes: `namespace`, `pod`, `container`, `probe` (readiness, liveness, startup),
 //! `target`, `workload_kind`, `workload`.
 //! Storage attributes: `namespace`, `pod`, `workload_kind`, `workload`, `mount`, `server`,
-//! `efs_filesystem`, `volume` (empty where unknown), `op`.
+//! `efs_filesystem`, `volume`, `pvc`, `database_image` (empty where unknown), `op`.
 //!
 //! Spans: `dns.resolve` (resolver checks) and `probe` (each slow, timed-out or failed probe
 //! attempt; start = when the attempt began, end = start + elapsed; attributes in [`span`]:
@@ -215,6 +216,8 @@ pub mod metric {
             "Bytes of NFS calls since the mount, headers included (direction=sent|received)";
         NFS_OPS_PER_SECOND: Gauge, "headroom_nfs_ops_per_second", "headroom.nfs.ops.per.second", "{operation}/s",
             "NFS calls per second of one procedure on one pod's mount over the last report window";
+        NFS_BYTES_PER_SECOND: Gauge, "headroom_nfs_bytes_per_second", "headroom.nfs.bytes.per.second", "By/s",
+            "Bytes per second of one NFS procedure's calls, both directions, over the last report window (READ and WRITE: the data moved)";
         NFS_EXECUTE_MEAN_SECONDS: Gauge, "headroom_nfs_execute_mean_seconds", "headroom.nfs.execute.mean.seconds", "s",
             "Mean time a caller waited for one NFS call of this procedure in the last report window (absent without calls)";
         NFS_MOUNTS_OMITTED: Gauge, "headroom_nfs_mounts_omitted", "headroom.nfs.mounts.omitted", "{mount}",
@@ -326,6 +329,10 @@ pub mod attr {
     pub const EFS_FILESYSTEM: &str = "efs_filesystem";
     /// The kubelet's volume name (the PersistentVolume's for PV-backed volumes).
     pub const VOLUME: &str = "volume";
+    /// The PersistentVolumeClaim behind a pod's mount.
+    pub const PVC: &str = "pvc";
+    /// A database server image of the pod (mysql, postgres…), empty when none.
+    pub const DATABASE_IMAGE: &str = "database_image";
     /// An NFS procedure: READ, WRITE, OPEN, GETATTR, LOOKUP…
     pub const OP: &str = "op";
     /// sent | received

@@ -23,6 +23,49 @@ struct Maps {
     containers: HashMap<String, String>,
     /// Pod uid → workload.
     workloads: HashMap<String, Workload>,
+    /// Pod uid → its containers' images and volume mounts (for the storage source).
+    volumes: HashMap<String, PodVolumes>,
+}
+
+/// What the storage report needs of a pod's spec: its containers' images and where each
+/// volume is mounted, with the PersistentVolumeClaim behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodVolumes {
+    pub images: Vec<String>,
+    /// (mountPath, volume name, claimName)
+    pub mounts: Vec<(String, String, Option<String>)>,
+}
+
+/// Most containers and mounts kept per pod.
+const MAX_POD_ITEMS: usize = 64;
+
+impl PodVolumes {
+    pub fn of(pod: &Pod) -> Option<PodVolumes> {
+        let spec = pod.spec.as_ref()?;
+        let claim = |volume: &str| {
+            spec.volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == volume)
+                .and_then(|v| v.persistent_volume_claim.as_ref())
+                .map(|c| c.claim_name.clone())
+        };
+        Some(PodVolumes {
+            images: spec
+                .containers
+                .iter()
+                .take(MAX_POD_ITEMS)
+                .filter_map(|c| c.image.clone())
+                .collect(),
+            mounts: spec
+                .containers
+                .iter()
+                .flat_map(|c| c.volume_mounts.iter().flatten())
+                .take(MAX_POD_ITEMS)
+                .map(|m| (m.mount_path.clone(), m.name.clone(), claim(&m.name)))
+                .collect(),
+        })
+    }
 }
 
 /// Pod IP → pod, for pods with their own network namespace (hostNetwork pods share the node's
@@ -70,6 +113,11 @@ impl PodIndex {
                     Some((uid, workload_of(p)?))
                 })
                 .collect(),
+            volumes: pods
+                .clone()
+                .into_iter()
+                .filter_map(|p| Some((p.metadata.uid.clone()?, PodVolumes::of(p)?)))
+                .collect(),
             containers: pods
                 .into_iter()
                 .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
@@ -112,6 +160,15 @@ impl PodIndex {
                 p.name = Some(r.name);
             }
             m.workload = self.workload(&p.uid);
+            let Some(v) = self
+                .0
+                .read()
+                .ok()
+                .and_then(|x| x.volumes.get(&p.uid).cloned())
+            else {
+                continue;
+            };
+            crate::sources::storage::report::label_from_spec(m, &v.images, &v.mounts);
         }
     }
 

@@ -63,6 +63,7 @@ const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::NFS_EXECUTE_SECONDS, true),
     (&metric::NFS_BYTES, false),
     (&metric::NFS_OPS_PER_SECOND, true),
+    (&metric::NFS_BYTES_PER_SECOND, true),
     (&metric::NFS_EXECUTE_MEAN_SECONDS, true),
     (&metric::NFS_MOUNTS_OMITTED, false),
 ];

@@ -34,6 +34,13 @@ pub struct StorageMount {
     /// CSI and PV-backed volumes; the pod's volume name for inline `nfs:` volumes), from the
     /// host's mount of it under /var/lib/kubelet/pods/UID/volumes/.
     pub volume: Option<String>,
+    /// The pod spec's volume mounted at `mount_point`, and the PersistentVolumeClaim behind
+    /// it (null without one or without the pod list).
+    pub pod_volume: Option<String>,
+    pub pvc: Option<String>,
+    /// The first of the pod's container images that is a database server (mysql, postgres,
+    /// mongo, …), by its repository name.
+    pub database_image: Option<String>,
     /// False on the mount's first sight when it is older than the window: no deltas yet.
     pub measured: bool,
     /// Every procedure summed over the window.
@@ -112,6 +119,9 @@ pub fn window(now: &NfsMount, before: Option<&[OpCounters]>, seconds: f64) -> St
         server: now.server().to_string(),
         efs_filesystem_id: now.efs_filesystem_id().map(String::from),
         volume: None,
+        pod_volume: None,
+        pvc: None,
+        database_image: None,
         measured: before.is_some(),
         ops,
         ops_per_s: round3(ops as f64 / seconds),
@@ -120,4 +130,72 @@ pub fn window(now: &NfsMount, before: Option<&[OpCounters]>, seconds: f64) -> St
         by_op,
         totals: now.ops.iter().filter(|o| o.ops > 0).cloned().collect(),
     }
+}
+
+/// Repository names (the last path part, without tag or digest) of database servers.
+const DATABASES: &[&str] = &[
+    "mysql",
+    "mariadb",
+    "percona",
+    "postgres",
+    "postgresql",
+    "postgis",
+    "timescaledb",
+    "mongo",
+    "mongodb",
+    "redis",
+    "valkey",
+    "cassandra",
+    "scylla",
+    "elasticsearch",
+    "opensearch",
+    "clickhouse",
+    "etcd",
+    "cockroach",
+    "neo4j",
+    "influxdb",
+    "couchdb",
+    "couchbase",
+    "memcached",
+    "solr",
+    "zookeeper",
+    "kafka",
+    "rabbitmq",
+    "minio",
+    "mssql",
+    "oracle",
+    "db2",
+];
+
+/// Whether an image is a database server's: its repository name is one of [`DATABASES`] or
+/// starts with one and a dash (`bitnami/postgresql-repmgr`, `percona-server-mongodb`).
+pub fn is_database_image(image: &str) -> bool {
+    let repo = image.split('@').next().unwrap_or(image);
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    let name = last.split(':').next().unwrap_or(last).to_ascii_lowercase();
+    DATABASES.iter().any(|d| {
+        name == *d || name.starts_with(&format!("{d}-")) || name.ends_with(&format!("-{d}"))
+    })
+}
+
+/// Names the pod-spec side of a mount: the volume at its mount point (exact, or the deepest
+/// mountPath holding it), its claim, and a database image of the pod.
+pub fn label_from_spec(
+    m: &mut StorageMount,
+    images: &[String],
+    mounts: &[(String, String, Option<String>)],
+) {
+    let holds = |p: &str| {
+        let p = p.trim_end_matches('/');
+        m.mount_point == p || m.mount_point.starts_with(&format!("{p}/"))
+    };
+    if let Some((_, volume, claim)) = mounts
+        .iter()
+        .filter(|(p, _, _)| holds(p))
+        .max_by_key(|(p, _, _)| p.len())
+    {
+        m.pod_volume = Some(volume.clone());
+        m.pvc = claim.clone();
+    }
+    m.database_image = images.iter().find(|i| is_database_image(i)).cloned();
 }

@@ -162,7 +162,7 @@ fn storage_figures_reach_both_exporters() {
     let m = crate::export::prometheus::Metrics::new();
     m.update(&r);
     let text = m.encode();
-    let l = r#"namespace="db",pod="mysql-0",workload_kind="StatefulSet",workload="mysql",mount="/var/lib/mysql",server="fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com",efs_filesystem="fs-0123456789abcdef0",volume="pv-mysql-efs",op="OPEN""#;
+    let l = r#"namespace="db",pod="mysql-0",workload_kind="StatefulSet",workload="mysql",mount="/var/lib/mysql",server="fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com",efs_filesystem="fs-0123456789abcdef0",volume="pv-mysql-efs",pvc="",database_image="",op="OPEN""#;
     for line in [
         format!("headroom_nfs_ops_total{{{l}}} 12000"),
         format!("headroom_nfs_execute_seconds_total{{{l}}} 49.2"),
@@ -296,4 +296,82 @@ fn a_read_cut_at_the_bound_drops_its_last_mount() {
             .all(|m| m.ops.len() == 69 || m.ops.len() == 22),
         "no half-read mount"
     );
+}
+
+/// The pod list names the pod, its StatefulSet, the claim behind the mount and its database
+/// image (what StorageLatencyRisk weighs).
+#[test]
+fn the_pod_spec_names_claim_workload_and_database_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    pid(root, 100, Some(UID), 4026532001, T0);
+    let mut s = Storage::start(root.to_path_buf());
+    std::fs::write(root.join("100/mountstats"), T1).unwrap();
+    let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+    s.fill(
+        Window {
+            start_ns: 0,
+            end_ns: 10_000_000_000,
+        },
+        &mut r,
+    );
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mysql-0", "namespace": "db", "uid": UID,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "mysql", "uid": "s1", "controller": true}]},
+        "spec": {
+            "containers": [
+                {"name": "sidecar", "image": "busybox:1.36", "volumeMounts": [{"name": "conf", "mountPath": "/etc/mysql"}]},
+                {"name": "mysql", "image": "docker.io/library/mysql:8.0@sha256:abc", "volumeMounts": [
+                    {"name": "data", "mountPath": "/var/lib/mysql/"},
+                    {"name": "shared", "mountPath": "/data"}]}],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data-mysql-0"}},
+                {"name": "shared", "nfs": {"server": "10.0.2.5", "path": "/export/my data"}},
+                {"name": "conf", "emptyDir": {}}]
+        }
+    }))
+    .unwrap();
+    let idx = crate::enrich::pods::PodIndex::default();
+    idx.rebuild([&pod]);
+    idx.label_storage(&mut r);
+    let efs = &r.storage[0];
+    let p = efs.pod.as_ref().unwrap();
+    assert_eq!(
+        (p.namespace.as_deref(), p.name.as_deref()),
+        (Some("db"), Some("mysql-0"))
+    );
+    assert_eq!(efs.workload.as_ref().unwrap().kind, "StatefulSet");
+    assert_eq!(
+        (efs.pod_volume.as_deref(), efs.pvc.as_deref()),
+        (Some("data"), Some("data-mysql-0"))
+    );
+    assert_eq!(
+        efs.database_image.as_deref(),
+        Some("docker.io/library/mysql:8.0@sha256:abc")
+    );
+    let v3 = &r.storage[1];
+    assert_eq!(
+        (v3.pod_volume.as_deref(), v3.pvc.as_deref()),
+        (Some("shared"), None)
+    );
+}
+
+#[test]
+fn database_images_by_repository_name() {
+    use super::report::is_database_image;
+    for (image, db) in [
+        ("mysql:8.0", true),
+        ("postgres", true),
+        ("bitnami/postgresql-repmgr:16", true),
+        ("percona/percona-server-mongodb:7.0", true),
+        ("registry.example.com:5000/team/mongo@sha256:00", true),
+        ("public.ecr.aws/docker/library/redis:7", true),
+        ("nginx:1.27", false),
+        ("mysql-exporter-custom/app:1", false),
+        ("mysqlbackup:1", false),
+        ("registry.example.com:5000/mysql/app:1", false),
+        ("", false),
+    ] {
+        assert_eq!(is_database_image(image), db, "{image}");
+    }
 }
