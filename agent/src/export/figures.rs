@@ -147,12 +147,7 @@ fn storage(out: &mut Out, report: &Report) {
         for o in &m.by_op {
             let ol = with(&ml, attr::OP, &o.op);
             out.float(&metric::NFS_OPS_PER_SECOND, &ol, o.ops_per_s);
-            let bytes = (o.bytes_sent + o.bytes_recv) as f64 / report.window.seconds.max(1e-9);
-            out.float(
-                &metric::NFS_BYTES_PER_SECOND,
-                &ol,
-                (bytes * 10.0).round() / 10.0,
-            );
+            out.float(&metric::NFS_BYTES_PER_SECOND, &ol, o.bytes_per_s);
             if let Some(e) = o.execute_ms_mean {
                 // ms to s without binary noise (4.1 ms → 0.0041 s).
                 out.float(

@@ -1,6 +1,6 @@
 //! The fleet model: cluster → node → its parts, built from OTLP metrics. One file per part:
 //! [`interfaces`] (link-local windows, ENA allowance counters) with [`dns`] (top talkers,
-//! query counters), [`listeners`], [`probes`], [`generic`] (the latest value of every other
+//! query counters), [`listeners`], [`probes`], [`storage`] (pods' NFS mounts), [`generic`] (the latest value of every other
 //! metric), all but the last kept in one bounded keyed store ([`store`]); per cluster,
 //! [`workloads`] add up their pods' listeners (arithmetic in [`aggregate`]). [`otlp`] decodes
 //! attributes, [`limits`] bounds memory: nodes expire, listeners and probes without data for
@@ -36,6 +36,7 @@ mod listeners;
 pub(crate) mod otlp;
 mod probes;
 mod snapshot;
+mod storage;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ pub use listeners::{ListenerSnapshot, Model as ListenerModel};
 pub use otlp::DEFAULT_CLUSTER;
 pub use probes::ProbeSnapshot;
 pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot};
+pub use storage::{MountSnapshot, OpSnapshot};
 pub use view::View;
 pub use workloads::WorkloadSnapshot;
 
@@ -71,6 +73,7 @@ use probes::Probe;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
+use storage::Mount;
 use store::{At, Cuts, Store};
 
 /// A node's parts. Held behind an `Arc` so a [`View`] can be taken in a moment under the
@@ -86,6 +89,7 @@ struct Node {
     interfaces: Store<Interface>,
     listeners: Store<Listener>,
     probes: Store<Probe>,
+    storage: Store<Mount>,
     metrics: Generic,
     spans: u64,
 }
@@ -101,6 +105,7 @@ impl Node {
             interfaces: Store::default(),
             listeners: Store::default(),
             probes: Store::default(),
+            storage: Store::default(),
             metrics: Generic::default(),
             spans: 0,
         }
@@ -120,6 +125,7 @@ impl Node {
             Class::Interface => self.interfaces.take(limits, name, a, v, at),
             Class::Listener => self.listeners.take(limits, name, a, v, at),
             Class::Probe => self.probes.take(limits, name, a, v, at),
+            Class::Storage => self.storage.take(limits, name, a, v, at),
             Class::Generic => false,
         }
     }
@@ -160,6 +166,7 @@ impl Node {
                 .iter()
                 .map(|(k, p)| p.snapshot(k, history_start))
                 .collect(),
+            storage: self.storage.iter().map(|(k, m)| m.snapshot(k)).collect(),
         }
     }
 }
@@ -170,6 +177,7 @@ enum Class {
     Interface,
     Listener,
     Probe,
+    Storage,
     /// Anything else: the latest value per attribute set.
     Generic,
 }
@@ -182,6 +190,8 @@ impl Class {
             Class::Listener
         } else if probes::takes(name) {
             Class::Probe
+        } else if storage::takes(name) {
+            Class::Storage
         } else {
             Class::Generic
         }
@@ -513,7 +523,9 @@ impl Fleet {
                     continue;
                 };
                 n.interfaces.expire(&cuts);
-                parts_expired += (n.listeners.expire(&cuts) + n.probes.expire(&cuts)) as u64;
+                parts_expired += (n.listeners.expire(&cuts)
+                    + n.probes.expire(&cuts)
+                    + n.storage.expire(&cuts)) as u64;
             }
         }
         self.clusters.retain(|_, nodes| !nodes.is_empty());

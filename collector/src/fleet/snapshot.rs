@@ -77,6 +77,8 @@ pub struct NodeSnapshot {
     pub spans_received: u64,
     pub listeners: Vec<ListenerSnapshot>,
     pub probes: Vec<ProbeSnapshot>,
+    /// Pods' NFS mounts (EFS included) in their newest window.
+    pub storage: Vec<super::storage::MountSnapshot>,
 }
 
 /// The fleet JSON's schema.

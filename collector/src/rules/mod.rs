@@ -9,6 +9,7 @@ pub mod kubeyaml;
 pub mod packing;
 pub mod probe;
 pub mod scale_down;
+pub mod storage;
 
 pub use crate::catalog::Cost;
 
@@ -54,6 +55,9 @@ pub struct Subject {
     pub probe: Option<String>,
     /// A node group of DNSConsolidationRisk (`instance_type/zone` or `label=value`).
     pub node_group: Option<String>,
+    /// A pod's mount point (StorageLatencyRisk).
+    #[serde(default)]
+    pub mount: Option<String>,
 }
 
 impl Subject {
@@ -69,6 +73,7 @@ impl Subject {
             ("pod", &self.pod),
             ("probe", &self.probe),
             ("node_group", &self.node_group),
+            ("mount", &self.mount),
         ] {
             if let Some(x) = f.as_deref().filter(|x| !x.is_empty()) {
                 v.push((k, x));
@@ -167,6 +172,15 @@ pub struct RulesConfig {
     /// NodeGroupPacking: the requested share (CPU and memory requests over allocatable) each
     /// node of a packed group is planned at; the rest is headroom for bursts and rollouts.
     pub target_node_utilization: f64,
+    /// StorageLatencyRisk: metadata calls per second (OPEN, CLOSE, GETATTR, LOOKUP, ACCESS…) on
+    /// an NFS/EFS mount below which a pod is not judged.
+    pub storage_min_metadata_ops: f64,
+    /// StorageLatencyRisk: metadata calls per MB of data moved (READ and WRITE bytes) from
+    /// which the op mix counts as metadata-heavy (small files).
+    pub storage_metadata_ops_per_mb: f64,
+    /// StorageLatencyRisk: mean execute time of the metadata calls, ms, from which they are slow.
+    pub storage_execute_ms: f64,
+    pub storage_for: String,
 }
 
 /// What `[rules] hpa_request_rate_pattern` matches unless set.
@@ -198,6 +212,10 @@ impl Default for RulesConfig {
             scale_down_min_node_age: "10m".into(),
             hpa_request_rate_pattern: DEFAULT_RATE_PATTERN.into(),
             target_node_utilization: 0.65,
+            storage_min_metadata_ops: 5.0,
+            storage_metadata_ops_per_mb: 100.0,
+            storage_execute_ms: 2.0,
+            storage_for: "10m".into(),
         }
     }
 }
@@ -228,6 +246,10 @@ pub struct Thresholds {
     pub scale_down_min_node_age: Duration,
     pub hpa_request_rate_pattern: hpa_terms::RatePattern,
     pub target_node_utilization: f64,
+    pub storage_min_metadata_ops: f64,
+    pub storage_metadata_ops_per_mb: f64,
+    pub storage_execute_ms: f64,
+    pub storage_for: Duration,
 }
 
 impl Default for Thresholds {
@@ -287,6 +309,10 @@ impl RulesConfig {
                 &self.scale_down_min_node_age,
                 zero,
             ),
+            storage_min_metadata_ops: self.storage_min_metadata_ops,
+            storage_metadata_ops_per_mb: self.storage_metadata_ops_per_mb,
+            storage_execute_ms: self.storage_execute_ms,
+            storage_for: dur("storage_for", &self.storage_for, zero),
             hpa_request_rate_pattern: pattern.clone().unwrap_or_else(|_| {
                 hpa_terms::RatePattern::new(DEFAULT_RATE_PATTERN).expect("the default compiles")
             }),
@@ -330,6 +356,18 @@ impl RulesConfig {
                 0.0,
                 1.0,
             ),
+                "storage_min_metadata_ops",
+                self.storage_min_metadata_ops,
+                0.0,
+                1e6,
+            ),
+            (
+                "storage_metadata_ops_per_mb",
+                self.storage_metadata_ops_per_mb,
+                0.0,
+                1e9,
+            ),
+            ("storage_execute_ms", self.storage_execute_ms, 0.0, 60_000.0),
         ] {
             let ok = v.is_finite() && v > lo && v <= hi || name == "hpa_margin" && v == 0.0;
             if !ok {
@@ -390,6 +428,7 @@ pub fn all_with(
         Box::new(dns::ConsolidationRisk(t.clone())),
         Box::new(probe::TimeoutRisk(t.clone())),
         Box::new(hpa::OverScaling(t.clone())),
+        Box::new(storage::LatencyRisk(t.clone())),
     ]
 }
 

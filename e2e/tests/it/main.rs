@@ -17,4 +17,5 @@ mod hpa_request_rate;
 mod hpa_servers;
 mod image;
 mod procs;
+mod storage;
 mod tls;

@@ -67,6 +67,8 @@ pub struct OpWindow {
     pub execute_ms_mean: Option<f64>,
     pub bytes_sent: u64,
     pub bytes_recv: u64,
+    /// Both directions per second.
+    pub bytes_per_s: f64,
     pub timeouts: u64,
     /// Null on kernels before 5.3 (RPC iostats 1.0).
     pub errors: Option<u64>,
@@ -102,6 +104,10 @@ pub fn window(now: &NfsMount, before: Option<&[OpCounters]>, seconds: f64) -> St
                 execute_ms_mean: mean(d(|c| c.execute_ms)),
                 bytes_sent: d(|c| c.bytes_sent),
                 bytes_recv: d(|c| c.bytes_recv),
+                bytes_per_s: (((d(|c| c.bytes_sent) + d(|c| c.bytes_recv)) as f64 / seconds)
+                    * 10.0)
+                    .round()
+                    / 10.0,
                 timeouts: d(|c| c.timeouts),
                 errors: o.errors.map(|_| d(|c| c.errors.unwrap_or(0))),
             }
