@@ -102,18 +102,12 @@ pub fn at_risk(x: &Mix, t: &Thresholds) -> bool {
     x.metadata_ops >= t.storage_min_metadata_ops
         && x.metadata_execute_ms
             .is_some_and(|e| e >= t.storage_execute_ms)
-        && x.ops_per_mb.is_none_or_ge(t.storage_metadata_ops_per_mb)
+        && none_or_at_least(x.ops_per_mb, t.storage_metadata_ops_per_mb)
 }
 
-trait NoneOrGe {
-    fn is_none_or_ge(self, v: f64) -> bool;
-}
-
-impl NoneOrGe for Option<f64> {
-    /// Nothing moved counts as all metadata.
-    fn is_none_or_ge(self, v: f64) -> bool {
-        self.map_or(true, |x| x >= v)
-    }
+/// Nothing moved counts as all metadata.
+fn none_or_at_least(x: Option<f64>, v: f64) -> bool {
+    x.map_or(true, |x| x >= v)
 }
 
 /// Where the data is, in words: `EFS fs-… (server)` or `NFS server`.
