@@ -1,12 +1,12 @@
-//! `storage-check PATH` on a real network filesystem: sshfs (FUSE) to an sshd inside a network
-//! namespace this test creates, through a TCP proxy (in this test) that delays each direction by
+//! `storage-check PATH` on a real network filesystem: sshfs (FUSE) to an sshd inside the VPC
+//! namespace of a bed this test creates, through a TCP proxy (in this test) that delays each direction by
 //! 2 ms, against tmpfs. Ground truth: the proxy's delay (one round trip cannot take less than
 //! 4 ms), the bytes the proxy carried each way (everything written and read back must cross it:
 //! reads are not served from the page cache), the process's own wall time, and the export
 //! directory left empty. Bad PATH: exit 64 with one line.
 
 use crate::common::AGENT;
-use headroom_testbed::netns::Netns;
+use headroom_testbed::bed::Bed;
 use headroom_testbed::proc::Guard;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -273,7 +273,10 @@ fn storage_check_sshfs_through_2ms_proxy_vs_tmpfs() {
         std::fs::create_dir_all("/run/sshd").unwrap();
     }
 
-    let ns = Netns::new("sshd").unwrap();
+    // sshd in the bed's VPC namespace; the bed also takes the testbed lock, so no other load
+    // test shares the two cores while the figures are measured.
+    let bed = Bed::new(1).unwrap();
+    let ns = &bed.vpc;
     let sshd_path = if Path::new("/usr/sbin/sshd").exists() {
         "/usr/sbin/sshd"
     } else {
@@ -402,7 +405,7 @@ fn storage_check_sshfs_through_2ms_proxy_vs_tmpfs() {
 
     drop(rt);
     drop(sshd);
-    drop(ns);
+    drop(bed);
     if made_run_sshd {
         let _ = std::fs::remove_dir("/run/sshd");
     }
