@@ -18,6 +18,9 @@ pub const MAX_READ: usize = 4 << 20;
 pub const MAX_NAMESPACES: usize = 4096;
 /// Most mounts one report carries (the rest counted in `storage_omitted`).
 pub const MAX_REPORTED: usize = 256;
+/// Most NFS mounts one scan keeps over all namespaces (and so the baselines kept between
+/// windows); namespaces past it are not read.
+pub const MAX_SEEN: usize = 2048;
 
 /// Pod uid + device: one mount of one pod (containers of a pod that mount the
 /// same volume share its counters, so the first container's mount point stands for them).
@@ -119,6 +122,9 @@ pub fn scan(proc: &ProcRoot) -> (Vec<Seen>, usize) {
         return (seen, 0);
     };
     for pid in pids {
+        if seen.len() >= MAX_SEEN {
+            break;
+        }
         let Ok(ns) = proc.mntns(pid) else { continue };
         if namespaces.contains(&ns) || namespaces.len() >= MAX_NAMESPACES {
             continue;
@@ -136,8 +142,9 @@ pub fn scan(proc: &ProcRoot) -> (Vec<Seen>, usize) {
             continue;
         };
         let p = parse_bounded(&text);
-        omitted += p.mounts_omitted;
-        seen.extend(p.mounts.into_iter().map(|mount| Seen {
+        let room = MAX_SEEN - seen.len();
+        omitted += p.mounts_omitted + p.mounts.len().saturating_sub(room);
+        seen.extend(p.mounts.into_iter().take(room).map(|mount| Seen {
             pod_uid: uid.clone(),
             mount,
         }));

@@ -3,7 +3,7 @@
 //! mountstats (the fixtures), the host's PID 1 with the kubelet's volume mounts. Window figures
 //! are checked against the deltas `testdata/generate.py` put between t0 and t1.
 
-use super::source::{parse_bounded, Storage, MAX_READ};
+use super::source::{parse_bounded, Storage, MAX_READ, MAX_REPORTED, MAX_SEEN};
 use crate::report::{Node, Report};
 use crate::sources::{Source, Window};
 use std::path::Path;
@@ -374,4 +374,35 @@ fn database_images_by_repository_name() {
     ] {
         assert_eq!(is_database_image(image), db, "{image}");
     }
+}
+
+/// Many pods with many NFS mounts each: the scan stops at its bound and the report at its own,
+/// counting what they left out.
+#[test]
+fn many_namespaces_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut one = String::new();
+    for i in 0..200 {
+        one += &format!("device s:/{i} mounted on /m{i} with fstype nfs statvers=1.1\n\tage:\t1\n\tper-op statistics\n\t        READ: 1 1 0 1 1 0 1 1 0\n");
+    }
+    let pods = 12; // 2 400 mounts in all
+    for p in 0..pods {
+        let uid = format!("11111111-2222-4333-8444-{p:012}");
+        pid(root, 100 + p, Some(&uid), 4026533000 + u64::from(p), &one);
+    }
+    let mut s = Storage::start(root.to_path_buf());
+    let mut r = Report::new(Node::default(), 0, 10_000_000_000, &[]);
+    s.fill(
+        Window {
+            start_ns: 0,
+            end_ns: 10_000_000_000,
+        },
+        &mut r,
+    );
+    assert_eq!(r.storage.len(), MAX_REPORTED);
+    // Ten namespaces whole and 48 of the 11th make MAX_SEEN; the 11th's other 152 are counted,
+    // the 12th namespace is not read at all (so its mounts cannot be counted).
+    assert_eq!(MAX_SEEN, 2048);
+    assert_eq!(r.storage_omitted, (MAX_SEEN - MAX_REPORTED) + 152);
 }
