@@ -356,6 +356,7 @@ impl RulesConfig {
                 0.0,
                 1.0,
             ),
+            (
                 "storage_min_metadata_ops",
                 self.storage_min_metadata_ops,
                 0.0,
