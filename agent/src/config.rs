@@ -56,6 +56,8 @@ pub struct Config {
     pub probes: crate::sources::probes::ProbeConfig,
     /// `[listeners]`: caps on the listeners one report carries.
     pub listeners: crate::sources::listeners::ListenerConfig,
+    /// `[pod_use]`: caps on the pods and containers measured from their cgroups.
+    pub pod_use: crate::sources::pod_use::PodUseConfig,
     /// `[dns]`: the answer table behind the cacheable share and `cache_savings_pps` (what a
     /// node-local DNS cache would have answered).
     pub dns: crate::sources::dns::cache::DnsConfig,
@@ -115,6 +117,7 @@ impl Default for Config {
             imds_refresh_interval: "5m".into(),
             probes: Default::default(),
             listeners: Default::default(),
+            pod_use: Default::default(),
             dns: Default::default(),
             otlp_endpoint: None,
             otlp_protocol: None,
@@ -143,6 +146,8 @@ pub struct Settings {
     pub node_name: String,
     pub checks: crate::sources::resolver_checks::CheckSpec,
     pub workers: crate::sources::listeners::WorkersSpec,
+    /// The pod-use source: the cgroup root and sample interval of `workers`, its own caps.
+    pub pod_use: crate::sources::pod_use::PodUseSpec,
     /// `--resolver auto`: count the VPC resolver (base + 2) once IMDS names the VPC.
     pub resolver_auto: bool,
     pub imds_endpoint: String,
@@ -274,6 +279,7 @@ impl Config {
             .ok();
         errors.extend(self.probes.validate());
         errors.extend(self.listeners.validate());
+        errors.extend(self.pod_use.validate());
         let dns_cache = self.dns.settings().map_err(|e| errors.extend(e)).ok();
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
         let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
@@ -335,6 +341,11 @@ impl Config {
             imds_refresh_interval,
             probes: self.probes.clone(),
             dns_cache,
+            pod_use: crate::sources::pod_use::PodUseSpec {
+                cgroup_root: workers.cgroup_root.clone(),
+                interval: workers.interval,
+                caps: self.pod_use,
+            },
             workers,
             otlp,
             tls,

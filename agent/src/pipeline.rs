@@ -13,6 +13,7 @@ use crate::sources::linklocal::meter::{InterfaceWindow, Meter};
 use crate::sources::linklocal::source::{LinkLocal, StartError};
 use crate::sources::linklocal::Targets;
 use crate::sources::listeners::Workers;
+use crate::sources::pod_use::PodUseSource;
 use crate::sources::probes::Probes;
 use crate::sources::resolver_checks::ResolverChecks;
 use crate::sources::storage::Storage;
@@ -56,6 +57,7 @@ pub struct Pipeline {
     eni: EniSource,
     ena: ena::Tracker,
     listeners: Workers,
+    pod_use: PodUseSource,
     checks: ResolverChecks,
     probes: Probes,
     storage: Storage,
@@ -100,13 +102,18 @@ impl Pipeline {
         let ready = (2 * settings.report_interval).max(3 * settings.workers.interval);
         let beat = loops.register("listeners", ready, ready + 2 * settings.report_interval);
         let listeners = Workers::start(&settings.workers, Some(beat));
+        let pod_use = PodUseSource::start(&settings.pod_use);
         // Windows start when the taps were open (a busy node may take a second to list its
         // listeners above: packets sent meanwhile belong in the first window, not before it);
         // the checks and probes start below, so what they send is counted too.
         let start_ns = linklocal.since_ns();
         let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
-        let (pods, pod_list) =
-            Pods::start(settings.node_name.clone(), listeners.pod_threads(), &ctx);
+        let (pods, pod_list) = Pods::start(
+            settings.node_name.clone(),
+            listeners.pod_threads(),
+            pod_use.specs(),
+            &ctx,
+        );
         let probes = Probes::start(
             settings.probes.clone(),
             settings.node_name.clone(),
@@ -122,6 +129,7 @@ impl Pipeline {
             eni,
             ena,
             listeners,
+            pod_use,
             checks,
             probes,
             storage,
@@ -146,6 +154,7 @@ impl Pipeline {
     pub fn end_sampling(&mut self) {
         self.loops.forget("listeners");
         self.listeners.stop();
+        self.pod_use.stop();
     }
 
     pub fn meter(&self) -> &Meter {
@@ -177,6 +186,7 @@ impl Pipeline {
             &mut self.linklocal,
             &mut self.checks,
             &mut self.listeners,
+            &mut self.pod_use,
             &mut self.eni,
             &mut self.ena,
             &mut self.probes,

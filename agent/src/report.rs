@@ -20,6 +20,12 @@ pub struct Report {
     pub listeners: Vec<crate::sources::listeners::report::ListenerReport>,
     /// Listeners the `[listeners]` caps left out of `listeners`, by cap.
     pub listeners_omitted: crate::sources::listeners::Omitted,
+    /// Each pod's CPU and memory use from its cgroups (pod-use source).
+    pub pod_use: Vec<crate::sources::pod_use::PodUse>,
+    /// Pods and containers the `[pod_use]` caps left out.
+    pub pod_use_omitted: crate::sources::pod_use::PodUseOmitted,
+    /// Whether the node's pods burst together in the window; null before a second is covered.
+    pub co_burst: Option<crate::sources::pod_use::CoBurst>,
     /// Shadowed probes of this node's pods (empty without Kubernetes access).
     pub probes: Vec<crate::sources::probes::report::ProbeReport>,
     /// Resolver checks run in the window (none unless names are configured).
@@ -157,6 +163,9 @@ impl Report {
                 .collect(),
             listeners: Vec::new(),
             listeners_omitted: Default::default(),
+            pod_use: Vec::new(),
+            pod_use_omitted: Default::default(),
+            co_burst: None,
             probes: Vec::new(),
             resolver_checks: Vec::new(),
             storage: Vec::new(),

@@ -9,7 +9,8 @@ pub mod cluster;
 pub mod intern;
 pub mod objects;
 pub mod pod;
-pub mod quantity;
+/// Resource quantities, shared with the agent (its pod-use source reads requests and limits).
+pub use headroom_service::quantity;
 pub mod select;
 
 use ::kube::runtime::watcher;

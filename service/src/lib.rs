@@ -8,6 +8,7 @@ pub mod cli;
 pub mod http;
 pub mod kube;
 pub mod logging;
+pub mod quantity;
 pub mod signal;
 pub mod tls;
 pub mod web;

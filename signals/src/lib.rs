@@ -36,6 +36,12 @@
 //! | `headroom_accept_queue_depth_max`         | `headroom.accept.queue.depth.max` | gauge, `{connection}` |
 //! | `headroom_accept_queue_backlog`           | `headroom.accept.queue.backlog`  | gauge, `{connection}` |
 //! | `headroom_workers_saturated_seconds_total` | `headroom.workers.saturated.seconds` | cumulative monotonic sum, `s` |
+//! | `headroom_pod_cpu_cores`, `…_busiest_second_cores`, `…_request_cores`, `…_limit_cores` | `headroom.pod.cpu.cores`, … | gauge, `{core}` (pod-use attributes) |
+//! | `headroom_pod_cpu_throttled_seconds`      | `headroom.pod.cpu.throttled.seconds` | gauge, `s`: throttled time in the window |
+//! | `headroom_pod_memory_bytes`, `…_peak_bytes`, `…_request_bytes`, `…_limit_bytes` | `headroom.pod.memory.bytes`, … | gauge, `By` |
+//! | `headroom_pod_use_omitted`                | `headroom.pod.use.omitted`       | gauge, `{cgroup}` (no attributes) |
+//! | `headroom_node_pod_cpu_busiest_second_cores`, `…_requests_cores`, `…_limits_cores` | `headroom.node.pod.cpu.…` | gauge, `{core}` (no attributes): co-burst |
+//! | `headroom_workload_pods_above_request_max`, `…_p95` | `headroom.workload.pods.above.request.…` | gauge, `{pod}`: attributes `namespace`, `workload_kind`, `workload` |
 //! | `headroom_probe_duration_seconds`         | `headroom.probe.duration.seconds` | cumulative histogram, `s`, timeouts counted at their timeout (probe attributes) |
 //! | `headroom_probe_attempts_total`           | `headroom.probe.attempts`        | cumulative monotonic sum, `{attempt}`, attribute `result` (ok, slow, timeout, error) |
 //! | `headroom_probe_timeout_seconds`          | `headroom.probe.timeout.seconds` | gauge, `s`: the probe's timeoutSeconds |
@@ -62,6 +68,9 @@
 //! ReplicaSet carrying a `pod-template-hash` label belongs to the Deployment named by the
 //! ReplicaSet's name without that hash). Empty strings where unknown. OTLP listener points also
 //! carry `model`, `threads_known` and `requests_are_connections` ("true"/"false").
+//! Pod-use attributes: `namespace`, `pod` (the uid when the pod list does not name it),
+//! `container` (empty for the pod's own cgroup, else the container's name or id),
+//! `workload_kind`, `workload`.
 //! Probe attributes: `namespace`, `pod`, `container`, `probe` (readiness, liveness, startup),
 //! `target`, `workload_kind`, `workload`.
 //! Storage attributes: `namespace`, `pod`, `workload_kind`, `workload`, `mount`, `server`,
@@ -194,6 +203,36 @@ pub mod metric {
             "Mean TCP connections accepted per second in the listener's network namespace over the last report window (requests per second where each request opens one)";
         LISTENER_ACCEPTS_MAX: Gauge, "headroom_listener_accepts_per_second_max", "headroom.listener.accepts.per.second.max", "{connection}/s",
             "Most TCP connections accepted in any one second of the last report window in the listener's network namespace";
+        POD_CPU: Gauge, "headroom_pod_cpu_cores", "headroom.pod.cpu.cores", "{core}",
+            "Mean CPU a pod (container empty) or container used over the last report window, from its cgroup";
+        POD_CPU_BUSIEST_SECOND: Gauge, "headroom_pod_cpu_busiest_second_cores", "headroom.pod.cpu.busiest.second.cores", "{core}",
+            "CPU a pod or container used in the busiest second of the last report window";
+        POD_CPU_REQUEST: Gauge, "headroom_pod_cpu_request_cores", "headroom.pod.cpu.request.cores", "{core}",
+            "CPU request of a pod (sum of its containers) or container, from the pod list";
+        POD_CPU_LIMIT: Gauge, "headroom_pod_cpu_limit_cores", "headroom.pod.cpu.limit.cores", "{core}",
+            "CPU limit of a pod (when every container has one) or container, from the pod list";
+        POD_CPU_THROTTLED: Gauge, "headroom_pod_cpu_throttled_seconds", "headroom.pod.cpu.throttled.seconds", "s",
+            "Time a pod's or container's CPU was throttled in the last report window (cpu.stat)";
+        POD_MEMORY: Gauge, "headroom_pod_memory_bytes", "headroom.pod.memory.bytes", "By",
+            "Memory a pod or container held at the end of the last report window";
+        POD_MEMORY_PEAK: Gauge, "headroom_pod_memory_peak_bytes", "headroom.pod.memory.peak.bytes", "By",
+            "Most memory a pod or container held in the last report window";
+        POD_MEMORY_REQUEST: Gauge, "headroom_pod_memory_request_bytes", "headroom.pod.memory.request.bytes", "By",
+            "Memory request of a pod or container, from the pod list";
+        POD_MEMORY_LIMIT: Gauge, "headroom_pod_memory_limit_bytes", "headroom.pod.memory.limit.bytes", "By",
+            "Memory limit of a pod (when every container has one) or container, from the pod list";
+        POD_USE_OMITTED: Gauge, "headroom_pod_use_omitted", "headroom.pod.use.omitted", "{cgroup}",
+            "Pods and containers left out of the last report window by the [pod_use] caps";
+        NODE_POD_CPU_BUSIEST_SECOND: Gauge, "headroom_node_pod_cpu_busiest_second_cores", "headroom.node.pod.cpu.busiest.second.cores", "{core}",
+            "The node's pods' CPU summed at the busiest second of the last report window";
+        NODE_POD_CPU_REQUESTS: Gauge, "headroom_node_pod_cpu_requests_cores", "headroom.node.pod.cpu.requests.cores", "{core}",
+            "Sum of the CPU requests of the pods measured at the node's busiest second";
+        NODE_POD_CPU_LIMITS: Gauge, "headroom_node_pod_cpu_limits_cores", "headroom.node.pod.cpu.limits.cores", "{core}",
+            "Sum of the CPU limits of the pods measured at the node's busiest second (pods with a limit)";
+        WORKLOAD_PODS_ABOVE_REQUEST_MAX: Gauge, "headroom_workload_pods_above_request_max", "headroom.workload.pods.above.request.max", "{pod}",
+            "Most pods of a workload on this node above their CPU request at the same second, last report window";
+        WORKLOAD_PODS_ABOVE_REQUEST_P95: Gauge, "headroom_workload_pods_above_request_p95", "headroom.workload.pods.above.request.p95", "{pod}",
+            "95th percentile over the last window's samples of a workload's pods above their CPU request at once";
         PROBE_DURATION: Histogram, "headroom_probe_duration_seconds", "headroom.probe.duration.seconds", "s",
             "Shadow probe attempts by duration, timeouts included (as their full timeout)";
         PROBE_ATTEMPTS: Counter, "headroom_probe_attempts", "headroom.probe.attempts", "{attempt}",

@@ -1,6 +1,7 @@
 //! A kubelet-shaped container cgroup made for real on this machine: the systemd driver's path in
 //! cgroup v2 and, where the CPU controller lives in cgroup v1 (hybrid machines), the cgroupfs
-//! driver's path there, both for the same pod uid and container id. Removed on drop.
+//! driver's path there (and in the v1 `memory` hierarchy when memory lives there), all for the
+//! same pod uid and container id. Removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,6 +15,10 @@ pub struct KubeCgroup {
     pub v2: PathBuf,
     /// The cgroup v1 `cpu` leaf, on hybrid machines.
     pub v1_cpu: Option<PathBuf>,
+    /// The cgroup v1 `memory` leaf, on hybrid machines.
+    pub v1_memory: Option<PathBuf>,
+    /// CPU weights [`KubeCgroup::favour`] changed, with their old values (restored on drop).
+    weights: Vec<(PathBuf, String)>,
 }
 
 /// Where cgroup v2 is mounted: `/sys/fs/cgroup/unified` (hybrid) or `/sys/fs/cgroup`.
@@ -22,6 +27,11 @@ pub fn v2_root() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.join("cgroup.controllers").is_file())
+}
+
+fn v1_memory_root() -> Option<PathBuf> {
+    Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        .filter(|p| p.join("memory.usage_in_bytes").is_file())
 }
 
 fn v1_cpu_root() -> Option<PathBuf> {
@@ -45,17 +55,26 @@ impl KubeCgroup {
             created: Vec::new(),
             v2: v2.clone(),
             v1_cpu: None,
+            v1_memory: None,
+            weights: Vec::new(),
         };
         cg.mkdirs(&root, &v2)?;
         if let Some(r) = v1_cpu_root() {
             let leaf = r.join(format!("kubepods/burstable/pod{pod_uid}/{container}"));
             cg.mkdirs(&r, &leaf)?;
             cg.v1_cpu = Some(leaf);
+            if let Some(m) = v1_memory_root() {
+                let leaf = m.join(format!("kubepods/burstable/pod{pod_uid}/{container}"));
+                cg.mkdirs(&m, &leaf)?;
+                cg.v1_memory = Some(leaf);
+            }
         } else {
-            // Pure v2: the cpu controller must be enabled down to the leaf's parent.
+            // Pure v2: the cpu (and memory) controllers must be enabled down to the leaf's parent.
             let mut p = root.clone();
             for c in v2.strip_prefix(&root)?.components() {
                 std::fs::write(p.join("cgroup.subtree_control"), "+cpu")?;
+                // Memory figures too where the controller exists (pod-use tests).
+                let _ = std::fs::write(p.join("cgroup.subtree_control"), "+memory");
                 p = p.join(c);
             }
         }
@@ -77,8 +96,30 @@ impl KubeCgroup {
     /// Moves a process into the container's cgroups.
     pub fn add(&self, pid: u32) -> anyhow::Result<()> {
         std::fs::write(self.v2.join("cgroup.procs"), pid.to_string())?;
-        if let Some(v1) = &self.v1_cpu {
+        for v1 in [&self.v1_cpu, &self.v1_memory].into_iter().flatten() {
             std::fs::write(v1.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Gives the container and every kubepods level above it the highest CPU weight (v1
+    /// `cpu.shares`, v2 `cpu.weight`), so that on a machine busy with other work its processes
+    /// still get what their quota allows; the old weights come back on drop.
+    pub fn favour(&mut self) -> anyhow::Result<()> {
+        let (leaf, root, file, top) = match (&self.v1_cpu, v1_cpu_root()) {
+            (Some(l), Some(r)) => (l.clone(), r, "cpu.shares", "262144"),
+            _ => (
+                self.v2.clone(),
+                v2_root().ok_or_else(|| anyhow::anyhow!("no cgroup v2 mount"))?,
+                "cpu.weight",
+                "10000",
+            ),
+        };
+        for dir in leaf.ancestors().take_while(|d| *d != root) {
+            let p = dir.join(file);
+            let old = std::fs::read_to_string(&p)?;
+            std::fs::write(&p, top)?;
+            self.weights.push((p, old.trim().to_string()));
         }
         Ok(())
     }
@@ -113,8 +154,43 @@ impl KubeCgroup {
     }
 }
 
+impl KubeCgroup {
+    /// CPU time the container's cgroup used, µs: cgroup v2 `cpu.stat` `usage_usec`.
+    pub fn usage_usec(&self) -> anyhow::Result<u64> {
+        let text = std::fs::read_to_string(self.v2.join("cpu.stat"))?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no usage_usec in cpu.stat"))
+    }
+
+    /// The memory the container's cgroup holds: v2 `memory.current`, else v1
+    /// `memory.usage_in_bytes`.
+    pub fn memory_current(&self) -> anyhow::Result<u64> {
+        let v2 = self.v2.join("memory.current");
+        let p = match &self.v1_memory {
+            Some(m) if !v2.is_file() => m.join("memory.usage_in_bytes"),
+            _ => v2,
+        };
+        Ok(std::fs::read_to_string(p)?.trim().parse()?)
+    }
+
+    /// The kernel's highest memory since the cgroup was made: v2 `memory.peak`, else v1
+    /// `memory.max_usage_in_bytes`.
+    pub fn memory_peak(&self) -> anyhow::Result<u64> {
+        let v2 = self.v2.join("memory.peak");
+        let p = match &self.v1_memory {
+            Some(m) if !v2.is_file() => m.join("memory.max_usage_in_bytes"),
+            _ => v2,
+        };
+        Ok(std::fs::read_to_string(p)?.trim().parse()?)
+    }
+}
+
 impl Drop for KubeCgroup {
     fn drop(&mut self) {
+        for (p, old) in self.weights.iter().rev() {
+            let _ = std::fs::write(p, old);
+        }
         // Processes are gone once their guards have reaped them; rmdir leaf first.
         for p in self.created.iter().rev() {
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -3,6 +3,7 @@
 //! server goes away the store keeps the last known list while the watcher backs off.
 
 use crate::sources::listeners::model::{PodThreads, THREADS_ANNOTATION};
+use crate::sources::pod_use::PodSpecs;
 use ::kube::runtime::reflector::Store;
 use ::kube::runtime::watcher;
 use ::kube::{Api, Client};
@@ -230,10 +231,12 @@ pub struct Pods {
 impl Pods {
     /// Watches this node's pods (with Kubernetes access: in-cluster, else KUBECONFIG; without
     /// it one info line, and the receiver's sender is dropped). The receiver gets each pod list.
-    /// Each list also updates `threads`, the pods' `headroom.io/threads-per-worker`.
+    /// Each list also updates `threads`, the pods' `headroom.io/threads-per-worker`, and
+    /// `specs`, their requests and limits (pod use).
     pub fn start(
         node: String,
         threads: PodThreads,
+        specs: PodSpecs,
         ctx: &crate::sources::Context,
     ) -> (Pods, watch::Receiver<Vec<Arc<Pod>>>) {
         let index = PodIndex::default();
@@ -246,7 +249,7 @@ impl Pods {
                 return;
             };
             tracing::info!(message = "Watching this node's pods.", node = %node);
-            watch_pods(client, node, i, threads, tx, stop).await
+            watch_pods(client, node, i, (threads, specs), tx, stop).await
         });
         (Pods { index }, rx)
     }
@@ -268,7 +271,7 @@ pub async fn watch_pods(
     client: Client,
     node: String,
     index: PodIndex,
-    threads: PodThreads,
+    (threads, specs): (PodThreads, PodSpecs),
     tx: watch::Sender<Vec<Arc<Pod>>>,
     stop: CancellationToken,
 ) {
@@ -279,7 +282,7 @@ pub async fn watch_pods(
         cfg,
         "Pod",
         |_| {},
-        move |reader| publish(reader, &index, &threads, &tx),
+        move |reader| publish(reader, &index, (&threads, &specs), &tx),
         stop,
     )
     .await
@@ -288,11 +291,12 @@ pub async fn watch_pods(
 fn publish(
     reader: &Store<Pod>,
     index: &PodIndex,
-    threads: &PodThreads,
+    (threads, specs): (&PodThreads, &PodSpecs),
     tx: &watch::Sender<Vec<Arc<Pod>>>,
 ) {
     let pods = reader.state();
     index.rebuild(pods.iter().map(|p| p.as_ref()));
+    specs.set(pods.iter().map(|p| p.as_ref()));
     threads.set(pods.iter().filter_map(|p| {
         let m = &p.metadata;
         let v = m.annotations.as_ref()?.get(THREADS_ANNOTATION)?;

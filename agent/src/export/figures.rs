@@ -5,6 +5,8 @@
 //!
 //! Adding a metric: its descriptor in `headroom-signals`, one line here.
 
+mod pod_use;
+
 use crate::export::identity;
 use crate::report::{InterfaceReport, Report};
 use crate::sources::linklocal::Service;
@@ -89,6 +91,7 @@ pub fn of(report: &Report) -> Vec<Figure> {
         report.listeners_omitted.total(),
     );
     storage(&mut out, report);
+    pod_use::figures(&mut out, report);
     out.0
 }
 

@@ -6,6 +6,7 @@ pub mod ena;
 pub mod eni;
 pub mod linklocal;
 pub mod listeners;
+pub mod pod_use;
 pub mod probes;
 pub mod resolver_checks;
 pub mod storage;

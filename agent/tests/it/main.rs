@@ -15,6 +15,7 @@ mod imds_client;
 mod linklocal_accounting;
 mod linklocal_rates;
 mod pod_files;
+mod pod_use;
 mod probes;
 mod storage_check;
 mod watch_tmux;

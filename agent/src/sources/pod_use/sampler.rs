@@ -1,0 +1,383 @@
+//! The pod-use sampler: reads every pod's and container's counters at each sample, keeps the
+//! window's figures per cgroup and the node's co-burst, and cuts them into report sections.
+
+use super::report::{
+    CoBurst, ContainerUse, CpuUse, MemoryUse, PodUse, PodUseOmitted, WorkloadCoBurst,
+};
+use super::specs::{PodSpec, PodSpecs, Resources};
+use super::{PodUseSpec, DISCOVER_INTERVAL};
+use crate::pod::Workload;
+use crate::sys::cgroup::{self, CgroupFiles, CpuStat};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Work done so far (for the benchmark and the agent's own figures).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    pub samples: u64,
+    /// Cgroup files read.
+    pub reads: u64,
+    pub discoveries: u64,
+}
+
+/// One cgroup's window.
+#[derive(Debug, Default)]
+struct Use {
+    files: CgroupFiles,
+    /// Recent (time, usage µs): the oldest is the newest sample at least a second old.
+    ring: VecDeque<(Instant, u64)>,
+    start: Option<(Instant, u64)>,
+    last: Option<(Instant, u64)>,
+    /// Cores over the last second at the latest sample (None until a second is covered).
+    rate_now: Option<f64>,
+    busiest: Option<f64>,
+    mem_now: Option<u64>,
+    mem_max: Option<u64>,
+    peak_start: Option<u64>,
+    throttle_start: Option<CpuStat>,
+    /// Found in the last discovery.
+    seen: bool,
+}
+
+impl Use {
+    fn new(files: CgroupFiles) -> Use {
+        let mut u = Use {
+            files,
+            seen: true,
+            ..Use::default()
+        };
+        u.peak_start = u.files.memory_peak.as_deref().and_then(cgroup::read_u64);
+        u.throttle_start = u.throttle_now();
+        u
+    }
+
+    fn throttle_now(&self) -> Option<CpuStat> {
+        cgroup::parse_cpu_stat(&cgroup::read_small(self.files.throttling.as_deref()?)?)
+    }
+
+    /// Reads the counters at `now`; returns the files read.
+    fn sample(&mut self, now: Instant, interval: Duration) -> u64 {
+        let mut reads = 0;
+        self.rate_now = None;
+        if let Some(u) = self.files.usage.as_ref().and_then(|f| {
+            reads += 1;
+            f.read_usec()
+        }) {
+            if self.last.is_some_and(|(_, l)| u < l) {
+                // A new cgroup at the same path: start again.
+                self.ring.clear();
+                self.start = None;
+            }
+            self.ring.push_back((now, u));
+            self.start.get_or_insert((now, u));
+            self.last = Some((now, u));
+            // A sample is "a second old" from half an interval short of a second.
+            let second = Duration::from_secs(1).saturating_sub(interval / 2);
+            while self.ring.len() > 2 && now.duration_since(self.ring[1].0) >= second {
+                self.ring.pop_front();
+            }
+            if let Some(&(t0, u0)) = self.ring.front() {
+                let dt = now.duration_since(t0);
+                if dt >= second && !dt.is_zero() {
+                    let r = u.saturating_sub(u0) as f64 / 1e6 / dt.as_secs_f64();
+                    self.rate_now = Some(r);
+                    self.busiest = Some(self.busiest.map_or(r, |b| b.max(r)));
+                }
+            }
+        }
+        if let Some(m) = self.files.memory_current.as_deref().and_then(|p| {
+            reads += 1;
+            cgroup::read_u64(p)
+        }) {
+            self.mem_now = Some(m);
+            self.mem_max = Some(self.mem_max.map_or(m, |x| x.max(m)));
+        }
+        reads
+    }
+
+    /// The window's figures; the next window starts at the last sample.
+    fn cut(&mut self, r: &Resources) -> (CpuUse, MemoryUse) {
+        let mean = match (self.start, self.last) {
+            (Some((t0, u0)), Some((t1, u1))) if t1 > t0 => {
+                Some(u1.saturating_sub(u0) as f64 / 1e6 / t1.duration_since(t0).as_secs_f64())
+            }
+            _ => None,
+        };
+        let throttle = self.throttle_now();
+        let d = match (throttle, self.throttle_start) {
+            (Some(now), Some(then)) => Some(now.since(&then)),
+            _ => None,
+        };
+        self.throttle_start = throttle.or(self.throttle_start);
+        let peak_now = self.files.memory_peak.as_deref().and_then(cgroup::read_u64);
+        let peak = match (peak_now, self.peak_start) {
+            (Some(p), Some(s)) if p > s => Some(p.max(self.mem_max.unwrap_or(0))),
+            _ => self.mem_max,
+        };
+        self.peak_start = peak_now.or(self.peak_start);
+        let cpu = CpuUse {
+            mean_cores: mean.map(round4),
+            busiest_second_cores: self.busiest.map(round4),
+            request_cores: r.cpu_request,
+            limit_cores: r.cpu_limit,
+            periods: d.map(|d| d.nr_periods),
+            throttled_periods: d.map(|d| d.nr_throttled),
+            throttled_seconds: d.map(|d| d.throttled_usec as f64 / 1e6),
+        };
+        let mem = MemoryUse {
+            current_bytes: self.mem_now,
+            peak_bytes: peak,
+            request_bytes: r.memory_request,
+            limit_bytes: r.memory_limit,
+        };
+        self.start = self.last;
+        self.busiest = None;
+        self.mem_max = self.mem_now;
+        (cpu, mem)
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+#[derive(Debug, Default)]
+struct PodState {
+    pod: Use,
+    containers: BTreeMap<String, Use>,
+}
+
+type WorkloadKey = (String, Workload);
+
+/// Per workload: most pods at one sample, and how many samples had n pods above request.
+#[derive(Debug, Default)]
+struct WorkloadAcc {
+    pods: u32,
+    above: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct NodeAcc {
+    best: Option<CoBurst>,
+    memory_peak: u64,
+    memory_requests: u64,
+}
+
+/// Samples every pod's cgroups; cut windows with [`Sampler::cut`].
+pub struct Sampler {
+    spec: PodUseSpec,
+    specs: PodSpecs,
+    pods: HashMap<String, PodState>,
+    discovered: Option<Instant>,
+    omitted: PodUseOmitted,
+    node: NodeAcc,
+    workloads: HashMap<WorkloadKey, WorkloadAcc>,
+    pub cost: Cost,
+}
+
+impl Sampler {
+    pub fn new(spec: &PodUseSpec, specs: PodSpecs) -> Sampler {
+        Sampler {
+            spec: spec.clone(),
+            specs,
+            pods: HashMap::new(),
+            discovered: None,
+            omitted: PodUseOmitted::default(),
+            node: NodeAcc::default(),
+            workloads: HashMap::new(),
+            cost: Cost::default(),
+        }
+    }
+
+    /// Walks the cgroup trees again: new pods and containers start, vanished ones go.
+    pub fn discover(&mut self) {
+        let caps = self.spec.caps;
+        let found = cgroup::find_pods(
+            &self.spec.cgroup_root,
+            caps.max_pods as usize,
+            caps.max_containers_per_pod as usize,
+        );
+        self.omitted = PodUseOmitted {
+            pod_cap: found.pods_cut,
+            container_cap: found.containers_cut,
+        };
+        for p in self.pods.values_mut() {
+            p.pod.seen = false;
+            p.containers.values_mut().for_each(|c| c.seen = false);
+        }
+        for (uid, pc) in found.pods {
+            let state = self.pods.entry(uid).or_insert_with(|| PodState {
+                pod: Use::new(pc.dirs.files()),
+                containers: BTreeMap::new(),
+            });
+            state.pod.seen = true;
+            for (id, dirs) in pc.containers {
+                state
+                    .containers
+                    .entry(id)
+                    .or_insert_with(|| Use::new(dirs.files()))
+                    .seen = true;
+            }
+            state.containers.retain(|_, c| c.seen);
+        }
+        self.pods.retain(|_, p| p.pod.seen);
+        self.discovered = Some(Instant::now());
+        self.cost.discoveries += 1;
+    }
+
+    /// One sample of every pod and container, then the node's co-burst at this second.
+    pub fn sample(&mut self) {
+        if self
+            .discovered
+            .is_none_or(|t| t.elapsed() >= DISCOVER_INTERVAL)
+        {
+            self.discover();
+        }
+        let now = Instant::now();
+        let interval = self.spec.interval;
+        for p in self.pods.values_mut() {
+            self.cost.reads += p.pod.sample(now, interval);
+            for c in p.containers.values_mut() {
+                self.cost.reads += c.sample(now, interval);
+            }
+        }
+        self.cost.samples += 1;
+        self.co_burst_now();
+    }
+
+    fn co_burst_now(&mut self) {
+        let specs = self.specs.snapshot();
+        let mut at = CoBurst::default();
+        let mut above: HashMap<WorkloadKey, (u32, u32)> = HashMap::new();
+        let (mut mem, mut mem_req) = (0u64, 0u64);
+        for (uid, p) in &self.pods {
+            let spec = specs.get(uid);
+            mem += p.pod.mem_now.unwrap_or(0);
+            mem_req += spec.and_then(|s| s.resources.memory_request).unwrap_or(0);
+            let Some(rate) = p.pod.rate_now else { continue };
+            at.pods += 1;
+            at.cpu_busiest_second_cores += rate;
+            let r = spec.map(|s| s.resources).unwrap_or_default();
+            at.cpu_requests_cores += r.cpu_request.unwrap_or(0.0);
+            match r.cpu_limit {
+                Some(l) => at.cpu_limits_cores += l,
+                None => at.pods_without_cpu_limit += 1,
+            }
+            if let Some((s, w, req)) =
+                spec.and_then(|s| Some((s, s.workload.clone()?, s.resources.cpu_request?)))
+            {
+                let e = above.entry((s.pod.namespace.clone(), w)).or_default();
+                e.0 += 1;
+                e.1 += u32::from(rate > req);
+            }
+        }
+        if mem >= self.node.memory_peak {
+            self.node.memory_peak = mem;
+            self.node.memory_requests = mem_req;
+        }
+        if at.pods > 0
+            && self
+                .node
+                .best
+                .as_ref()
+                .is_none_or(|b| at.cpu_busiest_second_cores > b.cpu_busiest_second_cores)
+        {
+            self.node.best = Some(at);
+        }
+        for (k, (pods, n)) in above {
+            let acc = self.workloads.entry(k).or_default();
+            acc.pods = acc.pods.max(pods);
+            if acc.above.len() <= n as usize {
+                acc.above.resize(n as usize + 1, 0);
+            }
+            acc.above[n as usize] += 1;
+        }
+    }
+
+    /// The window's pods (by namespace and name, then uid) and co-burst; starts the next.
+    pub fn cut(&mut self) -> (Vec<PodUse>, PodUseOmitted, Option<CoBurst>) {
+        let specs = self.specs.snapshot();
+        let mut out: Vec<PodUse> = self
+            .pods
+            .iter_mut()
+            .map(|(uid, p)| pod_use(uid, p, specs.get(uid)))
+            .collect();
+        out.sort_by(|a, b| (&a.namespace, &a.name, &a.uid).cmp(&(&b.namespace, &b.name, &b.uid)));
+        let mut co = self.node.best.take();
+        if let Some(c) = co.as_mut() {
+            c.cpu_busiest_second_cores = round4(c.cpu_busiest_second_cores);
+            c.cpu_requests_cores = round4(c.cpu_requests_cores);
+            c.cpu_limits_cores = round4(c.cpu_limits_cores);
+            c.memory_peak_bytes = self.node.memory_peak;
+            c.memory_requests_bytes = self.node.memory_requests;
+            let mut w: Vec<WorkloadCoBurst> = self
+                .workloads
+                .drain()
+                .map(|((namespace, workload), acc)| WorkloadCoBurst {
+                    namespace,
+                    workload,
+                    pods: acc.pods,
+                    above_request_max: (acc.above.len() as u32).saturating_sub(1),
+                    above_request_p95: p95(&acc.above),
+                })
+                .collect();
+            w.sort_by(|a, b| (&a.namespace, &a.workload).cmp(&(&b.namespace, &b.workload)));
+            c.workloads = w;
+        }
+        self.workloads.clear();
+        self.node = NodeAcc::default();
+        (out, self.omitted, co)
+    }
+}
+
+/// The 95th percentile (nearest rank) of a histogram: `hist[n]` samples had value n.
+fn p95(hist: &[u32]) -> u32 {
+    let total: u64 = hist.iter().map(|&c| c as u64).sum();
+    let rank = (total * 95).div_ceil(100).max(1);
+    let mut seen = 0;
+    for (n, &c) in hist.iter().enumerate() {
+        seen += c as u64;
+        if seen >= rank {
+            return n as u32;
+        }
+    }
+    0
+}
+
+fn pod_use(uid: &str, p: &mut PodState, spec: Option<&Arc<PodSpec>>) -> PodUse {
+    let r = spec.map(|s| s.resources).unwrap_or_default();
+    let (cpu, memory) = p.pod.cut(&r);
+    let containers = p
+        .containers
+        .iter_mut()
+        .map(|(id, c)| {
+            let name = spec.and_then(|s| s.ids.get(id)).cloned();
+            let r = name
+                .as_ref()
+                .and_then(|n| spec?.containers.get(n).copied())
+                .unwrap_or_default();
+            let (cpu, memory) = c.cut(&r);
+            ContainerUse {
+                id: id.clone(),
+                name,
+                cpu,
+                memory,
+            }
+        })
+        .collect();
+    PodUse {
+        uid: uid.to_string(),
+        namespace: spec.map(|s| s.pod.namespace.clone()),
+        name: spec.map(|s| s.pod.name.clone()),
+        workload: spec.and_then(|s| s.workload.clone()),
+        cpu,
+        memory,
+        containers,
+    }
+}
+
+#[cfg(test)]
+pub(super) fn p95_of(hist: &[u32]) -> u32 {
+    p95(hist)
+}
