@@ -61,6 +61,9 @@ pub struct Config {
     /// seconds) and the probe attempt counts cover: long enough for an HPA's view of load,
     /// short enough that memory stays small (every listener keeps each window of this span).
     pub workload_history: String,
+    /// Span of measured pod use RequestsRightSizing sizes requests from (16 bytes per
+    /// container and hour, whatever the pod count; at most 7 days).
+    pub sizing_history: String,
     /// Where received spans go on to: an OTLP/HTTP base URL such as http://jaeger:4318
     /// (spans are POSTed to `/v1/traces`). Unset: spans are counted, not forwarded.
     pub traces_endpoint: Option<String>,
@@ -142,6 +145,7 @@ impl Default for Config {
             max_series: l.max_series,
             max_findings: crate::findings::engine::MAX_FINDINGS,
             workload_history: text(l.workload_history),
+            sizing_history: text(l.sizing_history),
             traces_endpoint: None,
             alertmanager_urls: Vec::new(),
             webhook_url: None,
@@ -292,6 +296,23 @@ impl Config {
                 })
             }),
         );
+        const SIZING_RANGE: &str = "expected a duration from 1h to 7d such as 24h";
+        let sizing = check.take(
+            duration(
+                "sizing_history",
+                &self.sizing_history,
+                Duration::from_secs(3600),
+                SIZING_RANGE,
+                SIZING_RANGE,
+            )
+            .and_then(|d| {
+                (d <= crate::fleet::MAX_SIZING_HISTORY)
+                    .then_some(d)
+                    .ok_or_else(|| {
+                        Invalid::text("sizing_history", &self.sizing_history, SIZING_RANGE)
+                    })
+            }),
+        );
         let traces_protocol = check.take(traces_protocol(&self.traces_protocol));
         if !(1024..=(256 << 20)).contains(&self.max_request_bytes) {
             check.push(Invalid::number(
@@ -433,6 +454,7 @@ impl Config {
                     max_new_nodes_per_request: self.max_new_nodes_per_request,
                     max_series: self.max_series,
                     workload_history: history?,
+                    sizing_history: sizing?,
                 },
             })
         })();

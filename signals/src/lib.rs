@@ -41,7 +41,7 @@
 //! | `headroom_pod_memory_bytes`, `…_peak_bytes`, `…_request_bytes`, `…_limit_bytes` | `headroom.pod.memory.bytes`, … | gauge, `By` |
 //! | `headroom_pod_use_omitted`                | `headroom.pod.use.omitted`       | gauge, `{cgroup}` (no attributes) |
 //! | `headroom_node_pod_cpu_busiest_second_cores`, `…_requests_cores`, `…_limits_cores` | `headroom.node.pod.cpu.…` | gauge, `{core}` (no attributes): co-burst |
-//! | `headroom_workload_pods_above_request_max`, `…_p95` | `headroom.workload.pods.above.request.…` | gauge, `{pod}`: attributes `namespace`, `workload_kind`, `workload` |
+//! | `headroom_workload_pods`, `headroom_workload_pods_above_request_max`, `…_p95` | `headroom.workload.pods.above.request.…` | gauge, `{pod}`: attributes `namespace`, `workload_kind`, `workload` |
 //! | `headroom_probe_duration_seconds`         | `headroom.probe.duration.seconds` | cumulative histogram, `s`, timeouts counted at their timeout (probe attributes) |
 //! | `headroom_probe_attempts_total`           | `headroom.probe.attempts`        | cumulative monotonic sum, `{attempt}`, attribute `result` (ok, slow, timeout, error) |
 //! | `headroom_probe_timeout_seconds`          | `headroom.probe.timeout.seconds` | gauge, `s`: the probe's timeoutSeconds |
@@ -229,6 +229,8 @@ pub mod metric {
             "Sum of the CPU requests of the pods measured at the node's busiest second";
         NODE_POD_CPU_LIMITS: Gauge, "headroom_node_pod_cpu_limits_cores", "headroom.node.pod.cpu.limits.cores", "{core}",
             "Sum of the CPU limits of the pods measured at the node's busiest second (pods with a limit)";
+        WORKLOAD_PODS: Gauge, "headroom_workload_pods", "headroom.workload.pods", "{pod}",
+            "Most pods of a workload with a CPU request measured at once on this node, last report window";
         WORKLOAD_PODS_ABOVE_REQUEST_MAX: Gauge, "headroom_workload_pods_above_request_max", "headroom.workload.pods.above.request.max", "{pod}",
             "Most pods of a workload on this node above their CPU request at the same second, last report window";
         WORKLOAD_PODS_ABOVE_REQUEST_P95: Gauge, "headroom_workload_pods_above_request_p95", "headroom.workload.pods.above.request.p95", "{pod}",

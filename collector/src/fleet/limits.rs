@@ -29,7 +29,13 @@ pub struct Limits {
     pub max_series: usize,
     /// History the workload and probe figures cover (at most [`HISTORY`]).
     pub workload_history: Duration,
+    /// History of measured pod use kept for RequestsRightSizing (at most
+    /// [`MAX_SIZING_HISTORY`]).
+    pub sizing_history: Duration,
 }
+
+/// The longest `sizing_history` accepted: a week of hours.
+pub const MAX_SIZING_HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -44,6 +50,7 @@ impl Default for Limits {
             max_new_nodes_per_request: 100,
             max_series: 200_000,
             workload_history: Duration::from_secs(15 * 60),
+            sizing_history: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -35,6 +35,7 @@ mod limits;
 mod listeners;
 pub(crate) mod otlp;
 mod probes;
+pub mod sizing;
 mod snapshot;
 mod storage;
 mod store;
@@ -51,10 +52,11 @@ pub use dns::{
 };
 pub use generic::{MetricSnapshot, SeriesSnapshot};
 pub use interfaces::{EniSnapshot, WindowFigures};
-pub use limits::{Limits, HISTORY, MAX_FUTURE, MAX_WINDOWS};
+pub use limits::{Limits, HISTORY, MAX_FUTURE, MAX_SIZING_HISTORY, MAX_WINDOWS};
 pub use listeners::{ListenerSnapshot, Model as ListenerModel};
 pub use otlp::DEFAULT_CLUSTER;
 pub use probes::ProbeSnapshot;
+pub use sizing::{ContainerUse, Sizing, WorkloadKey, WorkloadUse};
 pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot};
 pub use storage::{MountSnapshot, OpSnapshot};
 pub use view::View;
@@ -278,7 +280,19 @@ pub struct Fleet {
     /// Latest-value series over all nodes (bounded by `max_series`).
     series: usize,
     stats: IngestStats,
+    /// Per cluster: measured pod use over `sizing_history` (RequestsRightSizing).
+    sizing: BTreeMap<String, Sizing>,
+    /// Its summary, made again at most every [`SIZING_SUMMARY_EVERY`] by ingest (an hour's
+    /// figures move slowly; views share it).
+    sizing_summary: Arc<SizingSummary>,
+    sizing_summary_at: u64,
 }
+
+/// Per cluster: each workload's use over the sizing history.
+pub type SizingSummary = BTreeMap<String, Arc<BTreeMap<WorkloadKey, WorkloadUse>>>;
+
+/// How often ingest makes the sizing summary again.
+pub const SIZING_SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Fleet {
     pub fn new(limits: Limits) -> Self {
@@ -289,7 +303,43 @@ impl Fleet {
             generation: 0,
             series: 0,
             stats: IngestStats::default(),
+            sizing: BTreeMap::new(),
+            sizing_summary: Arc::default(),
+            sizing_summary_at: 0,
         }
+    }
+
+    /// Feeds pod-use points to the cluster's sizing history; makes the summary again when due.
+    fn take_sizing(
+        &mut self,
+        points: Vec<(String, String, String, Vec<(String, String)>, f64, u64)>,
+        now_ns: u64,
+    ) {
+        let hours = (self.limits.sizing_history.as_secs() / 3600).max(1) as u32;
+        let clusters = self.limits.max_nodes.max(1);
+        for (cluster, node, name, a, v, end) in points {
+            if !self.sizing.contains_key(&cluster) && self.sizing.len() >= clusters {
+                continue;
+            }
+            self.sizing
+                .entry(cluster)
+                .or_default()
+                .take(&node, &name, &a, v, end, hours);
+        }
+        if now_ns.saturating_sub(self.sizing_summary_at) >= SIZING_SUMMARY_EVERY.as_nanos() as u64 {
+            self.sizing_summary = Arc::new(
+                self.sizing
+                    .iter()
+                    .map(|(c, s)| (c.clone(), Arc::new(s.summary())))
+                    .collect(),
+            );
+            self.sizing_summary_at = now_ns;
+        }
+    }
+
+    /// Bytes of sizing history held, over all clusters (hours and co-burst entries).
+    pub fn sizing_bytes(&self) -> usize {
+        self.sizing.values().map(Sizing::history_bytes).sum()
     }
 
     /// Counts a refused request.
@@ -385,6 +435,7 @@ impl Fleet {
         let newest = now_ns.saturating_add(MAX_FUTURE.as_nanos() as u64);
         let oldest = now_ns.saturating_sub(HISTORY.as_nanos() as u64);
         let mut series = self.series;
+        let mut sizing = Vec::new();
         for rm in &req.resource_metrics {
             let res = resource_attributes(rm.resource.as_ref());
             let total: u64 = rm
@@ -402,8 +453,31 @@ impl Fleet {
                 applied.rejected += total;
                 continue;
             };
+            let (cluster, node_name) = identity(&res);
             for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
                 let class = Class::of(&m.name);
+                if sizing::takes(&m.name) {
+                    if let Some(metric::Data::Gauge(g)) = &m.data {
+                        for p in &g.data_points {
+                            let end = if p.time_unix_nano == 0 {
+                                now_ns
+                            } else {
+                                p.time_unix_nano
+                            };
+                            if let (Some(v), true) = (number(p), (oldest..=newest).contains(&end)) {
+                                let a = attributes(&p.attributes);
+                                sizing.push((
+                                    cluster.clone(),
+                                    node_name.clone(),
+                                    m.name.clone(),
+                                    a,
+                                    v,
+                                    end,
+                                ));
+                            }
+                        }
+                    }
+                }
                 if class == Class::Generic {
                     let t = node.metrics.take(&limits, m, now_ns, &mut series);
                     applied.accepted += t.accepted;
@@ -449,6 +523,7 @@ impl Fleet {
             }
         }
         self.series = series;
+        self.take_sizing(sizing, now_ns);
         self.stats.points_accepted += applied.accepted;
         self.stats.points_rejected += applied.rejected;
         self.count_bound(Bound::PointsFuture, future);
@@ -551,6 +626,7 @@ impl Fleet {
             nodes: self.nodes,
             generation: self.generation,
             stats: self.stats.clone(),
+            sizing: self.sizing_summary.clone(),
         }
     }
 

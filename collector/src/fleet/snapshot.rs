@@ -57,6 +57,10 @@ pub struct ClusterSnapshot {
     /// Workloads (Deployment, StatefulSet, …) with listeners on any node of the cluster,
     /// built from the nodes' listener series: what the HPA rule reads.
     pub workloads: Vec<WorkloadSnapshot>,
+    /// Each workload's measured pod use over `sizing_history` (RequestsRightSizing reads it;
+    /// made at most every minute).
+    #[serde(skip)]
+    pub sizing: std::sync::Arc<std::collections::BTreeMap<super::WorkloadKey, super::WorkloadUse>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -100,6 +104,7 @@ impl FleetSnapshot {
                 name: name.to_string(),
                 nodes,
                 workloads,
+                sizing: Default::default(),
             }],
             ingest: IngestStats::default(),
             next: None,

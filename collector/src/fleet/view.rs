@@ -15,6 +15,7 @@ pub struct View {
     pub(super) nodes: usize,
     pub(super) generation: u64,
     pub(super) stats: IngestStats,
+    pub(super) sizing: Arc<super::SizingSummary>,
 }
 
 impl View {
@@ -76,6 +77,7 @@ impl View {
                     nodes.iter().map(|(name, n)| (name.as_str(), &n.listeners)),
                     history_start,
                 ),
+                sizing: self.sizing.get(cname).cloned().unwrap_or_default(),
             })
             .collect();
         FleetSnapshot {

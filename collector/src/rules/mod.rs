@@ -8,6 +8,7 @@ pub mod hpa_terms;
 pub mod kubeyaml;
 pub mod packing;
 pub mod probe;
+pub mod rightsizing;
 pub mod scale_down;
 pub mod storage;
 
@@ -423,6 +424,10 @@ pub fn all_with(
         }),
         Box::new(packing::Packing {
             t: t.clone(),
+            catalog: catalog.clone(),
+        }),
+        Box::new(rightsizing::RequestsRightSizing {
+            s: rightsizing::Sizing::default(),
             catalog,
         }),
         Box::new(dns::ThrottleRisk(t.clone())),

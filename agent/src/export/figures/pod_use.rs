@@ -46,6 +46,7 @@ pub(super) fn figures(out: &mut Out, report: &Report) {
             (attr::WORKLOAD_KIND, w.workload.kind.clone()),
             (attr::WORKLOAD, w.workload.name.clone()),
         ];
+        out.int(&metric::WORKLOAD_PODS, &l, w.pods.into());
         let max = w.above_request_max.into();
         out.int(&metric::WORKLOAD_PODS_ABOVE_REQUEST_MAX, &l, max);
         let p95 = w.above_request_p95.into();

@@ -47,6 +47,7 @@ const FIGURES: &[(&Descriptor, bool)] = &[
     (&metric::NODE_POD_CPU_BUSIEST_SECOND, true),
     (&metric::NODE_POD_CPU_REQUESTS, true),
     (&metric::NODE_POD_CPU_LIMITS, true),
+    (&metric::WORKLOAD_PODS, false),
     (&metric::WORKLOAD_PODS_ABOVE_REQUEST_MAX, false),
     (&metric::WORKLOAD_PODS_ABOVE_REQUEST_P95, false),
     (&metric::DNS_SEARCH_EXPANSION_SHARE, true),
