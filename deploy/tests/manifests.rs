@@ -776,6 +776,7 @@ fn every_alert_has_a_runbook_section() {
         "DNSConsolidationRisk",
         "ProbeTimeoutRisk",
         "HPAOverScaling",
+        "RequestsRightSizing",
     ] {
         assert!(
             have.contains(&rule.to_lowercase()),

@@ -69,9 +69,10 @@ impl Default for Sizing {
     }
 }
 
-/// `x` rounded up to a multiple of `step` (a hair of float error is not a step more).
+/// `x` rounded up to a multiple of `step` (float error below a ten-thousandth of a step, as
+/// from the history's f32 figures, is not a step more).
 fn up(x: f64, step: f64) -> f64 {
-    ((x / step - 1e-9).ceil() * step * 1e6).round() / 1e6
+    ((x / step - 1e-4).ceil() * step * 1e6).round() / 1e6
 }
 
 /// Pure: one container's recommendation from its use and the workload's co-burst share

@@ -365,6 +365,67 @@ impl Window {
         self
     }
 
+    /// One container's pod use in the window (CPU cores mean and busiest second, memory peak
+    /// bytes, requests), as the agent's pod-use figures send it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pod_use(
+        &mut self,
+        ns: &str,
+        pod: &str,
+        workload: &str,
+        container: &str,
+        cpu: f64,
+        busiest: f64,
+        memory_peak: u64,
+        requests: (f64, u64),
+    ) -> &mut Self {
+        let a = [
+            kv(attr::NAMESPACE, ns),
+            kv(attr::POD, pod),
+            kv(attr::CONTAINER, container),
+            kv(attr::WORKLOAD_KIND, "Deployment"),
+            kv(attr::WORKLOAD, workload),
+        ];
+        self.gauge(desc::POD_CPU.otlp, "{core}", &a, cpu, false);
+        self.gauge(
+            desc::POD_CPU_BUSIEST_SECOND.otlp,
+            "{core}",
+            &a,
+            busiest,
+            false,
+        );
+        self.gauge(desc::POD_CPU_REQUEST.otlp, "{core}", &a, requests.0, false);
+        let m = memory_peak as f64;
+        self.gauge(desc::POD_MEMORY_PEAK.otlp, "By", &a, m, true);
+        self.gauge(
+            desc::POD_MEMORY_REQUEST.otlp,
+            "By",
+            &a,
+            requests.1 as f64,
+            true,
+        );
+        self
+    }
+
+    /// A workload's co-burst on this node: pods measured, and the p95 of those above request.
+    pub fn co_burst(&mut self, ns: &str, workload: &str, pods: u32, p95: u32) -> &mut Self {
+        let a = [
+            kv(attr::NAMESPACE, ns),
+            kv(attr::WORKLOAD_KIND, "Deployment"),
+            kv(attr::WORKLOAD, workload),
+        ];
+        self.gauge(desc::WORKLOAD_PODS.otlp, "{pod}", &a, pods as f64, true);
+        let p = p95 as f64;
+        self.gauge(
+            desc::WORKLOAD_PODS_ABOVE_REQUEST_P95.otlp,
+            "{pod}",
+            &a,
+            p,
+            true,
+        );
+        self
+    }
+
     pub fn request(&self) -> ExportMetricsServiceRequest {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {

@@ -14,6 +14,7 @@ mod hpa_kube;
 mod otlp_errors;
 mod packing;
 mod python_sdk;
+mod rightsizing;
 mod scale_down;
 mod state;
 

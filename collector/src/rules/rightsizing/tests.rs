@@ -192,3 +192,44 @@ fn recommended_requests_sum_containers_of_sized_workloads_only() {
         }
     );
 }
+
+/// The runbook's worked example, figure for figure.
+#[test]
+fn runbook_worked_example() {
+    let rule = RequestsRightSizing {
+        s: Sizing::default(),
+        catalog: Catalog::builtin(),
+    };
+    let c5 = InstanceType {
+        vcpu: 36,
+        memory_mib: 73728,
+        max_enis: 8,
+    };
+    let gib = 1u64 << 30;
+    let c = use_(0.25, 1.0, (1.2 * gib as f64) as u64, Some((1.0, 2 * gib)));
+    let r = recommend(&c, Some(9.0 / 30.0), 0.15);
+    assert_eq!(
+        (
+            r.cpu_request,
+            r.cpu_limit,
+            memory_quantity(r.memory_request)
+        ),
+        (0.345, 1.15, "1414Mi".to_string())
+    );
+    let w = WorkloadUse {
+        pods: 30,
+        ..workload(24, c, Some(0.3))
+    };
+    let cost = Cost {
+        usd_per_month: Some(1116.9),
+        basis: "c5.9xlarge".into(),
+    };
+    let k = (
+        "jobs".to_string(),
+        "Deployment".to_string(),
+        "worker".to_string(),
+    );
+    let f = rule.finding("c", &k, &w, 30, cost, Some(&c5)).unwrap();
+    assert_eq!(f.cost.unwrap().usd_per_month, Some(609.64));
+    assert!(f.fix.contains("cpu: \"1150m\""), "{}", f.fix);
+}
