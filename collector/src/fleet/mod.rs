@@ -288,6 +288,9 @@ pub struct Fleet {
     sizing_summary_at: u64,
 }
 
+/// One pod-use point for the sizing history: cluster, node, metric, attributes, value, end.
+type SizingPoint = (String, String, String, Vec<(String, String)>, f64, u64);
+
 /// Per cluster: each workload's use over the sizing history.
 pub type SizingSummary = BTreeMap<String, Arc<BTreeMap<WorkloadKey, WorkloadUse>>>;
 
@@ -310,11 +313,7 @@ impl Fleet {
     }
 
     /// Feeds pod-use points to the cluster's sizing history; makes the summary again when due.
-    fn take_sizing(
-        &mut self,
-        points: Vec<(String, String, String, Vec<(String, String)>, f64, u64)>,
-        now_ns: u64,
-    ) {
+    fn take_sizing(&mut self, points: Vec<SizingPoint>, now_ns: u64) {
         let hours = (self.limits.sizing_history.as_secs() / 3600).max(1) as u32;
         let clusters = self.limits.max_nodes.max(1);
         for (cluster, node, name, a, v, end) in points {

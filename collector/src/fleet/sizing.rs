@@ -178,7 +178,7 @@ impl Sizing {
             c.resources[i] = v as f32;
             return;
         }
-        if c.hours.back().is_none_or(|h| h.hour < hour) {
+        if c.hours.back().map_or(true, |h| h.hour < hour) {
             c.hours.push_back(Hour {
                 hour,
                 ..Hour::default()

@@ -230,7 +230,7 @@ impl Sampler {
     pub fn sample(&mut self) {
         if self
             .discovered
-            .is_none_or(|t| t.elapsed() >= DISCOVER_INTERVAL)
+            .map_or(true, |t| t.elapsed() >= DISCOVER_INTERVAL)
         {
             self.discover();
         }
@@ -277,11 +277,9 @@ impl Sampler {
             self.node.memory_requests = mem_req;
         }
         if at.pods > 0
-            && self
-                .node
-                .best
-                .as_ref()
-                .is_none_or(|b| at.cpu_busiest_second_cores > b.cpu_busiest_second_cores)
+            && self.node.best.as_ref().map_or(true, |b| {
+                at.cpu_busiest_second_cores > b.cpu_busiest_second_cores
+            })
         {
             self.node.best = Some(at);
         }
