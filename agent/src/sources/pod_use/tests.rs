@@ -22,7 +22,8 @@ fn p95_is_nearest_rank_over_samples() {
 }
 
 /// v1 memory files: the kernel's lifetime peak counts only when it rose in the window;
-/// otherwise the highest sample; names and requests come from the pod list.
+/// otherwise the highest sample; names and requests come from the pod list. Memory is read
+/// about once a second, so the samples here are a second apart.
 #[test]
 fn memory_peak_is_the_windows_and_pods_are_named() {
     let d = tempfile::tempdir().unwrap();
@@ -39,11 +40,16 @@ fn memory_peak_is_the_windows_and_pods_are_named() {
     };
     let specs = PodSpecs::default();
     let mut s = Sampler::new(&spec, specs.clone());
+    let second = || std::thread::sleep(std::time::Duration::from_millis(950));
     s.sample();
     write(&pod, "memory.usage_in_bytes", 3000);
+    second();
     s.sample();
     write(&pod, "memory.usage_in_bytes", 2000);
     write(&c, "memory.max_usage_in_bytes", 5000);
+    // Not a second later: memory is not read again.
+    s.sample();
+    second();
     s.sample();
     let (pods, omitted, co) = s.cut();
     assert_eq!(omitted.total(), 0);
@@ -68,6 +74,7 @@ fn memory_peak_is_the_windows_and_pods_are_named() {
     }))
     .unwrap();
     specs.set([&pod_obj]);
+    second();
     s.sample();
     let (pods, _, _) = s.cut();
     let p = &pods[0];
