@@ -145,7 +145,8 @@ impl Default for Config {
             max_series: l.max_series,
             max_findings: crate::findings::engine::MAX_FINDINGS,
             workload_history: text(l.workload_history),
-            sizing_history: text(l.sizing_history),
+            // "24h", not humantime's "1day": as the docs and ConfigMap write it.
+            sizing_history: "24h".into(),
             traces_endpoint: None,
             alertmanager_urls: Vec::new(),
             webhook_url: None,
