@@ -10,7 +10,7 @@ fn every_rule_has_its_runbook_section() {
     let runbook = std::fs::read_to_string(root.join("docs/runbook.md")).unwrap();
     let t = headroom_collector::rules::Thresholds::default();
     let rules = headroom_collector::rules::all(&t);
-    assert_eq!(rules.len(), 7);
+    assert_eq!(rules.len(), 8);
     for r in rules {
         assert!(
             runbook.contains(&format!("\n## {}\n", r.id())),
