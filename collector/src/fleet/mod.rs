@@ -455,27 +455,33 @@ impl Fleet {
             let (cluster, node_name) = identity(&res);
             for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
                 let class = Class::of(&m.name);
+                // Pod use feeds the sizing history only: a node's pods' series would fill
+                // the latest-value store (`max_series`) at a few thousand nodes.
                 if sizing::takes(&m.name) {
-                    if let Some(metric::Data::Gauge(g)) = &m.data {
-                        for p in &g.data_points {
-                            let end = if p.time_unix_nano == 0 {
-                                now_ns
-                            } else {
-                                p.time_unix_nano
-                            };
-                            if let (Some(v), true) = (number(p), (oldest..=newest).contains(&end)) {
-                                let a = attributes(&p.attributes);
-                                sizing.push((
-                                    cluster.clone(),
-                                    node_name.clone(),
-                                    m.name.clone(),
-                                    a,
-                                    v,
-                                    end,
-                                ));
-                            }
+                    let Some(metric::Data::Gauge(g)) = &m.data else {
+                        applied.rejected += points_in(m) as u64;
+                        continue;
+                    };
+                    for p in &g.data_points {
+                        let end = match p.time_unix_nano {
+                            0 => now_ns,
+                            t => t,
+                        };
+                        if !(oldest..=newest).contains(&end) {
+                            applied.rejected += 1;
+                            *(if end > newest { &mut future } else { &mut old }) += 1;
+                            continue;
                         }
+                        let Some(v) = number(p) else {
+                            applied.rejected += 1;
+                            continue;
+                        };
+                        applied.accepted += 1;
+                        let a = attributes(&p.attributes);
+                        let name = m.name.clone();
+                        sizing.push((cluster.clone(), node_name.clone(), name, a, v, end));
                     }
+                    continue;
                 }
                 if class == Class::Generic {
                     let t = node.metrics.take(&limits, m, now_ns, &mut series);

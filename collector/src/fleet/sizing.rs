@@ -12,8 +12,23 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 otlp_names! {
     pub fn takes;
     POD_CPU, POD_CPU_BUSIEST_SECOND, POD_MEMORY_PEAK, POD_CPU_REQUEST, POD_CPU_LIMIT,
-    POD_MEMORY_REQUEST, POD_MEMORY_LIMIT, WORKLOAD_PODS, WORKLOAD_PODS_ABOVE_REQUEST_P95
+    POD_MEMORY_REQUEST, POD_MEMORY_LIMIT, WORKLOAD_PODS, WORKLOAD_PODS_ABOVE_REQUEST_P95,
+    POD_CPU_THROTTLED, POD_MEMORY, WORKLOAD_PODS_ABOVE_REQUEST_MAX
 }
+
+/// The pod-use metrics the history reads; the fleet takes the others of [`takes`] too (a
+/// node's pods' series would otherwise fill the latest-value store) and drops them here.
+const USED: [&str; 9] = [
+    POD_CPU,
+    POD_CPU_BUSIEST_SECOND,
+    POD_MEMORY_PEAK,
+    POD_CPU_REQUEST,
+    POD_CPU_LIMIT,
+    POD_MEMORY_REQUEST,
+    POD_MEMORY_LIMIT,
+    WORKLOAD_PODS,
+    WORKLOAD_PODS_ABOVE_REQUEST_P95,
+];
 
 /// (namespace, kind, name) of a workload.
 pub type WorkloadKey = (String, String, String);
@@ -93,6 +108,9 @@ fn nan_none(x: f32) -> Option<f64> {
 impl Sizing {
     /// One point of a pod-use metric at `end` (ns) from `node`.
     pub fn take(&mut self, node: &str, name: &str, a: &Attrs, v: f64, end: u64, keep_hours: u32) {
+        if !USED.contains(&name) {
+            return;
+        }
         let (Some(ns), Some(kind), Some(wl)) = (
             get(a, attr::NAMESPACE),
             get(a, attr::WORKLOAD_KIND),
