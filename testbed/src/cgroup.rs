@@ -104,7 +104,10 @@ impl KubeCgroup {
 
     /// Gives the container and every kubepods level above it the highest CPU weight (v1
     /// `cpu.shares`, v2 `cpu.weight`), so that on a machine busy with other work its processes
-    /// still get what their quota allows; the old weights come back on drop.
+    /// still get what their quota allows; the old weights come back on drop. A level another
+    /// live cgroup already raised (kubepods, the QoS level) is left to that one to restore, so
+    /// the machine ends as it was whatever the order of drops (a test still running then loses
+    /// the raised ancestors it shared).
     pub fn favour(&mut self) -> anyhow::Result<()> {
         let (leaf, root, file, top) = match (&self.v1_cpu, v1_cpu_root()) {
             (Some(l), Some(r)) => (l.clone(), r, "cpu.shares", "262144"),
@@ -117,9 +120,11 @@ impl KubeCgroup {
         };
         for dir in leaf.ancestors().take_while(|d| *d != root) {
             let p = dir.join(file);
-            let old = std::fs::read_to_string(&p)?;
-            std::fs::write(&p, top)?;
-            self.weights.push((p, old.trim().to_string()));
+            let old = std::fs::read_to_string(&p)?.trim().to_string();
+            if old != top {
+                std::fs::write(&p, top)?;
+                self.weights.push((p, old));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,14 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const INTERVAL: Duration = Duration::from_millis(200);
+
+/// These tests burn up to 1.5 of the machine's cores and read the node's summed pod CPU: one
+/// at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// Half a core: 50 ms of every 100 ms period.
 const QUOTA_US: u64 = 50_000;
 const LOAD: f64 = 0.5;
@@ -95,6 +103,7 @@ fn pod_cpu_and_memory_match_the_cgroups_own_counters() {
         "pod_cpu_and_memory_match_the_cgroups_own_counters",
         &needs
     );
+    let _serial = serial();
     let (mut steady, mut bursty) = (
         KubeCgroup::new(&uid(1), &cid(1)).unwrap(),
         KubeCgroup::new(&uid(2), &cid(2)).unwrap(),
@@ -165,6 +174,7 @@ fn pod_cpu_and_memory_match_the_cgroups_own_counters() {
 fn a_memory_spike_inside_the_window_is_its_peak() {
     let needs = [Need::Root, Need::Tool("python3")];
     headroom_testbed::require_or_return!("a_memory_spike_inside_the_window_is_its_peak", &needs);
+    let _serial = serial();
     let cg = KubeCgroup::new(&uid(9), &cid(9)).unwrap();
     let py = "import time\ntime.sleep(1.5)\nb = b'x' * (96 << 20)\ntime.sleep(0.3)\ndel b\ntime.sleep(5)";
     let g = Guard::spawn("python3", Command::new("python3").args(["-c", py])).unwrap();
@@ -210,12 +220,14 @@ fn spec(i: u8) -> PodSpec {
 
 /// Three pods of one Deployment (request 0.1 core, quota half a core): bursting 2 s each in
 /// turn, 1.4 s apart (no one-second window holds two bursts), at most 1 pod is above its
-/// request at any second; bursting together, 3. The node's busiest second is one pod's half
-/// core vs all three's 1.5 cores (±10 %).
+/// request at any second; bursting together, 3. The node's busiest second sums every pod on
+/// the machine (other tests' pods too, which can only add): at least one pod's half core vs at
+/// least all three's 1.5 cores (−10 %), and together at least 0.8 core above in turn.
 #[test]
 fn co_burst_in_turn_is_one_together_is_three() {
     let needs = [Need::Root, Need::Tool("python3"), Need::Tool("nice")];
     headroom_testbed::require_or_return!("co_burst_in_turn_is_one_together_is_three", &needs);
+    let _serial = serial();
     let cgs: Vec<KubeCgroup> = (0..3)
         .map(|i| {
             let mut cg = KubeCgroup::new(&uid(10 + i), &cid(10 + i)).unwrap();
@@ -254,7 +266,11 @@ fn co_burst_in_turn_is_one_together_is_three() {
         results.push((w.above_request_max, co.cpu_busiest_second_cores));
     }
     assert_eq!((results[0].0, results[1].0), (1, 3), "{results:?}");
-    assert!(within(results[0].1, LOAD, 0.1), "{results:?}");
-    assert!(within(results[1].1, 3.0 * LOAD, 0.1), "{results:?}");
+    assert!(results[0].1 >= 0.9 * LOAD, "{results:?}");
+    assert!(results[1].1 >= 0.9 * 3.0 * LOAD, "{results:?}");
+    assert!(
+        results[1].1 - results[0].1 >= 0.8 * 2.0 * LOAD,
+        "{results:?}"
+    );
     drop(cgs);
 }
