@@ -261,9 +261,31 @@ impl Rule for Packing {
 
     fn evaluate(&self, input: &Input, now: SystemTime) -> Vec<Finding> {
         let state = input.kube.cluster.read();
-        // RequestsRightSizing's recommendations join here once they exist; today's requests until then.
-        self.judge(&state, input.fleet, &Recommended::new(), now)
+        let rec = recommended(&state, input.fleet);
+        self.judge(&state, input.fleet, &rec, now)
     }
+}
+
+/// RequestsRightSizing's recommended requests (one pod's, per workload with enough measured
+/// history) for the cluster the collector watches: the fleet cluster holding most of its nodes.
+/// Empty without measured pod use: the plan then counts with today's requests.
+pub fn recommended(state: &ClusterState, fleet: &crate::fleet::FleetSnapshot) -> Recommended {
+    let watched = |c: &&crate::fleet::ClusterSnapshot| {
+        c.nodes
+            .iter()
+            .filter(|n| state.nodes.items.values().any(|k| k.name == n.name))
+            .count()
+    };
+    let Some(cluster) = fleet.clusters.iter().max_by_key(watched) else {
+        return Recommended::new();
+    };
+    super::rightsizing::recommended_requests(
+        &cluster.sizing,
+        &super::rightsizing::Sizing::default(),
+    )
+    .into_iter()
+    .map(|(k, r)| (k, (r.cpu_cores, r.memory_bytes)))
+    .collect()
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// A workload as [`PodInfo::workload`] names it: (namespace, kind, name).
 pub type WorkloadKey = (String, String, String);
 
-/// Recommended requests per pod of a workload, (CPU cores, memory bytes). A stand-in for
-/// RequestsRightSizing's `RecommendedRequests` until that lands; empty means today's requests.
+/// Recommended requests per pod of a workload, (CPU cores, memory bytes), from
+/// RequestsRightSizing's `RecommendedRequests` (`packing::recommended`); empty means today's.
 pub type Recommended = HashMap<WorkloadKey, Requests>;
 
 /// Requests of one pod: (CPU cores, memory bytes).

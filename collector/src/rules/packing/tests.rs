@@ -543,3 +543,67 @@ fn odd_input_never_panics() {
     let f = judge(Thresholds::default(), &fleet, &rec);
     assert_eq!(f[0].evidence["pods_with_recommendation"], 0);
 }
+
+/// The rule takes RequestsRightSizing's recommendations from the measured history of the fleet
+/// cluster that holds the watched nodes: shop/api's 40 pods are counted with them.
+#[test]
+fn recommendations_come_from_the_measured_history() {
+    use crate::fleet::{ContainerUse, WorkloadUse};
+    let st = state(&k::packing_fixture(NOW));
+    let key = (
+        "shop".to_string(),
+        "Deployment".to_string(),
+        "api".to_string(),
+    );
+    let use_ = WorkloadUse {
+        containers: [(
+            "app".to_string(),
+            ContainerUse {
+                cpu_mean_p95: 1.5,
+                cpu_peak: 1.7,
+                memory_peak: 9 << 30,
+                cpu_request: Some(4.0),
+                cpu_limit: None,
+                memory_request: Some(11 << 30),
+                memory_limit: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        hours: 24,
+        co_burst: Some(0.5),
+        pods: 3,
+        node: "pack-01".into(),
+    };
+    let sizing: std::collections::BTreeMap<_, _> = [(key.clone(), use_)].into_iter().collect();
+    let mut fleet = agents(14, None);
+    // No measured history: today's requests.
+    assert!(super::recommended(&st, &fleet).is_empty());
+    // A second cluster that holds none of the watched nodes, with a history of its own.
+    let mut other = FleetSnapshot::one_cluster("staging", vec![], vec![]).clusters[0].clone();
+    other.sizing = std::sync::Arc::new(sizing.clone());
+    fleet.clusters[0].sizing = std::sync::Arc::new(sizing.clone());
+    fleet.clusters.insert(0, other);
+    fleet.clusters[0].sizing = std::sync::Arc::new(Default::default());
+    let rec = super::recommended(&st, &fleet);
+    let want = crate::rules::rightsizing::recommended_requests(
+        &sizing,
+        &crate::rules::rightsizing::Sizing::default(),
+    );
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    let (cpu, mem) = rec[&key];
+    assert_eq!((cpu, mem), (want[&key].cpu_cores, want[&key].memory_bytes));
+    // max(p95 1.5, busiest 1.7 × co-burst 0.5) × 1.15, and the peak × 1.15 up to whole MiB.
+    assert!((cpu - 1.725).abs() < 1e-9, "{cpu}");
+    assert_eq!(
+        mem,
+        (((9u64 << 30) as f64 * 1.15) / 1048576.0).ceil() as u64 * 1048576
+    );
+    let f = judge(Thresholds::default(), &fleet, &rec);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f[0].evidence["pods_with_recommendation"], 40,
+        "{:?}",
+        f[0].evidence
+    );
+}
