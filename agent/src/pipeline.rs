@@ -182,7 +182,7 @@ impl Pipeline {
     pub fn report(&mut self, start_ns: u64, end_ns: u64) -> Report {
         let w = Window { start_ns, end_ns };
         let mut report = Report::new(self.node(), start_ns, end_ns, &[]);
-        let sources: [&mut dyn Source; 7] = [
+        let sources: [&mut dyn Source; 8] = [
             &mut self.linklocal,
             &mut self.checks,
             &mut self.listeners,
