@@ -281,3 +281,40 @@ fn co_burst_in_turn_is_one_together_is_three() {
     );
     drop(cgs);
 }
+
+/// Kept descriptors: a pod whose cgroup is removed while the sampler holds its files open is
+/// noticed by the failing read and walked out at the next sample a second after the last
+/// discovery (not at the 10 s walk).
+#[test]
+fn a_removed_cgroup_is_noticed_through_its_kept_files() {
+    let needs = [Need::Root];
+    headroom_testbed::require_or_return!(
+        "a_removed_cgroup_is_noticed_through_its_kept_files",
+        &needs
+    );
+    let _serial = serial();
+    let cg = KubeCgroup::new(&uid(0x20), &cid(0x20)).unwrap();
+    let mut s = sampler(PodSpecs::default());
+    s.sample();
+    run(&mut s, Duration::from_millis(1200));
+    let (d0, held0) = (s.cost.discoveries, s.cost.fds_held);
+    let (pods, _, _) = s.cut();
+    let p = find(&pods, &uid(0x20));
+    assert!(
+        p.cpu.mean_cores.is_some() && p.containers.len() == 1,
+        "{p:?}"
+    );
+    // Pod and container CPU time and memory kept open (other pods on the node add theirs).
+    assert!(held0 >= 4, "descriptors held {held0}");
+    drop(cg);
+    run(&mut s, Duration::from_millis(1600));
+    let (pods, _, _) = s.cut();
+    assert!(
+        s.cost.discoveries > d0,
+        "a walk within 1.6 s of the removal, not at the 10 s one"
+    );
+    assert!(
+        pods.iter().all(|p| p.uid != uid(0x20)),
+        "the removed pod is gone"
+    );
+}

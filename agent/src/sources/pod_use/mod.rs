@@ -3,9 +3,11 @@
 //!
 //! The pod and container cgroups are found by walking the kubelet's trees (v1 and v2, both
 //! drivers; [`crate::sys::cgroup`]) every [`DISCOVER_INTERVAL`]. Every sample (the worker
-//! sampler's cadence, 5 Hz by default) reads each pod's cumulative CPU time (`cpu.stat`
-//! `usage_usec`, or v1 `cpuacct.usage`); about once a second also each container's, and all
-//! memory (`memory.current`, or v1 `memory.usage_in_bytes`). From these, per window: mean cores, the busiest second (cores over
+//! sampler's cadence, 5 Hz by default) reads each pod's cumulative CPU time (v1
+//! `cpuacct.usage` where a hybrid machine has it, the cheaper read, else v2 `cpu.stat`
+//! `usage_usec`); about once a second also each container's, and all memory
+//! (`memory.current`, or v1 `memory.usage_in_bytes`). These files are kept open and re-read
+//! ([`crate::sys::cgroup::Kept`], within a descriptor budget). From these, per window: mean cores, the busiest second (cores over
 //! the last second, at every sample), memory now and its peak (the kernel's own `memory.peak`
 //! / `memory.max_usage_in_bytes` when it rose in the window, else the highest sample), and the
 //! throttling of `cpu.stat` as the listeners report it. Requests and limits come from the

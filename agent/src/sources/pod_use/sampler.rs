@@ -7,7 +7,7 @@ use super::report::{
 use super::specs::{PodSpec, PodSpecs, Resources};
 use super::{PodUseSpec, DISCOVER_INTERVAL};
 use crate::pod::Workload;
-use crate::sys::cgroup::{self, CgroupFiles, CpuStat};
+use crate::sys::cgroup::{self, CgroupFiles, CpuStat, FdBudget, Kept};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,11 @@ pub struct Cost {
     pub samples: u64,
     /// Cgroup files read.
     pub reads: u64,
+    /// Of these, files opened by path (first reads, and every read past the descriptor budget);
+    /// the rest re-read a kept descriptor.
+    pub opens: u64,
+    /// Descriptors kept open now.
+    pub fds_held: usize,
     pub discoveries: u64,
 }
 
@@ -25,6 +30,9 @@ pub struct Cost {
 #[derive(Debug, Default)]
 struct Use {
     files: CgroupFiles,
+    /// The CPU time and current memory files, kept open (the rest are read once a window).
+    usage: Option<Kept>,
+    memory: Option<Kept>,
     /// Recent (time, usage µs): the oldest is the newest sample at least a second old.
     ring: VecDeque<(Instant, u64)>,
     start: Option<(Instant, u64)>,
@@ -43,6 +51,11 @@ struct Use {
 impl Use {
     fn new(files: CgroupFiles) -> Use {
         let mut u = Use {
+            usage: files
+                .usage
+                .as_ref()
+                .map(|f| Kept::new(f.path().to_path_buf())),
+            memory: files.memory_current.clone().map(Kept::new),
             files,
             seen: true,
             ..Use::default()
@@ -56,50 +69,49 @@ impl Use {
         cgroup::parse_cpu_stat(&cgroup::read_small(self.files.throttling.as_deref()?)?)
     }
 
-    /// Reads the CPU counter at `now`, and memory with `memory`; returns the files read.
-    fn sample(&mut self, now: Instant, interval: Duration, memory: bool) -> u64 {
-        let mut reads = 0;
+    /// Reads the CPU counter at `now`; returns the files read.
+    fn sample_cpu(&mut self, now: Instant, interval: Duration, fds: &Arc<FdBudget>) -> u64 {
         self.rate_now = None;
-        if let Some(u) = self.files.usage.as_ref().and_then(|f| {
-            reads += 1;
-            f.read_usec()
-        }) {
-            if self.last.is_some_and(|(_, l)| u < l) {
-                // A new cgroup at the same path: start again.
-                self.ring.clear();
-                self.start = None;
-            }
-            self.ring.push_back((now, u));
-            self.start.get_or_insert((now, u));
-            self.last = Some((now, u));
-            // A sample is "a second old" from half an interval short of a second.
-            let second = Duration::from_secs(1).saturating_sub(interval / 2);
-            while self.ring.len() > 2 && now.duration_since(self.ring[1].0) >= second {
-                self.ring.pop_front();
-            }
-            if let Some(&(t0, u0)) = self.ring.front() {
-                let dt = now.duration_since(t0);
-                if dt >= second && !dt.is_zero() {
-                    let r = u.saturating_sub(u0) as f64 / 1e6 / dt.as_secs_f64();
-                    self.rate_now = Some(r);
-                    self.busiest = Some(self.busiest.map_or(r, |b| b.max(r)));
-                }
+        let (Some(k), Some(f)) = (self.usage.as_mut(), self.files.usage.as_ref()) else {
+            return 0;
+        };
+        let Some(u) = k.read(fds, |t| f.parse_usec(t)) else {
+            return 1;
+        };
+        if self.last.is_some_and(|(_, l)| u < l) {
+            // A new cgroup at the same path: start again.
+            self.ring.clear();
+            self.start = None;
+        }
+        self.ring.push_back((now, u));
+        self.start.get_or_insert((now, u));
+        self.last = Some((now, u));
+        // A sample is "a second old" from half an interval short of a second.
+        let second = Duration::from_secs(1).saturating_sub(interval / 2);
+        while self.ring.len() > 2 && now.duration_since(self.ring[1].0) >= second {
+            self.ring.pop_front();
+        }
+        if let Some(&(t0, u0)) = self.ring.front() {
+            let dt = now.duration_since(t0);
+            if dt >= second && !dt.is_zero() {
+                let r = u.saturating_sub(u0) as f64 / 1e6 / dt.as_secs_f64();
+                self.rate_now = Some(r);
+                self.busiest = Some(self.busiest.map_or(r, |b| b.max(r)));
             }
         }
-        if let Some(m) = self
-            .files
-            .memory_current
-            .as_deref()
-            .filter(|_| memory)
-            .and_then(|p| {
-                reads += 1;
-                cgroup::read_u64(p)
-            })
-        {
+        1
+    }
+
+    /// Reads current memory; returns the files read.
+    fn sample_memory(&mut self, fds: &Arc<FdBudget>) -> u64 {
+        let Some(k) = self.memory.as_mut() else {
+            return 0;
+        };
+        if let Some(m) = k.read(fds, |t| t.trim().parse().ok()) {
             self.mem_now = Some(m);
             self.mem_max = Some(self.mem_max.map_or(m, |x| x.max(m)));
         }
-        reads
+        1
     }
 
     /// The window's figures; the next window starts at the last sample.
@@ -181,6 +193,10 @@ pub struct Sampler {
     omitted: PodUseOmitted,
     node: NodeAcc,
     workloads: HashMap<WorkloadKey, WorkloadAcc>,
+    /// Descriptors of kept cgroup files, bounded by the process's file limit.
+    fds: Arc<FdBudget>,
+    /// `fds.vanished()` at the last discovery: a kept file failing means a cgroup went.
+    vanished: u64,
     pub cost: Cost,
 }
 
@@ -195,7 +211,17 @@ impl Sampler {
             omitted: PodUseOmitted::default(),
             node: NodeAcc::default(),
             workloads: HashMap::new(),
+            fds: FdBudget::from_rlimit(),
+            vanished: 0,
             cost: Cost::default(),
+        }
+    }
+
+    /// The same with at most `max_fds` cgroup files kept open (tests and the benchmark).
+    pub fn with_fd_budget(spec: &PodUseSpec, specs: PodSpecs, max_fds: usize) -> Sampler {
+        Sampler {
+            fds: FdBudget::new(max_fds),
+            ..Sampler::new(spec, specs)
         }
     }
 
@@ -232,19 +258,23 @@ impl Sampler {
         }
         self.pods.retain(|_, p| p.pod.seen);
         self.discovered = Some(Instant::now());
+        self.vanished = self.fds.vanished();
         self.cost.discoveries += 1;
     }
 
     /// One sample: every pod's CPU (co-burst needs each sample), and about once a second
-    /// also every container's CPU and all memory (the cost: each cgroup file read is an open,
-    /// a read and a close, ≈ 10 µs on a busy node). A container's busiest second is then its
+    /// also every container's CPU and all memory. A container's busiest second is then its
     /// highest rate over about a second between one-second samples; memory peaks between
-    /// samples are the kernel's own.
+    /// samples are the kernel's own. Files are kept open and re-read (pods' CPU first, so
+    /// they keep their descriptors when the budget is short); a kept file failing to read
+    /// (its cgroup removed) brings the next discovery forward to at most a second after the
+    /// last.
     pub fn sample(&mut self) {
-        if self
-            .discovered
-            .map_or(true, |t| t.elapsed() >= DISCOVER_INTERVAL)
-        {
+        let due = |t: Instant, after: Duration| t.elapsed() >= after;
+        if self.discovered.map_or(true, |t| {
+            due(t, DISCOVER_INTERVAL)
+                || (self.fds.vanished() != self.vanished && due(t, Duration::from_secs(1)))
+        }) {
             self.discover();
         }
         let now = Instant::now();
@@ -254,14 +284,22 @@ impl Sampler {
         if full {
             self.full = Some(now);
         }
+        let fds = &self.fds;
+        let opens = fds.opens();
         for p in self.pods.values_mut() {
-            self.cost.reads += p.pod.sample(now, interval, full);
-            if full {
+            self.cost.reads += p.pod.sample_cpu(now, interval, fds);
+        }
+        if full {
+            for p in self.pods.values_mut() {
+                self.cost.reads += p.pod.sample_memory(fds);
                 for c in p.containers.values_mut() {
-                    self.cost.reads += c.sample(now, interval, true);
+                    self.cost.reads += c.sample_cpu(now, interval, fds);
+                    self.cost.reads += c.sample_memory(fds);
                 }
             }
         }
+        self.cost.opens += fds.opens() - opens;
+        self.cost.fds_held = fds.held();
         self.cost.samples += 1;
         self.co_burst_now();
     }

@@ -163,11 +163,13 @@ pub fn read_cpu_stat(candidates: &[PathBuf]) -> Option<(PathBuf, CpuStat)> {
     })
 }
 
+pub use kept::{FdBudget, Kept};
 pub use walk::{
     find_pods, read_small, read_u64, usage_usec, CgroupDirs, CgroupFiles, Found, PodCgroups,
     UsageFile, MAX_ENTRIES,
 };
 
+mod kept;
 mod walk;
 
 #[cfg(test)]
