@@ -1,4 +1,4 @@
-//! `headroom-bench-pod-use [PODS] [SECONDS]`: the pod-use source's sampling cost at the default
+//! `headroom-bench-pod-use [PODS] [SECONDS] [FDS]`: the pod-use source's sampling cost at the default
 //! 5 Hz on a node with PODS pods. Makes PODS real kubelet-shaped cgroups (one container each:
 //! the systemd driver's path in cgroup v2 and, on hybrid machines, the cgroupfs driver's in the
 //! v1 cpu and memory hierarchies, as `headroom_testbed::cgroup` makes them), each holding one
@@ -53,7 +53,12 @@ fn main() -> anyhow::Result<()> {
         interval,
         caps: PodUseConfig::default(),
     };
-    let mut s = Sampler::new(&spec, PodSpecs::default());
+    // FDS (optional third argument): most cgroup files kept open (default: from the file limit;
+    // 0 measures the open/read/close path).
+    let mut s = match args.get(3) {
+        Some(n) => Sampler::with_fd_budget(&spec, PodSpecs::default(), n.parse()?),
+        None => Sampler::new(&spec, PodSpecs::default()),
+    };
     s.sample(); // discovery and first reads
     let (cpu0, t0, c0) = (thread_cpu(), Instant::now(), s.cost);
     let mut next = Instant::now();
@@ -66,11 +71,13 @@ fn main() -> anyhow::Result<()> {
     let (report, omitted, _) = s.cut();
     let ours = report.iter().filter(|p| p.uid.starts_with("b0b0")).count();
     println!(
-        "pods {pods} (found {ours}, on node {}, omitted {}): {} samples, {} files read, {} discoveries; CPU {:.3} s / {:.1} s = {:.2} % of one core; {:.0} µs a sample",
+        "pods {pods} (found {ours}, on node {}, omitted {}): {} samples, {} files read ({} opened by path, {} descriptors kept), {} discoveries; CPU {:.3} s / {:.1} s = {:.2} % of one core; {:.0} µs a sample",
         report.len(),
         omitted.total(),
         c.samples - c0.samples,
         c.reads - c0.reads,
+        c.opens - c0.opens,
+        c.fds_held,
         c.discoveries - c0.discoveries,
         cpu.as_secs_f64(),
         wall.as_secs_f64(),

@@ -1,7 +1,7 @@
 //! A kubelet-shaped container cgroup made for real on this machine: the systemd driver's path in
 //! cgroup v2 and, where the CPU controller lives in cgroup v1 (hybrid machines), the cgroupfs
-//! driver's path there (and in the v1 `memory` hierarchy when memory lives there), all for the
-//! same pod uid and container id. Removed on drop.
+//! driver's path there (and in the v1 `cpuacct` and `memory` hierarchies where those are mounted
+//! apart), all for the same pod uid and container id. Removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ pub struct KubeCgroup {
     pub v2: PathBuf,
     /// The cgroup v1 `cpu` leaf, on hybrid machines.
     pub v1_cpu: Option<PathBuf>,
+    /// The cgroup v1 `cpuacct` leaf, where that hierarchy is mounted apart from `cpu`.
+    pub v1_cpuacct: Option<PathBuf>,
     /// The cgroup v1 `memory` leaf, on hybrid machines.
     pub v1_memory: Option<PathBuf>,
     /// CPU weights [`KubeCgroup::favour`] changed, with their old values (restored on drop).
@@ -32,6 +34,12 @@ pub fn v2_root() -> Option<PathBuf> {
 fn v1_memory_root() -> Option<PathBuf> {
     Some(PathBuf::from("/sys/fs/cgroup/memory"))
         .filter(|p| p.join("memory.usage_in_bytes").is_file())
+}
+
+/// A separate v1 `cpuacct` mount (where `cpu` and `cpuacct` are not co-mounted).
+fn v1_cpuacct_root() -> Option<PathBuf> {
+    Some(PathBuf::from("/sys/fs/cgroup/cpuacct"))
+        .filter(|p| p.join("cpuacct.usage").is_file() && !p.join("cpu.cfs_quota_us").exists())
 }
 
 fn v1_cpu_root() -> Option<PathBuf> {
@@ -55,6 +63,7 @@ impl KubeCgroup {
             created: Vec::new(),
             v2: v2.clone(),
             v1_cpu: None,
+            v1_cpuacct: None,
             v1_memory: None,
             weights: Vec::new(),
         };
@@ -63,6 +72,12 @@ impl KubeCgroup {
             let leaf = r.join(format!("kubepods/burstable/pod{pod_uid}/{container}"));
             cg.mkdirs(&r, &leaf)?;
             cg.v1_cpu = Some(leaf);
+            // The kubelet makes its cgroups in every v1 hierarchy, cpuacct too.
+            if let Some(a) = v1_cpuacct_root() {
+                let leaf = a.join(format!("kubepods/burstable/pod{pod_uid}/{container}"));
+                cg.mkdirs(&a, &leaf)?;
+                cg.v1_cpuacct = Some(leaf);
+            }
             if let Some(m) = v1_memory_root() {
                 let leaf = m.join(format!("kubepods/burstable/pod{pod_uid}/{container}"));
                 cg.mkdirs(&m, &leaf)?;
@@ -96,7 +111,10 @@ impl KubeCgroup {
     /// Moves a process into the container's cgroups.
     pub fn add(&self, pid: u32) -> anyhow::Result<()> {
         std::fs::write(self.v2.join("cgroup.procs"), pid.to_string())?;
-        for v1 in [&self.v1_cpu, &self.v1_memory].into_iter().flatten() {
+        for v1 in [&self.v1_cpu, &self.v1_cpuacct, &self.v1_memory]
+            .into_iter()
+            .flatten()
+        {
             std::fs::write(v1.join("cgroup.procs"), pid.to_string())?;
         }
         Ok(())
