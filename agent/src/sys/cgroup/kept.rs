@@ -1,5 +1,5 @@
 //! Cgroup files kept open and re-read with `pread(2)` at offset 0: no path walk, open and close
-//! at each sample (≈ 0.1–1 µs a read instead of ≈ 4–7 µs; benches/README.md). Descriptors are
+//! at each sample (≈ 0.6–1.1 µs a read instead of ≈ 6 µs; benches/README.md). Descriptors are
 //! counted against an [`FdBudget`] sized from the process's file limit; past it a file is
 //! opened, read and closed each time as before. A kept file whose cgroup was removed fails to
 //! read (the kernel answers ENODEV): its descriptor is dropped and the budget counts the
