@@ -306,7 +306,25 @@ fn a_removed_cgroup_is_noticed_through_its_kept_files() {
     );
     // Pod and container CPU time and memory kept open (other pods on the node add theirs).
     assert!(held0 >= 4, "descriptors held {held0}");
+    // The kubelet's rmdir must not be held up by the agent's open files: every directory of
+    // the pod (each hierarchy) is gone once the test bed's removal returns.
+    let dirs: Vec<std::path::PathBuf> = [
+        Some(cg.v2.clone()),
+        cg.v1_cpu.clone(),
+        cg.v1_cpuacct.clone(),
+        cg.v1_memory.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     drop(cg);
+    for d in &dirs {
+        assert!(
+            !d.exists(),
+            "{} still there while the sampler holds its files",
+            d.display()
+        );
+    }
     run(&mut s, Duration::from_millis(1600));
     let (pods, _, _) = s.cut();
     assert!(
