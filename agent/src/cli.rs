@@ -191,13 +191,7 @@ pub fn main() -> Result<(), AgentError> {
                 )));
             }
             let report = commands::once::once(&settings, d)?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("the report always serializes")
-                ),
-                Format::Table => print!("{}", report.table()),
-            }
+            print_report(format, &report, || report.table());
             Ok(())
         }
         Command::StorageCheck {
@@ -223,16 +217,21 @@ pub fn main() -> Result<(), AgentError> {
                 CheckError::BadPath(_) => AgentError::Usage(e.to_string()),
                 CheckError::Io { .. } => AgentError::Runtime(e.to_string()),
             })?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("the report always serializes")
-                ),
-                Format::Table => print!("{}", report.table()),
-            }
+            print_report(format, &report, || report.table());
             Ok(())
         }
         Command::Watch { count } => commands::watch::watch(&settings, count),
         Command::Run { .. } => commands::run::run(&settings),
+    }
+}
+
+/// A command's report on stdout: pretty JSON, or its table.
+fn print_report(format: Format, report: &impl serde::Serialize, table: impl FnOnce() -> String) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("the report always serializes")
+        ),
+        Format::Table => print!("{}", table()),
     }
 }

@@ -10,6 +10,7 @@ pub mod pod_use;
 pub mod probes;
 pub mod resolver_checks;
 pub mod storage;
+pub mod ticker;
 
 use crate::report::Report;
 use tokio_util::sync::CancellationToken;

@@ -3,8 +3,9 @@
 use super::{Cost, LatestSamples, ListenerReport, Omitted, Sampler, WorkersSpec};
 use crate::health::Beat;
 use crate::report::Report;
+use crate::sources::ticker::Ticker;
 use crate::sources::{Source, Window};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 impl Source for Workers {
@@ -20,8 +21,7 @@ impl Source for Workers {
 /// The worker source running on its own thread; cut windows from any thread.
 pub struct Workers {
     sampler: Arc<Mutex<Sampler>>,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    ticker: Ticker,
 }
 
 impl Workers {
@@ -29,41 +29,20 @@ impl Workers {
     /// after every sample (the daemon's readiness watches it).
     pub fn start(spec: &WorkersSpec, beat: Option<Beat>) -> Workers {
         let sampler = Arc::new(Mutex::new(Sampler::new(spec)));
-        let (tx, rx) = mpsc::channel::<()>();
         let s = sampler.clone();
-        let interval = spec.interval;
-        let thread = std::thread::Builder::new()
-            .name("headroom-workers".into())
-            .spawn(move || {
-                let mut next = Instant::now();
-                // Test hook (`HEADROOM_TEST_STALL_LISTENERS_AFTER`): stop sampling and beating.
-                let stall_at = crate::health::test_stall_at("listeners");
-                loop {
-                    if stall_at.is_some_and(|t| Instant::now() >= t) {
-                        let _ = rx.recv();
-                        return;
-                    }
-                    s.lock().unwrap_or_else(|e| e.into_inner()).sample();
-                    if let Some(b) = &beat {
-                        b.beat();
-                    }
-                    next += interval;
-                    let now = Instant::now();
-                    if next < now {
-                        next = now; // fell behind: skip, never burst
-                    }
-                    match rx.recv_timeout(next - now) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                }
-            })
-            .expect("spawning a thread");
-        Workers {
-            sampler,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
+        // Test hook (`HEADROOM_TEST_STALL_LISTENERS_AFTER`): stop sampling and beating.
+        let stall_at = crate::health::test_stall_at("listeners");
+        let ticker = Ticker::spawn("headroom-workers", spec.interval, move || {
+            if stall_at.is_some_and(|t| Instant::now() >= t) {
+                return false;
+            }
+            s.lock().unwrap_or_else(|e| e.into_inner()).sample();
+            if let Some(b) = &beat {
+                b.beat();
+            }
+            true
+        });
+        Workers { sampler, ticker }
     }
 
     /// Ends the report window of `seconds`: the listeners within the caps, and how many the
@@ -103,15 +82,6 @@ impl Workers {
 impl Workers {
     /// Stops sampling (also on drop); what was sampled can still be cut.
     pub fn stop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop();
+        self.ticker.stop();
     }
 }

@@ -3,15 +3,14 @@
 
 use super::{Cost, PodSpecs, PodUseSpec, Sampler};
 use crate::report::Report;
+use crate::sources::ticker::Ticker;
 use crate::sources::{Source, Window};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 pub struct PodUseSource {
     sampler: Arc<Mutex<Sampler>>,
     specs: PodSpecs,
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    ticker: Ticker,
 }
 
 impl Source for PodUseSource {
@@ -30,32 +29,15 @@ impl PodUseSource {
     pub fn start(spec: &PodUseSpec) -> PodUseSource {
         let specs = PodSpecs::default();
         let sampler = Arc::new(Mutex::new(Sampler::new(spec, specs.clone())));
-        let (tx, rx) = mpsc::channel::<()>();
         let s = sampler.clone();
-        let interval = spec.interval;
-        let thread = std::thread::Builder::new()
-            .name("headroom-poduse".into())
-            .spawn(move || {
-                let mut next = Instant::now();
-                loop {
-                    s.lock().unwrap_or_else(|e| e.into_inner()).sample();
-                    next += interval;
-                    let now = Instant::now();
-                    if next < now {
-                        next = now; // fell behind: skip, never burst
-                    }
-                    match rx.recv_timeout(next - now) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                }
-            })
-            .expect("spawning a thread");
+        let ticker = Ticker::spawn("headroom-poduse", spec.interval, move || {
+            s.lock().unwrap_or_else(|e| e.into_inner()).sample();
+            true
+        });
         PodUseSource {
             sampler,
             specs,
-            stop: Some(tx),
-            thread: Some(thread),
+            ticker,
         }
     }
 
@@ -70,15 +52,6 @@ impl PodUseSource {
 
     /// Stops sampling (also on drop); what was sampled can still be cut.
     pub fn stop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for PodUseSource {
-    fn drop(&mut self) {
-        self.stop();
+        self.ticker.stop();
     }
 }
