@@ -32,7 +32,7 @@ pub struct ContainerUse {
 pub struct CpuUse {
     /// Mean over the window (null with fewer than two samples).
     pub mean_cores: Option<f64>,
-    /// The busiest second: the highest one-second rate at any sample of the window.
+    /// The busiest second: the highest rate over about a second between one-second samples.
     pub busiest_second_cores: Option<f64>,
     pub request_cores: Option<f64>,
     pub limit_cores: Option<f64>,
@@ -69,9 +69,10 @@ impl PodUseOmitted {
 /// Whether the node's pods burst together, over the window.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct CoBurst {
-    /// Pods measured at the busiest second.
+    /// Pods measured at the one-second sample before the busiest second's end.
     pub pods: u32,
-    /// The node's summed pod CPU at its busiest second (one-second rates summed at one sample).
+    /// The node's pod CPU over its busiest second: the kubelet's top cgroup (the kernel's sum
+    /// of every pod) at the sampler's steps, or without one the pods' rates summed.
     pub cpu_busiest_second_cores: f64,
     /// Sums of the CPU requests and limits of the pods measured at that second (limits: of
     /// the pods that have one).

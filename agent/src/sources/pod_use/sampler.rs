@@ -5,7 +5,7 @@ use super::report::{
     CoBurst, ContainerUse, CpuUse, MemoryUse, PodUse, PodUseOmitted, WorkloadCoBurst,
 };
 use super::specs::{PodSpec, PodSpecs, Resources};
-use super::{PodUseSpec, DISCOVER_INTERVAL};
+use super::{PodUseSpec, DISCOVER_INTERVAL, DISCOVER_SAFETY};
 use crate::pod::Workload;
 use crate::sys::cgroup::{self, CgroupFiles, CpuStat, FdBudget, Kept};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -182,12 +182,29 @@ struct NodeAcc {
     memory_requests: u64,
 }
 
+/// The pods measured at the last one-second sample: how many, and their requests and limits.
+#[derive(Debug, Default, Clone, Copy)]
+struct PodSums {
+    pods: u32,
+    rate: f64,
+    requests: f64,
+    limits: f64,
+    without_limit: u32,
+}
+
 /// Samples every pod's cgroups; cut windows with [`Sampler::cut`].
 pub struct Sampler {
     spec: PodUseSpec,
     specs: PodSpecs,
     pods: HashMap<String, PodState>,
+    /// The kubelet's top cgroup: every pod's CPU summed by the kernel, read at every sample.
+    kubepods: Option<Use>,
+    /// The pods at the last one-second sample, for the co-burst at the node's busiest second.
+    sums: PodSums,
     discovered: Option<Instant>,
+    /// `specs.generation()` at the last discovery: a changed pod list means pods or
+    /// containers came or went.
+    generation: u64,
     /// The last sample that read containers and memory too (see [`Sampler::sample`]).
     full: Option<Instant>,
     omitted: PodUseOmitted,
@@ -206,7 +223,10 @@ impl Sampler {
             spec: spec.clone(),
             specs,
             pods: HashMap::new(),
+            kubepods: None,
+            sums: PodSums::default(),
             discovered: None,
+            generation: 0,
             full: None,
             omitted: PodUseOmitted::default(),
             node: NodeAcc::default(),
@@ -227,12 +247,14 @@ impl Sampler {
 
     /// Walks the cgroup trees again: new pods and containers start, vanished ones go.
     pub fn discover(&mut self) {
+        self.generation = self.specs.generation();
         let caps = self.spec.caps;
-        let found = cgroup::find_pods(
+        let mut found = cgroup::find_pods(
             &self.spec.cgroup_root,
             caps.max_pods as usize,
             caps.max_containers_per_pod as usize,
         );
+        let node = std::mem::take(&mut found.node).files();
         self.omitted = PodUseOmitted {
             pod_cap: found.pods_cut,
             container_cap: found.containers_cut,
@@ -257,23 +279,37 @@ impl Sampler {
             state.containers.retain(|_, c| c.seen);
         }
         self.pods.retain(|_, p| p.pod.seen);
+        let same = |u: &Use| u.files.usage == node.usage;
+        if node.usage.is_none() {
+            self.kubepods = None;
+        } else if !self.kubepods.as_ref().is_some_and(same) {
+            self.kubepods = Some(Use::new(node));
+        }
         self.discovered = Some(Instant::now());
         self.vanished = self.fds.vanished();
         self.cost.discoveries += 1;
     }
 
-    /// One sample: every pod's CPU (co-burst needs each sample), and about once a second
-    /// also every container's CPU and all memory. A container's busiest second is then its
-    /// highest rate over about a second between one-second samples; memory peaks between
-    /// samples are the kernel's own. Files are kept open and re-read (pods' CPU first, so
-    /// they keep their descriptors when the budget is short); a kept file failing to read
-    /// (its cgroup removed) brings the next discovery forward to at most a second after the
-    /// last.
+    /// One sample: the node's pod CPU (the kubelet's top cgroup, one file) at every sample,
+    /// so the co-burst's busiest second slides in the sampler's steps; about once a second
+    /// every pod's and container's CPU and all memory. A pod's or container's busiest second
+    /// is then its highest rate over about a second between one-second samples; memory peaks
+    /// between samples are the kernel's own. Files are kept open and re-read (the node's and
+    /// pods' CPU first, so they keep their descriptors when the budget is short). The trees
+    /// are walked again when the pod list changed or a kept file failed to read (a cgroup
+    /// removed), at most once a second, else every [`DISCOVER_SAFETY`] ([`DISCOVER_INTERVAL`]
+    /// without a pod list).
     pub fn sample(&mut self) {
         let due = |t: Instant, after: Duration| t.elapsed() >= after;
+        let generation = self.specs.generation();
+        let event = self.fds.vanished() != self.vanished || generation != self.generation;
+        let quiet = if generation == 0 {
+            DISCOVER_INTERVAL
+        } else {
+            DISCOVER_SAFETY
+        };
         if self.discovered.map_or(true, |t| {
-            due(t, DISCOVER_INTERVAL)
-                || (self.fds.vanished() != self.vanished && due(t, Duration::from_secs(1)))
+            due(t, quiet) || (event && due(t, Duration::from_secs(1)))
         }) {
             self.discover();
         }
@@ -286,13 +322,21 @@ impl Sampler {
         }
         let fds = &self.fds;
         let opens = fds.opens();
-        for p in self.pods.values_mut() {
-            self.cost.reads += p.pod.sample_cpu(now, interval, fds);
+        if let Some(k) = self.kubepods.as_mut() {
+            self.cost.reads += k.sample_cpu(now, interval, fds);
         }
         if full {
+            let specs = self.specs.snapshot();
             for p in self.pods.values_mut() {
+                self.cost.reads += p.pod.sample_cpu(now, interval, fds);
+            }
+            for (uid, p) in &mut self.pods {
                 self.cost.reads += p.pod.sample_memory(fds);
-                for c in p.containers.values_mut() {
+                let spec = specs.get(uid);
+                for (id, c) in &mut p.containers {
+                    if !measured(spec, id) {
+                        continue;
+                    }
                     self.cost.reads += c.sample_cpu(now, interval, fds);
                     self.cost.reads += c.sample_memory(fds);
                 }
@@ -301,12 +345,17 @@ impl Sampler {
         self.cost.opens += fds.opens() - opens;
         self.cost.fds_held = fds.held();
         self.cost.samples += 1;
-        self.co_burst_now();
+        if full {
+            self.pods_now();
+        }
+        self.co_burst_now(full);
     }
 
-    fn co_burst_now(&mut self) {
+    /// At a one-second sample: the pods measured, their sums, the node's memory, and per
+    /// workload how many pods were above their CPU request over that same second.
+    fn pods_now(&mut self) {
         let specs = self.specs.snapshot();
-        let mut at = CoBurst::default();
+        let mut sums = PodSums::default();
         let mut above: HashMap<WorkloadKey, (u32, u32)> = HashMap::new();
         let (mut mem, mut mem_req) = (0u64, 0u64);
         for (uid, p) in &self.pods {
@@ -314,13 +363,13 @@ impl Sampler {
             mem += p.pod.mem_now.unwrap_or(0);
             mem_req += spec.and_then(|s| s.resources.memory_request).unwrap_or(0);
             let Some(rate) = p.pod.rate_now else { continue };
-            at.pods += 1;
-            at.cpu_busiest_second_cores += rate;
+            sums.pods += 1;
+            sums.rate += rate;
             let r = spec.map(|s| s.resources).unwrap_or_default();
-            at.cpu_requests_cores += r.cpu_request.unwrap_or(0.0);
+            sums.requests += r.cpu_request.unwrap_or(0.0);
             match r.cpu_limit {
-                Some(l) => at.cpu_limits_cores += l,
-                None => at.pods_without_cpu_limit += 1,
+                Some(l) => sums.limits += l,
+                None => sums.without_limit += 1,
             }
             if let Some((s, w, req)) =
                 spec.and_then(|s| Some((s, s.workload.clone()?, s.resources.cpu_request?)))
@@ -330,16 +379,10 @@ impl Sampler {
                 e.1 += u32::from(rate > req);
             }
         }
+        self.sums = sums;
         if mem >= self.node.memory_peak {
             self.node.memory_peak = mem;
             self.node.memory_requests = mem_req;
-        }
-        if at.pods > 0
-            && self.node.best.as_ref().map_or(true, |b| {
-                at.cpu_busiest_second_cores > b.cpu_busiest_second_cores
-            })
-        {
-            self.node.best = Some(at);
         }
         for (k, (pods, n)) in above {
             let acc = self.workloads.entry(k).or_default();
@@ -348,6 +391,35 @@ impl Sampler {
                 acc.above.resize(n as usize + 1, 0);
             }
             acc.above[n as usize] += 1;
+        }
+    }
+
+    /// The node's pod CPU over the last second: the kubelet's top cgroup at every sample, or
+    /// (without one) the pods' rates summed at one-second samples.
+    fn co_burst_now(&mut self, full: bool) {
+        let rate = match &self.kubepods {
+            Some(k) => k.rate_now,
+            None if full => Some(self.sums.rate),
+            None => None,
+        };
+        let (Some(rate), sums) = (rate, self.sums) else {
+            return;
+        };
+        if sums.pods > 0
+            && self
+                .node
+                .best
+                .as_ref()
+                .map_or(true, |b| rate > b.cpu_busiest_second_cores)
+        {
+            self.node.best = Some(CoBurst {
+                pods: sums.pods,
+                cpu_busiest_second_cores: rate,
+                cpu_requests_cores: sums.requests,
+                cpu_limits_cores: sums.limits,
+                pods_without_cpu_limit: sums.without_limit,
+                ..CoBurst::default()
+            });
         }
     }
 
@@ -401,12 +473,21 @@ fn p95(hist: &[u32]) -> u32 {
     0
 }
 
+/// Whether a pod's container cgroup is measured: every one while the pod list does not have
+/// the pod, else those it names. The rest is the pod's sandbox (the runtime's pause
+/// container, idle, a cgroup of its own beside the containers) or a container that exited:
+/// two reads a second each for nothing.
+fn measured(spec: Option<&Arc<PodSpec>>, id: &str) -> bool {
+    spec.map_or(true, |s| s.ids.contains_key(id))
+}
+
 fn pod_use(uid: &str, p: &mut PodState, spec: Option<&Arc<PodSpec>>) -> PodUse {
     let r = spec.map(|s| s.resources).unwrap_or_default();
     let (cpu, memory) = p.pod.cut(&r);
     let containers = p
         .containers
         .iter_mut()
+        .filter(|(id, _)| measured(spec, id))
         .map(|(id, c)| {
             let name = spec.and_then(|s| s.ids.get(id)).cloned();
             let r = name

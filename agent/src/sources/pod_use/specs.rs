@@ -6,6 +6,7 @@ use crate::pod::{workload_of, PodRef, Workload};
 use headroom_service::quantity;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Most pods kept from one list (a node runs at most a few hundred).
@@ -36,38 +37,57 @@ pub struct PodSpec {
 
 /// Pod uid → spec; cheap to clone, shared by the pod watcher and the sampler.
 #[derive(Debug, Clone, Default)]
-pub struct PodSpecs(Arc<RwLock<HashMap<String, Arc<PodSpec>>>>);
+pub struct PodSpecs(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    map: RwLock<HashMap<String, Arc<PodSpec>>>,
+    /// Bumped when a spec came, went or changed (a new container id too): the sampler walks
+    /// the cgroup trees then, instead of on a short timer.
+    generation: AtomicU64,
+}
 
 impl PodSpecs {
     /// Replaces the map with these pods' (at most [`MAX_PODS`]).
     pub fn set<'a>(&self, pods: impl IntoIterator<Item = &'a Pod>) {
-        let map = pods
+        let map: HashMap<String, Arc<PodSpec>> = pods
             .into_iter()
             .filter_map(spec_of)
             .take(MAX_PODS)
             .map(|s| (s.pod.uid.clone(), Arc::new(s)))
             .collect();
-        if let Ok(mut m) = self.0.write() {
-            *m = map;
+        if let Ok(mut m) = self.0.map.write() {
+            if *m != map {
+                *m = map;
+                self.0.generation.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// Adds one pod's spec (a pod list of one; tests use it as the watcher's stand-in).
     pub fn insert(&self, spec: PodSpec) {
-        if let Ok(mut m) = self.0.write() {
+        if let Ok(mut m) = self.0.map.write() {
             if m.len() < MAX_PODS || m.contains_key(&spec.pod.uid) {
-                m.insert(spec.pod.uid.clone(), Arc::new(spec));
+                let spec = Arc::new(spec);
+                if m.insert(spec.pod.uid.clone(), spec.clone()).as_ref() != Some(&spec) {
+                    self.0.generation.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
 
     pub fn get(&self, uid: &str) -> Option<Arc<PodSpec>> {
-        self.0.read().ok()?.get(uid).cloned()
+        self.0.map.read().ok()?.get(uid).cloned()
     }
 
     /// The whole map, for one sample.
     pub fn snapshot(&self) -> HashMap<String, Arc<PodSpec>> {
-        self.0.read().map(|m| m.clone()).unwrap_or_default()
+        self.0.map.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// How many times the map changed (0: never filled, e.g. without Kubernetes access).
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Relaxed)
     }
 }
 

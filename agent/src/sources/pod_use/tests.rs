@@ -124,3 +124,131 @@ fn caps_are_validated_and_counted() {
         (2, 1, 0)
     );
 }
+
+fn fixture_spec(root: &Path) -> PodUseSpec {
+    PodUseSpec {
+        cgroup_root: root.to_path_buf(),
+        interval: std::time::Duration::from_millis(200),
+        caps: PodUseConfig::default(),
+    }
+}
+
+fn pod_spec(uid: &str, cid: &str) -> PodSpec {
+    PodSpec {
+        pod: crate::pod::PodRef {
+            namespace: "a".into(),
+            name: format!("p-{}", &uid[..4]),
+            uid: uid.into(),
+        },
+        workload: None,
+        resources: Resources::default(),
+        containers: Default::default(),
+        ids: [(cid.to_string(), "app".to_string())].into(),
+    }
+}
+
+/// With a pod list, the trees are walked when the list changes (a new pod or container id)
+/// or a kept file fails, not on the 10 s timer; the same list again is no change.
+#[test]
+fn the_trees_are_walked_when_the_pod_list_changes() {
+    let d = tempfile::tempdir().unwrap();
+    let uid2 = "1f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+    let acct = |uid: &str| {
+        d.path()
+            .join(format!("cpuacct/kubepods/burstable/pod{uid}/{CID}"))
+    };
+    write(&acct(UID), "cpuacct.usage", 1000);
+    let specs = PodSpecs::default();
+    specs.insert(pod_spec(UID, CID));
+    let g = specs.generation();
+    specs.insert(pod_spec(UID, CID));
+    assert_eq!(specs.generation(), g, "the same spec again is no change");
+    let mut s = Sampler::new(&fixture_spec(d.path()), specs.clone());
+    s.sample();
+    assert_eq!(s.cost.discoveries, 1);
+    // A new pod's cgroup: not walked into without an event, even after a second.
+    write(&acct(uid2), "cpuacct.usage", 1000);
+    std::thread::sleep(std::time::Duration::from_millis(1050));
+    s.sample();
+    assert_eq!(s.cost.discoveries, 1);
+    assert_eq!(s.cut().0.len(), 1);
+    // The pod list names it: the next sample walks and finds it.
+    specs.insert(pod_spec(uid2, CID));
+    s.sample();
+    assert_eq!(s.cost.discoveries, 2);
+    s.sample();
+    let (pods, _, _) = s.cut();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert_eq!(pods[1].name.as_deref(), Some("p-1f1e"));
+}
+
+/// The node's busiest second comes from the kubelet's top cgroup at every sample (5 Hz), so
+/// a one-second burst that straddles two one-second pod samples is still seen whole; the
+/// pods themselves, read once a second, each see only part of it. The counters here are the
+/// test's own writes of what the kernel would show: 0.8 core for 1 s from 1.4 s, on the
+/// 200 ms steps but 0.4 s past a one-second sample (a burst off the steps loses up to a
+/// step's share: the sampler's resolution).
+#[test]
+fn the_nodes_busiest_second_slides_at_every_sample() {
+    let d = tempfile::tempdir().unwrap();
+    let top = d.path().join("cpuacct/kubepods");
+    let pod = top.join(format!("burstable/pod{UID}"));
+    write(&top, "cpuacct.usage", 0);
+    write(&pod, "cpuacct.usage", 0);
+    write(&pod.join(CID), "cpuacct.usage", 0);
+    let specs = PodSpecs::default();
+    specs.insert(pod_spec(UID, CID));
+    let mut s = Sampler::new(&fixture_spec(d.path()), specs);
+    let t0 = std::time::Instant::now();
+    // ns of CPU used by `t` seconds: 0.8 core between 1.4 s and 2.4 s.
+    let used = |t: f64| (0.8 * (t.clamp(1.4, 2.4) - 1.4) * 1e9) as u64;
+    let step = std::time::Duration::from_millis(200);
+    for i in 0..22u32 {
+        std::thread::sleep((t0 + step * i).saturating_duration_since(std::time::Instant::now()));
+        let v = used(t0.elapsed().as_secs_f64());
+        write(&top, "cpuacct.usage", v);
+        write(&pod, "cpuacct.usage", v);
+        s.sample();
+    }
+    let (pods, _, co) = s.cut();
+    let co = co.unwrap();
+    // Sampling jitter moves a step's edge by a few ms: ±5 %.
+    assert!(
+        (0.76..=0.84).contains(&co.cpu_busiest_second_cores),
+        "node {co:?}"
+    );
+    assert_eq!(co.pods, 1);
+    let b = pods[0].cpu.busiest_second_cores.unwrap();
+    assert!(
+        b < 0.7,
+        "the pod at one-second samples sees part of it: {b}"
+    );
+}
+
+/// A listed pod's containers the pod list does not name (the sandbox's pause container) are
+/// neither read nor reported; before the list has the pod, every container is.
+#[test]
+fn the_sandbox_is_not_read_once_the_pod_list_names_the_containers() {
+    let d = tempfile::tempdir().unwrap();
+    let sandbox = "9".repeat(64);
+    let top = d.path().join("cpuacct/kubepods");
+    let pod = top.join(format!("burstable/pod{UID}"));
+    write(&top, "cpuacct.usage", 0);
+    write(&pod, "cpuacct.usage", 0);
+    write(&pod.join(CID), "cpuacct.usage", 0);
+    write(&pod.join(&sandbox), "cpuacct.usage", 0);
+    let specs = PodSpecs::default();
+    let mut s = Sampler::new(&fixture_spec(d.path()), specs.clone());
+    s.sample();
+    let (pods, _, _) = s.cut();
+    assert_eq!(pods[0].containers.len(), 2, "unlisted pod: every container");
+    specs.insert(pod_spec(UID, CID));
+    std::thread::sleep(std::time::Duration::from_millis(1050));
+    let r0 = s.cost.reads;
+    s.sample();
+    // The node's and the pod's CPU, and the named container's CPU (no memory files here).
+    assert_eq!(s.cost.reads - r0, 3);
+    let (pods, _, _) = s.cut();
+    let ids: Vec<&str> = pods[0].containers.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [CID]);
+}

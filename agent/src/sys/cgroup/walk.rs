@@ -113,6 +113,9 @@ pub struct PodCgroups {
 #[derive(Debug, Default)]
 pub struct Found {
     pub pods: BTreeMap<String, PodCgroups>,
+    /// The kubelet's own top cgroup (`kubepods[.slice]`) in each hierarchy: every pod's CPU
+    /// time summed by the kernel, one file for the node's pod CPU.
+    pub node: CgroupDirs,
     pub pods_cut: u64,
     pub containers_cut: u64,
 }
@@ -165,6 +168,7 @@ pub fn find_pods(root: &Path, max_pods: usize, max_containers: usize) -> Found {
         for top in ["kubepods.slice", "kubepods"] {
             let dir = base.join(top);
             if dir.is_dir() {
+                h.set(&mut w.found.node, dir.clone());
                 w.level(&dir, &format!("/{top}"), h, 0);
             }
         }
@@ -330,6 +334,13 @@ mod tests {
         };
         assert_eq!(v2only.files().usage.unwrap().read_usec(), Some(7));
         assert!(f.pods[UID2].containers.is_empty());
+        // The kubelet's top cgroup in each hierarchy: the node's pod CPU from the same file
+        // kind as the pods' (v1 cpuacct here).
+        file(&r.join("cpuacct/kubepods"), "cpuacct.usage", "9000000\n");
+        assert_eq!(f.node.v2, Some(r.join("unified/kubepods.slice")));
+        assert_eq!(f.node.v1_cpuacct, Some(r.join("cpuacct/kubepods")));
+        assert_eq!(f.node.v1_memory, Some(r.join("memory/kubepods")));
+        assert_eq!(f.node.files().usage.unwrap().read_usec(), Some(9000));
         // Caps: what is left out is counted once however many hierarchies show it (a cut
         // pod's containers are in the pod's count).
         let f = find_pods(r, 2, 0);
