@@ -3,22 +3,18 @@
 //! busiest ENI's link-local peak after it against the 1024/s limit and the threshold). Read
 //! from the findings engine, not the fleet snapshot.
 
-use super::html::{esc, util_class, MAX_SECTION_ROWS};
-use super::scale_down::dollars;
-use crate::findings::{Findings, Record, State};
+use super::html::{dollars, esc, open_findings, usd, util_class, MAX_SECTION_ROWS};
+use crate::findings::{Findings, Record};
 use crate::rules::packing::RULE;
 use std::fmt::Write;
 
 fn saving(r: &Record) -> f64 {
-    r.cost.as_ref().and_then(|c| c.usd_per_month).unwrap_or(0.0)
+    usd(r).unwrap_or(0.0)
 }
 
 pub fn section(out: &mut String, findings: &Findings) {
     let engine = findings.lock();
-    let mut open: Vec<&Record> = engine
-        .records()
-        .filter(|r| r.rule == RULE && r.state != State::Resolved)
-        .collect();
+    let mut open = open_findings(&engine, RULE);
     out.push_str("<h2 id=\"packing\">Packing</h2>");
     if open.is_empty() {
         out.push_str("<p>None: no node group would cost less packed at the target utilization without breaking DNS. <small>(Needs Kubernetes access: pods, nodes.)</small></p>");

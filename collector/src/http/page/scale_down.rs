@@ -3,37 +3,17 @@
 //! total on top ("12 nodes pinned: $6 640/month"). Read from the findings engine, not the
 //! fleet snapshot.
 
-use super::html::{esc, MAX_SECTION_ROWS};
-use crate::findings::{Findings, Record, State};
+use super::html::{dollars, esc, open_findings, usd, MAX_SECTION_ROWS};
+use crate::findings::Findings;
 use crate::rules::scale_down::RULE;
 use std::fmt::Write;
 
 /// Blocking pods shown per node; the rest are counted.
 const PODS_SHOWN: usize = 5;
 
-/// Whole dollars with a space between thousands: 6640 → "6 640".
-pub fn dollars(x: f64) -> String {
-    let s = (x.round().max(0.0) as u64).to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn usd(r: &Record) -> Option<f64> {
-    r.cost.as_ref().and_then(|c| c.usd_per_month)
-}
-
 pub fn section(out: &mut String, findings: &Findings) {
     let engine = findings.lock();
-    let mut open: Vec<&Record> = engine
-        .records()
-        .filter(|r| r.rule == RULE && r.state != State::Resolved)
-        .collect();
+    let mut open = open_findings(&engine, RULE);
     out.push_str("<h2 id=\"scale-down\">Nodes that cannot be removed</h2>");
     if open.is_empty() {
         out.push_str("<p>None: every node under the scale-down threshold can be removed. <small>(Needs Kubernetes access: pods, nodes, PodDisruptionBudgets.)</small></p>");
