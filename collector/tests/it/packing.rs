@@ -146,6 +146,24 @@ fn the_collector_packs_the_seed_group_and_shows_it() {
         yaml[0]
     );
     crate::scale_down::validate_strict(&yaml);
+    // kubernetes-validate knows no NodePool: Karpenter's own CRD schema, unknown fields
+    // rejected (deploy/tests/crds/README.md).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nodepool.yaml");
+    std::fs::write(&file, &yaml[0]).unwrap();
+    let root = headroom_testbed::bins::workspace_root();
+    let out = std::process::Command::new("python3")
+        .arg(root.join("deploy/tests/validate_crs.py"))
+        .arg(&file)
+        .arg(root.join("deploy/tests/crds/karpenter.sh_nodepools.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("ok NodePool/general against karpenter.sh/v1"),
+        "validate_crs.py NodePool: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let page = get("/");
     for part in [
