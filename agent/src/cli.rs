@@ -45,6 +45,10 @@ pub struct Common {
     /// This node's name (Kubernetes: from the downward API).
     #[arg(long, global = true, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// node (a DaemonSet: the host's /proc, every ENI), sidecar (this pod only: EKS Fargate),
+    /// or auto (sidecar in a pod with no host /proc at --proc-root) [default: auto].
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    pub mode: Option<crate::mode::ModeChoice>,
     /// Where /proc is (the host's, when the agent runs in a container).
     #[arg(long, global = true, value_name = "PATH")]
     pub proc_root: Option<String>,
@@ -136,6 +140,9 @@ fn settings(cli: &Cli) -> Result<Settings, AgentError> {
     }
     if let Some(n) = &c.node_name {
         cfg.node_name = Some(n.clone());
+    }
+    if let Some(m) = c.mode {
+        cfg.mode = m;
     }
     if let Some(p) = &c.proc_root {
         cfg.proc_root = p.clone();

@@ -40,7 +40,13 @@ pub struct Config {
     /// How long one check waits for an answer.
     pub resolver_check_timeout: String,
     /// Where /proc is. In a container, mount the host's /proc (with hostPID) and point here.
+    /// In sidecar mode the agent reads its own /proc (the processes its pod shows it).
     pub proc_root: String,
+    /// `node` (a DaemonSet: the host's /proc, every ENI), `sidecar` (inside one pod: its own
+    /// network namespace, interfaces and processes; EKS Fargate), or `auto`: sidecar when
+    /// there is no host /proc at `proc_root` and the agent runs in a pod
+    /// (`KUBERNETES_SERVICE_HOST` is set), else node.
+    pub mode: crate::mode::ModeChoice,
     /// Where the cgroup hierarchy is mounted (v2, or v1 with `cpu,cpuacct/` beneath it); the
     /// containers' `cpu.stat` is read under it for CPU throttling.
     pub cgroup_root: String,
@@ -111,6 +117,7 @@ impl Default for Config {
             resolver_check_interval: "30s".into(),
             resolver_check_timeout: "2s".into(),
             proc_root: "/proc".into(),
+            mode: Default::default(),
             cgroup_root: "/sys/fs/cgroup".into(),
             workers_sample_interval: "200ms".into(),
             imds_endpoint: crate::sources::eni::imds::DEFAULT_ENDPOINT.into(),
@@ -135,8 +142,14 @@ impl Default for Config {
 /// A configuration checked and turned into the types the agent runs on.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Node or sidecar, and why (logged once at startup).
+    pub mode: crate::mode::Mode,
+    pub mode_reason: String,
+    /// The sidecar's own pod from the downward API (empty in node mode).
+    pub own_pod: crate::mode::OwnPod,
     pub selection: Selection,
-    /// True when `--interface` named nothing and the default (physical interfaces) applies.
+    /// True when `--interface` named nothing and the default applies (node: the physical
+    /// interfaces; sidecar: every interface but loopback).
     pub default_interfaces: bool,
     pub resolvers: Vec<IpAddr>,
     pub metrics_listen: SocketAddr,
@@ -194,6 +207,13 @@ impl Config {
     /// Checks every field and returns all problems at once.
     pub fn validate(&self) -> Result<Settings, Vec<String>> {
         let mut errors = Vec::new();
+        let (mode, mode_reason) = crate::mode::resolve(
+            self.mode,
+            &self.proc_root,
+            crate::mode::has_proc(&self.proc_root),
+            std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty()),
+        );
+        let sidecar = mode == crate::mode::Mode::Sidecar;
         let mut patterns = Vec::new();
         for i in &self.interfaces {
             match Pattern::parse(i) {
@@ -282,7 +302,16 @@ impl Config {
         errors.extend(self.pod_use.validate());
         let dns_cache = self.dns.settings().map_err(|e| errors.extend(e)).ok();
         let metrics_listen = metrics_listen.map_err(|e| errors.push(e)).ok();
-        let workers = self.workers_spec().map_err(|e| errors.extend(e)).ok();
+        // A sidecar reads its own /proc: the processes its pod shows it.
+        let proc_root = if sidecar {
+            "/proc"
+        } else {
+            self.proc_root.as_str()
+        };
+        let workers = self
+            .workers_spec(proc_root, sidecar)
+            .map_err(|e| errors.extend(e))
+            .ok();
         let otlp = self
             .otlp_settings()
             .map_err(|e| errors.push(e.to_string()))
@@ -318,17 +347,31 @@ impl Config {
             return Err(errors);
         };
         Ok(Settings {
-            default_interfaces: patterns.is_empty(),
-            selection: if patterns.is_empty() {
-                Selection::Physical
+            mode,
+            mode_reason,
+            own_pod: if sidecar {
+                crate::mode::OwnPod::from_env(|k| std::env::var(k).ok())
             } else {
-                Selection::Patterns(patterns)
+                Default::default()
+            },
+            default_interfaces: patterns.is_empty(),
+            selection: match (patterns.is_empty(), sidecar) {
+                (true, false) => Selection::Physical,
+                (true, true) => Selection::NotLoopback,
+                (false, _) => Selection::Patterns(patterns),
             },
             resolvers,
             metrics_listen,
             report_interval,
             rescan_interval,
-            tap: self.tap,
+            // Fargate grants no CAP_BPF: a sidecar counts with AF_PACKET (CAP_NET_RAW) unless
+            // told otherwise.
+            tap: match (sidecar, self.tap) {
+                (true, crate::sources::linklocal::capture::TapChoice::Auto) => {
+                    crate::sources::linklocal::capture::TapChoice::AfPacket
+                }
+                (_, t) => t,
+            },
             node_name: self.node_name.clone().unwrap_or_else(hostname),
             checks: crate::sources::resolver_checks::CheckSpec {
                 names: self.resolver_check_names.clone(),
@@ -354,12 +397,15 @@ impl Config {
     }
 
     /// The worker source's roots and sample interval.
-    fn workers_spec(&self) -> Result<crate::sources::listeners::WorkersSpec, Vec<String>> {
+    fn workers_spec(
+        &self,
+        proc_root: &str,
+        sidecar: bool,
+    ) -> Result<crate::sources::listeners::WorkersSpec, Vec<String>> {
         let mut errors = Vec::new();
-        if !Path::new(&self.proc_root).is_dir() {
+        if !Path::new(proc_root).is_dir() {
             errors.push(format!(
-                "invalid --proc-root '{}': no such directory; point it at the host's /proc",
-                self.proc_root
+                "invalid --proc-root '{proc_root}': no such directory; point it at the host's /proc"
             ));
         }
         let interval =
@@ -379,8 +425,9 @@ impl Config {
             };
         match interval {
             Some(interval) if errors.is_empty() => Ok(crate::sources::listeners::WorkersSpec {
-                proc_root: self.proc_root.clone().into(),
+                proc_root: proc_root.into(),
                 cgroup_root: self.cgroup_root.clone().into(),
+                own_netns_only: sidecar,
                 interval,
                 caps: self.listeners,
             }),

@@ -8,6 +8,9 @@ use std::path::Path;
 pub enum Selection {
     /// Interfaces with `/sys/class/net/X/device`: the ENIs on EC2.
     Physical,
+    /// Every interface but loopback: a sidecar's view of its pod, whose eth0 (the pod's ENI
+    /// on Fargate, a veth elsewhere) has no device behind it.
+    NotLoopback,
     /// Names and globs given by the user.
     Patterns(Vec<Pattern>),
 }
@@ -74,6 +77,7 @@ pub fn mac(name: &str) -> Option<String> {
 pub fn select(selection: &Selection, all: &[String]) -> Vec<String> {
     match selection {
         Selection::Physical => all.iter().filter(|n| is_physical(n)).cloned().collect(),
+        Selection::NotLoopback => all.iter().filter(|n| *n != "lo").cloned().collect(),
         Selection::Patterns(ps) => all
             .iter()
             .filter(|n| ps.iter().any(|p| p.matches(n)))
@@ -85,7 +89,7 @@ pub fn select(selection: &Selection, all: &[String]) -> Vec<String> {
 /// Literal names in the selection that do not exist, for a startup error.
 pub fn missing(selection: &Selection, all: &[String]) -> Vec<String> {
     match selection {
-        Selection::Physical => Vec::new(),
+        Selection::Physical | Selection::NotLoopback => Vec::new(),
         Selection::Patterns(ps) => ps
             .iter()
             .filter_map(|p| match p {
@@ -110,6 +114,11 @@ mod tests {
             Pattern::parse("lo").unwrap(),
         ]);
         assert_eq!(select(&sel, &all), ["eni0", "eni1", "lo"]);
+        assert_eq!(
+            select(&Selection::NotLoopback, &all),
+            ["eni0", "eni1", "eth0", "veth1a2b"],
+            "a sidecar takes its pod's veth-backed eth0"
+        );
         let sel = Selection::Patterns(vec![Pattern::parse("eth9").unwrap()]);
         assert_eq!(missing(&sel, &all), ["eth9"]);
     }

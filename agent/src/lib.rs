@@ -14,6 +14,7 @@ pub mod enrich;
 pub mod export;
 pub mod health;
 pub mod interfaces;
+pub mod mode;
 pub mod pipeline;
 pub mod pod;
 pub mod report;

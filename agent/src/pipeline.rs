@@ -57,7 +57,8 @@ pub struct Pipeline {
     eni: EniSource,
     ena: ena::Tracker,
     listeners: Workers,
-    pod_use: PodUseSource,
+    /// Off in sidecar mode (the node's cgroups are out of a pod's sight).
+    pod_use: Option<PodUseSource>,
     checks: ResolverChecks,
     probes: Probes,
     storage: Storage,
@@ -74,6 +75,11 @@ impl Pipeline {
         mode: Mode,
         runtime: tokio::runtime::Handle,
     ) -> Result<Pipeline, AgentError> {
+        let sidecar = settings.mode == crate::mode::Mode::Sidecar;
+        tracing::info!(message = "Mode.", mode = settings.mode.as_str(), reason = %settings.mode_reason);
+        if sidecar {
+            sidecar_preflight(settings)?;
+        }
         let ctx = Context {
             runtime,
             shutdown: CancellationToken::new(),
@@ -102,20 +108,28 @@ impl Pipeline {
         let ready = (2 * settings.report_interval).max(3 * settings.workers.interval);
         let beat = loops.register("listeners", ready, ready + 2 * settings.report_interval);
         let listeners = Workers::start(&settings.workers, Some(beat));
-        let pod_use = PodUseSource::start(&settings.pod_use);
+        let pod_use = (!sidecar).then(|| PodUseSource::start(&settings.pod_use));
         // Windows start when the taps were open (a busy node may take a second to list its
         // listeners above: packets sent meanwhile belong in the first window, not before it);
         // the checks and probes start below, so what they send is counted too.
         let start_ns = linklocal.since_ns();
         let checks = ResolverChecks::start(settings.checks.clone(), &ctx);
-        let (pods, pod_list) = Pods::start(
-            settings.node_name.clone(),
-            listeners.pod_threads(),
-            pod_use.specs(),
-            &ctx,
-        );
+        let (pods, pod_list) = match &pod_use {
+            Some(pod_use) => Pods::start(
+                settings.node_name.clone(),
+                listeners.pod_threads(),
+                pod_use.specs(),
+                &ctx,
+            ),
+            None => Pods::start_own(settings.own_pod.clone(), listeners.pod_threads(), &ctx),
+        };
+        let mut probe_cfg = settings.probes.clone();
+        if sidecar {
+            // The kubelet's metrics are the node's, out of a Fargate pod's reach.
+            probe_cfg.kubelet_url.clear();
+        }
         let probes = Probes::start(
-            settings.probes.clone(),
+            probe_cfg,
             settings.node_name.clone(),
             pod_list,
             listeners.latest(),
@@ -154,7 +168,9 @@ impl Pipeline {
     pub fn end_sampling(&mut self) {
         self.loops.forget("listeners");
         self.listeners.stop();
-        self.pod_use.stop();
+        if let Some(p) = &mut self.pod_use {
+            p.stop();
+        }
     }
 
     pub fn meter(&self) -> &Meter {
@@ -171,8 +187,11 @@ impl Pipeline {
     }
 
     fn node(&self) -> Node {
+        let sidecar = self.settings.mode == crate::mode::Mode::Sidecar;
         Node {
             name: self.settings.node_name.clone(),
+            mode: self.settings.mode,
+            pod: sidecar.then(|| self.settings.own_pod.clone()),
             ..Node::default()
         }
     }
@@ -182,18 +201,26 @@ impl Pipeline {
     pub fn report(&mut self, start_ns: u64, end_ns: u64) -> Report {
         let w = Window { start_ns, end_ns };
         let mut report = Report::new(self.node(), start_ns, end_ns, &[]);
-        let sources: [&mut dyn Source; 8] = [
+        let mut sources: Vec<&mut dyn Source> = vec![
             &mut self.linklocal,
             &mut self.checks,
             &mut self.listeners,
-            &mut self.pod_use,
             &mut self.eni,
             &mut self.ena,
             &mut self.probes,
             &mut self.storage,
         ];
+        if let Some(p) = &mut self.pod_use {
+            sources.push(p);
+        }
         for s in sources {
             s.fill(w, &mut report);
+        }
+        if let Some(own) = self.settings.own_pod.pod_ref() {
+            // A sidecar's listeners are its pod's, whatever their cgroup says.
+            for l in report.listeners.iter_mut().filter(|l| l.pod.is_none()) {
+                l.pod = Some(own.clone());
+            }
         }
         self.pods.fill(&mut report);
         report
@@ -225,6 +252,23 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         self.ctx.shutdown.cancel();
     }
+}
+
+/// A sidecar counts with an AF_PACKET socket (Fargate grants no CAP_BPF): without
+/// CAP_NET_RAW it stops at once with the fix; says once what a pod cannot see.
+fn sidecar_preflight(settings: &Settings) -> Result<(), AgentError> {
+    use crate::sources::linklocal::capture::TapChoice;
+    if settings.tap == TapChoice::AfPacket && !crate::sys::procfs::has_capability(13) {
+        return Err(AgentError::Permission(
+            "sidecar mode needs CAP_NET_RAW (its AF_PACKET tap counts the pod's link-local packets); add it to the agent container: securityContext.capabilities.add: [\"NET_RAW\"] (deploy/components/sidecar does)".into(),
+        ));
+    }
+    tracing::info!(
+        message = "Sidecar mode: measuring this pod only. Pod use and co-burst (the node's cgroups) and the kubelet's probe counts are off; storage covers the mounts of the processes this pod shows.",
+        pod = ?settings.own_pod.name,
+        namespace = ?settings.own_pod.namespace
+    );
+    Ok(())
 }
 
 /// Starts the ENI source and waits briefly for IMDS, before capture (whose kernel filter is

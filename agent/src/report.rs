@@ -42,6 +42,10 @@ pub struct Node {
     pub instance_id: Option<String>,
     pub instance_type: Option<String>,
     pub availability_zone: Option<String>,
+    /// `node` (a DaemonSet agent) or `sidecar` (inside one pod: a one-pod "node").
+    pub mode: crate::mode::Mode,
+    /// A sidecar's own pod (downward API); null in node mode.
+    pub pod: Option<crate::mode::OwnPod>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -141,6 +141,7 @@ fn main() {
     let spec = WorkersSpec {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
+        own_netns_only: false,
         interval: Duration::from_millis(200),
         caps: Default::default(),
     };

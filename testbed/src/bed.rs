@@ -264,8 +264,20 @@ impl Bed {
         seconds: u32,
         source: Option<&str>,
     ) -> anyhow::Result<Command> {
+        self.dnsperf_in(&self.node, server, qps, seconds, source)
+    }
+
+    /// [`Bed::dnsperf`] from the namespace `ns` (a pod's).
+    pub fn dnsperf_in(
+        &self,
+        ns: &Netns,
+        server: &str,
+        qps: u32,
+        seconds: u32,
+        source: Option<&str>,
+    ) -> anyhow::Result<Command> {
         let q = self.query_file()?;
-        let mut c = self.node.command("dnsperf");
+        let mut c = ns.command("dnsperf");
         c.args([
             "-s",
             server,
@@ -285,11 +297,16 @@ impl Bed {
     /// Starts `tcpdump -U -w FILE -i IFACE FILTER` in the node namespace (exact ground truth)
     /// and waits until it listens.
     pub fn tcpdump(&mut self, iface: &str, filter: &str) -> anyhow::Result<Tcpdump> {
+        self.tcpdump_in(&self.node, iface, filter)
+    }
+
+    /// [`Bed::tcpdump`] in the namespace `ns` (a pod's), its file in the bed's directory.
+    pub fn tcpdump_in(&self, ns: &Netns, iface: &str, filter: &str) -> anyhow::Result<Tcpdump> {
         // Numbered per call: two captures on one interface (by source) get two files.
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = self.path(&format!("{iface}-{n}.pcap"));
-        let mut cmd = self.node.command("tcpdump");
+        let mut cmd = ns.command("tcpdump");
         // Immediate mode: every packet reaches the file at once (none left in a ring block
         // when the test stops it); a 16 MiB buffer rides out a busy machine.
         cmd.args(["-U", "--immediate-mode", "-B", "16384"])

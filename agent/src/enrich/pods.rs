@@ -254,6 +254,10 @@ impl Pods {
         (Pods { index }, rx)
     }
 
+    pub(super) fn from_index(index: PodIndex) -> Pods {
+        Pods { index }
+    }
+
     /// Names the pods and workloads of the report's probes, DNS sources and listeners.
     pub fn fill(&self, report: &mut crate::report::Report) {
         for p in &mut report.probes {

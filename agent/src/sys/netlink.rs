@@ -20,6 +20,10 @@ pub fn open_in(netns: u64, ns_path: &Path) -> io::Result<Socket> {
             "the process moved or exited; namespace gone",
         ));
     }
+    if own_netns() == Some(netns) {
+        // This process's own namespace (a sidecar's pod): no setns, no CAP_SYS_ADMIN.
+        return open_here();
+    }
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -38,6 +42,20 @@ pub fn open_in(netns: u64, ns_path: &Path) -> io::Result<Socket> {
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("sock_diag thread panicked")))
     })
+}
+
+/// The network namespace this thread is in (the real /proc, whatever the proc root).
+fn own_netns() -> Option<u64> {
+    let t = std::fs::read_link("/proc/thread-self/ns/net").ok()?;
+    super::procfs::bracketed(&t.to_string_lossy(), "net")
+}
+
+fn open_here() -> io::Result<Socket> {
+    let mut s = Socket::new(NETLINK_SOCK_DIAG)?;
+    s.bind_auto()?;
+    s.connect(&NlAddr::new(0, 0))?;
+    set_recv_timeout(&s)?;
+    Ok(s)
 }
 
 fn set_recv_timeout(s: &Socket) -> io::Result<()> {

@@ -109,6 +109,12 @@ impl Once {
         if !args.contains(&"--imds-endpoint") {
             cmd.args(NO_IMDS);
         }
+        Once::command(cmd)
+    }
+
+    /// Starts a prepared `… once --format json …` command line (in whatever namespace it
+    /// enters) and waits until it captures.
+    pub fn command(mut cmd: std::process::Command) -> Once {
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

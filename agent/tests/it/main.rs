@@ -17,6 +17,7 @@ mod linklocal_rates;
 mod pod_files;
 mod pod_use;
 mod probes;
+mod sidecar;
 mod storage_check;
 mod watch_tmux;
 mod workers_passenger;

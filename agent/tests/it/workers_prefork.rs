@@ -366,6 +366,7 @@ fn a_namespace_that_disappears_is_skipped() {
     let spec = WorkersSpec {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
+        own_netns_only: false,
         interval: Duration::from_millis(200),
         caps: Default::default(),
     };
@@ -411,6 +412,7 @@ fn a_server_started_after_the_sampler_is_found() {
         &WorkersSpec {
             proc_root: "/proc".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
+            own_netns_only: false,
             interval,
             caps: Default::default(),
         },
@@ -502,6 +504,7 @@ fn a_process_binding_7000_ports_is_capped_and_counted() {
     let mut s = Sampler::new(&WorkersSpec {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
+        own_netns_only: false,
         interval: Duration::from_millis(200),
         caps,
     });
@@ -565,6 +568,7 @@ fn a_worker_that_exits_between_listings_is_gone_at_the_next_sample() {
     let mut s = Sampler::new(&WorkersSpec {
         proc_root: "/proc".into(),
         cgroup_root: "/sys/fs/cgroup".into(),
+        own_netns_only: false,
         interval: Duration::from_millis(200),
         caps: Default::default(),
     });

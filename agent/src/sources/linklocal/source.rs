@@ -60,6 +60,7 @@ impl LinkLocal {
         if names.is_empty() {
             let msg = match &selection {
                 Selection::Physical => "no physical interface found (none has /sys/class/net/X/device); name the interfaces to measure with --interface NAME|GLOB".to_string(),
+                Selection::NotLoopback => "no interface but loopback in this pod's network namespace; name the interfaces to measure with --interface NAME|GLOB".to_string(),
                 Selection::Patterns(_) => format!(
                     "no interface matches the --interface patterns; list them with `ip link` (found: {})",
                     all.join(", ")

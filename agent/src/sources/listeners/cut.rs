@@ -93,6 +93,7 @@ impl<D: Diag> Sampler<D> {
                 samples: a.samples,
                 netns: key.0,
                 worker_pids: a.worker_pids,
+                busy_source: a.busy_source,
                 workload: None,
                 saturated_seconds_total: total,
             });

@@ -49,7 +49,7 @@ pub use caps::{ListenerConfig, Omitted};
 use cgroup::CpuStat;
 pub use latest::{LatestSamples, ListenerSample};
 use model::{Model, PodThreads, Threads};
-pub use report::{AcceptsScope, ListenerReport, PodRef};
+pub use report::{AcceptsScope, BusySource, ListenerReport, PodRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,10 @@ use std::time::{Duration, Instant};
 pub struct WorkersSpec {
     pub proc_root: PathBuf,
     pub cgroup_root: PathBuf,
+    /// Sidecar mode: only this process's own network namespace (its pod's), and listeners
+    /// whose processes are out of sight (no shared process namespace) still reported, their
+    /// busy workers inferred from accepted connections ([`BusySource::Connections`]).
+    pub own_netns_only: bool,
     pub interval: Duration,
     /// Most listeners each report window carries (`[listeners]`).
     pub caps: ListenerConfig,
@@ -162,6 +166,7 @@ struct Acc {
     saturated: u64,
     worker_pids: Vec<i32>,
     holder: i32,
+    busy_source: BusySource,
 }
 
 /// Counters of work done, for tests and the benchmark.
@@ -199,6 +204,7 @@ struct Record {
     model: Model,
     queue: u32,
     backlog: u32,
+    busy_source: BusySource,
 }
 
 /// The sampling state: caches and the current window. Synchronous; run it on its own thread.
@@ -249,13 +255,21 @@ pub struct Sampler<D: Diag = Sockets> {
     omitted: Omitted,
     /// Passenger cores: their instance and last pool read.
     passenger: HashMap<i32, passenger::Core>,
+    /// Sidecar mode: this process's network namespace, the only one sampled.
+    own_netns: Option<u64>,
     pub cost: Cost,
 }
 
 impl Sampler<Sockets> {
     /// Sockets through sock_diag or `/proc/<pid>/net`, whichever this process may use.
     pub fn new(spec: &WorkersSpec) -> Self {
-        Sampler::with_diag(spec, Sockets::for_this_process(&spec.proc_root))
+        let diag = if spec.own_netns_only {
+            // Only its own namespace: sock_diag needs no setns there.
+            Sockets::SockDiag(Default::default())
+        } else {
+            Sockets::for_this_process(&spec.proc_root)
+        };
+        Sampler::with_diag(spec, diag)
     }
 }
 
@@ -289,6 +303,14 @@ impl<D: Diag> Sampler<D> {
             pod_threads: PodThreads::default(),
             omitted: Omitted::default(),
             passenger: HashMap::new(),
+            own_netns: if spec.own_netns_only {
+                // The real /proc, whatever the root: the namespace this process is in.
+                std::fs::read_link("/proc/thread-self/ns/net")
+                    .ok()
+                    .and_then(|t| crate::sys::procfs::bracketed(&t.to_string_lossy(), "net"))
+            } else {
+                None
+            },
             cost: Cost::default(),
         }
     }
@@ -341,7 +363,7 @@ impl<D: Diag> Sampler<D> {
             .retain(|_, since| now.duration_since(*since) < UNOWNED_RETRY);
         let mut by_ns: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
         for (&pid, p) in &self.procs {
-            if let Some(ns) = p.netns {
+            if let Some(ns) = p.netns.filter(|ns| self.own_netns.is_none_or(|o| o == *ns)) {
                 by_ns.entry(ns).or_default().push(pid);
             }
         }
@@ -517,6 +539,16 @@ impl<D: Diag> Sampler<D> {
         let mut open = false;
         for l in &listens {
             let Some(hs) = holders.get(&l.inode) else {
+                if let (Some(_), Local::Tcp(local)) = (self.own_netns, &l.local) {
+                    // A sidecar that cannot see the server's processes: one accepted
+                    // connection per busy worker (exact for sync prefork workers).
+                    let busy = connected
+                        .iter()
+                        .filter(|c| accepted_on(c.local, *local))
+                        .count() as u32;
+                    open |= busy > 0;
+                    self.record_unseen(ns, l, busy);
+                }
                 continue;
             };
             if hs.iter().all(|h| hidden.pids.contains(h)) {
@@ -632,12 +664,35 @@ impl<D: Diag> Sampler<D> {
                     model,
                     queue: l.rqueue,
                     backlog,
+                    busy_source: BusySource::Processes,
                 },
             );
         }
         if let Some(g) = self.gates.get_mut(&ns) {
             g.open = open;
         }
+    }
+
+    /// A listener whose processes are out of sight (a sidecar without a shared process
+    /// namespace): `busy` from its accepted connections; workers and capacity unknown (0).
+    fn record_unseen(&mut self, ns: u64, l: &Listen, busy: u32) {
+        self.record(
+            (ns, l.inode),
+            Record {
+                local: l.local.clone(),
+                holder: 0,
+                workers: Vec::new(),
+                busy,
+                connections: busy,
+                kept: 0,
+                capacity: 0,
+                threads: Threads::UNKNOWN,
+                model: Model::Prefork,
+                queue: l.rqueue,
+                backlog: l.wqueue,
+                busy_source: BusySource::Connections,
+            },
+        );
     }
 
     /// Adds one sample of a listener to the latest sample and its window.
@@ -674,6 +729,7 @@ impl<D: Diag> Sampler<D> {
             saturated: 0,
             worker_pids: Vec::new(),
             holder: r.holder,
+            busy_source: r.busy_source,
         });
         a.samples += 1;
         a.busy_sum += r.busy as u64;
@@ -694,6 +750,7 @@ impl<D: Diag> Sampler<D> {
             (r.model != Model::EventLoop && r.capacity > 0 && r.busy >= r.capacity) as u64;
         a.worker_pids = r.workers;
         a.holder = r.holder;
+        a.busy_source = r.busy_source;
     }
 
     /// Listener inode → processes in `group` holding it (ascending pid).

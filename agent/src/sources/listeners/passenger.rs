@@ -500,6 +500,7 @@ impl<D: Diag> Sampler<D> {
                         model: f.model,
                         queue: f.queue,
                         backlog: 0,
+                        busy_source: super::BusySource::Processes,
                     },
                 );
             }

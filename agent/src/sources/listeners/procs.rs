@@ -32,6 +32,11 @@ impl<D: Diag> Sampler<D> {
                 return p;
             }
         }
+        if self.own_netns.is_some_and(|o| Some(o) != p.netns) {
+            // A sidecar samples its own pod only; young, so a switch into it is still seen.
+            p.first_seen = Some(Instant::now());
+            return p;
+        }
         match self.proc.stat(pid) {
             Ok(st) => (p.ppid, p.start) = (st.ppid, st.start),
             Err(_) => p.ppid = self.proc.ppid(pid).unwrap_or(0),

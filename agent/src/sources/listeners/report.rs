@@ -78,11 +78,25 @@ pub struct ListenerReport {
     /// Inode of the listener's network namespace.
     pub netns: u64,
     pub worker_pids: Vec<i32>,
+    /// Where `busy_*` comes from: `processes` (the workers' own accepted connections), or
+    /// `connections` (a sidecar that cannot see the server's processes: the connections
+    /// accepted on the port, one per busy worker for sync prefork servers; `workers` and
+    /// `capacity` are then 0, unknown).
+    pub busy_source: BusySource,
     /// The workload that owns the pod (from its ownerReferences); null outside known pods.
     pub workload: Option<crate::pod::Workload>,
     /// Saturated seconds since the agent started (for the Prometheus counter).
     #[serde(skip)]
     pub saturated_seconds_total: f64,
+}
+
+/// Where a listener's busy figures come from (see `ListenerReport::busy_source`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BusySource {
+    #[default]
+    Processes,
+    Connections,
 }
 
 /// Whose accepted connections a listener's `accepts_per_second` counts.
@@ -128,6 +142,7 @@ impl ListenerReport {
             samples: 1,
             netns: 1,
             worker_pids: vec![],
+            busy_source: BusySource::Processes,
             workload: None,
             saturated_seconds_total: 0.0,
         }

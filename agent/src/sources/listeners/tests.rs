@@ -95,6 +95,7 @@ impl Fx {
         WorkersSpec {
             proc_root: self.dir.path().join("proc"),
             cgroup_root: self.dir.path().join("cgroup"),
+            own_netns_only: false,
             interval: Duration::from_millis(200),
             caps: Default::default(),
         }
