@@ -244,6 +244,7 @@ fn listener(agent: usize, round: u64, k: usize, listeners: usize) -> ListenerRep
         samples: WINDOW_S * 5,
         netns: 4_026_532_000 + k as u64,
         worker_pids: (0..workers as i32).map(|w| 1000 + w).collect(),
+        busy_source: Default::default(),
         workload: Some(Workload {
             kind: kind.into(),
             name: workload,
@@ -350,6 +351,7 @@ pub fn report(
         instance_id: Some(format!("i-{agent:017x}")),
         instance_type: Some("m6i.large".into()),
         availability_zone: Some(["eu-west-1a", "eu-west-1b", "eu-west-1c"][agent % 3].into()),
+        ..Node::default()
     };
     let start = now - WINDOW_S * 1_000_000_000;
     let mut r = Report::new(node, start, now, &interfaces(agent, round));

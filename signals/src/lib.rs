@@ -393,6 +393,14 @@ pub mod resource {
     pub const SERVICE_INSTANCE_ID: &str = "service.instance.id";
     /// `service.name` of the agent.
     pub const AGENT_SERVICE: &str = "headroom-agent";
+    /// `node` or `sidecar` (the agent inside one pod, EKS Fargate: a one-pod "node").
+    pub const AGENT_MODE: &str = "headroom.agent.mode";
+    /// A sidecar's own pod (semantic conventions).
+    pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
+    pub const K8S_POD_NAME: &str = "k8s.pod.name";
+    pub const K8S_POD_UID: &str = "k8s.pod.uid";
+    /// A sidecar's pod IP: its ENI when IMDS does not name it (Fargate).
+    pub const K8S_POD_IP: &str = "k8s.pod.ip";
 }
 
 /// The OTLP name for a Prometheus name: dots for underscores, without `_total` / `_ratio`.

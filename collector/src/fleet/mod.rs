@@ -57,7 +57,7 @@ pub use listeners::{ListenerSnapshot, Model as ListenerModel};
 pub use otlp::DEFAULT_CLUSTER;
 pub use probes::ProbeSnapshot;
 pub use sizing::{ContainerUse, Sizing, WorkloadKey, WorkloadUse};
-pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot};
+pub use snapshot::{ClusterSnapshot, FleetSnapshot, IngestStats, NodeSnapshot, Sidecar};
 pub use storage::{MountSnapshot, OpSnapshot};
 pub use view::View;
 pub use workloads::WorkloadSnapshot;
@@ -87,6 +87,8 @@ struct Node {
     instance_id: Option<String>,
     instance_type: Option<String>,
     availability_zone: Option<String>,
+    /// A sidecar agent's (one pod's) `namespace/name` and IP: a one-pod "node" (Fargate).
+    sidecar: Option<Sidecar>,
     last_seen: SystemTime,
     interfaces: Store<Interface>,
     listeners: Store<Listener>,
@@ -103,6 +105,7 @@ impl Node {
             instance_id: None,
             instance_type: None,
             availability_zone: None,
+            sidecar: None,
             last_seen: now,
             interfaces: Store::default(),
             listeners: Store::default(),
@@ -142,6 +145,7 @@ impl Node {
             instance_id: self.instance_id.clone(),
             instance_type: self.instance_type.clone(),
             availability_zone: self.availability_zone.clone(),
+            sidecar: self.sidecar.clone(),
             last_seen: rfc3339(ns(self.last_seen)),
             interfaces: self
                 .interfaces
@@ -408,6 +412,16 @@ impl Fleet {
             &mut node.availability_zone,
             resource::CLOUD_AVAILABILITY_ZONE,
         );
+        node.sidecar = (get(res, resource::AGENT_MODE) == Some("sidecar")).then(|| Sidecar {
+            pod: match (
+                get(res, resource::K8S_NAMESPACE_NAME),
+                get(res, resource::K8S_POD_NAME),
+            ) {
+                (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+                _ => None,
+            },
+            pod_ip: get(res, resource::K8S_POD_IP).map(str::to_string),
+        });
         Some(node)
     }
 

@@ -71,6 +71,9 @@ pub struct NodeSnapshot {
     pub instance_id: Option<String>,
     pub instance_type: Option<String>,
     pub availability_zone: Option<String>,
+    /// Set when the sender is a sidecar agent (one pod; EKS Fargate runs no DaemonSets):
+    /// the node is that pod, its ENI the pod's own.
+    pub sidecar: Option<Sidecar>,
     pub last_seen: String,
     pub interfaces: Vec<EniSnapshot>,
     /// Latest value of every other metric, per attribute set.
@@ -83,6 +86,15 @@ pub struct NodeSnapshot {
     pub probes: Vec<ProbeSnapshot>,
     /// Pods' NFS mounts (EFS included) in their newest window.
     pub storage: Vec<super::storage::MountSnapshot>,
+}
+
+/// A sidecar agent's pod (from its resource attributes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Sidecar {
+    /// `namespace/name`, when the agent knows it.
+    pub pod: Option<String>,
+    /// Identifies the pod's ENI where IMDS does not name it (Fargate).
+    pub pod_ip: Option<String>,
 }
 
 /// The fleet JSON's schema.

@@ -49,7 +49,9 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// The resource for this agent: `service.name`, `k8s.node.name`, `host.id`, `host.type`,
-/// `cloud.provider`, `cloud.availability_zone` (the EC2 ones once known), then any
+/// `cloud.provider`, `cloud.availability_zone` (the EC2 ones once known),
+/// `headroom.agent.mode`, a sidecar's `k8s.namespace.name`, `k8s.pod.name`, `k8s.pod.uid`,
+/// `k8s.pod.ip`, then any
 /// `OTEL_RESOURCE_ATTRIBUTES` entries (e.g. `k8s.cluster.name=prod`) for keys not set here.
 pub fn resource(report: &Report, extra: &[(String, String)]) -> Resource {
     let n = &report.node;
@@ -59,6 +61,19 @@ pub fn resource(report: &Report, extra: &[(String, String)]) -> Resource {
         kv(resource::K8S_NODE_NAME, &n.name),
         kv(resource::CLOUD_PROVIDER, "aws"),
     ];
+    attrs.push(kv(resource::AGENT_MODE, n.mode.as_str()));
+    if let Some(p) = &n.pod {
+        for (k, v) in [
+            (resource::K8S_NAMESPACE_NAME, &p.namespace),
+            (resource::K8S_POD_NAME, &p.name),
+            (resource::K8S_POD_UID, &p.uid),
+            (resource::K8S_POD_IP, &p.ip),
+        ] {
+            if let Some(v) = v {
+                attrs.push(kv(k, v));
+            }
+        }
+    }
     for (k, v) in [
         (resource::HOST_ID, &n.instance_id),
         (resource::HOST_TYPE, &n.instance_type),

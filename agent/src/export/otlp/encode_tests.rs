@@ -401,6 +401,29 @@ fn a_window_becomes_gauges_at_its_end() {
     assert_eq!(get("k8s.node.name"), s("ip-10-0-0-1"));
     assert_eq!(get("k8s.cluster.name"), s("prod-eu"));
     assert_eq!(get("cloud.provider"), s("aws"));
+    assert_eq!(get("headroom.agent.mode"), s("node"));
+    assert_eq!(get("k8s.pod.name"), None, "a node agent is no pod's");
+    // A sidecar says so, with its pod.
+    let mut side = r.clone();
+    side.node.mode = crate::mode::Mode::Sidecar;
+    side.node.pod = Some(crate::mode::OwnPod {
+        namespace: Some("shop".into()),
+        name: Some("web-0".into()),
+        uid: Some("u-1".into()),
+        ip: Some("10.244.0.5".into()),
+    });
+    let sres = resource(&side, &[]).attributes;
+    let sget = |k: &str| {
+        sres.iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value)
+    };
+    assert_eq!(sget("headroom.agent.mode"), s("sidecar"));
+    assert_eq!(sget("k8s.namespace.name"), s("shop"));
+    assert_eq!(sget("k8s.pod.name"), s("web-0"));
+    assert_eq!(sget("k8s.pod.uid"), s("u-1"));
+    assert_eq!(sget("k8s.pod.ip"), s("10.244.0.5"));
     let m = &rm.scope_metrics[0].metrics;
     let peak = m
         .iter()

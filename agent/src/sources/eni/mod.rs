@@ -177,6 +177,17 @@ pub fn annotate(report: &mut Report, identity: &Identity) {
             .mac
             .as_ref()
             .and_then(|m| identity.enis.get(&m.to_ascii_lowercase()));
+        // A sidecar's eth0 is a veth on an EC2 node (its MAC is not the ENI's): the ENI
+        // holding the pod's IP among its addresses.
+        let pod_ip = report
+            .node
+            .pod
+            .as_ref()
+            .and_then(|p| p.ip.as_deref()?.parse::<Ipv4Addr>().ok());
+        let eni = eni.or_else(|| {
+            let ip = pod_ip?;
+            identity.enis.values().find(|e| e.local_ipv4s.contains(&ip))
+        });
         i.eni_id = eni.map(|e| e.interface_id.clone());
         i.device_number = eni.map(|e| e.device_number);
     }
@@ -440,6 +451,51 @@ mod tests {
         };
         assert_eq!(id.vpc_resolver(), Some(Ipv4Addr::new(10, 0, 0, 2)));
         assert_eq!(id.enis["02:00:00:00:00:01"].local_ipv4s.len(), 2);
+    }
+
+    /// A sidecar on an EC2 node: its eth0 (a veth, MAC unknown to IMDS) is the ENI holding
+    /// the pod's IP; an interface matching by MAC keeps its own ENI; no pod IP, no guess.
+    #[test]
+    fn sidecar_interfaces_take_the_eni_of_the_pod_ip() {
+        use crate::sources::linklocal::meter::InterfaceWindow;
+        let eni = |id: &str, dev: &str, ips: &str| {
+            EniInfo::parse(id, dev, "10.0.0.0/24", "10.0.0.0/16", "10.0.0.0/16", ips).unwrap()
+        };
+        let id = Identity {
+            instance_id: "i-0".into(),
+            instance_type: "m5.large".into(),
+            availability_zone: "us-east-1a".into(),
+            enis: BTreeMap::from([
+                ("02:00:00:00:00:01".into(), eni("eni-a", "0", "10.0.0.10\n")),
+                (
+                    "02:00:00:00:00:02".into(),
+                    eni("eni-b", "1", "10.0.0.20\n10.0.0.57\n"),
+                ),
+            ]),
+        };
+        let w = |name: &str, mac: &str| InterfaceWindow {
+            mac: Some(mac.into()),
+            ..InterfaceWindow::capturing(name, [0, 0, 0], 0, [0, 0, 0], [0, 0, 0], 0)
+        };
+        let windows = [
+            w("eth0", "aa:bb:cc:00:00:01"),
+            w("eth1", "02:00:00:00:00:01"),
+        ];
+        let mut r = Report::new(crate::report::Node::default(), 0, 1, &windows);
+        annotate(&mut r, &id);
+        assert_eq!(r.interfaces[0].eni_id, None, "node mode: no pod IP");
+        r.node.pod = Some(crate::mode::OwnPod {
+            ip: Some("10.0.0.57".into()),
+            ..Default::default()
+        });
+        annotate(&mut r, &id);
+        assert_eq!(r.interfaces[0].eni_id.as_deref(), Some("eni-b"));
+        assert_eq!(r.interfaces[0].device_number, Some(1));
+        assert_eq!(
+            r.interfaces[1].eni_id.as_deref(),
+            Some("eni-a"),
+            "by MAC first"
+        );
     }
 
     #[test]

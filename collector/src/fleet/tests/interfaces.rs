@@ -64,3 +64,57 @@ fn drops_per_window_come_from_the_counter() {
     assert_eq!(i.windows[0].kernel_drops, 0);
     assert_eq!(i.windows[1].kernel_drops, 5);
 }
+
+/// A sidecar agent (one pod on EKS Fargate) is a one-pod "node" flagged `sidecar`, with its
+/// pod and pod IP; its ENI row is the pod's own. A node agent's node has no flag.
+#[test]
+fn a_sidecar_is_a_one_pod_node_flagged_sidecar() {
+    let mut f = Fleet::new(Limits::default());
+    let t0 = 1_700_000_000;
+    let mut req = window("fargate-ip-10-0-1-5", t0, 700.0, 0.0);
+    let res = req.resource_metrics[0].resource.as_mut().unwrap();
+    res.attributes.extend([
+        kv("headroom.agent.mode", "sidecar"),
+        kv("k8s.namespace.name", "shop"),
+        kv("k8s.pod.name", "web-0"),
+        kv("k8s.pod.uid", "u-1"),
+        kv("k8s.pod.ip", "10.0.1.5"),
+    ]);
+    f.apply_metrics(&req, at(t0 + 11));
+    let mut node = window("ip-10-0-0-1", t0, 10.0, 0.0);
+    node.resource_metrics[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("headroom.agent.mode", "node"));
+    f.apply_metrics(&node, at(t0 + 11));
+    let s = f.snapshot(at(t0 + 12));
+    let find = |name: &str| {
+        s.clusters[0]
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap()
+            .clone()
+    };
+    let side = find("fargate-ip-10-0-1-5");
+    assert_eq!(
+        side.sidecar,
+        Some(Sidecar {
+            pod: Some("shop/web-0".into()),
+            pod_ip: Some("10.0.1.5".into())
+        })
+    );
+    let eni = side.interfaces.iter().find(|i| i.eni_id.is_some()).unwrap();
+    assert_eq!(eni.latest.as_ref().unwrap().peak_pps, 700);
+    assert_eq!(find("ip-10-0-0-1").sidecar, None);
+    let v = serde_json::to_value(&s).unwrap();
+    let nodes = v["clusters"][0]["nodes"].as_array().unwrap();
+    let j = nodes
+        .iter()
+        .find(|n| n["name"] == "fargate-ip-10-0-1-5")
+        .unwrap();
+    assert_eq!(j["sidecar"]["pod"], "shop/web-0");
+    assert_eq!(j["sidecar"]["pod_ip"], "10.0.1.5");
+}

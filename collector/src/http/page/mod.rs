@@ -38,6 +38,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
         "td.n{text-align:right;font-variant-numeric:tabular-nums}",
         ".ok{color:#262}.warn{color:#b60;font-weight:600}.crit{color:#c00;font-weight:700}",
         "small{color:#666}.note{color:#555;background:#f6f6f0;padding:.3em .6em}",
+        ".sidecar{font-size:85%;background:#e8eef8;padding:0 .3em;border-radius:3px}",
         // Wide tables scroll inside their box, so the page itself never scrolls sideways.
         ".scroll{overflow-x:auto}th,td{vertical-align:top}td pre{min-width:22em;overflow-wrap:anywhere}</style></head><body>"
     ));
@@ -72,7 +73,7 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
             h,
             "<tr><td>{}</td><td>{}</td><td class=\"n {}\">{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td><small>{}</small></td></tr>",
             esc(&c.name),
-            esc(&n.name),
+            node_cell(n),
             util_class(u),
             u * 100.0,
             esc(n.service_name.as_deref().unwrap_or("-")),
@@ -87,6 +88,26 @@ pub fn render(s: &FleetSnapshot, now_ns: u64, f: &Findings, windows: &WindowsOf<
     h.push_str("</tbody></table><p><small><a href=\"/api/v1/fleet\">/api/v1/fleet</a> · <a href=\"/metrics\">/metrics</a></small></p></body></html>\n");
     h.replace("<table>", "<div class=\"scroll\"><table>")
         .replace("</table>", "</table></div>")
+}
+
+/// A node's name; a sidecar agent's (one pod, EKS Fargate) flagged, with its pod and ENI
+/// (the ENI id where IMDS named it, else the pod's IP).
+fn node_cell(n: &crate::fleet::NodeSnapshot) -> String {
+    let Some(sc) = &n.sidecar else {
+        return esc(&n.name);
+    };
+    let eni = n
+        .interfaces
+        .iter()
+        .find_map(|i| i.eni_id.clone())
+        .or_else(|| sc.pod_ip.as_ref().map(|ip| format!("pod IP {ip}")))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "{} <span class=\"sidecar\">sidecar</span><br><small>pod {} · ENI {}</small>",
+        esc(&n.name),
+        esc(sc.pod.as_deref().unwrap_or("-")),
+        esc(&eni)
+    )
 }
 
 #[cfg(test)]
@@ -184,6 +205,32 @@ mod tests {
                 && sources.contains("1613"),
             "{sources}"
         );
+    }
+
+    /// A sidecar's node row says `sidecar`, its pod and its ENI (the pod IP when IMDS named
+    /// none); a node agent's row has no flag.
+    #[test]
+    fn a_sidecar_node_row_is_flagged_with_its_pod_and_eni() {
+        let side = NodeSnapshot {
+            name: "fargate-ip-10-0-1-5".into(),
+            sidecar: Some(crate::fleet::Sidecar {
+                pod: Some("shop/web-0".into()),
+                pod_ip: Some("10.0.1.5".into()),
+            }),
+            ..Default::default()
+        };
+        let plain = NodeSnapshot {
+            name: "ip-10-0-0-1".into(),
+            ..Default::default()
+        };
+        let s = FleetSnapshot::one_cluster("c", vec![side, plain], vec![]);
+        let h = render(&s, 0, &findings(), &|_, _, i| i.windows.clone());
+        let nodes = section(&h, "Nodes");
+        assert!(
+            nodes.contains("fargate-ip-10-0-1-5 <span class=\"sidecar\">sidecar</span><br><small>pod shop/web-0 · ENI pod IP 10.0.1.5</small>"),
+            "{nodes}"
+        );
+        assert_eq!(nodes.matches("class=\"sidecar\"").count(), 1, "{nodes}");
     }
 
     #[test]
