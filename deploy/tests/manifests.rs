@@ -969,3 +969,153 @@ fn the_agent_keeps_only_its_justified_privileges() {
         }
     }
 }
+
+/// Rendered YAML as JSON documents (PyYAML from the project's .venv).
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with PyYAML (the project's .venv)");
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "PyYAML could not read the YAML");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The sidecar component (docs/fargate.md) on the Fargate example: renders, validates strictly
+/// against Kubernetes 1.32, adds the agent to the labelled workload (and leaves its app
+/// container alone) with CAP_NET_RAW only, the pod's identity from the downward API, the
+/// collector token projected, its ConfigMap (a valid sidecar config), and `get` on pods in the
+/// namespace, nothing more.
+#[test]
+fn the_sidecar_component_adds_the_agent_with_net_raw_only() {
+    headroom_testbed::require_or_return!(
+        "the_sidecar_component_adds_the_agent_with_net_raw_only",
+        &[
+            Need::Tool("kubectl"),
+            Need::Tool("kubernetes-validate"),
+            Need::Tool("python3"),
+        ]
+    );
+    let dir = "deploy/examples/fargate";
+    let text = render(dir);
+    let (_d, file) = rendered_file(dir, &text);
+    let out = Command::new("kubernetes-validate")
+        .args(["-k", "1.32.0", "--strict", "--quiet"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubernetes-validate {dir}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = yaml_docs(&text);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["Role", "RoleBinding", "ConfigMap", "Deployment"],
+        "the component adds a Role, its binding and a ConfigMap; no ClusterRole"
+    );
+    let role = &docs[0];
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]),
+        "get on pods in the namespace: no list, no watch"
+    );
+    assert_eq!(role["metadata"]["namespace"], "shop");
+    let binding = &docs[1];
+    assert_eq!(binding["roleRef"]["name"], "headroom-sidecar");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "default", "namespace": "shop"}])
+    );
+    let cm = &docs[2];
+    let cfg: headroom_agent::config::Config =
+        toml::from_str(cm["data"]["agent.toml"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg.mode, headroom_agent::mode::ModeChoice::Sidecar);
+    assert_eq!(
+        cfg.otlp_token_file.as_deref(),
+        Some("/var/run/secrets/headroom/collector/token")
+    );
+    let pod = &docs[3]["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"app") && names.contains(&"headroom-agent"));
+    let app = containers.iter().find(|c| c["name"] == "app").unwrap();
+    assert!(app["securityContext"].is_null(), "the app is left alone");
+    let c = containers
+        .iter()
+        .find(|c| c["name"] == "headroom-agent")
+        .unwrap();
+    let sc = &c["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["NET_RAW"]),
+        "the AF_PACKET tap's one capability, nothing more"
+    );
+    assert!(sc["privileged"].is_null() || sc["privileged"] == false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    let env: std::collections::BTreeMap<&str, &str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap(),
+                e["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        std::collections::BTreeMap::from([
+            ("NODE_NAME", "spec.nodeName"),
+            ("POD_IP", "status.podIP"),
+            ("POD_NAME", "metadata.name"),
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_UID", "metadata.uid"),
+        ])
+    );
+    assert_eq!(
+        c["args"],
+        serde_json::json!(["run", "--config", "/etc/headroom-sidecar/agent.toml"])
+    );
+    for k in ["requests", "limits"] {
+        for r in ["cpu", "memory"] {
+            assert!(c["resources"][k][r].is_string(), "resources.{k}.{r}");
+        }
+    }
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().all(|m| m["readOnly"] == true), "{mounts:?}");
+    let volumes = pod["volumes"].as_array().unwrap();
+    let token = volumes
+        .iter()
+        .find(|v| v["name"] == "headroom-collector-token")
+        .unwrap();
+    assert_eq!(
+        token["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+        "headroom-collector"
+    );
+    let config = volumes
+        .iter()
+        .find(|v| v["name"] == "headroom-sidecar-config")
+        .unwrap();
+    assert_eq!(
+        config["configMap"]["name"], cm["metadata"]["name"],
+        "the volume names the generated ConfigMap (hash suffix included)"
+    );
+}

@@ -227,6 +227,10 @@ fn sidecar_counts_its_pods_packets_and_shadows_its_probe() {
         "one packet per UDP query sent"
     );
     assert_eq!(u(&i["kernel_drops"]), 0);
+    assert!(
+        i["allowance"].is_null(),
+        "a veth has no ENA allowance counters: null, not zeros"
+    );
     // Never above the busiest second, below by at most one 10 ms step at 700/s.
     let step = 700u64.div_ceil(100) + 1;
     assert!(
