@@ -638,6 +638,43 @@ mod tests {
         assert!(errs.iter().any(|e| e.contains("at least 1s")));
     }
 
+    /// A sidecar with the DaemonSet's ConfigMap: the missing host /proc is no error (it reads
+    /// its own), every interface but lo, the AF_PACKET tap, its own namespace only.
+    #[test]
+    fn a_sidecar_reads_its_own_proc_and_counts_with_af_packet() {
+        use crate::sources::linklocal::capture::TapChoice;
+        let c = Config {
+            mode: crate::mode::ModeChoice::Sidecar,
+            proc_root: "/nonexistent-host-proc".into(),
+            ..Config::default()
+        };
+        let s = c.validate().unwrap();
+        assert_eq!(s.mode, crate::mode::Mode::Sidecar);
+        assert_eq!(s.workers.proc_root, Path::new("/proc"));
+        assert!(s.workers.own_netns_only);
+        assert!(matches!(s.selection, Selection::NotLoopback));
+        assert_eq!(s.tap, TapChoice::AfPacket);
+        let c = Config {
+            tap: TapChoice::Ebpf,
+            ..c
+        };
+        assert_eq!(
+            c.validate().unwrap().tap,
+            TapChoice::Ebpf,
+            "a named tap stands"
+        );
+        let node = Config {
+            mode: crate::mode::ModeChoice::Node,
+            proc_root: "/nonexistent-host-proc".into(),
+            ..Config::default()
+        };
+        let errs = node.validate().unwrap_err();
+        assert!(
+            errs[0].contains("--proc-root '/nonexistent-host-proc'"),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn file_rejects_unknown_fields() {
         let dir = tempfile::tempdir().unwrap();

@@ -363,7 +363,10 @@ impl<D: Diag> Sampler<D> {
             .retain(|_, since| now.duration_since(*since) < UNOWNED_RETRY);
         let mut by_ns: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
         for (&pid, p) in &self.procs {
-            if let Some(ns) = p.netns.filter(|ns| self.own_netns.is_none_or(|o| o == *ns)) {
+            if let Some(ns) = p
+                .netns
+                .filter(|ns| self.own_netns.map_or(true, |o| o == *ns))
+            {
                 by_ns.entry(ns).or_default().push(pid);
             }
         }
