@@ -365,3 +365,58 @@ fn sidecar_without_cap_net_raw_says_so() {
     assert_eq!(ok.status.code(), Some(64), "{err}");
     assert!(err.contains("no interface but loopback"), "{err}");
 }
+
+/// A sidecar on an EC2 node whose IMDS answers pods (hop limit 2): its eth0 is a veth, whose
+/// MAC IMDS does not know, so it is named by the ENI that holds the pod's IP among its
+/// addresses; the instance's identity comes along.
+#[test]
+fn sidecar_names_its_eni_from_the_pods_view_of_imds() {
+    headroom_testbed::require_or_return!("sidecar_names_its_eni", &needs());
+    use headroom_testbed::imds::{FakeEni, FakeImds, Instance};
+    let p = setup();
+    let eni = |mac: &str, id: &str, dev: u32, ips: &[&str]| FakeEni {
+        mac: mac.into(),
+        interface_id: id.into(),
+        device_number: dev,
+        subnet_cidr: "10.0.0.0/16".into(),
+        vpc_cidrs: vec!["10.0.0.0/16".into()],
+        local_ipv4s: ips.iter().map(|s| s.to_string()).collect(),
+    };
+    let instance = Instance {
+        instance_id: "i-0sidecar".into(),
+        instance_type: "m6i.large".into(),
+        availability_zone: "eu-west-1a".into(),
+        enis: vec![
+            eni("02:00:00:00:0a:01", "eni-0primary", 0, &["10.0.0.10"]),
+            eni("02:00:00:00:0b:01", "eni-0pods", 1, &["10.0.1.10", POD_IP]),
+        ],
+    };
+    let _imds = FakeImds::new(
+        &instance,
+        "169.254.169.254:80".parse().unwrap(),
+        Some(&p.bed.vpc.name),
+    )
+    .unwrap();
+    let mut cmd = p.pod.command(AGENT.as_str());
+    cmd.args([
+        "--mode",
+        "sidecar",
+        "once",
+        "--format",
+        "json",
+        "--duration",
+        "2s",
+    ])
+    .env("KUBECONFIG", &p.kubeconfig)
+    .env("POD_NAME", "web-0")
+    .env("POD_NAMESPACE", "shop")
+    .env("POD_UID", "uid-web-0")
+    .env("POD_IP", POD_IP);
+    let report = Once::command(cmd).report();
+    let i = iface(&report, "eth0");
+    eprintln!("node {} eth0 {}", report["node"], i);
+    assert_eq!(i["eni_id"], "eni-0pods", "the ENI holding the pod IP");
+    assert_eq!(u(&i["device_number"]), 1);
+    assert_eq!(report["node"]["instance_id"], "i-0sidecar");
+    assert_eq!(report["node"]["mode"], "sidecar");
+}
