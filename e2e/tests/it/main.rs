@@ -17,5 +17,6 @@ mod hpa_request_rate;
 mod hpa_servers;
 mod image;
 mod procs;
+mod sidecar;
 mod storage;
 mod tls;
