@@ -76,7 +76,6 @@ impl Pipeline {
         runtime: tokio::runtime::Handle,
     ) -> Result<Pipeline, AgentError> {
         let sidecar = settings.mode == crate::mode::Mode::Sidecar;
-        tracing::info!(message = "Mode.", mode = settings.mode.as_str(), reason = %settings.mode_reason);
         if sidecar {
             sidecar_preflight(settings)?;
         }
@@ -99,6 +98,8 @@ impl Pipeline {
                 StartError::Usage(m) => AgentError::Usage(m),
                 StartError::Tap(t) => t.into(),
             })?;
+        // Once capture is open: a start that fails says only its one line.
+        tracing::info!(message = "Mode.", mode = settings.mode.as_str(), reason = %settings.mode_reason);
         let mut ena = ena::Tracker::default();
         for n in &names {
             ena.sample(n);
