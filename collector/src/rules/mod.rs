@@ -173,6 +173,13 @@ pub struct RulesConfig {
     /// NodeGroupPacking: the requested share (CPU and memory requests over allocatable) each
     /// node of a packed group is planned at; the rest is headroom for bursts and rollouts.
     pub target_node_utilization: f64,
+    /// RequestsRightSizing: added on top of measured use (0.15 = 15 %).
+    pub rightsizing_margin: f64,
+    /// RequestsRightSizing: pod-use history a workload needs before it is sized (whole hours).
+    pub rightsizing_min_history: String,
+    /// RequestsRightSizing: a change smaller than this share of the current request (or than
+    /// 50m CPU / 64 MiB) is not worth a finding.
+    pub rightsizing_min_change: f64,
     /// StorageLatencyRisk: metadata calls per second (OPEN, CLOSE, GETATTR, LOOKUP, ACCESS…) on
     /// an NFS/EFS mount below which a pod is not judged.
     pub storage_min_metadata_ops: f64,
@@ -213,6 +220,9 @@ impl Default for RulesConfig {
             scale_down_min_node_age: "10m".into(),
             hpa_request_rate_pattern: DEFAULT_RATE_PATTERN.into(),
             target_node_utilization: 0.65,
+            rightsizing_margin: 0.15,
+            rightsizing_min_history: "6h".into(),
+            rightsizing_min_change: 0.2,
             storage_min_metadata_ops: 5.0,
             storage_metadata_ops_per_mb: 100.0,
             storage_execute_ms: 2.0,
@@ -247,6 +257,7 @@ pub struct Thresholds {
     pub scale_down_min_node_age: Duration,
     pub hpa_request_rate_pattern: hpa_terms::RatePattern,
     pub target_node_utilization: f64,
+    pub sizing: rightsizing::Sizing,
     pub storage_min_metadata_ops: f64,
     pub storage_metadata_ops_per_mb: f64,
     pub storage_execute_ms: f64,
@@ -318,6 +329,18 @@ impl RulesConfig {
                 hpa_terms::RatePattern::new(DEFAULT_RATE_PATTERN).expect("the default compiles")
             }),
             target_node_utilization: self.target_node_utilization,
+            sizing: rightsizing::Sizing {
+                margin: self.rightsizing_margin,
+                min_hours: (dur(
+                    "rightsizing_min_history",
+                    &self.rightsizing_min_history,
+                    Duration::from_secs(3600),
+                )
+                .as_secs()
+                .div_ceil(3600))
+                .min(24 * 366) as usize,
+                min_change: self.rightsizing_min_change,
+            },
         };
         if let Err(e) = &pattern {
             let first = e.to_string();
@@ -370,8 +393,20 @@ impl RulesConfig {
                 1e9,
             ),
             ("storage_execute_ms", self.storage_execute_ms, 0.0, 60_000.0),
+            ("rightsizing_margin", self.rightsizing_margin, 0.0, 10.0),
+            (
+                "rightsizing_min_change",
+                self.rightsizing_min_change,
+                0.0,
+                10.0,
+            ),
         ] {
-            let ok = v.is_finite() && v > lo && v <= hi || name == "hpa_margin" && v == 0.0;
+            // A margin or a minimum change of 0 is a choice, not a mistake.
+            let zero_ok = matches!(
+                name,
+                "hpa_margin" | "rightsizing_margin" | "rightsizing_min_change"
+            );
+            let ok = v.is_finite() && v > lo && v <= hi || zero_ok && v == 0.0;
             if !ok {
                 check.push(Invalid::number(
                     format!("rules.{name}"),
@@ -427,7 +462,7 @@ pub fn all_with(
             catalog: catalog.clone(),
         }),
         Box::new(rightsizing::RequestsRightSizing {
-            s: rightsizing::Sizing::default(),
+            s: t.sizing,
             catalog,
         }),
         Box::new(dns::ThrottleRisk(t.clone())),
@@ -479,6 +514,44 @@ mod tests {
         assert!(errs
             .iter()
             .any(|e| e.to_string().contains("rules.dns_critical 0.5")));
+    }
+
+    /// The right-sizing settings reach the rule; 0 is a valid margin and minimum change; a
+    /// history under an hour or a margin out of range is refused with its name.
+    #[test]
+    fn rightsizing_settings_are_checked_and_carried() {
+        assert_eq!(Thresholds::default().sizing, rightsizing::Sizing::default());
+        let t = RulesConfig {
+            rightsizing_margin: 0.0,
+            rightsizing_min_history: "90m".into(),
+            rightsizing_min_change: 0.0,
+            ..RulesConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let want = rightsizing::Sizing {
+            margin: 0.0,
+            min_hours: 2,
+            min_change: 0.0,
+        };
+        assert_eq!(t.sizing, want, "90m is two whole hours of history");
+        let errs = RulesConfig {
+            rightsizing_margin: -0.1,
+            rightsizing_min_history: "30m".into(),
+            rightsizing_min_change: 11.0,
+            ..RulesConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        for name in [
+            "rules.rightsizing_margin -0.1",
+            "rules.rightsizing_min_history '30m'",
+            "rules.rightsizing_min_change 11",
+        ] {
+            assert!(text.iter().any(|e| e.contains(name)), "{name} in {text:?}");
+        }
     }
 
     #[test]

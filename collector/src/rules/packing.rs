@@ -261,7 +261,7 @@ impl Rule for Packing {
 
     fn evaluate(&self, input: &Input, now: SystemTime) -> Vec<Finding> {
         let state = input.kube.cluster.read();
-        let rec = recommended(&state, input.fleet);
+        let rec = recommended(&state, input.fleet, &self.t.sizing);
         self.judge(&state, input.fleet, &rec, now)
     }
 }
@@ -269,7 +269,11 @@ impl Rule for Packing {
 /// RequestsRightSizing's recommended requests (one pod's, per workload with enough measured
 /// history) for the cluster the collector watches: the fleet cluster holding most of its nodes.
 /// Empty without measured pod use: the plan then counts with today's requests.
-pub fn recommended(state: &ClusterState, fleet: &crate::fleet::FleetSnapshot) -> Recommended {
+pub fn recommended(
+    state: &ClusterState,
+    fleet: &crate::fleet::FleetSnapshot,
+    sizing: &super::rightsizing::Sizing,
+) -> Recommended {
     let watched = |c: &&crate::fleet::ClusterSnapshot| {
         c.nodes
             .iter()
@@ -279,13 +283,10 @@ pub fn recommended(state: &ClusterState, fleet: &crate::fleet::FleetSnapshot) ->
     let Some(cluster) = fleet.clusters.iter().max_by_key(watched) else {
         return Recommended::new();
     };
-    super::rightsizing::recommended_requests(
-        &cluster.sizing,
-        &super::rightsizing::Sizing::default(),
-    )
-    .into_iter()
-    .map(|(k, r)| (k, (r.cpu_cores, r.memory_bytes)))
-    .collect()
+    super::rightsizing::recommended_requests(&cluster.sizing, sizing)
+        .into_iter()
+        .map(|(k, r)| (k, (r.cpu_cores, r.memory_bytes)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -578,14 +578,16 @@ fn recommendations_come_from_the_measured_history() {
     let sizing: std::collections::BTreeMap<_, _> = [(key.clone(), use_)].into_iter().collect();
     let mut fleet = agents(14, None);
     // No measured history: today's requests.
-    assert!(super::recommended(&st, &fleet).is_empty());
+    assert!(
+        super::recommended(&st, &fleet, &crate::rules::rightsizing::Sizing::default()).is_empty()
+    );
     // A second cluster that holds none of the watched nodes, with a history of its own.
     let mut other = FleetSnapshot::one_cluster("staging", vec![], vec![]).clusters[0].clone();
     other.sizing = std::sync::Arc::new(sizing.clone());
     fleet.clusters[0].sizing = std::sync::Arc::new(sizing.clone());
     fleet.clusters.insert(0, other);
     fleet.clusters[0].sizing = std::sync::Arc::new(Default::default());
-    let rec = super::recommended(&st, &fleet);
+    let rec = super::recommended(&st, &fleet, &crate::rules::rightsizing::Sizing::default());
     let want = crate::rules::rightsizing::recommended_requests(
         &sizing,
         &crate::rules::rightsizing::Sizing::default(),

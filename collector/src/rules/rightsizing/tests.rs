@@ -191,6 +191,23 @@ fn recommended_requests_sum_containers_of_sized_workloads_only() {
             memory_bytes: 345 * MI + MIN_MEMORY
         }
     );
+    // `[rules] rightsizing_min_history = "5h"` sizes the young StatefulSet too; a margin of
+    // 0.5 instead of 0.15: 0.2 × 1.5 = 0.3 core and 300 MiB × 1.5 = 450 MiB for the app,
+    // the idle proxy's floors (10m, 16 MiB) on top.
+    let s = Sizing {
+        margin: 0.5,
+        min_hours: 5,
+        ..Sizing::default()
+    };
+    let r = recommended_requests(&sizing, &s);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(
+        r[&key("Deployment")],
+        PodRequests {
+            cpu_cores: 0.31,
+            memory_bytes: 450 * MI + MIN_MEMORY
+        }
+    );
 }
 
 /// The runbook's worked example, figure for figure.
