@@ -109,6 +109,9 @@ impl Pipeline {
         let ready = (2 * settings.report_interval).max(3 * settings.workers.interval);
         let beat = loops.register("listeners", ready, ready + 2 * settings.report_interval);
         let listeners = Workers::start(&settings.workers, Some(beat));
+        if sidecar {
+            listeners.set_own_pod(settings.own_pod.uid.clone());
+        }
         let pod_use = (!sidecar).then(|| PodUseSource::start(&settings.pod_use));
         // Windows start when the taps were open (a busy node may take a second to list its
         // listeners above: packets sent meanwhile belong in the first window, not before it);

@@ -257,6 +257,9 @@ pub struct Sampler<D: Diag = Sockets> {
     passenger: HashMap<i32, passenger::Core>,
     /// Sidecar mode: this process's network namespace, the only one sampled.
     own_netns: Option<u64>,
+    /// Sidecar mode: the pod every listener sampled belongs to, for the probes' saturation
+    /// lookup where the holder's cgroup does not name it (a cgroup namespace shows `/`).
+    own_pod_uid: Option<String>,
     pub cost: Cost,
 }
 
@@ -311,8 +314,14 @@ impl<D: Diag> Sampler<D> {
             } else {
                 None
             },
+            own_pod_uid: None,
             cost: Cost::default(),
         }
+    }
+
+    /// Sidecar mode: every listener is this pod's (see `own_pod_uid`).
+    pub fn set_own_pod(&mut self, uid: Option<String>) {
+        self.own_pod_uid = uid.filter(|u| !u.is_empty());
     }
 
     /// Makes the next sample list /proc, as if [`LIST_INTERVAL`] had passed (a clock for tests).
@@ -708,7 +717,8 @@ impl<D: Diag> Sampler<D> {
                 .get(&r.holder)
                 .and_then(|p| p.cgroup.as_ref())
                 .and_then(|c| c.0.as_ref())
-                .map(|p| p.pod_uid.clone()),
+                .map(|p| p.pod_uid.clone())
+                .or_else(|| self.own_pod_uid.clone()),
             local: r.local.clone(),
             workers: n,
             busy: r.busy,

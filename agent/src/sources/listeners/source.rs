@@ -73,6 +73,14 @@ impl Workers {
             .pod_threads()
     }
 
+    /// Sidecar mode: the pod every listener belongs to (its uid from the downward API).
+    pub fn set_own_pod(&self, uid: Option<String>) {
+        self.sampler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_own_pod(uid);
+    }
+
     /// Work done so far.
     pub fn cost(&self) -> Cost {
         self.sampler.lock().unwrap_or_else(|e| e.into_inner()).cost

@@ -167,6 +167,32 @@ fn gunicorn_pod() -> (Fx, Table) {
     (fx, table)
 }
 
+/// A sidecar's pod behind a cgroup namespace (/proc/PID/cgroup says `/`): with its own uid
+/// set, the probes' lookup finds its wildcard listener by that uid.
+#[test]
+fn a_sidecars_listeners_are_its_pods_whatever_the_cgroup_says() {
+    let fx = Fx::new();
+    fx.process(100, 1, "gunicorn", NS, &[5000], "0::/\n");
+    fx.process(101, 100, "gunicorn", NS, &[5000, 6001], "0::/\n");
+    let table: Table = Arc::default();
+    let socks = vec![
+        listen("0.0.0.0:8000", 5000, 0, 16),
+        conn("10.1.0.5:8000", 6001),
+    ];
+    table.lock().unwrap().insert(NS, socks);
+    let ip: std::net::IpAddr = "10.1.0.5".parse().unwrap();
+    let mut s = Sampler::with_diag(&fx.spec(), FakeDiag(table));
+    s.sample();
+    assert!(s.latest().find(UID, ip, 8000).is_none(), "no pod in sight");
+    s.set_own_pod(Some(UID.into()));
+    s.sample();
+    let hit = s.latest().find(UID, ip, 8000).unwrap();
+    assert_eq!(
+        (hit.workers, hit.busy, hit.pod_uid.as_deref()),
+        (1, 1, Some(UID))
+    );
+}
+
 #[test]
 fn workers_busy_queue_backlog_pod_and_throttling_are_exact() {
     let (fx, table) = gunicorn_pod();
