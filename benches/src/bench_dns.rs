@@ -1,15 +1,46 @@
 //! `headroom-bench-dns [PAIRS [NAMES]]`: the agent's DNS layer in-process, at 50k queries/s of
 //! capture time: PAIRS (default 3 000 000) query+reply pairs of real DNS bytes (IPv4/UDP, names
 //! from a pool of NAMES (default 5 000), A answers with TTLs of 2 s to 300 s, every 10th NXDOMAIN with an SOA) through
-//! `parse` and the `Tracker`, as the capture thread runs them. Prints ns per pair for the whole
-//! layer, and for the parts issue 25 added measured alone on the same packets: reading the
-//! reply's TTLs (`cache_ttl`) and the answer table (question hash, lookup, insert). CPU time of
-//! this thread (`CLOCK_THREAD_CPUTIME_ID`), best of 5 runs.
+//! `parse_into` (one reused packet, as the capture thread's batch reuses its packets) and the
+//! `Tracker`, as the capture thread runs them. Prints ns per pair for the whole layer, for the
+//! decoding alone (query and reply), and for the parts issue 25 added measured alone on the
+//! same packets: reading the reply's TTLs (`cache_ttl`) and the answer table (question hash,
+//! lookup, insert); and the heap allocations per pair of the whole layer in its last run (a
+//! counting allocator: the goal of issue 19 is none). CPU time of this thread
+//! (`CLOCK_THREAD_CPUTIME_ID`), best of 5 runs.
 
 use headroom_agent::sources::dns::cache::{question_hash, AnswerTable, CacheConfig};
-use headroom_agent::sources::dns::parse::{cache_ttl, parse};
+use headroom_agent::sources::dns::parse::{cache_ttl, parse_into, DnsPacket};
 use headroom_agent::sources::dns::tracker::{Tracker, TrackerConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The system allocator, counting allocations (reallocations included).
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const STEP_NS: u64 = 20_000; // 50k queries/s
 
@@ -113,13 +144,27 @@ fn main() {
         best as f64 / pairs as f64
     };
     let mut tracker = Tracker::new(TrackerConfig::default());
+    let mut d = DnsPacket::default();
+    let mut allocs = 0;
     let whole = run(&mut |i, ts| {
+        if i == 0 {
+            allocs = ALLOCS.load(Ordering::Relaxed);
+        }
         let (q, r) = &packets[i % pool];
-        tracker.query(ts, &parse(q).expect("query"));
-        tracker.response(ts + 100_000, &parse(r).expect("reply"));
+        assert!(parse_into(q, &mut d), "query");
+        tracker.query(ts, &d);
+        assert!(parse_into(r, &mut d), "reply");
+        tracker.response(ts + 100_000, &d);
         if i % 500_000 == 499_999 {
             black_box(tracker.cut(ts, 10.0));
         }
+    });
+    // The last of the five runs: the tables have their working size.
+    let allocs = (ALLOCS.load(Ordering::Relaxed) - allocs) as f64 / pairs as f64;
+    let decode = run(&mut |i, _| {
+        let (q, r) = &packets[i % pool];
+        black_box(parse_into(black_box(q), &mut d));
+        black_box(parse_into(black_box(r), &mut d));
     });
     let msgs: Vec<&[u8]> = packets.iter().map(|(_, r)| &r[28..]).collect();
     let ttl = run(&mut |i, _| {
@@ -140,10 +185,9 @@ fn main() {
             );
         }
     });
-    println!("| pairs | names | whole DNS layer ns/pair | reply TTLs (cache_ttl) ns | answer table (hash, lookup, insert) ns | added share of the layer |");
-    println!("|---|---|---|---|---|---|");
+    println!("| pairs | names | whole DNS layer ns/pair | decoding (query + reply) ns | reply TTLs (cache_ttl) ns | answer table (hash, lookup, insert) ns | allocations per pair |");
+    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {pairs} | {pool} | {whole:.0} | {ttl:.0} | {table_ns:.0} | {:.0} % |",
-        (ttl + table_ns) / whole * 100.0
+        "| {pairs} | {pool} | {whole:.0} | {decode:.0} | {ttl:.0} | {table_ns:.0} | {allocs:.4} |"
     );
 }

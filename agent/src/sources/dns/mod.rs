@@ -4,7 +4,9 @@
 //! limit; replies are captured to match them.
 
 pub mod cache;
+pub mod name;
 pub mod parse;
+pub mod pending;
 pub mod search;
 pub mod topk;
 pub mod tracker;

@@ -1,11 +1,13 @@
 //! Decodes the DNS header and first question of a captured IP packet (UDP, or TCP with its
 //! two-byte length prefix; IPv4 and IPv6), and of a reply how long a cache may keep it (the
 //! answer section's TTLs, or the SOA minimum of a negative answer), read from the raw bytes
-//! without allocating. Pure and total: never panics, whatever the bytes.
+//! without allocating: the question name goes into a reused buffer ([`parse_into`],
+//! [`DnsBatch`]), spelled as hickory-proto spells it (the tests hold it to that). Pure and
+//! total: never panics, whatever the bytes.
 
-use hickory_proto::op::{Header, MessageType, Query};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use std::net::IpAddr;
+use super::name::read_qname;
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The parts of one DNS message the agent uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,63 @@ pub struct DnsPacket {
     pub qclass: u16,
     /// How long a cache may keep this reply; [`CacheTtl::None`] in queries.
     pub ttl: CacheTtl,
+}
+
+impl Default for DnsPacket {
+    fn default() -> Self {
+        DnsPacket {
+            src: Ipv4Addr::UNSPECIFIED.into(),
+            dst: Ipv4Addr::UNSPECIFIED.into(),
+            sport: 0,
+            dport: 0,
+            tcp: false,
+            id: 0,
+            response: false,
+            rcode: 0,
+            qname: String::new(),
+            qtype: 0,
+            qclass: 0,
+            ttl: CacheTtl::None,
+        }
+    }
+}
+
+/// The DNS messages of one capture batch. A cleared batch keeps its packets, and the name
+/// buffer in each, for the next: decoding allocates only while a batch grows past the largest
+/// before it (the tap's batches are bounded).
+#[derive(Debug, Default)]
+pub struct DnsBatch {
+    items: Vec<(u64, DnsPacket)>,
+    len: usize,
+}
+
+impl DnsBatch {
+    /// Decodes `packet`, seen at `ts`, into the batch if it is a DNS message and `keep` takes
+    /// it; whether it was kept.
+    pub fn push(&mut self, ts: u64, packet: &[u8], keep: impl FnOnce(&DnsPacket) -> bool) -> bool {
+        if self.len == self.items.len() {
+            self.items.push((0, DnsPacket::default()));
+        }
+        let (at, d) = &mut self.items[self.len];
+        if !parse_into(packet, d) || !keep(d) {
+            return false;
+        }
+        *at = ts;
+        self.len += 1;
+        true
+    }
+
+    pub fn as_slice(&self) -> &[(u64, DnsPacket)] {
+        &self.items[..self.len]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
 }
 
 /// How long a cache in front of the resolver could answer a reply's question from it.
@@ -178,6 +237,17 @@ fn ip(packet: &[u8]) -> Option<L4<'_>> {
 
 /// Parses a DNS message carried on port 53 (either side) in `packet`.
 pub fn parse(packet: &[u8]) -> Option<DnsPacket> {
+    let mut d = DnsPacket::default();
+    parse_into(packet, &mut d).then_some(d)
+}
+
+/// [`parse`] into `out`, reusing its name's buffer: the capture thread's way, with no
+/// allocation per message. False when `packet` is not one (`out` is then unspecified).
+pub fn parse_into(packet: &[u8], out: &mut DnsPacket) -> bool {
+    parse_opt(packet, out).is_some()
+}
+
+fn parse_opt(packet: &[u8], out: &mut DnsPacket) -> Option<()> {
     let l4 = ip(packet)?;
     let p = l4.payload;
     let sport = u16::from_be_bytes([*p.first()?, *p.get(1)?]);
@@ -194,46 +264,40 @@ pub fn parse(packet: &[u8]) -> Option<DnsPacket> {
         }
         _ => return None,
     };
-    let mut d = BinDecoder::new(msg);
-    let header = Header::read(&mut d).ok()?;
-    if header.query_count() == 0 {
+    // The header: ID, flags (QR, opcode, …, RCODE in the low 4 bits), QDCOUNT, then three
+    // counts the question does not need.
+    msg.get(..12)?;
+    let (id, flags, qdcount) = (be16(msg, 0)?, be16(msg, 2)?, be16(msg, 4)?);
+    if qdcount == 0 {
         return None;
     }
-    let response = header.message_type() == MessageType::Response;
+    out.response = flags & 0x8000 != 0;
     // A reply is matched by its id and addresses; only queries need the name decoded.
-    let (qname, qtype, qclass, ttl) = if response {
-        (String::new(), 0, 0, cache_ttl(msg))
+    if out.response {
+        out.qname.clear();
+        (out.qtype, out.qclass, out.ttl) = (0, 0, cache_ttl(msg));
     } else {
-        let q = Query::read(&mut d).ok()?;
-        let mut qname = q.name().to_ascii().to_ascii_lowercase();
-        if qname.len() > 1 && qname.ends_with('.') {
-            qname.pop();
-        }
-        (
-            qname,
-            u16::from(q.query_type()),
-            u16::from(q.query_class()),
-            CacheTtl::None,
-        )
-    };
-    Some(DnsPacket {
-        src: l4.src,
-        dst: l4.dst,
-        sport,
-        dport,
-        tcp,
-        id: header.id(),
-        response,
-        rcode: u16::from(header.response_code()),
-        qname,
-        qtype,
-        qclass,
-        ttl,
-    })
+        let at = read_qname(msg, 12, &mut out.qname)?;
+        (out.qtype, out.qclass) = (be16(msg, at)?, be16(msg, at + 2)?);
+        out.ttl = CacheTtl::None;
+    }
+    out.src = l4.src;
+    out.dst = l4.dst;
+    out.sport = sport;
+    out.dport = dport;
+    out.tcp = tcp;
+    out.id = id;
+    out.rcode = flags & 0x000f;
+    Some(())
 }
 
 /// Name of an RCODE as dig prints it.
 pub fn rcode_name(rcode: u16) -> String {
+    rcode_label(rcode).into_owned()
+}
+
+/// [`rcode_name`] without allocating for the common ones.
+pub fn rcode_label(rcode: u16) -> Cow<'static, str> {
     match rcode {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
@@ -241,16 +305,17 @@ pub fn rcode_name(rcode: u16) -> String {
         3 => "NXDOMAIN".into(),
         4 => "NOTIMP".into(),
         5 => "REFUSED".into(),
-        n => format!("RCODE{n}"),
+        n => format!("RCODE{n}").into(),
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use crate::sources::dns::name::tests::arb_atom;
+    use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_proto::rr::{Name, RecordType};
-    use hickory_proto::serialize::binary::BinEncodable;
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
     use proptest::prelude::*;
 
     pub fn dns_message(id: u16, qname: &str, response: bool, rcode: ResponseCode) -> Vec<u8> {
@@ -503,5 +568,125 @@ pub(crate) mod tests {
             let _ = cache_ttl(m);
             let _ = parse(&udp4([1; 4], 53, [2; 4], 1000, m));
         }
+    }
+
+    /// `parse` as it was when hickory-proto decoded the header and question: the reference
+    /// the reader of names is held to.
+    fn hickory_parse(packet: &[u8]) -> Option<DnsPacket> {
+        let l4 = ip(packet)?;
+        let p = l4.payload;
+        let sport = u16::from_be_bytes([*p.first()?, *p.get(1)?]);
+        let dport = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
+        if sport != 53 && dport != 53 {
+            return None;
+        }
+        let (tcp, msg) = match l4.proto {
+            17 => (false, p.get(8..)?),
+            6 => {
+                let off = (*p.get(12)? >> 4) as usize * 4;
+                (true, p.get(off.max(20) + 2..)?)
+            }
+            _ => return None,
+        };
+        let mut d = BinDecoder::new(msg);
+        let header = Header::read(&mut d).ok()?;
+        if header.query_count() == 0 {
+            return None;
+        }
+        let response = header.message_type() == MessageType::Response;
+        let (qname, qtype, qclass, ttl) = if response {
+            (String::new(), 0, 0, cache_ttl(msg))
+        } else {
+            let q = Query::read(&mut d).ok()?;
+            let mut qname = q.name().to_ascii().to_ascii_lowercase();
+            if qname.len() > 1 && qname.ends_with('.') {
+                qname.pop();
+            }
+            (
+                qname,
+                u16::from(q.query_type()),
+                u16::from(q.query_class()),
+                CacheTtl::None,
+            )
+        };
+        Some(DnsPacket {
+            src: l4.src,
+            dst: l4.dst,
+            sport,
+            dport,
+            tcp,
+            id: header.id(),
+            response,
+            rcode: u16::from(header.response_code()),
+            qname,
+            qtype,
+            qclass,
+            ttl,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+        ))]
+        /// Whole packets, queries and replies, any header flags and counts, a question made of
+        /// name pieces (pointers back into the header), then type and class, cut anywhere:
+        /// `parse` gives what the hickory-proto decoding gave, field for field.
+        #[test]
+        fn parse_agrees_with_hickory(
+            header in proptest::array::uniform12(any::<u8>()),
+            qd in prop_oneof![Just(0u16), Just(1), any::<u16>()],
+            atoms in proptest::collection::vec(arb_atom(), 0..8),
+            tail in proptest::collection::vec(any::<u8>(), 0..6),
+            cut in any::<proptest::sample::Index>(),
+            to_server in any::<bool>(),
+        ) {
+            let mut msg = header.to_vec();
+            msg[4..6].copy_from_slice(&qd.to_be_bytes());
+            msg.extend(atoms.concat());
+            msg.extend(tail);
+            let keep = msg.len() - cut.index(msg.len().min(8) + 1);
+            msg.truncate(keep);
+            let p = if to_server {
+                udp4([10, 0, 0, 10], 40000, [10, 0, 0, 2], 53, &msg)
+            } else {
+                udp4([10, 0, 0, 2], 53, [10, 0, 0, 10], 40000, &msg)
+            };
+            prop_assert_eq!(parse(&p), hickory_parse(&p));
+        }
+    }
+
+    #[test]
+    fn parse_into_reuses_the_packet() {
+        let mut d = DnsPacket::default();
+        let long = dns_message(
+            1,
+            "a-rather-long-name.example.internal",
+            false,
+            ResponseCode::NoError,
+        );
+        assert!(parse_into(&udp4([1; 4], 4000, [2; 4], 53, &long), &mut d));
+        let cap = d.qname.capacity();
+        let short = dns_message(2, "b.example", false, ResponseCode::NoError);
+        assert!(parse_into(&udp4([1; 4], 4000, [2; 4], 53, &short), &mut d));
+        assert_eq!((d.id, d.qname.as_str()), (2, "b.example"));
+        assert_eq!(d.qname.capacity(), cap);
+        // A reply leaves the name empty; what is not DNS is refused.
+        let r = dns_message(2, "b.example", true, ResponseCode::NoError);
+        assert!(parse_into(&udp4([2; 4], 53, [1; 4], 4000, &r), &mut d));
+        assert_eq!((d.response, d.qname.as_str()), (true, ""));
+        assert!(!parse_into(&udp4([2; 4], 80, [1; 4], 4000, &r), &mut d));
+        // A batch keeps what its filter accepts, and its packets across clears.
+        let mut b = DnsBatch::default();
+        let q = udp4([1; 4], 4000, [2; 4], 53, &long);
+        assert!(b.push(5, &q, |d| !d.response));
+        assert!(!b.push(6, &udp4([2; 4], 53, [1; 4], 4000, &r), |d| !d.response));
+        assert!(!b.push(7, &q[..30], |_| true));
+        assert_eq!(b.as_slice().len(), 1);
+        assert_eq!((b.as_slice()[0].0, b.as_slice()[0].1.id), (5, 1));
+        b.clear();
+        assert!(b.is_empty());
+        assert!(b.push(8, &q, |_| true));
+        assert_eq!(b.as_slice()[0].1.qname.capacity(), cap);
     }
 }

@@ -54,7 +54,14 @@ impl SearchDomains {
     /// pattern order. `a.b.svc.cluster.local` is `a` in namespace `b`, or `a.b` plus
     /// `svc.cluster.local`: the walk it belongs to decides (see the tracker).
     pub fn bases<'a>(&self, qname: &'a str) -> Vec<&'a str> {
-        let mut out = Vec::new();
+        let mut lens = Vec::new();
+        self.base_lens(qname, &mut lens);
+        lens.into_iter().map(|n| &qname[..n]).collect()
+    }
+
+    /// [`Self::bases`] as lengths (each base is a prefix of `qname`), into a reused `out`.
+    pub fn base_lens(&self, qname: &str, out: &mut Vec<usize>) {
+        out.clear();
         for (wild, suffix) in &self.patterns {
             let Some(head) = qname
                 .strip_suffix(suffix.as_str())
@@ -70,11 +77,10 @@ impl SearchDomains {
             } else {
                 head
             };
-            if !base.is_empty() && !out.contains(&base) {
-                out.push(base);
+            if !base.is_empty() && !out.contains(&base.len()) {
+                out.push(base.len());
             }
         }
-        out
     }
 }
 

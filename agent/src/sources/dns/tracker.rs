@@ -3,12 +3,13 @@
 //! from the node. Memory is bounded: pending queries, names and sources all have caps.
 
 use super::cache::{question_hash, AnswerTable, CacheConfig};
-use super::parse::{rcode_name, CacheTtl, DnsPacket};
+use super::parse::{rcode_label, rcode_name, CacheTtl, DnsPacket};
+use super::pending::{Key, PendingTable};
 use super::search::{ndots2_saves, SearchDomains};
 use super::topk::SpaceSaving;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// Tracker limits.
@@ -38,23 +39,6 @@ impl Default for TrackerConfig {
             cache: CacheConfig::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    client: IpAddr,
-    cport: u16,
-    server: IpAddr,
-    id: u16,
-    tcp: bool,
-}
-
-#[derive(Debug)]
-struct Pending {
-    ts: u64,
-    qname: String,
-    /// The question's hash, for the answer table.
-    question: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -150,11 +134,13 @@ pub struct DnsTotals {
     pub cache_evictions: u64,
 }
 
+/// The per-query path allocates nothing once its tables have grown: names are read into
+/// reused buffers, queries wait in [`PendingTable`]'s reused slots, and the name sketch is
+/// keyed by a seeded 64-bit hash of the name, which is stored once, when it enters.
 #[derive(Debug)]
 pub struct Tracker {
     cfg: TrackerConfig,
-    pending: HashMap<Key, Pending>,
-    order: VecDeque<(u64, Key)>,
+    pending: PendingTable,
     // This window:
     queries: u64,
     answered: u64,
@@ -169,8 +155,12 @@ pub struct Tracker {
     second: (u64, u64, u64),
     /// The window's busiest second so far: (queries, cacheable).
     busiest: (u64, u64),
-    names: SpaceSaving<String>,
+    /// Name hash → count, with the name itself as the entry's extra.
+    names: SpaceSaving<u64, String>,
+    name_hasher: ahash::RandomState,
     sources: SpaceSaving<IpAddr, SourceExtra>,
+    /// Scratch for the search-walk readings of a name (prefix lengths).
+    bases: Vec<usize>,
     pub totals: DnsTotals,
 }
 
@@ -185,9 +175,8 @@ impl Tracker {
         Tracker {
             names: SpaceSaving::new(cfg.sketch),
             sources: SpaceSaving::new(cfg.sketch),
+            pending: PendingTable::new(cfg.max_pending),
             cfg,
-            pending: HashMap::new(),
-            order: VecDeque::new(),
             queries: 0,
             answered: 0,
             unanswered: 0,
@@ -199,6 +188,8 @@ impl Tracker {
             answers,
             second: (0, 0, 0),
             busiest: (0, 0),
+            name_hasher: ahash::RandomState::new(),
+            bases: Vec::new(),
             totals: DnsTotals::default(),
         }
     }
@@ -211,7 +202,11 @@ impl Tracker {
         self.expire(ts);
         self.queries += 1;
         self.totals.queries += 1;
-        self.names.hit(&p.qname);
+        let name = self.name_hasher.hash_one(p.qname.as_bytes());
+        self.names.hit_with(&name, |n| {
+            n.clear();
+            n.push_str(&p.qname);
+        });
         let question = question_hash(&p.qname, p.qtype, p.qclass);
         let cacheable = self.answers.hit(question, ts);
         let source = self.sources.hit(&p.src);
@@ -228,25 +223,11 @@ impl Tracker {
             id: p.id,
             tcp: p.tcp,
         };
-        if self.pending.len() >= self.cfg.max_pending {
-            // Full: give up the oldest rather than grow.
-            while let Some((t, k)) = self.order.pop_front() {
-                if self.pending.get(&k).is_some_and(|pd| pd.ts == t) {
-                    self.pending.remove(&k);
-                    self.give_up();
-                    break;
-                }
-            }
+        // Full: the oldest is given up rather than the table grown.
+        if self.pending.insert(key, ts, &p.qname, question) {
+            self.unanswered += 1;
+            self.totals.unanswered += 1;
         }
-        self.order.push_back((ts, key.clone()));
-        self.pending.insert(
-            key,
-            Pending {
-                ts,
-                qname: p.qname.clone(),
-                question,
-            },
-        );
     }
 
     /// An incoming reply received at `ts` (ns).
@@ -266,11 +247,13 @@ impl Tracker {
         };
         self.answered += 1;
         *self.rcodes.entry(p.rcode).or_default() += 1;
-        *self
-            .totals
-            .responses
-            .entry(rcode_name(p.rcode))
-            .or_default() += 1;
+        let label = rcode_label(p.rcode);
+        match self.totals.responses.get_mut(label.as_ref()) {
+            Some(n) => *n += 1,
+            None => {
+                self.totals.responses.insert(label.into_owned(), 1);
+            }
+        }
         let _ = self
             .latency_us
             .record(ts.saturating_sub(q.ts).max(1000) / 1000);
@@ -281,32 +264,36 @@ impl Tracker {
         };
         self.answers.insert(q.question, ts, ts.saturating_add(keep));
         if p.rcode == 3 {
-            let bases = self.cfg.search.bases(&q.qname);
-            if !bases.is_empty() {
+            let name = q.qname.as_str();
+            self.cfg.search.base_lens(name, &mut self.bases);
+            if let Some(&first) = self.bases.first() {
                 let source = self.sources.get_mut(&key.client);
                 // The base this source is walking already, else the first reading.
                 let base = source
                     .as_ref()
                     .and_then(|e| {
-                        bases
+                        self.bases
                             .iter()
-                            .find(|b| e.extra.recent.iter().any(|r| r == *b))
+                            .find(|&&n| e.extra.recent.iter().any(|r| *r == name[..n]))
                     })
-                    .unwrap_or(&bases[0])
-                    .to_string();
-                let saves = ndots2_saves(&base);
+                    .map_or(&name[..first], |&n| &name[..n]);
+                let saves = ndots2_saves(base);
                 self.wasted += 1;
                 self.totals.search_expansion += 1;
                 self.wasted_ndots2 += saves as u64;
                 if let Some(e) = source {
                     e.extra.wasted += 1;
                     e.extra.ndots2 += saves as u64;
+                    // Newest last, at most 4: the buffer of the one dropped is reused.
                     let recent = &mut e.extra.recent;
-                    recent.retain(|r| *r != base);
-                    recent.push(base);
-                    if recent.len() > 4 {
-                        recent.remove(0);
-                    }
+                    let mut s = match recent.iter().position(|r| r == base) {
+                        Some(i) => recent.remove(i),
+                        None if recent.len() >= 4 => recent.remove(0),
+                        None => String::new(),
+                    };
+                    s.clear();
+                    s.push_str(base);
+                    recent.push(s);
                 }
             }
         }
@@ -333,23 +320,17 @@ impl Tracker {
         self.second.2 = 0;
     }
 
-    fn give_up(&mut self) {
-        self.unanswered += 1;
-        self.totals.unanswered += 1;
-    }
-
     /// Gives up on queries sent before `now - timeout`.
     pub fn expire(&mut self, now: u64) {
-        while let Some((t, _)) = self.order.front() {
-            if t.saturating_add(self.cfg.timeout_ns) > now {
-                break;
-            }
-            let (t, k) = self.order.pop_front().expect("front exists");
-            if self.pending.get(&k).is_some_and(|pd| pd.ts == t) {
-                self.pending.remove(&k);
-                self.give_up();
-            }
-        }
+        let n = self.pending.expire(now, self.cfg.timeout_ns);
+        self.unanswered += n;
+        self.totals.unanswered += n;
+    }
+
+    /// Queries pushed out of the full pending table since start (each also counted as
+    /// unanswered).
+    pub fn pending_evictions(&self) -> u64 {
+        self.pending.evicted()
     }
 
     /// The window's figures up to `end` (ns), `seconds` long; starts the next window.
@@ -405,8 +386,8 @@ impl Tracker {
                 .names
                 .top(self.cfg.top)
                 .into_iter()
-                .map(|(n, e)| TopName {
-                    qname: n.clone(),
+                .map(|(_, e)| TopName {
+                    qname: e.extra.clone(),
                     queries: e.count,
                 })
                 .collect(),

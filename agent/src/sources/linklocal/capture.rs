@@ -2,7 +2,7 @@
 
 use super::bpf;
 use crate::interfaces::{self, Selection};
-use crate::sources::dns::parse::{parse as parse_dns, DnsPacket};
+use crate::sources::dns::parse::DnsBatch;
 use crate::sources::linklocal::classify::classify;
 use crate::sources::linklocal::meter::Meter;
 use crate::sources::linklocal::{Service, Targets};
@@ -190,7 +190,7 @@ pub fn read_loop(
     stop: &AtomicBool,
 ) -> Result<(), TapError> {
     let mut batch: Vec<(u64, Service, u32)> = Vec::with_capacity(4096);
-    let mut dns: Vec<(u64, DnsPacket)> = Vec::new();
+    let mut dns = DnsBatch::default();
     let mut last_stats = Instant::now();
     // Test hook (`HEADROOM_TEST_STALL_CAPTURE_AFTER=3s`): stop reading and beating, as a
     // stuck thread would, so a test can watch /readyz fail.
@@ -228,7 +228,7 @@ pub fn read_loop(
             }
         })?;
         if !batch.is_empty() || !dns.is_empty() {
-            meter.record(name, &batch, &dns);
+            meter.record(name, &batch, dns.as_slice());
             batch.clear();
             dns.clear();
         }
@@ -246,12 +246,8 @@ pub fn read_loop(
 }
 
 /// Queries the node sent and replies it received, decoded for the DNS layer.
-fn decode(ts: u64, outgoing: bool, data: &[u8], dns: &mut Vec<(u64, DnsPacket)>) {
-    if let Some(d) = parse_dns(data) {
-        if d.response != outgoing {
-            dns.push((ts, d));
-        }
-    }
+fn decode(ts: u64, outgoing: bool, data: &[u8], dns: &mut DnsBatch) {
+    dns.push(ts, data, |d| d.response != outgoing);
 }
 
 /// The eBPF tap's classes are the services' indices; its DNS class is the resolvers'.
