@@ -44,6 +44,9 @@ pub struct PendingTable {
     /// Oldest and newest live entry.
     head: u32,
     tail: u32,
+    /// When the oldest was sent: checked on every query, and its slot is the coldest there is
+    /// (an unanswered query holds it for the whole timeout).
+    head_ts: u64,
     evicted: u64,
 }
 
@@ -56,6 +59,7 @@ impl PendingTable {
             free: Vec::new(),
             head: NIL,
             tail: NIL,
+            head_ts: 0,
             evicted: 0,
         }
     }
@@ -131,12 +135,9 @@ impl PendingTable {
     /// Gives up on queries sent at or before `now - timeout`; how many.
     pub fn expire(&mut self, now: u64, timeout: u64) -> u64 {
         let mut n = 0;
-        while self.head != NIL {
+        while self.head != NIL && self.head_ts.saturating_add(timeout) <= now {
             let i = self.head;
             let s = &self.slots[i as usize];
-            if s.ts.saturating_add(timeout) > now {
-                break;
-            }
             self.index.remove(&s.key);
             self.unlink(i);
             self.free.push(i);
@@ -151,7 +152,7 @@ impl PendingTable {
             (s.prev, s.next)
         };
         match prev {
-            NIL => self.head = next,
+            NIL => self.set_head(next),
             p => self.slots[p as usize].next = next,
         }
         match next {
@@ -171,10 +172,17 @@ impl PendingTable {
             s.next = NIL;
         }
         match tail {
-            NIL => self.head = i,
+            NIL => self.set_head(i),
             t => self.slots[t as usize].next = i,
         }
         self.tail = i;
+    }
+
+    fn set_head(&mut self, i: u32) {
+        self.head = i;
+        if i != NIL {
+            self.head_ts = self.slots[i as usize].ts;
+        }
     }
 }
 

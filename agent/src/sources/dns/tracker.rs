@@ -623,4 +623,37 @@ mod tests {
         assert_eq!(f.pending, 100);
         assert_eq!(f.unanswered, 900);
     }
+
+    /// The pending table's bound through the tracker: what is pushed out is counted as an
+    /// eviction and as unanswered; answered and expired queries are not evictions.
+    #[test]
+    fn pending_evictions_are_counted() {
+        let mut t = Tracker::new(TrackerConfig {
+            max_pending: 10,
+            ..TrackerConfig::default()
+        });
+        for i in 0..10u16 {
+            t.query(0, &q(i, "a.b", 6000));
+        }
+        t.response(MS, &r(0, "a.b", 6000, ResponseCode::NoError));
+        t.query(MS, &q(10, "a.b", 6000)); // the freed slot: no eviction
+        assert_eq!(t.pending_evictions(), 0);
+        for i in 11..15u16 {
+            t.query(MS, &q(i, "a.b", 6000));
+        }
+        assert_eq!(t.pending_evictions(), 4);
+        // 1..=4 were pushed out; 5 is still there to be answered.
+        t.response(2 * MS, &r(5, "a.b", 6000, ResponseCode::NoError));
+        t.response(2 * MS, &r(1, "a.b", 6000, ResponseCode::NoError));
+        let f = t.cut(3 * MS, 1.0);
+        assert_eq!(
+            (f.queries, f.answered, f.unanswered, f.pending),
+            (15, 2, 4, 9)
+        );
+        // The timeout gives the rest up: unanswered, not evictions.
+        let f = t.cut(10_000 * MS, 1.0);
+        assert_eq!((f.unanswered, f.pending), (9, 0));
+        assert_eq!(t.pending_evictions(), 4);
+        assert_eq!(t.totals.unanswered, 13);
+    }
 }
