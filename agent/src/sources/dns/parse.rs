@@ -82,7 +82,14 @@ impl DnsBatch {
         self.len == 0
     }
 
+    /// Empties the batch; a name buffer over 256 bytes (a hostile name: every byte escaped)
+    /// is given back rather than kept.
     pub fn clear(&mut self) {
+        for (_, d) in &mut self.items[..self.len] {
+            if d.qname.capacity() > 256 {
+                d.qname = String::new();
+            }
+        }
         self.len = 0;
     }
 }
@@ -688,5 +695,16 @@ pub(crate) mod tests {
         assert!(b.is_empty());
         assert!(b.push(8, &q, |_| true));
         assert_eq!(b.as_slice()[0].1.qname.capacity(), cap);
+        // A name of four 63-byte labels of 0xff bytes: 1 011 bytes escaped, not kept.
+        let mut m = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for n in [63, 63, 63, 61] {
+            m.push(n);
+            m.extend(std::iter::repeat_n(0xff, n as usize));
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert!(b.push(9, &udp4([1; 4], 4000, [2; 4], 53, &m), |_| true));
+        assert_eq!(b.as_slice()[1].1.qname.len(), 250 * 4 + 3);
+        b.clear();
+        assert!(b.items.iter().all(|(_, d)| d.qname.capacity() <= 256));
     }
 }

@@ -20,6 +20,10 @@ pub struct Key {
 
 const NIL: u32 = u32::MAX;
 
+/// A freed slot keeps its name buffer up to this size: a burst of hostile names (every byte
+/// escaped, up to 1 KiB each) must not stay held in every slot after they are answered.
+const KEEP_NAME: usize = 256;
+
 /// One query awaiting its reply.
 #[derive(Debug)]
 pub struct Pending {
@@ -48,6 +52,8 @@ pub struct PendingTable {
     /// (an unanswered query holds it for the whole timeout).
     head_ts: u64,
     evicted: u64,
+    /// The slot `remove` freed last: its name is trimmed on the next call, once read.
+    freed: u32,
 }
 
 impl PendingTable {
@@ -61,6 +67,7 @@ impl PendingTable {
             tail: NIL,
             head_ts: 0,
             evicted: 0,
+            freed: NIL,
         }
     }
 
@@ -82,6 +89,7 @@ impl PendingTable {
     /// client reused its id and port). When the table is full the oldest entry is pushed out:
     /// the return is whether that happened.
     pub fn insert(&mut self, key: Key, ts: u64, qname: &str, question: u64) -> bool {
+        self.trim_freed();
         let mut evicted = false;
         let i = match self.index.get(&key) {
             Some(&i) => {
@@ -117,6 +125,9 @@ impl PendingTable {
         s.key = key;
         s.ts = ts;
         s.question = question;
+        if s.qname.capacity() > KEEP_NAME && qname.len() <= KEEP_NAME {
+            s.qname = String::new();
+        }
         s.qname.clear();
         s.qname.push_str(qname);
         self.push_back(i);
@@ -126,14 +137,17 @@ impl PendingTable {
     /// Takes the query `key` answers, if pending. The entry stays readable until the next
     /// insert (its slot is reused then).
     pub fn remove(&mut self, key: &Key) -> Option<&Pending> {
+        self.trim_freed();
         let i = self.index.remove(key)?;
         self.unlink(i);
         self.free.push(i);
+        self.freed = i;
         Some(&self.slots[i as usize])
     }
 
     /// Gives up on queries sent at or before `now - timeout`; how many.
     pub fn expire(&mut self, now: u64, timeout: u64) -> u64 {
+        self.trim_freed();
         let mut n = 0;
         while self.head != NIL && self.head_ts.saturating_add(timeout) <= now {
             let i = self.head;
@@ -141,9 +155,20 @@ impl PendingTable {
             self.index.remove(&s.key);
             self.unlink(i);
             self.free.push(i);
+            self.freed = i;
+            self.trim_freed();
             n += 1;
         }
         n
+    }
+
+    fn trim_freed(&mut self) {
+        if let Some(s) = self.slots.get_mut(self.freed as usize) {
+            if s.qname.capacity() > KEEP_NAME {
+                s.qname = String::new();
+            }
+        }
+        self.freed = NIL;
     }
 
     fn unlink(&mut self, i: u32) {
@@ -271,6 +296,31 @@ mod tests {
         assert_eq!(t.slots.len(), 10);
         assert_eq!(t.expire(1004 + 50, 50), 5);
         assert_eq!(t.len(), 5);
+    }
+
+    /// Freed slots do not keep long (hostile) names' buffers; the one just removed stays
+    /// readable until the next call.
+    #[test]
+    fn freed_slots_give_long_names_back() {
+        let mut t = PendingTable::new(4);
+        let long = "\\377".repeat(250); // 1 000 bytes: a name of escaped bytes
+        for i in 0..3 {
+            t.insert(key(1, i), i as u64, &long, 0);
+        }
+        assert_eq!(t.remove(&key(1, 0)).unwrap().qname, long);
+        assert_eq!(t.expire(1, 0), 1); // sent at 1: given up
+        t.insert(key(1, 3), 3, "short.name", 0);
+        // The removed and the expired slot: trimmed (one of them now reused for the short
+        // name); the live long one keeps its name.
+        let caps: Vec<usize> = t.slots.iter().map(|s| s.qname.capacity()).collect();
+        assert_eq!(
+            caps.iter().filter(|&&c| c > KEEP_NAME).count(),
+            1,
+            "{caps:?}"
+        );
+        assert_eq!(t.remove(&key(1, 2)).unwrap().qname, long);
+        assert_eq!(t.remove(&key(1, 3)).unwrap().qname, "short.name");
+        assert!(t.slots.iter().all(|s| s.qname.capacity() <= KEEP_NAME));
     }
 
     /// The tracker's matching before this table: a map and an arrival queue whose entries go
