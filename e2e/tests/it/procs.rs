@@ -88,8 +88,14 @@ impl Agent {
             .args(["run", "--interface", "eni0", "--node-name", node])
             .args(["--metrics-listen", AGENT_METRICS])
             .args(args)
-            .env("RUST_LOG", "info,headroom_agent=debug")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Agent::spawn(cmd)
+    }
+
+    /// Runs `cmd` (an agent command in any namespace) with debug logs on a piped stderr whose
+    /// reports are collected and other lines kept and echoed.
+    pub fn spawn(mut cmd: std::process::Command) -> Agent {
+        cmd.env("RUST_LOG", "info,headroom_agent=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut guard = Guard::spawn("headroom-agent run", &mut cmd).unwrap();

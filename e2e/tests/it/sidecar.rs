@@ -7,13 +7,12 @@
 
 use crate::agent_common::{AGENT, NO_IMDS};
 use crate::collector_common::{self as common, COLLECTOR};
+use crate::procs::Agent;
 use headroom_testbed::bed::{self, Bed};
 use headroom_testbed::proc::Guard;
 use headroom_testbed::scrape;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const POD_IP: &str = "10.244.0.5";
@@ -78,34 +77,11 @@ fn a_sidecar_reaches_the_collector_as_a_one_pod_node() {
         .env("POD_NAME", "web-0")
         .env("POD_NAMESPACE", "shop")
         .env("POD_UID", "uid-web-0")
-        .env("POD_IP", POD_IP)
-        .env("RUST_LOG", "info,headroom_agent=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut agent = Guard::spawn("headroom-agent sidecar", &mut cmd).unwrap();
-    let stderr = agent.child.as_mut().unwrap().stderr.take().unwrap();
-    let reports: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let capturing = Arc::new(Mutex::new(false));
-    let (r, c) = (reports.clone(), capturing.clone());
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            match line.split_once(" report=").map(|x| x.1) {
-                Some(json) => {
-                    if let Ok(v) = serde_json::from_str(json) {
-                        r.lock().unwrap().push(v);
-                    }
-                }
-                None => {
-                    if line.contains("Capturing.") {
-                        *c.lock().unwrap() = true;
-                    }
-                    eprintln!("agent: {line}");
-                }
-            }
-        }
-    });
+        .env("POD_IP", POD_IP);
+    let agent = Agent::spawn(cmd);
     headroom_testbed::wait_for("the sidecar captures", Duration::from_secs(15), || {
-        capturing.lock().unwrap().then_some(())
+        let log = agent.log();
+        log.iter().any(|l| l.contains("Capturing.")).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
     let sent = bed::run_dnsperf(
@@ -116,7 +92,7 @@ fn a_sidecar_reaches_the_collector_as_a_one_pod_node() {
     .unwrap();
     std::thread::sleep(Duration::from_secs(3));
 
-    let all = reports.lock().unwrap().clone();
+    let all = agent.reports();
     let eth0 = |r: &Value| {
         r["interfaces"]
             .as_array()
