@@ -325,8 +325,13 @@ impl Sampler {
         if let Some(k) = self.kubepods.as_mut() {
             self.cost.reads += k.sample_cpu(now, interval, fds);
         }
+        // One snapshot of the pod list serves the one-second sample's reads and sums.
+        let specs = if full {
+            self.specs.snapshot()
+        } else {
+            HashMap::new()
+        };
         if full {
-            let specs = self.specs.snapshot();
             for p in self.pods.values_mut() {
                 self.cost.reads += p.pod.sample_cpu(now, interval, fds);
             }
@@ -346,15 +351,14 @@ impl Sampler {
         self.cost.fds_held = fds.held();
         self.cost.samples += 1;
         if full {
-            self.pods_now();
+            self.pods_now(&specs);
         }
         self.co_burst_now(full);
     }
 
     /// At a one-second sample: the pods measured, their sums, the node's memory, and per
     /// workload how many pods were above their CPU request over that same second.
-    fn pods_now(&mut self) {
-        let specs = self.specs.snapshot();
+    fn pods_now(&mut self, specs: &HashMap<String, Arc<PodSpec>>) {
         let mut sums = PodSums::default();
         let mut above: HashMap<WorkloadKey, (u32, u32)> = HashMap::new();
         let (mut mem, mut mem_req) = (0u64, 0u64);
