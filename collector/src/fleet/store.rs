@@ -101,18 +101,34 @@ impl Small {
         Small(v as f32)
     }
     /// The shortest decimal (at most 9 significant digits, what an f32 holds) that is
-    /// stored as the same f32: 93.4 reads back as 93.4, not 93.40000152.
+    /// stored as the same f32: 93.4 reads back as 93.4, not 93.40000152. Every snapshot reads
+    /// millions of these, so whole numbers (counts, packets/s) return at once and the powers
+    /// of ten come from a table instead of `log10` and `powi` per call.
     pub fn get(self) -> Option<f64> {
         if self.0.is_nan() {
             return None;
         }
         let x = f64::from(self.0);
-        if x == 0.0 || !x.is_finite() {
+        // Below 2^24 every whole number is an f32 of its own, so no shorter decimal maps to it.
+        if x.abs() < 16_777_216.0 && x == x.trunc() {
             return Some(x);
         }
-        let e = x.abs().log10().floor() as i32;
+        if !x.is_finite() {
+            return Some(x);
+        }
+        let p = pow10();
+        let ax = x.abs();
+        // floor(log10(ax)) from the table: f32 magnitudes lie within 1e-46..1e39.
+        let exp2 = ((self.0.to_bits() >> 23) & 0xff) as i32 - 127;
+        let mut e = (f64::from(exp2) * std::f64::consts::LOG10_2).floor() as i32;
+        while e < POW10_MAX && p[(e + 1 - POW10_MIN) as usize] <= ax {
+            e += 1;
+        }
+        while e > POW10_MIN && p[(e - POW10_MIN) as usize] > ax {
+            e -= 1;
+        }
         for digits in 1..=9 {
-            let scale = 10f64.powi(digits - 1 - e);
+            let scale = p[(digits - 1 - e - POW10_MIN) as usize];
             let r = (x * scale).round() / scale;
             if r as f32 == self.0 {
                 return Some(r);
@@ -130,6 +146,16 @@ impl Small {
     pub fn from_bits(b: u64) -> Small {
         Small(f32::from_bits(b as u32))
     }
+}
+
+/// The powers of ten [`Small::get`] scales by: 10^POW10_MIN ..= 10^POW10_MAX (an f32's
+/// decimal exponents and the eight more digits it may need).
+const POW10_MIN: i32 = -47;
+const POW10_MAX: i32 = 56;
+
+fn pow10() -> &'static [f64] {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (POW10_MIN..=POW10_MAX).map(|k| 10f64.powi(k)).collect())
 }
 
 /// A count that may be missing, in 4 bytes (u32::MAX = missing).
@@ -155,5 +181,50 @@ impl Count {
     }
     pub fn from_bits(b: u64) -> Count {
         Count(b as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Small;
+
+    /// The definition `Small::get` keeps: the fewest digits that round to the same f32.
+    fn shortest(v: f32) -> Option<f64> {
+        if v.is_nan() {
+            return None;
+        }
+        let x = f64::from(v);
+        if x == 0.0 || !x.is_finite() {
+            return Some(x);
+        }
+        let e = x.abs().log10().floor() as i32;
+        for digits in 1..=9 {
+            let scale = 10f64.powi(digits - 1 - e);
+            let r = (x * scale).round() / scale;
+            if r as f32 == v {
+                return Some(r);
+            }
+        }
+        Some(x)
+    }
+
+    #[test]
+    fn get_reads_back_the_shortest_decimal_for_every_kind_of_f32() {
+        // Half a million bit patterns spread over all f32s (subnormals, whole numbers past
+        // 2^24, infinities), and the decimals reports carry.
+        let spread = (0..u32::MAX / 7919).map(|i| f32::from_bits(i.wrapping_mul(7919)));
+        let decimals = (0..200_000).map(|k| k as f32 / 1000.0);
+        let whole = (0..100_000u32).map(|k| (k * 337) as f32);
+        let mut checked = 0;
+        for v in spread.chain(decimals).chain(whole) {
+            let (got, want) = (Small(v).get(), shortest(v));
+            assert!(
+                got == want || got.zip(want).is_some_and(|(a, b)| a.is_nan() && b.is_nan()),
+                "{v:e} ({:#x}): {got:?} != {want:?}",
+                v.to_bits()
+            );
+            checked += 1;
+        }
+        assert!(checked > 800_000);
     }
 }

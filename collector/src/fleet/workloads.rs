@@ -7,7 +7,7 @@
 //! way, one listener per pod (a pod's listeners carry the same namespace figure).
 
 use super::aggregate::{self, BusyWindow, CounterPoint};
-use super::listeners::{Listener, ListenerKey, Model};
+use super::listeners::{Listener, ListenerKey, ListenerWindow, Model};
 use super::store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -51,12 +51,17 @@ pub fn workloads<'a>(
     groups
         .into_iter()
         .map(|((namespace, kind, name), members)| {
-            let busy: Vec<Vec<BusyWindow>> = members
+            // Each listener's windows unpacked once for the three passes below.
+            let unpacked: Vec<Vec<(u64, ListenerWindow)>> = members
                 .iter()
-                .map(|(_, _, l)| {
-                    l.windows
+                .map(|(_, _, l)| l.windows.iter().collect())
+                .collect();
+            let busy: Vec<Vec<BusyWindow>> = unpacked
+                .iter()
+                .map(|windows| {
+                    windows
                         .iter()
-                        .filter_map(|(end, w)| {
+                        .filter_map(|&(end, w)| {
                             Some(BusyWindow {
                                 start: if w.start == 0 { end } else { w.start },
                                 end,
@@ -71,7 +76,7 @@ pub fn workloads<'a>(
                 .into_iter()
                 .map(|(_, v)| v)
                 .collect();
-            let rates = request_sums(&members, history_start, frontier);
+            let rates = request_sums(&members, &unpacked, history_start, frontier);
             let not_requests = members
                 .iter()
                 .any(|(_, _, l)| l.not_requests_at != 0 && l.not_requests_at >= history_start);
@@ -108,9 +113,9 @@ pub fn workloads<'a>(
             let mut queue_max = 0;
             let mut saturated = 0.0;
             let (mut first, mut last) = (u64::MAX, 0);
-            for (_, _, l) in &members {
+            for windows in &unpacked {
                 let mut prev: Option<CounterPoint> = None;
-                for (end, w) in l.windows.iter() {
+                for &(end, w) in windows {
                     let in_span = end >= history_start;
                     if in_span {
                         queue_max = queue_max.max(w.queue_max.get().unwrap_or(0));
@@ -171,15 +176,15 @@ pub fn workloads<'a>(
 /// pod's listeners share their namespace's). Empty when no pod sent the figure.
 fn request_sums(
     members: &[(&str, &ListenerKey, &Listener)],
+    unpacked: &[Vec<(u64, ListenerWindow)>],
     history_start: u64,
     frontier: u64,
 ) -> Vec<f64> {
     let mut per_pod: BTreeMap<(&str, &str, &str), Vec<BusyWindow>> = BTreeMap::new();
-    for (node, key, l) in members {
-        let windows: Vec<BusyWindow> = l
-            .windows
+    for ((node, key, _), windows) in members.iter().zip(unpacked) {
+        let windows: Vec<BusyWindow> = windows
             .iter()
-            .filter_map(|(end, w)| {
+            .filter_map(|&(end, w)| {
                 Some(BusyWindow {
                     start: if w.start == 0 { end } else { w.start },
                     end,
