@@ -85,6 +85,8 @@ impl Default for ListenerWindow {
 }
 
 impl Packed for ListenerWindow {
+    type Summary = ();
+
     fn pack(&self, end: u64, prev: &Self, prev_end: u64, out: &mut Vec<u8>) {
         windows::put_start(out, self.start, end, prev.start, prev_end);
         windows::put_xor(out, self.saturated_start, prev.saturated_start);

@@ -25,6 +25,14 @@ pub trait Packed: Copy + Default {
     fn pack(&self, end: u64, prev: &Self, prev_end: u64, out: &mut Vec<u8>);
     /// Reads back what [`Packed::pack`] wrote; None for bytes it did not write.
     fn unpack(end: u64, prev: &Self, prev_end: u64, input: &mut &[u8]) -> Option<Self>;
+
+    /// What a sealed block remembers of its windows, so that a figure over all windows (the
+    /// hour's highest peak) reads each block's summary instead of unpacking it.
+    type Summary: Copy + Default + std::fmt::Debug;
+    /// Adds this window (ending at `end`) to `s`.
+    fn summarize(&self, _end: u64, _s: &mut Self::Summary) {}
+    /// Adds the windows `other` summarizes to `s`.
+    fn merge(_s: &mut Self::Summary, _other: &Self::Summary) {}
 }
 
 #[derive(Debug, Clone)]
@@ -37,10 +45,18 @@ struct Block {
     bytes: Box<[u8]>,
 }
 
+/// A block and the summary of all its windows (expired ones included).
+#[derive(Debug, Clone)]
+struct Sealed<S> {
+    block: Block,
+    summary: S,
+}
+
 /// The block being filled, with what the next window packs against.
 #[derive(Debug, Clone)]
-struct Open<W> {
+struct Open<W: Packed> {
     block: Block,
+    summary: W::Summary,
     bytes: Vec<u8>,
     prev_end: u64,
     interval: u64,
@@ -49,13 +65,13 @@ struct Open<W> {
 
 /// The windows of one part (see the module's doc).
 #[derive(Debug, Clone)]
-pub struct Windows<W> {
-    cold: VecDeque<Block>,
+pub struct Windows<W: Packed> {
+    cold: VecDeque<Sealed<W::Summary>>,
     open: Option<Open<W>>,
     hot: VecDeque<(u64, W)>,
 }
 
-impl<W> Default for Windows<W> {
+impl<W: Packed> Default for Windows<W> {
     fn default() -> Self {
         Windows {
             cold: VecDeque::new(),
@@ -118,6 +134,7 @@ impl<W: Packed> Windows<W> {
                     zigzag(interval.wrapping_sub(o.interval) as i64),
                 );
                 w.pack(end, &o.prev, o.prev_end, &mut o.bytes);
+                w.summarize(end, &mut o.summary);
                 o.block.count += 1;
                 o.block.last_end = end;
                 (o.prev_end, o.interval, o.prev) = (end, interval, w);
@@ -125,7 +142,10 @@ impl<W: Packed> Windows<W> {
             None => {
                 let mut bytes = Vec::with_capacity(BLOCK * 16);
                 w.pack(end, &W::default(), 0, &mut bytes);
+                let mut summary = W::Summary::default();
+                w.summarize(end, &mut summary);
                 self.open = Some(Open {
+                    summary,
                     block: Block {
                         first_end: end,
                         last_end: end,
@@ -144,7 +164,10 @@ impl<W: Packed> Windows<W> {
             if let Some(o) = self.open.take() {
                 let mut block = o.block;
                 block.bytes = o.bytes.into_boxed_slice();
-                self.cold.push_back(block);
+                self.cold.push_back(Sealed {
+                    block,
+                    summary: o.summary,
+                });
             }
         }
     }
@@ -152,12 +175,12 @@ impl<W: Packed> Windows<W> {
     fn sealed_last(&self) -> Option<u64> {
         match &self.open {
             Some(o) => Some(o.block.last_end),
-            None => self.cold.back().map(|b| b.last_end),
+            None => self.cold.back().map(|b| b.block.last_end),
         }
     }
 
     fn len(&self) -> usize {
-        let cold: usize = self.cold.iter().map(|b| b.count - b.skip).sum();
+        let cold: usize = self.cold.iter().map(|b| b.block.count - b.block.skip).sum();
         let open = self
             .open
             .as_ref()
@@ -167,7 +190,7 @@ impl<W: Packed> Windows<W> {
 
     /// Forgets the oldest window.
     fn drop_oldest(&mut self) {
-        if let Some(b) = self.cold.front_mut() {
+        if let Some(Sealed { block: b, .. }) = self.cold.front_mut() {
             b.skip += 1;
             if b.skip == b.count {
                 self.cold.pop_front();
@@ -219,7 +242,7 @@ impl<W: Packed> Windows<W> {
         let open = self.open.as_ref().map(|o| (&o.block, o.bytes.as_slice()));
         self.cold
             .iter()
-            .map(|b| (b, &b.bytes[..]))
+            .map(|b| (&b.block, &b.block.bytes[..]))
             .chain(open)
             .flat_map(|(b, bytes)| Unpack::<W>::new(b, bytes).skip(b.skip))
             .chain(self.hot.iter().copied())
@@ -227,6 +250,42 @@ impl<W: Packed> Windows<W> {
 
     pub fn is_empty(&self) -> bool {
         self.hot.is_empty() && self.open.is_none() && self.cold.is_empty()
+    }
+
+    /// The summary of every window kept: whole blocks by their summaries, a block with
+    /// expired windows (at most the oldest) by unpacking the rest, hot windows one by one.
+    pub fn summary(&self) -> W::Summary {
+        let mut s = W::Summary::default();
+        let open = self
+            .open
+            .as_ref()
+            .map(|o| (&o.block, o.bytes.as_slice(), &o.summary));
+        let blocks = self
+            .cold
+            .iter()
+            .map(|b| (&b.block, &b.block.bytes[..], &b.summary))
+            .chain(open);
+        for (b, bytes, summary) in blocks {
+            if b.skip == 0 {
+                W::merge(&mut s, summary);
+            } else {
+                for (end, w) in Unpack::<W>::new(b, bytes).skip(b.skip) {
+                    w.summarize(end, &mut s);
+                }
+            }
+        }
+        for (end, w) in &self.hot {
+            w.summarize(*end, &mut s);
+        }
+        s
+    }
+
+    /// The hot (newest) windows, newest first, and whether they are all the windows kept.
+    pub fn newest(&self) -> (impl Iterator<Item = (u64, &W)> + '_, bool) {
+        (
+            self.hot.iter().rev().map(|(e, w)| (*e, w)),
+            self.open.is_none() && self.cold.is_empty(),
+        )
     }
 }
 
@@ -374,6 +433,15 @@ mod tests {
                 v: f32::from_bits(xor(input, u64::from(prev.v.to_bits()))? as u32),
             })
         }
+        /// (windows, sum of ends, xor of the figures' bits): order-free, so a fold in any
+        /// grouping gives the same.
+        type Summary = (u64, u64, u32);
+        fn summarize(&self, end: u64, s: &mut Self::Summary) {
+            *s = (s.0 + 1, s.1.wrapping_add(end), s.2 ^ self.v.to_bits());
+        }
+        fn merge(s: &mut Self::Summary, o: &Self::Summary) {
+            *s = (s.0 + o.0, s.1.wrapping_add(o.1), s.2 ^ o.2);
+        }
     }
 
     #[test]
@@ -411,7 +479,7 @@ mod tests {
             want.push((end, r));
         }
         assert_eq!(w.iter().collect::<Vec<_>>(), want);
-        let packed: usize = w.cold.iter().map(|b| b.bytes.len()).sum::<usize>()
+        let packed: usize = w.cold.iter().map(|b| b.block.bytes.len()).sum::<usize>()
             + w.open.as_ref().map_or(0, |o| o.bytes.len());
         let windows = 200 - w.hot.len();
         // A plain record is 8 (end) + 16 (this Rec) bytes; packed, about a third.
@@ -480,6 +548,12 @@ mod tests {
                 let got: Vec<(u64, u64, u32)> = w.iter().map(|(e, r)| (e, r.start, r.v.to_bits())).collect();
                 let want: Vec<(u64, u64, u32)> = model.iter().map(|(e, r)| (*e, r.start, r.v.to_bits())).collect();
                 prop_assert_eq!(got, want);
+                // The summary from the blocks' own equals the one of every window read back.
+                let mut folded = <Rec as Packed>::Summary::default();
+                for (e, r) in model.iter() {
+                    r.summarize(*e, &mut folded);
+                }
+                prop_assert_eq!(w.summary(), folded);
             }
         }
     }
