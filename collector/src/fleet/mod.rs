@@ -646,6 +646,7 @@ impl Fleet {
             generation: self.generation,
             stats: self.stats.clone(),
             sizing: self.sizing_summary.clone(),
+            workloads: None,
         }
     }
 

@@ -463,3 +463,82 @@ fn workload_request_rate_sums_over_offset_nodes_once_per_pod() {
         (None, None)
     );
 }
+
+/// Workloads that are slow to make are made on a thread every `workloads_every`; snapshots
+/// and pages between read the last ones made (here every making counts as slow).
+#[test]
+fn slow_workloads_are_made_on_a_thread_and_read_from_the_last_made() {
+    let t0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 100;
+    let fleet = std::sync::Arc::new(std::sync::Mutex::new(Fleet::new(Limits::default())));
+    let cache = super::super::LeanCache::new(fleet.clone(), Duration::from_secs(60))
+        .workloads_timing(Duration::ZERO, Duration::from_millis(300));
+    let send = |w: u64, busy: f64| {
+        let (start, end) = ((t0 + w * 10) * S, (t0 + w * 10 + 10) * S);
+        let req = listeners(
+            "n1",
+            start,
+            end,
+            (t0 - 1) * S,
+            &[("web-1", busy, 4.0, 0.0, 0.0)],
+        );
+        assert_eq!(
+            fleet
+                .lock()
+                .unwrap()
+                .apply_metrics(&req, at(t0 + 40))
+                .rejected,
+            0
+        );
+    };
+    let busy_latest = |s: &FleetSnapshot| s.clusters[0].workloads[0].busy_latest;
+    send(0, 1.0);
+    let first = cache.refresh(SystemTime::now());
+    assert_eq!(
+        busy_latest(&first.snapshot),
+        1.0,
+        "the first are made at once"
+    );
+    send(1, 3.0);
+    let kept = cache.refresh(SystemTime::now());
+    assert_eq!(
+        busy_latest(&kept.snapshot),
+        1.0,
+        "younger than workloads_every: the last made"
+    );
+    let q = PageQuery {
+        node: None,
+        cluster: None,
+        after: None,
+        limit: 10,
+        history: false,
+    };
+    let page = cache.view().page(SystemTime::now(), &q);
+    assert_eq!(busy_latest(&page), 1.0, "a page reads them too");
+    std::thread::sleep(Duration::from_millis(350));
+    let due = cache.refresh(SystemTime::now());
+    assert_eq!(
+        busy_latest(&due.snapshot),
+        1.0,
+        "made on a thread, not in the refresh"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = cache.refresh(SystemTime::now());
+        if busy_latest(&s.snapshot) == 3.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thread never made new workloads"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Quick to make again (as a shrunk fleet is): made in the refresh itself.
+    let quick = super::super::LeanCache::new(fleet.clone(), Duration::from_secs(60));
+    send(2, 2.0);
+    assert_eq!(busy_latest(&quick.refresh(SystemTime::now()).snapshot), 2.0);
+}
