@@ -15,6 +15,9 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzz;
 mod http;
+/// The `/metrics` text of a snapshot (for the evaluation bench).
+#[doc(hidden)]
+pub use http::metrics_text;
 mod ingest;
 pub mod kube;
 pub mod rules;

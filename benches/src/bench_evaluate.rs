@@ -1,0 +1,140 @@
+//! `headroom-bench-evaluate [--agents 5000] [--rounds 360] [--interval 10] [--repeat 5]`:
+//! what one findings evaluation costs once the fleet holds its full history, without waiting
+//! an hour for it. Feeds the collector's `Fleet` in-process (no HTTP) with `--rounds` report
+//! windows of `--agents` simulated agents ([`fleet_sim`], the same reports the collector bench
+//! sends, their window ends staggered over the interval as real agents' are), on a simulated
+//! clock, expiring every interval as the collector does; then times, `--repeat` times, each
+//! part of an evaluation as the findings loop runs it (`LeanCache::refresh`: the view under
+//! the lock and the lean snapshot; the rules; the `/metrics` text), and making the workloads,
+//! which the collector does on a thread of its own once they are slow (the first refresh
+//! makes them itself). 360 rounds at 10 s fill the interfaces' hour; the listeners' 15
+//! minutes fill after 90.
+
+#[allow(dead_code)] // The HTTP body and expected findings are the collector bench's.
+mod fleet_sim;
+
+use headroom_collector::fleet::{Fleet, LeanCache, Limits};
+use headroom_collector::kube::KubeView;
+use headroom_collector::rules::{self, Input, Thresholds};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The collector's allocator, so the costs are the collector's.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn flag(args: &[String], name: &str, default: u64) -> u64 {
+    let Some(v) = args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+    else {
+        return default;
+    };
+    v.parse().unwrap_or_else(|_| {
+        eprintln!(
+            "invalid {name} '{v}': a whole number; see the usage at the top of bench_evaluate.rs"
+        );
+        std::process::exit(64)
+    })
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .trim_end_matches(" kB")
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    use headroom_agent::export::otlp::encode;
+    let args: Vec<String> = std::env::args().collect();
+    let agents = flag(&args, "--agents", 5000) as usize;
+    let rounds = flag(&args, "--rounds", 360);
+    let interval = flag(&args, "--interval", 10) * 1_000_000_000;
+    let repeat = flag(&args, "--repeat", 5);
+    let (listeners, probes) = (5, 4);
+    let start_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        - (rounds + 1) * interval;
+    let at = |ns: u64| UNIX_EPOCH + Duration::from_nanos(ns);
+    let mut fleet = Fleet::new(Limits::default());
+    let filled = Instant::now();
+    let mut applied = Duration::ZERO;
+    for round in 0..rounds {
+        for agent in 0..agents {
+            let end = start_ns + (round + 1) * interval + interval * agent as u64 / agents as u64;
+            let r = fleet_sim::report(agent, round, end, start_ns, listeners, probes);
+            let req = encode::request(&r, encode::resource(&r, &[]), start_ns);
+            let t = Instant::now();
+            fleet.apply_metrics(&req, at(end));
+            applied += t.elapsed();
+        }
+        fleet.expire(at(start_ns + (round + 2) * interval));
+        if round % 30 == 29 {
+            eprintln!(
+                "round {}/{rounds}: {:.0} s, RSS {:.0} MiB",
+                round + 1,
+                filled.elapsed().as_secs_f64(),
+                rss_mib()
+            );
+        }
+    }
+    let now = at(start_ns + (rounds + 1) * interval);
+    println!(
+        "{agents} agents × {rounds} rounds of {} s: filled in {:.0} s ({:.0} µs per apply), RSS {:.0} MiB",
+        interval / 1_000_000_000,
+        filled.elapsed().as_secs_f64(),
+        applied.as_secs_f64() * 1e6 / (agents as f64 * rounds as f64),
+        rss_mib()
+    );
+    let rules = rules::all(&Thresholds::default());
+    let kube = KubeView::default();
+    let fleet = Arc::new(Mutex::new(fleet));
+    let cache = LeanCache::new(fleet.clone(), Duration::from_secs(20));
+    println!("| making workloads ms | refresh (view + lean snapshot) ms | rules ms | /metrics text ms | findings |");
+    println!("|---|---|---|---|---|");
+    for i in 0..=repeat {
+        let t = Instant::now();
+        let w = fleet.lock().unwrap().view().make_workloads(now);
+        let v = t.elapsed();
+        drop(w);
+        let t = Instant::now();
+        let lean = cache.refresh(now);
+        let snap = &lean.snapshot;
+        let s = t.elapsed();
+        let t = Instant::now();
+        let input = Input {
+            fleet: snap,
+            kube: &kube,
+        };
+        let found: usize = rules.iter().map(|r| r.evaluate(&input, now).len()).sum();
+        let r = t.elapsed();
+        let t = Instant::now();
+        let text = headroom_collector::metrics_text(snap);
+        let m = t.elapsed();
+        println!(
+            "| {:.1} | {:.1}{} | {:.1} | {:.1} ({} KiB) | {found} |",
+            ms(v),
+            ms(s),
+            if i == 0 { " (makes the workloads)" } else { "" },
+            ms(r),
+            ms(m),
+            text.len() / 1024
+        );
+    }
+}
