@@ -1,6 +1,6 @@
 //! `headroom-bench-collector [--agents 5000] [--interval 10] [--seconds 60] [--threads 16]
 //! [--listeners 5] [--probes 4] [--scrape-every 15] [--sample-every 10] [--csv FILE]
-//! [--page-check PREFIX]`:
+//! [--page-check PREFIX] [--memory-limit SIZE]`:
 //! starts `headroom-collector` on 127.0.0.1 (rules on, no Kubernetes, no auth) and simulates
 //! that many agents ([`fleet_sim`]: the agent's own OTLP encoding of calm figures with a few
 //! hot spots), each POSTing one report window per interval over OTLP/HTTP protobuf with
@@ -178,7 +178,13 @@ fn main() {
         "headroom-bench-collector-{}.toml",
         std::process::id()
     ));
-    std::fs::write(&config, "kube = false\n").unwrap();
+    // The collector sheds requests past 90 % of `memory_limit` (default 768MiB): a fleet
+    // larger than the default is sized for gives it the deployment's limit.
+    let mut settings = "kube = false\n".to_string();
+    if let Some(limit) = text_flag(&args, "--memory-limit") {
+        settings.push_str(&format!("memory_limit = \"{limit}\"\n"));
+    }
+    std::fs::write(&config, settings).unwrap();
     let mut child = Command::new(&collector)
         .args(["--config", config.to_str().unwrap(), "--auth", "none"])
         .args(["--otlp-grpc-listen", &format!("127.0.0.1:{g}")])
