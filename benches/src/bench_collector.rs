@@ -14,8 +14,11 @@
 //! in headless Chromium (e2e/tests/page_in_browser.py: weight, load and render time,
 //! screenshots PREFIX-1280.png and PREFIX-390.png). Traffic goes to 127.0.0.1 only, bounded by `--seconds`.
 
+#[allow(dead_code)] // rss_kib is the other benches'.
+mod common;
 mod fleet_sim;
 
+use common::{flag, status_kib, text_flag};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,29 +26,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A numeric flag's value; a bad one ends the bench with exit 64 and one line.
-fn flag(args: &[String], name: &str, default: u64) -> u64 {
-    let Some(v) = args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-    else {
-        return default;
-    };
-    v.parse().unwrap_or_else(|_| {
-        eprintln!(
-            "invalid {name} '{v}': a whole number; see the usage at the top of bench_collector.rs"
-        );
-        std::process::exit(64)
-    })
-}
-
-fn text_flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -101,16 +81,6 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
     // SAFETY: sysconf has no memory-safety preconditions.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// `GET path` on a new connection: the body and how long the whole exchange took.

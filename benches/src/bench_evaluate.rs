@@ -10,8 +10,11 @@
 //! makes them itself). 360 rounds at 10 s fill the interfaces' hour; the listeners' 15
 //! minutes fill after 90.
 
+#[allow(dead_code)] // text_flag and status_kib are the other benches'.
+mod common;
 #[allow(dead_code)] // The HTTP body and expected findings are the collector bench's.
 mod fleet_sim;
+use common::flag;
 
 use headroom_collector::fleet::{Fleet, LeanCache, Limits};
 use headroom_collector::kube::KubeView;
@@ -23,35 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn flag(args: &[String], name: &str, default: u64) -> u64 {
-    let Some(v) = args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-    else {
-        return default;
-    };
-    v.parse().unwrap_or_else(|_| {
-        eprintln!(
-            "invalid {name} '{v}': a whole number; see the usage at the top of bench_evaluate.rs"
-        );
-        std::process::exit(64)
-    })
-}
-
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .trim_end_matches(" kB")
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    common::rss_kib() as f64 / 1024.0
 }
 
 fn ms(d: Duration) -> f64 {

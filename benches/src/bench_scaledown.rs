@@ -17,6 +17,10 @@
 //! and thread CPU), which a shared machine's load does not blur; `--in-process-only 1` stops
 //! there. Traffic goes to 127.0.0.1 only; every loop is bounded in time.
 
+#[allow(dead_code)] // rss_kib and text_flag are the other benches'.
+mod common;
+
+use common::{flag, status_kib};
 use headroom_testbed::apiserver::ApiServer;
 use headroom_testbed::cluster::{node, pdb, pod, with_labels};
 use serde_json::{json, Value};
@@ -24,32 +28,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn flag(args: &[String], name: &str, default: u64) -> u64 {
-    let Some(v) = args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-    else {
-        return default;
-    };
-    v.parse().unwrap_or_else(|_| {
-        eprintln!(
-            "invalid {name} '{v}': a whole number; see the usage at the top of bench_scaledown.rs"
-        );
-        std::process::exit(64)
-    })
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// CPU seconds (user + system) a process has used.
 fn cpu_s(pid: u32) -> f64 {

@@ -6,23 +6,13 @@
 //! the history's own bytes, the process's RSS growth (the maps and keys included) and both per
 //! pod-hour, and how long the summary RequestsRightSizing reads takes to make.
 
+#[allow(dead_code)] // The flags and status_kib are the other benches'.
+mod common;
+
+use common::rss_kib;
 use headroom_collector::fleet::Sizing;
 use headroom_signals::{attr, metric};
 use std::time::Instant;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .trim_end_matches(" kB")
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
 
 fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: u64| -> anyhow::Result<u64> {
