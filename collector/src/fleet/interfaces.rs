@@ -331,9 +331,7 @@ impl Interface {
             dns,
         })
     }
-}
 
-impl Interface {
     /// One pass over the hour's windows: the hour's highest figures, the latest window, and
     /// with `history` every window as text (only then: text for the hour's hundreds of
     /// windows at 5 000 nodes would allocate millions of strings).
