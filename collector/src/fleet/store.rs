@@ -5,7 +5,6 @@
 
 use super::limits::Limits;
 use super::otlp::Attrs;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// When a data point is: its window's end (or now), its `start_time_unix_nano` (the window's
@@ -42,17 +41,18 @@ pub trait Part: Default + Clone {
     fn expire(&mut self, cuts: &Cuts) -> bool;
 }
 
-/// The parts of one kind on one node.
+/// The parts of one kind on one node, sorted by key. A sorted `Vec` rather than a `BTreeMap`:
+/// a map's first leaf holds room for 11 parts, and a node has a few interfaces and a handful
+/// of listeners and probes of several hundred bytes each, so the empty slots were most of
+/// the store (≈ 9 KiB a node, 43 MiB at 5 000 nodes). The `Vec` grows by an eighth.
 #[derive(Debug, Clone)]
 pub struct Store<P: Part> {
-    parts: BTreeMap<P::Key, P>,
+    parts: Vec<(P::Key, P)>,
 }
 
 impl<P: Part> Default for Store<P> {
     fn default() -> Self {
-        Store {
-            parts: BTreeMap::new(),
-        }
+        Store { parts: Vec::new() }
     }
 }
 
@@ -66,21 +66,33 @@ impl<P: Part> Store<P> {
         if at.end < at.now.saturating_sub(P::max_age(limits).as_nanos() as u64) {
             return false;
         }
-        if !self.parts.contains_key(&key) && self.parts.len() >= P::max_per_node(limits) {
-            return false;
-        }
-        self.parts.entry(key).or_default().take(name, a, v, at)
+        let i = match self.parts.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => i,
+            Err(_) if self.parts.len() >= P::max_per_node(limits) => return false,
+            Err(i) => {
+                if self.parts.len() == self.parts.capacity() {
+                    self.parts.reserve_exact((self.parts.len() / 8).max(1));
+                }
+                self.parts.insert(i, (key, P::default()));
+                i
+            }
+        };
+        self.parts[i].1.take(name, a, v, at)
     }
 
     /// Expires every part; returns how many went.
     pub fn expire(&mut self, cuts: &Cuts) -> usize {
         let before = self.parts.len();
-        self.parts.retain(|_, p| p.expire(cuts));
-        before - self.parts.len()
+        self.parts.retain_mut(|(_, p)| p.expire(cuts));
+        let gone = before - self.parts.len();
+        if gone > 0 && self.parts.capacity() > self.parts.len() + self.parts.len() / 4 + 1 {
+            self.parts.shrink_to_fit();
+        }
+        gone
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&P::Key, &P)> {
-        self.parts.iter()
+        self.parts.iter().map(|(k, p)| (k, p))
     }
 }
 
