@@ -18,7 +18,54 @@ struct Point {
 struct MetricState {
     kind: &'static str,
     unit: String,
-    series: BTreeMap<Vec<(String, String)>, Point>,
+    /// Sorted by key, grown by an eighth: most metrics have a few series per node, and a
+    /// map's first leaf would hold room for 11.
+    series: Vec<(SeriesKey, Point)>,
+}
+
+/// A series' attributes in one allocation instead of two strings per attribute (the probe
+/// histogram and the worker utilization carry 7–10 attributes; at 5 000 nodes that was
+/// ≈ 800 000 small strings). Each key and value is written with NUL escaped as NUL 1 and
+/// ended by NUL NUL, so keys order as the `(key, value)` lists they encode and no two lists
+/// share one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SeriesKey(Box<str>);
+
+impl SeriesKey {
+    fn new(attrs: &[(String, String)]) -> SeriesKey {
+        let mut s = String::with_capacity(attrs.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+        for part in attrs.iter().flat_map(|(k, v)| [k, v]) {
+            for c in part.chars() {
+                s.push(c);
+                if c == '\0' {
+                    s.push('\u{1}');
+                }
+            }
+            s.push_str("\0\0");
+        }
+        SeriesKey(s.into_boxed_str())
+    }
+
+    fn pairs(&self) -> BTreeMap<String, String> {
+        let mut parts = Vec::new();
+        let mut cur = String::new();
+        let mut chars = self.0.chars();
+        while let Some(c) = chars.next() {
+            if c != '\0' {
+                cur.push(c);
+            } else if chars.next() == Some('\u{1}') {
+                cur.push('\0');
+            } else {
+                parts.push(std::mem::take(&mut cur));
+            }
+        }
+        let mut it = parts.into_iter();
+        let mut out = BTreeMap::new();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.insert(k, v);
+        }
+        out
+    }
 }
 
 /// A node's latest-value metrics by name.
@@ -87,15 +134,23 @@ impl Generic {
                 continue;
             }
             let fits = state.series.len() < limits.max_series_per_metric;
-            match state.series.get_mut(&a) {
-                Some(p) if p.time_ns <= time_ns => *p = Point { value, time_ns },
-                Some(_) => {}
-                None if fits && *fleet_series < limits.max_series => {
-                    state.series.insert(a, Point { value, time_ns });
+            let key = SeriesKey::new(&a);
+            match state.series.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => {
+                    let p = &mut state.series[i].1;
+                    if p.time_ns <= time_ns {
+                        *p = Point { value, time_ns };
+                    }
+                }
+                Err(i) if fits && *fleet_series < limits.max_series => {
+                    if state.series.len() == state.series.capacity() {
+                        state.series.reserve_exact((state.series.len() / 8).max(1));
+                    }
+                    state.series.insert(i, (key, Point { value, time_ns }));
                     self.series += 1;
                     *fleet_series += 1;
                 }
-                None => {
+                Err(_) => {
                     t.over_series += u64::from(fits);
                     t.rejected += 1;
                     continue;
@@ -117,7 +172,7 @@ impl Generic {
                     .series
                     .iter()
                     .map(|(a, p)| SeriesSnapshot {
-                        attributes: a.iter().cloned().collect(),
+                        attributes: a.pairs(),
                         value: p.value,
                         time: crate::time::rfc3339(p.time_ns),
                     })
@@ -171,4 +226,43 @@ pub struct SeriesSnapshot {
     pub attributes: BTreeMap<String, String>,
     pub value: f64,
     pub time: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeriesKey;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('\0'),
+                Just('\u{1}'),
+                Just('a'),
+                Just('b'),
+                any::<char>()
+            ],
+            0..4,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    fn attrs() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::vec((text(), text()), 0..4).prop_map(|mut v| {
+            v.sort();
+            v.dedup_by(|a, b| a.0 == b.0);
+            v
+        })
+    }
+
+    proptest! {
+        /// The key reads back as the attributes, and keys order (and are equal) exactly as
+        /// the attribute lists they encode: the series keep the order the map kept.
+        #[test]
+        fn series_keys_read_back_and_order_as_the_attributes(a in attrs(), b in attrs()) {
+            let (ka, kb) = (SeriesKey::new(&a), SeriesKey::new(&b));
+            prop_assert_eq!(ka.pairs(), a.iter().cloned().collect());
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+        }
+    }
 }
