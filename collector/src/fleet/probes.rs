@@ -39,7 +39,8 @@ pub struct Probe {
     max: Option<f64>,
     /// Earliest window start seen (for history_seconds).
     first_start: u64,
-    attempts: BTreeMap<String, Counter>,
+    /// By result, sorted: four at most from our agent (a map's leaf would hold room for 11).
+    attempts: Vec<(String, Counter)>,
     removals: Counter,
 }
 
@@ -86,13 +87,20 @@ impl Part for Probe {
                 let Some(result) = get(a, attr::RESULT) else {
                     return false;
                 };
-                if !pr.attempts.contains_key(result) && pr.attempts.len() >= MAX_RESULTS {
-                    return false;
-                }
-                pr.attempts
-                    .entry(result.to_string())
-                    .or_default()
-                    .record(point, PROBE_COUNTER_POINTS);
+                let i = match pr
+                    .attempts
+                    .binary_search_by(|(r, _)| r.as_str().cmp(result))
+                {
+                    Ok(i) => i,
+                    Err(_) if pr.attempts.len() >= MAX_RESULTS => return false,
+                    Err(i) => {
+                        pr.attempts.reserve_exact(1);
+                        pr.attempts
+                            .insert(i, (result.to_string(), Counter::default()));
+                        i
+                    }
+                };
+                pr.attempts[i].1.record(point, PROBE_COUNTER_POINTS);
             }
             PROBE_PREDICTED_REMOVALS => pr.removals.record(point, PROBE_COUNTER_POINTS),
             _ => {
@@ -125,7 +133,7 @@ impl Part for Probe {
     }
 
     fn expire(&mut self, cuts: &Cuts) -> bool {
-        for c in self.attempts.values_mut() {
+        for (_, c) in &mut self.attempts {
             c.prune(cuts.history_start);
         }
         self.removals.prune(cuts.history_start);
@@ -147,7 +155,8 @@ impl Probe {
             p.first_start.max(history_start)
         } else {
             p.attempts
-                .values()
+                .iter()
+                .map(|(_, c)| c)
                 .chain([&p.removals])
                 .filter_map(|c| c.first_since(history_start))
                 .min()

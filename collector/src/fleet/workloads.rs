@@ -1,13 +1,13 @@
 //! Workloads, the collector side: each Deployment, StatefulSet, … with listeners on any node
 //! of a cluster, its pods' busy workers added up per report window (see
-//! [`aggregate::busy_sums`] for how pods on different nodes add up), over `workload_history`.
+//! [`aggregate::busy_sum_values`] for how pods on different nodes add up), over `workload_history`.
 //! Event loops (nginx, Node) have no busy workers and are left out: a workload is its worker
 //! pools, so a pod's nginx sidecar does not add to, or dilute, its app's figures. The request
 //! rate (accepted connections per second of each pod's network namespace) is summed the same
 //! way, one listener per pod (a pod's listeners carry the same namespace figure).
 
 use super::aggregate::{self, BusyWindow, CounterPoint};
-use super::listeners::{Listener, ListenerKey, ListenerWindow, Model};
+use super::listeners::{Listener, ListenerKey, Model};
 use super::store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -51,32 +51,55 @@ pub fn workloads<'a>(
     groups
         .into_iter()
         .map(|((namespace, kind, name), members)| {
-            // Each listener's windows unpacked once for the three passes below.
-            let unpacked: Vec<Vec<(u64, ListenerWindow)>> = members
-                .iter()
-                .map(|(_, _, l)| l.windows.iter().collect())
-                .collect();
-            let busy: Vec<Vec<BusyWindow>> = unpacked
-                .iter()
-                .map(|windows| {
-                    windows
-                        .iter()
-                        .filter_map(|&(end, w)| {
-                            Some(BusyWindow {
-                                start: if w.start == 0 { end } else { w.start },
-                                end,
-                                busy: w.busy.get()?,
-                            })
-                        })
-                        .collect()
-                })
-                .collect();
+            // One pass over each listener's windows: its busy and request-rate windows, and
+            // the deepest queue, saturated seconds and span (no copy of the windows: a
+            // DaemonSet on 5 000 nodes has 450 000 of them).
+            let mut busy: Vec<Vec<BusyWindow>> = Vec::with_capacity(members.len());
+            let mut accepts: Vec<Vec<BusyWindow>> = Vec::with_capacity(members.len());
+            let mut queue_max = 0;
+            let mut saturated = 0.0;
+            let (mut first, mut last) = (u64::MAX, 0);
+            for (_, _, l) in &members {
+                let (mut b, mut r) = (Vec::new(), Vec::new());
+                let mut prev: Option<CounterPoint> = None;
+                for (end, w) in l.windows.iter() {
+                    let start = if w.start == 0 { end } else { w.start };
+                    if let Some(v) = w.busy.get() {
+                        b.push(BusyWindow {
+                            start,
+                            end,
+                            busy: v,
+                        });
+                    }
+                    if let Some(v) = w.accepts.get() {
+                        r.push(BusyWindow {
+                            start,
+                            end,
+                            busy: v,
+                        });
+                    }
+                    let in_span = end >= history_start;
+                    if in_span {
+                        queue_max = queue_max.max(w.queue_max.get().unwrap_or(0));
+                        first = first.min(start);
+                        last = last.max(end);
+                    }
+                    if let Some((start, value)) = w.saturated() {
+                        let p = CounterPoint { end, start, value };
+                        if in_span {
+                            saturated += aggregate::rise(prev.as_ref(), &p, history_start);
+                        }
+                        prev = Some(p);
+                    }
+                }
+                b.shrink_to_fit();
+                r.shrink_to_fit();
+                busy.push(b);
+                accepts.push(r);
+            }
             let frontier = aggregate::frontier(&busy).unwrap_or(0);
-            let sums: Vec<f64> = aggregate::busy_sums(&busy, history_start, frontier)
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
-            let rates = request_sums(&members, &unpacked, history_start, frontier);
+            let sums = aggregate::busy_sum_values(&busy, history_start, frontier);
+            let rates = request_sums(&members, accepts, history_start, frontier);
             let not_requests = members
                 .iter()
                 .any(|(_, _, l)| l.not_requests_at != 0 && l.not_requests_at >= history_start);
@@ -110,27 +133,6 @@ pub fn workloads<'a>(
                 aggregate::mode(current.iter().map(|(_, _, l)| l.threads_per_worker()));
             let threaded = current.iter().any(|(_, _, l)| l.model == Model::Threaded);
             let threads_known = current.iter().all(|(_, _, l)| l.threads_known);
-            let mut queue_max = 0;
-            let mut saturated = 0.0;
-            let (mut first, mut last) = (u64::MAX, 0);
-            for windows in &unpacked {
-                let mut prev: Option<CounterPoint> = None;
-                for &(end, w) in windows {
-                    let in_span = end >= history_start;
-                    if in_span {
-                        queue_max = queue_max.max(w.queue_max.get().unwrap_or(0));
-                        first = first.min(if w.start == 0 { end } else { w.start });
-                        last = last.max(end);
-                    }
-                    if let Some((start, value)) = w.saturated() {
-                        let p = CounterPoint { end, start, value };
-                        if in_span {
-                            saturated += aggregate::rise(prev.as_ref(), &p, history_start);
-                        }
-                        prev = Some(p);
-                    }
-                }
-            }
             let n = sums.len();
             WorkloadSnapshot {
                 namespace,
@@ -170,44 +172,36 @@ pub fn workloads<'a>(
         .collect()
 }
 
-/// The workload's request rate at every window end up to `frontier`, as [`aggregate::busy_sums`]
+/// The workload's request rate at every window end up to `frontier`, as [`aggregate::busy_sum_values`]
 /// adds busy workers: from each pod the accepted connections per second of the window in
 /// effect then, one listener per pod (the one with the most windows carrying the figure; a
 /// pod's listeners share their namespace's). Empty when no pod sent the figure.
 fn request_sums(
     members: &[(&str, &ListenerKey, &Listener)],
-    unpacked: &[Vec<(u64, ListenerWindow)>],
+    mut accepts: Vec<Vec<BusyWindow>>,
     history_start: u64,
     frontier: u64,
 ) -> Vec<f64> {
-    let mut per_pod: BTreeMap<(&str, &str, &str), Vec<BusyWindow>> = BTreeMap::new();
-    for ((node, key, _), windows) in members.iter().zip(unpacked) {
-        let windows: Vec<BusyWindow> = windows
-            .iter()
-            .filter_map(|&(end, w)| {
-                Some(BusyWindow {
-                    start: if w.start == 0 { end } else { w.start },
-                    end,
-                    busy: w.accepts.get()?,
-                })
-            })
-            .collect();
+    let mut per_pod: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for (i, ((node, key, _), windows)) in members.iter().zip(&accepts).enumerate() {
         // A listener outside pods is its own (host processes share the node's namespace but
         // are different workloads already).
         let pod = if key.1.is_empty() { key.3.as_str() } else { "" };
-        let slot = per_pod.entry((node, key.1.as_str(), pod)).or_default();
-        if windows.len() > slot.len() {
-            *slot = windows;
+        let slot = per_pod.entry((node, key.1.as_str(), pod)).or_insert(i);
+        if windows.len() > accepts[*slot].len() {
+            *slot = i;
         }
     }
-    let pods: Vec<Vec<BusyWindow>> = per_pod.into_values().filter(|w| !w.is_empty()).collect();
+    let pods: Vec<Vec<BusyWindow>> = per_pod
+        .into_values()
+        .map(|i| std::mem::take(&mut accepts[i]))
+        .filter(|w| !w.is_empty())
+        .collect();
+    drop(accepts);
     if pods.is_empty() {
         return Vec::new();
     }
-    aggregate::busy_sums(&pods, history_start, frontier)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect()
+    aggregate::busy_sum_values(&pods, history_start, frontier)
 }
 
 /// One workload across the cluster: its pods' listeners added up per report window.
