@@ -12,6 +12,7 @@
 
 use super::limits::MAX_WINDOWS;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Windows kept as plain records.
 pub const HOT: usize = 4;
@@ -42,7 +43,9 @@ struct Block {
     count: usize,
     /// Windows at the front already expired (skipped when read; the block goes when all are).
     skip: usize,
-    bytes: Box<[u8]>,
+    /// Shared, not copied, when ingest copies a node a view still holds (`Arc::make_mut` on
+    /// the node): a sealed block never changes, and an hour of them is most of a node.
+    bytes: Arc<[u8]>,
 }
 
 /// A block and the summary of all its windows (expired ones included).
@@ -151,7 +154,7 @@ impl<W: Packed> Windows<W> {
                         last_end: end,
                         count: 1,
                         skip: 0,
-                        bytes: Box::new([]),
+                        bytes: Arc::from(&[][..]),
                     },
                     bytes,
                     prev_end: end,
@@ -163,7 +166,7 @@ impl<W: Packed> Windows<W> {
         if self.open.as_ref().is_some_and(|o| o.block.count == BLOCK) {
             if let Some(o) = self.open.take() {
                 let mut block = o.block;
-                block.bytes = o.bytes.into_boxed_slice();
+                block.bytes = Arc::from(o.bytes);
                 self.cold.push_back(Sealed {
                     block,
                     summary: o.summary,
