@@ -10,7 +10,7 @@
 //! makes them itself). 360 rounds at 10 s fill the interfaces' hour; the listeners' 15
 //! minutes fill after 90.
 
-#[allow(dead_code)] // text_flag and status_kib are the other benches'.
+#[allow(dead_code)] // text_flag is the other benches'.
 mod common;
 #[allow(dead_code)] // The HTTP body and expected findings are the collector bench's.
 mod fleet_sim;
@@ -22,7 +22,9 @@ use headroom_collector::rules::{self, Input, Thresholds};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The collector's allocator, so the costs are the collector's.
+/// The collector's allocator, so the costs are the collector's (`--features system-alloc`:
+/// glibc's, for `heaptrack`, which sees only malloc).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -78,6 +80,7 @@ fn main() {
         applied.as_secs_f64() * 1e6 / (agents as f64 * rounds as f64),
         rss_mib()
     );
+    let hwm_fill = common::status_kib(std::process::id(), "VmHWM:") as f64 / 1024.0;
     let rules = rules::all(&Thresholds::default());
     let kube = KubeView::default();
     let fleet = Arc::new(Mutex::new(fleet));
@@ -113,4 +116,9 @@ fn main() {
             text.len() / 1024
         );
     }
+    println!(
+        "RSS after the evaluations {:.0} MiB, peak (VmHWM) after the fill {hwm_fill:.0} MiB, after the evaluations {:.0} MiB",
+        rss_mib(),
+        common::status_kib(std::process::id(), "VmHWM:") as f64 / 1024.0
+    );
 }
