@@ -199,11 +199,20 @@ pub async fn run(
         let stop = stop.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
+            // A pass over 5 000 nodes takes milliseconds: on a blocking thread, so ingest
+            // requests queued on a runtime worker do not wait behind it.
             let expire = || {
-                fleet
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .expire(SystemTime::now())
+                let fleet = fleet.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        fleet
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .expire(SystemTime::now())
+                    })
+                    .await
+                    .unwrap_or(0)
+                }
             };
             loop {
                 tokio::select! {
@@ -212,13 +221,13 @@ pub async fn run(
                 }
                 // Nodes a snapshot was reading are expired once it is done (a snapshot takes
                 // well under a second).
-                let mut left = expire();
+                let mut left = expire().await;
                 for _ in 0..20 {
                     if left == 0 || stop.is_cancelled() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    left = expire();
+                    left = expire().await;
                 }
             }
         });
