@@ -190,7 +190,7 @@ fn main() {
                 };
                 let mut conn = connect();
                 let mut lat = Vec::new();
-                let mut errors = 0u64;
+                let mut errors = std::collections::BTreeMap::<String, u64>::new();
                 let mut round = 0u32;
                 'outer: loop {
                     for &i in &mine {
@@ -214,9 +214,9 @@ fn main() {
                         let t0 = Instant::now();
                         match post(&mut conn, &http, &b) {
                             Ok(200) => lat.push(t0.elapsed()),
-                            Ok(_) => errors += 1,
-                            Err(_) => {
-                                errors += 1;
+                            Ok(code) => *errors.entry(format!("HTTP {code}")).or_default() += 1,
+                            Err(e) => {
+                                *errors.entry(format!("{:?}", e.kind())).or_default() += 1;
                                 conn = connect();
                             }
                         }
@@ -277,11 +277,20 @@ fn main() {
         })
     };
     let mut lat = Vec::new();
-    let mut errors = 0;
+    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
     for h in handles {
         let (l, e) = h.join().unwrap();
         lat.extend(l);
-        errors += e;
+        for (k, n) in e {
+            *kinds.entry(k).or_default() += n;
+        }
+    }
+    let errors: u64 = kinds.values().sum();
+    if errors > 0 {
+        // Told apart: a refusal (429 shedding, 413) is the collector's choice, an I/O error
+        // (a connection reset or closed) is not.
+        let each: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        println!("errors: {}", each.join(", "));
     }
     let wall = start.elapsed().as_secs_f64();
     let cpu = proc_cpu_seconds(pid) - cpu0;

@@ -53,6 +53,8 @@ fn main() {
     let mut fleet = Fleet::new(Limits::default());
     let filled = Instant::now();
     let mut applied = Duration::ZERO;
+    // The slowest applies (under the fleet's lock in the collector: every other request waits).
+    let mut slowest: Vec<(Duration, u64)> = Vec::new();
     for round in 0..rounds {
         for agent in 0..agents {
             let end = start_ns + (round + 1) * interval + interval * agent as u64 / agents as u64;
@@ -60,7 +62,13 @@ fn main() {
             let req = encode::request(&r, encode::resource(&r, &[]), start_ns);
             let t = Instant::now();
             fleet.apply_metrics(&req, at(end));
-            applied += t.elapsed();
+            let took = t.elapsed();
+            applied += took;
+            if slowest.len() < 5 || took > slowest[4].0 {
+                slowest.push((took, round));
+                slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+                slowest.truncate(5);
+            }
         }
         fleet.expire(at(start_ns + (round + 2) * interval));
         if round % 30 == 29 {
@@ -72,6 +80,20 @@ fn main() {
             );
         }
     }
+    let expire_took = {
+        let t = Instant::now();
+        fleet.expire(at(start_ns + (rounds + 1) * interval));
+        t.elapsed()
+    };
+    let each: Vec<String> = slowest
+        .iter()
+        .map(|(d, round)| format!("{:.1} ms (round {round})", ms(*d)))
+        .collect();
+    println!(
+        "slowest applies: {}; one expiry pass: {:.1} ms",
+        each.join(", "),
+        ms(expire_took)
+    );
     let now = at(start_ns + (rounds + 1) * interval);
     println!(
         "{agents} agents × {rounds} rounds of {} s: filled in {:.0} s ({:.0} µs per apply), RSS {:.0} MiB",
