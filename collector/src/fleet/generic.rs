@@ -4,6 +4,7 @@
 
 use super::limits::{Limits, HISTORY, MAX_FUTURE};
 use super::otlp::{attributes, number, points_in, truncate};
+use super::store::slot;
 use opentelemetry_proto::tonic::metrics::v1::{metric, Metric, NumberDataPoint};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -135,22 +136,26 @@ impl Generic {
             }
             let fits = state.series.len() < limits.max_series_per_metric;
             let key = SeriesKey::new(&a);
-            match state.series.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => {
+            let room = if *fleet_series < limits.max_series {
+                limits.max_series_per_metric
+            } else {
+                0
+            };
+            let point = Point { value, time_ns };
+            match slot(&mut state.series, &key, room, || {
+                (key.clone(), point.clone())
+            }) {
+                Some((i, inserted)) => {
+                    if inserted {
+                        self.series += 1;
+                        *fleet_series += 1;
+                    }
                     let p = &mut state.series[i].1;
                     if p.time_ns <= time_ns {
-                        *p = Point { value, time_ns };
+                        *p = point;
                     }
                 }
-                Err(i) if fits && *fleet_series < limits.max_series => {
-                    if state.series.len() == state.series.capacity() {
-                        state.series.reserve_exact((state.series.len() / 8).max(1));
-                    }
-                    state.series.insert(i, (key, Point { value, time_ns }));
-                    self.series += 1;
-                    *fleet_series += 1;
-                }
-                Err(_) => {
+                None => {
                     t.over_series += u64::from(fits);
                     t.rejected += 1;
                     continue;

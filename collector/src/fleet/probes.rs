@@ -5,7 +5,7 @@
 use super::aggregate::{Counter, CounterPoint};
 use super::limits::Limits;
 use super::otlp::{attr_or_empty, get, set_from, Attrs};
-use super::store::{At, Cuts, Part};
+use super::store::{slot, At, Cuts, Part};
 use crate::time::rfc3339;
 use headroom_signals::attr;
 use serde::Serialize;
@@ -87,18 +87,10 @@ impl Part for Probe {
                 let Some(result) = get(a, attr::RESULT) else {
                     return false;
                 };
-                let i = match pr
-                    .attempts
-                    .binary_search_by(|(r, _)| r.as_str().cmp(result))
-                {
-                    Ok(i) => i,
-                    Err(_) if pr.attempts.len() >= MAX_RESULTS => return false,
-                    Err(i) => {
-                        pr.attempts.reserve_exact(1);
-                        pr.attempts
-                            .insert(i, (result.to_string(), Counter::default()));
-                        i
-                    }
+                let Some((i, _)) = slot(&mut pr.attempts, result, MAX_RESULTS, || {
+                    (result.to_string(), Counter::default())
+                }) else {
+                    return false;
                 };
                 pr.attempts[i].1.record(point, PROBE_COUNTER_POINTS);
             }

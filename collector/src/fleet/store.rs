@@ -66,16 +66,9 @@ impl<P: Part> Store<P> {
         if at.end < at.now.saturating_sub(P::max_age(limits).as_nanos() as u64) {
             return false;
         }
-        let i = match self.parts.binary_search_by(|(k, _)| k.cmp(&key)) {
-            Ok(i) => i,
-            Err(_) if self.parts.len() >= P::max_per_node(limits) => return false,
-            Err(i) => {
-                if self.parts.len() == self.parts.capacity() {
-                    self.parts.reserve_exact((self.parts.len() / 8).max(1));
-                }
-                self.parts.insert(i, (key, P::default()));
-                i
-            }
+        let max = P::max_per_node(limits);
+        let Some((i, _)) = slot(&mut self.parts, &key, max, || (key.clone(), P::default())) else {
+            return false;
         };
         self.parts[i].1.take(name, a, v, at)
     }
@@ -93,6 +86,33 @@ impl<P: Part> Store<P> {
 
     pub fn iter(&self) -> impl Iterator<Item = (&P::Key, &P)> {
         self.parts.iter().map(|(k, p)| (k, p))
+    }
+}
+
+/// Where `key` is in `v` (sorted by key), with `make()` inserted there first when it is
+/// missing and `v` holds fewer than `max` (true: inserted); None when it is missing and `v` is
+/// full. The small sorted lists of the fleet model (a node's parts, a metric's series, a
+/// probe's results) grow by an eighth, not by doubling: there are millions of them.
+pub fn slot<K, Q, V>(
+    v: &mut Vec<(K, V)>,
+    key: &Q,
+    max: usize,
+    make: impl FnOnce() -> (K, V),
+) -> Option<(usize, bool)>
+where
+    K: std::borrow::Borrow<Q>,
+    Q: Ord + ?Sized,
+{
+    match v.binary_search_by(|(k, _)| k.borrow().cmp(key)) {
+        Ok(i) => Some((i, false)),
+        Err(_) if v.len() >= max => None,
+        Err(i) => {
+            if v.len() == v.capacity() {
+                v.reserve_exact((v.len() / 8).max(1));
+            }
+            v.insert(i, make());
+            Some((i, true))
+        }
     }
 }
 
