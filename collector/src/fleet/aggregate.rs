@@ -60,6 +60,20 @@ pub struct Counter {
     start: u64,
     /// (end, start) of the points whose start is not `start`, by end; empty but after a restart.
     other: Vec<(u64, u64)>,
+    /// What [`Counter::rise_since`] answers for a span that starts after the oldest point or
+    /// after the second oldest (expiry keeps one point before the span, so nearly every
+    /// evaluation asks one of these), made as the points change. Every evaluation reads each
+    /// probe's five counters, at 5 000 nodes 100 000 of them: their points are each a heap
+    /// block of their own, and walking them was a quarter of a snapshot.
+    sums: Sums,
+}
+
+/// See [`Counter::sums`]: the ends of the oldest three points, and the rises summed from the
+/// second and from the third point to the newest (valid while there are that many points).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    ends: [u64; 3],
+    from: [f64; 2],
 }
 
 impl Counter {
@@ -136,6 +150,7 @@ impl Counter {
             }
         }
         self.rebase();
+        self.resum();
     }
 
     /// Forgets points older than `oldest`, except the newest of them (the base the first rise
@@ -148,6 +163,19 @@ impl Counter {
             self.other.retain(|&(e, _)| e >= first);
         }
         self.rebase();
+        self.resum();
+    }
+
+    /// Makes [`Counter::sums`] again after the points changed.
+    fn resum(&mut self) {
+        let n = self.points.len();
+        for (k, end) in self.sums.ends.iter_mut().enumerate().take(n) {
+            *end = self.points[k].0;
+        }
+        for first in 1..n.min(3) {
+            // The span start is not read when an earlier point exists.
+            self.sums.from[first - 1] = self.sum_from(first, 0);
+        }
     }
 
     pub fn latest(&self) -> Option<CounterPoint> {
@@ -166,7 +194,36 @@ impl Counter {
 
     /// The sum of the rises of every point that ended at or after `span_start`.
     pub fn rise_since(&self, span_start: u64) -> f64 {
+        let (n, Sums { ends, from }) = (self.points.len(), self.sums);
+        if n >= 2 && ends[0] < span_start && span_start <= ends[1] {
+            return from[0];
+        }
+        if n >= 3 && ends[1] < span_start && span_start <= ends[2] {
+            return from[1];
+        }
         let first = self.points.partition_point(|p| p.0 < span_start);
+        self.sum_from(first, span_start)
+    }
+
+    /// The rises of the points from index `first` to the newest, oldest first.
+    fn sum_from(&self, first: usize, span_start: u64) -> f64 {
+        if self.other.is_empty() {
+            // Every point has `start` (no restart held): [`rise`] on values alone, in the
+            // same order.
+            let mut prev = first.checked_sub(1).map(|i| self.points[i].1);
+            let fresh = self.start != 0 && self.start >= span_start;
+            let mut total = 0.0;
+            for &(_, value) in self.points.range(first..) {
+                total += match prev {
+                    Some(p) if value >= p => value - p,
+                    Some(_) => value,
+                    None if fresh => value,
+                    None => 0.0,
+                };
+                prev = Some(value);
+            }
+            return total;
+        }
         let mut prev = first.checked_sub(1).and_then(|i| self.point(i));
         let mut total = 0.0;
         for i in first..self.points.len() {
@@ -449,7 +506,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             8 => (0u64..60, prop_oneof![Just(0u64), Just(1), Just(5), Just(7)], 0u32..50, 2usize..9)
-                .prop_map(|(e, s, v, c)| Op::Record(e, s, f64::from(v), c)),
+                .prop_map(|(e, s, v, c)| Op::Record(e, s, f64::from(v) / 10.0, c)),
             1 => (0u64..60).prop_map(Op::Prune),
         ]
     }
@@ -479,7 +536,7 @@ mod tests {
                         prop_assert_eq!(c.rise_of(back, ws), r.rise_of(back, ws));
                     }
                 }
-                for since in [0, 1, 6, 10, 25, 40, 61] {
+                for since in 0..62 {
                     prop_assert_eq!(c.rise_since(since), r.rise_since(since));
                     prop_assert_eq!(c.first_since(since), r.first_since(since));
                 }
