@@ -102,6 +102,22 @@ pub fn attr_or_empty(a: &Attrs, key: &str) -> String {
     get(a, key).unwrap_or("").to_string()
 }
 
+/// As [`attr_or_empty`], as a shared string.
+pub fn shared_or_empty(a: &Attrs, key: &str) -> std::sync::Arc<str> {
+    get(a, key).unwrap_or("").into()
+}
+
+/// As [`set_from`], for shared strings.
+pub fn set_shared<const N: usize>(a: &Attrs, fields: [(&mut std::sync::Arc<str>, &str); N]) {
+    for (field, key) in fields {
+        if let Some(v) = get(a, key) {
+            if **field != *v {
+                *field = v.into();
+            }
+        }
+    }
+}
+
 /// Each field from its attribute when the point has it (written only on a change).
 pub fn set_from<const N: usize>(a: &Attrs, fields: [(&mut String, &str); N]) {
     for (field, key) in fields {

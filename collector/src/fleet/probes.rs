@@ -4,12 +4,13 @@
 
 use super::aggregate::{Counter, CounterPoint};
 use super::limits::Limits;
-use super::otlp::{attr_or_empty, get, set_from, Attrs};
+use super::otlp::{get, set_shared, shared_or_empty, Attrs};
 use super::store::{slot, At, Cuts, Part};
 use crate::time::rfc3339;
 use headroom_signals::attr;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most distinct `result` values kept per probe (the agent has four).
@@ -24,13 +25,16 @@ otlp_names! {
 }
 
 /// (namespace, pod, container, probe kind)
-pub type ProbeKey = (String, String, String, String);
+///
+/// A probe's strings are shared with its snapshots (each evaluation's snapshot names every
+/// probe of the fleet: at 5 000 nodes 20 000 probes, 220 000 strings it need not copy).
+pub type ProbeKey = (Arc<str>, Arc<str>, Arc<str>, Arc<str>);
 
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
-    target: String,
-    workload_kind: String,
-    workload: String,
+    target: Arc<str>,
+    workload_kind: Arc<str>,
+    workload: Arc<str>,
     /// The newest window: its end and start, and its gauges.
     end: u64,
     start: u64,
@@ -40,7 +44,7 @@ pub struct Probe {
     /// Earliest window start seen (for history_seconds).
     first_start: u64,
     /// By result, sorted: four at most from our agent (a map's leaf would hold room for 11).
-    attempts: Vec<(String, Counter)>,
+    attempts: Vec<(Arc<str>, Counter)>,
     removals: Counter,
 }
 
@@ -50,10 +54,10 @@ impl Part for Probe {
     fn key(a: &Attrs) -> Option<ProbeKey> {
         let kind = get(a, attr::PROBE)?;
         Some((
-            attr_or_empty(a, attr::NAMESPACE),
-            attr_or_empty(a, attr::POD),
-            attr_or_empty(a, attr::CONTAINER),
-            kind.to_string(),
+            shared_or_empty(a, attr::NAMESPACE),
+            shared_or_empty(a, attr::POD),
+            shared_or_empty(a, attr::CONTAINER),
+            kind.into(),
         ))
     }
 
@@ -88,7 +92,7 @@ impl Part for Probe {
                     return false;
                 };
                 let Some((i, _)) = slot(&mut pr.attempts, result, MAX_RESULTS, || {
-                    (result.to_string(), Counter::default())
+                    (result.into(), Counter::default())
                 }) else {
                     return false;
                 };
@@ -112,7 +116,7 @@ impl Part for Probe {
             }
         }
         if at.end == pr.end {
-            set_from(
+            set_shared(
                 a,
                 [
                     (&mut pr.target, attr::TARGET),
@@ -182,14 +186,14 @@ impl Probe {
 /// One shadowed probe in its latest window.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ProbeSnapshot {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
+    pub namespace: Arc<str>,
+    pub pod: Arc<str>,
+    pub container: Arc<str>,
     /// readiness | liveness | startup
-    pub probe: String,
-    pub target: String,
-    pub workload_kind: String,
-    pub workload: String,
+    pub probe: Arc<str>,
+    pub target: Arc<str>,
+    pub workload_kind: Arc<str>,
+    pub workload: Arc<str>,
     pub timeout_seconds: f64,
     /// The latest window's p99 and slowest attempt; None without attempts.
     pub latency_p99_seconds: Option<f64>,
@@ -197,7 +201,7 @@ pub struct ProbeSnapshot {
     /// timeout / p99 (below 2 means p99 is past half the timeout).
     pub headroom: Option<f64>,
     /// Attempts by result over `history_seconds` (counter increases).
-    pub attempts: BTreeMap<String, u64>,
+    pub attempts: BTreeMap<Arc<str>, u64>,
     pub predicted_removals: u64,
     pub history_seconds: f64,
     pub time: String,

@@ -83,9 +83,9 @@ pub fn savings(i: &EniSnapshot) -> Cures {
         .take(TOP)
         .map(|s| {
             let who = if s.pod.is_empty() {
-                s.source.clone()
+                s.source.to_string()
             } else if s.namespace.is_empty() {
-                s.pod.clone()
+                s.pod.to_string()
             } else {
                 format!("{}/{}", s.namespace, s.pod)
             };
@@ -173,12 +173,8 @@ impl Rule for ThrottleRisk {
                     let cures = savings(i);
                     let spread = &cures.spread;
                     let d = i.dns.clone().unwrap_or_default();
-                    let names: Vec<&str> = d
-                        .top_qnames
-                        .iter()
-                        .take(TOP)
-                        .map(|q| q.qname.as_str())
-                        .collect();
+                    let names: Vec<&str> =
+                        d.top_qnames.iter().take(TOP).map(|q| &*q.qname).collect();
                     let eni = i.eni_id.as_deref().unwrap_or(&i.interface);
                     let summary = if dropping {
                         format!(

@@ -29,8 +29,8 @@ fn timeouts(p: &ProbeSnapshot) -> u64 {
 
 fn workload<'a>(c: &'a ClusterSnapshot, p: &ProbeSnapshot) -> Option<&'a WorkloadSnapshot> {
     c.workloads.iter().find(|w| {
-        w.namespace == p.namespace
-            && w.name == p.workload
+        *w.namespace == *p.namespace
+            && *w.name == *p.workload
             && w.kind.eq_ignore_ascii_case(&p.workload_kind)
     })
 }
@@ -80,7 +80,7 @@ impl Rule for TimeoutRisk {
                         why.push(format!("{timed_out} attempt(s) timed out"));
                     }
                     if p.predicted_removals > 0 {
-                        let act = if p.probe == "readiness" {
+                        let act = if &*p.probe == "readiness" {
                             "taken out of its Service"
                         } else {
                             "restarted"
@@ -148,9 +148,9 @@ impl Rule for TimeoutRisk {
                         subject: Subject {
                             cluster: c.name.clone(),
                             node: Some(n.name.clone()),
-                            namespace: Some(p.namespace.clone()),
-                            workload: (!p.workload.is_empty()).then(|| p.workload.clone()),
-                            pod: Some(p.pod.clone()),
+                            namespace: Some(p.namespace.to_string()),
+                            workload: (!p.workload.is_empty()).then(|| p.workload.to_string()),
+                            pod: Some(p.pod.to_string()),
                             probe: Some(format!("{}/{}", p.container, p.probe)),
                             ..Default::default()
                         },
@@ -189,7 +189,7 @@ mod tests {
             timeout_seconds: timeout,
             latency_p99_seconds: p99,
             latency_max_seconds: max,
-            attempts: [("ok".to_string(), 10), ("timeout".to_string(), t_outs)].into(),
+            attempts: [("ok".into(), 10), ("timeout".into(), t_outs)].into(),
             predicted_removals: removals,
             ..Default::default()
         }

@@ -40,7 +40,7 @@ fn allowance_and_dns_attach_to_the_interface_windows() {
     );
     assert_eq!(d.search_expansion_share, 0.8);
     assert_eq!(
-        d.top_qnames[0].qname,
+        &*d.top_qnames[0].qname,
         "db.example.com.shop.svc.cluster.local"
     );
     assert_eq!(
@@ -50,9 +50,9 @@ fn allowance_and_dns_attach_to_the_interface_windows() {
     let src = &d.top_sources[0];
     assert_eq!(
         (
-            src.source.as_str(),
-            src.pod.as_str(),
-            src.workload.as_str(),
+            &*src.source,
+            &*src.pod,
+            &*src.workload,
             src.queries,
             src.search_expansion_packets
         ),
@@ -169,7 +169,7 @@ fn the_hours_top_talkers_outlive_the_burst_at_their_busiest_window() {
             .iter()
             .map(|q| {
                 (
-                    q.qname.clone(),
+                    q.qname.to_string(),
                     q.peak.peak_queries,
                     q.peak.peak_window_end.clone(),
                     q.peak.windows,
@@ -198,7 +198,7 @@ fn the_hours_top_talkers_outlive_the_burst_at_their_busiest_window() {
     );
     assert_eq!(
         (
-            d.top_sources_hour[0].source.as_str(),
+            &*d.top_sources_hour[0].source,
             d.top_sources_hour[0].peak.peak_queries
         ),
         ("10.0.1.5", 1633)
@@ -221,5 +221,5 @@ fn the_hours_top_talkers_outlive_the_burst_at_their_busiest_window() {
     send(&mut f, 400, &many, &[]);
     let (d, _) = hour(&f, t0 + 4010);
     assert_eq!(d.top_qnames_hour.len(), crate::fleet::dns::HOUR_SHOWN);
-    assert_eq!(d.top_qnames_hour[0].qname, "n29.example");
+    assert_eq!(&*d.top_qnames_hour[0].qname, "n29.example");
 }

@@ -105,11 +105,8 @@ fn probe_attempts_are_counter_rises_over_the_history() {
         assert_eq!(p.latency_max_seconds, Some(0.5));
         assert_eq!(p.headroom, Some(4.0));
         assert_eq!(p.timeout_seconds, 1.0);
-        assert_eq!(p.target, "http://10.0.1.5:8000/healthz");
-        assert_eq!(
-            (p.probe.as_str(), p.workload.as_str()),
-            ("readiness", "web")
-        );
+        assert_eq!(&*p.target, "http://10.0.1.5:8000/healthz");
+        assert_eq!((&*p.probe, &*p.workload), ("readiness", "web"));
     }
     // A window without attempts has no p99: no headroom.
     let mut f = Fleet::new(Limits::default());

@@ -234,10 +234,10 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
         let l: ProbeLabels = vec![
             ("cluster", c.name.clone()),
             ("node", n.name.clone()),
-            ("namespace", p.namespace.clone()),
-            ("pod", p.pod.clone()),
-            ("container", p.container.clone()),
-            ("probe", p.probe.clone()),
+            ("namespace", p.namespace.to_string()),
+            ("pod", p.pod.to_string()),
+            ("container", p.container.to_string()),
+            ("probe", p.probe.to_string()),
         ];
         if let Some(h) = p.headroom {
             headroom.get_or_create(&l).set(h);
@@ -249,7 +249,7 @@ fn probe_families(r: &mut Registry, s: &FleetSnapshot) {
         removals.get_or_create(&l).set(p.predicted_removals as i64);
         for (result, v) in &p.attempts {
             attempts
-                .get_or_create(&[l.clone(), vec![("result", result.clone())]].concat())
+                .get_or_create(&[l.clone(), vec![("result", result.to_string())]].concat())
                 .set(*v as i64);
         }
     }
