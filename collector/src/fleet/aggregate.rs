@@ -68,12 +68,13 @@ pub struct Counter {
     sums: Sums,
 }
 
-/// See [`Counter::sums`]: the ends of the oldest three points, and the rises summed from the
-/// second and from the third point to the newest (valid while there are that many points).
+/// See [`Counter::sums`]: the rises summed from the second and from the third point to the
+/// newest (`from[..valid]` are known), and the ends of the oldest `valid + 1` points.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sums {
     ends: [u64; 3],
     from: [f64; 2],
+    valid: u8,
 }
 
 impl Counter {
@@ -155,15 +156,37 @@ impl Counter {
 
     /// Forgets points older than `oldest`, except the newest of them (the base the first rise
     /// inside the span is measured from).
+    ///
+    /// The expiry pass prunes every counter of the fleet under its lock: when the second point
+    /// is still inside (nearly always) that is known from [`Counter::sums`] without reading
+    /// the points.
     pub fn prune(&mut self, oldest: u64) {
+        let Sums { ends, from, valid } = self.sums;
+        if valid >= 1 && ends[1] >= oldest {
+            return;
+        }
+        let mut forgot = 0;
         while self.points.len() > 1 && self.points[1].0 < oldest {
             self.points.pop_front();
+            forgot += 1;
+        }
+        if forgot == 0 {
+            return;
         }
         if let Some(&(first, _)) = self.points.front() {
             self.other.retain(|&(e, _)| e >= first);
         }
         self.rebase();
-        self.resum();
+        // One point forgotten: the sum from the third is now the sum from the second (the
+        // same points added in the same order); the next record makes the rest.
+        self.sums = match (forgot, valid) {
+            (1, 2) => Sums {
+                ends: [ends[1], ends[2], 0],
+                from: [from[1], 0.0],
+                valid: 1,
+            },
+            _ => Sums::default(),
+        };
     }
 
     /// Makes [`Counter::sums`] again after the points changed.
@@ -176,6 +199,7 @@ impl Counter {
             // The span start is not read when an earlier point exists.
             self.sums.from[first - 1] = self.sum_from(first, 0);
         }
+        self.sums.valid = n.saturating_sub(1).min(2) as u8;
     }
 
     pub fn latest(&self) -> Option<CounterPoint> {
@@ -194,11 +218,11 @@ impl Counter {
 
     /// The sum of the rises of every point that ended at or after `span_start`.
     pub fn rise_since(&self, span_start: u64) -> f64 {
-        let (n, Sums { ends, from }) = (self.points.len(), self.sums);
-        if n >= 2 && ends[0] < span_start && span_start <= ends[1] {
+        let Sums { ends, from, valid } = self.sums;
+        if valid >= 1 && ends[0] < span_start && span_start <= ends[1] {
             return from[0];
         }
-        if n >= 3 && ends[1] < span_start && span_start <= ends[2] {
+        if valid >= 2 && ends[1] < span_start && span_start <= ends[2] {
             return from[1];
         }
         let first = self.points.partition_point(|p| p.0 < span_start);
