@@ -144,10 +144,9 @@ fn main() {
     let http = format!("127.0.0.1:{h}");
     let api = format!("127.0.0.1:{a}");
     // The rules run (every 10 s, the default); no Kubernetes, so HPAOverScaling is off.
-    let config = std::env::temp_dir().join(format!(
-        "headroom-bench-collector-{}.toml",
-        std::process::id()
-    ));
+    // Removed with the directory when the bench ends.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
     // The collector sheds requests past 90 % of `memory_limit` (default 768MiB): a fleet
     // larger than the default is sized for gives it the deployment's limit.
     let mut settings = "kube = false\n".to_string();
