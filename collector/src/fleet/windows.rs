@@ -578,6 +578,27 @@ mod tests {
         assert_eq!(w.iter().count(), 1, "the newest stays as the base");
     }
 
+    /// `w` reads back as `model` holds the windows, and its summary from the blocks' own equals
+    /// the one of every window read back.
+    fn same_as(
+        w: &Windows<Rec>,
+        model: &std::collections::BTreeMap<u64, Rec>,
+    ) -> Result<(), TestCaseError> {
+        let got: Vec<(u64, u64, u32)> =
+            w.iter().map(|(e, r)| (e, r.start, r.v.to_bits())).collect();
+        let want: Vec<(u64, u64, u32)> = model
+            .iter()
+            .map(|(e, r)| (*e, r.start, r.v.to_bits()))
+            .collect();
+        prop_assert_eq!(got, want);
+        let mut folded = <Rec as Packed>::Summary::default();
+        for (e, r) in model.iter() {
+            r.summarize(*e, &mut folded);
+        }
+        prop_assert_eq!(w.summary(), folded);
+        Ok(())
+    }
+
     proptest! {
         /// Any sequence of points (late, repeated, expiring) reads back as a sorted map would
         /// hold it.
@@ -604,15 +625,7 @@ mod tests {
                         model.insert(end, r);
                     }
                 }
-                let got: Vec<(u64, u64, u32)> = w.iter().map(|(e, r)| (e, r.start, r.v.to_bits())).collect();
-                let want: Vec<(u64, u64, u32)> = model.iter().map(|(e, r)| (*e, r.start, r.v.to_bits())).collect();
-                prop_assert_eq!(got, want);
-                // The summary from the blocks' own equals the one of every window read back.
-                let mut folded = <Rec as Packed>::Summary::default();
-                for (e, r) in model.iter() {
-                    r.summarize(*e, &mut folded);
-                }
-                prop_assert_eq!(w.summary(), folded);
+                same_as(&w, &model)?;
             }
         }
 
@@ -645,14 +658,7 @@ mod tests {
                     }
                     _ => {}
                 }
-                let got: Vec<(u64, u64, u32)> = w.iter().map(|(e, r)| (e, r.start, r.v.to_bits())).collect();
-                let want: Vec<(u64, u64, u32)> = model.iter().map(|(e, r)| (*e, r.start, r.v.to_bits())).collect();
-                prop_assert_eq!(got, want);
-                let mut folded = <Rec as Packed>::Summary::default();
-                for (e, r) in model.iter() {
-                    r.summarize(*e, &mut folded);
-                }
-                prop_assert_eq!(w.summary(), folded);
+                same_as(&w, &model)?;
             }
         }
     }
