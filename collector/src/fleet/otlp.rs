@@ -97,33 +97,20 @@ pub fn resource_attributes(r: Option<&Resource>) -> Vec<(String, String)> {
     r.map(|r| attributes(&r.attributes)).unwrap_or_default()
 }
 
-/// The attribute's value, or "" when missing.
-pub fn attr_or_empty(a: &Attrs, key: &str) -> String {
-    get(a, key).unwrap_or("").to_string()
-}
-
-/// As [`attr_or_empty`], as a shared string.
-pub fn shared_or_empty(a: &Attrs, key: &str) -> std::sync::Arc<str> {
+/// The attribute's value, or "" when missing (a `String`, or an `Arc<str>` a snapshot shares).
+pub fn attr_or_empty<T: for<'v> From<&'v str>>(a: &Attrs, key: &str) -> T {
     get(a, key).unwrap_or("").into()
 }
 
-/// As [`set_from`], for shared strings.
-pub fn set_shared<const N: usize>(a: &Attrs, fields: [(&mut std::sync::Arc<str>, &str); N]) {
-    for (field, key) in fields {
-        if let Some(v) = get(a, key) {
-            if **field != *v {
-                *field = v.into();
-            }
-        }
-    }
-}
-
 /// Each field from its attribute when the point has it (written only on a change).
-pub fn set_from<const N: usize>(a: &Attrs, fields: [(&mut String, &str); N]) {
+pub fn set_from<T, const N: usize>(a: &Attrs, fields: [(&mut T, &str); N])
+where
+    T: AsRef<str> + for<'v> From<&'v str>,
+{
     for (field, key) in fields {
         if let Some(v) = get(a, key) {
-            if field != v {
-                *field = v.to_string();
+            if field.as_ref() != v {
+                *field = v.into();
             }
         }
     }

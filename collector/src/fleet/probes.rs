@@ -4,7 +4,7 @@
 
 use super::aggregate::{Counter, CounterPoint};
 use super::limits::Limits;
-use super::otlp::{get, set_shared, shared_or_empty, Attrs};
+use super::otlp::{attr_or_empty, get, set_from, Attrs};
 use super::store::{slot, At, Cuts, Part};
 use crate::time::rfc3339;
 use headroom_signals::attr;
@@ -54,9 +54,9 @@ impl Part for Probe {
     fn key(a: &Attrs) -> Option<ProbeKey> {
         let kind = get(a, attr::PROBE)?;
         Some((
-            shared_or_empty(a, attr::NAMESPACE),
-            shared_or_empty(a, attr::POD),
-            shared_or_empty(a, attr::CONTAINER),
+            attr_or_empty(a, attr::NAMESPACE),
+            attr_or_empty(a, attr::POD),
+            attr_or_empty(a, attr::CONTAINER),
             kind.into(),
         ))
     }
@@ -116,7 +116,7 @@ impl Part for Probe {
             }
         }
         if at.end == pr.end {
-            set_shared(
+            set_from(
                 a,
                 [
                     (&mut pr.target, attr::TARGET),
