@@ -9,7 +9,10 @@
 //! 250k/s: as fast as one sender goes here) to an address that is *not* a link-local service
 //! (the VPC side of eni0), with nothing watching, with the agent's eBPF tap, with its AF_PACKET
 //! tap, and with tcpdump on the interface; the sender's own user+sys CPU per packet, each setup
-//! once per round in rotating order, medians over the rounds. `--program-time`: also the
+//! once per round in rotating order, medians over the rounds. Two more setups split the eBPF
+//! tap's figure: an empty tcx program (the hook's own cost) and the agent's programs attached
+//! and filled by the bench with no agent process (`--hold hook|programs`, run in the node's
+//! namespace); each run's CLOCK_MONOTONIC span is printed for `perf report --time`. `--program-time`: also the
 //! kernel's accounting of the eBPF program's run time (BPF_ENABLE_STATS during its rounds,
 //! which itself costs every BPF run two clock reads).
 
@@ -166,6 +169,10 @@ fn thread_cpu(pid: u32, name: &str) -> Option<f64> {
 #[derive(Clone, Copy, Debug)]
 enum Watcher {
     Nothing,
+    /// An empty tcx egress program held by the bench: the hook's own cost.
+    Hook,
+    /// The agent's eBPF programs, attached and filled by the bench, no agent process.
+    Programs,
     Ebpf,
     AfPacket,
     Tcpdump,
@@ -175,6 +182,8 @@ impl Watcher {
     fn name(self) -> &'static str {
         match self {
             Watcher::Nothing => "no tap",
+            Watcher::Hook => "empty tcx program",
+            Watcher::Programs => "agent's programs, no agent",
             Watcher::Ebpf => "agent, eBPF tap",
             Watcher::AfPacket => "agent, AF_PACKET tap",
             Watcher::Tcpdump => "tcpdump (same filter)",
@@ -182,12 +191,55 @@ impl Watcher {
     }
 }
 
-/// Starts `w` on eni0 and waits until it watches; returns the child to kill afterwards.
+/// CLOCK_MONOTONIC in seconds: the clock `perf record -k CLOCK_MONOTONIC` stamps samples with.
+fn monotonic() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Runs `f` on a thread inside the bed's node namespace.
+fn in_node<T: Send + 'static>(
+    bed: &Bed,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{}", bed.node.name);
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(&path)?;
+        // SAFETY: setns(2) moves only this thread into the namespace the bench created.
+        anyhow::ensure!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+            "setns {path}"
+        );
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread in the node namespace panicked"))?
+}
+
+/// Starts `w` on eni0 and waits until it watches; returns what to stop afterwards.
 fn watch(bed: &Bed, w: Watcher) -> anyhow::Result<Option<std::process::Child>> {
     use std::io::BufRead;
     let agent = std::env::current_exe()?.with_file_name("headroom-agent");
     let (mut cmd, marker) = match w {
         Watcher::Nothing => return Ok(None),
+        Watcher::Hook | Watcher::Programs => {
+            // A process of its own in the node namespace (as the agent is run there: with that
+            // namespace's /sys, which the programs' set-up reads).
+            let mut c = bed.node.command(std::env::current_exe()?.to_str().unwrap());
+            let what = if matches!(w, Watcher::Hook) {
+                "hook"
+            } else {
+                "programs"
+            };
+            c.args(["--hold", what]);
+            (c, "Holding.")
+        }
         Watcher::Ebpf | Watcher::AfPacket => {
             let mut c = bed.node.command(agent.to_str().unwrap());
             let tap = if matches!(w, Watcher::Ebpf) {
@@ -262,15 +314,7 @@ fn send(bed: &Bed, packets: u64) -> anyhow::Result<(u64, f64, f64)> {
 /// and its run count, as the kernel accounts them while statistics are enabled.
 fn program_time(bed: &Bed) -> anyhow::Result<(f64, u64)> {
     use aya::programs::tc::{SchedClassifier, TcAttachType};
-    let path = format!("/run/netns/{}", bed.node.name);
-    std::thread::spawn(move || -> anyhow::Result<(f64, u64)> {
-        use std::os::fd::AsRawFd;
-        let ns = std::fs::File::open(&path)?;
-        // SAFETY: setns(2) moves only this thread into the namespace the bench created.
-        anyhow::ensure!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
-            "setns {path}"
-        );
+    in_node(bed, || {
         let (_, progs) = SchedClassifier::query_tcx("eni0", TcAttachType::Egress)?;
         let p = progs
             .iter()
@@ -283,14 +327,14 @@ fn program_time(bed: &Bed) -> anyhow::Result<(f64, u64)> {
         );
         Ok((p.run_time().as_nanos() as f64 / runs as f64, runs))
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("program_time thread panicked"))?
 }
 
 fn tax(rounds: usize, program_stats: bool) -> anyhow::Result<()> {
     const PACKETS: u64 = 2_000_000;
     let watchers = [
         Watcher::Nothing,
+        Watcher::Hook,
+        Watcher::Programs,
         Watcher::Ebpf,
         Watcher::AfPacket,
         Watcher::Tcpdump,
@@ -310,12 +354,14 @@ fn tax(rounds: usize, program_stats: bool) -> anyhow::Result<()> {
             // The kernel's own accounting of the eBPF program: run time and runs while held.
             // Statistics cost every BPF run two clock reads, so they are on only when asked for.
             let stats = match w {
-                Watcher::Ebpf if program_stats => {
+                Watcher::Ebpf | Watcher::Programs if program_stats => {
                     Some(aya::sys::enable_stats(aya::sys::Stats::RunTime)?)
                 }
                 _ => None,
             };
+            let from = monotonic();
             let (sent, cpu, secs) = send(&bed, PACKETS)?;
+            let to = monotonic();
             if stats.is_some() {
                 let (ns, runs) = program_time(&bed)?;
                 eprintln!("round {round}: the egress program ran {runs} times, {ns:.1} ns each");
@@ -328,7 +374,7 @@ fn tax(rounds: usize, program_stats: bool) -> anyhow::Result<()> {
                 let _ = c.wait();
             }
             eprintln!(
-                "round {round}: {:<22} sent {sent} in {secs:.2} s, sender CPU {cpu:.2} s = {:.0} ns/packet",
+                "round {round}: {:<26} sent {sent} in {secs:.2} s, sender CPU {cpu:.2} s = {:.0} ns/packet (CLOCK_MONOTONIC {from:.3}–{to:.3}, for perf record -k CLOCK_MONOTONIC and perf report --time)",
                 w.name(),
                 cpu / sent as f64 * 1e9
             );
@@ -349,24 +395,65 @@ fn tax(rounds: usize, program_stats: bool) -> anyhow::Result<()> {
             median(&mut prog_ns)
         );
     }
-    println!("| watching eni0 | sender CPU per packet, ns (rounds) | median ns | added vs no tap, ns | packets/s (median) |");
-    println!("|---|---|---|---|---|");
+    println!("| watching eni0 | sender CPU per packet, ns (rounds) | median ns | added vs no tap, ns | added, median of the rounds' own differences, ns | packets/s (median) |");
+    println!("|---|---|---|---|---|---|");
     for (i, w) in watchers.iter().enumerate() {
         let all: Vec<String> = per_packet[i].iter().map(|v| format!("{v:.0}")).collect();
+        // Paired: each round against that round's own no-tap run, which cancels the drift
+        // between rounds (the machine's state moves the whole round by up to ±100 ns).
+        let mut paired: Vec<f64> = per_packet[i]
+            .iter()
+            .zip(&per_packet[0])
+            .map(|(a, b)| a - b)
+            .collect();
         let m = median(&mut per_packet[i]);
         println!(
-            "| {} | {} | {m:.0} | {:+.0} | {:.0} |",
+            "| {} | {} | {m:.0} | {:+.0} | {:+.0} | {:.0} |",
             w.name(),
             all.join(", "),
             m - base,
+            median(&mut paired),
             median(&mut rates[i])
         );
     }
     Ok(())
 }
 
+/// `--hold hook|programs`: attaches the empty tcx program, or the agent's programs with its
+/// targets, to eni0 of the current namespace, says "Holding." and waits to be killed.
+fn hold(what: &str) -> anyhow::Result<()> {
+    use headroom_agent::sys::ebpf;
+    let held: Box<dyn Send> = match what {
+        "hook" => Box::new(ebpf::attach_baseline("eni0")?),
+        "programs" => {
+            // The agent's targets: the three link-local services, v4 and v6, DNS as class 0.
+            let targets: Vec<(std::net::IpAddr, u8)> = [
+                ("169.254.169.253", 0),
+                ("169.254.169.254", 1),
+                ("169.254.169.123", 2),
+                ("fd00:ec2::253", 0),
+                ("fd00:ec2::254", 1),
+                ("fd00:ec2::123", 2),
+            ]
+            .iter()
+            .map(|(a, c)| (a.parse().expect("literal address"), *c))
+            .collect();
+            Box::new(ebpf::EbpfTap::open("eni0", &targets)?)
+        }
+        other => anyhow::bail!("--hold hook|programs, not {other}"),
+    };
+    eprintln!("Holding.");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+        let _ = &held;
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--hold") {
+        return hold(args.get(1).map_or("", |s| s.as_str()));
+    }
     if args.first().is_some_and(|a| a == "--tax") {
         let stats = args.iter().any(|a| a == "--program-time");
         let rounds = match args.get(1).filter(|a| *a != "--program-time") {

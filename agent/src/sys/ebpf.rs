@@ -182,6 +182,33 @@ fn l2_len(name: &str) -> Result<u32, TapError> {
     }
 }
 
+/// Attaches the object's empty `baseline` program to `name`'s tcx egress hook: what the hook
+/// alone costs every packet, for the node-tax benchmark to subtract. Detached when the returned
+/// object is dropped (or the process ends). The agent itself never calls this.
+pub fn attach_baseline(name: &str) -> Result<Ebpf, TapError> {
+    let mut bpf = EbpfLoader::new()
+        .btf(None)
+        .load(OBJECT)
+        .map_err(|e| ebpf_err(name, "loading the eBPF object", e))?;
+    let p: &mut SchedClassifier = bpf
+        .program_mut("baseline")
+        .ok_or_else(|| TapError::Ebpf {
+            iface: name.to_string(),
+            reason: "the object has no program baseline".into(),
+        })?
+        .try_into()
+        .map_err(|e| ebpf_err(name, "baseline", e))?;
+    p.load()
+        .map_err(|e| ebpf_err(name, "loading program baseline", e))?;
+    p.attach_with_options(
+        name,
+        TcAttachType::Egress,
+        TcAttachOptions::TcxOrder(LinkOrder::default()),
+    )
+    .map_err(|e| ebpf_err(name, "attaching baseline (tcx)", e))?;
+    Ok(bpf)
+}
+
 impl EbpfTap {
     /// Loads the programs, fills the target map and attaches egress and ingress on `name`.
     /// `targets`: each address with its class (< [`CLASSES`]); [`DNS_CLASS`] marks resolvers.

@@ -283,4 +283,11 @@ int ingress(struct __sk_buff *skb) {
     return tap(skb, 0);
 }
 
+// Not attached by the agent: an empty program, the node-tax benchmark's measure of what the tcx
+// hook alone costs every packet (see attach_baseline in sys/ebpf.rs).
+SEC("classifier/baseline")
+int baseline(struct __sk_buff *skb) {
+    return NEXT;
+}
+
 char LICENSE[] SEC("license") = "Apache-2.0";
