@@ -101,24 +101,26 @@ pub struct AnswerTable {
     evictions: u64,
 }
 
-/// A 64-bit hash of a question: FNV-1a over the name's bytes, the type and the class, then a
-/// SplitMix64 finalizer to spread it over the table's sets. Never 0.
-pub fn question_hash(qname: &str, qtype: u16, qclass: u16) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = qname
-        .bytes()
-        .chain(qtype.to_be_bytes())
-        .chain(qclass.to_be_bytes());
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// The answer table's key of a question: the name's 64-bit hash (the tracker's seeded one,
+/// already made for the name sketch, so the name's bytes are hashed once per query) mixed with
+/// the type and the class by a SplitMix64 finalizer, which spreads it over the table's sets.
+/// Never 0.
+pub fn question_key(name_hash: u64, qtype: u16, qclass: u16) -> u64 {
+    let mut h =
+        name_hash ^ ((qtype as u64) << 16 | qclass as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
     h | 1
+}
+
+/// [`question_key`] with the name hashed by a fixed-seed ahash: for tests and benchmarks,
+/// which need no tracker.
+pub fn question_hash(qname: &str, qtype: u16, qclass: u16) -> u64 {
+    let names = ahash::RandomState::with_seeds(1, 2, 3, 4);
+    question_key(names.hash_one(qname.as_bytes()), qtype, qclass)
 }
 
 impl AnswerTable {

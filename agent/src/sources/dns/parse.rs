@@ -6,7 +6,6 @@
 //! total: never panics, whatever the bytes.
 
 use super::name::read_qname;
-use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The parts of one DNS message the agent uses.
@@ -300,11 +299,6 @@ fn parse_opt(packet: &[u8], out: &mut DnsPacket) -> Option<()> {
 
 /// Name of an RCODE as dig prints it.
 pub fn rcode_name(rcode: u16) -> String {
-    rcode_label(rcode).into_owned()
-}
-
-/// [`rcode_name`] without allocating for the common ones.
-pub fn rcode_label(rcode: u16) -> Cow<'static, str> {
     match rcode {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
@@ -312,7 +306,7 @@ pub fn rcode_label(rcode: u16) -> Cow<'static, str> {
         3 => "NXDOMAIN".into(),
         4 => "NOTIMP".into(),
         5 => "REFUSED".into(),
-        n => format!("RCODE{n}").into(),
+        n => format!("RCODE{n}"),
     }
 }
 

@@ -2,8 +2,8 @@
 //! A query with no reply within the timeout is *unanswered*: what a throttled packet looks like
 //! from the node. Memory is bounded: pending queries, names and sources all have caps.
 
-use super::cache::{question_hash, AnswerTable, CacheConfig};
-use super::parse::{rcode_label, rcode_name, CacheTtl, DnsPacket};
+use super::cache::{question_key, AnswerTable, CacheConfig};
+use super::parse::{rcode_name, CacheTtl, DnsPacket};
 use super::pending::{Key, PendingTable};
 use super::search::{ndots2_saves, SearchDomains};
 use super::topk::SpaceSaving;
@@ -145,7 +145,10 @@ pub struct Tracker {
     queries: u64,
     answered: u64,
     unanswered: u64,
-    rcodes: BTreeMap<u16, u64>,
+    /// Replies by rcode (the header's four bits) in this window…
+    rcodes: [u64; 16],
+    /// …and since start.
+    responses: [u64; 16],
     latency_us: Histogram<u64>,
     wasted: u64,
     wasted_ndots2: u64,
@@ -161,7 +164,17 @@ pub struct Tracker {
     sources: SpaceSaving<IpAddr, SourceExtra>,
     /// Scratch for the search-walk readings of a name (prefix lengths).
     bases: Vec<usize>,
-    pub totals: DnsTotals,
+    totals: DnsTotals,
+}
+
+/// The non-zero counts of `counts`, by rcode name.
+fn by_rcode(counts: &[u64; 16]) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(rcode, n)| (rcode_name(rcode as u16), *n))
+        .collect()
 }
 
 impl Tracker {
@@ -180,7 +193,8 @@ impl Tracker {
             queries: 0,
             answered: 0,
             unanswered: 0,
-            rcodes: BTreeMap::new(),
+            rcodes: [0; 16],
+            responses: [0; 16],
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
             wasted: 0,
             wasted_ndots2: 0,
@@ -207,7 +221,7 @@ impl Tracker {
             n.clear();
             n.push_str(&p.qname);
         });
-        let question = question_hash(&p.qname, p.qtype, p.qclass);
+        let question = question_key(name, p.qtype, p.qclass);
         let cacheable = self.answers.hit(question, ts);
         let source = self.sources.hit(&p.src);
         if cacheable {
@@ -246,14 +260,9 @@ impl Tracker {
             return; // a reply to a query we did not see (or already gave up on)
         };
         self.answered += 1;
-        *self.rcodes.entry(p.rcode).or_default() += 1;
-        let label = rcode_label(p.rcode);
-        match self.totals.responses.get_mut(label.as_ref()) {
-            Some(n) => *n += 1,
-            None => {
-                self.totals.responses.insert(label.into_owned(), 1);
-            }
-        }
+        let rcode = (p.rcode & 0xf) as usize;
+        self.rcodes[rcode] += 1;
+        self.responses[rcode] += 1;
         let _ = self
             .latency_us
             .record(ts.saturating_sub(q.ts).max(1000) / 1000);
@@ -320,6 +329,14 @@ impl Tracker {
         self.second.2 = 0;
     }
 
+    /// The running totals since start.
+    pub fn totals(&self) -> DnsTotals {
+        DnsTotals {
+            responses: by_rcode(&self.responses),
+            ..self.totals.clone()
+        }
+    }
+
     /// Gives up on queries sent before `now - timeout`.
     pub fn expire(&mut self, now: u64) {
         let n = self.pending.expire(now, self.cfg.timeout_ns);
@@ -355,11 +372,7 @@ impl Tracker {
             answered: self.answered,
             unanswered: self.unanswered,
             pending: self.pending.len() as u64,
-            rcodes: self
-                .rcodes
-                .iter()
-                .map(|(k, v)| (rcode_name(*k), *v))
-                .collect(),
+            rcodes: by_rcode(&self.rcodes),
             latency_ms: if self.latency_us.is_empty() {
                 LatencyMs::default()
             } else {
@@ -413,7 +426,7 @@ impl Tracker {
         self.queries = 0;
         self.answered = 0;
         self.unanswered = 0;
-        self.rcodes.clear();
+        self.rcodes = [0; 16];
         self.latency_us.reset();
         self.wasted = 0;
         self.wasted_ndots2 = 0;
@@ -478,8 +491,19 @@ mod tests {
         // Five seconds on, the third query is given up in the next window.
         let f = t.cut(6000 * MS, 5.0);
         assert_eq!((f.queries, f.unanswered, f.pending), (0, 1, 0));
-        assert_eq!(t.totals.unanswered, 1);
-        assert_eq!(t.totals.queries, 3);
+        assert!(
+            f.rcodes.is_empty(),
+            "replies are counted in their own window"
+        );
+        let totals = t.totals();
+        let answered: Vec<(&str, u64)> = totals
+            .responses
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(answered, [("NOERROR", 1), ("SERVFAIL", 1)], "since start");
+        assert_eq!(t.totals().unanswered, 1);
+        assert_eq!(t.totals().queries, 3);
     }
 
     #[test]
@@ -584,7 +608,7 @@ mod tests {
         // The busiest second (four queries each): the first such, at 0 s: nothing cached yet.
         assert_eq!(f.cache_savings_peak_pps, 0.0);
         assert_eq!(f.cache_table_evictions, 0);
-        assert_eq!(t.totals.cacheable, 44);
+        assert_eq!(t.totals().cacheable, 44);
         // The next window keeps the table: the 60-s name is still cached.
         ask(
             &mut t,
@@ -654,6 +678,6 @@ mod tests {
         let f = t.cut(10_000 * MS, 1.0);
         assert_eq!((f.unanswered, f.pending), (9, 0));
         assert_eq!(t.pending_evictions(), 4);
-        assert_eq!(t.totals.unanswered, 13);
+        assert_eq!(t.totals().unanswered, 13);
     }
 }

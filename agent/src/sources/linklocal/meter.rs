@@ -177,7 +177,7 @@ impl Meter {
                 let mut w = window_of(name, e, start_ns, end_ns);
                 let seconds = end_ns.saturating_sub(start_ns) as f64 / 1e9;
                 w.dns = Some(e.dns.cut(end_ns, seconds));
-                w.dns_totals = e.dns.totals.clone();
+                w.dns_totals = e.dns.totals();
                 e.drops_reported = e.drops_total;
                 e.series
                     .trim_before(end_ns.saturating_sub(1_000_000_000 + STEP_NS));
@@ -200,7 +200,7 @@ fn window_of(name: &str, e: &Iface, start_ns: u64, end_ns: u64) -> InterfaceWind
         capturing: e.capturing,
         tap: Some(e.tap.as_str()),
         dns: None,
-        dns_totals: e.dns.totals.clone(),
+        dns_totals: e.dns.totals(),
     }
 }
 
