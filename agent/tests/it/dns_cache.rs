@@ -217,7 +217,15 @@ fn cacheable_share_matches_the_ttls(tap: Tap) {
             peak <= most && peak >= mean,
             "{name}: peak {peak}, most {most}, mean {mean}"
         );
-        assert_eq!(u(&d["cache_table_evictions"]), 0);
+        // The answer table is 4-way set-associative over the tracker's seeded name hash: eni1's
+        // 1 800 live names in 8 192 sets overflow one set in about 3 % of runs (Poisson,
+        // λ = 0.22, P(≥ 5) × 8 192); each eviction lowers the cacheable figures by at most one
+        // query, which the comparisons above allow. Three would be a table far too small.
+        assert!(
+            u(&d["cache_table_evictions"]) <= 2,
+            "{name}: evictions {}",
+            d["cache_table_evictions"]
+        );
         for (src, figures) in &want {
             let s = d["top_sources"]
                 .as_array()
