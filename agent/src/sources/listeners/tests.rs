@@ -807,19 +807,22 @@ fn accepts_per_namespace_with_scope_and_kept_alive_connections() {
         .get_mut(&NS)
         .unwrap()
         .push(conn("127.0.0.1:80", 50));
+    let mut before_last = Instant::now();
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(210));
         (a, b) = (a + 30, b + 3);
         counters(a, b);
         s.list_at_next_sample();
+        before_last = Instant::now();
         s.sample();
     }
     let after_last = Instant::now();
     let ls = s.cut(1.5);
     let find = |port: u16| ls.iter().find(|l| l.port == Some(port)).unwrap();
-    // The readings fell in [before_first, after_first] and just before after_last.
+    // The first reading fell in [before_first, after_first], the last in [before_last,
+    // after_last]: the span between them is at least `short` and at most `long`.
     let (short, long) = (
-        (after_last - after_first).as_secs_f64(),
+        (before_last - after_first).as_secs_f64(),
         (after_last - before_first).as_secs_f64(),
     );
     for (port, count, scope, requests) in [
