@@ -70,6 +70,33 @@ fn sigkill_leaves_no_program_on_the_interface() {
     });
 }
 
+/// The node-tax benchmark's empty program (the tcx hook's own cost, subtracted from the tap's):
+/// it loads, sits alone on eni0's egress hook, and goes with the object that holds it, so a
+/// benchmark never leaves it behind.
+#[test]
+fn the_benchmarks_empty_program_attaches_alone_and_goes_when_dropped() {
+    headroom_testbed::require_or_return!(
+        "the_benchmarks_empty_program_attaches_alone_and_goes_when_dropped",
+        &Tap::Ebpf.needs(bed_needs())
+    );
+    let bed = Bed::new(1).unwrap();
+    assert!(attached(&bed).is_empty(), "a fresh interface has none");
+    let hook = in_netns(&bed.node.name, || {
+        headroom_agent::sys::ebpf::attach_baseline("eni0").unwrap()
+    });
+    let held = attached(&bed);
+    let names: Vec<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["baseline"], "the empty program only, on egress");
+    let ids: Vec<u32> = held.iter().map(|(_, id)| *id).collect();
+    drop(hook);
+    headroom_testbed::wait_for("no program on eni0", Duration::from_secs(5), || {
+        attached(&bed).is_empty().then_some(())
+    });
+    headroom_testbed::wait_for("the program unloaded", Duration::from_secs(5), || {
+        loaded(&ids).is_empty().then_some(())
+    });
+}
+
 /// The agent run as root with exactly the DaemonSet's capabilities: `auto` takes the eBPF tap
 /// and counts exactly what was sent. With only CAP_NET_RAW of them, `auto` falls back to
 /// AF_PACKET with one log line naming what is missing, and counts the same.
