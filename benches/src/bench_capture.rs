@@ -202,26 +202,6 @@ fn monotonic() -> f64 {
     t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
-/// Runs `f` on a thread inside the bed's node namespace.
-fn in_node<T: Send + 'static>(
-    bed: &Bed,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    let path = format!("/run/netns/{}", bed.node.name);
-    std::thread::spawn(move || -> anyhow::Result<T> {
-        use std::os::fd::AsRawFd;
-        let ns = std::fs::File::open(&path)?;
-        // SAFETY: setns(2) moves only this thread into the namespace the bench created.
-        anyhow::ensure!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
-            "setns {path}"
-        );
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("a thread in the node namespace panicked"))?
-}
-
 /// Starts `w` on eni0 and waits until it watches; returns what to stop afterwards.
 fn watch(bed: &Bed, w: Watcher) -> anyhow::Result<Option<std::process::Child>> {
     use std::io::BufRead;
@@ -314,7 +294,7 @@ fn send(bed: &Bed, packets: u64) -> anyhow::Result<(u64, f64, f64)> {
 /// and its run count, as the kernel accounts them while statistics are enabled.
 fn program_time(bed: &Bed) -> anyhow::Result<(f64, u64)> {
     use aya::programs::tc::{SchedClassifier, TcAttachType};
-    in_node(bed, || {
+    headroom_testbed::netns::in_netns(&bed.node.name, || {
         let (_, progs) = SchedClassifier::query_tcx("eni0", TcAttachType::Egress)?;
         let p = progs
             .iter()
@@ -326,7 +306,7 @@ fn program_time(bed: &Bed) -> anyhow::Result<(f64, u64)> {
             "no statistics: kernel.bpf_stats_enabled unavailable?"
         );
         Ok((p.run_time().as_nanos() as f64 / runs as f64, runs))
-    })
+    })?
 }
 
 fn tax(rounds: usize, program_stats: bool) -> anyhow::Result<()> {
@@ -426,18 +406,8 @@ fn hold(what: &str) -> anyhow::Result<()> {
     let held: Box<dyn Send> = match what {
         "hook" => Box::new(ebpf::attach_baseline("eni0")?),
         "programs" => {
-            // The agent's targets: the three link-local services, v4 and v6, DNS as class 0.
-            let targets: Vec<(std::net::IpAddr, u8)> = [
-                ("169.254.169.253", 0),
-                ("169.254.169.254", 1),
-                ("169.254.169.123", 2),
-                ("fd00:ec2::253", 0),
-                ("fd00:ec2::254", 1),
-                ("fd00:ec2::123", 2),
-            ]
-            .iter()
-            .map(|(a, c)| (a.parse().expect("literal address"), *c))
-            .collect();
+            // The agent's own targets without a VPC resolver: the link-local services.
+            let targets = headroom_agent::sources::linklocal::Targets::new(&[]).classes();
             Box::new(ebpf::EbpfTap::open("eni0", &targets)?)
         }
         other => anyhow::bail!("--hold hook|programs, not {other}"),

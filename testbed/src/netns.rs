@@ -6,6 +6,25 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Runs `f` on a thread of its own inside the namespace named `name` (setns moves only that
+/// thread; the caller's stay where they are) and returns what `f` returned.
+pub fn in_netns<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path)?;
+        // SAFETY: setns(2) moves only this thread into the namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        anyhow::ensure!(rc == 0, "setns {path}: {}", std::io::Error::last_os_error());
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread in namespace {name} panicked"))?
+}
+
 /// A named network namespace (`ip netns`), deleted on drop with everything in it.
 pub struct Netns {
     pub name: String,

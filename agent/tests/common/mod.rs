@@ -260,20 +260,7 @@ pub fn event_loop_front(report: &serde_json::Value, netns: u64, n: usize) -> ser
 /// Runs `f` on a thread moved into the network namespace `ns` (one the test created), for
 /// sockets and kernel queries inside the bed.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) moves only this thread into the namespace the test created.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns {path}"
-        );
-        f()
-    })
-    .join()
-    .unwrap()
+    headroom_testbed::netns::in_netns(ns, f).unwrap()
 }
 
 /// A DNS query (A, recursion desired) for `name` with `id`, as a resolver receives it.
