@@ -286,12 +286,7 @@ impl Opener {
             auto: spec.tap == TapChoice::Auto,
             program: bpf::program(&spec.targets, SNAPLEN, DNS_SNAPLEN)?,
             ring: spec.ring,
-            targets: spec
-                .targets
-                .addresses()
-                .into_iter()
-                .map(|(ip, s)| (ip, s.index() as u8))
-                .collect(),
+            targets: spec.targets.classes(),
         })
     }
 

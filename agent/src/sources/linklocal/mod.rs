@@ -130,6 +130,14 @@ impl Targets {
         let v6 = self.v6.iter().map(|(a, s)| (IpAddr::from(*a), *s));
         v4.chain(v6).collect()
     }
+
+    /// Each address with its service's index as the class, as the eBPF tap takes them.
+    pub fn classes(&self) -> Vec<(IpAddr, u8)> {
+        self.addresses()
+            .into_iter()
+            .map(|(ip, s)| (ip, s.index() as u8))
+            .collect()
+    }
 }
 
 #[cfg(test)]
