@@ -156,7 +156,8 @@ pub async fn run(
 }
 
 /// One evaluation: a lean snapshot (built outside the fleet's lock, and kept for /metrics
-/// and the page), the rules over it, then its /metrics text if anyone reads it.
+/// and the page), the rules over it; then, with the findings out, the snapshot it replaced
+/// freed and the new one's /metrics text made if anyone reads it.
 fn evaluate_once(
     findings: &Findings,
     lean: &LeanCache,
@@ -165,7 +166,7 @@ fn evaluate_once(
 ) {
     let now = SystemTime::now();
     let took = std::time::Instant::now();
-    let snapshot = lean.refresh(now);
+    let (snapshot, replaced) = lean.replace(now);
     let view = kube.get();
     findings.evaluate(
         rules,
@@ -176,6 +177,6 @@ fn evaluate_once(
         now,
     );
     findings.timed(took.elapsed());
-    drop(snapshot);
+    drop((snapshot, replaced));
     lean.encode_kept();
 }
