@@ -287,7 +287,21 @@ impl<W: Packed> Windows<W> {
         if self.hot.front().is_some_and(|(e, _)| end > *e) {
             return None;
         }
-        self.iter().find(|(e, _)| *e == end).map(|(_, w)| w)
+        // Blocks are in the order of their ends: only the one whose ends span `end` is
+        // unpacked (a snapshot asks for the window of a counter that stopped: an hour of
+        // windows unpacked per interface and evaluation before).
+        let k = self.cold.partition_point(|s| s.block.last_end < end);
+        let (b, bytes) = match self.cold.get(k) {
+            Some(s) => (&s.block, &s.block.bytes[..]),
+            None => self.open.as_ref().map(|o| (&o.block, o.bytes.as_slice()))?,
+        };
+        if end < b.first_end {
+            return None;
+        }
+        // The oldest block (index 0 of cold, then open) resumes from the front cursor.
+        self.unpack(b, bytes, k == 0)
+            .find(|(e, _)| *e == end)
+            .map(|(_, w)| w)
     }
 
     /// The newest window and its end.
@@ -591,6 +605,19 @@ mod tests {
             .map(|(e, r)| (*e, r.start, r.v.to_bits()))
             .collect();
         prop_assert_eq!(got, want);
+        // Every block's windows are asked for (a sample of them: all of them at every step
+        // made these tests three times slower).
+        let every = (model.len() / 12).max(1);
+        for (e, r) in model.iter().step_by(every).chain(model.last_key_value()) {
+            let bits = |r: Rec| (r.start, r.v.to_bits());
+            prop_assert_eq!(w.get(*e).map(bits), Some(bits(*r)), "get({})", e);
+            // Ends between windows (and before the first) hold none.
+            let before = e.wrapping_sub(1);
+            prop_assert_eq!(w.get(before).is_some(), model.contains_key(&before));
+        }
+        if let Some((last, _)) = model.last_key_value() {
+            prop_assert_eq!(w.get(last + 1), None);
+        }
         let mut folded = <Rec as Packed>::Summary::default();
         for (e, r) in model.iter() {
             r.summarize(*e, &mut folded);
