@@ -205,12 +205,12 @@ impl<W: Packed> Windows<W> {
         cold + open + self.hot.len()
     }
 
-    /// The oldest block that holds windows, and its bytes.
-    fn front_block(&self) -> Option<(&Block, &[u8])> {
-        match (self.cold.front(), &self.open) {
-            (Some(b), _) => Some((&b.block, &b.block.bytes[..])),
-            (None, Some(o)) => Some((&o.block, &o.bytes[..])),
-            (None, None) => None,
+    /// The `k`th block, oldest first (the sealed ones, then the open one), and its bytes.
+    fn block(&self, k: usize) -> Option<(&Block, &[u8])> {
+        match self.cold.get(k) {
+            Some(b) => Some((&b.block, &b.block.bytes[..])),
+            None if k == self.cold.len() => self.open.as_ref().map(|o| (&o.block, &o.bytes[..])),
+            None => None,
         }
     }
 
@@ -236,7 +236,7 @@ impl<W: Packed> Windows<W> {
     /// Forgets the oldest window.
     fn drop_oldest(&mut self) {
         // Where the front block is read from once its oldest window is gone.
-        let next = self.front_block().and_then(|(b, bytes)| {
+        let next = self.block(0).and_then(|(b, bytes)| {
             let mut u = self.unpack(b, bytes, true);
             u.next()?;
             Some(Cursor {
@@ -291,14 +291,11 @@ impl<W: Packed> Windows<W> {
         // unpacked (a snapshot asks for the window of a counter that stopped: an hour of
         // windows unpacked per interface and evaluation before).
         let k = self.cold.partition_point(|s| s.block.last_end < end);
-        let (b, bytes) = match self.cold.get(k) {
-            Some(s) => (&s.block, &s.block.bytes[..]),
-            None => self.open.as_ref().map(|o| (&o.block, o.bytes.as_slice()))?,
-        };
+        let (b, bytes) = self.block(k)?;
         if end < b.first_end {
             return None;
         }
-        // The oldest block (index 0 of cold, then open) resumes from the front cursor.
+        // The oldest block resumes from the front cursor.
         self.unpack(b, bytes, k == 0)
             .find(|(e, _)| *e == end)
             .map(|(_, w)| w)
