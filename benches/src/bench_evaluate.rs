@@ -5,7 +5,8 @@
 //! sends, their window ends staggered over the interval as real agents' are), on a simulated
 //! clock, expiring every interval as the collector does; then times, `--repeat` times, each
 //! part of an evaluation as the findings loop runs it (`LeanCache::replace`: the view under
-//! the lock and the lean snapshot; the rules; the `/metrics` text; freeing the snapshot it
+//! the lock and the lean snapshot, in wall time and the process's CPU (the snapshot is
+//! spread over the CPUs at fleet size); the rules; the `/metrics` text; freeing the snapshot it
 //! replaced, which the loop does after the findings), and making the workloads,
 //! which the collector does on a thread of its own once they are slow (the first refresh
 //! makes them itself). 360 rounds at 10 s fill the interfaces' hour; the listeners' 15
@@ -108,17 +109,21 @@ fn main() {
     let kube = KubeView::default();
     let fleet = Arc::new(Mutex::new(fleet));
     let cache = LeanCache::new(fleet.clone(), Duration::from_secs(20));
-    println!("| making workloads ms | refresh (view + lean snapshot) ms | rules ms | /metrics text ms | findings | freeing the replaced snapshot ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| making workloads ms | refresh (view + lean snapshot) ms | its CPU (all threads) ms | rules ms | /metrics text ms | findings | freeing the replaced snapshot ms |");
+    println!("|---|---|---|---|---|---|---|");
     for i in 0..=repeat {
         let t = Instant::now();
         let w = fleet.lock().unwrap().view().make_workloads(now);
         let v = t.elapsed();
         drop(w);
-        let t = Instant::now();
+        let (t, cpu) = (
+            Instant::now(),
+            common::cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
+        );
         let (lean, replaced) = cache.replace(now);
         let snap = &lean.snapshot;
         let s = t.elapsed();
+        let s_cpu = (common::cpu_ns(libc::CLOCK_PROCESS_CPUTIME_ID) - cpu) as f64 / 1e6;
         let t = Instant::now();
         let input = Input {
             fleet: snap,
@@ -135,7 +140,7 @@ fn main() {
         let text = headroom_collector::metrics_text(snap);
         let m = t.elapsed();
         println!(
-            "| {:.1} | {:.1}{} | {:.1} | {:.1} ({} KiB) | {found} | {:.1} |",
+            "| {:.1} | {:.1}{} | {s_cpu:.1} | {:.1} | {:.1} ({} KiB) | {found} | {:.1} |",
             ms(v),
             ms(s),
             if i == 0 { " (makes the workloads)" } else { "" },

@@ -213,13 +213,7 @@ fn cluster(nodes: usize, per_node: usize, now_s: i64, out: &mut dyn FnMut(Value)
 
 /// This thread's CPU seconds.
 fn thread_cpu_s() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    common::cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID) as f64 / 1e9
 }
 
 /// The rule alone, in this process: the same cluster decoded into the collector's

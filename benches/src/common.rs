@@ -38,3 +38,14 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 pub fn rss_kib() -> u64 {
     status_kib(std::process::id(), "VmRSS:")
 }
+
+/// CPU time of `clock` (`libc::CLOCK_THREAD_CPUTIME_ID`, `CLOCK_PROCESS_CPUTIME_ID`) in ns.
+pub fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}

@@ -447,6 +447,80 @@ fn one_request_adds_few_nodes_and_the_fleet_few_series() {
     assert_eq!(a.accepted, 10);
 }
 
+/// A snapshot made on several threads is the one made on one, node for node and cluster
+/// for cluster (every part of a node in it: interfaces, DNS, listeners, probes).
+#[test]
+fn a_snapshot_spread_over_threads_is_the_one_made_on_one() {
+    let t0 = 1_700_000_000;
+    let mut f = Fleet::new(Limits::default());
+    let mut want: Vec<(String, Vec<String>)> = Vec::new();
+    for (c, nodes) in [("a", 4), ("b", 1), ("c", 6)] {
+        let mut names = Vec::new();
+        for n in 0..nodes {
+            let name = format!("{c}-n{n}");
+            let pods: Vec<PodWindow> = vec![("p0", n as f64, 4.0, 1.0, 2.0)];
+            for mut req in [
+                window(&name, t0, 100.0 + n as f64, 0.0),
+                listeners(&name, t0 * S, (t0 + 10) * S, t0 * S, &pods),
+                dns_window(t0 * S, (t0 + 10) * S, t0 * S, &[("pps", n as f64)], 1.0),
+                probe_window(
+                    t0 * S,
+                    (t0 + 10) * S,
+                    t0 * S,
+                    [
+                        ("success", 5.0),
+                        ("timeout", n as f64),
+                        ("failure", 0.0),
+                        ("error", 0.0),
+                    ],
+                    0.0,
+                    Some(0.2),
+                ),
+            ] {
+                let attrs = &mut req.resource_metrics[0]
+                    .resource
+                    .as_mut()
+                    .unwrap()
+                    .attributes;
+                attrs.retain(|a| a.key != "k8s.node.name");
+                attrs.push(kv("k8s.node.name", &name));
+                attrs.push(kv("k8s.cluster.name", c));
+                f.apply_metrics(&req, at(t0 + 10));
+            }
+            names.push(name);
+        }
+        want.push((c.to_string(), names));
+    }
+    let view = f.view();
+    for (history, full) in [(false, false), (false, true), (true, true)] {
+        let one = view.build_on(at(t0 + 11), history, full, 1);
+        let got: Vec<(String, Vec<String>)> = one
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.nodes.iter().map(|n| n.name.clone()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "each cluster holds its own nodes, in order");
+        assert!(one
+            .clusters
+            .iter()
+            .all(|c| c.nodes.iter().all(|n| !n.interfaces.is_empty())));
+        let one = serde_json::to_string(&one).unwrap();
+        for threads in [2, 3, 11, 64] {
+            let spread =
+                serde_json::to_string(&view.build_on(at(t0 + 11), history, full, threads)).unwrap();
+            assert_eq!(
+                spread, one,
+                "{threads} threads, history {history}, full {full}"
+            );
+        }
+    }
+}
+
 #[test]
 fn pages_walk_every_node_once_and_a_node_alone() {
     let t0 = 1_700_000_000;
