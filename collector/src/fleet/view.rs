@@ -218,15 +218,19 @@ impl View {
 const NODES_PER_THREAD: usize = 500;
 
 /// How many threads a snapshot of `nodes` nodes is made on: one per [`NODES_PER_THREAD`], at
-/// most the CPUs the collector may use (its cgroup's quota counts).
+/// most the CPUs the collector may use (its cgroup's quota counts). A fleet too small for two
+/// is not asked about the CPUs (std reads the cgroup's files for that on every call).
 fn spread_threads(nodes: usize) -> usize {
+    if nodes < 2 * NODES_PER_THREAD {
+        return 1;
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (nodes / NODES_PER_THREAD).clamp(1, cpus)
 }
 
 /// `items` mapped by `f` in order, in contiguous chunks on `threads` threads (the calling
 /// thread takes the first). At 5 000 nodes a snapshot is tens of milliseconds of CPU that
-/// the evaluation waits for; on two cores it waits about half as long.
+/// the evaluation waits for; with two idle cores it waits about half as long.
 fn map_spread<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = threads.clamp(1, items.len().max(1));
     if threads == 1 {
