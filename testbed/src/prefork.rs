@@ -461,24 +461,29 @@ impl Server {
         Ok(body)
     }
 
-    /// Opens `n` connections each sending one `/slow?t=TAG` request, then waits until
-    /// `min(n, workers)` of them have started (the rest wait in the accept queue).
+    /// Opens `n` connections each sending one `/slow?t=TAG` request and waits until
+    /// `min(n, workers)` of them have started (the rest wait in the accept queue). Each of those
+    /// is sent only after the one before it started: a Puma worker counts a connection still in
+    /// its reactor as idle capacity, so a burst can land five requests on a worker of four
+    /// threads, where the fifth waits while the other worker idles.
     pub fn hold(&self, tag: &str, n: usize, workers: usize) -> anyhow::Result<Held> {
         let mut conns = Vec::new();
-        for _ in 0..n {
+        let want = n.min(workers);
+        for i in 0..n {
             let mut s = self.connect()?;
             write!(s, "GET /slow?t={tag} HTTP/1.0\r\nHost: x\r\n\r\n")?;
             conns.push(s);
-        }
-        let want = n.min(workers);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.started(tag).len() < want {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "only {} of {want} requests started within 10 s",
-                self.started(tag).len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            if i < want {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while self.started(tag).len() <= i {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "only {} of {want} requests started within 10 s of the last one sent",
+                        self.started(tag).len()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
         }
         Ok(Held {
             conns,
