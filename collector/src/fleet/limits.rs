@@ -54,3 +54,10 @@ impl Default for Limits {
         }
     }
 }
+
+impl Limits {
+    /// Where the workload and probe figures of a snapshot at `now_ns` begin.
+    pub fn history_start(&self, now_ns: u64) -> u64 {
+        now_ns.saturating_sub(self.workload_history.as_nanos() as u64)
+    }
+}

@@ -8,6 +8,7 @@ use super::probes::ProbeSnapshot;
 use super::workloads::WorkloadSnapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What the ingest side counts about itself.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -53,7 +54,8 @@ pub struct FleetSnapshot {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterSnapshot {
     pub name: String,
-    pub nodes: Vec<NodeSnapshot>,
+    /// Shared with the fleet's nodes: a lean snapshot's are made as each report is taken.
+    pub nodes: Vec<Arc<NodeSnapshot>>,
     /// Workloads (Deployment, StatefulSet, …) with listeners on any node of the cluster,
     /// built from the nodes' listener series: what the HPA rule reads.
     pub workloads: Vec<WorkloadSnapshot>,
@@ -114,7 +116,7 @@ impl FleetSnapshot {
             nodes: nodes.len(),
             clusters: vec![ClusterSnapshot {
                 name: name.to_string(),
-                nodes,
+                nodes: nodes.into_iter().map(Arc::new).collect(),
                 workloads,
                 sizing: Default::default(),
             }],
@@ -127,7 +129,7 @@ impl FleetSnapshot {
     pub fn nodes(&self) -> impl Iterator<Item = (&ClusterSnapshot, &NodeSnapshot)> {
         self.clusters
             .iter()
-            .flat_map(|c| c.nodes.iter().map(move |n| (c, n)))
+            .flat_map(|c| c.nodes.iter().map(move |n| (c, &**n)))
     }
 
     /// Every interface with its cluster and node, in fleet order.

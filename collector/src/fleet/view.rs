@@ -78,7 +78,7 @@ impl View {
     }
 
     fn history_start(&self, now: SystemTime) -> u64 {
-        ns(now).saturating_sub(self.limits.workload_history.as_nanos() as u64)
+        self.limits.history_start(ns(now))
     }
 
     fn cluster_workloads(
@@ -105,7 +105,14 @@ impl View {
     }
 
     fn build(&self, now: SystemTime, history: bool, full: bool) -> FleetSnapshot {
-        self.build_on(now, history, full, spread_threads(self.nodes))
+        let to_make = if history || full {
+            self.nodes
+        } else {
+            let now_ns = ns(now);
+            let nodes = self.clusters.values().flat_map(|nodes| nodes.values());
+            nodes.filter(|n| !n.lean_fresh(now_ns)).count()
+        };
+        self.build_on(now, history, full, spread_threads(to_make))
     }
 
     /// As `build`, the nodes' snapshots made on `threads` threads (the calling one among them).
@@ -118,8 +125,15 @@ impl View {
     ) -> FleetSnapshot {
         let history_start = self.history_start(now);
         let all: Vec<(&String, &Arc<Node>)> = self.clusters.values().flatten().collect();
+        let now_ns = ns(now);
+        // The lean snapshot (every evaluation's) gathers what each report made; only nodes
+        // silent for longer than `LEAN_FRESH` are made here.
         let mut made = map_spread(&all, threads, |(name, n)| {
-            n.snapshot(name, history, full, history_start)
+            if history || full {
+                Arc::new(n.snapshot(name, history, full, history_start))
+            } else {
+                n.lean(name, &self.limits, now_ns)
+            }
         })
         .into_iter();
         let clusters = self
@@ -184,7 +198,7 @@ impl View {
                     break;
                 }
                 c.nodes
-                    .push(n.snapshot(name, q.history, true, history_start));
+                    .push(Arc::new(n.snapshot(name, q.history, true, history_start)));
                 taken += 1;
                 last = Some((cname.clone(), name.clone()));
             }

@@ -3,6 +3,7 @@
 
 mod dns;
 mod interfaces;
+mod lean;
 mod probes;
 mod workloads;
 
@@ -492,8 +493,14 @@ fn a_snapshot_spread_over_threads_is_the_one_made_on_one() {
         want.push((c.to_string(), names));
     }
     let view = f.view();
-    for (history, full) in [(false, false), (false, true), (true, true)] {
-        let one = view.build_on(at(t0 + 11), history, full, 1);
+    // At t0 + 11 a lean snapshot gathers what each report made; at t0 + 100 (the reports
+    // older than `LEAN_FRESH`) it makes every node again.
+    let cases = [(false, false), (false, true), (true, true)];
+    for (now, (history, full)) in [at(t0 + 11), at(t0 + 100)]
+        .into_iter()
+        .flat_map(|now| cases.map(|c| (now, c)))
+    {
+        let one = view.build_on(now, history, full, 1);
         let got: Vec<(String, Vec<String>)> = one
             .clusters
             .iter()
@@ -512,7 +519,7 @@ fn a_snapshot_spread_over_threads_is_the_one_made_on_one() {
         let one = serde_json::to_string(&one).unwrap();
         for threads in [2, 3, 11, 64] {
             let spread =
-                serde_json::to_string(&view.build_on(at(t0 + 11), history, full, threads)).unwrap();
+                serde_json::to_string(&view.build_on(now, history, full, threads)).unwrap();
             assert_eq!(
                 spread, one,
                 "{threads} threads, history {history}, full {full}"

@@ -435,7 +435,8 @@ fn nodes_needed_edges() {
 #[test]
 fn dns_after_a_move_spreads_over_nodes_and_enis() {
     let fleet = agents(PACKING_NODES, None);
-    let nodes: Vec<&crate::fleet::NodeSnapshot> = fleet.clusters[0].nodes.iter().collect();
+    let nodes: Vec<&crate::fleet::NodeSnapshot> =
+        fleet.clusters[0].nodes.iter().map(|n| &**n).collect();
     let g = GroupDns::measure(&nodes, PACKING_NODES).unwrap();
     assert_eq!(
         (g.primary, g.secondary, g.secondary_enis, g.base),
