@@ -1,14 +1,16 @@
 //! The lean snapshot (no history, no latest-value metrics) that the rules, `/metrics` and the
-//! status page read, kept between uses. At fleet size one takes a few hundred milliseconds to
-//! build and its `/metrics` text as long again; the evaluation loop builds one per evaluation
-//! anyway, so a scrape or a page view that comes between two evaluations reads that one (and
-//! its text, encoded once) instead of building its own.
+//! status page read, kept between uses. Each report makes its node's part of it (see
+//! `Node::settle`), so building one only gathers them; its `/metrics` text is the dear part
+//! at fleet size (tens of milliseconds at 5 000 nodes). The evaluation loop builds one per
+//! evaluation and encodes its text after the rules, so a scrape or a page view that comes
+//! between two evaluations reads that one (and its text) instead of making its own.
 //!
 //! When a cached snapshot is used: while it is younger than `max_age` (two evaluation
-//! intervals) and either the fleet has not changed since (same generation) or building one
-//! took at least [`SLOW`]. A small fleet (every test's) therefore always reads a current
-//! snapshot, and a large one reads a snapshot at most two evaluation intervals old (one
-//! normally: each evaluation replaces it), as a Prometheus scrape of any exporter with a collection interval would.
+//! intervals) and either the fleet has not changed since (same generation) or building it and
+//! its text took at least [`SLOW`]. A small fleet (every test's) therefore always reads a
+//! current snapshot, and a large one reads a snapshot at most two evaluation intervals old
+//! (one normally: each evaluation replaces it), as a Prometheus scrape of any exporter with a
+//! collection interval would.
 //!
 //! The workloads (each Deployment's busy workers summed over its pods' windows of
 //! `workload_history`) are most of a snapshot's cost at fleet size: 0.6 s at 5 000 nodes. Once
@@ -22,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// A snapshot that took this long to build is reused until `max_age` even if the fleet moved.
+/// A snapshot whose building and text took this long is reused until `max_age` even if the
+/// fleet moved.
 pub const SLOW: Duration = Duration::from_millis(20);
 
 /// How often slow workloads are made again.
@@ -69,13 +72,25 @@ pub struct Lean {
     generation: u64,
     built: Instant,
     took: Duration,
-    text: OnceLock<String>,
+    /// The `/metrics` text and how long making it took.
+    text: OnceLock<(String, Duration)>,
 }
 
 impl Lean {
     /// The text `encode` makes of the snapshot, made once per snapshot.
     pub fn text(&self, encode: impl FnOnce(&FleetSnapshot) -> String) -> &str {
-        self.text.get_or_init(|| encode(&self.snapshot))
+        let made = self.text.get_or_init(|| {
+            let started = Instant::now();
+            (encode(&self.snapshot), started.elapsed())
+        });
+        &made.0
+    }
+
+    /// What answering afresh would cost: building the snapshot and, once made, its text.
+    /// Since each report makes its node's snapshot, building one is quick at any fleet size;
+    /// its text is not (tens of milliseconds at 5 000 nodes).
+    fn cost(&self) -> Duration {
+        self.took + self.text.get().map_or(Duration::ZERO, |t| t.1)
     }
 
     /// How long building the snapshot took.
@@ -233,7 +248,7 @@ impl LeanCache {
         let kept = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(l) = kept {
             let young = l.built.elapsed() < self.max_age;
-            if young && (l.took >= SLOW || lock(&self.fleet).generation() == l.generation) {
+            if young && (l.cost() >= SLOW || lock(&self.fleet).generation() == l.generation) {
                 return l;
             }
         }
@@ -321,7 +336,31 @@ mod tests {
             "encoded after the rules, not in the refresh"
         );
         cache.encode_kept();
-        assert_eq!(fresh.text.get().map(String::as_str), Some("nodes 0"));
+        assert_eq!(fresh.text.get().map(|t| t.0.as_str()), Some("nodes 0"));
+    }
+
+    /// A snapshot quick to build but slow to encode is reused as one slow to build: a scrape
+    /// between two evaluations copies the text the evaluation made.
+    #[test]
+    fn a_snapshot_whose_text_was_slow_is_reused_while_young() {
+        let fleet = Arc::new(Mutex::new(Fleet::new(Default::default())));
+        let cache = LeanCache::new(fleet.clone(), Duration::from_secs(60));
+        let now = SystemTime::now();
+        let quick = cache.for_text(now);
+        assert!(quick.took() < SLOW);
+        quick.text(|_| {
+            std::thread::sleep(SLOW);
+            "slow".into()
+        });
+        fleet.lock().unwrap().expire(now);
+        assert!(Arc::ptr_eq(&cache.for_text(now), &quick));
+        let fast = cache.refresh(now);
+        fast.text(|_| "fast".into());
+        fleet.lock().unwrap().expire(now);
+        assert!(
+            !Arc::ptr_eq(&cache.for_text(now), &fast),
+            "quick to build and to encode: the fleet moved, a new one"
+        );
     }
 
     #[test]
