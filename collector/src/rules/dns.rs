@@ -54,6 +54,33 @@ impl Cures {
 
 /// What each cure would save on one ENI (see [`Cures`]).
 pub fn savings(i: &EniSnapshot) -> Cures {
+    let mut c = measured(i);
+    let Some(d) = &i.dns else { return c };
+    let total = d.queries_latest.max(1) as f64;
+    c.spread = d
+        .top_sources
+        .iter()
+        .take(TOP)
+        .map(|s| {
+            let who = if s.pod.is_empty() {
+                s.source.to_string()
+            } else if s.namespace.is_empty() {
+                s.pod.to_string()
+            } else {
+                format!("{}/{}", s.namespace, s.pod)
+            };
+            (
+                who,
+                (c.peak as f64 * s.queries as f64 / total).round() as u64,
+            )
+        })
+        .collect();
+    c
+}
+
+/// [`savings`] without `spread` (its names are formatted strings): what a group's shares sum,
+/// over every ENI of a node group, for every consolidation finding and packing plan.
+fn measured(i: &EniSnapshot) -> Cures {
     let peak = dns_peak(i);
     let Some(d) = &i.dns else {
         return Cures {
@@ -76,22 +103,6 @@ pub fn savings(i: &EniSnapshot) -> Cures {
         _ => fqdn_share, // an agent without the split: the old reading
     };
     let at_peak = |share: f64| ((peak as f64 * share).round() as u64).min(peak);
-    let total = d.queries_latest.max(1) as f64;
-    let spread = d
-        .top_sources
-        .iter()
-        .take(TOP)
-        .map(|s| {
-            let who = if s.pod.is_empty() {
-                s.source.to_string()
-            } else if s.namespace.is_empty() {
-                s.pod.to_string()
-            } else {
-                format!("{}/{}", s.namespace, s.pod)
-            };
-            (who, (peak as f64 * s.queries as f64 / total).round() as u64)
-        })
-        .collect();
     Cures {
         peak,
         cache,
@@ -100,7 +111,7 @@ pub fn savings(i: &EniSnapshot) -> Cures {
         cache_mean: m.cache_pps,
         ndots2: at_peak(ndots2_share),
         fqdn: at_peak(fqdn_share),
-        spread,
+        spread: Vec::new(),
     }
 }
 
@@ -357,7 +368,7 @@ pub(crate) fn group_shares<'a>(
 ) -> Option<(f64, f64, f64)> {
     let (mut peak, mut cache, mut ndots2, mut fqdn) = (0u64, 0u64, 0u64, 0u64);
     for n in nodes {
-        for c in n.interfaces.iter().map(savings) {
+        for c in n.interfaces.iter().map(measured) {
             if c.cache_measured {
                 peak += c.peak;
                 cache += c.cache;
@@ -619,6 +630,16 @@ mod tests {
             ],
             ..Default::default()
         });
+        // What a group's shares sum is the same figures, without the spread's names.
+        let (with, without) = (savings(&i), measured(&i));
+        assert_eq!(with.spread.len(), 2);
+        assert_eq!(
+            without,
+            Cures {
+                spread: Vec::new(),
+                ..with
+            }
+        );
         let f = &run(
             &ThrottleRisk(Thresholds::default()),
             &fleet(vec![node("n1", vec![i])]),
