@@ -129,8 +129,13 @@ impl Node {
     /// 5 000 nodes the refresh made every node's each evaluation, 60 ms of CPU it waited for;
     /// here each report pays for its own node (about 10 µs), spread over the interval.
     fn settle(&mut self, name: &str, limits: &Limits, now_ns: u64) {
-        let lean = self.snapshot(name, false, false, limits.history_start(now_ns));
-        self.lean = Some((now_ns, Arc::new(lean)));
+        self.lean = Some((now_ns, self.make_lean(name, limits, now_ns)));
+    }
+
+    /// The node's lean snapshot made at `now_ns` (its probes counted over the workload
+    /// history ending then).
+    fn make_lean(&self, name: &str, limits: &Limits, now_ns: u64) -> Arc<NodeSnapshot> {
+        Arc::new(self.snapshot(name, false, false, limits.history_start(now_ns)))
     }
 
     /// The node's lean snapshot at `now_ns`: the one made at its latest report while that is at
@@ -138,7 +143,7 @@ impl Node {
     fn lean(&self, name: &str, limits: &Limits, now_ns: u64) -> Arc<NodeSnapshot> {
         match &self.lean {
             Some((_, lean)) if self.lean_fresh(now_ns) => lean.clone(),
-            _ => Arc::new(self.snapshot(name, false, false, limits.history_start(now_ns))),
+            _ => self.make_lean(name, limits, now_ns),
         }
     }
 
@@ -400,9 +405,14 @@ impl Fleet {
         }
     }
 
-    /// The node for a resource, created (and refreshed) if the node limits allow; `created`
-    /// counts the nodes this request added.
-    fn node(&mut self, res: &Attrs, now: SystemTime, created: &mut usize) -> Option<&mut Node> {
+    /// The node for a resource and its (cluster, node) identity, the node created (and
+    /// refreshed) if the node limits allow; `created` counts the nodes this request added.
+    fn node(
+        &mut self,
+        res: &Attrs,
+        now: SystemTime,
+        created: &mut usize,
+    ) -> Option<(&mut Node, (String, String))> {
         let (cluster, name) = identity(res);
         let exists = self
             .clusters
@@ -421,17 +431,19 @@ impl Fleet {
                 return None;
             }
             *created += 1;
-        }
-        let node = self
-            .clusters
-            .entry(cluster)
-            .or_default()
-            .entry(name)
-            .or_insert_with(|| Arc::new(Node::new(now)));
-        let node = Arc::make_mut(node);
-        if !exists {
             self.nodes += 1;
         }
+        // A known node is found by reference; only a new one clones its keys.
+        let node = match exists {
+            true => self.clusters.get_mut(&cluster)?.get_mut(&name)?,
+            false => self
+                .clusters
+                .entry(cluster.clone())
+                .or_default()
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Node::new(now))),
+        };
+        let node = Arc::make_mut(node);
         node.last_seen = now;
         let set = |field: &mut Option<String>, key: &str| {
             if let Some(v) = get(res, key) {
@@ -455,7 +467,7 @@ impl Fleet {
             },
             pod_ip: get(res, resource::K8S_POD_IP).map(str::to_string),
         });
-        Some(node)
+        Some((node, (cluster, name)))
     }
 
     /// Takes one OTLP metrics export into the model.
@@ -495,11 +507,10 @@ impl Fleet {
                 applied.rejected += total;
                 continue;
             }
-            let Some(node) = self.node(&res, now, &mut created) else {
+            let Some((node, (cluster, node_name))) = self.node(&res, now, &mut created) else {
                 applied.rejected += total;
                 continue;
             };
-            let (cluster, node_name) = identity(&res);
             for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
                 let class = Class::of(&m.name);
                 // Pod use feeds the sizing history only: a node's pods' series would fill
@@ -599,6 +610,7 @@ impl Fleet {
         allow: &Allow<'_>,
     ) -> Applied {
         self.generation += 1;
+        let (limits, now_ns) = (self.limits, ns(now));
         let mut applied = Applied::default();
         let mut created = 0;
         for rs in &req.resource_spans {
@@ -609,11 +621,10 @@ impl Fleet {
                 applied.rejected += n;
                 continue;
             }
-            let limits = self.limits;
             match self.node(&res, now, &mut created) {
-                Some(node) => {
+                Some((node, (_, name))) => {
                     node.spans += n;
-                    node.settle(&identity(&res).1, &limits, ns(now));
+                    node.settle(&name, &limits, now_ns);
                     applied.accepted += n;
                 }
                 None => applied.rejected += n,
