@@ -95,16 +95,13 @@ pub fn handle(lean: &LeanCache, findings: &Findings, req: &Request<Incoming>) ->
             Err(why) => reply(StatusCode::BAD_REQUEST, TEXT, format!("{why}\n")),
         },
         "/api/v1/findings" => reply(StatusCode::OK, JSON, findings.json(now)),
-        "/metrics" => {
-            let (lean_cache, lean) = (lean, lean.for_text(now));
-            reply(
-                StatusCode::OK,
-                headroom_signals::TEXT_CONTENT_TYPE,
-                lean.text(metrics::encode_fleet).to_string()
-                    + &metrics::encode_ingest(&lean_cache.stats())
-                    + &metrics::encode_findings(findings),
-            )
-        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            headroom_signals::TEXT_CONTENT_TYPE,
+            lean.text(now, metrics::encode_fleet).to_string()
+                + &metrics::encode_ingest(&lean.stats())
+                + &metrics::encode_findings(findings),
+        ),
         "/" => {
             let now_ns = now
                 .duration_since(UNIX_EPOCH)
