@@ -116,6 +116,8 @@ struct Scrape {
     bytes: usize,
     eval_ms: f64,
     eval_max_ms: f64,
+    /// The latest evaluation's thread CPU (ms): beside `eval_ms` it tells work from waiting.
+    eval_cpu_ms: f64,
 }
 
 fn main() {
@@ -245,6 +247,9 @@ fn main() {
                     eval_max_ms: gauge(&text, "headroom_collector_evaluation_seconds_max")
                         .unwrap_or(f64::NAN)
                         * 1000.0,
+                    eval_cpu_ms: gauge(&text, "headroom_collector_evaluation_cpu_seconds")
+                        .unwrap_or(f64::NAN)
+                        * 1000.0,
                 });
                 next += Duration::from_secs(scrape_every);
             }
@@ -311,6 +316,19 @@ fn main() {
             scrapes.iter().map(|s| s.bytes).max().unwrap_or(0) / 1024,
             evals.iter().copied().fold(f64::INFINITY, f64::min),
             evals.iter().copied().fold(0.0, f64::max),
+        );
+        let cpus: Vec<f64> = scrapes.iter().map(|s| s.eval_cpu_ms).collect();
+        let slowest = scrapes
+            .iter()
+            .max_by(|a, b| a.eval_ms.total_cmp(&b.eval_ms))
+            .unwrap();
+        println!(
+            "evaluation CPU (its thread, latest at each scrape) {:.0}–{:.0} ms (median {:.0}); the slowest seen, {:.0} ms, used {:.0} ms of CPU",
+            cpus.iter().copied().fold(f64::INFINITY, f64::min),
+            cpus.iter().copied().fold(0.0, f64::max),
+            median(&cpus),
+            slowest.eval_ms,
+            slowest.eval_cpu_ms,
         );
         let last = scrapes.last().unwrap();
         println!(

@@ -572,8 +572,12 @@ def findings():
         .with_panel(
             ts(
                 "Rule evaluation time",
-                "Wall time of one evaluation of every rule, the slowest since the last scrape.",
-                q("max(headroom_collector_evaluation_seconds_max)", "slowest"),
+                "Wall time of the latest evaluation of every rule and the slowest since the "
+                "collector started; CPU is what the evaluation's thread used of the latest: far "
+                "below its wall time means it waited for a core (raise the CPU limit).",
+                q("max(headroom_collector_evaluation_seconds)", "latest"),
+                q("max(headroom_collector_evaluation_cpu_seconds)", "CPU of the latest", ref="B"),
+                q("max(headroom_collector_evaluation_seconds_max)", "slowest", ref="C"),
                 unit="s",
             )
         )

@@ -280,6 +280,12 @@ pub const EVALUATION_SECONDS_MAX: Metric = family(
     "s",
     "The slowest evaluation since the collector started",
 );
+pub const EVALUATION_CPU_SECONDS: Metric = family(
+    "headroom_collector_evaluation_cpu_seconds",
+    Kind::Gauge,
+    "s",
+    "CPU time the latest evaluation's thread used; far below evaluation_seconds means it waited for a core",
+);
 pub const ALERTS_SENT: Metric = family(
     "headroom_collector_alerts_sent",
     Kind::Counter,
@@ -358,6 +364,7 @@ pub const ALL: &[Metric] = &[
     FINDINGS,
     EVALUATION_SECONDS,
     EVALUATION_SECONDS_MAX,
+    EVALUATION_CPU_SECONDS,
     ALERTS_SENT,
     ALERT_SEND_FAILURES,
     ALERTS_DROPPED,

@@ -39,10 +39,11 @@ pub fn encode(f: &Findings) -> String {
     let dropped: Counter = Counter::default();
     dropped.inc_by(f.lock().dropped());
     register(&mut r, &d::FINDINGS_DROPPED, dropped);
-    let (last, max) = f.evaluation_seconds();
+    let t = f.timing();
     for (desc, v) in [
-        (&d::EVALUATION_SECONDS, last),
-        (&d::EVALUATION_SECONDS_MAX, max),
+        (&d::EVALUATION_SECONDS, t.last),
+        (&d::EVALUATION_SECONDS_MAX, t.max),
+        (&d::EVALUATION_CPU_SECONDS, t.last_cpu),
     ] {
         let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         g.set(v);
