@@ -317,6 +317,14 @@ fn main() {
             evals.iter().copied().fold(f64::INFINITY, f64::min),
             evals.iter().copied().fold(0.0, f64::max),
         );
+        let mut by_time: Vec<&Scrape> = scrapes.iter().collect();
+        by_time.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        let slow: Vec<String> = by_time
+            .iter()
+            .take(3)
+            .map(|s| format!("{:.0} ms at {:.0} s", s.ms, s.at))
+            .collect();
+        println!("slowest scrapes: {}", slow.join(", "));
         let cpus: Vec<f64> = scrapes.iter().map(|s| s.eval_cpu_ms).collect();
         let slowest = scrapes
             .iter()
