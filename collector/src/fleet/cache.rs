@@ -3,7 +3,9 @@
 //! `Node::settle`), so building one only gathers them; its `/metrics` text is the dear part
 //! at fleet size (tens of milliseconds at 5 000 nodes). The evaluation loop builds one per
 //! evaluation and encodes its text after the rules, so a scrape or a page view that comes
-//! between two evaluations reads that one (and its text) instead of making its own.
+//! between two evaluations reads that one (and its text) instead of making its own. A scrape
+//! that comes after the evaluation replaced the snapshot but before its text is made reads the
+//! text made last, when that was slow to make ([`LeanCache::text`]).
 //!
 //! When a cached snapshot is used: while it is younger than `max_age` (two evaluation
 //! intervals) and either the fleet has not changed since (same generation) or building it and
