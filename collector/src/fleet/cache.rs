@@ -121,7 +121,7 @@ pub struct LeanCache {
     slot: Mutex<Option<Arc<Lean>>>,
     max_age: Duration,
     /// Encodes a new snapshot's text ahead of the scrape ([`LeanCache::encode_kept`]), once
-    /// anyone has asked for the text ([`LeanCache::for_text`]): a scrape then only copies it.
+    /// anyone has asked for the text ([`LeanCache::text`]): a scrape then only copies it.
     encoder: Option<fn(&FleetSnapshot) -> String>,
     text_wanted: AtomicBool,
     said: Mutex<Option<Said>>,
